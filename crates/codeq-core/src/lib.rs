@@ -1,0 +1,23 @@
+//! The words of codeQ's domain, with no I/O and no runtime.
+//!
+//! Layout:
+//! - [`command`]: queue names (`Command`), parsed at the edge.
+//! - [`task`]: `Task`, `TaskId`, `TaskStatus`, `Priority` and the timestamps they carry.
+//! - [`result`]: what a worker reports (`ResultRecord`, `Artifact`).
+//! - [`backoff`]: the retry delay policies of a nack or an expired lease.
+//! - [`queue`]: per-command depths (`QueueStats`).
+//! - [`time`]: `Timestamp`, milliseconds since the Unix epoch, and its RFC 3339 form.
+
+pub mod backoff;
+pub mod command;
+pub mod queue;
+pub mod result;
+pub mod task;
+pub mod time;
+
+pub use backoff::{BackoffConfig, BackoffPolicy};
+pub use command::Command;
+pub use queue::QueueStats;
+pub use result::{Artifact, ResultRecord, ResultStatus};
+pub use task::{Priority, Task, TaskId, TaskStatus};
+pub use time::Timestamp;

@@ -1,0 +1,18 @@
+//! Server configuration (being written).
+
+use std::path::PathBuf;
+
+/// Values given on the `codeq serve` command line; they win over env and file.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// `--config FILE` (else env `CODEQ_CONFIG`).
+    pub config_path: Option<PathBuf>,
+    /// `--host`.
+    pub host: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--storage`.
+    pub storage: Option<String>,
+}

@@ -1,0 +1,8 @@
+//! The codeQ server: HTTP API, authentication, scheduling services and
+//! storage backends.
+//!
+//! Layout:
+//! - [`config`]: YAML + env + flags → a validated `Config`.
+//! - [`app`]: builds everything, binds the listener, runs until shutdown.
+pub mod app;
+pub mod config;
