@@ -1,12 +1,323 @@
-//! Builds the server and runs it until shutdown (being written).
+//! Builds the server from a `Config`, binds its listener, runs it until a
+//! shutdown signal, and shuts it down gracefully.
+//!
+//! `App::build` binds (port 0 works, for tests) and opens storage;
+//! `App::run_until` serves until the given future completes, then: stops
+//! accepting, answers pending long polls with 204, lets in-flight requests
+//! finish within `shutdownGraceSeconds`, stops the background jobs and
+//! makes storage durable.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::ConfigOverrides;
+use anyhow::Context;
+use codeq_core::BackoffConfig;
+use time::UtcOffset;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, LocalCredentials, is_loopback_host};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, ConfigOverrides, LogFormat, StorageKind};
+use crate::http;
+use crate::service::Policy;
+use crate::service::artifacts::Artifacts;
+use crate::service::scheduler::Scheduler;
+use crate::service::{reaper, retention};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{Signals, Store};
+
+/// Size limits the HTTP layer enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `maxPayloadBytes`.
+    pub max_payload_bytes: usize,
+    /// `maxArtifactBytes`.
+    pub max_artifact_bytes: usize,
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The task life cycle.
+    pub scheduler: Arc<Scheduler>,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+    /// Artifact bytes.
+    pub artifacts: Arc<Artifacts>,
+    /// Size limits.
+    pub limits: Limits,
+    /// The offset of every time the API prints.
+    pub offset: UtcOffset,
+    /// `allowProducerAsWorker`.
+    pub allow_producer_as_worker: bool,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration asks for something this server refuses (exit code 2).
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else (exit code 1).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl StartError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Refused(_) => ExitCode::from(2),
+            Self::Other(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    store: Arc<dyn Store>,
+    credentials: Option<LocalCredentials>,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl App {
+    /// Builds the server on the system clock.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the server on `clock` (tests drive time with a manual clock).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let local_mode = config.static_tokens.is_empty()
+            && config.identity_jwks_url.is_none()
+            && config.worker_jwks_url.is_none();
+        if local_mode && !is_loopback_host(&config.host) {
+            return Err(StartError::Refused(format!(
+                "refusing to listen on {} in local mode (no tokens configured): set staticTokens or an identity provider, or bind a loopback address",
+                config.host
+            )));
+        }
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+        let address = listener.local_addr().context("cannot read the bound address")?;
+
+        let (auth, credentials) = authenticator(&config, local_mode, address)?;
+        let signals = Arc::new(Signals::new());
+        let store = open_store(&config, signals.clone()).await?;
+        let shutdown = CancellationToken::new();
+        let policy = policy(&config);
+        let scheduler = Arc::new(Scheduler::new(store.clone(), signals.clone(), clock.clone(), policy.clone(), shutdown.clone()));
+        let artifacts = Arc::new(Artifacts::new(
+            config.local_artifacts_dir.clone(),
+            config.public_base_url.clone(),
+            usize::try_from(config.max_artifact_bytes).unwrap_or(usize::MAX),
+        ));
+
+        let mut background = vec![tokio::spawn(reaper::run(store.clone(), signals, clock.clone(), policy, shutdown.clone()))];
+        if config.cleanup_interval_seconds > 0 {
+            let interval = Duration::from_secs(config.cleanup_interval_seconds);
+            let now = move || clock.now();
+            background.push(tokio::spawn(retention::run(
+                store.clone(),
+                artifacts.clone(),
+                config.retention_seconds,
+                interval,
+                now,
+                shutdown.clone(),
+            )));
+        }
+
+        let state = AppState {
+            scheduler,
+            auth: Arc::new(auth),
+            artifacts,
+            limits: Limits {
+                max_payload_bytes: usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX),
+                max_artifact_bytes: usize::try_from(config.max_artifact_bytes).unwrap_or(usize::MAX),
+            },
+            offset: config.timezone,
+            allow_producer_as_worker: config.allow_producer_as_worker,
+        };
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        Ok(Self { listener, state, store, credentials, shutdown, background, grace })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The generated credentials, in local mode.
+    pub fn credentials(&self) -> Option<&LocalCredentials> {
+        self.credentials.as_ref()
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let router = http::router(self.state);
+        let stop_accepting = self.shutdown.clone();
+        let server = axum::serve(self.listener, router).with_graceful_shutdown(stop_accepting.cancelled_owned());
+        let mut server = tokio::spawn(server.into_future());
+        tokio::select! {
+            () = signal => tracing::info!("shutting down"),
+            finished = &mut server => {
+                self.shutdown.cancel();
+                finished.context("server task failed")?.context("server failed")?;
+            }
+        }
+        self.shutdown.cancel();
+        if tokio::time::timeout(self.grace, &mut server).await.is_err() {
+            tracing::warn!(grace_seconds = self.grace.as_secs(), "in-flight requests did not finish within the grace period");
+            server.abort();
+        }
+        for job in self.background {
+            let _ = job.await;
+        }
+        self.store.close().await.context("cannot flush storage")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn policy(config: &Config) -> Policy {
+    Policy {
+        default_lease_seconds: config.default_lease_seconds,
+        max_lease_seconds: config.max_lease_seconds,
+        max_attempts_default: config.max_attempts_default,
+        backoff: BackoffConfig {
+            policy: config.backoff_policy,
+            base_seconds: config.backoff_base_seconds,
+            max_seconds: config.backoff_max_seconds,
+        },
+        requeue_inspect_limit: usize::try_from(config.requeue_inspect_limit).unwrap_or(usize::MAX),
+        retention_seconds: config.retention_seconds,
+    }
+}
+
+async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn Store>, StartError> {
+    match config.storage {
+        StorageKind::Embedded => {
+            let dir = config.data_dir.join("store");
+            let durability = config.durability;
+            let started = std::time::Instant::now();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, durability, signals))
+                .await
+                .context("storage open task failed")?
+                .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", config.data_dir.display()))?;
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage opened");
+            Ok(Arc::new(store))
+        }
+        StorageKind::Redis => Err(StartError::Refused("storage: redis is not available in this build yet; use storage: embedded".into())),
+    }
+}
+
+fn authenticator(
+    config: &Config,
+    local_mode: bool,
+    address: SocketAddr,
+) -> Result<(Authenticator, Option<LocalCredentials>), StartError> {
+    if local_mode {
+        let base_url = format!("http://{address}");
+        let credentials = LocalCredentials::load_or_create(&config.data_dir, &base_url)
+            .with_context(|| format!("cannot write credentials in {}", config.data_dir.display()))?;
+        let auth = Authenticator::new(vec![Arc::new(credentials.verifier())]);
+        return Ok((auth, Some(credentials)));
+    }
+    let verifier = crate::auth::static_verifier(&config.static_tokens).map_err(|e| StartError::Refused(e.to_string()))?;
+    Ok((Authenticator::new(vec![Arc::new(verifier)]), None))
+}
 
 /// Runs `codeq serve`: loads the configuration, starts the server and
 /// blocks until it has shut down. Exit code 2 for a configuration error.
 pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
-    let _ = overrides;
-    ExitCode::SUCCESS
+    let config = match Config::from_process_env(&overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("codeq: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("codeq: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::build(config.clone()).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("codeq: {error:#}");
+                return error.exit_code();
+            }
+        };
+        announce(&app, &config);
+        match app.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("codeq: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Prints where the server listens and, in local mode, its tokens.
+fn announce(app: &App, config: &Config) {
+    let address = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    println!("codeQ listening on http://{address} (storage: {}, data: {})", config.storage, config.data_dir.display());
+    if let Some(credentials) = app.credentials() {
+        println!("local mode: no tokens configured, generated these (saved in {}):", config.data_dir.join("credentials.json").display());
+        println!("  producer token: {}", credentials.producer_token);
+        println!("  worker token:   {}", credentials.worker_token);
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},fjall=warn,lsm_tree=warn", config.log_level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

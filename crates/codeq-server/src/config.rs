@@ -16,3 +16,12 @@ pub struct ConfigOverrides {
     /// `--storage`.
     pub storage: Option<String>,
 }
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (fsync, shared by concurrent writes).
+    Fsync,
+    /// In the OS buffers: survives a process crash, not power loss.
+    Buffered,
+}

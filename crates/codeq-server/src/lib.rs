@@ -6,3 +6,6 @@
 //! - [`app`]: builds everything, binds the listener, runs until shutdown.
 pub mod app;
 pub mod config;
+pub mod clock;
+pub mod service;
+pub mod store;

@@ -19,7 +19,9 @@
 //!                          [--writers 1,16,64,256] [--secs 3] [--max-batch 1024]
 //!                          [--preload 100000] [--cache-mb 64]
 //!   storage-bench recovery [--store redb|fjall|both] [--tasks 1000000] [--crash]
-//!                          [--cache-mb 64]
+//!                          [--buffered] [--cold] [--cache-mb 64]
+//! `--cold` drops the store's files from the OS page cache before reopening;
+//! `--buffered` loads with buffered commits (with `--crash`: what survives).
 //! Data goes to a fresh directory under $TMPDIR, removed afterwards.
 
 use std::collections::HashMap;
@@ -339,18 +341,19 @@ fn cmd_commit(a: &Args) -> Res<()> {
 
 // ---------------------------------------------------------------- recovery bench
 
-/// Child process: load `--tasks` pending tasks in durable batches of 1000, then
-/// close cleanly, or exit without closing with `--crash`.
+/// Child process: load `--tasks` pending tasks in batches of 1000 (durable, or
+/// not with `--buffered`), then close cleanly, or exit without closing with `--crash`.
 fn cmd_load(a: &Args) -> Res<()> {
     let store = Store::open(a.get("store", "redb"), Path::new(a.get("dir", "")), a.get("cache-mb", "64").parse()?)?;
     let n: usize = a.get("tasks", "1000000").parse()?;
+    let mode = if a.flag("buffered") { Mode::Buffered } else { Mode::Fsync };
     let t0 = Instant::now();
     let mut batch = Vec::with_capacity(1000);
     for i in 0..n {
         let id = uuid::Uuid::now_v7();
         batch.push(Transition { key: id.into_bytes(), task: task_value(&id, "PENDING", 0), result: None });
         if batch.len() == 1000 || i + 1 == n {
-            store.write(batch.iter(), Mode::Fsync)?;
+            store.write(batch.iter(), mode)?;
             batch.clear();
         }
     }
@@ -389,17 +392,20 @@ fn cmd_recovery(a: &Args) -> Res<()> {
     let tasks = a.get("tasks", "1000000");
     let cache_mb = a.get("cache-mb", "64");
     let crash = a.flag("crash");
-    println!("| store | close | tasks | load s | disk MB | reopen s | scan s | peak RSS MB (after open / after scan) |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| store | close | cache | tasks | load s | disk MB | reopen s | scan s | records found | peak RSS MB (after open / after scan) |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for store in a.stores() {
         let dir = TempDir::new()?;
         let d = dir.0.to_string_lossy().into_owned();
         let mut load = vec!["load", "--store", store, "--dir", &d, "--tasks", tasks, "--cache-mb", cache_mb];
-        if crash {
-            load.push("--crash");
+        for f in ["crash", "buffered"].into_iter().filter(|f| a.flag(f)) {
+            load.push(if f == "crash" { "--crash" } else { "--buffered" });
         }
         let lo = child(&exe, &load)?;
         let disk = dir_size(&dir.0)?;
+        if a.flag("cold") {
+            evict_page_cache(&dir.0)?;
+        }
         let sc = child(&exe, &["scan", "--store", store, "--dir", &d, "--cache-mb", cache_mb])?;
         eprintln!("{store}: {lo} | {sc}");
         let f = |s: &str, k: &str| -> String {
@@ -408,12 +414,15 @@ fn cmd_recovery(a: &Args) -> Res<()> {
                 .unwrap_or_default()
         };
         println!(
-            "| {store} | {} | {tasks} | {} | {} | {} | {} | {} / {} |",
+            "| {store} | {}{} | {} | {tasks} | {} | {} | {} | {} | {} | {} / {} |",
             if crash { "crash" } else { "clean" },
+            if a.flag("buffered") { " (buffered load)" } else { "" },
+            if a.flag("cold") { "cold" } else { "warm" },
             f(&lo, "load_s"),
             disk >> 20,
             f(&sc, "open_s"),
             f(&sc, "scan_s"),
+            f(&sc, "records"),
             f(&sc, "hwm_after_open_mb"),
             f(&sc, "hwm_mb"),
         );
@@ -427,6 +436,17 @@ fn child(exe: &Path, args: &[&str]) -> Res<String> {
         return Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Drops this directory's files (only) from the OS page cache: `sync FILE` then
+/// `dd iflag=nocache count=0` (POSIX_FADV_DONTNEED on the whole file).
+fn evict_page_cache(dir: &Path) -> Res<()> {
+    let script = r#"find "$0" -type f | while read -r f; do sync "$f"; dd if="$f" iflag=nocache count=0 status=none; done"#;
+    let st = Command::new("sh").arg("-c").arg(script).arg(dir).status()?;
+    if !st.success() {
+        return Err("evicting the page cache failed".into());
+    }
+    Ok(())
 }
 
 fn proc_status(field: &str) -> u64 {

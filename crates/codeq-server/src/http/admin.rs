@@ -1,0 +1,54 @@
+//! Admin endpoints: queue depths and cleanup of terminal tasks.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use codeq_core::{Command, QueueStats, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::{Admin, Body};
+use crate::app::AppState;
+use crate::service::retention;
+
+/// `GET /v1/codeq/admin/queues`
+pub async fn queues(State(app): State<AppState>, Admin(_): Admin) -> Result<Json<Value>, ApiError> {
+    let queues = app.scheduler.store().all_queue_stats().await?;
+    Ok(Json(json!({ "queues": queues })))
+}
+
+/// `GET /v1/codeq/admin/queues/:command` (and `…/stats`)
+pub async fn queue(State(app): State<AppState>, Admin(_): Admin, Path(command): Path<String>) -> Result<Json<QueueStats>, ApiError> {
+    let command = Command::parse(&command)
+        .map_err(|reason| ApiError::invalid("invalid_command", format!("command {command:?} {reason}")))?;
+    Ok(Json(app.scheduler.store().queue_stats(&command).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CleanupBody {
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+/// The most tasks one cleanup call deletes.
+const MAX_CLEANUP_LIMIT: i64 = 100_000;
+
+/// `POST /v1/codeq/admin/tasks/cleanup`
+pub async fn cleanup(State(app): State<AppState>, Admin(_): Admin, body: Body) -> Result<Json<Value>, ApiError> {
+    let request: CleanupBody = body.json()?;
+    let limit = match request.limit {
+        None => 1000,
+        Some(n @ 1..=MAX_CLEANUP_LIMIT) => n as usize,
+        Some(n) => return Err(ApiError::field(format!("limit must be 1..{MAX_CLEANUP_LIMIT}, got {n}"))),
+    };
+    let before = match &request.before {
+        None => app.scheduler.clock().now(),
+        Some(text) => Timestamp::parse_rfc3339(text)
+            .ok_or_else(|| ApiError::field(format!("before {text:?} is not an RFC 3339 time")))?,
+    };
+    let retention_seconds = app.scheduler.policy().retention_seconds;
+    let store = app.scheduler.store().as_ref();
+    let deleted = retention::cleanup(store, &app.artifacts, retention_seconds, before, limit).await?;
+    Ok(Json(json!({ "deleted": deleted, "before": before.to_rfc3339(app.offset), "limit": limit })))
+}

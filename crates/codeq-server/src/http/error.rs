@@ -1,0 +1,128 @@
+//! `ApiError`: every failure of a request as a status and a JSON body
+//! `{"error": "<message>", "code": "<stable_code>"}`.
+//!
+//! Messages of 4xx errors name the field or the reason. 5xx bodies never
+//! carry internals: the cause is logged once, here, and the client gets a
+//! generic message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::service::artifacts::ArtifactError;
+use crate::store::{StoreError, TransitionError};
+
+/// A request failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// Human-readable message naming the field or reason.
+    pub message: String,
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// Message.
+    pub error: &'a str,
+    /// Code.
+    pub code: &'a str,
+}
+
+impl ApiError {
+    /// Any status with a code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// 400 for an invalid field (the message names it).
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 400 `invalid_field`.
+    pub fn field(message: impl Into<String>) -> Self {
+        Self::invalid("invalid_field", message)
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 413.
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    /// 500, with the cause logged and hidden from the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: &self.message, code: self.code };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(error: TransitionError) -> Self {
+        let message = error.to_string();
+        match error {
+            TransitionError::NotFound => Self::not_found("task_not_found", message),
+            TransitionError::NotInProgress(_) => Self::new(StatusCode::CONFLICT, "not_in_progress", message),
+            TransitionError::NotOwner => Self::new(StatusCode::FORBIDDEN, "not_owner", message),
+            TransitionError::StaleAttempt { .. } => Self::new(StatusCode::CONFLICT, "stale_attempt", message),
+            TransitionError::ResultConflict => Self::new(StatusCode::CONFLICT, "result_conflict", message),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Transition(refused) => refused.into(),
+            StoreError::Unavailable(cause) => {
+                tracing::error!(%cause, "storage unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable; retry later")
+            }
+            StoreError::Corrupt(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Self::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<ArtifactError> for ApiError {
+    fn from(error: ArtifactError) -> Self {
+        match error {
+            ArtifactError::Invalid(message) => Self::invalid("invalid_artifact", message),
+            ArtifactError::TooLarge { .. } => Self::too_large("artifact_too_large", error.to_string()),
+            ArtifactError::Io(cause) => Self::internal(cause),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Extractors: the caller's principal (authentication and scope checks,
+//! in the order of the API: 401, then 403), and JSON bodies parsed after
+//! those checks with errors that name the field.
+
+use std::marker::PhantomData;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::auth::{Principal, Scope};
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    Ok(state.auth.authenticate(authorization).await?)
+}
+
+/// Any authenticated caller, producer or worker.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(Self)
+    }
+}
+
+/// A producer.
+pub struct Producer(pub Principal);
+
+impl FromRequestParts<AppState> for Producer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = authenticate(parts, state).await?;
+        principal.require_producer()?;
+        Ok(Self(principal))
+    }
+}
+
+/// A producer with admin rights.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = authenticate(parts, state).await?;
+        principal.require_admin()?;
+        Ok(Self(principal))
+    }
+}
+
+/// The scope a worker endpoint requires.
+pub trait RequiredScope {
+    /// The scope.
+    const SCOPE: Scope;
+}
+
+macro_rules! scopes {
+    ($($name:ident => $scope:ident),* $(,)?) => {
+        /// Marker types naming the scope of each worker endpoint.
+        pub mod scope {
+            use super::{RequiredScope, Scope};
+            $(
+                #[doc = concat!("Requires `", stringify!($scope), "`.")]
+                pub struct $name;
+                impl RequiredScope for $name {
+                    const SCOPE: Scope = Scope::$scope;
+                }
+            )*
+        }
+    };
+}
+
+scopes!(Claim => Claim, Heartbeat => Heartbeat, Abandon => Abandon, Nack => Nack, Result => Result);
+
+/// A worker (or a producer allowed to act as one) holding scope `S`.
+pub struct Worker<S>(pub Principal, PhantomData<S>);
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Worker<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = authenticate(parts, state).await?;
+        let worker = principal.as_worker(state.allow_producer_as_worker)?;
+        worker.require_scope(S::SCOPE)?;
+        Ok(Self(worker, PhantomData))
+    }
+}
+
+/// The raw request body, limited by the route's body limit (413 beyond).
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::too_large("body_too_large", "request body is over the size limit"))
+            }
+            Err(rejection) => Err(ApiError::invalid("invalid_body", rejection.body_text())),
+        }
+    }
+}
+
+impl Body {
+    /// Parses the body as JSON; an empty body counts as `{}` (for
+    /// endpoints whose fields are all optional).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let bytes: &[u8] = if self.0.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.0 };
+        parse_json(bytes)
+    }
+}
+
+/// Parses JSON, naming the offending field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else if path == "." {
+            format!("invalid body: {inner}")
+        } else {
+            format!("invalid field {path}: {inner}")
+        };
+        ApiError::invalid(if inner.is_data() { "invalid_field" } else { "malformed_json" }, message)
+    })
+}
+
+/// Parses a JSON value (one item of a batch), naming the field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        ApiError::field(if path == "." { format!("invalid item: {inner}") } else { format!("invalid field {path}: {inner}") })
+    })
+}

@@ -1,0 +1,94 @@
+//! The HTTP API: the axum router, one module per resource, the extractors
+//! that authenticate and parse, and `ApiError`.
+//!
+//! Handlers hold no business rules: they parse and check the request,
+//! call one service method, and shape the response.
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod tasks;
+pub mod views;
+pub mod workers;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use self::error::ApiError;
+use crate::app::AppState;
+
+/// Room for the fields around a payload in a create body.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limits = &state.limits;
+    let single = limits.max_payload_bytes + ENVELOPE_BYTES;
+    let batch = single.saturating_mul(tasks::MAX_BATCH);
+    let result = limits.max_artifact_bytes / 3 * 4 + ENVELOPE_BYTES;
+    let small = ENVELOPE_BYTES;
+
+    let api = Router::new()
+        .route("/tasks", post(tasks::create).layer(DefaultBodyLimit::max(single)))
+        .route("/tasks/batch", post(tasks::create_batch).layer(DefaultBodyLimit::max(batch)))
+        .route("/tasks/claim", post(workers::claim).layer(DefaultBodyLimit::max(small)))
+        .route("/tasks/claim/batch", post(workers::claim_batch).layer(DefaultBodyLimit::max(small)))
+        .route("/tasks/batch/results", post(workers::submit_results_batch).layer(DefaultBodyLimit::max(result.saturating_mul(tasks::MAX_BATCH))))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/result", get(tasks::get_result).post(workers::submit_result).layer(DefaultBodyLimit::max(result)))
+        .route("/tasks/{id}/heartbeat", post(workers::heartbeat).layer(DefaultBodyLimit::max(small)))
+        .route("/tasks/{id}/abandon", post(workers::abandon).layer(DefaultBodyLimit::max(small)))
+        .route("/tasks/{id}/nack", post(workers::nack).layer(DefaultBodyLimit::max(small)))
+        .route("/admin/queues", get(admin::queues))
+        .route("/admin/queues/{command}", get(admin::queue))
+        .route("/admin/queues/{command}/stats", get(admin::queue))
+        .route("/admin/tasks/cleanup", post(admin::cleanup).layer(DefaultBodyLimit::max(small)));
+
+    Router::new()
+        .nest("/v1/codeq", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn(log_request))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+/// One log line per request: method, route template, status, duration and
+/// request id.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_string();
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id,
+        "request"
+    );
+    response
+}

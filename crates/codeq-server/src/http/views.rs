@@ -1,0 +1,92 @@
+//! The API's JSON forms of tasks and results: RFC 3339 times in the
+//! configured offset, absent optional fields omitted.
+
+use codeq_core::{Artifact, ResultRecord, Task, Timestamp};
+use serde::Serialize;
+use time::UtcOffset;
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView<'a> {
+    id: String,
+    command: &'a str,
+    payload: &'a str,
+    priority: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<&'a str>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_until: Option<String>,
+    attempts: u32,
+    max_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+}
+
+impl<'a> TaskView<'a> {
+    /// The view of `task` with times in `offset`.
+    pub fn new(task: &'a Task, offset: UtcOffset) -> Self {
+        let time = |at: Timestamp| at.to_rfc3339(offset);
+        Self {
+            id: task.id.to_string(),
+            command: task.command.as_str(),
+            payload: &task.payload,
+            priority: task.priority.get(),
+            webhook: task.webhook.as_deref(),
+            status: task.status.as_str(),
+            worker_id: task.worker_id.as_deref(),
+            lease_until: task.lease_until.map(time),
+            attempts: task.attempts,
+            max_attempts: task.max_attempts,
+            error: task.error.as_deref(),
+            last_reason: task.last_reason.as_deref(),
+            run_at: task.run_at.map(time),
+            idempotency_key: task.idempotency_key.as_deref(),
+            created_at: time(task.created_at),
+            updated_at: time(task.updated_at),
+            completed_at: task.completed_at.map(time),
+        }
+    }
+}
+
+/// A result record as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultView<'a> {
+    task_id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[Artifact]>::is_empty")]
+    artifacts: &'a [Artifact],
+    completed_at: String,
+}
+
+impl<'a> ResultView<'a> {
+    /// The view of `record` with times in `offset`.
+    pub fn new(record: &'a ResultRecord, offset: UtcOffset) -> Self {
+        Self {
+            task_id: record.task_id.to_string(),
+            status: record.status.as_str(),
+            result: record.result.as_ref(),
+            error: record.error.as_deref(),
+            artifacts: &record.artifacts,
+            completed_at: record.completed_at.to_rfc3339(offset),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The services: the rules of the task life cycle between the HTTP layer
+//! and the store.
+//!
+//! - [`scheduler`]: create, claim (with long poll), heartbeat, abandon,
+//!   nack and results: defaults, limits and backoff decided here.
+//! - [`artifacts`]: artifact bytes written to `localArtifactsDir`.
+//! - [`reaper`]: promotes due tasks and expires leases on time.
+//! - [`retention`]: deletes terminal tasks past their retention.
+
+pub mod artifacts;
+pub mod reaper;
+pub mod retention;
+pub mod scheduler;
+
+use codeq_core::BackoffConfig;
+
+/// The limits and defaults the services apply (from the configuration).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Lease of a claim or heartbeat that names none.
+    pub default_lease_seconds: u64,
+    /// The longest lease granted.
+    pub max_lease_seconds: u64,
+    /// `maxAttempts` of a task that names none.
+    pub max_attempts_default: u32,
+    /// Retry delays after a nack or an expired lease.
+    pub backoff: BackoffConfig,
+    /// Most tasks one reaper pass moves.
+    pub requeue_inspect_limit: usize,
+    /// How long terminal tasks are kept.
+    pub retention_seconds: u64,
+}

@@ -1,0 +1,73 @@
+//! The reaper: makes delayed tasks ready and expires leases on time, with
+//! no claim traffic needed.
+//!
+//! It sleeps until the store's next deadline (a delayed task's visible
+//! time or a lease's end), and is woken early when a transition creates an
+//! earlier one. Backends that cannot tell their next deadline are polled
+//! once a second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeq_core::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use super::Policy;
+use crate::clock::Clock;
+use crate::store::{Nacked, Signals, Store, StoreResult};
+
+/// How long the reaper sleeps when the store knows no deadline.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// How long the reaper waits after a storage error before trying again.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Runs the reaper until `shutdown` fires.
+pub async fn run(
+    store: Arc<dyn Store>,
+    signals: Arc<Signals>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let pass = reap_once(store.as_ref(), clock.as_ref(), &policy).await;
+        let idle_until = match pass {
+            Ok(true) => continue,
+            Ok(false) => clock.now().plus_millis(IDLE_POLL.as_millis() as i64),
+            Err(error) => {
+                tracing::warn!(%error, "reaper pass failed");
+                clock.now().plus_millis(ERROR_BACKOFF.as_millis() as i64)
+            }
+        };
+        let wake_at = store.next_deadline().map_or(idle_until, |deadline| deadline.min(idle_until));
+        tokio::select! {
+            () = clock.sleep_until(wake_at) => {}
+            () = signals.deadline_changed_wait() => {}
+            () = shutdown.cancelled() => {
+                tracing::debug!("reaper stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// One pass: promote due tasks, expire leases. True when a limit was hit
+/// and more work is waiting.
+async fn reap_once(store: &dyn Store, clock: &dyn Clock, policy: &Policy) -> StoreResult<bool> {
+    let limit = policy.requeue_inspect_limit;
+    let now: Timestamp = clock.now();
+    let promoted = store.promote_due(now, limit).await?;
+    let expired = store.expire_leases(now, policy.backoff, limit).await?;
+    for task in &expired {
+        match task.outcome {
+            Nacked::Requeued { delay_seconds } => {
+                tracing::debug!(task.id = %task.task_id, command = %task.command, delay_seconds, "lease expired, task requeued");
+            }
+            Nacked::DeadLettered => {
+                tracing::debug!(task.id = %task.task_id, command = %task.command, "lease expired, task dead-lettered");
+            }
+        }
+    }
+    Ok(promoted >= limit || expired.len() >= limit)
+}

@@ -1,0 +1,248 @@
+//! The scheduler: every task transition a producer or worker asks for.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
+use tokio::sync::{Notify, futures::Notified};
+use tokio_util::sync::CancellationToken;
+
+use super::Policy;
+use crate::clock::Clock;
+use crate::store::{
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals, Store, StoreResult,
+    TransitionError,
+};
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// The queue.
+    pub command: Command,
+    /// The payload, serialized compactly.
+    pub payload: String,
+    /// Claim priority.
+    pub priority: Priority,
+    /// Delivery limit, when the producer set one.
+    pub max_attempts: Option<u32>,
+    /// Result callback URL.
+    pub webhook: Option<String>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// When to make the task visible.
+    pub schedule: Schedule,
+}
+
+/// When a new task becomes visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// At once.
+    Now,
+    /// At an instant (`runAt`; in the past means now).
+    At(Timestamp),
+    /// After a delay (`delaySeconds`).
+    After(u64),
+}
+
+/// A validated claim request.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Where to take tasks from.
+    pub commands: CommandFilter,
+    /// The worker's `sub`.
+    pub worker_id: String,
+    /// Requested lease (default and cap applied here).
+    pub lease_seconds: Option<u64>,
+    /// Long-poll wait (0 = answer at once).
+    pub wait: Duration,
+    /// How many tasks at most.
+    pub count: usize,
+}
+
+/// The task life cycle. Cheap to share behind an `Arc`.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    signals: Arc<Signals>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    shutdown: CancellationToken,
+}
+
+impl Scheduler {
+    /// A scheduler over `store`. Long polls end when `shutdown` fires.
+    pub fn new(
+        store: Arc<dyn Store>,
+        signals: Arc<Signals>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { store, signals, clock, policy, shutdown }
+    }
+
+    /// The limits in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The clock in use.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The store underneath (reads and admin calls).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates tasks, in order, as one durable write.
+    pub async fn create(&self, requests: Vec<NewTask>) -> StoreResult<Vec<Created>> {
+        let now = self.clock.now();
+        let tasks = requests.into_iter().map(|request| self.new_task(request, now)).collect();
+        self.store.create(tasks).await
+    }
+
+    fn new_task(&self, request: NewTask, now: Timestamp) -> Task {
+        let (run_at, visible_at) = match request.schedule {
+            Schedule::Now => (None, now),
+            Schedule::At(at) => (Some(at), at.max(now)),
+            Schedule::After(0) => (None, now),
+            Schedule::After(seconds) => {
+                let at = now.plus_seconds(seconds);
+                (Some(at), at)
+            }
+        };
+        Task {
+            id: TaskId::generate(),
+            command: request.command,
+            payload: request.payload,
+            priority: request.priority,
+            webhook: request.webhook,
+            status: TaskStatus::Pending,
+            worker_id: None,
+            lease_until: None,
+            attempts: 0,
+            max_attempts: request.max_attempts.unwrap_or(self.policy.max_attempts_default),
+            error: None,
+            last_reason: None,
+            run_at,
+            visible_at,
+            idempotency_key: request.idempotency_key,
+            dead_lettered: false,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+        }
+    }
+
+    fn lease_until(&self, requested: Option<u64>, now: Timestamp) -> Timestamp {
+        let seconds = requested.unwrap_or(self.policy.default_lease_seconds).min(self.policy.max_lease_seconds);
+        now.plus_seconds(seconds)
+    }
+
+    /// Claims up to `request.count` tasks, waiting up to `request.wait`
+    /// for one to become ready. Empty when none came in time or the server
+    /// is shutting down.
+    pub async fn claim(&self, request: &ClaimRequest) -> StoreResult<Vec<Task>> {
+        let deadline = tokio::time::Instant::now() + request.wait;
+        let notifiers = self.notifiers(&request.commands);
+        let mut woken_by: Option<usize> = None;
+        loop {
+            // Register interest before looking, so a task created between
+            // the look and the wait still wakes us.
+            let mut waits: Vec<Pin<Box<Notified<'_>>>> = notifiers.iter().map(|n| Box::pin(n.notified())).collect();
+            for wait in &mut waits {
+                wait.as_mut().enable();
+            }
+            let now = self.clock.now();
+            let spec = ClaimSpec {
+                commands: request.commands.clone(),
+                worker_id: request.worker_id.clone(),
+                lease_until: self.lease_until(request.lease_seconds, now),
+                count: request.count,
+            };
+            let claimed = self.store.claim(&spec, now).await?;
+            if !claimed.is_empty() {
+                // Pass the wake-up on: another ready task may be waiting
+                // for the waiter this one took it from.
+                if let Some(index) = woken_by {
+                    notifiers[index].notify_one();
+                }
+                return Ok(claimed);
+            }
+            if request.wait.is_zero() || self.shutdown.is_cancelled() {
+                return Ok(claimed);
+            }
+            tokio::select! {
+                index = first_of(&mut waits) => woken_by = Some(index),
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                () = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    fn notifiers(&self, commands: &CommandFilter) -> Vec<Arc<Notify>> {
+        match commands {
+            CommandFilter::All => vec![self.signals.any_command()],
+            CommandFilter::Only(commands) => commands.iter().map(|command| self.signals.command(command)).collect(),
+        }
+    }
+
+    /// Extends the lease of a task the worker holds.
+    pub async fn heartbeat(&self, id: TaskId, fence: Fence<'_>, extend_seconds: Option<u64>) -> StoreResult<Task> {
+        let now = self.clock.now();
+        self.store.heartbeat(id, fence, self.lease_until(extend_seconds, now), now).await
+    }
+
+    /// Gives a held task back to the ready queue at once.
+    pub async fn abandon(&self, id: TaskId, fence: Fence<'_>) -> StoreResult<Task> {
+        self.store.abandon(id, fence, self.clock.now()).await
+    }
+
+    /// Retries a held task later (the worker's delay capped by
+    /// `backoffMaxSeconds`, else the backoff policy), or dead-letters it.
+    pub async fn nack(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        delay_seconds: Option<u64>,
+        reason: Option<String>,
+    ) -> StoreResult<Nacked> {
+        let delay = match delay_seconds {
+            Some(seconds) => RetryDelay::Seconds(seconds.min(self.policy.backoff.max_seconds)),
+            None => RetryDelay::Backoff(self.policy.backoff),
+        };
+        self.store.nack(id, fence, delay, reason, self.clock.now()).await
+    }
+
+    /// Stores results, each on its own, as one durable write.
+    pub async fn complete(&self, items: Vec<Completion>) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        self.store.complete(items, self.clock.now()).await
+    }
+
+    /// Reads a task.
+    pub async fn task(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        self.store.get_task(id).await
+    }
+
+    /// Reads a task and its result, when it has one.
+    pub async fn task_with_result(&self, id: TaskId) -> StoreResult<Option<(Task, ResultRecord)>> {
+        let Some(task) = self.store.get_task(id).await? else { return Ok(None) };
+        Ok(self.store.get_result(id).await?.map(|record| (task, record)))
+    }
+}
+
+/// Completes when any of `waits` does, with its index.
+fn first_of<'a, 'b>(waits: &'a mut [Pin<Box<Notified<'b>>>]) -> impl Future<Output = usize> + 'a {
+    std::future::poll_fn(move |cx| {
+        for (index, wait) in waits.iter_mut().enumerate() {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(index);
+            }
+        }
+        Poll::Pending
+    })
+}

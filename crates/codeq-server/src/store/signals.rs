@@ -1,0 +1,62 @@
+//! Wake-ups shared by the store and the services: "a command has ready
+//! work" for long polls, and "an earlier deadline exists" for the reaper.
+//!
+//! Long polls use `notify_one` semantics: each ready event wakes at most one
+//! waiter of the command and one waiter of "any command", so a busy queue
+//! does not wake every idle worker for each task. A waiter registers before
+//! it checks the store (no lost wake-up) and passes the wake-up on when it
+//! claimed something (so a second ready task is not left unannounced).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use codeq_core::Command;
+use tokio::sync::Notify;
+
+/// The wake-up hub. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Signals {
+    per_command: Mutex<HashMap<Command, Arc<Notify>>>,
+    any_command: Arc<Notify>,
+    deadline: Notify,
+}
+
+impl Signals {
+    /// A hub with no waiters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The notifier of `command`'s ready set.
+    pub fn command(&self, command: &Command) -> Arc<Notify> {
+        let mut map = self.per_command.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(command.clone()).or_default().clone()
+    }
+
+    /// The notifier of "some command has ready work".
+    pub fn any_command(&self) -> Arc<Notify> {
+        self.any_command.clone()
+    }
+
+    /// Tells waiters that `command` has ready work.
+    pub fn ready(&self, command: &Command) {
+        let notify = {
+            let map = self.per_command.lock().unwrap_or_else(PoisonError::into_inner);
+            map.get(command).cloned()
+        };
+        if let Some(notify) = notify {
+            notify.notify_one();
+        }
+        self.any_command.notify_one();
+    }
+
+    /// Tells the reaper a deadline earlier than the ones it knew may exist.
+    pub fn deadline_changed(&self) {
+        self.deadline.notify_one();
+    }
+
+    /// Waits for [`Signals::deadline_changed`].
+    pub async fn deadline_changed_wait(&self) {
+        self.deadline.notified().await;
+    }
+}

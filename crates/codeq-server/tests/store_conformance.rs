@@ -1,0 +1,390 @@
+//! The `Store` conformance suite: the same behaviour, checked on every
+//! backend. Each backend instantiates the whole suite with
+//! `conformance_suite!(module_name, harness)`, where the harness opens the
+//! backend (again, for restart tests) on its own state.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use codeq_core::{
+    BackoffConfig, BackoffPolicy, Command, Priority, ResultRecord, ResultStatus, Task, TaskId, TaskStatus, Timestamp,
+};
+use codeq_server::config::Durability;
+use codeq_server::store::embedded::EmbeddedStore;
+use codeq_server::store::{
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals, Store, StoreError,
+    TransitionError,
+};
+
+/// Opens a backend on state that survives reopening.
+trait Harness: Send + Sync {
+    fn open(&self) -> Arc<dyn Store>;
+}
+
+struct Embedded(tempfile::TempDir);
+
+impl Harness for Embedded {
+    fn open(&self) -> Arc<dyn Store> {
+        Arc::new(EmbeddedStore::open(self.0.path(), Durability::Fsync, Arc::new(Signals::new())).unwrap())
+    }
+}
+
+fn embedded() -> Embedded {
+    Embedded(tempfile::tempdir().unwrap())
+}
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn at(seconds: i64) -> Timestamp {
+    T0.plus_millis(seconds * 1000)
+}
+
+fn command(name: &str) -> Command {
+    Command::parse(name).unwrap()
+}
+
+fn task(name: &str, priority: i64, visible_at: Timestamp) -> Task {
+    Task {
+        id: TaskId::generate(),
+        command: command(name),
+        payload: r#"{"n":1}"#.into(),
+        priority: Priority::clamped(priority),
+        webhook: None,
+        status: TaskStatus::Pending,
+        worker_id: None,
+        lease_until: None,
+        attempts: 0,
+        max_attempts: 3,
+        error: None,
+        last_reason: None,
+        run_at: None,
+        visible_at,
+        idempotency_key: None,
+        dead_lettered: false,
+        created_at: at(0),
+        updated_at: at(0),
+        completed_at: None,
+    }
+}
+
+fn spec(filter: CommandFilter, count: usize, lease_until: Timestamp) -> ClaimSpec {
+    ClaimSpec { commands: filter, worker_id: "w1".into(), lease_until, count }
+}
+
+fn only(name: &str) -> CommandFilter {
+    CommandFilter::Only(vec![command(name)])
+}
+
+const BACKOFF: BackoffConfig = BackoffConfig { policy: BackoffPolicy::Fixed, base_seconds: 10, max_seconds: 60 };
+
+fn fence(attempt: Option<u32>) -> Fence<'static> {
+    Fence { worker_id: "w1", attempt }
+}
+
+fn completion(id: TaskId, worker: &str, status: ResultStatus) -> Completion {
+    let record = ResultRecord {
+        task_id: id,
+        status,
+        result: (status == ResultStatus::Completed).then(|| serde_json::json!({"ok": true})),
+        error: (status == ResultStatus::Failed).then(|| "boom".to_string()),
+        artifacts: Vec::new(),
+        worker_id: worker.into(),
+        completed_at: at(0),
+    };
+    Completion { task_id: id, worker_id: worker.into(), attempt: None, record }
+}
+
+async fn create(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
+    store.create(tasks).await.unwrap().into_iter().map(|c| match c {
+        Created::New(t) | Created::Existing(t) => t.id,
+    }).collect()
+}
+
+async fn claim_one(store: &dyn Store, filter: CommandFilter, now: Timestamp) -> Option<Task> {
+    store.claim(&spec(filter, 1, now.plus_seconds(30)), now).await.unwrap().pop()
+}
+
+pub async fn claims_highest_priority_first_then_fifo(h: &dyn Harness) {
+    let store = h.open();
+    let low = create(&*store, vec![task("a", 1, at(0))]).await[0];
+    let high_first = create(&*store, vec![task("b", 7, at(0))]).await[0];
+    let high_second = create(&*store, vec![task("a", 7, at(0))]).await[0];
+    let all = CommandFilter::All;
+    let order: Vec<TaskId> = [
+        claim_one(&*store, all.clone(), at(1)).await.unwrap().id,
+        claim_one(&*store, all.clone(), at(1)).await.unwrap().id,
+        claim_one(&*store, all.clone(), at(1)).await.unwrap().id,
+    ]
+    .into();
+    assert_eq!(order, vec![high_first, high_second, low]);
+    assert!(claim_one(&*store, all, at(1)).await.is_none());
+}
+
+pub async fn claim_takes_only_the_requested_commands(h: &dyn Harness) {
+    let store = h.open();
+    create(&*store, vec![task("a", 9, at(0)), task("b", 0, at(0))]).await;
+    let got = claim_one(&*store, only("b"), at(1)).await.unwrap();
+    assert_eq!(got.command, command("b"));
+    assert!(claim_one(&*store, only("c"), at(1)).await.is_none());
+}
+
+pub async fn claim_marks_the_delivery(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    let got = claim_one(&*store, only("a"), at(5)).await.unwrap();
+    assert_eq!((got.id, got.status, got.attempts), (id, TaskStatus::InProgress, 1));
+    assert_eq!(got.worker_id.as_deref(), Some("w1"));
+    assert_eq!(got.lease_until, Some(at(35)));
+    assert_eq!(store.get_task(id).await.unwrap().unwrap(), got);
+}
+
+pub async fn batch_claim_returns_up_to_count(h: &dyn Harness) {
+    let store = h.open();
+    create(&*store, (0..5).map(|_| task("a", 0, at(0))).collect()).await;
+    let got = store.claim(&spec(only("a"), 3, at(60)), at(1)).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let rest = store.claim(&spec(only("a"), 10, at(60)), at(1)).await.unwrap();
+    assert_eq!(rest.len(), 2);
+}
+
+pub async fn delayed_tasks_wait_until_due(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(100))]).await[0];
+    assert!(claim_one(&*store, only("a"), at(50)).await.is_none());
+    assert_eq!(store.queue_stats(&command("a")).await.unwrap().delayed, 1);
+    assert_eq!(store.next_deadline().map(|d| d <= at(100)), Some(true));
+    assert_eq!(store.promote_due(at(99), 100).await.unwrap(), 0);
+    assert_eq!(store.promote_due(at(100), 100).await.unwrap(), 1);
+    assert_eq!(claim_one(&*store, only("a"), at(100)).await.unwrap().id, id);
+}
+
+pub async fn heartbeat_extends_the_lease_of_the_holder_only(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    let unknown = store.heartbeat(TaskId::generate(), fence(None), at(90), at(2)).await;
+    assert!(matches!(unknown, Err(StoreError::Transition(TransitionError::NotFound))));
+    let pending = store.heartbeat(id, fence(None), at(90), at(2)).await;
+    assert!(matches!(pending, Err(StoreError::Transition(TransitionError::NotInProgress(TaskStatus::Pending)))));
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let other = store.heartbeat(id, Fence { worker_id: "w2", attempt: None }, at(90), at(2)).await;
+    assert!(matches!(other, Err(StoreError::Transition(TransitionError::NotOwner))));
+    let stale = store.heartbeat(id, fence(Some(2)), at(90), at(2)).await;
+    assert!(matches!(stale, Err(StoreError::Transition(TransitionError::StaleAttempt { given: 2, current: 1 }))));
+    let extended = store.heartbeat(id, fence(Some(1)), at(90), at(2)).await.unwrap();
+    assert_eq!(extended.lease_until, Some(at(90)));
+    assert!(store.expire_leases(at(60), BACKOFF, 100).await.unwrap().is_empty());
+}
+
+pub async fn abandon_requeues_at_once_keeping_attempts(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let abandoned = store.abandon(id, fence(Some(1)), at(2)).await.unwrap();
+    assert_eq!((abandoned.status, abandoned.attempts, abandoned.worker_id), (TaskStatus::Pending, 1, None));
+    let again = claim_one(&*store, only("a"), at(2)).await.unwrap();
+    assert_eq!((again.id, again.attempts), (id, 2));
+}
+
+pub async fn nack_requeues_after_the_delay(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let outcome = store.nack(id, fence(None), RetryDelay::Seconds(20), Some("flaky".into()), at(2)).await.unwrap();
+    assert_eq!(outcome, Nacked::Requeued { delay_seconds: 20 });
+    let nacked = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!((nacked.status, nacked.last_reason.as_deref()), (TaskStatus::Pending, Some("flaky")));
+    assert!(claim_one(&*store, only("a"), at(21)).await.is_none());
+    store.promote_due(at(22), 100).await.unwrap();
+    assert_eq!(claim_one(&*store, only("a"), at(22)).await.unwrap().attempts, 2);
+}
+
+pub async fn nack_with_backoff_uses_the_policy(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let outcome = store.nack(id, fence(None), RetryDelay::Backoff(BACKOFF), None, at(2)).await.unwrap();
+    assert_eq!(outcome, Nacked::Requeued { delay_seconds: 10 });
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().visible_at, at(12));
+}
+
+pub async fn the_last_delivery_dead_letters_on_nack(h: &dyn Harness) {
+    let store = h.open();
+    let mut t = task("a", 0, at(0));
+    t.max_attempts = 2;
+    let id = create(&*store, vec![t]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    assert_eq!(store.nack(id, fence(None), RetryDelay::Seconds(0), None, at(2)).await.unwrap(), Nacked::Requeued { delay_seconds: 0 });
+    claim_one(&*store, only("a"), at(3)).await.unwrap();
+    assert_eq!(store.nack(id, fence(Some(2)), RetryDelay::Seconds(0), None, at(4)).await.unwrap(), Nacked::DeadLettered);
+    let dead = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!((dead.status, dead.error.as_deref(), dead.attempts), (TaskStatus::Failed, Some("MAX_ATTEMPTS"), 2));
+    let record = store.get_result(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error.as_deref()), (ResultStatus::Failed, Some("MAX_ATTEMPTS")));
+    assert_eq!(store.queue_stats(&command("a")).await.unwrap().dlq, 1);
+}
+
+pub async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
+    let store = h.open();
+    let mut t = task("a", 0, at(0));
+    t.max_attempts = 2;
+    let id = create(&*store, vec![t]).await[0];
+    claim_one(&*store, only("a"), at(0)).await.unwrap(); // lease until at(30)
+    assert!(store.expire_leases(at(30), BACKOFF, 100).await.unwrap().is_empty(), "expired at its end instant");
+    let expired = store.expire_leases(at(31), BACKOFF, 100).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].outcome, Nacked::Requeued { delay_seconds: 10 });
+    let requeued = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!((requeued.status, requeued.last_reason.as_deref()), (TaskStatus::Pending, Some("LEASE_EXPIRED")));
+    store.promote_due(at(41), 100).await.unwrap();
+    claim_one(&*store, only("a"), at(41)).await.unwrap();
+    let expired = store.expire_leases(at(72), BACKOFF, 100).await.unwrap();
+    assert_eq!(expired[0].outcome, Nacked::DeadLettered);
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().status, TaskStatus::Failed);
+}
+
+pub async fn results_are_terminal_and_idempotent(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let out = store.complete(vec![completion(id, "w2", ResultStatus::Completed)], at(2)).await.unwrap();
+    assert_eq!(out[0], Err(TransitionError::NotOwner));
+    let out = store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+    let Ok(Completed::Stored(stored)) = &out[0] else { panic!("not stored: {out:?}") };
+    assert_eq!(stored.completed_at, at(2));
+    let again = store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
+    assert_eq!(again[0], Ok(Completed::Repeated(stored.clone())));
+    let other = store.complete(vec![completion(id, "w1", ResultStatus::Failed)], at(3)).await.unwrap();
+    assert_eq!(other[0], Err(TransitionError::ResultConflict));
+    let done = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.completed_at), (TaskStatus::Completed, Some(at(2))));
+    let pending = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    let out = store.complete(vec![completion(pending, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
+    assert_eq!(out[0], Err(TransitionError::NotInProgress(TaskStatus::Pending)));
+}
+
+pub async fn idempotency_keys_return_the_live_task(h: &dyn Harness) {
+    let store = h.open();
+    let mut first = task("a", 0, at(0));
+    first.idempotency_key = Some("k1".into());
+    let mut second = task("a", 0, at(0));
+    second.idempotency_key = Some("k1".into());
+    let out = store.create(vec![first.clone(), second]).await.unwrap();
+    assert_eq!(out[0], Created::New(first.clone()));
+    assert_eq!(out[1], Created::Existing(first.clone()));
+    assert_eq!(store.queue_stats(&command("a")).await.unwrap().ready, 1);
+}
+
+pub async fn cleanup_deletes_only_old_terminal_tasks(h: &dyn Harness) {
+    let store = h.open();
+    let mut keyed = task("a", 0, at(0));
+    keyed.idempotency_key = Some("k".into());
+    let ids = create(&*store, vec![keyed.clone(), task("a", 0, at(0)), task("a", 0, at(500))]).await;
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    store.complete(vec![completion(ids[0], "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+    assert!(store.cleanup(at(1), 100).await.unwrap().is_empty());
+    assert_eq!(store.cleanup(at(2), 100).await.unwrap(), vec![ids[0]]);
+    assert_eq!(store.get_task(ids[0]).await.unwrap(), None);
+    assert_eq!(store.get_result(ids[0]).await.unwrap(), None);
+    assert!(store.get_task(ids[1]).await.unwrap().is_some(), "pending task kept");
+    assert!(store.get_task(ids[2]).await.unwrap().is_some(), "delayed task kept");
+    let mut again = task("a", 0, at(0));
+    again.idempotency_key = Some("k".into());
+    assert!(matches!(store.create(vec![again]).await.unwrap()[0], Created::New(_)), "key freed by cleanup");
+}
+
+pub async fn concurrent_claimers_never_share_a_task(h: &dyn Harness) {
+    let store = h.open();
+    let ids = create(&*store, (0..400).map(|_| task("a", 0, at(0))).collect()).await;
+    let mut claimers = Vec::new();
+    for worker in 0..16 {
+        let store = store.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let spec = ClaimSpec { commands: CommandFilter::All, worker_id: format!("w{worker}"), lease_until: at(60), count: 1 };
+                match store.claim(&spec, at(1)).await.unwrap().pop() {
+                    Some(task) => got.push(task.id),
+                    None => return got,
+                }
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for claimer in claimers {
+        for id in claimer.await.unwrap() {
+            assert!(seen.insert(id), "task {id} delivered twice");
+        }
+    }
+    assert_eq!(seen, ids.into_iter().collect());
+}
+
+pub async fn state_survives_a_restart(h: &dyn Harness) {
+    let (ready, delayed, held, done, keyed);
+    {
+        let store = h.open();
+        let mut k = task("a", 0, at(0));
+        k.idempotency_key = Some("key".into());
+        let ids = create(&*store, vec![task("a", 5, at(0)), task("a", 0, at(0)), task("a", 0, at(0)), k, task("a", 0, at(10_000_000))]).await;
+        (ready, held, done, keyed, delayed) = (ids[1], ids[0], ids[2], ids[3], ids[4]);
+        claim_one(&*store, only("a"), at(1)).await.unwrap(); // the priority-5 task: held
+        let finished = claim_one(&*store, only("a"), at(1)).await.unwrap();
+        assert_eq!(finished.id, ready, "FIFO within priority 0");
+        store.abandon(ready, fence(None), at(1)).await.unwrap();
+        // `ready` is back at the tail, behind `done`.
+        let next = claim_one(&*store, only("a"), at(1)).await.unwrap();
+        assert_eq!(next.id, done);
+        store.complete(vec![completion(done, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    let stats = store.queue_stats(&command("a")).await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_progress, stats.dlq), (2, 1, 1, 0));
+    assert_eq!(store.get_task(held).await.unwrap().unwrap().status, TaskStatus::InProgress);
+    assert!(store.get_result(done).await.unwrap().is_some());
+    assert_eq!(store.get_task(delayed).await.unwrap().unwrap().status, TaskStatus::Pending);
+    let mut dup = task("a", 0, at(0));
+    dup.idempotency_key = Some("key".into());
+    assert!(matches!(&store.create(vec![dup]).await.unwrap()[0], Created::Existing(t) if t.id == keyed));
+    assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, keyed, "older visible time first");
+    assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, ready);
+    assert_eq!(store.expire_leases(at(10_000), BACKOFF, 100).await.unwrap().len(), 3, "leases survive restart");
+}
+
+macro_rules! conformance_suite {
+    ($backend:ident, $harness:expr) => {
+        mod $backend {
+            use super::*;
+            conformance_suite!(@tests $harness;
+                claims_highest_priority_first_then_fifo,
+                claim_takes_only_the_requested_commands,
+                claim_marks_the_delivery,
+                batch_claim_returns_up_to_count,
+                delayed_tasks_wait_until_due,
+                heartbeat_extends_the_lease_of_the_holder_only,
+                abandon_requeues_at_once_keeping_attempts,
+                nack_requeues_after_the_delay,
+                nack_with_backoff_uses_the_policy,
+                the_last_delivery_dead_letters_on_nack,
+                expired_leases_requeue_then_dead_letter,
+                results_are_terminal_and_idempotent,
+                idempotency_keys_return_the_live_task,
+                cleanup_deletes_only_old_terminal_tasks,
+                concurrent_claimers_never_share_a_task,
+                state_survives_a_restart,
+            );
+        }
+    };
+    (@tests $harness:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let harness = $harness;
+                super::$test(&harness).await;
+            }
+        )*
+    };
+}
+
+conformance_suite!(embedded_backend, embedded());
