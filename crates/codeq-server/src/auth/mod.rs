@@ -1,0 +1,31 @@
+//! Authentication and authorization (SPEC §3).
+//!
+//! Trust model: every `/v1/codeq` request carries `Authorization: Bearer
+//! <token>`. The [`Authenticator`] asks each configured [`TokenVerifier`]
+//! (static tokens, local-mode tokens; producer and worker JWTs later) in
+//! turn; the first to recognise the token yields a [`Principal`], and an
+//! unrecognised token is a 401. Everything after that is decided from the
+//! principal alone by its `require_*` / [`Principal::as_worker`] checks,
+//! which the HTTP layer runs in SPEC §2's order and which answer 403.
+//! Static tokens are held only as SHA-256 digests and compared in constant
+//! time; local mode keeps its two generated tokens in a 0600 file and only
+//! serves loopback. Tokens are never logged or echoed in errors.
+//!
+//! Layout:
+//! - [`principal`]: `Principal`, `Scope(s)`, `EventTypes`, `AuthError` and the checks.
+//! - [`provider`]: the `TokenVerifier` seam and the `Authenticator`.
+//! - [`static_tokens`]: config `staticTokens`.
+//! - [`local`]: local-mode credentials and the loopback check.
+
+pub mod local;
+pub mod principal;
+pub mod provider;
+pub mod static_tokens;
+
+pub use local::{LocalCredentials, is_loopback_host};
+pub use principal::{
+    AuthError, EventTypes, EventTypesError, Principal, PrincipalKind, Scope, Scopes, UnknownScope,
+    codes,
+};
+pub use provider::{Authenticator, TokenVerifier, VerifyFuture, bearer_token};
+pub use static_tokens::{StaticGrant, StaticToken, StaticTokenError, StaticTokenVerifier};
