@@ -20,9 +20,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, LocalCredentials, is_loopback_host};
+use crate::auth::{
+    Authenticator, LocalCredentials, PrincipalKind, StaticGrant, StaticToken, StaticTokenVerifier, is_loopback_host,
+};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, ConfigOverrides, LogFormat, StorageKind};
+use crate::config::{Config, ConfigError, ConfigOverrides, LogFormat, StaticTokenConfig, StorageKind, TokenKind};
 use crate::http;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
@@ -160,6 +162,11 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// The scheduler (tests observe parked long polls through it).
+    pub fn scheduler(&self) -> Arc<Scheduler> {
+        self.state.scheduler.clone()
+    }
+
     /// The generated credentials, in local mode.
     pub fn credentials(&self) -> Option<&LocalCredentials> {
         self.credentials.as_ref()
@@ -236,8 +243,36 @@ fn authenticator(
         let auth = Authenticator::new(vec![Arc::new(credentials.verifier())]);
         return Ok((auth, Some(credentials)));
     }
-    let verifier = crate::auth::static_verifier(&config.static_tokens).map_err(|e| StartError::Refused(e.to_string()))?;
+    let verifier = static_verifier(&config.static_tokens).map_err(StartError::Refused)?;
     Ok((Authenticator::new(vec![Arc::new(verifier)]), None))
+}
+
+/// The verifier of the configured `staticTokens`.
+fn static_verifier(entries: &[StaticTokenConfig]) -> Result<StaticTokenVerifier, String> {
+    let tokens = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let grant = StaticGrant {
+                kind: match entry.kind {
+                    TokenKind::Producer => PrincipalKind::Producer,
+                    TokenKind::Worker => PrincipalKind::Worker,
+                },
+                sub: entry.sub.clone(),
+                event_types: entry.event_types.clone(),
+                scopes: entry.scopes.clone(),
+                worker_group: entry.worker_group.clone(),
+                admin: entry.admin,
+            };
+            let token = match (&entry.token, &entry.token_sha256) {
+                (Some(token), _) => StaticToken::from_plain(token.expose(), grant),
+                (None, Some(digest)) => StaticToken::from_sha256_hex(digest, grant),
+                (None, None) => return Err(format!("staticTokens[{index}]: needs token or tokenSha256")),
+            };
+            token.map_err(|e| format!("staticTokens[{index}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    StaticTokenVerifier::new(tokens).map_err(|e| format!("staticTokens: {e}"))
 }
 
 /// Runs `codeq serve`: loads the configuration, starts the server and

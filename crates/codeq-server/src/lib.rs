@@ -2,12 +2,18 @@
 //! storage backends.
 //!
 //! Layout:
-//! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`config`]: YAML + env + flags → a validated `Config`.
 //! - [`app`]: builds everything, binds the listener, runs until shutdown.
+//! - [`http`]: the axum router, one module per resource, `ApiError`.
+//! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
+//! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
+//! - [`store`]: the `Store` trait (one atomic call per transition) and its backends.
+//! - [`clock`]: system time, or a clock tests drive.
+
 pub mod app;
 pub mod auth;
-pub mod config;
 pub mod clock;
+pub mod config;
+pub mod http;
 pub mod service;
 pub mod store;

@@ -17,11 +17,12 @@
 //! Usage:
 //!   storage-bench commit   [--store redb|fjall|both] [--mode fsync|buffered|both]
 //!                          [--writers 1,16,64,256] [--secs 3] [--max-batch 1024]
-//!                          [--preload 100000] [--cache-mb 64]
+//!                          [--preload 100000] [--cache-mb 64] [--memtable-mb 64]
 //!   storage-bench recovery [--store redb|fjall|both] [--tasks 1000000] [--crash]
-//!                          [--buffered] [--cold] [--cache-mb 64]
+//!                          [--buffered] [--cold] [--cache-mb 64] [--memtable-mb 64]
 //! `--cold` drops the store's files from the OS page cache before reopening;
 //! `--buffered` loads with buffered commits (with `--crash`: what survives).
+//! `--cache-mb` bounds both stores' caches; `--memtable-mb` is fjall's memtable size.
 //! Data goes to a fresh directory under $TMPDIR, removed afterwards.
 
 use std::collections::HashMap;
@@ -61,7 +62,8 @@ enum Store {
 }
 
 impl Store {
-    fn open(kind: &str, dir: &Path, cache_mb: usize) -> Res<Store> {
+    /// `memtable_mb` applies to fjall only (its default is 64 MiB per keyspace).
+    fn open(kind: &str, dir: &Path, cache_mb: usize, memtable_mb: u64) -> Res<Store> {
         let cache = cache_mb << 20;
         Ok(match kind {
             "redb" => {
@@ -75,8 +77,9 @@ impl Store {
             }
             "fjall" => {
                 let db = fjall::Database::builder(dir.join("fjall")).cache_size(cache as u64).open()?;
-                let tasks = db.keyspace("tasks", KeyspaceCreateOptions::default)?;
-                let results = db.keyspace("results", KeyspaceCreateOptions::default)?;
+                let opts = || KeyspaceCreateOptions::default().max_memtable_size(memtable_mb << 20);
+                let tasks = db.keyspace("tasks", opts)?;
+                let results = db.keyspace("results", opts)?;
                 Store::Fjall { db, tasks, results }
             }
             other => return Err(format!("unknown store {other}").into()),
@@ -322,7 +325,7 @@ fn cmd_commit(a: &Args) -> Res<()> {
         for mode in a.modes()? {
             for &w in &writers {
                 let dir = TempDir::new()?;
-                let store = Arc::new(Store::open(store_kind, &dir.0, cache_mb)?);
+                let store = Arc::new(Store::open(store_kind, &dir.0, cache_mb, a.get("memtable-mb", "64").parse()?)?);
                 preload(&store, preload_n)?;
                 let s = run_commit(store, mode, w, secs, max_batch)?;
                 println!(
@@ -341,10 +344,15 @@ fn cmd_commit(a: &Args) -> Res<()> {
 
 // ---------------------------------------------------------------- recovery bench
 
+fn open_from_args(a: &Args) -> Res<Store> {
+    let dir = Path::new(a.get("dir", ""));
+    Store::open(a.get("store", "redb"), dir, a.get("cache-mb", "64").parse()?, a.get("memtable-mb", "64").parse()?)
+}
+
 /// Child process: load `--tasks` pending tasks in batches of 1000 (durable, or
 /// not with `--buffered`), then close cleanly, or exit without closing with `--crash`.
 fn cmd_load(a: &Args) -> Res<()> {
-    let store = Store::open(a.get("store", "redb"), Path::new(a.get("dir", "")), a.get("cache-mb", "64").parse()?)?;
+    let store = open_from_args(a)?;
     let n: usize = a.get("tasks", "1000000").parse()?;
     let mode = if a.flag("buffered") { Mode::Buffered } else { Mode::Fsync };
     let t0 = Instant::now();
@@ -371,7 +379,7 @@ fn cmd_load(a: &Args) -> Res<()> {
 /// Child process: reopen, scan everything, report times and peak RSS.
 fn cmd_scan(a: &Args) -> Res<()> {
     let t0 = Instant::now();
-    let store = Store::open(a.get("store", "redb"), Path::new(a.get("dir", "")), a.get("cache-mb", "64").parse()?)?;
+    let store = open_from_args(a)?;
     let open = t0.elapsed().as_secs_f64();
     let rss_open = proc_status("VmHWM");
     let t1 = Instant::now();
@@ -391,13 +399,16 @@ fn cmd_recovery(a: &Args) -> Res<()> {
     let exe = std::env::current_exe()?;
     let tasks = a.get("tasks", "1000000");
     let cache_mb = a.get("cache-mb", "64");
+    let memtable_mb = a.get("memtable-mb", "64");
     let crash = a.flag("crash");
     println!("| store | close | cache | tasks | load s | disk MB | reopen s | scan s | records found | peak RSS MB (after open / after scan) |");
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for store in a.stores() {
         let dir = TempDir::new()?;
         let d = dir.0.to_string_lossy().into_owned();
-        let mut load = vec!["load", "--store", store, "--dir", &d, "--tasks", tasks, "--cache-mb", cache_mb];
+        let sizes = ["--cache-mb", cache_mb, "--memtable-mb", memtable_mb];
+        let mut load = vec!["load", "--store", store, "--dir", &d, "--tasks", tasks];
+        load.extend(sizes);
         for f in ["crash", "buffered"].into_iter().filter(|f| a.flag(f)) {
             load.push(if f == "crash" { "--crash" } else { "--buffered" });
         }
@@ -406,7 +417,7 @@ fn cmd_recovery(a: &Args) -> Res<()> {
         if a.flag("cold") {
             evict_page_cache(&dir.0)?;
         }
-        let sc = child(&exe, &["scan", "--store", store, "--dir", &d, "--cache-mb", cache_mb])?;
+        let sc = child(&exe, &[&["scan", "--store", store, "--dir", &d][..], &sizes].concat())?;
         eprintln!("{store}: {lo} | {sc}");
         let f = |s: &str, k: &str| -> String {
             s.split_whitespace()

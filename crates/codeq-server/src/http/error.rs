@@ -112,8 +112,7 @@ impl From<StoreError> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
-        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        Self::new(status, error.code(), error.to_string())
+        Self::new(error.status(), error.code(), error.message().to_string())
     }
 }
 

@@ -81,7 +81,7 @@ macro_rules! scopes {
 scopes!(Claim => Claim, Heartbeat => Heartbeat, Abandon => Abandon, Nack => Nack, Result => Result);
 
 /// A worker (or a producer allowed to act as one) holding scope `S`.
-pub struct Worker<S>(pub Principal, PhantomData<S>);
+pub struct Worker<S>(pub Principal, pub PhantomData<S>);
 
 impl<S: RequiredScope> FromRequestParts<AppState> for Worker<S> {
     type Rejection = ApiError;

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -69,6 +70,7 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     policy: Policy,
     shutdown: CancellationToken,
+    long_polls_waiting: AtomicUsize,
 }
 
 impl Scheduler {
@@ -80,7 +82,12 @@ impl Scheduler {
         policy: Policy,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, signals, clock, policy, shutdown }
+        Self { store, signals, clock, policy, shutdown, long_polls_waiting: AtomicUsize::new(0) }
+    }
+
+    /// How many claims are parked in a long poll right now.
+    pub fn long_polls_waiting(&self) -> usize {
+        self.long_polls_waiting.load(Ordering::Relaxed)
     }
 
     /// The limits in force.
@@ -176,6 +183,7 @@ impl Scheduler {
             if request.wait.is_zero() || self.shutdown.is_cancelled() {
                 return Ok(claimed);
             }
+            let _parked = Parked::new(&self.long_polls_waiting);
             tokio::select! {
                 index = first_of(&mut waits) => woken_by = Some(index),
                 () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
@@ -232,6 +240,22 @@ impl Scheduler {
     pub async fn task_with_result(&self, id: TaskId) -> StoreResult<Option<(Task, ResultRecord)>> {
         let Some(task) = self.store.get_task(id).await? else { return Ok(None) };
         Ok(self.store.get_result(id).await?.map(|record| (task, record)))
+    }
+}
+
+/// Counts a parked long poll for as long as it lives.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,245 @@
+//! `TestApp`: the real server on 127.0.0.1, port 0, with its own data
+//! directory, static tokens for every kind of caller, and typed helpers
+//! to call it over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeq_core::Timestamp;
+use codeq_server::app::App;
+use codeq_server::clock::{Clock, ManualClock, SystemClock};
+use codeq_server::service::scheduler::Scheduler;
+use codeq_server::config::{Config, Secret, StaticTokenConfig, TokenKind};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Producer with admin rights.
+pub const ADMIN: &str = "t-admin";
+/// Producer without admin rights.
+pub const PRODUCER: &str = "t-producer";
+/// Worker `w1`, every command and scope.
+pub const WORKER: &str = "t-worker";
+/// Worker `w2`, every command and scope.
+pub const WORKER2: &str = "t-worker2";
+/// Worker `w3`: only command `allowed`, only scope `codeq:claim`.
+pub const LIMITED: &str = "t-limited";
+
+fn token(token: &str, kind: TokenKind, sub: &str) -> StaticTokenConfig {
+    StaticTokenConfig {
+        token: Some(Secret::new(token)),
+        token_sha256: None,
+        kind,
+        sub: sub.into(),
+        event_types: None,
+        scopes: None,
+        worker_group: None,
+        admin: false,
+    }
+}
+
+/// The static tokens every test server accepts.
+pub fn test_tokens() -> Vec<StaticTokenConfig> {
+    let mut admin = token(ADMIN, TokenKind::Producer, "admin");
+    admin.admin = true;
+    let mut limited = token(LIMITED, TokenKind::Worker, "w3");
+    limited.event_types = Some(vec!["allowed".into()]);
+    limited.scopes = Some(vec!["codeq:claim".into()]);
+    vec![
+        admin,
+        token(PRODUCER, TokenKind::Producer, "producer"),
+        token(WORKER, TokenKind::Worker, "w1"),
+        token(WORKER2, TokenKind::Worker, "w2"),
+        limited,
+    ]
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+
+    /// A string field of the body.
+    pub fn str(&self, field: &str) -> &str {
+        self.body[field].as_str().unwrap_or_default()
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Option<Arc<ManualClock>>,
+    pub dir: tempfile::TempDir,
+    scheduler: Arc<Scheduler>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// A server on the system clock with the test tokens.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}, false).await
+    }
+
+    /// A server on a clock the test drives.
+    pub async fn spawn_manual_clock() -> Self {
+        Self::spawn_with(|_| {}, true).await
+    }
+
+    /// A server with a changed configuration.
+    pub async fn spawn_with(change: impl FnOnce(&mut Config), manual_clock: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_for_tests(dir.path());
+        config.host = "127.0.0.1".into();
+        config.port = 0;
+        config.static_tokens = test_tokens();
+        change(&mut config);
+        Self::start(config, dir, manual_clock).await
+    }
+
+    /// Starts a server with `config` whose data lives in `dir`.
+    pub async fn start(config: Config, dir: tempfile::TempDir, manual_clock: bool) -> Self {
+        let manual = manual_clock.then(|| Arc::new(ManualClock::new(Timestamp::now())));
+        let clock: Arc<dyn Clock> = match &manual {
+            Some(clock) => clock.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let app = App::build_with_clock(config, clock).await.unwrap();
+        let base = format!("http://{}", app.local_addr().unwrap());
+        let scheduler = app.scheduler();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        Self { base, http, clock: manual, dir, scheduler, stop: Some(stop), server: Some(server) }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// Moves the manual clock forward.
+    pub fn advance(&self, seconds: u64) {
+        self.clock.as_ref().expect("spawned with a manual clock").advance(Duration::from_secs(seconds));
+    }
+
+    /// Any request; `body` `None` sends no body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Reply { status, headers, body }
+    }
+
+    /// A POST with a raw body.
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+        let mut request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    /// POST under `/v1/codeq`.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, &format!("/v1/codeq{path}"), Some(token), Some(body)).await
+    }
+
+    /// GET under `/v1/codeq`.
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, &format!("/v1/codeq{path}"), Some(token), None).await
+    }
+
+    /// Creates a task and returns its JSON (asserting 202).
+    pub async fn create(&self, body: Value) -> Value {
+        let reply = self.post("/tasks", PRODUCER, body).await;
+        assert_eq!(reply.status, 202, "create failed: {:?}", reply.body);
+        reply.body
+    }
+
+    /// Creates a task of `command` with a small payload; returns its id.
+    pub async fn create_simple(&self, command: &str) -> String {
+        self.create(json!({ "command": command, "payload": { "n": 1 } })).await["id"].as_str().unwrap().to_string()
+    }
+
+    /// Claims one task as `worker` from `commands`, without waiting.
+    pub async fn claim(&self, worker: &str, commands: &[&str]) -> Reply {
+        self.post("/tasks/claim", worker, json!({ "commands": commands })).await
+    }
+
+    /// Claims one task and returns it (asserting 200).
+    pub async fn claim_ok(&self, worker: &str, commands: &[&str]) -> Value {
+        let reply = self.claim(worker, commands).await;
+        assert_eq!(reply.status, 200, "claim failed: {:?}", reply.body);
+        reply.body
+    }
+
+    /// Reads a task (asserting 200).
+    pub async fn task(&self, id: &str) -> Value {
+        let reply = self.get(&format!("/tasks/{id}"), PRODUCER).await;
+        assert_eq!(reply.status, 200, "get failed: {:?}", reply.body);
+        reply.body
+    }
+
+    /// Waits until the task's status is `status` (the reaper acts on its own).
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let task = self.task(id).await;
+            if task["status"] == status {
+                return task;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "task {id} never became {status}: {task}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until `n` claims are parked in a long poll.
+    pub async fn wait_for_long_polls(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.scheduler.long_polls_waiting() < n {
+            assert!(tokio::time::Instant::now() < deadline, "no long poll started waiting");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// `/healthz` answers 200.
+    pub async fn assert_healthy(&self) {
+        let reply = self.call(Method::GET, "/healthz", None, None).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, json!({ "status": "ok" }));
+    }
+}

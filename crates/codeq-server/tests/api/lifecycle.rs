@@ -1,0 +1,232 @@
+//! Each endpoint once, with exact field names and statuses.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn create_returns_202_with_the_task_in_api_form() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .post(
+            "/tasks",
+            PRODUCER,
+            json!({
+                "command": "GENERATE_MASTER",
+                "payload": { "jobId": "j-1", "n": [1, 2] },
+                "priority": 12,
+                "maxAttempts": 7,
+                "webhook": "https://example.com/hook",
+                "idempotencyKey": "k-1"
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let task = &reply.body;
+    assert_eq!(task["command"], "GENERATE_MASTER");
+    assert_eq!(task["payload"], r#"{"jobId":"j-1","n":[1,2]}"#, "payload is a compact JSON string");
+    assert_eq!(task["priority"], 9, "clamped");
+    assert_eq!(task["status"], "PENDING");
+    assert_eq!(task["attempts"], 0);
+    assert_eq!(task["maxAttempts"], 7);
+    assert_eq!(task["webhook"], "https://example.com/hook");
+    assert_eq!(task["idempotencyKey"], "k-1");
+    assert!(task["id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
+    assert!(task["createdAt"].as_str().unwrap().ends_with('Z'));
+    for absent in ["workerId", "leaseUntil", "error", "lastReason", "runAt", "completedAt"] {
+        assert!(task.get(absent).is_none(), "{absent} should be omitted");
+    }
+    assert!(reply.headers.get("x-request-id").is_some());
+    assert_eq!(app.task(task["id"].as_str().unwrap()).await, *task);
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed() {
+    let app = TestApp::spawn().await;
+    let response = app.http.get(format!("{}/healthz", app.base)).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn a_task_goes_through_claim_heartbeat_and_result() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+
+    let claimed = app.claim_ok(WORKER, &["render"]).await;
+    assert_eq!(claimed["id"], id.as_str());
+    assert_eq!(claimed["status"], "IN_PROGRESS");
+    assert_eq!(claimed["workerId"], "w1");
+    assert_eq!(claimed["attempts"], 1);
+    assert!(claimed["leaseUntil"].is_string());
+
+    let beat = app.post(&format!("/tasks/{id}/heartbeat"), WORKER, json!({ "extendSeconds": 600, "attempt": 1 })).await;
+    assert_eq!(beat.status, 200);
+    assert_eq!(beat.body["ok"], true);
+    assert!(beat.str("leaseUntil") > claimed["leaseUntil"].as_str().unwrap());
+
+    let done = app
+        .post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "COMPLETED", "result": { "url": "s3://x" }, "attempt": 1 }))
+        .await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.body["taskId"], id.as_str());
+    assert_eq!(done.body["status"], "COMPLETED");
+    assert_eq!(done.body["result"], json!({ "url": "s3://x" }));
+    assert!(done.body["completedAt"].is_string());
+    assert!(done.body.get("error").is_none());
+
+    let fetched = app.get(&format!("/tasks/{id}/result"), PRODUCER).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.body["task"]["status"], "COMPLETED");
+    assert!(fetched.body["task"]["completedAt"].is_string());
+    assert!(fetched.body["task"].get("workerId").is_none());
+    assert_eq!(fetched.body["result"], done.body);
+    // Workers may read too.
+    assert_eq!(app.get(&format!("/tasks/{id}"), WORKER).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_failed_result_is_terminal_but_not_dead_lettered() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let failed = app.post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "FAILED", "error": "bad input" })).await;
+    assert_eq!(failed.status, 200);
+    assert_eq!(failed.body["error"], "bad input");
+    let task = app.task(&id).await;
+    assert_eq!((task["status"].as_str(), task["error"].as_str()), (Some("FAILED"), Some("bad input")));
+    let stats = app.get("/admin/queues/render", ADMIN).await;
+    assert_eq!(stats.body["dlq"], 0);
+}
+
+#[tokio::test]
+async fn result_artifacts_by_url_and_inline_are_stored() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let body = json!({
+        "status": "COMPLETED",
+        "result": {},
+        "artifacts": [
+            { "name": "remote.png", "url": "https://cdn.example.com/remote.png", "contentType": "image/png" },
+            { "name": "log.txt", "contentBase64": "aGVsbG8=", "contentType": "text/plain" }
+        ]
+    });
+    let done = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    let artifacts = done.body["artifacts"].as_array().unwrap();
+    assert_eq!(artifacts[0], json!({ "name": "remote.png", "url": "https://cdn.example.com/remote.png", "contentType": "image/png" }));
+    assert_eq!(artifacts[1]["url"], format!("/v1/codeq/tasks/{id}/artifacts/log.txt"));
+    let stored = std::fs::read(app.dir.path().join("artifacts").join(&id).join("log.txt")).unwrap();
+    assert_eq!(stored, b"hello");
+}
+
+#[tokio::test]
+async fn abandon_requeues_and_nack_reports_its_delay() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let abandoned = app.post(&format!("/tasks/{id}/abandon"), WORKER, json!({})).await;
+    assert_eq!((abandoned.status, abandoned.body.clone()), (200, json!({ "status": "requeued" })));
+    let again = app.claim_ok(WORKER, &["render"]).await;
+    assert_eq!((again["id"].as_str(), again["attempts"].as_u64()), (Some(id.as_str()), Some(2)));
+
+    let nacked = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "delaySeconds": 100000, "reason": "busy" })).await;
+    assert_eq!(nacked.status, 200);
+    assert_eq!(nacked.body, json!({ "status": "requeued", "delaySeconds": 900 }), "capped at backoffMaxSeconds");
+    let task = app.task(&id).await;
+    assert_eq!((task["status"].as_str(), task["lastReason"].as_str()), (Some("PENDING"), Some("busy")));
+    assert_eq!(app.claim(WORKER, &["render"]).await.status, 204);
+}
+
+#[tokio::test]
+async fn batch_create_answers_each_item_in_order() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .post(
+            "/tasks/batch",
+            PRODUCER,
+            json!({ "tasks": [
+                { "command": "a", "payload": { "i": 0 } },
+                { "command": "bad name", "payload": {} },
+                { "command": "b", "payload": { "i": 2 }, "priority": 3 },
+                { "payload": {} }
+            ]}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let results = reply.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["task"]["command"], "a");
+    assert_eq!(results[1]["code"], "invalid_command");
+    assert!(results[1]["error"].as_str().unwrap().contains("bad name"));
+    assert_eq!(results[2]["task"]["priority"], 3);
+    assert_eq!(results[3]["code"], "invalid_field");
+    assert!(results[3]["error"].as_str().unwrap().contains("command"), "{}", results[3]);
+}
+
+#[tokio::test]
+async fn batch_claim_and_batch_results() {
+    let app = TestApp::spawn().await;
+    let tasks: Vec<_> = (0..5).map(|i| json!({ "command": "bulk", "payload": { "i": i } })).collect();
+    assert_eq!(app.post("/tasks/batch", PRODUCER, json!({ "tasks": tasks })).await.status, 200);
+    let claimed = app.post("/tasks/claim/batch", WORKER, json!({ "commands": ["bulk"], "count": 3 })).await;
+    assert_eq!(claimed.status, 200);
+    let claimed = claimed.body["tasks"].as_array().unwrap().clone();
+    assert_eq!(claimed.len(), 3);
+    let mut results: Vec<_> = claimed
+        .iter()
+        .map(|t| json!({ "taskId": t["id"], "status": "COMPLETED", "result": { "ok": true }, "attempt": 1 }))
+        .collect();
+    results.push(json!({ "taskId": "00000000-0000-7000-8000-000000000000", "status": "COMPLETED", "result": {} }));
+    results.push(json!({ "taskId": claimed[0]["id"], "status": "FAILED" }));
+    let reply = app.post("/tasks/batch/results", WORKER, json!({ "results": results })).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let items = reply.body["results"].as_array().unwrap();
+    for (item, task) in items.iter().zip(&claimed) {
+        assert_eq!(item["taskId"], task["id"]);
+        assert_eq!(item["result"]["status"], "COMPLETED");
+    }
+    assert_eq!(items[3]["code"], "task_not_found");
+    assert_eq!(items[4]["code"], "invalid_field");
+    assert_eq!(items[4]["taskId"], claimed[0]["id"]);
+    let rest = app.post("/tasks/claim/batch", WORKER, json!({ "count": 100 })).await;
+    assert_eq!(rest.body["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(app.post("/tasks/claim/batch", WORKER, json!({ "count": 100 })).await.status, 204);
+}
+
+#[tokio::test]
+async fn admin_sees_queue_depths() {
+    let app = TestApp::spawn().await;
+    app.create_simple("q1").await;
+    app.create_simple("q1").await;
+    app.create(json!({ "command": "q1", "payload": {}, "delaySeconds": 3600 })).await;
+    app.create_simple("q2").await;
+    app.claim_ok(WORKER, &["q2"]).await;
+
+    let one = app.get("/admin/queues/q1", ADMIN).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.body, json!({ "command": "q1", "ready": 2, "delayed": 1, "inProgress": 0, "dlq": 0 }));
+    assert_eq!(app.get("/admin/queues/q1/stats", ADMIN).await.body, one.body);
+    let unused = app.get("/admin/queues/never", ADMIN).await;
+    assert_eq!(unused.body, json!({ "command": "never", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 }));
+    let all = app.get("/admin/queues", ADMIN).await;
+    assert_eq!(all.body["queues"].as_array().unwrap().len(), 2);
+    assert_eq!(all.body["queues"][1], json!({ "command": "q2", "ready": 0, "delayed": 0, "inProgress": 1, "dlq": 0 }));
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_token() {
+    let app = TestApp::spawn().await;
+    app.assert_healthy().await;
+    let ready = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_json_404() {
+    let app = TestApp::spawn().await;
+    let reply = app.call(Method::GET, "/v1/codeq/nothing", Some(PRODUCER), None).await;
+    assert_eq!((reply.status, reply.code()), (404, "route_not_found"));
+    assert!(reply.body["error"].is_string());
+}

@@ -1,0 +1,10 @@
+//! HTTP-level tests: the real server on port 0, called over real HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod concurrency;
+mod helpers;
+mod lifecycle;
+mod long_poll;
+mod semantics;
