@@ -21,10 +21,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{
-    Authenticator, LocalCredentials, PrincipalKind, StaticGrant, StaticToken, StaticTokenVerifier, is_loopback_host,
+    Authenticator, LocalCredentials, PrincipalKind, StaticGrant, StaticToken, StaticTokenVerifier,
+    is_loopback_host,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, ConfigOverrides, LogFormat, StaticTokenConfig, StorageKind, TokenKind};
+use crate::config::{
+    Config, ConfigError, ConfigOverrides, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
+};
 use crate::http;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
@@ -101,7 +104,10 @@ impl App {
     }
 
     /// Builds the server on `clock` (tests drive time with a manual clock).
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         let local_mode = config.static_tokens.is_empty()
             && config.identity_jwks_url.is_none()
             && config.worker_jwks_url.is_none();
@@ -121,15 +127,27 @@ impl App {
         let store = open_store(&config, signals.clone()).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
-        let scheduler = Arc::new(Scheduler::new(store.clone(), signals.clone(), clock.clone(), policy.clone(), shutdown.clone()));
+        let scheduler = Arc::new(Scheduler::new(
+            store.clone(),
+            signals.clone(),
+            clock.clone(),
+            policy.clone(),
+            shutdown.clone(),
+        ));
         let artifacts = Arc::new(Artifacts::new(
             config.local_artifacts_dir.clone(),
             config.public_base_url.clone(),
-            usize::try_from(config.max_artifact_bytes).unwrap_or(usize::MAX),
+            config.max_artifact_bytes,
         ));
 
-        let mut background = vec![tokio::spawn(reaper::run(store.clone(), signals, clock.clone(), policy, shutdown.clone()))];
-        if config.cleanup_interval_seconds > 0 {
+        let mut background = vec![tokio::spawn(reaper::run(
+            store.clone(),
+            signals,
+            clock.clone(),
+            policy,
+            shutdown.clone(),
+        ))];
+        if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
             let now = move || clock.now();
             background.push(tokio::spawn(retention::run(
@@ -147,8 +165,8 @@ impl App {
             auth: Arc::new(auth),
             artifacts,
             limits: Limits {
-                max_payload_bytes: usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX),
-                max_artifact_bytes: usize::try_from(config.max_artifact_bytes).unwrap_or(usize::MAX),
+                max_payload_bytes: config.max_payload_bytes,
+                max_artifact_bytes: config.max_artifact_bytes,
             },
             offset: config.timezone,
             allow_producer_as_worker: config.allow_producer_as_worker,
@@ -173,10 +191,14 @@ impl App {
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let router = http::router(self.state);
         let stop_accepting = self.shutdown.clone();
-        let server = axum::serve(self.listener, router).with_graceful_shutdown(stop_accepting.cancelled_owned());
+        let server = axum::serve(self.listener, router)
+            .with_graceful_shutdown(stop_accepting.cancelled_owned());
         let mut server = tokio::spawn(server.into_future());
         tokio::select! {
             () = signal => tracing::info!("shutting down"),
@@ -187,7 +209,10 @@ impl App {
         }
         self.shutdown.cancel();
         if tokio::time::timeout(self.grace, &mut server).await.is_err() {
-            tracing::warn!(grace_seconds = self.grace.as_secs(), "in-flight requests did not finish within the grace period");
+            tracing::warn!(
+                grace_seconds = self.grace.as_secs(),
+                "in-flight requests did not finish within the grace period"
+            );
             server.abort();
         }
         for job in self.background {
@@ -220,14 +245,19 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             let dir = config.data_dir.join("store");
             let durability = config.durability;
             let started = std::time::Instant::now();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, durability, signals))
-                .await
-                .context("storage open task failed")?
-                .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", config.data_dir.display()))?;
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, durability, signals))
+                    .await
+                    .context("storage open task failed")?
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open storage in {}: {e}", config.data_dir.display())
+                    })?;
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage opened");
             Ok(Arc::new(store))
         }
-        StorageKind::Redis => Err(StartError::Refused("storage: redis is not available in this build yet; use storage: embedded".into())),
+        StorageKind::Redis => Err(StartError::Refused(
+            "storage: redis is not available in this build yet; use storage: embedded".into(),
+        )),
     }
 }
 
@@ -239,7 +269,9 @@ fn authenticator(
     if local_mode {
         let base_url = format!("http://{address}");
         let credentials = LocalCredentials::load_or_create(&config.data_dir, &base_url)
-            .with_context(|| format!("cannot write credentials in {}", config.data_dir.display()))?;
+            .with_context(|| {
+                format!("cannot write credentials in {}", config.data_dir.display())
+            })?;
         let auth = Authenticator::new(vec![Arc::new(credentials.verifier())]);
         return Ok((auth, Some(credentials)));
     }
@@ -267,7 +299,9 @@ fn static_verifier(entries: &[StaticTokenConfig]) -> Result<StaticTokenVerifier,
             let token = match (&entry.token, &entry.token_sha256) {
                 (Some(token), _) => StaticToken::from_plain(token.expose(), grant),
                 (None, Some(digest)) => StaticToken::from_sha256_hex(digest, grant),
-                (None, None) => return Err(format!("staticTokens[{index}]: needs token or tokenSha256")),
+                (None, None) => {
+                    return Err(format!("staticTokens[{index}]: needs token or tokenSha256"));
+                }
             };
             token.map_err(|e| format!("staticTokens[{index}]: {e}"))
         })
@@ -315,17 +349,25 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
 /// Prints where the server listens and, in local mode, its tokens.
 fn announce(app: &App, config: &Config) {
     let address = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!("codeQ listening on http://{address} (storage: {}, data: {})", config.storage, config.data_dir.display());
+    println!(
+        "codeQ listening on http://{address} (storage: {}, data: {})",
+        config.storage,
+        config.data_dir.display()
+    );
     if let Some(credentials) = app.credentials() {
-        println!("local mode: no tokens configured, generated these (saved in {}):", config.data_dir.join("credentials.json").display());
+        println!(
+            "local mode: no tokens configured, generated these (saved in {}):",
+            config.data_dir.join("credentials.json").display()
+        );
         println!("  producer token: {}", credentials.producer_token);
         println!("  worker token:   {}", credentials.worker_token);
     }
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},fjall=warn,lsm_tree=warn", config.log_level)));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},fjall=warn,lsm_tree=warn", config.log_level))
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),

@@ -81,7 +81,8 @@ mod tests {
         let clock = ManualClock::new(Timestamp(1_000));
         let mut sleeper = clock.sleep_until(Timestamp(3_000));
         clock.advance(Duration::from_secs(1));
-        let woke_early = std::future::poll_fn(|cx| Poll::Ready(sleeper.as_mut().poll(cx).is_ready())).await;
+        let woke_early =
+            std::future::poll_fn(|cx| Poll::Ready(sleeper.as_mut().poll(cx).is_ready())).await;
         assert!(!woke_early, "woke before its deadline");
         clock.advance(Duration::from_secs(1));
         sleeper.await;

@@ -9,13 +9,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use codeq_core::{
-    BackoffConfig, BackoffPolicy, Command, Priority, ResultRecord, ResultStatus, Task, TaskId, TaskStatus, Timestamp,
+    BackoffConfig, BackoffPolicy, Command, Priority, ResultRecord, ResultStatus, Task, TaskId,
+    TaskStatus, Timestamp,
 };
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
 use codeq_server::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals, Store, StoreError,
-    TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals,
+    Store, StoreError, TransitionError,
 };
 
 /// Opens a backend on state that survives reopening.
@@ -27,7 +28,10 @@ struct Embedded(tempfile::TempDir);
 
 impl Harness for Embedded {
     fn open(&self) -> Arc<dyn Store> {
-        Arc::new(EmbeddedStore::open(self.0.path(), Durability::Fsync, Arc::new(Signals::new())).unwrap())
+        Arc::new(
+            EmbeddedStore::open(self.0.path(), Durability::Fsync, Arc::new(Signals::new()))
+                .unwrap(),
+        )
     }
 }
 
@@ -35,7 +39,9 @@ fn embedded() -> Embedded {
     Embedded(tempfile::tempdir().unwrap())
 }
 
-const T0: Timestamp = Timestamp(1_800_000_000_000);
+/// A fixed past instant: a reopened store rebuilds on the real clock, so
+/// test times must not lie in its future.
+const T0: Timestamp = Timestamp(1_600_000_000_000);
 
 fn at(seconds: i64) -> Timestamp {
     T0.plus_millis(seconds * 1000)
@@ -77,7 +83,8 @@ fn only(name: &str) -> CommandFilter {
     CommandFilter::Only(vec![command(name)])
 }
 
-const BACKOFF: BackoffConfig = BackoffConfig { policy: BackoffPolicy::Fixed, base_seconds: 10, max_seconds: 60 };
+const BACKOFF: BackoffConfig =
+    BackoffConfig { policy: BackoffPolicy::Fixed, base_seconds: 10, max_seconds: 60 };
 
 fn fence(attempt: Option<u32>) -> Fence<'static> {
     Fence { worker_id: "w1", attempt }
@@ -97,16 +104,22 @@ fn completion(id: TaskId, worker: &str, status: ResultStatus) -> Completion {
 }
 
 async fn create(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
-    store.create(tasks).await.unwrap().into_iter().map(|c| match c {
-        Created::New(t) | Created::Existing(t) => t.id,
-    }).collect()
+    store
+        .create(tasks)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| match c {
+            Created::New(t) | Created::Existing(t) => t.id,
+        })
+        .collect()
 }
 
 async fn claim_one(store: &dyn Store, filter: CommandFilter, now: Timestamp) -> Option<Task> {
     store.claim(&spec(filter, 1, now.plus_seconds(30)), now).await.unwrap().pop()
 }
 
-pub async fn claims_highest_priority_first_then_fifo(h: &dyn Harness) {
+async fn claims_highest_priority_first_then_fifo(h: &dyn Harness) {
     let store = h.open();
     let low = create(&*store, vec![task("a", 1, at(0))]).await[0];
     let high_first = create(&*store, vec![task("b", 7, at(0))]).await[0];
@@ -122,7 +135,7 @@ pub async fn claims_highest_priority_first_then_fifo(h: &dyn Harness) {
     assert!(claim_one(&*store, all, at(1)).await.is_none());
 }
 
-pub async fn claim_takes_only_the_requested_commands(h: &dyn Harness) {
+async fn claim_takes_only_the_requested_commands(h: &dyn Harness) {
     let store = h.open();
     create(&*store, vec![task("a", 9, at(0)), task("b", 0, at(0))]).await;
     let got = claim_one(&*store, only("b"), at(1)).await.unwrap();
@@ -130,7 +143,7 @@ pub async fn claim_takes_only_the_requested_commands(h: &dyn Harness) {
     assert!(claim_one(&*store, only("c"), at(1)).await.is_none());
 }
 
-pub async fn claim_marks_the_delivery(h: &dyn Harness) {
+async fn claim_marks_the_delivery(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     let got = claim_one(&*store, only("a"), at(5)).await.unwrap();
@@ -140,7 +153,7 @@ pub async fn claim_marks_the_delivery(h: &dyn Harness) {
     assert_eq!(store.get_task(id).await.unwrap().unwrap(), got);
 }
 
-pub async fn batch_claim_returns_up_to_count(h: &dyn Harness) {
+async fn batch_claim_returns_up_to_count(h: &dyn Harness) {
     let store = h.open();
     create(&*store, (0..5).map(|_| task("a", 0, at(0))).collect()).await;
     let got = store.claim(&spec(only("a"), 3, at(60)), at(1)).await.unwrap();
@@ -149,7 +162,7 @@ pub async fn batch_claim_returns_up_to_count(h: &dyn Harness) {
     assert_eq!(rest.len(), 2);
 }
 
-pub async fn delayed_tasks_wait_until_due(h: &dyn Harness) {
+async fn delayed_tasks_wait_until_due(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(100))]).await[0];
     assert!(claim_one(&*store, only("a"), at(50)).await.is_none());
@@ -160,83 +173,117 @@ pub async fn delayed_tasks_wait_until_due(h: &dyn Harness) {
     assert_eq!(claim_one(&*store, only("a"), at(100)).await.unwrap().id, id);
 }
 
-pub async fn heartbeat_extends_the_lease_of_the_holder_only(h: &dyn Harness) {
+async fn heartbeat_extends_the_lease_of_the_holder_only(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     let unknown = store.heartbeat(TaskId::generate(), fence(None), at(90), at(2)).await;
     assert!(matches!(unknown, Err(StoreError::Transition(TransitionError::NotFound))));
     let pending = store.heartbeat(id, fence(None), at(90), at(2)).await;
-    assert!(matches!(pending, Err(StoreError::Transition(TransitionError::NotInProgress(TaskStatus::Pending)))));
+    assert!(matches!(
+        pending,
+        Err(StoreError::Transition(TransitionError::NotInProgress(TaskStatus::Pending)))
+    ));
     claim_one(&*store, only("a"), at(1)).await.unwrap();
     let other = store.heartbeat(id, Fence { worker_id: "w2", attempt: None }, at(90), at(2)).await;
     assert!(matches!(other, Err(StoreError::Transition(TransitionError::NotOwner))));
     let stale = store.heartbeat(id, fence(Some(2)), at(90), at(2)).await;
-    assert!(matches!(stale, Err(StoreError::Transition(TransitionError::StaleAttempt { given: 2, current: 1 }))));
+    assert!(matches!(
+        stale,
+        Err(StoreError::Transition(TransitionError::StaleAttempt { given: 2, current: 1 }))
+    ));
     let extended = store.heartbeat(id, fence(Some(1)), at(90), at(2)).await.unwrap();
     assert_eq!(extended.lease_until, Some(at(90)));
     assert!(store.expire_leases(at(60), BACKOFF, 100).await.unwrap().is_empty());
 }
 
-pub async fn abandon_requeues_at_once_keeping_attempts(h: &dyn Harness) {
+async fn abandon_requeues_at_once_keeping_attempts(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
     let abandoned = store.abandon(id, fence(Some(1)), at(2)).await.unwrap();
-    assert_eq!((abandoned.status, abandoned.attempts, abandoned.worker_id), (TaskStatus::Pending, 1, None));
+    assert_eq!(
+        (abandoned.status, abandoned.attempts, abandoned.worker_id),
+        (TaskStatus::Pending, 1, None)
+    );
     let again = claim_one(&*store, only("a"), at(2)).await.unwrap();
     assert_eq!((again.id, again.attempts), (id, 2));
 }
 
-pub async fn nack_requeues_after_the_delay(h: &dyn Harness) {
+async fn nack_requeues_after_the_delay(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
-    let outcome = store.nack(id, fence(None), RetryDelay::Seconds(20), Some("flaky".into()), at(2)).await.unwrap();
+    let outcome = store
+        .nack(id, fence(None), RetryDelay::Seconds(20), Some("flaky".into()), at(2))
+        .await
+        .unwrap();
     assert_eq!(outcome, Nacked::Requeued { delay_seconds: 20 });
     let nacked = store.get_task(id).await.unwrap().unwrap();
-    assert_eq!((nacked.status, nacked.last_reason.as_deref()), (TaskStatus::Pending, Some("flaky")));
+    assert_eq!(
+        (nacked.status, nacked.last_reason.as_deref()),
+        (TaskStatus::Pending, Some("flaky"))
+    );
     assert!(claim_one(&*store, only("a"), at(21)).await.is_none());
     store.promote_due(at(22), 100).await.unwrap();
     assert_eq!(claim_one(&*store, only("a"), at(22)).await.unwrap().attempts, 2);
 }
 
-pub async fn nack_with_backoff_uses_the_policy(h: &dyn Harness) {
+async fn nack_with_backoff_uses_the_policy(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
-    let outcome = store.nack(id, fence(None), RetryDelay::Backoff(BACKOFF), None, at(2)).await.unwrap();
+    let outcome =
+        store.nack(id, fence(None), RetryDelay::Backoff(BACKOFF), None, at(2)).await.unwrap();
     assert_eq!(outcome, Nacked::Requeued { delay_seconds: 10 });
     assert_eq!(store.get_task(id).await.unwrap().unwrap().visible_at, at(12));
 }
 
-pub async fn the_last_delivery_dead_letters_on_nack(h: &dyn Harness) {
+async fn the_last_delivery_dead_letters_on_nack(h: &dyn Harness) {
     let store = h.open();
     let mut t = task("a", 0, at(0));
     t.max_attempts = 2;
     let id = create(&*store, vec![t]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
-    assert_eq!(store.nack(id, fence(None), RetryDelay::Seconds(0), None, at(2)).await.unwrap(), Nacked::Requeued { delay_seconds: 0 });
+    assert_eq!(
+        store.nack(id, fence(None), RetryDelay::Seconds(0), None, at(2)).await.unwrap(),
+        Nacked::Requeued { delay_seconds: 0 }
+    );
     claim_one(&*store, only("a"), at(3)).await.unwrap();
-    assert_eq!(store.nack(id, fence(Some(2)), RetryDelay::Seconds(0), None, at(4)).await.unwrap(), Nacked::DeadLettered);
+    assert_eq!(
+        store.nack(id, fence(Some(2)), RetryDelay::Seconds(0), None, at(4)).await.unwrap(),
+        Nacked::DeadLettered
+    );
     let dead = store.get_task(id).await.unwrap().unwrap();
-    assert_eq!((dead.status, dead.error.as_deref(), dead.attempts), (TaskStatus::Failed, Some("MAX_ATTEMPTS"), 2));
+    assert_eq!(
+        (dead.status, dead.error.as_deref(), dead.attempts),
+        (TaskStatus::Failed, Some("MAX_ATTEMPTS"), 2)
+    );
     let record = store.get_result(id).await.unwrap().unwrap();
-    assert_eq!((record.status, record.error.as_deref()), (ResultStatus::Failed, Some("MAX_ATTEMPTS")));
+    assert_eq!(
+        (record.status, record.error.as_deref()),
+        (ResultStatus::Failed, Some("MAX_ATTEMPTS"))
+    );
     assert_eq!(store.queue_stats(&command("a")).await.unwrap().dlq, 1);
 }
 
-pub async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
+async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
     let store = h.open();
     let mut t = task("a", 0, at(0));
     t.max_attempts = 2;
     let id = create(&*store, vec![t]).await[0];
     claim_one(&*store, only("a"), at(0)).await.unwrap(); // lease until at(30)
-    assert!(store.expire_leases(at(30), BACKOFF, 100).await.unwrap().is_empty(), "expired at its end instant");
+    assert!(
+        store.expire_leases(at(30), BACKOFF, 100).await.unwrap().is_empty(),
+        "expired at its end instant"
+    );
     let expired = store.expire_leases(at(31), BACKOFF, 100).await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].outcome, Nacked::Requeued { delay_seconds: 10 });
     let requeued = store.get_task(id).await.unwrap().unwrap();
-    assert_eq!((requeued.status, requeued.last_reason.as_deref()), (TaskStatus::Pending, Some("LEASE_EXPIRED")));
+    assert_eq!(
+        (requeued.status, requeued.last_reason.as_deref()),
+        (TaskStatus::Pending, Some("LEASE_EXPIRED"))
+    );
     store.promote_due(at(41), 100).await.unwrap();
     claim_one(&*store, only("a"), at(41)).await.unwrap();
     let expired = store.expire_leases(at(72), BACKOFF, 100).await.unwrap();
@@ -244,27 +291,34 @@ pub async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
     assert_eq!(store.get_task(id).await.unwrap().unwrap().status, TaskStatus::Failed);
 }
 
-pub async fn results_are_terminal_and_idempotent(h: &dyn Harness) {
+async fn results_are_terminal_and_idempotent(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
-    let out = store.complete(vec![completion(id, "w2", ResultStatus::Completed)], at(2)).await.unwrap();
+    let out =
+        store.complete(vec![completion(id, "w2", ResultStatus::Completed)], at(2)).await.unwrap();
     assert_eq!(out[0], Err(TransitionError::NotOwner));
-    let out = store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+    let out =
+        store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
     let Ok(Completed::Stored(stored)) = &out[0] else { panic!("not stored: {out:?}") };
     assert_eq!(stored.completed_at, at(2));
-    let again = store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
+    let again =
+        store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
     assert_eq!(again[0], Ok(Completed::Repeated(stored.clone())));
-    let other = store.complete(vec![completion(id, "w1", ResultStatus::Failed)], at(3)).await.unwrap();
+    let other =
+        store.complete(vec![completion(id, "w1", ResultStatus::Failed)], at(3)).await.unwrap();
     assert_eq!(other[0], Err(TransitionError::ResultConflict));
     let done = store.get_task(id).await.unwrap().unwrap();
     assert_eq!((done.status, done.completed_at), (TaskStatus::Completed, Some(at(2))));
     let pending = create(&*store, vec![task("a", 0, at(0))]).await[0];
-    let out = store.complete(vec![completion(pending, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
+    let out = store
+        .complete(vec![completion(pending, "w1", ResultStatus::Completed)], at(3))
+        .await
+        .unwrap();
     assert_eq!(out[0], Err(TransitionError::NotInProgress(TaskStatus::Pending)));
 }
 
-pub async fn idempotency_keys_return_the_live_task(h: &dyn Harness) {
+async fn idempotency_keys_return_the_live_task(h: &dyn Harness) {
     let store = h.open();
     let mut first = task("a", 0, at(0));
     first.idempotency_key = Some("k1".into());
@@ -276,11 +330,12 @@ pub async fn idempotency_keys_return_the_live_task(h: &dyn Harness) {
     assert_eq!(store.queue_stats(&command("a")).await.unwrap().ready, 1);
 }
 
-pub async fn cleanup_deletes_only_old_terminal_tasks(h: &dyn Harness) {
+async fn cleanup_deletes_only_old_terminal_tasks(h: &dyn Harness) {
     let store = h.open();
     let mut keyed = task("a", 0, at(0));
     keyed.idempotency_key = Some("k".into());
-    let ids = create(&*store, vec![keyed.clone(), task("a", 0, at(0)), task("a", 0, at(500))]).await;
+    let ids =
+        create(&*store, vec![keyed.clone(), task("a", 0, at(0)), task("a", 0, at(500))]).await;
     claim_one(&*store, only("a"), at(1)).await.unwrap();
     store.complete(vec![completion(ids[0], "w1", ResultStatus::Completed)], at(2)).await.unwrap();
     assert!(store.cleanup(at(1), 100).await.unwrap().is_empty());
@@ -291,10 +346,13 @@ pub async fn cleanup_deletes_only_old_terminal_tasks(h: &dyn Harness) {
     assert!(store.get_task(ids[2]).await.unwrap().is_some(), "delayed task kept");
     let mut again = task("a", 0, at(0));
     again.idempotency_key = Some("k".into());
-    assert!(matches!(store.create(vec![again]).await.unwrap()[0], Created::New(_)), "key freed by cleanup");
+    assert!(
+        matches!(store.create(vec![again]).await.unwrap()[0], Created::New(_)),
+        "key freed by cleanup"
+    );
 }
 
-pub async fn concurrent_claimers_never_share_a_task(h: &dyn Harness) {
+async fn concurrent_claimers_never_share_a_task(h: &dyn Harness) {
     let store = h.open();
     let ids = create(&*store, (0..400).map(|_| task("a", 0, at(0))).collect()).await;
     let mut claimers = Vec::new();
@@ -303,7 +361,12 @@ pub async fn concurrent_claimers_never_share_a_task(h: &dyn Harness) {
         claimers.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
-                let spec = ClaimSpec { commands: CommandFilter::All, worker_id: format!("w{worker}"), lease_until: at(60), count: 1 };
+                let spec = ClaimSpec {
+                    commands: CommandFilter::All,
+                    worker_id: format!("w{worker}"),
+                    lease_until: at(60),
+                    count: 1,
+                };
                 match store.claim(&spec, at(1)).await.unwrap().pop() {
                     Some(task) => got.push(task.id),
                     None => return got,
@@ -320,13 +383,19 @@ pub async fn concurrent_claimers_never_share_a_task(h: &dyn Harness) {
     assert_eq!(seen, ids.into_iter().collect());
 }
 
-pub async fn state_survives_a_restart(h: &dyn Harness) {
+async fn state_survives_a_restart(h: &dyn Harness) {
     let (ready, delayed, held, done, keyed);
     {
         let store = h.open();
-        let mut k = task("a", 0, at(0));
-        k.idempotency_key = Some("key".into());
-        let ids = create(&*store, vec![task("a", 5, at(0)), task("a", 0, at(0)), task("a", 0, at(0)), k, task("a", 0, at(10_000_000))]).await;
+        let mut tasks = vec![
+            task("a", 5, at(0)),
+            task("a", 0, at(0)),
+            task("a", 0, at(0)),
+            task("a", 0, at(0)),
+            task("a", 0, at(10_000_000_000)),
+        ];
+        tasks[3].idempotency_key = Some("key".into());
+        let ids = create(&*store, tasks).await;
         (ready, held, done, keyed, delayed) = (ids[1], ids[0], ids[2], ids[3], ids[4]);
         claim_one(&*store, only("a"), at(1)).await.unwrap(); // the priority-5 task: held
         let finished = claim_one(&*store, only("a"), at(1)).await.unwrap();
@@ -346,10 +415,20 @@ pub async fn state_survives_a_restart(h: &dyn Harness) {
     assert_eq!(store.get_task(delayed).await.unwrap().unwrap().status, TaskStatus::Pending);
     let mut dup = task("a", 0, at(0));
     dup.idempotency_key = Some("key".into());
-    assert!(matches!(&store.create(vec![dup]).await.unwrap()[0], Created::Existing(t) if t.id == keyed));
-    assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, keyed, "older visible time first");
+    assert!(
+        matches!(&store.create(vec![dup]).await.unwrap()[0], Created::Existing(t) if t.id == keyed)
+    );
+    assert_eq!(
+        claim_one(&*store, only("a"), at(3)).await.unwrap().id,
+        keyed,
+        "older visible time first"
+    );
     assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, ready);
-    assert_eq!(store.expire_leases(at(10_000), BACKOFF, 100).await.unwrap().len(), 3, "leases survive restart");
+    assert_eq!(
+        store.expire_leases(at(10_000), BACKOFF, 100).await.unwrap().len(),
+        3,
+        "leases survive restart"
+    );
 }
 
 macro_rules! conformance_suite {

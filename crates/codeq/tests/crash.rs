@@ -44,7 +44,9 @@ impl Server {
             }
         }
         let base = base.expect("server printed no address");
-        let credentials: Value = serde_json::from_slice(&std::fs::read(data_dir.join("credentials.json")).unwrap()).unwrap();
+        let credentials: Value =
+            serde_json::from_slice(&std::fs::read(data_dir.join("credentials.json")).unwrap())
+                .unwrap();
         Self {
             child,
             base,
@@ -72,9 +74,19 @@ struct Acked {
     completed: HashSet<String>,
 }
 
-async fn produce(http: reqwest::Client, base: String, token: String, acked: Arc<Mutex<Acked>>, stop: Arc<tokio::sync::Notify>) {
+async fn produce(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<tokio::sync::Notify>,
+) {
     for n in 0.. {
-        let send = http.post(format!("{base}/v1/codeq/tasks")).bearer_auth(&token).json(&json!({ "command": "crash", "payload": { "n": n } })).send();
+        let send = http
+            .post(format!("{base}/v1/codeq/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({ "command": "crash", "payload": { "n": n } }))
+            .send();
         let response = tokio::select! { r = send => r, () = stop.notified() => return };
         let Ok(response) = response else { return };
         if response.status() != 202 {
@@ -86,7 +98,13 @@ async fn produce(http: reqwest::Client, base: String, token: String, acked: Arc<
 }
 
 /// Claims and completes tasks until the server goes away or `deadline`.
-async fn work(http: reqwest::Client, base: String, token: String, acked: Arc<Mutex<Acked>>, deadline: Option<Instant>) {
+async fn work(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    acked: Arc<Mutex<Acked>>,
+    deadline: Option<Instant>,
+) {
     loop {
         if deadline.is_some_and(|d| Instant::now() > d) {
             return;
@@ -129,8 +147,20 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut load = Vec::new();
     for _ in 0..4 {
-        load.push(tokio::spawn(produce(http.clone(), server.base.clone(), server.producer.clone(), acked.clone(), stop.clone())));
-        load.push(tokio::spawn(work(http.clone(), server.base.clone(), server.worker.clone(), acked.clone(), None)));
+        load.push(tokio::spawn(produce(
+            http.clone(),
+            server.base.clone(),
+            server.producer.clone(),
+            acked.clone(),
+            stop.clone(),
+        )));
+        load.push(tokio::spawn(work(
+            http.clone(),
+            server.base.clone(),
+            server.worker.clone(),
+            acked.clone(),
+            None,
+        )));
     }
     // Kill mid-flight, once enough has been acknowledged on both sides.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -142,7 +172,10 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         if created >= 500 && completed >= 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "load made too little progress: {created} created, {completed} completed");
+        assert!(
+            Instant::now() < deadline,
+            "load made too little progress: {created} created, {completed} completed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.kill();
@@ -156,11 +189,21 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         (acked.created.clone(), acked.completed.clone())
     };
     for id in &created {
-        let task = http.get(format!("{}/v1/codeq/tasks/{id}", server.base)).bearer_auth(&server.producer).send().await.unwrap();
+        let task = http
+            .get(format!("{}/v1/codeq/tasks/{id}", server.base))
+            .bearer_auth(&server.producer)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(task.status(), 200, "acknowledged task {id} lost");
     }
     for id in &completed {
-        let result = http.get(format!("{}/v1/codeq/tasks/{id}/result", server.base)).bearer_auth(&server.producer).send().await.unwrap();
+        let result = http
+            .get(format!("{}/v1/codeq/tasks/{id}/result", server.base))
+            .bearer_auth(&server.producer)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(result.status(), 200, "acknowledged result of {id} lost");
         let body: Value = result.json().await.unwrap();
         assert_eq!(body["result"]["status"], "COMPLETED");
@@ -169,7 +212,15 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
     // The rest complete: leases of tasks held at the crash expire within a second.
     let finish_by = Instant::now() + Duration::from_secs(60);
     let workers: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(work(http.clone(), server.base.clone(), server.worker.clone(), acked.clone(), Some(finish_by))))
+        .map(|_| {
+            tokio::spawn(work(
+                http.clone(),
+                server.base.clone(),
+                server.worker.clone(),
+                acked.clone(),
+                Some(finish_by),
+            ))
+        })
         .collect();
     loop {
         let stats: Value = http
@@ -191,7 +242,15 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         worker.abort();
     }
     for id in &created {
-        let task: Value = http.get(format!("{}/v1/codeq/tasks/{id}", server.base)).bearer_auth(&server.producer).send().await.unwrap().json().await.unwrap();
+        let task: Value = http
+            .get(format!("{}/v1/codeq/tasks/{id}", server.base))
+            .bearer_auth(&server.producer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(task["status"], "COMPLETED", "task {id} did not complete");
     }
 }

@@ -18,9 +18,14 @@ pub async fn queues(State(app): State<AppState>, Admin(_): Admin) -> Result<Json
 }
 
 /// `GET /v1/codeq/admin/queues/:command` (and `…/stats`)
-pub async fn queue(State(app): State<AppState>, Admin(_): Admin, Path(command): Path<String>) -> Result<Json<QueueStats>, ApiError> {
-    let command = Command::parse(&command)
-        .map_err(|reason| ApiError::invalid("invalid_command", format!("command {command:?} {reason}")))?;
+pub async fn queue(
+    State(app): State<AppState>,
+    Admin(_): Admin,
+    Path(command): Path<String>,
+) -> Result<Json<QueueStats>, ApiError> {
+    let command = Command::parse(&command).map_err(|reason| {
+        ApiError::invalid("invalid_command", format!("command {command:?} {reason}"))
+    })?;
     Ok(Json(app.scheduler.store().queue_stats(&command).await?))
 }
 
@@ -35,12 +40,18 @@ struct CleanupBody {
 const MAX_CLEANUP_LIMIT: i64 = 100_000;
 
 /// `POST /v1/codeq/admin/tasks/cleanup`
-pub async fn cleanup(State(app): State<AppState>, Admin(_): Admin, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn cleanup(
+    State(app): State<AppState>,
+    Admin(_): Admin,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let request: CleanupBody = body.json()?;
     let limit = match request.limit {
         None => 1000,
         Some(n @ 1..=MAX_CLEANUP_LIMIT) => n as usize,
-        Some(n) => return Err(ApiError::field(format!("limit must be 1..{MAX_CLEANUP_LIMIT}, got {n}"))),
+        Some(n) => {
+            return Err(ApiError::field(format!("limit must be 1..{MAX_CLEANUP_LIMIT}, got {n}")));
+        }
     };
     let before = match &request.before {
         None => app.scheduler.clock().now(),
@@ -49,6 +60,7 @@ pub async fn cleanup(State(app): State<AppState>, Admin(_): Admin, body: Body) -
     };
     let retention_seconds = app.scheduler.policy().retention_seconds;
     let store = app.scheduler.store().as_ref();
-    let deleted = retention::cleanup(store, &app.artifacts, retention_seconds, before, limit).await?;
+    let deleted =
+        retention::cleanup(store, &app.artifacts, retention_seconds, before, limit).await?;
     Ok(Json(json!({ "deleted": deleted, "before": before.to_rfc3339(app.offset), "limit": limit })))
 }

@@ -89,10 +89,16 @@ impl From<TransitionError> for ApiError {
         let message = error.to_string();
         match error {
             TransitionError::NotFound => Self::not_found("task_not_found", message),
-            TransitionError::NotInProgress(_) => Self::new(StatusCode::CONFLICT, "not_in_progress", message),
+            TransitionError::NotInProgress(_) => {
+                Self::new(StatusCode::CONFLICT, "not_in_progress", message)
+            }
             TransitionError::NotOwner => Self::new(StatusCode::FORBIDDEN, "not_owner", message),
-            TransitionError::StaleAttempt { .. } => Self::new(StatusCode::CONFLICT, "stale_attempt", message),
-            TransitionError::ResultConflict => Self::new(StatusCode::CONFLICT, "result_conflict", message),
+            TransitionError::StaleAttempt { .. } => {
+                Self::new(StatusCode::CONFLICT, "stale_attempt", message)
+            }
+            TransitionError::ResultConflict => {
+                Self::new(StatusCode::CONFLICT, "result_conflict", message)
+            }
         }
     }
 }
@@ -103,7 +109,11 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(refused) => refused.into(),
             StoreError::Unavailable(cause) => {
                 tracing::error!(%cause, "storage unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable; retry later")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "storage is unavailable; retry later",
+                )
             }
             StoreError::Corrupt(cause) => Self::internal(cause),
         }
@@ -120,7 +130,9 @@ impl From<ArtifactError> for ApiError {
     fn from(error: ArtifactError) -> Self {
         match error {
             ArtifactError::Invalid(message) => Self::invalid("invalid_artifact", message),
-            ArtifactError::TooLarge { .. } => Self::too_large("artifact_too_large", error.to_string()),
+            ArtifactError::TooLarge { .. } => {
+                Self::too_large("artifact_too_large", error.to_string())
+            }
             ArtifactError::Io(cause) => Self::internal(cause),
         }
     }

@@ -15,7 +15,8 @@ use crate::app::AppState;
 use crate::auth::{Principal, Scope};
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let authorization =
+        parts.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     Ok(state.auth.authenticate(authorization).await?)
 }
 
@@ -25,7 +26,10 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         authenticate(parts, state).await.map(Self)
     }
 }
@@ -36,7 +40,10 @@ pub struct Producer(pub Principal);
 impl FromRequestParts<AppState> for Producer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(parts, state).await?;
         principal.require_producer()?;
         Ok(Self(principal))
@@ -49,7 +56,10 @@ pub struct Admin(pub Principal);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(parts, state).await?;
         principal.require_admin()?;
         Ok(Self(principal))
@@ -86,7 +96,10 @@ pub struct Worker<S>(pub Principal, pub PhantomData<S>);
 impl<S: RequiredScope> FromRequestParts<AppState> for Worker<S> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(parts, state).await?;
         let worker = principal.as_worker(state.allow_producer_as_worker)?;
         worker.require_scope(S::SCOPE)?;
@@ -142,6 +155,10 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        ApiError::field(if path == "." { format!("invalid item: {inner}") } else { format!("invalid field {path}: {inner}") })
+        ApiError::field(if path == "." {
+            format!("invalid item: {inner}")
+        } else {
+            format!("invalid field {path}: {inner}")
+        })
     })
 }

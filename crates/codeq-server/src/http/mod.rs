@@ -43,10 +43,22 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/batch", post(tasks::create_batch).layer(DefaultBodyLimit::max(batch)))
         .route("/tasks/claim", post(workers::claim).layer(DefaultBodyLimit::max(small)))
         .route("/tasks/claim/batch", post(workers::claim_batch).layer(DefaultBodyLimit::max(small)))
-        .route("/tasks/batch/results", post(workers::submit_results_batch).layer(DefaultBodyLimit::max(result.saturating_mul(tasks::MAX_BATCH))))
+        .route(
+            "/tasks/batch/results",
+            post(workers::submit_results_batch)
+                .layer(DefaultBodyLimit::max(result.saturating_mul(tasks::MAX_BATCH))),
+        )
         .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/result", get(tasks::get_result).post(workers::submit_result).layer(DefaultBodyLimit::max(result)))
-        .route("/tasks/{id}/heartbeat", post(workers::heartbeat).layer(DefaultBodyLimit::max(small)))
+        .route(
+            "/tasks/{id}/result",
+            get(tasks::get_result)
+                .post(workers::submit_result)
+                .layer(DefaultBodyLimit::max(result)),
+        )
+        .route(
+            "/tasks/{id}/heartbeat",
+            post(workers::heartbeat).layer(DefaultBodyLimit::max(small)),
+        )
         .route("/tasks/{id}/abandon", post(workers::abandon).layer(DefaultBodyLimit::max(small)))
         .route("/tasks/{id}/nack", post(workers::nack).layer(DefaultBodyLimit::max(small)))
         .route("/admin/queues", get(admin::queues))
@@ -71,7 +83,11 @@ async fn unknown_route() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 /// One log line per request: method, route template, status, duration and
@@ -79,8 +95,17 @@ async fn method_not_allowed() -> ApiError {
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_string();
-    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_string();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let response = next.run(request).await;
     tracing::info!(
         %method,

@@ -38,8 +38,9 @@ struct CreateBody {
 impl CreateBody {
     /// Checks every field (the message names the field).
     fn validate(self, max_payload_bytes: usize) -> Result<NewTask, ApiError> {
-        let command = Command::parse(&self.command)
-            .map_err(|reason| ApiError::invalid("invalid_command", format!("command {:?} {reason}", self.command)))?;
+        let command = Command::parse(&self.command).map_err(|reason| {
+            ApiError::invalid("invalid_command", format!("command {:?} {reason}", self.command))
+        })?;
         let payload = match self.payload {
             None | Some(Value::Null) => return Err(ApiError::field("payload is required")),
             Some(payload) => payload.to_string(),
@@ -47,13 +48,18 @@ impl CreateBody {
         if payload.len() > max_payload_bytes {
             return Err(ApiError::too_large(
                 "payload_too_large",
-                format!("payload is {} bytes, over maxPayloadBytes ({max_payload_bytes})", payload.len()),
+                format!(
+                    "payload is {} bytes, over maxPayloadBytes ({max_payload_bytes})",
+                    payload.len()
+                ),
             ));
         }
         let max_attempts = match self.max_attempts {
             None => None,
             Some(n @ 1..=1000) => Some(n as u32),
-            Some(n) => return Err(ApiError::field(format!("maxAttempts must be 1..1000, got {n}"))),
+            Some(n) => {
+                return Err(ApiError::field(format!("maxAttempts must be 1..1000, got {n}")));
+            }
         };
         if let Some(webhook) = &self.webhook {
             check_http_url(webhook).map_err(|why| ApiError::field(format!("webhook {why}")))?;
@@ -64,10 +70,9 @@ impl CreateBody {
             return Err(ApiError::field("idempotencyKey must be 1..256 characters"));
         }
         let schedule = match (&self.run_at, self.delay_seconds) {
-            (Some(text), _) => Schedule::At(
-                Timestamp::parse_rfc3339(text)
-                    .ok_or_else(|| ApiError::field(format!("runAt {text:?} is not an RFC 3339 time")))?,
-            ),
+            (Some(text), _) => Schedule::At(Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                ApiError::field(format!("runAt {text:?} is not an RFC 3339 time"))
+            })?),
             (None, Some(seconds)) if seconds < 0 => {
                 return Err(ApiError::field(format!("delaySeconds must be >= 0, got {seconds}")));
             }
@@ -88,7 +93,10 @@ impl CreateBody {
 
 /// Checks that `url` is an absolute http(s) URL with a host.
 pub fn check_http_url(url: &str) -> Result<(), &'static str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).ok_or("must be an http(s) URL")?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must be an http(s) URL")?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || url.chars().any(char::is_whitespace) {
         return Err("must be an absolute http(s) URL");
@@ -97,16 +105,23 @@ pub fn check_http_url(url: &str) -> Result<(), &'static str> {
 }
 
 /// `POST /v1/codeq/tasks`
-pub async fn create(State(app): State<AppState>, Producer(_): Producer, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): State<AppState>,
+    Producer(_): Producer,
+    body: Body,
+) -> Result<Response, ApiError> {
     let request: CreateBody = body.json()?;
     let task = request.validate(app.limits.max_payload_bytes)?;
     let created = app.scheduler.create(vec![task]).await?;
-    let Some(created) = created.into_iter().next() else { return Err(ApiError::internal("create returned nothing")) };
+    let Some(created) = created.into_iter().next() else {
+        return Err(ApiError::internal("create returned nothing"));
+    };
     let (task, replayed) = match &created {
         Created::New(task) => (task, false),
         Created::Existing(task) => (task, true),
     };
-    let mut response = (StatusCode::ACCEPTED, Json(TaskView::new(task, app.offset))).into_response();
+    let mut response =
+        (StatusCode::ACCEPTED, Json(TaskView::new(task, app.offset))).into_response();
     if replayed {
         response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
@@ -119,21 +134,31 @@ struct BatchBody {
 }
 
 /// `POST /v1/codeq/tasks/batch`
-pub async fn create_batch(State(app): State<AppState>, Producer(_): Producer, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn create_batch(
+    State(app): State<AppState>,
+    Producer(_): Producer,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let request: BatchBody = body.json()?;
     check_batch_size("tasks", request.tasks.len())?;
     let checked: Vec<Result<NewTask, ApiError>> = request
         .tasks
         .into_iter()
-        .map(|item| from_value::<CreateBody>(item).and_then(|body| body.validate(app.limits.max_payload_bytes)))
+        .map(|item| {
+            from_value::<CreateBody>(item)
+                .and_then(|body| body.validate(app.limits.max_payload_bytes))
+        })
         .collect();
-    let valid: Vec<NewTask> = checked.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
+    let valid: Vec<NewTask> =
+        checked.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
     let mut created = app.scheduler.create(valid).await?.into_iter();
     let results: Vec<Value> = checked
         .into_iter()
         .map(|item| match item {
             Ok(_) => match created.next() {
-                Some(Created::New(task) | Created::Existing(task)) => json!({ "task": TaskView::new(&task, app.offset) }),
+                Some(Created::New(task) | Created::Existing(task)) => {
+                    json!({ "task": TaskView::new(&task, app.offset) })
+                }
                 None => error_item(&ApiError::internal("batch create lost an item")),
             },
             Err(error) => error_item(&error),
@@ -162,20 +187,30 @@ pub fn task_id(text: &str) -> Result<TaskId, ApiError> {
 }
 
 /// `GET /v1/codeq/tasks/:id`
-pub async fn get(State(app): State<AppState>, Caller(_): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    Caller(_): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    let task = app.scheduler.task(id).await?.ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))?;
+    let task = app
+        .scheduler
+        .task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))?;
     Ok(Json(TaskView::new(&task, app.offset)).into_response())
 }
 
 /// `GET /v1/codeq/tasks/:id/result`
-pub async fn get_result(State(app): State<AppState>, Caller(_): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_result(
+    State(app): State<AppState>,
+    Caller(_): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    let (task, record) = app
-        .scheduler
-        .task_with_result(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("result_not_found", "task not found or has no result yet"))?;
+    let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(|| {
+        ApiError::not_found("result_not_found", "task not found or has no result yet")
+    })?;
     let body = json!({ "task": TaskView::new(&task, app.offset), "result": ResultView::new(&record, app.offset) });
     Ok(Json(body).into_response())
 }

@@ -34,15 +34,26 @@ struct ClaimBody {
 }
 
 impl ClaimBody {
-    fn validate(self, worker: &Principal, max_lease: u64, count: usize) -> Result<ClaimRequest, ApiError> {
+    fn validate(
+        self,
+        worker: &Principal,
+        max_lease: u64,
+        count: usize,
+    ) -> Result<ClaimRequest, ApiError> {
         let lease_seconds = match self.lease_seconds {
             None => None,
             Some(n) if n >= 1 && n as u64 <= max_lease => Some(n as u64),
-            Some(n) => return Err(ApiError::field(format!("leaseSeconds must be 1..{max_lease}, got {n}"))),
+            Some(n) => {
+                return Err(ApiError::field(format!(
+                    "leaseSeconds must be 1..{max_lease}, got {n}"
+                )));
+            }
         };
         let wait_seconds = match self.wait_seconds {
             None => 0,
-            Some(n) if n < 0 => return Err(ApiError::field(format!("waitSeconds must be >= 0, got {n}"))),
+            Some(n) if n < 0 => {
+                return Err(ApiError::field(format!("waitSeconds must be >= 0, got {n}")));
+            }
             Some(n) => (n as u64).min(MAX_WAIT_SECONDS),
         };
         let commands = claimable_commands(worker, self.commands)?;
@@ -58,7 +69,10 @@ impl ClaimBody {
 
 /// The commands a claim may take from: the requested ones (each valid and
 /// within the token's `eventTypes`, else 400 / 403), or the token's own.
-fn claimable_commands(worker: &Principal, requested: Option<Vec<String>>) -> Result<CommandFilter, ApiError> {
+fn claimable_commands(
+    worker: &Principal,
+    requested: Option<Vec<String>>,
+) -> Result<CommandFilter, ApiError> {
     let Some(names) = requested else {
         return Ok(match &worker.event_types {
             EventTypes::All => CommandFilter::All,
@@ -66,13 +80,16 @@ fn claimable_commands(worker: &Principal, requested: Option<Vec<String>>) -> Res
         });
     };
     if names.is_empty() {
-        return Err(ApiError::field("commands must not be empty (omit it to claim from every allowed command)"));
+        return Err(ApiError::field(
+            "commands must not be empty (omit it to claim from every allowed command)",
+        ));
     }
     let commands = names
         .iter()
         .map(|name| {
-            Command::parse(name)
-                .map_err(|reason| ApiError::invalid("invalid_command", format!("commands: {name:?} {reason}")))
+            Command::parse(name).map_err(|reason| {
+                ApiError::invalid("invalid_command", format!("commands: {name:?} {reason}"))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     worker.require_commands(&commands)?;
@@ -80,8 +97,13 @@ fn claimable_commands(worker: &Principal, requested: Option<Vec<String>>) -> Res
 }
 
 /// `POST /v1/codeq/tasks/claim`
-pub async fn claim(State(app): State<AppState>, Worker(worker, ..): Worker<scope::Claim>, body: Body) -> Result<Response, ApiError> {
-    let request = body.json::<ClaimBody>()?.validate(&worker, app.scheduler.policy().max_lease_seconds, 1)?;
+pub async fn claim(
+    State(app): State<AppState>,
+    Worker(worker, ..): Worker<scope::Claim>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request =
+        body.json::<ClaimBody>()?.validate(&worker, app.scheduler.policy().max_lease_seconds, 1)?;
     let claimed = app.scheduler.claim(&request).await?;
     Ok(match claimed.first() {
         Some(task) => Json(TaskView::new(task, app.offset)).into_response(),
@@ -106,7 +128,8 @@ pub async fn claim_batch(
     if claimed.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let tasks: Vec<TaskView<'_>> = claimed.iter().map(|task| TaskView::new(task, app.offset)).collect();
+    let tasks: Vec<TaskView<'_>> =
+        claimed.iter().map(|task| TaskView::new(task, app.offset)).collect();
     Ok(Json(json!({ "tasks": tasks })).into_response())
 }
 
@@ -129,7 +152,9 @@ pub async fn heartbeat(
     let extend = match request.extend_seconds {
         None => None,
         Some(n) if n >= 1 && n as u64 <= max_lease => Some(n as u64),
-        Some(n) => return Err(ApiError::field(format!("extendSeconds must be 1..{max_lease}, got {n}"))),
+        Some(n) => {
+            return Err(ApiError::field(format!("extendSeconds must be 1..{max_lease}, got {n}")));
+        }
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
     let task = app.scheduler.heartbeat(task_id(&id)?, fence, extend).await?;
@@ -173,13 +198,17 @@ pub async fn nack(
 ) -> Result<Json<Value>, ApiError> {
     let request: NackBody = body.json()?;
     let delay = match request.delay_seconds {
-        Some(n) if n < 0 => return Err(ApiError::field(format!("delaySeconds must be >= 0, got {n}"))),
+        Some(n) if n < 0 => {
+            return Err(ApiError::field(format!("delaySeconds must be >= 0, got {n}")));
+        }
         other => other.map(|n| n as u64),
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
     let outcome = app.scheduler.nack(task_id(&id)?, fence, delay, request.reason).await?;
     Ok(Json(match outcome {
-        Nacked::Requeued { delay_seconds } => json!({ "status": "requeued", "delaySeconds": delay_seconds }),
+        Nacked::Requeued { delay_seconds } => {
+            json!({ "status": "requeued", "delaySeconds": delay_seconds })
+        }
         Nacked::DeadLettered => json!({ "status": "dlq", "delaySeconds": 0 }),
     }))
 }
@@ -222,12 +251,22 @@ impl ResultBody {
 
 /// Validates one submission, stores its artifact bytes and builds the
 /// completion to hand to the store.
-async fn prepare_completion(app: &AppState, worker: &Principal, task: TaskId, body: ResultBody) -> Result<Completion, ApiError> {
+async fn prepare_completion(
+    app: &AppState,
+    worker: &Principal,
+    task: TaskId,
+    body: ResultBody,
+) -> Result<Completion, ApiError> {
     body.check()?;
     let uploads = body
         .artifacts
         .into_iter()
-        .map(|a| ArtifactUpload { name: a.name, url: a.url, content_base64: a.content_base64, content_type: a.content_type })
+        .map(|a| ArtifactUpload {
+            name: a.name,
+            url: a.url,
+            content_base64: a.content_base64,
+            content_type: a.content_type,
+        })
         .collect();
     let prepared = app.artifacts.prepare(uploads)?;
     let artifacts = app.artifacts.store(task, prepared).await?;
@@ -255,7 +294,9 @@ pub async fn submit_result(
     let completion = prepare_completion(&app, &worker, id, request).await?;
     let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
     match outcome {
-        Some(Ok(completed)) => Ok(Json(ResultView::new(completed.record(), app.offset)).into_response()),
+        Some(Ok(completed)) => {
+            Ok(Json(ResultView::new(completed.record(), app.offset)).into_response())
+        }
         Some(Err(refused)) => Err(refused.into()),
         None => Err(ApiError::internal("complete returned nothing")),
     }
@@ -282,7 +323,8 @@ pub async fn submit_results_batch(
 ) -> Result<Json<Value>, ApiError> {
     let request: BatchResultsBody = body.json()?;
     check_batch_size("results", request.results.len())?;
-    let mut checked: Vec<(String, Result<Completion, ApiError>)> = Vec::with_capacity(request.results.len());
+    let mut checked: Vec<(String, Result<Completion, ApiError>)> =
+        Vec::with_capacity(request.results.len());
     for item in request.results {
         let claimed_id = item.get("taskId").and_then(Value::as_str).unwrap_or_default().to_string();
         let completion = match from_value::<BatchResultItem>(item) {
@@ -294,7 +336,8 @@ pub async fn submit_results_batch(
         };
         checked.push((claimed_id, completion));
     }
-    let valid: Vec<Completion> = checked.iter().filter_map(|(_, item)| item.as_ref().ok().cloned()).collect();
+    let valid: Vec<Completion> =
+        checked.iter().filter_map(|(_, item)| item.as_ref().ok().cloned()).collect();
     let mut outcomes = app.scheduler.complete(valid).await?.into_iter();
     let results: Vec<Value> = checked
         .into_iter()

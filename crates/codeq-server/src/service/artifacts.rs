@@ -68,21 +68,48 @@ impl Artifacts {
         match (upload.url, upload.content_base64) {
             (Some(url), None) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ArtifactError::Invalid(format!("artifacts[].url of {:?} must be an http(s) URL", upload.name)));
+                    return Err(ArtifactError::Invalid(format!(
+                        "artifacts[].url of {:?} must be an http(s) URL",
+                        upload.name
+                    )));
                 }
-                Ok(Prepared { artifact: Artifact { name: upload.name, url, content_type: upload.content_type }, bytes: None })
+                Ok(Prepared {
+                    artifact: Artifact {
+                        name: upload.name,
+                        url,
+                        content_type: upload.content_type,
+                    },
+                    bytes: None,
+                })
             }
             (None, Some(encoded)) => {
                 if encoded.len() / 4 * 3 > self.max_bytes + 3 {
-                    return Err(ArtifactError::TooLarge { name: upload.name, size: encoded.len() / 4 * 3, limit: self.max_bytes });
+                    return Err(ArtifactError::TooLarge {
+                        name: upload.name,
+                        size: encoded.len() / 4 * 3,
+                        limit: self.max_bytes,
+                    });
                 }
-                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()).map_err(|_| {
-                    ArtifactError::Invalid(format!("artifacts[].contentBase64 of {:?} is not valid base64", upload.name))
-                })?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.as_bytes())
+                    .map_err(|_| {
+                        ArtifactError::Invalid(format!(
+                            "artifacts[].contentBase64 of {:?} is not valid base64",
+                            upload.name
+                        ))
+                    })?;
                 if bytes.len() > self.max_bytes {
-                    return Err(ArtifactError::TooLarge { name: upload.name, size: bytes.len(), limit: self.max_bytes });
+                    return Err(ArtifactError::TooLarge {
+                        name: upload.name,
+                        size: bytes.len(),
+                        limit: self.max_bytes,
+                    });
                 }
-                let artifact = Artifact { name: upload.name, url: String::new(), content_type: upload.content_type };
+                let artifact = Artifact {
+                    name: upload.name,
+                    url: String::new(),
+                    content_type: upload.content_type,
+                };
                 Ok(Prepared { artifact, bytes: Some(bytes) })
             }
             _ => Err(ArtifactError::Invalid(format!(
@@ -94,13 +121,20 @@ impl Artifacts {
 
     /// Writes the inline bytes of `task`'s artifacts durably and returns
     /// the artifacts as the result record lists them.
-    pub async fn store(&self, task: TaskId, prepared: Vec<Prepared>) -> Result<Vec<Artifact>, ArtifactError> {
+    pub async fn store(
+        &self,
+        task: TaskId,
+        prepared: Vec<Prepared>,
+    ) -> Result<Vec<Artifact>, ArtifactError> {
         let mut artifacts = Vec::with_capacity(prepared.len());
         for Prepared { mut artifact, bytes } in prepared {
             if let Some(bytes) = bytes {
                 let dir = self.dir.join(task.to_string());
                 write_durably(&dir, &artifact.name, &bytes).await?;
-                artifact.url = format!("{}/v1/codeq/tasks/{task}/artifacts/{}", self.public_base_url, artifact.name);
+                artifact.url = format!(
+                    "{}/v1/codeq/tasks/{task}/artifacts/{}",
+                    self.public_base_url, artifact.name
+                );
             }
             artifacts.push(artifact);
         }

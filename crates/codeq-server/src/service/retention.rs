@@ -20,7 +20,8 @@ pub async fn cleanup(
     before: Timestamp,
     limit: usize,
 ) -> StoreResult<usize> {
-    let retention_millis = i64::try_from(retention_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let retention_millis =
+        i64::try_from(retention_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
     let completed_before = before.plus_millis(-retention_millis);
     let deleted = store.cleanup(completed_before, limit).await?;
     for id in &deleted {

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::Policy;
 use crate::clock::Clock;
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals, Store, StoreResult,
-    TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals,
+    Store, StoreResult, TransitionError,
 };
 
 /// A validated create request.
@@ -146,7 +146,9 @@ impl Scheduler {
     }
 
     fn lease_until(&self, requested: Option<u64>, now: Timestamp) -> Timestamp {
-        let seconds = requested.unwrap_or(self.policy.default_lease_seconds).min(self.policy.max_lease_seconds);
+        let seconds = requested
+            .unwrap_or(self.policy.default_lease_seconds)
+            .min(self.policy.max_lease_seconds);
         now.plus_seconds(seconds)
     }
 
@@ -160,7 +162,8 @@ impl Scheduler {
         loop {
             // Register interest before looking, so a task created between
             // the look and the wait still wakes us.
-            let mut waits: Vec<Pin<Box<Notified<'_>>>> = notifiers.iter().map(|n| Box::pin(n.notified())).collect();
+            let mut waits: Vec<Pin<Box<Notified<'_>>>> =
+                notifiers.iter().map(|n| Box::pin(n.notified())).collect();
             for wait in &mut waits {
                 wait.as_mut().enable();
             }
@@ -195,12 +198,19 @@ impl Scheduler {
     fn notifiers(&self, commands: &CommandFilter) -> Vec<Arc<Notify>> {
         match commands {
             CommandFilter::All => vec![self.signals.any_command()],
-            CommandFilter::Only(commands) => commands.iter().map(|command| self.signals.command(command)).collect(),
+            CommandFilter::Only(commands) => {
+                commands.iter().map(|command| self.signals.command(command)).collect()
+            }
         }
     }
 
     /// Extends the lease of a task the worker holds.
-    pub async fn heartbeat(&self, id: TaskId, fence: Fence<'_>, extend_seconds: Option<u64>) -> StoreResult<Task> {
+    pub async fn heartbeat(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        extend_seconds: Option<u64>,
+    ) -> StoreResult<Task> {
         let now = self.clock.now();
         self.store.heartbeat(id, fence, self.lease_until(extend_seconds, now), now).await
     }
@@ -227,7 +237,10 @@ impl Scheduler {
     }
 
     /// Stores results, each on its own, as one durable write.
-    pub async fn complete(&self, items: Vec<Completion>) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+    pub async fn complete(
+        &self,
+        items: Vec<Completion>,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
         self.store.complete(items, self.clock.now()).await
     }
 

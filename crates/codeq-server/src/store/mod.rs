@@ -15,7 +15,9 @@ pub mod embedded;
 mod signals;
 
 use async_trait::async_trait;
-use codeq_core::{BackoffConfig, Command, QueueStats, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
+use codeq_core::{
+    BackoffConfig, Command, QueueStats, ResultRecord, Task, TaskId, TaskStatus, Timestamp,
+};
 
 pub use signals::Signals;
 
@@ -191,18 +193,35 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>>;
 
     /// Extends the lease of an in-progress task held by `fence`.
-    async fn heartbeat(&self, id: TaskId, fence: Fence<'_>, lease_until: Timestamp, now: Timestamp) -> StoreResult<Task>;
+    async fn heartbeat(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Task>;
 
     /// Returns an in-progress task to ready at once; attempts unchanged.
     async fn abandon(&self, id: TaskId, fence: Fence<'_>, now: Timestamp) -> StoreResult<Task>;
 
     /// Requeues an in-progress task after a delay, or dead-letters it when
     /// it has used `maxAttempts` deliveries.
-    async fn nack(&self, id: TaskId, fence: Fence<'_>, delay: RetryDelay, reason: Option<String>, now: Timestamp) -> StoreResult<Nacked>;
+    async fn nack(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        delay: RetryDelay,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> StoreResult<Nacked>;
 
     /// Makes tasks terminal with their results, each on its own: one item's
     /// refusal does not affect the others.
-    async fn complete(&self, items: Vec<Completion>, now: Timestamp) -> StoreResult<Vec<Result<Completed, TransitionError>>>;
+    async fn complete(
+        &self,
+        items: Vec<Completion>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>>;
 
     /// Reads a task.
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>>;
@@ -215,7 +234,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Requeues (with `backoff`) or dead-letters in-progress tasks whose
     /// lease ended before `now` (at most `limit`).
-    async fn expire_leases(&self, now: Timestamp, backoff: BackoffConfig, limit: usize) -> StoreResult<Vec<Expired>>;
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        backoff: BackoffConfig,
+        limit: usize,
+    ) -> StoreResult<Vec<Expired>>;
 
     /// Depths of one command's queues (zeros when never used).
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats>;

@@ -16,17 +16,41 @@ struct Case {
     code: &'static str,
 }
 
-fn case(name: &'static str, method: Method, path: &str, token: Option<&'static str>, body: Option<&str>, status: u16, code: &'static str) -> Case {
-    Case { name, method, path: path.to_string(), token, body: body.map(str::to_string), status, code }
+fn case(
+    name: &'static str,
+    method: Method,
+    path: &str,
+    token: Option<&'static str>,
+    body: Option<&str>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        name,
+        method,
+        path: path.to_string(),
+        token,
+        body: body.map(str::to_string),
+        status,
+        code,
+    }
 }
 
-fn post(name: &'static str, path: &str, token: &'static str, body: &str, status: u16, code: &'static str) -> Case {
+fn post(
+    name: &'static str,
+    path: &str,
+    token: &'static str,
+    body: &str,
+    status: u16,
+    code: &'static str,
+) -> Case {
     case(name, Method::POST, path, Some(token), Some(body), status, code)
 }
 
 async fn run(app: &TestApp, cases: Vec<Case>) {
     for case in cases {
-        let mut request = app.http.request(case.method.clone(), format!("{}{}", app.base, case.path));
+        let mut request =
+            app.http.request(case.method.clone(), format!("{}{}", app.base, case.path));
         if let Some(token) = case.token {
             request = request.bearer_auth(token);
         }
@@ -39,7 +63,11 @@ async fn run(app: &TestApp, cases: Vec<Case>) {
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         assert_eq!(status, case.status, "{}: {body}", case.name);
         assert_eq!(body["code"], case.code, "{}: {body}", case.name);
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{}: no error message in {body}", case.name);
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{}: no error message in {body}",
+            case.name
+        );
         if status == 401 {
             assert_eq!(www_authenticate.unwrap(), "Bearer", "{}", case.name);
         }
@@ -52,33 +80,154 @@ async fn producer_endpoints_refuse_bad_input() {
     let app = TestApp::spawn_with(|config| config.max_payload_bytes = 1024, false).await;
     let big_payload = format!(r#"{{"command":"a","payload":{{"x":"{}"}}}}"#, "y".repeat(2000));
     let huge_body = format!(r#"{{"command":"a","payload":{{"x":"{}"}}}}"#, "y".repeat(200_000));
-    let too_many = json!({ "tasks": vec![json!({ "command": "a", "payload": {} }); 101] }).to_string();
+    let too_many =
+        json!({ "tasks": vec![json!({ "command": "a", "payload": {} }); 101] }).to_string();
     let t = "/v1/codeq/tasks";
     run(
         &app,
         vec![
-            case("no token", Method::POST, t, None, Some(r#"{"command":"a","payload":{}}"#), 401, "missing_token"),
-            post("unknown token", t, "nope", r#"{"command":"a","payload":{}}"#, 401, "invalid_token"),
-            post("worker on a producer endpoint", t, WORKER, r#"{"command":"a","payload":{}}"#, 403, "not_producer"),
+            case(
+                "no token",
+                Method::POST,
+                t,
+                None,
+                Some(r#"{"command":"a","payload":{}}"#),
+                401,
+                "missing_token",
+            ),
+            post(
+                "unknown token",
+                t,
+                "nope",
+                r#"{"command":"a","payload":{}}"#,
+                401,
+                "invalid_token",
+            ),
+            post(
+                "worker on a producer endpoint",
+                t,
+                WORKER,
+                r#"{"command":"a","payload":{}}"#,
+                403,
+                "not_producer",
+            ),
             post("malformed JSON", t, PRODUCER, r#"{"command":"a","#, 400, "malformed_json"),
             post("not an object", t, PRODUCER, "[1,2]", 400, "invalid_field"),
             post("missing command", t, PRODUCER, r#"{"payload":{}}"#, 400, "invalid_field"),
             post("missing payload", t, PRODUCER, r#"{"command":"a"}"#, 400, "invalid_field"),
-            post("command of wrong type", t, PRODUCER, r#"{"command":5,"payload":{}}"#, 400, "invalid_field"),
-            post("priority of wrong type", t, PRODUCER, r#"{"command":"a","payload":{},"priority":"high"}"#, 400, "invalid_field"),
-            post("invalid command name", t, PRODUCER, r#"{"command":"no spaces","payload":{}}"#, 400, "invalid_command"),
-            post("empty command name", t, PRODUCER, r#"{"command":"","payload":{}}"#, 400, "invalid_command"),
-            post("negative delay", t, PRODUCER, r#"{"command":"a","payload":{},"delaySeconds":-1}"#, 400, "invalid_field"),
-            post("bad runAt", t, PRODUCER, r#"{"command":"a","payload":{},"runAt":"tomorrow"}"#, 400, "invalid_field"),
-            post("maxAttempts zero", t, PRODUCER, r#"{"command":"a","payload":{},"maxAttempts":0}"#, 400, "invalid_field"),
-            post("maxAttempts too big", t, PRODUCER, r#"{"command":"a","payload":{},"maxAttempts":1001}"#, 400, "invalid_field"),
-            post("webhook not http", t, PRODUCER, r#"{"command":"a","payload":{},"webhook":"ftp://x"}"#, 400, "invalid_field"),
-            post("empty idempotency key", t, PRODUCER, r#"{"command":"a","payload":{},"idempotencyKey":""}"#, 400, "invalid_field"),
-            post("payload over maxPayloadBytes", t, PRODUCER, &big_payload, 413, "payload_too_large"),
+            post(
+                "command of wrong type",
+                t,
+                PRODUCER,
+                r#"{"command":5,"payload":{}}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "priority of wrong type",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"priority":"high"}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "invalid command name",
+                t,
+                PRODUCER,
+                r#"{"command":"no spaces","payload":{}}"#,
+                400,
+                "invalid_command",
+            ),
+            post(
+                "empty command name",
+                t,
+                PRODUCER,
+                r#"{"command":"","payload":{}}"#,
+                400,
+                "invalid_command",
+            ),
+            post(
+                "negative delay",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"delaySeconds":-1}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "bad runAt",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"runAt":"tomorrow"}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "maxAttempts zero",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"maxAttempts":0}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "maxAttempts too big",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"maxAttempts":1001}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "webhook not http",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"webhook":"ftp://x"}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "empty idempotency key",
+                t,
+                PRODUCER,
+                r#"{"command":"a","payload":{},"idempotencyKey":""}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "payload over maxPayloadBytes",
+                t,
+                PRODUCER,
+                &big_payload,
+                413,
+                "payload_too_large",
+            ),
             post("body over the limit", t, PRODUCER, &huge_body, 413, "body_too_large"),
-            post("empty batch", "/v1/codeq/tasks/batch", PRODUCER, r#"{"tasks":[]}"#, 400, "invalid_field"),
-            post("batch over 100", "/v1/codeq/tasks/batch", PRODUCER, &too_many, 400, "invalid_field"),
-            post("batch without tasks", "/v1/codeq/tasks/batch", PRODUCER, "{}", 400, "invalid_field"),
+            post(
+                "empty batch",
+                "/v1/codeq/tasks/batch",
+                PRODUCER,
+                r#"{"tasks":[]}"#,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "batch over 100",
+                "/v1/codeq/tasks/batch",
+                PRODUCER,
+                &too_many,
+                400,
+                "invalid_field",
+            ),
+            post(
+                "batch without tasks",
+                "/v1/codeq/tasks/batch",
+                PRODUCER,
+                "{}",
+                400,
+                "invalid_field",
+            ),
         ],
     )
     .await;
@@ -142,23 +291,70 @@ async fn read_and_admin_endpoints_refuse_bad_input() {
     let app = TestApp::spawn().await;
     let pending = app.create_simple("read").await;
     let unknown = "01890000-0000-7000-8000-000000000000";
-    let get = |name, path: &str, token, status, code| case(name, Method::GET, path, token, None, status, code);
+    let get = |name, path: &str, token, status, code| {
+        case(name, Method::GET, path, token, None, status, code)
+    };
     let cleanup = "/v1/codeq/admin/tasks/cleanup";
     run(
         &app,
         vec![
-            get("get without token", &format!("/v1/codeq/tasks/{pending}"), None, 401, "missing_token"),
-            get("get unknown task", &format!("/v1/codeq/tasks/{unknown}"), Some(PRODUCER), 404, "task_not_found"),
-            get("result not there yet", &format!("/v1/codeq/tasks/{pending}/result"), Some(PRODUCER), 404, "result_not_found"),
-            get("result of unknown task", &format!("/v1/codeq/tasks/{unknown}/result"), Some(WORKER), 404, "result_not_found"),
+            get(
+                "get without token",
+                &format!("/v1/codeq/tasks/{pending}"),
+                None,
+                401,
+                "missing_token",
+            ),
+            get(
+                "get unknown task",
+                &format!("/v1/codeq/tasks/{unknown}"),
+                Some(PRODUCER),
+                404,
+                "task_not_found",
+            ),
+            get(
+                "result not there yet",
+                &format!("/v1/codeq/tasks/{pending}/result"),
+                Some(PRODUCER),
+                404,
+                "result_not_found",
+            ),
+            get(
+                "result of unknown task",
+                &format!("/v1/codeq/tasks/{unknown}/result"),
+                Some(WORKER),
+                404,
+                "result_not_found",
+            ),
             get("queues as non-admin", "/v1/codeq/admin/queues", Some(PRODUCER), 403, "not_admin"),
             get("queues as worker", "/v1/codeq/admin/queues", Some(WORKER), 403, "not_admin"),
-            get("queue with bad name", "/v1/codeq/admin/queues/a%20b", Some(ADMIN), 400, "invalid_command"),
+            get(
+                "queue with bad name",
+                "/v1/codeq/admin/queues/a%20b",
+                Some(ADMIN),
+                400,
+                "invalid_command",
+            ),
             post("cleanup as non-admin", cleanup, PRODUCER, "{}", 403, "not_admin"),
             post("cleanup limit zero", cleanup, ADMIN, r#"{"limit":0}"#, 400, "invalid_field"),
-            post("cleanup bad before", cleanup, ADMIN, r#"{"before":"yesterday"}"#, 400, "invalid_field"),
+            post(
+                "cleanup bad before",
+                cleanup,
+                ADMIN,
+                r#"{"before":"yesterday"}"#,
+                400,
+                "invalid_field",
+            ),
             get("unknown route", "/v1/codeq/unknown", Some(ADMIN), 404, "route_not_found"),
-            case("wrong method", Method::DELETE, "/v1/codeq/tasks", Some(ADMIN), None, 405, "method_not_allowed"),
+            case(
+                "wrong method",
+                Method::DELETE,
+                "/v1/codeq/tasks",
+                Some(ADMIN),
+                None,
+                405,
+                "method_not_allowed",
+            ),
         ],
     )
     .await;

@@ -10,7 +10,9 @@ use crate::helpers::*;
 async fn thirty_two_claimers_get_each_of_two_thousand_tasks_exactly_once() {
     let app = TestApp::spawn().await;
     for batch in 0..20 {
-        let tasks: Vec<Value> = (0..100).map(|i| json!({ "command": "race", "payload": { "n": batch * 100 + i } })).collect();
+        let tasks: Vec<Value> = (0..100)
+            .map(|i| json!({ "command": "race", "payload": { "n": batch * 100 + i } }))
+            .collect();
         assert_eq!(app.post("/tasks/batch", PRODUCER, json!({ "tasks": tasks })).await.status, 200);
     }
     let mut workers = Vec::new();
@@ -52,5 +54,8 @@ async fn thirty_two_claimers_get_each_of_two_thousand_tasks_exactly_once() {
     assert_eq!(deliveries.len(), 2000);
     assert!(deliveries.values().all(|&n| n == 1), "a task was delivered twice");
     let stats = app.get("/admin/queues/race", ADMIN).await.body;
-    assert_eq!(stats, json!({ "command": "race", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 }));
+    assert_eq!(
+        stats,
+        json!({ "command": "race", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 })
+    );
 }

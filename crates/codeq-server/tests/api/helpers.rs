@@ -8,8 +8,8 @@ use std::time::Duration;
 use codeq_core::Timestamp;
 use codeq_server::app::App;
 use codeq_server::clock::{Clock, ManualClock, SystemClock};
-use codeq_server::service::scheduler::Scheduler;
 use codeq_server::config::{Config, Secret, StaticTokenConfig, TokenKind};
+use codeq_server::service::scheduler::Scheduler;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -140,11 +140,20 @@ impl TestApp {
 
     /// Moves the manual clock forward.
     pub fn advance(&self, seconds: u64) {
-        self.clock.as_ref().expect("spawned with a manual clock").advance(Duration::from_secs(seconds));
+        self.clock
+            .as_ref()
+            .expect("spawned with a manual clock")
+            .advance(Duration::from_secs(seconds));
     }
 
     /// Any request; `body` `None` sends no body.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -156,20 +165,11 @@ impl TestApp {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Reply { status, headers, body }
-    }
-
-    /// A POST with a raw body.
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
-        let mut request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.json().await.unwrap_or(Value::Null);
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         Reply { status, headers, body }
     }
 
@@ -192,7 +192,10 @@ impl TestApp {
 
     /// Creates a task of `command` with a small payload; returns its id.
     pub async fn create_simple(&self, command: &str) -> String {
-        self.create(json!({ "command": command, "payload": { "n": 1 } })).await["id"].as_str().unwrap().to_string()
+        self.create(json!({ "command": command, "payload": { "n": 1 } })).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// Claims one task as `worker` from `commands`, without waiting.
@@ -222,7 +225,10 @@ impl TestApp {
             if task["status"] == status {
                 return task;
             }
-            assert!(tokio::time::Instant::now() < deadline, "task {id} never became {status}: {task}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} never became {status}: {task}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -44,7 +44,13 @@ async fn create_returns_202_with_the_task_in_api_form() {
 #[tokio::test]
 async fn request_ids_are_echoed() {
     let app = TestApp::spawn().await;
-    let response = app.http.get(format!("{}/healthz", app.base)).header("x-request-id", "abc-123").send().await.unwrap();
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "abc-123");
 }
 
@@ -60,13 +66,23 @@ async fn a_task_goes_through_claim_heartbeat_and_result() {
     assert_eq!(claimed["attempts"], 1);
     assert!(claimed["leaseUntil"].is_string());
 
-    let beat = app.post(&format!("/tasks/{id}/heartbeat"), WORKER, json!({ "extendSeconds": 600, "attempt": 1 })).await;
+    let beat = app
+        .post(
+            &format!("/tasks/{id}/heartbeat"),
+            WORKER,
+            json!({ "extendSeconds": 600, "attempt": 1 }),
+        )
+        .await;
     assert_eq!(beat.status, 200);
     assert_eq!(beat.body["ok"], true);
     assert!(beat.str("leaseUntil") > claimed["leaseUntil"].as_str().unwrap());
 
     let done = app
-        .post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "COMPLETED", "result": { "url": "s3://x" }, "attempt": 1 }))
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "COMPLETED", "result": { "url": "s3://x" }, "attempt": 1 }),
+        )
         .await;
     assert_eq!(done.status, 200, "{:?}", done.body);
     assert_eq!(done.body["taskId"], id.as_str());
@@ -90,11 +106,20 @@ async fn a_failed_result_is_terminal_but_not_dead_lettered() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;
     app.claim_ok(WORKER, &["render"]).await;
-    let failed = app.post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "FAILED", "error": "bad input" })).await;
+    let failed = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "FAILED", "error": "bad input" }),
+        )
+        .await;
     assert_eq!(failed.status, 200);
     assert_eq!(failed.body["error"], "bad input");
     let task = app.task(&id).await;
-    assert_eq!((task["status"].as_str(), task["error"].as_str()), (Some("FAILED"), Some("bad input")));
+    assert_eq!(
+        (task["status"].as_str(), task["error"].as_str()),
+        (Some("FAILED"), Some("bad input"))
+    );
     let stats = app.get("/admin/queues/render", ADMIN).await;
     assert_eq!(stats.body["dlq"], 0);
 }
@@ -115,7 +140,10 @@ async fn result_artifacts_by_url_and_inline_are_stored() {
     let done = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
     assert_eq!(done.status, 200, "{:?}", done.body);
     let artifacts = done.body["artifacts"].as_array().unwrap();
-    assert_eq!(artifacts[0], json!({ "name": "remote.png", "url": "https://cdn.example.com/remote.png", "contentType": "image/png" }));
+    assert_eq!(
+        artifacts[0],
+        json!({ "name": "remote.png", "url": "https://cdn.example.com/remote.png", "contentType": "image/png" })
+    );
     assert_eq!(artifacts[1]["url"], format!("/v1/codeq/tasks/{id}/artifacts/log.txt"));
     let stored = std::fs::read(app.dir.path().join("artifacts").join(&id).join("log.txt")).unwrap();
     assert_eq!(stored, b"hello");
@@ -131,11 +159,24 @@ async fn abandon_requeues_and_nack_reports_its_delay() {
     let again = app.claim_ok(WORKER, &["render"]).await;
     assert_eq!((again["id"].as_str(), again["attempts"].as_u64()), (Some(id.as_str()), Some(2)));
 
-    let nacked = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "delaySeconds": 100000, "reason": "busy" })).await;
+    let nacked = app
+        .post(
+            &format!("/tasks/{id}/nack"),
+            WORKER,
+            json!({ "delaySeconds": 100000, "reason": "busy" }),
+        )
+        .await;
     assert_eq!(nacked.status, 200);
-    assert_eq!(nacked.body, json!({ "status": "requeued", "delaySeconds": 900 }), "capped at backoffMaxSeconds");
+    assert_eq!(
+        nacked.body,
+        json!({ "status": "requeued", "delaySeconds": 900 }),
+        "capped at backoffMaxSeconds"
+    );
     let task = app.task(&id).await;
-    assert_eq!((task["status"].as_str(), task["lastReason"].as_str()), (Some("PENDING"), Some("busy")));
+    assert_eq!(
+        (task["status"].as_str(), task["lastReason"].as_str()),
+        (Some("PENDING"), Some("busy"))
+    );
     assert_eq!(app.claim(WORKER, &["render"]).await.status, 204);
 }
 
@@ -168,9 +209,11 @@ async fn batch_create_answers_each_item_in_order() {
 #[tokio::test]
 async fn batch_claim_and_batch_results() {
     let app = TestApp::spawn().await;
-    let tasks: Vec<_> = (0..5).map(|i| json!({ "command": "bulk", "payload": { "i": i } })).collect();
+    let tasks: Vec<_> =
+        (0..5).map(|i| json!({ "command": "bulk", "payload": { "i": i } })).collect();
     assert_eq!(app.post("/tasks/batch", PRODUCER, json!({ "tasks": tasks })).await.status, 200);
-    let claimed = app.post("/tasks/claim/batch", WORKER, json!({ "commands": ["bulk"], "count": 3 })).await;
+    let claimed =
+        app.post("/tasks/claim/batch", WORKER, json!({ "commands": ["bulk"], "count": 3 })).await;
     assert_eq!(claimed.status, 200);
     let claimed = claimed.body["tasks"].as_array().unwrap().clone();
     assert_eq!(claimed.len(), 3);
@@ -206,13 +249,22 @@ async fn admin_sees_queue_depths() {
 
     let one = app.get("/admin/queues/q1", ADMIN).await;
     assert_eq!(one.status, 200);
-    assert_eq!(one.body, json!({ "command": "q1", "ready": 2, "delayed": 1, "inProgress": 0, "dlq": 0 }));
+    assert_eq!(
+        one.body,
+        json!({ "command": "q1", "ready": 2, "delayed": 1, "inProgress": 0, "dlq": 0 })
+    );
     assert_eq!(app.get("/admin/queues/q1/stats", ADMIN).await.body, one.body);
     let unused = app.get("/admin/queues/never", ADMIN).await;
-    assert_eq!(unused.body, json!({ "command": "never", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 }));
+    assert_eq!(
+        unused.body,
+        json!({ "command": "never", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 })
+    );
     let all = app.get("/admin/queues", ADMIN).await;
     assert_eq!(all.body["queues"].as_array().unwrap().len(), 2);
-    assert_eq!(all.body["queues"][1], json!({ "command": "q2", "ready": 0, "delayed": 0, "inProgress": 1, "dlq": 0 }));
+    assert_eq!(
+        all.body["queues"][1],
+        json!({ "command": "q2", "ready": 0, "delayed": 0, "inProgress": 1, "dlq": 0 })
+    );
 }
 
 #[tokio::test]

@@ -33,7 +33,8 @@ async fn a_create_wakes_a_waiting_claim() {
 async fn a_create_of_another_command_does_not_satisfy_the_wait() {
     let app = TestApp::spawn().await;
     app.create_simple("other").await;
-    let reply = app.post("/tasks/claim", WORKER, json!({ "commands": ["mine"], "waitSeconds": 1 })).await;
+    let reply =
+        app.post("/tasks/claim", WORKER, json!({ "commands": ["mine"], "waitSeconds": 1 })).await;
     assert_eq!(reply.status, 204);
     assert_eq!(reply.body, serde_json::Value::Null, "204 has no body");
 }

@@ -33,16 +33,25 @@ async fn delayed_and_scheduled_tasks_become_claimable_on_time() {
     let run_at = (time::OffsetDateTime::now_utc() + time::Duration::seconds(30))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let scheduled = app.create(json!({ "command": "d", "payload": {}, "runAt": run_at, "delaySeconds": 999 })).await;
-    let past = app.create(json!({ "command": "d", "payload": {}, "runAt": "2001-01-01T00:00:00Z" })).await;
-    assert_eq!(app.claim_ok(WORKER, &["d"]).await["id"], past["id"], "a runAt in the past is ready now");
+    let scheduled = app
+        .create(json!({ "command": "d", "payload": {}, "runAt": run_at, "delaySeconds": 999 }))
+        .await;
+    let past =
+        app.create(json!({ "command": "d", "payload": {}, "runAt": "2001-01-01T00:00:00Z" })).await;
+    assert_eq!(
+        app.claim_ok(WORKER, &["d"]).await["id"],
+        past["id"],
+        "a runAt in the past is ready now"
+    );
     assert_eq!(app.claim(WORKER, &["d"]).await.status, 204);
 
     app.advance(31);
-    let claimed = app.post("/tasks/claim", WORKER, json!({ "commands": ["d"], "waitSeconds": 10 })).await;
+    let claimed =
+        app.post("/tasks/claim", WORKER, json!({ "commands": ["d"], "waitSeconds": 10 })).await;
     assert_eq!(claimed.body["id"], scheduled["id"], "runAt wins over delaySeconds");
     app.advance(30);
-    let claimed = app.post("/tasks/claim", WORKER, json!({ "commands": ["d"], "waitSeconds": 10 })).await;
+    let claimed =
+        app.post("/tasks/claim", WORKER, json!({ "commands": ["d"], "waitSeconds": 10 })).await;
     assert_eq!(claimed.body["id"], delayed["id"]);
 }
 
@@ -50,7 +59,9 @@ async fn delayed_and_scheduled_tasks_become_claimable_on_time() {
 async fn an_expired_lease_requeues_the_task_without_any_claim_traffic() {
     let app = TestApp::spawn_manual_clock().await;
     let id = app.create_simple("lease").await;
-    let claimed = app.post("/tasks/claim", WORKER, json!({ "commands": ["lease"], "leaseSeconds": 10 })).await;
+    let claimed = app
+        .post("/tasks/claim", WORKER, json!({ "commands": ["lease"], "leaseSeconds": 10 }))
+        .await;
     assert_eq!(claimed.status, 200);
     app.advance(11);
     let task = app.wait_for_status(&id, "PENDING").await;
@@ -58,7 +69,13 @@ async fn an_expired_lease_requeues_the_task_without_any_claim_traffic() {
     assert_eq!(task["attempts"], 1);
     assert!(task.get("workerId").is_none());
     // The default policy backs off before the next delivery; the old holder is fenced out.
-    let late = app.post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "COMPLETED", "result": {} })).await;
+    let late = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "COMPLETED", "result": {} }),
+        )
+        .await;
     assert_eq!((late.status, late.code()), (409, "not_in_progress"));
 }
 
@@ -76,7 +93,8 @@ async fn each_backoff_policy_sets_the_nack_delay() {
         let app = TestApp::spawn_with(|config| config.backoff_policy = policy, false).await;
         let id = app.create_simple("retry").await;
         app.claim_ok(WORKER, &["retry"]).await;
-        let nacked = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "reason": "try later" })).await;
+        let nacked =
+            app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "reason": "try later" })).await;
         assert_eq!(nacked.status, 200);
         assert_eq!(nacked.body["status"], "requeued");
         let delay = nacked.body["delaySeconds"].as_u64().unwrap();
@@ -87,7 +105,10 @@ async fn each_backoff_policy_sets_the_nack_delay() {
 #[tokio::test]
 async fn a_task_is_dead_lettered_after_max_attempts_deliveries() {
     let app = TestApp::spawn().await;
-    let id = app.create(json!({ "command": "dlq", "payload": {}, "maxAttempts": 2 })).await["id"].as_str().unwrap().to_string();
+    let id = app.create(json!({ "command": "dlq", "payload": {}, "maxAttempts": 2 })).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     app.claim_ok(WORKER, &["dlq"]).await;
     let first = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "delaySeconds": 0 })).await;
     assert_eq!(first.body, json!({ "status": "requeued", "delaySeconds": 0 }));
@@ -95,7 +116,10 @@ async fn a_task_is_dead_lettered_after_max_attempts_deliveries() {
     let second = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "delaySeconds": 0 })).await;
     assert_eq!(second.body, json!({ "status": "dlq", "delaySeconds": 0 }));
     let task = app.task(&id).await;
-    assert_eq!((task["status"].as_str(), task["error"].as_str()), (Some("FAILED"), Some("MAX_ATTEMPTS")));
+    assert_eq!(
+        (task["status"].as_str(), task["error"].as_str()),
+        (Some("FAILED"), Some("MAX_ATTEMPTS"))
+    );
     assert!(task["completedAt"].is_string());
     let result = app.get(&format!("/tasks/{id}/result"), PRODUCER).await;
     assert_eq!(result.body["result"]["status"], "FAILED");
@@ -110,7 +134,13 @@ async fn an_idempotency_key_replays_the_existing_task() {
     let first = app.post("/tasks", PRODUCER, body.clone()).await;
     assert_eq!(first.status, 202);
     assert!(first.headers.get("idempotent-replayed").is_none());
-    let second = app.post("/tasks", PRODUCER, json!({ "command": "idem", "payload": { "v": 2 }, "idempotencyKey": "order-42" })).await;
+    let second = app
+        .post(
+            "/tasks",
+            PRODUCER,
+            json!({ "command": "idem", "payload": { "v": 2 }, "idempotencyKey": "order-42" }),
+        )
+        .await;
     assert_eq!(second.status, 202);
     assert_eq!(second.headers["idempotent-replayed"], "true");
     assert_eq!(second.body, first.body);
@@ -123,13 +153,17 @@ async fn resubmitting_a_result_is_safe_but_a_different_outcome_conflicts() {
     let id = app.create_simple("res").await;
     app.claim_ok(WORKER, &["res"]).await;
     let path = format!("/tasks/{id}/result");
-    let first = app.post(&path, WORKER, json!({ "status": "COMPLETED", "result": { "v": 1 } })).await;
+    let first =
+        app.post(&path, WORKER, json!({ "status": "COMPLETED", "result": { "v": 1 } })).await;
     assert_eq!(first.status, 200);
-    let same = app.post(&path, WORKER, json!({ "status": "COMPLETED", "result": { "v": 1 } })).await;
+    let same =
+        app.post(&path, WORKER, json!({ "status": "COMPLETED", "result": { "v": 1 } })).await;
     assert_eq!((same.status, &same.body), (200, &first.body));
-    let different = app.post(&path, WORKER, json!({ "status": "FAILED", "error": "changed my mind" })).await;
+    let different =
+        app.post(&path, WORKER, json!({ "status": "FAILED", "error": "changed my mind" })).await;
     assert_eq!((different.status, different.code()), (409, "result_conflict"));
-    let other_worker = app.post(&path, WORKER2, json!({ "status": "COMPLETED", "result": { "v": 1 } })).await;
+    let other_worker =
+        app.post(&path, WORKER2, json!({ "status": "COMPLETED", "result": { "v": 1 } })).await;
     assert_eq!(other_worker.status, 409);
     assert_eq!(app.get(&path, PRODUCER).await.body["result"], first.body);
 }
@@ -152,21 +186,37 @@ async fn a_stale_attempt_is_refused_and_changes_nothing() {
         assert_eq!((reply.status, reply.code()), (409, "stale_attempt"), "{action}");
     }
     assert_eq!(app.task(&id).await, before);
-    let ok = app.post(&format!("/tasks/{id}/result"), WORKER, json!({ "attempt": 2, "status": "COMPLETED", "result": {} })).await;
+    let ok = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "attempt": 2, "status": "COMPLETED", "result": {} }),
+        )
+        .await;
     assert_eq!(ok.status, 200);
 }
 
 #[tokio::test]
 async fn cleanup_deletes_old_terminal_tasks_and_keeps_pending_and_in_progress_ones() {
     let app = TestApp::spawn_with(|config| config.retention_seconds = 0, false).await;
-    let done = app.create(json!({ "command": "gc", "payload": {}, "idempotencyKey": "gc-1" })).await["id"].as_str().unwrap().to_string();
+    let done =
+        app.create(json!({ "command": "gc", "payload": {}, "idempotencyKey": "gc-1" })).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
     app.claim_ok(WORKER, &["gc"]).await;
-    app.post(&format!("/tasks/{done}/result"), WORKER, json!({ "status": "COMPLETED", "result": {} })).await;
+    app.post(
+        &format!("/tasks/{done}/result"),
+        WORKER,
+        json!({ "status": "COMPLETED", "result": {} }),
+    )
+    .await;
     let pending = app.create_simple("gc").await;
     let running = app.create_simple("gc2").await;
     app.claim_ok(WORKER, &["gc2"]).await;
 
-    let early = app.post("/admin/tasks/cleanup", ADMIN, json!({ "before": "2001-01-01T00:00:00Z" })).await;
+    let early =
+        app.post("/admin/tasks/cleanup", ADMIN, json!({ "before": "2001-01-01T00:00:00Z" })).await;
     assert_eq!((early.status, early.body["deleted"].as_u64()), (200, Some(0)));
     let reply = app.post("/admin/tasks/cleanup", ADMIN, json!({ "limit": 10 })).await;
     assert_eq!(reply.status, 200);
@@ -177,8 +227,17 @@ async fn cleanup_deletes_old_terminal_tasks_and_keeps_pending_and_in_progress_on
     assert_eq!(app.get(&format!("/tasks/{done}/result"), PRODUCER).await.status, 404);
     assert_eq!(app.task(&pending).await["status"], "PENDING");
     assert_eq!(app.task(&running).await["status"], "IN_PROGRESS");
-    let reused = app.post("/tasks", PRODUCER, json!({ "command": "gc", "payload": {}, "idempotencyKey": "gc-1" })).await;
-    assert!(reused.headers.get("idempotent-replayed").is_none(), "the key was deleted with its task");
+    let reused = app
+        .post(
+            "/tasks",
+            PRODUCER,
+            json!({ "command": "gc", "payload": {}, "idempotencyKey": "gc-1" }),
+        )
+        .await;
+    assert!(
+        reused.headers.get("idempotent-replayed").is_none(),
+        "the key was deleted with its task"
+    );
 }
 
 #[tokio::test]

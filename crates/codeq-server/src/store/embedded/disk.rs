@@ -60,7 +60,8 @@ fn encode<T: serde::Serialize>(value: &T) -> StoreResult<Vec<u8>> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
 }
 
 /// Write sequence numbers: `written` counts committed batches, the syncer
@@ -94,16 +95,23 @@ impl Disk {
             .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| unavailable(&format!("cannot open {}", dir.display()), e))?;
-        let tasks = db.keyspace("tasks", KeyspaceCreateOptions::default).map_err(|e| unavailable("cannot open tasks", e))?;
-        let results =
-            db.keyspace("results", KeyspaceCreateOptions::default).map_err(|e| unavailable("cannot open results", e))?;
+        let tasks = db
+            .keyspace("tasks", KeyspaceCreateOptions::default)
+            .map_err(|e| unavailable("cannot open tasks", e))?;
+        let results = db
+            .keyspace("results", KeyspaceCreateOptions::default)
+            .map_err(|e| unavailable("cannot open results", e))?;
         let (durable, _) = watch::channel(0);
         let disk = Self {
             db,
             tasks,
             results,
             durability,
-            sync: Arc::new(SyncState { written: Mutex::new(0), more_written: Condvar::new(), durable }),
+            sync: Arc::new(SyncState {
+                written: Mutex::new(0),
+                more_written: Condvar::new(),
+                durable,
+            }),
             poisoned: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             syncer: Mutex::new(None),
@@ -143,7 +151,9 @@ impl Disk {
     /// Refuses writes after a failure.
     pub fn check_writable(&self) -> StoreResult<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable("storage stopped taking writes after a disk failure".into()));
+            return Err(StoreError::Unavailable(
+                "storage stopped taking writes after a disk failure".into(),
+            ));
         }
         Ok(())
     }
@@ -185,7 +195,8 @@ impl Disk {
             return Ok(());
         }
         let mut durable = self.sync.durable.subscribe();
-        let reached = durable.wait_for(|done| *done >= seq || self.poisoned.load(Ordering::Acquire)).await;
+        let reached =
+            durable.wait_for(|done| *done >= seq || self.poisoned.load(Ordering::Acquire)).await;
         match reached {
             Ok(done) if *done >= seq => Ok(()),
             _ => Err(StoreError::Unavailable("storage could not make the change durable".into())),
@@ -200,7 +211,8 @@ impl Disk {
 
     /// Reads a task record that the indexes say exists.
     pub fn existing_task(&self, id: TaskId) -> StoreResult<Task> {
-        self.task(id)?.ok_or_else(|| StoreError::Corrupt(format!("task {id} is indexed but has no record")))
+        self.task(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("task {id} is indexed but has no record")))
     }
 
     /// Reads a result record.

@@ -104,9 +104,9 @@ impl Indexes {
     pub fn pop_ready(&mut self, filter: &CommandFilter) -> Option<TaskId> {
         let best = match filter {
             CommandFilter::All => self.best_ready(self.queues.iter()),
-            CommandFilter::Only(commands) => {
-                self.best_ready(commands.iter().filter_map(|command| self.queues.get_key_value(command)))
-            }
+            CommandFilter::Only(commands) => self.best_ready(
+                commands.iter().filter_map(|command| self.queues.get_key_value(command)),
+            ),
         };
         let (command, key) = best?;
         let queue = self.queues.get_mut(&command)?;
@@ -114,7 +114,10 @@ impl Indexes {
         Some(key.2)
     }
 
-    fn best_ready<'a>(&self, queues: impl Iterator<Item = (&'a Command, &'a Queue)>) -> Option<(Command, ReadyKey)> {
+    fn best_ready<'a>(
+        &self,
+        queues: impl Iterator<Item = (&'a Command, &'a Queue)>,
+    ) -> Option<(Command, ReadyKey)> {
         queues
             .filter_map(|(command, queue)| queue.ready.first().map(|key| (key, command)))
             .min_by_key(|(key, _)| **key)
@@ -123,17 +126,32 @@ impl Indexes {
 
     /// Ids of delayed tasks visible at `now`, earliest first.
     pub fn due(&self, now: Timestamp, limit: usize) -> Vec<TaskId> {
-        self.delayed.iter().take_while(|(at, _)| *at <= now).take(limit).map(|(_, id)| *id).collect()
+        self.delayed
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     /// Ids of in-progress tasks whose lease ended before `now`.
     pub fn expired(&self, now: Timestamp, limit: usize) -> Vec<TaskId> {
-        self.leases.iter().take_while(|(until, _)| *until < now).take(limit).map(|(_, id)| *id).collect()
+        self.leases
+            .iter()
+            .take_while(|(until, _)| *until < now)
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     /// Ids of terminal tasks that ended at or before `before`.
     pub fn ended_before(&self, before: Timestamp, limit: usize) -> Vec<TaskId> {
-        self.terminal.iter().take_while(|(at, _)| *at <= before).take(limit).map(|(_, id)| *id).collect()
+        self.terminal
+            .iter()
+            .take_while(|(at, _)| *at <= before)
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     /// The earliest delayed-visible time or lease end.
@@ -146,12 +164,15 @@ impl Indexes {
 
     /// Depths of one command (zeros when unknown).
     pub fn stats(&self, command: &Command) -> QueueStats {
-        self.queues.get(command).map_or_else(|| QueueStats::empty(command.clone()), |queue| stats_of(command, queue))
+        self.queues
+            .get(command)
+            .map_or_else(|| QueueStats::empty(command.clone()), |queue| stats_of(command, queue))
     }
 
     /// Depths of every known command, by name.
     pub fn all_stats(&self) -> Vec<QueueStats> {
-        let mut stats: Vec<_> = self.queues.iter().map(|(command, queue)| stats_of(command, queue)).collect();
+        let mut stats: Vec<_> =
+            self.queues.iter().map(|(command, queue)| stats_of(command, queue)).collect();
         stats.sort_by(|a, b| a.command.cmp(&b.command));
         stats
     }

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use codeq_core::task::{LEASE_EXPIRED_REASON, MAX_ATTEMPTS_ERROR};
 use codeq_core::{
-    BackoffConfig, Command, QueueStats, ResultRecord, ResultStatus, Task, TaskId, TaskStatus, Timestamp,
+    BackoffConfig, Command, QueueStats, ResultRecord, ResultStatus, Task, TaskId, TaskStatus,
+    Timestamp,
 };
 
 use self::disk::{Disk, WriteSet};
@@ -55,7 +56,10 @@ impl EmbeddedStore {
     /// Runs one transition under the lock, commits its writes as one
     /// batch, announces what became ready, then (lock released) waits until
     /// the batch is durable. A refused transition writes nothing.
-    async fn transact<T>(&self, change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    async fn transact<T>(
+        &self,
+        change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let (value, batch) = self.run_locked(change)?;
         if let Some(seq) = batch {
             self.disk.wait_durable(seq).await?;
@@ -63,7 +67,10 @@ impl EmbeddedStore {
         Ok(value)
     }
 
-    fn run_locked<T>(&self, change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>) -> StoreResult<(T, Option<u64>)> {
+    fn run_locked<T>(
+        &self,
+        change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
+    ) -> StoreResult<(T, Option<u64>)> {
         self.disk.check_writable()?;
         let indexes = self.lock();
         let deadline_before = indexes.next_deadline();
@@ -146,7 +153,13 @@ impl Txn<'_> {
 
     /// Requeues a held task with a delay, or dead-letters it after its last
     /// delivery.
-    fn requeue_or_dead_letter(&mut self, task: Task, delay: RetryDelay, reason: Option<String>, now: Timestamp) -> Nacked {
+    fn requeue_or_dead_letter(
+        &mut self,
+        task: Task,
+        delay: RetryDelay,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Nacked {
         let mut next = task.clone();
         next.worker_id = None;
         next.lease_until = None;
@@ -212,7 +225,9 @@ fn check_held(task: &Task, fence: Fence<'_>) -> Result<(), TransitionError> {
         return Err(TransitionError::NotOwner);
     }
     match fence.attempt {
-        Some(given) if given != task.attempts => Err(TransitionError::StaleAttempt { given, current: task.attempts }),
+        Some(given) if given != task.attempts => {
+            Err(TransitionError::StaleAttempt { given, current: task.attempts })
+        }
         _ => Ok(()),
     }
 }
@@ -223,7 +238,8 @@ impl Store for EmbeddedStore {
         self.transact(|txn| {
             let mut created = Vec::with_capacity(tasks.len());
             for task in tasks {
-                let holder = task.idempotency_key.as_deref().and_then(|key| txn.indexes.idempotent(key));
+                let holder =
+                    task.idempotency_key.as_deref().and_then(|key| txn.indexes.idempotent(key));
                 match holder {
                     Some(holder) => created.push(Created::Existing(txn.existing_task(holder)?)),
                     None => {
@@ -257,7 +273,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn heartbeat(&self, id: TaskId, fence: Fence<'_>, lease_until: Timestamp, now: Timestamp) -> StoreResult<Task> {
+    async fn heartbeat(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Task> {
         self.transact(|txn| {
             let task = txn.held_task(id, fence)?;
             let mut next = task.clone();
@@ -284,7 +306,14 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn nack(&self, id: TaskId, fence: Fence<'_>, delay: RetryDelay, reason: Option<String>, now: Timestamp) -> StoreResult<Nacked> {
+    async fn nack(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        delay: RetryDelay,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> StoreResult<Nacked> {
         self.transact(|txn| {
             let task = txn.held_task(id, fence)?;
             Ok(txn.requeue_or_dead_letter(task, delay, reason, now))
@@ -292,8 +321,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn complete(&self, items: Vec<Completion>, now: Timestamp) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
-        self.transact(|txn| items.into_iter().map(|item| complete_one(txn, item, now)).collect()).await
+    async fn complete(
+        &self,
+        items: Vec<Completion>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        self.transact(|txn| items.into_iter().map(|item| complete_one(txn, item, now)).collect())
+            .await
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
@@ -320,14 +354,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn expire_leases(&self, now: Timestamp, backoff: BackoffConfig, limit: usize) -> StoreResult<Vec<Expired>> {
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        backoff: BackoffConfig,
+        limit: usize,
+    ) -> StoreResult<Vec<Expired>> {
         self.transact(|txn| {
             let mut expired = Vec::new();
             for id in txn.indexes.expired(now, limit) {
                 let task = txn.existing_task(id)?;
                 let command = task.command.clone();
                 let reason = Some(LEASE_EXPIRED_REASON.to_string());
-                let outcome = txn.requeue_or_dead_letter(task, RetryDelay::Backoff(backoff), reason, now);
+                let outcome =
+                    txn.requeue_or_dead_letter(task, RetryDelay::Backoff(backoff), reason, now);
                 expired.push(Expired { task_id: id, command, outcome });
             }
             Ok(expired)
@@ -371,15 +411,23 @@ impl Store for EmbeddedStore {
 }
 
 /// Makes one task terminal with its result, or says why not.
-fn complete_one(txn: &mut Txn<'_>, item: Completion, now: Timestamp) -> StoreResult<Result<Completed, TransitionError>> {
+fn complete_one(
+    txn: &mut Txn<'_>,
+    item: Completion,
+    now: Timestamp,
+) -> StoreResult<Result<Completed, TransitionError>> {
     let Some(task) = txn.task(item.task_id)? else { return Ok(Err(TransitionError::NotFound)) };
     if task.status.is_terminal() {
         return Ok(match txn.result(item.task_id)? {
-            Some(stored) if stored.is_repeated_by(&item.worker_id, item.record.status) => Ok(Completed::Repeated(stored)),
+            Some(stored) if stored.is_repeated_by(&item.worker_id, item.record.status) => {
+                Ok(Completed::Repeated(stored))
+            }
             _ => Err(TransitionError::ResultConflict),
         });
     }
-    if let Err(refused) = check_held(&task, Fence { worker_id: &item.worker_id, attempt: item.attempt }) {
+    if let Err(refused) =
+        check_held(&task, Fence { worker_id: &item.worker_id, attempt: item.attempt })
+    {
         return Ok(Err(refused));
     }
     let mut record = item.record;
