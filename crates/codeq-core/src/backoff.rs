@@ -29,13 +29,8 @@ pub enum BackoffPolicy {
 
 impl BackoffPolicy {
     /// Every policy, in the order the documentation lists them.
-    pub const ALL: [BackoffPolicy; 5] = [
-        Self::Fixed,
-        Self::Linear,
-        Self::Exponential,
-        Self::ExpFullJitter,
-        Self::ExpEqualJitter,
-    ];
+    pub const ALL: [BackoffPolicy; 5] =
+        [Self::Fixed, Self::Linear, Self::Exponential, Self::ExpFullJitter, Self::ExpEqualJitter];
 
     /// The configuration spelling.
     pub fn as_str(self) -> &'static str {
@@ -57,7 +52,9 @@ impl fmt::Display for BackoffPolicy {
 
 /// An unknown policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backoff policy {0:?} (expected fixed, linear, exponential, exp_full_jitter or exp_equal_jitter)")]
+#[error(
+    "unknown backoff policy {0:?} (expected fixed, linear, exponential, exp_full_jitter or exp_equal_jitter)"
+)]
 pub struct UnknownPolicy(pub String);
 
 impl FromStr for BackoffPolicy {

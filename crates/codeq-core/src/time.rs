@@ -43,9 +43,7 @@ impl Timestamp {
 
     /// Parses RFC 3339 text (`2026-01-02T03:04:05Z`, any offset).
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        OffsetDateTime::parse(text, &Rfc3339)
-            .ok()
-            .map(Self::from_datetime)
+        OffsetDateTime::parse(text, &Rfc3339).ok().map(Self::from_datetime)
     }
 
     /// RFC 3339 text in the given offset, with millisecond precision when
