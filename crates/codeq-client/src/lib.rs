@@ -1,1 +1,23 @@
-//! placeholder
+//! A typed async client for the codeQ HTTP API (SPEC §2).
+//!
+//! [`Client`] has one method per endpoint; bodies and answers are the
+//! types of [`types`], which mirror the API's JSON field for field. One
+//! client holds one pooled keep-alive `reqwest::Client`; clone it freely.
+//!
+//! Layout:
+//! - [`client`]: [`Client`], its [`ClientBuilder`], and which token each call sends.
+//! - [`types`]: request and response bodies (`Task`, `CreateTask`, `ResultRecord`, …).
+//! - [`error`]: [`Error`], including the API's `{"error", "code"}` bodies.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod types;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{Error, TokenKind};
+pub use types::{
+    Artifact, ArtifactUpload, BatchItem, BatchResult, ClaimRequest, CleanupOutcome, CreateTask,
+    Created, HeartbeatAck, ItemError, NackOutcome, NackStatus, QueueStats, ResultRecord,
+    ResultStatus, SubmitResult, Task, TaskStatus, TaskWithResult,
+};

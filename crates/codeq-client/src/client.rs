@@ -1,0 +1,540 @@
+//! [`Client`]: one method per API call, over one pooled `reqwest::Client`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, TokenKind};
+use crate::types::{
+    AbandonBody, BatchItem, BatchResult, ClaimBatchAnswer, ClaimBatchBody, ClaimRequest,
+    CleanupBody, CleanupOutcome, CreateBatchAnswer, CreateBatchBody, CreateTask, Created,
+    HeartbeatAck, HeartbeatBody, NackBody, NackOutcome, QueueStats, QueuesAnswer,
+    ResultBatchAnswer, ResultBatchBody, ResultRecord, SubmitResult, Task, TaskWithResult,
+};
+
+/// Default time allowed for one request, connect to last body byte. A long
+/// poll gets its `waitSeconds` on top.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time allowed to open a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of idle keep-alive connections kept per host. Enough for
+/// a worker pool and producers to reuse their connections instead of
+/// reconnecting; raise it for more concurrent callers.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// Default time an idle keep-alive connection is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The header that marks an idempotent replay of a create.
+const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Which token a call sends.
+#[derive(Debug, Clone, Copy)]
+enum Auth {
+    /// Producer calls and admin calls.
+    Producer,
+    /// Worker calls.
+    Worker,
+    /// Reads: the producer token, else the worker token.
+    Reader,
+    /// Health endpoints.
+    None,
+}
+
+/// A typed client for the codeQ HTTP API.
+///
+/// Producer calls send the producer token, worker calls the worker token,
+/// admin calls the producer token, and reads (`get_task`, `get_result`) the
+/// producer token or, without one, the worker token. A call whose token is
+/// missing fails with [`Error::MissingToken`] without a request.
+///
+/// Cloning is cheap and clones share one connection pool, so one client can
+/// serve many tasks.
+///
+/// ```no_run
+/// use codeq_client::{ClaimRequest, Client, CreateTask, SubmitResult};
+/// use serde_json::json;
+///
+/// # async fn run() -> Result<(), codeq_client::Error> {
+/// let client = Client::new("http://127.0.0.1:8080")?
+///     .with_producer_token("producer-token")
+///     .with_worker_token("worker-token");
+///
+/// let created = client.create_task(&CreateTask::new("RENDER", json!({"jobId": "j-1"}))).await?;
+/// println!("created {}", created.task.id);
+///
+/// let claim = ClaimRequest { wait_seconds: Some(10), ..ClaimRequest::new(["RENDER"]) };
+/// if let Some(task) = client.claim(&claim).await? {
+///     let done = SubmitResult::completed(task.attempts, json!({"ok": true}));
+///     client.submit_result(&task.id, &done).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: Url,
+    timeout: Duration,
+    producer_token: Option<Arc<str>>,
+    worker_token: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Tokens are credentials: say whether they are set, never what they are.
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url.as_str())
+            .field("timeout", &self.timeout)
+            .field("producer_token", &self.producer_token.as_ref().map(|_| "<set>"))
+            .field("worker_token", &self.worker_token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Configures a [`Client`]; made by [`Client::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    base_url: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    pool_idle_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Time allowed for one request (a long poll gets its wait on top).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Time allowed to open a connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Idle keep-alive connections kept per host; set it to at least the
+    /// number of concurrent callers sharing the client.
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// How long an idle keep-alive connection is kept.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// Builds the client (without tokens; add them with
+    /// [`Client::with_producer_token`] and [`Client::with_worker_token`]).
+    pub fn build(self) -> Result<Client, Error> {
+        let base_url = parse_base_url(&self.base_url)?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("codeq-client/", env!("CARGO_PKG_VERSION")))
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(60))
+            .build()?;
+        Ok(Client {
+            http,
+            base_url,
+            timeout: self.timeout,
+            producer_token: None,
+            worker_token: None,
+        })
+    }
+}
+
+/// Accepts an absolute http(s) URL that can take path segments.
+fn parse_base_url(text: &str) -> Result<Url, Error> {
+    let invalid =
+        |reason: &str| Error::InvalidBaseUrl { url: text.to_owned(), reason: reason.into() };
+    let url = Url::parse(text).map_err(|err| invalid(&err.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.cannot_be_a_base() {
+        return Err(invalid("it cannot have a path"));
+    }
+    Ok(url)
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`;
+    /// a path prefix is kept) with default settings and no tokens.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(base_url).build()
+    }
+
+    /// A builder for a client with non-default timeouts or pool settings.
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+        }
+    }
+
+    /// Sets the token sent by producer, read and admin calls.
+    #[must_use]
+    pub fn with_producer_token(mut self, token: impl Into<String>) -> Self {
+        self.producer_token = Some(Arc::from(token.into()));
+        self
+    }
+
+    /// Sets the token sent by worker calls (and reads without a producer token).
+    #[must_use]
+    pub fn with_worker_token(mut self, token: impl Into<String>) -> Self {
+        self.worker_token = Some(Arc::from(token.into()));
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    // ---- Producers ------------------------------------------------------
+
+    /// `POST /v1/codeq/tasks`: creates a task, or returns the existing one
+    /// for a repeated idempotency key (`replayed`).
+    pub async fn create_task(&self, task: &CreateTask) -> Result<Created, Error> {
+        let request = self.request(Method::POST, &["v1", "codeq", "tasks"], Auth::Producer)?;
+        let response = send(request.json(task)).await?;
+        let replayed = response
+            .headers()
+            .get(REPLAYED_HEADER)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok(Created { task: decode(response).await?, replayed })
+    }
+
+    /// `POST /v1/codeq/tasks/batch`: creates 1..=100 tasks; each item
+    /// succeeds or fails on its own, answered in request order.
+    pub async fn create_tasks_batch(
+        &self,
+        tasks: &[CreateTask],
+    ) -> Result<Vec<BatchItem<Task>>, Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", "batch"], Auth::Producer)?;
+        let response = send(request.json(&CreateBatchBody { tasks })).await?;
+        let answer: CreateBatchAnswer = decode(response).await?;
+        Ok(answer.results.into_iter().map(Into::into).collect())
+    }
+
+    // ---- Workers --------------------------------------------------------
+
+    /// `POST /v1/codeq/tasks/claim`: one task under a lease, or `None` when
+    /// none became available within `wait_seconds` (`204`).
+    pub async fn claim(&self, claim: &ClaimRequest) -> Result<Option<Task>, Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", "claim"], Auth::Worker)?;
+        let response = send(request.json(claim).timeout(self.long_poll_timeout(claim))).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        decode(response).await.map(Some)
+    }
+
+    /// `POST /v1/codeq/tasks/claim/batch`: up to `count` (1..=100) tasks;
+    /// empty when none became available within `wait_seconds` (`204`).
+    pub async fn claim_batch(&self, claim: &ClaimRequest, count: u32) -> Result<Vec<Task>, Error> {
+        let path = ["v1", "codeq", "tasks", "claim", "batch"];
+        let request = self.request(Method::POST, &path, Auth::Worker)?;
+        let body = ClaimBatchBody { claim, count };
+        let response = send(request.json(&body).timeout(self.long_poll_timeout(claim))).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
+        let answer: ClaimBatchAnswer = decode(response).await?;
+        Ok(answer.tasks)
+    }
+
+    /// `POST /v1/codeq/tasks/:id/heartbeat`: extends the lease of delivery
+    /// `attempt` by `extend_seconds` (default: the server's lease length).
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        attempt: u32,
+        extend_seconds: Option<u32>,
+    ) -> Result<HeartbeatAck, Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", id, "heartbeat"], Auth::Worker)?;
+        let response = send(request.json(&HeartbeatBody { attempt, extend_seconds })).await?;
+        decode(response).await
+    }
+
+    /// `POST /v1/codeq/tasks/:id/abandon`: gives delivery `attempt` back;
+    /// the task is ready again at once, its attempts unchanged.
+    pub async fn abandon(&self, id: &str, attempt: u32) -> Result<(), Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", id, "abandon"], Auth::Worker)?;
+        send(request.json(&AbandonBody { attempt })).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/codeq/tasks/:id/nack`: asks for a retry of delivery
+    /// `attempt` after `delay_seconds` (default: the backoff policy); the
+    /// task is dead-lettered if that was its last delivery.
+    pub async fn nack(
+        &self,
+        id: &str,
+        attempt: u32,
+        delay_seconds: Option<u32>,
+        reason: Option<&str>,
+    ) -> Result<NackOutcome, Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", id, "nack"], Auth::Worker)?;
+        let response = send(request.json(&NackBody { attempt, delay_seconds, reason })).await?;
+        decode(response).await
+    }
+
+    /// `POST /v1/codeq/tasks/:id/result`: finishes the task. Repeating the
+    /// same submission returns the stored record, so it is safe to retry.
+    pub async fn submit_result(
+        &self,
+        id: &str,
+        result: &SubmitResult,
+    ) -> Result<ResultRecord, Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", id, "result"], Auth::Worker)?;
+        let response = send(request.json(result)).await?;
+        decode(response).await
+    }
+
+    /// `POST /v1/codeq/tasks/batch/results`: finishes 1..=100 tasks; each
+    /// item succeeds or fails on its own, answered in request order.
+    pub async fn submit_results_batch(
+        &self,
+        results: &[BatchResult],
+    ) -> Result<Vec<BatchItem<ResultRecord>>, Error> {
+        let path = ["v1", "codeq", "tasks", "batch", "results"];
+        let request = self.request(Method::POST, &path, Auth::Worker)?;
+        let response = send(request.json(&ResultBatchBody { results })).await?;
+        let answer: ResultBatchAnswer = decode(response).await?;
+        Ok(answer.results.into_iter().map(Into::into).collect())
+    }
+
+    // ---- Reads ----------------------------------------------------------
+
+    /// `GET /v1/codeq/tasks/:id`.
+    pub async fn get_task(&self, id: &str) -> Result<Task, Error> {
+        let request = self.request(Method::GET, &["v1", "codeq", "tasks", id], Auth::Reader)?;
+        decode(send(request).await?).await
+    }
+
+    /// `GET /v1/codeq/tasks/:id/result`: the task and its result (404 while
+    /// it has none).
+    pub async fn get_result(&self, id: &str) -> Result<TaskWithResult, Error> {
+        let request =
+            self.request(Method::GET, &["v1", "codeq", "tasks", id, "result"], Auth::Reader)?;
+        decode(send(request).await?).await
+    }
+
+    // ---- Admin ----------------------------------------------------------
+
+    /// `GET /v1/codeq/admin/queues`: stats of every command ever used.
+    pub async fn queues(&self) -> Result<Vec<QueueStats>, Error> {
+        let request =
+            self.request(Method::GET, &["v1", "codeq", "admin", "queues"], Auth::Producer)?;
+        let answer: QueuesAnswer = decode(send(request).await?).await?;
+        Ok(answer.queues)
+    }
+
+    /// `GET /v1/codeq/admin/queues/:command`: one command's stats (zeros
+    /// for an unused command).
+    pub async fn queue_stats(&self, command: &str) -> Result<QueueStats, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command];
+        let request = self.request(Method::GET, &path, Auth::Producer)?;
+        decode(send(request).await?).await
+    }
+
+    /// `POST /v1/codeq/admin/tasks/cleanup`: deletes up to `limit` (server
+    /// default 1000) terminal tasks whose retention ended by `before`
+    /// (RFC 3339; default now).
+    pub async fn cleanup(
+        &self,
+        limit: Option<u32>,
+        before: Option<&str>,
+    ) -> Result<CleanupOutcome, Error> {
+        let path = ["v1", "codeq", "admin", "tasks", "cleanup"];
+        let request = self.request(Method::POST, &path, Auth::Producer)?;
+        let response = send(request.json(&CleanupBody { limit, before })).await?;
+        decode(response).await
+    }
+
+    // ---- Operations -----------------------------------------------------
+
+    /// `GET /healthz`: `Ok` while the server process is up.
+    pub async fn healthz(&self) -> Result<(), Error> {
+        send(self.request(Method::GET, &["healthz"], Auth::None)?).await?;
+        Ok(())
+    }
+
+    /// `GET /readyz`: `Ok` when the server's storage answers; otherwise an
+    /// [`Error::Api`] with status 503.
+    pub async fn readyz(&self) -> Result<(), Error> {
+        send(self.request(Method::GET, &["readyz"], Auth::None)?).await?;
+        Ok(())
+    }
+
+    // ---- Plumbing -------------------------------------------------------
+
+    /// A request to `base_url` + `segments` (each percent-encoded as one
+    /// path segment) carrying the token `auth` asks for.
+    fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+        auth: Auth,
+    ) -> Result<RequestBuilder, Error> {
+        let mut url = self.base_url.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| Error::InvalidBaseUrl {
+                url: self.base_url.to_string(),
+                reason: "it cannot have a path".into(),
+            })?;
+            path.pop_if_empty().extend(segments);
+        }
+        let request = self.http.request(method, url);
+        Ok(match self.token(auth)? {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        })
+    }
+
+    fn token(&self, auth: Auth) -> Result<Option<&str>, Error> {
+        let token = match auth {
+            Auth::None => return Ok(None),
+            Auth::Producer => self.producer_token.as_deref().ok_or(TokenKind::Producer),
+            Auth::Worker => self.worker_token.as_deref().ok_or(TokenKind::Worker),
+            Auth::Reader => self
+                .producer_token
+                .as_deref()
+                .or(self.worker_token.as_deref())
+                .ok_or(TokenKind::Producer),
+        };
+        token.map(Some).map_err(Error::MissingToken)
+    }
+
+    fn long_poll_timeout(&self, claim: &ClaimRequest) -> Duration {
+        self.timeout + Duration::from_secs(claim.wait_seconds.unwrap_or(0).into())
+    }
+}
+
+/// Sends the request; a non-2xx answer becomes [`Error::Api`].
+async fn send(request: RequestBuilder) -> Result<Response, Error> {
+    let response = request.send().await?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    // An unreadable error body still yields the status; the read error
+    // itself would hide it.
+    let body = response.bytes().await.unwrap_or_default();
+    Err(Error::from_response_body(status.as_u16(), &body))
+}
+
+/// Reads the whole body and parses it as `T`.
+async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Error> {
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    serde_json::from_slice(&body).map_err(|source| Error::Decode { status, source })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client::new(base).unwrap()
+    }
+
+    fn url_of(client: &Client, segments: &[&str], auth: Auth) -> String {
+        let request = client.request(Method::GET, segments, auth).unwrap().build().unwrap();
+        request.url().to_string()
+    }
+
+    #[test]
+    fn paths_are_joined_to_the_base_url() {
+        let plain = client("http://127.0.0.1:8080");
+        let with_slash = client("http://127.0.0.1:8080/");
+        let prefixed = client("https://example.test/queue/");
+
+        assert_eq!(
+            url_of(&plain, &["v1", "codeq", "tasks"], Auth::None),
+            "http://127.0.0.1:8080/v1/codeq/tasks"
+        );
+        assert_eq!(url_of(&with_slash, &["healthz"], Auth::None), "http://127.0.0.1:8080/healthz");
+        assert_eq!(
+            url_of(&prefixed, &["v1", "codeq", "tasks"], Auth::None),
+            "https://example.test/queue/v1/codeq/tasks"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        let client = client("http://127.0.0.1:8080");
+
+        let url = url_of(&client, &["v1", "codeq", "tasks", "a/b?c"], Auth::None);
+
+        assert_eq!(url, "http://127.0.0.1:8080/v1/codeq/tasks/a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn invalid_base_urls_are_refused() {
+        assert!(matches!(Client::new("127.0.0.1:8080"), Err(Error::InvalidBaseUrl { .. })));
+        assert!(matches!(Client::new("ftp://example.test"), Err(Error::InvalidBaseUrl { .. })));
+        assert!(matches!(Client::new("mailto:a@b.c"), Err(Error::InvalidBaseUrl { .. })));
+    }
+
+    #[test]
+    fn calls_without_their_token_fail_before_sending() {
+        let client = client("http://127.0.0.1:8080");
+
+        let producer = client.request(Method::POST, &["x"], Auth::Producer);
+        let worker = client.request(Method::POST, &["x"], Auth::Worker);
+
+        assert!(matches!(producer, Err(Error::MissingToken(TokenKind::Producer))));
+        assert!(matches!(worker, Err(Error::MissingToken(TokenKind::Worker))));
+    }
+
+    #[test]
+    fn reads_fall_back_to_the_worker_token() {
+        let worker_only = client("http://127.0.0.1:8080").with_worker_token("w");
+        let both = client("http://127.0.0.1:8080").with_producer_token("p").with_worker_token("w");
+
+        assert_eq!(worker_only.token(Auth::Reader).unwrap(), Some("w"));
+        assert_eq!(both.token(Auth::Reader).unwrap(), Some("p"));
+        assert_eq!(both.token(Auth::Worker).unwrap(), Some("w"));
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let client = client("http://127.0.0.1:8080").with_producer_token("secret-token");
+
+        let printed = format!("{client:?}");
+
+        assert!(!printed.contains("secret-token"));
+        assert!(printed.contains("<set>"));
+    }
+
+    #[test]
+    fn long_polls_get_their_wait_on_top_of_the_timeout() {
+        let client = client("http://127.0.0.1:8080");
+        let claim = ClaimRequest { wait_seconds: Some(30), ..ClaimRequest::default() };
+
+        assert_eq!(client.long_poll_timeout(&claim), DEFAULT_TIMEOUT + Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,89 @@
+//! The exit codes of SPEC §8, and which errors map to which.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any other failure.
+pub const GENERAL: u8 = 1;
+/// Bad configuration or arguments (no token, bad URL, …).
+pub const CONFIGURATION: u8 = 2;
+/// The server refused the token (401/403).
+pub const AUTHENTICATION: u8 = 3;
+/// The server answered with another API error.
+pub const API: u8 = 4;
+/// Stopped by SIGINT/SIGTERM.
+pub const INTERRUPTED: u8 = 130;
+
+/// A configuration problem found before talking to the server; exits 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A configuration error with a message that says what to fix.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The exit code for an error: the first client or configuration error in
+/// its chain decides.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<ConfigError>() {
+            return CONFIGURATION;
+        }
+        if let Some(client) = cause.downcast_ref::<codeq_client::Error>() {
+            return match client {
+                codeq_client::Error::MissingToken(_)
+                | codeq_client::Error::InvalidBaseUrl { .. } => CONFIGURATION,
+                err if err.is_auth() => AUTHENTICATION,
+                codeq_client::Error::Api { .. } => API,
+                _ => GENERAL,
+            };
+        }
+    }
+    GENERAL
+}
+
+/// Prints the error with its causes to stderr and gives its exit code.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("codeq: {err:#}");
+    ExitCode::from(code_for(err))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use anyhow::Context as _;
+
+    use super::*;
+
+    fn wrapped<E: std::error::Error + Send + Sync + 'static>(err: E) -> anyhow::Error {
+        Err::<(), _>(err).context("the bench stopped").unwrap_err()
+    }
+
+    #[test]
+    fn errors_map_to_the_spec_exit_codes() {
+        let api = |status| codeq_client::Error::from_response_body(status, b"");
+
+        assert_eq!(code_for(&wrapped(ConfigError::new("no token"))), CONFIGURATION);
+        assert_eq!(code_for(&wrapped(api(401))), AUTHENTICATION);
+        assert_eq!(code_for(&wrapped(api(403))), AUTHENTICATION);
+        assert_eq!(code_for(&wrapped(api(409))), API);
+        assert_eq!(
+            code_for(&wrapped(codeq_client::Error::MissingToken(codeq_client::TokenKind::Worker))),
+            CONFIGURATION
+        );
+        assert_eq!(code_for(&anyhow::anyhow!("something else")), GENERAL);
+    }
+}

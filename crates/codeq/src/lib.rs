@@ -1,0 +1,12 @@
+//! The `codeq` binary's library: command-line definitions and the
+//! commands that are not the server (which lives in `codeq-server`).
+//!
+//! Layout:
+//! - [`cli`]: the clap definition of every subcommand and flag.
+//! - [`bench`](mod@bench): `codeq bench`, the load generator (and [`bench::stats`], its percentiles).
+//! - [`exit`]: exit codes and the error → exit code mapping.
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod exit;

@@ -1,0 +1,65 @@
+//! Checks of the command-line definition itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use clap::{CommandFactory as _, Parser as _};
+use codeq::cli::{BenchMode, Cli, Commands};
+
+#[test]
+fn cli_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn bench_defaults_are_bounded_single_mode() {
+    let cli = Cli::try_parse_from(["codeq", "bench"]).unwrap();
+
+    let Commands::Bench(args) = cli.command else { panic!("expected bench") };
+    assert_eq!(args.mode, BenchMode::Single);
+    assert_eq!((args.producers, args.workers, args.batch_size), (4, 16, 100));
+    assert_eq!((args.count, args.duration, args.wakeup), (None, None, None));
+    assert_eq!(args.payload_bytes, 200);
+    assert_eq!(args.command, "bench");
+}
+
+#[test]
+fn bench_wakeup_takes_an_optional_round_count() {
+    let bare = Cli::try_parse_from(["codeq", "bench", "--wakeup", "--json"]).unwrap();
+    let given = Cli::try_parse_from(["codeq", "bench", "--wakeup", "5"]).unwrap();
+
+    let (Commands::Bench(bare), Commands::Bench(given)) = (bare.command, given.command) else {
+        panic!("expected bench")
+    };
+    assert_eq!(bare.wakeup, Some(200));
+    assert!(bare.json);
+    assert_eq!(given.wakeup, Some(5));
+}
+
+#[test]
+fn bench_refuses_count_with_duration_and_oversized_batches() {
+    assert!(Cli::try_parse_from(["codeq", "bench", "--count", "5", "--duration", "5"]).is_err());
+    assert!(Cli::try_parse_from(["codeq", "bench", "--batch-size", "101"]).is_err());
+    assert!(Cli::try_parse_from(["codeq", "bench", "--wakeup", "--mode", "batch"]).is_err());
+}
+
+#[test]
+fn serve_flags_become_config_overrides() {
+    let cli = Cli::try_parse_from(["codeq", "serve", "--port", "9000", "--data-dir", "d"]).unwrap();
+
+    let Commands::Serve(args) = cli.command else { panic!("expected serve") };
+    let overrides: codeq_server::config::ConfigOverrides = args.into();
+    assert_eq!(overrides.port, Some(9000));
+    assert_eq!(overrides.data_dir.as_deref(), Some(std::path::Path::new("d")));
+    assert_eq!(overrides.host, None);
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_codeq")).arg("version").output().unwrap();
+
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("codeq {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
