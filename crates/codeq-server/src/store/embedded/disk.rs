@@ -24,6 +24,10 @@ use crate::store::{StoreError, StoreResult};
 /// large backlog does not grow the process.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Write buffer per keyspace before it is flushed to a table file; bounds
+/// memory during recovery and under write bursts (docs/storage.md).
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A change to write, built under the index lock and committed as one batch.
 #[derive(Default)]
 pub struct WriteSet {
@@ -95,12 +99,11 @@ impl Disk {
             .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| unavailable(&format!("cannot open {}", dir.display()), e))?;
-        let tasks = db
-            .keyspace("tasks", KeyspaceCreateOptions::default)
-            .map_err(|e| unavailable("cannot open tasks", e))?;
-        let results = db
-            .keyspace("results", KeyspaceCreateOptions::default)
-            .map_err(|e| unavailable("cannot open results", e))?;
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let tasks =
+            db.keyspace("tasks", options).map_err(|e| unavailable("cannot open tasks", e))?;
+        let results =
+            db.keyspace("results", options).map_err(|e| unavailable("cannot open results", e))?;
         let (durable, _) = watch::channel(0);
         let disk = Self {
             db,
@@ -264,7 +267,7 @@ fn run_syncer(db: &Database, sync: &SyncState, poisoned: &AtomicBool, stop: &Ato
         if stop.load(Ordering::Acquire) && target == synced {
             return;
         }
-        if let Err(error) = db.persist(PersistMode::SyncAll) {
+        if let Err(error) = db.persist(PersistMode::SyncData) {
             tracing::error!(%error, "fsync failed; refusing further writes until restart");
             poisoned.store(true, Ordering::Release);
             sync.durable.send_replace(synced);
