@@ -1,21 +1,31 @@
 //! The durable half of the embedded backend: task and result records in
-//! `fjall` (a pure-Rust LSM store), with group commit.
+//! `fjall` (a pure-Rust LSM store), written by one committer thread with
+//! group commit.
 //!
-//! Writes go into fjall at once (visible to reads, in the OS buffers, so a
-//! process crash keeps them) and each writer then waits for
-//! [`Disk::wait_durable`]: one syncer thread fsyncs the journal for every
-//! write made since its last sync, so concurrent writers share one fsync.
-//! A failed write or sync poisons the disk: the state on disk is what the
-//! journal holds, and only a restart (which rebuilds from it) may go on.
+//! A transition hands its writes to [`Disk::commit`] (under the index lock,
+//! so batches keep transition order) and waits for [`Disk::wait_durable`]
+//! outside it. The committer takes every batch queued since its last round,
+//! writes them as one fjall batch (one `write`) and, with `durability:
+//! fsync`, makes them durable with one `fdatasync` before acknowledging them
+//! all. Request threads never wait on disk I/O: fjall holds its journal
+//! lock during a sync, so only the committer touches the journal.
+//!
+//! Until the committer has written a batch, its records are served from an
+//! in-memory overlay, so every read sees the latest transition.
+//!
+//! A failed write or sync poisons the disk: what the journal holds is the
+//! truth, and only a restart (which rebuilds from it) may go on.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use codeq_core::{ResultRecord, Task, TaskId};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::config::Durability;
 use crate::store::{StoreError, StoreResult};
@@ -28,7 +38,11 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// memory during recovery and under write bursts (docs/storage.md).
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// A change to write, built under the index lock and committed as one batch.
+/// Most batches one commit round takes, so a flood of writers still gets
+/// acknowledgements in bounded rounds.
+const MAX_BATCHES_PER_ROUND: usize = 4096;
+
+/// A change to write, built under the index lock and committed as one unit.
 #[derive(Default)]
 pub struct WriteSet {
     tasks: Vec<(TaskId, Vec<u8>)>,
@@ -68,32 +82,58 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
         .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
 }
 
-/// Write sequence numbers: `written` counts committed batches, the syncer
-/// publishes the highest one known durable.
-struct SyncState {
-    written: Mutex<u64>,
-    more_written: Condvar,
-    durable: watch::Sender<u64>,
-}
-
-/// The on-disk records and the group-commit syncer.
-pub struct Disk {
-    db: Database,
-    tasks: Keyspace,
-    results: Keyspace,
-    durability: Durability,
-    sync: Arc<SyncState>,
-    poisoned: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    syncer: Mutex<Option<thread::JoinHandle<()>>>,
-}
-
 fn unavailable(context: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{context}: {error}"))
 }
 
+/// A record not yet written by the committer: the batch it belongs to and
+/// its bytes (`None`: deleted).
+type Unwritten = (u64, Option<Vec<u8>>);
+
+/// Records of batches the committer has not written yet.
+#[derive(Default)]
+struct Overlay {
+    tasks: HashMap<TaskId, Unwritten>,
+    results: HashMap<TaskId, Unwritten>,
+}
+
+/// What the committer and the request side share.
+struct Shared {
+    overlay: Mutex<Overlay>,
+    poisoned: AtomicBool,
+}
+
+/// A queued batch: its number, its writes, and who to tell once durable.
+struct Queued {
+    seq: u64,
+    writes: WriteSet,
+    durable: oneshot::Sender<()>,
+}
+
+/// The promise that a committed batch becomes durable.
+pub struct Durable(oneshot::Receiver<()>);
+
+impl Durable {
+    /// Waits until the batch is durable under the configured durability.
+    pub async fn wait(self) -> StoreResult<()> {
+        self.0.await.map_err(|_| {
+            StoreError::Unavailable("storage could not make the change durable".into())
+        })
+    }
+}
+
+/// The on-disk records and the committer.
+pub struct Disk {
+    tasks: Keyspace,
+    results: Keyspace,
+    shared: Arc<Shared>,
+    queue: Mutex<Option<mpsc::Sender<Queued>>>,
+    next_batch: Mutex<u64>,
+    committer: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
 impl Disk {
-    /// Opens (or creates) the store in `dir` and starts the syncer.
+    /// Opens (or creates) the store in `dir` and starts the committer.
     pub fn open(dir: &Path, durability: Durability) -> StoreResult<Self> {
         let db = Database::builder(dir)
             .cache_size(CACHE_BYTES)
@@ -104,56 +144,35 @@ impl Disk {
             db.keyspace("tasks", options).map_err(|e| unavailable("cannot open tasks", e))?;
         let results =
             db.keyspace("results", options).map_err(|e| unavailable("cannot open results", e))?;
-        let (durable, _) = watch::channel(0);
-        let disk = Self {
+        let shared = Arc::new(Shared {
+            overlay: Mutex::new(Overlay::default()),
+            poisoned: AtomicBool::new(false),
+        });
+        let (queue, batches) = mpsc::channel();
+        let committer = Committer {
             db,
+            tasks: tasks.clone(),
+            results: results.clone(),
+            durability,
+            shared: shared.clone(),
+        };
+        let handle = thread::Builder::new()
+            .name("codeq-committer".into())
+            .spawn(move || committer.run(&batches))
+            .map_err(|e| unavailable("cannot start the committer thread", e))?;
+        Ok(Self {
             tasks,
             results,
-            durability,
-            sync: Arc::new(SyncState {
-                written: Mutex::new(0),
-                more_written: Condvar::new(),
-                durable,
-            }),
-            poisoned: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-            syncer: Mutex::new(None),
-        };
-        if durability == Durability::Fsync {
-            disk.start_syncer()?;
-        }
-        Ok(disk)
-    }
-
-    fn start_syncer(&self) -> StoreResult<()> {
-        let db = self.db.clone();
-        let sync = self.sync.clone();
-        let poisoned = self.poisoned.clone();
-        let stop = self.stop.clone();
-        let handle = thread::Builder::new()
-            .name("codeq-syncer".into())
-            .spawn(move || run_syncer(&db, &sync, &poisoned, &stop))
-            .map_err(|e| unavailable("cannot start the syncer thread", e))?;
-        *self.syncer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
-        Ok(())
-    }
-
-    /// Stops the syncer after its last round and waits for it, so that the
-    /// database is released when the `Disk` is dropped.
-    fn stop_syncer(&self) {
-        self.stop.store(true, Ordering::Release);
-        {
-            let _written = self.sync.written.lock().unwrap_or_else(PoisonError::into_inner);
-            self.sync.more_written.notify_one();
-        }
-        if let Some(handle) = self.syncer.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            let _ = handle.join();
-        }
+            shared,
+            queue: Mutex::new(Some(queue)),
+            next_batch: Mutex::new(0),
+            committer: Mutex::new(Some(handle)),
+        })
     }
 
     /// Refuses writes after a failure.
     pub fn check_writable(&self) -> StoreResult<()> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable(
                 "storage stopped taking writes after a disk failure".into(),
             ));
@@ -161,53 +180,46 @@ impl Disk {
         Ok(())
     }
 
-    /// Commits a change as one atomic batch (call under the index lock, so
-    /// batches reach the journal in transition order). Returns the batch's
-    /// sequence number for [`Disk::wait_durable`], or `None` when there
-    /// was nothing to write.
-    pub fn commit(&self, writes: WriteSet) -> StoreResult<Option<u64>> {
+    /// Queues a change as one atomic batch (call under the index lock, so
+    /// batches keep transition order); its records are readable at once.
+    /// Returns the promise of its durability, or `None` when there was
+    /// nothing to write.
+    pub fn commit(&self, writes: WriteSet) -> StoreResult<Option<Durable>> {
         if writes.is_empty() {
             return Ok(None);
         }
         self.check_writable()?;
-        let mut written = self.sync.written.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = self.db.batch();
-        for (id, bytes) in writes.tasks {
-            batch.insert(&self.tasks, id.as_bytes().to_vec(), bytes);
+        let mut next = self.next_batch.lock().unwrap_or_else(PoisonError::into_inner);
+        let batch = *next + 1;
+        {
+            let mut overlay = self.shared.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+            for (id, bytes) in &writes.tasks {
+                overlay.tasks.insert(*id, (batch, Some(bytes.clone())));
+            }
+            for (id, bytes) in &writes.results {
+                overlay.results.insert(*id, (batch, Some(bytes.clone())));
+            }
+            for id in &writes.deletes {
+                overlay.tasks.insert(*id, (batch, None));
+                overlay.results.insert(*id, (batch, None));
+            }
         }
-        for (id, bytes) in writes.results {
-            batch.insert(&self.results, id.as_bytes().to_vec(), bytes);
+        let (durable, promise) = oneshot::channel();
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = queue.as_ref().map(|queue| queue.send(Queued { seq: batch, writes, durable }));
+        if !matches!(sent, Some(Ok(()))) {
+            self.shared.poisoned.store(true, Ordering::Release);
+            return Err(StoreError::Unavailable("storage is closed".into()));
         }
-        for id in writes.deletes {
-            batch.remove(&self.tasks, id.as_bytes().to_vec());
-            batch.remove(&self.results, id.as_bytes().to_vec());
-        }
-        if let Err(error) = batch.commit() {
-            self.poisoned.store(true, Ordering::Release);
-            tracing::error!(%error, "storage write failed; refusing further writes until restart");
-            return Err(unavailable("write failed", error));
-        }
-        *written += 1;
-        self.sync.more_written.notify_one();
-        Ok(Some(*written))
-    }
-
-    /// Waits until batch `seq` is durable under the configured durability.
-    pub async fn wait_durable(&self, seq: u64) -> StoreResult<()> {
-        if self.durability == Durability::Buffered {
-            return Ok(());
-        }
-        let mut durable = self.sync.durable.subscribe();
-        let reached =
-            durable.wait_for(|done| *done >= seq || self.poisoned.load(Ordering::Acquire)).await;
-        match reached {
-            Ok(done) if *done >= seq => Ok(()),
-            _ => Err(StoreError::Unavailable("storage could not make the change durable".into())),
-        }
+        *next = batch;
+        Ok(Some(Durable(promise)))
     }
 
     /// Reads a task record.
     pub fn task(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        if let Some(unwritten) = self.unwritten(id, |overlay| &overlay.tasks) {
+            return unwritten.map(|bytes| decode(&bytes)).transpose();
+        }
         let bytes = self.tasks.get(id.as_bytes()).map_err(|e| unavailable("read failed", e))?;
         bytes.map(|bytes| decode(&bytes)).transpose()
     }
@@ -220,11 +232,25 @@ impl Disk {
 
     /// Reads a result record.
     pub fn result(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
+        if let Some(unwritten) = self.unwritten(id, |overlay| &overlay.results) {
+            return unwritten.map(|bytes| decode(&bytes)).transpose();
+        }
         let bytes = self.results.get(id.as_bytes()).map_err(|e| unavailable("read failed", e))?;
         bytes.map(|bytes| decode(&bytes)).transpose()
     }
 
-    /// Every task record, in id order (for rebuilding the indexes).
+    /// The record of `id` in the overlay, if a batch not yet written holds it.
+    fn unwritten(
+        &self,
+        id: TaskId,
+        table: impl Fn(&Overlay) -> &HashMap<TaskId, Unwritten>,
+    ) -> Option<Option<Vec<u8>>> {
+        let overlay = self.shared.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+        table(&overlay).get(&id).map(|(_, bytes)| bytes.clone())
+    }
+
+    /// Every task record, in id order (for rebuilding the indexes on open,
+    /// before any write).
     pub fn scan_tasks(&self) -> impl Iterator<Item = StoreResult<Task>> + '_ {
         self.tasks.iter().map(|guard| {
             let bytes = guard.value().map_err(|e| unavailable("scan failed", e))?;
@@ -232,13 +258,21 @@ impl Disk {
         })
     }
 
-    /// Fsyncs everything written so far and stops the syncer.
+    /// Writes (and syncs) everything queued, then stops the committer.
     pub fn close(&self) -> StoreResult<()> {
-        self.stop_syncer();
-        self.db.persist(PersistMode::SyncAll).map_err(|e| unavailable("final sync failed", e))
+        self.stop_committer();
+        self.check_writable()
     }
 
-    /// True when reads work (for readiness).
+    fn stop_committer(&self) {
+        // Dropping the queue lets the committer finish what is queued and end.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = self.committer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// True when the store takes writes (for readiness).
     pub fn ping(&self) -> StoreResult<()> {
         self.check_writable()?;
         self.tasks.first_key_value();
@@ -248,32 +282,76 @@ impl Disk {
 
 impl Drop for Disk {
     fn drop(&mut self) {
-        self.stop_syncer();
+        self.stop_committer();
     }
 }
 
-/// The syncer loop: wait for new writes, fsync once for all of them,
-/// publish the highest durable sequence number.
-fn run_syncer(db: &Database, sync: &SyncState, poisoned: &AtomicBool, stop: &AtomicBool) {
-    let mut synced = 0;
-    loop {
-        let target = {
-            let mut written = sync.written.lock().unwrap_or_else(PoisonError::into_inner);
-            while *written == synced && !stop.load(Ordering::Acquire) {
-                written = sync.more_written.wait(written).unwrap_or_else(PoisonError::into_inner);
+/// The committer thread's side.
+struct Committer {
+    db: Database,
+    tasks: Keyspace,
+    results: Keyspace,
+    durability: Durability,
+    shared: Arc<Shared>,
+}
+
+impl Committer {
+    /// Commit rounds until the queue is closed and drained. Each batch's
+    /// writer is told exactly when its round is durable (no broadcast).
+    fn run(&self, batches: &mpsc::Receiver<Queued>) {
+        while let Ok(first) = batches.recv() {
+            let mut round = vec![first];
+            while round.len() < MAX_BATCHES_PER_ROUND {
+                match batches.try_recv() {
+                    Ok(batch) => round.push(batch),
+                    Err(_) => break,
+                }
             }
-            *written
-        };
-        if stop.load(Ordering::Acquire) && target == synced {
-            return;
+            let last = round.last().map_or(0, |queued| queued.seq);
+            let mut promises = Vec::with_capacity(round.len());
+            let written = self.write(round.into_iter().map(|queued| {
+                promises.push(queued.durable);
+                queued.writes
+            }));
+            if let Err(error) = written {
+                // Dropping the promises tells every waiter its change failed.
+                tracing::error!(%error, "storage write failed; refusing further writes until restart");
+                self.shared.poisoned.store(true, Ordering::Release);
+                return;
+            }
+            let mut overlay = self.shared.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+            overlay.tasks.retain(|_, (seq, _)| *seq > last);
+            overlay.results.retain(|_, (seq, _)| *seq > last);
+            drop(overlay);
+            for promise in promises {
+                let _ = promise.send(());
+            }
         }
-        if let Err(error) = db.persist(PersistMode::SyncData) {
-            tracing::error!(%error, "fsync failed; refusing further writes until restart");
-            poisoned.store(true, Ordering::Release);
-            sync.durable.send_replace(synced);
-            return;
+        if let Err(error) = self.db.persist(PersistMode::SyncAll) {
+            tracing::error!(%error, "final storage sync failed");
+            self.shared.poisoned.store(true, Ordering::Release);
         }
-        synced = target;
-        sync.durable.send_replace(synced);
+    }
+
+    /// Writes one round as one fjall batch and syncs it when required.
+    fn write(&self, round: impl Iterator<Item = WriteSet>) -> fjall::Result<()> {
+        let mut batch = self.db.batch();
+        for writes in round {
+            for (id, bytes) in writes.tasks {
+                batch.insert(&self.tasks, id.as_bytes().to_vec(), bytes);
+            }
+            for (id, bytes) in writes.results {
+                batch.insert(&self.results, id.as_bytes().to_vec(), bytes);
+            }
+            for id in writes.deletes {
+                batch.remove(&self.tasks, id.as_bytes().to_vec());
+                batch.remove(&self.results, id.as_bytes().to_vec());
+            }
+        }
+        batch.commit()?;
+        match self.durability {
+            Durability::Fsync => self.db.persist(PersistMode::SyncData),
+            Durability::Buffered => Ok(()),
+        }
     }
 }

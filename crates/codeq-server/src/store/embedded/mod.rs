@@ -22,7 +22,7 @@ use codeq_core::{
     Timestamp,
 };
 
-use self::disk::{Disk, WriteSet};
+use self::disk::{Disk, Durable, WriteSet};
 use self::index::Indexes;
 use crate::config::Durability;
 use crate::store::{
@@ -60,9 +60,9 @@ impl EmbeddedStore {
         &self,
         change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let (value, batch) = self.run_locked(change)?;
-        if let Some(seq) = batch {
-            self.disk.wait_durable(seq).await?;
+        let (value, durable) = self.run_locked(change)?;
+        if let Some(durable) = durable {
+            durable.wait().await?;
         }
         Ok(value)
     }
@@ -70,7 +70,7 @@ impl EmbeddedStore {
     fn run_locked<T>(
         &self,
         change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<(T, Option<u64>)> {
+    ) -> StoreResult<(T, Option<Durable>)> {
         self.disk.check_writable()?;
         let indexes = self.lock();
         let deadline_before = indexes.next_deadline();
@@ -195,7 +195,7 @@ impl Txn<'_> {
     /// Writes the change as one batch; returns its sequence number, the
     /// commands that gained ready tasks and whether an earlier deadline
     /// appeared.
-    fn commit(self) -> StoreResult<(Option<u64>, BTreeSet<Command>, bool)> {
+    fn commit(self) -> StoreResult<(Option<Durable>, BTreeSet<Command>, bool)> {
         let mut writes = WriteSet::default();
         for task in self.tasks.values() {
             writes.put_task(task)?;
