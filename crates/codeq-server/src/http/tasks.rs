@@ -7,11 +7,11 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{Body, Caller, Producer, from_value};
-use super::views::{ResultView, TaskView};
+use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
 use crate::service::scheduler::{NewTask, Schedule};
 use crate::store::Created;
@@ -138,7 +138,7 @@ pub async fn create_batch(
     State(app): State<AppState>,
     Producer(_): Producer,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: BatchBody = body.json()?;
     check_batch_size("tasks", request.tasks.len())?;
     let checked: Vec<Result<NewTask, ApiError>> = request
@@ -151,25 +151,26 @@ pub async fn create_batch(
         .collect();
     let valid: Vec<NewTask> =
         checked.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
-    let mut created = app.scheduler.create(valid).await?.into_iter();
-    let results: Vec<Value> = checked
+    let created = app.scheduler.create(valid).await?;
+    let mut created = created.iter();
+    let results = checked
         .into_iter()
-        .map(|item| match item {
-            Ok(_) => match created.next() {
-                Some(Created::New(task) | Created::Existing(task)) => {
-                    json!({ "task": TaskView::new(&task, app.offset) })
+        .map(|item| {
+            let lost = || ApiError::internal("batch create lost an item");
+            match item.and_then(|_| created.next().ok_or_else(lost)) {
+                Ok(Created::New(task) | Created::Existing(task)) => {
+                    CreatedItem::Task { task: TaskView::new(task, app.offset) }
                 }
-                None => error_item(&ApiError::internal("batch create lost an item")),
-            },
-            Err(error) => error_item(&error),
+                Err(error) => CreatedItem::Error(error_item(None, error)),
+            }
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(ResultsBody { results }).into_response())
 }
 
-/// `{error, code}` of one batch item.
-pub fn error_item(error: &ApiError) -> Value {
-    json!({ "error": error.message, "code": error.code })
+/// The `{error, code}` of one batch item.
+pub fn error_item(task_id: Option<String>, error: ApiError) -> ErrorItem {
+    ErrorItem { task_id, error: error.message, code: error.code }
 }
 
 /// 400 unless `len` is 1..=100.
@@ -211,7 +212,10 @@ pub async fn get_result(
     let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(|| {
         ApiError::not_found("result_not_found", "task not found or has no result yet")
     })?;
-    let body = json!({ "task": TaskView::new(&task, app.offset), "result": ResultView::new(&record, app.offset) });
+    let body = TaskWithResult {
+        task: TaskView::new(&task, app.offset),
+        result: ResultView::new(&record, app.offset),
+    };
     Ok(Json(body).into_response())
 }
 

@@ -90,3 +90,71 @@ impl<'a> ResultView<'a> {
         }
     }
 }
+
+/// `{"tasks": [...]}`.
+#[derive(Debug, Serialize)]
+pub struct TasksBody<'a> {
+    /// The tasks.
+    pub tasks: Vec<TaskView<'a>>,
+}
+
+/// `{"results": [...]}` of a batch answer.
+#[derive(Debug, Serialize)]
+pub struct ResultsBody<T> {
+    /// One item per request item, in order.
+    pub results: Vec<T>,
+}
+
+/// `{"task": {...}, "result": {...}}`.
+#[derive(Debug, Serialize)]
+pub struct TaskWithResult<'a> {
+    /// The task.
+    pub task: TaskView<'a>,
+    /// Its result.
+    pub result: ResultView<'a>,
+}
+
+/// The `{error, code}` of one batch item (with its `taskId` when known).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorItem {
+    /// The item's task, for result batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Message.
+    pub error: String,
+    /// Code.
+    pub code: &'static str,
+}
+
+/// One item of a batch create answer (short-lived: the size difference
+/// of the variants does not matter).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum CreatedItem<'a> {
+    /// `{"task": {...}}`.
+    Task {
+        /// The created (or replayed) task.
+        task: TaskView<'a>,
+    },
+    /// `{"error", "code"}`.
+    Error(ErrorItem),
+}
+
+/// One item of a batch results answer.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ResultItem<'a> {
+    /// `{"taskId", "result": {...}}`.
+    Result {
+        /// The task.
+        #[serde(rename = "taskId")]
+        task_id: String,
+        /// Its stored result.
+        result: ResultView<'a>,
+    },
+    /// `{"taskId", "error", "code"}`.
+    Error(ErrorItem),
+}

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{Body, Worker, from_value, scope};
 use super::tasks::{check_batch_size, error_item, task_id};
-use super::views::{ResultView, TaskView};
+use super::views::{ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal};
 use crate::service::artifacts::ArtifactUpload;
 use crate::service::scheduler::ClaimRequest;
-use crate::store::{CommandFilter, Completed, Completion, Fence, Nacked};
+use crate::store::{CommandFilter, Completion, Fence, Nacked};
 
 /// The longest long poll, in seconds (larger requests are shortened).
 const MAX_WAIT_SECONDS: u64 = 30;
@@ -128,9 +128,8 @@ pub async fn claim_batch(
     if claimed.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let tasks: Vec<TaskView<'_>> =
-        claimed.iter().map(|task| TaskView::new(task, app.offset)).collect();
-    Ok(Json(json!({ "tasks": tasks })).into_response())
+    let tasks = claimed.iter().map(|task| TaskView::new(task, app.offset)).collect();
+    Ok(Json(TasksBody { tasks }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,7 +319,7 @@ pub async fn submit_results_batch(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Result>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: BatchResultsBody = body.json()?;
     check_batch_size("results", request.results.len())?;
     let mut checked: Vec<(String, Result<Completion, ApiError>)> =
@@ -338,26 +337,23 @@ pub async fn submit_results_batch(
     }
     let valid: Vec<Completion> =
         checked.iter().filter_map(|(_, item)| item.as_ref().ok().cloned()).collect();
-    let mut outcomes = app.scheduler.complete(valid).await?.into_iter();
-    let results: Vec<Value> = checked
+    let outcomes = app.scheduler.complete(valid).await?;
+    let mut outcomes = outcomes.iter();
+    let results = checked
         .into_iter()
         .map(|(id, item)| {
             let outcome = item.and_then(|_| match outcomes.next() {
-                Some(Ok(completed)) => Ok(completed),
-                Some(Err(refused)) => Err(ApiError::from(refused)),
+                Some(Ok(completed)) => Ok(completed.record()),
+                Some(Err(refused)) => Err(ApiError::from(refused.clone())),
                 None => Err(ApiError::internal("batch results lost an item")),
             });
             match outcome {
-                Ok(Completed::Stored(record) | Completed::Repeated(record)) => {
-                    json!({ "taskId": id, "result": ResultView::new(&record, app.offset) })
+                Ok(record) => {
+                    ResultItem::Result { task_id: id, result: ResultView::new(record, app.offset) }
                 }
-                Err(error) => {
-                    let mut item = error_item(&error);
-                    item["taskId"] = Value::String(id);
-                    item
-                }
+                Err(error) => ResultItem::Error(error_item(Some(id), error)),
             }
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(ResultsBody { results }).into_response())
 }
