@@ -335,8 +335,15 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
                 return error.exit_code();
             }
         };
+        let signal = match shutdown_signal() {
+            Ok(signal) => signal,
+            Err(error) => {
+                eprintln!("codeq: cannot install signal handlers: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         announce(&app, &config);
-        match app.run_until(shutdown_signal()).await {
+        match app.run_until(signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("codeq: {error:#}");
@@ -375,26 +382,17 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Registers SIGINT and SIGTERM handlers now (so a signal that arrives
+/// right after start-up is not lost) and returns a future that completes on
+/// either.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
+    })
 }
