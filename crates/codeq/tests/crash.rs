@@ -55,6 +55,18 @@ impl Server {
         }
     }
 
+    /// GETs `/v1/codeq{path}` with the producer token: status and JSON body.
+    async fn get(&self, http: &reqwest::Client, path: &str) -> (u16, Value) {
+        let response = http
+            .get(format!("{}/v1/codeq{path}", self.base))
+            .bearer_auth(&self.producer)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
     fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
@@ -189,23 +201,12 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         (acked.created.clone(), acked.completed.clone())
     };
     for id in &created {
-        let task = http
-            .get(format!("{}/v1/codeq/tasks/{id}", server.base))
-            .bearer_auth(&server.producer)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(task.status(), 200, "acknowledged task {id} lost");
+        let (status, _) = server.get(&http, &format!("/tasks/{id}")).await;
+        assert_eq!(status, 200, "acknowledged task {id} lost");
     }
     for id in &completed {
-        let result = http
-            .get(format!("{}/v1/codeq/tasks/{id}/result", server.base))
-            .bearer_auth(&server.producer)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(result.status(), 200, "acknowledged result of {id} lost");
-        let body: Value = result.json().await.unwrap();
+        let (status, body) = server.get(&http, &format!("/tasks/{id}/result")).await;
+        assert_eq!(status, 200, "acknowledged result of {id} lost");
         assert_eq!(body["result"]["status"], "COMPLETED");
     }
 
@@ -223,15 +224,7 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         })
         .collect();
     loop {
-        let stats: Value = http
-            .get(format!("{}/v1/codeq/admin/queues/crash", server.base))
-            .bearer_auth(&server.producer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, stats) = server.get(&http, "/admin/queues/crash").await;
         if stats["ready"] == 0 && stats["delayed"] == 0 && stats["inProgress"] == 0 {
             break;
         }
@@ -242,15 +235,7 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         worker.abort();
     }
     for id in &created {
-        let task: Value = http
-            .get(format!("{}/v1/codeq/tasks/{id}", server.base))
-            .bearer_auth(&server.producer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, task) = server.get(&http, &format!("/tasks/{id}")).await;
         assert_eq!(task["status"], "COMPLETED", "task {id} did not complete");
     }
 }

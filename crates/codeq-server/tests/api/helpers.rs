@@ -178,6 +178,18 @@ impl TestApp {
         self.call(Method::POST, &format!("/v1/codeq{path}"), Some(token), Some(body)).await
     }
 
+    /// Starts a POST under `/v1/codeq` in the background (a long poll).
+    pub fn spawn_post(
+        &self,
+        path: &str,
+        token: &'static str,
+        body: Value,
+    ) -> JoinHandle<reqwest::Response> {
+        let request =
+            self.http.post(format!("{}/v1/codeq{path}", self.base)).bearer_auth(token).json(&body);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    }
+
     /// GET under `/v1/codeq`.
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call(Method::GET, &format!("/v1/codeq{path}"), Some(token), None).await

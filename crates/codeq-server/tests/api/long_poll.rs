@@ -1,8 +1,6 @@
 //! Long polls: woken by the event, 204 at the end of the wait and on
 //! shutdown.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::helpers::*;
@@ -10,17 +8,8 @@ use crate::helpers::*;
 #[tokio::test]
 async fn a_create_wakes_a_waiting_claim() {
     let app = TestApp::spawn().await;
-    let waiting = {
-        let (http, base) = (app.http.clone(), app.base.clone());
-        tokio::spawn(async move {
-            http.post(format!("{base}/v1/codeq/tasks/claim"))
-                .bearer_auth(WORKER)
-                .json(&json!({ "commands": ["wake"], "waitSeconds": 30 }))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting =
+        app.spawn_post("/tasks/claim", WORKER, json!({ "commands": ["wake"], "waitSeconds": 30 }));
     app.wait_for_long_polls(1).await;
     let id = app.create_simple("wake").await;
     let response = waiting.await.unwrap();
@@ -42,17 +31,8 @@ async fn a_create_of_another_command_does_not_satisfy_the_wait() {
 #[tokio::test]
 async fn waiters_of_every_command_are_woken_too() {
     let app = TestApp::spawn().await;
-    let waiting = {
-        let (http, base) = (app.http.clone(), app.base.clone());
-        tokio::spawn(async move {
-            http.post(format!("{base}/v1/codeq/tasks/claim/batch"))
-                .bearer_auth(WORKER)
-                .json(&json!({ "waitSeconds": 30, "count": 5 }))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting =
+        app.spawn_post("/tasks/claim/batch", WORKER, json!({ "waitSeconds": 30, "count": 5 }));
     app.wait_for_long_polls(1).await;
     app.create_simple("anything").await;
     let response = waiting.await.unwrap();
@@ -62,18 +42,7 @@ async fn waiters_of_every_command_are_woken_too() {
 #[tokio::test]
 async fn shutdown_answers_pending_long_polls_with_204() {
     let app = TestApp::spawn().await;
-    let waiting = {
-        let (http, base) = (app.http.clone(), app.base.clone());
-        tokio::spawn(async move {
-            http.post(format!("{base}/v1/codeq/tasks/claim"))
-                .bearer_auth(WORKER)
-                .json(&json!({ "waitSeconds": 30 }))
-                .timeout(Duration::from_secs(20))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = app.spawn_post("/tasks/claim", WORKER, json!({ "waitSeconds": 30 }));
     app.wait_for_long_polls(1).await;
     app.stop().await;
     assert_eq!(waiting.await.unwrap().status(), 204);
