@@ -353,22 +353,30 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
     })
 }
 
-/// Prints where the server listens and, in local mode, its tokens.
+/// Prints where the server listens and, in local mode, its tokens. A
+/// closed stdout (the launcher went away) is not a reason to stop serving.
 fn announce(app: &App, config: &Config) {
+    use std::io::Write;
     let address = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!(
+    let mut out = std::io::stdout().lock();
+    let mut lines = vec![format!(
         "codeQ listening on http://{address} (storage: {}, data: {})",
         config.storage,
         config.data_dir.display()
-    );
+    )];
     if let Some(credentials) = app.credentials() {
-        println!(
+        let saved = config.data_dir.join("credentials.json");
+        lines.push(format!(
             "local mode: no tokens configured, generated these (saved in {}):",
-            config.data_dir.join("credentials.json").display()
-        );
-        println!("  producer token: {}", credentials.producer_token);
-        println!("  worker token:   {}", credentials.worker_token);
+            saved.display()
+        ));
+        lines.push(format!("  producer token: {}", credentials.producer_token));
+        lines.push(format!("  worker token:   {}", credentials.worker_token));
     }
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
 }
 
 fn init_logging(config: &Config) {

@@ -107,11 +107,12 @@ pub fn check_http_url(url: &str) -> Result<(), &'static str> {
 /// `POST /v1/codeq/tasks`
 pub async fn create(
     State(app): State<AppState>,
-    Producer(_): Producer,
+    Producer(producer): Producer,
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateBody = body.json()?;
     let task = request.validate(app.limits.max_payload_bytes)?;
+    producer.require_commands(std::slice::from_ref(&task.command))?;
     let created = app.scheduler.create(vec![task]).await?;
     let Some(created) = created.into_iter().next() else {
         return Err(ApiError::internal("create returned nothing"));
@@ -136,7 +137,7 @@ struct BatchBody {
 /// `POST /v1/codeq/tasks/batch`
 pub async fn create_batch(
     State(app): State<AppState>,
-    Producer(_): Producer,
+    Producer(producer): Producer,
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: BatchBody = body.json()?;
@@ -147,6 +148,10 @@ pub async fn create_batch(
         .map(|item| {
             from_value::<CreateBody>(item)
                 .and_then(|body| body.validate(app.limits.max_payload_bytes))
+                .and_then(|task| {
+                    producer.require_commands(std::slice::from_ref(&task.command))?;
+                    Ok(task)
+                })
         })
         .collect();
     let valid: Vec<NewTask> =

@@ -17,9 +17,9 @@ use super::tasks::{check_batch_size, error_item, task_id};
 use super::views::{ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal};
-use crate::service::artifacts::ArtifactUpload;
+use crate::service::artifacts::{ArtifactUpload, Prepared};
 use crate::service::scheduler::ClaimRequest;
-use crate::store::{CommandFilter, Completion, Fence, Nacked};
+use crate::store::{CommandFilter, Completion, Fence, Nacked, TransitionError, check_held};
 
 /// The longest long poll, in seconds (larger requests are shortened).
 const MAX_WAIT_SECONDS: u64 = 30;
@@ -268,6 +268,12 @@ async fn prepare_completion(
         })
         .collect();
     let prepared = app.artifacts.prepare(uploads)?;
+    if prepared.iter().any(Prepared::has_bytes) {
+        // Write bytes only for a task this worker holds (the store checks
+        // again, atomically, when the result is stored).
+        let held = app.scheduler.task(task).await?.ok_or(TransitionError::NotFound)?;
+        check_held(&held, Fence { worker_id: &worker.sub, attempt: body.attempt })?;
+    }
     let artifacts = app.artifacts.store(task, prepared).await?;
     let record = ResultRecord {
         task_id: task,

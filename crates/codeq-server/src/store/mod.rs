@@ -175,6 +175,24 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Checks that `task` is in progress and held by `fence`, in the order of
+/// the API: state (409), ownership (403), delivery (409). Every backend
+/// applies it inside its transition; the service may check early.
+pub fn check_held(task: &Task, fence: Fence<'_>) -> Result<(), TransitionError> {
+    if task.status != TaskStatus::InProgress {
+        return Err(TransitionError::NotInProgress(task.status));
+    }
+    if task.worker_id.as_deref() != Some(fence.worker_id) {
+        return Err(TransitionError::NotOwner);
+    }
+    match fence.attempt {
+        Some(given) if given != task.attempts => {
+            Err(TransitionError::StaleAttempt { given, current: task.attempts })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -26,6 +26,8 @@ pub const WORKER: &str = "t-worker";
 pub const WORKER2: &str = "t-worker2";
 /// Worker `w3`: only command `allowed`, only scope `codeq:claim`.
 pub const LIMITED: &str = "t-limited";
+/// Producer `p2`: only command `allowed`.
+pub const LIMITED_PRODUCER: &str = "t-limited-producer";
 
 fn token(token: &str, kind: TokenKind, sub: &str) -> StaticTokenConfig {
     StaticTokenConfig {
@@ -47,7 +49,10 @@ pub fn test_tokens() -> Vec<StaticTokenConfig> {
     let mut limited = token(LIMITED, TokenKind::Worker, "w3");
     limited.event_types = Some(vec!["allowed".into()]);
     limited.scopes = Some(vec!["codeq:claim".into()]);
+    let mut limited_producer = token(LIMITED_PRODUCER, TokenKind::Producer, "p2");
+    limited_producer.event_types = Some(vec!["allowed".into()]);
     vec![
+        limited_producer,
         admin,
         token(PRODUCER, TokenKind::Producer, "producer"),
         token(WORKER, TokenKind::Worker, "w1"),

@@ -150,6 +150,27 @@ async fn result_artifacts_by_url_and_inline_are_stored() {
 }
 
 #[tokio::test]
+async fn a_refused_result_writes_no_artifact_bytes() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": "x.txt", "contentBase64": "aGVsbG8=" }] });
+    let refused = app.post(&format!("/tasks/{id}/result"), WORKER2, body).await;
+    assert_eq!((refused.status, refused.code()), (403, "not_owner"));
+    assert!(!app.dir.path().join("artifacts").join(&id).exists());
+}
+
+#[tokio::test]
+async fn a_completed_task_carries_no_error_even_if_one_was_sent() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let body = json!({ "status": "COMPLETED", "result": { "ok": true }, "error": "ignored" });
+    assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, body).await.status, 200);
+    assert!(app.task(&id).await.get("error").is_none());
+}
+
+#[tokio::test]
 async fn abandon_requeues_and_nack_reports_its_delay() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;

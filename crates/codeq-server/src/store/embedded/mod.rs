@@ -27,7 +27,7 @@ use self::index::Indexes;
 use crate::config::Durability;
 use crate::store::{
     ClaimSpec, Completed, Completion, Created, Expired, Fence, Nacked, RetryDelay, Signals, Store,
-    StoreResult, TransitionError,
+    StoreResult, TransitionError, check_held,
 };
 
 /// The embedded store. See the module docs.
@@ -214,21 +214,6 @@ impl Txn<'_> {
             _ => false,
         };
         Ok((seq, self.ready, moved))
-    }
-}
-
-fn check_held(task: &Task, fence: Fence<'_>) -> Result<(), TransitionError> {
-    if task.status != TaskStatus::InProgress {
-        return Err(TransitionError::NotInProgress(task.status));
-    }
-    if task.worker_id.as_deref() != Some(fence.worker_id) {
-        return Err(TransitionError::NotOwner);
-    }
-    match fence.attempt {
-        Some(given) if given != task.attempts => {
-            Err(TransitionError::StaleAttempt { given, current: task.attempts })
-        }
-        _ => Ok(()),
     }
 }
 
@@ -438,7 +423,10 @@ fn complete_one(
         ResultStatus::Completed => TaskStatus::Completed,
         ResultStatus::Failed => TaskStatus::Failed,
     };
-    next.error = record.error.clone();
+    next.error = match record.status {
+        ResultStatus::Failed => record.error.clone(),
+        ResultStatus::Completed => None,
+    };
     next.worker_id = None;
     next.lease_until = None;
     next.completed_at = Some(now);
