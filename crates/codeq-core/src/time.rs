@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
+/// Room for the longest RFC 3339 text of a `Timestamp` (a six-digit year,
+/// nanoseconds and an offset fit).
+pub const RFC3339_MAX_LEN: usize = 48;
+
 /// Milliseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -49,12 +53,21 @@ impl Timestamp {
     /// RFC 3339 text in the given offset, with millisecond precision when
     /// the instant has a fractional second.
     pub fn to_rfc3339(self, offset: UtcOffset) -> String {
+        let mut buffer = [0u8; RFC3339_MAX_LEN];
+        self.rfc3339_in(offset, &mut buffer).to_string()
+    }
+
+    /// Writes the RFC 3339 text into `buffer` and returns it (no
+    /// allocation: the API prints several times per task).
+    pub fn rfc3339_in(self, offset: UtcOffset, buffer: &mut [u8; RFC3339_MAX_LEN]) -> &str {
         let nanos = i128::from(self.0) * 1_000_000;
-        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        let formatted = OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .map(|at| at.to_offset(offset))
             .ok()
-            .and_then(|at| at.format(&Rfc3339).ok())
-            .unwrap_or_default()
+            .and_then(|at| at.format_into(&mut cursor, &Rfc3339).ok());
+        let written = formatted.map_or(0, |_| usize::try_from(cursor.position()).unwrap_or(0));
+        std::str::from_utf8(&buffer[..written]).unwrap_or_default()
     }
 
     /// Whole seconds since the epoch (rounded down).

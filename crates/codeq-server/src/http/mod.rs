@@ -95,24 +95,15 @@ async fn method_not_allowed() -> ApiError {
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_string();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let request_id = request.headers().get(REQUEST_ID).cloned();
     let response = next.run(request).await;
     tracing::info!(
         %method,
-        route,
+        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
         status = response.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id,
+        request_id = request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or_default(),
         "request"
     );
     response

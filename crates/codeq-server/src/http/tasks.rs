@@ -7,10 +7,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use super::extract::{Body, Caller, Producer, from_value};
+use super::extract::{Body, Caller, Producer, parse_json};
 use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
 use crate::service::scheduler::{NewTask, Schedule};
@@ -26,7 +26,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
     command: String,
-    payload: Option<Value>,
+    payload: Option<Box<RawValue>>,
     priority: Option<i64>,
     max_attempts: Option<i64>,
     webhook: Option<String>,
@@ -42,8 +42,8 @@ impl CreateBody {
             ApiError::invalid("invalid_command", format!("command {:?} {reason}", self.command))
         })?;
         let payload = match self.payload {
-            None | Some(Value::Null) => return Err(ApiError::field("payload is required")),
-            Some(payload) => payload.to_string(),
+            Some(raw) if raw.get() != "null" => compact_json(raw.get()),
+            _ => return Err(ApiError::field("payload is required")),
         };
         if payload.len() > max_payload_bytes {
             return Err(ApiError::too_large(
@@ -91,6 +91,28 @@ impl CreateBody {
     }
 }
 
+/// Valid JSON text without the whitespace between its tokens (the compact
+/// form the API stores and returns), keys in the producer's order.
+pub fn compact_json(text: &str) -> String {
+    let mut compact = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            compact.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            in_string = c == '"';
+            compact.push(c);
+        }
+    }
+    compact
+}
+
 /// Checks that `url` is an absolute http(s) URL with a host.
 pub fn check_http_url(url: &str) -> Result<(), &'static str> {
     let rest = url
@@ -131,7 +153,7 @@ pub async fn create(
 
 #[derive(Debug, Deserialize)]
 struct BatchBody {
-    tasks: Vec<Value>,
+    tasks: Vec<Box<RawValue>>,
 }
 
 /// `POST /v1/codeq/tasks/batch`
@@ -146,7 +168,7 @@ pub async fn create_batch(
         .tasks
         .into_iter()
         .map(|item| {
-            from_value::<CreateBody>(item)
+            parse_json::<CreateBody>(item.get().as_bytes())
                 .and_then(|body| body.validate(app.limits.max_payload_bytes))
                 .and_then(|task| {
                     producer.require_commands(std::slice::from_ref(&task.command))?;
@@ -226,7 +248,17 @@ pub async fn get_result(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+
+    #[test]
+    fn compact_json_drops_whitespace_between_tokens_only() {
+        let text = " { \"a b\" : [1, 2,\n\t3], \"q\\\" x\": \" \\\\ \" , \"z\":{} } ";
+        assert_eq!(compact_json(text), r#"{"a b":[1,2,3],"q\" x":" \\ ","z":{}}"#);
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&compact_json(text)).unwrap(), value);
+    }
 
     #[test]
     fn webhook_urls_must_be_absolute_http() {

@@ -1,15 +1,27 @@
 //! The API's JSON forms of tasks and results: RFC 3339 times in the
 //! configured offset, absent optional fields omitted.
 
-use codeq_core::{Artifact, ResultRecord, Task, Timestamp};
-use serde::Serialize;
+use codeq_core::time::RFC3339_MAX_LEN;
+use codeq_core::{Artifact, ResultRecord, Task, TaskId, Timestamp};
+use serde::{Serialize, Serializer};
 use time::UtcOffset;
+
+/// A time printed as RFC 3339 in the configured offset, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339(Timestamp, UtcOffset);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buffer = [0u8; RFC3339_MAX_LEN];
+        serializer.serialize_str(self.0.rfc3339_in(self.1, &mut buffer))
+    }
+}
 
 /// A task as the API shows it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView<'a> {
-    id: String,
+    id: TaskId,
     command: &'a str,
     payload: &'a str,
     priority: u8,
@@ -19,7 +31,7 @@ pub struct TaskView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    lease_until: Option<String>,
+    lease_until: Option<Rfc3339>,
     attempts: u32,
     max_attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,21 +39,21 @@ pub struct TaskView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    run_at: Option<String>,
+    run_at: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<&'a str>,
-    created_at: String,
-    updated_at: String,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
     #[serde(skip_serializing_if = "Option::is_none")]
-    completed_at: Option<String>,
+    completed_at: Option<Rfc3339>,
 }
 
 impl<'a> TaskView<'a> {
     /// The view of `task` with times in `offset`.
     pub fn new(task: &'a Task, offset: UtcOffset) -> Self {
-        let time = |at: Timestamp| at.to_rfc3339(offset);
+        let time = |at: Timestamp| Rfc3339(at, offset);
         Self {
-            id: task.id.to_string(),
+            id: task.id,
             command: task.command.as_str(),
             payload: &task.payload,
             priority: task.priority.get(),
@@ -66,7 +78,7 @@ impl<'a> TaskView<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultView<'a> {
-    task_id: String,
+    task_id: TaskId,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a serde_json::Value>,
@@ -74,19 +86,19 @@ pub struct ResultView<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "<[Artifact]>::is_empty")]
     artifacts: &'a [Artifact],
-    completed_at: String,
+    completed_at: Rfc3339,
 }
 
 impl<'a> ResultView<'a> {
     /// The view of `record` with times in `offset`.
     pub fn new(record: &'a ResultRecord, offset: UtcOffset) -> Self {
         Self {
-            task_id: record.task_id.to_string(),
+            task_id: record.task_id,
             status: record.status.as_str(),
             result: record.result.as_ref(),
             error: record.error.as_deref(),
             artifacts: &record.artifacts,
-            completed_at: record.completed_at.to_rfc3339(offset),
+            completed_at: Rfc3339(record.completed_at, offset),
         }
     }
 }

@@ -9,10 +9,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, ResultRecord, ResultStatus, TaskId, Timestamp};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{Body, Worker, from_value, scope};
+use super::extract::{Body, Worker, parse_json, scope};
 use super::tasks::{check_batch_size, error_item, task_id};
 use super::views::{ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
@@ -309,7 +310,14 @@ pub async fn submit_result(
 
 #[derive(Debug, Deserialize)]
 struct BatchResultsBody {
-    results: Vec<Value>,
+    results: Vec<Box<RawValue>>,
+}
+
+/// Just the `taskId` of a batch item, to label an item that fails to parse.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemTaskId {
+    task_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,8 +339,12 @@ pub async fn submit_results_batch(
     let mut checked: Vec<(String, Result<Completion, ApiError>)> =
         Vec::with_capacity(request.results.len());
     for item in request.results {
-        let claimed_id = item.get("taskId").and_then(Value::as_str).unwrap_or_default().to_string();
-        let completion = match from_value::<BatchResultItem>(item) {
+        let text = item.get().as_bytes();
+        let claimed_id = serde_json::from_slice::<ItemTaskId>(text)
+            .unwrap_or_default()
+            .task_id
+            .unwrap_or_default();
+        let completion = match parse_json::<BatchResultItem>(text) {
             Ok(item) => match task_id(&item.task_id) {
                 Ok(id) => prepare_completion(&app, &worker, id, item.body).await,
                 Err(error) => Err(error),
