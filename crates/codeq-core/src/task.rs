@@ -105,9 +105,10 @@ pub const MAX_ATTEMPTS_ERROR: &str = "MAX_ATTEMPTS";
 pub const LEASE_EXPIRED_REASON: &str = "LEASE_EXPIRED";
 
 /// A task, as stored. The API form (RFC 3339 times, payload as a JSON
-/// string) is made from it at the edge.
+/// string) is made from it at the edge. The serde form is the storage
+/// form: every field always present, in this order (a positional binary
+/// encoding relies on it; a new field needs a new record version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Task {
     /// Server-assigned id.
     pub id: TaskId,
@@ -118,45 +119,36 @@ pub struct Task {
     /// Claim priority.
     pub priority: Priority,
     /// Result callback URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
     /// Life-cycle state.
     pub status: TaskStatus,
     /// The claiming worker's `sub` while in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     /// When the current lease ends, while in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<Timestamp>,
     /// Deliveries so far; incremented by every claim and only there.
     pub attempts: u32,
     /// Delivery limit.
     pub max_attempts: u32,
     /// Terminal error (`MAX_ATTEMPTS` when dead-lettered).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Last nack reason or `LEASE_EXPIRED`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reason: Option<String>,
     /// When the task becomes (or became) visible, if it was scheduled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<Timestamp>,
     /// When a pending task is (or was) ready to claim: orders the ready
     /// queue (FIFO within a priority) and the delayed set.
     pub visible_at: Timestamp,
     /// The producer's idempotency key, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// True when the task failed by exhausting its deliveries (it is in
     /// its command's dead-letter queue).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dead_lettered: bool,
     /// Creation time.
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
     /// When the task became terminal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Timestamp>,
 }
 
