@@ -110,7 +110,7 @@ pub struct Config {
     /// command; at least 1. Default 200.
     pub requeue_inspect_limit: u32,
     /// `retentionSeconds`: how long terminal tasks and their results are
-    /// kept; 0 disables automatic cleanup. Default 86400.
+    /// kept (0: eligible for cleanup at once). Default 86400.
     pub retention_seconds: u64,
     /// `cleanupIntervalSeconds`: time between cleanup passes; 0 disables
     /// automatic cleanup. Default 3600.
@@ -378,10 +378,11 @@ impl Config {
         }
     }
 
-    /// Whether terminal tasks are removed automatically (neither
-    /// `retentionSeconds` nor `cleanupIntervalSeconds` is 0).
+    /// Whether terminal tasks are removed automatically
+    /// (`cleanupIntervalSeconds` is not 0). `retentionSeconds: 0` makes
+    /// terminal tasks eligible at once, for automatic and admin cleanup alike.
     pub fn automatic_cleanup(&self) -> bool {
-        self.retention_seconds > 0 && self.cleanup_interval_seconds > 0
+        self.cleanup_interval_seconds > 0
     }
 
     /// Local mode (SPEC §3): no producer JWKS, no worker JWKS and no static

@@ -727,8 +727,8 @@ fn the_backoff_config_carries_the_three_keys() {
 }
 
 #[test]
-fn zero_retention_or_interval_disables_automatic_cleanup() {
-    assert!(!load_env(&[("CODEQ_RETENTION_SECONDS", "0")]).unwrap().automatic_cleanup());
+fn only_a_zero_interval_disables_automatic_cleanup() {
+    assert!(load_env(&[("CODEQ_RETENTION_SECONDS", "0")]).unwrap().automatic_cleanup());
     assert!(!load_env(&[("CODEQ_CLEANUP_INTERVAL_SECONDS", "0")]).unwrap().automatic_cleanup());
 }
 

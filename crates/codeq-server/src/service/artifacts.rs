@@ -141,7 +141,7 @@ impl Artifacts {
         Ok(artifacts)
     }
 
-    /// Deletes every stored artifact of `task` (retention, refused results).
+    /// Deletes every stored artifact of `task` (retention).
     pub async fn remove_all(&self, task: TaskId) {
         let dir = self.dir.join(task.to_string());
         if let Err(error) = tokio::fs::remove_dir_all(&dir).await

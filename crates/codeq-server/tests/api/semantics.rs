@@ -255,3 +255,30 @@ async fn state_survives_a_graceful_restart() {
     assert_eq!(app.task(&held).await["status"], "PENDING");
     assert_eq!(app.claim_ok(WORKER2, &["restart"]).await["id"], held.as_str());
 }
+
+#[tokio::test]
+async fn automatic_cleanup_deletes_terminal_tasks_past_retention_on_its_own() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.retention_seconds = 0;
+            config.cleanup_interval_seconds = 1;
+        },
+        false,
+    )
+    .await;
+    let done = app.create_simple("auto-gc").await;
+    let pending = app.create_simple("auto-gc").await;
+    app.claim_ok(WORKER, &["auto-gc"]).await;
+    app.post(
+        &format!("/tasks/{done}/result"),
+        WORKER,
+        json!({ "status": "COMPLETED", "result": {} }),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.get(&format!("/tasks/{done}"), PRODUCER).await.status != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "the terminal task was never cleaned up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.task(&pending).await["status"], "PENDING");
+}
