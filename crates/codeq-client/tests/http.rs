@@ -1,175 +1,253 @@
-//! The client against canned HTTP answers: status handling, headers and
-//! which token each kind of call sends.
+//! The client against the real codeQ server (in-process, 127.0.0.1, port 0,
+//! its own data directory): status handling, headers, bodies, and which
+//! token each kind of call sends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use codeq_client::{ClaimRequest, Client, CreateTask, Error, NackStatus, TaskStatus};
-use serde_json::{Value, json};
+use codeq_server::app::App;
+use codeq_server::config::{Config, Secret, StaticTokenConfig, TokenKind};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-fn task(status: &str, worker_id: Option<&str>) -> Value {
-    let mut task = json!({
-        "id": "t-1", "command": "RENDER", "payload": "{}", "priority": 0, "status": status,
-        "attempts": 1, "maxAttempts": 5,
-        "createdAt": "2030-01-01T00:00:00Z", "updatedAt": "2030-01-01T00:00:00Z"
-    });
-    if let Some(worker_id) = worker_id {
-        task["workerId"] = json!(worker_id);
+/// Producer `producer`, with admin rights.
+const PRODUCER: &str = "t-producer";
+/// Producer `plain-producer`, without admin rights.
+const PLAIN_PRODUCER: &str = "t-plain-producer";
+/// Worker `worker-1`.
+const WORKER: &str = "t-worker";
+/// The `sub` of [`WORKER`]: the `workerId` of the tasks it claims.
+const WORKER_SUB: &str = "worker-1";
+/// A token the server does not know.
+const UNKNOWN: &str = "t-unknown";
+
+fn token(token: &str, kind: TokenKind, sub: &str, admin: bool) -> StaticTokenConfig {
+    StaticTokenConfig {
+        token: Some(Secret::new(token)),
+        token_sha256: None,
+        kind,
+        sub: sub.into(),
+        event_types: None,
+        scopes: None,
+        worker_group: None,
+        admin,
     }
-    task
 }
 
-/// The bearer token the request carried, or "-".
-fn token(headers: &HeaderMap) -> String {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("-")
-        .to_owned()
+/// The real server, running until [`Server::stop`].
+struct Server {
+    base: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), String>>,
+    _dir: tempfile::TempDir,
 }
 
-async fn create(headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    // The caller's token comes back as workerId, for the test to check.
-    let mut response =
-        (StatusCode::ACCEPTED, Json(task("PENDING", Some(&token(&headers))))).into_response();
-    if body["idempotencyKey"] == "seen" {
-        response.headers_mut().insert("Idempotent-Replayed", "true".parse().unwrap());
+impl Server {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_for_tests(dir.path());
+        config.host = "127.0.0.1".into();
+        config.port = 0;
+        config.static_tokens = vec![
+            token(PRODUCER, TokenKind::Producer, "producer", true),
+            token(PLAIN_PRODUCER, TokenKind::Producer, "plain-producer", false),
+            token(WORKER, TokenKind::Worker, WORKER_SUB, false),
+        ];
+        let app = App::build(config).await.unwrap();
+        let base = format!("http://{}", app.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.await;
+            };
+            app.run_until(signal).await.map_err(|err| format!("{err:#}"))
+        });
+        Self { base, stop, task, _dir: dir }
     }
-    response
-}
 
-async fn claim(headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if body["commands"][0] == "EMPTY" {
-        return StatusCode::NO_CONTENT.into_response();
+    /// A client with `producer` and `worker` as its tokens.
+    fn client_with(&self, producer: &str, worker: &str) -> Client {
+        Client::new(&self.base).unwrap().with_producer_token(producer).with_worker_token(worker)
     }
-    Json(task("IN_PROGRESS", Some(&token(&headers)))).into_response()
-}
 
-async fn read_task(headers: HeaderMap, uri: Uri) -> Response {
-    if uri.path().ends_with("/missing") {
-        let body = json!({"error": "task not found", "code": "not_found"});
-        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    /// A client with the admin producer token and the worker token.
+    fn client(&self) -> Client {
+        self.client_with(PRODUCER, WORKER)
     }
-    Json(task("PENDING", Some(&token(&headers)))).into_response()
-}
 
-async fn nack(Json(body): Json<Value>) -> Response {
-    if body != json!({"attempt": 1, "reason": "busy"}) {
-        let body = json!({"error": format!("unexpected body {body}"), "code": "bad_request"});
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    /// Stops the server gracefully; it must shut down cleanly.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
     }
-    Json(json!({"status": "requeued", "delaySeconds": 7})).into_response()
-}
-
-async fn queue_stats(headers: HeaderMap, uri: Uri) -> Json<Value> {
-    let command = uri.path().rsplit('/').next().unwrap().to_owned();
-    let dlq = if token(&headers) == "p" { 4 } else { 0 };
-    Json(json!({"command": command, "ready": 1, "delayed": 2, "inProgress": 3, "dlq": dlq}))
-}
-
-async fn spawn() -> String {
-    let app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
-        .route("/v1/codeq/tasks", post(create))
-        .route("/v1/codeq/tasks/claim", post(claim))
-        .route("/v1/codeq/tasks/{id}", get(read_task))
-        .route("/v1/codeq/tasks/{id}/nack", post(nack))
-        .route("/v1/codeq/admin/queues/{command}", get(queue_stats));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
-fn both_tokens(url: &str) -> Client {
-    Client::new(url).unwrap().with_producer_token("p").with_worker_token("w")
 }
 
 #[tokio::test]
 async fn create_sends_the_producer_token_and_reports_an_idempotent_replay() {
-    let client = both_tokens(&spawn().await);
-    let fresh = CreateTask::new("RENDER", json!({}));
-    let repeat = CreateTask { idempotency_key: Some("seen".into()), ..fresh.clone() };
+    let server = Server::start().await;
+    let client = server.client();
+    let keyed = CreateTask {
+        idempotency_key: Some("order-42".into()),
+        ..CreateTask::new("RENDER", json!({"n": 1}))
+    };
 
-    let first = client.create_task(&fresh).await.unwrap();
-    let second = client.create_task(&repeat).await.unwrap();
+    let first = client.create_task(&keyed).await.unwrap();
+    let repeat = client.create_task(&keyed).await.unwrap();
+    let unkeyed = client.create_task(&CreateTask::new("RENDER", json!({"n": 2}))).await.unwrap();
 
     assert!(!first.replayed);
-    assert!(second.replayed);
     assert_eq!(first.task.status, TaskStatus::Pending);
-    assert_eq!(first.task.worker_id.as_deref(), Some("p"));
+    assert_eq!(first.task.idempotency_key.as_deref(), Some("order-42"));
+    assert_eq!(first.task.payload_as::<serde_json::Value>().unwrap(), json!({"n": 1}));
+    assert!(repeat.replayed, "the same idempotencyKey sent again is a replay");
+    assert_eq!(repeat.task.id, first.task.id);
+    assert!(!unkeyed.replayed);
+    assert_ne!(unkeyed.task.id, first.task.id);
+    assert_eq!(client.queue_stats("RENDER").await.unwrap().ready, 2, "the replay created nothing");
+    // The producer slot's token is the one sent: a worker token there is
+    // refused as not a producer's, although the worker slot holds one.
+    let swapped = server.client_with(WORKER, PRODUCER);
+    let err = swapped.create_task(&keyed).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(403), Some("not_producer")), "{err:?}");
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn claim_sends_the_worker_token_and_maps_no_content_to_none() {
-    let client = both_tokens(&spawn().await);
+    let server = Server::start().await;
+    let client = server.client();
+    let created = client.create_task(&CreateTask::new("RENDER", json!({}))).await.unwrap().task;
 
     let claimed = client.claim(&ClaimRequest::new(["RENDER"])).await.unwrap().unwrap();
-    let empty = client.claim(&ClaimRequest::new(["EMPTY"])).await.unwrap();
+    let drained = client.claim(&ClaimRequest::new(["RENDER"])).await.unwrap();
+    let never_used = client.claim(&ClaimRequest::new(["EMPTY"])).await.unwrap();
 
-    assert_eq!(claimed.worker_id.as_deref(), Some("w"));
-    assert_eq!(empty, None);
+    assert_eq!(claimed.id, created.id);
+    assert_eq!((claimed.status, claimed.attempts), (TaskStatus::InProgress, 1));
+    assert_eq!(claimed.worker_id.as_deref(), Some(WORKER_SUB), "claimed under the worker token");
+    assert_eq!(drained, None, "the only task is claimed: the queue is empty");
+    assert_eq!(never_used, None);
+    // A producer token in the worker slot is refused as not a worker's.
+    let swapped = server.client_with(WORKER, PRODUCER);
+    let err = swapped.claim(&ClaimRequest::new(["RENDER"])).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(403), Some("not_worker")), "{err:?}");
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn reads_use_the_producer_token_else_the_worker_token() {
-    let url = spawn().await;
-    let worker_only = Client::new(&url).unwrap().with_worker_token("w");
+    let server = Server::start().await;
+    let created = server.client().create_task(&CreateTask::new("RENDER", json!({}))).await;
+    let id = created.unwrap().task.id;
+    let worker_only = Client::new(&server.base).unwrap().with_worker_token(WORKER);
 
-    let by_producer = both_tokens(&url).get_task("t-1").await.unwrap();
-    let by_worker = worker_only.get_task("t-1").await.unwrap();
+    let by_producer = server.client_with(PRODUCER, UNKNOWN).get_task(&id).await.unwrap();
+    let by_worker = worker_only.get_task(&id).await.unwrap();
+    let refused = server.client_with(UNKNOWN, WORKER).get_task(&id).await.unwrap_err();
 
-    assert_eq!(by_producer.worker_id.as_deref(), Some("p"));
-    assert_eq!(by_worker.worker_id.as_deref(), Some("w"));
+    assert_eq!((by_producer.id.as_str(), by_producer.status), (id.as_str(), TaskStatus::Pending));
+    assert_eq!(by_worker, by_producer);
+    // With both set, the producer token is sent (and refused) even though
+    // the worker token would have been accepted.
+    assert_eq!((refused.status(), refused.code()), (Some(401), Some("invalid_token")));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn error_answers_become_api_errors_with_code_and_message() {
-    let client = both_tokens(&spawn().await);
+    let server = Server::start().await;
+    let client = server.client();
 
-    let err = client.get_task("missing").await.unwrap_err();
+    let missing = client.get_task("0190a0a0-0000-7000-8000-000000000001").await.unwrap_err();
+    let invalid = client.create_task(&CreateTask::new("no spaces", json!({}))).await.unwrap_err();
 
-    match err {
+    match missing {
         Error::Api { status, code, message } => {
             assert_eq!(
                 (status, code.as_str(), message.as_str()),
-                (404, "not_found", "task not found")
+                (404, "task_not_found", "task not found")
             );
         }
         other => panic!("expected Api, got {other:?}"),
     }
+    match invalid {
+        Error::Api { status, code, message } => {
+            assert_eq!((status, code.as_str()), (400, "invalid_command"));
+            assert!(message.contains("\"no spaces\""), "the message names the value: {message}");
+        }
+        other => panic!("expected Api, got {other:?}"),
+    }
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn nack_sends_attempt_and_reason_and_decodes_the_outcome() {
-    let client = both_tokens(&spawn().await);
+    let server = Server::start().await;
+    let client = server.client();
+    client.create_task(&CreateTask::new("RENDER", json!({}))).await.unwrap();
+    let task = client.claim(&ClaimRequest::new(["RENDER"])).await.unwrap().unwrap();
 
-    let outcome = client.nack("t-1", 1, None, Some("busy")).await.unwrap();
+    let stale = client.nack(&task.id, task.attempts + 1, Some(7), Some("busy")).await.unwrap_err();
+    let outcome = client.nack(&task.id, task.attempts, Some(7), Some("busy")).await.unwrap();
 
+    assert_eq!((stale.status(), stale.code()), (Some(409), Some("stale_attempt")), "{stale:?}");
     assert_eq!((outcome.status, outcome.delay_seconds), (NackStatus::Requeued, 7));
+    let requeued = client.get_task(&task.id).await.unwrap();
+    assert_eq!(requeued.status, TaskStatus::Pending);
+    assert_eq!(requeued.last_reason.as_deref(), Some("busy"));
+    assert_eq!(client.queue_stats("RENDER").await.unwrap().delayed, 1);
+
+    // A nack of the last allowed delivery dead-letters the task.
+    let last = CreateTask { max_attempts: Some(1), ..CreateTask::new("LAST", json!({})) };
+    client.create_task(&last).await.unwrap();
+    let task = client.claim(&ClaimRequest::new(["LAST"])).await.unwrap().unwrap();
+    let outcome = client.nack(&task.id, task.attempts, None, None).await.unwrap();
+    assert_eq!((outcome.status, outcome.delay_seconds), (NackStatus::Dlq, 0));
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn admin_calls_send_the_producer_token() {
-    let client = both_tokens(&spawn().await);
+    let server = Server::start().await;
+    let client = server.client();
+    let claim = ClaimRequest::new(["RENDER"]);
+    // One task in each queue state: in progress, dead-lettered, ready, delayed.
+    client.create_task(&CreateTask::new("RENDER", json!({}))).await.unwrap();
+    client.claim(&claim).await.unwrap().unwrap();
+    let once = CreateTask { max_attempts: Some(1), ..CreateTask::new("RENDER", json!({})) };
+    client.create_task(&once).await.unwrap();
+    let doomed = client.claim(&claim).await.unwrap().unwrap();
+    client.nack(&doomed.id, doomed.attempts, None, None).await.unwrap();
+    client.create_task(&CreateTask::new("RENDER", json!({}))).await.unwrap();
+    let later = CreateTask { delay_seconds: Some(3600), ..CreateTask::new("RENDER", json!({})) };
+    client.create_task(&later).await.unwrap();
 
     let stats = client.queue_stats("RENDER").await.unwrap();
+    let all = client.queues().await.unwrap();
+    let not_admin = server.client_with(PLAIN_PRODUCER, WORKER).queue_stats("RENDER").await;
+    let worker_only = Client::new(&server.base).unwrap().with_worker_token(WORKER);
+    let no_producer = worker_only.queue_stats("RENDER").await;
 
-    assert_eq!((stats.command.as_str(), stats.in_progress, stats.dlq), ("RENDER", 3, 4));
+    assert_eq!(stats.command, "RENDER");
+    assert_eq!((stats.ready, stats.delayed, stats.in_progress, stats.dlq), (1, 1, 1, 1));
+    assert_eq!(all, vec![stats]);
+    let not_admin = not_admin.unwrap_err();
+    assert_eq!((not_admin.status(), not_admin.code()), (Some(403), Some("not_admin")));
+    assert!(matches!(no_producer, Err(Error::MissingToken(codeq_client::TokenKind::Producer))));
+    server.stop().await;
 }
 
 #[tokio::test]
-async fn health_is_ok_and_unready_is_a_503() {
-    let client = Client::new(spawn().await).unwrap();
+async fn health_and_readiness_are_ok_while_the_server_runs() {
+    let server = Server::start().await;
+    let client = Client::new(&server.base).unwrap();
 
     client.healthz().await.unwrap();
-    let unready = client.readyz().await.unwrap_err();
+    client.readyz().await.unwrap();
+    server.stop().await;
+    let gone = client.readyz().await.unwrap_err();
 
-    assert_eq!(unready.status(), Some(503));
+    assert!(matches!(gone, Error::Transport(_)), "a stopped server is unreachable: {gone:?}");
 }
 
 #[tokio::test]
