@@ -4,11 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use codeq_client::{ClaimRequest, Client, CreateTask, Error, NackStatus, TaskStatus};
-use codeq_server::app::App;
-use codeq_server::config::{Config, Secret, StaticTokenConfig, TokenKind};
+use codeq_server::app::{App, Running};
+use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Producer `producer`, with admin rights.
 const PRODUCER: &str = "t-producer";
@@ -22,23 +20,13 @@ const WORKER_SUB: &str = "worker-1";
 const UNKNOWN: &str = "t-unknown";
 
 fn token(token: &str, kind: TokenKind, sub: &str, admin: bool) -> StaticTokenConfig {
-    StaticTokenConfig {
-        token: Some(Secret::new(token)),
-        token_sha256: None,
-        kind,
-        sub: sub.into(),
-        event_types: None,
-        scopes: None,
-        worker_group: None,
-        admin,
-    }
+    StaticTokenConfig { admin, ..StaticTokenConfig::plain(token, kind, sub) }
 }
 
 /// The real server, running until [`Server::stop`].
 struct Server {
     base: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), String>>,
+    running: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -53,16 +41,8 @@ impl Server {
             token(PLAIN_PRODUCER, TokenKind::Producer, "plain-producer", false),
             token(WORKER, TokenKind::Worker, WORKER_SUB, false),
         ];
-        let app = App::build(config).await.unwrap();
-        let base = format!("http://{}", app.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let signal = async move {
-                let _ = stopped.await;
-            };
-            app.run_until(signal).await.map_err(|err| format!("{err:#}"))
-        });
-        Self { base, stop, task, _dir: dir }
+        let running = App::build(config).await.unwrap().spawn().unwrap();
+        Self { base: running.base_url(), running, _dir: dir }
     }
 
     /// A client with `producer` and `worker` as its tokens.
@@ -77,8 +57,7 @@ impl Server {
 
     /// Stops the server gracefully; it must shut down cleanly.
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.running.stop().await.unwrap();
     }
 }
 

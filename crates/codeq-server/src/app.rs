@@ -190,6 +190,17 @@ impl App {
         self.credentials.as_ref()
     }
 
+    /// Serves on the current runtime until [`Running::stop`] (for tests and
+    /// for programs that embed the server).
+    pub fn spawn(self) -> std::io::Result<Running> {
+        let address = self.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Running { address, stop, task })
+    }
+
     /// Serves until `signal` completes, then shuts down gracefully.
     pub async fn run_until(
         self,
@@ -221,6 +232,26 @@ impl App {
         self.store.close().await.context("cannot flush storage")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// A server started with [`App::spawn`].
+pub struct Running {
+    address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://<address>` of the server.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Shuts the server down gracefully and waits until it has stopped.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("server task failed")?
     }
 }
 

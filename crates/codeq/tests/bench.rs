@@ -9,11 +9,9 @@ use clap::Parser as _;
 use codeq::bench::{self, Ending, Settings};
 use codeq::cli::{Cli, Commands};
 use codeq_client::{Client, CreateTask, QueueStats};
-use codeq_server::app::App;
-use codeq_server::config::{Config, Secret, StaticTokenConfig, TokenKind};
+use codeq_server::app::{App, Running};
+use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Producer with admin rights (the checks below read queue stats).
 const PRODUCER: &str = "t-producer";
@@ -22,26 +20,12 @@ const WORKER: &str = "t-worker";
 /// The bench's default queue.
 const COMMAND: &str = "bench";
 
-fn token(token: &str, kind: TokenKind, sub: &str, admin: bool) -> StaticTokenConfig {
-    StaticTokenConfig {
-        token: Some(Secret::new(token)),
-        token_sha256: None,
-        kind,
-        sub: sub.into(),
-        event_types: None,
-        scopes: None,
-        worker_group: None,
-        admin,
-    }
-}
-
 /// The real server, running until [`Server::stop`].
 struct Server {
     base: String,
     /// Admin producer and worker: the test's own view of the server.
     client: Client,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
+    running: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -51,19 +35,15 @@ impl Server {
         let mut config = Config::default_for_tests(dir.path());
         config.host = "127.0.0.1".into();
         config.port = 0;
-        config.static_tokens = vec![
-            token(PRODUCER, TokenKind::Producer, "producer", true),
-            token(WORKER, TokenKind::Worker, "w1", false),
-        ];
-        let app = App::build(config).await.unwrap();
-        let base = format!("http://{}", app.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
+        let mut admin = StaticTokenConfig::plain(PRODUCER, TokenKind::Producer, "producer");
+        admin.admin = true;
+        config.static_tokens =
+            vec![admin, StaticTokenConfig::plain(WORKER, TokenKind::Worker, "w1")];
+        let running = App::build(config).await.unwrap().spawn().unwrap();
+        let base = running.base_url();
         let client =
             Client::new(&base).unwrap().with_producer_token(PRODUCER).with_worker_token(WORKER);
-        Self { base, client, stop, task, _dir: dir }
+        Self { base, client, running, _dir: dir }
     }
 
     /// The bench queue's depths.
@@ -86,8 +66,7 @@ impl Server {
 
     /// Stops the server gracefully; it must shut down cleanly.
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.running.stop().await.unwrap();
     }
 }
 

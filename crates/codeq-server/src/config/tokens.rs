@@ -75,6 +75,21 @@ pub struct StaticTokenConfig {
 }
 
 impl StaticTokenConfig {
+    /// An entry for a plain `token` of `kind` and `sub`, with the defaults
+    /// of everything else (all commands; all worker scopes; not admin).
+    pub fn plain(token: &str, kind: TokenKind, sub: &str) -> Self {
+        Self {
+            token: Some(Secret::new(token)),
+            token_sha256: None,
+            kind,
+            sub: sub.into(),
+            event_types: None,
+            scopes: None,
+            worker_group: None,
+            admin: false,
+        }
+    }
+
     /// The SHA-256 of the token as lowercase hex, whichever way it was given.
     pub fn sha256_hex(&self) -> String {
         match (&self.token_sha256, &self.token) {

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codeq_core::Timestamp;
-use codeq_server::app::App;
+use codeq_server::app::{App, Running};
 use codeq_server::clock::{Clock, ManualClock, SystemClock};
-use codeq_server::config::{Config, Secret, StaticTokenConfig, TokenKind};
+use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 use codeq_server::service::scheduler::Scheduler;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Producer with admin rights.
@@ -29,21 +28,9 @@ pub const LIMITED: &str = "t-limited";
 /// Producer `p2`: only command `allowed`.
 pub const LIMITED_PRODUCER: &str = "t-limited-producer";
 
-fn token(token: &str, kind: TokenKind, sub: &str) -> StaticTokenConfig {
-    StaticTokenConfig {
-        token: Some(Secret::new(token)),
-        token_sha256: None,
-        kind,
-        sub: sub.into(),
-        event_types: None,
-        scopes: None,
-        worker_group: None,
-        admin: false,
-    }
-}
-
 /// The static tokens every test server accepts.
 pub fn test_tokens() -> Vec<StaticTokenConfig> {
+    let token = StaticTokenConfig::plain;
     let mut admin = token(ADMIN, TokenKind::Producer, "admin");
     admin.admin = true;
     let mut limited = token(LIMITED, TokenKind::Worker, "w3");
@@ -88,8 +75,7 @@ pub struct TestApp {
     pub clock: Option<Arc<ManualClock>>,
     pub dir: tempfile::TempDir,
     scheduler: Arc<Scheduler>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
+    server: Running,
 }
 
 impl TestApp {
@@ -122,25 +108,16 @@ impl TestApp {
             None => Arc::new(SystemClock),
         };
         let app = App::build_with_clock(config, clock).await.unwrap();
-        let base = format!("http://{}", app.local_addr().unwrap());
         let scheduler = app.scheduler();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
+        let server = app.spawn().unwrap();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        Self { base, http, clock: manual, dir, scheduler, stop: Some(stop), server: Some(server) }
+        Self { base: server.base_url(), http, clock: manual, dir, scheduler, server }
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
-        }
-        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server.stop().await.unwrap();
+        self.dir
     }
 
     /// Moves the manual clock forward.
