@@ -431,6 +431,21 @@ async fn state_survives_a_restart(h: &dyn Harness) {
     );
 }
 
+async fn every_command_ever_used_is_listed_after_cleanup_and_restart(h: &dyn Harness) {
+    {
+        let store = h.open();
+        let id = create(&*store, vec![task("gone", 0, at(0))]).await[0];
+        claim_one(&*store, only("gone"), at(1)).await.unwrap();
+        store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+        assert_eq!(store.cleanup(at(3), 10).await.unwrap(), vec![id]);
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    let listed: Vec<_> =
+        store.all_queue_stats().await.unwrap().into_iter().map(|s| s.command).collect();
+    assert_eq!(listed, vec![command("gone")]);
+}
+
 macro_rules! conformance_suite {
     ($backend:ident, $harness:expr) => {
         mod $backend {
@@ -452,6 +467,7 @@ macro_rules! conformance_suite {
                 cleanup_deletes_only_old_terminal_tasks,
                 concurrent_claimers_never_share_a_task,
                 state_survives_a_restart,
+                every_command_ever_used_is_listed_after_cleanup_and_restart,
             );
         }
     };

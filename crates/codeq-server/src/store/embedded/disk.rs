@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-use codeq_core::{ResultRecord, Task, TaskId};
+use codeq_core::{Command, ResultRecord, Task, TaskId};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 
@@ -48,6 +48,7 @@ pub struct WriteSet {
     tasks: Vec<(TaskId, Vec<u8>)>,
     results: Vec<(TaskId, Vec<u8>)>,
     deletes: Vec<TaskId>,
+    commands: Vec<String>,
 }
 
 impl WriteSet {
@@ -68,8 +69,17 @@ impl WriteSet {
         self.deletes.push(id);
     }
 
+    /// Remembers a command used for the first time (admin lists every
+    /// command ever used, also once retention has deleted its tasks).
+    pub fn put_command(&mut self, command: &Command) {
+        self.commands.push(command.as_str().to_string());
+    }
+
     fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.results.is_empty() && self.deletes.is_empty()
+        self.tasks.is_empty()
+            && self.results.is_empty()
+            && self.deletes.is_empty()
+            && self.commands.is_empty()
     }
 }
 
@@ -147,6 +157,7 @@ impl Durable {
 pub struct Disk {
     tasks: Keyspace,
     results: Keyspace,
+    commands: Keyspace,
     shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::Sender<Queued>>>,
     next_batch: Mutex<u64>,
@@ -165,6 +176,8 @@ impl Disk {
             db.keyspace("tasks", options).map_err(|e| unavailable("cannot open tasks", e))?;
         let results =
             db.keyspace("results", options).map_err(|e| unavailable("cannot open results", e))?;
+        let commands =
+            db.keyspace("commands", options).map_err(|e| unavailable("cannot open commands", e))?;
         let shared = Arc::new(Shared {
             overlay: Mutex::new(Overlay::default()),
             poisoned: AtomicBool::new(false),
@@ -174,6 +187,7 @@ impl Disk {
             db,
             tasks: tasks.clone(),
             results: results.clone(),
+            commands: commands.clone(),
             durability,
             shared: shared.clone(),
         };
@@ -184,6 +198,7 @@ impl Disk {
         Ok(Self {
             tasks,
             results,
+            commands,
             shared,
             queue: Mutex::new(Some(queue)),
             next_batch: Mutex::new(0),
@@ -279,6 +294,17 @@ impl Disk {
         })
     }
 
+    /// Every command ever used (for rebuilding the indexes on open).
+    pub fn scan_commands(&self) -> impl Iterator<Item = StoreResult<Command>> + '_ {
+        self.commands.iter().map(|guard| {
+            let name = guard.key().map_err(|e| unavailable("scan failed", e))?;
+            let name = std::str::from_utf8(&name)
+                .map_err(|_| StoreError::Corrupt("command name is not UTF-8".into()))?;
+            Command::parse(name)
+                .map_err(|e| StoreError::Corrupt(format!("stored command {name:?}: {e}")))
+        })
+    }
+
     /// Writes (and syncs) everything queued, then stops the committer.
     pub fn close(&self) -> StoreResult<()> {
         self.stop_committer();
@@ -312,6 +338,7 @@ struct Committer {
     db: Database,
     tasks: Keyspace,
     results: Keyspace,
+    commands: Keyspace,
     durability: Durability,
     shared: Arc<Shared>,
 }
@@ -367,6 +394,9 @@ impl Committer {
             for id in writes.deletes {
                 batch.remove(&self.tasks, id.as_bytes().to_vec());
                 batch.remove(&self.results, id.as_bytes().to_vec());
+            }
+            for command in writes.commands {
+                batch.insert(&self.commands, command.into_bytes(), Vec::new());
             }
         }
         batch.commit()?;

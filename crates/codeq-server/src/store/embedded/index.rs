@@ -94,6 +94,16 @@ impl Indexes {
         }
     }
 
+    /// True when `command` has been used (it has a queue, maybe empty).
+    pub fn knows(&self, command: &Command) -> bool {
+        self.queues.contains_key(command)
+    }
+
+    /// Remembers a command with empty queues (rebuild of the known set).
+    pub fn add_command(&mut self, command: Command) {
+        self.queues.entry(command).or_default();
+    }
+
     /// The live task holding an idempotency key.
     pub fn idempotent(&self, key: &str) -> Option<TaskId> {
         self.idempotency.get(key).copied()

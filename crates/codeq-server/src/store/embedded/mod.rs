@@ -43,6 +43,9 @@ impl EmbeddedStore {
         let disk = Disk::open(dir, durability)?;
         let now = Timestamp::now();
         let mut indexes = Indexes::default();
+        for command in disk.scan_commands() {
+            indexes.add_command(command?);
+        }
         for task in disk.scan_tasks() {
             indexes.insert(&task?, now);
         }
@@ -82,6 +85,7 @@ impl EmbeddedStore {
             results: Vec::new(),
             deleted: Vec::new(),
             ready: BTreeSet::new(),
+            new_commands: Vec::new(),
         };
         let value = change(&mut txn)?;
         let (batch, ready, deadline_moved) = txn.commit()?;
@@ -105,6 +109,7 @@ struct Txn<'a> {
     results: Vec<ResultRecord>,
     deleted: Vec<TaskId>,
     ready: BTreeSet<Command>,
+    new_commands: Vec<Command>,
 }
 
 impl Txn<'_> {
@@ -136,6 +141,9 @@ impl Txn<'_> {
     }
 
     fn insert(&mut self, task: Task, now: Timestamp) {
+        if !self.indexes.knows(&task.command) {
+            self.new_commands.push(task.command.clone());
+        }
         self.indexes.insert(&task, now);
         if task.status == TaskStatus::Pending && task.visible_at <= now {
             self.ready.insert(task.command.clone());
@@ -205,6 +213,9 @@ impl Txn<'_> {
         }
         for id in &self.deleted {
             writes.delete(*id);
+        }
+        for command in &self.new_commands {
+            writes.put_command(command);
         }
         let seq = self.disk.commit(writes)?;
         let deadline_after = self.indexes.next_deadline();
