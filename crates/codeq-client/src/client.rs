@@ -29,6 +29,8 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The header that marks an idempotent replay of a create.
 const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// The header asking a dev-mode server for admin rights.
+const ADMIN_ROLE_HEADER: &str = "x-role";
 
 /// Which token a call sends.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +82,7 @@ pub struct Client {
     timeout: Duration,
     producer_token: Option<Arc<str>>,
     worker_token: Option<Arc<str>>,
+    admin_role: bool,
 }
 
 impl fmt::Debug for Client {
@@ -150,6 +153,7 @@ impl ClientBuilder {
             timeout: self.timeout,
             producer_token: None,
             worker_token: None,
+            admin_role: false,
         })
     }
 }
@@ -197,6 +201,15 @@ impl Client {
     #[must_use]
     pub fn with_worker_token(mut self, token: impl Into<String>) -> Self {
         self.worker_token = Some(Arc::from(token.into()));
+        self
+    }
+
+    /// Sends `X-Role: ADMIN` with producer and admin calls when `admin`:
+    /// a server with `env: dev` then treats a producer token without a
+    /// `role` claim as admin (SPEC §3); other servers ignore the header.
+    #[must_use]
+    pub fn with_admin_role(mut self, admin: bool) -> Self {
+        self.admin_role = admin;
         self
     }
 
@@ -406,7 +419,10 @@ impl Client {
             })?;
             path.pop_if_empty().extend(segments);
         }
-        let request = self.http.request(method, url);
+        let mut request = self.http.request(method, url);
+        if self.admin_role && matches!(auth, Auth::Producer) {
+            request = request.header(ADMIN_ROLE_HEADER, "ADMIN");
+        }
         Ok(match self.token(auth)? {
             Some(token) => request.bearer_auth(token),
             None => request,

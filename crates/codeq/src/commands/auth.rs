@@ -1,0 +1,147 @@
+//! `codeq init` and `codeq auth set|show|clear`: the profile store.
+//!
+//! Every command edits the selected profile (`--profile`, `CODEQ_PROFILE`,
+//! else `currentProfile`, else `default`) of `~/.codeq/config.yaml`.
+
+use std::io::{self, BufRead as _, Write as _};
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::cli::{AuthClearArgs, AuthCommand, AuthSetArgs, DEFAULT_BASE_URL, GlobalArgs, InitArgs};
+use crate::config::{ConfigFile, Profile, Resolved, config_path, mask};
+use crate::output;
+
+/// Runs one `auth` subcommand.
+pub fn run(global: &GlobalArgs, command: &AuthCommand) -> anyhow::Result<()> {
+    match command {
+        AuthCommand::Set(args) => set(global, args),
+        AuthCommand::Show => show(global),
+        AuthCommand::Clear(args) => clear(global, *args),
+    }
+}
+
+/// `codeq init`: fills the selected profile from the flags (and, unless
+/// `--no-prompt`, from answers on stdin) and makes it the current one.
+pub fn init(global: &GlobalArgs, args: &InitArgs) -> anyhow::Result<()> {
+    let path = config_path()?;
+    let mut file = ConfigFile::load(&path)?;
+    let name = file.profile_name(global.profile.as_deref());
+    let mut profile = file.profiles.get(&name).cloned().unwrap_or_default();
+    apply_flags(&mut profile, global);
+    if !args.no_prompt {
+        prompt_profile(&mut profile)?;
+    }
+    profile.base_url.get_or_insert_with(|| DEFAULT_BASE_URL.to_owned());
+    file.profiles.insert(name.clone(), profile);
+    file.current_profile = Some(name.clone());
+    file.save(&path)?;
+    eprintln!("codeq: profile {name:?} written to {}", path.display());
+    Ok(())
+}
+
+/// Copies what the global flags (or their env vars) set into `profile`.
+fn apply_flags(profile: &mut Profile, global: &GlobalArgs) {
+    let secret = |s: &Option<crate::cli::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    if let Some(url) = &global.base_url {
+        profile.base_url = Some(url.clone());
+    }
+    if let Some(token) = secret(&global.producer_token) {
+        profile.producer_token = Some(token);
+    }
+    if let Some(token) = secret(&global.worker_token) {
+        profile.worker_token = Some(token);
+    }
+    if global.admin {
+        profile.admin = Some(true);
+    }
+    if let Some(url) = &global.iam_base_url {
+        profile.iam_base_url = Some(url.clone());
+    }
+    if let Some(key) = secret(&global.iam_api_key) {
+        profile.iam_api_key = Some(key);
+    }
+}
+
+/// Asks for the base URL and tokens; an empty answer keeps what is there.
+fn prompt_profile(profile: &mut Profile) -> anyhow::Result<()> {
+    let url_default = profile.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+    if let Some(url) = ask(&format!("Server URL [{url_default}]: "))? {
+        profile.base_url = Some(url);
+    }
+    let keep = |t: &Option<String>| if t.is_some() { "keep current" } else { "none" };
+    if let Some(token) = ask(&format!("Producer token [{}]: ", keep(&profile.producer_token)))? {
+        profile.producer_token = Some(token);
+    }
+    if let Some(token) = ask(&format!("Worker token [{}]: ", keep(&profile.worker_token)))? {
+        profile.worker_token = Some(token);
+    }
+    Ok(())
+}
+
+/// One line from stdin after a prompt on stderr; `None` for empty or EOF.
+fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
+    eprint!("{prompt}");
+    io::stderr().flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    let answer = line.trim();
+    Ok((!answer.is_empty()).then(|| answer.to_owned()))
+}
+
+fn set(global: &GlobalArgs, args: &AuthSetArgs) -> anyhow::Result<()> {
+    edit_profile(global, |profile| {
+        if let Some(token) = &args.producer {
+            profile.producer_token = Some(token.expose().to_owned());
+        }
+        if let Some(token) = &args.worker {
+            profile.worker_token = Some(token.expose().to_owned());
+        }
+    })
+}
+
+fn clear(global: &GlobalArgs, args: AuthClearArgs) -> anyhow::Result<()> {
+    let all = args.all || (!args.producer && !args.worker);
+    edit_profile(global, |profile| {
+        if all || args.producer {
+            profile.producer_token = None;
+        }
+        if all || args.worker {
+            profile.worker_token = None;
+        }
+    })
+}
+
+/// Loads the file, changes the selected profile, saves the file.
+fn edit_profile(global: &GlobalArgs, change: impl FnOnce(&mut Profile)) -> anyhow::Result<()> {
+    let path = config_path()?;
+    let mut file = ConfigFile::load(&path)?;
+    let name = file.profile_name(global.profile.as_deref());
+    change(file.profiles.entry(name.clone()).or_default());
+    file.current_profile.get_or_insert(name.clone());
+    file.save(&path)?;
+    eprintln!("codeq: profile {name:?} updated in {}", display(&path));
+    Ok(())
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `codeq auth show`: the settings a command would use, tokens masked.
+fn show(global: &GlobalArgs) -> anyhow::Result<()> {
+    let resolved = Resolved::load(global)?;
+    let token = |t: &Option<(String, crate::config::Source)>| match t {
+        Some((token, source)) => json!({"token": mask(token), "source": source}),
+        None => serde_json::Value::Null,
+    };
+    output::json(&json!({
+        "profile": resolved.profile,
+        "baseUrl": resolved.base_url,
+        "producerToken": token(&resolved.producer_token),
+        "workerToken": token(&resolved.worker_token),
+        "admin": resolved.admin,
+        "iamBaseUrl": resolved.iam_base_url,
+        "iamApiKey": resolved.iam_api_key.as_deref().map(mask),
+    }))
+}
