@@ -8,11 +8,14 @@
 //! - [`client`]: [`Client`], its [`ClientBuilder`], and which token each call sends.
 //! - [`types`]: request and response bodies (`Task`, `CreateTask`, `ResultRecord`, …).
 //! - [`error`]: [`Error`], including the API's `{"error", "code"}` bodies.
+//! - [`worker`]: [`Worker`], the claim → handle → report loop with
+//!   heartbeats, concurrency and graceful stop.
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod error;
 pub mod types;
+pub mod worker;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, TokenKind};
@@ -21,3 +24,4 @@ pub use types::{
     Created, HeartbeatAck, ItemError, NackOutcome, NackStatus, QueueStats, ResultRecord,
     ResultStatus, SubmitResult, Task, TaskStatus, TaskWithResult,
 };
+pub use worker::{Outcome, Worker};

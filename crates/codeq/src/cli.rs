@@ -46,6 +46,9 @@ pub enum Commands {
     /// Queue depths (admin).
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Run tasks through a handler program.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Load-test a running server: task throughput and latency, or
     /// long-poll wake-up latency with --wakeup.
     Bench(BenchArgs),
@@ -443,4 +446,47 @@ pub struct QueueStatsArgs {
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+const WORKER_START_EXAMPLES: &str = "Examples:
+  codeq worker start --events RENDER --handler ./examples/handlers/echo.sh
+  codeq worker start --commands RENDER,THUMB --concurrency 4 --lease 60 --handler ./render.py
+  codeq worker start --events RENDER --handler ./render.sh --once
+
+The handler gets the task JSON on stdin (and CODEQ_TASK_ID, CODEQ_TASK_COMMAND,
+CODEQ_TASK_ATTEMPT in its environment) and prints
+  {\"status\":\"COMPLETED\",\"result\":{...}}  or  {\"status\":\"FAILED\",\"error\":\"...\"}
+A non-zero exit or other output asks for a retry, with the end of its stderr
+as the reason. SIGINT/SIGTERM: no new claims, running handlers finish (a
+second signal abandons them); the exit code is then 130.";
+
+/// `codeq worker …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum WorkerCommand {
+    /// Claim tasks and run a handler program for each.
+    #[command(after_help = WORKER_START_EXAMPLES)]
+    Start(WorkerStartArgs),
+}
+
+/// `codeq worker start`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerStartArgs {
+    /// Commands to claim from [default: the token's].
+    #[arg(long, visible_alias = "commands", value_name = "A,B", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// Tasks handled at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// Program run for each task.
+    #[arg(long, value_name = "PATH")]
+    pub handler: PathBuf,
+    /// Lease in seconds, renewed every lease/3 while the handler runs.
+    #[arg(long, value_name = "S", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease: u32,
+    /// Long-poll wait of each claim, 0..30 seconds.
+    #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub poll: u32,
+    /// Make one claim, handle what it brings, and exit.
+    #[arg(long)]
+    pub once: bool,
 }

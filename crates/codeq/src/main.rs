@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use codeq::bench::{self, Ending};
 use codeq::cli::{Cli, Commands};
-use codeq::commands::{auth, queue, task};
+use codeq::commands::{auth, queue, task, worker};
 use codeq::exit;
 
 /// mimalloc: the server and the bench allocate many small, short-lived
@@ -22,6 +22,9 @@ fn main() -> ExitCode {
         Commands::Version => {
             println!("codeq {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Commands::Worker(command) => {
+            return worker::run(global, command).unwrap_or_else(|err| exit::report(&err));
         }
         Commands::Init(args) => auth::init(global, args),
         Commands::Auth(command) => auth::run(global, command),

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod queue;
 pub mod task;
+pub mod worker;
 
 use std::future::Future;
 

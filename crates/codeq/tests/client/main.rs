@@ -5,3 +5,4 @@
 mod auth;
 mod support;
 mod task;
+mod worker;

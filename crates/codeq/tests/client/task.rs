@@ -113,7 +113,7 @@ fn a_missing_token_or_bad_payload_exits_2() {
 #[test]
 fn every_command_has_examples_in_its_help() {
     let server = Server::start();
-    let commands: [&[&str]; 11] = [
+    let commands: [&[&str]; 12] = [
         &["init"],
         &["auth", "set"],
         &["auth", "show"],
@@ -125,6 +125,7 @@ fn every_command_has_examples_in_its_help() {
         &["queue", "inspect"],
         &["queue", "stats"],
         &["queue", "list"],
+        &["worker", "start"],
     ];
 
     for command in commands {
