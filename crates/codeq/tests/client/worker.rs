@@ -156,3 +156,47 @@ fn sigterm_lets_the_running_handler_finish_and_exits_130() {
     assert_eq!(answer["result"]["result"]["finished"], true);
     assert!(log.contains("1 completed"), "{log}");
 }
+
+#[test]
+fn a_second_signal_abandons_the_running_handler() {
+    let server = Server::start();
+    let id = create(&server, "STUCK", "{}");
+    let started = server.home().join("started");
+    let stuck = handler(
+        &server,
+        "stuck.sh",
+        &format!(
+            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\nsleep 60",
+            started.display()
+        ),
+    );
+    let child = worker(&server, "STUCK", &stuck).stderr(Stdio::piped()).spawn().unwrap();
+
+    wait_for(&started);
+    let begun = Instant::now();
+    for _ in 0..2 {
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = child.wait_with_output().unwrap();
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{log}");
+    assert!(begun.elapsed() < Duration::from_secs(10), "the handler was not waited for");
+    assert_eq!(task["status"], "PENDING", "given back at once");
+    assert_eq!(task["attempts"], 1);
+    assert!(log.contains("1 abandoned"), "{log}");
+    let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
+    let group_alive = || {
+        let probe = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
+        probe.unwrap().success()
+    };
+    // Killed processes linger until reaped (kill -0 still finds them), so
+    // allow a moment; the handler's `sleep 60` would outlive this easily.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!group_alive(), "the handler's own children were killed with it");
+}

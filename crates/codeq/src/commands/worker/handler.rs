@@ -53,6 +53,7 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
             return Outcome::Retry(format!("handler {} did not start: {err}", path.display()));
         }
     };
+    let group = child.id().map(GroupKill);
     // Written from a task so that a handler that prints before reading
     // everything cannot deadlock against a full stdin pipe.
     if let Some(mut stdin) = child.stdin.take() {
@@ -61,9 +62,27 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
             let _ = stdin.write_all(&input).await;
         });
     }
-    match child.wait_with_output().await {
+    let finished = child.wait_with_output().await;
+    std::mem::forget(group);
+    match finished {
         Ok(output) => interpret(output.status, &output.stdout, &output.stderr),
         Err(err) => Outcome::Retry(format!("handler {} failed: {err}", path.display())),
+    }
+}
+
+/// Kills a handler's whole process group when dropped before the handler
+/// finished (the task was abandoned): `kill_on_drop` alone would reach the
+/// handler but not the programs it started, e.g. a shell script's `sleep`.
+/// Sent with kill(1), as the crate forbids the `unsafe` a direct
+/// `kill(2)` call would need.
+struct GroupKill(u32);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
