@@ -275,9 +275,21 @@ const AUTH_CLEAR_EXAMPLES: &str = "Examples:
   codeq auth clear            # both tokens
   codeq auth clear --worker";
 
+const AUTH_LOGIN_EXAMPLES: &str = "Examples:
+  codeq --iam-base-url https://iam.example/v1 --iam-api-key K auth login --email me@example.com
+  printf '%s\\n' \"$PASSWORD\" | codeq auth login --email me@example.com --password-stdin --no-prompt
+  codeq auth login --email me@example.com --tenant-id acme --scopes codeq:admin
+
+Signs in at {iamBaseUrl}/signInWithPassword, exchanges the ID token at
+{iamBaseUrl}/token/exchange and stores the access token as the profile's
+producer token.";
+
 /// `codeq auth …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum AuthCommand {
+    /// Sign in at the identity service and store the producer token.
+    #[command(after_help = AUTH_LOGIN_EXAMPLES)]
+    Login(AuthLoginArgs),
     /// Store tokens in the selected profile.
     #[command(after_help = AUTH_SET_EXAMPLES)]
     Set(AuthSetArgs),
@@ -287,6 +299,29 @@ pub enum AuthCommand {
     /// Remove tokens from the selected profile.
     #[command(after_help = AUTH_CLEAR_EXAMPLES)]
     Clear(AuthClearArgs),
+}
+
+/// `codeq auth login`.
+#[derive(Debug, Clone, Args)]
+pub struct AuthLoginArgs {
+    /// Account e-mail [prompted when missing].
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// Read the password from the first line of stdin instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Audience of the exchanged token.
+    #[arg(long, value_name = "A", default_value = "codeq-producer")]
+    pub audience: String,
+    /// Tenant to sign in to.
+    #[arg(long, value_name = "T")]
+    pub tenant_id: Option<String>,
+    /// Scopes to ask for.
+    #[arg(long, value_name = "S,S", value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Fail instead of asking for what is missing.
+    #[arg(long)]
+    pub no_prompt: bool,
 }
 
 /// `codeq auth set`.

@@ -8,13 +8,19 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::cli::{AuthClearArgs, AuthCommand, AuthSetArgs, DEFAULT_BASE_URL, GlobalArgs, InitArgs};
+use codeq_client::iam::{Exchange, Iam};
+
+use crate::cli::{
+    AuthClearArgs, AuthCommand, AuthLoginArgs, AuthSetArgs, DEFAULT_BASE_URL, GlobalArgs, InitArgs,
+};
 use crate::config::{ConfigFile, Profile, Resolved, config_path, mask};
+use crate::exit::ConfigError;
 use crate::output;
 
 /// Runs one `auth` subcommand.
 pub fn run(global: &GlobalArgs, command: &AuthCommand) -> anyhow::Result<()> {
     match command {
+        AuthCommand::Login(args) => login(global, args),
         AuthCommand::Set(args) => set(global, args),
         AuthCommand::Show => show(global),
         AuthCommand::Clear(args) => clear(global, *args),
@@ -55,12 +61,7 @@ fn apply_flags(profile: &mut Profile, global: &GlobalArgs) {
     if global.admin {
         profile.admin = Some(true);
     }
-    if let Some(url) = &global.iam_base_url {
-        profile.iam_base_url = Some(url.clone());
-    }
-    if let Some(key) = secret(&global.iam_api_key) {
-        profile.iam_api_key = Some(key);
-    }
+    apply_iam_flags(profile, global);
 }
 
 /// Asks for the base URL and tokens; an empty answer keeps what is there.
@@ -87,6 +88,64 @@ fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
     io::stdin().lock().read_line(&mut line)?;
     let answer = line.trim();
     Ok((!answer.is_empty()).then(|| answer.to_owned()))
+}
+
+/// `codeq auth login`: sign-in and token exchange at the identity service;
+/// the access token becomes the profile's producer token, and the identity
+/// service's URL and key given by flag or env are kept for next time.
+fn login(global: &GlobalArgs, args: &AuthLoginArgs) -> anyhow::Result<()> {
+    let resolved = Resolved::load(global)?;
+    let missing = |what: &str, flag: &str, env: &str| {
+        ConfigError::new(format!("no {what}: pass {flag}, set {env} or store it with codeq init"))
+    };
+    let iam_url = resolved
+        .iam_base_url
+        .clone()
+        .ok_or_else(|| missing("identity service URL", "--iam-base-url", "CODEQ_IAM_BASE_URL"))?;
+    let api_key = resolved
+        .iam_api_key
+        .clone()
+        .ok_or_else(|| missing("identity service API key", "--iam-api-key", "CODEQ_IAM_API_KEY"))?;
+    let email = match &args.email {
+        Some(email) => email.clone(),
+        None if args.no_prompt => return Err(ConfigError::new("no --email given").into()),
+        None => ask("E-mail: ")?.ok_or_else(|| ConfigError::new("no e-mail given"))?,
+    };
+    let password = if args.password_stdin || args.no_prompt {
+        read_line()?
+    } else {
+        ask("Password (shown as typed): ")?
+    }
+    .ok_or_else(|| ConfigError::new("no password given"))?;
+    let exchange = Exchange {
+        audience: args.audience.clone(),
+        scopes: args.scopes.clone(),
+        tenant_id: args.tenant_id.clone(),
+    };
+    let iam = Iam::new(&iam_url, api_key)?;
+    let token = super::block_on(iam.login(&email, &password, &exchange))??;
+    edit_profile(global, |profile| {
+        apply_iam_flags(profile, global);
+        profile.producer_token = Some(token);
+    })
+}
+
+/// Keeps the identity service settings given by flag or env.
+fn apply_iam_flags(profile: &mut Profile, global: &GlobalArgs) {
+    if let Some(url) = &global.iam_base_url {
+        profile.iam_base_url = Some(url.clone());
+    }
+    if let Some(key) = &global.iam_api_key {
+        profile.iam_api_key = Some(key.expose().to_owned());
+    }
+}
+
+/// The first line of stdin, trimmed; `None` when empty.
+fn read_line() -> anyhow::Result<Option<String>> {
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    Ok((!line.is_empty()).then(|| line.to_owned()))
 }
 
 fn set(global: &GlobalArgs, args: &AuthSetArgs) -> anyhow::Result<()> {

@@ -84,6 +84,11 @@ impl Server {
         command
     }
 
+    /// Runs `future` on the server's runtime (for test-side helpers).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
     pub fn home(&self) -> &Path {
         self.home.path()
     }

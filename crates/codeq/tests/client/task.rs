@@ -113,8 +113,9 @@ fn a_missing_token_or_bad_payload_exits_2() {
 #[test]
 fn every_command_has_examples_in_its_help() {
     let server = Server::start();
-    let commands: [&[&str]; 12] = [
+    let commands: [&[&str]; 13] = [
         &["init"],
+        &["auth", "login"],
         &["auth", "set"],
         &["auth", "show"],
         &["auth", "clear"],
