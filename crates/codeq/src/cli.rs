@@ -255,6 +255,9 @@ pub enum OutputFormat {
     Json,
     /// Aligned columns, for people.
     Table,
+    /// Only the task id (or the queue names), for shell variables:
+    /// `ID=$(codeq task create … -o id)`.
+    Id,
 }
 
 /// The `--output` flag shared by the commands that print API objects.

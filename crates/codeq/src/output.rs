@@ -18,6 +18,10 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn task(format: OutputFormat, task: &Task) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => json(task),
+        OutputFormat::Id => {
+            println!("{}", task.id);
+            Ok(())
+        }
         OutputFormat::Table => {
             print!("{}", key_values(&task_rows(task)));
             Ok(())
@@ -29,6 +33,10 @@ pub fn task(format: OutputFormat, task: &Task) -> anyhow::Result<()> {
 pub fn task_with_result(format: OutputFormat, answer: &TaskWithResult) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => json(answer),
+        OutputFormat::Id => {
+            println!("{}", answer.task.id);
+            Ok(())
+        }
         OutputFormat::Table => {
             let record = &answer.result;
             let mut rows = vec![
@@ -57,6 +65,10 @@ pub fn queues(format: OutputFormat, stats: &[QueueStats], single: bool) -> anyho
     match (format, stats) {
         (OutputFormat::Json, [one]) if single => json(one),
         (OutputFormat::Json, _) => json(&serde_json::json!({ "queues": stats })),
+        (OutputFormat::Id, _) => {
+            stats.iter().for_each(|s| println!("{}", s.command));
+            Ok(())
+        }
         (OutputFormat::Table, _) => {
             print!("{}", queue_table(stats));
             Ok(())

@@ -6,4 +6,5 @@ mod auth;
 mod login;
 mod support;
 mod task;
+mod walkthrough;
 mod worker;
