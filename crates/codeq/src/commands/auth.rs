@@ -4,7 +4,6 @@
 //! else `currentProfile`, else `default`) of `~/.codeq/config.yaml`.
 
 use std::io::{self, BufRead as _, Write as _};
-use std::path::Path;
 
 use serde_json::json;
 
@@ -179,12 +178,8 @@ fn edit_profile(global: &GlobalArgs, change: impl FnOnce(&mut Profile)) -> anyho
     change(file.profiles.entry(name.clone()).or_default());
     file.current_profile.get_or_insert(name.clone());
     file.save(&path)?;
-    eprintln!("codeq: profile {name:?} updated in {}", display(&path));
+    eprintln!("codeq: profile {name:?} updated in {}", path.display());
     Ok(())
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
 }
 
 /// `codeq auth show`: the settings a command would use, tokens masked.

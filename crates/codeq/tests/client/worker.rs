@@ -200,3 +200,31 @@ fn a_second_signal_abandons_the_running_handler() {
     }
     assert!(!group_alive(), "the handler's own children were killed with it");
 }
+
+#[test]
+fn a_refused_worker_token_stops_the_runner_with_exit_code_3() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &server.base, "--worker-token", "not-a-token"])
+        .args(["worker", "start", "--events", "X", "--handler"])
+        .arg(&noop));
+
+    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn without_a_worker_token_the_runner_exits_2_with_a_hint() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &server.base, "worker", "start", "--events", "X", "--handler"])
+        .arg(&noop));
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("hint: pass --worker-token"));
+}
