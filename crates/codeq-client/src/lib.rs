@@ -19,7 +19,7 @@ pub mod iam;
 pub mod types;
 pub mod worker;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, RetryPolicy};
 pub use error::{Error, TokenKind};
 pub use types::{
     Artifact, ArtifactUpload, BatchItem, BatchResult, ClaimRequest, CleanupOutcome, CreateTask,

@@ -31,9 +31,6 @@ pub const DEFAULT_LEASE_SECONDS: u32 = 300;
 /// [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(500);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
-/// Tries of a report that failed for a transport reason (the server may
-/// not have seen it; repeating a result or nack is safe).
-const REPORT_TRIES: u32 = 3;
 
 /// What the handler decided about a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,36 +379,25 @@ impl Worker {
         }
     }
 
-    /// Sends the outcome, retrying transport failures a few times.
+    /// Sends the outcome (the client repeats it where that is safe).
     async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> Reported {
-        for try_number in 1..=REPORT_TRIES {
-            let sent = match &outcome {
-                Outcome::Completed(result) => {
-                    let body = SubmitResult::completed(attempt, result.clone());
-                    self.client.submit_result(id, &body).await.map(|_| Reported::Completed)
-                }
-                Outcome::Failed(error) => {
-                    let body = SubmitResult::failed(attempt, error.clone());
-                    self.client.submit_result(id, &body).await.map(|_| Reported::Failed)
-                }
-                Outcome::Retry(reason) => self
-                    .client
-                    .nack(id, attempt, None, Some(reason))
-                    .await
-                    .map(|_| Reported::Nacked),
-                Outcome::Abandon => {
-                    self.client.abandon(id, attempt).await.map(|()| Reported::Abandoned)
-                }
-            };
-            match sent {
-                Ok(reported) => return reported,
-                Err(Error::Transport(_)) if try_number < REPORT_TRIES => {
-                    tokio::time::sleep(FIRST_RETRY_PAUSE * try_number).await;
-                }
-                Err(_) => return Reported::ReportFailed,
+        let sent = match outcome {
+            Outcome::Completed(result) => {
+                let body = SubmitResult::completed(attempt, result);
+                self.client.submit_result(id, &body).await.map(|_| Reported::Completed)
             }
-        }
-        Reported::ReportFailed
+            Outcome::Failed(error) => {
+                let body = SubmitResult::failed(attempt, error);
+                self.client.submit_result(id, &body).await.map(|_| Reported::Failed)
+            }
+            Outcome::Retry(reason) => {
+                self.client.nack(id, attempt, None, Some(&reason)).await.map(|_| Reported::Nacked)
+            }
+            Outcome::Abandon => {
+                self.client.abandon(id, attempt).await.map(|()| Reported::Abandoned)
+            }
+        };
+        sent.unwrap_or(Reported::ReportFailed)
     }
 }
 

@@ -240,6 +240,38 @@ async fn an_unreachable_server_is_a_transport_error() {
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
 }
 
+#[tokio::test]
+async fn a_server_that_comes_up_while_retrying_answers_the_repeated_read() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let url = format!("http://127.0.0.1:{port}");
+    let patient = codeq_client::RetryPolicy {
+        max_retries: 8,
+        base_delay: std::time::Duration::from_millis(100),
+        max_delay: std::time::Duration::from_millis(400),
+    };
+    let impatient = Client::builder(&url).retry_policy(codeq_client::RetryPolicy::NONE).build();
+    let patient = Client::builder(&url).retry_policy(patient).build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default_for_tests(dir.path());
+    config.host = "127.0.0.1".into();
+    config.port = port;
+    config.static_tokens = vec![token(PRODUCER, TokenKind::Producer, "producer", true)];
+
+    let refused = impatient.unwrap().healthz().await;
+    let late_start = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        App::build(config).await.unwrap().spawn().unwrap()
+    });
+    let answered = patient.healthz().await;
+    let running = late_start.await.unwrap();
+
+    assert!(matches!(refused, Err(Error::Transport(_))), "{refused:?}");
+    assert!(answered.is_ok(), "{answered:?}");
+    running.stop().await.unwrap();
+}
+
 // ---- Worker ---------------------------------------------------------------
 
 mod worker {
