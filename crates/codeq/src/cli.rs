@@ -115,6 +115,7 @@ impl fmt::Debug for Secret {
 /// The global flags of SPEC §8: which server, which tokens, which profile.
 /// Each wins over its environment variable, which wins over the profile.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Server URL [default: the profile's, else a local-mode server's, else
     /// http://127.0.0.1:8080].
@@ -264,7 +265,7 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct OutputArgs {
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Json)]
+    #[arg(long, short = 'o', value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Json)]
     pub output: OutputFormat,
 }
 

@@ -95,3 +95,29 @@ fn a_broken_config_file_exits_2_naming_the_file() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("config.yaml"));
 }
+
+#[test]
+fn init_asks_for_what_the_flags_did_not_give() {
+    use std::io::Write as _;
+    let server = Server::start();
+    let mut child = server
+        .codeq()
+        .arg("init")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // URL, producer token, and an empty answer keeping no worker token.
+    let answers = format!("{}\n{PRODUCER}\n\n", server.base);
+    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let shown = run_json(server.codeq().args(["auth", "show"]));
+
+    let prompts = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{prompts}");
+    assert!(prompts.contains("Server URL [http://127.0.0.1:8080]"), "{prompts}");
+    assert_eq!(shown["baseUrl"], server.base.as_str());
+    assert_eq!(shown["producerToken"]["source"], "profile");
+    assert_eq!(shown["workerToken"], serde_json::Value::Null);
+}
