@@ -209,10 +209,17 @@ impl Resolved {
         }
     }
 
-    /// Loads the config file and the local credentials, then merges.
+    /// Loads the config file and, only when it and the flags give no
+    /// token, the local credentials (an unreadable file is then an error
+    /// naming it); then merges.
     pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
         let file = ConfigFile::load(&config_path()?)?;
-        let credentials = LocalCredentials::load(&local_data_dir()).unwrap_or(None);
+        let configured = Self::merge(global, &file, None);
+        if configured.producer_token.is_some() || configured.worker_token.is_some() {
+            return Ok(configured);
+        }
+        let credentials = LocalCredentials::load(&local_data_dir())
+            .map_err(|err| ConfigError::new(format!("local-mode credentials: {err}")))?;
         Ok(Self::merge(global, &file, credentials.as_ref()))
     }
 

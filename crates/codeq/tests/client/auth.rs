@@ -121,3 +121,18 @@ fn init_asks_for_what_the_flags_did_not_give() {
     assert_eq!(shown["producerToken"]["source"], "profile");
     assert_eq!(shown["workerToken"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_broken_credentials_file_is_reported_when_its_tokens_are_needed() {
+    let server = Server::start();
+    let data = server.home().join("codeq-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("credentials.json"), "{not json").unwrap();
+
+    let needed = run(server.codeq().args(["task", "get", "x"]));
+    let not_needed = run(server.codeq_with_tokens().args(["task", "get", "x"]));
+
+    assert_eq!(needed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&needed.stderr).contains("credentials.json"));
+    assert_eq!(not_needed.status.code(), Some(4), "tokens given: the file is not read");
+}
