@@ -228,3 +228,48 @@ fn without_a_worker_token_the_runner_exits_2_with_a_hint() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("hint: pass --worker-token"));
 }
+
+#[test]
+fn concurrency_two_runs_two_handlers_at_once() {
+    let server = Server::start();
+    let ids = [create(&server, "PAIR", "{}"), create(&server, "PAIR", "{}")];
+    let dir = server.home().join("pair");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Each handler waits until both have started: with one slot the first
+    // would give up after 10 s and fail the task.
+    let pair = handler(
+        &server,
+        "pair.sh",
+        &format!(
+            r#"cat >/dev/null
+touch '{dir}'/"$CODEQ_TASK_ID"
+for _ in $(seq 100); do
+  [ "$(ls '{dir}' | wc -l)" -ge 2 ] && {{ echo '{{"status":"COMPLETED","result":{{}}}}'; exit 0; }}
+  sleep 0.1
+done
+echo '{{"status":"FAILED","error":"ran alone"}}'"#,
+            dir = dir.display()
+        ),
+    );
+    let mut command = worker(&server, "PAIR", &pair);
+    let child = command.args(["--concurrency", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let finished = |id: &str| {
+        let task = run_json(server.codeq_with_tokens().args(["task", "get", id]));
+        task["status"] != "PENDING" && task["status"] != "IN_PROGRESS"
+    };
+    while !ids.iter().all(|id| finished(id)) {
+        assert!(Instant::now() < deadline, "the pair never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    for id in &ids {
+        let answer = run_json(server.codeq_with_tokens().args(["task", "result", id]));
+        assert_eq!(answer["result"]["status"], "COMPLETED", "{answer}");
+    }
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("2 completed"), "{log}");
+}
