@@ -104,9 +104,11 @@ impl Iam {
             path.pop_if_empty().extend(segments);
         }
         url.query_pairs_mut().append_pair("key", &self.api_key);
-        let response = self.http.post(url).json(body).send().await?;
+        // The URL carries the API key: keep it out of error messages.
+        let hide_key = |err: reqwest::Error| Error::Transport(err.without_url());
+        let response = self.http.post(url).json(body).send().await.map_err(hide_key)?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
+        let bytes = response.bytes().await.map_err(hide_key)?;
         if !(200..300).contains(&status) {
             return Err(Error::from_response_body(status, &bytes));
         }
@@ -128,6 +130,24 @@ mod tests {
         let body = serde_json::to_value(ExchangeBody { id_token: "id", exchange: &exchange });
 
         assert_eq!(body.unwrap(), json!({"idToken": "id", "audience": "codeq-producer"}));
+    }
+
+    #[tokio::test]
+    async fn transport_errors_do_not_show_the_api_key() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+
+        let err = Iam::new(&url, "secret-key").unwrap().login("a", "b", &Exchange::default()).await;
+
+        let err = err.unwrap_err();
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        assert!(!chain.contains("secret-key"), "{chain}");
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn login(global: &GlobalArgs, args: &AuthLoginArgs) -> anyhow::Result<()> {
     let password = if args.password_stdin || args.no_prompt {
         read_line()?
     } else {
-        ask("Password (shown as typed): ")?
+        ask_secret("Password: ")?
     }
     .ok_or_else(|| ConfigError::new("no password given"))?;
     let exchange = Exchange {
@@ -137,6 +137,30 @@ fn apply_iam_flags(profile: &mut Profile, global: &GlobalArgs) {
     if let Some(key) = &global.iam_api_key {
         profile.iam_api_key = Some(key.expose().to_owned());
     }
+}
+
+/// Like [`ask`], with terminal echo turned off while the answer is typed
+/// (through stty(1): the crate forbids the unsafe termios calls need).
+/// When stdin is not a terminal there is nothing to hide.
+fn ask_secret(prompt: &str) -> anyhow::Result<Option<String>> {
+    use std::io::IsTerminal as _;
+    if !io::stdin().is_terminal() {
+        return ask(prompt);
+    }
+    let stty = |mode: &str| {
+        std::process::Command::new("stty")
+            .arg(mode)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let hidden = stty("-echo");
+    let answer = ask(if hidden { prompt } else { "Password (shown as typed): " });
+    if hidden {
+        stty("echo");
+        eprintln!();
+    }
+    answer
 }
 
 /// The first line of stdin, trimmed; `None` when empty.
