@@ -364,6 +364,9 @@ impl Worker {
     {
         let mut work = std::pin::pin!(work);
         let mut ticks = tokio::time::interval(self.heartbeat_interval());
+        // A slow heartbeat call delays the next one rather than causing a
+        // burst of catch-up calls.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // the first tick is immediate: the claim just set the lease
         let mut renewing = true;
         loop {

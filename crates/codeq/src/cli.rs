@@ -357,7 +357,8 @@ pub struct AuthClearArgs {
 const TASK_CREATE_EXAMPLES: &str = "Examples:
   codeq task create --command RENDER --payload '{\"jobId\":\"j-1\"}'
   codeq task create --event RENDER --priority 5 --delay 60 --idempotency-key order-42
-  codeq task create --command RENDER --output table";
+  codeq task create --command RENDER --payload @job.json --output table
+  render-job-spec | codeq task create --command RENDER --payload -";
 const TASK_GET_EXAMPLES: &str = "Examples:
   codeq task get 0190a0a0-0000-7000-8000-000000000001
   codeq task get \"$ID\" | jq -r .status";
@@ -391,7 +392,7 @@ pub struct TaskCreateArgs {
     /// Queue name.
     #[arg(long, visible_alias = "event", value_name = "C")]
     pub command: String,
-    /// JSON payload.
+    /// JSON payload; `@FILE` reads it from a file, `-` from stdin.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub payload: String,
     /// 0..9, higher is claimed first.

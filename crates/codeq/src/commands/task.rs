@@ -15,6 +15,11 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
         TaskCommand::Create(args) => {
             let body = create_body(args)?;
             let created = block_on(client.create_task(&body))??;
+            if created.replayed {
+                eprintln!(
+                    "codeq: the idempotency key matched an existing task; nothing was created"
+                );
+            }
             output::task(args.output.output, &created.task)
         }
         TaskCommand::Get(args) => {
@@ -37,7 +42,8 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
 
 /// The create body; a payload that is not JSON is a usage error.
 fn create_body(args: &TaskCreateArgs) -> Result<CreateTask, ConfigError> {
-    let payload = serde_json::from_str(&args.payload)
+    let text = payload_text(&args.payload)?;
+    let payload = serde_json::from_str(&text)
         .map_err(|err| ConfigError::new(format!("--payload is not valid JSON: {err}")))?;
     Ok(CreateTask {
         priority: args.priority,
@@ -48,6 +54,21 @@ fn create_body(args: &TaskCreateArgs) -> Result<CreateTask, ConfigError> {
         delay_seconds: args.delay,
         ..CreateTask::new(&args.command, payload)
     })
+}
+
+/// The payload's JSON text: the argument itself, the contents of the file
+/// after `@`, or stdin for `-`.
+fn payload_text(arg: &str) -> Result<String, ConfigError> {
+    let read_failed = |what: &str, err: std::io::Error| {
+        ConfigError::new(format!("--payload: failed to read {what}: {err}"))
+    };
+    if arg == "-" {
+        return std::io::read_to_string(std::io::stdin()).map_err(|err| read_failed("stdin", err));
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|err| read_failed(path, err)),
+        None => Ok(arg.to_owned()),
+    }
 }
 
 fn claim_body(args: &TaskClaimArgs) -> ClaimRequest {
@@ -84,6 +105,20 @@ mod tests {
         assert_eq!(body.command, "RENDER");
         assert_eq!(body.payload, serde_json::json!({"a": 1}));
         assert_eq!(body.delay_seconds, Some(5));
+    }
+
+    #[test]
+    fn a_payload_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("payload.json");
+        std::fs::write(&file, r#"{"from":"file"}"#).unwrap();
+        let arg = format!("@{}", file.display());
+
+        let body = create_body(&create_args(&["--command", "A", "--payload", &arg])).unwrap();
+        let missing = payload_text("@/nonexistent/payload.json").unwrap_err();
+
+        assert_eq!(body.payload, serde_json::json!({"from": "file"}));
+        assert!(missing.to_string().contains("/nonexistent/payload.json"));
     }
 
     #[test]

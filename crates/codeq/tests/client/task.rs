@@ -135,3 +135,20 @@ fn every_command_has_examples_in_its_help() {
         assert!(help.contains("Examples:"), "{command:?}: {help}");
     }
 }
+
+#[test]
+fn a_repeated_idempotency_key_returns_the_same_task_and_says_so() {
+    let server = Server::start();
+    let create = || {
+        let mut command = server.codeq_with_tokens();
+        command.args(["task", "create", "--command", "A", "--idempotency-key", "k-1", "-o", "id"]);
+        run(&mut command)
+    };
+
+    let first = create();
+    let repeat = create();
+
+    assert_eq!(first.stdout, repeat.stdout);
+    assert!(String::from_utf8_lossy(&repeat.stderr).contains("nothing was created"));
+    assert!(first.stderr.is_empty());
+}
