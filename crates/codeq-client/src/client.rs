@@ -632,6 +632,21 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_role_header_goes_with_producer_calls_only() {
+        let client =
+            client("http://127.0.0.1:8080").with_producer_token("p").with_worker_token("w");
+        let admin = client.clone().with_admin_role(true);
+        let role = |c: &Client, auth| {
+            let request = c.request(Method::GET, &["x"], auth).unwrap().build().unwrap();
+            request.headers().get(ADMIN_ROLE_HEADER).map(|v| v.to_str().unwrap().to_owned())
+        };
+
+        assert_eq!(role(&admin, Auth::Producer).as_deref(), Some("ADMIN"));
+        assert_eq!(role(&admin, Auth::Worker), None);
+        assert_eq!(role(&client, Auth::Producer), None);
+    }
+
+    #[test]
     fn debug_output_hides_tokens() {
         let client = client("http://127.0.0.1:8080").with_producer_token("secret-token");
 

@@ -140,7 +140,13 @@ pub struct GlobalArgs {
     )]
     pub worker_token: Option<Secret>,
     /// Ask for admin rights with `X-Role: ADMIN` (servers with env: dev).
-    #[arg(long, global = true, env = "CODEQ_ADMIN")]
+    #[arg(
+        long,
+        global = true,
+        env = "CODEQ_ADMIN",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
     pub admin: bool,
     /// Profile of ~/.codeq/config.yaml to use [default: its currentProfile].
     #[arg(long, global = true, env = "CODEQ_PROFILE", value_name = "NAME")]

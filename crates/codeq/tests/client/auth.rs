@@ -136,3 +136,16 @@ fn a_broken_credentials_file_is_reported_when_its_tokens_are_needed() {
     assert!(String::from_utf8_lossy(&needed.stderr).contains("credentials.json"));
     assert_eq!(not_needed.status.code(), Some(4), "tokens given: the file is not read");
 }
+
+#[test]
+fn codeq_admin_accepts_the_usual_spellings_of_true_and_false() {
+    let server = Server::start();
+
+    for (value, expected) in
+        [("1", true), ("true", true), ("yes", true), ("0", false), ("off", false)]
+    {
+        let shown = run_json(server.codeq().env("CODEQ_ADMIN", value).args(["auth", "show"]));
+
+        assert_eq!(shown["admin"], expected, "CODEQ_ADMIN={value}");
+    }
+}
