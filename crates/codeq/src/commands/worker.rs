@@ -25,6 +25,7 @@ pub fn run(global: &GlobalArgs, command: &WorkerCommand) -> anyhow::Result<ExitC
 }
 
 fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode> {
+    let handler_path = handler::resolve(&args.handler)?;
     let resolved = Resolved::load(global)?;
     let client = resolved.client()?;
     let worker = Worker::new(client, args.events.iter().cloned())
@@ -33,7 +34,7 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .wait_seconds(args.poll)
         .once(args.once)
         .on_task(log_task);
-    let handler_path = Arc::new(args.handler.clone());
+    let handler_path = Arc::new(handler_path);
     eprintln!(
         "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
         describe_events(&args.events),

@@ -273,3 +273,29 @@ echo '{{"status":"FAILED","error":"ran alone"}}'"#,
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("2 completed"), "{log}");
 }
+
+#[test]
+fn a_handler_that_does_not_exist_exits_2_before_claiming() {
+    let server = Server::start();
+    let id = create(&server, "TYPO", "{}");
+
+    let output = run(worker(&server, "TYPO", Path::new("./no-such-handler.sh")).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-handler.sh"));
+    assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(0)));
+}
+
+#[test]
+fn a_bare_handler_name_is_found_in_the_current_directory() {
+    let server = Server::start();
+    let id = create(&server, "BARE", "{}");
+    handler(&server, "bare.sh", r#"echo '{"status":"COMPLETED","result":{"bare":true}}'"#);
+
+    let output = run(worker(&server, "BARE", Path::new("bare.sh")).arg("--once"));
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(answer["result"]["result"]["bare"], true);
+}

@@ -3,7 +3,7 @@
 //! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
 //! asks for a retry (nack) with the tail of stderr as the reason.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use codeq_client::{Outcome, Task};
@@ -11,8 +11,41 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
+use crate::exit::ConfigError;
+
 /// How much of the handler's stderr becomes the nack reason.
 const STDERR_TAIL_BYTES: usize = 2000;
+
+/// The program `--handler` names, checked before anything is claimed: a
+/// typo would otherwise nack, and in the end dead-letter, every task.
+/// A path with a `/` must be an executable file; a bare name is looked up
+/// in the current directory first (as `./name`, which is what people
+/// mean by `--handler render.sh`), then on `PATH`.
+pub fn resolve(handler: &Path) -> Result<PathBuf, ConfigError> {
+    let not_found = || {
+        ConfigError::new(format!(
+            "--handler {}: no such executable file (check the path and its execute bit)",
+            handler.display()
+        ))
+    };
+    if handler.components().count() > 1 || handler.is_absolute() {
+        return is_executable(handler).then(|| handler.to_path_buf()).ok_or_else(not_found);
+    }
+    let here = Path::new(".").join(handler);
+    if here.is_file() {
+        return is_executable(&here).then_some(here).ok_or_else(not_found);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(handler))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(not_found)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
 
 /// What a handler may print on stdout.
 #[derive(Debug, Deserialize)]
@@ -145,6 +178,23 @@ mod tests {
 
     fn exited(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn handlers_must_be_executable_files() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("h.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+
+        let not_executable = resolve(&script);
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let executable = resolve(&script);
+
+        assert!(not_executable.is_err());
+        assert_eq!(executable.unwrap(), script);
+        assert!(resolve(&dir.path().join("missing.sh")).is_err());
+        assert!(resolve(Path::new("sh")).unwrap().ends_with("sh"), "found on PATH");
     }
 
     #[test]
