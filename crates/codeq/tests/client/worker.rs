@@ -109,12 +109,12 @@ fn heartbeats_keep_a_handler_three_times_longer_than_the_lease_and_it_is_deliver
         &server,
         "slow.sh",
         &format!(
-            "cat >/dev/null\necho run >> '{}'\nsleep 3\necho '{{\"status\":\"COMPLETED\",\"result\":{{}}}}'",
+            "cat >/dev/null\necho run >> '{}'\nsleep 6\necho '{{\"status\":\"COMPLETED\",\"result\":{{}}}}'",
             runs.display()
         ),
     );
     let mut main = worker(&server, "SLOW", &slow);
-    let main = main.args(["--once", "--lease", "1"]).stderr(Stdio::piped()).spawn().unwrap();
+    let main = main.args(["--once", "--lease", "2"]).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&runs);
     // A second runner competes for the queue while the handler runs: had
     // the lease lapsed, it would have been handed the task again.
