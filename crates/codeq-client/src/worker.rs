@@ -228,7 +228,8 @@ impl Worker {
         self
     }
 
-    /// Make one claim (one long poll), handle what it brings, and stop.
+    /// Make one claim (one long poll), handle what it brings, and stop;
+    /// a failed claim is then an error rather than retried.
     pub fn once(mut self, once: bool) -> Self {
         self.once = once;
         self
@@ -311,7 +312,8 @@ impl Worker {
                     }
                 }
                 Ok(None) => {}
-                Err(err) if is_fatal(&err) => return Err(err),
+                // With `once` there is no later claim to retry in.
+                Err(err) if is_fatal(&err) || self.once => return Err(err),
                 Err(_) => {
                     tokio::select! {
                         () = self.stop.claiming.cancelled() => return Ok(summary),

@@ -299,3 +299,20 @@ fn a_bare_handler_name_is_found_in_the_current_directory() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(answer["result"]["result"]["bare"], true);
 }
+
+#[test]
+fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &url, "--worker-token", "w"])
+        .args(["worker", "start", "--events", "X", "--once", "--handler"])
+        .arg(&noop));
+
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+}
