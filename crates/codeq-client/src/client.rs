@@ -29,6 +29,8 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The header that marks an idempotent replay of a create.
 const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// The header asking a dev-mode server for admin rights.
+const ADMIN_ROLE_HEADER: &str = "x-role";
 
 /// Which token a call sends.
 #[derive(Debug, Clone, Copy)]
@@ -43,12 +45,62 @@ enum Auth {
     None,
 }
 
+/// Which failures of a call may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Repeating the call changes nothing more (reads, results,
+    /// heartbeats, keyed creates): retried on any transport error and on
+    /// 502/503/504.
+    Safe,
+    /// Retried only when the connection could not be made, so the server
+    /// never saw the request (claims, nacks, abandons, unkeyed creates).
+    ConnectOnly,
+}
+
+/// How often and how patiently failed calls are repeated (see
+/// [`ClientBuilder::retry_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Repeats after the first try (0 disables retries).
+    pub max_retries: u32,
+    /// Pause before the first repeat; doubled for each further one.
+    pub base_delay: Duration,
+    /// Longest pause.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub const NONE: Self =
+        Self { max_retries: 0, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
+
+    fn delay(&self, retry: u32) -> Duration {
+        self.base_delay.saturating_mul(2u32.saturating_pow(retry)).min(self.max_delay)
+    }
+}
+
+impl Default for RetryPolicy {
+    /// Two repeats, after 200 ms and 400 ms.
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
 /// A typed client for the codeQ HTTP API.
 ///
 /// Producer calls send the producer token, worker calls the worker token,
 /// admin calls the producer token, and reads (`get_task`, `get_result`) the
 /// producer token or, without one, the worker token. A call whose token is
 /// missing fails with [`Error::MissingToken`] without a request.
+///
+/// Failed calls are repeated per the [`RetryPolicy`]: calls that are safe
+/// to repeat (reads, results, heartbeats, creates with an idempotency key)
+/// on any transport error and on 502/503/504; every other call only when
+/// the connection could not be made at all.
 ///
 /// Cloning is cheap and clones share one connection pool, so one client can
 /// serve many tasks.
@@ -80,6 +132,8 @@ pub struct Client {
     timeout: Duration,
     producer_token: Option<Arc<str>>,
     worker_token: Option<Arc<str>>,
+    admin_role: bool,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for Client {
@@ -103,9 +157,16 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     pool_max_idle_per_host: usize,
     pool_idle_timeout: Duration,
+    retry: RetryPolicy,
 }
 
 impl ClientBuilder {
+    /// How failed calls are repeated (default [`RetryPolicy::default`]).
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Time allowed for one request (a long poll gets its wait on top).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -150,6 +211,8 @@ impl ClientBuilder {
             timeout: self.timeout,
             producer_token: None,
             worker_token: None,
+            admin_role: false,
+            retry: self.retry,
         })
     }
 }
@@ -183,6 +246,7 @@ impl Client {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -200,6 +264,15 @@ impl Client {
         self
     }
 
+    /// Sends `X-Role: ADMIN` with producer and admin calls when `admin`:
+    /// a server with `env: dev` then treats a producer token without a
+    /// `role` claim as admin (SPEC §3); other servers ignore the header.
+    #[must_use]
+    pub fn with_admin_role(mut self, admin: bool) -> Self {
+        self.admin_role = admin;
+        self
+    }
+
     /// The server's base URL.
     pub fn base_url(&self) -> &Url {
         &self.base_url
@@ -211,7 +284,8 @@ impl Client {
     /// for a repeated idempotency key (`replayed`).
     pub async fn create_task(&self, task: &CreateTask) -> Result<Created, Error> {
         let request = self.request(Method::POST, &["v1", "codeq", "tasks"], Auth::Producer)?;
-        let response = send(request.json(task)).await?;
+        let retry = if task.idempotency_key.is_some() { Retry::Safe } else { Retry::ConnectOnly };
+        let response = self.send(request.json(task), retry).await?;
         let replayed = response
             .headers()
             .get(REPLAYED_HEADER)
@@ -227,7 +301,8 @@ impl Client {
     ) -> Result<Vec<BatchItem<Task>>, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", "batch"], Auth::Producer)?;
-        let response = send(request.json(&CreateBatchBody { tasks })).await?;
+        let response =
+            self.send(request.json(&CreateBatchBody { tasks }), Retry::ConnectOnly).await?;
         let answer: CreateBatchAnswer = decode(response).await?;
         Ok(answer.results.into_iter().map(Into::into).collect())
     }
@@ -239,7 +314,8 @@ impl Client {
     pub async fn claim(&self, claim: &ClaimRequest) -> Result<Option<Task>, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", "claim"], Auth::Worker)?;
-        let response = send(request.json(claim).timeout(self.long_poll_timeout(claim))).await?;
+        let request = request.json(claim).timeout(self.long_poll_timeout(claim));
+        let response = self.send(request, Retry::ConnectOnly).await?;
         if response.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
@@ -252,7 +328,8 @@ impl Client {
         let path = ["v1", "codeq", "tasks", "claim", "batch"];
         let request = self.request(Method::POST, &path, Auth::Worker)?;
         let body = ClaimBatchBody { claim, count };
-        let response = send(request.json(&body).timeout(self.long_poll_timeout(claim))).await?;
+        let request = request.json(&body).timeout(self.long_poll_timeout(claim));
+        let response = self.send(request, Retry::ConnectOnly).await?;
         if response.status() == StatusCode::NO_CONTENT {
             return Ok(Vec::new());
         }
@@ -270,7 +347,8 @@ impl Client {
     ) -> Result<HeartbeatAck, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", id, "heartbeat"], Auth::Worker)?;
-        let response = send(request.json(&HeartbeatBody { attempt, extend_seconds })).await?;
+        let body = HeartbeatBody { attempt, extend_seconds };
+        let response = self.send(request.json(&body), Retry::Safe).await?;
         decode(response).await
     }
 
@@ -279,7 +357,7 @@ impl Client {
     pub async fn abandon(&self, id: &str, attempt: u32) -> Result<(), Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", id, "abandon"], Auth::Worker)?;
-        send(request.json(&AbandonBody { attempt })).await?;
+        self.send(request.json(&AbandonBody { attempt }), Retry::ConnectOnly).await?;
         Ok(())
     }
 
@@ -295,7 +373,8 @@ impl Client {
     ) -> Result<NackOutcome, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", id, "nack"], Auth::Worker)?;
-        let response = send(request.json(&NackBody { attempt, delay_seconds, reason })).await?;
+        let body = NackBody { attempt, delay_seconds, reason };
+        let response = self.send(request.json(&body), Retry::ConnectOnly).await?;
         decode(response).await
     }
 
@@ -308,7 +387,7 @@ impl Client {
     ) -> Result<ResultRecord, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", id, "result"], Auth::Worker)?;
-        let response = send(request.json(result)).await?;
+        let response = self.send(request.json(result), Retry::Safe).await?;
         decode(response).await
     }
 
@@ -320,7 +399,7 @@ impl Client {
     ) -> Result<Vec<BatchItem<ResultRecord>>, Error> {
         let path = ["v1", "codeq", "tasks", "batch", "results"];
         let request = self.request(Method::POST, &path, Auth::Worker)?;
-        let response = send(request.json(&ResultBatchBody { results })).await?;
+        let response = self.send(request.json(&ResultBatchBody { results }), Retry::Safe).await?;
         let answer: ResultBatchAnswer = decode(response).await?;
         Ok(answer.results.into_iter().map(Into::into).collect())
     }
@@ -330,7 +409,7 @@ impl Client {
     /// `GET /v1/codeq/tasks/:id`.
     pub async fn get_task(&self, id: &str) -> Result<Task, Error> {
         let request = self.request(Method::GET, &["v1", "codeq", "tasks", id], Auth::Reader)?;
-        decode(send(request).await?).await
+        decode(self.send(request, Retry::Safe).await?).await
     }
 
     /// `GET /v1/codeq/tasks/:id/result`: the task and its result (404 while
@@ -338,7 +417,7 @@ impl Client {
     pub async fn get_result(&self, id: &str) -> Result<TaskWithResult, Error> {
         let request =
             self.request(Method::GET, &["v1", "codeq", "tasks", id, "result"], Auth::Reader)?;
-        decode(send(request).await?).await
+        decode(self.send(request, Retry::Safe).await?).await
     }
 
     // ---- Admin ----------------------------------------------------------
@@ -347,7 +426,7 @@ impl Client {
     pub async fn queues(&self) -> Result<Vec<QueueStats>, Error> {
         let request =
             self.request(Method::GET, &["v1", "codeq", "admin", "queues"], Auth::Producer)?;
-        let answer: QueuesAnswer = decode(send(request).await?).await?;
+        let answer: QueuesAnswer = decode(self.send(request, Retry::Safe).await?).await?;
         Ok(answer.queues)
     }
 
@@ -356,7 +435,7 @@ impl Client {
     pub async fn queue_stats(&self, command: &str) -> Result<QueueStats, Error> {
         let path = ["v1", "codeq", "admin", "queues", command];
         let request = self.request(Method::GET, &path, Auth::Producer)?;
-        decode(send(request).await?).await
+        decode(self.send(request, Retry::Safe).await?).await
     }
 
     /// `POST /v1/codeq/admin/tasks/cleanup`: deletes up to `limit` (server
@@ -369,7 +448,7 @@ impl Client {
     ) -> Result<CleanupOutcome, Error> {
         let path = ["v1", "codeq", "admin", "tasks", "cleanup"];
         let request = self.request(Method::POST, &path, Auth::Producer)?;
-        let response = send(request.json(&CleanupBody { limit, before })).await?;
+        let response = self.send(request.json(&CleanupBody { limit, before }), Retry::Safe).await?;
         decode(response).await
     }
 
@@ -377,14 +456,15 @@ impl Client {
 
     /// `GET /healthz`: `Ok` while the server process is up.
     pub async fn healthz(&self) -> Result<(), Error> {
-        send(self.request(Method::GET, &["healthz"], Auth::None)?).await?;
+        self.send(self.request(Method::GET, &["healthz"], Auth::None)?, Retry::Safe).await?;
         Ok(())
     }
 
     /// `GET /readyz`: `Ok` when the server's storage answers; otherwise an
     /// [`Error::Api`] with status 503.
     pub async fn readyz(&self) -> Result<(), Error> {
-        send(self.request(Method::GET, &["readyz"], Auth::None)?).await?;
+        // Not retried on 503: "not ready" is the answer asked for.
+        self.send(self.request(Method::GET, &["readyz"], Auth::None)?, Retry::ConnectOnly).await?;
         Ok(())
     }
 
@@ -406,7 +486,10 @@ impl Client {
             })?;
             path.pop_if_empty().extend(segments);
         }
-        let request = self.http.request(method, url);
+        let mut request = self.http.request(method, url);
+        if self.admin_role && matches!(auth, Auth::Producer) {
+            request = request.header(ADMIN_ROLE_HEADER, "ADMIN");
+        }
         Ok(match self.token(auth)? {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -427,13 +510,30 @@ impl Client {
         token.map(Some).map_err(Error::MissingToken)
     }
 
+    /// Sends `request`, repeating it per the retry policy while `retry`
+    /// allows. A body that cannot be cloned (none here: all are JSON) is
+    /// sent once.
+    async fn send(&self, request: RequestBuilder, retry: Retry) -> Result<Response, Error> {
+        let mut attempt = 0;
+        loop {
+            let Some(copy) = request.try_clone() else { return send_once(request).await };
+            match send_once(copy).await {
+                Err(err) if attempt < self.retry.max_retries && may_retry(&err, retry) => {
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     fn long_poll_timeout(&self, claim: &ClaimRequest) -> Duration {
         self.timeout + Duration::from_secs(claim.wait_seconds.unwrap_or(0).into())
     }
 }
 
-/// Sends the request; a non-2xx answer becomes [`Error::Api`].
-async fn send(request: RequestBuilder) -> Result<Response, Error> {
+/// Sends `request` once; a non-2xx answer becomes [`Error::Api`].
+async fn send_once(request: RequestBuilder) -> Result<Response, Error> {
     let response = request.send().await?;
     let status = response.status();
     if status.is_success() {
@@ -443,6 +543,17 @@ async fn send(request: RequestBuilder) -> Result<Response, Error> {
     // itself would hide it.
     let body = response.bytes().await.unwrap_or_default();
     Err(Error::from_response_body(status.as_u16(), &body))
+}
+
+/// Whether a failed attempt of a call may be repeated.
+fn may_retry(err: &Error, retry: Retry) -> bool {
+    match (err, retry) {
+        // Not connected: the server never saw the request.
+        (Error::Transport(err), _) if err.is_connect() => true,
+        (Error::Transport(_), Retry::Safe) => true,
+        (Error::Api { status: 502..=504, .. }, Retry::Safe) => true,
+        _ => false,
+    }
 }
 
 /// Reads the whole body and parses it as `T`.
@@ -521,6 +632,21 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_role_header_goes_with_producer_calls_only() {
+        let client =
+            client("http://127.0.0.1:8080").with_producer_token("p").with_worker_token("w");
+        let admin = client.clone().with_admin_role(true);
+        let role = |c: &Client, auth| {
+            let request = c.request(Method::GET, &["x"], auth).unwrap().build().unwrap();
+            request.headers().get(ADMIN_ROLE_HEADER).map(|v| v.to_str().unwrap().to_owned())
+        };
+
+        assert_eq!(role(&admin, Auth::Producer).as_deref(), Some("ADMIN"));
+        assert_eq!(role(&admin, Auth::Worker), None);
+        assert_eq!(role(&client, Auth::Producer), None);
+    }
+
+    #[test]
     fn debug_output_hides_tokens() {
         let client = client("http://127.0.0.1:8080").with_producer_token("secret-token");
 
@@ -528,6 +654,29 @@ mod tests {
 
         assert!(!printed.contains("secret-token"));
         assert!(printed.contains("<set>"));
+    }
+
+    #[test]
+    fn only_safe_calls_are_repeated_after_the_server_may_have_seen_them() {
+        let unavailable = Error::from_response_body(503, b"");
+        let conflict = Error::from_response_body(409, b"");
+
+        assert!(may_retry(&unavailable, Retry::Safe));
+        assert!(!may_retry(&unavailable, Retry::ConnectOnly));
+        assert!(!may_retry(&conflict, Retry::Safe));
+    }
+
+    #[test]
+    fn retry_pauses_double_up_to_the_maximum() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+        };
+
+        let pauses: Vec<_> = (0..4).map(|n| policy.delay(n).as_millis()).collect();
+
+        assert_eq!(pauses, [100, 200, 300, 300]);
     }
 
     #[test]

@@ -8,16 +8,22 @@
 //! - [`client`]: [`Client`], its [`ClientBuilder`], and which token each call sends.
 //! - [`types`]: request and response bodies (`Task`, `CreateTask`, `ResultRecord`, …).
 //! - [`error`]: [`Error`], including the API's `{"error", "code"}` bodies.
+//! - [`iam`]: identity-service sign-in and token exchange, for `codeq auth login`.
+//! - [`worker`]: [`Worker`], the claim → handle → report loop with
+//!   heartbeats, concurrency and graceful stop.
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod error;
+pub mod iam;
 pub mod types;
+pub mod worker;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, RetryPolicy};
 pub use error::{Error, TokenKind};
 pub use types::{
     Artifact, ArtifactUpload, BatchItem, BatchResult, ClaimRequest, CleanupOutcome, CreateTask,
     Created, HeartbeatAck, ItemError, NackOutcome, NackStatus, QueueStats, ResultRecord,
     ResultStatus, SubmitResult, Task, TaskStatus, TaskWithResult,
 };
+pub use worker::{Outcome, Worker};

@@ -239,3 +239,179 @@ async fn an_unreachable_server_is_a_transport_error() {
 
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_server_that_comes_up_while_retrying_answers_the_repeated_read() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let url = format!("http://127.0.0.1:{port}");
+    let patient = codeq_client::RetryPolicy {
+        max_retries: 8,
+        base_delay: std::time::Duration::from_millis(100),
+        max_delay: std::time::Duration::from_millis(400),
+    };
+    let impatient = Client::builder(&url).retry_policy(codeq_client::RetryPolicy::NONE).build();
+    let patient = Client::builder(&url).retry_policy(patient).build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default_for_tests(dir.path());
+    config.host = "127.0.0.1".into();
+    config.port = port;
+    config.static_tokens = vec![token(PRODUCER, TokenKind::Producer, "producer", true)];
+
+    let refused = impatient.unwrap().healthz().await;
+    let late_start = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        App::build(config).await.unwrap().spawn().unwrap()
+    });
+    let answered = patient.healthz().await;
+    let running = late_start.await.unwrap();
+
+    assert!(matches!(refused, Err(Error::Transport(_))), "{refused:?}");
+    assert!(answered.is_ok(), "{answered:?}");
+    running.stop().await.unwrap();
+}
+
+// ---- Worker ---------------------------------------------------------------
+
+mod worker {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use codeq_client::worker::{Reported, Summary};
+    use codeq_client::{CreateTask, Outcome, TaskStatus, Worker};
+    use serde_json::json;
+
+    use super::{Server, UNKNOWN};
+
+    /// Handlers running right now, and the most seen at once.
+    #[derive(Default)]
+    struct Gauge {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    impl Gauge {
+        fn enter(&self) {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+        }
+        fn leave(&self) {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_of_four_completes_every_task_once_at_most_four_at_a_time() {
+        let server = Server::start().await;
+        let client = server.client();
+        let mut ids = Vec::new();
+        for n in 0..12 {
+            ids.push(
+                client
+                    .create_task(&CreateTask::new("POOL", json!({"n": n})))
+                    .await
+                    .unwrap()
+                    .task
+                    .id,
+            );
+        }
+        let gauge = Arc::new(Gauge::default());
+        let seen = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+        let worker = Worker::new(client.clone(), ["POOL"]).concurrency(4).wait_seconds(1);
+        let stop = worker.stop_handle();
+        let (handler_gauge, handler_seen) = (Arc::clone(&gauge), Arc::clone(&seen));
+
+        let running = tokio::spawn(worker.run(move |task| {
+            let (gauge, seen) = (Arc::clone(&handler_gauge), Arc::clone(&handler_seen));
+            async move {
+                gauge.enter();
+                *seen.lock().unwrap().entry(task.id.clone()).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                gauge.leave();
+                Outcome::Completed(
+                    json!({"n": task.payload_as::<serde_json::Value>().unwrap()["n"]}),
+                )
+            }
+        }));
+        while seen.lock().unwrap().len() < ids.len() || gauge.now.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.stop();
+        let summary = running.await.unwrap().unwrap();
+
+        assert_eq!(summary, Summary { completed: 12, ..Summary::default() });
+        assert!(seen.lock().unwrap().values().all(|&n| n == 1), "each task handled once");
+        let peak = gauge.peak.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&peak), "ran {peak} at once");
+        for id in &ids {
+            assert_eq!(client.get_task(id).await.unwrap().status, TaskStatus::Completed);
+        }
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stop_lets_the_running_handler_finish_and_abandon_gives_the_task_back() {
+        let server = Server::start().await;
+        let client = server.client();
+        let finished = client.create_task(&CreateTask::new("STOP", json!({}))).await.unwrap().task;
+        let worker = Worker::new(client.clone(), ["STOP"]).wait_seconds(1);
+        let stop = worker.stop_handle();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&reports);
+        let worker = worker.on_task(move |report| log.lock().unwrap().push(report.reported));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+
+        let running = tokio::spawn(worker.run(move |_task| {
+            let started = started_tx.lock().unwrap().take();
+            async move {
+                if let Some(started) = started {
+                    let _ = started.send(());
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Outcome::Completed(json!({"finished": true}))
+            }
+        }));
+        started_rx.await.unwrap();
+        stop.stop();
+        let summary = running.await.unwrap().unwrap();
+
+        assert_eq!(summary.completed, 1, "the running handler finished after stop");
+        assert_eq!(*reports.lock().unwrap(), [Reported::Completed]);
+        assert_eq!(client.get_task(&finished.id).await.unwrap().status, TaskStatus::Completed);
+
+        let given_back =
+            client.create_task(&CreateTask::new("STOP", json!({}))).await.unwrap().task;
+        let worker = Worker::new(client.clone(), ["STOP"]).wait_seconds(1);
+        let stop = worker.stop_handle();
+        let running = tokio::spawn(worker.run(|_task| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Outcome::Completed(json!({}))
+        }));
+        while client.get_task(&given_back.id).await.unwrap().status != TaskStatus::InProgress {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.abandon();
+        let summary = running.await.unwrap().unwrap();
+        let task = client.get_task(&given_back.id).await.unwrap();
+
+        assert_eq!(summary.abandoned, 1);
+        assert_eq!((task.status, task.attempts), (TaskStatus::Pending, 1));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_worker_token_ends_the_run_with_the_auth_error() {
+        let server = Server::start().await;
+        let client = server.client_with(super::PRODUCER, UNKNOWN);
+
+        let err =
+            Worker::new(client, ["X"]).concurrency(3).run(|_task| async { Outcome::Abandon }).await;
+
+        assert_eq!(err.unwrap_err().status(), Some(401));
+        server.stop().await;
+    }
+}

@@ -25,7 +25,7 @@ use codeq_client::{BatchResult, ClaimRequest, Client, CreateTask, SubmitResult, 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cli::{BenchArgs, BenchMode, DEFAULT_BASE_URL};
+use crate::cli::{BenchArgs, BenchMode, DEFAULT_BASE_URL, GlobalArgs};
 use crate::exit::ConfigError;
 use stats::{Samples, Summary};
 
@@ -112,8 +112,7 @@ pub struct Credentials {
 impl Settings {
     /// Resolves the arguments: reads `credentials.json` when no token was
     /// given (SPEC §3 "local mode").
-    pub fn from_args(args: &BenchArgs) -> anyhow::Result<Self> {
-        let conn = &args.connection;
+    pub fn from_args(conn: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Self> {
         let credentials = if conn.producer_token.is_none() && conn.worker_token.is_none() {
             let path = args.data_dir.join("credentials.json");
             Some((load_credentials(&path)?, path))
@@ -821,8 +820,8 @@ pub(crate) fn write_table(f: &mut fmt::Formatter<'_>, rows: &[(&str, &Summary)])
 
 /// `codeq bench`: resolves the settings, runs the chosen measurement on a
 /// fresh runtime and prints its report (plain text, or JSON with `--json`).
-pub fn main(args: &BenchArgs) -> anyhow::Result<Ending> {
-    let settings = Settings::from_args(args)?;
+pub fn main(conn: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Ending> {
+    let settings = Settings::from_args(conn, args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use codeq_server::config::ConfigOverrides;
 use serde::Serialize;
 
-/// Where `codeq bench` looks for the server by default.
+/// Where the CLI looks for the server by default.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
 
 /// The `codeq` binary: server, command line and worker runner.
@@ -21,6 +21,9 @@ pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
     about = "codeQ task queue: server, command line and load generator"
 )]
 pub struct Cli {
+    /// Server, tokens and profile.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Commands,
@@ -31,6 +34,21 @@ pub struct Cli {
 pub enum Commands {
     /// Run the server.
     Serve(ServeArgs),
+    /// Write or update the profile in ~/.codeq/config.yaml.
+    #[command(after_help = INIT_EXAMPLES)]
+    Init(InitArgs),
+    /// Store, show and remove tokens.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Create, inspect and claim tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Queue depths (admin).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Run tasks through a handler program.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Load-test a running server: task throughput and latency, or
     /// long-poll wake-up latency with --wakeup.
     Bench(BenchArgs),
@@ -94,19 +112,57 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Which server to talk to, with which tokens.
-#[derive(Debug, Clone, Args)]
-pub struct ConnectionArgs {
-    /// Server URL [default: the baseUrl of DIR/credentials.json (--data-dir)
-    /// when its tokens are used, else http://127.0.0.1:8080].
-    #[arg(long, env = "CODEQ_BASE_URL", value_name = "URL")]
+/// The global flags of SPEC §8: which server, which tokens, which profile.
+/// Each wins over its environment variable, which wins over the profile.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Server URL [default: the profile's, else a local-mode server's, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "CODEQ_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
-    /// Producer token.
-    #[arg(long, env = "CODEQ_PRODUCER_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// Producer token (producer, read and admin calls).
+    #[arg(
+        long,
+        global = true,
+        env = "CODEQ_PRODUCER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub producer_token: Option<Secret>,
-    /// Worker token.
-    #[arg(long, env = "CODEQ_WORKER_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// Worker token (claims and results).
+    #[arg(
+        long,
+        global = true,
+        env = "CODEQ_WORKER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub worker_token: Option<Secret>,
+    /// Ask for admin rights with `X-Role: ADMIN` (servers with env: dev).
+    #[arg(
+        long,
+        global = true,
+        env = "CODEQ_ADMIN",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub admin: bool,
+    /// Profile of ~/.codeq/config.yaml to use [default: its currentProfile].
+    #[arg(long, global = true, env = "CODEQ_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Identity service URL, for `auth login`.
+    #[arg(long, global = true, env = "CODEQ_IAM_BASE_URL", value_name = "URL")]
+    pub iam_base_url: Option<String>,
+    /// Identity service API key, for `auth login`.
+    #[arg(
+        long,
+        global = true,
+        env = "CODEQ_IAM_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub iam_api_key: Option<Secret>,
 }
 
 /// How bench producers and workers call the API.
@@ -130,14 +186,12 @@ impl fmt::Display for BenchMode {
 
 /// `codeq bench`: a load generator against an already running server.
 ///
-/// Without a token on the command line or in the environment, both tokens
-/// (and the base URL) are read from `<data-dir>/credentials.json`, as
-/// written by a server in local mode.
+/// Server and tokens come from the global flags (or their environment
+/// variables). Without a token there, both tokens (and the base URL) are
+/// read from `<data-dir>/credentials.json`, as written by a server in
+/// local mode.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Server and tokens.
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
     /// Data directory of a local-mode server, for credentials.json.
     #[arg(long, value_name = "DIR", default_value = "./codeq-data")]
     pub data_dir: PathBuf,
@@ -183,4 +237,302 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+// ---- Client commands ------------------------------------------------------
+
+const INIT_EXAMPLES: &str = "Examples:
+  codeq init                                   # asks for the URL and tokens
+  codeq init --no-prompt --base-url http://127.0.0.1:8080 --producer-token \"$P\"
+  codeq --profile staging init --base-url https://codeq.staging.example";
+
+/// `codeq init`: writes the selected profile and makes it current.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Do not ask; store only what the flags and environment give.
+    #[arg(long)]
+    pub no_prompt: bool,
+}
+
+/// How a command prints what it got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Pretty-printed JSON, for scripts (`jq`).
+    #[default]
+    Json,
+    /// Aligned columns, for people.
+    Table,
+    /// Only the task id (or the queue names), for shell variables:
+    /// `ID=$(codeq task create … -o id)`.
+    Id,
+}
+
+/// The `--output` flag shared by the commands that print API objects.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, short = 'o', value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+}
+
+const AUTH_SET_EXAMPLES: &str = "Examples:
+  codeq auth set --producer \"$PRODUCER_TOKEN\"
+  codeq --profile prod auth set --producer P --worker W";
+const AUTH_SHOW_EXAMPLES: &str = "Examples:
+  codeq auth show
+  codeq --profile prod auth show";
+const AUTH_CLEAR_EXAMPLES: &str = "Examples:
+  codeq auth clear            # both tokens
+  codeq auth clear --worker";
+
+const AUTH_LOGIN_EXAMPLES: &str = "Examples:
+  codeq --iam-base-url https://iam.example/v1 --iam-api-key K auth login --email me@example.com
+  printf '%s\\n' \"$PASSWORD\" | codeq auth login --email me@example.com --password-stdin --no-prompt
+  codeq auth login --email me@example.com --tenant-id acme --scopes codeq:admin
+
+Signs in at {iamBaseUrl}/signInWithPassword, exchanges the ID token at
+{iamBaseUrl}/token/exchange and stores the access token as the profile's
+producer token.";
+
+/// `codeq auth …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuthCommand {
+    /// Sign in at the identity service and store the producer token.
+    #[command(after_help = AUTH_LOGIN_EXAMPLES)]
+    Login(AuthLoginArgs),
+    /// Store tokens in the selected profile.
+    #[command(after_help = AUTH_SET_EXAMPLES)]
+    Set(AuthSetArgs),
+    /// Print the settings in effect, tokens masked.
+    #[command(after_help = AUTH_SHOW_EXAMPLES)]
+    Show,
+    /// Remove tokens from the selected profile.
+    #[command(after_help = AUTH_CLEAR_EXAMPLES)]
+    Clear(AuthClearArgs),
+}
+
+/// `codeq auth login`.
+#[derive(Debug, Clone, Args)]
+pub struct AuthLoginArgs {
+    /// Account e-mail [prompted when missing].
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// Read the password from the first line of stdin instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Audience of the exchanged token.
+    #[arg(long, value_name = "A", default_value = "codeq-producer")]
+    pub audience: String,
+    /// Tenant to sign in to.
+    #[arg(long, value_name = "T")]
+    pub tenant_id: Option<String>,
+    /// Scopes to ask for.
+    #[arg(long, value_name = "S,S", value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Fail instead of asking for what is missing.
+    #[arg(long)]
+    pub no_prompt: bool,
+}
+
+/// `codeq auth set`.
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("tokens").required(true).multiple(true))]
+pub struct AuthSetArgs {
+    /// Producer token to store.
+    #[arg(long, value_name = "TOKEN", group = "tokens")]
+    pub producer: Option<Secret>,
+    /// Worker token to store.
+    #[arg(long, value_name = "TOKEN", group = "tokens")]
+    pub worker: Option<Secret>,
+}
+
+/// `codeq auth clear`: without a flag, both tokens.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct AuthClearArgs {
+    /// Remove the producer token.
+    #[arg(long, conflicts_with = "all")]
+    pub producer: bool,
+    /// Remove the worker token.
+    #[arg(long, conflicts_with = "all")]
+    pub worker: bool,
+    /// Remove both tokens (the default).
+    #[arg(long)]
+    pub all: bool,
+}
+
+const TASK_CREATE_EXAMPLES: &str = "Examples:
+  codeq task create --command RENDER --payload '{\"jobId\":\"j-1\"}'
+  codeq task create --event RENDER --priority 5 --delay 60 --idempotency-key order-42
+  codeq task create --command RENDER --payload @job.json --output table
+  render-job-spec | codeq task create --command RENDER --payload -";
+const TASK_GET_EXAMPLES: &str = "Examples:
+  codeq task get 0190a0a0-0000-7000-8000-000000000001
+  codeq task get \"$ID\" | jq -r .status";
+const TASK_RESULT_EXAMPLES: &str = "Examples:
+  codeq task result \"$ID\"
+  codeq task result \"$ID\" --output table";
+const TASK_CLAIM_EXAMPLES: &str = "Examples:
+  codeq task claim --commands RENDER --lease 60 --wait 10
+  (prints nothing and exits 0 when no task arrived)";
+
+/// `codeq task …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task and print it.
+    #[command(after_help = TASK_CREATE_EXAMPLES)]
+    Create(TaskCreateArgs),
+    /// Print a task.
+    #[command(after_help = TASK_GET_EXAMPLES)]
+    Get(TaskIdArgs),
+    /// Print a task's result (with the task).
+    #[command(after_help = TASK_RESULT_EXAMPLES)]
+    Result(TaskIdArgs),
+    /// Claim one task under a lease and print it (worker token).
+    #[command(after_help = TASK_CLAIM_EXAMPLES)]
+    Claim(TaskClaimArgs),
+}
+
+/// `codeq task create`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskCreateArgs {
+    /// Queue name.
+    #[arg(long, visible_alias = "event", value_name = "C")]
+    pub command: String,
+    /// JSON payload; `@FILE` reads it from a file, `-` from stdin.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub payload: String,
+    /// 0..9, higher is claimed first.
+    #[arg(long, value_name = "N")]
+    pub priority: Option<i32>,
+    /// URL to receive the result.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Delivery limit (1..1000).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// A repeat with the same key returns the existing task.
+    #[arg(long, value_name = "K")]
+    pub idempotency_key: Option<String>,
+    /// When the task becomes claimable (RFC 3339).
+    #[arg(long, value_name = "TS")]
+    pub run_at: Option<String>,
+    /// Seconds before the task becomes claimable.
+    #[arg(long, value_name = "S")]
+    pub delay: Option<u64>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A command about one task.
+#[derive(Debug, Clone, Args)]
+pub struct TaskIdArgs {
+    /// The task's id.
+    pub id: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `codeq task claim`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskClaimArgs {
+    /// Commands to claim from [default: the token's].
+    #[arg(long, visible_alias = "events", value_name = "A,B", value_delimiter = ',')]
+    pub commands: Vec<String>,
+    /// Lease in seconds [default: the server's].
+    #[arg(long, value_name = "S")]
+    pub lease: Option<u32>,
+    /// Long poll: seconds to wait for a task (0..30).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub wait: u32,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+const QUEUE_INSPECT_EXAMPLES: &str = "Examples:
+  codeq queue inspect RENDER
+  codeq queue inspect RENDER --output table";
+const QUEUE_STATS_EXAMPLES: &str = "Examples:
+  codeq queue stats --command RENDER";
+const QUEUE_LIST_EXAMPLES: &str = "Examples:
+  codeq queue list --output table";
+
+/// `codeq queue …` (admin).
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueueCommand {
+    /// Depths of one command's queues.
+    #[command(after_help = QUEUE_INSPECT_EXAMPLES)]
+    Inspect(QueueInspectArgs),
+    /// Same as `inspect`, with the command as a flag.
+    #[command(after_help = QUEUE_STATS_EXAMPLES)]
+    Stats(QueueStatsArgs),
+    /// Depths of every command's queues.
+    #[command(after_help = QUEUE_LIST_EXAMPLES)]
+    List(OutputArgs),
+}
+
+/// `codeq queue inspect CMD`.
+#[derive(Debug, Clone, Args)]
+pub struct QueueInspectArgs {
+    /// The command (queue name).
+    pub command: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `codeq queue stats --command CMD`.
+#[derive(Debug, Clone, Args)]
+pub struct QueueStatsArgs {
+    /// The command (queue name).
+    #[arg(long, visible_alias = "event", value_name = "CMD")]
+    pub command: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+const WORKER_START_EXAMPLES: &str = "Examples:
+  codeq worker start --events RENDER --handler ./examples/handlers/echo.sh
+  codeq worker start --commands RENDER,THUMB --concurrency 4 --lease 60 --handler ./render.py
+  codeq worker start --events RENDER --handler ./render.sh --once
+
+The handler gets the task JSON on stdin (and CODEQ_TASK_ID, CODEQ_TASK_COMMAND,
+CODEQ_TASK_ATTEMPT in its environment) and prints
+  {\"status\":\"COMPLETED\",\"result\":{...}}  or  {\"status\":\"FAILED\",\"error\":\"...\"}
+A non-zero exit or other output asks for a retry, with the end of its stderr
+as the reason. SIGINT/SIGTERM: no new claims, running handlers finish (a
+second signal abandons them); the exit code is then 130.";
+
+/// `codeq worker …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum WorkerCommand {
+    /// Claim tasks and run a handler program for each.
+    #[command(after_help = WORKER_START_EXAMPLES)]
+    Start(WorkerStartArgs),
+}
+
+/// `codeq worker start`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerStartArgs {
+    /// Commands to claim from [default: the token's].
+    #[arg(long, visible_alias = "commands", value_name = "A,B", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// Tasks handled at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// Program run for each task.
+    #[arg(long, value_name = "PATH")]
+    pub handler: PathBuf,
+    /// Lease in seconds, renewed every lease/3 while the handler runs.
+    #[arg(long, value_name = "S", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease: u32,
+    /// Long-poll wait of each claim, 0..30 seconds.
+    #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub poll: u32,
+    /// Make one claim, handle what it brings, and exit.
+    #[arg(long)]
+    pub once: bool,
 }

@@ -55,10 +55,32 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
     GENERAL
 }
 
-/// Prints the error with its causes to stderr and gives its exit code.
+/// Prints the error with its causes (and, for a missing token, how to
+/// configure one) to stderr and gives its exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     eprintln!("codeq: {err:#}");
+    if let Some(hint) = hint_for(err) {
+        eprintln!("hint: {hint}");
+    }
     ExitCode::from(code_for(err))
+}
+
+/// What to do about an error the user can fix from the command line.
+fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+    let missing = err.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(codeq_client::Error::MissingToken(kind)) => Some(*kind),
+        _ => None,
+    })?;
+    Some(match missing {
+        codeq_client::TokenKind::Producer => {
+            "pass --producer-token, set CODEQ_PRODUCER_TOKEN, store one with `codeq auth set \
+             --producer T` or `codeq auth login`, or run beside a local-mode server's ./codeq-data"
+        }
+        codeq_client::TokenKind::Worker => {
+            "pass --worker-token, set CODEQ_WORKER_TOKEN, store one with `codeq auth set \
+             --worker T`, or run beside a local-mode server's ./codeq-data"
+        }
+    })
 }
 
 #[cfg(test)]
@@ -85,5 +107,13 @@ mod tests {
             CONFIGURATION
         );
         assert_eq!(code_for(&anyhow::anyhow!("something else")), GENERAL);
+    }
+
+    #[test]
+    fn a_missing_token_comes_with_a_hint_naming_the_flag() {
+        let missing = wrapped(codeq_client::Error::MissingToken(codeq_client::TokenKind::Worker));
+
+        assert!(hint_for(&missing).unwrap().contains("--worker-token"));
+        assert_eq!(hint_for(&anyhow::anyhow!("other")), None);
     }
 }

@@ -3,10 +3,17 @@
 //!
 //! Layout:
 //! - [`cli`]: the clap definition of every subcommand and flag.
+//! - [`config`]: client profiles (`~/.codeq/config.yaml`), env, flags and
+//!   the local-mode fallback, merged into the settings a command uses.
+//! - [`commands`]: `init`, `auth`, `task`, `queue`.
+//! - [`output`]: JSON or table printing of API objects.
 //! - [`bench`](mod@bench): `codeq bench`, the load generator (and [`bench::stats`], its percentiles).
 //! - [`exit`]: exit codes and the error → exit code mapping.
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod exit;
+pub mod output;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use codeq::bench::{self, Ending};
 use codeq::cli::{Cli, Commands};
+use codeq::commands::{auth, queue, task, worker};
 use codeq::exit;
 
 /// mimalloc: the server and the bench allocate many small, short-lived
@@ -14,20 +15,36 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Commands::Serve(args) => codeq_server::app::serve_main(args.into()),
-        Commands::Bench(args) => match bench::main(&args) {
-            Ok(Ending::Complete) => ExitCode::SUCCESS,
-            Ok(Ending::Stalled) => {
-                eprintln!("codeq: the bench stalled: tasks were created but never finished");
-                ExitCode::from(exit::GENERAL)
-            }
-            Ok(Ending::Interrupted) => ExitCode::from(exit::INTERRUPTED),
-            Err(err) => exit::report(&err),
-        },
+    let global = &cli.global;
+    let done = match &cli.command {
+        Commands::Serve(args) => return codeq_server::app::serve_main(args.clone().into()),
+        Commands::Bench(args) => return bench_main(global, args),
         Commands::Version => {
             println!("codeq {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
+        Commands::Worker(command) => {
+            return worker::run(global, command).unwrap_or_else(|err| exit::report(&err));
+        }
+        Commands::Init(args) => auth::init(global, args),
+        Commands::Auth(command) => auth::run(global, command),
+        Commands::Task(command) => task::run(global, command),
+        Commands::Queue(command) => queue::run(global, command),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => exit::report(&err),
+    }
+}
+
+fn bench_main(global: &codeq::cli::GlobalArgs, args: &codeq::cli::BenchArgs) -> ExitCode {
+    match bench::main(global, args) {
+        Ok(Ending::Complete) => ExitCode::SUCCESS,
+        Ok(Ending::Stalled) => {
+            eprintln!("codeq: the bench stalled: tasks were created but never finished");
+            ExitCode::from(exit::GENERAL)
+        }
+        Ok(Ending::Interrupted) => ExitCode::from(exit::INTERRUPTED),
+        Err(err) => exit::report(&err),
     }
 }

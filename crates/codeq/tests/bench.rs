@@ -74,10 +74,9 @@ fn settings_with_tokens(url: &str, producer: &str, worker: &str, extra: &[&str])
     let mut argv = vec!["codeq", "bench", "--base-url", url];
     argv.extend(["--producer-token", producer, "--worker-token", worker]);
     argv.extend(extra);
-    let Commands::Bench(args) = Cli::try_parse_from(argv).unwrap().command else {
-        panic!("expected bench")
-    };
-    Settings::from_args(&args).unwrap()
+    let cli = Cli::try_parse_from(argv).unwrap();
+    let Commands::Bench(args) = cli.command else { panic!("expected bench") };
+    Settings::from_args(&cli.global, &args).unwrap()
 }
 
 fn settings(url: &str, extra: &[&str]) -> Settings {

@@ -1,0 +1,456 @@
+//! [`Worker`]: the claim → handle → report loop, for the CLI runner and for
+//! Rust programs that embed a worker.
+//!
+//! Each of `concurrency` slots long-polls for one task, runs the handler on
+//! it while heartbeating every `lease / 3`, and reports the handler's
+//! [`Outcome`] (result, nack or abandon), always with the delivery's
+//! `attempt` so that a report for a delivery that already ended is refused
+//! by the server (fencing) instead of overwriting a newer one.
+//!
+//! Stopping is two-staged, as for the CLI's signals: [`StopHandle::stop`]
+//! ends claiming and lets running handlers finish;
+//! [`StopHandle::abandon`] also drops the running handlers and gives their
+//! tasks back.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::types::{ClaimRequest, SubmitResult, Task};
+
+/// The longest long poll the server honours.
+pub const MAX_WAIT_SECONDS: u32 = 30;
+/// The lease asked for when none is configured (the server's default).
+pub const DEFAULT_LEASE_SECONDS: u32 = 300;
+/// Pause after a failed claim before the next try; doubles up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(500);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// What the handler decided about a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Finished: submit a `COMPLETED` result with this object.
+    Completed(serde_json::Value),
+    /// Failed for good: submit a `FAILED` result with this error.
+    Failed(String),
+    /// Try again later: nack with this reason (and the server's backoff).
+    Retry(String),
+    /// Give the task back untouched (attempts unchanged).
+    Abandon,
+}
+
+/// How a task ended, as far as this worker knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// A `COMPLETED` result was accepted.
+    Completed,
+    /// A `FAILED` result was accepted.
+    Failed,
+    /// Nacked: requeued or dead-lettered.
+    Nacked,
+    /// Given back (by the handler, or by [`StopHandle::abandon`]).
+    Abandoned,
+    /// The report was refused or never arrived (lease lost, server down…).
+    ReportFailed,
+}
+
+/// One finished task, for logs.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    /// The task's id.
+    pub id: String,
+    /// Its command.
+    pub command: String,
+    /// The delivery it was.
+    pub attempt: u32,
+    /// How it ended.
+    pub reported: Reported,
+    /// The handler's reason or error, when it gave one.
+    pub detail: Option<String>,
+    /// Claim to report.
+    pub duration: Duration,
+}
+
+/// Counts of how tasks ended, returned by [`Worker::run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Completed results accepted.
+    pub completed: u64,
+    /// Failed results accepted.
+    pub failed: u64,
+    /// Nacks accepted.
+    pub nacked: u64,
+    /// Tasks given back.
+    pub abandoned: u64,
+    /// Reports refused or lost.
+    pub report_failed: u64,
+}
+
+impl Summary {
+    /// All tasks handled.
+    pub fn total(&self) -> u64 {
+        self.completed + self.failed + self.nacked + self.abandoned + self.report_failed
+    }
+
+    fn add(&mut self, reported: Reported) {
+        match reported {
+            Reported::Completed => self.completed += 1,
+            Reported::Failed => self.failed += 1,
+            Reported::Nacked => self.nacked += 1,
+            Reported::Abandoned => self.abandoned += 1,
+            Reported::ReportFailed => self.report_failed += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Summary) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.nacked += other.nacked;
+        self.abandoned += other.abandoned;
+        self.report_failed += other.report_failed;
+    }
+}
+
+/// Stops a running [`Worker`]; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle {
+    claiming: CancellationToken,
+    running: CancellationToken,
+}
+
+impl StopHandle {
+    /// No new claims; running handlers finish and are reported.
+    pub fn stop(&self) {
+        self.claiming.cancel();
+    }
+
+    /// No new claims, and running handlers are dropped; their tasks are
+    /// abandoned (ready again at once).
+    pub fn abandon(&self) {
+        self.claiming.cancel();
+        self.running.cancel();
+    }
+}
+
+type OnTask = Arc<dyn Fn(&TaskReport) + Send + Sync>;
+
+/// A pool of claim loops over one [`Client`] (which needs a worker token).
+///
+/// ```no_run
+/// use codeq_client::{Client, worker::{Outcome, Worker}};
+///
+/// # async fn run() -> Result<(), codeq_client::Error> {
+/// let client = Client::new("http://127.0.0.1:8080")?.with_worker_token("worker-token");
+/// let worker = Worker::new(client, ["RENDER"]).concurrency(4).lease_seconds(60);
+/// let stop = worker.stop_handle();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     stop.stop();
+/// });
+/// let summary = worker
+///     .run(|task| async move {
+///         match task.payload_as::<serde_json::Value>() {
+///             Ok(payload) => Outcome::Completed(serde_json::json!({ "echo": payload })),
+///             Err(err) => Outcome::Failed(format!("bad payload: {err}")),
+///         }
+///     })
+///     .await?;
+/// println!("{} tasks", summary.total());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct Worker {
+    client: Client,
+    commands: Vec<String>,
+    concurrency: usize,
+    lease_seconds: u32,
+    wait_seconds: u32,
+    once: bool,
+    stop: StopHandle,
+    on_task: Option<OnTask>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("commands", &self.commands)
+            .field("concurrency", &self.concurrency)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("wait_seconds", &self.wait_seconds)
+            .field("once", &self.once)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker for `commands` (empty: the token's) with one slot, the
+    /// default lease and 30 s long polls.
+    pub fn new<I, S>(client: Client, commands: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            client,
+            commands: commands.into_iter().map(Into::into).collect(),
+            concurrency: 1,
+            lease_seconds: DEFAULT_LEASE_SECONDS,
+            wait_seconds: MAX_WAIT_SECONDS,
+            once: false,
+            stop: StopHandle::default(),
+            on_task: None,
+        }
+    }
+
+    /// Tasks handled at once (at least 1).
+    pub fn concurrency(mut self, slots: usize) -> Self {
+        self.concurrency = slots.max(1);
+        self
+    }
+
+    /// Lease asked for at claim and renewed by each heartbeat (at least 1 s).
+    pub fn lease_seconds(mut self, seconds: u32) -> Self {
+        self.lease_seconds = seconds.max(1);
+        self
+    }
+
+    /// Long-poll wait of each claim, 0..=30 s.
+    pub fn wait_seconds(mut self, seconds: u32) -> Self {
+        self.wait_seconds = seconds.min(MAX_WAIT_SECONDS);
+        self
+    }
+
+    /// Make one claim (one long poll), handle what it brings, and stop;
+    /// a failed claim is then an error rather than retried.
+    pub fn once(mut self, once: bool) -> Self {
+        self.once = once;
+        self
+    }
+
+    /// Called after each task is reported (for a log line).
+    pub fn on_task(mut self, callback: impl Fn(&TaskReport) + Send + Sync + 'static) -> Self {
+        self.on_task = Some(Arc::new(callback));
+        self
+    }
+
+    /// A handle that stops [`Worker::run`] from elsewhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The heartbeat period: a third of the lease, so two heartbeats can
+    /// be lost before the lease ends.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.lease_seconds) * 1000 / 3)
+            .max(Duration::from_millis(100))
+    }
+
+    /// Claims and handles tasks until stopped (or after one claim with
+    /// [`Worker::once`]). Fails on an error every further claim would
+    /// repeat: a refused token (401/403), a missing token, a bad request.
+    pub async fn run<H, F>(self, handler: H) -> Result<Summary, Error>
+    where
+        H: Fn(Task) -> F + Send + Sync + 'static,
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let slots = if self.once { 1 } else { self.concurrency };
+        let mut loops = JoinSet::new();
+        for _ in 0..slots {
+            loops.spawn(self.clone().slot(Arc::clone(&handler)));
+        }
+        let mut summary = Summary::default();
+        let mut failure = None;
+        while let Some(joined) = loops.join_next().await {
+            match joined {
+                Ok(Ok(part)) => summary.merge(part),
+                Ok(Err(err)) => {
+                    // One fatal error ends every slot's claiming; running
+                    // handlers still finish.
+                    self.stop.stop();
+                    failure.get_or_insert(err);
+                }
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            }
+        }
+        failure.map_or(Ok(summary), Err)
+    }
+
+    /// One slot: claim, handle, report, until stopped.
+    async fn slot<H, F>(self, handler: Arc<H>) -> Result<Summary, Error>
+    where
+        H: Fn(Task) -> F + Send + Sync + 'static,
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let mut summary = Summary::default();
+        let mut pause = FIRST_RETRY_PAUSE;
+        let claim = self.claim_request();
+        loop {
+            // A claim in flight when stop comes is dropped: the server may
+            // have handed out a task in that instant, which then comes back
+            // when its lease ends. Waiting out a 30 s long poll instead
+            // would make every stop slow.
+            let claimed = tokio::select! {
+                () = self.stop.claiming.cancelled() => return Ok(summary),
+                claimed = self.client.claim(&claim) => claimed,
+            };
+            match claimed {
+                Ok(Some(task)) => {
+                    pause = FIRST_RETRY_PAUSE;
+                    let report = self.handle(task, handler.as_ref()).await;
+                    summary.add(report.reported);
+                    if let Some(callback) = &self.on_task {
+                        callback(&report);
+                    }
+                }
+                Ok(None) => {}
+                // With `once` there is no later claim to retry in.
+                Err(err) if is_fatal(&err) || self.once => return Err(err),
+                Err(_) => {
+                    tokio::select! {
+                        () = self.stop.claiming.cancelled() => return Ok(summary),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+            }
+            if self.once {
+                return Ok(summary);
+            }
+        }
+    }
+
+    fn claim_request(&self) -> ClaimRequest {
+        ClaimRequest {
+            commands: self.commands.clone(),
+            lease_seconds: Some(self.lease_seconds),
+            wait_seconds: Some(self.wait_seconds),
+        }
+    }
+
+    /// Runs the handler under heartbeats and reports its outcome.
+    async fn handle<H, F>(&self, task: Task, handler: &H) -> TaskReport
+    where
+        H: Fn(Task) -> F,
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let started = Instant::now();
+        let (id, command, attempt) = (task.id.clone(), task.command.clone(), task.attempts);
+        let work = handler(task);
+        let outcome = tokio::select! {
+            outcome = self.with_heartbeats(&id, attempt, work) => outcome,
+            () = self.stop.running.cancelled() => Outcome::Abandon,
+        };
+        let detail = match &outcome {
+            Outcome::Failed(text) | Outcome::Retry(text) => Some(text.clone()),
+            Outcome::Completed(_) | Outcome::Abandon => None,
+        };
+        let reported = self.report(&id, attempt, outcome).await;
+        TaskReport { id, command, attempt, reported, detail, duration: started.elapsed() }
+    }
+
+    /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`].
+    /// A refused heartbeat (lease lost) stops the renewals; the report will
+    /// then be refused too, and is counted as such.
+    async fn with_heartbeats<F>(&self, id: &str, attempt: u32, work: F) -> Outcome
+    where
+        F: Future<Output = Outcome>,
+    {
+        let mut work = std::pin::pin!(work);
+        let mut ticks = tokio::time::interval(self.heartbeat_interval());
+        // A slow heartbeat call delays the next one rather than causing a
+        // burst of catch-up calls.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate: the claim just set the lease
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = ticks.tick(), if renewing => {
+                    let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds)).await;
+                    if matches!(&beat, Err(err) if err.status().is_some()) {
+                        renewing = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the outcome (the client repeats it where that is safe).
+    async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> Reported {
+        let sent = match outcome {
+            Outcome::Completed(result) => {
+                let body = SubmitResult::completed(attempt, result);
+                self.client.submit_result(id, &body).await.map(|_| Reported::Completed)
+            }
+            Outcome::Failed(error) => {
+                let body = SubmitResult::failed(attempt, error);
+                self.client.submit_result(id, &body).await.map(|_| Reported::Failed)
+            }
+            Outcome::Retry(reason) => {
+                self.client.nack(id, attempt, None, Some(&reason)).await.map(|_| Reported::Nacked)
+            }
+            Outcome::Abandon => {
+                self.client.abandon(id, attempt).await.map(|()| Reported::Abandoned)
+            }
+        };
+        sent.unwrap_or(Reported::ReportFailed)
+    }
+}
+
+/// Errors that every further claim would repeat.
+fn is_fatal(err: &Error) -> bool {
+    match err {
+        Error::MissingToken(_) | Error::InvalidBaseUrl { .. } => true,
+        Error::Api { status, .. } => matches!(status, 400 | 401 | 403 | 404),
+        Error::Transport(_) | Error::Decode { .. } => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn worker() -> Worker {
+        Worker::new(Client::new("http://127.0.0.1:9").unwrap(), ["A"])
+    }
+
+    #[test]
+    fn heartbeats_come_three_times_per_lease() {
+        assert_eq!(worker().lease_seconds(30).heartbeat_interval(), Duration::from_secs(10));
+        assert_eq!(worker().lease_seconds(1).heartbeat_interval(), Duration::from_millis(333));
+    }
+
+    #[test]
+    fn the_long_poll_is_capped_at_the_servers_maximum() {
+        assert_eq!(worker().wait_seconds(300).claim_request().wait_seconds, Some(30));
+        assert_eq!(worker().lease_seconds(7).claim_request().lease_seconds, Some(7));
+    }
+
+    #[test]
+    fn only_errors_every_claim_would_repeat_are_fatal() {
+        assert!(is_fatal(&Error::from_response_body(401, b"")));
+        assert!(is_fatal(&Error::from_response_body(403, b"")));
+        assert!(!is_fatal(&Error::from_response_body(503, b"")));
+        assert!(!is_fatal(&Error::from_response_body(500, b"")));
+    }
+
+    #[test]
+    fn the_summary_counts_each_ending() {
+        let mut summary = Summary::default();
+        for reported in [Reported::Completed, Reported::Completed, Reported::Nacked] {
+            summary.add(reported);
+        }
+
+        assert_eq!((summary.completed, summary.nacked, summary.total()), (2, 1, 3));
+    }
+}

@@ -1,0 +1,132 @@
+//! `codeq task create|get|result|claim`.
+
+use codeq_client::{ClaimRequest, CreateTask};
+
+use super::block_on;
+use crate::cli::{GlobalArgs, TaskClaimArgs, TaskCommand, TaskCreateArgs};
+use crate::config::Resolved;
+use crate::exit::ConfigError;
+use crate::output;
+
+/// Runs one `task` subcommand.
+pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
+    let client = Resolved::load(global)?.client()?;
+    match command {
+        TaskCommand::Create(args) => {
+            let body = create_body(args)?;
+            let created = block_on(client.create_task(&body))??;
+            if created.replayed {
+                eprintln!(
+                    "codeq: the idempotency key matched an existing task; nothing was created"
+                );
+            }
+            output::task(args.output.output, &created.task)
+        }
+        TaskCommand::Get(args) => {
+            let task = block_on(client.get_task(&args.id))??;
+            output::task(args.output.output, &task)
+        }
+        TaskCommand::Result(args) => {
+            let answer = block_on(client.get_result(&args.id))??;
+            output::task_with_result(args.output.output, &answer)
+        }
+        TaskCommand::Claim(args) => match block_on(client.claim(&claim_body(args)))?? {
+            Some(task) => output::task(args.output.output, &task),
+            None => {
+                eprintln!("codeq: no task available");
+                Ok(())
+            }
+        },
+    }
+}
+
+/// The create body; a payload that is not JSON is a usage error.
+fn create_body(args: &TaskCreateArgs) -> Result<CreateTask, ConfigError> {
+    let text = payload_text(&args.payload)?;
+    let payload = serde_json::from_str(&text)
+        .map_err(|err| ConfigError::new(format!("--payload is not valid JSON: {err}")))?;
+    Ok(CreateTask {
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        webhook: args.webhook.clone(),
+        idempotency_key: args.idempotency_key.clone(),
+        run_at: args.run_at.clone(),
+        delay_seconds: args.delay,
+        ..CreateTask::new(&args.command, payload)
+    })
+}
+
+/// The payload's JSON text: the argument itself, the contents of the file
+/// after `@`, or stdin for `-`.
+fn payload_text(arg: &str) -> Result<String, ConfigError> {
+    let read_failed = |what: &str, err: std::io::Error| {
+        ConfigError::new(format!("--payload: failed to read {what}: {err}"))
+    };
+    if arg == "-" {
+        return std::io::read_to_string(std::io::stdin()).map_err(|err| read_failed("stdin", err));
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|err| read_failed(path, err)),
+        None => Ok(arg.to_owned()),
+    }
+}
+
+fn claim_body(args: &TaskClaimArgs) -> ClaimRequest {
+    ClaimRequest {
+        commands: args.commands.clone(),
+        lease_seconds: args.lease,
+        wait_seconds: Some(args.wait),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Commands};
+
+    fn create_args(argv: &[&str]) -> TaskCreateArgs {
+        let mut full = vec!["codeq", "task", "create"];
+        full.extend(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Commands::Task(TaskCommand::Create(args)) => args,
+            other => panic!("expected task create, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_flags_become_the_request_body() {
+        let args = create_args(&["--event", "RENDER", "--payload", r#"{"a":1}"#, "--delay", "5"]);
+
+        let body = create_body(&args).unwrap();
+
+        assert_eq!(body.command, "RENDER");
+        assert_eq!(body.payload, serde_json::json!({"a": 1}));
+        assert_eq!(body.delay_seconds, Some(5));
+    }
+
+    #[test]
+    fn a_payload_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("payload.json");
+        std::fs::write(&file, r#"{"from":"file"}"#).unwrap();
+        let arg = format!("@{}", file.display());
+
+        let body = create_body(&create_args(&["--command", "A", "--payload", &arg])).unwrap();
+        let missing = payload_text("@/nonexistent/payload.json").unwrap_err();
+
+        assert_eq!(body.payload, serde_json::json!({"from": "file"}));
+        assert!(missing.to_string().contains("/nonexistent/payload.json"));
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_is_a_configuration_error() {
+        let args = create_args(&["--command", "RENDER", "--payload", "{oops"]);
+
+        let err = create_body(&args).unwrap_err();
+
+        assert!(err.to_string().contains("--payload"));
+    }
+}

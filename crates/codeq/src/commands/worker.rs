@@ -1,0 +1,118 @@
+//! `codeq worker start`: runs a handler program per task on top of
+//! [`codeq_client::Worker`], with one log line per task, a summary on exit
+//! and the two-stage SIGINT/SIGTERM stop of SPEC §8.
+
+mod handler;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use codeq_client::Worker;
+use codeq_client::worker::{Reported, StopHandle, Summary, TaskReport};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{GlobalArgs, WorkerCommand, WorkerStartArgs};
+use crate::config::Resolved;
+use crate::exit;
+
+/// Runs one `worker` subcommand; the exit code includes 130 after a signal.
+pub fn run(global: &GlobalArgs, command: &WorkerCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        WorkerCommand::Start(args) => start(global, args),
+    }
+}
+
+fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode> {
+    let handler_path = handler::resolve(&args.handler)?;
+    let resolved = Resolved::load(global)?;
+    let client = resolved.client()?;
+    let worker = Worker::new(client, args.events.iter().cloned())
+        .concurrency(usize::try_from(args.concurrency).unwrap_or(1))
+        .lease_seconds(args.lease)
+        .wait_seconds(args.poll)
+        .once(args.once)
+        .on_task(log_task);
+    let handler_path = Arc::new(handler_path);
+    eprintln!(
+        "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
+        describe_events(&args.events),
+        resolved.base_url,
+        args.concurrency,
+        args.lease,
+        args.handler.display()
+    );
+    super::block_on(async move {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        watch_signals(worker.stop_handle(), Arc::clone(&interrupted))?;
+        let summary = worker.run(move |task| run_handler(Arc::clone(&handler_path), task)).await;
+        let summary = summary?;
+        eprintln!("codeq worker: {}", describe_summary(&summary));
+        let code = if interrupted.load(Ordering::SeqCst) { exit::INTERRUPTED } else { exit::OK };
+        Ok(ExitCode::from(code))
+    })?
+}
+
+async fn run_handler(path: Arc<PathBuf>, task: codeq_client::Task) -> codeq_client::Outcome {
+    handler::run(&path, task).await
+}
+
+/// First SIGINT/SIGTERM: stop claiming, let handlers finish. Second:
+/// abandon them. The handlers are registered before the first claim.
+fn watch_signals(stop: StopHandle, interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+        interrupted.store(true, Ordering::SeqCst);
+        eprintln!(
+            "codeq worker: stopping: no new claims; running handlers finish (signal again to abandon them)"
+        );
+        stop.stop();
+        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+        eprintln!("codeq worker: abandoning running tasks");
+        stop.abandon();
+    });
+    Ok(())
+}
+
+fn describe_events(events: &[String]) -> String {
+    if events.is_empty() { "the token's commands".to_owned() } else { events.join(",") }
+}
+
+/// One line per task: id, command, attempt, outcome, duration.
+fn log_task(report: &TaskReport) {
+    let outcome = match report.reported {
+        Reported::Completed => "completed",
+        Reported::Failed => "failed",
+        Reported::Nacked => "nacked",
+        Reported::Abandoned => "abandoned",
+        Reported::ReportFailed => "not-reported",
+    };
+    let detail =
+        report.detail.as_deref().map(|d| format!(": {}", first_line(d))).unwrap_or_default();
+    eprintln!(
+        "codeq worker: task {} command={} attempt={} {outcome} in {:.3}s{detail}",
+        report.id,
+        report.command,
+        report.attempt,
+        report.duration.as_secs_f64()
+    );
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+fn describe_summary(summary: &Summary) -> String {
+    format!(
+        "stopped after {} tasks: {} completed, {} failed, {} nacked, {} abandoned, {} not reported",
+        summary.total(),
+        summary.completed,
+        summary.failed,
+        summary.nacked,
+        summary.abandoned,
+        summary.report_failed
+    )
+}

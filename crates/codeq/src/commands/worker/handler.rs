@@ -1,0 +1,242 @@
+//! The handler protocol of `codeq worker start` (SPEC §8): the task JSON
+//! on stdin; on stdout `{"status":"COMPLETED","result":{…}}` or
+//! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
+//! asks for a retry (nack) with the tail of stderr as the reason.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use codeq_client::{Outcome, Task};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt as _;
+use tokio::process::Command;
+
+use crate::exit::ConfigError;
+
+/// How much of the handler's stderr becomes the nack reason.
+const STDERR_TAIL_BYTES: usize = 2000;
+
+/// The program `--handler` names, checked before anything is claimed: a
+/// typo would otherwise nack, and in the end dead-letter, every task.
+/// A path with a `/` must be an executable file; a bare name is looked up
+/// in the current directory first (as `./name`, which is what people
+/// mean by `--handler render.sh`), then on `PATH`.
+pub fn resolve(handler: &Path) -> Result<PathBuf, ConfigError> {
+    let not_found = || {
+        ConfigError::new(format!(
+            "--handler {}: no such executable file (check the path and its execute bit)",
+            handler.display()
+        ))
+    };
+    if handler.components().count() > 1 || handler.is_absolute() {
+        return is_executable(handler).then(|| handler.to_path_buf()).ok_or_else(not_found);
+    }
+    let here = Path::new(".").join(handler);
+    if here.is_file() {
+        return is_executable(&here).then_some(here).ok_or_else(not_found);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(handler))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(not_found)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What a handler may print on stdout.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+enum Printed {
+    Completed {
+        #[serde(default)]
+        result: Option<serde_json::Value>,
+    },
+    Failed {
+        #[serde(default)]
+        error: String,
+    },
+}
+
+/// Runs the program at `path` on `task` and turns how it ended into an
+/// [`Outcome`]. Dropping the future kills the program.
+pub async fn run(path: &Path, task: Task) -> Outcome {
+    let input = match serde_json::to_vec(&task) {
+        Ok(input) => input,
+        Err(err) => return Outcome::Retry(format!("could not encode the task: {err}")),
+    };
+    let mut command = Command::new(path);
+    command
+        .env("CODEQ_TASK_ID", &task.id)
+        .env("CODEQ_TASK_COMMAND", &task.command)
+        .env("CODEQ_TASK_ATTEMPT", task.attempts.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C in the terminal reaches the
+        // runner only, which then lets the handler finish (SPEC §8).
+        .process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            return Outcome::Retry(format!("handler {} did not start: {err}", path.display()));
+        }
+    };
+    let group = child.id().map(GroupKill);
+    // Written from a task so that a handler that prints before reading
+    // everything cannot deadlock against a full stdin pipe.
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            // A handler may ignore its input and exit: a broken pipe is fine.
+            let _ = stdin.write_all(&input).await;
+        });
+    }
+    let finished = child.wait_with_output().await;
+    std::mem::forget(group);
+    match finished {
+        Ok(output) => interpret(output.status, &output.stdout, &output.stderr),
+        Err(err) => Outcome::Retry(format!("handler {} failed: {err}", path.display())),
+    }
+}
+
+/// Kills a handler's whole process group when dropped before the handler
+/// finished (the task was abandoned): `kill_on_drop` alone would reach the
+/// handler but not the programs it started, e.g. a shell script's `sleep`.
+/// Sent with kill(1), as the crate forbids the `unsafe` a direct
+/// `kill(2)` call would need.
+struct GroupKill(u32);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The outcome of a finished handler run.
+fn interpret(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
+    if !status.success() {
+        return Outcome::Retry(with_tail(&format!("handler {status}"), stderr));
+    }
+    match parse(stdout) {
+        Some(Printed::Completed { result: None }) => Outcome::Completed(serde_json::json!({})),
+        Some(Printed::Completed { result: Some(result) }) if result.is_object() => {
+            Outcome::Completed(result)
+        }
+        Some(Printed::Completed { result: Some(_) }) => {
+            Outcome::Retry(with_tail("handler printed a result that is not a JSON object", stderr))
+        }
+        Some(Printed::Failed { error }) if error.trim().is_empty() => {
+            Outcome::Failed("handler reported FAILED without an error".into())
+        }
+        Some(Printed::Failed { error }) => Outcome::Failed(error),
+        None => Outcome::Retry(with_tail(
+            "handler output is not {\"status\":\"COMPLETED\"|\"FAILED\",…}",
+            stderr,
+        )),
+    }
+}
+
+/// The whole of stdout as the result JSON, else its last non-empty line
+/// (so a handler may log to stdout before the result).
+fn parse(stdout: &[u8]) -> Option<Printed> {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.trim()).ok().or_else(|| {
+        let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+        serde_json::from_str(last.trim()).ok()
+    })
+}
+
+/// `what`, then the last [`STDERR_TAIL_BYTES`] of stderr if there is any.
+fn with_tail(what: &str, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(STDERR_TAIL_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    match &text[start..] {
+        "" => what.to_owned(),
+        tail => format!("{what}: {tail}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn handlers_must_be_executable_files() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("h.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+
+        let not_executable = resolve(&script);
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let executable = resolve(&script);
+
+        assert!(not_executable.is_err());
+        assert_eq!(executable.unwrap(), script);
+        assert!(resolve(&dir.path().join("missing.sh")).is_err());
+        assert!(resolve(Path::new("sh")).unwrap().ends_with("sh"), "found on PATH");
+    }
+
+    #[test]
+    fn a_completed_result_is_submitted() {
+        let out = br#"{"status":"COMPLETED","result":{"ok":true}}"#;
+
+        assert_eq!(interpret(exited(0), out, b""), Outcome::Completed(json!({"ok": true})));
+    }
+
+    #[test]
+    fn log_lines_before_the_result_are_ignored() {
+        let out = b"working...\n{\"status\":\"FAILED\",\"error\":\"bad input\"}\n";
+
+        assert_eq!(interpret(exited(0), out, b""), Outcome::Failed("bad input".into()));
+    }
+
+    #[test]
+    fn a_non_zero_exit_retries_with_the_stderr_tail() {
+        let outcome =
+            interpret(exited(3), b"{\"status\":\"COMPLETED\"}", b"line 1\ndisk on fire\n");
+
+        let Outcome::Retry(reason) = outcome else { panic!("expected a retry") };
+        assert!(reason.contains("exit status: 3"), "{reason}");
+        assert!(reason.ends_with("line 1\ndisk on fire"), "{reason}");
+    }
+
+    #[test]
+    fn output_that_is_not_a_result_retries() {
+        assert!(matches!(interpret(exited(0), b"hello", b""), Outcome::Retry(_)));
+        assert!(matches!(
+            interpret(exited(0), br#"{"status":"COMPLETED","result":[1]}"#, b""),
+            Outcome::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn the_stderr_tail_is_bounded_and_cut_on_a_char_boundary() {
+        let stderr = "é".repeat(STDERR_TAIL_BYTES);
+
+        let reason = with_tail("x", stderr.as_bytes());
+
+        assert!(reason.len() <= STDERR_TAIL_BYTES + 3);
+        assert!(reason.ends_with('é'));
+    }
+}

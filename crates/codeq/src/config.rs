@@ -1,0 +1,374 @@
+//! Client configuration (SPEC §8): profiles in `~/.codeq/config.yaml`,
+//! overridden by `CODEQ_*` environment variables and global flags, with a
+//! local-mode fallback to a server's `credentials.json`.
+//!
+//! Precedence, per setting: flag > environment (clap merges those two) >
+//! the selected profile > local-mode credentials > default.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use codeq_client::Client;
+use codeq_server::auth::local::LocalCredentials;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{DEFAULT_BASE_URL, GlobalArgs};
+use crate::exit::ConfigError;
+
+/// The profile used when neither `--profile` nor `currentProfile` names one.
+pub const DEFAULT_PROFILE: &str = "default";
+/// Where a local-mode server keeps its data unless `CODEQ_DATA_DIR` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./codeq-data";
+
+/// The contents of `~/.codeq/config.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The profile used without `--profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_profile: Option<String>,
+    /// Profiles by name.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// One named set of connection settings.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Profile {
+    /// The server's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Token for producer, read and admin calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_token: Option<String>,
+    /// Token for worker calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_token: Option<String>,
+    /// Send `X-Role: ADMIN` (honoured by servers with `env: dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<bool>,
+    /// Identity service for `auth login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_base_url: Option<String>,
+    /// API key of the identity service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |t: &Option<String>| t.as_deref().map(mask);
+        f.debug_struct("Profile")
+            .field("base_url", &self.base_url)
+            .field("producer_token", &hidden(&self.producer_token))
+            .field("worker_token", &hidden(&self.worker_token))
+            .field("admin", &self.admin)
+            .field("iam_base_url", &self.iam_base_url)
+            .field("iam_api_key", &hidden(&self.iam_api_key))
+            .finish()
+    }
+}
+
+/// A token as `auth show` prints it: its first four characters at most,
+/// and only when at least twelve remain hidden.
+pub fn mask(token: &str) -> String {
+    let shown: String =
+        if token.chars().count() >= 16 { token.chars().take(4).collect() } else { String::new() };
+    format!("{shown}****")
+}
+
+/// `$HOME/.codeq/config.yaml`.
+pub fn config_path() -> Result<PathBuf, ConfigError> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(Path::new(&home).join(".codeq").join("config.yaml")),
+        _ => Err(ConfigError::new("HOME is not set: cannot find ~/.codeq/config.yaml")),
+    }
+}
+
+impl ConfigFile {
+    /// Reads the file; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to read {}", path.display()));
+            }
+        };
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_norway::from_str(&text)
+            .map_err(|err| ConfigError::new(format!("{}: {err}", path.display())).into())
+    }
+
+    /// Writes the file (mode 0600: it holds tokens) by replacing it whole.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_norway::to_string(self).context("failed to serialize the config")?;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        write_private(path, text.as_bytes())
+            .with_context(|| format!("failed to write {}", path.display()))
+    }
+
+    /// The name of the profile in use: `wanted` (flag or env), else
+    /// `currentProfile`, else `default`.
+    pub fn profile_name(&self, wanted: Option<&str>) -> String {
+        wanted.or(self.current_profile.as_deref()).unwrap_or(DEFAULT_PROFILE).to_owned()
+    }
+}
+
+/// Writes `bytes` to a sibling temp file created 0600, then renames it over
+/// `path`, so a crash leaves the old file or the new one, never half of one.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("yaml.tmp");
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// Where a resolved token came from, for `auth show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    /// A flag or an environment variable.
+    FlagOrEnv,
+    /// The selected profile.
+    Profile,
+    /// A local-mode server's `credentials.json`.
+    LocalCredentials,
+}
+
+/// The settings a command runs with, after every source was consulted.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The profile consulted.
+    pub profile: String,
+    /// The server.
+    pub base_url: String,
+    /// Producer token and its origin.
+    pub producer_token: Option<(String, Source)>,
+    /// Worker token and its origin.
+    pub worker_token: Option<(String, Source)>,
+    /// Send `X-Role: ADMIN`.
+    pub admin: bool,
+    /// Identity service.
+    pub iam_base_url: Option<String>,
+    /// Identity service API key.
+    pub iam_api_key: Option<String>,
+}
+
+impl Resolved {
+    /// Merges flags and environment (`global`), the profile and, when no
+    /// token is configured at all, the local-mode `credentials` if they
+    /// belong to the same server.
+    pub fn merge(
+        global: &GlobalArgs,
+        file: &ConfigFile,
+        credentials: Option<&LocalCredentials>,
+    ) -> Self {
+        let profile_name = file.profile_name(global.profile.as_deref());
+        let empty = Profile::default();
+        let profile = file.profiles.get(&profile_name).unwrap_or(&empty);
+        let pick = |flag: Option<&str>, stored: &Option<String>| {
+            flag.map(|t| (t.to_owned(), Source::FlagOrEnv))
+                .or_else(|| stored.clone().map(|t| (t, Source::Profile)))
+        };
+        let mut producer_token =
+            pick(global.producer_token.as_ref().map(|s| s.expose()), &profile.producer_token);
+        let mut worker_token =
+            pick(global.worker_token.as_ref().map(|s| s.expose()), &profile.worker_token);
+        let mut base_url = global.base_url.clone().or_else(|| profile.base_url.clone());
+        let local = credentials.filter(|c| same_server(base_url.as_deref(), c));
+        if let Some(local) = local.filter(|_| producer_token.is_none() && worker_token.is_none()) {
+            producer_token = Some((local.producer_token.clone(), Source::LocalCredentials));
+            worker_token = Some((local.worker_token.clone(), Source::LocalCredentials));
+            base_url.get_or_insert_with(|| local.base_url.clone());
+        }
+        Self {
+            profile: profile_name,
+            base_url: base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
+            producer_token,
+            worker_token,
+            admin: global.admin || profile.admin.unwrap_or(false),
+            iam_base_url: global.iam_base_url.clone().or_else(|| profile.iam_base_url.clone()),
+            iam_api_key: global
+                .iam_api_key
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .or_else(|| profile.iam_api_key.clone()),
+        }
+    }
+
+    /// Loads the config file and, only when it and the flags give no
+    /// token, the local credentials (an unreadable file is then an error
+    /// naming it); then merges.
+    pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
+        let file = ConfigFile::load(&config_path()?)?;
+        let configured = Self::merge(global, &file, None);
+        if configured.producer_token.is_some() || configured.worker_token.is_some() {
+            return Ok(configured);
+        }
+        let credentials = LocalCredentials::load(&local_data_dir())
+            .map_err(|err| ConfigError::new(format!("local-mode credentials: {err}")))?;
+        Ok(Self::merge(global, &file, credentials.as_ref()))
+    }
+
+    /// A client for the resolved server with the resolved tokens.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let mut client = Client::new(&self.base_url)?.with_admin_role(self.admin);
+        if let Some((token, _)) = &self.producer_token {
+            client = client.with_producer_token(token);
+        }
+        if let Some((token, _)) = &self.worker_token {
+            client = client.with_worker_token(token);
+        }
+        Ok(client)
+    }
+}
+
+/// The data directory of a local-mode server on this machine:
+/// `CODEQ_DATA_DIR` (as for `codeq serve`) or `./codeq-data`.
+pub fn local_data_dir() -> PathBuf {
+    std::env::var_os("CODEQ_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from)
+}
+
+/// True when `credentials` belong to the server at `base_url` (any server
+/// when none was asked for).
+fn same_server(base_url: Option<&str>, credentials: &LocalCredentials) -> bool {
+    base_url.is_none_or(|asked| {
+        asked.trim_end_matches('/') == credentials.base_url.trim_end_matches('/')
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        let mut argv = vec!["codeq"];
+        argv.extend(args);
+        argv.push("version");
+        Cli::try_parse_from(argv).unwrap().global
+    }
+
+    fn file_with(profile: &str, p: Profile) -> ConfigFile {
+        ConfigFile {
+            current_profile: Some(profile.into()),
+            profiles: BTreeMap::from([(profile.to_owned(), p)]),
+        }
+    }
+
+    fn local(base: &str) -> LocalCredentials {
+        LocalCredentials {
+            base_url: base.into(),
+            producer_token: "cqp_local".into(),
+            worker_token: "cqw_local".into(),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_profile() {
+        let file = file_with(
+            "dev",
+            Profile {
+                base_url: Some("http://a:1".into()),
+                producer_token: Some("p-file".into()),
+                ..Profile::default()
+            },
+        );
+
+        let resolved = Resolved::merge(&global(&["--producer-token", "p-flag"]), &file, None);
+
+        assert_eq!(resolved.profile, "dev");
+        assert_eq!(resolved.base_url, "http://a:1");
+        assert_eq!(resolved.producer_token, Some(("p-flag".into(), Source::FlagOrEnv)));
+        assert_eq!(resolved.worker_token, None);
+    }
+
+    #[test]
+    fn the_profile_flag_selects_another_profile() {
+        let mut file = file_with("dev", Profile::default());
+        file.profiles.insert(
+            "prod".into(),
+            Profile { worker_token: Some("w-prod".into()), ..Profile::default() },
+        );
+
+        let resolved = Resolved::merge(&global(&["--profile", "prod"]), &file, None);
+
+        assert_eq!(resolved.profile, "prod");
+        assert_eq!(resolved.worker_token, Some(("w-prod".into(), Source::Profile)));
+    }
+
+    #[test]
+    fn local_credentials_are_used_only_without_tokens_and_for_their_server() {
+        let creds = local("http://127.0.0.1:9000/");
+        let none = ConfigFile::default();
+
+        let implicit = Resolved::merge(&global(&[]), &none, Some(&creds));
+        let same =
+            Resolved::merge(&global(&["--base-url", "http://127.0.0.1:9000"]), &none, Some(&creds));
+        let other =
+            Resolved::merge(&global(&["--base-url", "http://10.0.0.1:9000"]), &none, Some(&creds));
+        let has_token = Resolved::merge(&global(&["--worker-token", "w"]), &none, Some(&creds));
+
+        assert_eq!(implicit.base_url, "http://127.0.0.1:9000/");
+        assert_eq!(implicit.producer_token.unwrap().1, Source::LocalCredentials);
+        assert_eq!(same.worker_token.unwrap().0, "cqw_local");
+        assert_eq!(other.producer_token, None);
+        assert_eq!(has_token.producer_token, None);
+    }
+
+    #[test]
+    fn masking_keeps_at_most_a_short_prefix() {
+        assert_eq!(mask("cqp_abcdefghijklmnopqrstuvwxyz"), "cqp_****");
+        assert_eq!(mask("short-token"), "****");
+    }
+
+    #[test]
+    fn the_file_round_trips_with_private_permissions() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".codeq/config.yaml");
+        let file = file_with(
+            "default",
+            Profile { producer_token: Some("p".into()), admin: Some(true), ..Profile::default() },
+        );
+
+        file.save(&path).unwrap();
+        let loaded = ConfigFile::load(&path).unwrap();
+
+        assert_eq!(loaded, file);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("currentProfile: default"), "{text}");
+        assert!(text.contains("producerToken: p"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        fs::write(&path, "profiles:\n  default:\n    baseURL: http://x\n").unwrap();
+
+        let err = ConfigFile::load(&path).unwrap_err();
+
+        assert_eq!(crate::exit::code_for(&err), crate::exit::CONFIGURATION);
+        assert!(format!("{err:#}").contains("baseURL"));
+    }
+}

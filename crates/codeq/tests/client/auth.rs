@@ -1,0 +1,151 @@
+//! `init` and `auth`: the profile file, masking, precedence, local mode,
+//! and the configuration exit code.
+
+use crate::support::{Mode, PRODUCER, Server, WORKER, run, run_json};
+
+#[test]
+fn auth_set_stores_tokens_that_show_masks_and_clear_removes() {
+    let server = Server::start();
+
+    let set = run(server.codeq().args(["auth", "set", "--producer", PRODUCER, "--worker", WORKER]));
+    let shown = run_json(server.codeq().args(["auth", "show"]));
+    run(server.codeq().args(["auth", "clear", "--worker"]));
+    let after_clear = run_json(server.codeq().args(["auth", "show"]));
+
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let printed = shown.to_string();
+    assert!(!printed.contains(PRODUCER) && !printed.contains(WORKER), "{printed}");
+    assert_eq!(shown["producerToken"]["token"], "t-pr****");
+    assert_eq!(shown["producerToken"]["source"], "profile");
+    assert_eq!(shown["profile"], "default");
+    assert_eq!(after_clear["workerToken"], serde_json::Value::Null);
+    assert_eq!(after_clear["producerToken"]["token"], "t-pr****");
+}
+
+#[test]
+fn init_without_prompt_writes_a_profile_that_later_commands_use() {
+    let server = Server::start();
+
+    let init = run(server.codeq().args(["--profile", "local", "init", "--no-prompt"]).args([
+        "--base-url",
+        &server.base,
+        "--producer-token",
+        PRODUCER,
+    ]));
+    let created = run_json(server.codeq().args(["task", "create", "--command", "A"]));
+
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let file = std::fs::read_to_string(server.home().join(".codeq/config.yaml")).unwrap();
+    assert!(file.contains("currentProfile: local"), "{file}");
+    assert_eq!(created["command"], "A");
+    assert_eq!(created["status"], "PENDING");
+}
+
+#[test]
+fn environment_overrides_the_profile() {
+    let server = Server::start();
+    run(server.codeq().args(["init", "--no-prompt", "--base-url", "http://127.0.0.1:9"]));
+
+    let shown = run_json(
+        server
+            .codeq()
+            .env("CODEQ_BASE_URL", &server.base)
+            .env("CODEQ_PRODUCER_TOKEN", PRODUCER)
+            .args(["auth", "show"]),
+    );
+
+    assert_eq!(shown["baseUrl"], server.base.as_str());
+    assert_eq!(shown["producerToken"]["source"], "flagOrEnv");
+}
+
+#[test]
+fn without_a_token_the_local_mode_servers_credentials_are_used() {
+    let server = Server::start_in(Mode::Local);
+
+    let created = run_json(server.codeq().env("CODEQ_DATA_DIR", &server.data_dir).args([
+        "task",
+        "create",
+        "--command",
+        "LOCAL",
+        "--payload",
+        r#"{"n":1}"#,
+    ]));
+    let elsewhere = run(server.codeq().env("CODEQ_DATA_DIR", &server.data_dir).args([
+        "--base-url",
+        "http://127.0.0.1:9",
+        "task",
+        "create",
+        "--command",
+        "LOCAL",
+    ]));
+
+    assert_eq!(created["payload"], r#"{"n":1}"#);
+    assert_eq!(elsewhere.status.code(), Some(2), "no token for another server");
+}
+
+#[test]
+fn a_broken_config_file_exits_2_naming_the_file() {
+    let server = Server::start();
+    let dir = server.home().join(".codeq");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.yaml"), "profiles: [not, a, map]\n").unwrap();
+
+    let output = run(server.codeq().args(["task", "get", "x"]));
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("config.yaml"));
+}
+
+#[test]
+fn init_asks_for_what_the_flags_did_not_give() {
+    use std::io::Write as _;
+    let server = Server::start();
+    let mut child = server
+        .codeq()
+        .arg("init")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // URL, producer token, and an empty answer keeping no worker token.
+    let answers = format!("{}\n{PRODUCER}\n\n", server.base);
+    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let shown = run_json(server.codeq().args(["auth", "show"]));
+
+    let prompts = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{prompts}");
+    assert!(prompts.contains("Server URL [http://127.0.0.1:8080]"), "{prompts}");
+    assert_eq!(shown["baseUrl"], server.base.as_str());
+    assert_eq!(shown["producerToken"]["source"], "profile");
+    assert_eq!(shown["workerToken"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_broken_credentials_file_is_reported_when_its_tokens_are_needed() {
+    let server = Server::start();
+    let data = server.home().join("codeq-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("credentials.json"), "{not json").unwrap();
+
+    let needed = run(server.codeq().args(["task", "get", "x"]));
+    let not_needed = run(server.codeq_with_tokens().args(["task", "get", "x"]));
+
+    assert_eq!(needed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&needed.stderr).contains("credentials.json"));
+    assert_eq!(not_needed.status.code(), Some(4), "tokens given: the file is not read");
+}
+
+#[test]
+fn codeq_admin_accepts_the_usual_spellings_of_true_and_false() {
+    let server = Server::start();
+
+    for (value, expected) in
+        [("1", true), ("true", true), ("yes", true), ("0", false), ("off", false)]
+    {
+        let shown = run_json(server.codeq().env("CODEQ_ADMIN", value).args(["auth", "show"]));
+
+        assert_eq!(shown["admin"], expected, "CODEQ_ADMIN={value}");
+    }
+}

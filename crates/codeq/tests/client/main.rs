@@ -1,0 +1,10 @@
+//! The `codeq` binary as a user runs it (`init`, `auth`, `task`, `queue`,
+//! `worker`), against the real server started in-process for each test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod login;
+mod support;
+mod task;
+mod walkthrough;
+mod worker;

@@ -1,0 +1,154 @@
+//! `task` and `queue`: JSON and table output, and the exit codes of API
+//! errors.
+
+use crate::support::{Server, run, run_json};
+
+#[test]
+fn a_created_task_can_be_read_claimed_and_counted() {
+    let server = Server::start();
+
+    let created = run_json(server.codeq_with_tokens().args([
+        "task",
+        "create",
+        "--event",
+        "RENDER",
+        "--payload",
+        r#"{"jobId":"j-1"}"#,
+        "--priority",
+        "3",
+    ]));
+    let id = created["id"].as_str().unwrap();
+    let fetched = run_json(server.codeq_with_tokens().args(["task", "get", id]));
+    let stats = run_json(server.codeq_with_tokens().args(["queue", "inspect", "RENDER"]));
+    let claimed = run_json(server.codeq_with_tokens().args([
+        "task",
+        "claim",
+        "--commands",
+        "RENDER",
+        "--lease",
+        "60",
+    ]));
+    let listed = run(server.codeq_with_tokens().args(["queue", "list", "--output", "table"]));
+
+    assert_eq!(fetched["id"], id);
+    assert_eq!(fetched["priority"], 3);
+    assert_eq!(stats["ready"], 1);
+    assert_eq!(claimed["id"], id);
+    assert_eq!(claimed["status"], "IN_PROGRESS");
+    let table = String::from_utf8(listed.stdout).unwrap();
+    assert!(table.starts_with("COMMAND"), "{table}");
+    assert!(
+        table.lines().any(|l| l.split_whitespace().eq(["RENDER", "0", "0", "1", "0"])),
+        "{table}"
+    );
+}
+
+#[test]
+fn table_output_is_for_people() {
+    let server = Server::start();
+
+    let output = run(server.codeq_with_tokens().args([
+        "task",
+        "create",
+        "--command",
+        "A",
+        "--output",
+        "table",
+    ]));
+
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("status") && l.ends_with("PENDING")), "{text}");
+}
+
+#[test]
+fn an_empty_claim_prints_nothing_and_succeeds() {
+    let server = Server::start();
+
+    let output = run(server.codeq_with_tokens().args(["task", "claim", "--commands", "NONE"]));
+
+    assert!(output.status.success());
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_refused_token_exits_3() {
+    let server = Server::start();
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &server.base, "--producer-token", "nope"])
+        .args(["task", "create", "--command", "A"]));
+
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
+}
+
+#[test]
+fn an_unknown_task_exits_4() {
+    let server = Server::start();
+
+    let output = run(server.codeq_with_tokens().args(["task", "get", "no-such-task"]));
+
+    assert_eq!(output.status.code(), Some(4));
+}
+
+#[test]
+fn a_missing_token_or_bad_payload_exits_2() {
+    let server = Server::start();
+
+    let no_token = run(server.codeq().args(["--base-url", &server.base, "task", "get", "x"]));
+    let bad_payload = run(server.codeq_with_tokens().args([
+        "task",
+        "create",
+        "--command",
+        "A",
+        "--payload",
+        "{",
+    ]));
+
+    assert_eq!(no_token.status.code(), Some(2));
+    assert_eq!(bad_payload.status.code(), Some(2));
+}
+
+#[test]
+fn every_command_has_examples_in_its_help() {
+    let server = Server::start();
+    let commands: [&[&str]; 13] = [
+        &["init"],
+        &["auth", "login"],
+        &["auth", "set"],
+        &["auth", "show"],
+        &["auth", "clear"],
+        &["task", "create"],
+        &["task", "get"],
+        &["task", "result"],
+        &["task", "claim"],
+        &["queue", "inspect"],
+        &["queue", "stats"],
+        &["queue", "list"],
+        &["worker", "start"],
+    ];
+
+    for command in commands {
+        let output = run(server.codeq().args(command).arg("--help"));
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(help.contains("Examples:"), "{command:?}: {help}");
+    }
+}
+
+#[test]
+fn a_repeated_idempotency_key_returns_the_same_task_and_says_so() {
+    let server = Server::start();
+    let create = || {
+        let mut command = server.codeq_with_tokens();
+        command.args(["task", "create", "--command", "A", "--idempotency-key", "k-1", "-o", "id"]);
+        run(&mut command)
+    };
+
+    let first = create();
+    let repeat = create();
+
+    assert_eq!(first.stdout, repeat.stdout);
+    assert!(String::from_utf8_lossy(&repeat.stderr).contains("nothing was created"));
+    assert!(first.stderr.is_empty());
+}

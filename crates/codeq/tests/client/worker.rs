@@ -1,0 +1,318 @@
+//! `worker start` with shell handlers: results, nacks with stderr,
+//! heartbeats past the lease, and the graceful stop on SIGTERM.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, run, run_json};
+
+/// Writes an executable `/bin/sh` script named `name` into the server's HOME.
+fn handler(server: &Server, name: &str, body: &str) -> PathBuf {
+    let path = server.home().join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn create(server: &Server, command: &str, payload: &str) -> String {
+    let created = run_json(server.codeq_with_tokens().args([
+        "task",
+        "create",
+        "--command",
+        command,
+        "--payload",
+        payload,
+    ]));
+    created["id"].as_str().unwrap().to_owned()
+}
+
+fn worker(server: &Server, command: &str, handler: &Path) -> Command {
+    let mut worker = server.codeq_with_tokens();
+    worker.args(["worker", "start", "--events", command, "--poll", "1", "--handler"]).arg(handler);
+    worker
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn once_runs_the_handler_on_the_task_and_submits_its_result() {
+    let server = Server::start();
+    let id = create(&server, "ECHO", r#"{"jobId":"j-1"}"#);
+    // Echoes the task id it read on stdin, and the payload's jobId.
+    let echo = handler(
+        &server,
+        "echo.sh",
+        r#"input=$(cat)
+id=$(printf '%s' "$input" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+case "$input" in *j-1*) job=j-1 ;; *) job=none ;; esac
+printf '{"status":"COMPLETED","result":{"seen":"%s","job":"%s","env":"%s"}}\n' "$id" "$job" "$CODEQ_TASK_ID""#,
+    );
+
+    let output = run(worker(&server, "ECHO", &echo).arg("--once"));
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(answer["result"]["status"], "COMPLETED");
+    assert_eq!(answer["result"]["result"]["seen"], id.as_str());
+    assert_eq!(answer["result"]["result"]["job"], "j-1");
+    assert_eq!(answer["result"]["result"]["env"], id.as_str());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("task {id} command=ECHO attempt=1 completed in")), "{log}");
+    assert!(log.contains("1 completed"), "{log}");
+}
+
+#[test]
+fn a_failing_handler_is_nacked_with_its_stderr() {
+    let server = Server::start();
+    let id = create(&server, "FAIL", "{}");
+    let failing = handler(&server, "fail.sh", "cat >/dev/null\necho 'disk on fire' >&2\nexit 3");
+
+    let output = run(worker(&server, "FAIL", &failing).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(task["status"], "PENDING");
+    assert_eq!(task["attempts"], 1);
+    let reason = task["lastReason"].as_str().unwrap();
+    assert!(reason.contains("exit status: 3") && reason.contains("disk on fire"), "{reason}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nacked"));
+}
+
+#[test]
+fn a_handler_reporting_failed_fails_the_task() {
+    let server = Server::start();
+    let id = create(&server, "BAD", "{}");
+    let refusing =
+        handler(&server, "refuse.sh", r#"echo '{"status":"FAILED","error":"bad input"}'"#);
+
+    run(worker(&server, "BAD", &refusing).arg("--once"));
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+
+    assert_eq!(answer["task"]["status"], "FAILED");
+    assert_eq!(answer["result"]["error"], "bad input");
+}
+
+#[test]
+fn heartbeats_keep_a_handler_three_times_longer_than_the_lease_and_it_is_delivered_once() {
+    let server = Server::start();
+    let id = create(&server, "SLOW", "{}");
+    let runs = server.home().join("runs");
+    let slow = handler(
+        &server,
+        "slow.sh",
+        &format!(
+            "cat >/dev/null\necho run >> '{}'\nsleep 6\necho '{{\"status\":\"COMPLETED\",\"result\":{{}}}}'",
+            runs.display()
+        ),
+    );
+    let mut main = worker(&server, "SLOW", &slow);
+    let main = main.args(["--once", "--lease", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(&runs);
+    // A second runner competes for the queue while the handler runs: had
+    // the lease lapsed, it would have been handed the task again.
+    let mut rival = worker(&server, "SLOW", &slow).stderr(Stdio::null()).spawn().unwrap();
+
+    let output = main.wait_with_output().unwrap();
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+    Command::new("kill").args(["-TERM", &rival.id().to_string()]).status().unwrap();
+    rival.wait().unwrap();
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(answer["result"]["status"], "COMPLETED");
+    assert_eq!(answer["task"]["attempts"], 1);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "delivered exactly once");
+}
+
+#[test]
+fn sigterm_lets_the_running_handler_finish_and_exits_130() {
+    let server = Server::start();
+    let id = create(&server, "TERM", "{}");
+    let started = server.home().join("started");
+    let slow = handler(
+        &server,
+        "slow.sh",
+        &format!(
+            "cat >/dev/null\ntouch '{}'\nsleep 1\necho '{{\"status\":\"COMPLETED\",\"result\":{{\"finished\":true}}}}'",
+            started.display()
+        ),
+    );
+    let child = worker(&server, "TERM", &slow).stderr(Stdio::piped()).spawn().unwrap();
+
+    wait_for(&started);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{log}");
+    assert_eq!(answer["result"]["result"]["finished"], true);
+    assert!(log.contains("1 completed"), "{log}");
+}
+
+#[test]
+fn a_second_signal_abandons_the_running_handler() {
+    let server = Server::start();
+    let id = create(&server, "STUCK", "{}");
+    let started = server.home().join("started");
+    let stuck = handler(
+        &server,
+        "stuck.sh",
+        &format!(
+            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\nsleep 60",
+            started.display()
+        ),
+    );
+    let child = worker(&server, "STUCK", &stuck).stderr(Stdio::piped()).spawn().unwrap();
+
+    wait_for(&started);
+    let begun = Instant::now();
+    for _ in 0..2 {
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = child.wait_with_output().unwrap();
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{log}");
+    assert!(begun.elapsed() < Duration::from_secs(10), "the handler was not waited for");
+    assert_eq!(task["status"], "PENDING", "given back at once");
+    assert_eq!(task["attempts"], 1);
+    assert!(log.contains("1 abandoned"), "{log}");
+    let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
+    let group_alive = || {
+        let probe = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
+        probe.unwrap().success()
+    };
+    // Killed processes linger until reaped (kill -0 still finds them), so
+    // allow a moment; the handler's `sleep 60` would outlive this easily.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!group_alive(), "the handler's own children were killed with it");
+}
+
+#[test]
+fn a_refused_worker_token_stops_the_runner_with_exit_code_3() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &server.base, "--worker-token", "not-a-token"])
+        .args(["worker", "start", "--events", "X", "--handler"])
+        .arg(&noop));
+
+    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn without_a_worker_token_the_runner_exits_2_with_a_hint() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &server.base, "worker", "start", "--events", "X", "--handler"])
+        .arg(&noop));
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("hint: pass --worker-token"));
+}
+
+#[test]
+fn concurrency_two_runs_two_handlers_at_once() {
+    let server = Server::start();
+    let ids = [create(&server, "PAIR", "{}"), create(&server, "PAIR", "{}")];
+    let dir = server.home().join("pair");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Each handler waits until both have started: with one slot the first
+    // would give up after 10 s and fail the task.
+    let pair = handler(
+        &server,
+        "pair.sh",
+        &format!(
+            r#"cat >/dev/null
+touch '{dir}'/"$CODEQ_TASK_ID"
+for _ in $(seq 100); do
+  [ "$(ls '{dir}' | wc -l)" -ge 2 ] && {{ echo '{{"status":"COMPLETED","result":{{}}}}'; exit 0; }}
+  sleep 0.1
+done
+echo '{{"status":"FAILED","error":"ran alone"}}'"#,
+            dir = dir.display()
+        ),
+    );
+    let mut command = worker(&server, "PAIR", &pair);
+    let child = command.args(["--concurrency", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let finished = |id: &str| {
+        let task = run_json(server.codeq_with_tokens().args(["task", "get", id]));
+        task["status"] != "PENDING" && task["status"] != "IN_PROGRESS"
+    };
+    while !ids.iter().all(|id| finished(id)) {
+        assert!(Instant::now() < deadline, "the pair never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    for id in &ids {
+        let answer = run_json(server.codeq_with_tokens().args(["task", "result", id]));
+        assert_eq!(answer["result"]["status"], "COMPLETED", "{answer}");
+    }
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("2 completed"), "{log}");
+}
+
+#[test]
+fn a_handler_that_does_not_exist_exits_2_before_claiming() {
+    let server = Server::start();
+    let id = create(&server, "TYPO", "{}");
+
+    let output = run(worker(&server, "TYPO", Path::new("./no-such-handler.sh")).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-handler.sh"));
+    assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(0)));
+}
+
+#[test]
+fn a_bare_handler_name_is_found_in_the_current_directory() {
+    let server = Server::start();
+    let id = create(&server, "BARE", "{}");
+    handler(&server, "bare.sh", r#"echo '{"status":"COMPLETED","result":{"bare":true}}'"#);
+
+    let output = run(worker(&server, "BARE", Path::new("bare.sh")).arg("--once"));
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(answer["result"]["result"]["bare"], true);
+}
+
+#[test]
+fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+
+    let output = run(server
+        .codeq()
+        .args(["--base-url", &url, "--worker-token", "w"])
+        .args(["worker", "start", "--events", "X", "--once", "--handler"])
+        .arg(&noop));
+
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+}
