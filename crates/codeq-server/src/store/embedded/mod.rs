@@ -1,5 +1,5 @@
-//! The embedded backend: scheduling indexes in memory ([`index`]) over
-//! task and result records on disk ([`disk`]), for a single process.
+//! The embedded backend: scheduling indexes in memory (`index.rs`) over
+//! task and result records on disk (`disk.rs`), for a single process.
 //!
 //! Every transition runs under one mutex: it reads the records it needs,
 //! updates the indexes, writes the new records as one batch, and releases
