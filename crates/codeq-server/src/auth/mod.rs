@@ -15,8 +15,10 @@
 //! - [`principal`]: `Principal`, `Scope(s)`, `EventTypes`, `AuthError` and the checks.
 //! - [`provider`]: the `TokenVerifier` seam and the `Authenticator`.
 //! - [`static_tokens`]: config `staticTokens`.
+//! - [`jwks`]: JWKS documents, fetched and cached.
 //! - [`local`]: local-mode credentials and the loopback check.
 
+pub mod jwks;
 pub mod local;
 pub mod principal;
 pub mod provider;
