@@ -15,6 +15,7 @@
 //! - [`principal`]: `Principal`, `Scope(s)`, `EventTypes`, `AuthError` and the checks.
 //! - [`provider`]: the `TokenVerifier` seam and the `Authenticator`.
 //! - [`static_tokens`]: config `staticTokens`.
+//! - [`verified`]: the bounded cache of verified JWTs.
 //! - [`jwks`]: JWKS documents, fetched and cached.
 //! - [`local`]: local-mode credentials and the loopback check.
 
@@ -23,6 +24,7 @@ pub mod local;
 pub mod principal;
 pub mod provider;
 pub mod static_tokens;
+pub mod verified;
 
 pub use local::{LocalCredentials, is_loopback_host};
 pub use principal::{
