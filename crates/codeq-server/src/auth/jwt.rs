@@ -120,9 +120,16 @@ impl JwtVerifier {
         }
     }
 
-    /// The JWKS documents of the issuers (to fetch them at start-up).
-    pub fn jwks(&self) -> impl Iterator<Item = &Arc<Jwks>> {
-        self.issuers.iter().map(|issuer| &issuer.jwks)
+    /// The JWKS documents of the issuers, each once (to fetch them at
+    /// start-up).
+    pub fn jwks(&self) -> Vec<Arc<Jwks>> {
+        let mut documents: Vec<Arc<Jwks>> = Vec::new();
+        for issuer in &self.issuers {
+            if !documents.iter().any(|known| Arc::ptr_eq(known, &issuer.jwks)) {
+                documents.push(issuer.jwks.clone());
+            }
+        }
+        documents
     }
 
     async fn verify_token(
