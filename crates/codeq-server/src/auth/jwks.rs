@@ -5,10 +5,13 @@
 //! - a fetched document is fresh for 5 minutes, or for the response's
 //!   `Cache-Control: max-age` (capped at a day; `no-store`/`no-cache`
 //!   mean 0);
-//! - a stale document, or a `kid` the document does not hold, triggers a
-//!   refetch, but at most one fetch per 30 s whatever the outcome, so
-//!   tokens with made-up `kid`s cannot turn the server into a load
-//!   generator against the identity provider;
+//! - a `kid` the document does not hold triggers a refetch, at most one
+//!   per 30 s whatever the outcome, so tokens with made-up `kid`s cannot
+//!   turn the server into a load generator against the identity provider;
+//!   a new key is picked up by the first request that uses it (the
+//!   start-up fetch does not count against the 30 s);
+//! - a stale document is fetched again on use, at most once per 30 s (a
+//!   JWKS that is down is not asked on every request);
 //! - a failed fetch keeps the keys already cached (they keep verifying);
 //!   a key never seen stays unknown, so a token that needs it is refused
 //!   (fail closed).
@@ -144,18 +147,22 @@ impl KeySet {
     }
 }
 
-/// When the last fetch was tried and how it went.
+/// When fetches were tried and how the last one went.
 #[derive(Default)]
 struct FetchState {
+    /// Any fetch: gates refetching a stale document (so a JWKS that is
+    /// down is not asked on every request).
     last_attempt: Option<Timestamp>,
+    /// Fetches caused by an unknown `kid`: gated on their own, so the
+    /// start-up fetch or a routine refresh does not delay a key rotation.
+    last_for_unknown_kid: Option<Timestamp>,
     last_failed: bool,
 }
 
-impl FetchState {
-    fn may_fetch(&self, now: Timestamp) -> bool {
-        let interval = i64::try_from(REFETCH_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-        self.last_attempt.is_none_or(|last| now.millis() - last.millis() >= interval)
-    }
+/// Whether [`REFETCH_INTERVAL`] has passed since `last`.
+fn interval_passed(last: Option<Timestamp>, now: Timestamp) -> bool {
+    let interval = i64::try_from(REFETCH_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+    last.is_none_or(|last| now.millis() - last.millis() >= interval)
 }
 
 /// One JWKS URL and its cached keys.
@@ -194,8 +201,8 @@ impl Jwks {
         &self.url
     }
 
-    /// Fetches the document now (at start-up), counting as a fetch for the
-    /// 30 s rule. Returns how many usable keys it holds.
+    /// Fetches the document now (at start-up). Returns how many usable
+    /// keys it holds.
     pub async fn refresh(&self) -> Result<usize, FetchError> {
         let mut fetch = self.fetch.lock().await;
         self.fetch_into(&mut fetch, self.clock.now()).await
@@ -218,7 +225,16 @@ impl Jwks {
             return Ok(key);
         }
         let now = self.clock.now();
-        if fetch.may_fetch(now) {
+        let known = self.cached(kid, alg, false).is_some();
+        let may_fetch = if known {
+            interval_passed(fetch.last_attempt, now)
+        } else {
+            interval_passed(fetch.last_for_unknown_kid, now)
+        };
+        if may_fetch {
+            if !known {
+                fetch.last_for_unknown_kid = Some(now);
+            }
             // The outcome is logged and recorded in `fetch`.
             let _ = self.fetch_into(&mut fetch, now).await;
         }
@@ -468,7 +484,6 @@ mod tests {
         let (jwks, clock) = jwks(&server.url);
         jwks.refresh().await.unwrap();
 
-        clock.advance(Duration::from_secs(30));
         for _ in 0..5 {
             assert_eq!(
                 jwks.key(Some("new"), Algorithm::RS256).await.unwrap_err(),
@@ -495,10 +510,20 @@ mod tests {
 
         clock.advance(DEFAULT_TTL);
         assert!(jwks.key(Some("a"), Algorithm::RS256).await.is_ok(), "stale key still used");
-        assert_eq!(server.hits(), 2);
-        clock.advance(REFETCH_INTERVAL);
+        assert!(jwks.key(Some("a"), Algorithm::RS256).await.is_ok());
+        assert_eq!(server.hits(), 2, "a failing JWKS is not asked on every request");
         assert_eq!(jwks.key(Some("b"), Algorithm::RS256).await.unwrap_err(), KeyError::Unavailable);
         assert_eq!(server.hits(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_picked_up_right_after_the_start_up_fetch() {
+        let server = Server::start(&["a"]).await;
+        let (jwks, _clock) = jwks(&server.url);
+        jwks.refresh().await.unwrap();
+        server.serve(&["a", "b"], None);
+        assert!(jwks.key(Some("b"), Algorithm::RS256).await.is_ok());
+        assert_eq!(server.hits(), 2);
     }
 
     #[tokio::test]
