@@ -474,4 +474,108 @@ mod tests {
     fn json_claims(text: &str) -> serde_json::Value {
         serde_json::from_str(text).unwrap()
     }
+
+    mod with_a_jwks {
+        use std::sync::Mutex;
+
+        use axum::Router;
+        use axum::routing::get;
+        use jsonwebtoken::{EncodingKey, Header};
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::EncodePrivateKey;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+        use crate::clock::ManualClock;
+
+        const START_SECONDS: i64 = 1_700_000_000;
+
+        /// Serves `keys` (changeable) as a JWKS; returns its URL.
+        async fn serve(keys: Arc<Mutex<Vec<Value>>>) -> String {
+            let router = Router::new().route(
+                "/jwks",
+                get(move || async move {
+                    let keys = keys.lock().unwrap().clone();
+                    axum::Json(json!({ "keys": keys }))
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+            url
+        }
+
+        fn ec_key() -> (EncodingKey, Value) {
+            let secret = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
+            let point = secret.public_key().to_encoded_point(false);
+            let jwk = json!({
+                "kty": "EC", "kid": "k1", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+                "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+            });
+            (EncodingKey::from_ec_der(secret.to_pkcs8_der().unwrap().as_bytes()), jwk)
+        }
+
+        fn worker_token(key: &EncodingKey, sub: &str) -> String {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some("k1".into());
+            let claims = json!({
+                "iss": "workers", "aud": "codeq-worker", "sub": sub, "eventTypes": ["*"],
+                "scope": "codeq:claim", "exp": START_SECONDS + 600,
+            });
+            jsonwebtoken::encode(&header, &claims, key).unwrap()
+        }
+
+        #[tokio::test]
+        async fn a_verified_token_is_served_from_the_cache_until_its_exp() {
+            let (key, jwk) = ec_key();
+            let published = Arc::new(Mutex::new(vec![jwk]));
+            let url = serve(published.clone()).await;
+            let clock = Arc::new(ManualClock::new(Timestamp(START_SECONDS * 1000)));
+            let jwks = Arc::new(Jwks::new(url, reqwest::Client::new(), clock.clone()));
+            let issuer = TrustedIssuer {
+                kind: PrincipalKind::Worker,
+                issuer: "workers".into(),
+                audience: Some("codeq-worker".into()),
+                jwks,
+            };
+            let verifier =
+                JwtVerifier::new(vec![issuer], clock.clone(), Duration::from_secs(60), false);
+            let token = worker_token(&key, "w1");
+            assert_eq!(verifier.verify(&token).await.unwrap().unwrap().sub, "w1");
+
+            // Withdraw the key and let the document go stale: any token
+            // that needs the JWKS is now refused.
+            published.lock().unwrap().clear();
+            clock.advance(Duration::from_secs(400));
+            let fresh = verifier.verify(&worker_token(&key, "w2")).await.unwrap_err();
+            assert_eq!(fresh.code(), codes::UNTRUSTED_KEY);
+            assert_eq!(verifier.verify(&token).await.unwrap().unwrap().sub, "w1", "cached");
+
+            // At exp the cache lets go; the full check runs (within the
+            // skew) and finds no key.
+            clock.advance(Duration::from_secs(200));
+            assert_eq!(verifier.verify(&token).await.unwrap_err().code(), codes::UNTRUSTED_KEY);
+        }
+
+        #[tokio::test]
+        async fn tokens_of_unknown_issuers_and_non_jwts_are_left_to_other_sources() {
+            let clock = Arc::new(ManualClock::new(Timestamp(START_SECONDS * 1000)));
+            let jwks = Arc::new(Jwks::new(
+                "http://127.0.0.1:1/jwks",
+                reqwest::Client::new(),
+                clock.clone(),
+            ));
+            let issuer = TrustedIssuer {
+                kind: PrincipalKind::Producer,
+                issuer: "producers".into(),
+                audience: None,
+                jwks,
+            };
+            let verifier = JwtVerifier::new(vec![issuer], clock, Duration::from_secs(60), false);
+            let (key, _) = ec_key();
+            assert_eq!(verifier.verify(&worker_token(&key, "w")).await, Ok(None), "iss workers");
+            assert_eq!(verifier.verify("plain-static-token").await, Ok(None));
+        }
+    }
 }
