@@ -159,10 +159,11 @@ struct FetchState {
     last_failed: bool,
 }
 
-/// Whether [`REFETCH_INTERVAL`] has passed since `last`.
+/// Whether [`REFETCH_INTERVAL`] has passed since `last`. A clock that
+/// jumped backwards counts as time passed, so it cannot block fetches.
 fn interval_passed(last: Option<Timestamp>, now: Timestamp) -> bool {
-    let interval = i64::try_from(REFETCH_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-    last.is_none_or(|last| now.millis() - last.millis() >= interval)
+    let interval = u64::try_from(REFETCH_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+    last.is_none_or(|last| now.millis().abs_diff(last.millis()) >= interval)
 }
 
 /// One JWKS URL and its cached keys.
