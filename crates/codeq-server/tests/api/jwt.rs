@@ -74,6 +74,47 @@ fn ec_key(kid: &str) -> SigningKey {
     }
 }
 
+fn p384_key(kid: &str) -> SigningKey {
+    let secret = p384::SecretKey::random(&mut rsa::rand_core::OsRng);
+    let der = p384::pkcs8::EncodePrivateKey::to_pkcs8_der(&secret).unwrap();
+    let point =
+        p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
+    SigningKey {
+        kid: kid.into(),
+        alg: Algorithm::ES384,
+        encoding: EncodingKey::from_ec_der(der.as_bytes()),
+        jwk: json!({
+            "kty": "EC", "kid": kid, "crv": "P-384",
+            "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap()),
+        }),
+    }
+}
+
+fn ed25519_key(kid: &str) -> SigningKey {
+    let mut seed = [0u8; 32];
+    rsa::rand_core::RngCore::fill_bytes(&mut rsa::rand_core::OsRng, &mut seed);
+    let secret = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&secret).unwrap();
+    SigningKey {
+        kid: kid.into(),
+        alg: Algorithm::EdDSA,
+        encoding: EncodingKey::from_ed_der(der.as_bytes()),
+        jwk: json!({
+            "kty": "OKP", "kid": kid, "crv": "Ed25519",
+            "x": b64(secret.verifying_key().as_bytes()),
+        }),
+    }
+}
+
+/// The RSA key under another `kid`, with no `alg` in its JWK (so it
+/// verifies RS256, RS384 and RS512), signing with `alg`.
+fn rsa_key_for(kid: &str, alg: Algorithm) -> SigningKey {
+    let mut key = rsa_key(kid);
+    key.alg = alg;
+    key.jwk.as_object_mut().unwrap().remove("alg");
+    key
+}
+
 /// An in-process identity provider: serves a JWKS document the test
 /// changes, and counts its hits.
 struct Idp {
@@ -231,6 +272,38 @@ async fn valid_producer_and_worker_tokens_with_rsa_and_ec_keys_work() {
     .await;
     assert_eq!(done.status, 200, "{:?}", done.body);
     assert_eq!(idp.hits(), 1, "one start-up fetch serves every request");
+}
+
+#[tokio::test]
+async fn every_accepted_algorithm_verifies() {
+    let keys = [
+        rsa_key_for("rs384", Algorithm::RS384),
+        rsa_key_for("rs512", Algorithm::RS512),
+        ec_key("es256"),
+        p384_key("es384"),
+        ed25519_key("eddsa"),
+    ];
+    let idp = Idp::start(&keys.iter().collect::<Vec<_>>()).await;
+    let app = spawn(&idp).await;
+    for key in &keys {
+        let reply = create(&app, &sign(key, &producer_claims("svc-a")), "render").await;
+        assert_eq!(reply.status, 202, "{:?}: {:?}", key.alg, reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_key_is_only_used_with_its_own_algorithm() {
+    let (rsa, ec) = (rsa_key("rsa-1"), ec_key("ec-1"));
+    let idp = Idp::start(&[&rsa, &ec]).await;
+    let app = spawn(&idp).await;
+    let claims = producer_claims("svc-a");
+    // The RSA JWK says alg RS256: RS512 under its kid is refused.
+    let rs512 = SigningKey { alg: Algorithm::RS512, ..rsa_key("rsa-1") };
+    assert_401(&create(&app, &sign(&rs512, &claims), "render").await, "untrusted_key", "RS512");
+    // An RSA signature under the EC key's kid finds no RSA key there.
+    let wrong_kid = SigningKey { kid: ec.kid.clone(), ..rsa_key("x") };
+    let reply = create(&app, &sign(&wrong_kid, &claims), "render").await;
+    assert_401(&reply, "untrusted_key", "RS256 under an EC kid");
 }
 
 #[tokio::test]
