@@ -220,7 +220,16 @@ impl Jwks {
         if let Some(key) = self.cached(kid, alg, true) {
             return Ok(key);
         }
-        let mut fetch = self.fetch.lock().await;
+        let mut fetch = match self.cached(kid, alg, false) {
+            // A known key of a stale document: refresh unless another
+            // request already is, and never wait for that one (a slow JWKS
+            // must not hold up tokens it has already signed).
+            Some(stale) => match self.fetch.try_lock() {
+                Ok(fetch) => fetch,
+                Err(_) => return Ok(stale),
+            },
+            None => self.fetch.lock().await,
+        };
         // Another request may have fetched while this one waited.
         if let Some(key) = self.cached(kid, alg, true) {
             return Ok(key);
@@ -525,6 +534,44 @@ mod tests {
         server.serve(&["a", "b"], None);
         assert!(jwks.key(Some("b"), Algorithm::RS256).await.is_ok());
         assert_eq!(server.hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_refresh_does_not_hold_up_known_keys() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (h, r) = (hits.clone(), release.clone());
+        let app = Router::new().route(
+            "/jwks",
+            get(move || async move {
+                if h.fetch_add(1, Ordering::SeqCst) > 0 {
+                    r.notified().await;
+                }
+                axum::Json(keys(&["a"]))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (jwks, clock) = jwks(&url);
+        let jwks = Arc::new(jwks);
+        jwks.refresh().await.unwrap();
+        clock.advance(DEFAULT_TTL);
+
+        let refreshing = tokio::spawn({
+            let jwks = jwks.clone();
+            async move { jwks.key(Some("a"), Algorithm::RS256).await }
+        });
+        while hits.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let meanwhile =
+            tokio::time::timeout(Duration::from_secs(5), jwks.key(Some("a"), Algorithm::RS256))
+                .await;
+        assert!(meanwhile.expect("did not wait for the refresh").is_ok());
+
+        release.notify_one();
+        assert!(refreshing.await.unwrap().is_ok());
     }
 
     #[tokio::test]
