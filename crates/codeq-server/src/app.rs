@@ -330,6 +330,9 @@ fn jwt_verifier(
     config: &Config,
     clock: &Arc<dyn Clock>,
 ) -> Result<Option<JwtVerifier>, StartError> {
+    if config.identity_jwks_url.is_none() && config.worker_jwks_url.is_none() {
+        return Ok(None);
+    }
     let http = reqwest::Client::builder()
         .timeout(JWKS_TIMEOUT)
         .build()
@@ -367,9 +370,6 @@ fn jwt_verifier(
         })?;
         issuers.push(TrustedIssuer { kind, issuer, audience, jwks: jwks_for(url) });
     }
-    if issuers.is_empty() {
-        return Ok(None);
-    }
     let skew = Duration::from_secs(config.allowed_clock_skew_seconds);
     let honour_x_role = config.env == Env::Dev;
     Ok(Some(JwtVerifier::new(issuers, clock.clone(), skew, honour_x_role)))
@@ -377,7 +377,8 @@ fn jwt_verifier(
 
 /// Fetches every JWKS once before serving. A JWKS that is down does not
 /// stop the server: it is logged, and its tokens are refused until a later
-/// fetch (at most every 30 s) succeeds.
+/// fetch succeeds (the first token that needs it tries again, then at most
+/// one try per 30 s).
 async fn fetch_jwks(verifier: &JwtVerifier) {
     for jwks in verifier.jwks() {
         if jwks.refresh().await.is_err() {
