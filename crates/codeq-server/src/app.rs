@@ -21,12 +21,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{
-    Authenticator, LocalCredentials, PrincipalKind, StaticGrant, StaticToken, StaticTokenVerifier,
-    is_loopback_host,
+    Authenticator, Jwks, JwtVerifier, LocalCredentials, PrincipalKind, StaticGrant, StaticToken,
+    StaticTokenVerifier, TokenVerifier, TrustedIssuer, is_loopback_host,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    Config, ConfigError, ConfigOverrides, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
+    Config, ConfigError, ConfigOverrides, Env, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
 };
 use crate::http;
 use crate::service::Policy;
@@ -122,7 +122,7 @@ impl App {
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let address = listener.local_addr().context("cannot read the bound address")?;
 
-        let (auth, credentials) = authenticator(&config, local_mode, address)?;
+        let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let signals = Arc::new(Signals::new());
         let store = open_store(&config, signals.clone()).await?;
         let shutdown = CancellationToken::new();
@@ -292,10 +292,16 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
     }
 }
 
-fn authenticator(
+/// How long one JWKS request may take.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The token sources: in local mode the generated tokens; otherwise the
+/// static tokens first (a cheap digest comparison), then the JWT issuers.
+async fn authenticator(
     config: &Config,
     local_mode: bool,
     address: SocketAddr,
+    clock: &Arc<dyn Clock>,
 ) -> Result<(Authenticator, Option<LocalCredentials>), StartError> {
     if local_mode {
         let base_url = format!("http://{address}");
@@ -306,8 +312,82 @@ fn authenticator(
         let auth = Authenticator::new(vec![Arc::new(credentials.verifier())]);
         return Ok((auth, Some(credentials)));
     }
-    let verifier = static_verifier(&config.static_tokens).map_err(StartError::Refused)?;
-    Ok((Authenticator::new(vec![Arc::new(verifier)]), None))
+    let mut verifiers: Vec<Arc<dyn TokenVerifier>> = Vec::new();
+    if !config.static_tokens.is_empty() {
+        let verifier = static_verifier(&config.static_tokens).map_err(StartError::Refused)?;
+        verifiers.push(Arc::new(verifier));
+    }
+    if let Some(verifier) = jwt_verifier(config, clock)? {
+        fetch_jwks(&verifier).await;
+        verifiers.push(Arc::new(verifier));
+    }
+    Ok((Authenticator::new(verifiers), None))
+}
+
+/// The verifier of producer and worker JWTs, when a JWKS URL is set. Two
+/// issuers sharing one JWKS URL share its cache.
+fn jwt_verifier(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<JwtVerifier>, StartError> {
+    if config.identity_jwks_url.is_none() && config.worker_jwks_url.is_none() {
+        return Ok(None);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(JWKS_TIMEOUT)
+        .build()
+        .context("cannot build the JWKS HTTP client")?;
+    let mut documents: Vec<Arc<Jwks>> = Vec::new();
+    let mut jwks_for = |url: &str| {
+        if let Some(found) = documents.iter().find(|jwks| jwks.url() == url) {
+            return found.clone();
+        }
+        let jwks = Arc::new(Jwks::new(url, http.clone(), clock.clone()));
+        documents.push(jwks.clone());
+        jwks
+    };
+    let mut issuers = Vec::new();
+    let sources = [
+        (
+            PrincipalKind::Producer,
+            &config.identity_jwks_url,
+            &config.identity_issuer,
+            config.identity_audience.clone(),
+            "identityIssuer",
+        ),
+        (
+            PrincipalKind::Worker,
+            &config.worker_jwks_url,
+            &config.worker_issuer,
+            Some(config.worker_audience.clone()).filter(|aud| !aud.is_empty()),
+            "workerIssuer",
+        ),
+    ];
+    for (kind, url, issuer, audience, issuer_key) in sources {
+        let Some(url) = url else { continue };
+        let issuer = issuer.clone().ok_or_else(|| {
+            StartError::Refused(format!("{issuer_key} is required with its JWKS URL"))
+        })?;
+        issuers.push(TrustedIssuer { kind, issuer, audience, jwks: jwks_for(url) });
+    }
+    let skew = Duration::from_secs(config.allowed_clock_skew_seconds);
+    let honour_x_role = config.env == Env::Dev;
+    Ok(Some(JwtVerifier::new(issuers, clock.clone(), skew, honour_x_role)))
+}
+
+/// Fetches every JWKS once before serving. A JWKS that is down does not
+/// stop the server: it is logged, and its tokens are refused until a later
+/// fetch succeeds (the first token that needs it tries again, then at most
+/// one try per 30 s).
+async fn fetch_jwks(verifier: &JwtVerifier) {
+    for jwks in verifier.jwks() {
+        if jwks.refresh().await.is_err() {
+            tracing::warn!(
+                url = jwks.url(),
+                "starting without this JWKS: tokens it signs get 401 until it can be fetched"
+            );
+        }
+    }
 }
 
 /// The verifier of the configured `staticTokens`.

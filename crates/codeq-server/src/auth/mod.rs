@@ -2,7 +2,7 @@
 //!
 //! Trust model: every `/v1/codeq` request carries `Authorization: Bearer
 //! <token>`. The [`Authenticator`] asks each configured [`TokenVerifier`]
-//! (static tokens, local-mode tokens; producer and worker JWTs later) in
+//! (static tokens, producer and worker JWTs, or local-mode tokens) in
 //! turn; the first to recognise the token yields a [`Principal`], and an
 //! unrecognised token is a 401. Everything after that is decided from the
 //! principal alone by its `require_*` / [`Principal::as_worker`] checks,
@@ -15,17 +15,25 @@
 //! - [`principal`]: `Principal`, `Scope(s)`, `EventTypes`, `AuthError` and the checks.
 //! - [`provider`]: the `TokenVerifier` seam and the `Authenticator`.
 //! - [`static_tokens`]: config `staticTokens`.
+//! - [`verified`]: the bounded cache of verified JWTs.
+//! - [`jwks`]: JWKS documents, fetched and cached.
+//! - [`jwt`]: producer and worker JWTs.
 //! - [`local`]: local-mode credentials and the loopback check.
 
+pub mod jwks;
+pub mod jwt;
 pub mod local;
 pub mod principal;
 pub mod provider;
 pub mod static_tokens;
+pub mod verified;
 
+pub use jwks::Jwks;
+pub use jwt::{JwtVerifier, TrustedIssuer};
 pub use local::{LocalCredentials, is_loopback_host};
 pub use principal::{
     AuthError, EventTypes, EventTypesError, Principal, PrincipalKind, Scope, Scopes, UnknownScope,
     codes,
 };
-pub use provider::{Authenticator, TokenVerifier, VerifyFuture, bearer_token};
+pub use provider::{Authenticator, RequestContext, TokenVerifier, VerifyFuture, bearer_token};
 pub use static_tokens::{StaticGrant, StaticToken, StaticTokenError, StaticTokenVerifier};

@@ -16,6 +16,22 @@ pub mod codes {
     pub const MALFORMED_TOKEN: &str = "malformed_token";
     /// A bearer token that no configured source accepts (401).
     pub const INVALID_TOKEN: &str = "invalid_token";
+    /// A JWT whose `exp` (plus the allowed clock skew) has passed (401).
+    pub const EXPIRED_TOKEN: &str = "expired_token";
+    /// A JWT whose `nbf` is still ahead, beyond the allowed clock skew (401).
+    pub const TOKEN_NOT_YET_VALID: &str = "token_not_yet_valid";
+    /// A JWT signed with an algorithm this server refuses: `none`, HMAC,
+    /// anything but RS256/384/512, ES256/384 and EdDSA (401).
+    pub const UNSUPPORTED_ALGORITHM: &str = "unsupported_algorithm";
+    /// A JWT whose `kid`/`alg` matches no key of its issuer's JWKS (401).
+    pub const UNTRUSTED_KEY: &str = "untrusted_key";
+    /// A JWT whose signature does not verify (401).
+    pub const INVALID_SIGNATURE: &str = "invalid_signature";
+    /// A JWT with a missing or wrong claim: `exp`, `aud`, `sub`, a future
+    /// `iat`, a worker token without `eventTypes` or `scope` (401).
+    pub const INVALID_CLAIMS: &str = "invalid_claims";
+    /// A JWT whose key is not cached and whose JWKS cannot be fetched (401).
+    pub const JWKS_UNAVAILABLE: &str = "jwks_unavailable";
     /// The token lacks the endpoint's scope (403).
     pub const MISSING_SCOPE: &str = "missing_scope";
     /// A requested command is outside the token's `eventTypes` (403).

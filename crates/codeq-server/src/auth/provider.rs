@@ -13,6 +13,14 @@ use super::principal::{AuthError, Principal, codes};
 pub type VerifyFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<Principal>, AuthError>> + Send + 'a>>;
 
+/// What a verifier may look at besides the token itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestContext<'a> {
+    /// The `X-Role` header (SPEC §3: honoured for producer JWTs without a
+    /// `role` claim, and only with `env: dev`).
+    pub x_role: Option<&'a str>,
+}
+
 /// One source of tokens.
 ///
 /// `verify` answers:
@@ -25,6 +33,17 @@ pub type VerifyFuture<'a> =
 pub trait TokenVerifier: Send + Sync {
     /// Resolves `token` (the part after `Bearer `) to a principal.
     fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a>;
+
+    /// Like [`verify`](Self::verify), with the rest of the request in
+    /// view; sources that only look at the token keep this default.
+    fn verify_request<'a>(
+        &'a self,
+        token: &'a str,
+        context: RequestContext<'a>,
+    ) -> VerifyFuture<'a> {
+        let _ = context;
+        self.verify(token)
+    }
 }
 
 /// Resolves the `Authorization` header of a request to a [`Principal`] by
@@ -60,9 +79,19 @@ impl Authenticator {
         &self,
         authorization_header: Option<&str>,
     ) -> Result<Principal, AuthError> {
+        self.authenticate_request(authorization_header, RequestContext::default()).await
+    }
+
+    /// Like [`authenticate`](Self::authenticate), passing the rest of the
+    /// request (`X-Role`) to the sources.
+    pub async fn authenticate_request(
+        &self,
+        authorization_header: Option<&str>,
+        context: RequestContext<'_>,
+    ) -> Result<Principal, AuthError> {
         let token = bearer_token(authorization_header)?;
         for verifier in &self.verifiers {
-            if let Some(principal) = verifier.verify(token).await? {
+            if let Some(principal) = verifier.verify_request(token, context).await? {
                 return Ok(principal);
             }
         }

@@ -12,12 +12,14 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::auth::{Principal, Scope};
+use crate::auth::{Principal, RequestContext, Scope};
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let authorization =
         parts.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-    Ok(state.auth.authenticate(authorization).await?)
+    let x_role = parts.headers.get("x-role").and_then(|value| value.to_str().ok());
+    let context = RequestContext { x_role };
+    Ok(state.auth.authenticate_request(authorization, context).await?)
 }
 
 /// Any authenticated caller, producer or worker.

@@ -5,6 +5,7 @@
 mod bad_input;
 mod concurrency;
 mod helpers;
+mod jwt;
 mod lifecycle;
 mod long_poll;
 mod semantics;
