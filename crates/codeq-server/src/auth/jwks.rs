@@ -59,7 +59,7 @@ pub enum FetchError {
     /// A non-2xx answer.
     #[error("answered HTTP {0}")]
     Status(u16),
-    /// Over [`MAX_DOCUMENT_BYTES`].
+    /// Over the 1 MiB a JWKS document may hold.
     #[error("document is over {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
     /// Not a JWKS document.
