@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::auth::{Principal, RequestContext, Scope};
+use crate::auth::{AuthError, Principal, RequestContext, Scope};
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let authorization =
@@ -22,51 +22,43 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     Ok(state.auth.authenticate_request(authorization, context).await?)
 }
 
-/// Any authenticated caller, producer or worker.
-pub struct Caller(pub Principal);
+/// Defines an extractor of the authenticated principal that passes `check`.
+macro_rules! principal_extractor {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub Principal);
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state).await.map(Self)
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let principal = authenticate(parts, state).await?;
+                let check: fn(&Principal) -> Result<(), AuthError> = $check;
+                check(&principal)?;
+                Ok(Self(principal))
+            }
+        }
+    };
 }
 
-/// A producer.
-pub struct Producer(pub Principal);
-
-impl FromRequestParts<AppState> for Producer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let principal = authenticate(parts, state).await?;
-        principal.require_producer()?;
-        Ok(Self(principal))
-    }
-}
-
-/// A producer with admin rights.
-pub struct Admin(pub Principal);
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let principal = authenticate(parts, state).await?;
-        principal.require_admin()?;
-        Ok(Self(principal))
-    }
-}
+principal_extractor!(
+    /// Any authenticated caller, producer or worker.
+    Caller,
+    |_| Ok(())
+);
+principal_extractor!(
+    /// A producer.
+    Producer,
+    Principal::require_producer
+);
+principal_extractor!(
+    /// A producer with admin rights.
+    Admin,
+    Principal::require_admin
+);
 
 /// The scope a worker endpoint requires.
 pub trait RequiredScope {
