@@ -4,12 +4,15 @@
 //! - [`command`]: queue names (`Command`), parsed at the edge.
 //! - [`task`]: `Task`, `TaskId`, `TaskStatus`, `Priority` and the timestamps they carry.
 //! - [`result`]: what a worker reports (`ResultRecord`, `Artifact`).
+//! - [`lifecycle`]: the transitions of a task (claim, heartbeat, abandon,
+//!   nack, expire, complete) as pure functions every backend applies.
 //! - [`backoff`]: the retry delay policies of a nack or an expired lease.
 //! - [`queue`]: per-command depths (`QueueStats`).
 //! - [`time`]: `Timestamp`, milliseconds since the Unix epoch, and its RFC 3339 form.
 
 pub mod backoff;
 pub mod command;
+pub mod lifecycle;
 pub mod queue;
 pub mod result;
 pub mod task;
@@ -19,5 +22,6 @@ pub use backoff::{BackoffConfig, BackoffPolicy};
 pub use command::Command;
 pub use queue::QueueStats;
 pub use result::{Artifact, ResultRecord, ResultStatus};
-pub use task::{Priority, Task, TaskId, TaskStatus};
+pub use lifecycle::{Fence, TransitionError};
+pub use task::{Priority, Task, TaskId, TaskState, TaskStatus};
 pub use time::Timestamp;

@@ -61,12 +61,3 @@ pub struct ResultRecord {
     /// When the task became terminal.
     pub completed_at: Timestamp,
 }
-
-impl ResultRecord {
-    /// True when a new submission by `worker_id` with `status` repeats
-    /// this one (same worker, same status): a client retrying its call,
-    /// answered with the stored record instead of a conflict.
-    pub fn is_repeated_by(&self, worker_id: &str, status: ResultStatus) -> bool {
-        self.worker_id == worker_id && self.status == status
-    }
-}

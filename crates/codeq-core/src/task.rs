@@ -104,10 +104,13 @@ pub const MAX_ATTEMPTS_ERROR: &str = "MAX_ATTEMPTS";
 /// The `lastReason` of a task whose lease ran out.
 pub const LEASE_EXPIRED_REASON: &str = "LEASE_EXPIRED";
 
-/// A task, as stored. The API form (RFC 3339 times, payload as a JSON
-/// string) is made from it at the edge. The serde form is the storage
-/// form: every field always present, in this order (a positional binary
-/// encoding relies on it; a new field needs a new record version).
+/// A task: what the producer asked for, fixed at creation, and its
+/// [`TaskState`], which every transition replaces.
+///
+/// The API form (RFC 3339 times, payload as a JSON string) is made from it
+/// at the edge. The serde form of each half is a storage form (a positional
+/// binary encoding relies on the field order: a new field needs a new
+/// record version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     /// Server-assigned id.
@@ -120,42 +123,74 @@ pub struct Task {
     pub priority: Priority,
     /// Result callback URL.
     pub webhook: Option<String>,
+    /// Delivery limit.
+    pub max_attempts: u32,
+    /// The producer's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// When the task becomes (or became) visible, if it was scheduled.
+    pub run_at: Option<Timestamp>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Where the task is in its life cycle.
+    pub state: TaskState,
+}
+
+/// The part of a task that transitions change (see [`crate::lifecycle`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
     /// Life-cycle state.
     pub status: TaskStatus,
-    /// The claiming worker's `sub` while in progress.
+    /// Deliveries so far; incremented by every claim and only there.
+    pub attempts: u32,
+    /// The worker of the current delivery while in progress. Afterwards:
+    /// on a terminal task the worker that submitted its result; on a
+    /// pending task the worker whose lease lapsed (its result is still
+    /// accepted until the next delivery); otherwise none. The API shows it
+    /// only while the task is in progress.
     pub worker_id: Option<String>,
     /// When the current lease ends, while in progress.
     pub lease_until: Option<Timestamp>,
-    /// Deliveries so far; incremented by every claim and only there.
-    pub attempts: u32,
-    /// Delivery limit.
-    pub max_attempts: u32,
+    /// When a pending task is (or was) ready to claim: orders the ready
+    /// queue (FIFO within a priority) and the delayed set.
+    pub visible_at: Timestamp,
     /// Terminal error (`MAX_ATTEMPTS` when dead-lettered).
     pub error: Option<String>,
     /// Last nack reason or `LEASE_EXPIRED`.
     pub last_reason: Option<String>,
-    /// When the task becomes (or became) visible, if it was scheduled.
-    pub run_at: Option<Timestamp>,
-    /// When a pending task is (or was) ready to claim: orders the ready
-    /// queue (FIFO within a priority) and the delayed set.
-    pub visible_at: Timestamp,
-    /// The producer's idempotency key, if any.
-    pub idempotency_key: Option<String>,
     /// True when the task failed by exhausting its deliveries (it is in
     /// its command's dead-letter queue).
     pub dead_lettered: bool,
-    /// Creation time.
-    pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
     /// When the task became terminal.
     pub completed_at: Option<Timestamp>,
 }
 
-impl Task {
+impl TaskState {
+    /// The state of a new task, pending and visible at `visible_at`.
+    pub fn new(visible_at: Timestamp, now: Timestamp) -> Self {
+        Self {
+            status: TaskStatus::Pending,
+            attempts: 0,
+            worker_id: None,
+            lease_until: None,
+            visible_at,
+            error: None,
+            last_reason: None,
+            dead_lettered: false,
+            updated_at: now,
+            completed_at: None,
+        }
+    }
+
     /// True when the task is pending but not yet visible at `now`.
     pub fn is_delayed(&self, now: Timestamp) -> bool {
         self.status == TaskStatus::Pending && self.visible_at > now
+    }
+
+    /// True when the task is pending and visible at `now`.
+    pub fn is_ready(&self, now: Timestamp) -> bool {
+        self.status == TaskStatus::Pending && self.visible_at <= now
     }
 }
 

@@ -34,6 +34,7 @@ use crate::service::artifacts::Artifacts;
 use crate::service::scheduler::Scheduler;
 use crate::service::{reaper, retention};
 use crate::store::embedded::EmbeddedStore;
+use crate::store::embedded::log::OpenError;
 use crate::store::{Signals, Store};
 
 /// Size limits the HTTP layer enforces.
@@ -211,8 +212,12 @@ impl App {
         let server = axum::serve(self.listener, router)
             .with_graceful_shutdown(stop_accepting.cancelled_owned());
         let mut server = tokio::spawn(server.into_future());
+        let storage_failed = self.store.failed();
         tokio::select! {
             () = signal => tracing::info!("shutting down"),
+            () = storage_failed.cancelled() => {
+                return exit_on_storage_failure(&self.shutdown, self.store.as_ref(), &self.background, server).await;
+            }
             finished = &mut server => {
                 self.shutdown.cancel();
                 finished.context("server task failed")?.context("server failed")?;
@@ -234,6 +239,31 @@ impl App {
         Ok(())
     }
 }
+
+/// Crash-only: once storage has failed, nothing it holds in memory can be
+/// trusted and nothing more may be written. Every call is already answered
+/// 503 (507 for the batch that hit a full disk); the answers in flight get
+/// a moment to leave, then the process ends so that a supervisor restarts
+/// it and recovery rebuilds from disk.
+async fn exit_on_storage_failure(
+    shutdown: &CancellationToken,
+    store: &dyn Store,
+    background: &[JoinHandle<()>],
+    mut server: JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    shutdown.cancel();
+    let cause = store.health().err().map(|e| e.to_string()).unwrap_or_default();
+    if tokio::time::timeout(STORAGE_FAILURE_DRAIN, &mut server).await.is_err() {
+        server.abort();
+    }
+    for job in background {
+        job.abort();
+    }
+    anyhow::bail!("{cause}; exiting so that a restart recovers from disk")
+}
+
+/// How long answers in flight may take to leave once storage has failed.
+const STORAGE_FAILURE_DRAIN: Duration = Duration::from_millis(500);
 
 /// A server started with [`App::spawn`].
 pub struct Running {
@@ -267,6 +297,7 @@ fn policy(config: &Config) -> Policy {
         },
         requeue_inspect_limit: usize::try_from(config.requeue_inspect_limit).unwrap_or(usize::MAX),
         retention_seconds: config.retention_seconds,
+        max_in_flight_calls: config.max_in_flight_calls,
     }
 }
 
@@ -276,19 +307,42 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             let dir = config.data_dir.join("store");
             let durability = config.durability;
             let started = std::time::Instant::now();
-            let store =
+            let opened =
                 tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, durability, signals))
                     .await
-                    .context("storage open task failed")?
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open storage in {}: {e}", config.data_dir.display())
-                    })?;
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage opened");
-            Ok(Arc::new(store))
+                    .context("storage open task failed")?;
+            let store = opened.map_err(|error| refused_store(config, error))?;
+            let recovered = store.recovered();
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                tasks = recovered.live,
+                journal_bytes = recovered.bytes,
+                clean_stop = recovered.clean_stop,
+                "storage opened"
+            );
+            Ok(store)
         }
         StorageKind::Redis => Err(StartError::Refused(
             "storage: redis is not available in this build yet; use storage: embedded".into(),
         )),
+    }
+}
+
+/// Why the store did not open, and what the operator can do.
+fn refused_store(config: &Config, error: OpenError) -> StartError {
+    let data_dir = config.data_dir.display();
+    match error {
+        OpenError::Damaged { .. } => StartError::Refused(format!(
+            "{error}.\nNothing was changed. Run `codeq storage check {data_dir}` for details; \
+             restore the data directory from a backup (`codeq storage backup`), or move it \
+             away to start empty."
+        )),
+        OpenError::InUse(_) => StartError::Refused(format!(
+            "{error}: is another `codeq serve` running on {data_dir}?"
+        )),
+        OpenError::Io(cause) => {
+            StartError::Other(anyhow::anyhow!("cannot open storage in {data_dir}: {cause}"))
+        }
     }
 }
 
@@ -457,7 +511,7 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
         match app.run_until(signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("codeq: {error:#}");
+                tracing::error!("{error:#}");
                 ExitCode::FAILURE
             }
         }

@@ -8,15 +8,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use codeq_core::{
-    BackoffConfig, BackoffPolicy, Command, Priority, ResultRecord, ResultStatus, Task, TaskId,
-    TaskStatus, Timestamp,
-};
+use codeq_core::lifecycle::Submission;
+use codeq_core::{Command, Priority, ResultStatus, Task, TaskId, TaskState, TaskStatus, Timestamp};
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
 use codeq_server::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals,
-    Store, StoreError, TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Expiry, Fence, LeaseEnd, Retried,
+    Signals, Store, StoreError, TransitionError,
 };
 
 /// Opens a backend on state that survives reopening.
@@ -28,10 +26,7 @@ struct Embedded(tempfile::TempDir);
 
 impl Harness for Embedded {
     fn open(&self) -> Arc<dyn Store> {
-        Arc::new(
-            EmbeddedStore::open(self.0.path(), Durability::Fsync, Arc::new(Signals::new()))
-                .unwrap(),
-        )
+        EmbeddedStore::open(self.0.path(), Durability::Fsync, Arc::new(Signals::new())).unwrap()
     }
 }
 
@@ -58,20 +53,11 @@ fn task(name: &str, priority: i64, visible_at: Timestamp) -> Task {
         payload: r#"{"n":1}"#.into(),
         priority: Priority::clamped(priority),
         webhook: None,
-        status: TaskStatus::Pending,
-        worker_id: None,
-        lease_until: None,
-        attempts: 0,
         max_attempts: 3,
-        error: None,
-        last_reason: None,
-        run_at: None,
-        visible_at,
         idempotency_key: None,
-        dead_lettered: false,
+        run_at: None,
         created_at: at(0),
-        updated_at: at(0),
-        completed_at: None,
+        state: TaskState::new(visible_at, at(0)),
     }
 }
 
@@ -83,24 +69,26 @@ fn only(name: &str) -> CommandFilter {
     CommandFilter::Only(vec![command(name)])
 }
 
-const BACKOFF: BackoffConfig =
-    BackoffConfig { policy: BackoffPolicy::Fixed, base_seconds: 10, max_seconds: 60 };
-
 fn fence(attempt: Option<u32>) -> Fence<'static> {
     Fence { worker_id: "w1", attempt }
 }
 
 fn completion(id: TaskId, worker: &str, status: ResultStatus) -> Completion {
-    let record = ResultRecord {
-        task_id: id,
+    let submission = Submission {
         status,
         result: (status == ResultStatus::Completed).then(|| serde_json::json!({"ok": true})),
         error: (status == ResultStatus::Failed).then(|| "boom".to_string()),
         artifacts: Vec::new(),
-        worker_id: worker.into(),
-        completed_at: at(0),
     };
-    Completion { task_id: id, worker_id: worker.into(), attempt: None, record }
+    Completion { task_id: id, worker_id: worker.into(), attempt: None, submission }
+}
+
+/// Expires every lease ended at `now` with a fixed delay, as the reaper
+/// does with its backoff.
+async fn expire_all(store: &dyn Store, now: Timestamp, delay_seconds: u64) -> Vec<Retried> {
+    let ended = store.lease_ends(now, 100).await.unwrap();
+    let expiries = ended.into_iter().map(|lease| Expiry { lease, delay_seconds }).collect();
+    store.expire(expiries, now).await.unwrap().into_iter().map(|e| e.outcome).collect()
 }
 
 async fn create(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
@@ -147,9 +135,10 @@ async fn claim_marks_the_delivery(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     let got = claim_one(&*store, only("a"), at(5)).await.unwrap();
-    assert_eq!((got.id, got.status, got.attempts), (id, TaskStatus::InProgress, 1));
-    assert_eq!(got.worker_id.as_deref(), Some("w1"));
-    assert_eq!(got.lease_until, Some(at(35)));
+    assert_eq!((got.id, got.state.status, got.state.attempts), (id, TaskStatus::InProgress, 1));
+    assert_eq!(got.state.worker_id.as_deref(), Some("w1"));
+    assert_eq!(got.state.lease_until, Some(at(35)));
+    assert_eq!(got.payload, r#"{"n":1}"#);
     assert_eq!(store.get_task(id).await.unwrap().unwrap(), got);
 }
 
@@ -193,49 +182,88 @@ async fn heartbeat_extends_the_lease_of_the_holder_only(h: &dyn Harness) {
     ));
     let extended = store.heartbeat(id, fence(Some(1)), at(90), at(2)).await.unwrap();
     assert_eq!(extended.lease_until, Some(at(90)));
-    assert!(store.expire_leases(at(60), BACKOFF, 100).await.unwrap().is_empty());
+    assert!(store.lease_ends(at(60), 100).await.unwrap().is_empty());
+}
+
+async fn a_heartbeat_after_the_lease_ended_is_refused(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(0)).await.unwrap(); // lease until at(30)
+    let late = store.heartbeat(id, fence(Some(1)), at(90), at(31)).await;
+    assert!(
+        matches!(late, Err(StoreError::Transition(TransitionError::LeaseExpired))),
+        "before the reaper ran: {late:?}"
+    );
+    expire_all(&*store, at(31), 10).await;
+    let later = store.heartbeat(id, fence(Some(1)), at(90), at(32)).await;
+    assert!(
+        matches!(later, Err(StoreError::Transition(TransitionError::LeaseExpired))),
+        "after the reaper ran: {later:?}"
+    );
+    let state = store.get_state(id).await.unwrap().unwrap();
+    assert_eq!((state.status, state.lease_until), (TaskStatus::Pending, None), "nothing extended");
+}
+
+async fn a_result_after_the_lease_ended_is_accepted_until_redelivery(h: &dyn Harness) {
+    let store = h.open();
+    let ids = create(&*store, vec![task("a", 0, at(0)), task("b", 0, at(0))]).await;
+    claim_one(&*store, only("a"), at(0)).await.unwrap();
+    claim_one(&*store, only("b"), at(0)).await.unwrap();
+    // Task a: the reaper has not run yet; task b: requeued by the reaper,
+    // not claimed since.
+    let ended = store.lease_ends(at(31), 100).await.unwrap();
+    assert_eq!(ended.len(), 2);
+    let b_lease = ended.iter().copied().find(|lease| lease.task_id == ids[1]).unwrap();
+    store.expire(vec![Expiry { lease: b_lease, delay_seconds: 10 }], at(31)).await.unwrap();
+    for id in &ids {
+        let mut late = completion(*id, "w1", ResultStatus::Completed);
+        late.attempt = Some(1);
+        let out = store.complete(vec![late], at(35)).await.unwrap();
+        assert!(matches!(out[0], Ok(Completed::Stored(_))), "{out:?}");
+        assert_eq!(store.get_task(*id).await.unwrap().unwrap().state.status, TaskStatus::Completed);
+    }
+    assert!(store.lease_ends(at(99), 100).await.unwrap().is_empty(), "no lease left to expire");
+
+    let redelivered = create(&*store, vec![task("c", 0, at(0))]).await[0];
+    claim_one(&*store, only("c"), at(40)).await.unwrap();
+    expire_all(&*store, at(71), 0).await;
+    let again = store
+        .claim(&ClaimSpec { worker_id: "w2".into(), ..spec(only("c"), 1, at(200)) }, at(72))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    let out = store.complete(vec![completion(redelivered, "w1", ResultStatus::Completed)], at(73));
+    assert_eq!(out.await.unwrap()[0], Err(TransitionError::NotOwner));
 }
 
 async fn abandon_requeues_at_once_keeping_attempts(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
-    let abandoned = store.abandon(id, fence(Some(1)), at(2)).await.unwrap();
+    store.abandon(id, fence(Some(1)), at(2)).await.unwrap();
+    let abandoned = store.get_state(id).await.unwrap().unwrap();
     assert_eq!(
         (abandoned.status, abandoned.attempts, abandoned.worker_id),
         (TaskStatus::Pending, 1, None)
     );
     let again = claim_one(&*store, only("a"), at(2)).await.unwrap();
-    assert_eq!((again.id, again.attempts), (id, 2));
+    assert_eq!((again.id, again.state.attempts), (id, 2));
 }
 
 async fn nack_requeues_after_the_delay(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
-    let outcome = store
-        .nack(id, fence(None), RetryDelay::Seconds(20), Some("flaky".into()), at(2))
-        .await
-        .unwrap();
-    assert_eq!(outcome, Nacked::Requeued { delay_seconds: 20 });
-    let nacked = store.get_task(id).await.unwrap().unwrap();
+    let outcome = store.nack(id, fence(Some(1)), 20, Some("flaky".into()), at(2)).await.unwrap();
+    assert_eq!(outcome, Retried::Requeued { delay_seconds: 20 });
+    let nacked = store.get_task(id).await.unwrap().unwrap().state;
     assert_eq!(
-        (nacked.status, nacked.last_reason.as_deref()),
-        (TaskStatus::Pending, Some("flaky"))
+        (nacked.status, nacked.last_reason.as_deref(), nacked.visible_at),
+        (TaskStatus::Pending, Some("flaky"), at(22))
     );
     assert!(claim_one(&*store, only("a"), at(21)).await.is_none());
     store.promote_due(at(22), 100).await.unwrap();
-    assert_eq!(claim_one(&*store, only("a"), at(22)).await.unwrap().attempts, 2);
-}
-
-async fn nack_with_backoff_uses_the_policy(h: &dyn Harness) {
-    let store = h.open();
-    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
-    claim_one(&*store, only("a"), at(1)).await.unwrap();
-    let outcome =
-        store.nack(id, fence(None), RetryDelay::Backoff(BACKOFF), None, at(2)).await.unwrap();
-    assert_eq!(outcome, Nacked::Requeued { delay_seconds: 10 });
-    assert_eq!(store.get_task(id).await.unwrap().unwrap().visible_at, at(12));
+    assert_eq!(claim_one(&*store, only("a"), at(22)).await.unwrap().state.attempts, 2);
 }
 
 async fn the_last_delivery_dead_letters_on_nack(h: &dyn Harness) {
@@ -245,15 +273,12 @@ async fn the_last_delivery_dead_letters_on_nack(h: &dyn Harness) {
     let id = create(&*store, vec![t]).await[0];
     claim_one(&*store, only("a"), at(1)).await.unwrap();
     assert_eq!(
-        store.nack(id, fence(None), RetryDelay::Seconds(0), None, at(2)).await.unwrap(),
-        Nacked::Requeued { delay_seconds: 0 }
+        store.nack(id, fence(None), 0, None, at(2)).await.unwrap(),
+        Retried::Requeued { delay_seconds: 0 }
     );
     claim_one(&*store, only("a"), at(3)).await.unwrap();
-    assert_eq!(
-        store.nack(id, fence(Some(2)), RetryDelay::Seconds(0), None, at(4)).await.unwrap(),
-        Nacked::DeadLettered
-    );
-    let dead = store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(store.nack(id, fence(Some(2)), 0, None, at(4)).await.unwrap(), Retried::DeadLettered);
+    let dead = store.get_task(id).await.unwrap().unwrap().state;
     assert_eq!(
         (dead.status, dead.error.as_deref(), dead.attempts),
         (TaskStatus::Failed, Some("MAX_ATTEMPTS"), 2)
@@ -272,23 +297,33 @@ async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
     t.max_attempts = 2;
     let id = create(&*store, vec![t]).await[0];
     claim_one(&*store, only("a"), at(0)).await.unwrap(); // lease until at(30)
-    assert!(
-        store.expire_leases(at(30), BACKOFF, 100).await.unwrap().is_empty(),
-        "expired at its end instant"
-    );
-    let expired = store.expire_leases(at(31), BACKOFF, 100).await.unwrap();
-    assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].outcome, Nacked::Requeued { delay_seconds: 10 });
-    let requeued = store.get_task(id).await.unwrap().unwrap();
+    assert!(store.lease_ends(at(30), 100).await.unwrap().is_empty(), "not ended at its end instant");
     assert_eq!(
-        (requeued.status, requeued.last_reason.as_deref()),
-        (TaskStatus::Pending, Some("LEASE_EXPIRED"))
+        store.lease_ends(at(31), 100).await.unwrap(),
+        vec![LeaseEnd { task_id: id, attempts: 1 }]
+    );
+    assert_eq!(expire_all(&*store, at(31), 10).await, vec![Retried::Requeued { delay_seconds: 10 }]);
+    let requeued = store.get_task(id).await.unwrap().unwrap().state;
+    assert_eq!(
+        (requeued.status, requeued.last_reason.as_deref(), requeued.visible_at),
+        (TaskStatus::Pending, Some("LEASE_EXPIRED"), at(41))
     );
     store.promote_due(at(41), 100).await.unwrap();
     claim_one(&*store, only("a"), at(41)).await.unwrap();
-    let expired = store.expire_leases(at(72), BACKOFF, 100).await.unwrap();
-    assert_eq!(expired[0].outcome, Nacked::DeadLettered);
-    assert_eq!(store.get_task(id).await.unwrap().unwrap().status, TaskStatus::Failed);
+    assert_eq!(expire_all(&*store, at(72), 10).await, vec![Retried::DeadLettered]);
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().state.status, TaskStatus::Failed);
+}
+
+async fn an_expiry_skips_a_task_that_moved_on(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(0)).await.unwrap();
+    let ended = store.lease_ends(at(31), 100).await.unwrap();
+    store.abandon(id, fence(Some(1)), at(31)).await.unwrap();
+    claim_one(&*store, only("a"), at(31)).await.unwrap(); // delivery 2, lease until at(61)
+    let expiries = ended.into_iter().map(|lease| Expiry { lease, delay_seconds: 0 }).collect();
+    assert!(store.expire(expiries, at(62)).await.unwrap().is_empty(), "delivery 1 is gone");
+    assert_eq!(store.get_state(id).await.unwrap().unwrap().status, TaskStatus::InProgress);
 }
 
 async fn results_are_terminal_and_idempotent(h: &dyn Harness) {
@@ -301,21 +336,37 @@ async fn results_are_terminal_and_idempotent(h: &dyn Harness) {
     let out =
         store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
     let Ok(Completed::Stored(stored)) = &out[0] else { panic!("not stored: {out:?}") };
-    assert_eq!(stored.completed_at, at(2));
+    assert_eq!((stored.completed_at, stored.worker_id.as_str()), (at(2), "w1"));
     let again =
         store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
     assert_eq!(again[0], Ok(Completed::Repeated(stored.clone())));
     let other =
         store.complete(vec![completion(id, "w1", ResultStatus::Failed)], at(3)).await.unwrap();
     assert_eq!(other[0], Err(TransitionError::ResultConflict));
-    let done = store.get_task(id).await.unwrap().unwrap();
+    let done = store.get_task(id).await.unwrap().unwrap().state;
     assert_eq!((done.status, done.completed_at), (TaskStatus::Completed, Some(at(2))));
+    assert_eq!(store.get_result(id).await.unwrap().as_ref(), Some(stored));
     let pending = create(&*store, vec![task("a", 0, at(0))]).await[0];
     let out = store
         .complete(vec![completion(pending, "w1", ResultStatus::Completed)], at(3))
         .await
         .unwrap();
     assert_eq!(out[0], Err(TransitionError::NotInProgress(TaskStatus::Pending)));
+}
+
+async fn a_batch_sees_its_own_earlier_items(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let twice = vec![
+        completion(id, "w1", ResultStatus::Completed),
+        completion(id, "w1", ResultStatus::Completed),
+        completion(id, "w1", ResultStatus::Failed),
+    ];
+    let out = store.complete(twice, at(2)).await.unwrap();
+    let Ok(Completed::Stored(stored)) = &out[0] else { panic!("not stored: {out:?}") };
+    assert_eq!(out[1], Ok(Completed::Repeated(stored.clone())));
+    assert_eq!(out[2], Err(TransitionError::ResultConflict));
 }
 
 async fn idempotency_keys_return_the_live_task(h: &dyn Harness) {
@@ -410,9 +461,9 @@ async fn state_survives_a_restart(h: &dyn Harness) {
     let store = h.open();
     let stats = store.queue_stats(&command("a")).await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_progress, stats.dlq), (2, 1, 1, 0));
-    assert_eq!(store.get_task(held).await.unwrap().unwrap().status, TaskStatus::InProgress);
+    assert_eq!(store.get_task(held).await.unwrap().unwrap().state.status, TaskStatus::InProgress);
     assert!(store.get_result(done).await.unwrap().is_some());
-    assert_eq!(store.get_task(delayed).await.unwrap().unwrap().status, TaskStatus::Pending);
+    assert_eq!(store.get_task(delayed).await.unwrap().unwrap().state.status, TaskStatus::Pending);
     let mut dup = task("a", 0, at(0));
     dup.idempotency_key = Some("key".into());
     assert!(
@@ -425,7 +476,7 @@ async fn state_survives_a_restart(h: &dyn Harness) {
     );
     assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, ready);
     assert_eq!(
-        store.expire_leases(at(10_000), BACKOFF, 100).await.unwrap().len(),
+        expire_all(&*store, at(10_000), 10).await.len(),
         3,
         "leases survive restart"
     );
@@ -458,8 +509,11 @@ macro_rules! conformance_suite {
                 delayed_tasks_wait_until_due,
                 heartbeat_extends_the_lease_of_the_holder_only,
                 abandon_requeues_at_once_keeping_attempts,
+                a_heartbeat_after_the_lease_ended_is_refused,
+                a_result_after_the_lease_ended_is_accepted_until_redelivery,
+                an_expiry_skips_a_task_that_moved_on,
+                a_batch_sees_its_own_earlier_items,
                 nack_requeues_after_the_delay,
-                nack_with_backoff_uses_the_policy,
                 the_last_delivery_dead_letters_on_nack,
                 expired_leases_requeue_then_dead_letter,
                 results_are_terminal_and_idempotent,

@@ -175,6 +175,11 @@ pub struct Config {
     /// `shutdownGraceSeconds`: how long in-flight requests may take to
     /// finish after SIGINT/SIGTERM. Default 30.
     pub shutdown_grace_seconds: u64,
+    /// `maxInFlightCalls`: storage calls served at once; a request beyond
+    /// it is answered 503 `overloaded` with `Retry-After` instead of
+    /// queueing without end (parked long polls do not count). At least 1.
+    /// Default 1024.
+    pub max_in_flight_calls: usize,
 }
 
 impl Default for Config {
@@ -228,6 +233,7 @@ impl Default for Config {
             result_webhook_max_backoff_seconds: 60,
             public_base_url: None,
             shutdown_grace_seconds: 30,
+            max_in_flight_calls: 1024,
         }
     }
 }
@@ -526,6 +532,7 @@ impl Config {
                 .map(|url| url.trim_end_matches('/').to_string()),
             shutdown_grace_seconds: pick(layer.shutdown_grace_seconds, d.shutdown_grace_seconds)
                 .value,
+            max_in_flight_calls: pick(layer.max_in_flight_calls, d.max_in_flight_calls).value,
         })
     }
 }

@@ -153,6 +153,7 @@ config_keys! {
     local_artifacts_dir: PathBuf = "localArtifactsDir" ["LOCAL_ARTIFACTS_DIR"];
     public_base_url: String = "publicBaseUrl" => value::http_url;
     shutdown_grace_seconds: u64 = "shutdownGraceSeconds";
+    max_in_flight_calls: usize = "maxInFlightCalls" => value::positive;
 }
 
 /// The key closest to an unknown one, when they differ only in case,

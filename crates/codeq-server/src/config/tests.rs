@@ -92,6 +92,7 @@ const SAMPLES: &[Sample] = &[
     ("localArtifactsDir", "/srv/artifacts", &[]),
     ("publicBaseUrl", "https://queue.example", &[]),
     ("shutdownGraceSeconds", "5", &[]),
+    ("maxInFlightCalls", "64", &[]),
 ];
 
 fn sample(key: &str) -> (&'static str, &'static [(&'static str, &'static str)]) {

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message naming the field or reason.
     pub message: String,
+    /// Seconds a client should wait before retrying (`Retry-After`).
+    pub retry_after: Option<u32>,
 }
 
 /// The JSON body of every error.
@@ -36,7 +38,12 @@ pub struct ErrorBody<'a> {
 impl ApiError {
     /// Any status with a code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 503, with the seconds to wait before a retry.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
     }
 
     /// 400 for an invalid field (the message names it).
@@ -71,14 +78,11 @@ impl IntoResponse for ApiError {
         let body = ErrorBody { error: &self.message, code: self.code };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -99,22 +103,39 @@ impl From<TransitionError> for ApiError {
             TransitionError::ResultConflict => {
                 Self::new(StatusCode::CONFLICT, "result_conflict", message)
             }
+            TransitionError::LeaseExpired => Self::new(StatusCode::CONFLICT, "lease_expired", message),
         }
     }
 }
+
+/// `Retry-After` of a storage failure: the server exits at once and a
+/// supervisor restarts it.
+const RETRY_AFTER_RESTART_SECONDS: u32 = 5;
+
+/// `Retry-After` of a request shed because too many are in flight.
+const RETRY_AFTER_BUSY_SECONDS: u32 = 1;
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Transition(refused) => refused.into(),
-            StoreError::Unavailable(cause) => {
-                tracing::error!(%cause, "storage unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "storage is unavailable; retry later",
-                )
-            }
+            // The cause is logged once, where the storage failed; the
+            // server then exits and a restart recovers from disk.
+            StoreError::Unavailable(_) => Self::unavailable(
+                "storage_unavailable",
+                "storage is unavailable; the outcome of this call is unknown: retry once the server is back",
+                RETRY_AFTER_RESTART_SECONDS,
+            ),
+            StoreError::DiskFull(_) => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "the server's disk is full: the change was not stored",
+            ),
+            StoreError::Busy => Self::unavailable(
+                "overloaded",
+                "too many requests in flight; retry shortly",
+                RETRY_AFTER_BUSY_SECONDS,
+            ),
             StoreError::Corrupt(cause) => Self::internal(cause),
         }
     }
@@ -132,6 +153,13 @@ impl From<ArtifactError> for ApiError {
             ArtifactError::Invalid(message) => Self::invalid("invalid_artifact", message),
             ArtifactError::TooLarge { .. } => {
                 Self::too_large("artifact_too_large", error.to_string())
+            }
+            ArtifactError::Io(cause) if cause.kind() == std::io::ErrorKind::StorageFull => {
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the server's disk is full: the artifact was not stored",
+                )
             }
             ArtifactError::Io(cause) => Self::internal(cause),
         }

@@ -2,7 +2,7 @@
 //! configured offset, absent optional fields omitted.
 
 use codeq_core::time::RFC3339_MAX_LEN;
-use codeq_core::{Artifact, ResultRecord, Task, TaskId, Timestamp};
+use codeq_core::{Artifact, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
 use serde::{Serialize, Serializer};
 use time::UtcOffset;
 
@@ -52,24 +52,26 @@ impl<'a> TaskView<'a> {
     /// The view of `task` with times in `offset`.
     pub fn new(task: &'a Task, offset: UtcOffset) -> Self {
         let time = |at: Timestamp| Rfc3339(at, offset);
+        let state = &task.state;
+        let in_progress = state.status == TaskStatus::InProgress;
         Self {
             id: task.id,
             command: task.command.as_str(),
             payload: &task.payload,
             priority: task.priority.get(),
             webhook: task.webhook.as_deref(),
-            status: task.status.as_str(),
-            worker_id: task.worker_id.as_deref(),
-            lease_until: task.lease_until.map(time),
-            attempts: task.attempts,
+            status: state.status.as_str(),
+            worker_id: state.worker_id.as_deref().filter(|_| in_progress),
+            lease_until: state.lease_until.filter(|_| in_progress).map(time),
+            attempts: state.attempts,
             max_attempts: task.max_attempts,
-            error: task.error.as_deref(),
-            last_reason: task.last_reason.as_deref(),
+            error: state.error.as_deref(),
+            last_reason: state.last_reason.as_deref(),
             run_at: task.run_at.map(time),
             idempotency_key: task.idempotency_key.as_deref(),
             created_at: time(task.created_at),
-            updated_at: time(task.updated_at),
-            completed_at: task.completed_at.map(time),
+            updated_at: time(state.updated_at),
+            completed_at: state.completed_at.map(time),
         }
     }
 }

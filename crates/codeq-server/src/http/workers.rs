@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use codeq_core::{Command, ResultRecord, ResultStatus, TaskId, Timestamp};
+use codeq_core::lifecycle::{Submission, check_result_allowed};
+use codeq_core::{Command, ResultStatus, TaskId, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -20,7 +21,7 @@ use crate::app::AppState;
 use crate::auth::{EventTypes, Principal};
 use crate::service::artifacts::{ArtifactUpload, Prepared};
 use crate::service::scheduler::ClaimRequest;
-use crate::store::{CommandFilter, Completion, Fence, Nacked, TransitionError, check_held};
+use crate::store::{CommandFilter, Completion, Fence, Retried, TransitionError};
 
 /// The longest long poll, in seconds (larger requests are shortened).
 const MAX_WAIT_SECONDS: u64 = 30;
@@ -157,8 +158,8 @@ pub async fn heartbeat(
         }
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    let task = app.scheduler.heartbeat(task_id(&id)?, fence, extend).await?;
-    let lease_until = task.lease_until.unwrap_or(Timestamp(0)).to_rfc3339(app.offset);
+    let state = app.scheduler.heartbeat(task_id(&id)?, fence, extend).await?;
+    let lease_until = state.lease_until.unwrap_or(Timestamp(0)).to_rfc3339(app.offset);
     Ok(Json(json!({ "ok": true, "leaseUntil": lease_until })))
 }
 
@@ -206,10 +207,10 @@ pub async fn nack(
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
     let outcome = app.scheduler.nack(task_id(&id)?, fence, delay, request.reason).await?;
     Ok(Json(match outcome {
-        Nacked::Requeued { delay_seconds } => {
+        Retried::Requeued { delay_seconds } => {
             json!({ "status": "requeued", "delaySeconds": delay_seconds })
         }
-        Nacked::DeadLettered => json!({ "status": "dlq", "delaySeconds": 0 }),
+        Retried::DeadLettered => json!({ "status": "dlq", "delaySeconds": 0 }),
     }))
 }
 
@@ -251,6 +252,13 @@ impl ResultBody {
 
 /// Validates one submission, stores its artifact bytes and builds the
 /// completion to hand to the store.
+///
+/// Bytes are written only for a delivery this worker holds (the store
+/// checks again, atomically, when the result is stored), under that
+/// delivery's own directory: a repeat of an accepted submission, or one
+/// from another delivery, never overwrites the files of the result that
+/// was stored. A repeat on a terminal task writes nothing; the store
+/// answers it with the stored record.
 async fn prepare_completion(
     app: &AppState,
     worker: &Principal,
@@ -269,23 +277,21 @@ async fn prepare_completion(
         })
         .collect();
     let prepared = app.artifacts.prepare(uploads)?;
-    if prepared.iter().any(Prepared::has_bytes) {
-        // Write bytes only for a task this worker holds (the store checks
-        // again, atomically, when the result is stored).
-        let held = app.scheduler.task(task).await?.ok_or(TransitionError::NotFound)?;
-        check_held(&held, Fence { worker_id: &worker.sub, attempt: body.attempt })?;
-    }
-    let artifacts = app.artifacts.store(task, prepared).await?;
-    let record = ResultRecord {
-        task_id: task,
-        status: body.status,
-        result: body.result,
-        error: body.error,
-        artifacts,
-        worker_id: worker.sub.clone(),
-        completed_at: Timestamp(0),
+    let fence = Fence { worker_id: &worker.sub, attempt: body.attempt };
+    let artifacts = if prepared.iter().any(Prepared::has_bytes) {
+        let state = app.scheduler.task_state(task).await?.ok_or(TransitionError::NotFound)?;
+        check_result_allowed(&state, fence)?;
+        if state.status.is_terminal() {
+            Vec::new()
+        } else {
+            app.artifacts.store(task, state.attempts, prepared).await?
+        }
+    } else {
+        app.artifacts.store(task, 0, prepared).await?
     };
-    Ok(Completion { task_id: task, worker_id: worker.sub.clone(), attempt: body.attempt, record })
+    let submission =
+        Submission { status: body.status, result: body.result, error: body.error, artifacts };
+    Ok(Completion { task_id: task, worker_id: worker.sub.clone(), attempt: body.attempt, submission })
 }
 
 /// `POST /v1/codeq/tasks/:id/result`

@@ -38,7 +38,7 @@ pub enum ArtifactError {
         /// `maxArtifactBytes`.
         limit: usize,
     },
-    /// The bytes could not be written (500).
+    /// The bytes could not be written (500; 507 when the disk is full).
     #[error("cannot store artifact: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -119,18 +119,24 @@ impl Artifacts {
         }
     }
 
-    /// Writes the inline bytes of `task`'s artifacts durably and returns
-    /// the artifacts as the result record lists them.
+    /// The directory of the artifacts of `task`'s delivery `attempt`.
+    pub fn dir_of(&self, task: TaskId, attempt: u32) -> PathBuf {
+        self.dir.join(task.to_string()).join(attempt.to_string())
+    }
+
+    /// Writes the inline bytes of the artifacts of `task`'s delivery
+    /// `attempt` durably and returns the artifacts as the result record
+    /// lists them.
     pub async fn store(
         &self,
         task: TaskId,
+        attempt: u32,
         prepared: Vec<Prepared>,
     ) -> Result<Vec<Artifact>, ArtifactError> {
         let mut artifacts = Vec::with_capacity(prepared.len());
         for Prepared { mut artifact, bytes } in prepared {
             if let Some(bytes) = bytes {
-                let dir = self.dir.join(task.to_string());
-                write_durably(&dir, &artifact.name, &bytes).await?;
+                write_durably(&self.dir_of(task, attempt), &artifact.name, &bytes).await?;
                 artifact.url = format!(
                     "{}/v1/codeq/tasks/{task}/artifacts/{}",
                     self.public_base_url, artifact.name
@@ -182,7 +188,9 @@ fn check_file_name(name: &str) -> Result<(), ArtifactError> {
 
 async fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
-    let temporary = dir.join(format!(".{name}.partial"));
+    // A name of its own: `name` may already use all 255 bytes a file
+    // name may have, and two uploads may run at once.
+    let temporary = dir.join(format!(".partial-{}", TaskId::generate()));
     let mut file = tokio::fs::File::create(&temporary).await?;
     file.write_all(bytes).await?;
     file.sync_all().await?;

@@ -29,4 +29,6 @@ pub struct Policy {
     pub requeue_inspect_limit: usize,
     /// How long terminal tasks are kept.
     pub retention_seconds: u64,
+    /// Storage calls served at once.
+    pub max_in_flight_calls: usize,
 }

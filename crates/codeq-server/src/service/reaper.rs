@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use crate::clock::Clock;
-use crate::store::{Nacked, Signals, Store, StoreResult};
+use crate::store::{Expiry, Retried, Signals, Store, StoreResult};
 
 /// How long the reaper sleeps when the store knows no deadline.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -52,22 +52,32 @@ pub async fn run(
     }
 }
 
-/// One pass: promote due tasks, expire leases. True when a limit was hit
-/// and more work is waiting.
+/// One pass: promote due tasks, expire leases (with the backoff decided
+/// here, per delivery). True when a limit was hit and more work is
+/// waiting.
 async fn reap_once(store: &dyn Store, clock: &dyn Clock, policy: &Policy) -> StoreResult<bool> {
     let limit = policy.requeue_inspect_limit;
     let now: Timestamp = clock.now();
     let promoted = store.promote_due(now, limit).await?;
-    let expired = store.expire_leases(now, policy.backoff, limit).await?;
+    let ended = store.lease_ends(now, limit).await?;
+    let ended_count = ended.len();
+    let expiries = ended
+        .into_iter()
+        .map(|lease| Expiry {
+            lease,
+            delay_seconds: policy.backoff.delay_seconds(lease.attempts, &mut rand::rng()),
+        })
+        .collect();
+    let expired = if ended_count == 0 { Vec::new() } else { store.expire(expiries, now).await? };
     for task in &expired {
         match task.outcome {
-            Nacked::Requeued { delay_seconds } => {
+            Retried::Requeued { delay_seconds } => {
                 tracing::debug!(task.id = %task.task_id, command = %task.command, delay_seconds, "lease expired, task requeued");
             }
-            Nacked::DeadLettered => {
+            Retried::DeadLettered => {
                 tracing::debug!(task.id = %task.task_id, command = %task.command, "lease expired, task dead-lettered");
             }
         }
     }
-    Ok(promoted >= limit || expired.len() >= limit)
+    Ok(promoted >= limit || ended_count >= limit)
 }

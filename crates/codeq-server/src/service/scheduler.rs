@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
-use tokio::sync::{Notify, futures::Notified};
+use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, futures::Notified};
 use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use crate::clock::Clock;
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Nacked, RetryDelay, Signals,
-    Store, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Retried, Signals, Store,
+    StoreError, StoreResult, TransitionError,
 };
 
 /// A validated create request.
@@ -71,6 +71,8 @@ pub struct Scheduler {
     policy: Policy,
     shutdown: CancellationToken,
     long_polls_waiting: AtomicUsize,
+    /// Storage calls in flight (`maxInFlightCalls`).
+    admission: Semaphore,
 }
 
 impl Scheduler {
@@ -82,7 +84,22 @@ impl Scheduler {
         policy: Policy,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, signals, clock, policy, shutdown, long_polls_waiting: AtomicUsize::new(0) }
+        let admission = Semaphore::new(policy.max_in_flight_calls);
+        Self {
+            store,
+            signals,
+            clock,
+            policy,
+            shutdown,
+            long_polls_waiting: AtomicUsize::new(0),
+            admission,
+        }
+    }
+
+    /// A place among the storage calls in flight, or `Busy` at once when
+    /// all are taken (shedding load beats queueing without end).
+    fn admit(&self) -> StoreResult<SemaphorePermit<'_>> {
+        self.admission.try_acquire().map_err(|_| StoreError::Busy)
     }
 
     /// How many claims are parked in a long poll right now.
@@ -107,6 +124,7 @@ impl Scheduler {
 
     /// Creates tasks, in order, as one durable write.
     pub async fn create(&self, requests: Vec<NewTask>) -> StoreResult<Vec<Created>> {
+        let _admitted = self.admit()?;
         let now = self.clock.now();
         let tasks = requests.into_iter().map(|request| self.new_task(request, now)).collect();
         self.store.create(tasks).await
@@ -128,20 +146,11 @@ impl Scheduler {
             payload: request.payload,
             priority: request.priority,
             webhook: request.webhook,
-            status: TaskStatus::Pending,
-            worker_id: None,
-            lease_until: None,
-            attempts: 0,
             max_attempts: request.max_attempts.unwrap_or(self.policy.max_attempts_default),
-            error: None,
-            last_reason: None,
-            run_at,
-            visible_at,
             idempotency_key: request.idempotency_key,
-            dead_lettered: false,
+            run_at,
             created_at: now,
-            updated_at: now,
-            completed_at: None,
+            state: TaskState::new(visible_at, now),
         }
     }
 
@@ -174,7 +183,10 @@ impl Scheduler {
                 lease_until: self.lease_until(request.lease_seconds, now),
                 count: request.count,
             };
-            let claimed = self.store.claim(&spec, now).await?;
+            let claimed = {
+                let _admitted = self.admit()?;
+                self.store.claim(&spec, now).await?
+            };
             if !claimed.is_empty() {
                 // Pass the wake-up on: another ready task may be waiting
                 // for the waiter this one took it from.
@@ -204,36 +216,68 @@ impl Scheduler {
         }
     }
 
-    /// Extends the lease of a task the worker holds.
+    /// Extends the lease of a task the worker holds; its new state.
     pub async fn heartbeat(
         &self,
         id: TaskId,
         fence: Fence<'_>,
         extend_seconds: Option<u64>,
-    ) -> StoreResult<Task> {
+    ) -> StoreResult<TaskState> {
+        let _admitted = self.admit()?;
         let now = self.clock.now();
         self.store.heartbeat(id, fence, self.lease_until(extend_seconds, now), now).await
     }
 
     /// Gives a held task back to the ready queue at once.
-    pub async fn abandon(&self, id: TaskId, fence: Fence<'_>) -> StoreResult<Task> {
+    pub async fn abandon(&self, id: TaskId, fence: Fence<'_>) -> StoreResult<()> {
+        let _admitted = self.admit()?;
         self.store.abandon(id, fence, self.clock.now()).await
     }
 
     /// Retries a held task later (the worker's delay capped by
     /// `backoffMaxSeconds`, else the backoff policy), or dead-letters it.
+    ///
+    /// The backoff depends on the delivery being nacked: when the worker
+    /// did not name it, it is read first, and the nack is fenced on it
+    /// (repeated if the task moved on in between).
     pub async fn nack(
         &self,
         id: TaskId,
         fence: Fence<'_>,
         delay_seconds: Option<u64>,
         reason: Option<String>,
-    ) -> StoreResult<Nacked> {
-        let delay = match delay_seconds {
-            Some(seconds) => RetryDelay::Seconds(seconds.min(self.policy.backoff.max_seconds)),
-            None => RetryDelay::Backoff(self.policy.backoff),
-        };
-        self.store.nack(id, fence, delay, reason, self.clock.now()).await
+    ) -> StoreResult<Retried> {
+        let _admitted = self.admit()?;
+        const TRIES: usize = 3;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = match fence.attempt {
+                Some(attempt) => attempt,
+                None => match self.store.get_state(id).await? {
+                    Some(state) => state.attempts,
+                    None => return Err(TransitionError::NotFound.into()),
+                },
+            };
+            let delay = self.retry_delay(delay_seconds, attempt);
+            let fenced = Fence { worker_id: fence.worker_id, attempt: Some(attempt) };
+            let nacked = self.store.nack(id, fenced, delay, reason.clone(), self.clock.now()).await;
+            match nacked {
+                Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
+                    if fence.attempt.is_none() && tries < TRIES => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The delay before the next delivery of a task nacked (or expired)
+    /// on delivery `attempts`.
+    pub fn retry_delay(&self, requested: Option<u64>, attempts: u32) -> u64 {
+        let backoff = self.policy.backoff;
+        match requested {
+            Some(seconds) => seconds.min(backoff.max_seconds),
+            None => backoff.delay_seconds(attempts, &mut rand::rng()),
+        }
     }
 
     /// Stores results, each on its own, as one durable write.
@@ -241,16 +285,25 @@ impl Scheduler {
         &self,
         items: Vec<Completion>,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        let _admitted = self.admit()?;
         self.store.complete(items, self.clock.now()).await
     }
 
     /// Reads a task.
     pub async fn task(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        let _admitted = self.admit()?;
         self.store.get_task(id).await
+    }
+
+    /// Reads a task's state.
+    pub async fn task_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
+        let _admitted = self.admit()?;
+        self.store.get_state(id).await
     }
 
     /// Reads a task and its result, when it has one.
     pub async fn task_with_result(&self, id: TaskId) -> StoreResult<Option<(Task, ResultRecord)>> {
+        let _admitted = self.admit()?;
         let Some(task) = self.store.get_task(id).await? else { return Ok(None) };
         Ok(self.store.get_result(id).await?.map(|record| (task, record)))
     }

@@ -1,24 +1,27 @@
 //! The `Store` trait: every state transition of a task as one atomic call,
 //! and the backends that implement it.
 //!
-//! A store holds no policy: limits, defaults and backoff settings are
-//! decided by the service layer and passed in. Each transition happens
-//! completely or not at all, and returns only once it is durable under the
-//! backend's durability setting. Calls take `now` so that tests can drive
-//! time.
+//! A store holds no policy: the rules of each transition are the pure
+//! functions of `codeq_core::lifecycle`, and limits, defaults, lease ends
+//! and retry delays are decided by the service layer and passed in. Each
+//! transition happens completely or not at all. Every answer — a change,
+//! a refusal, a replay, a read — is given only once the state it shows is
+//! durable under the backend's durability setting. Calls take `now` so
+//! that tests can drive time.
 //!
-//! Backends: [`embedded`] (in-memory indexes over a durable on-disk store).
-//! A Redis backend plugs in behind the same trait and passes the same
+//! Backends: [`embedded`] (in-memory state over codeQ's own journal). A
+//! Redis backend plugs in behind the same trait and passes the same
 //! conformance suite (`tests/store_conformance.rs`).
 
 pub mod embedded;
 mod signals;
 
 use async_trait::async_trait;
-use codeq_core::{
-    BackoffConfig, Command, QueueStats, ResultRecord, Task, TaskId, TaskStatus, Timestamp,
-};
+use codeq_core::lifecycle::Submission;
+use codeq_core::{Command, QueueStats, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use tokio_util::sync::CancellationToken;
 
+pub use codeq_core::lifecycle::{Fence, Retried, TransitionError};
 pub use signals::Signals;
 
 /// Which commands a claim may take from.
@@ -53,25 +56,6 @@ pub struct ClaimSpec {
     pub count: usize,
 }
 
-/// Who asks for a transition on a task, and which delivery they hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Fence<'a> {
-    /// The caller's `sub`; must equal the task's `workerId`.
-    pub worker_id: &'a str,
-    /// The delivery (`attempts`) the caller believes it holds; when given
-    /// and different from the task's, the call is refused as stale.
-    pub attempt: Option<u32>,
-}
-
-/// How long a requeued task waits before its next delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryDelay {
-    /// A delay chosen by the caller (already capped by the service).
-    Seconds(u64),
-    /// The configured backoff, applied to the task's attempts so far.
-    Backoff(BackoffConfig),
-}
-
 /// The outcome of creating one task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -81,29 +65,24 @@ pub enum Created {
     Existing(Task),
 }
 
-/// The outcome of a nack (or an expired lease).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nacked {
-    /// Back to the delayed set; visible again after this many seconds.
-    Requeued {
-        /// The delay applied.
-        delay_seconds: u64,
-    },
-    /// The task had used all its deliveries and is now in the DLQ.
-    DeadLettered,
-}
-
 /// One result submission.
 #[derive(Debug, Clone)]
 pub struct Completion {
     /// The task.
     pub task_id: TaskId,
-    /// The submitting worker's `sub` and delivery.
+    /// The submitting worker's `sub`.
     pub worker_id: String,
     /// See [`Fence::attempt`].
     pub attempt: Option<u32>,
-    /// The record to store (its `completed_at` is the transition's time).
-    pub record: ResultRecord,
+    /// What the worker reports.
+    pub submission: Submission,
+}
+
+impl Completion {
+    /// The submitter as a fence.
+    pub fn fence(&self) -> Fence<'_> {
+        Fence { worker_id: &self.worker_id, attempt: self.attempt }
+    }
 }
 
 /// The outcome of a result submission.
@@ -124,6 +103,25 @@ impl Completed {
     }
 }
 
+/// An in-progress task whose lease has ended (found by
+/// [`Store::lease_ends`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseEnd {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its delivery, which the expiry must still find.
+    pub attempts: u32,
+}
+
+/// An expiry the service decided: the delay before the next delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// The task and delivery (skipped when the task has moved on).
+    pub lease: LeaseEnd,
+    /// Seconds before the next delivery (unused when dead-lettered).
+    pub delay_seconds: u64,
+}
+
 /// A task whose lease ran out, and what became of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expired {
@@ -132,32 +130,7 @@ pub struct Expired {
     /// Its command.
     pub command: Command,
     /// Requeued with backoff or dead-lettered.
-    pub outcome: Nacked,
-}
-
-/// Why a transition on one task was refused. Nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransitionError {
-    /// No such task.
-    #[error("task not found")]
-    NotFound,
-    /// The task is not in progress (it is pending or terminal).
-    #[error("task is {}, not IN_PROGRESS", .0.as_str())]
-    NotInProgress(TaskStatus),
-    /// The caller is not the worker holding the task.
-    #[error("task is held by another worker")]
-    NotOwner,
-    /// The caller's delivery has ended (lease expired, task re-delivered).
-    #[error("attempt {given} is stale: the task is on delivery {current}")]
-    StaleAttempt {
-        /// The attempt the caller sent.
-        given: u32,
-        /// The task's current attempts.
-        current: u32,
-    },
-    /// The task is terminal with another outcome.
-    #[error("task already has a result with another outcome")]
-    ResultConflict,
+    pub outcome: Retried,
 }
 
 /// A failure of the backend itself: the state is unknown or unreachable.
@@ -167,37 +140,27 @@ pub enum StoreError {
     #[error(transparent)]
     Transition(#[from] TransitionError),
     /// The backend cannot be reached or has stopped taking writes after a
-    /// failure (the state on disk is intact; a restart recovers it).
+    /// failure (the state on disk is intact; a restart recovers it). The
+    /// outcome of the call is unknown.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The change was not stored: the disk is full. The backend stops
+    /// taking writes, as for [`StoreError::Unavailable`].
+    #[error("storage is full: {0}")]
+    DiskFull(String),
+    /// Too many calls are in flight; nothing was done (retry shortly).
+    #[error("too many requests in flight")]
+    Busy,
     /// A stored record could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// Checks that `task` is in progress and held by `fence`, in the order of
-/// the API: state (409), ownership (403), delivery (409). Every backend
-/// applies it inside its transition; the service may check early.
-pub fn check_held(task: &Task, fence: Fence<'_>) -> Result<(), TransitionError> {
-    if task.status != TaskStatus::InProgress {
-        return Err(TransitionError::NotInProgress(task.status));
-    }
-    if task.worker_id.as_deref() != Some(fence.worker_id) {
-        return Err(TransitionError::NotOwner);
-    }
-    match fence.attempt {
-        Some(given) if given != task.attempts => {
-            Err(TransitionError::StaleAttempt { given, current: task.attempts })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Durable task state. Every method is one atomic transition (or a read)
-/// and, for writes, returns only after the change is durable.
+/// and answers only once what it shows is durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores new tasks (status `PENDING`, visible at `visible_at`), in
@@ -210,28 +173,29 @@ pub trait Store: Send + Sync + 'static {
     /// lease and counts a delivery. Empty when nothing is ready.
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>>;
 
-    /// Extends the lease of an in-progress task held by `fence`.
+    /// Extends the lease of an in-progress task held by `fence` whose
+    /// lease has not ended; returns its new state.
     async fn heartbeat(
         &self,
         id: TaskId,
         fence: Fence<'_>,
         lease_until: Timestamp,
         now: Timestamp,
-    ) -> StoreResult<Task>;
+    ) -> StoreResult<TaskState>;
 
     /// Returns an in-progress task to ready at once; attempts unchanged.
-    async fn abandon(&self, id: TaskId, fence: Fence<'_>, now: Timestamp) -> StoreResult<Task>;
+    async fn abandon(&self, id: TaskId, fence: Fence<'_>, now: Timestamp) -> StoreResult<()>;
 
-    /// Requeues an in-progress task after a delay, or dead-letters it when
-    /// it has used `maxAttempts` deliveries.
+    /// Requeues an in-progress task after `delay_seconds`, or dead-letters
+    /// it when it has used `maxAttempts` deliveries.
     async fn nack(
         &self,
         id: TaskId,
         fence: Fence<'_>,
-        delay: RetryDelay,
+        delay_seconds: u64,
         reason: Option<String>,
         now: Timestamp,
-    ) -> StoreResult<Nacked>;
+    ) -> StoreResult<Retried>;
 
     /// Makes tasks terminal with their results, each on its own: one item's
     /// refusal does not affect the others.
@@ -244,20 +208,21 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a task.
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>>;
 
+    /// Reads a task's state (no body).
+    async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>>;
+
     /// Reads a task's result record.
     async fn get_result(&self, id: TaskId) -> StoreResult<Option<ResultRecord>>;
 
     /// Makes delayed tasks visible at `now` ready (at most `limit`).
     async fn promote_due(&self, now: Timestamp, limit: usize) -> StoreResult<usize>;
 
-    /// Requeues (with `backoff`) or dead-letters in-progress tasks whose
-    /// lease ended before `now` (at most `limit`).
-    async fn expire_leases(
-        &self,
-        now: Timestamp,
-        backoff: BackoffConfig,
-        limit: usize,
-    ) -> StoreResult<Vec<Expired>>;
+    /// In-progress tasks whose lease ended before `now` (at most `limit`).
+    async fn lease_ends(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<LeaseEnd>>;
+
+    /// Requeues or dead-letters each task of `expiries` that is still on
+    /// that delivery with its lease ended before `now`.
+    async fn expire(&self, expiries: Vec<Expiry>, now: Timestamp) -> StoreResult<Vec<Expired>>;
 
     /// Depths of one command's queues (zeros when never used).
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats>;
@@ -274,8 +239,13 @@ pub trait Store: Send + Sync + 'static {
     /// ends, when the backend knows it (the reaper sleeps until then).
     fn next_deadline(&self) -> Option<Timestamp>;
 
-    /// Checks the backend answers (for `/readyz`).
-    async fn ping(&self) -> StoreResult<()>;
+    /// `Ok` while the backend answers and takes writes (for `/healthz`
+    /// and `/readyz`).
+    fn health(&self) -> StoreResult<()>;
+
+    /// Fires when the backend has stopped for good (a failed write or
+    /// sync): the process should exit and recover on restart.
+    fn failed(&self) -> CancellationToken;
 
     /// Makes everything written so far durable and stops taking writes.
     async fn close(&self) -> StoreResult<()>;

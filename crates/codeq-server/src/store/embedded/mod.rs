@@ -1,272 +1,359 @@
-//! The embedded backend: scheduling indexes in memory (`index.rs`) over
-//! task and result records on disk (`disk.rs`), for a single process.
+//! The embedded backend: every live task's state in memory
+//! ([`state`]), over codeQ's own journal on disk ([`log`]), for a single
+//! process.
 //!
-//! Every transition runs under one mutex: it reads the records it needs,
-//! updates the indexes, writes the new records as one batch, and releases
-//! the lock; then it waits, outside the lock, until the batch is durable
-//! (group commit) before answering. The lock is a `std` mutex because the
-//! critical sections are short and never await. Reads see changes before
-//! they are durable; no write is acknowledged before.
+//! A transition runs under one mutex and touches memory only: it decides
+//! with the pure functions of `codeq_core::lifecycle`, builds its journal
+//! batch and memory changes as a [`plan::Plan`], queues the batch (which
+//! assigns its sequence number and record locations), and only then
+//! applies the changes to memory. The lock is a `std` mutex because these
+//! critical sections are short and never await or do I/O.
+//!
+//! Every answer then waits, outside the lock, until the journal's durable
+//! watermark covers the newest batch it shows (its own, or the one that
+//! last changed what it read), so nothing is answered that a crash could
+//! take back. Task bodies and result records are read from the journal
+//! after that wait, outside the lock.
+//!
+//! A failed write or sync stops the journal for good ([`log::watermark`]):
+//! every later call answers "unavailable", and [`Store::failed`] fires so
+//! the process exits and recovers from disk on restart.
 
-mod disk;
-mod index;
+pub mod compaction;
+pub mod log;
+mod plan;
+mod rebuild;
+mod records;
+mod state;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use codeq_core::task::{LEASE_EXPIRED_REASON, MAX_ATTEMPTS_ERROR};
-use codeq_core::{
-    BackoffConfig, Command, QueueStats, ResultRecord, ResultStatus, Task, TaskId, TaskStatus,
-    Timestamp,
-};
+use codeq_core::lifecycle::{self, Completion as Decided};
+use codeq_core::{Command, QueueStats, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use tokio_util::sync::CancellationToken;
 
-use self::disk::{Disk, Durable, WriteSet};
-use self::index::Indexes;
+use self::log::fs::{Fs, RealFs};
+use self::log::watermark::WaitError;
+use self::log::{Appender, Location, Log, LogOptions, OpenError, ReadError, Recovered};
+use self::plan::Plan;
+use self::rebuild::Rebuild;
+use self::records::{Body, decode_result};
+use self::state::Tasks;
 use crate::config::Durability;
 use crate::store::{
-    ClaimSpec, Completed, Completion, Created, Expired, Fence, Nacked, RetryDelay, Signals, Store,
-    StoreResult, TransitionError, check_held,
+    ClaimSpec, Completed, Completion, Created, Expired, Expiry, Fence, LeaseEnd, Retried, Signals,
+    Store, StoreError, StoreResult, TransitionError,
 };
+
+/// Tuning of the embedded backend.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedOptions {
+    /// The journal's.
+    pub log: LogOptions,
+    /// The journal is compacted once it is larger than this and than
+    /// twice its live records.
+    pub compact_above_bytes: u64,
+}
+
+impl EmbeddedOptions {
+    /// Defaults for `durability`.
+    pub fn new(durability: Durability) -> Self {
+        Self { log: LogOptions::new(durability), compact_above_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Memory and the queueing end of the journal, under one lock.
+struct Core {
+    tasks: Tasks,
+    appender: Appender,
+}
 
 /// The embedded store. See the module docs.
 pub struct EmbeddedStore {
-    indexes: Mutex<Indexes>,
-    disk: Disk,
+    core: Mutex<Core>,
+    log: Log,
     signals: Arc<Signals>,
+    options: EmbeddedOptions,
+    recovered: Recovered,
+    /// Stops the compactor.
+    stop: CancellationToken,
+    /// Held while a segment is compacted (closing waits for it).
+    compacting: tokio::sync::Mutex<()>,
+}
+
+/// What the answer of a transition needs once its batch is durable.
+struct Done<T> {
+    value: T,
+    wait_for: u64,
+}
+
+fn wait_error(error: WaitError) -> StoreError {
+    match error {
+        WaitError::DiskFull(cause) => StoreError::DiskFull(cause.to_string()),
+        WaitError::Failed(cause) => StoreError::Unavailable(cause.to_string()),
+    }
+}
+
+fn not_taking_writes() -> StoreError {
+    StoreError::Unavailable("storage stopped taking writes after a disk failure".into())
 }
 
 impl EmbeddedStore {
-    /// Opens the store in `dir` and rebuilds the indexes from its records.
-    pub fn open(dir: &Path, durability: Durability, signals: Arc<Signals>) -> StoreResult<Self> {
-        let disk = Disk::open(dir, durability)?;
-        let now = Timestamp::now();
-        let mut indexes = Indexes::default();
-        for command in disk.scan_commands() {
-            indexes.add_command(command?);
-        }
-        for task in disk.scan_tasks() {
-            indexes.insert(&task?, now);
-        }
-        Ok(Self { indexes: Mutex::new(indexes), disk, signals })
+    /// Opens the store in `dir` on the real file system with default
+    /// tuning, and rebuilds memory from the journal.
+    pub fn open(
+        dir: &Path,
+        durability: Durability,
+        signals: Arc<Signals>,
+    ) -> Result<Arc<Self>, OpenError> {
+        Self::open_with(Arc::new(RealFs), dir, EmbeddedOptions::new(durability), signals)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Indexes> {
-        self.indexes.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Opens the store in `dir` through `fs` (tests pass a
+    /// [`log::fault::FaultFs`]). Compaction runs on the current Tokio
+    /// runtime, when there is one.
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: EmbeddedOptions,
+        signals: Arc<Signals>,
+    ) -> Result<Arc<Self>, OpenError> {
+        fs.create_dir_all(dir)?;
+        let mut rebuild = Rebuild::default();
+        let (log, appender, recovered) = Log::open(fs, dir, options.log, &mut rebuild)?;
+        let tasks = rebuild.finish(Timestamp::now()).map_err(|error| OpenError::Damaged {
+            dir: dir.to_path_buf(),
+            problem: error.to_string(),
+        })?;
+        let store = Arc::new(Self {
+            core: Mutex::new(Core { tasks, appender }),
+            log,
+            signals,
+            options,
+            recovered,
+            stop: CancellationToken::new(),
+            compacting: tokio::sync::Mutex::new(()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(compaction::run(Arc::downgrade(&store), store.stop.clone()));
+        }
+        Ok(store)
     }
 
-    /// Runs one transition under the lock, commits its writes as one
-    /// batch, announces what became ready, then (lock released) waits until
-    /// the batch is durable. A refused transition writes nothing.
+    /// Checks the store in `dir` offline (the server must be stopped):
+    /// replays the journal and rebuilds memory without changing a byte.
+    pub fn check(dir: &Path) -> Result<CheckReport, OpenError> {
+        let mut rebuild = Rebuild::default();
+        let recovered = Log::check(&RealFs, dir, &mut rebuild)?;
+        let tasks = rebuild.finish(Timestamp::now()).map_err(|error| OpenError::Damaged {
+            dir: dir.to_path_buf(),
+            problem: error.to_string(),
+        })?;
+        Ok(CheckReport { recovered, queues: tasks.all_stats(), tasks: tasks.len() as u64 })
+    }
+
+    /// What recovery found at open.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one transition: plans it under the lock, queues its batch,
+    /// applies it to memory, announces what became ready; then (lock
+    /// released) waits until what it shows is durable.
     async fn transact<T>(
         &self,
-        change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let (value, durable) = self.run_locked(change)?;
-        if let Some(durable) = durable {
-            durable.wait().await?;
-        }
-        Ok(value)
+        now: Timestamp,
+        decide: impl FnOnce(&Tasks, &mut Plan) -> StoreResult<T>,
+    ) -> StoreResult<Done<T>> {
+        let slot = self.log.reserve().await.map_err(|_| not_taking_writes())?;
+        let (value, wait_for) = {
+            let mut core = self.lock();
+            if !core.appender.is_open() {
+                return Err(not_taking_writes());
+            }
+            let deadline_before = core.tasks.next_deadline();
+            let mut plan = Plan::new(now);
+            let value = decide(&core.tasks, &mut plan)?;
+            let observed = plan.observed();
+            if plan.is_empty() {
+                (value, observed)
+            } else {
+                let (batch, pending) = plan.into_parts();
+                let (seq, locations) =
+                    core.appender.append(batch, slot).map_err(|_| not_taking_writes())?;
+                let applied = pending.apply(&mut core.tasks, seq, &locations);
+                self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
+                (value, seq.max(observed))
+            }
+        };
+        self.durable(wait_for).await?;
+        Ok(Done { value, wait_for })
     }
 
-    fn run_locked<T>(
+    fn announce(
         &self,
-        change: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<(T, Option<Durable>)> {
-        self.disk.check_writable()?;
-        let indexes = self.lock();
-        let deadline_before = indexes.next_deadline();
-        let mut txn = Txn {
-            disk: &self.disk,
-            indexes,
-            deadline_before,
-            tasks: HashMap::new(),
-            results: Vec::new(),
-            deleted: Vec::new(),
-            ready: BTreeSet::new(),
-            new_commands: Vec::new(),
-        };
-        let value = change(&mut txn)?;
-        let (batch, ready, deadline_moved) = txn.commit()?;
-        for command in &ready {
+        ready: &BTreeSet<Command>,
+        before: Option<Timestamp>,
+        after: Option<Timestamp>,
+    ) {
+        for command in ready {
             self.signals.ready(command);
         }
-        if deadline_moved {
-            self.signals.deadline_changed();
-        }
-        Ok((value, batch))
-    }
-}
-
-/// One transition in progress: the index lock, plus the records it changed
-/// (read back by later steps of the same call before they are on disk).
-struct Txn<'a> {
-    disk: &'a Disk,
-    indexes: MutexGuard<'a, Indexes>,
-    deadline_before: Option<Timestamp>,
-    tasks: HashMap<TaskId, Task>,
-    results: Vec<ResultRecord>,
-    deleted: Vec<TaskId>,
-    ready: BTreeSet<Command>,
-    new_commands: Vec<Command>,
-}
-
-impl Txn<'_> {
-    fn task(&self, id: TaskId) -> StoreResult<Option<Task>> {
-        match self.tasks.get(&id) {
-            Some(task) => Ok(Some(task.clone())),
-            None => self.disk.task(id),
-        }
-    }
-
-    fn existing_task(&self, id: TaskId) -> StoreResult<Task> {
-        match self.tasks.get(&id) {
-            Some(task) => Ok(task.clone()),
-            None => self.disk.existing_task(id),
-        }
-    }
-
-    fn result(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
-        match self.results.iter().rev().find(|record| record.task_id == id) {
-            Some(record) => Ok(Some(record.clone())),
-            None => self.disk.result(id),
-        }
-    }
-
-    /// Replaces `old` by `new` in the indexes and the write set.
-    fn update(&mut self, old: &Task, new: Task, now: Timestamp) {
-        self.indexes.remove(old, now);
-        self.insert(new, now);
-    }
-
-    fn insert(&mut self, task: Task, now: Timestamp) {
-        if !self.indexes.knows(&task.command) {
-            self.new_commands.push(task.command.clone());
-        }
-        self.indexes.insert(&task, now);
-        if task.status == TaskStatus::Pending && task.visible_at <= now {
-            self.ready.insert(task.command.clone());
-        }
-        self.tasks.insert(task.id, task);
-    }
-
-    /// A task in progress and held by `fence`, checked in the order of the
-    /// API: existence, state, ownership, delivery.
-    fn held_task(&self, id: TaskId, fence: Fence<'_>) -> StoreResult<Task> {
-        let task = self.task(id)?.ok_or(TransitionError::NotFound)?;
-        check_held(&task, fence)?;
-        Ok(task)
-    }
-
-    /// Requeues a held task with a delay, or dead-letters it after its last
-    /// delivery.
-    fn requeue_or_dead_letter(
-        &mut self,
-        task: Task,
-        delay: RetryDelay,
-        reason: Option<String>,
-        now: Timestamp,
-    ) -> Nacked {
-        let mut next = task.clone();
-        next.worker_id = None;
-        next.lease_until = None;
-        next.last_reason = reason;
-        next.updated_at = now;
-        if task.attempts >= task.max_attempts {
-            next.status = TaskStatus::Failed;
-            next.error = Some(MAX_ATTEMPTS_ERROR.to_string());
-            next.dead_lettered = true;
-            next.completed_at = Some(now);
-            self.results.push(ResultRecord {
-                task_id: task.id,
-                status: ResultStatus::Failed,
-                result: None,
-                error: Some(MAX_ATTEMPTS_ERROR.to_string()),
-                artifacts: Vec::new(),
-                worker_id: String::new(),
-                completed_at: now,
-            });
-            self.update(&task, next, now);
-            return Nacked::DeadLettered;
-        }
-        let delay_seconds = match delay {
-            RetryDelay::Seconds(seconds) => seconds,
-            RetryDelay::Backoff(backoff) => backoff.delay_seconds(task.attempts, &mut rand::rng()),
-        };
-        next.status = TaskStatus::Pending;
-        next.visible_at = now.plus_seconds(delay_seconds);
-        self.update(&task, next, now);
-        Nacked::Requeued { delay_seconds }
-    }
-
-    /// Writes the change as one batch; returns its sequence number, the
-    /// commands that gained ready tasks and whether an earlier deadline
-    /// appeared.
-    fn commit(self) -> StoreResult<(Option<Durable>, BTreeSet<Command>, bool)> {
-        let mut writes = WriteSet::default();
-        for task in self.tasks.values() {
-            writes.put_task(task)?;
-        }
-        for record in &self.results {
-            writes.put_result(record)?;
-        }
-        for id in &self.deleted {
-            writes.delete(*id);
-        }
-        for command in &self.new_commands {
-            writes.put_command(command);
-        }
-        let seq = self.disk.commit(writes)?;
-        let deadline_after = self.indexes.next_deadline();
-        let moved = match (self.deadline_before, deadline_after) {
+        let moved = match (before, after) {
             (Some(before), Some(after)) => after < before,
             (None, Some(_)) => true,
             _ => false,
         };
-        Ok((seq, self.ready, moved))
+        if moved {
+            self.signals.deadline_changed();
+        }
     }
+
+    async fn durable(&self, seq: u64) -> StoreResult<()> {
+        self.log.watermark().wait(seq).await.map_err(wait_error)
+    }
+
+    /// Reads a record whose batch is durable, following it when
+    /// compaction moved it (`locate` looks it up again).
+    fn read(
+        &self,
+        mut at: Location,
+        locate: impl Fn(&Tasks) -> Option<Location>,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        loop {
+            match self.log.read(at) {
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(ReadError::Moved) => match locate(&self.lock().tasks) {
+                    Some(moved) if moved != at => at = moved,
+                    Some(_) => return Err(StoreError::Corrupt("a record's segment is gone".into())),
+                    None => return Ok(None),
+                },
+                Err(ReadError::Io(error)) => {
+                    return Err(StoreError::Unavailable(format!("read failed: {error}")));
+                }
+            }
+        }
+    }
+
+    /// The whole task `id`: its body read back, with `state`.
+    async fn task_with(
+        &self,
+        id: TaskId,
+        body: Location,
+        state: TaskState,
+        seq: u64,
+    ) -> StoreResult<Option<Task>> {
+        self.durable(seq).await?;
+        let Some(bytes) = self.read(body, |tasks| tasks.get(id).map(|entry| entry.body))? else {
+            return Ok(None);
+        };
+        Body::decode(&bytes)?.into_task(id, state).map(Some)
+    }
+
+    /// The stored result of `id`, once durable.
+    async fn result_of(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
+        let Some((at, seq)) =
+            self.lock().tasks.get(id).and_then(|entry| entry.result.map(|at| (at, entry.seq)))
+        else {
+            return Ok(None);
+        };
+        self.durable(seq).await?;
+        let located = self.read(at, |tasks| tasks.get(id).and_then(|entry| entry.result))?;
+        located.map(|bytes| decode_result(&bytes)).transpose()
+    }
+
+    /// The journal's size and its live records' (for compaction).
+    fn sizes(&self) -> (u64, u64) {
+        let live = self.lock().tasks.live_bytes();
+        let journal = self.log.segments().iter().map(|(_, len)| len).sum();
+        (journal, live)
+    }
+}
+
+/// What `codeq storage check` reports.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// What replaying the journal found.
+    pub recovered: Recovered,
+    /// Live tasks.
+    pub tasks: u64,
+    /// Depths of every command.
+    pub queues: Vec<QueueStats>,
+}
+
+/// A created task, or the holder of its key to read back.
+enum Planned {
+    New(Task),
+    Existing(TaskId),
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
-        self.transact(|txn| {
-            let mut created = Vec::with_capacity(tasks.len());
-            for task in tasks {
-                let holder =
-                    task.idempotency_key.as_deref().and_then(|key| txn.indexes.idempotent(key));
-                match holder {
-                    Some(holder) => created.push(Created::Existing(txn.existing_task(holder)?)),
-                    None => {
-                        let now = task.created_at;
-                        txn.insert(task.clone(), now);
-                        created.push(Created::New(task));
+        let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
+        let done = self
+            .transact(now, |live, plan| {
+                let mut keys = std::collections::HashMap::new();
+                let mut planned = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    let key = task.idempotency_key.as_deref();
+                    let holder = key.and_then(|key| keys.get(key).copied().or(live.idempotent(key)));
+                    if let Some(holder) = holder {
+                        if let Some(entry) = live.get(holder) {
+                            plan.observe(entry.seq);
+                        }
+                        planned.push(Planned::Existing(holder));
+                        continue;
                     }
+                    if let Some(key) = key {
+                        keys.insert(key.to_string(), task.id);
+                    }
+                    plan.create(live, &task)?;
+                    planned.push(Planned::New(task));
                 }
-            }
-            Ok(created)
-        })
-        .await
+                Ok(planned)
+            })
+            .await?;
+        let mut created = Vec::with_capacity(done.value.len());
+        for planned in done.value {
+            created.push(match planned {
+                Planned::New(task) => Created::New(task),
+                Planned::Existing(id) => match self.get_task(id).await? {
+                    Some(task) => Created::Existing(task),
+                    None => return Err(StoreError::Corrupt(format!("task {id} vanished"))),
+                },
+            });
+        }
+        Ok(created)
     }
 
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
-        self.transact(|txn| {
-            let mut claimed = Vec::new();
-            while claimed.len() < spec.count {
-                let Some(id) = txn.indexes.pop_ready(&spec.commands) else { break };
-                let mut task = txn.existing_task(id)?;
-                task.status = TaskStatus::InProgress;
-                task.attempts = task.attempts.saturating_add(1);
-                task.worker_id = Some(spec.worker_id.clone());
-                task.lease_until = Some(spec.lease_until);
-                task.updated_at = now;
-                txn.insert(task.clone(), now);
-                claimed.push(task);
+        let done = self
+            .transact(now, |live, plan| {
+                let mut claimed = Vec::new();
+                for id in live.best_ready(&spec.commands, spec.count) {
+                    let Some(entry) = live.get(id) else { continue };
+                    let state = lifecycle::claim(&entry.state, &spec.worker_id, spec.lease_until, now);
+                    plan.set_state(id, state.clone(), None)?;
+                    claimed.push((id, entry.body, state));
+                }
+                Ok(claimed)
+            })
+            .await?;
+        let mut tasks = Vec::with_capacity(done.value.len());
+        for (id, body, state) in done.value {
+            if let Some(task) = self.task_with(id, body, state, done.wait_for).await? {
+                tasks.push(task);
             }
-            Ok(claimed)
-        })
-        .await
+        }
+        Ok(tasks)
     }
 
     async fn heartbeat(
@@ -275,46 +362,57 @@ impl Store for EmbeddedStore {
         fence: Fence<'_>,
         lease_until: Timestamp,
         now: Timestamp,
-    ) -> StoreResult<Task> {
-        self.transact(|txn| {
-            let task = txn.held_task(id, fence)?;
-            let mut next = task.clone();
-            next.lease_until = Some(lease_until);
-            next.updated_at = now;
-            txn.update(&task, next.clone(), now);
-            Ok(next)
-        })
-        .await
+    ) -> StoreResult<TaskState> {
+        let done = self
+            .transact(now, |live, plan| {
+                let (state, _) = plan.state(live, id).ok_or(TransitionError::NotFound)?;
+                let next = lifecycle::heartbeat(&state, fence, lease_until, now);
+                Ok(match next {
+                    Ok(next) => {
+                        plan.set_state(id, next.clone(), None)?;
+                        Ok(next)
+                    }
+                    Err(refused) => Err(refused),
+                })
+            })
+            .await?;
+        Ok(done.value?)
     }
 
-    async fn abandon(&self, id: TaskId, fence: Fence<'_>, now: Timestamp) -> StoreResult<Task> {
-        self.transact(|txn| {
-            let task = txn.held_task(id, fence)?;
-            let mut next = task.clone();
-            next.status = TaskStatus::Pending;
-            next.worker_id = None;
-            next.lease_until = None;
-            next.visible_at = now;
-            next.updated_at = now;
-            txn.update(&task, next.clone(), now);
-            Ok(next)
-        })
-        .await
+    async fn abandon(&self, id: TaskId, fence: Fence<'_>, now: Timestamp) -> StoreResult<()> {
+        let done = self
+            .transact(now, |live, plan| {
+                let (state, _) = plan.state(live, id).ok_or(TransitionError::NotFound)?;
+                Ok(match lifecycle::abandon(&state, fence, now) {
+                    Ok(next) => plan.set_state(id, next, None).map(Ok)?,
+                    Err(refused) => Err(refused),
+                })
+            })
+            .await?;
+        Ok(done.value?)
     }
 
     async fn nack(
         &self,
         id: TaskId,
         fence: Fence<'_>,
-        delay: RetryDelay,
+        delay_seconds: u64,
         reason: Option<String>,
         now: Timestamp,
-    ) -> StoreResult<Nacked> {
-        self.transact(|txn| {
-            let task = txn.held_task(id, fence)?;
-            Ok(txn.requeue_or_dead_letter(task, delay, reason, now))
-        })
-        .await
+    ) -> StoreResult<Retried> {
+        let done = self
+            .transact(now, |live, plan| {
+                let (state, max_attempts) = plan.state(live, id).ok_or(TransitionError::NotFound)?;
+                Ok(match lifecycle::nack(id, &state, max_attempts, fence, delay_seconds, reason, now) {
+                    Ok(retry) => {
+                        plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
+                        Ok(retry.outcome)
+                    }
+                    Err(refused) => Err(refused),
+                })
+            })
+            .await?;
+        Ok(done.value?)
     }
 
     async fn complete(
@@ -322,127 +420,176 @@ impl Store for EmbeddedStore {
         items: Vec<Completion>,
         now: Timestamp,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
-        self.transact(|txn| items.into_iter().map(|item| complete_one(txn, item, now)).collect())
-            .await
+        let done = self
+            .transact(now, |live, plan| {
+                let mut outcomes = Vec::with_capacity(items.len());
+                for item in items {
+                    let Some((state, _)) = plan.state(live, item.task_id) else {
+                        outcomes.push(Err(TransitionError::NotFound));
+                        continue;
+                    };
+                    let fence = item.fence();
+                    let decided = lifecycle::complete(item.task_id, &state, fence, item.submission.clone(), now);
+                    outcomes.push(match decided {
+                        Ok(Decided::Stored { state, record }) => {
+                            plan.set_state(item.task_id, state, Some(&record))?;
+                            Ok(Ok(Completed::Stored(record)))
+                        }
+                        Ok(Decided::Repeated) => Ok(Err(item.task_id)),
+                        Err(refused) => Err(refused),
+                    });
+                }
+                Ok(outcomes)
+            })
+            .await?;
+        let mut outcomes = Vec::with_capacity(done.value.len());
+        for outcome in done.value {
+            outcomes.push(match outcome {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(repeated)) => match self.result_of(repeated).await? {
+                    Some(record) => Ok(Completed::Repeated(record)),
+                    None => return Err(StoreError::Corrupt(format!("task {repeated} lost its result"))),
+                },
+                Err(refused) => Err(refused),
+            });
+        }
+        Ok(outcomes)
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
-        self.disk.task(id)
+        let Some((body, state, seq)) =
+            self.lock().tasks.get(id).map(|entry| (entry.body, entry.state.clone(), entry.seq))
+        else {
+            return Ok(None);
+        };
+        self.task_with(id, body, state, seq).await
+    }
+
+    async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
+        let Some((state, seq)) = self.lock().tasks.get(id).map(|entry| (entry.state.clone(), entry.seq))
+        else {
+            return Ok(None);
+        };
+        self.durable(seq).await?;
+        Ok(Some(state))
     }
 
     async fn get_result(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
-        self.disk.result(id)
+        self.result_of(id).await
     }
 
     async fn promote_due(&self, now: Timestamp, limit: usize) -> StoreResult<usize> {
-        // Promotion changes no record (a pending task visible at `now` is
-        // ready by definition, also on rebuild): nothing to make durable.
-        self.transact(|txn| {
-            let due = txn.indexes.due(now, limit);
-            for id in &due {
-                let task = txn.existing_task(*id)?;
-                txn.indexes.remove(&task, now);
-                txn.indexes.insert(&task, now);
-                txn.ready.insert(task.command);
+        // A pending task visible at `now` is ready by definition, on disk
+        // and after a restart alike: promotion moves it between indexes
+        // and writes nothing.
+        let mut core = self.lock();
+        let due = core.tasks.due(now, limit);
+        let mut ready = BTreeSet::new();
+        for id in &due {
+            if let Some(entry) = core.tasks.get(*id).cloned() {
+                ready.insert(entry.command.clone());
+                core.tasks.put(*id, entry, now);
             }
-            Ok(due.len())
-        })
-        .await
+        }
+        drop(core);
+        for command in &ready {
+            self.signals.ready(command);
+        }
+        Ok(due.len())
     }
 
-    async fn expire_leases(
-        &self,
-        now: Timestamp,
-        backoff: BackoffConfig,
-        limit: usize,
-    ) -> StoreResult<Vec<Expired>> {
-        self.transact(|txn| {
-            let mut expired = Vec::new();
-            for id in txn.indexes.expired(now, limit) {
-                let task = txn.existing_task(id)?;
-                let command = task.command.clone();
-                let reason = Some(LEASE_EXPIRED_REASON.to_string());
-                let outcome =
-                    txn.requeue_or_dead_letter(task, RetryDelay::Backoff(backoff), reason, now);
-                expired.push(Expired { task_id: id, command, outcome });
-            }
-            Ok(expired)
-        })
-        .await
+    async fn lease_ends(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<LeaseEnd>> {
+        let core = self.lock();
+        Ok(core
+            .tasks
+            .expired(now, limit)
+            .into_iter()
+            .filter_map(|id| {
+                core.tasks.get(id).map(|entry| LeaseEnd { task_id: id, attempts: entry.state.attempts })
+            })
+            .collect())
+    }
+
+    async fn expire(&self, expiries: Vec<Expiry>, now: Timestamp) -> StoreResult<Vec<Expired>> {
+        let done = self
+            .transact(now, |live, plan| {
+                let mut expired = Vec::new();
+                for expiry in expiries {
+                    let id = expiry.lease.task_id;
+                    let Some((state, max_attempts)) = plan.state(live, id) else { continue };
+                    if state.attempts != expiry.lease.attempts {
+                        continue;
+                    }
+                    let Some(retry) = lifecycle::expire(id, &state, max_attempts, expiry.delay_seconds, now)
+                    else {
+                        continue;
+                    };
+                    plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
+                    let command = live.get(id).map(|entry| entry.command.clone());
+                    if let Some(command) = command {
+                        expired.push(Expired { task_id: id, command, outcome: retry.outcome });
+                    }
+                }
+                Ok(expired)
+            })
+            .await?;
+        Ok(done.value)
     }
 
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats> {
-        Ok(self.lock().stats(command))
+        let (stats, seq) = {
+            let core = self.lock();
+            (core.tasks.stats(command), core.appender.last_seq())
+        };
+        self.durable(seq).await?;
+        Ok(stats)
     }
 
     async fn all_queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
-        Ok(self.lock().all_stats())
+        let (stats, seq) = {
+            let core = self.lock();
+            (core.tasks.all_stats(), core.appender.last_seq())
+        };
+        self.durable(seq).await?;
+        Ok(stats)
     }
 
     async fn cleanup(&self, completed_before: Timestamp, limit: usize) -> StoreResult<Vec<TaskId>> {
-        self.transact(|txn| {
-            let ended = txn.indexes.ended_before(completed_before, limit);
-            for id in &ended {
-                let task = txn.existing_task(*id)?;
-                txn.indexes.remove(&task, completed_before);
-                txn.deleted.push(*id);
-            }
-            Ok(ended)
-        })
-        .await
+        let done = self
+            .transact(completed_before, |live, plan| {
+                let ended = live.ended_before(completed_before, limit);
+                for id in &ended {
+                    plan.delete(*id)?;
+                }
+                Ok(ended)
+            })
+            .await?;
+        Ok(done.value)
     }
 
     fn next_deadline(&self) -> Option<Timestamp> {
-        self.lock().next_deadline()
+        self.lock().tasks.next_deadline()
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        self.disk.ping()
+    fn health(&self) -> StoreResult<()> {
+        match self.log.watermark().failure() {
+            Some(failure) => Err(StoreError::Unavailable(failure.cause.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&self) -> CancellationToken {
+        self.log.watermark().failed()
     }
 
     async fn close(&self) -> StoreResult<()> {
-        let _indexes = self.lock();
-        self.disk.close()
+        self.stop.cancel();
+        let _compacting = self.compacting.lock().await;
+        let live = {
+            let mut core = self.lock();
+            core.appender.close();
+            core.tasks.len() as u64
+        };
+        self.log.close(live).map_err(wait_error)
     }
-}
-
-/// Makes one task terminal with its result, or says why not.
-fn complete_one(
-    txn: &mut Txn<'_>,
-    item: Completion,
-    now: Timestamp,
-) -> StoreResult<Result<Completed, TransitionError>> {
-    let Some(task) = txn.task(item.task_id)? else { return Ok(Err(TransitionError::NotFound)) };
-    if task.status.is_terminal() {
-        return Ok(match txn.result(item.task_id)? {
-            Some(stored) if stored.is_repeated_by(&item.worker_id, item.record.status) => {
-                Ok(Completed::Repeated(stored))
-            }
-            _ => Err(TransitionError::ResultConflict),
-        });
-    }
-    if let Err(refused) =
-        check_held(&task, Fence { worker_id: &item.worker_id, attempt: item.attempt })
-    {
-        return Ok(Err(refused));
-    }
-    let mut record = item.record;
-    record.worker_id = item.worker_id;
-    record.completed_at = now;
-    let mut next = task.clone();
-    next.status = match record.status {
-        ResultStatus::Completed => TaskStatus::Completed,
-        ResultStatus::Failed => TaskStatus::Failed,
-    };
-    next.error = match record.status {
-        ResultStatus::Failed => record.error.clone(),
-        ResultStatus::Completed => None,
-    };
-    next.worker_id = None;
-    next.lease_until = None;
-    next.completed_at = Some(now);
-    next.updated_at = now;
-    txn.update(&task, next, now);
-    txn.results.push(record.clone());
-    Ok(Ok(Completed::Stored(record)))
 }

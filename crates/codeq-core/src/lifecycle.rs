@@ -1,0 +1,505 @@
+//! The rules of a task's life cycle, as pure functions.
+//!
+//! Each transition takes a task's [`TaskState`], the caller's inputs and
+//! `now`, and returns the next state (with the result record it stores,
+//! when it makes the task terminal) or a [`TransitionError`] saying why it
+//! is refused. Nothing here decides a value that needs policy or
+//! randomness: lease ends and retry delays are computed by the caller and
+//! passed in. Storage backends apply these functions and store what they
+//! return, so every backend follows the same rules.
+//!
+//! The lease rule: a heartbeat after the lease ended is refused
+//! ([`TransitionError::LeaseExpired`]); a result for a delivery that ended
+//! with its lease is still accepted until the task is delivered again (as
+//! SQS accepts a delete for a message not yet received again). Abandon and
+//! nack release a task and are accepted while it is in progress.
+
+use serde_json::Value;
+
+use crate::result::{Artifact, ResultRecord, ResultStatus};
+use crate::task::{LEASE_EXPIRED_REASON, MAX_ATTEMPTS_ERROR, TaskId, TaskState, TaskStatus};
+use crate::time::Timestamp;
+
+/// Who asks for a transition on a task, and which delivery they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    /// The caller's `sub`; must equal the task's `workerId`.
+    pub worker_id: &'a str,
+    /// The delivery (`attempts`) the caller believes it holds; when given
+    /// and different from the task's, the call is refused as stale.
+    pub attempt: Option<u32>,
+}
+
+/// Why a transition on one task was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// No such task.
+    #[error("task not found")]
+    NotFound,
+    /// The task is not in progress (it is pending or terminal).
+    #[error("task is {}, not IN_PROGRESS", .0.as_str())]
+    NotInProgress(TaskStatus),
+    /// The caller is not the worker holding the task.
+    #[error("task is held by another worker")]
+    NotOwner,
+    /// The caller's delivery has ended (task re-delivered).
+    #[error("attempt {given} is stale: the task is on delivery {current}")]
+    StaleAttempt {
+        /// The attempt the caller sent.
+        given: u32,
+        /// The task's current attempts.
+        current: u32,
+    },
+    /// The caller's lease has ended; only a result is still accepted.
+    #[error("the lease has expired")]
+    LeaseExpired,
+    /// The task is terminal with another outcome.
+    #[error("task already has a result with another outcome")]
+    ResultConflict,
+}
+
+/// How the caller's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// In progress and held by the caller (its lease may have ended before
+    /// the reaper noticed).
+    Held,
+    /// Its lease ended and the reaper requeued the task; nobody has claimed
+    /// it since.
+    Lapsed,
+}
+
+/// Checks that `fence` holds (or held, until the lease ran out) the task,
+/// in the order of the API: state (409), ownership (403), delivery (409).
+fn hold(state: &TaskState, fence: Fence<'_>) -> Result<Hold, TransitionError> {
+    let lapsed = state.status == TaskStatus::Pending && state.worker_id.is_some();
+    if state.status != TaskStatus::InProgress && !lapsed {
+        return Err(TransitionError::NotInProgress(state.status));
+    }
+    if state.worker_id.as_deref() != Some(fence.worker_id) {
+        return Err(if lapsed {
+            TransitionError::NotInProgress(state.status)
+        } else {
+            TransitionError::NotOwner
+        });
+    }
+    match fence.attempt {
+        Some(given) if given != state.attempts => {
+            Err(TransitionError::StaleAttempt { given, current: state.attempts })
+        }
+        _ if lapsed => Ok(Hold::Lapsed),
+        _ => Ok(Hold::Held),
+    }
+}
+
+/// Checks that `fence` holds the task now (for `check`-before-write
+/// callers such as artifact uploads): in progress, or lapsed with its
+/// result still accepted.
+pub fn check_result_allowed(state: &TaskState, fence: Fence<'_>) -> Result<(), TransitionError> {
+    if state.status.is_terminal() {
+        return Ok(());
+    }
+    hold(state, fence).map(|_| ())
+}
+
+/// A ready task delivered to `worker_id` under a lease: one more attempt.
+pub fn claim(state: &TaskState, worker_id: &str, lease_until: Timestamp, now: Timestamp) -> TaskState {
+    TaskState {
+        status: TaskStatus::InProgress,
+        attempts: state.attempts.saturating_add(1),
+        worker_id: Some(worker_id.to_string()),
+        lease_until: Some(lease_until),
+        updated_at: now,
+        ..state.clone()
+    }
+}
+
+/// Extends the lease of a held task whose lease has not ended.
+pub fn heartbeat(
+    state: &TaskState,
+    fence: Fence<'_>,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<TaskState, TransitionError> {
+    match hold(state, fence)? {
+        Hold::Held if state.lease_until.is_some_and(|until| until >= now) => {
+            Ok(TaskState { lease_until: Some(lease_until), updated_at: now, ..state.clone() })
+        }
+        Hold::Held | Hold::Lapsed => Err(TransitionError::LeaseExpired),
+    }
+}
+
+/// Gives a held task back to the ready queue at once; attempts unchanged.
+pub fn abandon(
+    state: &TaskState,
+    fence: Fence<'_>,
+    now: Timestamp,
+) -> Result<TaskState, TransitionError> {
+    match hold(state, fence)? {
+        Hold::Held => Ok(TaskState {
+            status: TaskStatus::Pending,
+            worker_id: None,
+            lease_until: None,
+            visible_at: now,
+            updated_at: now,
+            ..state.clone()
+        }),
+        Hold::Lapsed => Err(TransitionError::NotInProgress(state.status)),
+    }
+}
+
+/// What a retry (a nack or an expired lease) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// Back to the delayed set; visible again after this many seconds.
+    Requeued {
+        /// The delay applied.
+        delay_seconds: u64,
+    },
+    /// The task had used all its deliveries and is now dead-lettered.
+    DeadLettered,
+}
+
+/// The next state of a retried task, and the record of its dead-lettering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// The task's next state.
+    pub state: TaskState,
+    /// Requeued or dead-lettered.
+    pub outcome: Retried,
+    /// The `{FAILED, MAX_ATTEMPTS}` result record of a dead-lettered task.
+    pub dead_letter: Option<ResultRecord>,
+}
+
+/// Requeues a held task after `delay_seconds`, or dead-letters it when it
+/// has used `max_attempts` deliveries.
+pub fn nack(
+    id: TaskId,
+    state: &TaskState,
+    max_attempts: u32,
+    fence: Fence<'_>,
+    delay_seconds: u64,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<Retry, TransitionError> {
+    match hold(state, fence)? {
+        Hold::Held => {
+            let released = TaskState { worker_id: None, ..state.clone() };
+            Ok(retry(id, &released, max_attempts, delay_seconds, reason, now))
+        }
+        Hold::Lapsed => Err(TransitionError::NotInProgress(state.status)),
+    }
+}
+
+/// Requeues (after `delay_seconds`) or dead-letters a task whose lease
+/// ended before `now`; `None` when it is not in progress or its lease has
+/// not ended.
+pub fn expire(
+    id: TaskId,
+    state: &TaskState,
+    max_attempts: u32,
+    delay_seconds: u64,
+    now: Timestamp,
+) -> Option<Retry> {
+    let ended = state.status == TaskStatus::InProgress
+        && state.lease_until.is_none_or(|until| until < now);
+    ended.then(|| {
+        let reason = Some(LEASE_EXPIRED_REASON.to_string());
+        retry(id, state, max_attempts, delay_seconds, reason, now)
+    })
+}
+
+/// Requeues `state` (keeping its `worker_id`: a requeued task with a
+/// worker is one whose lease lapsed) or dead-letters it.
+fn retry(
+    id: TaskId,
+    state: &TaskState,
+    max_attempts: u32,
+    delay_seconds: u64,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Retry {
+    let released = TaskState { lease_until: None, last_reason: reason, updated_at: now, ..state.clone() };
+    if state.attempts >= max_attempts {
+        let record = ResultRecord {
+            task_id: id,
+            status: ResultStatus::Failed,
+            result: None,
+            error: Some(MAX_ATTEMPTS_ERROR.to_string()),
+            artifacts: Vec::new(),
+            worker_id: String::new(),
+            completed_at: now,
+        };
+        let state = TaskState {
+            status: TaskStatus::Failed,
+            worker_id: None,
+            error: Some(MAX_ATTEMPTS_ERROR.to_string()),
+            dead_lettered: true,
+            completed_at: Some(now),
+            ..released
+        };
+        return Retry { state, outcome: Retried::DeadLettered, dead_letter: Some(record) };
+    }
+    let state = TaskState {
+        status: TaskStatus::Pending,
+        visible_at: now.plus_seconds(delay_seconds),
+        ..released
+    };
+    Retry { state, outcome: Retried::Requeued { delay_seconds }, dead_letter: None }
+}
+
+/// What a worker submits as a task's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// Completed or failed.
+    pub status: ResultStatus,
+    /// The output object of a completed task.
+    pub result: Option<Value>,
+    /// Why a failed task failed.
+    pub error: Option<String>,
+    /// Files attached.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// The outcome of a result submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// The task becomes terminal with this state and record.
+    Stored {
+        /// The terminal state.
+        state: TaskState,
+        /// The result record to store.
+        record: ResultRecord,
+    },
+    /// The same worker repeated the submission that made the task
+    /// terminal: nothing changes, the stored record is the answer.
+    Repeated,
+}
+
+/// Makes a held (or lapsed) task terminal with the worker's result; on a
+/// terminal task, tells a repeat of the accepted submission from a
+/// conflicting one.
+pub fn complete(
+    id: TaskId,
+    state: &TaskState,
+    fence: Fence<'_>,
+    submission: Submission,
+    now: Timestamp,
+) -> Result<Completion, TransitionError> {
+    if state.status.is_terminal() {
+        return if repeats(state, fence, submission.status) {
+            Ok(Completion::Repeated)
+        } else {
+            Err(TransitionError::ResultConflict)
+        };
+    }
+    hold(state, fence)?;
+    let record = ResultRecord {
+        task_id: id,
+        status: submission.status,
+        result: submission.result,
+        error: submission.error,
+        artifacts: submission.artifacts,
+        worker_id: fence.worker_id.to_string(),
+        completed_at: now,
+    };
+    let state = TaskState {
+        status: match record.status {
+            ResultStatus::Completed => TaskStatus::Completed,
+            ResultStatus::Failed => TaskStatus::Failed,
+        },
+        error: match record.status {
+            ResultStatus::Failed => record.error.clone(),
+            ResultStatus::Completed => None,
+        },
+        worker_id: Some(fence.worker_id.to_string()),
+        lease_until: None,
+        completed_at: Some(now),
+        updated_at: now,
+        ..state.clone()
+    };
+    Ok(Completion::Stored { state, record })
+}
+
+/// True when a submission by `fence` with `status` repeats the one that
+/// made the terminal task `state` terminal (same worker, same delivery
+/// when given, same status; a dead-lettered task was ended by no worker).
+pub fn repeats(state: &TaskState, fence: Fence<'_>, status: ResultStatus) -> bool {
+    let same_status = matches!(
+        (state.status, status),
+        (TaskStatus::Completed, ResultStatus::Completed) | (TaskStatus::Failed, ResultStatus::Failed)
+    );
+    same_status
+        && !state.dead_lettered
+        && state.worker_id.as_deref() == Some(fence.worker_id)
+        && fence.attempt.is_none_or(|attempt| attempt == state.attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+    fn at(seconds: u64) -> Timestamp {
+        T0.plus_seconds(seconds)
+    }
+
+    fn id() -> TaskId {
+        TaskId::generate()
+    }
+
+    fn held_by(worker: &str, lease_until: Timestamp) -> TaskState {
+        claim(&TaskState::new(T0, T0), worker, lease_until, T0)
+    }
+
+    fn w1(attempt: Option<u32>) -> Fence<'static> {
+        Fence { worker_id: "w1", attempt }
+    }
+
+    fn done(status: ResultStatus) -> Submission {
+        Submission {
+            status,
+            result: (status == ResultStatus::Completed).then(|| serde_json::json!({"ok": 1})),
+            error: (status == ResultStatus::Failed).then(|| "boom".to_string()),
+            artifacts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn claim_counts_a_delivery_and_sets_the_lease() {
+        let state = held_by("w1", at(30));
+        assert_eq!(state.status, TaskStatus::InProgress);
+        assert_eq!((state.attempts, state.worker_id.as_deref()), (1, Some("w1")));
+        assert_eq!(state.lease_until, Some(at(30)));
+    }
+
+    #[test]
+    fn checks_run_state_then_owner_then_delivery() {
+        let pending = TaskState::new(T0, T0);
+        assert_eq!(
+            heartbeat(&pending, w1(None), at(9), at(1)),
+            Err(TransitionError::NotInProgress(TaskStatus::Pending))
+        );
+        let held = held_by("w2", at(30));
+        assert_eq!(heartbeat(&held, w1(Some(7)), at(9), at(1)), Err(TransitionError::NotOwner));
+        let held = held_by("w1", at(30));
+        assert_eq!(
+            abandon(&held, w1(Some(2)), at(1)),
+            Err(TransitionError::StaleAttempt { given: 2, current: 1 })
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_after_the_lease_ended_is_refused_even_before_the_reaper_ran() {
+        let held = held_by("w1", at(30));
+        assert!(heartbeat(&held, w1(Some(1)), at(60), at(30)).is_ok(), "at its end instant");
+        assert_eq!(
+            heartbeat(&held, w1(Some(1)), at(60), at(31)),
+            Err(TransitionError::LeaseExpired)
+        );
+        let expired = expire(id(), &held, 5, 10, at(31)).unwrap().state;
+        assert_eq!(heartbeat(&expired, w1(None), at(90), at(32)), Err(TransitionError::LeaseExpired));
+    }
+
+    #[test]
+    fn a_result_after_the_lease_ended_is_accepted_until_the_task_is_delivered_again() {
+        let task = id();
+        let held = held_by("w1", at(30));
+        let late = complete(task, &held, w1(Some(1)), done(ResultStatus::Completed), at(40));
+        assert!(matches!(late, Ok(Completion::Stored { .. })), "before the reaper ran");
+
+        let expired = expire(task, &held, 5, 10, at(31)).unwrap().state;
+        let Ok(Completion::Stored { state, record }) =
+            complete(task, &expired, w1(Some(1)), done(ResultStatus::Completed), at(41))
+        else {
+            panic!("a lapsed delivery's result is refused")
+        };
+        assert_eq!((state.status, record.worker_id.as_str()), (TaskStatus::Completed, "w1"));
+        let other = Fence { worker_id: "w2", attempt: None };
+        assert_eq!(
+            complete(task, &expired, other, done(ResultStatus::Completed), at(41)),
+            Err(TransitionError::NotInProgress(TaskStatus::Pending))
+        );
+
+        let delivered_again = claim(&expired, "w2", at(99), at(45));
+        assert_eq!(
+            complete(task, &delivered_again, w1(Some(1)), done(ResultStatus::Completed), at(46)),
+            Err(TransitionError::NotOwner)
+        );
+    }
+
+    #[test]
+    fn a_lapsed_delivery_cannot_be_nacked_or_abandoned() {
+        let expired = expire(id(), &held_by("w1", at(30)), 5, 10, at(31)).unwrap().state;
+        let refused = Err(TransitionError::NotInProgress(TaskStatus::Pending));
+        assert_eq!(abandon(&expired, w1(None), at(32)), refused);
+        assert_eq!(nack(id(), &expired, 5, w1(None), 0, None, at(32)).map(|r| r.state), refused);
+    }
+
+    #[test]
+    fn nack_requeues_with_the_given_delay_until_the_last_delivery() {
+        let task = id();
+        let held = held_by("w1", at(30));
+        let retry = nack(task, &held, 2, w1(Some(1)), 20, Some("flaky".into()), at(5)).unwrap();
+        assert_eq!(retry.outcome, Retried::Requeued { delay_seconds: 20 });
+        assert_eq!(retry.state.visible_at, at(25));
+        assert_eq!(retry.state.last_reason.as_deref(), Some("flaky"));
+        assert_eq!(retry.dead_letter, None);
+
+        let again = claim(&retry.state, "w1", at(90), at(25));
+        let last = nack(task, &again, 2, w1(Some(2)), 20, None, at(26)).unwrap();
+        assert_eq!(last.outcome, Retried::DeadLettered);
+        assert_eq!(
+            (last.state.status, last.state.error.as_deref(), last.state.dead_lettered),
+            (TaskStatus::Failed, Some(MAX_ATTEMPTS_ERROR), true)
+        );
+        let record = last.dead_letter.unwrap();
+        assert_eq!((record.status, record.error.as_deref()), (ResultStatus::Failed, Some("MAX_ATTEMPTS")));
+    }
+
+    #[test]
+    fn expire_touches_only_in_progress_tasks_past_their_lease() {
+        let held = held_by("w1", at(30));
+        assert_eq!(expire(id(), &held, 5, 10, at(30)), None);
+        assert_eq!(expire(id(), &TaskState::new(T0, T0), 5, 10, at(99)), None);
+        let retry = expire(id(), &held, 5, 10, at(31)).unwrap();
+        assert_eq!(retry.state.last_reason.as_deref(), Some(LEASE_EXPIRED_REASON));
+        assert_eq!(retry.state.visible_at, at(41));
+    }
+
+    #[test]
+    fn repeating_the_accepted_result_is_not_a_conflict() {
+        let task = id();
+        let held = held_by("w1", at(30));
+        let Ok(Completion::Stored { state, .. }) =
+            complete(task, &held, w1(Some(1)), done(ResultStatus::Completed), at(2))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            complete(task, &state, w1(Some(1)), done(ResultStatus::Completed), at(3)),
+            Ok(Completion::Repeated)
+        );
+        for (fence, status) in [
+            (w1(None), ResultStatus::Failed),
+            (Fence { worker_id: "w2", attempt: None }, ResultStatus::Completed),
+            (w1(Some(2)), ResultStatus::Completed),
+        ] {
+            assert_eq!(
+                complete(task, &state, fence, done(status), at(3)),
+                Err(TransitionError::ResultConflict)
+            );
+        }
+    }
+
+    #[test]
+    fn no_worker_repeats_a_dead_letter() {
+        let held = held_by("w1", at(30));
+        let dead = nack(id(), &held, 1, w1(None), 0, None, at(2)).unwrap().state;
+        assert_eq!(
+            complete(id(), &dead, w1(None), done(ResultStatus::Failed), at(3)),
+            Err(TransitionError::ResultConflict)
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! [`FaultFs`]: the fault-injection seam of the embedded backend.
+//!
+//! It wraps the real file system (real files, real `fdatasync`) and keeps
+//! track of what a power loss would leave: the bytes of each file up to
+//! its last successful `sync_data`, and only the directory entries made
+//! durable by a `sync_dir`. [`FaultFs::crash_image`] copies exactly that
+//! into a new directory, which a test then opens as if the machine had
+//! lost power. Tests can also delay, hold back or fail syncs, fail writes
+//! with a full disk, or turn `sync_data` into a no-op — after which the
+//! power-loss test must (and does) find acknowledged writes missing.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::fs::{Fs, FsFile, RealFs};
+
+/// What a power loss would keep of one file.
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    /// The directory entry exists after a power loss.
+    entry_synced: bool,
+    /// Bytes that survive a power loss.
+    synced_len: u64,
+    /// Bytes written so far.
+    written_len: u64,
+    /// For a rename not yet made durable: what the target held before
+    /// (`Some(None)`: it did not exist).
+    replaced: Option<Option<Vec<u8>>>,
+}
+
+/// Injected faults and the bookkeeping of durability.
+#[derive(Debug, Default)]
+struct State {
+    files: HashMap<PathBuf, Durable>,
+    sync_noop: bool,
+    sync_delay: Option<Duration>,
+    syncs_gated: bool,
+    syncs_waiting: usize,
+    syncs_done: u64,
+    fail_syncs_after: Option<u64>,
+    bytes_written: u64,
+    fail_writes_after_bytes: Option<u64>,
+}
+
+/// The shared half: the state and the gate's condition variable.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    gate: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A file system that can fail, delay or forget; see the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct FaultFs {
+    shared: Arc<Shared>,
+}
+
+impl FaultFs {
+    /// A fault-free wrapper of the real file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `sync_data` do nothing (and make nothing durable).
+    pub fn set_sync_noop(&self, noop: bool) {
+        self.shared.lock().sync_noop = noop;
+    }
+
+    /// Makes every `sync_data` take at least `delay`.
+    pub fn set_sync_delay(&self, delay: Option<Duration>) {
+        self.shared.lock().sync_delay = delay;
+    }
+
+    /// Holds every `sync_data` back until [`FaultFs::open_gate`].
+    pub fn close_gate(&self) {
+        self.shared.lock().syncs_gated = true;
+    }
+
+    /// Lets held-back syncs (and later ones) proceed.
+    pub fn open_gate(&self) {
+        self.shared.lock().syncs_gated = false;
+        self.shared.gate.notify_all();
+    }
+
+    /// How many syncs wait at the closed gate.
+    pub fn syncs_waiting(&self) -> usize {
+        self.shared.lock().syncs_waiting
+    }
+
+    /// How many syncs have completed.
+    pub fn syncs_done(&self) -> u64 {
+        self.shared.lock().syncs_done
+    }
+
+    /// Makes every sync after the next `count` fail with an I/O error.
+    pub fn fail_syncs_after(&self, count: u64) {
+        let mut state = self.shared.lock();
+        state.fail_syncs_after = Some(state.syncs_done + count);
+    }
+
+    /// Makes writes fail with "no space left on device" once `bytes` more
+    /// bytes have been written (the write that crosses it is cut short).
+    pub fn fail_writes_after_bytes(&self, bytes: u64) {
+        let mut state = self.shared.lock();
+        state.fail_writes_after_bytes = Some(state.bytes_written + bytes);
+    }
+
+    /// Copies what a power loss now would leave of `dir` (recursively)
+    /// into `to`: files the wrapper did not write are copied whole; files
+    /// it wrote keep their synced bytes, if their directory entry is
+    /// durable.
+    pub fn crash_image(&self, dir: &Path, to: &Path) -> io::Result<()> {
+        let state = self.shared.lock();
+        copy_durable(&state, dir, to)
+    }
+
+    fn track_created(&self, path: &Path) {
+        self.shared.lock().files.insert(path.to_path_buf(), Durable::default());
+    }
+
+    fn sync_entries(&self, dir: &Path) {
+        let mut state = self.shared.lock();
+        for (path, durable) in &mut state.files {
+            if path.parent() == Some(dir) {
+                durable.entry_synced = true;
+                durable.replaced = None;
+            }
+        }
+    }
+}
+
+fn copy_durable(state: &State, dir: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_durable(state, &path, &target)?;
+            continue;
+        }
+        match state.files.get(&path) {
+            None => {
+                std::fs::copy(&path, &target)?;
+            }
+            Some(Durable { replaced: Some(old), .. }) => {
+                if let Some(old) = old {
+                    std::fs::write(&target, old)?;
+                }
+            }
+            Some(durable) if durable.entry_synced => {
+                let bytes = std::fs::read(&path)?;
+                let keep = usize::try_from(durable.synced_len).unwrap_or(usize::MAX).min(bytes.len());
+                std::fs::write(&target, &bytes[..keep])?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A file of [`FaultFs`].
+struct FaultFile {
+    path: PathBuf,
+    inner: Arc<dyn FsFile>,
+    shared: Arc<Shared>,
+}
+
+impl FsFile for FaultFile {
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let allowed = {
+            let mut state = self.shared.lock();
+            let room = state
+                .fail_writes_after_bytes
+                .map_or(u64::MAX, |limit| limit.saturating_sub(state.bytes_written));
+            let allowed = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
+            state.bytes_written += allowed as u64;
+            allowed
+        };
+        self.inner.write_all_at(&bytes[..allowed], offset)?;
+        let mut state = self.shared.lock();
+        let durable = state.files.entry(self.path.clone()).or_default();
+        durable.written_len = durable.written_len.max(offset + allowed as u64);
+        if allowed < bytes.len() {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)"));
+        }
+        Ok(())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        state.syncs_waiting += 1;
+        while state.syncs_gated {
+            state = self.shared.gate.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state.syncs_waiting -= 1;
+        let (noop, delay) = (state.sync_noop, state.sync_delay);
+        let fail = state.fail_syncs_after.is_some_and(|after| state.syncs_done >= after);
+        let written = state.files.get(&self.path).map_or(0, |durable| durable.written_len);
+        drop(state);
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
+        if fail {
+            return Err(io::Error::other("fsync failed: input/output error (injected)"));
+        }
+        if !noop {
+            self.inner.sync_data()?;
+        }
+        let mut state = self.shared.lock();
+        state.syncs_done += 1;
+        if !noop {
+            let durable = state.files.entry(self.path.clone()).or_default();
+            durable.synced_len = durable.synced_len.max(written);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)?;
+        let mut state = self.shared.lock();
+        let durable = state.files.entry(self.path.clone()).or_default();
+        durable.written_len = durable.written_len.min(len);
+        durable.synced_len = durable.synced_len.min(len);
+        Ok(())
+    }
+}
+
+impl Fs for FaultFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealFs.create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        RealFs.list(dir)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        let inner = RealFs.create(path)?;
+        self.track_created(path);
+        Ok(Arc::new(FaultFile { path: path.to_path_buf(), inner, shared: self.shared.clone() }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        let inner = RealFs.open(path)?;
+        let len = inner.len()?;
+        self.shared.lock().files.entry(path.to_path_buf()).or_insert(Durable {
+            entry_synced: true,
+            synced_len: len,
+            written_len: len,
+            replaced: None,
+        });
+        Ok(Arc::new(FaultFile { path: path.to_path_buf(), inner, shared: self.shared.clone() }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        RealFs.read(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        let replaced = match state.files.get(to) {
+            Some(durable) if !durable.entry_synced => None,
+            _ => std::fs::read(to).ok(),
+        };
+        RealFs.rename(from, to)?;
+        let mut moved = state.files.remove(from).unwrap_or_default();
+        moved.replaced = Some(replaced);
+        moved.entry_synced = true;
+        state.files.insert(to.to_path_buf(), moved);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove(path)?;
+        self.shared.lock().files.remove(path);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealFs.sync_dir(dir)?;
+        self.sync_entries(dir);
+        Ok(())
+    }
+}

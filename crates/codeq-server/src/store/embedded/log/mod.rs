@@ -1,0 +1,408 @@
+//! The journal: codeQ's own append-only, checksummed log of changes, the
+//! single source of truth of the embedded backend.
+//!
+//! Records are puts and deletes of `(table, key) → value`. A change (one
+//! transition) is one [`frame::Batch`], appended to the current segment
+//! file by the committer thread with group commit (one write and one
+//! `fdatasync` per round). Sequence numbers and file positions are assigned
+//! when a batch is queued ([`Appender::append`], called under the store's
+//! lock, so the journal's order is the order of transitions), which is why
+//! a value's [`Location`] is known at once; it may be read back once the
+//! [`watermark`] has passed its batch.
+//!
+//! Layout of the store directory: `MANIFEST` ([`manifest`]), segments
+//! `00000001.log`, `00000002.log`, … (each sealed by a frame naming the
+//! next), `LOCK` (held while a process has the store open) and
+//! `torn-*.bin` (bytes of a torn final write set aside at recovery).
+//!
+//! Every byte goes through the [`fs::Fs`] seam; [`fault::FaultFs`] is the
+//! one tests use to delay, fail or forget I/O.
+
+mod committer;
+pub mod fault;
+pub mod frame;
+pub mod fs;
+pub mod manifest;
+mod recover;
+pub mod watermark;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use self::committer::{Committer, Job};
+use self::frame::{Batch, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN, seal_frame};
+use self::fs::{Fs, FsFile};
+use self::manifest::{Checkpoint, Manifest};
+use self::watermark::Watermark;
+use crate::config::Durability;
+
+pub use self::recover::{OpenError, Recovered, Replay};
+
+/// The tables of the embedded backend. Their numbers are part of the
+/// on-disk format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Table {
+    /// Task bodies: what the producer sent (written once).
+    Tasks = 1,
+    /// Task states (written by every transition).
+    States = 2,
+    /// Result records.
+    Results = 3,
+    /// Every command ever used.
+    Commands = 4,
+}
+
+impl Table {
+    /// The table numbered `n`.
+    pub fn from_u8(n: u8) -> Option<Self> {
+        match n {
+            1 => Some(Self::Tasks),
+            2 => Some(Self::States),
+            3 => Some(Self::Results),
+            4 => Some(Self::Commands),
+            _ => None,
+        }
+    }
+}
+
+/// Where a value lies in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The segment.
+    pub segment: u32,
+    /// The value's first byte in the segment file.
+    pub offset: u64,
+    /// The value's length.
+    pub len: u32,
+}
+
+/// Tuning of the journal.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// `fsync` or `buffered`.
+    pub durability: Durability,
+    /// A segment is sealed once it would grow past this size.
+    pub segment_bytes: u64,
+    /// Batches queued and not yet written, at most (back-pressure).
+    pub queue_slots: usize,
+}
+
+impl LogOptions {
+    /// Defaults for `durability`.
+    pub fn new(durability: Durability) -> Self {
+        Self { durability, segment_bytes: 16 * 1024 * 1024, queue_slots: 8192 }
+    }
+}
+
+/// The path of segment `id` in `dir`.
+pub fn segment_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:08}.log"))
+}
+
+/// The id of a segment file name.
+pub fn segment_id(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".log")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// What the committer, the readers and the appender share.
+pub(crate) struct Shared {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    segments: RwLock<HashMap<u32, Arc<dyn FsFile>>>,
+    watermark: Watermark,
+    slots: Semaphore,
+    /// Serialises rewrites of the manifest (compaction, close).
+    manifest: Mutex<Manifest>,
+}
+
+impl Shared {
+    fn segment(&self, id: u32) -> Option<Arc<dyn FsFile>> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    fn add_segment(&self, id: u32, file: Arc<dyn FsFile>) {
+        self.segments.write().unwrap_or_else(PoisonError::into_inner).insert(id, file);
+    }
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The segment has been compacted away: look the value up again.
+    #[error("the segment was compacted")]
+    Moved,
+    /// The disk failed.
+    #[error("read from the journal failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The journal, open. See the module docs.
+pub struct Log {
+    shared: Arc<Shared>,
+    committer: Mutex<Option<thread::JoinHandle<()>>>,
+    _lock: std::fs::File,
+}
+
+/// The queueing end of the journal, kept under the store's lock.
+pub struct Appender {
+    shared: Arc<Shared>,
+    jobs: Option<Sender<Job>>,
+    next_seq: u64,
+    segment: u32,
+    tail: u64,
+    segment_bytes: u64,
+}
+
+/// A reserved place in the commit queue (see [`Log::reserve`]).
+pub struct Slot<'a>(SemaphorePermit<'a>);
+
+/// Why a batch could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The journal has failed or is closed.
+    #[error("the journal is not taking writes")]
+    Closed,
+}
+
+impl Log {
+    /// Opens (or creates) the journal in `dir`, replaying every change into
+    /// `replay`, and starts the committer. Refuses a journal that does not
+    /// match its manifest (see [`OpenError`]); changes nothing then.
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: LogOptions,
+        replay: &mut dyn Replay,
+    ) -> Result<(Self, Appender, Recovered), OpenError> {
+        let lock = recover::lock(dir)?;
+        let recovered = recover::recover(fs.as_ref(), dir, replay, recover::Mode::Open)?;
+        let mut segments = HashMap::new();
+        for id in recovered.first_segment..=recovered.last_segment {
+            let file = fs.open(&segment_path(dir, id)).map_err(OpenError::Io)?;
+            segments.insert(id, file);
+        }
+        let last = segments.get(&recovered.last_segment).cloned();
+        if let Some(last) = &last {
+            // Recorded below as a checkpoint: make the bytes just read
+            // durable first (a crash may have left them in the page cache).
+            last.sync_data().map_err(OpenError::Io)?;
+        }
+        let manifest = Manifest {
+            first_segment: recovered.first_segment,
+            checkpoint: Checkpoint { seq: recovered.last_seq, live: recovered.live },
+            clean: false,
+            ..Manifest::new()
+        };
+        manifest.write(fs.as_ref(), dir).map_err(OpenError::Io)?;
+        let shared = Arc::new(Shared {
+            fs,
+            dir: dir.to_path_buf(),
+            segments: RwLock::new(segments),
+            watermark: Watermark::new(recovered.last_seq),
+            slots: Semaphore::new(options.queue_slots),
+            manifest: Mutex::new(manifest),
+        });
+        let (sender, jobs) = mpsc::channel();
+        let committer = Committer {
+            shared: shared.clone(),
+            durability: options.durability,
+            tails: HashMap::from([(recovered.last_segment, recovered.tail)]),
+        };
+        let handle = thread::Builder::new()
+            .name("codeq-committer".into())
+            .spawn(move || committer.run(&jobs))
+            .map_err(OpenError::Io)?;
+        let appender = Appender {
+            shared: shared.clone(),
+            jobs: Some(sender),
+            next_seq: recovered.last_seq + 1,
+            segment: recovered.last_segment,
+            tail: recovered.tail,
+            segment_bytes: options.segment_bytes.max(SEGMENT_HEADER_LEN + 4096),
+        };
+        let log = Self { shared, committer: Mutex::new(Some(handle)), _lock: lock };
+        Ok((log, appender, recovered))
+    }
+
+    /// Checks the journal in `dir` without changing anything, replaying it
+    /// into `replay`. The store must not be open.
+    pub fn check(fs: &dyn Fs, dir: &Path, replay: &mut dyn Replay) -> Result<Recovered, OpenError> {
+        let _lock = recover::lock(dir)?;
+        recover::recover(fs, dir, replay, recover::Mode::Check)
+    }
+
+    /// Waits for a place in the commit queue (back-pressure: the queue of
+    /// batches not yet written is bounded).
+    pub async fn reserve(&self) -> Result<Slot<'_>, AppendError> {
+        self.shared.slots.acquire().await.map(Slot).map_err(|_| AppendError::Closed)
+    }
+
+    /// The durable watermark.
+    pub fn watermark(&self) -> &Watermark {
+        &self.shared.watermark
+    }
+
+    /// Reads a value back. Its batch must be durable (wait for it first).
+    pub fn read(&self, at: Location) -> Result<Vec<u8>, ReadError> {
+        let file = self.shared.segment(at.segment).ok_or(ReadError::Moved)?;
+        let mut bytes = vec![0; at.len as usize];
+        file.read_exact_at(&mut bytes, at.offset)?;
+        Ok(bytes)
+    }
+
+    /// The bytes of a whole segment (compaction reads sealed ones).
+    pub fn read_segment(&self, id: u32) -> Result<Vec<u8>, ReadError> {
+        let file = self.shared.segment(id).ok_or(ReadError::Moved)?;
+        let mut bytes = vec![0; usize::try_from(file.len()?).unwrap_or(usize::MAX)];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
+    /// The open segments, oldest first, with their sizes.
+    pub fn segments(&self) -> Vec<(u32, u64)> {
+        let segments = self.shared.segments.read().unwrap_or_else(PoisonError::into_inner);
+        let mut sizes: Vec<(u32, u64)> =
+            segments.iter().map(|(id, file)| (*id, file.len().unwrap_or(0))).collect();
+        sizes.sort_unstable();
+        sizes
+    }
+
+    /// Drops every segment before `first` once a checkpoint at or after
+    /// the last batch they held is durable: the manifest is rewritten
+    /// first, then the files are deleted.
+    /// A failure here stops the journal like a failed write.
+    pub fn drop_segments_before(&self, first: u32, checkpoint: Checkpoint) -> std::io::Result<()> {
+        let dropped = self.try_drop_segments_before(first, checkpoint);
+        if let Err(error) = &dropped {
+            self.fail(format!("cannot drop compacted journal segments: {error}"));
+        }
+        dropped
+    }
+
+    /// Stops the journal for good (as a failed write does).
+    fn fail(&self, cause: String) {
+        self.shared.slots.close();
+        let seq = self.shared.watermark.durable() + 1;
+        self.shared.watermark.fail(watermark::Failure {
+            disk_full: false,
+            cause: cause.into(),
+            first_seq: seq,
+            last_seq: seq,
+        });
+    }
+
+    fn try_drop_segments_before(&self, first: u32, checkpoint: Checkpoint) -> std::io::Result<()> {
+        let mut manifest = self.shared.manifest.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = Manifest { first_segment: first, checkpoint, ..*manifest };
+        next.write(self.shared.fs.as_ref(), &self.shared.dir)?;
+        let old = manifest.first_segment;
+        *manifest = next;
+        drop(manifest);
+        for id in old..first {
+            self.shared.segments.write().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            match self.shared.fs.remove(&segment_path(&self.shared.dir, id)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
+        self.shared.fs.sync_dir(&self.shared.dir)
+    }
+
+    /// Stops the committer once it has written what is queued (the
+    /// appender must have been dropped or closed). Then, unless the
+    /// journal failed, records a clean stop with `live` tasks: the next
+    /// start expects the journal to end exactly here.
+    pub fn close(&self, live: u64) -> Result<(), watermark::WaitError> {
+        if let Some(handle) = self.committer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = handle.join();
+        }
+        if let Some(failure) = self.shared.watermark.failure() {
+            // Never written again after a failure: a batch that got an
+            // error must not be made durable on the way out.
+            return Err(watermark::WaitError::Failed(failure.cause));
+        }
+        let mut manifest = self.shared.manifest.lock().unwrap_or_else(PoisonError::into_inner);
+        let segments = self.segments();
+        for (id, _) in &segments {
+            if let Some(file) = self.shared.segment(*id) {
+                file.sync_data().map_err(|e| watermark::WaitError::Failed(e.to_string().into()))?;
+            }
+        }
+        let seq = self.shared.watermark.durable();
+        let next = Manifest { checkpoint: Checkpoint { seq, live }, clean: true, ..*manifest };
+        next.write(self.shared.fs.as_ref(), &self.shared.dir)
+            .map_err(|e| watermark::WaitError::Failed(e.to_string().into()))?;
+        *manifest = next;
+        Ok(())
+    }
+}
+
+impl Appender {
+    /// Queues `batch` as the next change; returns its sequence number and
+    /// where each of its puts' values lies. Call with a reserved slot.
+    pub fn append(&mut self, batch: Batch, slot: Slot<'_>) -> Result<(u64, Vec<Location>), AppendError> {
+        let jobs = self.jobs.as_ref().ok_or(AppendError::Closed)?;
+        let len = batch.frame_len() as u64;
+        if self.tail > SEGMENT_HEADER_LEN && self.tail + len + SEAL_FRAME_LEN > self.segment_bytes {
+            let next = self.segment + 1;
+            let seal = Job {
+                seq: self.next_seq,
+                segment: self.segment,
+                offset: self.tail,
+                bytes: seal_frame(self.next_seq, next),
+                opens: Some(next),
+                holds_slot: false,
+            };
+            jobs.send(seal).map_err(|_| AppendError::Closed)?;
+            self.next_seq += 1;
+            self.segment = next;
+            self.tail = SEGMENT_HEADER_LEN;
+        }
+        let seq = self.next_seq;
+        let (segment, offset) = (self.segment, self.tail);
+        let locations = (0..)
+            .map_while(|index| batch.value_span(index))
+            .map(|(at, len)| Location { segment, offset: offset + at, len })
+            .collect();
+        let job = Job { seq, segment, offset, bytes: batch.finish(seq), opens: None, holds_slot: true };
+        jobs.send(job).map_err(|_| AppendError::Closed)?;
+        slot.0.forget();
+        self.next_seq += 1;
+        self.tail += len;
+        Ok((seq, locations))
+    }
+
+    /// The last batch queued.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// The segment new batches go to (older ones are sealed).
+    pub fn segment(&self) -> u32 {
+        self.segment
+    }
+
+    /// Bytes of the journal from its first segment to the current tail.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Stops queueing: the committer ends once it has written the rest.
+    pub fn close(&mut self) {
+        self.jobs = None;
+    }
+
+    /// True when the journal takes writes.
+    pub fn is_open(&self) -> bool {
+        self.jobs.is_some() && self.shared.watermark.failure().is_none()
+    }
+}

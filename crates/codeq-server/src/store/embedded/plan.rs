@@ -1,0 +1,239 @@
+//! A transition's plan: the records it writes and the memory changes it
+//! makes, built without changing anything.
+//!
+//! A transition reads the live state ([`Tasks`]), decides with the pure
+//! functions of `codeq_core::lifecycle`, and records its decisions here:
+//! the journal batch (already encoded) and the matching memory changes.
+//! Only once the batch is queued does [`Plan::apply`] change memory, which
+//! cannot fail; a refusal or an encoding error before that leaves
+//! everything as it was.
+
+use std::collections::{BTreeSet, HashMap};
+
+use codeq_core::{Command, ResultRecord, Task, TaskId, TaskState, Timestamp};
+
+use super::log::frame::{Batch, TooLarge};
+use super::log::{Location, Table};
+use super::records::{encode_body, encode_result, encode_state};
+use super::state::{Entry, Tasks};
+use crate::store::{StoreError, StoreResult};
+
+impl From<TooLarge> for StoreError {
+    fn from(error: TooLarge) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}
+
+/// A memory change, applied once the batch is queued. `usize` fields
+/// index the batch's puts, whose locations the journal assigns.
+#[derive(Debug)]
+enum Change {
+    New { id: TaskId, entry: Box<Entry>, body: usize, state: usize },
+    State { id: TaskId, state: TaskState, at: usize, result: Option<usize> },
+    Delete { id: TaskId },
+    Command { command: Command, at: usize },
+    Moved { id: TaskId, table: Table, at: usize },
+    MovedCommand { command: Command, at: usize },
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Plan {
+    now: Timestamp,
+    batch: Batch,
+    changes: Vec<Change>,
+    /// States decided earlier in this plan (later steps see them).
+    planned: HashMap<TaskId, TaskState>,
+    /// Commands new in this plan.
+    new_commands: BTreeSet<Command>,
+    /// The newest batch whose state this plan looked at: the answer waits
+    /// until it is durable even when the plan writes nothing.
+    observed: u64,
+}
+
+/// What applying a plan did that others must hear of.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Commands that gained ready tasks.
+    pub ready: BTreeSet<Command>,
+}
+
+impl Plan {
+    /// An empty plan for a transition at `now`.
+    pub fn new(now: Timestamp) -> Self {
+        Self {
+            now,
+            batch: Batch::default(),
+            changes: Vec::new(),
+            planned: HashMap::new(),
+            new_commands: BTreeSet::new(),
+            observed: 0,
+        }
+    }
+
+    /// True when the plan writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The newest batch the plan looked at.
+    pub fn observed(&self) -> u64 {
+        self.observed
+    }
+
+    /// Notes that the answer shows state written by batch `seq`.
+    pub fn observe(&mut self, seq: u64) {
+        self.observed = self.observed.max(seq);
+    }
+
+    /// The state of task `id` as this plan sees it (its own decisions
+    /// first), noting what it observed.
+    pub fn state(&mut self, tasks: &Tasks, id: TaskId) -> Option<(TaskState, u32)> {
+        let entry = tasks.get(id)?;
+        self.observe(entry.seq);
+        let state = self.planned.get(&id).unwrap_or(&entry.state).clone();
+        Some((state, entry.max_attempts))
+    }
+
+    /// Plans a new task (body and state), and its command's record when
+    /// the command was never used.
+    pub fn create(&mut self, tasks: &Tasks, task: &Task) -> StoreResult<()> {
+        let id = task.id;
+        let body = self.batch.put_with(Table::Tasks, id.as_bytes(), |buf| encode_body(task, buf))?;
+        let state =
+            self.batch.put_with(Table::States, id.as_bytes(), |buf| encode_state(&task.state, buf))?;
+        let unplaced = Location { segment: 0, offset: 0, len: 0 };
+        let entry = Entry {
+            command: task.command.clone(),
+            priority: task.priority,
+            max_attempts: task.max_attempts,
+            idempotency_key: task.idempotency_key.as_deref().map(Box::from),
+            state: task.state.clone(),
+            body: unplaced,
+            state_at: unplaced,
+            result: None,
+            seq: 0,
+        };
+        self.changes.push(Change::New { id, entry: Box::new(entry), body, state });
+        self.planned.insert(id, task.state.clone());
+        if !tasks.knows(&task.command) && self.new_commands.insert(task.command.clone()) {
+            let at = self.batch.put(Table::Commands, task.command.as_str().as_bytes(), &[])?;
+            self.changes.push(Change::Command { command: task.command.clone(), at });
+        }
+        Ok(())
+    }
+
+    /// Plans task `id`'s next state, and the result record it stores.
+    pub fn set_state(
+        &mut self,
+        id: TaskId,
+        state: TaskState,
+        result: Option<&ResultRecord>,
+    ) -> StoreResult<()> {
+        let at = self.batch.put_with(Table::States, id.as_bytes(), |buf| encode_state(&state, buf))?;
+        let result = match result {
+            Some(record) => Some(
+                self.batch.put_with(Table::Results, id.as_bytes(), |buf| encode_result(record, buf))?,
+            ),
+            None => None,
+        };
+        self.planned.insert(id, state.clone());
+        self.changes.push(Change::State { id, state, at, result });
+        Ok(())
+    }
+
+    /// Plans the deletion of task `id` with its records.
+    pub fn delete(&mut self, id: TaskId) -> StoreResult<()> {
+        for table in [Table::Tasks, Table::States, Table::Results] {
+            self.batch.delete(table, id.as_bytes())?;
+        }
+        self.changes.push(Change::Delete { id });
+        Ok(())
+    }
+
+    /// Plans rewriting a live record of task `id` (compaction).
+    pub fn move_record(&mut self, id: TaskId, table: Table, value: &[u8]) -> StoreResult<()> {
+        let at = self.batch.put(table, id.as_bytes(), value)?;
+        self.changes.push(Change::Moved { id, table, at });
+        Ok(())
+    }
+
+    /// Plans rewriting the record of `command` (compaction).
+    pub fn move_command(&mut self, command: Command) -> StoreResult<()> {
+        let at = self.batch.put(Table::Commands, command.as_str().as_bytes(), &[])?;
+        self.changes.push(Change::MovedCommand { command, at });
+        Ok(())
+    }
+
+    /// The batch to queue, and what to apply once it is queued.
+    pub fn into_parts(self) -> (Batch, Pending) {
+        (self.batch, Pending { now: self.now, changes: self.changes })
+    }
+}
+
+/// The memory half of a plan, waiting for its batch's locations.
+#[derive(Debug)]
+pub struct Pending {
+    now: Timestamp,
+    changes: Vec<Change>,
+}
+
+impl Pending {
+    /// Applies the plan to memory; `locations` are those of the batch's
+    /// puts and `seq` its sequence number. Cannot fail.
+    pub fn apply(self, tasks: &mut Tasks, seq: u64, locations: &[Location]) -> Applied {
+        let now = self.now;
+        let place = |index: usize| locations.get(index).copied();
+        let mut applied = Applied::default();
+        for change in self.changes {
+            match change {
+                Change::New { id, mut entry, body, state } => {
+                    if let (Some(body), Some(state_at)) = (place(body), place(state)) {
+                        entry.body = body;
+                        entry.state_at = state_at;
+                    }
+                    entry.seq = seq;
+                    if entry.state.is_ready(now) {
+                        applied.ready.insert(entry.command.clone());
+                    }
+                    tasks.put(id, *entry, now);
+                }
+                Change::State { id, state, at, result } => {
+                    let Some(mut entry) = tasks.get(id).cloned() else { continue };
+                    if state.is_ready(now) {
+                        applied.ready.insert(entry.command.clone());
+                    }
+                    entry.state = state;
+                    entry.state_at = place(at).unwrap_or(entry.state_at);
+                    if let Some(result) = result {
+                        entry.result = place(result);
+                    }
+                    entry.seq = seq;
+                    tasks.put(id, entry, now);
+                }
+                Change::Delete { id } => {
+                    tasks.remove(id, now);
+                }
+                Change::Command { command, at } | Change::MovedCommand { command, at } => {
+                    if let Some(record) = place(at) {
+                        tasks.add_command(command, record);
+                    }
+                }
+                Change::Moved { id, table, at } => {
+                    let Some(moved) = place(at) else { continue };
+                    tasks.relocate(
+                        id,
+                        |entry| match table {
+                            Table::Tasks => entry.body = moved,
+                            Table::States => entry.state_at = moved,
+                            Table::Results => entry.result = Some(moved),
+                            Table::Commands => {}
+                        },
+                        seq,
+                    );
+                }
+            }
+        }
+        applied
+    }
+}

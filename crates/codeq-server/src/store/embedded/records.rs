@@ -1,0 +1,183 @@
+//! How the embedded backend's records are encoded in the journal.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `Tasks` | task id (16 bytes) | body: format byte `1`, then postcard of [`Body`] |
+//! | `States` | task id | format byte `1`, then postcard of `TaskState` |
+//! | `Results` | task id | the result record, JSON |
+//! | `Commands` | command name | empty |
+//!
+//! A task's body (what the producer sent) is written once; each
+//! transition writes only the small state record. Postcard is positional:
+//! a new field needs a new format byte.
+
+use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{StoreError, StoreResult};
+
+const FORMAT_V1: u8 = 1;
+
+/// What the producer sent, as stored: every field of a task but its state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Body<'a> {
+    #[serde(borrow)]
+    command: &'a str,
+    #[serde(borrow)]
+    payload: &'a str,
+    priority: Priority,
+    #[serde(borrow)]
+    webhook: Option<&'a str>,
+    max_attempts: u32,
+    #[serde(borrow)]
+    idempotency_key: Option<&'a str>,
+    run_at: Option<Timestamp>,
+    created_at: Timestamp,
+}
+
+impl<'a> Body<'a> {
+    /// The body of `task`.
+    pub fn of(task: &'a Task) -> Self {
+        Self {
+            command: task.command.as_str(),
+            payload: &task.payload,
+            priority: task.priority,
+            webhook: task.webhook.as_deref(),
+            max_attempts: task.max_attempts,
+            idempotency_key: task.idempotency_key.as_deref(),
+            run_at: task.run_at,
+            created_at: task.created_at,
+        }
+    }
+
+    /// Reads a body back (borrowing from `bytes`).
+    pub fn decode(bytes: &'a [u8]) -> StoreResult<Self> {
+        match bytes.split_first() {
+            Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
+                .map_err(|e| StoreError::Corrupt(format!("cannot decode a task body: {e}"))),
+            _ => Err(StoreError::Corrupt("a task body of an unknown format".into())),
+        }
+    }
+
+    /// The command it names.
+    pub fn command(&self) -> StoreResult<Command> {
+        Command::parse(self.command)
+            .map_err(|e| StoreError::Corrupt(format!("stored command {:?}: {e}", self.command)))
+    }
+
+    /// Claim priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Delivery limit.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Idempotency key.
+    pub fn idempotency_key(&self) -> Option<&'a str> {
+        self.idempotency_key
+    }
+
+    /// The whole task, with `state`.
+    pub fn into_task(self, id: TaskId, state: TaskState) -> StoreResult<Task> {
+        Ok(Task {
+            id,
+            command: self.command()?,
+            payload: self.payload.to_string(),
+            priority: self.priority,
+            webhook: self.webhook.map(str::to_string),
+            max_attempts: self.max_attempts,
+            idempotency_key: self.idempotency_key.map(str::to_string),
+            run_at: self.run_at,
+            created_at: self.created_at,
+            state,
+        })
+    }
+}
+
+/// Appends the encoded body of `task` to `buf`.
+pub fn encode_body(task: &Task, buf: &mut Vec<u8>) -> StoreResult<()> {
+    buf.push(FORMAT_V1);
+    postcard::to_io(&Body::of(task), buf)
+        .map(|_| ())
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a task body: {e}")))
+}
+
+/// Appends the encoded `state` to `buf`.
+pub fn encode_state(state: &TaskState, buf: &mut Vec<u8>) -> StoreResult<()> {
+    buf.push(FORMAT_V1);
+    postcard::to_io(state, buf)
+        .map(|_| ())
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a task state: {e}")))
+}
+
+/// Reads a state record back.
+pub fn decode_state(bytes: &[u8]) -> StoreResult<TaskState> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
+            .map_err(|e| StoreError::Corrupt(format!("cannot decode a task state: {e}"))),
+        _ => Err(StoreError::Corrupt("a task state of an unknown format".into())),
+    }
+}
+
+/// Appends the encoded result `record` to `buf`.
+pub fn encode_result(record: &ResultRecord, buf: &mut Vec<u8>) -> StoreResult<()> {
+    serde_json::to_writer(buf, record)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a result: {e}")))
+}
+
+/// Reads a result record back.
+pub fn decode_result(bytes: &[u8]) -> StoreResult<ResultRecord> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("cannot decode a result: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use codeq_core::TaskStatus;
+
+    use super::*;
+
+    fn task() -> Task {
+        let mut state = TaskState::new(Timestamp(1_700_000_000_000), Timestamp(1_700_000_000_000));
+        state.status = TaskStatus::InProgress;
+        state.worker_id = Some("w1".into());
+        state.lease_until = Some(Timestamp(1_700_000_030_000));
+        state.attempts = 2;
+        Task {
+            id: TaskId::generate(),
+            command: Command::parse("encode").unwrap(),
+            payload: r#"{"k":"v"}"#.into(),
+            priority: Priority::clamped(3),
+            webhook: Some("https://example.com/hook".into()),
+            max_attempts: 5,
+            idempotency_key: Some("k".into()),
+            run_at: None,
+            created_at: Timestamp(1_700_000_000_000),
+            state,
+        }
+    }
+
+    #[test]
+    fn bodies_and_states_round_trip() {
+        let task = task();
+        let mut body = Vec::new();
+        encode_body(&task, &mut body).unwrap();
+        let mut state = Vec::new();
+        encode_state(&task.state, &mut state).unwrap();
+        assert_eq!(state[0], FORMAT_V1);
+        let back = Body::decode(&body).unwrap().into_task(task.id, decode_state(&state).unwrap());
+        assert_eq!(back.unwrap(), task);
+        assert!(state.len() < 40, "a state record is small: {} bytes", state.len());
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_format_is_corrupt_not_misread() {
+        let mut bytes = Vec::new();
+        encode_state(&task().state, &mut bytes).unwrap();
+        bytes[0] = b'{';
+        assert!(matches!(decode_state(&bytes), Err(StoreError::Corrupt(_))));
+        assert!(matches!(Body::decode(&[]), Err(StoreError::Corrupt(_))));
+    }
+}
