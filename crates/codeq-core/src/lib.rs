@@ -20,8 +20,8 @@ pub mod time;
 
 pub use backoff::{BackoffConfig, BackoffPolicy};
 pub use command::Command;
+pub use lifecycle::{Fence, TransitionError};
 pub use queue::QueueStats;
 pub use result::{Artifact, ResultRecord, ResultStatus};
-pub use lifecycle::{Fence, TransitionError};
 pub use task::{Priority, Task, TaskId, TaskState, TaskStatus};
 pub use time::Timestamp;

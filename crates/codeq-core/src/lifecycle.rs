@@ -103,7 +103,12 @@ pub fn check_result_allowed(state: &TaskState, fence: Fence<'_>) -> Result<(), T
 }
 
 /// A ready task delivered to `worker_id` under a lease: one more attempt.
-pub fn claim(state: &TaskState, worker_id: &str, lease_until: Timestamp, now: Timestamp) -> TaskState {
+pub fn claim(
+    state: &TaskState,
+    worker_id: &str,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> TaskState {
     TaskState {
         status: TaskStatus::InProgress,
         attempts: state.attempts.saturating_add(1),
@@ -201,8 +206,8 @@ pub fn expire(
     delay_seconds: u64,
     now: Timestamp,
 ) -> Option<Retry> {
-    let ended = state.status == TaskStatus::InProgress
-        && state.lease_until.is_none_or(|until| until < now);
+    let ended =
+        state.status == TaskStatus::InProgress && state.lease_until.is_none_or(|until| until < now);
     ended.then(|| {
         let reason = Some(LEASE_EXPIRED_REASON.to_string());
         retry(id, state, max_attempts, delay_seconds, reason, now)
@@ -219,7 +224,8 @@ fn retry(
     reason: Option<String>,
     now: Timestamp,
 ) -> Retry {
-    let released = TaskState { lease_until: None, last_reason: reason, updated_at: now, ..state.clone() };
+    let released =
+        TaskState { lease_until: None, last_reason: reason, updated_at: now, ..state.clone() };
     if state.attempts >= max_attempts {
         let record = ResultRecord {
             task_id: id,
@@ -327,7 +333,8 @@ pub fn complete(
 pub fn repeats(state: &TaskState, fence: Fence<'_>, status: ResultStatus) -> bool {
     let same_status = matches!(
         (state.status, status),
-        (TaskStatus::Completed, ResultStatus::Completed) | (TaskStatus::Failed, ResultStatus::Failed)
+        (TaskStatus::Completed, ResultStatus::Completed)
+            | (TaskStatus::Failed, ResultStatus::Failed)
     );
     same_status
         && !state.dead_lettered
@@ -399,7 +406,10 @@ mod tests {
             Err(TransitionError::LeaseExpired)
         );
         let expired = expire(id(), &held, 5, 10, at(31)).unwrap().state;
-        assert_eq!(heartbeat(&expired, w1(None), at(90), at(32)), Err(TransitionError::LeaseExpired));
+        assert_eq!(
+            heartbeat(&expired, w1(None), at(90), at(32)),
+            Err(TransitionError::LeaseExpired)
+        );
     }
 
     #[test]
@@ -455,7 +465,10 @@ mod tests {
             (TaskStatus::Failed, Some(MAX_ATTEMPTS_ERROR), true)
         );
         let record = last.dead_letter.unwrap();
-        assert_eq!((record.status, record.error.as_deref()), (ResultStatus::Failed, Some("MAX_ATTEMPTS")));
+        assert_eq!(
+            (record.status, record.error.as_deref()),
+            (ResultStatus::Failed, Some("MAX_ATTEMPTS"))
+        );
     }
 
     #[test]

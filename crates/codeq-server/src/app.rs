@@ -337,9 +337,9 @@ fn refused_store(config: &Config, error: OpenError) -> StartError {
              restore the data directory from a backup (`codeq storage backup`), or move it \
              away to start empty."
         )),
-        OpenError::InUse(_) => StartError::Refused(format!(
-            "{error}: is another `codeq serve` running on {data_dir}?"
-        )),
+        OpenError::InUse(_) => {
+            StartError::Refused(format!("{error}: is another `codeq serve` running on {data_dir}?"))
+        }
         OpenError::Io(cause) => {
             StartError::Other(anyhow::anyhow!("cannot open storage in {data_dir}: {cause}"))
         }

@@ -277,7 +277,10 @@ async fn the_last_delivery_dead_letters_on_nack(h: &dyn Harness) {
         Retried::Requeued { delay_seconds: 0 }
     );
     claim_one(&*store, only("a"), at(3)).await.unwrap();
-    assert_eq!(store.nack(id, fence(Some(2)), 0, None, at(4)).await.unwrap(), Retried::DeadLettered);
+    assert_eq!(
+        store.nack(id, fence(Some(2)), 0, None, at(4)).await.unwrap(),
+        Retried::DeadLettered
+    );
     let dead = store.get_task(id).await.unwrap().unwrap().state;
     assert_eq!(
         (dead.status, dead.error.as_deref(), dead.attempts),
@@ -297,12 +300,18 @@ async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
     t.max_attempts = 2;
     let id = create(&*store, vec![t]).await[0];
     claim_one(&*store, only("a"), at(0)).await.unwrap(); // lease until at(30)
-    assert!(store.lease_ends(at(30), 100).await.unwrap().is_empty(), "not ended at its end instant");
+    assert!(
+        store.lease_ends(at(30), 100).await.unwrap().is_empty(),
+        "not ended at its end instant"
+    );
     assert_eq!(
         store.lease_ends(at(31), 100).await.unwrap(),
         vec![LeaseEnd { task_id: id, attempts: 1 }]
     );
-    assert_eq!(expire_all(&*store, at(31), 10).await, vec![Retried::Requeued { delay_seconds: 10 }]);
+    assert_eq!(
+        expire_all(&*store, at(31), 10).await,
+        vec![Retried::Requeued { delay_seconds: 10 }]
+    );
     let requeued = store.get_task(id).await.unwrap().unwrap().state;
     assert_eq!(
         (requeued.status, requeued.last_reason.as_deref(), requeued.visible_at),
@@ -475,11 +484,7 @@ async fn state_survives_a_restart(h: &dyn Harness) {
         "older visible time first"
     );
     assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, ready);
-    assert_eq!(
-        expire_all(&*store, at(10_000), 10).await.len(),
-        3,
-        "leases survive restart"
-    );
+    assert_eq!(expire_all(&*store, at(10_000), 10).await.len(), 3, "leases survive restart");
 }
 
 async fn every_command_ever_used_is_listed_after_cleanup_and_restart(h: &dyn Harness) {

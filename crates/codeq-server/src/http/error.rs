@@ -43,7 +43,10 @@ impl ApiError {
 
     /// 503, with the seconds to wait before a retry.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
     }
 
     /// 400 for an invalid field (the message names it).
@@ -103,7 +106,9 @@ impl From<TransitionError> for ApiError {
             TransitionError::ResultConflict => {
                 Self::new(StatusCode::CONFLICT, "result_conflict", message)
             }
-            TransitionError::LeaseExpired => Self::new(StatusCode::CONFLICT, "lease_expired", message),
+            TransitionError::LeaseExpired => {
+                Self::new(StatusCode::CONFLICT, "lease_expired", message)
+            }
         }
     }
 }

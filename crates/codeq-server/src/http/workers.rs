@@ -291,7 +291,12 @@ async fn prepare_completion(
     };
     let submission =
         Submission { status: body.status, result: body.result, error: body.error, artifacts };
-    Ok(Completion { task_id: task, worker_id: worker.sub.clone(), attempt: body.attempt, submission })
+    Ok(Completion {
+        task_id: task,
+        worker_id: worker.sub.clone(),
+        attempt: body.attempt,
+        submission,
+    })
 }
 
 /// `POST /v1/codeq/tasks/:id/result`

@@ -145,7 +145,8 @@ async fn result_artifacts_by_url_and_inline_are_stored() {
         json!({ "name": "remote.png", "url": "https://cdn.example.com/remote.png", "contentType": "image/png" })
     );
     assert_eq!(artifacts[1]["url"], format!("/v1/codeq/tasks/{id}/artifacts/log.txt"));
-    let stored = std::fs::read(app.dir.path().join("artifacts").join(&id).join("log.txt")).unwrap();
+    let attempt_dir = app.dir.path().join("artifacts").join(&id).join("1");
+    let stored = std::fs::read(attempt_dir.join("log.txt")).unwrap();
     assert_eq!(stored, b"hello");
 }
 

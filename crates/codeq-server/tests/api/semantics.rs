@@ -68,15 +68,42 @@ async fn an_expired_lease_requeues_the_task_without_any_claim_traffic() {
     assert_eq!(task["lastReason"], "LEASE_EXPIRED");
     assert_eq!(task["attempts"], 1);
     assert!(task.get("workerId").is_none());
-    // The default policy backs off before the next delivery; the old holder is fenced out.
+    // The lease rule: the old holder can no longer extend its lease, but
+    // its result is still accepted as long as nobody claimed the task again.
+    let heartbeat =
+        app.post(&format!("/tasks/{id}/heartbeat"), WORKER, json!({ "attempt": 1 })).await;
+    assert_eq!((heartbeat.status, heartbeat.code()), (409, "lease_expired"));
     let late = app
         .post(
             &format!("/tasks/{id}/result"),
             WORKER,
-            json!({ "status": "COMPLETED", "result": {} }),
+            json!({ "status": "COMPLETED", "result": {}, "attempt": 1 }),
         )
         .await;
-    assert_eq!((late.status, late.code()), (409, "not_in_progress"));
+    assert_eq!(late.status, 200, "{:?}", late.body);
+    assert_eq!(app.get(&format!("/tasks/{id}"), WORKER).await.body["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn a_late_result_is_refused_once_the_task_was_delivered_again() {
+    let app = TestApp::spawn_manual_clock().await;
+    let id = app.create_simple("lease").await;
+    let body = json!({ "commands": ["lease"], "leaseSeconds": 10 });
+    assert_eq!(app.post("/tasks/claim", WORKER, body.clone()).await.status, 200);
+    app.advance(11);
+    app.wait_for_status(&id, "PENDING").await;
+    app.advance(1000); // past any backoff
+    let again =
+        app.post("/tasks/claim", WORKER2, json!({ "commands": ["lease"], "waitSeconds": 5 })).await;
+    assert_eq!((again.status, again.str("id")), (200, id.as_str()));
+    let late = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "COMPLETED", "result": {}, "attempt": 1 }),
+        )
+        .await;
+    assert_eq!((late.status, late.code()), (403, "not_owner"));
 }
 
 #[tokio::test]

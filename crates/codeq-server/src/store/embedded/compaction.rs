@@ -63,7 +63,8 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
     let mut found = Vec::new();
     let mut at = SEGMENT_HEADER_LEN as usize;
     while at < bytes.len() {
-        let parsed = frame::parse_frame(&bytes[at..]).map_err(|bad| damaged(format!("{bad:?} at {at}")))?;
+        let parsed =
+            frame::parse_frame(&bytes[at..]).map_err(|bad| damaged(format!("{bad:?} at {at}")))?;
         if let FrameKind::Batch(body) = parsed.kind {
             let body_start = (at + frame::FRAME_HEADER_LEN) as u64;
             for op in frame::ops(body).map_err(damaged)? {
@@ -73,7 +74,11 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
                     table,
                     key: key.to_vec(),
                     value: value.to_vec(),
-                    at: Location { segment: id, offset: body_start + value_at as u64, len: value.len() as u32 },
+                    at: Location {
+                        segment: id,
+                        offset: body_start + value_at as u64,
+                        len: value.len() as u32,
+                    },
                 });
             }
         }
@@ -85,7 +90,8 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
 /// True when the record at `candidate.at` is the one memory points at.
 fn is_live(tasks: &Tasks, candidate: &Candidate) -> bool {
     if candidate.table == Table::Commands {
-        let command = std::str::from_utf8(&candidate.key).ok().and_then(|name| Command::parse(name).ok());
+        let command =
+            std::str::from_utf8(&candidate.key).ok().and_then(|name| Command::parse(name).ok());
         return command.is_some_and(|command| tasks.command_record(&command) == Some(candidate.at));
     }
     let Ok(key) = <[u8; 16]>::try_from(candidate.key.as_slice()) else { return false };
@@ -139,7 +145,9 @@ impl EmbeddedStore {
                             }
                         }
                         table => {
-                            let Ok(key) = <[u8; 16]>::try_from(candidate.key.as_slice()) else { continue };
+                            let Ok(key) = <[u8; 16]>::try_from(candidate.key.as_slice()) else {
+                                continue;
+                            };
                             plan.move_record(TaskId::from_bytes(key), table, &candidate.value)?;
                         }
                     }

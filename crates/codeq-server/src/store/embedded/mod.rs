@@ -232,7 +232,9 @@ impl EmbeddedStore {
                 Ok(bytes) => return Ok(Some(bytes)),
                 Err(ReadError::Moved) => match locate(&self.lock().tasks) {
                     Some(moved) if moved != at => at = moved,
-                    Some(_) => return Err(StoreError::Corrupt("a record's segment is gone".into())),
+                    Some(_) => {
+                        return Err(StoreError::Corrupt("a record's segment is gone".into()));
+                    }
                     None => return Ok(None),
                 },
                 Err(ReadError::Io(error)) => {
@@ -304,7 +306,8 @@ impl Store for EmbeddedStore {
                 let mut planned = Vec::with_capacity(tasks.len());
                 for task in tasks {
                     let key = task.idempotency_key.as_deref();
-                    let holder = key.and_then(|key| keys.get(key).copied().or(live.idempotent(key)));
+                    let holder =
+                        key.and_then(|key| keys.get(key).copied().or(live.idempotent(key)));
                     if let Some(holder) = holder {
                         if let Some(entry) = live.get(holder) {
                             plan.observe(entry.seq);
@@ -340,7 +343,8 @@ impl Store for EmbeddedStore {
                 let mut claimed = Vec::new();
                 for id in live.best_ready(&spec.commands, spec.count) {
                     let Some(entry) = live.get(id) else { continue };
-                    let state = lifecycle::claim(&entry.state, &spec.worker_id, spec.lease_until, now);
+                    let state =
+                        lifecycle::claim(&entry.state, &spec.worker_id, spec.lease_until, now);
                     plan.set_state(id, state.clone(), None)?;
                     claimed.push((id, entry.body, state));
                 }
@@ -402,14 +406,25 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Retried> {
         let done = self
             .transact(now, |live, plan| {
-                let (state, max_attempts) = plan.state(live, id).ok_or(TransitionError::NotFound)?;
-                Ok(match lifecycle::nack(id, &state, max_attempts, fence, delay_seconds, reason, now) {
-                    Ok(retry) => {
-                        plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
-                        Ok(retry.outcome)
-                    }
-                    Err(refused) => Err(refused),
-                })
+                let (state, max_attempts) =
+                    plan.state(live, id).ok_or(TransitionError::NotFound)?;
+                Ok(
+                    match lifecycle::nack(
+                        id,
+                        &state,
+                        max_attempts,
+                        fence,
+                        delay_seconds,
+                        reason,
+                        now,
+                    ) {
+                        Ok(retry) => {
+                            plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
+                            Ok(retry.outcome)
+                        }
+                        Err(refused) => Err(refused),
+                    },
+                )
             })
             .await?;
         Ok(done.value?)
@@ -429,7 +444,13 @@ impl Store for EmbeddedStore {
                         continue;
                     };
                     let fence = item.fence();
-                    let decided = lifecycle::complete(item.task_id, &state, fence, item.submission.clone(), now);
+                    let decided = lifecycle::complete(
+                        item.task_id,
+                        &state,
+                        fence,
+                        item.submission.clone(),
+                        now,
+                    );
                     outcomes.push(match decided {
                         Ok(Decided::Stored { state, record }) => {
                             plan.set_state(item.task_id, state, Some(&record))?;
@@ -448,7 +469,9 @@ impl Store for EmbeddedStore {
                 Ok(Ok(stored)) => Ok(stored),
                 Ok(Err(repeated)) => match self.result_of(repeated).await? {
                     Some(record) => Ok(Completed::Repeated(record)),
-                    None => return Err(StoreError::Corrupt(format!("task {repeated} lost its result"))),
+                    None => {
+                        return Err(StoreError::Corrupt(format!("task {repeated} lost its result")));
+                    }
                 },
                 Err(refused) => Err(refused),
             });
@@ -466,7 +489,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
-        let Some((state, seq)) = self.lock().tasks.get(id).map(|entry| (entry.state.clone(), entry.seq))
+        let Some((state, seq)) =
+            self.lock().tasks.get(id).map(|entry| (entry.state.clone(), entry.seq))
         else {
             return Ok(None);
         };
@@ -505,7 +529,9 @@ impl Store for EmbeddedStore {
             .expired(now, limit)
             .into_iter()
             .filter_map(|id| {
-                core.tasks.get(id).map(|entry| LeaseEnd { task_id: id, attempts: entry.state.attempts })
+                core.tasks
+                    .get(id)
+                    .map(|entry| LeaseEnd { task_id: id, attempts: entry.state.attempts })
             })
             .collect())
     }
@@ -520,7 +546,8 @@ impl Store for EmbeddedStore {
                     if state.attempts != expiry.lease.attempts {
                         continue;
                     }
-                    let Some(retry) = lifecycle::expire(id, &state, max_attempts, expiry.delay_seconds, now)
+                    let Some(retry) =
+                        lifecycle::expire(id, &state, max_attempts, expiry.delay_seconds, now)
                     else {
                         continue;
                     };

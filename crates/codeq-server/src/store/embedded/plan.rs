@@ -99,9 +99,11 @@ impl Plan {
     /// the command was never used.
     pub fn create(&mut self, tasks: &Tasks, task: &Task) -> StoreResult<()> {
         let id = task.id;
-        let body = self.batch.put_with(Table::Tasks, id.as_bytes(), |buf| encode_body(task, buf))?;
-        let state =
-            self.batch.put_with(Table::States, id.as_bytes(), |buf| encode_state(&task.state, buf))?;
+        let body =
+            self.batch.put_with(Table::Tasks, id.as_bytes(), |buf| encode_body(task, buf))?;
+        let state = self
+            .batch
+            .put_with(Table::States, id.as_bytes(), |buf| encode_state(&task.state, buf))?;
         let unplaced = Location { segment: 0, offset: 0, len: 0 };
         let entry = Entry {
             command: task.command.clone(),
@@ -130,10 +132,12 @@ impl Plan {
         state: TaskState,
         result: Option<&ResultRecord>,
     ) -> StoreResult<()> {
-        let at = self.batch.put_with(Table::States, id.as_bytes(), |buf| encode_state(&state, buf))?;
+        let at =
+            self.batch.put_with(Table::States, id.as_bytes(), |buf| encode_state(&state, buf))?;
         let result = match result {
             Some(record) => Some(
-                self.batch.put_with(Table::Results, id.as_bytes(), |buf| encode_result(record, buf))?,
+                self.batch
+                    .put_with(Table::Results, id.as_bytes(), |buf| encode_result(record, buf))?,
             ),
             None => None,
         };

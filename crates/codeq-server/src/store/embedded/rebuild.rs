@@ -74,7 +74,8 @@ impl Replay for Rebuild {
             }
             Some(Table::Commands) => {
                 let name = std::str::from_utf8(key).map_err(|_| "a command name is not UTF-8")?;
-                let command = Command::parse(name).map_err(|e| format!("stored command {name:?}: {e}"))?;
+                let command =
+                    Command::parse(name).map_err(|e| format!("stored command {name:?}: {e}"))?;
                 self.commands.insert(command, at);
             }
             None => return Err(format!("a record of unknown table {table}")),
@@ -107,7 +108,9 @@ impl Rebuild {
         }
         for (id, partial) in self.tasks {
             let (Some(body), Some((state, state_at))) = (partial.body, partial.state) else {
-                return Err(StoreError::Corrupt(format!("task {id} lacks its body or its state record")));
+                return Err(StoreError::Corrupt(format!(
+                    "task {id} lacks its body or its state record"
+                )));
             };
             let entry = Entry {
                 command: body.command,

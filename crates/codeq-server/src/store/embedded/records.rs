@@ -130,7 +130,8 @@ pub fn encode_result(record: &ResultRecord, buf: &mut Vec<u8>) -> StoreResult<()
 
 /// Reads a result record back.
 pub fn decode_result(bytes: &[u8]) -> StoreResult<ResultRecord> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("cannot decode a result: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode a result: {e}")))
 }
 
 #[cfg(test)]

@@ -138,7 +138,9 @@ impl Committer {
         if tail != Some(offset) {
             return Err(Failed {
                 disk_full: false,
-                cause: format!("journal bug: frame for segment {segment} at {offset}, tail {tail:?}"),
+                cause: format!(
+                    "journal bug: frame for segment {segment} at {offset}, tail {tail:?}"
+                ),
             });
         }
         let file = self.shared.segment(segment).ok_or_else(|| Failed {

@@ -159,7 +159,8 @@ fn copy_durable(state: &State, dir: &Path, to: &Path) -> io::Result<()> {
             }
             Some(durable) if durable.entry_synced => {
                 let bytes = std::fs::read(&path)?;
-                let keep = usize::try_from(durable.synced_len).unwrap_or(usize::MAX).min(bytes.len());
+                let keep =
+                    usize::try_from(durable.synced_len).unwrap_or(usize::MAX).min(bytes.len());
                 std::fs::write(&target, &bytes[..keep])?;
             }
             Some(_) => {}
@@ -191,7 +192,10 @@ impl FsFile for FaultFile {
         let durable = state.files.entry(self.path.clone()).or_default();
         durable.written_len = durable.written_len.max(offset + allowed as u64);
         if allowed < bytes.len() {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (injected)",
+            ));
         }
         Ok(())
     }

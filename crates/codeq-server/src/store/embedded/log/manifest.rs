@@ -47,7 +47,12 @@ pub struct Manifest {
 impl Manifest {
     /// The manifest of a new, empty store.
     pub fn new() -> Self {
-        Self { format: FORMAT, first_segment: 1, checkpoint: Checkpoint { seq: 0, live: 0 }, clean: false }
+        Self {
+            format: FORMAT,
+            first_segment: 1,
+            checkpoint: Checkpoint { seq: 0, live: 0 },
+            clean: false,
+        }
     }
 
     /// Reads the manifest of `dir`; `Ok(None)` when there is none.

@@ -349,7 +349,11 @@ impl Log {
 impl Appender {
     /// Queues `batch` as the next change; returns its sequence number and
     /// where each of its puts' values lies. Call with a reserved slot.
-    pub fn append(&mut self, batch: Batch, slot: Slot<'_>) -> Result<(u64, Vec<Location>), AppendError> {
+    pub fn append(
+        &mut self,
+        batch: Batch,
+        slot: Slot<'_>,
+    ) -> Result<(u64, Vec<Location>), AppendError> {
         let jobs = self.jobs.as_ref().ok_or(AppendError::Closed)?;
         let len = batch.frame_len() as u64;
         if self.tail > SEGMENT_HEADER_LEN && self.tail + len + SEAL_FRAME_LEN > self.segment_bytes {
@@ -373,7 +377,8 @@ impl Appender {
             .map_while(|index| batch.value_span(index))
             .map(|(at, len)| Location { segment, offset: offset + at, len })
             .collect();
-        let job = Job { seq, segment, offset, bytes: batch.finish(seq), opens: None, holds_slot: true };
+        let job =
+            Job { seq, segment, offset, bytes: batch.finish(seq), opens: None, holds_slot: true };
         jobs.send(job).map_err(|_| AppendError::Closed)?;
         slot.0.forget();
         self.next_seq += 1;

@@ -19,8 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::fs::Fs;
 use super::frame::{self, BadFrame, FrameKind, Op, SEGMENT_HEADER_LEN};
+use super::fs::Fs;
 use super::manifest::{MANIFEST_FILE, Manifest};
 use super::{Location, segment_id, segment_path};
 
@@ -90,11 +90,8 @@ pub enum Mode {
 
 /// Takes the store's lock (`LOCK`, an OS file lock held while open).
 pub fn lock(dir: &Path) -> Result<File, OpenError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))?;
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse(dir.to_path_buf())),
@@ -107,7 +104,12 @@ fn damaged(dir: &Path, problem: impl Into<String>) -> OpenError {
 }
 
 /// Replays the journal of `dir` into `replay`; see the module docs.
-pub fn recover(fs: &dyn Fs, dir: &Path, replay: &mut dyn Replay, mode: Mode) -> Result<Recovered, OpenError> {
+pub fn recover(
+    fs: &dyn Fs,
+    dir: &Path,
+    replay: &mut dyn Replay,
+    mode: Mode,
+) -> Result<Recovered, OpenError> {
     let names = fs.list(dir)?;
     let segments: BTreeSet<u32> = names.iter().filter_map(|name| segment_id(name)).collect();
     let Some(manifest) = Manifest::read(fs, dir).map_err(|problem| damaged(dir, problem))? else {
@@ -118,7 +120,10 @@ pub fn recover(fs: &dyn Fs, dir: &Path, replay: &mut dyn Replay, mode: Mode) -> 
     if !segments.contains(&first) {
         return Err(damaged(
             dir,
-            format!("journal segment {} is missing (the manifest starts the journal there)", file_name(first)),
+            format!(
+                "journal segment {} is missing (the manifest starts the journal there)",
+                file_name(first)
+            ),
         ));
     }
     if let Some(gap) = (first..=last).find(|id| !segments.contains(id)) {
@@ -159,10 +164,16 @@ fn start_empty(
         ));
     }
     if !segments.is_empty() {
-        return Err(damaged(dir, format!("{MANIFEST_FILE} is missing but journal segments are present")));
+        return Err(damaged(
+            dir,
+            format!("{MANIFEST_FILE} is missing but journal segments are present"),
+        ));
     }
     if mode == Mode::Check {
-        return Err(damaged(dir, format!("there is no codeQ store here ({MANIFEST_FILE} is missing)")));
+        return Err(damaged(
+            dir,
+            format!("there is no codeQ store here ({MANIFEST_FILE} is missing)"),
+        ));
     }
     let file = fs.create(&segment_path(dir, 1))?;
     file.write_all_at(&frame::segment_header(1), 0)?;
@@ -192,14 +203,24 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn segment(&mut self, fs: &dyn Fs, id: u32, is_last: bool, mode: Mode) -> Result<(), OpenError> {
+    fn segment(
+        &mut self,
+        fs: &dyn Fs,
+        id: u32,
+        is_last: bool,
+        mode: Mode,
+    ) -> Result<(), OpenError> {
         let path = segment_path(self.dir, id);
         let file = fs.open(&path)?;
         let mut bytes = vec![0; usize::try_from(file.len()?).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut bytes, 0)?;
         self.recovered.bytes += bytes.len() as u64;
         if frame::parse_segment_header(&bytes) != Some(id) {
-            return Err(self.damage(id, 0, "the segment header is missing or names another segment"));
+            return Err(self.damage(
+                id,
+                0,
+                "the segment header is missing or names another segment",
+            ));
         }
         let mut at = SEGMENT_HEADER_LEN as usize;
         let mut sealed = false;
@@ -220,7 +241,10 @@ impl Scan<'_> {
                 return Err(self.damage(
                     id,
                     at,
-                    &format!("change {} follows change {}: changes are missing", parsed.seq, self.last_seq),
+                    &format!(
+                        "change {} follows change {}: changes are missing",
+                        parsed.seq, self.last_seq
+                    ),
                 ));
             }
             if !self.passed_checkpoint && parsed.seq > self.manifest.checkpoint.seq {
@@ -229,17 +253,24 @@ impl Scan<'_> {
             match parsed.kind {
                 FrameKind::Batch(body) => self.apply(id, at, body)?,
                 FrameKind::Seal(next) if next == id + 1 => sealed = true,
-                FrameKind::Seal(_) => return Err(self.damage(id, at, "the seal names the wrong segment")),
+                FrameKind::Seal(_) => {
+                    return Err(self.damage(id, at, "the seal names the wrong segment"));
+                }
             }
             self.last_seq = parsed.seq;
             self.recovered.frames += 1;
             at += parsed.len;
         }
         match (sealed, is_last) {
-            (false, false) => Err(self.damage(id, at, "the segment ends without its seal (truncated?)")),
+            (false, false) => {
+                Err(self.damage(id, at, "the segment ends without its seal (truncated?)"))
+            }
             (true, true) => Err(damaged(
                 self.dir,
-                format!("journal segment {} is missing (the last segment is sealed)", file_name(id + 1)),
+                format!(
+                    "journal segment {} is missing (the last segment is sealed)",
+                    file_name(id + 1)
+                ),
             )),
             _ => {
                 if is_last {

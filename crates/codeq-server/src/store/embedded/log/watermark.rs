@@ -167,7 +167,12 @@ mod tests {
         };
         let (in_round, after) = (spawn_wait(2), spawn_wait(9));
         tokio::task::yield_now().await;
-        watermark.fail(Failure { disk_full: true, cause: "full".into(), first_seq: 1, last_seq: 3 });
+        watermark.fail(Failure {
+            disk_full: true,
+            cause: "full".into(),
+            first_seq: 1,
+            last_seq: 3,
+        });
         assert_eq!(in_round.await.unwrap(), Err(WaitError::DiskFull("full".into())));
         assert_eq!(after.await.unwrap(), Err(WaitError::Failed("full".into())));
         assert!(watermark.failed().is_cancelled());
