@@ -109,6 +109,26 @@ impl App {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
+        Self::assemble(config, clock, None).await
+    }
+
+    /// Builds the server on a store opened by the caller, whose wake-ups
+    /// go to `signals` (tests open the embedded store on a fault-injecting
+    /// file system this way).
+    pub async fn build_with_store(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+        signals: Arc<Signals>,
+    ) -> Result<Self, StartError> {
+        Self::assemble(config, clock, Some((store, signals))).await
+    }
+
+    async fn assemble(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        storage: Option<(Arc<dyn Store>, Arc<Signals>)>,
+    ) -> Result<Self, StartError> {
         let local_mode = config.static_tokens.is_empty()
             && config.identity_jwks_url.is_none()
             && config.worker_jwks_url.is_none();
@@ -124,8 +144,13 @@ impl App {
         let address = listener.local_addr().context("cannot read the bound address")?;
 
         let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
-        let signals = Arc::new(Signals::new());
-        let store = open_store(&config, signals.clone()).await?;
+        let (store, signals) = match storage {
+            Some(given) => given,
+            None => {
+                let signals = Arc::new(Signals::new());
+                (open_store(&config, signals.clone()).await?, signals)
+            }
+        };
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
         let scheduler = Arc::new(Scheduler::new(
@@ -241,19 +266,21 @@ impl App {
 }
 
 /// Crash-only: once storage has failed, nothing it holds in memory can be
-/// trusted and nothing more may be written. Every call is already answered
-/// 503 (507 for the batch that hit a full disk); the answers in flight get
-/// a moment to leave, then the process ends so that a supervisor restarts
-/// it and recovery rebuilds from disk.
+/// trusted and nothing more may be written. Every call is answered 503
+/// (507 for the batch that hit a full disk) for a moment, so the answers
+/// in flight leave and clients learn why; then the process ends so that a
+/// supervisor restarts it and recovery rebuilds from disk.
 async fn exit_on_storage_failure(
     shutdown: &CancellationToken,
     store: &dyn Store,
     background: &[JoinHandle<()>],
     mut server: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
-    shutdown.cancel();
     let cause = store.health().err().map(|e| e.to_string()).unwrap_or_default();
-    if tokio::time::timeout(STORAGE_FAILURE_DRAIN, &mut server).await.is_err() {
+    // Answer 503 (rather than refuse connections) for a moment, then stop.
+    let _ = tokio::time::timeout(STORAGE_FAILURE_DRAIN, &mut server).await;
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_millis(100), &mut server).await.is_err() {
         server.abort();
     }
     for job in background {
@@ -282,6 +309,12 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await.context("server task failed")?
+    }
+
+    /// Waits until the server stops on its own (as after a storage
+    /// failure), without asking it to.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task failed")?
     }
 }
 

@@ -10,6 +10,9 @@ use codeq_server::app::{App, Running};
 use codeq_server::clock::{Clock, ManualClock, SystemClock};
 use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 use codeq_server::service::scheduler::Scheduler;
+use codeq_server::store::Signals;
+use codeq_server::store::embedded::log::fs::Fs;
+use codeq_server::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -108,6 +111,39 @@ impl TestApp {
             None => Arc::new(SystemClock),
         };
         let app = App::build_with_clock(config, clock).await.unwrap();
+        Self::serve(app, dir, manual).await
+    }
+
+    /// The test configuration for data in `dir`.
+    pub fn config(dir: &std::path::Path) -> Config {
+        let mut config = Config::default_for_tests(dir);
+        config.host = "127.0.0.1".into();
+        config.port = 0;
+        config.static_tokens = test_tokens();
+        config
+    }
+
+    /// Starts a server whose embedded store (in `<dir>/store`) does its
+    /// I/O through `fs`; returns the store too.
+    pub async fn start_on(
+        fs: Arc<dyn Fs>,
+        options: EmbeddedOptions,
+        dir: tempfile::TempDir,
+        change: impl FnOnce(&mut Config),
+    ) -> (Self, Arc<EmbeddedStore>) {
+        let mut config = Self::config(dir.path());
+        change(&mut config);
+        let signals = Arc::new(Signals::new());
+        let store =
+            EmbeddedStore::open_with(fs, &dir.path().join("store"), options, signals.clone())
+                .unwrap();
+        let app = App::build_with_store(config, Arc::new(SystemClock), store.clone(), signals)
+            .await
+            .unwrap();
+        (Self::serve(app, dir, None).await, store)
+    }
+
+    async fn serve(app: App, dir: tempfile::TempDir, manual: Option<Arc<ManualClock>>) -> Self {
         let scheduler = app.scheduler();
         let server = app.spawn().unwrap();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
@@ -118,6 +154,18 @@ impl TestApp {
     pub async fn stop(self) -> tempfile::TempDir {
         self.server.stop().await.unwrap();
         self.dir
+    }
+
+    /// The data directory of a server that stopped (everything else of
+    /// it dropped).
+    pub fn dir_after_stop(self) -> tempfile::TempDir {
+        self.dir
+    }
+
+    /// Waits (at most `within`) for the server to stop on its own; its
+    /// result.
+    pub async fn stopped_within(&mut self, within: Duration) -> anyhow::Result<()> {
+        tokio::time::timeout(within, self.server.stopped()).await.expect("the server did not stop")
     }
 
     /// Moves the manual clock forward.

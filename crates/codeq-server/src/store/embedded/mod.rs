@@ -155,6 +155,11 @@ impl EmbeddedStore {
         Ok(CheckReport { recovered, queues: tasks.all_stats(), tasks: tasks.len() as u64 })
     }
 
+    /// How many answers wait for their batch to become durable.
+    pub fn durability_waiters(&self) -> usize {
+        self.log.watermark().waiting()
+    }
+
     /// What recovery found at open.
     pub fn recovered(&self) -> &Recovered {
         &self.recovered
@@ -470,7 +475,9 @@ impl Store for EmbeddedStore {
                 Ok(Err(repeated)) => match self.result_of(repeated).await? {
                     Some(record) => Ok(Completed::Repeated(record)),
                     None => {
-                        return Err(StoreError::Corrupt(format!("task {repeated} lost its result")));
+                        return Err(StoreError::Corrupt(format!(
+                            "task {repeated} lost its result"
+                        )));
                     }
                 },
                 Err(refused) => Err(refused),

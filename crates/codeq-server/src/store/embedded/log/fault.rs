@@ -39,6 +39,7 @@ struct State {
     sync_delay: Option<Duration>,
     syncs_gated: bool,
     syncs_waiting: usize,
+    syncs_started: u64,
     syncs_done: u64,
     fail_syncs_after: Option<u64>,
     bytes_written: u64,
@@ -94,6 +95,11 @@ impl FaultFs {
     /// How many syncs wait at the closed gate.
     pub fn syncs_waiting(&self) -> usize {
         self.shared.lock().syncs_waiting
+    }
+
+    /// How many syncs were asked for (failed ones included).
+    pub fn syncs_started(&self) -> u64 {
+        self.shared.lock().syncs_started
     }
 
     /// How many syncs have completed.
@@ -206,6 +212,7 @@ impl FsFile for FaultFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.shared.lock();
+        state.syncs_started += 1;
         state.syncs_waiting += 1;
         while state.syncs_gated {
             state = self.shared.gate.wait(state).unwrap_or_else(PoisonError::into_inner);

@@ -77,6 +77,11 @@ impl Watermark {
         self.durable.load(Ordering::Acquire)
     }
 
+    /// How many callers wait for a batch to become durable.
+    pub fn waiting(&self) -> usize {
+        self.lock().by_seq.values().map(Vec::len).sum()
+    }
+
     /// The failure that stopped the journal, if any.
     pub fn failure(&self) -> Option<Failure> {
         self.lock().failure.clone()
