@@ -267,7 +267,9 @@ pub struct Submission {
     pub artifacts: Vec<Artifact>,
 }
 
-/// The outcome of a result submission.
+/// The outcome of a result submission (short-lived: the size difference
+/// of the variants does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Completion {
     /// The task becomes terminal with this state and record.

@@ -295,7 +295,9 @@ pub struct CheckReport {
     pub queues: Vec<QueueStats>,
 }
 
-/// A created task, or the holder of its key to read back.
+/// A created task, or the holder of its key to read back (short-lived:
+/// the size difference of the variants does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Planned {
     New(Task),
     Existing(TaskId),

@@ -46,6 +46,8 @@ pub struct Job {
 pub struct Committer {
     pub(super) shared: Arc<Shared>,
     pub(super) durability: Durability,
+    /// The size new segment files are preallocated to.
+    pub(super) segment_bytes: u64,
     /// Where the next frame of each open segment must go.
     pub(super) tails: HashMap<u32, u64>,
 }
@@ -167,6 +169,8 @@ impl Committer {
         let file = fs.create(&path).map_err(|e| failed("cannot create a journal segment", &e))?;
         file.write_all_at(&segment_header(id), 0)
             .map_err(|e| failed("write to the journal failed", &e))?;
+        file.truncate(self.segment_bytes)
+            .map_err(|e| failed("cannot preallocate a journal segment", &e))?;
         file.sync_data().map_err(|e| failed("fdatasync of the journal failed", &e))?;
         fs.sync_dir(&self.shared.dir)
             .map_err(|e| failed("cannot sync the journal directory", &e))?;

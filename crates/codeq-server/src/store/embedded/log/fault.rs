@@ -240,8 +240,8 @@ impl FsFile for FaultFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
@@ -271,7 +271,7 @@ impl Fs for FaultFs {
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
         let inner = RealFs.open(path)?;
-        let len = inner.len()?;
+        let len = inner.size()?;
         self.shared.lock().files.entry(path.to_path_buf()).or_insert(Durable {
             entry_synced: true,
             synced_len: len,

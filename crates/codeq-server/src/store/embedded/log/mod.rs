@@ -87,7 +87,10 @@ pub struct Location {
 pub struct LogOptions {
     /// `fsync` or `buffered`.
     pub durability: Durability,
-    /// A segment is sealed once it would grow past this size.
+    /// A segment is sealed once it would grow past this size. Segment
+    /// files are preallocated to it (as sparse files), so that an append
+    /// does not change the file's size and `fdatasync` has no size to
+    /// write.
     pub segment_bytes: u64,
     /// Batches queued and not yet written, at most (back-pressure).
     pub queue_slots: usize,
@@ -184,7 +187,9 @@ impl Log {
         replay: &mut dyn Replay,
     ) -> Result<(Self, Appender, Recovered), OpenError> {
         let lock = recover::lock(dir)?;
-        let recovered = recover::recover(fs.as_ref(), dir, replay, recover::Mode::Open)?;
+        let segment_bytes = options.segment_bytes.max(SEGMENT_HEADER_LEN + 4096);
+        let mode = recover::Mode::Open { segment_bytes };
+        let recovered = recover::recover(fs.as_ref(), dir, replay, mode)?;
         let mut segments = HashMap::new();
         for id in recovered.first_segment..=recovered.last_segment {
             let file = fs.open(&segment_path(dir, id)).map_err(OpenError::Io)?;
@@ -215,6 +220,7 @@ impl Log {
         let committer = Committer {
             shared: shared.clone(),
             durability: options.durability,
+            segment_bytes,
             tails: HashMap::from([(recovered.last_segment, recovered.tail)]),
         };
         let handle = thread::Builder::new()
@@ -227,7 +233,7 @@ impl Log {
             next_seq: recovered.last_seq + 1,
             segment: recovered.last_segment,
             tail: recovered.tail,
-            segment_bytes: options.segment_bytes.max(SEGMENT_HEADER_LEN + 4096),
+            segment_bytes,
         };
         let log = Self { shared, committer: Mutex::new(Some(handle)), _lock: lock };
         Ok((log, appender, recovered))
@@ -262,7 +268,7 @@ impl Log {
     /// The bytes of a whole segment (compaction reads sealed ones).
     pub fn read_segment(&self, id: u32) -> Result<Vec<u8>, ReadError> {
         let file = self.shared.segment(id).ok_or(ReadError::Moved)?;
-        let mut bytes = vec![0; usize::try_from(file.len()?).unwrap_or(usize::MAX)];
+        let mut bytes = vec![0; usize::try_from(file.size()?).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut bytes, 0)?;
         Ok(bytes)
     }
@@ -271,7 +277,7 @@ impl Log {
     pub fn segments(&self) -> Vec<(u32, u64)> {
         let segments = self.shared.segments.read().unwrap_or_else(PoisonError::into_inner);
         let mut sizes: Vec<(u32, u64)> =
-            segments.iter().map(|(id, file)| (*id, file.len().unwrap_or(0))).collect();
+            segments.iter().map(|(id, file)| (*id, file.size().unwrap_or(0))).collect();
         sizes.sort_unstable();
         sizes
     }

@@ -82,8 +82,11 @@ pub struct Recovered {
 /// Whether recovery may repair a torn tail and create a new store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Open for use.
-    Open,
+    /// Open for use; segments are preallocated to this size.
+    Open {
+        /// See [`super::LogOptions::segment_bytes`].
+        segment_bytes: u64,
+    },
     /// Look only.
     Check,
 }
@@ -175,8 +178,15 @@ fn start_empty(
             format!("there is no codeQ store here ({MANIFEST_FILE} is missing)"),
         ));
     }
+    let Mode::Open { segment_bytes } = mode else {
+        return Err(damaged(
+            dir,
+            format!("there is no codeQ store here ({MANIFEST_FILE} is missing)"),
+        ));
+    };
     let file = fs.create(&segment_path(dir, 1))?;
     file.write_all_at(&frame::segment_header(1), 0)?;
+    file.truncate(segment_bytes)?;
     file.sync_data()?;
     fs.sync_dir(dir)?;
     Manifest::new().write(fs, dir)?;
@@ -212,7 +222,7 @@ impl Scan<'_> {
     ) -> Result<(), OpenError> {
         let path = segment_path(self.dir, id);
         let file = fs.open(&path)?;
-        let mut bytes = vec![0; usize::try_from(file.len()?).unwrap_or(usize::MAX)];
+        let mut bytes = vec![0; usize::try_from(file.size()?).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut bytes, 0)?;
         self.recovered.bytes += bytes.len() as u64;
         if frame::parse_segment_header(&bytes) != Some(id) {
@@ -225,6 +235,12 @@ impl Scan<'_> {
         let mut at = SEGMENT_HEADER_LEN as usize;
         let mut sealed = false;
         while at < bytes.len() {
+            // A frame never has an empty body: a zero length starts the
+            // zero-filled, preallocated rest of the segment.
+            let zero_length = bytes[at..].iter().take(4).all(|&byte| byte == 0);
+            if zero_length && bytes[at..].iter().all(|&byte| byte == 0) {
+                break;
+            }
             if sealed {
                 return Err(self.damage(id, at, "bytes follow the segment's seal"));
             }
@@ -306,15 +322,15 @@ impl Scan<'_> {
     ) -> Result<(), OpenError> {
         let torn = bytes.len() - at;
         self.recovered.torn = Some((id, at as u64, torn as u64));
-        if mode == Mode::Check {
-            return Ok(());
-        }
+        let Mode::Open { segment_bytes } = mode else { return Ok(()) };
         let saved = self.dir.join(format!("torn-{id:08}-{at}.bin"));
         let copy = fs.create(&saved)?;
         copy.write_all_at(&bytes[at..], 0)?;
         copy.sync_data()?;
         fs.sync_dir(self.dir)?;
+        // Cut, then zero-filled again up to the preallocated size.
         file.truncate(at as u64)?;
+        file.truncate(segment_bytes.max(at as u64))?;
         file.sync_data()?;
         tracing::warn!(
             segment = %file_name(id),
