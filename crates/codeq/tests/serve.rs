@@ -5,7 +5,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 fn codeq() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_codeq"));
@@ -13,17 +14,79 @@ fn codeq() -> Command {
     command
 }
 
-#[test]
-fn local_mode_prints_the_tokens_it_saves_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// `codeq serve` in local mode on `dir` and port 0, with the four lines of
+/// its start-up banner (printed once it listens).
+fn serve(dir: &Path) -> (Child, Vec<String>) {
     let mut child = codeq()
         .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines: Vec<String> =
+    let banner =
         BufReader::new(child.stdout.take().unwrap()).lines().take(4).map(Result::unwrap).collect();
+    (child, banner)
+}
+
+fn stop(mut child: Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success(), "graceful shutdown exits 0");
+}
+
+#[test]
+fn a_second_serve_on_a_data_dir_in_use_stops_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = serve(dir.path());
+    let credentials = std::fs::read(dir.path().join("credentials.json")).unwrap();
+
+    let second =
+        codeq().args(["serve", "--port", "0", "--data-dir"]).arg(dir.path()).output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let expected = format!(
+        "data dir {} is in use by another codeq serve (pid {})",
+        dir.path().display(),
+        first.id()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("Locked"), "the store was never opened: {stderr}");
+    let after = std::fs::read(dir.path().join("credentials.json")).unwrap();
+    assert_eq!(after, credentials, "credentials.json of the running server is untouched");
+    stop(first);
+}
+
+#[test]
+fn a_restart_says_it_reuses_the_saved_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, generated) = serve(dir.path());
+    stop(first);
+
+    let (second, reused) = serve(dir.path());
+    stop(second);
+
+    assert!(generated[1].contains("generated these"), "{generated:?}");
+    assert!(reused[1].contains("reusing these"), "{reused:?}");
+    assert_eq!(generated[2..], reused[2..], "the same tokens");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("codeq-data");
+    std::fs::write(&file, "").unwrap();
+
+    let output = codeq().args(["serve", "--port", "0", "--data-dir"]).arg(&file).output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is a file, not a directory"), "{stderr}");
+}
+
+#[test]
+fn local_mode_prints_the_tokens_it_saves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, lines) = serve(dir.path());
     assert!(lines[0].starts_with("codeQ listening on http://127.0.0.1:"), "{lines:?}");
     let token_of = |label: &str| {
         lines
@@ -39,8 +102,7 @@ fn local_mode_prints_the_tokens_it_saves_and_stops_cleanly_on_sigterm() {
     assert_eq!(credentials["workerToken"], token_of("worker token:"));
     assert_eq!(std::fs::metadata(&credentials_path).unwrap().permissions().mode() & 0o777, 0o600);
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(child.wait().unwrap().success(), "graceful shutdown exits 0");
+    stop(child);
 }
 
 #[test]
