@@ -339,7 +339,7 @@ async fn authenticator(
     let mut verifiers: Vec<Arc<dyn TokenVerifier>> = Vec::new();
     if !config.static_tokens.is_empty() {
         let verifier = static_verifier(&config.static_tokens).map_err(StartError::Refused)?;
-        verifiers.push(Arc::new(verifier));
+        verifiers.push(Arc::new(verifier.honouring_x_role(config.env == Env::Dev)));
     }
     if let Some(verifier) = jwt_verifier(config, clock)? {
         fetch_jwks(&verifier).await;

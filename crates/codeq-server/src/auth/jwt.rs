@@ -42,7 +42,7 @@ use super::provider::{RequestContext, TokenVerifier, VerifyFuture};
 use super::verified::{DEFAULT_CAPACITY, VerifiedTokens};
 use crate::clock::Clock;
 
-/// The role claim value, and `X-Role` header value, that means admin.
+/// The `role` claim value that means admin.
 const ADMIN_ROLE: &str = "ADMIN";
 
 /// One issuer whose tokens this server accepts.
@@ -79,9 +79,8 @@ struct Grant {
 impl Grant {
     fn resolve(&self, context: RequestContext<'_>, honour_x_role: bool) -> Principal {
         let mut principal = self.principal.clone();
-        if honour_x_role && self.role_header_allowed && context.x_role == Some(ADMIN_ROLE) {
-            principal.admin = true;
-            principal.scopes.insert(Scope::Admin);
+        if honour_x_role && self.role_header_allowed && context.asks_for_admin() {
+            principal.grant_admin_role();
         }
         principal
     }
