@@ -43,7 +43,7 @@ pub enum Commands {
     /// Create, inspect and claim tasks.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Queue depths (admin).
+    /// Queue depths (admin; one queue also with a worker token covering it).
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Run tasks through a handler program.

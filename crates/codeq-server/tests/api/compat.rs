@@ -29,3 +29,26 @@ async fn in_dev_x_role_admin_makes_a_producer_token_without_a_role_an_admin() {
     assert_eq!(list_queues(&prod, PRODUCER, Some("ADMIN")).await, 403, "never outside dev");
     assert_eq!(list_queues(&prod, ADMIN, None).await, 200, "admin: true needs no header");
 }
+
+#[tokio::test]
+async fn a_worker_reads_the_stats_of_the_commands_its_event_types_cover() {
+    let app = TestApp::spawn().await;
+    app.create_simple("allowed").await;
+
+    let covered = app.get("/admin/queues/allowed", LIMITED).await;
+    let stats_path = app.get("/admin/queues/allowed/stats", LIMITED).await;
+    let outside = app.get("/admin/queues/other", LIMITED).await;
+    let any = app.get("/admin/queues/other/stats", WORKER).await;
+    let list = app.get("/admin/queues", WORKER).await;
+    let cleanup = app.post("/admin/tasks/cleanup", WORKER, serde_json::json!({})).await;
+    let producer = app.get("/admin/queues/allowed", PRODUCER).await;
+
+    assert_eq!(covered.status, 200, "{:?}", covered.body);
+    assert_eq!(covered.body["ready"], 1);
+    assert_eq!(stats_path.body, covered.body);
+    assert_eq!((outside.status, outside.code()), (403, "command_not_allowed"));
+    assert_eq!((any.status, any.body["ready"].as_u64()), (200, Some(0)), "eventTypes *");
+    assert_eq!((list.status, list.code()), (403, "not_admin"), "listing stays admin-only");
+    assert_eq!((cleanup.status, cleanup.code()), (403, "not_admin"), "cleanup too");
+    assert_eq!((producer.status, producer.code()), (403, "not_admin"));
+}

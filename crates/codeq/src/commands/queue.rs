@@ -1,4 +1,5 @@
-//! `codeq queue inspect|stats|list` (admin calls).
+//! `codeq queue inspect|stats|list`: admin calls (one queue's stats also
+//! with a worker token whose `eventTypes` cover it).
 
 use super::block_on;
 use crate::cli::{GlobalArgs, QueueCommand};
