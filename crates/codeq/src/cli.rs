@@ -401,14 +401,19 @@ pub struct TaskCreateArgs {
     /// JSON payload; `@FILE` reads it from a file, `-` from stdin.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub payload: String,
-    /// 0..9, higher is claimed first.
-    #[arg(long, value_name = "N")]
+    /// 0..9, higher is claimed first [default: 0].
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(0..=9)
+    )]
     pub priority: Option<i32>,
     /// URL to receive the result.
     #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
-    /// Delivery limit (1..1000).
-    #[arg(long, value_name = "N")]
+    /// Delivery limit, 1..1000 [default: the server's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_attempts: Option<u32>,
     /// A repeat with the same key returns the existing task.
     #[arg(long, value_name = "K")]
@@ -440,11 +445,11 @@ pub struct TaskClaimArgs {
     /// Commands to claim from [default: the token's].
     #[arg(long, visible_alias = "events", value_name = "A,B", value_delimiter = ',')]
     pub commands: Vec<String>,
-    /// Lease in seconds [default: the server's].
-    #[arg(long, value_name = "S")]
+    /// Lease in seconds, at least 1 [default: the server's].
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
     pub lease: Option<u32>,
-    /// Long poll: seconds to wait for a task (0..30).
-    #[arg(long, value_name = "S", default_value_t = 0)]
+    /// Long poll: seconds to wait for a task, 0..30.
+    #[arg(long, value_name = "S", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=30))]
     pub wait: u32,
     /// Output format.
     #[command(flatten)]

@@ -4,6 +4,7 @@
 
 use codeq_server::config::Env;
 use reqwest::Method;
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -51,4 +52,43 @@ async fn a_worker_reads_the_stats_of_the_commands_its_event_types_cover() {
     assert_eq!((list.status, list.code()), (403, "not_admin"), "listing stays admin-only");
     assert_eq!((cleanup.status, cleanup.code()), (403, "not_admin"), "cleanup too");
     assert_eq!((producer.status, producer.code()), (403, "not_admin"));
+}
+
+/// Creates a task with `priority` written into the JSON as given.
+async fn create_with_priority(app: &TestApp, priority: &str) -> Reply {
+    let body = format!(r#"{{"command":"a","payload":{{}},"priority":{priority}}}"#);
+    app.post("/tasks", PRODUCER, serde_json::from_str(&body).unwrap()).await
+}
+
+#[tokio::test]
+async fn priority_is_clamped_into_0_to_9_whatever_integer_is_sent() {
+    let app = TestApp::spawn().await;
+
+    for (sent, stored) in [("42", 9), ("-3", 0), ("100000000000000000000", 9), ("5.0", 5), ("7", 7)]
+    {
+        let reply = create_with_priority(&app, sent).await;
+        assert_eq!((reply.status, reply.body["priority"].as_i64()), (202, Some(stored)), "{sent}");
+    }
+    let fraction = create_with_priority(&app, "5.5").await;
+    assert_eq!((fraction.status, fraction.code()), (400, "invalid_field"));
+    assert!(fraction.str("error").contains("priority"), "{:?}", fraction.body);
+}
+
+#[tokio::test]
+async fn wait_seconds_is_clamped_into_0_to_30() {
+    let app = TestApp::spawn().await;
+
+    let negative = app.post("/tasks/claim", WORKER, json!({ "waitSeconds": -5 })).await;
+    let waiting = app.spawn_post(
+        "/tasks/claim",
+        WORKER,
+        json!({ "commands": ["late"], "waitSeconds": 100_000_000_000_000_000_000.0 }),
+    );
+    app.wait_for_long_polls(1).await;
+    let id = app.create_simple("late").await;
+    let woken = waiting.await.unwrap();
+
+    assert_eq!(negative.status, 204, "no wait: {:?}", negative.body);
+    assert_eq!(woken.status(), 200);
+    assert_eq!(woken.json::<serde_json::Value>().await.unwrap()["id"], id.as_str());
 }
