@@ -6,7 +6,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{
+    ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+};
 use codeq_server::config::ConfigOverrides;
 use serde::Serialize;
 
@@ -27,6 +30,34 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Commands,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exiting with clap's message and
+    /// code 2 on a usage error) and records which global options were
+    /// typed on the command line.
+    pub fn parse_recording_flags() -> Self {
+        Self::from_matches(&Self::command().get_matches()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// [`Cli::parse_recording_flags`] for a given argument list (tests).
+    pub fn try_parse_recording_flags<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::from_matches(&Self::command().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut cli = Self::from_arg_matches(matches)?;
+        cli.global.typed = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(cli)
+    }
 }
 
 /// The subcommands.
@@ -163,6 +194,18 @@ pub struct GlobalArgs {
         value_name = "KEY"
     )]
     pub iam_api_key: Option<Secret>,
+    /// The ids (field names) of the options above that were typed on the
+    /// command line rather than taken from their environment variables;
+    /// filled by [`Cli::parse_recording_flags`].
+    #[arg(skip)]
+    pub typed: Vec<String>,
+}
+
+impl GlobalArgs {
+    /// Whether the option with field name `id` was typed on the command line.
+    pub fn typed(&self, id: &str) -> bool {
+        self.typed.iter().any(|typed| typed == id)
+    }
 }
 
 /// How bench producers and workers call the API.

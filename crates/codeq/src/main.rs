@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use codeq::bench::{self, Ending};
 use codeq::cli::{Cli, Commands};
 use codeq::commands::{auth, queue, task, worker};
@@ -14,7 +13,7 @@ use codeq::exit;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_recording_flags();
     let global = &cli.global;
     let done = match &cli.command {
         Commands::Serve(args) => return codeq_server::app::serve_main(args.clone().into()),

@@ -63,3 +63,17 @@ fn version_prints_the_crate_version() {
         format!("codeq {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn global_options_typed_on_the_command_line_are_recorded_before_or_after_the_subcommand() {
+    let before =
+        Cli::try_parse_recording_flags(["codeq", "--producer-token", "p", "task", "get", "x"])
+            .unwrap();
+    let after =
+        Cli::try_parse_recording_flags(["codeq", "task", "get", "x", "--worker-token", "w"])
+            .unwrap();
+
+    assert!(before.global.typed("producer_token"));
+    assert!(!before.global.typed("worker_token"));
+    assert!(after.global.typed("worker_token"));
+}

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use codeq_client::Worker;
 use codeq_client::worker::{Reported, StopHandle, Summary, TaskReport};
+use codeq_client::{TokenKind, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalArgs, WorkerCommand, WorkerStartArgs};
@@ -47,7 +47,8 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         let interrupted = Arc::new(AtomicBool::new(false));
         watch_signals(worker.stop_handle(), Arc::clone(&interrupted))?;
         let summary = worker.run(move |task| run_handler(Arc::clone(&handler_path), task)).await;
-        let summary = summary?;
+        let summary =
+            summary.map_err(|err| super::name_refused_token(&resolved, TokenKind::Worker, err))?;
         eprintln!("codeq worker: {}", describe_summary(&summary));
         let code = if interrupted.load(Ordering::SeqCst) { exit::INTERRUPTED } else { exit::OK };
         Ok(ExitCode::from(code))

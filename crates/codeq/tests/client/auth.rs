@@ -55,7 +55,7 @@ fn environment_overrides_the_profile() {
     );
 
     assert_eq!(shown["baseUrl"], server.base.as_str());
-    assert_eq!(shown["producerToken"]["source"], "flagOrEnv");
+    assert_eq!(shown["producerToken"]["source"], "env");
 }
 
 #[test]
