@@ -138,7 +138,22 @@ impl StopHandle {
     }
 }
 
+/// A claim that failed with an error a later claim may not repeat
+/// (server down, 503), for logs: the worker waits `pause`, then tries again.
+#[derive(Debug)]
+pub struct ClaimRetry<'a> {
+    /// Which of the `concurrency` slots failed (0-based). The slots fail
+    /// and back off together when the server is down, so logging slot 0
+    /// says it once per step.
+    pub slot: usize,
+    /// The error.
+    pub error: &'a Error,
+    /// The wait before the next claim: doubles from 0.5 s up to 30 s.
+    pub pause: Duration,
+}
+
 type OnTask = Arc<dyn Fn(&TaskReport) + Send + Sync>;
+type OnClaimRetry = Arc<dyn Fn(&ClaimRetry<'_>) + Send + Sync>;
 
 /// A pool of claim loops over one [`Client`] (which needs a worker token).
 ///
@@ -176,6 +191,7 @@ pub struct Worker {
     once: bool,
     stop: StopHandle,
     on_task: Option<OnTask>,
+    on_claim_retry: Option<OnClaimRetry>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -207,6 +223,7 @@ impl Worker {
             once: false,
             stop: StopHandle::default(),
             on_task: None,
+            on_claim_retry: None,
         }
     }
 
@@ -241,6 +258,16 @@ impl Worker {
         self
     }
 
+    /// Called before each pause after a failed claim that will be retried
+    /// (for a log line: otherwise a worker whose server is down is silent).
+    pub fn on_claim_retry(
+        mut self,
+        callback: impl Fn(&ClaimRetry<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_claim_retry = Some(Arc::new(callback));
+        self
+    }
+
     /// A handle that stops [`Worker::run`] from elsewhere.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
@@ -264,8 +291,8 @@ impl Worker {
         let handler = Arc::new(handler);
         let slots = if self.once { 1 } else { self.concurrency };
         let mut loops = JoinSet::new();
-        for _ in 0..slots {
-            loops.spawn(self.clone().slot(Arc::clone(&handler)));
+        for slot in 0..slots {
+            loops.spawn(self.clone().slot(slot, Arc::clone(&handler)));
         }
         let mut summary = Summary::default();
         let mut failure = None;
@@ -285,7 +312,7 @@ impl Worker {
     }
 
     /// One slot: claim, handle, report, until stopped.
-    async fn slot<H, F>(self, handler: Arc<H>) -> Result<Summary, Error>
+    async fn slot<H, F>(self, slot: usize, handler: Arc<H>) -> Result<Summary, Error>
     where
         H: Fn(Task) -> F + Send + Sync + 'static,
         F: Future<Output = Outcome> + Send + 'static,
@@ -314,7 +341,10 @@ impl Worker {
                 Ok(None) => {}
                 // With `once` there is no later claim to retry in.
                 Err(err) if is_fatal(&err) || self.once => return Err(err),
-                Err(_) => {
+                Err(error) => {
+                    if let Some(callback) = &self.on_claim_retry {
+                        callback(&ClaimRetry { slot, error: &error, pause });
+                    }
                     tokio::select! {
                         () = self.stop.claiming.cancelled() => return Ok(summary),
                         () = tokio::time::sleep(pause) => {}

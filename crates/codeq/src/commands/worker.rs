@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use codeq_client::worker::{Reported, StopHandle, Summary, TaskReport};
+use codeq_client::worker::{ClaimRetry, Reported, StopHandle, Summary, TaskReport};
 use codeq_client::{TokenKind, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -33,7 +33,8 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .lease_seconds(args.lease)
         .wait_seconds(args.poll)
         .once(args.once)
-        .on_task(log_task);
+        .on_task(log_task)
+        .on_claim_retry(log_claim_retry);
     let handler_path = Arc::new(handler_path);
     eprintln!(
         "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
@@ -100,6 +101,33 @@ fn log_task(report: &TaskReport) {
         report.attempt,
         report.duration.as_secs_f64()
     );
+}
+
+/// One line per backoff step while claims fail (slot 0 speaks for all:
+/// the slots fail and back off together).
+fn log_claim_retry(retry: &ClaimRetry<'_>) {
+    if retry.slot != 0 {
+        return;
+    }
+    let error = match exit::unreachable_server(retry.error) {
+        Some(unreachable) => format!("{unreachable}: is `codeq serve` running there?"),
+        None => with_causes(retry.error),
+    };
+    eprintln!(
+        "codeq worker: claim failed, next attempt in {}s: {error}",
+        retry.pause.as_secs_f64()
+    );
+}
+
+/// An error and its causes, `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 fn first_line(text: &str) -> &str {

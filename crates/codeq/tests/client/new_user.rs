@@ -126,3 +126,24 @@ fn a_refused_token_is_named_with_where_it_came_from() {
         assert!(stderr.contains("HTTP 401 invalid_token"), "{stderr}");
     }
 }
+
+#[test]
+fn a_server_that_is_not_running_gets_a_hint_instead_of_the_transport_chain() {
+    let server = Server::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+
+    let output = run(server.codeq().args(["--base-url", &url, "--producer-token", "p"]).args([
+        "task",
+        "create",
+        "--command",
+        "A",
+    ]));
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with(&format!("codeq: cannot connect to {url} (")), "{stderr}");
+    assert!(stderr.contains(&format!("hint: is `codeq serve` running at {url}?")), "{stderr}");
+    assert!(!stderr.contains("error sending request"), "{stderr}");
+}

@@ -304,9 +304,7 @@ fn a_bare_handler_name_is_found_in_the_current_directory() {
 fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do() {
     let server = Server::start();
     let noop = handler(&server, "noop.sh", "cat >/dev/null");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let url = closed_port();
 
     let output = run(server
         .codeq()
@@ -314,5 +312,51 @@ fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do()
         .args(["worker", "start", "--events", "X", "--once", "--handler"])
         .arg(&noop));
 
-    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("hint: is `codeq serve` running at {url}?")), "{stderr}");
+}
+
+/// A URL where nothing listens.
+fn closed_port() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
+}
+
+#[test]
+fn a_worker_whose_server_is_down_says_once_per_step_that_it_retries() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+    let url = closed_port();
+    let mut child = server
+        .codeq()
+        .args(["--base-url", &url, "--worker-token", "w"])
+        .args(["worker", "start", "--events", "X", "--concurrency", "3", "--handler"])
+        .arg(&noop)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The first lines: the banner, then one per backoff step (0.5 s, 1 s).
+    let (lines, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    let retries: Vec<String> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
+        .filter(|line| line.contains("claim failed"))
+        .collect();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    let connect = format!(": cannot connect to {url} (");
+    assert!(retries.iter().all(|line| line.contains(&connect)), "{retries:?}");
+    assert!(retries[0].ends_with("is `codeq serve` running there?"), "{retries:?}");
+    assert!(retries[0].contains("claim failed, next attempt in 0.5s: "), "{retries:?}");
+    assert!(retries[1].contains("claim failed, next attempt in 1s: "), "{retries:?}");
+    assert_eq!(status.code(), Some(130));
 }
