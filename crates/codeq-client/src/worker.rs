@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::types::{ClaimRequest, SubmitResult, Task};
+use crate::types::{ClaimRequest, NackStatus, SubmitResult, Task};
 
 /// The longest long poll the server honours.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -52,8 +52,10 @@ pub enum Reported {
     Completed,
     /// A `FAILED` result was accepted.
     Failed,
-    /// Nacked: requeued or dead-lettered.
+    /// Nacked and requeued: it will be delivered again.
     Nacked,
+    /// Nacked on its last delivery: dead-lettered.
+    DeadLettered,
     /// Given back (by the handler, or by [`StopHandle::abandon`]).
     Abandoned,
     /// The report was refused or never arrived (lease lost, server down…).
@@ -84,8 +86,10 @@ pub struct Summary {
     pub completed: u64,
     /// Failed results accepted.
     pub failed: u64,
-    /// Nacks accepted.
+    /// Nacks accepted that requeued the task.
     pub nacked: u64,
+    /// Nacks accepted that dead-lettered the task.
+    pub dead_lettered: u64,
     /// Tasks given back.
     pub abandoned: u64,
     /// Reports refused or lost.
@@ -95,7 +99,12 @@ pub struct Summary {
 impl Summary {
     /// All tasks handled.
     pub fn total(&self) -> u64 {
-        self.completed + self.failed + self.nacked + self.abandoned + self.report_failed
+        self.completed
+            + self.failed
+            + self.nacked
+            + self.dead_lettered
+            + self.abandoned
+            + self.report_failed
     }
 
     fn add(&mut self, reported: Reported) {
@@ -103,6 +112,7 @@ impl Summary {
             Reported::Completed => self.completed += 1,
             Reported::Failed => self.failed += 1,
             Reported::Nacked => self.nacked += 1,
+            Reported::DeadLettered => self.dead_lettered += 1,
             Reported::Abandoned => self.abandoned += 1,
             Reported::ReportFailed => self.report_failed += 1,
         }
@@ -112,6 +122,7 @@ impl Summary {
         self.completed += other.completed;
         self.failed += other.failed;
         self.nacked += other.nacked;
+        self.dead_lettered += other.dead_lettered;
         self.abandoned += other.abandoned;
         self.report_failed += other.report_failed;
     }
@@ -426,7 +437,12 @@ impl Worker {
                 self.client.submit_result(id, &body).await.map(|_| Reported::Failed)
             }
             Outcome::Retry(reason) => {
-                self.client.nack(id, attempt, None, Some(&reason)).await.map(|_| Reported::Nacked)
+                self.client.nack(id, attempt, None, Some(&reason)).await.map(|nacked| match nacked
+                    .status
+                {
+                    NackStatus::Requeued => Reported::Nacked,
+                    NackStatus::Dlq => Reported::DeadLettered,
+                })
             }
             Outcome::Abandon => {
                 self.client.abandon(id, attempt).await.map(|()| Reported::Abandoned)

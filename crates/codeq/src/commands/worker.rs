@@ -89,6 +89,7 @@ fn log_task(report: &TaskReport) {
         Reported::Completed => "completed",
         Reported::Failed => "failed",
         Reported::Nacked => "nacked",
+        Reported::DeadLettered => "dead-lettered",
         Reported::Abandoned => "abandoned",
         Reported::ReportFailed => "not-reported",
     };
@@ -136,12 +137,18 @@ fn first_line(text: &str) -> &str {
 
 fn describe_summary(summary: &Summary) -> String {
     format!(
-        "stopped after {} tasks: {} completed, {} failed, {} nacked, {} abandoned, {} not reported",
-        summary.total(),
+        "stopped after {}: {} completed, {} failed, {} nacked, {} dead-lettered, {} abandoned, {} not reported",
+        tasks(summary.total()),
         summary.completed,
         summary.failed,
         summary.nacked,
+        summary.dead_lettered,
         summary.abandoned,
         summary.report_failed
     )
+}
+
+/// `1 task`, `2 tasks`.
+fn tasks(count: u64) -> String {
+    format!("{count} task{}", if count == 1 { "" } else { "s" })
 }

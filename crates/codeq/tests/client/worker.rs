@@ -360,3 +360,52 @@ fn a_worker_whose_server_is_down_says_once_per_step_that_it_retries() {
     assert!(retries[1].contains("claim failed, next attempt in 1s: "), "{retries:?}");
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn the_handlers_stderr_is_relayed_with_the_task_id_and_bad_output_is_shown() {
+    let server = Server::start();
+    let id = create(&server, "CHATTY", "{}");
+    let chatty = handler(
+        &server,
+        "chatty.sh",
+        "cat >/dev/null\necho 'step 1' >&2\necho 'step 2' >&2\necho hello",
+    );
+
+    let output = run(worker(&server, "CHATTY", &chatty).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("[{id}] step 1\n[{id}] step 2\n")), "{log}");
+    assert!(
+        log.contains(r#"is not {"status":"COMPLETED"|"FAILED",…}: it printed "hello""#),
+        "{log}"
+    );
+    let reason = task["lastReason"].as_str().unwrap();
+    assert!(
+        reason.contains(r#"it printed "hello""#) && reason.ends_with("step 1\nstep 2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn the_last_failed_attempt_is_logged_as_dead_lettered() {
+    let server = Server::start();
+    let mut create = server.codeq_with_tokens();
+    create.args(["task", "create", "--command", "LAST", "--max-attempts", "1", "-o", "id"]);
+    let id = String::from_utf8(run(&mut create).stdout).unwrap().trim().to_owned();
+    let failing = handler(&server, "fail.sh", "cat >/dev/null\nexit 1");
+
+    let output = run(worker(&server, "LAST", &failing).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("task {id} command=LAST attempt=1 dead-lettered in")), "{log}");
+    assert!(
+        log.contains("stopped after 1 task: 0 completed, 0 failed, 0 nacked, 1 dead-lettered"),
+        "{log}"
+    );
+    assert_eq!(
+        (task["status"].as_str(), task["error"].as_str()),
+        (Some("FAILED"), Some("MAX_ATTEMPTS"))
+    );
+}
