@@ -33,11 +33,26 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The whole command line: [`Cli::command`], with the global options,
+    /// which are all client options, kept out of `serve`. Each is given to
+    /// `serve` as a hidden option of the same id, so clap does not add the
+    /// global one there: `serve --help` does not offer it, and `main`
+    /// refuses it when typed ([`GlobalArgs::typed`]).
+    pub fn command_line() -> clap::Command {
+        let top = Self::command();
+        let hidden: Vec<clap::Arg> = top
+            .get_arguments()
+            .filter(|arg| arg.is_global_set())
+            .map(|arg| arg.clone().global(false).hide(true).env(None))
+            .collect();
+        top.mut_subcommand("serve", |serve| serve.args(hidden))
+    }
+
     /// Parses the process's arguments (exiting with clap's message and
     /// code 2 on a usage error) and records which global options were
     /// typed on the command line.
     pub fn parse_recording_flags() -> Self {
-        Self::from_matches(&Self::command().get_matches()).unwrap_or_else(|err| err.exit())
+        Self::from_matches(&Self::command_line().get_matches()).unwrap_or_else(|err| err.exit())
     }
 
     /// [`Cli::parse_recording_flags`] for a given argument list (tests).
@@ -46,16 +61,25 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::from_matches(&Self::command().try_get_matches_from(args)?)
+        Self::from_matches(&Self::command_line().try_get_matches_from(args)?)
     }
 
     fn from_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
         let mut cli = Self::from_arg_matches(matches)?;
-        cli.global.typed = matches
-            .ids()
-            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-            .map(|id| id.as_str().to_owned())
-            .collect();
+        let typed = |matches: &ArgMatches| -> Vec<String> {
+            matches
+                .ids()
+                .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.as_str().to_owned())
+                .collect()
+        };
+        cli.global.typed = typed(matches);
+        // `serve`'s hidden copies of the global options.
+        if let Some(("serve", serve)) = matches.subcommand() {
+            let globals: Vec<String> =
+                Self::command().get_arguments().map(|arg| arg.get_id().to_string()).collect();
+            cli.global.typed.extend(typed(serve).into_iter().filter(|id| globals.contains(id)));
+        }
         Ok(cli)
     }
 }
@@ -64,6 +88,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the server.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Write or update the profile in ~/.codeq/config.yaml.
     #[command(after_help = INIT_EXAMPLES)]
@@ -87,23 +112,43 @@ pub enum Commands {
     Version,
 }
 
+const SERVE_EXAMPLES: &str = "Examples:
+  codeq serve                                   # local mode: generated tokens, loopback only
+  codeq serve --port 9000 --data-dir /var/lib/codeq
+  codeq serve --config /etc/codeq/codeq.yaml
+  CODEQ_DURABILITY=buffered CODEQ_LOG_FORMAT=text codeq serve
+
+Every key of the configuration file can also be set by an environment
+variable CODEQ_<KEY> (dataDir: CODEQ_DATA_DIR). Precedence: flag, then
+environment, then file, then default. The keys are listed in
+docs/configuration.md.
+
+With no tokens configured (no staticTokens, no JWKS URL), the server runs
+in local mode: it generates a producer and a worker token, saves them in
+<data dir>/credentials.json, where the CLI on this machine finds them, and
+listens on loopback addresses only.";
+
 /// `codeq serve`: flags that win over the environment and the config file.
+/// Their defaults and variables are spelled out here because the server
+/// reads the environment itself (clap does not), with the original
+/// service's unprefixed names too.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Configuration file (YAML) [default: env CODEQ_CONFIG].
+    /// Configuration file (YAML) [env: CODEQ_CONFIG] [default: none].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Port to listen on.
+    /// Port to listen on; 0 picks a free one [env: CODEQ_PORT, PORT] [default: 8080].
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
-    /// Address to listen on.
+    /// Address to listen on [env: CODEQ_HOST] [default: 127.0.0.1].
     #[arg(long, value_name = "H")]
     pub host: Option<String>,
-    /// Directory for data, credentials and artifacts.
+    /// Directory for the store, credentials and artifacts [env: CODEQ_DATA_DIR]
+    /// [default: ./codeq-data].
     #[arg(long, value_name = "D")]
     pub data_dir: Option<PathBuf>,
-    /// Storage backend.
-    #[arg(long, value_name = "S")]
+    /// Storage backend (redis is not available yet) [env: CODEQ_STORAGE] [default: embedded].
+    #[arg(long, value_name = "S", value_parser = ["embedded", "redis"])]
     pub storage: Option<String>,
 }
 
@@ -205,6 +250,12 @@ impl GlobalArgs {
     /// Whether the option with field name `id` was typed on the command line.
     pub fn typed(&self, id: &str) -> bool {
         self.typed.iter().any(|typed| typed == id)
+    }
+
+    /// The first global option typed on the command line, as its flag
+    /// (`--producer-token`): `serve` takes none of them.
+    pub fn first_typed_flag(&self) -> Option<String> {
+        self.typed.first().map(|id| format!("--{}", id.replace('_', "-")))
     }
 }
 
@@ -543,7 +594,7 @@ pub struct QueueStatsArgs {
 }
 
 const WORKER_START_EXAMPLES: &str = "Examples:
-  codeq worker start --events RENDER --handler ./examples/handlers/echo.sh
+  codeq worker start --events GREET --handler examples/handlers/greet.sh
   codeq worker start --commands RENDER,THUMB --concurrency 4 --lease 60 --handler ./render.py
   codeq worker start --events RENDER --handler ./render.sh --once
 

@@ -16,7 +16,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse_recording_flags();
     let global = &cli.global;
     let done = match &cli.command {
-        Commands::Serve(args) => return codeq_server::app::serve_main(args.clone().into()),
+        Commands::Serve(args) => {
+            if let Some(flag) = global.first_typed_flag() {
+                eprintln!(
+                    "codeq: serve does not take {flag}: it is an option of the client commands \
+                     (the server's tokens come from its configuration: docs/configuration.md)"
+                );
+                return ExitCode::from(exit::CONFIGURATION);
+            }
+            return codeq_server::app::serve_main(args.clone().into());
+        }
         Commands::Bench(args) => return bench_main(global, args),
         Commands::Version => {
             println!("codeq {}", env!("CARGO_PKG_VERSION"));

@@ -1,12 +1,12 @@
 //! Checks of the command-line definition itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use clap::{CommandFactory as _, Parser as _};
+use clap::Parser as _;
 use codeq::cli::{BenchMode, Cli, Commands};
 
 #[test]
 fn cli_definition_is_consistent() {
-    Cli::command().debug_assert();
+    Cli::command_line().debug_assert();
 }
 
 #[test]
@@ -76,4 +76,39 @@ fn global_options_typed_on_the_command_line_are_recorded_before_or_after_the_sub
     assert!(before.global.typed("producer_token"));
     assert!(!before.global.typed("worker_token"));
     assert!(after.global.typed("worker_token"));
+}
+
+/// Every `--help` text, with the command path it belongs to.
+fn all_help(command: &mut clap::Command, path: String, out: &mut Vec<(String, String)>) {
+    out.push((path.clone(), command.render_long_help().to_string()));
+    for sub in command.get_subcommands_mut() {
+        let name = sub.get_name().to_owned();
+        all_help(sub, format!("{path} {name}"), out);
+    }
+}
+
+#[test]
+fn handlers_named_in_help_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut helps = Vec::new();
+    all_help(&mut Cli::command_line(), "codeq".into(), &mut helps);
+    let worker_start = std::process::Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["worker", "start", "--help"])
+        .output()
+        .unwrap();
+    helps.push(("binary".into(), String::from_utf8(worker_start.stdout).unwrap()));
+
+    let named: Vec<(String, String)> = helps
+        .iter()
+        .flat_map(|(path, help)| {
+            help.split_whitespace()
+                .filter(|word| word.contains("examples/"))
+                .map(move |word| (path.clone(), word.trim_start_matches("./").to_owned()))
+        })
+        .collect();
+
+    assert!(named.iter().any(|(path, _)| path == "binary"), "worker start names one");
+    for (path, file) in named {
+        assert!(root.join(&file).is_file(), "`{path} --help` names {file}, which does not exist");
+    }
 }

@@ -146,3 +146,43 @@ fn an_unknown_key_in_the_file_stops_start_up_with_exit_code_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("retentionSecs"));
 }
+
+#[test]
+fn serve_help_shows_examples_defaults_storage_values_and_env_names_but_no_client_options() {
+    let output = codeq().args(["serve", "--help"]).output().unwrap();
+
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success());
+    for expected in [
+        "Examples:",
+        "codeq serve --config",
+        "[default: 8080]",
+        "[default: ./codeq-data]",
+        "[possible values: embedded, redis]",
+        "[env: CODEQ_PORT, PORT]",
+        "CODEQ_DATA_DIR",
+        "CODEQ_<KEY>",
+    ] {
+        assert!(help.contains(expected), "{expected}: {help}");
+    }
+    for client_only in ["--base-url", "--producer-token", "--worker-token", "--profile", "--admin"]
+    {
+        assert!(!help.contains(client_only), "{client_only}: {help}");
+    }
+}
+
+#[test]
+fn serve_refuses_client_options_typed_on_its_command_line_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let after = codeq().args(["serve", "--producer-token", "x", "--data-dir"]).arg(&data).output();
+    let before = codeq().args(["--profile", "p", "serve", "--data-dir"]).arg(&data).output();
+
+    for (output, flag) in [(after.unwrap(), "--producer-token"), (before.unwrap(), "--profile")] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("serve does not take {flag}")), "{stderr}");
+    }
+    assert!(!data.exists(), "nothing was created");
+}
