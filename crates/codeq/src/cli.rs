@@ -16,11 +16,15 @@ use serde::Serialize;
 /// Where the CLI looks for the server by default.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
 
+/// The crate version and, when built in a git checkout, the commit:
+/// `0.1.0 (1a2b3c4d5e6f)` (see build.rs).
+pub const VERSION: &str = env!("CODEQ_VERSION");
+
 /// The `codeq` binary: server, command line and worker runner.
 #[derive(Debug, Parser)]
 #[command(
     name = "codeq",
-    version,
+    version = VERSION,
     about = "codeQ task queue: server, command line and load generator"
 )]
 pub struct Cli {
@@ -108,8 +112,24 @@ pub enum Commands {
     /// Load-test a running server: task throughput and latency, or
     /// long-poll wake-up latency with --wakeup.
     Bench(BenchArgs),
-    /// Print the version.
+    /// Print the version, with the commit it was built from.
     Version,
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+}
+
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  codeq completions bash > ~/.local/share/bash-completion/completions/codeq
+  codeq completions zsh > \"${fpath[1]}/_codeq\"
+  codeq completions fish > ~/.config/fish/completions/codeq.fish";
+
+/// `codeq completions SHELL`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 const SERVE_EXAMPLES: &str = "Examples:

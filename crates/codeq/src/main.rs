@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use codeq::bench::{self, Ending};
-use codeq::cli::{Cli, Commands};
+use codeq::cli::{Cli, Commands, VERSION};
 use codeq::commands::{auth, queue, task, worker};
 use codeq::exit;
 
@@ -28,9 +28,10 @@ fn main() -> ExitCode {
         }
         Commands::Bench(args) => return bench_main(global, args),
         Commands::Version => {
-            println!("codeq {}", env!("CARGO_PKG_VERSION"));
+            println!("codeq {VERSION}");
             return ExitCode::SUCCESS;
         }
+        Commands::Completions(args) => return completions(args.shell),
         Commands::Worker(command) => {
             return worker::run(global, command).unwrap_or_else(|err| exit::report(&err));
         }
@@ -42,6 +43,22 @@ fn main() -> ExitCode {
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => exit::report(&err),
+    }
+}
+
+/// Prints the completion script. It is generated into memory first:
+/// clap_complete panics on a failed write, and stdout may be a closed pipe.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command_line(), "codeq", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("codeq: cannot write the completion script: {err}");
+            ExitCode::from(exit::GENERAL)
+        }
     }
 }
 

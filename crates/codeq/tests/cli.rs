@@ -52,16 +52,59 @@ fn serve_flags_become_config_overrides() {
     assert_eq!(overrides.host, None);
 }
 
-#[test]
-fn version_prints_the_crate_version() {
-    let output =
-        std::process::Command::new(env!("CARGO_BIN_EXE_codeq")).arg("version").output().unwrap();
+/// The commit of the checkout the tests run in, as build.rs reads it.
+fn git_commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    output.status.success().then(|| String::from_utf8(output.stdout).unwrap().trim().to_owned())
+}
 
-    assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
-        format!("codeq {}\n", env!("CARGO_PKG_VERSION"))
-    );
+#[test]
+fn version_and_dash_dash_version_print_the_version_with_the_commit() {
+    let codeq = |arg: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_codeq")).arg(arg).output();
+        String::from_utf8(output.unwrap().stdout).unwrap()
+    };
+    let expected = match git_commit() {
+        Some(commit) => format!("codeq {} ({commit})\n", env!("CARGO_PKG_VERSION")),
+        None => format!("codeq {}\n", env!("CARGO_PKG_VERSION")),
+    };
+
+    assert_eq!(codeq("version"), expected);
+    assert_eq!(codeq("--version"), expected);
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_codeq"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+
+        let script = String::from_utf8(output.stdout).unwrap();
+        assert!(output.status.success(), "{shell}");
+        for word in ["codeq", "worker", "producer-token", "events"] {
+            assert!(script.contains(word), "{shell}: {word}");
+        }
+        if shell == "bash" {
+            let mut check = std::process::Command::new("bash")
+                .args(["-n", "/dev/stdin"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut check.stdin.take().unwrap(), script.as_bytes()).unwrap();
+            assert!(check.wait().unwrap().success(), "bash parses the script");
+        }
+    }
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
 }
 
 #[test]

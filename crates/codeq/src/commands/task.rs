@@ -10,6 +10,9 @@ use crate::output;
 
 /// Runs one `task` subcommand.
 pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
+    if let TaskCommand::Get(args) | TaskCommand::Result(args) = command {
+        check_task_id(&args.id)?;
+    }
     let resolved = Resolved::load(global)?;
     let client = resolved.client()?;
     let reader = resolved.reader_token();
@@ -42,6 +45,17 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A task id is a UUID: anything else is refused before a request (the
+/// server would only say 404).
+fn check_task_id(id: &str) -> Result<(), ConfigError> {
+    id.parse::<codeq_core::TaskId>().map(|_| ()).map_err(|_| {
+        ConfigError::new(format!(
+            "task id {id:?} is malformed: a task id is a UUID such as \
+             0196a3c2-5f1e-7d2a-9b3c-4e5f6a7b8c9d (`task create -o id` prints one)"
+        ))
+    })
 }
 
 /// The create body; a payload that is not JSON is a usage error.

@@ -138,7 +138,7 @@ fn first_line(text: &str) -> &str {
 fn describe_summary(summary: &Summary) -> String {
     format!(
         "stopped after {}: {} completed, {} failed, {} nacked, {} dead-lettered, {} abandoned, {} not reported",
-        tasks(summary.total()),
+        crate::output::count(summary.total(), "task"),
         summary.completed,
         summary.failed,
         summary.nacked,
@@ -146,9 +146,4 @@ fn describe_summary(summary: &Summary) -> String {
         summary.abandoned,
         summary.report_failed
     )
-}
-
-/// `1 task`, `2 tasks`.
-fn tasks(count: u64) -> String {
-    format!("{count} task{}", if count == 1 { "" } else { "s" })
 }

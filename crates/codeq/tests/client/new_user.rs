@@ -147,3 +147,30 @@ fn a_server_that_is_not_running_gets_a_hint_instead_of_the_transport_chain() {
     assert!(stderr.contains(&format!("hint: is `codeq serve` running at {url}?")), "{stderr}");
     assert!(!stderr.contains("error sending request"), "{stderr}");
 }
+
+#[test]
+fn a_malformed_task_id_is_refused_as_such() {
+    let server = Server::start();
+
+    let get = run(server.codeq_with_tokens().args(["task", "get", "not-a-uuid"]));
+    let result = run(server.codeq_with_tokens().args(["task", "result", "42"]));
+
+    for (output, id) in [(get, "not-a-uuid"), (result, "42")] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("task id {id:?} is malformed")), "{stderr}");
+    }
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_gets_a_clear_error() {
+    let server = Server::start();
+    let file = server.home().join("codeq-data");
+    std::fs::write(&file, "").unwrap();
+
+    let output = run(server.codeq().args(["task", "create", "--command", "A"]));
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("data dir ./codeq-data is not a directory"), "{stderr}");
+}
