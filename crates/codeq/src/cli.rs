@@ -77,12 +77,12 @@ impl Cli {
                 .map(|id| id.as_str().to_owned())
                 .collect()
         };
-        cli.global.typed = typed(matches);
+        cli.global.typed_ids = typed(matches);
         // `serve`'s hidden copies of the global options.
         if let Some(("serve", serve)) = matches.subcommand() {
             let globals: Vec<String> =
                 Self::command().get_arguments().map(|arg| arg.get_id().to_string()).collect();
-            cli.global.typed.extend(typed(serve).into_iter().filter(|id| globals.contains(id)));
+            cli.global.typed_ids.extend(typed(serve).into_iter().filter(|id| globals.contains(id)));
         }
         Ok(cli)
     }
@@ -263,19 +263,19 @@ pub struct GlobalArgs {
     /// command line rather than taken from their environment variables;
     /// filled by [`Cli::parse_recording_flags`].
     #[arg(skip)]
-    pub typed: Vec<String>,
+    pub typed_ids: Vec<String>,
 }
 
 impl GlobalArgs {
     /// Whether the option with field name `id` was typed on the command line.
     pub fn typed(&self, id: &str) -> bool {
-        self.typed.iter().any(|typed| typed == id)
+        self.typed_ids.iter().any(|typed| typed == id)
     }
 
     /// The first global option typed on the command line, as its flag
     /// (`--producer-token`): `serve` takes none of them.
     pub fn first_typed_flag(&self) -> Option<String> {
-        self.typed.first().map(|id| format!("--{}", id.replace('_', "-")))
+        self.typed_ids.first().map(|id| format!("--{}", id.replace('_', "-")))
     }
 }
 
