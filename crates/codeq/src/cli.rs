@@ -1,7 +1,8 @@
 //! The command line (SPEC §8) as clap definitions; `main` dispatches.
 //!
-//! Kept free of behaviour so that a test can check the whole definition
-//! with `Command::debug_assert()`.
+//! Kept free of behaviour, but for parsing (which global options were
+//! typed, and keeping them out of `serve`), so that a test can check the
+//! whole definition with `Command::debug_assert()`.
 
 use std::fmt;
 use std::path::PathBuf;
