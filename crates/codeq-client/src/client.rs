@@ -39,7 +39,8 @@ enum Auth {
     Producer,
     /// Worker calls.
     Worker,
-    /// Reads: the producer token, else the worker token.
+    /// Reads (tasks, results, one queue's stats): the producer token, else
+    /// the worker token.
     Reader,
     /// Health endpoints.
     None,
@@ -93,8 +94,8 @@ impl Default for RetryPolicy {
 /// A typed client for the codeQ HTTP API.
 ///
 /// Producer calls send the producer token, worker calls the worker token,
-/// admin calls the producer token, and reads (`get_task`, `get_result`) the
-/// producer token or, without one, the worker token. A call whose token is
+/// admin calls the producer token, and reads (`get_task`, `get_result`,
+/// `queue_stats`) the producer token or, without one, the worker token. A call whose token is
 /// missing fails with [`Error::MissingToken`] without a request.
 ///
 /// Failed calls are repeated per the [`RetryPolicy`]: calls that are safe
@@ -431,10 +432,11 @@ impl Client {
     }
 
     /// `GET /v1/codeq/admin/queues/:command`: one command's stats (zeros
-    /// for an unused command).
+    /// for an unused command), for an admin or for a worker whose
+    /// `eventTypes` cover the command.
     pub async fn queue_stats(&self, command: &str) -> Result<QueueStats, Error> {
         let path = ["v1", "codeq", "admin", "queues", command];
-        let request = self.request(Method::GET, &path, Auth::Producer)?;
+        let request = self.request(Method::GET, &path, Auth::Reader)?;
         decode(self.send(request, Retry::Safe).await?).await
     }
 
@@ -487,25 +489,26 @@ impl Client {
             path.pop_if_empty().extend(segments);
         }
         let mut request = self.http.request(method, url);
-        if self.admin_role && matches!(auth, Auth::Producer) {
-            request = request.header(ADMIN_ROLE_HEADER, "ADMIN");
-        }
         Ok(match self.token(auth)? {
-            Some(token) => request.bearer_auth(token),
+            Some((kind, token)) => {
+                if self.admin_role && kind == TokenKind::Producer {
+                    request = request.header(ADMIN_ROLE_HEADER, "ADMIN");
+                }
+                request.bearer_auth(token)
+            }
             None => request,
         })
     }
 
-    fn token(&self, auth: Auth) -> Result<Option<&str>, Error> {
+    /// The token `auth` sends, and which one it is.
+    fn token(&self, auth: Auth) -> Result<Option<(TokenKind, &str)>, Error> {
+        let producer = self.producer_token.as_deref().map(|t| (TokenKind::Producer, t));
+        let worker = self.worker_token.as_deref().map(|t| (TokenKind::Worker, t));
         let token = match auth {
             Auth::None => return Ok(None),
-            Auth::Producer => self.producer_token.as_deref().ok_or(TokenKind::Producer),
-            Auth::Worker => self.worker_token.as_deref().ok_or(TokenKind::Worker),
-            Auth::Reader => self
-                .producer_token
-                .as_deref()
-                .or(self.worker_token.as_deref())
-                .ok_or(TokenKind::Producer),
+            Auth::Producer => producer.ok_or(TokenKind::Producer),
+            Auth::Worker => worker.ok_or(TokenKind::Worker),
+            Auth::Reader => producer.or(worker).ok_or(TokenKind::Producer),
         };
         token.map(Some).map_err(Error::MissingToken)
     }
@@ -626,9 +629,9 @@ mod tests {
         let worker_only = client("http://127.0.0.1:8080").with_worker_token("w");
         let both = client("http://127.0.0.1:8080").with_producer_token("p").with_worker_token("w");
 
-        assert_eq!(worker_only.token(Auth::Reader).unwrap(), Some("w"));
-        assert_eq!(both.token(Auth::Reader).unwrap(), Some("p"));
-        assert_eq!(both.token(Auth::Worker).unwrap(), Some("w"));
+        assert_eq!(worker_only.token(Auth::Reader).unwrap(), Some((TokenKind::Worker, "w")));
+        assert_eq!(both.token(Auth::Reader).unwrap(), Some((TokenKind::Producer, "p")));
+        assert_eq!(both.token(Auth::Worker).unwrap(), Some((TokenKind::Worker, "w")));
     }
 
     #[test]
@@ -642,6 +645,7 @@ mod tests {
         };
 
         assert_eq!(role(&admin, Auth::Producer).as_deref(), Some("ADMIN"));
+        assert_eq!(role(&admin, Auth::Reader).as_deref(), Some("ADMIN"));
         assert_eq!(role(&admin, Auth::Worker), None);
         assert_eq!(role(&client, Auth::Producer), None);
     }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::types::{ClaimRequest, SubmitResult, Task};
+use crate::types::{ClaimRequest, NackStatus, SubmitResult, Task};
 
 /// The longest long poll the server honours.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -52,8 +52,10 @@ pub enum Reported {
     Completed,
     /// A `FAILED` result was accepted.
     Failed,
-    /// Nacked: requeued or dead-lettered.
+    /// Nacked and requeued: it will be delivered again.
     Nacked,
+    /// Nacked on its last delivery: dead-lettered.
+    DeadLettered,
     /// Given back (by the handler, or by [`StopHandle::abandon`]).
     Abandoned,
     /// The report was refused or never arrived (lease lost, server down…).
@@ -84,8 +86,10 @@ pub struct Summary {
     pub completed: u64,
     /// Failed results accepted.
     pub failed: u64,
-    /// Nacks accepted.
+    /// Nacks accepted that requeued the task.
     pub nacked: u64,
+    /// Nacks accepted that dead-lettered the task.
+    pub dead_lettered: u64,
     /// Tasks given back.
     pub abandoned: u64,
     /// Reports refused or lost.
@@ -95,7 +99,12 @@ pub struct Summary {
 impl Summary {
     /// All tasks handled.
     pub fn total(&self) -> u64 {
-        self.completed + self.failed + self.nacked + self.abandoned + self.report_failed
+        self.completed
+            + self.failed
+            + self.nacked
+            + self.dead_lettered
+            + self.abandoned
+            + self.report_failed
     }
 
     fn add(&mut self, reported: Reported) {
@@ -103,6 +112,7 @@ impl Summary {
             Reported::Completed => self.completed += 1,
             Reported::Failed => self.failed += 1,
             Reported::Nacked => self.nacked += 1,
+            Reported::DeadLettered => self.dead_lettered += 1,
             Reported::Abandoned => self.abandoned += 1,
             Reported::ReportFailed => self.report_failed += 1,
         }
@@ -112,6 +122,7 @@ impl Summary {
         self.completed += other.completed;
         self.failed += other.failed;
         self.nacked += other.nacked;
+        self.dead_lettered += other.dead_lettered;
         self.abandoned += other.abandoned;
         self.report_failed += other.report_failed;
     }
@@ -138,7 +149,22 @@ impl StopHandle {
     }
 }
 
+/// A claim that failed with an error a later claim may not repeat
+/// (server down, 503), for logs: the worker waits `pause`, then tries again.
+#[derive(Debug)]
+pub struct ClaimRetry<'a> {
+    /// Which of the `concurrency` slots failed (0-based). The slots fail
+    /// and back off together when the server is down, so logging slot 0
+    /// says it once per step.
+    pub slot: usize,
+    /// The error.
+    pub error: &'a Error,
+    /// The wait before the next claim: doubles from 0.5 s up to 30 s.
+    pub pause: Duration,
+}
+
 type OnTask = Arc<dyn Fn(&TaskReport) + Send + Sync>;
+type OnClaimRetry = Arc<dyn Fn(&ClaimRetry<'_>) + Send + Sync>;
 
 /// A pool of claim loops over one [`Client`] (which needs a worker token).
 ///
@@ -176,6 +202,7 @@ pub struct Worker {
     once: bool,
     stop: StopHandle,
     on_task: Option<OnTask>,
+    on_claim_retry: Option<OnClaimRetry>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -207,6 +234,7 @@ impl Worker {
             once: false,
             stop: StopHandle::default(),
             on_task: None,
+            on_claim_retry: None,
         }
     }
 
@@ -241,6 +269,16 @@ impl Worker {
         self
     }
 
+    /// Called before each pause after a failed claim that will be retried
+    /// (for a log line: otherwise a worker whose server is down is silent).
+    pub fn on_claim_retry(
+        mut self,
+        callback: impl Fn(&ClaimRetry<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_claim_retry = Some(Arc::new(callback));
+        self
+    }
+
     /// A handle that stops [`Worker::run`] from elsewhere.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
@@ -264,8 +302,8 @@ impl Worker {
         let handler = Arc::new(handler);
         let slots = if self.once { 1 } else { self.concurrency };
         let mut loops = JoinSet::new();
-        for _ in 0..slots {
-            loops.spawn(self.clone().slot(Arc::clone(&handler)));
+        for slot in 0..slots {
+            loops.spawn(self.clone().slot(slot, Arc::clone(&handler)));
         }
         let mut summary = Summary::default();
         let mut failure = None;
@@ -285,7 +323,7 @@ impl Worker {
     }
 
     /// One slot: claim, handle, report, until stopped.
-    async fn slot<H, F>(self, handler: Arc<H>) -> Result<Summary, Error>
+    async fn slot<H, F>(self, slot: usize, handler: Arc<H>) -> Result<Summary, Error>
     where
         H: Fn(Task) -> F + Send + Sync + 'static,
         F: Future<Output = Outcome> + Send + 'static,
@@ -314,7 +352,10 @@ impl Worker {
                 Ok(None) => {}
                 // With `once` there is no later claim to retry in.
                 Err(err) if is_fatal(&err) || self.once => return Err(err),
-                Err(_) => {
+                Err(error) => {
+                    if let Some(callback) = &self.on_claim_retry {
+                        callback(&ClaimRetry { slot, error: &error, pause });
+                    }
                     tokio::select! {
                         () = self.stop.claiming.cancelled() => return Ok(summary),
                         () = tokio::time::sleep(pause) => {}
@@ -396,7 +437,12 @@ impl Worker {
                 self.client.submit_result(id, &body).await.map(|_| Reported::Failed)
             }
             Outcome::Retry(reason) => {
-                self.client.nack(id, attempt, None, Some(&reason)).await.map(|_| Reported::Nacked)
+                self.client.nack(id, attempt, None, Some(&reason)).await.map(|nacked| match nacked
+                    .status
+                {
+                    NackStatus::Requeued => Reported::Nacked,
+                    NackStatus::Dlq => Reported::DeadLettered,
+                })
             }
             Outcome::Abandon => {
                 self.client.abandon(id, attempt).await.map(|()| Reported::Abandoned)

@@ -186,7 +186,7 @@ async fn nack_sends_attempt_and_reason_and_decodes_the_outcome() {
 }
 
 #[tokio::test]
-async fn admin_calls_send_the_producer_token() {
+async fn admin_calls_send_the_producer_token_and_queue_stats_also_the_worker_token() {
     let server = Server::start().await;
     let client = server.client();
     let claim = ClaimRequest::new(["RENDER"]);
@@ -205,10 +205,12 @@ async fn admin_calls_send_the_producer_token() {
     let all = client.queues().await.unwrap();
     let not_admin = server.client_with(PLAIN_PRODUCER, WORKER).queue_stats("RENDER").await;
     let worker_only = Client::new(&server.base).unwrap().with_worker_token(WORKER);
-    let no_producer = worker_only.queue_stats("RENDER").await;
+    let as_worker = worker_only.queue_stats("RENDER").await.unwrap();
+    let no_producer = worker_only.queues().await;
 
     assert_eq!(stats.command, "RENDER");
     assert_eq!((stats.ready, stats.delayed, stats.in_progress, stats.dlq), (1, 1, 1, 1));
+    assert_eq!(as_worker, stats, "one queue's stats also with a worker token");
     assert_eq!(all, vec![stats]);
     let not_admin = not_admin.unwrap_err();
     assert_eq!((not_admin.status(), not_admin.code()), (Some(403), Some("not_admin")));

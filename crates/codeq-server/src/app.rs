@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::local::Origin;
 use crate::auth::{
     Authenticator, Jwks, JwtVerifier, LocalCredentials, PrincipalKind, StaticGrant, StaticToken,
     StaticTokenVerifier, TokenVerifier, TrustedIssuer, is_loopback_host,
@@ -28,6 +29,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{
     Config, ConfigError, ConfigOverrides, Env, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
 };
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::http;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
@@ -77,6 +79,15 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
+impl From<DataDirError> for StartError {
+    fn from(error: DataDirError) -> Self {
+        match error {
+            DataDirError::Io { .. } => Self::Other(error.into()),
+            refused => Self::Refused(refused.to_string()),
+        }
+    }
+}
+
 impl StartError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> ExitCode {
@@ -92,10 +103,12 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     store: Arc<dyn Store>,
-    credentials: Option<LocalCredentials>,
+    credentials: Option<(LocalCredentials, Origin)>,
     shutdown: CancellationToken,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
+    /// Held until the server has stopped (dropped last, with `self`).
+    _data_dir_lock: DataDirLock,
 }
 
 impl App {
@@ -129,6 +142,8 @@ impl App {
         clock: Arc<dyn Clock>,
         storage: Option<(Arc<dyn Store>, Arc<Signals>)>,
     ) -> Result<Self, StartError> {
+        // Before anything is written to the directory.
+        let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let local_mode = config.static_tokens.is_empty()
             && config.identity_jwks_url.is_none()
             && config.worker_jwks_url.is_none();
@@ -198,7 +213,16 @@ impl App {
             allow_producer_as_worker: config.allow_producer_as_worker,
         };
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
-        Ok(Self { listener, state, store, credentials, shutdown, background, grace })
+        Ok(Self {
+            listener,
+            state,
+            store,
+            credentials,
+            shutdown,
+            background,
+            grace,
+            _data_dir_lock: data_dir_lock,
+        })
     }
 
     /// The address the server listens on.
@@ -211,9 +235,9 @@ impl App {
         self.state.scheduler.clone()
     }
 
-    /// The generated credentials, in local mode.
-    pub fn credentials(&self) -> Option<&LocalCredentials> {
-        self.credentials.as_ref()
+    /// The local-mode credentials, and whether they were made or reused.
+    pub fn credentials(&self) -> Option<(&LocalCredentials, Origin)> {
+        self.credentials.as_ref().map(|(credentials, origin)| (credentials, *origin))
     }
 
     /// Serves on the current runtime until [`Running::stop`] (for tests and
@@ -389,20 +413,20 @@ async fn authenticator(
     local_mode: bool,
     address: SocketAddr,
     clock: &Arc<dyn Clock>,
-) -> Result<(Authenticator, Option<LocalCredentials>), StartError> {
+) -> Result<(Authenticator, Option<(LocalCredentials, Origin)>), StartError> {
     if local_mode {
         let base_url = format!("http://{address}");
-        let credentials = LocalCredentials::load_or_create(&config.data_dir, &base_url)
+        let (credentials, origin) = LocalCredentials::load_or_create(&config.data_dir, &base_url)
             .with_context(|| {
-                format!("cannot write credentials in {}", config.data_dir.display())
-            })?;
+            format!("cannot write credentials in {}", config.data_dir.display())
+        })?;
         let auth = Authenticator::new(vec![Arc::new(credentials.verifier())]);
-        return Ok((auth, Some(credentials)));
+        return Ok((auth, Some((credentials, origin))));
     }
     let mut verifiers: Vec<Arc<dyn TokenVerifier>> = Vec::new();
     if !config.static_tokens.is_empty() {
         let verifier = static_verifier(&config.static_tokens).map_err(StartError::Refused)?;
-        verifiers.push(Arc::new(verifier));
+        verifiers.push(Arc::new(verifier.honouring_x_role(config.env == Env::Dev)));
     }
     if let Some(verifier) = jwt_verifier(config, clock)? {
         fetch_jwks(&verifier).await;
@@ -562,12 +586,18 @@ fn announce(app: &App, config: &Config) {
         config.storage,
         config.data_dir.display()
     )];
-    if let Some(credentials) = app.credentials() {
-        let saved = config.data_dir.join("credentials.json");
-        lines.push(format!(
-            "local mode: no tokens configured, generated these (saved in {}):",
-            saved.display()
-        ));
+    if let Some((credentials, origin)) = app.credentials() {
+        let saved = LocalCredentials::path(&config.data_dir);
+        lines.push(match origin {
+            Origin::Generated => format!(
+                "local mode: no tokens configured, generated these (saved in {}):",
+                saved.display()
+            ),
+            Origin::Reused => format!(
+                "local mode: no tokens configured, reusing these (from {}):",
+                saved.display()
+            ),
+        });
         lines.push(format!("  producer token: {}", credentials.producer_token));
         lines.push(format!("  worker token:   {}", credentials.worker_token));
     }

@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`config`]: YAML + env + flags → a validated `Config`.
 //! - [`app`]: builds everything, binds the listener, runs until shutdown.
+//! - [`data_dir`]: the data directory's lock (one server per directory).
 //! - [`http`]: the axum router, one module per resource, `ApiError`.
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
@@ -14,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod http;
 pub mod service;
 pub mod store;

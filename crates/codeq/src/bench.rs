@@ -789,7 +789,8 @@ impl fmt::Display for Report {
             self.empty_claims, self.errors.create, self.errors.claim, self.errors.result
         )?;
         if self.foreign_tasks > 0 {
-            write!(f, "; {} leftover tasks of earlier runs completed", self.foreign_tasks)?;
+            let leftovers = crate::output::count(self.foreign_tasks, "leftover task");
+            write!(f, "; {leftovers} of earlier runs completed")?;
         }
         writeln!(f)
     }

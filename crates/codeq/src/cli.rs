@@ -1,23 +1,31 @@
 //! The command line (SPEC §8) as clap definitions; `main` dispatches.
 //!
-//! Kept free of behaviour so that a test can check the whole definition
-//! with `Command::debug_assert()`.
+//! Kept free of behaviour, but for parsing (which global options were
+//! typed, and keeping them out of `serve`), so that a test can check the
+//! whole definition with `Command::debug_assert()`.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{
+    ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+};
 use codeq_server::config::ConfigOverrides;
 use serde::Serialize;
 
 /// Where the CLI looks for the server by default.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
 
+/// The crate version and, when built in a git checkout, the commit:
+/// `0.1.0 (1a2b3c4d5e6f)` (see build.rs).
+pub const VERSION: &str = env!("CODEQ_VERSION");
+
 /// The `codeq` binary: server, command line and worker runner.
 #[derive(Debug, Parser)]
 #[command(
     name = "codeq",
-    version,
+    version = VERSION,
     about = "codeQ task queue: server, command line and load generator"
 )]
 pub struct Cli {
@@ -29,10 +37,63 @@ pub struct Cli {
     pub command: Commands,
 }
 
+impl Cli {
+    /// The whole command line: [`Cli::command`], with the global options,
+    /// which are all client options, kept out of `serve`. Each is given to
+    /// `serve` as a hidden option of the same id, so clap does not add the
+    /// global one there: `serve --help` does not offer it, and `main`
+    /// refuses it when typed ([`GlobalArgs::typed`]).
+    pub fn command_line() -> clap::Command {
+        let top = Self::command();
+        let hidden: Vec<clap::Arg> = top
+            .get_arguments()
+            .filter(|arg| arg.is_global_set())
+            .map(|arg| arg.clone().global(false).hide(true).env(None))
+            .collect();
+        top.mut_subcommand("serve", |serve| serve.args(hidden))
+    }
+
+    /// Parses the process's arguments (exiting with clap's message and
+    /// code 2 on a usage error) and records which global options were
+    /// typed on the command line.
+    pub fn parse_recording_flags() -> Self {
+        Self::from_matches(&Self::command_line().get_matches()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// [`Cli::parse_recording_flags`] for a given argument list (tests).
+    pub fn try_parse_recording_flags<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::from_matches(&Self::command_line().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut cli = Self::from_arg_matches(matches)?;
+        let typed = |matches: &ArgMatches| -> Vec<String> {
+            matches
+                .ids()
+                .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.as_str().to_owned())
+                .collect()
+        };
+        cli.global.typed_ids = typed(matches);
+        // `serve`'s hidden copies of the global options.
+        if let Some(("serve", serve)) = matches.subcommand() {
+            let globals: Vec<String> =
+                Self::command().get_arguments().map(|arg| arg.get_id().to_string()).collect();
+            cli.global.typed_ids.extend(typed(serve).into_iter().filter(|id| globals.contains(id)));
+        }
+        Ok(cli)
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the server.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Write or update the profile in ~/.codeq/config.yaml.
     #[command(after_help = INIT_EXAMPLES)]
@@ -43,7 +104,7 @@ pub enum Commands {
     /// Create, inspect and claim tasks.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Queue depths (admin).
+    /// Queue depths (admin; one queue also with a worker token covering it).
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Run tasks through a handler program.
@@ -52,27 +113,63 @@ pub enum Commands {
     /// Load-test a running server: task throughput and latency, or
     /// long-poll wake-up latency with --wakeup.
     Bench(BenchArgs),
-    /// Print the version.
+    /// Print the version, with the commit it was built from.
     Version,
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
 }
 
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  codeq completions bash > ~/.local/share/bash-completion/completions/codeq
+  codeq completions zsh > \"${fpath[1]}/_codeq\"
+  codeq completions fish > ~/.config/fish/completions/codeq.fish";
+
+/// `codeq completions SHELL`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+const SERVE_EXAMPLES: &str = "Examples:
+  codeq serve                                   # local mode: generated tokens, loopback only
+  codeq serve --port 9000 --data-dir /var/lib/codeq
+  codeq serve --config /etc/codeq/codeq.yaml
+  CODEQ_DURABILITY=buffered CODEQ_LOG_FORMAT=text codeq serve
+
+Every key of the configuration file can also be set by an environment
+variable CODEQ_<KEY> (dataDir: CODEQ_DATA_DIR). Precedence: flag, then
+environment, then file, then default. The keys are listed in
+docs/configuration.md.
+
+With no tokens configured (no staticTokens, no JWKS URL), the server runs
+in local mode: it generates a producer and a worker token, saves them in
+<data dir>/credentials.json, where the CLI on this machine finds them, and
+listens on loopback addresses only.";
+
 /// `codeq serve`: flags that win over the environment and the config file.
+/// Their defaults and variables are spelled out here because the server
+/// reads the environment itself (clap does not), with the original
+/// service's unprefixed names too.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Configuration file (YAML) [default: env CODEQ_CONFIG].
+    /// Configuration file (YAML) [env: CODEQ_CONFIG] [default: none].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Port to listen on.
+    /// Port to listen on; 0 picks a free one [env: CODEQ_PORT, PORT] [default: 8080].
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
-    /// Address to listen on.
+    /// Address to listen on [env: CODEQ_HOST] [default: 127.0.0.1].
     #[arg(long, value_name = "H")]
     pub host: Option<String>,
-    /// Directory for data, credentials and artifacts.
+    /// Directory for the store, credentials and artifacts [env: CODEQ_DATA_DIR]
+    /// [default: ./codeq-data].
     #[arg(long, value_name = "D")]
     pub data_dir: Option<PathBuf>,
-    /// Storage backend.
-    #[arg(long, value_name = "S")]
+    /// Storage backend (redis is not available yet) [env: CODEQ_STORAGE] [default: embedded].
+    #[arg(long, value_name = "S", value_parser = ["embedded", "redis"])]
     pub storage: Option<String>,
 }
 
@@ -163,6 +260,24 @@ pub struct GlobalArgs {
         value_name = "KEY"
     )]
     pub iam_api_key: Option<Secret>,
+    /// The ids (field names) of the options above that were typed on the
+    /// command line rather than taken from their environment variables;
+    /// filled by [`Cli::parse_recording_flags`].
+    #[arg(skip)]
+    pub typed_ids: Vec<String>,
+}
+
+impl GlobalArgs {
+    /// Whether the option with field name `id` was typed on the command line.
+    pub fn typed(&self, id: &str) -> bool {
+        self.typed_ids.iter().any(|typed| typed == id)
+    }
+
+    /// The first global option typed on the command line, as its flag
+    /// (`--producer-token`): `serve` takes none of them.
+    pub fn first_typed_flag(&self) -> Option<String> {
+        self.typed_ids.first().map(|id| format!("--{}", id.replace('_', "-")))
+    }
 }
 
 /// How bench producers and workers call the API.
@@ -401,14 +516,19 @@ pub struct TaskCreateArgs {
     /// JSON payload; `@FILE` reads it from a file, `-` from stdin.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub payload: String,
-    /// 0..9, higher is claimed first.
-    #[arg(long, value_name = "N")]
+    /// 0..9, higher is claimed first [default: 0].
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(0..=9)
+    )]
     pub priority: Option<i32>,
     /// URL to receive the result.
     #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
-    /// Delivery limit (1..1000).
-    #[arg(long, value_name = "N")]
+    /// Delivery limit, 1..1000 [default: the server's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_attempts: Option<u32>,
     /// A repeat with the same key returns the existing task.
     #[arg(long, value_name = "K")]
@@ -440,11 +560,11 @@ pub struct TaskClaimArgs {
     /// Commands to claim from [default: the token's].
     #[arg(long, visible_alias = "events", value_name = "A,B", value_delimiter = ',')]
     pub commands: Vec<String>,
-    /// Lease in seconds [default: the server's].
-    #[arg(long, value_name = "S")]
+    /// Lease in seconds, at least 1 [default: the server's].
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
     pub lease: Option<u32>,
-    /// Long poll: seconds to wait for a task (0..30).
-    #[arg(long, value_name = "S", default_value_t = 0)]
+    /// Long poll: seconds to wait for a task, 0..30.
+    #[arg(long, value_name = "S", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=30))]
     pub wait: u32,
     /// Output format.
     #[command(flatten)]
@@ -495,7 +615,7 @@ pub struct QueueStatsArgs {
 }
 
 const WORKER_START_EXAMPLES: &str = "Examples:
-  codeq worker start --events RENDER --handler ./examples/handlers/echo.sh
+  codeq worker start --events GREET --handler examples/handlers/greet.sh
   codeq worker start --commands RENDER,THUMB --concurrency 4 --lease 60 --handler ./render.py
   codeq worker start --events RENDER --handler ./render.sh --once
 

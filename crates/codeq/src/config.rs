@@ -3,7 +3,9 @@
 //! local-mode fallback to a server's `credentials.json`.
 //!
 //! Precedence, per setting: flag > environment (clap merges those two) >
-//! the selected profile > local-mode credentials > default.
+//! the selected profile > local-mode credentials > default. Each token is
+//! resolved on its own: a profile with only a producer token still gets
+//! the local worker token, when the local server is the one asked for.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -11,8 +13,10 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use codeq_client::Client;
+use codeq_client::{Client, TokenKind};
+use codeq_server::auth::is_loopback_host;
 use codeq_server::auth::local::LocalCredentials;
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{DEFAULT_BASE_URL, GlobalArgs};
@@ -136,12 +140,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// Where a resolved token came from, for `auth show`.
+/// Where a resolved token came from, for `auth show` and for the message
+/// of a refused token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Source {
-    /// A flag or an environment variable.
-    FlagOrEnv,
+    /// `--producer-token` or `--worker-token`.
+    Flag,
+    /// `CODEQ_PRODUCER_TOKEN` or `CODEQ_WORKER_TOKEN`.
+    Env,
     /// The selected profile.
     Profile,
     /// A local-mode server's `credentials.json`.
@@ -168,9 +175,9 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// Merges flags and environment (`global`), the profile and, when no
-    /// token is configured at all, the local-mode `credentials` if they
-    /// belong to the same server.
+    /// Merges flags and environment (`global`), the profile and, for each
+    /// token still missing, the local-mode `credentials` if they belong to
+    /// the server asked for.
     pub fn merge(
         global: &GlobalArgs,
         file: &ConfigFile,
@@ -179,19 +186,24 @@ impl Resolved {
         let profile_name = file.profile_name(global.profile.as_deref());
         let empty = Profile::default();
         let profile = file.profiles.get(&profile_name).unwrap_or(&empty);
-        let pick = |flag: Option<&str>, stored: &Option<String>| {
-            flag.map(|t| (t.to_owned(), Source::FlagOrEnv))
+        let pick = |flag: &Option<crate::cli::Secret>, id: &str, stored: &Option<String>| {
+            let given = if global.typed(id) { Source::Flag } else { Source::Env };
+            flag.as_ref()
+                .map(|t| (t.expose().to_owned(), given))
                 .or_else(|| stored.clone().map(|t| (t, Source::Profile)))
         };
         let mut producer_token =
-            pick(global.producer_token.as_ref().map(|s| s.expose()), &profile.producer_token);
-        let mut worker_token =
-            pick(global.worker_token.as_ref().map(|s| s.expose()), &profile.worker_token);
+            pick(&global.producer_token, "producer_token", &profile.producer_token);
+        let mut worker_token = pick(&global.worker_token, "worker_token", &profile.worker_token);
         let mut base_url = global.base_url.clone().or_else(|| profile.base_url.clone());
-        let local = credentials.filter(|c| same_server(base_url.as_deref(), c));
-        if let Some(local) = local.filter(|_| producer_token.is_none() && worker_token.is_none()) {
-            producer_token = Some((local.producer_token.clone(), Source::LocalCredentials));
-            worker_token = Some((local.worker_token.clone(), Source::LocalCredentials));
+        if let Some(local) = credentials.filter(|c| same_server(base_url.as_deref(), c)) {
+            let local_token = |token: &String| Some((token.clone(), Source::LocalCredentials));
+            if producer_token.is_none() {
+                producer_token = local_token(&local.producer_token);
+            }
+            if worker_token.is_none() {
+                worker_token = local_token(&local.worker_token);
+            }
             base_url.get_or_insert_with(|| local.base_url.clone());
         }
         Self {
@@ -209,18 +221,66 @@ impl Resolved {
         }
     }
 
-    /// Loads the config file and, only when it and the flags give no
-    /// token, the local credentials (an unreadable file is then an error
-    /// naming it); then merges.
+    /// Loads the config file, whose profile named by `--profile` (or
+    /// `CODEQ_PROFILE`) must exist, and, when it and the flags leave a
+    /// token missing, the local credentials; then merges. An unreadable
+    /// credentials file is an error naming it when no token is configured
+    /// at all; with one token configured, it is passed over.
     pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
-        let file = ConfigFile::load(&config_path()?)?;
-        let configured = Self::merge(global, &file, None);
-        if configured.producer_token.is_some() || configured.worker_token.is_some() {
+        let path = config_path()?;
+        let file = ConfigFile::load(&path)?;
+        if let Some(name) = global.profile.as_deref() {
+            check_profile_exists(&file, name, &path)?;
+        }
+        Self::load_from(global, &file)
+    }
+
+    /// [`Resolved::load`] for commands that may create the `--profile`
+    /// they are given (`auth login`).
+    pub fn load_allowing_a_new_profile(global: &GlobalArgs) -> anyhow::Result<Self> {
+        Self::load_from(global, &ConfigFile::load(&config_path()?)?)
+    }
+
+    fn load_from(global: &GlobalArgs, file: &ConfigFile) -> anyhow::Result<Self> {
+        let configured = Self::merge(global, file, None);
+        let configured_tokens = usize::from(configured.producer_token.is_some())
+            + usize::from(configured.worker_token.is_some());
+        if configured_tokens == 2 {
             return Ok(configured);
         }
-        let credentials = LocalCredentials::load(&local_data_dir())
-            .map_err(|err| ConfigError::new(format!("local-mode credentials: {err}")))?;
-        Ok(Self::merge(global, &file, credentials.as_ref()))
+        match LocalCredentials::load(&local_data_dir()) {
+            Ok(credentials) => Ok(Self::merge(global, file, credentials.as_ref())),
+            Err(_) if configured_tokens == 1 => Ok(configured),
+            Err(err) => Err(ConfigError::new(local_credentials_error(&err)).into()),
+        }
+    }
+
+    /// Where the token a call of `kind` sends came from, for messages:
+    /// `--producer-token`, `CODEQ_WORKER_TOKEN`, `profile "prod" of
+    /// ~/.codeq/config.yaml`, `./codeq-data/credentials.json (local mode)`.
+    pub fn describe_token(&self, kind: TokenKind) -> Option<String> {
+        let (_, source) = match kind {
+            TokenKind::Producer => self.producer_token.as_ref()?,
+            TokenKind::Worker => self.worker_token.as_ref()?,
+        };
+        Some(match source {
+            Source::Flag => format!("--{kind}-token"),
+            Source::Env => format!("CODEQ_{}_TOKEN", kind.to_string().to_uppercase()),
+            Source::Profile => {
+                let file = config_path()
+                    .map_or_else(|_| "~/.codeq/config.yaml".into(), |p| p.display().to_string());
+                format!("profile {:?} of {file}", self.profile)
+            }
+            Source::LocalCredentials => {
+                format!("{} (local mode)", LocalCredentials::path(&local_data_dir()).display())
+            }
+        })
+    }
+
+    /// The token a read (`task get`, `queue inspect`) sends: the producer
+    /// token, else the worker token.
+    pub fn reader_token(&self) -> TokenKind {
+        if self.producer_token.is_some() { TokenKind::Producer } else { TokenKind::Worker }
     }
 
     /// A client for the resolved server with the resolved tokens.
@@ -244,19 +304,52 @@ pub fn local_data_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from)
 }
 
+/// A `--profile` that names no profile of the file is an error (a typo
+/// would otherwise run with nothing but the local credentials).
+fn check_profile_exists(file: &ConfigFile, name: &str, path: &Path) -> Result<(), ConfigError> {
+    if file.profiles.contains_key(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
+    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+    Err(ConfigError::new(format!(
+        "profile {name:?} does not exist in {} (profiles: {known}); create it with `codeq --profile {name} init`",
+        path.display()
+    )))
+}
+
+fn local_credentials_error(err: &io::Error) -> String {
+    if err.kind() == io::ErrorKind::NotADirectory {
+        format!(
+            "local-mode credentials: data dir {} is not a directory",
+            local_data_dir().display()
+        )
+    } else {
+        format!("local-mode credentials: {err}")
+    }
+}
+
 /// True when `credentials` belong to the server at `base_url` (any server
-/// when none was asked for).
+/// when none was asked for): same scheme, port and path, and the same
+/// host, where every loopback name (`localhost`, `127.0.0.1`, `[::1]`) is
+/// one host.
 fn same_server(base_url: Option<&str>, credentials: &LocalCredentials) -> bool {
-    base_url.is_none_or(|asked| {
-        asked.trim_end_matches('/') == credentials.base_url.trim_end_matches('/')
-    })
+    let Some(asked) = base_url else { return true };
+    let (Ok(asked), Ok(local)) = (Url::parse(asked), Url::parse(&credentials.base_url)) else {
+        return false;
+    };
+    let host = |url: &Url| url.host_str().map(str::to_ascii_lowercase);
+    let same_host = host(&asked) == host(&local)
+        || [&asked, &local].iter().all(|url| url.host_str().is_some_and(is_loopback_host));
+    asked.scheme() == local.scheme()
+        && asked.port_or_known_default() == local.port_or_known_default()
+        && asked.path().trim_end_matches('/') == local.path().trim_end_matches('/')
+        && same_host
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
     use crate::cli::Cli;
 
@@ -264,7 +357,7 @@ mod tests {
         let mut argv = vec!["codeq"];
         argv.extend(args);
         argv.push("version");
-        Cli::try_parse_from(argv).unwrap().global
+        Cli::try_parse_recording_flags(argv).unwrap().global
     }
 
     fn file_with(profile: &str, p: Profile) -> ConfigFile {
@@ -297,7 +390,7 @@ mod tests {
 
         assert_eq!(resolved.profile, "dev");
         assert_eq!(resolved.base_url, "http://a:1");
-        assert_eq!(resolved.producer_token, Some(("p-flag".into(), Source::FlagOrEnv)));
+        assert_eq!(resolved.producer_token, Some(("p-flag".into(), Source::Flag)));
         assert_eq!(resolved.worker_token, None);
     }
 
@@ -316,22 +409,42 @@ mod tests {
     }
 
     #[test]
-    fn local_credentials_are_used_only_without_tokens_and_for_their_server() {
+    fn local_credentials_fill_each_missing_token_only_for_their_server() {
         let creds = local("http://127.0.0.1:9000/");
         let none = ConfigFile::default();
+        let at = |url: &str, more: &[&str]| {
+            let mut args = vec!["--base-url", url];
+            args.extend(more);
+            Resolved::merge(&global(&args), &none, Some(&creds))
+        };
 
         let implicit = Resolved::merge(&global(&[]), &none, Some(&creds));
-        let same =
-            Resolved::merge(&global(&["--base-url", "http://127.0.0.1:9000"]), &none, Some(&creds));
-        let other =
-            Resolved::merge(&global(&["--base-url", "http://10.0.0.1:9000"]), &none, Some(&creds));
-        let has_token = Resolved::merge(&global(&["--worker-token", "w"]), &none, Some(&creds));
+        let same = at("http://127.0.0.1:9000", &[]);
+        let by_name = at("http://LOCALHOST:9000/", &[]);
+        let other_host = at("http://10.0.0.1:9000", &[]);
+        let other_port = at("http://localhost:9001", &[]);
+        let has_worker = at("http://127.0.0.1:9000", &["--worker-token", "w"]);
 
         assert_eq!(implicit.base_url, "http://127.0.0.1:9000/");
         assert_eq!(implicit.producer_token.unwrap().1, Source::LocalCredentials);
         assert_eq!(same.worker_token.unwrap().0, "cqw_local");
-        assert_eq!(other.producer_token, None);
-        assert_eq!(has_token.producer_token, None);
+        assert_eq!(by_name.worker_token.unwrap().0, "cqw_local", "localhost is 127.0.0.1");
+        assert_eq!(other_host.producer_token, None);
+        assert_eq!(other_port.producer_token, None);
+        assert_eq!(has_worker.worker_token, Some(("w".into(), Source::Flag)));
+        assert_eq!(has_worker.producer_token.unwrap().0, "cqp_local", "the missing one");
+    }
+
+    #[test]
+    fn an_unknown_profile_is_an_error_naming_the_known_ones() {
+        let file = file_with("dev", Profile::default());
+
+        let unknown = check_profile_exists(&file, "prdo", Path::new("/h/.codeq/config.yaml"));
+
+        let message = unknown.unwrap_err().to_string();
+        assert!(message.contains(r#"profile "prdo" does not exist"#), "{message}");
+        assert!(message.contains("(profiles: dev)"), "{message}");
+        assert!(check_profile_exists(&file, "dev", Path::new("x")).is_ok());
     }
 
     #[test]

@@ -55,18 +55,66 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
     GENERAL
 }
 
-/// Prints the error with its causes (and, for a missing token, how to
-/// configure one) to stderr and gives its exit code.
+/// Prints the error with its causes (and, for a missing token or a server
+/// that does not answer, what to do) to stderr and gives its exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("codeq: {err:#}");
-    if let Some(hint) = hint_for(err) {
-        eprintln!("hint: {hint}");
+    match err.chain().find_map(|cause| cause.downcast_ref().and_then(unreachable_server)) {
+        Some(unreachable) => {
+            eprintln!("codeq: {unreachable}");
+            eprintln!("hint: {}", unreachable.hint());
+        }
+        None => {
+            eprintln!("codeq: {err:#}");
+            if let Some(hint) = missing_token_hint(err) {
+                eprintln!("hint: {hint}");
+            }
+        }
     }
     ExitCode::from(code_for(err))
 }
 
-/// What to do about an error the user can fix from the command line.
-fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+/// A server the client could not connect to: its URL (scheme, host and
+/// port) and the innermost cause (`Connection refused (os error 111)`),
+/// instead of reqwest's chain of wrappers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// `http://127.0.0.1:8080`.
+    pub server: String,
+    /// Why the connection failed.
+    pub reason: String,
+}
+
+impl Unreachable {
+    /// What to check.
+    pub fn hint(&self) -> String {
+        format!("is `codeq serve` running at {}? (else pass --base-url)", self.server)
+    }
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot connect to {} ({})", self.server, self.reason)
+    }
+}
+
+/// The server of a failed connection, if `err` is one.
+pub fn unreachable_server(err: &codeq_client::Error) -> Option<Unreachable> {
+    let codeq_client::Error::Transport(transport) = err else { return None };
+    if !transport.is_connect() {
+        return None;
+    }
+    let server = transport
+        .url()
+        .map_or_else(|| "the server".to_owned(), |url| url.origin().ascii_serialization());
+    let mut cause: &dyn std::error::Error = transport;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    Some(Unreachable { server, reason: cause.to_string() })
+}
+
+/// What to do about a missing token.
+fn missing_token_hint(err: &anyhow::Error) -> Option<&'static str> {
     let missing = err.chain().find_map(|cause| match cause.downcast_ref() {
         Some(codeq_client::Error::MissingToken(kind)) => Some(*kind),
         _ => None,
@@ -113,7 +161,7 @@ mod tests {
     fn a_missing_token_comes_with_a_hint_naming_the_flag() {
         let missing = wrapped(codeq_client::Error::MissingToken(codeq_client::TokenKind::Worker));
 
-        assert!(hint_for(&missing).unwrap().contains("--worker-token"));
-        assert_eq!(hint_for(&anyhow::anyhow!("other")), None);
+        assert!(missing_token_hint(&missing).unwrap().contains("--worker-token"));
+        assert_eq!(missing_token_hint(&anyhow::anyhow!("other")), None);
     }
 }

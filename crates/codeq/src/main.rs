@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use codeq::bench::{self, Ending};
-use codeq::cli::{Cli, Commands};
+use codeq::cli::{Cli, Commands, VERSION};
 use codeq::commands::{auth, queue, task, worker};
 use codeq::exit;
 
@@ -14,15 +13,25 @@ use codeq::exit;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_recording_flags();
     let global = &cli.global;
     let done = match &cli.command {
-        Commands::Serve(args) => return codeq_server::app::serve_main(args.clone().into()),
+        Commands::Serve(args) => {
+            if let Some(flag) = global.first_typed_flag() {
+                eprintln!(
+                    "codeq: serve does not take {flag}: it is an option of the client commands \
+                     (the server's tokens come from its configuration: docs/configuration.md)"
+                );
+                return ExitCode::from(exit::CONFIGURATION);
+            }
+            return codeq_server::app::serve_main(args.clone().into());
+        }
         Commands::Bench(args) => return bench_main(global, args),
         Commands::Version => {
-            println!("codeq {}", env!("CARGO_PKG_VERSION"));
+            println!("codeq {VERSION}");
             return ExitCode::SUCCESS;
         }
+        Commands::Completions(args) => return completions(args.shell),
         Commands::Worker(command) => {
             return worker::run(global, command).unwrap_or_else(|err| exit::report(&err));
         }
@@ -34,6 +43,22 @@ fn main() -> ExitCode {
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => exit::report(&err),
+    }
+}
+
+/// Prints the completion script. It is generated into memory first:
+/// clap_complete panics on a failed write, and stdout may be a closed pipe.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command_line(), "codeq", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("codeq: cannot write the completion script: {err}");
+            ExitCode::from(exit::GENERAL)
+        }
     }
 }
 

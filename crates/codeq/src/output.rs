@@ -8,6 +8,11 @@ use serde::Serialize;
 
 use crate::cli::OutputFormat;
 
+/// `1 task`, `2 tasks`: a count and its noun, in the plural unless 1.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -137,6 +142,13 @@ fn queue_table(stats: &[QueueStats]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(count(0, "task"), "0 tasks");
+        assert_eq!(count(1, "task"), "1 task");
+        assert_eq!(count(2, "round"), "2 rounds");
+    }
 
     #[test]
     fn key_values_are_aligned() {

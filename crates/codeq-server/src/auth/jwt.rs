@@ -6,7 +6,11 @@
 //! runs, in this order:
 //! 1. shape: three dot-separated parts with a JSON header, else not a JWT
 //!    (`Ok(None)`: another source may know the token);
-//! 2. the verified-token cache (by the token's SHA-256, until `exp`);
+//! 2. the verified-token cache (by the token's SHA-256, until `exp`), as
+//!    long as the key that verified the token is still in its JWKS: a
+//!    key withdrawn from the JWKS stops verifying cached tokens too, once
+//!    the document is refreshed (it stays fresh 5 minutes, or its
+//!    `max-age`);
 //! 3. the header's `alg`, before anything else is trusted: only
 //!    RS256/RS384/RS512/ES256/ES384/EdDSA; `none` and HMAC are refused;
 //! 4. the (not yet verified) `iss` picks the issuer; an unknown issuer is
@@ -42,7 +46,7 @@ use super::provider::{RequestContext, TokenVerifier, VerifyFuture};
 use super::verified::{DEFAULT_CAPACITY, VerifiedTokens};
 use crate::clock::Clock;
 
-/// The role claim value, and `X-Role` header value, that means admin.
+/// The `role` claim value that means admin.
 const ADMIN_ROLE: &str = "ADMIN";
 
 /// One issuer whose tokens this server accepts.
@@ -79,11 +83,31 @@ struct Grant {
 impl Grant {
     fn resolve(&self, context: RequestContext<'_>, honour_x_role: bool) -> Principal {
         let mut principal = self.principal.clone();
-        if honour_x_role && self.role_header_allowed && context.x_role == Some(ADMIN_ROLE) {
-            principal.admin = true;
-            principal.scopes.insert(Scope::Admin);
+        if honour_x_role && self.role_header_allowed && context.asks_for_admin() {
+            principal.grant_admin_role();
         }
         principal
+    }
+}
+
+/// A verified token in the cache: its grant, and the key that verified it.
+struct Verified {
+    grant: Grant,
+    jwks: Arc<Jwks>,
+    kid: Option<String>,
+    alg: Algorithm,
+    key: Arc<DecodingKey>,
+}
+
+impl Verified {
+    /// Whether the key that verified the token is still the one its JWKS
+    /// publishes under that `kid` (the document is refreshed first when it
+    /// is stale). A refresh makes new key objects, so a cached token is
+    /// verified again once per refresh; that costs one signature check
+    /// per token every few minutes.
+    async fn key_still_published(&self) -> bool {
+        let current = self.jwks.key(self.kid.as_deref(), self.alg).await;
+        current.is_ok_and(|key| Arc::ptr_eq(&key, &self.key))
     }
 }
 
@@ -93,7 +117,7 @@ pub struct JwtVerifier {
     clock: Arc<dyn Clock>,
     skew_seconds: f64,
     honour_x_role: bool,
-    verified: VerifiedTokens<Grant>,
+    verified: VerifiedTokens<Arc<Verified>>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -142,8 +166,11 @@ impl JwtVerifier {
         };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = self.clock.now();
-        if let Some(grant) = self.verified.get(&digest, now) {
-            return Ok(Some(grant.resolve(context, self.honour_x_role)));
+        if let Some(cached) = self.verified.get(&digest, now) {
+            if cached.key_still_published().await {
+                return Ok(Some(cached.grant.resolve(context, self.honour_x_role)));
+            }
+            self.verified.remove(&digest);
         }
         let Some(header) = decode_segment::<RawHeader>(header) else {
             return Ok(None);
@@ -165,8 +192,10 @@ impl JwtVerifier {
             PrincipalKind::Producer => producer_grant(claims)?,
             PrincipalKind::Worker => worker_grant(claims)?,
         };
-        self.verified.insert(digest, grant.clone(), expires_at, now);
-        Ok(Some(grant.resolve(context, self.honour_x_role)))
+        let principal = grant.resolve(context, self.honour_x_role);
+        let verified = Verified { grant, jwks: issuer.jwks.clone(), kid: header.kid, alg, key };
+        self.verified.insert(digest, Arc::new(verified), expires_at, now);
+        Ok(Some(principal))
     }
 
     /// The issuer of a token: the one with its `iss`; when several share
@@ -526,11 +555,9 @@ mod tests {
             jsonwebtoken::encode(&header, &claims, key).unwrap()
         }
 
-        #[tokio::test]
-        async fn a_verified_token_is_served_from_the_cache_until_its_exp() {
-            let (key, jwk) = ec_key();
-            let published = Arc::new(Mutex::new(vec![jwk]));
-            let url = serve(published.clone()).await;
+        /// A verifier of worker tokens signed by the keys in `published`.
+        async fn verifier(published: Arc<Mutex<Vec<Value>>>) -> (JwtVerifier, Arc<ManualClock>) {
+            let url = serve(published).await;
             let clock = Arc::new(ManualClock::new(Timestamp(START_SECONDS * 1000)));
             let jwks = Arc::new(Jwks::new(url, reqwest::Client::new(), clock.clone()));
             let issuer = TrustedIssuer {
@@ -541,21 +568,44 @@ mod tests {
             };
             let verifier =
                 JwtVerifier::new(vec![issuer], clock.clone(), Duration::from_secs(60), false);
+            (verifier, clock)
+        }
+
+        #[tokio::test]
+        async fn a_cached_token_stops_verifying_once_a_refresh_finds_its_key_withdrawn() {
+            let (key, jwk) = ec_key();
+            let published = Arc::new(Mutex::new(vec![jwk]));
+            let (verifier, clock) = verifier(published.clone()).await;
             let token = worker_token(&key, "w1");
             assert_eq!(verifier.verify(&token).await.unwrap().unwrap().sub, "w1");
 
-            // Withdraw the key and let the document go stale: any token
-            // that needs the JWKS is now refused.
+            // Withdrawn, but the document is still fresh: not seen yet.
             published.lock().unwrap().clear();
-            clock.advance(Duration::from_secs(400));
-            let fresh = verifier.verify(&worker_token(&key, "w2")).await.unwrap_err();
-            assert_eq!(fresh.code(), codes::UNTRUSTED_KEY);
+            clock.advance(Duration::from_secs(200));
             assert_eq!(verifier.verify(&token).await.unwrap().unwrap().sub, "w1", "cached");
 
-            // At exp the cache lets go; the full check runs (within the
-            // skew) and finds no key.
-            clock.advance(Duration::from_secs(200));
+            // Stale: the next use refreshes it, and the cached token goes too.
+            clock.advance(Duration::from_secs(101));
             assert_eq!(verifier.verify(&token).await.unwrap_err().code(), codes::UNTRUSTED_KEY);
+            assert_eq!(
+                verifier.verify(&worker_token(&key, "w2")).await.unwrap_err().code(),
+                codes::UNTRUSTED_KEY
+            );
+        }
+
+        #[tokio::test]
+        async fn a_token_whose_key_stays_published_verifies_until_its_exp() {
+            let (key, jwk) = ec_key();
+            let (verifier, clock) = verifier(Arc::new(Mutex::new(vec![jwk]))).await;
+            let token = worker_token(&key, "w1");
+            assert_eq!(verifier.verify(&token).await.unwrap().unwrap().sub, "w1");
+
+            clock.advance(Duration::from_secs(301));
+            assert_eq!(verifier.verify(&token).await.unwrap().unwrap().sub, "w1", "refreshed");
+
+            // exp is START + 600, plus 60 s of skew.
+            clock.advance(Duration::from_secs(360));
+            assert_eq!(verifier.verify(&token).await.unwrap_err().code(), codes::EXPIRED_TOKEN);
         }
 
         #[tokio::test]

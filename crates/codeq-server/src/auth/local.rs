@@ -28,6 +28,15 @@ pub const PRODUCER_TOKEN_PREFIX: &str = "cqp_";
 /// Prefix of generated worker tokens.
 pub const WORKER_TOKEN_PREFIX: &str = "cqw_";
 
+/// Whether [`LocalCredentials::load_or_create`] found the tokens or made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Made now: the file did not exist.
+    Generated,
+    /// Read from the file an earlier start wrote.
+    Reused,
+}
+
 /// The local-mode tokens and the server they belong to, as stored in
 /// `<dataDir>/credentials.json`: `{"baseUrl", "producerToken", "workerToken"}`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +71,7 @@ impl LocalCredentials {
     ///
     /// The file is written atomically with mode 0600; an existing file
     /// readable by others is narrowed to 0600.
-    pub fn load_or_create(data_dir: &Path, base_url: &str) -> io::Result<Self> {
+    pub fn load_or_create(data_dir: &Path, base_url: &str) -> io::Result<(Self, Origin)> {
         fs::create_dir_all(data_dir).map_err(|e| in_file(data_dir, e))?;
         let path = Self::path(data_dir);
         match Self::load(data_dir)? {
@@ -72,7 +81,7 @@ impl LocalCredentials {
                     base_url.clone_into(&mut credentials.base_url);
                     credentials.store(&path)?;
                 }
-                Ok(credentials)
+                Ok((credentials, Origin::Reused))
             }
             None => {
                 let credentials = Self {
@@ -81,7 +90,7 @@ impl LocalCredentials {
                     worker_token: generate_token(WORKER_TOKEN_PREFIX)?,
                 };
                 credentials.store(&path)?;
-                Ok(credentials)
+                Ok((credentials, Origin::Generated))
             }
         }
     }
@@ -254,7 +263,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let data_dir = root.path().join("nested").join("data");
 
-        let credentials =
+        let (credentials, origin) =
             LocalCredentials::load_or_create(&data_dir, "http://127.0.0.1:8080").unwrap();
 
         let path = data_dir.join("credentials.json");
@@ -268,6 +277,7 @@ mod tests {
         assert!(credentials.worker_token.starts_with("cqw_"));
         assert_eq!(credentials.producer_token.len(), 4 + 43);
         assert_ne!(credentials.producer_token[4..], credentials.worker_token[4..]);
+        assert_eq!(origin, Origin::Generated);
         // Nothing but the file is left behind.
         assert_eq!(fs::read_dir(&data_dir).unwrap().count(), 1);
     }
@@ -275,17 +285,22 @@ mod tests {
     #[test]
     fn a_restart_reuses_the_same_tokens() {
         let dir = tempfile::tempdir().unwrap();
-        let first = LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:8080").unwrap();
-        let second = LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:8080").unwrap();
+        let (first, _) =
+            LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:8080").unwrap();
+        let (second, origin) =
+            LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:8080").unwrap();
         assert_eq!(first, second);
+        assert_eq!(origin, Origin::Reused);
         assert_eq!(LocalCredentials::load(dir.path()).unwrap(), Some(first));
     }
 
     #[test]
     fn a_new_base_url_is_written_and_the_tokens_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:8080").unwrap();
-        let moved = LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:9090").unwrap();
+        let (first, _) =
+            LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:8080").unwrap();
+        let (moved, _) =
+            LocalCredentials::load_or_create(dir.path(), "http://127.0.0.1:9090").unwrap();
         assert_eq!(moved.base_url, "http://127.0.0.1:9090");
         assert_eq!(
             (&moved.producer_token, &moved.worker_token),
@@ -334,7 +349,7 @@ mod tests {
     #[test]
     fn the_verifier_knows_the_local_producer_and_worker() {
         let dir = tempfile::tempdir().unwrap();
-        let credentials = LocalCredentials::load_or_create(dir.path(), "u").unwrap();
+        let (credentials, _) = LocalCredentials::load_or_create(dir.path(), "u").unwrap();
         let verifier = credentials.verifier();
 
         let producer = verifier.lookup(&credentials.producer_token).unwrap();

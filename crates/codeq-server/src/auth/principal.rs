@@ -396,6 +396,13 @@ impl Principal {
         }
     }
 
+    /// Makes a producer admin, as `X-Role: ADMIN` does in `env: dev` for
+    /// a token without a role (the caller checks those conditions).
+    pub fn grant_admin_role(&mut self) {
+        self.admin = true;
+        self.scopes.insert(Scope::Admin);
+    }
+
     /// For worker endpoints, before any scope check: a worker passes as it
     /// is; a producer becomes the worker `sub` with every command and every
     /// worker scope when `allow_producer_as_worker` (config

@@ -16,9 +16,16 @@ pub type VerifyFuture<'a> =
 /// What a verifier may look at besides the token itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext<'a> {
-    /// The `X-Role` header (SPEC §3: honoured for producer JWTs without a
-    /// `role` claim, and only with `env: dev`).
+    /// The `X-Role` header (SPEC §3: honoured for producer tokens without
+    /// a role, and only with `env: dev`).
     pub x_role: Option<&'a str>,
+}
+
+impl RequestContext<'_> {
+    /// Whether the request asks for admin rights with `X-Role: ADMIN`.
+    pub fn asks_for_admin(&self) -> bool {
+        self.x_role == Some("ADMIN")
+    }
 }
 
 /// One source of tokens.

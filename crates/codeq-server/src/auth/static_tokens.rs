@@ -1,6 +1,10 @@
 //! Static tokens (config `staticTokens`, SPEC §3) for deployments without
 //! an identity provider, and the local-mode credentials.
 //!
+//! A static token has no `role`, so with `env: dev` a producer entry
+//! without `admin: true` becomes admin by `X-Role: ADMIN`, as a producer
+//! JWT without a `role` claim does.
+//!
 //! Only the SHA-256 digest of each token is kept. A presented token is
 //! hashed and its digest compared with every entry in constant time, so the
 //! time taken says nothing about how close a guess was, nor which entry
@@ -14,7 +18,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use super::principal::{
     EventTypes, EventTypesError, Principal, PrincipalKind, Scope, Scopes, UnknownScope,
 };
-use super::provider::{TokenVerifier, VerifyFuture};
+use super::provider::{RequestContext, TokenVerifier, VerifyFuture};
 
 /// What a static token grants: the plain fields of a `staticTokens` entry
 /// (all but the token itself), as read from the configuration.
@@ -131,6 +135,7 @@ impl fmt::Debug for StaticToken {
 #[derive(Debug, Clone, Default)]
 pub struct StaticTokenVerifier {
     tokens: Vec<StaticToken>,
+    honour_x_role: bool,
 }
 
 impl StaticTokenVerifier {
@@ -144,12 +149,20 @@ impl StaticTokenVerifier {
                 });
             }
         }
-        Ok(Self { tokens })
+        Ok(Self { tokens, honour_x_role: false })
     }
 
     /// A verifier for entries known to hold distinct tokens.
     pub(crate) fn new_unchecked(tokens: Vec<StaticToken>) -> Self {
-        Self { tokens }
+        Self { tokens, honour_x_role: false }
+    }
+
+    /// Lets `X-Role: ADMIN` make a producer without `admin` an admin
+    /// (`env: dev`).
+    #[must_use]
+    pub fn honouring_x_role(mut self, honour: bool) -> Self {
+        self.honour_x_role = honour;
+        self
     }
 
     /// Whether there is no entry.
@@ -186,7 +199,21 @@ impl StaticTokenVerifier {
 
 impl TokenVerifier for StaticTokenVerifier {
     fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
-        let principal = self.lookup(token).cloned();
+        self.verify_request(token, RequestContext::default())
+    }
+
+    fn verify_request<'a>(
+        &'a self,
+        token: &'a str,
+        context: RequestContext<'a>,
+    ) -> VerifyFuture<'a> {
+        let principal = self.lookup(token).cloned().map(|mut principal| {
+            let producer = principal.kind == PrincipalKind::Producer;
+            if self.honour_x_role && producer && context.asks_for_admin() {
+                principal.grant_admin_role();
+            }
+            principal
+        });
         Box::pin(std::future::ready(Ok(principal)))
     }
 }

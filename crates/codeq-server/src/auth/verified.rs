@@ -1,6 +1,7 @@
 //! A bounded cache of tokens already verified, keyed by the token's
 //! SHA-256 and valid until the token's `exp`, so a busy worker does not pay
-//! a signature check on every request.
+//! a signature check on every request. (The JWT verifier also drops an
+//! entry whose signing key left the JWKS.)
 //!
 //! Only digests are kept, never tokens. When full, expired entries are
 //! dropped first, then an arbitrary one: a miss only costs a signature
@@ -56,6 +57,11 @@ impl<T: Clone> VerifiedTokens<T> {
             }
         }
         entries.insert(digest, Entry { value, expires_at });
+    }
+
+    /// Forgets the token with this digest.
+    pub fn remove(&self, digest: &[u8; 32]) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(digest);
     }
 
     /// How many entries are held (expired ones included until evicted).

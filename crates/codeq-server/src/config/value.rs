@@ -234,8 +234,8 @@ macro_rules! keyword_enum {
 keyword_enum! {
     /// `env`: what kind of deployment this is.
     pub enum Env {
-        /// Development: enables the `X-Role: ADMIN` header for producer JWTs
-        /// without a `role` claim (SPEC §3). Never use it in production.
+        /// Development: enables the `X-Role: ADMIN` header for producer tokens
+        /// without a role (SPEC §3). Never use it in production.
         Dev = "dev",
         /// Production (the default).
         #[default]

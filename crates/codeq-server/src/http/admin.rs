@@ -1,4 +1,6 @@
-//! Admin endpoints: queue depths and cleanup of terminal tasks.
+//! Admin endpoints: queue depths and cleanup of terminal tasks. One
+//! command's depths are also readable with a worker token whose
+//! `eventTypes` cover the command.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,8 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{Admin, Body};
+use super::extract::{Admin, Body, Caller};
 use crate::app::AppState;
+use crate::auth::PrincipalKind;
 use crate::service::retention;
 
 /// `GET /v1/codeq/admin/queues`
@@ -17,15 +20,23 @@ pub async fn queues(State(app): State<AppState>, Admin(_): Admin) -> Result<Json
     Ok(Json(json!({ "queues": queues })))
 }
 
-/// `GET /v1/codeq/admin/queues/:command` (and `…/stats`)
+/// `GET /v1/codeq/admin/queues/:command` (and `…/stats`): for an admin, or
+/// for a worker whose `eventTypes` cover the command.
 pub async fn queue(
     State(app): State<AppState>,
-    Admin(_): Admin,
+    Caller(caller): Caller,
     Path(command): Path<String>,
 ) -> Result<Json<QueueStats>, ApiError> {
+    let worker = caller.kind == PrincipalKind::Worker;
+    if !worker {
+        caller.require_admin()?;
+    }
     let command = Command::parse(&command).map_err(|reason| {
         ApiError::invalid("invalid_command", format!("command {command:?} {reason}"))
     })?;
+    if worker {
+        caller.require_commands(std::slice::from_ref(&command))?;
+    }
     Ok(Json(app.scheduler.store().queue_stats(&command).await?))
 }
 

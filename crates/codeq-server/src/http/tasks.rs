@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, Priority, TaskId, Timestamp};
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
@@ -27,7 +28,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 struct CreateBody {
     command: String,
     payload: Option<Box<RawValue>>,
-    priority: Option<i64>,
+    priority: Option<AnyInteger>,
     max_attempts: Option<i64>,
     webhook: Option<String>,
     idempotency_key: Option<String>,
@@ -82,12 +83,32 @@ impl CreateBody {
         Ok(NewTask {
             command,
             payload,
-            priority: Priority::clamped(self.priority.unwrap_or(0)),
+            priority: Priority::clamped(self.priority.map_or(0, |p| p.0)),
             max_attempts,
             webhook: self.webhook,
             idempotency_key: self.idempotency_key,
             schedule,
         })
+    }
+}
+
+/// A JSON integer of any size, saturated to `i64`, for the fields the API
+/// clamps into their range instead of refusing (`priority`,
+/// `waitSeconds`): `1e3` and `5.0` count as integers, `5.5` is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnyInteger(pub i64);
+
+impl<'de> Deserialize<'de> for AnyInteger {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(deserializer)?;
+        if let Some(n) = number.as_i64() {
+            return Ok(Self(n));
+        }
+        match number.as_f64() {
+            // `as` saturates: beyond i64 is i64::MAX (or MIN).
+            Some(n) if n.fract() == 0.0 => Ok(Self(n as i64)),
+            _ => Err(D::Error::custom(format!("expected an integer, got {number}"))),
+        }
     }
 }
 

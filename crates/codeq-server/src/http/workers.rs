@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{Body, Worker, parse_json, scope};
-use super::tasks::{check_batch_size, error_item, task_id};
+use super::tasks::{AnyInteger, check_batch_size, error_item, task_id};
 use super::views::{ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal};
@@ -23,15 +23,16 @@ use crate::service::artifacts::{ArtifactUpload, Prepared};
 use crate::service::scheduler::ClaimRequest;
 use crate::store::{CommandFilter, Completion, Fence, Retried, TransitionError};
 
-/// The longest long poll, in seconds (larger requests are shortened).
-const MAX_WAIT_SECONDS: u64 = 30;
+/// The longest long poll, in seconds (larger requests are shortened,
+/// negative ones do not wait).
+const MAX_WAIT_SECONDS: i64 = 30;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ClaimBody {
     commands: Option<Vec<String>>,
     lease_seconds: Option<i64>,
-    wait_seconds: Option<i64>,
+    wait_seconds: Option<AnyInteger>,
     count: Option<i64>,
 }
 
@@ -51,21 +52,10 @@ impl ClaimBody {
                 )));
             }
         };
-        let wait_seconds = match self.wait_seconds {
-            None => 0,
-            Some(n) if n < 0 => {
-                return Err(ApiError::field(format!("waitSeconds must be >= 0, got {n}")));
-            }
-            Some(n) => (n as u64).min(MAX_WAIT_SECONDS),
-        };
+        let wait_seconds = self.wait_seconds.map_or(0, |n| n.0.clamp(0, MAX_WAIT_SECONDS));
+        let wait = Duration::from_secs(u64::try_from(wait_seconds).unwrap_or(0));
         let commands = claimable_commands(worker, self.commands)?;
-        Ok(ClaimRequest {
-            commands,
-            worker_id: worker.sub.clone(),
-            lease_seconds,
-            wait: Duration::from_secs(wait_seconds),
-            count,
-        })
+        Ok(ClaimRequest { commands, worker_id: worker.sub.clone(), lease_seconds, wait, count })
     }
 }
 

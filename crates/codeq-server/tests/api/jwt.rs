@@ -435,6 +435,27 @@ async fn a_rotated_key_is_used_at_once_and_unknown_kids_refetch_at_most_every_30
 }
 
 #[tokio::test]
+async fn a_withdrawn_key_stops_verifying_within_one_refresh_also_for_tokens_used_before() {
+    let (kept, withdrawn) = (ec_key("kept"), rsa_key("compromised"));
+    let idp = Idp::start(&[&kept, &withdrawn]).await;
+    let url = idp.url.clone();
+    let app = TestApp::spawn_with(move |config| trust(config, &url), true).await;
+    let used = sign(&withdrawn, &producer_claims("svc-a"));
+    let other = sign(&kept, &producer_claims("svc-b"));
+    assert_eq!(create(&app, &used, "render").await.status, 202, "verified and cached");
+    assert_eq!(create(&app, &other, "render").await.status, 202);
+
+    idp.keys.lock().unwrap().retain(|jwk| jwk["kid"] != "compromised");
+    app.advance(301); // the JWKS document (5 minutes) is stale
+
+    assert_401(&create(&app, &used, "render").await, "untrusted_key", "a cached token");
+    assert_eq!(create(&app, &other, "render").await.status, 202, "the kept key still verifies");
+    // Start-up, the refresh, and the one unknown-kid refetch the now
+    // unknown kid is allowed per 30 s.
+    assert_eq!(idp.hits(), 3);
+}
+
+#[tokio::test]
 async fn the_server_starts_with_its_jwks_down_and_refuses_only_jwts() {
     let app =
         TestApp::spawn_with(|config| trust(config, "http://127.0.0.1:1/jwks.json"), false).await;

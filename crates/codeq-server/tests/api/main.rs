@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod compat;
 mod concurrency;
 mod faults;
 mod helpers;

@@ -157,7 +157,9 @@ impl fmt::Display for WakeupReport {
             self.base_url
         )?;
         if self.ending == Ending::Interrupted {
-            writeln!(f, "INCOMPLETE: interrupted after {} rounds", self.create.count)?;
+            let rounds =
+                crate::output::count(u64::try_from(self.create.count).unwrap_or(0), "round");
+            writeln!(f, "INCOMPLETE: interrupted after {rounds}")?;
         }
         writeln!(f)?;
         write_table(f, &[("wakeup", &self.wakeup), ("create", &self.create)])?;

@@ -93,7 +93,7 @@ fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
 /// the access token becomes the profile's producer token, and the identity
 /// service's URL and key given by flag or env are kept for next time.
 fn login(global: &GlobalArgs, args: &AuthLoginArgs) -> anyhow::Result<()> {
-    let resolved = Resolved::load(global)?;
+    let resolved = Resolved::load_allowing_a_new_profile(global)?;
     let missing = |what: &str, flag: &str, env: &str| {
         ConfigError::new(format!("no {what}: pass {flag}, set {env} or store it with codeq init"))
     };

@@ -1,25 +1,25 @@
-//! `codeq queue inspect|stats|list` (admin calls).
+//! `codeq queue inspect|stats|list`: admin calls (one queue's stats also
+//! with a worker token whose `eventTypes` cover it).
 
-use super::block_on;
+use codeq_client::TokenKind;
+
+use super::call;
 use crate::cli::{GlobalArgs, QueueCommand};
 use crate::config::Resolved;
 use crate::output;
 
 /// Runs one `queue` subcommand.
 pub fn run(global: &GlobalArgs, command: &QueueCommand) -> anyhow::Result<()> {
-    let client = Resolved::load(global)?.client()?;
-    match command {
-        QueueCommand::Inspect(args) => {
-            let stats = block_on(client.queue_stats(&args.command))??;
-            output::queues(args.output.output, &[stats], true)
-        }
-        QueueCommand::Stats(args) => {
-            let stats = block_on(client.queue_stats(&args.command))??;
-            output::queues(args.output.output, &[stats], true)
-        }
+    let resolved = Resolved::load(global)?;
+    let client = resolved.client()?;
+    let (command, output) = match command {
+        QueueCommand::Inspect(args) => (&args.command, args.output.output),
+        QueueCommand::Stats(args) => (&args.command, args.output.output),
         QueueCommand::List(args) => {
-            let stats = block_on(client.queues())??;
-            output::queues(args.output, &stats, false)
+            let stats = call(&resolved, TokenKind::Producer, client.queues())?;
+            return output::queues(args.output, &stats, false);
         }
-    }
+    };
+    let stats = call(&resolved, resolved.reader_token(), client.queue_stats(command))?;
+    output::queues(output, &[stats], true)
 }

@@ -1,8 +1,8 @@
 //! `codeq task create|get|result|claim`.
 
-use codeq_client::{ClaimRequest, CreateTask};
+use codeq_client::{ClaimRequest, CreateTask, TokenKind};
 
-use super::block_on;
+use super::call;
 use crate::cli::{GlobalArgs, TaskClaimArgs, TaskCommand, TaskCreateArgs};
 use crate::config::Resolved;
 use crate::exit::ConfigError;
@@ -10,11 +10,16 @@ use crate::output;
 
 /// Runs one `task` subcommand.
 pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
-    let client = Resolved::load(global)?.client()?;
+    if let TaskCommand::Get(args) | TaskCommand::Result(args) = command {
+        check_task_id(&args.id)?;
+    }
+    let resolved = Resolved::load(global)?;
+    let client = resolved.client()?;
+    let reader = resolved.reader_token();
     match command {
         TaskCommand::Create(args) => {
             let body = create_body(args)?;
-            let created = block_on(client.create_task(&body))??;
+            let created = call(&resolved, TokenKind::Producer, client.create_task(&body))?;
             if created.replayed {
                 eprintln!(
                     "codeq: the idempotency key matched an existing task; nothing was created"
@@ -23,21 +28,34 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
             output::task(args.output.output, &created.task)
         }
         TaskCommand::Get(args) => {
-            let task = block_on(client.get_task(&args.id))??;
+            let task = call(&resolved, reader, client.get_task(&args.id))?;
             output::task(args.output.output, &task)
         }
         TaskCommand::Result(args) => {
-            let answer = block_on(client.get_result(&args.id))??;
+            let answer = call(&resolved, reader, client.get_result(&args.id))?;
             output::task_with_result(args.output.output, &answer)
         }
-        TaskCommand::Claim(args) => match block_on(client.claim(&claim_body(args)))?? {
-            Some(task) => output::task(args.output.output, &task),
-            None => {
-                eprintln!("codeq: no task available");
-                Ok(())
+        TaskCommand::Claim(args) => {
+            match call(&resolved, TokenKind::Worker, client.claim(&claim_body(args)))? {
+                Some(task) => output::task(args.output.output, &task),
+                None => {
+                    eprintln!("codeq: no task available");
+                    Ok(())
+                }
             }
-        },
+        }
     }
+}
+
+/// A task id is a UUID: anything else is refused before a request (the
+/// server would only say 404).
+fn check_task_id(id: &str) -> Result<(), ConfigError> {
+    id.parse::<codeq_core::TaskId>().map(|_| ()).map_err(|_| {
+        ConfigError::new(format!(
+            "task id {id:?} is malformed: a task id is a UUID such as \
+             0196a3c2-5f1e-7d2a-9b3c-4e5f6a7b8c9d (`task create -o id` prints one)"
+        ))
+    })
 }
 
 /// The create body; a payload that is not JSON is a usage error.

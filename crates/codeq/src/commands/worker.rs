@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use codeq_client::Worker;
-use codeq_client::worker::{Reported, StopHandle, Summary, TaskReport};
+use codeq_client::worker::{ClaimRetry, Reported, StopHandle, Summary, TaskReport};
+use codeq_client::{TokenKind, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalArgs, WorkerCommand, WorkerStartArgs};
@@ -33,7 +33,8 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .lease_seconds(args.lease)
         .wait_seconds(args.poll)
         .once(args.once)
-        .on_task(log_task);
+        .on_task(log_task)
+        .on_claim_retry(log_claim_retry);
     let handler_path = Arc::new(handler_path);
     eprintln!(
         "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
@@ -47,7 +48,8 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         let interrupted = Arc::new(AtomicBool::new(false));
         watch_signals(worker.stop_handle(), Arc::clone(&interrupted))?;
         let summary = worker.run(move |task| run_handler(Arc::clone(&handler_path), task)).await;
-        let summary = summary?;
+        let summary =
+            summary.map_err(|err| super::name_refused_token(&resolved, TokenKind::Worker, err))?;
         eprintln!("codeq worker: {}", describe_summary(&summary));
         let code = if interrupted.load(Ordering::SeqCst) { exit::INTERRUPTED } else { exit::OK };
         Ok(ExitCode::from(code))
@@ -87,6 +89,7 @@ fn log_task(report: &TaskReport) {
         Reported::Completed => "completed",
         Reported::Failed => "failed",
         Reported::Nacked => "nacked",
+        Reported::DeadLettered => "dead-lettered",
         Reported::Abandoned => "abandoned",
         Reported::ReportFailed => "not-reported",
     };
@@ -101,17 +104,45 @@ fn log_task(report: &TaskReport) {
     );
 }
 
+/// One line per backoff step while claims fail (slot 0 speaks for all:
+/// the slots fail and back off together).
+fn log_claim_retry(retry: &ClaimRetry<'_>) {
+    if retry.slot != 0 {
+        return;
+    }
+    let error = match exit::unreachable_server(retry.error) {
+        Some(unreachable) => format!("{unreachable}: is `codeq serve` running there?"),
+        None => with_causes(retry.error),
+    };
+    eprintln!(
+        "codeq worker: claim failed, next attempt in {}s: {error}",
+        retry.pause.as_secs_f64()
+    );
+}
+
+/// An error and its causes, `: `-separated.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
 fn describe_summary(summary: &Summary) -> String {
     format!(
-        "stopped after {} tasks: {} completed, {} failed, {} nacked, {} abandoned, {} not reported",
-        summary.total(),
+        "stopped after {}: {} completed, {} failed, {} nacked, {} dead-lettered, {} abandoned, {} not reported",
+        crate::output::count(summary.total(), "task"),
         summary.completed,
         summary.failed,
         summary.nacked,
+        summary.dead_lettered,
         summary.abandoned,
         summary.report_failed
     )

@@ -3,6 +3,9 @@
 
 use crate::support::{Mode, PRODUCER, Server, WORKER, run, run_json};
 
+/// A well-formed id no task has.
+const UNKNOWN_ID: &str = "0196a3c2-5f1e-7d2a-9b3c-4e5f6a7b8c9d";
+
 #[test]
 fn auth_set_stores_tokens_that_show_masks_and_clear_removes() {
     let server = Server::start();
@@ -55,7 +58,7 @@ fn environment_overrides_the_profile() {
     );
 
     assert_eq!(shown["baseUrl"], server.base.as_str());
-    assert_eq!(shown["producerToken"]["source"], "flagOrEnv");
+    assert_eq!(shown["producerToken"]["source"], "env");
 }
 
 #[test]
@@ -90,7 +93,7 @@ fn a_broken_config_file_exits_2_naming_the_file() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.yaml"), "profiles: [not, a, map]\n").unwrap();
 
-    let output = run(server.codeq().args(["task", "get", "x"]));
+    let output = run(server.codeq().args(["task", "get", UNKNOWN_ID]));
 
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("config.yaml"));
@@ -129,8 +132,8 @@ fn a_broken_credentials_file_is_reported_when_its_tokens_are_needed() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("credentials.json"), "{not json").unwrap();
 
-    let needed = run(server.codeq().args(["task", "get", "x"]));
-    let not_needed = run(server.codeq_with_tokens().args(["task", "get", "x"]));
+    let needed = run(server.codeq().args(["task", "get", UNKNOWN_ID]));
+    let not_needed = run(server.codeq_with_tokens().args(["task", "get", UNKNOWN_ID]));
 
     assert_eq!(needed.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&needed.stderr).contains("credentials.json"));

@@ -4,6 +4,7 @@
 
 mod auth;
 mod login;
+mod new_user;
 mod support;
 mod task;
 mod walkthrough;

@@ -87,7 +87,8 @@ fn a_refused_token_exits_3() {
 fn an_unknown_task_exits_4() {
     let server = Server::start();
 
-    let output = run(server.codeq_with_tokens().args(["task", "get", "no-such-task"]));
+    let unknown = "0196a3c2-5f1e-7d2a-9b3c-4e5f6a7b8c9d";
+    let output = run(server.codeq_with_tokens().args(["task", "get", unknown]));
 
     assert_eq!(output.status.code(), Some(4));
 }
@@ -96,7 +97,8 @@ fn an_unknown_task_exits_4() {
 fn a_missing_token_or_bad_payload_exits_2() {
     let server = Server::start();
 
-    let no_token = run(server.codeq().args(["--base-url", &server.base, "task", "get", "x"]));
+    let id = "0196a3c2-5f1e-7d2a-9b3c-4e5f6a7b8c9d";
+    let no_token = run(server.codeq().args(["--base-url", &server.base, "task", "get", id]));
     let bad_payload = run(server.codeq_with_tokens().args([
         "task",
         "create",
@@ -107,6 +109,7 @@ fn a_missing_token_or_bad_payload_exits_2() {
     ]));
 
     assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no producer token"));
     assert_eq!(bad_payload.status.code(), Some(2));
 }
 

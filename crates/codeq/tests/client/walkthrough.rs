@@ -1,6 +1,7 @@
-//! docs/cli.md as a new user follows it: its walkthrough block, copied
-//! verbatim into `sh`, against a local-mode server; and the example
-//! handlers of examples/handlers/ run by `worker start`.
+//! docs/cli.md and the README as a new user follows them: their
+//! walkthrough blocks, copied verbatim into `sh`, against a local-mode
+//! server; and the example handlers of examples/handlers/ run by
+//! `worker start`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,12 +12,16 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// The first ```sh block after the walkthrough marker of docs/cli.md.
-fn walkthrough_block() -> String {
-    let doc = std::fs::read_to_string(repo_root().join("docs/cli.md")).unwrap();
-    let after_marker = doc.split_once("<!-- walkthrough:").expect("marker in docs/cli.md").1;
+/// The first ```sh block after `after` in the file `doc` of the repository.
+fn sh_block(doc: &str, after: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join(doc)).unwrap();
+    let after_marker = text.split_once(after).unwrap_or_else(|| panic!("{after} in {doc}")).1;
     let block = after_marker.split_once("```sh\n").unwrap().1;
     block.split_once("```").unwrap().0.to_owned()
+}
+
+fn walkthrough_block() -> String {
+    sh_block("docs/cli.md", "<!-- walkthrough:")
 }
 
 /// `sh` in the repository root with the binary first on PATH, the server's
@@ -51,6 +56,33 @@ fn the_walkthrough_of_docs_cli_md_creates_works_and_inspects_a_task() {
         "{stdout}"
     );
     assert!(stderr.contains("1 completed"), "{stderr}");
+}
+
+#[test]
+fn the_curl_walkthrough_of_the_readme_creates_claims_and_completes_a_task() {
+    if !has("curl") {
+        eprintln!("note: curl is not installed; the README's curl block is not exercised");
+        return;
+    }
+    let server = Server::start_in(Mode::Local);
+    let script = sh_block("README.md", "## A first task with curl")
+        .replace("http://127.0.0.1:8080", &server.base);
+    // The block runs beside ./codeq-data, as the README says.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&server.data_dir, dir.path().join("codeq-data")).unwrap();
+
+    let output = run(shell(&server).current_dir(dir.path()).args(["-eu", "-c", &script]));
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{script}\n{stdout}");
+    assert!(stdout.contains(r#""status":"IN_PROGRESS""#), "the claim: {stdout}");
+    assert!(stdout.contains(r#""result":{"url":"s3://bucket/j-1.wav"}"#), "{stdout}");
+    assert!(
+        stdout.contains(
+            r#""command":"GENERATE_MASTER","delayed":0,"dlq":0,"inProgress":0,"ready":0"#
+        ),
+        "{stdout}"
+    );
 }
 
 /// Runs `handler` (under examples/handlers/) on a task with `payload`.

@@ -304,9 +304,7 @@ fn a_bare_handler_name_is_found_in_the_current_directory() {
 fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do() {
     let server = Server::start();
     let noop = handler(&server, "noop.sh", "cat >/dev/null");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let url = closed_port();
 
     let output = run(server
         .codeq()
@@ -314,5 +312,100 @@ fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do()
         .args(["worker", "start", "--events", "X", "--once", "--handler"])
         .arg(&noop));
 
-    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("hint: is `codeq serve` running at {url}?")), "{stderr}");
+}
+
+/// A URL where nothing listens.
+fn closed_port() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
+}
+
+#[test]
+fn a_worker_whose_server_is_down_says_once_per_step_that_it_retries() {
+    let server = Server::start();
+    let noop = handler(&server, "noop.sh", "cat >/dev/null");
+    let url = closed_port();
+    let mut child = server
+        .codeq()
+        .args(["--base-url", &url, "--worker-token", "w"])
+        .args(["worker", "start", "--events", "X", "--concurrency", "3", "--handler"])
+        .arg(&noop)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The first lines: the banner, then one per backoff step (0.5 s, 1 s).
+    let (lines, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    let retries: Vec<String> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
+        .filter(|line| line.contains("claim failed"))
+        .collect();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    let connect = format!(": cannot connect to {url} (");
+    assert!(retries.iter().all(|line| line.contains(&connect)), "{retries:?}");
+    assert!(retries[0].ends_with("is `codeq serve` running there?"), "{retries:?}");
+    assert!(retries[0].contains("claim failed, next attempt in 0.5s: "), "{retries:?}");
+    assert!(retries[1].contains("claim failed, next attempt in 1s: "), "{retries:?}");
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn the_handlers_stderr_is_relayed_with_the_task_id_and_bad_output_is_shown() {
+    let server = Server::start();
+    let id = create(&server, "CHATTY", "{}");
+    let chatty = handler(
+        &server,
+        "chatty.sh",
+        "cat >/dev/null\necho 'step 1' >&2\necho 'step 2' >&2\necho hello",
+    );
+
+    let output = run(worker(&server, "CHATTY", &chatty).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("[{id}] step 1\n[{id}] step 2\n")), "{log}");
+    assert!(
+        log.contains(r#"is not {"status":"COMPLETED"|"FAILED",…}: it printed "hello""#),
+        "{log}"
+    );
+    let reason = task["lastReason"].as_str().unwrap();
+    assert!(
+        reason.contains(r#"it printed "hello""#) && reason.ends_with("step 1\nstep 2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn the_last_failed_attempt_is_logged_as_dead_lettered() {
+    let server = Server::start();
+    let mut create = server.codeq_with_tokens();
+    create.args(["task", "create", "--command", "LAST", "--max-attempts", "1", "-o", "id"]);
+    let id = String::from_utf8(run(&mut create).stdout).unwrap().trim().to_owned();
+    let failing = handler(&server, "fail.sh", "cat >/dev/null\nexit 1");
+
+    let output = run(worker(&server, "LAST", &failing).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("task {id} command=LAST attempt=1 dead-lettered in")), "{log}");
+    assert!(
+        log.contains("stopped after 1 task: 0 completed, 0 failed, 0 nacked, 1 dead-lettered"),
+        "{log}"
+    );
+    assert_eq!(
+        (task["status"].as_str(), task["error"].as_str()),
+        (Some("FAILED"), Some("MAX_ATTEMPTS"))
+    );
 }

@@ -1,20 +1,28 @@
 //! The handler protocol of `codeq worker start` (SPEC §8): the task JSON
 //! on stdin; on stdout `{"status":"COMPLETED","result":{…}}` or
 //! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
-//! asks for a retry (nack) with the tail of stderr as the reason.
+//! asks for a retry (nack) with the tail of stderr as the reason. While
+//! the handler runs, each line of its stderr is copied to the runner's,
+//! prefixed with the task id.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use codeq_client::{Outcome, Task};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
+};
 use tokio::process::Command;
 
 use crate::exit::ConfigError;
 
 /// How much of the handler's stderr becomes the nack reason.
 const STDERR_TAIL_BYTES: usize = 2000;
+/// The longest stderr line relayed at once (a longer one is split).
+const MAX_LINE_BYTES: u64 = 8192;
+/// How much of unexpected stdout the nack reason shows.
+const STDOUT_START_CHARS: usize = 200;
 
 /// The program `--handler` names, checked before anything is claimed: a
 /// typo would otherwise nack, and in the end dead-letter, every task.
@@ -95,11 +103,33 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
             let _ = stdin.write_all(&input).await;
         });
     }
-    let finished = child.wait_with_output().await;
+    let relayed = relay_stderr(child.stderr.take(), &task.id);
+    let (finished, stderr_tail) = tokio::join!(child.wait_with_output(), relayed);
     std::mem::forget(group);
     match finished {
-        Ok(output) => interpret(output.status, &output.stdout, &output.stderr),
+        Ok(output) => interpret(output.status, &output.stdout, &stderr_tail),
         Err(err) => Outcome::Retry(format!("handler {} failed: {err}", path.display())),
+    }
+}
+
+/// Copies `stderr` to ours line by line as `[<task id>] <line>` until it
+/// closes, and returns its last [`STDERR_TAIL_BYTES`] (or a little more).
+async fn relay_stderr(stderr: Option<impl AsyncRead + Unpin>, task_id: &str) -> Vec<u8> {
+    let Some(stderr) = stderr else { return Vec::new() };
+    let mut reader = BufReader::new(stderr);
+    let (mut tail, mut line) = (Vec::new(), Vec::new());
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return tail,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        eprintln!("[{task_id}] {}", text.trim_end_matches(['\n', '\r']));
+        tail.extend_from_slice(&line);
+        if tail.len() > 2 * STDERR_TAIL_BYTES {
+            tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+        }
     }
 }
 
@@ -137,10 +167,25 @@ fn interpret(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
         }
         Some(Printed::Failed { error }) => Outcome::Failed(error),
         None => Outcome::Retry(with_tail(
-            "handler output is not {\"status\":\"COMPLETED\"|\"FAILED\",…}",
+            &format!(
+                "handler output is not {{\"status\":\"COMPLETED\"|\"FAILED\",…}}: {}",
+                describe_printed(stdout)
+            ),
             stderr,
         )),
     }
+}
+
+/// `it printed "…"` with the start of `stdout`, quoted on one line.
+fn describe_printed(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    let text = text.trim();
+    if text.is_empty() {
+        return "it printed nothing".to_owned();
+    }
+    let start: String = text.chars().take(STDOUT_START_CHARS).collect();
+    let more = if start.len() < text.len() { " (cut)" } else { "" };
+    format!("it printed {start:?}{more}")
 }
 
 /// The whole of stdout as the result JSON, else its last non-empty line
@@ -222,12 +267,30 @@ mod tests {
     }
 
     #[test]
-    fn output_that_is_not_a_result_retries() {
-        assert!(matches!(interpret(exited(0), b"hello", b""), Outcome::Retry(_)));
+    fn output_that_is_not_a_result_retries_showing_its_start() {
+        let Outcome::Retry(reason) = interpret(exited(0), b"hello\nworld\n", b"") else {
+            panic!("expected a retry")
+        };
+        let long = describe_printed("x".repeat(500).as_bytes());
+
+        assert!(reason.ends_with(r#"it printed "hello\nworld""#), "{reason}");
+        assert_eq!(describe_printed(b" \n"), "it printed nothing");
+        assert!(long.ends_with(&format!("{}\" (cut)", "x".repeat(10))), "{long}");
+        assert!(long.len() < 250, "{long}");
         assert!(matches!(
             interpret(exited(0), br#"{"status":"COMPLETED","result":[1]}"#, b""),
             Outcome::Retry(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn relayed_stderr_keeps_a_bounded_tail_ending_with_the_last_line() {
+        let stderr: String = (0..2000).map(|n| format!("line {n}\n")).collect();
+
+        let tail = relay_stderr(Some(stderr.as_bytes()), "t-1").await;
+
+        assert!(tail.len() <= 2 * STDERR_TAIL_BYTES, "{}", tail.len());
+        assert!(tail.ends_with(b"line 1999\n"));
     }
 
     #[test]
