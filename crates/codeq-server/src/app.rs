@@ -37,6 +37,7 @@ use crate::service::scheduler::Scheduler;
 use crate::service::{reaper, retention};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::log::OpenError;
+use crate::store::embedded::maintenance;
 use crate::store::{Signals, Store};
 
 /// Size limits the HTTP layer enforces.
@@ -361,7 +362,7 @@ fn policy(config: &Config) -> Policy {
 async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn Store>, StartError> {
     match config.storage {
         StorageKind::Embedded => {
-            let dir = config.data_dir.join("store");
+            let dir = config.data_dir.join(maintenance::STORE_DIR);
             let durability = config.durability;
             let started = std::time::Instant::now();
             let opened =

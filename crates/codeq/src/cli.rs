@@ -110,6 +110,9 @@ pub enum Commands {
     /// Run tasks through a handler program.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Check or back up a stopped server's data directory.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Load-test a running server: task throughput and latency, or
     /// long-poll wake-up latency with --wakeup.
     Bench(BenchArgs),
@@ -118,6 +121,48 @@ pub enum Commands {
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
+}
+
+/// `codeq storage …`: offline care of an embedded store.
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Run the start-up checks on a stopped server's data directory,
+    /// changing nothing; exit code 2 when it is damaged.
+    #[command(after_help = STORAGE_CHECK_EXAMPLES)]
+    Check(StorageCheckArgs),
+    /// Copy a stopped server's data directory, checked and synced, into a
+    /// new directory that `codeq serve --data-dir` can start from.
+    #[command(after_help = STORAGE_BACKUP_EXAMPLES)]
+    Backup(StorageBackupArgs),
+}
+
+const STORAGE_CHECK_EXAMPLES: &str = "Examples:
+  codeq storage check ./codeq-data
+  codeq storage check /var/lib/codeq
+
+The server must be stopped. See docs/storage.md for what is checked.";
+
+const STORAGE_BACKUP_EXAMPLES: &str = "Examples:
+  codeq storage backup ./codeq-data ./codeq-data.bak
+  codeq serve --data-dir ./codeq-data.bak          # start from the copy
+
+The server must be stopped; to back up a running server, snapshot its
+file system instead (docs/storage.md).";
+
+/// `codeq storage check DIR`.
+#[derive(Debug, Clone, Args)]
+pub struct StorageCheckArgs {
+    /// The data directory (`dataDir` of the server).
+    pub dir: PathBuf,
+}
+
+/// `codeq storage backup DIR OUT`.
+#[derive(Debug, Clone, Args)]
+pub struct StorageBackupArgs {
+    /// The data directory to copy.
+    pub dir: PathBuf,
+    /// Where to put the copy (a new or empty directory).
+    pub out: PathBuf,
 }
 
 const COMPLETIONS_EXAMPLES: &str = "Examples:

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod queue;
+pub mod storage;
 pub mod task;
 pub mod worker;
 

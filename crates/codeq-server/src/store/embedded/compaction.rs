@@ -65,22 +65,21 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
     while at < bytes.len() {
         let parsed =
             frame::parse_frame(&bytes[at..]).map_err(|bad| damaged(format!("{bad:?} at {at}")))?;
-        if let FrameKind::Batch(body) = parsed.kind {
-            let body_start = (at + frame::FRAME_HEADER_LEN) as u64;
-            for op in frame::ops(body).map_err(damaged)? {
-                let Op::Put { table, key, value, at: value_at } = op else { continue };
-                let Some(table) = Table::from_u8(table) else { continue };
-                found.push(Candidate {
-                    table,
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    at: Location {
-                        segment: id,
-                        offset: body_start + value_at as u64,
-                        len: value.len() as u32,
-                    },
-                });
-            }
+        let FrameKind::Batch(body) = parsed.kind else {
+            // The seal: the rest of the (preallocated) file is empty.
+            break;
+        };
+        let body_start = (at + frame::FRAME_HEADER_LEN) as u64;
+        for op in frame::ops(body).map_err(damaged)? {
+            let Op::Put { table, key, value, at: value_at } = op else { continue };
+            let Some(table) = Table::from_u8(table) else { continue };
+            let offset = body_start + value_at as u64;
+            found.push(Candidate {
+                table,
+                key: key.to_vec(),
+                value: value.to_vec(),
+                at: Location { segment: id, offset, len: value.len() as u32 },
+            });
         }
         at += parsed.len;
     }

@@ -21,6 +21,7 @@
 
 pub mod compaction;
 pub mod log;
+pub mod maintenance;
 mod plan;
 mod rebuild;
 mod records;

@@ -68,7 +68,7 @@ pub struct Recovered {
     pub live: u64,
     /// Frames read.
     pub frames: u64,
-    /// Bytes of the journal.
+    /// Bytes of the journal's data (segments are preallocated beyond it).
     pub bytes: u64,
     /// True when the previous stop was clean.
     pub clean_stop: bool,
@@ -224,7 +224,6 @@ impl Scan<'_> {
         let file = fs.open(&path)?;
         let mut bytes = vec![0; usize::try_from(file.size()?).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut bytes, 0)?;
-        self.recovered.bytes += bytes.len() as u64;
         if frame::parse_segment_header(&bytes) != Some(id) {
             return Err(self.damage(
                 id,
@@ -277,6 +276,7 @@ impl Scan<'_> {
             self.recovered.frames += 1;
             at += parsed.len;
         }
+        self.recovered.bytes += at as u64;
         match (sealed, is_last) {
             (false, false) => {
                 Err(self.damage(id, at, "the segment ends without its seal (truncated?)"))

@@ -1,0 +1,143 @@
+//! Offline care of a stopped server's data directory: `codeq storage
+//! check` (the start-up checks, run without changing a byte) and `codeq
+//! storage backup` (a checked, consistent, durable copy that `codeq serve`
+//! can start from).
+//!
+//! Both hold the data directory's lock while they work, so a server cannot
+//! start on it in the meantime, and refuse when one is running. Backing up
+//! a running server is done below the server: a file-system snapshot of
+//! the data directory is a crash image, which recovery opens like any
+//! other (docs/storage.md).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{CheckReport, EmbeddedStore};
+use crate::data_dir::{DataDirError, DataDirLock, LOCK_FILE};
+use crate::store::embedded::log::OpenError;
+
+/// The store's directory inside a data directory.
+pub const STORE_DIR: &str = "store";
+
+/// Why a check or backup did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The store does not match what codeQ wrote (or is not there).
+    #[error(transparent)]
+    Refused(OpenError),
+    /// The data directory is missing, in use or not a directory.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The backup's target is not empty.
+    #[error("{} exists and is not empty: back up into a new directory", .0.display())]
+    TargetNotEmpty(PathBuf),
+    /// Copying failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The copy does not hold what the original held.
+    #[error("the copy does not match the original: {0}")]
+    Mismatch(String),
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> MaintenanceError {
+    let context = context.into();
+    move |source| MaintenanceError::Io { context, source }
+}
+
+/// Locks the data directory `dir` of a stopped server.
+fn lock(dir: &Path) -> Result<DataDirLock, MaintenanceError> {
+    if !dir.is_dir() {
+        return Err(MaintenanceError::Io {
+            context: format!("cannot use {}", dir.display()),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    Ok(DataDirLock::acquire(dir)?)
+}
+
+/// Runs the start-up checks on the data directory `dir` without changing
+/// anything.
+pub fn check(dir: &Path) -> Result<CheckReport, MaintenanceError> {
+    let _lock = lock(dir)?;
+    EmbeddedStore::check(&dir.join(STORE_DIR)).map_err(MaintenanceError::Refused)
+}
+
+/// What a backup copied.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    /// The checked state of the original (and of the copy).
+    pub checked: CheckReport,
+    /// Files copied.
+    pub files: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+}
+
+/// Copies the data directory `dir` of a stopped server to `out` (which
+/// must not exist or be empty): checks the original, copies every file
+/// but the lock, syncs the copy, and checks that it holds the same tasks.
+pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, MaintenanceError> {
+    let _lock = lock(dir)?;
+    let checked = EmbeddedStore::check(&dir.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;
+    let occupied = fs::read_dir(out).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+    if occupied {
+        return Err(MaintenanceError::TargetNotEmpty(out.to_path_buf()));
+    }
+    let mut copied = Copied::default();
+    copy_tree(dir, out, &mut copied)?;
+    let copy = EmbeddedStore::check(&out.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;
+    if copy.tasks != checked.tasks || copy.recovered.last_seq != checked.recovered.last_seq {
+        return Err(MaintenanceError::Mismatch(format!(
+            "{} tasks up to change {} in the original, {} up to change {} in the copy",
+            checked.tasks, checked.recovered.last_seq, copy.tasks, copy.recovered.last_seq
+        )));
+    }
+    Ok(BackupReport { checked, files: copied.files, bytes: copied.bytes })
+}
+
+#[derive(Default)]
+struct Copied {
+    files: u64,
+    bytes: u64,
+}
+
+/// Copies `from` into `to` recursively, each file and directory synced;
+/// lock files are left out.
+fn copy_tree(from: &Path, to: &Path, copied: &mut Copied) -> Result<(), MaintenanceError> {
+    fs::create_dir_all(to).map_err(io_error(format!("cannot create {}", to.display())))?;
+    let entries =
+        fs::read_dir(from).map_err(io_error(format!("cannot read {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(format!("cannot read {}", from.display())))?;
+        let name = entry.file_name();
+        if name == LOCK_FILE || name == "LOCK" {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        let kind =
+            entry.file_type().map_err(io_error(format!("cannot read {}", source.display())))?;
+        if kind.is_dir() {
+            copy_tree(&source, &target, copied)?;
+            continue;
+        }
+        let bytes = fs::copy(&source, &target).map_err(io_error(format!(
+            "cannot copy {} to {}",
+            source.display(),
+            target.display()
+        )))?;
+        fs::File::open(&target)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error(format!("cannot sync {}", target.display())))?;
+        copied.files += 1;
+        copied.bytes += bytes;
+    }
+    fs::File::open(to)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(format!("cannot sync {}", to.display())))
+}
