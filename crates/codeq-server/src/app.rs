@@ -159,7 +159,8 @@ impl App {
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let address = listener.local_addr().context("cannot read the bound address")?;
 
-        let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
+        // The store first: a store refused as damaged leaves every file
+        // of the data directory (credentials included) as it was.
         let (store, signals) = match storage {
             Some(given) => given,
             None => {
@@ -167,6 +168,7 @@ impl App {
                 (open_store(&config, signals.clone()).await?, signals)
             }
         };
+        let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
         let scheduler = Arc::new(Scheduler::new(
