@@ -135,7 +135,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Ok(value);
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let parsed = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = if inner.is_syntax() || inner.is_eof() {
@@ -146,5 +146,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("invalid field {path}: {inner}")
         };
         ApiError::invalid(if inner.is_data() { "invalid_field" } else { "malformed_json" }, message)
-    })
+    })?;
+    // The plain parser failed on something after the value.
+    deserializer
+        .end()
+        .map_err(|error| ApiError::invalid("malformed_json", format!("malformed JSON: {error}")))?;
+    Ok(parsed)
 }

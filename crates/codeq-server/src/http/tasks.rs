@@ -17,6 +17,10 @@ use crate::app::AppState;
 use crate::service::scheduler::{NewTask, Schedule};
 use crate::store::Created;
 
+/// The longest `delaySeconds` accepted: ten years (a longer delay is a
+/// mistake, and a time beyond year 9999 has no RFC 3339 form).
+pub const MAX_DELAY_SECONDS: i64 = 10 * 365 * 24 * 3600;
+
 /// Most items in one batch request.
 pub const MAX_BATCH: usize = 100;
 
@@ -74,10 +78,12 @@ impl CreateBody {
             (Some(text), _) => Schedule::At(Timestamp::parse_rfc3339(text).ok_or_else(|| {
                 ApiError::field(format!("runAt {text:?} is not an RFC 3339 time"))
             })?),
-            (None, Some(seconds)) if seconds < 0 => {
-                return Err(ApiError::field(format!("delaySeconds must be >= 0, got {seconds}")));
+            (None, Some(seconds @ 0..=MAX_DELAY_SECONDS)) => Schedule::After(seconds as u64),
+            (None, Some(seconds)) => {
+                return Err(ApiError::field(format!(
+                    "delaySeconds must be 0..{MAX_DELAY_SECONDS} (ten years), got {seconds}"
+                )));
             }
-            (None, Some(seconds)) => Schedule::After(seconds as u64),
             (None, None) => Schedule::Now,
         };
         Ok(NewTask {

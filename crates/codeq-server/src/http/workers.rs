@@ -216,12 +216,28 @@ struct ArtifactBody {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ResultBody {
+    #[serde(deserialize_with = "result_status")]
     status: ResultStatus,
     result: Option<Value>,
     error: Option<String>,
     #[serde(default)]
     artifacts: Vec<ArtifactBody>,
     attempt: Option<u32>,
+}
+
+/// `COMPLETED` or `FAILED`, with an error that says so (serde's own
+/// enum error for a number is "expected value").
+fn result_status<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ResultStatus, D::Error> {
+    let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+    match text.as_ref() {
+        "COMPLETED" => Ok(ResultStatus::Completed),
+        "FAILED" => Ok(ResultStatus::Failed),
+        other => Err(serde::de::Error::custom(format!(
+            "expected \"COMPLETED\" or \"FAILED\", got {other:?}"
+        ))),
+    }
 }
 
 impl ResultBody {
@@ -321,14 +337,6 @@ struct ItemTaskId {
     task_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BatchResultItem {
-    task_id: String,
-    #[serde(flatten)]
-    body: ResultBody,
-}
-
 /// `POST /v1/codeq/tasks/batch/results`
 pub async fn submit_results_batch(
     State(app): State<AppState>,
@@ -345,12 +353,13 @@ pub async fn submit_results_batch(
             .unwrap_or_default()
             .task_id
             .unwrap_or_default();
-        let completion = match parse_json::<BatchResultItem>(text) {
-            Ok(item) => match task_id(&item.task_id) {
-                Ok(id) => prepare_completion(&app, &worker, id, item.body).await,
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
+        // The item is a result body with a `taskId`: parsed as one (not
+        // flattened, so a wrong field is named in the error).
+        let completion = match (task_id(&claimed_id), parse_json::<ResultBody>(text)) {
+            (_, Err(error)) => Err(error),
+            (Err(_), Ok(_)) if claimed_id.is_empty() => Err(ApiError::field("taskId is required")),
+            (Err(error), Ok(_)) => Err(error),
+            (Ok(id), Ok(body)) => prepare_completion(&app, &worker, id, body).await,
         };
         checked.push((claimed_id, completion));
     }

@@ -366,3 +366,72 @@ async fn read_and_admin_endpoints_refuse_bad_input() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_body_with_characters_after_its_json_value_is_refused() {
+    let app = TestApp::spawn().await;
+    let reply = app.call(Method::POST, "/v1/codeq/tasks", Some(PRODUCER), None).await;
+    assert_eq!(reply.status, 400, "an empty create body names the missing fields");
+    let trailing = app
+        .http
+        .post(format!("{}/v1/codeq/tasks", app.base))
+        .bearer_auth(PRODUCER)
+        .header("content-type", "application/json")
+        .body(r#"{"command":"X","payload":{}} xyz"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trailing.status(), 400);
+    let body: serde_json::Value = trailing.json().await.unwrap();
+    assert_eq!(body["code"], "malformed_json");
+    assert!(body["error"].as_str().unwrap().contains("trailing characters"), "{body}");
+    let stats = app.get("/admin/queues", ADMIN).await;
+    assert_eq!(stats.body["queues"], json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_wrong_typed_result_status_is_named_alone_and_in_a_batch() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("typed").await;
+    app.claim_ok(WORKER, &["typed"]).await;
+    let single = app.post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": 5 })).await;
+    assert_eq!((single.status, single.code()), (400, "invalid_field"));
+    assert!(single.str("error").contains("status"), "{:?}", single.body);
+    let batch = app
+        .post("/tasks/batch/results", WORKER, json!({ "results": [{ "taskId": id, "status": 5 }] }))
+        .await;
+    let item = &batch.body["results"][0];
+    assert_eq!(item["code"], "invalid_field", "{item}");
+    assert!(item["error"].as_str().unwrap().contains("status"), "{item}");
+    let unknown = app
+        .post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "DONE", "result": {} }))
+        .await;
+    assert!(
+        unknown.str("error").contains(r#"expected "COMPLETED" or "FAILED""#),
+        "{:?}",
+        unknown.body
+    );
+}
+
+#[tokio::test]
+async fn a_delay_too_long_to_have_a_date_is_refused() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .post(
+            "/tasks",
+            PRODUCER,
+            json!({ "command": "later", "payload": {}, "delaySeconds": i64::MAX }),
+        )
+        .await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_field"));
+    assert!(reply.str("error").contains("delaySeconds"), "{:?}", reply.body);
+    let ten_years = app
+        .post(
+            "/tasks",
+            PRODUCER,
+            json!({ "command": "later", "payload": {}, "delaySeconds": 315_360_000 }),
+        )
+        .await;
+    assert_eq!(ten_years.status, 202);
+    assert!(ten_years.str("runAt").starts_with("20"), "{:?}", ten_years.body);
+}

@@ -304,3 +304,30 @@ async fn unknown_routes_answer_json_404() {
     assert_eq!((reply.status, reply.code()), (404, "route_not_found"));
     assert!(reply.body["error"].is_string());
 }
+
+#[tokio::test]
+async fn an_identical_resubmission_with_inline_artifacts_gets_the_stored_record() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("again").await;
+    app.claim_ok(WORKER, &["again"]).await;
+    let name = "n".repeat(250);
+    let body = json!({
+        "status": "COMPLETED",
+        "result": { "ok": true },
+        "attempt": 1,
+        "artifacts": [{ "name": name, "contentBase64": "aGVsbG8=" }]
+    });
+    let first = app.post(&format!("/tasks/{id}/result"), WORKER, body.clone()).await;
+    assert_eq!(first.status, 200, "a 250-byte artifact name is stored: {:?}", first.body);
+    let again = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    let stored = app.dir.path().join("artifacts").join(&id).join("1").join(&name);
+    assert_eq!(std::fs::read(stored).unwrap(), b"hello");
+    let other = json!({ "status": "FAILED", "error": "no", "artifacts": [{ "name": "x", "contentBase64": "aGk=" }] });
+    let conflict = app.post(&format!("/tasks/{id}/result"), WORKER, other).await;
+    assert_eq!((conflict.status, conflict.code()), (409, "result_conflict"));
+    assert!(
+        !app.dir.path().join("artifacts").join(&id).join("1").join("x").exists(),
+        "nothing written"
+    );
+}
