@@ -370,8 +370,6 @@ async fn read_and_admin_endpoints_refuse_bad_input() {
 #[tokio::test]
 async fn a_body_with_characters_after_its_json_value_is_refused() {
     let app = TestApp::spawn().await;
-    let reply = app.call(Method::POST, "/v1/codeq/tasks", Some(PRODUCER), None).await;
-    assert_eq!(reply.status, 400, "an empty create body names the missing fields");
     let trailing = app
         .http
         .post(format!("{}/v1/codeq/tasks", app.base))
