@@ -70,6 +70,8 @@ pub struct Settings {
     pub command: String,
     /// Lease of claimed tasks, or the server's default.
     pub lease: Option<u32>,
+    /// Tasks created and not yet finished, at most (producers wait).
+    pub max_live: Option<u32>,
 }
 
 impl fmt::Debug for Settings {
@@ -141,6 +143,7 @@ impl Settings {
             payload_bytes: args.payload_bytes,
             command: args.command.clone(),
             lease: args.lease,
+            max_live: args.max_live,
         })
     }
 
@@ -272,6 +275,8 @@ struct Shared {
     result: serde_json::Value,
     /// Payload filler of the right length.
     filler: String,
+    /// Places for tasks created and not yet finished (`--max-live`).
+    live: Option<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -304,9 +309,26 @@ impl Shared {
                 counts.cycle.record_micros(acknowledged_us.saturating_sub(sent_us));
                 self.completed.fetch_add(1, Ordering::SeqCst);
                 self.finished.fetch_add(1, Ordering::SeqCst);
+                self.free_live_place();
                 self.last_completion_us.fetch_max(acknowledged_us, Ordering::SeqCst);
             }
             None => counts.foreign += 1,
+        }
+    }
+
+    /// Waits for places for `n` more live tasks (with `--max-live`).
+    async fn take_live_places(&self, n: u64) {
+        if let Some(live) = &self.live
+            && let Ok(places) = live.acquire_many(u32::try_from(n).unwrap_or(u32::MAX)).await
+        {
+            places.forget();
+        }
+    }
+
+    /// A task of this run finished: its place is free.
+    fn free_live_place(&self) {
+        if let Some(live) = &self.live {
+            live.add_permits(1);
         }
     }
 
@@ -392,6 +414,7 @@ async fn produce(shared: Arc<Shared>) -> ProducerCounts {
         if n == 0 {
             break;
         }
+        shared.take_live_places(n).await;
         let sent_us = shared.micros_since_start();
         let sent = Instant::now();
         let outcome = match shared.settings.mode {
@@ -512,6 +535,7 @@ fn result_failed(shared: &Shared, task: &Task, counts: &mut WorkerCounts) {
     counts.result_errors += 1;
     if sent_us_of(task, &shared.run_id).is_some() {
         shared.finished.fetch_add(1, Ordering::SeqCst);
+        shared.free_live_place();
     }
 }
 
@@ -539,6 +563,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
     let run_id = format!("{}-{}", std::process::id(), unix_millis());
     let shared = Arc::new(Shared {
         filler: filler(&run_id, settings.payload_bytes),
+        live: settings.max_live.map(|n| tokio::sync::Semaphore::new(n as usize)),
         result: json!({ "ok": true }),
         run_id,
         client,

@@ -382,6 +382,10 @@ pub struct BenchArgs {
     /// Lease of claimed tasks [default: the server's].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
     pub lease: Option<u32>,
+    /// At most N tasks created and not yet finished: producers wait for
+    /// workers (a steady churn rather than a growing backlog).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_live: Option<u32>,
     /// Measure idle long-poll wake-up latency instead, over N sequential
     /// rounds: a worker waits on the empty queue, one task is created, and
     /// the time from create sent to claim answered is recorded.
