@@ -17,7 +17,7 @@ duration=${1:-600}
 bin=${CODEQ_BIN:-target/release/codeq}
 work=$(mktemp -d)
 data="$work/data"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
 CODEQ_RETENTION_SECONDS=5 CODEQ_CLEANUP_INTERVAL_SECONDS=5 CODEQ_LOG_LEVEL=warn \
     "$bin" serve --port 0 --data-dir "$data" >"$work/serve.out" 2>"$work/serve.err" &

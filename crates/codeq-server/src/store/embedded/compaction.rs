@@ -50,15 +50,15 @@ pub async fn run(store: Weak<EmbeddedStore>, stop: CancellationToken) {
 }
 
 /// A put read back from a segment being compacted.
-struct Candidate {
+struct Candidate<'a> {
     table: Table,
-    key: Vec<u8>,
-    value: Vec<u8>,
+    key: &'a [u8],
+    value: &'a [u8],
     at: Location,
 }
 
 /// The puts of a sealed segment, in order.
-fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
+fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate<'_>>> {
     let damaged = |why: String| StoreError::Corrupt(format!("journal segment {id}: {why}"));
     let mut found = Vec::new();
     let mut at = SEGMENT_HEADER_LEN as usize;
@@ -76,8 +76,8 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
             let offset = body_start + value_at as u64;
             found.push(Candidate {
                 table,
-                key: key.to_vec(),
-                value: value.to_vec(),
+                key,
+                value,
                 at: Location { segment: id, offset, len: value.len() as u32 },
             });
         }
@@ -87,13 +87,13 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate>> {
 }
 
 /// True when the record at `candidate.at` is the one memory points at.
-fn is_live(tasks: &Tasks, candidate: &Candidate) -> bool {
+fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
     if candidate.table == Table::Commands {
         let command =
-            std::str::from_utf8(&candidate.key).ok().and_then(|name| Command::parse(name).ok());
+            std::str::from_utf8(candidate.key).ok().and_then(|name| Command::parse(name).ok());
         return command.is_some_and(|command| tasks.command_record(&command) == Some(candidate.at));
     }
-    let Ok(key) = <[u8; 16]>::try_from(candidate.key.as_slice()) else { return false };
+    let Ok(key) = <[u8; 16]>::try_from(candidate.key) else { return false };
     let Some(entry) = tasks.get(TaskId::from_bytes(key)) else { return false };
     match candidate.table {
         Table::Tasks => entry.body == candidate.at,
@@ -132,22 +132,21 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Unavailable(format!("compaction task failed: {e}")))?
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let found = candidates(oldest, &bytes)?;
-        drop(bytes);
         for chunk in found.chunks(MOVES_PER_BATCH) {
             self.transact(Timestamp::now(), |tasks, plan| {
                 for candidate in chunk.iter().filter(|candidate| is_live(tasks, candidate)) {
                     match candidate.table {
                         Table::Commands => {
-                            let name = String::from_utf8_lossy(&candidate.key);
+                            let name = String::from_utf8_lossy(candidate.key);
                             if let Ok(command) = Command::parse(&name) {
                                 plan.move_command(command)?;
                             }
                         }
                         table => {
-                            let Ok(key) = <[u8; 16]>::try_from(candidate.key.as_slice()) else {
+                            let Ok(key) = <[u8; 16]>::try_from(candidate.key) else {
                                 continue;
                             };
-                            plan.move_record(TaskId::from_bytes(key), table, &candidate.value)?;
+                            plan.move_record(TaskId::from_bytes(key), table, candidate.value)?;
                         }
                     }
                 }
