@@ -29,6 +29,7 @@ use crate::config::{
     Config, ConfigError, ConfigOverrides, Env, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
 };
 use crate::http;
+use crate::http::body::{BodyBudget, BodyReading};
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
 use crate::service::scheduler::Scheduler;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub offset: UtcOffset,
     /// `allowProducerAsWorker`.
     pub allow_producer_as_worker: bool,
+    /// How request bodies are read: budget and timeouts.
+    pub bodies: BodyReading,
 }
 
 /// Why the server could not start.
@@ -170,6 +173,11 @@ impl App {
             },
             offset: config.timezone,
             allow_producer_as_worker: config.allow_producer_as_worker,
+            bodies: BodyReading {
+                budget: Arc::new(BodyBudget::new(config.max_body_bytes_in_flight)),
+                pause: Duration::from_secs(config.body_read_timeout_seconds),
+                min_bytes_per_second: config.body_min_bytes_per_second,
+            },
         };
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         Ok(Self { listener, state, store, credentials, shutdown, background, grace })

@@ -153,6 +153,9 @@ config_keys! {
     local_artifacts_dir: PathBuf = "localArtifactsDir" ["LOCAL_ARTIFACTS_DIR"];
     public_base_url: String = "publicBaseUrl" => value::http_url;
     shutdown_grace_seconds: u64 = "shutdownGraceSeconds";
+    body_read_timeout_seconds: u64 = "bodyReadTimeoutSeconds" => value::positive;
+    body_min_bytes_per_second: u64 = "bodyMinBytesPerSecond" => value::positive;
+    max_body_bytes_in_flight: u64 = "maxBodyBytesInFlight" => value::positive;
 }
 
 /// The key closest to an unknown one, when they differ only in case,
