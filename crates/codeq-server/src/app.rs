@@ -4,8 +4,8 @@
 //! `App::build` binds (port 0 works, for tests) and opens storage;
 //! `App::run_until` serves until the given future completes, then: stops
 //! accepting, answers pending long polls with 204, lets in-flight requests
-//! finish within `shutdownGraceSeconds`, stops the background jobs and
-//! makes storage durable.
+//! finish within `shutdownGraceSeconds` (closing what is left after it),
+//! stops the background jobs and makes storage durable.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,8 +28,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{
     Config, ConfigError, ConfigOverrides, Env, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
 };
+use crate::fd_limit;
 use crate::http;
 use crate::http::body::{BodyBudget, BodyReading};
+use crate::http::connection::{ConnectionTimeouts, Stops};
+use crate::http::serve::ConnectionCap;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
 use crate::service::scheduler::Scheduler;
@@ -98,6 +101,8 @@ pub struct App {
     shutdown: CancellationToken,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
+    timeouts: ConnectionTimeouts,
+    connections: Arc<ConnectionCap>,
 }
 
 impl App {
@@ -179,8 +184,24 @@ impl App {
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
         };
+        let timeouts = ConnectionTimeouts {
+            head: Duration::from_secs(config.request_head_timeout_seconds),
+            keep_alive: Duration::from_secs(config.keep_alive_timeout_seconds),
+        };
+        let connections =
+            Arc::new(ConnectionCap::new(fd_limit::connection_cap(config.max_connections)));
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
-        Ok(Self { listener, state, store, credentials, shutdown, background, grace })
+        Ok(Self {
+            listener,
+            state,
+            store,
+            credentials,
+            shutdown,
+            background,
+            grace,
+            timeouts,
+            connections,
+        })
     }
 
     /// The address the server listens on.
@@ -193,6 +214,11 @@ impl App {
         self.state.scheduler.clone()
     }
 
+    /// The cap on open connections, and how many are open.
+    pub fn connections(&self) -> Arc<ConnectionCap> {
+        self.connections.clone()
+    }
+
     /// The generated credentials, in local mode.
     pub fn credentials(&self) -> Option<&LocalCredentials> {
         self.credentials.as_ref()
@@ -202,11 +228,12 @@ impl App {
     /// for programs that embed the server).
     pub fn spawn(self) -> std::io::Result<Running> {
         let address = self.local_addr()?;
+        let connections = self.connections();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run_until(async move {
             let _ = stopped.await;
         }));
-        Ok(Running { address, stop, task })
+        Ok(Running { address, stop, task, connections })
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
@@ -215,24 +242,31 @@ impl App {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state);
-        let stop_accepting = self.shutdown.clone();
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop_accepting.cancelled_owned());
-        let mut server = tokio::spawn(server.into_future());
+        let stops = Stops { drain: self.shutdown.clone(), abort: CancellationToken::new() };
+        let mut server = tokio::spawn(http::serve::serve(
+            self.listener,
+            router,
+            self.timeouts,
+            self.connections,
+            stops.clone(),
+        ));
         tokio::select! {
             () = signal => tracing::info!("shutting down"),
             finished = &mut server => {
                 self.shutdown.cancel();
-                finished.context("server task failed")?.context("server failed")?;
+                finished.context("server task failed")?;
             }
         }
         self.shutdown.cancel();
         if tokio::time::timeout(self.grace, &mut server).await.is_err() {
             tracing::warn!(
                 grace_seconds = self.grace.as_secs(),
-                "in-flight requests did not finish within the grace period"
+                "in-flight requests did not finish within the grace period; closing them"
             );
-            server.abort();
+            stops.abort.cancel();
+            if tokio::time::timeout(ABORT_WAIT, server).await.is_err() {
+                tracing::warn!("connections did not close after the grace period");
+            }
         }
         for job in self.background {
             let _ = job.await;
@@ -243,17 +277,32 @@ impl App {
     }
 }
 
+/// How long connections may take to close once told to at the end of the
+/// grace period (they only need to be dropped).
+const ABORT_WAIT: Duration = Duration::from_secs(1);
+
 /// A server started with [`App::spawn`].
 pub struct Running {
     address: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
+    connections: Arc<ConnectionCap>,
 }
 
 impl Running {
     /// `http://<address>` of the server.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
     }
 
     /// Shuts the server down gracefully and waits until it has stopped.
@@ -439,6 +488,7 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
         }
     };
     init_logging(&config);
+    fd_limit::raise_soft_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

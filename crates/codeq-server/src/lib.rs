@@ -4,7 +4,10 @@
 //! Layout:
 //! - [`config`]: YAML + env + flags → a validated `Config`.
 //! - [`app`]: builds everything, binds the listener, runs until shutdown.
-//! - [`http`]: the axum router, one module per resource, `ApiError`.
+//! - [`http`]: the axum router, one module per resource, `ApiError`; and
+//!   the front door below it: connections, timeouts, request bodies.
+//! - [`fd_limit`]: the open-file limit, raised at start; the connection cap
+//!   it allows.
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
 //! - [`store`]: the `Store` trait (one atomic call per transition) and its backends.
@@ -14,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod fd_limit;
 pub mod http;
 pub mod service;
 pub mod store;

@@ -176,6 +176,14 @@ pub struct Config {
     /// `shutdownGraceSeconds`: how long in-flight requests may take to
     /// finish after SIGINT/SIGTERM. Default 30.
     pub shutdown_grace_seconds: u64,
+    /// `requestHeadTimeoutSeconds`: how long a client may take to send a
+    /// request's head (request line and headers), counted from the
+    /// connection's opening or from the first byte of a later request on
+    /// it; at least 1. Default 10.
+    pub request_head_timeout_seconds: u64,
+    /// `keepAliveTimeoutSeconds`: how long a connection may stay idle
+    /// between two requests; at least 1. Default 60.
+    pub keep_alive_timeout_seconds: u64,
     /// `bodyReadTimeoutSeconds`: the longest pause while a request body
     /// arrives; at least 1. Default 10.
     pub body_read_timeout_seconds: u64,
@@ -183,6 +191,10 @@ pub struct Config {
     /// `bodyReadTimeoutSeconds` plus its length at this rate; at least 1.
     /// Default 16384.
     pub body_min_bytes_per_second: u64,
+    /// `maxConnections`: the most connections open at once; more wait in
+    /// the listen backlog. At least 1. Default 10000 (lowered at start when
+    /// the open-file limit cannot hold that many).
+    pub max_connections: u32,
     /// `maxBodyBytesInFlight`: the most bytes of request bodies being
     /// received and handled at once, counted by their declared length;
     /// beyond, 503. At least the largest body one route accepts. Default
@@ -241,8 +253,11 @@ impl Default for Config {
             result_webhook_max_backoff_seconds: 60,
             public_base_url: None,
             shutdown_grace_seconds: 30,
+            request_head_timeout_seconds: 10,
+            keep_alive_timeout_seconds: 60,
             body_read_timeout_seconds: 10,
             body_min_bytes_per_second: 16 * 1024,
+            max_connections: 10_000,
             max_body_bytes_in_flight: 2 * 1024 * 1024 * 1024,
         }
     }
@@ -547,6 +562,16 @@ impl Config {
                 .map(|url| url.trim_end_matches('/').to_string()),
             shutdown_grace_seconds: pick(layer.shutdown_grace_seconds, d.shutdown_grace_seconds)
                 .value,
+            request_head_timeout_seconds: pick(
+                layer.request_head_timeout_seconds,
+                d.request_head_timeout_seconds,
+            )
+            .value,
+            keep_alive_timeout_seconds: pick(
+                layer.keep_alive_timeout_seconds,
+                d.keep_alive_timeout_seconds,
+            )
+            .value,
             body_read_timeout_seconds: pick(
                 layer.body_read_timeout_seconds,
                 d.body_read_timeout_seconds,
@@ -557,6 +582,7 @@ impl Config {
                 d.body_min_bytes_per_second,
             )
             .value,
+            max_connections: pick(layer.max_connections, d.max_connections).value,
             max_body_bytes_in_flight: body_budget.value,
         })
     }

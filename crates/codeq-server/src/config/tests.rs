@@ -92,8 +92,11 @@ const SAMPLES: &[Sample] = &[
     ("localArtifactsDir", "/srv/artifacts", &[]),
     ("publicBaseUrl", "https://queue.example", &[]),
     ("shutdownGraceSeconds", "5", &[]),
+    ("requestHeadTimeoutSeconds", "5", &[]),
+    ("keepAliveTimeoutSeconds", "30", &[]),
     ("bodyReadTimeoutSeconds", "20", &[]),
     ("bodyMinBytesPerSecond", "1024", &[]),
+    ("maxConnections", "500", &[]),
     ("maxBodyBytesInFlight", "3000000000", &[]),
 ];
 
@@ -173,8 +176,11 @@ fn defaults_match_the_spec_table() {
     assert_eq!(config.local_artifacts_dir, PathBuf::from("./codeq-data/artifacts"));
     assert_eq!(config.public_base_url, None);
     assert_eq!(config.shutdown_grace_seconds, 30);
+    assert_eq!(config.request_head_timeout_seconds, 10);
+    assert_eq!(config.keep_alive_timeout_seconds, 60);
     assert_eq!(config.body_read_timeout_seconds, 10);
     assert_eq!(config.body_min_bytes_per_second, 16_384);
+    assert_eq!(config.max_connections, 10_000);
     assert_eq!(config.max_body_bytes_in_flight, 2_147_483_648);
 
     assert!(config.local_mode());
@@ -459,8 +465,12 @@ fn bad_values_are_rejected_naming_the_key_and_the_source() {
         ("subscriptionCleanupIntervalSeconds", "0", "0 is less than 1"),
         ("resultWebhookMaxAttempts", "0", "0 is less than 1"),
         ("resultWebhookMaxBackoffSeconds", "0", "0 is less than 1"),
+        ("requestHeadTimeoutSeconds", "0", "0 is less than 1"),
+        ("keepAliveTimeoutSeconds", "0", "0 is less than 1"),
         ("bodyReadTimeoutSeconds", "0", "0 is less than 1"),
         ("bodyMinBytesPerSecond", "0", "0 is less than 1"),
+        ("maxConnections", "0", "0 is less than 1"),
+        ("maxConnections", "-1", "is not a number 0..4294967295"),
         ("maxBodyBytesInFlight", "1e9", "is not a number of 0 or more"),
         ("maxBodyBytesInFlight", "1048576", "less than the largest request body the limits allow"),
         ("staticTokens", "[{}]", "entry 0: missing field"),

@@ -1,11 +1,14 @@
 //! The HTTP API: the axum router, one module per resource, the extractors
-//! that authenticate and parse, and `ApiError`; and below the router,
-//! request bodies and the checks of the request head.
+//! that authenticate and parse, and `ApiError`; and below the router, the
+//! front door: connections, their timeouts and cap, request bodies and the
+//! checks of the request head.
 //!
 //! Handlers hold no business rules: they parse and check the request,
 //! call one service method, and shape the response.
 //!
 //! Layout:
+//! - [`serve`]: the accept loop and the connection cap; [`connection`]:
+//!   one connection and its head and keep-alive timeouts.
 //! - [`request_head`]: URI and header size limits, `Host`.
 //! - [`body`]: per-route body limits, the budget of bodies in flight, body
 //!   timeouts, the `Body` extractor and JSON parsing.
@@ -15,10 +18,12 @@
 
 pub mod admin;
 pub mod body;
+pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod request_head;
+pub mod serve;
 pub mod tasks;
 pub mod views;
 pub mod workers;
