@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod concurrency;
+mod front_door;
 mod helpers;
 mod jwt;
 mod lifecycle;
