@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use codeq_core::BackoffConfig;
 use time::UtcOffset;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +125,7 @@ impl App {
                 config.host
             )));
         }
-        let listener = TcpListener::bind((config.host.as_str(), config.port))
+        let listener = listen(&config.host, config.port)
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let address = listener.local_addr().context("cannot read the bound address")?;
@@ -347,6 +347,29 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             "storage: redis is not available in this build yet; use storage: embedded".into(),
         )),
     }
+}
+
+/// Connections the kernel completes and holds while every connection slot
+/// is taken (capped by `net.core.somaxconn`). Beyond it, new clients' SYNs
+/// are dropped and they retry after 1 s, 3 s, 7 s…; in the backlog they are
+/// accepted in turn as slots free.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `host:port` (the first address it resolves to that can be bound)
+/// with [`LISTEN_BACKLOG`].
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut failure = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => failure = Some(error),
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host resolves to no address")
+    }))
 }
 
 /// How long one JWKS request may take.

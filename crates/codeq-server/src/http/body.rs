@@ -15,6 +15,7 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody};
@@ -169,18 +170,23 @@ impl BodyReading {
         // buffer is allocated once, at its final size.
         let mut buffer = Vec::with_capacity(declared.map_or(0, |length| length as usize));
         loop {
-            let wait_until = later(self.pause).min(deadline);
-            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
-            let Some(frame) = tokio::time::timeout_at(wait_until, frame).await.map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the request body did not arrive in time",
-                )
-            })?
-            else {
-                break;
+            // What has already arrived needs no timer.
+            let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let frame = match ready {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    let wait_until = later(self.pause).min(deadline);
+                    let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+                    tokio::time::timeout_at(wait_until, frame).await.map_err(|_| {
+                        ApiError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "body_timeout",
+                            "the request body did not arrive in time",
+                        )
+                    })?
+                }
             };
+            let Some(frame) = frame else { break };
             let frame = frame.map_err(|error| {
                 ApiError::invalid("invalid_body", format!("cannot read the request body: {error}"))
             })?;

@@ -16,10 +16,16 @@
 //!   counted from the response or from the last bytes of it that the
 //!   client took, so a client that stops reading its answer is dropped too.
 //!
-//! The stream reports reads and writes to the phase ([`Watched`]), the
+//! The stream reports reads and writes to the phase (`Watched`), the
 //! service reports requests starting and their responses ending
-//! ([`Tracked`]); a watchdog loop next to the hyper connection closes it
+//! (`Tracked`); a watchdog loop next to the hyper connection closes it
 //! when the deadline of its phase passes.
+//!
+//! The watchdog is not told of phase changes (that would cost a wake-up
+//! per request): it looks at the phase at least every half of the shorter
+//! timeout, and sleeps until the exact deadline when that comes sooner. A
+//! phase therefore never goes unseen for longer than its own timeout, and
+//! every deadline is kept to the timer's precision.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,7 +43,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -55,6 +61,10 @@ pub struct ConnectionTimeouts {
     /// Time a connection may stay idle between requests.
     pub keep_alive: Duration,
 }
+
+/// The shortest interval between two looks at a connection's phase, for
+/// timeouts configured very short.
+const MIN_LOOK_EVERY: Duration = Duration::from_millis(10);
 
 /// How long a 408 answer may take to write before the connection is
 /// dropped without it (a client that sends slowly may read slowly too).
@@ -87,16 +97,11 @@ enum Expired {
 struct Activity {
     /// A `std` mutex: held for a few instructions, never across an await.
     phase: Mutex<Phase>,
-    /// Wakes the watchdog when the deadline moves earlier or appears.
-    changed: Notify,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self {
-            phase: Mutex::new(Phase::Head { since: Instant::now(), started: false }),
-            changed: Notify::new(),
-        }
+        Self { phase: Mutex::new(Phase::Head { since: Instant::now(), started: false }) }
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
@@ -108,11 +113,7 @@ impl Activity {
     fn on_read(&self) {
         let mut phase = self.phase();
         match *phase {
-            Phase::Idle { .. } => {
-                *phase = Phase::Head { since: Instant::now(), started: true };
-                drop(phase);
-                self.changed.notify_one();
-            }
+            Phase::Idle { .. } => *phase = Phase::Head { since: Instant::now(), started: true },
             Phase::Head { since, started: false } => *phase = Phase::Head { since, started: true },
             Phase::Head { .. } | Phase::Busy { .. } => {}
         }
@@ -145,8 +146,6 @@ impl Activity {
             Phase::Busy { requests } if requests > 1 => Phase::Busy { requests: requests - 1 },
             _ => Phase::Idle { since: Instant::now() },
         };
-        drop(phase);
-        self.changed.notify_one();
     }
 
     /// When the current phase ends the connection, if it does.
@@ -327,15 +326,27 @@ pub async fn serve(
         // end of one response, leaving no separate keep-alive time.
         .header_read_timeout(None)
         .serve_connection(io, service);
+    // Half the shorter timeout: a phase that began just after a look is
+    // seen again well before its own deadline.
+    let look_every = (timeouts.head.min(timeouts.keep_alive) / 2).max(MIN_LOOK_EVERY);
+    let watchdog = tokio::time::sleep(look_every);
+    tokio::pin!(watchdog);
     let mut draining = false;
     loop {
-        let deadline = activity.deadline(&timeouts);
-        let passed = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
+        let now = Instant::now();
+        match activity.expired(now, &timeouts) {
+            Some(Expired::PartialHead) => {
+                let stream = connection.into_parts().io.into_inner().stream;
+                say_request_timeout(stream, timeouts.head).await;
+                break;
             }
-        };
+            Some(Expired::Silent) => break,
+            None => {}
+        }
+        let next_look = after(now, look_every);
+        let wake =
+            activity.deadline(&timeouts).map_or(next_look, |deadline| deadline.min(next_look));
+        watchdog.as_mut().reset(wake);
         tokio::select! {
             ended = &mut connection => {
                 if let Err(error) = ended {
@@ -343,16 +354,7 @@ pub async fn serve(
                 }
                 break;
             }
-            () = passed => match activity.expired(Instant::now(), &timeouts) {
-                Some(Expired::PartialHead) => {
-                    let stream = connection.into_parts().io.into_inner().stream;
-                    say_request_timeout(stream, timeouts.head).await;
-                    break;
-                }
-                Some(Expired::Silent) => break,
-                None => {}
-            },
-            () = activity.changed.notified() => {}
+            () = &mut watchdog => {}
             () = stops.drain.cancelled(), if !draining => {
                 Pin::new(&mut connection).graceful_shutdown();
                 draining = true;

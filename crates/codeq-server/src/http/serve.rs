@@ -104,11 +104,6 @@ pub async fn serve(
                 continue;
             }
         };
-        // Responses are written whole; waiting for more to coalesce only
-        // adds latency.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
         tokio::spawn(connection::serve(stream, router.clone(), timeouts, stops.clone(), slot));
     }
     drop(listener);
