@@ -406,3 +406,24 @@ async fn shutdown_closes_idle_connections_without_waiting_for_their_timeout() {
     tokio::time::timeout(WITHIN, app.stop()).await.expect("an idle connection held up shutdown");
     assert_eq!(idle.closed().await, b"");
 }
+
+#[tokio::test]
+async fn shutdown_closes_requests_still_running_after_the_grace_period() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.shutdown_grace_seconds = 1;
+            config.request_head_timeout_seconds = 600;
+            config.body_read_timeout_seconds = 600;
+        },
+        false,
+    )
+    .await;
+    // A request whose body stops halfway: busy, and no timeout of its own
+    // would end it within the test's patience; only the grace period can.
+    let mut stuck = Raw::connect(&app).await;
+    stuck.send(post_head("/v1/codeq/tasks", PRODUCER, 100, "")).await;
+    stuck.send(r#"{"command":"#).await;
+    wait_until("the request is being read", || app.open_connections() == 1).await;
+    tokio::time::timeout(WITHIN, app.stop()).await.expect("shutdown waited past its grace period");
+    stuck.closed().await;
+}
