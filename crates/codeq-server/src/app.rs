@@ -4,8 +4,8 @@
 //! `App::build` binds (port 0 works, for tests) and opens storage;
 //! `App::run_until` serves until the given future completes, then: stops
 //! accepting, answers pending long polls with 204, lets in-flight requests
-//! finish within `shutdownGraceSeconds`, stops the background jobs and
-//! makes storage durable.
+//! finish within `shutdownGraceSeconds` (closing what is left after it),
+//! stops the background jobs and makes storage durable.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use codeq_core::BackoffConfig;
 use time::UtcOffset;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,11 @@ use crate::config::{
     Config, ConfigError, ConfigOverrides, Env, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
 };
 use crate::data_dir::{DataDirError, DataDirLock};
+use crate::fd_limit;
 use crate::http;
+use crate::http::body::{BodyBudget, BodyReading};
+use crate::http::connection::{ConnectionTimeouts, Stops};
+use crate::http::serve::ConnectionCap;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
 use crate::service::scheduler::Scheduler;
@@ -64,6 +68,8 @@ pub struct AppState {
     pub offset: UtcOffset,
     /// `allowProducerAsWorker`.
     pub allow_producer_as_worker: bool,
+    /// How request bodies are read: budget and timeouts.
+    pub bodies: BodyReading,
 }
 
 /// Why the server could not start.
@@ -110,6 +116,8 @@ pub struct App {
     grace: Duration,
     /// Held until the server has stopped (dropped last, with `self`).
     _data_dir_lock: DataDirLock,
+    timeouts: ConnectionTimeouts,
+    connections: Arc<ConnectionCap>,
 }
 
 impl App {
@@ -154,7 +162,7 @@ impl App {
                 config.host
             )));
         }
-        let listener = TcpListener::bind((config.host.as_str(), config.port))
+        let listener = listen(&config.host, config.port)
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let address = listener.local_addr().context("cannot read the bound address")?;
@@ -214,7 +222,18 @@ impl App {
             },
             offset: config.timezone,
             allow_producer_as_worker: config.allow_producer_as_worker,
+            bodies: BodyReading {
+                budget: Arc::new(BodyBudget::new(config.max_body_bytes_in_flight)),
+                pause: Duration::from_secs(config.body_read_timeout_seconds),
+                min_bytes_per_second: config.body_min_bytes_per_second,
+            },
         };
+        let timeouts = ConnectionTimeouts {
+            head: Duration::from_secs(config.request_head_timeout_seconds),
+            keep_alive: Duration::from_secs(config.keep_alive_timeout_seconds),
+        };
+        let connections =
+            Arc::new(ConnectionCap::new(fd_limit::connection_cap(config.max_connections)));
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         Ok(Self {
             listener,
@@ -225,6 +244,8 @@ impl App {
             background,
             grace,
             _data_dir_lock: data_dir_lock,
+            timeouts,
+            connections,
         })
     }
 
@@ -238,6 +259,11 @@ impl App {
         self.state.scheduler.clone()
     }
 
+    /// The cap on open connections, and how many are open.
+    pub fn connections(&self) -> Arc<ConnectionCap> {
+        self.connections.clone()
+    }
+
     /// The local-mode credentials, and whether they were made or reused.
     pub fn credentials(&self) -> Option<(&LocalCredentials, Origin)> {
         self.credentials.as_ref().map(|(credentials, origin)| (credentials, *origin))
@@ -247,11 +273,12 @@ impl App {
     /// for programs that embed the server).
     pub fn spawn(self) -> std::io::Result<Running> {
         let address = self.local_addr()?;
+        let connections = self.connections();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run_until(async move {
             let _ = stopped.await;
         }));
-        Ok(Running { address, stop, task })
+        Ok(Running { address, stop, task, connections })
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
@@ -260,28 +287,35 @@ impl App {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state);
-        let stop_accepting = self.shutdown.clone();
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop_accepting.cancelled_owned());
-        let mut server = tokio::spawn(server.into_future());
+        let stops = Stops { drain: self.shutdown.clone(), abort: CancellationToken::new() };
+        let mut server = tokio::spawn(http::serve::serve(
+            self.listener,
+            router,
+            self.timeouts,
+            self.connections,
+            stops.clone(),
+        ));
         let storage_failed = self.store.failed();
         tokio::select! {
             () = signal => tracing::info!("shutting down"),
             () = storage_failed.cancelled() => {
-                return exit_on_storage_failure(&self.shutdown, self.store.as_ref(), &self.background, server).await;
+                return exit_on_storage_failure(&stops, self.store.as_ref(), &self.background, server).await;
             }
             finished = &mut server => {
                 self.shutdown.cancel();
-                finished.context("server task failed")?.context("server failed")?;
+                finished.context("server task failed")?;
             }
         }
         self.shutdown.cancel();
         if tokio::time::timeout(self.grace, &mut server).await.is_err() {
             tracing::warn!(
                 grace_seconds = self.grace.as_secs(),
-                "in-flight requests did not finish within the grace period"
+                "in-flight requests did not finish within the grace period; closing them"
             );
-            server.abort();
+            stops.abort.cancel();
+            if tokio::time::timeout(ABORT_WAIT, server).await.is_err() {
+                tracing::warn!("connections did not close after the grace period");
+            }
         }
         for job in self.background {
             let _ = job.await;
@@ -297,17 +331,18 @@ impl App {
 /// (507 for the batch that hit a full disk) for a moment, so the answers
 /// in flight leave and clients learn why; then the process ends so that a
 /// supervisor restarts it and recovery rebuilds from disk.
-async fn exit_on_storage_failure(
-    shutdown: &CancellationToken,
+async fn exit_on_storage_failure<T>(
+    stops: &Stops,
     store: &dyn Store,
     background: &[JoinHandle<()>],
-    mut server: JoinHandle<std::io::Result<()>>,
+    mut server: JoinHandle<T>,
 ) -> anyhow::Result<()> {
     let cause = store.health().err().map(|e| e.to_string()).unwrap_or_default();
     // Answer 503 (rather than refuse connections) for a moment, then stop.
     let _ = tokio::time::timeout(STORAGE_FAILURE_DRAIN, &mut server).await;
-    shutdown.cancel();
-    if tokio::time::timeout(Duration::from_millis(100), &mut server).await.is_err() {
+    stops.drain.cancel();
+    stops.abort.cancel();
+    if tokio::time::timeout(ABORT_WAIT, &mut server).await.is_err() {
         server.abort();
     }
     for job in background {
@@ -318,18 +353,32 @@ async fn exit_on_storage_failure(
 
 /// How long answers in flight may take to leave once storage has failed.
 const STORAGE_FAILURE_DRAIN: Duration = Duration::from_millis(500);
+/// How long connections may take to close once told to at the end of the
+/// grace period (they only need to be dropped).
+const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 /// A server started with [`App::spawn`].
 pub struct Running {
     address: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
+    connections: Arc<ConnectionCap>,
 }
 
 impl Running {
     /// `http://<address>` of the server.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
     }
 
     /// Shuts the server down gracefully and waits until it has stopped.
@@ -404,6 +453,29 @@ fn refused_store(config: &Config, error: OpenError) -> StartError {
             StartError::Other(anyhow::anyhow!("cannot open storage in {data_dir}: {cause}"))
         }
     }
+}
+
+/// Connections the kernel completes and holds while every connection slot
+/// is taken (capped by `net.core.somaxconn`). Beyond it, new clients' SYNs
+/// are dropped and they retry after 1 s, 3 s, 7 s…; in the backlog they are
+/// accepted in turn as slots free.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `host:port` (the first address it resolves to that can be bound)
+/// with [`LISTEN_BACKLOG`].
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut failure = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => failure = Some(error),
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host resolves to no address")
+    }))
 }
 
 /// How long one JWKS request may take.
@@ -545,6 +617,7 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
         }
     };
     init_logging(&config);
+    fd_limit::raise_soft_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -5,7 +5,10 @@
 //! - [`config`]: YAML + env + flags → a validated `Config`.
 //! - [`app`]: builds everything, binds the listener, runs until shutdown.
 //! - [`data_dir`]: the data directory's lock (one server per directory).
-//! - [`http`]: the axum router, one module per resource, `ApiError`.
+//! - [`http`]: the axum router, one module per resource, `ApiError`; and
+//!   the front door below it: connections, timeouts, request bodies.
+//! - [`fd_limit`]: the open-file limit, raised at start; the connection cap
+//!   it allows.
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
 //! - [`store`]: the `Store` trait (one atomic call per transition) and its backends.
@@ -16,6 +19,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod data_dir;
+pub mod fd_limit;
 pub mod http;
 pub mod service;
 pub mod store;

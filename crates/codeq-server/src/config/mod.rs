@@ -38,6 +38,7 @@ pub use self::tokens::{KNOWN_SCOPES, StaticTokenConfig, TokenKind, sha256_hex};
 pub use self::value::{
     Durability, Env, LogFormat, LogLevel, Secret, StorageKind, UnknownKeyword, parse_timezone,
 };
+use crate::http::body::BodyLimits;
 
 /// The env var naming the configuration file when `--config` is not given.
 pub const CONFIG_PATH_ENV: &str = "CODEQ_CONFIG";
@@ -180,6 +181,30 @@ pub struct Config {
     /// queueing without end (parked long polls do not count). At least 1.
     /// Default 1024.
     pub max_in_flight_calls: usize,
+    /// `requestHeadTimeoutSeconds`: how long a client may take to send a
+    /// request's head (request line and headers), counted from the
+    /// connection's opening or from the first byte of a later request on
+    /// it; at least 1. Default 10.
+    pub request_head_timeout_seconds: u64,
+    /// `keepAliveTimeoutSeconds`: how long a connection may stay idle
+    /// between two requests; at least 1. Default 60.
+    pub keep_alive_timeout_seconds: u64,
+    /// `bodyReadTimeoutSeconds`: the longest pause while a request body
+    /// arrives; at least 1. Default 10.
+    pub body_read_timeout_seconds: u64,
+    /// `bodyMinBytesPerSecond`: a whole body must arrive within
+    /// `bodyReadTimeoutSeconds` plus its length at this rate; at least 1.
+    /// Default 16384.
+    pub body_min_bytes_per_second: u64,
+    /// `maxConnections`: the most connections open at once; more wait in
+    /// the listen backlog. At least 1. Default 10000 (lowered at start when
+    /// the open-file limit cannot hold that many).
+    pub max_connections: u32,
+    /// `maxBodyBytesInFlight`: the most bytes of request bodies being
+    /// received and handled at once, counted by their declared length;
+    /// beyond, 503. At least the largest body one route accepts. Default
+    /// 2 GiB.
+    pub max_body_bytes_in_flight: u64,
 }
 
 impl Default for Config {
@@ -234,6 +259,12 @@ impl Default for Config {
             public_base_url: None,
             shutdown_grace_seconds: 30,
             max_in_flight_calls: 1024,
+            request_head_timeout_seconds: 10,
+            keep_alive_timeout_seconds: 60,
+            body_read_timeout_seconds: 10,
+            body_min_bytes_per_second: 16 * 1024,
+            max_connections: 10_000,
+            max_body_bytes_in_flight: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -450,6 +481,11 @@ impl Config {
             None,
         )?;
 
+        let max_payload = pick(layer.max_payload_bytes, d.max_payload_bytes);
+        let max_artifact = pick(layer.max_artifact_bytes, d.max_artifact_bytes);
+        let body_budget = pick(layer.max_body_bytes_in_flight, d.max_body_bytes_in_flight);
+        budget_holds_the_largest_body(&body_budget, &max_payload, &max_artifact)?;
+
         let data_dir = pick(layer.data_dir, d.data_dir).value;
         let local_artifacts_dir =
             value(layer.local_artifacts_dir).unwrap_or_else(|| data_dir.join("artifacts"));
@@ -481,8 +517,8 @@ impl Config {
                 d.cleanup_interval_seconds,
             )
             .value,
-            max_payload_bytes: pick(layer.max_payload_bytes, d.max_payload_bytes).value,
-            max_artifact_bytes: pick(layer.max_artifact_bytes, d.max_artifact_bytes).value,
+            max_payload_bytes: max_payload.value,
+            max_artifact_bytes: max_artifact.value,
             identity_service_url: service,
             identity_jwks_url: value(jwks),
             identity_issuer: value(issuer),
@@ -533,6 +569,28 @@ impl Config {
             shutdown_grace_seconds: pick(layer.shutdown_grace_seconds, d.shutdown_grace_seconds)
                 .value,
             max_in_flight_calls: pick(layer.max_in_flight_calls, d.max_in_flight_calls).value,
+            request_head_timeout_seconds: pick(
+                layer.request_head_timeout_seconds,
+                d.request_head_timeout_seconds,
+            )
+            .value,
+            keep_alive_timeout_seconds: pick(
+                layer.keep_alive_timeout_seconds,
+                d.keep_alive_timeout_seconds,
+            )
+            .value,
+            body_read_timeout_seconds: pick(
+                layer.body_read_timeout_seconds,
+                d.body_read_timeout_seconds,
+            )
+            .value,
+            body_min_bytes_per_second: pick(
+                layer.body_min_bytes_per_second,
+                d.body_min_bytes_per_second,
+            )
+            .value,
+            max_connections: pick(layer.max_connections, d.max_connections).value,
+            max_body_bytes_in_flight: body_budget.value,
         })
     }
 }
@@ -561,6 +619,29 @@ fn not_above(
             reason: format!(
                 "{} is more than {high_key} ({}, {})",
                 low.value, high.value, high.origin
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `maxBodyBytesInFlight` must hold the largest body a route accepts, or
+/// that route could never be served.
+fn budget_holds_the_largest_body(
+    budget: &Sourced<u64>,
+    max_payload: &Sourced<usize>,
+    max_artifact: &Sourced<usize>,
+) -> Result<(), ConfigError> {
+    let limits = BodyLimits::new(max_payload.value, max_artifact.value);
+    let (route, largest) = limits.largest();
+    if budget.value < largest as u64 {
+        return Err(ConfigError::Invalid {
+            key: "maxBodyBytesInFlight",
+            origin: budget.origin.clone(),
+            reason: format!(
+                "{} is less than the largest request body the limits allow: {largest} bytes for {route} \
+                 (from maxPayloadBytes {} and maxArtifactBytes {}); raise it or lower those",
+                budget.value, max_payload.value, max_artifact.value
             ),
         });
     }

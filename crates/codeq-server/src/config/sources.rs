@@ -154,6 +154,12 @@ config_keys! {
     public_base_url: String = "publicBaseUrl" => value::http_url;
     shutdown_grace_seconds: u64 = "shutdownGraceSeconds";
     max_in_flight_calls: usize = "maxInFlightCalls" => value::positive;
+    request_head_timeout_seconds: u64 = "requestHeadTimeoutSeconds" => value::positive;
+    keep_alive_timeout_seconds: u64 = "keepAliveTimeoutSeconds" => value::positive;
+    body_read_timeout_seconds: u64 = "bodyReadTimeoutSeconds" => value::positive;
+    body_min_bytes_per_second: u64 = "bodyMinBytesPerSecond" => value::positive;
+    max_connections: u32 = "maxConnections" => value::positive;
+    max_body_bytes_in_flight: u64 = "maxBodyBytesInFlight" => value::positive;
 }
 
 /// The key closest to an unknown one, when they differ only in case,

@@ -93,6 +93,12 @@ const SAMPLES: &[Sample] = &[
     ("publicBaseUrl", "https://queue.example", &[]),
     ("shutdownGraceSeconds", "5", &[]),
     ("maxInFlightCalls", "64", &[]),
+    ("requestHeadTimeoutSeconds", "5", &[]),
+    ("keepAliveTimeoutSeconds", "30", &[]),
+    ("bodyReadTimeoutSeconds", "20", &[]),
+    ("bodyMinBytesPerSecond", "1024", &[]),
+    ("maxConnections", "500", &[]),
+    ("maxBodyBytesInFlight", "3000000000", &[]),
 ];
 
 fn sample(key: &str) -> (&'static str, &'static [(&'static str, &'static str)]) {
@@ -171,6 +177,12 @@ fn defaults_match_the_spec_table() {
     assert_eq!(config.local_artifacts_dir, PathBuf::from("./codeq-data/artifacts"));
     assert_eq!(config.public_base_url, None);
     assert_eq!(config.shutdown_grace_seconds, 30);
+    assert_eq!(config.request_head_timeout_seconds, 10);
+    assert_eq!(config.keep_alive_timeout_seconds, 60);
+    assert_eq!(config.body_read_timeout_seconds, 10);
+    assert_eq!(config.body_min_bytes_per_second, 16_384);
+    assert_eq!(config.max_connections, 10_000);
+    assert_eq!(config.max_body_bytes_in_flight, 2_147_483_648);
 
     assert!(config.local_mode());
     assert!(config.automatic_cleanup());
@@ -454,6 +466,14 @@ fn bad_values_are_rejected_naming_the_key_and_the_source() {
         ("subscriptionCleanupIntervalSeconds", "0", "0 is less than 1"),
         ("resultWebhookMaxAttempts", "0", "0 is less than 1"),
         ("resultWebhookMaxBackoffSeconds", "0", "0 is less than 1"),
+        ("requestHeadTimeoutSeconds", "0", "0 is less than 1"),
+        ("keepAliveTimeoutSeconds", "0", "0 is less than 1"),
+        ("bodyReadTimeoutSeconds", "0", "0 is less than 1"),
+        ("bodyMinBytesPerSecond", "0", "0 is less than 1"),
+        ("maxConnections", "0", "0 is less than 1"),
+        ("maxConnections", "-1", "is not a number 0..4294967295"),
+        ("maxBodyBytesInFlight", "1e9", "is not a number of 0 or more"),
+        ("maxBodyBytesInFlight", "1048576", "less than the largest request body the limits allow"),
         ("staticTokens", "[{}]", "entry 0: missing field"),
         ("staticTokens", "{", "not a JSON array of tokens"),
     ] {
@@ -592,6 +612,24 @@ fn the_backoff_base_may_not_exceed_its_maximum() {
         error.starts_with("invalid value for resultWebhookBaseBackoffSeconds (default): 2 is more"),
         "{error}"
     );
+}
+
+#[test]
+fn the_body_budget_must_hold_the_largest_body_the_item_limits_allow() {
+    // With the default limits the largest body is a batch of results:
+    // (10 MiB / 3 × 4 + 64 KiB) × 100 bytes.
+    let largest = "1404654800";
+    assert!(load_env(&[("CODEQ_MAX_BODY_BYTES_IN_FLIGHT", largest)]).is_ok());
+    let error = load_env(&[("CODEQ_MAX_BODY_BYTES_IN_FLIGHT", "1404654799")]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("POST /v1/codeq/tasks/batch/results"), "{message}");
+    assert!(message.contains("maxArtifactBytes 10485760"), "{message}");
+    // A larger artifact limit needs a larger budget; a smaller one lets the
+    // budget go down with it.
+    assert!(load_env(&[("CODEQ_MAX_ARTIFACT_BYTES", "104857600")]).is_err());
+    let small =
+        [("CODEQ_MAX_ARTIFACT_BYTES", "1024"), ("CODEQ_MAX_BODY_BYTES_IN_FLIGHT", "120000000")];
+    assert!(load_env(&small).is_ok());
 }
 
 #[test]

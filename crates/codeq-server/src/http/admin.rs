@@ -3,13 +3,14 @@
 //! `eventTypes` cover the command.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use codeq_core::{Command, QueueStats, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::Body;
 use super::error::ApiError;
-use super::extract::{Admin, Body, Caller};
+use super::extract::{Admin, Caller, PathText};
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
 use crate::service::retention;
@@ -25,12 +26,18 @@ pub async fn queues(State(app): State<AppState>, Admin(_): Admin) -> Result<Json
 pub async fn queue(
     State(app): State<AppState>,
     Caller(caller): Caller,
-    Path(command): Path<String>,
+    PathText(command): PathText,
 ) -> Result<Json<QueueStats>, ApiError> {
     let worker = caller.kind == PrincipalKind::Worker;
     if !worker {
         caller.require_admin()?;
     }
+    let Some(command) = command else {
+        return Err(ApiError::invalid(
+            "invalid_command",
+            "the command in the path is not valid UTF-8 once percent-decoded",
+        ));
+    };
     let command = Command::parse(&command).map_err(|reason| {
         ApiError::invalid("invalid_command", format!("command {command:?} {reason}"))
     })?;

@@ -1,14 +1,14 @@
 //! Extractors: the caller's principal (authentication and scope checks,
-//! in the order of the API: 401, then 403), and JSON bodies parsed after
-//! those checks with errors that name the field.
+//! in the order of the API: 401, then 403), and path parameters that never
+//! fail on their own. Bodies are read by [`super::body::Body`].
 
 use std::marker::PhantomData;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
-use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::AppState;
@@ -101,55 +101,27 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Worker<S> {
     }
 }
 
-/// The raw request body, limited by the route's body limit (413 beyond).
-pub struct Body(pub Bytes);
+/// A path parameter as text, or `None` when it is not valid UTF-8 once
+/// percent-decoded (`/tasks/%ff`). Each handler then answers as for any
+/// other text that names nothing (404 for a task id, 400 for a command),
+/// at its own point of the check order; the extraction itself never
+/// answers with anything but JSON.
+#[derive(Debug)]
+pub struct PathText(pub Option<String>);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::too_large("body_too_large", "request body is over the size limit"))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => Ok(Self(Some(text))),
+            Err(PathRejection::FailedToDeserializePathParams(error))
+                if matches!(error.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Ok(Self(None))
             }
-            Err(rejection) => Err(ApiError::invalid("invalid_body", rejection.body_text())),
+            // A route without exactly one parameter: a bug in the router.
+            Err(rejection) => Err(ApiError::internal(rejection.body_text())),
         }
     }
-}
-
-impl Body {
-    /// Parses the body as JSON; an empty body counts as `{}` (for
-    /// endpoints whose fields are all optional).
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let bytes: &[u8] = if self.0.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.0 };
-        parse_json(bytes)
-    }
-}
-
-/// Parses JSON, naming the offending field in the error.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // The plain parser first (tracking the path costs on every request);
-    // only a failure is parsed again to name the field.
-    if let Ok(value) = serde_json::from_slice(bytes) {
-        return Ok(value);
-    }
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
-        } else if path == "." {
-            format!("invalid body: {inner}")
-        } else {
-            format!("invalid field {path}: {inner}")
-        };
-        ApiError::invalid(if inner.is_data() { "invalid_field" } else { "malformed_json" }, message)
-    })?;
-    // The plain parser failed on something after the value.
-    deserializer
-        .end()
-        .map_err(|error| ApiError::invalid("malformed_json", format!("malformed JSON: {error}")))?;
-    Ok(parsed)
 }

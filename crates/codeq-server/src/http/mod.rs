@@ -1,70 +1,76 @@
 //! The HTTP API: the axum router, one module per resource, the extractors
-//! that authenticate and parse, and `ApiError`.
+//! that authenticate and parse, and `ApiError`; and below the router, the
+//! front door: connections, their timeouts and cap, request bodies and the
+//! checks of the request head.
 //!
 //! Handlers hold no business rules: they parse and check the request,
 //! call one service method, and shape the response.
+//!
+//! Layout:
+//! - [`serve`]: the accept loop and the connection cap; [`connection`]:
+//!   one connection and its head and keep-alive timeouts.
+//! - [`request_head`]: URI and header size limits, `Host`.
+//! - [`body`]: per-route body limits, the budget of bodies in flight, body
+//!   timeouts, the `Body` extractor and JSON parsing.
+//! - [`extract`]: the caller's principal, path parameters.
+//! - [`tasks`], [`workers`], [`admin`], [`ops`]: the endpoints; [`views`]:
+//!   their JSON; [`error`]: `ApiError`.
 
 pub mod admin;
+pub mod body;
+pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod request_head;
+pub mod serve;
 pub mod tasks;
 pub mod views;
 pub mod workers;
 
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use self::body::{BodyLimits, RouteBodyLimit};
 use self::error::ApiError;
 use crate::app::AppState;
-
-/// Room for the fields around a payload in a create body.
-const ENVELOPE_BYTES: usize = 64 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let limits = &state.limits;
-    let single = limits.max_payload_bytes + ENVELOPE_BYTES;
-    let batch = single.saturating_mul(tasks::MAX_BATCH);
-    let result = limits.max_artifact_bytes / 3 * 4 + ENVELOPE_BYTES;
-    let small = ENVELOPE_BYTES;
+    let limits = BodyLimits::new(state.limits.max_payload_bytes, state.limits.max_artifact_bytes);
+    let limit = |bytes: usize| Extension(RouteBodyLimit(bytes));
+    let small = limit(limits.small);
 
     let api = Router::new()
-        .route("/tasks", post(tasks::create).layer(DefaultBodyLimit::max(single)))
-        .route("/tasks/batch", post(tasks::create_batch).layer(DefaultBodyLimit::max(batch)))
-        .route("/tasks/claim", post(workers::claim).layer(DefaultBodyLimit::max(small)))
-        .route("/tasks/claim/batch", post(workers::claim_batch).layer(DefaultBodyLimit::max(small)))
+        .route("/tasks", post(tasks::create).layer(limit(limits.create)))
+        .route("/tasks/batch", post(tasks::create_batch).layer(limit(limits.create_batch)))
+        .route("/tasks/claim", post(workers::claim).layer(small))
+        .route("/tasks/claim/batch", post(workers::claim_batch).layer(small))
         .route(
             "/tasks/batch/results",
-            post(workers::submit_results_batch)
-                .layer(DefaultBodyLimit::max(result.saturating_mul(tasks::MAX_BATCH))),
+            post(workers::submit_results_batch).layer(limit(limits.result_batch)),
         )
         .route("/tasks/{id}", get(tasks::get))
         .route(
             "/tasks/{id}/result",
-            get(tasks::get_result)
-                .post(workers::submit_result)
-                .layer(DefaultBodyLimit::max(result)),
+            get(tasks::get_result).post(workers::submit_result).layer(limit(limits.result)),
         )
-        .route(
-            "/tasks/{id}/heartbeat",
-            post(workers::heartbeat).layer(DefaultBodyLimit::max(small)),
-        )
-        .route("/tasks/{id}/abandon", post(workers::abandon).layer(DefaultBodyLimit::max(small)))
-        .route("/tasks/{id}/nack", post(workers::nack).layer(DefaultBodyLimit::max(small)))
+        .route("/tasks/{id}/heartbeat", post(workers::heartbeat).layer(small))
+        .route("/tasks/{id}/abandon", post(workers::abandon).layer(small))
+        .route("/tasks/{id}/nack", post(workers::nack).layer(small))
         .route("/admin/queues", get(admin::queues))
         .route("/admin/queues/{command}", get(admin::queue))
         .route("/admin/queues/{command}/stats", get(admin::queue))
-        .route("/admin/tasks/cleanup", post(admin::cleanup).layer(DefaultBodyLimit::max(small)));
+        .route("/admin/tasks/cleanup", post(admin::cleanup).layer(small));
 
     Router::new()
         .nest("/v1/codeq", api)
@@ -73,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(middleware::from_fn(request_head::check))
         .layer(middleware::from_fn(log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -2,7 +2,7 @@
 //! make (task, result).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, Priority, TaskId, Timestamp};
@@ -10,8 +10,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use super::body::{Body, parse_json};
 use super::error::ApiError;
-use super::extract::{Body, Caller, Producer, parse_json};
+use super::extract::{Caller, PathText, Producer};
 use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
 use crate::service::scheduler::{NewTask, Schedule};
@@ -26,12 +27,13 @@ pub const MAX_BATCH: usize = 100;
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// The body of a create request.
+/// The body of a create request; the payload is borrowed from the body.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CreateBody {
+struct CreateBody<'a> {
     command: String,
-    payload: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
     priority: Option<AnyInteger>,
     max_attempts: Option<i64>,
     webhook: Option<String>,
@@ -40,7 +42,7 @@ struct CreateBody {
     delay_seconds: Option<i64>,
 }
 
-impl CreateBody {
+impl CreateBody<'_> {
     /// Checks every field (the message names the field).
     fn validate(self, max_payload_bytes: usize) -> Result<NewTask, ApiError> {
         let command = Command::parse(&self.command).map_err(|reason| {
@@ -178,9 +180,11 @@ pub async fn create(
     Ok(response)
 }
 
+/// A batch create: each item is borrowed from the body, unparsed.
 #[derive(Debug, Deserialize)]
-struct BatchBody {
-    tasks: Vec<Box<RawValue>>,
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    tasks: Vec<&'a RawValue>,
 }
 
 /// `POST /v1/codeq/tasks/batch`
@@ -191,27 +195,40 @@ pub async fn create_batch(
 ) -> Result<Response, ApiError> {
     let request: BatchBody = body.json()?;
     check_batch_size("tasks", request.tasks.len())?;
-    let checked: Vec<Result<NewTask, ApiError>> = request
-        .tasks
-        .into_iter()
-        .map(|item| {
-            parse_json::<CreateBody>(item.get().as_bytes())
-                .and_then(|body| body.validate(app.limits.max_payload_bytes))
-                .and_then(|task| {
-                    producer.require_commands(std::slice::from_ref(&task.command))?;
-                    Ok(task)
-                })
-        })
-        .collect();
-    let valid: Vec<NewTask> =
-        checked.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
+    // Each item's refusal in request order, and the valid tasks moved out
+    // (no copy of their payloads).
+    let mut refusals: Vec<Option<ApiError>> = Vec::with_capacity(request.tasks.len());
+    let mut valid: Vec<NewTask> = Vec::with_capacity(request.tasks.len());
+    for item in request.tasks {
+        let checked = parse_json::<CreateBody>(item.get().as_bytes())
+            .and_then(|body| body.validate(app.limits.max_payload_bytes))
+            .and_then(|task| {
+                producer.require_commands(std::slice::from_ref(&task.command))?;
+                Ok(task)
+            });
+        match checked {
+            Ok(task) => {
+                valid.push(task);
+                refusals.push(None);
+            }
+            Err(error) => refusals.push(Some(error)),
+        }
+    }
+    // The payloads are copied out: the request bytes can go before the
+    // store makes its own copies.
+    let _budget = body.release();
     let created = app.scheduler.create(valid).await?;
     let mut created = created.iter();
-    let results = checked
+    let results = refusals
         .into_iter()
-        .map(|item| {
-            let lost = || ApiError::internal("batch create lost an item");
-            match item.and_then(|_| created.next().ok_or_else(lost)) {
+        .map(|refusal| {
+            let outcome = match refusal {
+                Some(error) => Err(error),
+                None => {
+                    created.next().ok_or_else(|| ApiError::internal("batch create lost an item"))
+                }
+            };
+            match outcome {
                 Ok(Created::New(task) | Created::Existing(task)) => {
                     CreatedItem::Task { task: TaskView::new(task, app.offset) }
                 }
@@ -236,18 +253,20 @@ pub fn check_batch_size(field: &str, len: usize) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a task id from the path; an id that is not a UUID names no task.
-pub fn task_id(text: &str) -> Result<TaskId, ApiError> {
-    text.parse().map_err(|_| ApiError::not_found("task_not_found", "task not found"))
+/// Parses a task id from the path; an id that is not a UUID (or not text
+/// at all) names no task.
+pub fn task_id(text: Option<&str>) -> Result<TaskId, ApiError> {
+    text.and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))
 }
 
 /// `GET /v1/codeq/tasks/:id`
 pub async fn get(
     State(app): State<AppState>,
     Caller(_): Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Response, ApiError> {
-    let id = task_id(&id)?;
+    let id = task_id(id.as_deref())?;
     let task = app
         .scheduler
         .task(id)
@@ -260,9 +279,9 @@ pub async fn get(
 pub async fn get_result(
     State(app): State<AppState>,
     Caller(_): Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Response, ApiError> {
-    let id = task_id(&id)?;
+    let id = task_id(id.as_deref())?;
     let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(|| {
         ApiError::not_found("result_not_found", "task not found or has no result yet")
     })?;

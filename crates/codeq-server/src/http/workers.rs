@@ -1,20 +1,23 @@
 //! Worker endpoints: claim (single and batch, with long poll), heartbeat,
 //! abandon, nack and results (single and batch).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use codeq_core::lifecycle::{Submission, check_result_allowed};
 use codeq_core::{Command, ResultStatus, TaskId, Timestamp};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::body::{Body, parse_json};
 use super::error::ApiError;
-use super::extract::{Body, Worker, parse_json, scope};
+use super::extract::{PathText, Worker, scope};
 use super::tasks::{AnyInteger, check_batch_size, error_item, task_id};
 use super::views::{ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
@@ -135,7 +138,7 @@ struct HeartbeatBody {
 pub async fn heartbeat(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Heartbeat>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let request: HeartbeatBody = body.json()?;
@@ -148,7 +151,7 @@ pub async fn heartbeat(
         }
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    let state = app.scheduler.heartbeat(task_id(&id)?, fence, extend).await?;
+    let state = app.scheduler.heartbeat(task_id(id.as_deref())?, fence, extend).await?;
     let lease_until = state.lease_until.unwrap_or(Timestamp(0)).to_rfc3339(app.offset);
     Ok(Json(json!({ "ok": true, "leaseUntil": lease_until })))
 }
@@ -163,12 +166,12 @@ struct AbandonBody {
 pub async fn abandon(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Abandon>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let request: AbandonBody = body.json()?;
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    app.scheduler.abandon(task_id(&id)?, fence).await?;
+    app.scheduler.abandon(task_id(id.as_deref())?, fence).await?;
     Ok(Json(json!({ "status": "requeued" })))
 }
 
@@ -184,7 +187,7 @@ struct NackBody {
 pub async fn nack(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Nack>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let request: NackBody = body.json()?;
@@ -195,7 +198,7 @@ pub async fn nack(
         other => other.map(|n| n as u64),
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    let outcome = app.scheduler.nack(task_id(&id)?, fence, delay, request.reason).await?;
+    let outcome = app.scheduler.nack(task_id(id.as_deref())?, fence, delay, request.reason).await?;
     Ok(Json(match outcome {
         Retried::Requeued { delay_seconds } => {
             json!({ "status": "requeued", "delaySeconds": delay_seconds })
@@ -204,24 +207,30 @@ pub async fn nack(
     }))
 }
 
+/// An artifact as submitted; inline content is borrowed from the body.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ArtifactBody {
+struct ArtifactBody<'a> {
     name: String,
     url: Option<String>,
-    content_base64: Option<String>,
+    #[serde(borrow)]
+    content_base64: Option<Cow<'a, str>>,
     content_type: Option<String>,
 }
 
+/// A result submission. `Id` is what `taskId` holds: ignored for
+/// `POST /tasks/{id}/result` (as any unknown field), required in batches.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ResultBody {
+struct ResultBody<'a, Id = IgnoredAny> {
+    #[serde(default)]
+    task_id: Id,
     #[serde(deserialize_with = "result_status")]
     status: ResultStatus,
     result: Option<Value>,
     error: Option<String>,
-    #[serde(default)]
-    artifacts: Vec<ArtifactBody>,
+    #[serde(borrow, default)]
+    artifacts: Vec<ArtifactBody<'a>>,
     attempt: Option<u32>,
 }
 
@@ -240,7 +249,7 @@ fn result_status<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-impl ResultBody {
+impl<Id> ResultBody<'_, Id> {
     /// Checks the outcome's fields: `COMPLETED` needs a `result` object,
     /// `FAILED` a non-empty `error`.
     fn check(&self) -> Result<(), ApiError> {
@@ -256,8 +265,9 @@ impl ResultBody {
     }
 }
 
-/// Validates one submission, stores its artifact bytes and builds the
-/// completion to hand to the store.
+/// Validates one submission, stores its artifact bytes (decoded from the
+/// request body one piece at a time) and builds the completion to hand to
+/// the store.
 ///
 /// Bytes are written only for a delivery this worker holds (the store
 /// checks again, atomically, when the result is stored), under that
@@ -265,25 +275,26 @@ impl ResultBody {
 /// from another delivery, never overwrites the files of the result that
 /// was stored. A repeat on a terminal task writes nothing; the store
 /// answers it with the stored record.
-async fn prepare_completion(
+async fn prepare_completion<Id>(
     app: &AppState,
     worker: &Principal,
     task: TaskId,
-    body: ResultBody,
+    body: &Body,
+    submission: ResultBody<'_, Id>,
 ) -> Result<Completion, ApiError> {
-    body.check()?;
-    let uploads = body
+    submission.check()?;
+    let uploads = submission
         .artifacts
         .into_iter()
         .map(|a| ArtifactUpload {
             name: a.name,
             url: a.url,
-            content_base64: a.content_base64,
+            content_base64: a.content_base64.map(|text| body.share(text.as_bytes())),
             content_type: a.content_type,
         })
         .collect();
-    let prepared = app.artifacts.prepare(uploads)?;
-    let fence = Fence { worker_id: &worker.sub, attempt: body.attempt };
+    let prepared = app.artifacts.prepare(uploads).await?;
+    let fence = Fence { worker_id: &worker.sub, attempt: submission.attempt };
     let artifacts = if prepared.iter().any(Prepared::has_bytes) {
         let state = app.scheduler.task_state(task).await?.ok_or(TransitionError::NotFound)?;
         check_result_allowed(&state, fence)?;
@@ -295,13 +306,17 @@ async fn prepare_completion(
     } else {
         app.artifacts.store(task, 0, prepared).await?
     };
-    let submission =
-        Submission { status: body.status, result: body.result, error: body.error, artifacts };
+    let decided = Submission {
+        status: submission.status,
+        result: submission.result,
+        error: submission.error,
+        artifacts,
+    };
     Ok(Completion {
         task_id: task,
         worker_id: worker.sub.clone(),
-        attempt: body.attempt,
-        submission,
+        attempt: submission.attempt,
+        submission: decided,
     })
 }
 
@@ -309,12 +324,12 @@ async fn prepare_completion(
 pub async fn submit_result(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Result>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: ResultBody = body.json()?;
-    let id = task_id(&id)?;
-    let completion = prepare_completion(&app, &worker, id, request).await?;
+    let id = task_id(id.as_deref())?;
+    let completion = prepare_completion(&app, &worker, id, &body, request).await?;
     let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
     match outcome {
         Some(Ok(completed)) => {
@@ -325,9 +340,11 @@ pub async fn submit_result(
     }
 }
 
+/// A batch of results: each item is borrowed from the body, unparsed.
 #[derive(Debug, Deserialize)]
-struct BatchResultsBody {
-    results: Vec<Box<RawValue>>,
+struct BatchResultsBody<'a> {
+    #[serde(borrow)]
+    results: Vec<&'a RawValue>,
 }
 
 /// Just the `taskId` of a batch item, to label an item that fails to parse.
@@ -335,6 +352,32 @@ struct BatchResultsBody {
 #[serde(rename_all = "camelCase")]
 struct ItemTaskId {
     task_id: Option<String>,
+}
+
+/// Parses, checks and prepares one item of a batch of results; returns the
+/// `taskId` to echo and the completion or the item's error.
+async fn prepare_item(
+    app: &AppState,
+    worker: &Principal,
+    body: &Body,
+    item: &RawValue,
+) -> (String, Result<Completion, ApiError>) {
+    let text = item.get().as_bytes();
+    let mut submission = match parse_json::<ResultBody<Option<String>>>(text) {
+        Ok(submission) => submission,
+        Err(error) => {
+            let label = serde_json::from_slice::<ItemTaskId>(text).unwrap_or_default().task_id;
+            return (label.unwrap_or_default(), Err(error));
+        }
+    };
+    let Some(label) = submission.task_id.take() else {
+        return (String::new(), Err(ApiError::field("taskId is required")));
+    };
+    let completion = match task_id(Some(&label)) {
+        Ok(id) => prepare_completion(app, worker, id, body, submission).await,
+        Err(error) => Err(error),
+    };
+    (label, completion)
 }
 
 /// `POST /v1/codeq/tasks/batch/results`
@@ -345,36 +388,35 @@ pub async fn submit_results_batch(
 ) -> Result<Response, ApiError> {
     let request: BatchResultsBody = body.json()?;
     check_batch_size("results", request.results.len())?;
-    let mut checked: Vec<(String, Result<Completion, ApiError>)> =
-        Vec::with_capacity(request.results.len());
+    // Each item's label and refusal in request order; the valid
+    // completions moved out. Items are prepared one after the other, so
+    // at most one artifact is being decoded at a time.
+    let mut labels: Vec<(String, Option<ApiError>)> = Vec::with_capacity(request.results.len());
+    let mut valid: Vec<Completion> = Vec::with_capacity(request.results.len());
     for item in request.results {
-        let text = item.get().as_bytes();
-        let claimed_id = serde_json::from_slice::<ItemTaskId>(text)
-            .unwrap_or_default()
-            .task_id
-            .unwrap_or_default();
-        // The item is a result body with a `taskId`: parsed as one (not
-        // flattened, so a wrong field is named in the error).
-        let completion = match (task_id(&claimed_id), parse_json::<ResultBody>(text)) {
-            (_, Err(error)) => Err(error),
-            (Err(_), Ok(_)) if claimed_id.is_empty() => Err(ApiError::field("taskId is required")),
-            (Err(error), Ok(_)) => Err(error),
-            (Ok(id), Ok(body)) => prepare_completion(&app, &worker, id, body).await,
-        };
-        checked.push((claimed_id, completion));
+        let (label, completion) = prepare_item(&app, &worker, &body, item).await;
+        match completion {
+            Ok(completion) => {
+                valid.push(completion);
+                labels.push((label, None));
+            }
+            Err(error) => labels.push((label, Some(error))),
+        }
     }
-    let valid: Vec<Completion> =
-        checked.iter().filter_map(|(_, item)| item.as_ref().ok().cloned()).collect();
+    let _budget = body.release();
     let outcomes = app.scheduler.complete(valid).await?;
     let mut outcomes = outcomes.iter();
-    let results = checked
+    let results = labels
         .into_iter()
-        .map(|(id, item)| {
-            let outcome = item.and_then(|_| match outcomes.next() {
-                Some(Ok(completed)) => Ok(completed.record()),
-                Some(Err(refused)) => Err(ApiError::from(refused.clone())),
-                None => Err(ApiError::internal("batch results lost an item")),
-            });
+        .map(|(id, refusal)| {
+            let outcome = match refusal {
+                Some(error) => Err(error),
+                None => match outcomes.next() {
+                    Some(Ok(completed)) => Ok(completed.record()),
+                    Some(Err(refused)) => Err(ApiError::from(refused.clone())),
+                    None => Err(ApiError::internal("batch results lost an item")),
+                },
+            };
             match outcome {
                 Ok(record) => {
                     ResultItem::Result { task_id: id, result: ResultView::new(record, app.offset) }

@@ -2,12 +2,27 @@
 //! `contentBase64` bytes are written (and fsynced) under
 //! `localArtifactsDir/<taskId>/<name>` before the result is stored, and
 //! referenced by their download path.
+//!
+//! Inline content stays base64 text (a view into the request body) until
+//! it is written: it is checked and then decoded piece by piece straight
+//! into its file, on the blocking pool, so an artifact never exists
+//! decoded in memory as a whole.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use codeq_core::{Artifact, TaskId};
-use tokio::io::AsyncWriteExt;
+
+/// Base64 text decoded per piece: a multiple of 4, so that each piece
+/// decodes on its own; 1 MiB of text is 768 KiB of bytes.
+const DECODE_PIECE: usize = 1024 * 1024;
+
+/// Base64 text checked on the request's own thread: decoding it takes
+/// well under a millisecond, less than a hop to the blocking pool.
+const INLINE_CHECK_BYTES: usize = 64 * 1024;
 
 /// An artifact as a worker submits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +31,8 @@ pub struct ArtifactUpload {
     pub name: String,
     /// Where the bytes already are.
     pub url: Option<String>,
-    /// The bytes, base64-encoded.
-    pub content_base64: Option<String>,
+    /// The bytes, base64-encoded (usually a view into the request body).
+    pub content_base64: Option<Bytes>,
     /// Media type.
     pub content_type: Option<String>,
 }
@@ -58,9 +73,25 @@ impl Artifacts {
         Self { dir, public_base_url, max_bytes }
     }
 
-    /// Checks uploads and decodes their bytes, without writing anything.
-    pub fn prepare(&self, uploads: Vec<ArtifactUpload>) -> Result<Vec<Prepared>, ArtifactError> {
-        uploads.into_iter().map(|upload| self.prepare_one(upload)).collect()
+    /// Checks uploads (names, sources, sizes, base64), without writing
+    /// anything. The base64 check decodes into a scratch buffer, on the
+    /// blocking pool unless the content is small.
+    pub async fn prepare(
+        &self,
+        uploads: Vec<ArtifactUpload>,
+    ) -> Result<Vec<Prepared>, ArtifactError> {
+        let prepared: Vec<Prepared> =
+            uploads.into_iter().map(|upload| self.prepare_one(upload)).collect::<Result<_, _>>()?;
+        let content: usize =
+            prepared.iter().filter_map(|p| p.content.as_ref()).map(Bytes::len).sum();
+        if content <= INLINE_CHECK_BYTES {
+            prepared.iter().try_for_each(Prepared::check_content)?;
+            return Ok(prepared);
+        }
+        let checked = tokio::task::spawn_blocking(move || {
+            prepared.iter().try_for_each(Prepared::check_content).map(|()| prepared)
+        });
+        checked.await.map_err(|error| ArtifactError::Io(std::io::Error::other(error)))?
     }
 
     fn prepare_one(&self, upload: ArtifactUpload) -> Result<Prepared, ArtifactError> {
@@ -79,29 +110,15 @@ impl Artifacts {
                         url,
                         content_type: upload.content_type,
                     },
-                    bytes: None,
+                    content: None,
                 })
             }
             (None, Some(encoded)) => {
-                if encoded.len() / 4 * 3 > self.max_bytes + 3 {
+                let size = decoded_len(&encoded).ok_or_else(|| not_base64(&upload.name))?;
+                if size > self.max_bytes {
                     return Err(ArtifactError::TooLarge {
                         name: upload.name,
-                        size: encoded.len() / 4 * 3,
-                        limit: self.max_bytes,
-                    });
-                }
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(encoded.as_bytes())
-                    .map_err(|_| {
-                        ArtifactError::Invalid(format!(
-                            "artifacts[].contentBase64 of {:?} is not valid base64",
-                            upload.name
-                        ))
-                    })?;
-                if bytes.len() > self.max_bytes {
-                    return Err(ArtifactError::TooLarge {
-                        name: upload.name,
-                        size: bytes.len(),
+                        size,
                         limit: self.max_bytes,
                     });
                 }
@@ -110,7 +127,7 @@ impl Artifacts {
                     url: String::new(),
                     content_type: upload.content_type,
                 };
-                Ok(Prepared { artifact, bytes: Some(bytes) })
+                Ok(Prepared { artifact, content: Some(encoded) })
             }
             _ => Err(ArtifactError::Invalid(format!(
                 "artifact {:?} needs exactly one of url and contentBase64",
@@ -134,9 +151,13 @@ impl Artifacts {
         prepared: Vec<Prepared>,
     ) -> Result<Vec<Artifact>, ArtifactError> {
         let mut artifacts = Vec::with_capacity(prepared.len());
-        for Prepared { mut artifact, bytes } in prepared {
-            if let Some(bytes) = bytes {
-                write_durably(&self.dir_of(task, attempt), &artifact.name, &bytes).await?;
+        for Prepared { mut artifact, content } in prepared {
+            if let Some(encoded) = content {
+                let dir = self.dir_of(task, attempt);
+                let name = artifact.name.clone();
+                tokio::task::spawn_blocking(move || write_decoded(&dir, &name, &encoded))
+                    .await
+                    .map_err(std::io::Error::other)??;
                 artifact.url = format!(
                     "{}/v1/codeq/tasks/{task}/artifacts/{}",
                     self.public_base_url, artifact.name
@@ -158,18 +179,45 @@ impl Artifacts {
     }
 }
 
-/// A checked artifact, with its decoded bytes when given inline.
+/// A checked artifact, with its base64 content when given inline.
 #[derive(Debug)]
 pub struct Prepared {
     artifact: Artifact,
-    bytes: Option<Vec<u8>>,
+    content: Option<Bytes>,
 }
 
 impl Prepared {
     /// True when there are bytes to write.
     pub fn has_bytes(&self) -> bool {
-        self.bytes.is_some()
+        self.content.is_some()
     }
+
+    /// Checks that the inline content is valid base64 (decoding it piece
+    /// by piece into a scratch buffer).
+    fn check_content(&self) -> Result<(), ArtifactError> {
+        let Some(encoded) = &self.content else { return Ok(()) };
+        let mut scratch = vec![0; DECODE_PIECE / 4 * 3];
+        for piece in encoded.chunks(DECODE_PIECE) {
+            STANDARD
+                .decode_slice(piece, &mut scratch)
+                .map_err(|_| not_base64(&self.artifact.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// The decoded length of padded base64 text; `None` when its length
+/// cannot be padded base64.
+fn decoded_len(encoded: &[u8]) -> Option<usize> {
+    if !encoded.len().is_multiple_of(4) {
+        return None;
+    }
+    let padding = encoded.iter().rev().take(2).take_while(|&&c| c == b'=').count();
+    Some(encoded.len() / 4 * 3 - padding)
+}
+
+fn not_base64(name: &str) -> ArtifactError {
+    ArtifactError::Invalid(format!("artifacts[].contentBase64 of {name:?} is not valid base64"))
 }
 
 /// A plain file name: no separators, NUL, `.` or `..`, at most 255 bytes.
@@ -186,16 +234,24 @@ fn check_file_name(name: &str) -> Result<(), ArtifactError> {
     }
 }
 
-async fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
+/// Decodes checked base64 `encoded` into `dir/name`, piece by piece, and
+/// makes the file and its name durable (blocking).
+fn write_decoded(dir: &Path, name: &str, encoded: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     // A name of its own: `name` may already use all 255 bytes a file
     // name may have, and two uploads may run at once.
     let temporary = dir.join(format!(".partial-{}", TaskId::generate()));
-    let mut file = tokio::fs::File::create(&temporary).await?;
-    file.write_all(bytes).await?;
-    file.sync_all().await?;
-    tokio::fs::rename(&temporary, dir.join(name)).await?;
-    tokio::fs::File::open(dir).await?.sync_all().await
+    let mut file = std::fs::File::create(&temporary)?;
+    let mut piece_bytes = vec![0; DECODE_PIECE / 4 * 3];
+    for piece in encoded.chunks(DECODE_PIECE) {
+        let decoded = STANDARD.decode_slice(piece, &mut piece_bytes).map_err(|error| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+        })?;
+        file.write_all(&piece_bytes[..decoded])?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -212,23 +268,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_artifact_needs_exactly_one_source() {
-        let artifacts = Artifacts::new(PathBuf::from("unused"), None, 10);
-        let upload = |url: Option<&str>, content: Option<&str>| ArtifactUpload {
+    fn upload(url: Option<&str>, content: Option<&'static str>) -> ArtifactUpload {
+        ArtifactUpload {
             name: "a".into(),
             url: url.map(Into::into),
-            content_base64: content.map(Into::into),
+            content_base64: content.map(|text| Bytes::from_static(text.as_bytes())),
             content_type: None,
-        };
-        assert!(artifacts.prepare(vec![upload(None, None)]).is_err());
-        assert!(artifacts.prepare(vec![upload(Some("https://x/a"), Some("YQ=="))]).is_err());
-        assert!(artifacts.prepare(vec![upload(Some("ftp://x/a"), None)]).is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_artifact_needs_exactly_one_valid_source_within_the_limit() {
+        let artifacts = Artifacts::new(PathBuf::from("unused"), None, 10);
+        let prepare = |upload| artifacts.prepare(vec![upload]);
+        assert!(prepare(upload(None, None)).await.is_err());
+        assert!(prepare(upload(Some("https://x/a"), Some("YQ=="))).await.is_err());
+        assert!(prepare(upload(Some("ftp://x/a"), None)).await.is_err());
         assert!(matches!(
-            artifacts.prepare(vec![upload(None, Some("YWFhYWFhYWFhYWFhYWFh"))]),
-            Err(ArtifactError::TooLarge { .. })
+            prepare(upload(None, Some("YWFhYWFhYWFhYWFhYWFh"))).await,
+            Err(ArtifactError::TooLarge { size: 15, .. })
         ));
-        let prepared = artifacts.prepare(vec![upload(None, Some("YQ=="))]).unwrap();
+        for bad in ["YQ=", "Y===", "YQ=a", "!!!!", "YR=="] {
+            assert!(
+                matches!(prepare(upload(None, Some(bad))).await, Err(ArtifactError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let prepared = prepare(upload(None, Some("YQ=="))).await.unwrap();
         assert!(prepared[0].has_bytes());
+    }
+
+    #[test]
+    fn decoded_lengths_count_the_padding() {
+        assert_eq!(decoded_len(b""), Some(0));
+        assert_eq!(decoded_len(b"YQ=="), Some(1));
+        assert_eq!(decoded_len(b"YWI="), Some(2));
+        assert_eq!(decoded_len(b"YWJj"), Some(3));
+        assert_eq!(decoded_len(b"YWJ"), None);
+    }
+
+    #[test]
+    fn content_is_decoded_piece_by_piece_into_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three pieces and a padded tail.
+        let bytes: Vec<u8> = (0..DECODE_PIECE / 4 * 3 * 2 + 100).map(|i| (i % 251) as u8).collect();
+        let encoded = STANDARD.encode(&bytes);
+        write_decoded(dir.path(), "out.bin", encoded.as_bytes()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("out.bin")).unwrap(), bytes);
+        assert!(!dir.path().join(".out.bin.partial").exists());
     }
 }

@@ -150,6 +150,16 @@ impl TestApp {
         Self { base: server.base_url(), http, clock: manual, dir, scheduler, server }
     }
 
+    /// The address the server listens on (for raw sockets).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.server.address()
+    }
+
+    /// Connections the server has open now.
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(self) -> tempfile::TempDir {
         self.server.stop().await.unwrap();

@@ -151,6 +151,30 @@ async fn result_artifacts_by_url_and_inline_are_stored() {
 }
 
 #[tokio::test]
+async fn a_batch_of_results_stores_each_inline_artifact_whole() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let first = app.create_simple("render").await;
+    let second = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    app.claim_ok(WORKER, &["render"]).await;
+    // Large enough to be decoded in several pieces.
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let item = |id: &str| json!({ "taskId": id, "status": "COMPLETED", "result": {}, "artifacts": [{ "name": "frames.bin", "contentBase64": encoded }] });
+    let reply = app
+        .post("/tasks/batch/results", WORKER, json!({ "results": [item(&first), item(&second)] }))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    for (n, id) in [&first, &second].into_iter().enumerate() {
+        let stored = &reply.body["results"][n]["result"]["artifacts"][0];
+        assert_eq!(stored["url"], format!("/v1/codeq/tasks/{id}/artifacts/frames.bin"));
+        let path = app.dir.path().join("artifacts").join(id).join("1").join("frames.bin");
+        assert!(std::fs::read(path).unwrap() == bytes, "artifact of {id} differs");
+    }
+}
+
+#[tokio::test]
 async fn a_refused_result_writes_no_artifact_bytes() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;

@@ -6,6 +6,7 @@ mod bad_input;
 mod compat;
 mod concurrency;
 mod faults;
+mod front_door;
 mod helpers;
 mod jwt;
 mod lifecycle;

@@ -1,0 +1,348 @@
+//! Request bodies: how large each route accepts them, how many bytes of
+//! them may be in flight across all requests, how long one may take to
+//! arrive, and the [`Body`] extractor that enforces all three before a
+//! handler parses anything.
+//!
+//! A body is refused before any byte of it is read when its declared
+//! `Content-Length` is over the route's limit (413 `body_too_large`; a
+//! client that sent `Expect: 100-continue` gets the 413 instead of `100
+//! Continue`), or when the shared budget cannot hold that length (503
+//! `overloaded` with `Retry-After`). A body sent without a length
+//! reserves budget as it grows. The bytes land in one buffer of the
+//! declared size, and handlers parse JSON borrowing from that buffer, so a
+//! request holds about one copy of its body.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use axum::body::{Bytes, HttpBody};
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use super::tasks::MAX_BATCH;
+use crate::app::AppState;
+
+/// Room for the fields around a payload or an artifact in one request.
+pub const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// The body limit of each kind of route, derived from the item limits
+/// (`maxPayloadBytes`, `maxArtifactBytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// `POST /tasks`: one payload and its envelope.
+    pub create: usize,
+    /// `POST /tasks/batch`: the create limit × 100.
+    pub create_batch: usize,
+    /// `POST /tasks/{id}/result`: `maxArtifactBytes` as base64 and an envelope.
+    pub result: usize,
+    /// `POST /tasks/batch/results`: the result limit × 100.
+    pub result_batch: usize,
+    /// Every other route that reads a body.
+    pub small: usize,
+}
+
+impl BodyLimits {
+    /// The limits for these item limits.
+    pub fn new(max_payload_bytes: usize, max_artifact_bytes: usize) -> Self {
+        let create = max_payload_bytes.saturating_add(ENVELOPE_BYTES);
+        let result = (max_artifact_bytes / 3).saturating_mul(4).saturating_add(ENVELOPE_BYTES);
+        Self {
+            create,
+            create_batch: create.saturating_mul(MAX_BATCH),
+            result,
+            result_batch: result.saturating_mul(MAX_BATCH),
+            small: ENVELOPE_BYTES,
+        }
+    }
+
+    /// The largest limit, and the route it belongs to.
+    pub fn largest(&self) -> (&'static str, usize) {
+        if self.result_batch >= self.create_batch {
+            ("POST /v1/codeq/tasks/batch/results", self.result_batch)
+        } else {
+            ("POST /v1/codeq/tasks/batch", self.create_batch)
+        }
+    }
+}
+
+/// The body limit of the route a request matched. The router sets it on
+/// each route that reads a body; without it, the small limit applies.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteBodyLimit(pub usize);
+
+/// The bytes of request bodies in flight, across all requests; counted in
+/// KiB so that budgets beyond 4 GiB fit the semaphore's API.
+#[derive(Debug)]
+pub struct BodyBudget {
+    kib: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        let kib = usize::try_from(kib_for(bytes)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        Self { kib: Arc::new(Semaphore::new(kib)) }
+    }
+
+    /// Bytes not reserved by any request right now.
+    pub fn available_bytes(&self) -> u64 {
+        self.kib.available_permits() as u64 * 1024
+    }
+}
+
+fn kib_for(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
+/// Budget held by one request; given back when dropped.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    /// The bytes this reservation covers.
+    fn bytes(&self) -> u64 {
+        self.permit.as_ref().map_or(0, |permit| permit.num_permits() as u64 * 1024)
+    }
+
+    /// Grows the reservation to cover `bytes`; false when the budget cannot.
+    fn grow_to(&mut self, budget: &BodyBudget, bytes: u64) -> bool {
+        let missing = kib_for(bytes).saturating_sub(kib_for(self.bytes()));
+        if missing == 0 {
+            return true;
+        }
+        let Ok(missing) = u32::try_from(missing) else { return false };
+        match budget.kib.clone().try_acquire_many_owned(missing) {
+            Ok(more) => {
+                match &mut self.permit {
+                    Some(permit) => permit.merge(more),
+                    None => self.permit = Some(more),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// How request bodies are read: the shared budget and the time limits.
+#[derive(Debug, Clone)]
+pub struct BodyReading {
+    /// Bytes of bodies in flight (`maxBodyBytesInFlight`).
+    pub budget: Arc<BodyBudget>,
+    /// The longest pause between two pieces of a body (`bodyReadTimeoutSeconds`).
+    pub pause: Duration,
+    /// The slowest average rate a whole body may arrive at
+    /// (`bodyMinBytesPerSecond`).
+    pub min_bytes_per_second: u64,
+}
+
+impl BodyReading {
+    /// When a body of `length` bytes must have arrived, if it starts now.
+    fn deadline(&self, length: u64) -> Instant {
+        let transfer = Duration::from_secs(length / self.min_bytes_per_second.max(1));
+        later(self.pause.saturating_add(transfer))
+    }
+
+    /// Reads `body` under `limit` bytes, within the budget and in time.
+    pub async fn read(&self, mut body: axum::body::Body, limit: usize) -> Result<Body, ApiError> {
+        let limit = limit as u64;
+        let declared = body.size_hint().exact();
+        let mut reservation = Reservation::default();
+        if let Some(length) = declared {
+            if length > limit {
+                return Err(too_large(Some(length), limit));
+            }
+            if !reservation.grow_to(&self.budget, length) {
+                return Err(busy());
+            }
+        }
+        let deadline = self.deadline(declared.unwrap_or(limit));
+        // The declared length is within the limit and reserved, so the
+        // buffer is allocated once, at its final size.
+        let mut buffer = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+        loop {
+            // What has already arrived needs no timer.
+            let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let frame = match ready {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    let wait_until = later(self.pause).min(deadline);
+                    let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+                    tokio::time::timeout_at(wait_until, frame).await.map_err(|_| {
+                        ApiError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "body_timeout",
+                            "the request body did not arrive in time",
+                        )
+                    })?
+                }
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|error| {
+                ApiError::invalid("invalid_body", format!("cannot read the request body: {error}"))
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            let received = (buffer.len() + data.len()) as u64;
+            if received > limit {
+                return Err(too_large(None, limit));
+            }
+            if received > reservation.bytes() {
+                // Without a declared length: reserve in doubling steps.
+                let step = reservation.bytes().saturating_mul(2).max(ENVELOPE_BYTES as u64);
+                if !reservation.grow_to(&self.budget, received.max(step).min(limit)) {
+                    return Err(busy());
+                }
+            }
+            buffer.extend_from_slice(&data);
+        }
+        Ok(Body { bytes: Bytes::from(buffer), reservation })
+    }
+}
+
+/// `by` after `at`; far in the future when that is beyond what `Instant`
+/// holds (timeouts are configured, and a huge one must not panic).
+pub fn after(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// `by` from now (see [`after`]).
+pub fn later(by: Duration) -> Instant {
+    after(Instant::now(), by)
+}
+
+fn too_large(declared: Option<u64>, limit: u64) -> ApiError {
+    let message = match declared {
+        Some(length) => {
+            format!("request body of {length} bytes is over this route's limit of {limit} bytes")
+        }
+        None => format!("request body is over this route's limit of {limit} bytes"),
+    };
+    ApiError::too_large("body_too_large", message)
+}
+
+fn busy() -> ApiError {
+    ApiError::unavailable("overloaded", "too many request bodies are in flight; retry shortly", 1)
+}
+
+/// A request body, read whole under the route's limit, and the budget it
+/// holds until the handler is done with it.
+#[derive(Debug)]
+pub struct Body {
+    bytes: Bytes,
+    reservation: Reservation,
+}
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = request.extensions().get::<RouteBodyLimit>().map_or(ENVELOPE_BYTES, |l| l.0);
+        app.bodies.read(request.into_body(), limit).await
+    }
+}
+
+impl Body {
+    /// Parses the body as JSON, borrowing from it where `T` does; an empty
+    /// body counts as `{}` (for endpoints whose fields are all optional).
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        let bytes: &[u8] =
+            if self.bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.bytes };
+        parse_json(bytes)
+    }
+
+    /// A handle on `part` of the body that needs no copy when `part` lies
+    /// inside the body (text parsed without unescaping), else a copy.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        let whole = self.bytes.as_ptr_range();
+        let inside = whole.start <= part.as_ptr() && part.as_ptr_range().end <= whole.end;
+        if inside { self.bytes.slice_ref(part) } else { Bytes::copy_from_slice(part) }
+    }
+
+    /// Frees the bytes and keeps the budget, for a handler that has parsed
+    /// what it needs and still holds data derived from the body.
+    pub fn release(self) -> Reservation {
+        self.reservation
+    }
+}
+
+/// Parses JSON, naming the offending field in the error.
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    // The plain parser first (tracking the path costs on every request);
+    // only a failure is parsed again to name the field.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else if path == "." {
+            format!("invalid body: {inner}")
+        } else {
+            format!("invalid field {path}: {inner}")
+        };
+        ApiError::invalid(if inner.is_data() { "invalid_field" } else { "malformed_json" }, message)
+    })?;
+    // The plain parser failed on something after the value.
+    deserializer
+        .end()
+        .map_err(|error| ApiError::invalid("malformed_json", format!("malformed JSON: {error}")))?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_with_the_default_item_limits_are_those_documented() {
+        let limits = BodyLimits::new(1_048_576, 10_485_760);
+        assert_eq!(limits.create, 1_114_112);
+        assert_eq!(limits.create_batch, 111_411_200);
+        assert_eq!(limits.result, 14_046_548);
+        assert_eq!(limits.result_batch, 1_404_654_800);
+        assert_eq!(limits.small, 65_536);
+        assert_eq!(limits.largest(), ("POST /v1/codeq/tasks/batch/results", 1_404_654_800));
+        let payload_heavy = BodyLimits::new(100 << 20, 1024);
+        assert_eq!(payload_heavy.largest().0, "POST /v1/codeq/tasks/batch");
+    }
+
+    #[test]
+    fn reservations_grow_within_the_budget_and_give_it_back_when_dropped() {
+        let budget = BodyBudget::new(10 * 1024);
+        let mut first = Reservation::default();
+        assert!(first.grow_to(&budget, 6 * 1024));
+        assert!(first.grow_to(&budget, 6 * 1024), "growing to what is held takes nothing");
+        let mut second = Reservation::default();
+        assert!(!second.grow_to(&budget, 5 * 1024), "6 KiB + 5 KiB is over 10 KiB");
+        assert!(second.grow_to(&budget, 4 * 1024));
+        assert_eq!(budget.available_bytes(), 0);
+        drop(first);
+        assert_eq!(budget.available_bytes(), 6 * 1024);
+        assert!(second.grow_to(&budget, 9 * 1024 + 1), "rounded up to 10 KiB");
+        assert_eq!(second.bytes(), 10 * 1024);
+    }
+
+    #[test]
+    fn share_borrows_parts_of_the_body_and_copies_anything_else() {
+        let body =
+            Body { bytes: Bytes::from_static(b"{\"a\":\"xyz\"}"), reservation: <_>::default() };
+        let inside = &body.bytes[6..9];
+        let shared = body.share(inside);
+        assert_eq!(&shared[..], b"xyz");
+        assert_eq!(shared.as_ptr(), inside.as_ptr(), "no copy");
+        let elsewhere = body.share(b"xyz");
+        assert_eq!(&elsewhere[..], b"xyz");
+    }
+}
