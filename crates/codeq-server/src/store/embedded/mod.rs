@@ -1,10 +1,10 @@
 //! The embedded backend: every live task's state in memory
-//! ([`state`]), over codeQ's own journal on disk ([`log`]), for a single
+//! (`state`), over codeQ's own journal on disk ([`log`]), for a single
 //! process.
 //!
 //! A transition runs under one mutex and touches memory only: it decides
 //! with the pure functions of `codeq_core::lifecycle`, builds its journal
-//! batch and memory changes as a [`plan::Plan`], queues the batch (which
+//! batch and memory changes as a plan (`plan.rs`), queues the batch (which
 //! assigns its sequence number and record locations), and only then
 //! applies the changes to memory. The lock is a `std` mutex because these
 //! critical sections are short and never await or do I/O.
