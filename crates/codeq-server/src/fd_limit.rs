@@ -10,9 +10,9 @@
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
-/// Descriptors kept for everything but connections: the store's cache of
-/// open files (up to 900), artifact files being written, the runtime's
-/// own, standard streams.
+/// Descriptors kept for everything but connections: the journal's
+/// segment files (one per 16 MiB of journal, open while it lives),
+/// artifact files being written, the runtime's own, standard streams.
 pub const RESERVED_FDS: u64 = 1024;
 
 /// The soft limit to ask for when the hard limit is unlimited (Linux

@@ -218,6 +218,8 @@ pub async fn create_batch(
     // store makes its own copies.
     let _budget = body.release();
     let created = app.scheduler.create(valid).await?;
+    let answer_bytes =
+        created.iter().map(|created| created.task().payload.len() * 9 / 8 + 512).sum();
     let mut created = created.iter();
     let results = refusals
         .into_iter()
@@ -236,7 +238,16 @@ pub async fn create_batch(
             }
         })
         .collect();
-    Ok(Json(ResultsBody { results }).into_response())
+    json_sized(&ResultsBody { results }, answer_bytes)
+}
+
+/// A JSON answer written into a buffer of about `capacity` bytes, so that
+/// a large answer is not copied over and over while it grows.
+pub fn json_sized<T: serde::Serialize>(value: &T, capacity: usize) -> Result<Response, ApiError> {
+    let mut bytes = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut bytes, value).map_err(ApiError::internal)?;
+    let content_type = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    Ok((content_type, bytes).into_response())
 }
 
 /// The `{error, code}` of one batch item.

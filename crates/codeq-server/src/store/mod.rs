@@ -65,6 +65,15 @@ pub enum Created {
     Existing(Task),
 }
 
+impl Created {
+    /// The created task, or the one holding its idempotency key.
+    pub fn task(&self) -> &Task {
+        match self {
+            Self::New(task) | Self::Existing(task) => task,
+        }
+    }
+}
+
 /// One result submission.
 #[derive(Debug, Clone)]
 pub struct Completion {

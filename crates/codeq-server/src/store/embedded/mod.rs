@@ -178,6 +178,16 @@ impl EmbeddedStore {
         now: Timestamp,
         decide: impl FnOnce(&Tasks, &mut Plan) -> StoreResult<T>,
     ) -> StoreResult<Done<T>> {
+        self.transact_sized(now, 0, decide).await
+    }
+
+    /// [`Self::transact`] with room for about `bytes` of records.
+    async fn transact_sized<T>(
+        &self,
+        now: Timestamp,
+        bytes: usize,
+        decide: impl FnOnce(&Tasks, &mut Plan) -> StoreResult<T>,
+    ) -> StoreResult<Done<T>> {
         let slot = self.log.reserve().await.map_err(|_| not_taking_writes())?;
         let (value, wait_for) = {
             let mut core = self.lock();
@@ -185,7 +195,7 @@ impl EmbeddedStore {
                 return Err(not_taking_writes());
             }
             let deadline_before = core.tasks.next_deadline();
-            let mut plan = Plan::new(now);
+            let mut plan = Plan::with_capacity(now, bytes);
             let value = decide(&core.tasks, &mut plan)?;
             let observed = plan.observed();
             if plan.is_empty() {
@@ -308,8 +318,10 @@ enum Planned {
 impl Store for EmbeddedStore {
     async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
         let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
+        // Room for every body: a batch of large payloads is encoded once.
+        let bytes = tasks.iter().map(|task| task.payload.len() + 256).sum();
         let done = self
-            .transact(now, |live, plan| {
+            .transact_sized(now, bytes, |live, plan| {
                 let mut keys = std::collections::HashMap::new();
                 let mut planned = Vec::with_capacity(tasks.len());
                 for task in tasks {

@@ -59,11 +59,11 @@ pub struct Applied {
 }
 
 impl Plan {
-    /// An empty plan for a transition at `now`.
-    pub fn new(now: Timestamp) -> Self {
+    /// An empty plan whose batch has room for about `bytes`.
+    pub fn with_capacity(now: Timestamp, bytes: usize) -> Self {
         Self {
             now,
-            batch: Batch::default(),
+            batch: Batch::with_capacity(bytes),
             changes: Vec::new(),
             planned: HashMap::new(),
             new_commands: BTreeSet::new(),

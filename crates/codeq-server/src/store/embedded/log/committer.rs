@@ -97,8 +97,12 @@ impl Committer {
                 });
                 return;
             }
+            let slots = round.iter().filter(|job| job.holds_slot).count();
+            // The frames are written: free them before the waiters build
+            // their answers (a large batch is not held twice).
+            drop(round);
             self.shared.watermark.advance(last_seq);
-            self.shared.slots.add_permits(round.iter().filter(|job| job.holds_slot).count());
+            self.shared.slots.add_permits(slots);
         }
     }
 

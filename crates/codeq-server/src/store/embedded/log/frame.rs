@@ -73,6 +73,14 @@ impl Default for Batch {
 pub struct TooLarge(pub usize);
 
 impl Batch {
+    /// An empty batch with room for about `bytes` of operations (a large
+    /// batch then never holds two copies of itself while growing).
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + bytes);
+        buf.resize(FRAME_HEADER_LEN, 0);
+        Self { buf, values: Vec::new() }
+    }
+
     /// True when the batch holds no operation.
     pub fn is_empty(&self) -> bool {
         self.buf.len() == FRAME_HEADER_LEN
