@@ -12,10 +12,12 @@ use std::sync::Arc;
 use codeq_core::lifecycle::Submission;
 use codeq_core::{Command, Priority, ResultStatus, Task, TaskId, TaskState, Timestamp};
 use codeq_server::config::Durability;
+use codeq_server::store::embedded::log::fault::FaultFs;
+use codeq_server::store::embedded::log::frame;
 use codeq_server::store::embedded::log::fs::RealFs;
 use codeq_server::store::embedded::log::{LogOptions, OpenError};
 use codeq_server::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Signals, Store};
+use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Signals, Store, StoreError};
 
 const T0: Timestamp = Timestamp(1_600_000_000_000);
 
@@ -34,7 +36,7 @@ fn task(n: usize) -> Task {
     Task {
         id: TaskId::generate(),
         command: Command::parse("roll").unwrap(),
-        payload: format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(100)),
+        payload: format!(r#"{{"n":{n:06},"pad":"{}"}}"#, "x".repeat(100)),
         priority: Priority::default(),
         webhook: None,
         max_attempts: 3,
@@ -243,7 +245,7 @@ async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
     std::fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn, end).unwrap();
 
     let store = open(dir.path()).unwrap();
-    let cut = store.recovered().torn.map(|(segment, offset, _)| (segment, offset));
+    let cut = store.recovered().repairs.torn.map(|(segment, offset, _)| (segment, offset));
     assert_eq!(cut, Some((1, end)));
     for id in ids {
         assert!(store.get_task(id).await.unwrap().is_some());
@@ -257,4 +259,236 @@ async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
     store.close().await.unwrap();
     drop(store);
     assert_eq!(open(dir.path()).unwrap().all_queue_stats().await.unwrap()[0].ready, 13);
+}
+
+fn open_on(fs: &FaultFs, dir: &Path) -> Result<Arc<EmbeddedStore>, OpenError> {
+    EmbeddedStore::open_with(Arc::new(fs.clone()), dir, options(), Arc::new(Signals::new()))
+}
+
+/// Creates tasks one by one until the journal has rolled into a second
+/// segment, on a throwaway store; how many it took.
+async fn creates_to_roll() -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let mut created = 0;
+    while segments(dir.path()).len() < 2 {
+        create(&*store, 1).await;
+        created += 1;
+    }
+    created
+}
+
+/// Polls `condition` until it holds (10 s at most).
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_a_segment_roll_leaves_a_journal_that_recovers() {
+    let before_roll = creates_to_roll().await - 1;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let kept = {
+        let store = open_on(&fs, dir.path()).unwrap();
+        let kept = create(&*store, before_roll).await;
+        assert_eq!(segments(dir.path()).len(), 1);
+        fs.fail_writes_after_bytes(0);
+        let refused = store.create(vec![task(0)]).await;
+        assert!(matches!(refused, Err(StoreError::DiskFull(_))), "{refused:?}");
+        kept
+    };
+    let store = open(dir.path()).expect("the journal recovers");
+    for id in kept {
+        assert!(store.get_task(id).await.unwrap().is_some(), "acknowledged task {id} lost");
+    }
+    assert_eq!(store.all_queue_stats().await.unwrap()[0].ready, before_roll as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_while_a_segment_is_sealed_leaves_a_journal_that_recovers() {
+    let before_roll = creates_to_roll().await - 1;
+    for held in 0..3 {
+        // Cut while the first, second or third sync of the rolling round
+        // is held: the new segment's header, the seal, the new frame.
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultFs::new();
+        let store = open_on(&fs, dir.path()).unwrap();
+        let kept = create(&*store, before_roll).await;
+        fs.open_gate_for(held);
+        let rolling = {
+            let store = store.clone();
+            tokio::spawn(async move { store.create(vec![task(0)]).await })
+        };
+        wait_until("the roll waits for a sync", || fs.syncs_waiting() == 1).await;
+        let image = tempfile::tempdir().unwrap();
+        fs.crash_image(dir.path(), image.path()).unwrap();
+        fs.open_gate();
+        rolling.await.unwrap().unwrap();
+        let recovered = open(image.path()).unwrap_or_else(|e| panic!("held sync {held}: {e}"));
+        for id in &kept {
+            assert!(
+                recovered.get_task(*id).await.unwrap().is_some(),
+                "held sync {held}: {id} lost"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_written_back_out_of_order_is_a_torn_write_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    fs.scramble_unsynced(true);
+    let log = LogOptions { segment_bytes: 1024 * 1024, ..LogOptions::new(Durability::Fsync) };
+    let options = EmbeddedOptions { log, compact_above_bytes: u64::MAX };
+    let signals = Arc::new(Signals::new());
+    let store =
+        EmbeddedStore::open_with(Arc::new(fs.clone()), dir.path(), options, signals).unwrap();
+    let kept = create(&*store, 5).await;
+    // One create held at its fsync; fifty more queue behind it and become
+    // one round, written and held too.
+    fs.close_gate();
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move { create(&*store, 1).await })
+    };
+    wait_until("the first round is held", || fs.syncs_waiting() == 1).await;
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { create(&*store, 1).await })
+        })
+        .collect();
+    wait_until("the burst waits", || store.durability_waiters() >= 51).await;
+    fs.open_gate_for(0);
+    first.await.unwrap();
+    wait_until("the burst's round is held", || fs.syncs_waiting() == 1).await;
+    let image = tempfile::tempdir().unwrap();
+    fs.crash_image(dir.path(), image.path()).unwrap();
+    fs.open_gate();
+    for created in burst {
+        created.await.unwrap();
+    }
+
+    let recovered = open(image.path()).expect("a torn round recovers");
+    let torn = recovered.recovered().repairs.torn;
+    assert!(torn.is_some_and(|(_, _, bytes)| bytes > 4096), "the round was cut: {torn:?}");
+    for id in kept {
+        assert!(recovered.get_task(id).await.unwrap().is_some(), "acknowledged task {id} lost");
+    }
+    assert_eq!(recovered.all_queue_stats().await.unwrap()[0].ready, 6, "none of the burst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_to_frames_followed_by_later_rounds_is_refused_not_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path()).unwrap();
+        create(&*store, 10).await; // then dropped: as after kill -9
+    }
+    let segment = dir.path().join("00000001.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mut starts = Vec::new();
+    let mut at = 16;
+    while let Ok(frame) = frame::parse_frame(&bytes[at..]) {
+        starts.push(at);
+        at += frame.len;
+    }
+    assert_eq!(starts.len(), 10, "ten creates");
+    bytes[starts[3] + 30] ^= 0xff;
+    bytes[starts[4] + 30] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    assert_refused(dir.path(), "checksum mismatch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_torn_write_at_the_same_place_recovers_too() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path()).unwrap();
+        create(&*store, 1).await; // then dropped: as after kill -9
+    }
+    let end = EmbeddedStore::check(dir.path()).unwrap().recovered.tail;
+    let mut torn = 500u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[7; 33]);
+    use std::os::unix::fs::FileExt;
+    for _ in 0..2 {
+        let segment = std::fs::OpenOptions::new().write(true).open(dir.path().join("00000001.log"));
+        segment.unwrap().write_all_at(&torn, end).unwrap();
+        let store = open(dir.path()).expect("recovers");
+        assert_eq!(store.recovered().repairs.torn.map(|(_, offset, _)| offset), Some(end));
+    }
+    let saved = files(dir.path())
+        .into_keys()
+        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("torn-"));
+    assert_eq!(saved.count(), 2, "both torn writes kept aside");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_waits_for_the_delete_it_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = open_on(&fs, dir.path()).unwrap();
+    let id = create(&*store, 1).await[0];
+    complete(&*store, 1).await;
+    fs.close_gate();
+    let cleanup = {
+        let store = store.clone();
+        tokio::spawn(async move { store.cleanup(T0.plus_seconds(1), 10).await })
+    };
+    wait_until("the delete waits for its fsync", || store.durability_waiters() == 1).await;
+    let read = {
+        let store = store.clone();
+        tokio::spawn(async move { store.get_task(id).await })
+    };
+    wait_until("the read waits too", || store.durability_waiters() == 2).await;
+    assert!(!read.is_finished(), "'no such task' answered before the delete was durable");
+    fs.open_gate();
+    assert_eq!(cleanup.await.unwrap().unwrap(), vec![id]);
+    assert_eq!(read.await.unwrap().unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_naming_a_command_twice_takes_each_task_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    create(&*store, 2).await;
+    let roll = Command::parse("roll").unwrap();
+    let spec = ClaimSpec {
+        commands: CommandFilter::Only(vec![roll.clone(), roll]),
+        worker_id: "w".into(),
+        lease_until: T0.plus_seconds(60),
+        count: 2,
+    };
+    let claimed = store.claim(&spec, T0).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_ne!(claimed[0].id, claimed[1].id, "one task delivered twice in one claim");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_settles_when_little_is_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogOptions { segment_bytes: 64 * 1024, ..LogOptions::new(Durability::Fsync) };
+    let options = EmbeddedOptions { log, compact_above_bytes: 0 };
+    let store =
+        EmbeddedStore::open_with(Arc::new(RealFs), dir.path(), options, Arc::new(Signals::new()))
+            .unwrap();
+    for _ in 0..100 {
+        let tiny = (0..100).map(|_| Task { payload: "{}".into(), ..task(0) }).collect();
+        store.create(tiny).await.unwrap();
+    }
+    let mut passes = 0;
+    while store.needs_compaction() {
+        store.compact_oldest().await.unwrap();
+        passes += 1;
+        assert!(passes < 50, "compaction keeps rewriting live records");
+    }
+    let newest = segments(dir.path()).pop();
+    assert!(!store.needs_compaction());
+    create(&*store, 1).await;
+    assert_eq!(segments(dir.path()).pop(), newest, "nothing rewritten without new traffic");
 }

@@ -207,13 +207,13 @@ async fn a_journal_cut_at_a_frame_boundary_is_refused_by_the_manifest() {
     let segment = store(dir.path()).join("00000001.log");
     let end = data_end(&segment);
     let mut bytes = std::fs::read(&segment).unwrap();
-    // The last frame (a result) is over 17 bytes: find its start by
+    // The last frame (a result) is over 25 bytes: find its start by
     // trying every offset until the rest parses as one frame.
     let last_frame_start = (16..end)
         .rev()
         .find(|&at| {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            at + 17 + len == end
+            at + 25 + len == end
         })
         .unwrap();
     bytes.truncate(last_frame_start);

@@ -140,6 +140,10 @@ impl From<StoreError> for ApiError {
                 "insufficient_storage",
                 "the server's disk is full: the change was not stored",
             ),
+            StoreError::TooLarge(why) => Self::too_large(
+                "batch_too_large",
+                format!("{why}: send fewer or smaller items per request"),
+            ),
             StoreError::Busy => Self::unavailable(
                 "overloaded",
                 "too many requests in flight; retry shortly",

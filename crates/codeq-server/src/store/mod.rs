@@ -157,6 +157,10 @@ pub enum StoreError {
     /// taking writes, as for [`StoreError::Unavailable`].
     #[error("storage is full: {0}")]
     DiskFull(String),
+    /// The change is too large to store as one (a batch of very large
+    /// results); nothing was done.
+    #[error("{0}")]
+    TooLarge(String),
     /// Too many calls are in flight; nothing was done (retry shortly).
     #[error("too many requests in flight")]
     Busy,

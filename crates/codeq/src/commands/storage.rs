@@ -71,17 +71,25 @@ pub fn describe(dir: &str, report: &CheckReport) -> String {
             "not clean (killed or crashed): the next start replays the journal, as always"
         }
     );
-    if let Some((segment, offset, bytes)) = recovered.torn {
+    let repairs = &recovered.repairs;
+    if let Some((segment, offset, bytes)) = repairs.torn {
         let _ = writeln!(
             text,
             "  torn final write: {bytes} bytes at segment {segment}, byte {offset} (never acknowledged; the next start sets it aside)"
         );
     }
-    if !recovered.obsolete.is_empty() {
+    if !repairs.empty.is_empty() {
         let _ = writeln!(
             text,
-            "  left-over segments {:?} (from a compaction that stopped half-way): safe to delete",
-            recovered.obsolete
+            "  empty segments {:?} after an unfinished segment roll: the next start deletes them",
+            repairs.empty
+        );
+    }
+    if !repairs.obsolete.is_empty() {
+        let _ = writeln!(
+            text,
+            "  left-over segments {:?} (from a compaction that stopped half-way): the next start deletes them",
+            repairs.obsolete
         );
     }
     let _ = writeln!(text, "  tasks: {}", report.tasks);

@@ -13,6 +13,7 @@
 //! records and deletes alike simply vanish. The journal stays within
 //! about twice the live records plus a segment, whatever the traffic.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -109,14 +110,13 @@ impl EmbeddedStore {
     pub fn needs_compaction(&self) -> bool {
         let (journal, live) = self.sizes();
         let sealed = self.oldest_sealed().is_some();
-        sealed && journal > self.options.compact_above_bytes.max(live.saturating_mul(2))
+        let bound = self.options.compact_above_bytes.max(live.saturating_mul(2));
+        sealed && journal > bound.max(self.compaction_floor.load(Ordering::Relaxed))
     }
 
     /// The oldest segment, when it is sealed (the journal has moved on).
     fn oldest_sealed(&self) -> Option<u32> {
-        let current = self.lock().appender.segment();
-        let oldest = self.log.segments().first().map(|(id, _)| *id)?;
-        (oldest < current).then_some(oldest)
+        self.lock().appender.oldest_sealed()
     }
 
     /// Compacts the oldest segment (see the module docs); false when there
@@ -124,6 +124,7 @@ impl EmbeddedStore {
     pub async fn compact_oldest(self: &Arc<Self>) -> StoreResult<bool> {
         let _compacting = self.compacting.lock().await;
         let Some(oldest) = self.oldest_sealed() else { return Ok(false) };
+        let (before, _) = self.sizes();
         let queued = self.lock().appender.last_seq();
         self.durable(queued).await?;
         let store = self.clone();
@@ -166,7 +167,19 @@ impl EmbeddedStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("compaction task failed: {e}")))?
         .map_err(|e| StoreError::Unavailable(format!("cannot drop a compacted segment: {e}")))?;
-        tracing::debug!(segment = oldest, "journal segment compacted");
+        self.lock().appender.forget_before(oldest + 1);
+        // A segment that was mostly live gave little back: wait until the
+        // journal has grown by another segment before trying again, rather
+        // than rewriting live records over and over.
+        let (after, _) = self.sizes();
+        let segment = self.options.log.segment_bytes;
+        let floor = if before.saturating_sub(after) < segment / 4 { after + segment } else { 0 };
+        self.compaction_floor.store(floor, Ordering::Relaxed);
+        tracing::debug!(
+            segment = oldest,
+            reclaimed = before.saturating_sub(after),
+            "journal segment compacted"
+        );
         Ok(true)
     }
 }

@@ -38,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use self::log::fs::{Fs, RealFs};
 use self::log::watermark::WaitError;
-use self::log::{Appender, Location, Log, LogOptions, OpenError, ReadError, Recovered};
+use self::log::{
+    AppendError, Appender, Location, Log, LogOptions, OpenError, ReadError, Recovered,
+};
 use self::plan::Plan;
 use self::rebuild::Rebuild;
 use self::records::{Body, decode_result};
@@ -83,6 +85,9 @@ pub struct EmbeddedStore {
     stop: CancellationToken,
     /// Held while a segment is compacted (closing waits for it).
     compacting: tokio::sync::Mutex<()>,
+    /// The journal size below which compaction does not run again, after
+    /// a pass that reclaimed little (0: none).
+    compaction_floor: std::sync::atomic::AtomicU64,
 }
 
 /// What the answer of a transition needs once its batch is durable.
@@ -124,11 +129,14 @@ impl EmbeddedStore {
     ) -> Result<Arc<Self>, OpenError> {
         fs.create_dir_all(dir)?;
         let mut rebuild = Rebuild::default();
-        let (log, appender, recovered) = Log::open(fs, dir, options.log, &mut rebuild)?;
+        let recovering = Log::recover(fs, dir, options.log, &mut rebuild)?;
+        // Everything is checked before anything is repaired or written.
         let tasks = rebuild.finish(Timestamp::now()).map_err(|error| OpenError::Damaged {
             dir: dir.to_path_buf(),
             problem: error.to_string(),
         })?;
+        let recovered = recovering.recovered().clone();
+        let (log, appender) = recovering.start()?;
         let store = Arc::new(Self {
             core: Mutex::new(Core { tasks, appender }),
             log,
@@ -137,6 +145,7 @@ impl EmbeddedStore {
             recovered,
             stop: CancellationToken::new(),
             compacting: tokio::sync::Mutex::new(()),
+            compaction_floor: std::sync::atomic::AtomicU64::new(0),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(compaction::run(Arc::downgrade(&store), store.stop.clone()));
@@ -203,7 +212,10 @@ impl EmbeddedStore {
             } else {
                 let (batch, pending) = plan.into_parts();
                 let (seq, locations) =
-                    core.appender.append(batch, slot).map_err(|_| not_taking_writes())?;
+                    core.appender.append(batch, slot).map_err(|error| match error {
+                        AppendError::TooLarge(_) => StoreError::TooLarge(error.to_string()),
+                        AppendError::Closed => not_taking_writes(),
+                    })?;
                 let applied = pending.apply(&mut core.tasks, seq, &locations);
                 self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
                 (value, seq.max(observed))
@@ -236,23 +248,35 @@ impl EmbeddedStore {
         self.log.watermark().wait(seq).await.map_err(wait_error)
     }
 
-    /// Reads a record whose batch is durable, following it when
-    /// compaction moved it (`locate` looks it up again).
-    fn read(
+    /// Reads a record of task `id` whose batch is durable, following it
+    /// when compaction moved it (`locate` picks it from the task again;
+    /// its new place is read once durable).
+    async fn read(
         &self,
+        id: TaskId,
         mut at: Location,
-        locate: impl Fn(&Tasks) -> Option<Location>,
+        locate: impl Fn(&state::Entry) -> Option<Location>,
     ) -> StoreResult<Option<Vec<u8>>> {
         loop {
             match self.log.read(at) {
                 Ok(bytes) => return Ok(Some(bytes)),
-                Err(ReadError::Moved) => match locate(&self.lock().tasks) {
-                    Some(moved) if moved != at => at = moved,
-                    Some(_) => {
-                        return Err(StoreError::Corrupt("a record's segment is gone".into()));
+                Err(ReadError::Moved) => {
+                    let moved = self
+                        .lock()
+                        .tasks
+                        .get(id)
+                        .and_then(|entry| Some((locate(entry)?, entry.seq)));
+                    match moved {
+                        Some((moved, seq)) if moved != at => {
+                            self.durable(seq).await?;
+                            at = moved;
+                        }
+                        Some(_) => {
+                            return Err(StoreError::Corrupt("a record's segment is gone".into()));
+                        }
+                        None => return Ok(None),
                     }
-                    None => return Ok(None),
-                },
+                }
                 Err(ReadError::Io(error)) => {
                     return Err(StoreError::Unavailable(format!("read failed: {error}")));
                 }
@@ -269,7 +293,7 @@ impl EmbeddedStore {
         seq: u64,
     ) -> StoreResult<Option<Task>> {
         self.durable(seq).await?;
-        let Some(bytes) = self.read(body, |tasks| tasks.get(id).map(|entry| entry.body))? else {
+        let Some(bytes) = self.read(id, body, |entry| Some(entry.body)).await? else {
             return Ok(None);
         };
         Body::decode(&bytes)?.into_task(id, state).map(Some)
@@ -277,22 +301,42 @@ impl EmbeddedStore {
 
     /// The stored result of `id`, once durable.
     async fn result_of(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
-        let Some((at, seq)) =
-            self.lock().tasks.get(id).and_then(|entry| entry.result.map(|at| (at, entry.seq)))
-        else {
-            return Ok(None);
+        let found = self.look_up(id, |entry| entry.result.map(|at| (at, entry.seq)));
+        let (at, seq) = match found {
+            Found::Yes(Some(found)) => found,
+            Found::Yes(None) => return Ok(None),
+            Found::Deleted(seq) => {
+                self.durable(seq).await?;
+                return Ok(None);
+            }
         };
         self.durable(seq).await?;
-        let located = self.read(at, |tasks| tasks.get(id).and_then(|entry| entry.result))?;
+        let located = self.read(id, at, |entry| entry.result).await?;
         located.map(|bytes| decode_result(&bytes)).transpose()
     }
 
-    /// The journal's size and its live records' (for compaction).
-    fn sizes(&self) -> (u64, u64) {
-        let live = self.lock().tasks.live_bytes();
-        let journal = self.log.segments().iter().map(|(_, len)| len).sum();
-        (journal, live)
+    /// What `pick` takes from task `id`, or the batch a "no such task"
+    /// answer must wait for (the last delete).
+    fn look_up<T>(&self, id: TaskId, pick: impl FnOnce(&state::Entry) -> T) -> Found<T> {
+        let core = self.lock();
+        match core.tasks.get(id) {
+            Some(entry) => Found::Yes(pick(entry)),
+            None => Found::Deleted(core.tasks.deleted_seq()),
+        }
     }
+
+    /// The journal's data and its live records', in bytes (compaction
+    /// compares them).
+    fn sizes(&self) -> (u64, u64) {
+        let core = self.lock();
+        (core.appender.journal_bytes(), core.tasks.live_bytes())
+    }
+}
+
+/// A task found, or the batch that may have deleted it.
+enum Found<T> {
+    Yes(T),
+    Deleted(u64),
 }
 
 /// What `codeq storage check` reports.
@@ -362,9 +406,11 @@ impl Store for EmbeddedStore {
             .transact(now, |live, plan| {
                 let mut claimed = Vec::new();
                 for id in live.best_ready(&spec.commands, spec.count) {
-                    let Some(entry) = live.get(id) else { continue };
-                    let state =
-                        lifecycle::claim(&entry.state, &spec.worker_id, spec.lease_until, now);
+                    let (Some(entry), Some((current, _))) = (live.get(id), plan.state(live, id))
+                    else {
+                        continue;
+                    };
+                    let state = lifecycle::claim(&current, &spec.worker_id, spec.lease_until, now);
                     plan.set_state(id, state.clone(), None)?;
                     claimed.push((id, entry.body, state));
                 }
@@ -502,22 +548,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
-        let Some((body, state, seq)) =
-            self.lock().tasks.get(id).map(|entry| (entry.body, entry.state.clone(), entry.seq))
-        else {
-            return Ok(None);
-        };
-        self.task_with(id, body, state, seq).await
+        match self.look_up(id, |entry| (entry.body, entry.state.clone(), entry.seq)) {
+            Found::Yes((body, state, seq)) => self.task_with(id, body, state, seq).await,
+            Found::Deleted(seq) => self.durable(seq).await.map(|()| None),
+        }
     }
 
     async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
-        let Some((state, seq)) =
-            self.lock().tasks.get(id).map(|entry| (entry.state.clone(), entry.seq))
-        else {
-            return Ok(None);
-        };
-        self.durable(seq).await?;
-        Ok(Some(state))
+        match self.look_up(id, |entry| (entry.state.clone(), entry.seq)) {
+            Found::Yes((state, seq)) => self.durable(seq).await.map(|()| Some(state)),
+            Found::Deleted(seq) => self.durable(seq).await.map(|()| None),
+        }
     }
 
     async fn get_result(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {

@@ -89,7 +89,11 @@ impl Plan {
     /// The state of task `id` as this plan sees it (its own decisions
     /// first), noting what it observed.
     pub fn state(&mut self, tasks: &Tasks, id: TaskId) -> Option<(TaskState, u32)> {
-        let entry = tasks.get(id)?;
+        let Some(entry) = tasks.get(id) else {
+            // "No such task" may show a delete not yet durable.
+            self.observe(tasks.deleted_seq());
+            return None;
+        };
         self.observe(entry.seq);
         let state = self.planned.get(&id).unwrap_or(&entry.state).clone();
         Some((state, entry.max_attempts))
@@ -217,6 +221,7 @@ impl Pending {
                 }
                 Change::Delete { id } => {
                     tasks.remove(id, now);
+                    tasks.deleted_by(seq);
                 }
                 Change::Command { command, at } | Change::MovedCommand { command, at } => {
                     if let Some(record) = place(at) {

@@ -46,12 +46,17 @@ pub struct Entry {
     pub seq: u64,
 }
 
+/// What a record costs in the journal besides its value: the operation
+/// header and key, and a share of a frame header.
+pub const RECORD_OVERHEAD: u64 = 3 + 16 + 4 + 25;
+
 impl Entry {
-    /// Bytes of its records in the journal.
+    /// Bytes its records take in the journal.
     pub fn record_bytes(&self) -> u64 {
-        u64::from(self.body.len)
-            + u64::from(self.state_at.len)
-            + self.result.map_or(0, |at| u64::from(at.len))
+        let record = |len: u32| u64::from(len) + RECORD_OVERHEAD;
+        record(self.body.len)
+            + record(self.state_at.len)
+            + self.result.map_or(0, |at| record(at.len))
     }
 }
 
@@ -78,6 +83,9 @@ pub struct Tasks {
     /// Bytes of the live records in the journal (compaction compares the
     /// journal's size with it).
     live_bytes: u64,
+    /// The last batch that deleted tasks: "no such task" is an answer
+    /// that waits for it.
+    deleted_seq: u64,
 }
 
 impl Tasks {
@@ -94,6 +102,16 @@ impl Tasks {
     /// Bytes of the live records in the journal.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
+    }
+
+    /// The last batch that deleted tasks.
+    pub fn deleted_seq(&self) -> u64 {
+        self.deleted_seq
+    }
+
+    /// Notes that batch `seq` deleted tasks.
+    pub fn deleted_by(&mut self, seq: u64) {
+        self.deleted_seq = self.deleted_seq.max(seq);
     }
 
     /// Adds or replaces a task, re-indexing it. A pending task visible at
@@ -187,9 +205,9 @@ impl Tasks {
     /// Remembers a command ever used, and where its record lies.
     pub fn add_command(&mut self, command: Command, record: Location) {
         let queue = self.queues.entry(command).or_default();
-        self.live_bytes += u64::from(record.len);
+        self.live_bytes += u64::from(record.len) + RECORD_OVERHEAD;
         if let Some(old) = queue.record.replace(record) {
-            self.live_bytes = self.live_bytes.saturating_sub(u64::from(old.len));
+            self.live_bytes = self.live_bytes.saturating_sub(u64::from(old.len) + RECORD_OVERHEAD);
         }
     }
 
@@ -210,7 +228,10 @@ impl Tasks {
             CommandFilter::All => self.queues.values().map(|queue| queue.ready.iter()).collect(),
             CommandFilter::Only(commands) => commands
                 .iter()
-                .filter_map(|command| self.queues.get(command))
+                .enumerate()
+                // A command named twice is one queue: never take a task twice.
+                .filter(|(index, command)| !commands[..*index].contains(command))
+                .filter_map(|(_, command)| self.queues.get(command))
                 .map(|queue| queue.ready.iter())
                 .collect(),
         };

@@ -3,15 +3,22 @@
 //! It takes every frame queued since its last round (up to a bound),
 //! writes each segment's share with one positional write, makes the round
 //! durable with one `fdatasync` per segment touched (with `durability:
-//! fsync`), then moves the watermark past the round. A seal frame opens
-//! the next segment first (created, header synced, directory synced), so
-//! a durable seal always points at a segment that exists.
+//! fsync`), then moves the watermark past the round.
+//!
+//! A roll to the next segment keeps the journal readable at every instant:
+//! the next segment is created first (header synced, directory synced),
+//! then the seal is written into the old segment, and the old segment is
+//! synced before anything is written into the new one. So a new segment
+//! holds frames only once the seal pointing at it is durable, and a crash
+//! in between leaves at worst an unsealed segment followed by an empty one,
+//! which recovery accepts.
 //!
 //! A failed write or sync is never retried: the watermark fails, every
 //! waiter is answered, and the thread ends. What the journal holds on disk
 //! is the truth; a restart recovers from it.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
@@ -26,7 +33,19 @@ const MAX_FRAMES_PER_ROUND: usize = 4096;
 /// Most bytes one round takes (a round may exceed it by one frame).
 const MAX_BYTES_PER_ROUND: usize = 32 * 1024 * 1024;
 
-/// A frame to write.
+/// The seal that ends a segment before a frame goes to the next one.
+pub struct Seal {
+    /// The segment it ends.
+    pub segment: u32,
+    /// Where it goes in that segment.
+    pub offset: u64,
+    /// The encoded seal frame.
+    pub bytes: Vec<u8>,
+    /// The segment it opens.
+    pub opens: u32,
+}
+
+/// A frame to write (a batch, holding one queue slot).
 pub struct Job {
     /// Its batch number.
     pub seq: u64,
@@ -36,10 +55,16 @@ pub struct Job {
     pub offset: u64,
     /// The encoded frame.
     pub bytes: Vec<u8>,
-    /// For a seal frame: the segment it opens.
-    pub opens: Option<u32>,
-    /// True when a queue slot was taken for it (given back once written).
-    pub holds_slot: bool,
+    /// A seal to write first, when the frame opens a new segment.
+    pub seal: Option<Seal>,
+}
+
+/// One positional write of a round.
+struct Write<'a> {
+    segment: u32,
+    offset: u64,
+    bytes: &'a [u8],
+    opens: Option<u32>,
 }
 
 /// The committer's state.
@@ -65,7 +90,20 @@ fn failed(what: &str, error: &std::io::Error) -> Failed {
     }
 }
 
+fn bug(cause: String) -> Failed {
+    Failed { disk_full: false, cause }
+}
+
 impl Committer {
+    /// [`Committer::run`], failing the journal if it panics (so no waiter
+    /// is left waiting and the server exits).
+    pub fn run_guarded(self, jobs: &Receiver<Job>) {
+        let shared = self.shared.clone();
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.run(jobs))).is_err() {
+            shared.fail("the storage committer stopped unexpectedly".into());
+        }
+    }
+
     /// Commit rounds until the queue is closed and drained, or a step fails.
     pub fn run(mut self, jobs: &Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
@@ -83,9 +121,14 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            let first_seq = round[0].seq;
+            let first_seq = round[0].seal.as_ref().map_or(round[0].seq, |_| round[0].seq - 1);
             let last_seq = round.last().map_or(first_seq, |job| job.seq);
-            if let Err(failure) = self.commit(&round) {
+            let committed = self.commit(&round);
+            let slots = round.len();
+            // The frames are written: free them before the waiters build
+            // their answers (a large batch is not held twice).
+            drop(round);
+            if let Err(failure) = committed {
                 // Logged once by whoever acts on the failure (the server
                 // exits); every waiter is told here.
                 self.shared.slots.close();
@@ -97,10 +140,6 @@ impl Committer {
                 });
                 return;
             }
-            let slots = round.iter().filter(|job| job.holds_slot).count();
-            // The frames are written: free them before the waiters build
-            // their answers (a large batch is not held twice).
-            drop(round);
             self.shared.watermark.advance(last_seq);
             self.shared.slots.add_permits(slots);
         }
@@ -108,60 +147,82 @@ impl Committer {
 
     /// Writes one round and makes it durable.
     fn commit(&mut self, round: &[Job]) -> Result<(), Failed> {
-        let mut touched = Vec::new();
+        let writes: Vec<Write<'_>> = round
+            .iter()
+            .flat_map(|job| {
+                let seal = job.seal.as_ref().map(|seal| Write {
+                    segment: seal.segment,
+                    offset: seal.offset,
+                    bytes: &seal.bytes,
+                    opens: Some(seal.opens),
+                });
+                let frame = Write {
+                    segment: job.segment,
+                    offset: job.offset,
+                    bytes: &job.bytes,
+                    opens: None,
+                };
+                seal.into_iter().chain(std::iter::once(frame))
+            })
+            .collect();
         let mut start = 0;
-        while start < round.len() {
-            let segment = round[start].segment;
-            let end = round[start..]
+        while start < writes.len() {
+            let segment = writes[start].segment;
+            let end = writes[start..]
                 .iter()
-                .position(|job| job.segment != segment)
-                .map_or(round.len(), |n| start + n);
-            for job in &round[start..end] {
-                if let Some(next) = job.opens {
-                    self.open_segment(next)?;
-                }
+                .position(|write| write.segment != segment)
+                .map_or(writes.len(), |n| start + n);
+            let run = &writes[start..end];
+            if let Some(next) = run.iter().find_map(|write| write.opens) {
+                self.open_segment(next)?;
             }
-            self.write(segment, &round[start..end])?;
-            touched.push(segment);
+            self.write(segment, run)?;
+            // Synced before the next segment gets anything (see the module
+            // docs), and at the end of the round.
+            self.sync(segment)?;
             start = end;
-        }
-        if self.durability == Durability::Fsync {
-            for segment in touched {
-                let file = self.shared.segment(segment).ok_or_else(|| Failed {
-                    disk_full: false,
-                    cause: format!("segment {segment} is not open"),
-                })?;
-                file.sync_data().map_err(|e| failed("fdatasync of the journal failed", &e))?;
-            }
         }
         Ok(())
     }
 
-    /// Writes consecutive frames of one segment with one write.
-    fn write(&mut self, segment: u32, jobs: &[Job]) -> Result<(), Failed> {
-        let tail = self.tails.get(&segment).copied();
-        let offset = jobs[0].offset;
-        if tail != Some(offset) {
-            return Err(Failed {
-                disk_full: false,
-                cause: format!(
-                    "journal bug: frame for segment {segment} at {offset}, tail {tail:?}"
-                ),
-            });
+    fn sync(&self, segment: u32) -> Result<(), Failed> {
+        if self.durability != Durability::Fsync {
+            return Ok(());
         }
-        let file = self.shared.segment(segment).ok_or_else(|| Failed {
-            disk_full: false,
-            cause: format!("segment {segment} is not open"),
-        })?;
-        let result = if jobs.len() == 1 {
-            file.write_all_at(&jobs[0].bytes, offset)
+        let file = self
+            .shared
+            .segment(segment)
+            .ok_or_else(|| bug(format!("segment {segment} is not open")))?;
+        file.sync_data().map_err(|e| failed("fdatasync of the journal failed", &e))
+    }
+
+    /// Writes consecutive frames of one segment with one write.
+    fn write(&mut self, segment: u32, writes: &[Write<'_>]) -> Result<(), Failed> {
+        let tail = self.tails.get(&segment).copied();
+        let offset = writes[0].offset;
+        if tail != Some(offset) {
+            return Err(bug(format!(
+                "journal bug: frame for segment {segment} at {offset}, tail {tail:?}"
+            )));
+        }
+        let file = self
+            .shared
+            .segment(segment)
+            .ok_or_else(|| bug(format!("segment {segment} is not open")))?;
+        let result = if let [single] = writes {
+            file.write_all_at(single.bytes, offset)
         } else {
-            let bytes: Vec<u8> = jobs.iter().flat_map(|job| job.bytes.iter().copied()).collect();
+            let bytes: Vec<u8> =
+                writes.iter().flat_map(|write| write.bytes.iter().copied()).collect();
             file.write_all_at(&bytes, offset)
         };
         result.map_err(|e| failed("write to the journal failed", &e))?;
-        let written: u64 = jobs.iter().map(|job| job.bytes.len() as u64).sum();
-        self.tails.insert(segment, offset + written);
+        let written: u64 = writes.iter().map(|write| write.bytes.len() as u64).sum();
+        if writes.iter().any(|write| write.opens.is_some()) {
+            self.tails.remove(&segment);
+        } else {
+            self.tails.insert(segment, offset + written);
+        }
         Ok(())
     }
 

@@ -38,12 +38,15 @@ struct State {
     sync_noop: bool,
     sync_delay: Option<Duration>,
     syncs_gated: bool,
+    /// Syncs let through before the gate closes again.
+    passes_before_gate: Option<u64>,
     syncs_waiting: usize,
     syncs_started: u64,
     syncs_done: u64,
     fail_syncs_after: Option<u64>,
     bytes_written: u64,
     fail_writes_after_bytes: Option<u64>,
+    scramble_unsynced: bool,
 }
 
 /// The shared half: the state and the gate's condition variable.
@@ -88,7 +91,18 @@ impl FaultFs {
 
     /// Lets held-back syncs (and later ones) proceed.
     pub fn open_gate(&self) {
-        self.shared.lock().syncs_gated = false;
+        let mut state = self.shared.lock();
+        state.syncs_gated = false;
+        state.passes_before_gate = None;
+        self.shared.gate.notify_all();
+    }
+
+    /// Lets the held-back syncs go, and `passes` more, then holds the
+    /// later ones back.
+    pub fn open_gate_for(&self, passes: u64) {
+        let mut state = self.shared.lock();
+        state.syncs_gated = false;
+        state.passes_before_gate = Some(passes);
         self.shared.gate.notify_all();
     }
 
@@ -118,6 +132,13 @@ impl FaultFs {
     pub fn fail_writes_after_bytes(&self, bytes: u64) {
         let mut state = self.shared.lock();
         state.fail_writes_after_bytes = Some(state.bytes_written + bytes);
+    }
+
+    /// Makes crash images keep, of each file's bytes written but not
+    /// synced, every other 4 KiB page (as a disk that wrote back some pages
+    /// of the last round and not others), instead of none.
+    pub fn scramble_unsynced(&self, scramble: bool) {
+        self.shared.lock().scramble_unsynced = scramble;
     }
 
     /// Copies what a power loss now would leave of `dir` (recursively)
@@ -165,14 +186,34 @@ fn copy_durable(state: &State, dir: &Path, to: &Path) -> io::Result<()> {
             }
             Some(durable) if durable.entry_synced => {
                 let bytes = std::fs::read(&path)?;
-                let keep =
-                    usize::try_from(durable.synced_len).unwrap_or(usize::MAX).min(bytes.len());
-                std::fs::write(&target, &bytes[..keep])?;
+                let size = |len: u64| usize::try_from(len).unwrap_or(usize::MAX).min(bytes.len());
+                let (keep, written) = (size(durable.synced_len), size(durable.written_len));
+                let kept = if state.scramble_unsynced && written > keep {
+                    every_other_page(&bytes[..written], keep)
+                } else {
+                    bytes[..keep].to_vec()
+                };
+                std::fs::write(&target, kept)?;
             }
             Some(_) => {}
         }
     }
     Ok(())
+}
+
+/// `bytes` with the 4 KiB pages that start at or after `synced` zeroed and
+/// kept in turn (pages of a round written back out of order).
+fn every_other_page(bytes: &[u8], synced: usize) -> Vec<u8> {
+    const PAGE: usize = 4096;
+    let mut kept = bytes.to_vec();
+    let first_page = synced / PAGE;
+    for (page, chunk) in kept.chunks_mut(PAGE).enumerate().skip(first_page) {
+        if (page - first_page).is_multiple_of(2) {
+            let start = if page == first_page { synced % PAGE } else { 0 };
+            chunk[start..].fill(0);
+        }
+    }
+    kept
 }
 
 /// A file of [`FaultFs`].
@@ -214,6 +255,11 @@ impl FsFile for FaultFile {
         let mut state = self.shared.lock();
         state.syncs_started += 1;
         state.syncs_waiting += 1;
+        match state.passes_before_gate {
+            Some(0) => state.syncs_gated = true,
+            Some(passes) if !state.syncs_gated => state.passes_before_gate = Some(passes - 1),
+            _ => {}
+        }
         while state.syncs_gated {
             state = self.shared.gate.wait(state).unwrap_or_else(PoisonError::into_inner);
         }

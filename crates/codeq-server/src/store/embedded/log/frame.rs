@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! segment := header frame*                 header: "CQLOG\0\0\x01" id:u32 0:u32
-//! frame   := len:u32 crc:u32 seq:u64 kind:u8 body[len]
-//!            crc = CRC-32 (IEEE) of seq, kind and body
+//! frame   := len:u32 crc:u32 seq:u64 durable:u64 kind:u8 body[len]
+//!            crc = CRC-32 (IEEE) of seq, durable, kind and body
 //! kind 1  := op*                           one atomic batch of changes
 //! kind 2  := next:u32                      seal: the segment ends, `next` follows
 //! op      := 1 table:u8 klen:u8 key vlen:u32 value      put
@@ -13,6 +13,11 @@
 //!
 //! Integers are little-endian. A frame is applied whole or not at all: a
 //! torn write leaves a frame that is cut short or fails its checksum.
+//!
+//! `durable` is the durable watermark when the frame was queued: every
+//! frame up to it had been made durable. Recovery uses it to tell a torn
+//! write from damage: a bad frame followed by a valid one that was queued
+//! after the bad one was durable cannot be a write that never completed.
 
 use super::Table;
 
@@ -23,11 +28,11 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"CQLOG\0\0\x01";
 pub const SEGMENT_HEADER_LEN: u64 = 16;
 
 /// Bytes of a frame header.
-pub const FRAME_HEADER_LEN: usize = 17;
+pub const FRAME_HEADER_LEN: usize = 25;
 
-/// The largest frame body accepted when reading (a sanity bound: larger
-/// lengths are damage).
-pub const MAX_FRAME_BODY: u32 = 1 << 30;
+/// The largest frame body: a larger change is refused before it is
+/// queued, and a larger length read back is damage.
+pub const MAX_FRAME_BODY: u32 = 1 << 31;
 
 /// Bytes of a seal frame.
 pub const SEAL_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64 + 4;
@@ -143,25 +148,32 @@ impl Batch {
         self.values.get(index).map(|&(start, len)| (start as u64, len))
     }
 
-    /// Finishes the frame as batch number `seq`.
-    pub fn finish(mut self, seq: u64) -> Vec<u8> {
-        write_header(&mut self.buf, seq, KIND_BATCH);
+    /// True when the frame is too large to store (see [`MAX_FRAME_BODY`]).
+    pub fn is_too_large(&self) -> bool {
+        self.buf.len() - FRAME_HEADER_LEN > MAX_FRAME_BODY as usize
+    }
+
+    /// Finishes the frame as batch number `seq`, queued when batches up
+    /// to `durable` were durable.
+    pub fn finish(mut self, seq: u64, durable: u64) -> Vec<u8> {
+        write_header(&mut self.buf, seq, durable, KIND_BATCH);
         self.buf
     }
 }
 
 /// A seal frame: the segment ends and segment `next` follows.
-pub fn seal_frame(seq: u64, next: u32) -> Vec<u8> {
+pub fn seal_frame(seq: u64, durable: u64, next: u32) -> Vec<u8> {
     let mut buf = vec![0; FRAME_HEADER_LEN];
     buf.extend_from_slice(&next.to_le_bytes());
-    write_header(&mut buf, seq, KIND_SEAL);
+    write_header(&mut buf, seq, durable, KIND_SEAL);
     buf
 }
 
-fn write_header(buf: &mut [u8], seq: u64, kind: u8) {
-    let body_len = (buf.len() - FRAME_HEADER_LEN) as u32;
+fn write_header(buf: &mut [u8], seq: u64, durable: u64, kind: u8) {
+    let body_len = u32::try_from(buf.len() - FRAME_HEADER_LEN).unwrap_or(u32::MAX);
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
-    buf[16] = kind;
+    buf[16..24].copy_from_slice(&durable.to_le_bytes());
+    buf[24] = kind;
     let crc = crc32fast::hash(&buf[8..]);
     buf[..4].copy_from_slice(&body_len.to_le_bytes());
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -181,6 +193,8 @@ pub enum FrameKind<'a> {
 pub struct Frame<'a> {
     /// Its sequence number.
     pub seq: u64,
+    /// The durable watermark when it was queued.
+    pub durable: u64,
     /// Its content.
     pub kind: FrameKind<'a>,
     /// Bytes of the whole frame.
@@ -188,11 +202,13 @@ pub struct Frame<'a> {
 }
 
 /// Why bytes are not a valid frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadFrame {
     /// The bytes end before the frame does (a torn write at the end).
+    #[error("a frame is cut short")]
     CutShort,
     /// The frame is whole but wrong (checksum, kind or length).
+    #[error("{0}")]
     Damaged(String),
 }
 
@@ -213,18 +229,29 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame<'_>, BadFrame> {
     if crc32fast::hash(&bytes[8..len]) != crc {
         return Err(BadFrame::Damaged("checksum mismatch".into()));
     }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&bytes[8..16]);
-    let seq = u64::from_le_bytes(seq);
+    let seq = read_u64(bytes, 8);
+    let durable = read_u64(bytes, 16);
     let body = &bytes[FRAME_HEADER_LEN..len];
-    let kind = match bytes[16] {
+    let kind = match bytes[24] {
         KIND_BATCH => FrameKind::Batch(body),
         KIND_SEAL if body.len() == 4 => {
             FrameKind::Seal(u32::from_le_bytes([body[0], body[1], body[2], body[3]]))
         }
         other => return Err(BadFrame::Damaged(format!("unknown frame kind {other}"))),
     };
-    Ok(Frame { seq, kind, len })
+    Ok(Frame { seq, durable, kind, len })
+}
+
+/// The sequence number a frame starting at `at` would carry (its header
+/// may be anything: the caller checks the frame).
+pub fn seq_at(bytes: &[u8], at: usize) -> Option<u64> {
+    (bytes.len() >= at + 16).then(|| read_u64(bytes, at + 8))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(value)
 }
 
 /// One operation of a batch read back.
@@ -289,9 +316,9 @@ mod tests {
         batch.delete(Table::Results, b"k2").unwrap();
         let second = batch.put(Table::States, b"k3", b"").unwrap();
         let spans = [batch.value_span(first).unwrap(), batch.value_span(second).unwrap()];
-        let bytes = batch.finish(42);
+        let bytes = batch.finish(42, 40);
         let frame = parse_frame(&bytes).unwrap();
-        assert_eq!((frame.seq, frame.len), (42, bytes.len()));
+        assert_eq!((frame.seq, frame.durable, frame.len), (42, 40, bytes.len()));
         let FrameKind::Batch(body) = frame.kind else { panic!("not a batch") };
         let ops = ops(body).unwrap();
         assert_eq!(ops.len(), 3);
@@ -305,11 +332,11 @@ mod tests {
 
     #[test]
     fn cut_short_and_damaged_frames_are_told_apart() {
-        let bytes = seal_frame(7, 3);
+        let bytes = seal_frame(7, 6, 3);
         assert_eq!(parse_frame(&bytes).unwrap().kind, FrameKind::Seal(3));
         assert_eq!(parse_frame(&bytes[..bytes.len() - 1]), Err(BadFrame::CutShort));
         let mut flipped = bytes.clone();
-        flipped[18] ^= 1;
+        flipped[26] ^= 1;
         assert!(matches!(parse_frame(&flipped), Err(BadFrame::Damaged(_))));
     }
 

@@ -56,19 +56,19 @@ impl Manifest {
     }
 
     /// Reads the manifest of `dir`; `Ok(None)` when there is none.
-    pub fn read(fs: &dyn Fs, dir: &Path) -> Result<Option<Self>, String> {
+    pub fn read(fs: &dyn Fs, dir: &Path) -> Result<Option<Self>, ReadError> {
         let bytes = match fs.read(&dir.join(MANIFEST_FILE)) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(format!("cannot read {MANIFEST_FILE}: {error}")),
+            Err(error) => return Err(ReadError::Io(error)),
         };
         let manifest: Self = serde_json::from_slice(&bytes)
-            .map_err(|error| format!("{MANIFEST_FILE} is damaged ({error})"))?;
+            .map_err(|error| ReadError::Damaged(format!("{MANIFEST_FILE} is damaged ({error})")))?;
         if manifest.format != FORMAT {
-            return Err(format!(
+            return Err(ReadError::Damaged(format!(
                 "{MANIFEST_FILE} names journal format {}, this build reads format {FORMAT}",
                 manifest.format
-            ));
+            )));
         }
         Ok(Some(manifest))
     }
@@ -79,6 +79,17 @@ impl Manifest {
         bytes.push(b'\n');
         write_atomically(fs, &dir.join(MANIFEST_FILE), &bytes)
     }
+}
+
+/// Why the manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read (permissions, disk): not damage.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The file does not say what codeQ writes.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 impl Default for Manifest {

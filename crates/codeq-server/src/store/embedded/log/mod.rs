@@ -26,7 +26,7 @@ pub mod manifest;
 mod recover;
 pub mod watermark;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -34,14 +34,14 @@ use std::thread;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use self::committer::{Committer, Job};
+use self::committer::{Committer, Job, Seal};
 use self::frame::{Batch, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN, seal_frame};
 use self::fs::{Fs, FsFile};
 use self::manifest::{Checkpoint, Manifest};
 use self::watermark::Watermark;
 use crate::config::Durability;
 
-pub use self::recover::{OpenError, Recovered, Replay};
+pub use self::recover::{OpenError, Recovered, Repairs, Replay};
 
 /// The tables of the embedded backend. Their numbers are part of the
 /// on-disk format.
@@ -135,6 +135,18 @@ impl Shared {
     fn add_segment(&self, id: u32, file: Arc<dyn FsFile>) {
         self.segments.write().unwrap_or_else(PoisonError::into_inner).insert(id, file);
     }
+
+    /// Stops the journal for good, outside a commit round.
+    fn fail(&self, cause: String) {
+        self.slots.close();
+        let seq = self.watermark.durable() + 1;
+        self.watermark.fail(watermark::Failure {
+            disk_full: false,
+            cause: cause.into(),
+            first_seq: seq,
+            last_seq: seq,
+        });
+    }
 }
 
 /// Why a read failed.
@@ -163,6 +175,8 @@ pub struct Appender {
     segment: u32,
     tail: u64,
     segment_bytes: u64,
+    /// Bytes of data of each sealed segment still in the journal.
+    sealed: BTreeMap<u32, u64>,
 }
 
 /// A reserved place in the commit queue (see [`Log::reserve`]).
@@ -174,32 +188,36 @@ pub enum AppendError {
     /// The journal has failed or is closed.
     #[error("the journal is not taking writes")]
     Closed,
+    /// The change is larger than one frame can hold.
+    #[error("a change of {0} bytes is larger than the journal takes at once")]
+    TooLarge(usize),
 }
 
-impl Log {
-    /// Opens (or creates) the journal in `dir`, replaying every change into
-    /// `replay`, and starts the committer. Refuses a journal that does not
-    /// match its manifest (see [`OpenError`]); changes nothing then.
-    pub fn open(
-        fs: Arc<dyn Fs>,
-        dir: &Path,
-        options: LogOptions,
-        replay: &mut dyn Replay,
-    ) -> Result<(Self, Appender, Recovered), OpenError> {
-        let lock = recover::lock(dir)?;
+/// A journal replayed and checked, not yet open for writing (see
+/// [`Log::recover`]).
+pub struct Recovering {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    options: LogOptions,
+    recovered: Recovered,
+    lock: std::fs::File,
+}
+
+impl Recovering {
+    /// What recovery found.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    /// Makes the repairs recovery reported, records the checkpoint of what
+    /// was recovered, and starts the committer.
+    pub fn start(self) -> Result<(Log, Appender), OpenError> {
+        let Self { fs, dir, options, recovered, lock } = self;
         let segment_bytes = options.segment_bytes.max(SEGMENT_HEADER_LEN + 4096);
-        let mode = recover::Mode::Open { segment_bytes };
-        let recovered = recover::recover(fs.as_ref(), dir, replay, mode)?;
+        recover::repair(fs.as_ref(), &dir, &recovered, segment_bytes)?;
         let mut segments = HashMap::new();
         for id in recovered.first_segment..=recovered.last_segment {
-            let file = fs.open(&segment_path(dir, id)).map_err(OpenError::Io)?;
-            segments.insert(id, file);
-        }
-        let last = segments.get(&recovered.last_segment).cloned();
-        if let Some(last) = &last {
-            // Recorded below as a checkpoint: make the bytes just read
-            // durable first (a crash may have left them in the page cache).
-            last.sync_data().map_err(OpenError::Io)?;
+            segments.insert(id, fs.open(&segment_path(&dir, id))?);
         }
         let manifest = Manifest {
             first_segment: recovered.first_segment,
@@ -207,10 +225,10 @@ impl Log {
             clean: false,
             ..Manifest::new()
         };
-        manifest.write(fs.as_ref(), dir).map_err(OpenError::Io)?;
+        manifest.write(fs.as_ref(), &dir)?;
         let shared = Arc::new(Shared {
             fs,
-            dir: dir.to_path_buf(),
+            dir,
             segments: RwLock::new(segments),
             watermark: Watermark::new(recovered.last_seq),
             slots: Semaphore::new(options.queue_slots),
@@ -225,8 +243,7 @@ impl Log {
         };
         let handle = thread::Builder::new()
             .name("codeq-committer".into())
-            .spawn(move || committer.run(&jobs))
-            .map_err(OpenError::Io)?;
+            .spawn(move || committer.run_guarded(&jobs))?;
         let appender = Appender {
             shared: shared.clone(),
             jobs: Some(sender),
@@ -234,9 +251,26 @@ impl Log {
             segment: recovered.last_segment,
             tail: recovered.tail,
             segment_bytes,
+            sealed: recovered.sealed_sizes.iter().copied().collect(),
         };
-        let log = Self { shared, committer: Mutex::new(Some(handle)), _lock: lock };
-        Ok((log, appender, recovered))
+        Ok((Log { shared, committer: Mutex::new(Some(handle)), _lock: lock }, appender))
+    }
+}
+
+impl Log {
+    /// Replays the journal in `dir` (or finds none) into `replay` and
+    /// checks it, changing nothing: [`Recovering::start`] then opens it.
+    /// Refuses a journal that does not match its manifest (see
+    /// [`OpenError`]).
+    pub fn recover(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: LogOptions,
+        replay: &mut dyn Replay,
+    ) -> Result<Recovering, OpenError> {
+        let lock = recover::lock(dir)?;
+        let recovered = recover::recover(fs.as_ref(), dir, replay, recover::Mode::Open)?;
+        Ok(Recovering { fs, dir: dir.to_path_buf(), options, recovered, lock })
     }
 
     /// Checks the journal in `dir` without changing anything, replaying it
@@ -285,8 +319,12 @@ impl Log {
     /// Drops every segment before `first` once a checkpoint at or after
     /// the last batch they held is durable: the manifest is rewritten
     /// first, then the files are deleted.
-    /// A failure here stops the journal like a failed write.
+    /// A failure here stops the journal like a failed write; after one,
+    /// nothing is done.
     pub fn drop_segments_before(&self, first: u32, checkpoint: Checkpoint) -> std::io::Result<()> {
+        if let Some(failure) = self.shared.watermark.failure() {
+            return Err(std::io::Error::other(failure.cause.to_string()));
+        }
         let dropped = self.try_drop_segments_before(first, checkpoint);
         if let Err(error) = &dropped {
             self.fail(format!("cannot drop compacted journal segments: {error}"));
@@ -296,17 +334,17 @@ impl Log {
 
     /// Stops the journal for good (as a failed write does).
     fn fail(&self, cause: String) {
-        self.shared.slots.close();
-        let seq = self.shared.watermark.durable() + 1;
-        self.shared.watermark.fail(watermark::Failure {
-            disk_full: false,
-            cause: cause.into(),
-            first_seq: seq,
-            last_seq: seq,
-        });
+        self.shared.fail(cause);
     }
 
     fn try_drop_segments_before(&self, first: u32, checkpoint: Checkpoint) -> std::io::Result<()> {
+        // The records moved out of the dropped segments must be on disk
+        // before the segments go, whatever the durability setting.
+        for (id, _) in self.segments().into_iter().filter(|(id, _)| *id >= first) {
+            if let Some(file) = self.shared.segment(id) {
+                file.sync_data()?;
+            }
+        }
         let mut manifest = self.shared.manifest.lock().unwrap_or_else(PoisonError::into_inner);
         let next = Manifest { first_segment: first, checkpoint, ..*manifest };
         next.write(self.shared.fs.as_ref(), &self.shared.dir)?;
@@ -361,19 +399,22 @@ impl Appender {
         slot: Slot<'_>,
     ) -> Result<(u64, Vec<Location>), AppendError> {
         let jobs = self.jobs.as_ref().ok_or(AppendError::Closed)?;
+        if batch.is_too_large() {
+            return Err(AppendError::TooLarge(batch.frame_len()));
+        }
+        let durable = self.shared.watermark.durable();
         let len = batch.frame_len() as u64;
+        let mut seal = None;
         if self.tail > SEGMENT_HEADER_LEN && self.tail + len + SEAL_FRAME_LEN > self.segment_bytes {
             let next = self.segment + 1;
-            let seal = Job {
-                seq: self.next_seq,
+            seal = Some(Seal {
                 segment: self.segment,
                 offset: self.tail,
-                bytes: seal_frame(self.next_seq, next),
-                opens: Some(next),
-                holds_slot: false,
-            };
-            jobs.send(seal).map_err(|_| AppendError::Closed)?;
+                bytes: seal_frame(self.next_seq, durable, next),
+                opens: next,
+            });
             self.next_seq += 1;
+            self.sealed.insert(self.segment, self.tail + SEAL_FRAME_LEN);
             self.segment = next;
             self.tail = SEGMENT_HEADER_LEN;
         }
@@ -383,9 +424,8 @@ impl Appender {
             .map_while(|index| batch.value_span(index))
             .map(|(at, len)| Location { segment, offset: offset + at, len })
             .collect();
-        let job =
-            Job { seq, segment, offset, bytes: batch.finish(seq), opens: None, holds_slot: true };
-        jobs.send(job).map_err(|_| AppendError::Closed)?;
+        let bytes = batch.finish(seq, durable);
+        jobs.send(Job { seq, segment, offset, bytes, seal }).map_err(|_| AppendError::Closed)?;
         slot.0.forget();
         self.next_seq += 1;
         self.tail += len;
@@ -402,9 +442,19 @@ impl Appender {
         self.segment
     }
 
-    /// Bytes of the journal from its first segment to the current tail.
-    pub fn tail(&self) -> u64 {
-        self.tail
+    /// Bytes of data in the journal, queued ones included.
+    pub fn journal_bytes(&self) -> u64 {
+        self.sealed.values().sum::<u64>() + self.tail
+    }
+
+    /// The oldest sealed segment still in the journal.
+    pub fn oldest_sealed(&self) -> Option<u32> {
+        self.sealed.keys().next().copied()
+    }
+
+    /// Forgets the segments before `first` (compaction dropped them).
+    pub fn forget_before(&mut self, first: u32) {
+        self.sealed.retain(|id, _| *id >= first);
     }
 
     /// Stops queueing: the committer ends once it has written the rest.
