@@ -672,6 +672,14 @@ impl Store for EmbeddedStore {
         self.log.watermark().failed()
     }
 
+    fn engine_stats(&self) -> Option<crate::store::EngineStats> {
+        Some(self.log.stats())
+    }
+
+    fn command_of(&self, id: TaskId) -> Option<Command> {
+        self.lock().tasks.get(id).map(|entry| entry.command.clone())
+    }
+
     async fn close(&self) -> StoreResult<()> {
         self.stop.cancel();
         let _compacting = self.compacting.lock().await;
