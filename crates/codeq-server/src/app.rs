@@ -35,6 +35,7 @@ use crate::http;
 use crate::http::body::{BodyBudget, BodyReading};
 use crate::http::connection::{ConnectionTimeouts, Stops};
 use crate::http::serve::ConnectionCap;
+use crate::metrics::Metrics;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
 use crate::service::scheduler::Scheduler;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub allow_producer_as_worker: bool,
     /// How request bodies are read: budget and timeouts.
     pub bodies: BodyReading,
+    /// The Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the server could not start.
@@ -179,13 +182,17 @@ impl App {
         let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
-        let scheduler = Arc::new(Scheduler::new(
-            store.clone(),
-            signals.clone(),
-            clock.clone(),
-            policy.clone(),
-            shutdown.clone(),
-        ));
+        let metrics = Arc::new(Metrics::new());
+        let scheduler = Arc::new(
+            Scheduler::new(
+                store.clone(),
+                signals.clone(),
+                clock.clone(),
+                policy.clone(),
+                shutdown.clone(),
+            )
+            .with_metrics(metrics.clone()),
+        );
         let artifacts = Arc::new(Artifacts::new(
             config.local_artifacts_dir.clone(),
             config.public_base_url.clone(),
@@ -198,6 +205,7 @@ impl App {
             clock.clone(),
             policy,
             shutdown.clone(),
+            metrics.clone(),
         ))];
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
@@ -227,6 +235,7 @@ impl App {
                 pause: Duration::from_secs(config.body_read_timeout_seconds),
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
+            metrics,
         };
         let timeouts = ConnectionTimeouts {
             head: Duration::from_secs(config.request_head_timeout_seconds),
@@ -687,7 +696,12 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},fjall=warn,lsm_tree=warn", config.log_level))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in a file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -11,4 +11,6 @@ mod helpers;
 mod jwt;
 mod lifecycle;
 mod long_poll;
+mod metrics;
+mod openapi;
 mod semantics;
