@@ -39,9 +39,11 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     let status = response.status().as_u16();
     let code = response.extensions().get::<ErrorCode>().map(|code| code.0);
     app.metrics.http_request(method, route, status, seconds, code == Some("overloaded"));
+    // Milliseconds to the microsecond.
+    let latency_ms = (seconds * 1e6).round() / 1e3;
     span.in_scope(|| match code {
-        Some(code) => tracing::info!(status, latency_ms = seconds * 1000.0, code, "request"),
-        None => tracing::info!(status, latency_ms = seconds * 1000.0, "request"),
+        Some(code) => tracing::info!(status, latency_ms, code, "request"),
+        None => tracing::info!(status, latency_ms, "request"),
     });
     response
 }
