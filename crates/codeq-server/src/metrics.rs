@@ -461,9 +461,13 @@ mod tests {
         let id = TaskId::generate();
         let ended = Timestamp(created_millis(id).unwrap() + 7_000);
         metrics.task_terminal(&command, ResultStatus::Completed, id, ended);
-        let labels = StatusLabels { command: CommandLabel(command), status: "COMPLETED" };
-        let histogram = metrics.latency.get_or_create(&labels);
-        assert_eq!(histogram.count(), 1);
-        assert!((histogram.sum() - 7.0).abs() < 1e-9);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &metrics.registry).unwrap();
+        let series = r#"{command="LAT",status="COMPLETED"}"#;
+        assert!(text.contains(&format!("codeq_task_processing_latency_seconds_sum{series} 7.0\n")));
+        assert!(text.contains(&format!("codeq_task_processing_latency_seconds_count{series} 1\n")));
+        let le_5 = r#"_bucket{command="LAT",status="COMPLETED",le="5"} 0"#;
+        let le_10 = r#"_bucket{command="LAT",status="COMPLETED",le="10"} 1"#;
+        assert!(text.contains(le_5) && text.contains(le_10), "{text}");
     }
 }
