@@ -703,7 +703,8 @@ fn init_logging(config: &Config) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
+        // The request's span once per line (`span`), not again as a list.
+        LogFormat::Json => builder.json().with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -103,10 +103,7 @@ async fn exported_names() -> BTreeSet<String> {
     let text = http.get(format!("{}/metrics", server.base_url())).send().await.unwrap();
     let text = text.text().await.unwrap();
     server.stop().await.unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .flat_map(metric_names)
-        .collect()
+    text.lines().filter(|line| !line.starts_with('#')).flat_map(metric_names).collect()
 }
 
 #[tokio::test]
