@@ -84,11 +84,14 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The names of the series a real server exports after some traffic.
+/// The names of the families a real server exports after some traffic.
 async fn exported_names() -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default_for_tests(dir.path());
-    config.static_tokens = vec![StaticTokenConfig::plain("p", TokenKind::Producer, "p")];
+    config.static_tokens = vec![
+        StaticTokenConfig::plain("p", TokenKind::Producer, "p"),
+        StaticTokenConfig::plain("w", TokenKind::Worker, "w"),
+    ];
     let app = App::build_with_clock(config, Arc::new(SystemClock)).await.unwrap();
     let server = app.spawn().unwrap();
     let http = reqwest::Client::new();
@@ -100,6 +103,30 @@ async fn exported_names() -> BTreeSet<String> {
         .await
         .unwrap();
     assert_eq!(created.status(), 202);
+    // A task completed: a histogram shows in the Prometheus format once
+    // it has a series.
+    let claimed: serde_json::Value = http
+        .post(format!("{}/v1/codeq/tasks/claim", server.base_url()))
+        .bearer_auth("w")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let result = http
+        .post(format!(
+            "{}/v1/codeq/tasks/{}/result",
+            server.base_url(),
+            claimed["id"].as_str().unwrap()
+        ))
+        .bearer_auth("w")
+        .json(&serde_json::json!({ "status": "COMPLETED", "result": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), 200);
     let text = http.get(format!("{}/metrics", server.base_url())).send().await.unwrap();
     let text = text.text().await.unwrap();
     server.stop().await.unwrap();
