@@ -75,12 +75,7 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate<'_>>> {
             let Op::Put { table, key, value, at: value_at } = op else { continue };
             let Some(table) = Table::from_u8(table) else { continue };
             let offset = body_start + value_at as u64;
-            found.push(Candidate {
-                table,
-                key,
-                value,
-                at: Location { segment: id, offset, len: value.len() as u32 },
-            });
+            found.push(Candidate { table, key, value, at: Location::new(id, offset, value.len()) });
         }
         at += parsed.len;
     }
@@ -99,7 +94,7 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
     match candidate.table {
         Table::Tasks => entry.body == candidate.at,
         Table::States => entry.state_at == candidate.at,
-        Table::Results => entry.result == Some(candidate.at),
+        Table::Results => entry.result() == Some(candidate.at),
         Table::Commands => false,
     }
 }

@@ -301,7 +301,7 @@ impl EmbeddedStore {
 
     /// The stored result of `id`, once durable.
     async fn result_of(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
-        let found = self.look_up(id, |entry| entry.result.map(|at| (at, entry.seq)));
+        let found = self.look_up(id, |entry| entry.result().map(|at| (at, entry.seq)));
         let (at, seq) = match found {
             Found::Yes(Some(found)) => found,
             Found::Yes(None) => return Ok(None),
@@ -311,7 +311,7 @@ impl EmbeddedStore {
             }
         };
         self.durable(seq).await?;
-        let located = self.read(id, at, |entry| entry.result).await?;
+        let located = self.read(id, at, |entry| entry.result()).await?;
         located.map(|bytes| decode_result(&bytes)).transpose()
     }
 
@@ -548,14 +548,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
-        match self.look_up(id, |entry| (entry.body, entry.state.clone(), entry.seq)) {
+        match self.look_up(id, |entry| (entry.body, entry.state(), entry.seq)) {
             Found::Yes((body, state, seq)) => self.task_with(id, body, state, seq).await,
             Found::Deleted(seq) => self.durable(seq).await.map(|()| None),
         }
     }
 
     async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
-        match self.look_up(id, |entry| (entry.state.clone(), entry.seq)) {
+        match self.look_up(id, |entry| (entry.state(), entry.seq)) {
             Found::Yes((state, seq)) => self.durable(seq).await.map(|()| Some(state)),
             Found::Deleted(seq) => self.durable(seq).await.map(|()| None),
         }
@@ -573,9 +573,8 @@ impl Store for EmbeddedStore {
         let due = core.tasks.due(now, limit);
         let mut ready = BTreeSet::new();
         for id in &due {
-            if let Some(entry) = core.tasks.get(*id).cloned() {
-                ready.insert(entry.command.clone());
-                core.tasks.put(*id, entry, now);
+            if let Some(command) = core.tasks.promote(*id, now) {
+                ready.insert(command);
             }
         }
         drop(core);
@@ -592,9 +591,7 @@ impl Store for EmbeddedStore {
             .expired(now, limit)
             .into_iter()
             .filter_map(|id| {
-                core.tasks
-                    .get(id)
-                    .map(|entry| LeaseEnd { task_id: id, attempts: entry.state.attempts })
+                core.tasks.get(id).map(|entry| LeaseEnd { task_id: id, attempts: entry.attempts() })
             })
             .collect())
     }
@@ -615,7 +612,7 @@ impl Store for EmbeddedStore {
                         continue;
                     };
                     plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
-                    let command = live.get(id).map(|entry| entry.command.clone());
+                    let command = live.get(id).map(|entry| live.command_of(entry).clone());
                     if let Some(command) = command {
                         expired.push(Expired { task_id: id, command, outcome: retry.outcome });
                     }

@@ -15,7 +15,7 @@ use codeq_core::{Command, ResultRecord, Task, TaskId, TaskState, Timestamp};
 use super::log::frame::{Batch, TooLarge};
 use super::log::{Location, Table};
 use super::records::{encode_body, encode_result, encode_state};
-use super::state::{Entry, Tasks};
+use super::state::{NewEntry, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 impl From<TooLarge> for StoreError {
@@ -28,7 +28,7 @@ impl From<TooLarge> for StoreError {
 /// index the batch's puts, whose locations the journal assigns.
 #[derive(Debug)]
 enum Change {
-    New { id: TaskId, entry: Box<Entry>, body: usize, state: usize },
+    New { id: TaskId, entry: Box<(NewEntry, TaskState)>, body: usize, state: usize },
     State { id: TaskId, state: TaskState, at: usize, result: Option<usize> },
     Delete { id: TaskId },
     Command { command: Command, at: usize },
@@ -95,7 +95,10 @@ impl Plan {
             return None;
         };
         self.observe(entry.seq);
-        let state = self.planned.get(&id).unwrap_or(&entry.state).clone();
+        let state = match self.planned.get(&id) {
+            Some(planned) => planned.clone(),
+            None => entry.state(),
+        };
         Some((state, entry.max_attempts))
     }
 
@@ -108,19 +111,14 @@ impl Plan {
         let state = self
             .batch
             .put_with(Table::States, id.as_bytes(), |buf| encode_state(&task.state, buf))?;
-        let unplaced = Location { segment: 0, offset: 0, len: 0 };
-        let entry = Entry {
+        let entry = NewEntry {
             command: task.command.clone(),
             priority: task.priority,
             max_attempts: task.max_attempts,
             idempotency_key: task.idempotency_key.as_deref().map(Box::from),
-            state: task.state.clone(),
-            body: unplaced,
-            state_at: unplaced,
-            result: None,
-            seq: 0,
         };
-        self.changes.push(Change::New { id, entry: Box::new(entry), body, state });
+        let entry = Box::new((entry, task.state.clone()));
+        self.changes.push(Change::New { id, entry, body, state });
         self.planned.insert(id, task.state.clone());
         if !tasks.knows(&task.command) && self.new_commands.insert(task.command.clone()) {
             let at = self.batch.put(Table::Commands, task.command.as_str().as_bytes(), &[])?;
@@ -195,29 +193,34 @@ impl Pending {
         let mut applied = Applied::default();
         for change in self.changes {
             match change {
-                Change::New { id, mut entry, body, state } => {
+                Change::New { id, entry, body, state } => {
+                    let (new, task_state) = *entry;
+                    if task_state.is_ready(now) {
+                        applied.ready.insert(new.command.clone());
+                    }
+                    let mut entry = tasks.new_entry(&new);
+                    entry.set_state(&task_state);
                     if let (Some(body), Some(state_at)) = (place(body), place(state)) {
                         entry.body = body;
                         entry.state_at = state_at;
                     }
                     entry.seq = seq;
-                    if entry.state.is_ready(now) {
-                        applied.ready.insert(entry.command.clone());
-                    }
-                    tasks.put(id, *entry, now);
+                    tasks.put(id, entry, now);
                 }
                 Change::State { id, state, at, result } => {
-                    let Some(mut entry) = tasks.get(id).cloned() else { continue };
-                    if state.is_ready(now) {
-                        applied.ready.insert(entry.command.clone());
+                    if state.is_ready(now)
+                        && let Some(entry) = tasks.get(id)
+                    {
+                        applied.ready.insert(tasks.command_of(entry).clone());
                     }
-                    entry.state = state;
-                    entry.state_at = place(at).unwrap_or(entry.state_at);
-                    if let Some(result) = result {
-                        entry.result = place(result);
-                    }
-                    entry.seq = seq;
-                    tasks.put(id, entry, now);
+                    tasks.update(id, now, |entry| {
+                        entry.set_state(&state);
+                        entry.state_at = place(at).unwrap_or(entry.state_at);
+                        if let Some(result) = result.and_then(place) {
+                            entry.set_result(result);
+                        }
+                        entry.seq = seq;
+                    });
                 }
                 Change::Delete { id } => {
                     tasks.remove(id, now);
@@ -225,7 +228,7 @@ impl Pending {
                 }
                 Change::Command { command, at } | Change::MovedCommand { command, at } => {
                     if let Some(record) = place(at) {
-                        tasks.add_command(command, record);
+                        tasks.add_command(&command, record);
                     }
                 }
                 Change::Moved { id, table, at } => {
@@ -235,7 +238,7 @@ impl Pending {
                         |entry| match table {
                             Table::Tasks => entry.body = moved,
                             Table::States => entry.state_at = moved,
-                            Table::Results => entry.result = Some(moved),
+                            Table::Results => entry.set_result(moved),
                             Table::Commands => {}
                         },
                         seq,
