@@ -43,6 +43,7 @@ fn task(n: usize) -> Task {
         idempotency_key: None,
         run_at: None,
         created_at: T0,
+        created_by: "p".into(),
         state: TaskState::new(T0, T0),
     }
 }

@@ -57,6 +57,7 @@ fn task(name: &str, priority: i64, visible_at: Timestamp) -> Task {
         idempotency_key: None,
         run_at: None,
         created_at: at(0),
+        created_by: "p".into(),
         state: TaskState::new(visible_at, at(0)),
     }
 }

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
             post(workers::submit_results_batch).layer(limit(limits.result_batch)),
         )
         .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/artifacts/{name}", get(tasks::artifact))
         .route(
             "/tasks/{id}/result",
             get(tasks::get_result).post(workers::submit_result).layer(limit(limits.result)),

@@ -33,6 +33,8 @@ pub struct Body<'a> {
     idempotency_key: Option<&'a str>,
     run_at: Option<Timestamp>,
     created_at: Timestamp,
+    #[serde(borrow)]
+    created_by: &'a str,
 }
 
 impl<'a> Body<'a> {
@@ -47,6 +49,7 @@ impl<'a> Body<'a> {
             idempotency_key: task.idempotency_key.as_deref(),
             run_at: task.run_at,
             created_at: task.created_at,
+            created_by: &task.created_by,
         }
     }
 
@@ -92,6 +95,7 @@ impl<'a> Body<'a> {
             idempotency_key: self.idempotency_key.map(str::to_string),
             run_at: self.run_at,
             created_at: self.created_at,
+            created_by: self.created_by.to_string(),
             state,
         })
     }
@@ -156,6 +160,7 @@ mod tests {
             idempotency_key: Some("k".into()),
             run_at: None,
             created_at: Timestamp(1_700_000_000_000),
+            created_by: "producer".into(),
             state,
         }
     }
