@@ -305,31 +305,6 @@ pub async fn get_result(
     Ok(Json(body).into_response())
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::*;
-
-    #[test]
-    fn compact_json_drops_whitespace_between_tokens_only() {
-        let text = " { \"a b\" : [1, 2,\n\t3], \"q\\\" x\": \" \\\\ \" , \"z\":{} } ";
-        assert_eq!(compact_json(text), r#"{"a b":[1,2,3],"q\" x":" \\ ","z":{}}"#);
-        let value: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&compact_json(text)).unwrap(), value);
-    }
-
-    #[test]
-    fn webhook_urls_must_be_absolute_http() {
-        for good in ["http://a", "https://example.com/hook?x=1", "http://127.0.0.1:9000/cb"] {
-            assert!(check_http_url(good).is_ok(), "{good}");
-        }
-        for bad in ["", "ftp://a", "https://", "example.com", "http:///path", "http://a b"] {
-            assert!(check_http_url(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// `GET /v1/codeq/tasks/:id/artifacts/:name`: the stored bytes of an
 /// inline artifact, for the task's producer, the worker that holds (or
 /// completed) it, and admins.
@@ -386,4 +361,29 @@ fn attachment(name: &str) -> HeaderValue {
         }
     }
     HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn compact_json_drops_whitespace_between_tokens_only() {
+        let text = " { \"a b\" : [1, 2,\n\t3], \"q\\\" x\": \" \\\\ \" , \"z\":{} } ";
+        assert_eq!(compact_json(text), r#"{"a b":[1,2,3],"q\" x":" \\ ","z":{}}"#);
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&compact_json(text)).unwrap(), value);
+    }
+
+    #[test]
+    fn webhook_urls_must_be_absolute_http() {
+        for good in ["http://a", "https://example.com/hook?x=1", "http://127.0.0.1:9000/cb"] {
+            assert!(check_http_url(good).is_ok(), "{good}");
+        }
+        for bad in ["", "ftp://a", "https://", "example.com", "http:///path", "http://a b"] {
+            assert!(check_http_url(bad).is_err(), "{bad}");
+        }
+    }
 }
