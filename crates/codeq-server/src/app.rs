@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use codeq_core::BackoffConfig;
+use codeq_core::{BackoffConfig, BackoffPolicy};
 use time::UtcOffset;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -37,7 +37,9 @@ use crate::http::connection::{ConnectionTimeouts, Stops};
 use crate::http::serve::ConnectionCap;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
+use crate::service::outbound::Outbound;
 use crate::service::scheduler::Scheduler;
+use crate::service::webhooks::{Dispatcher, Retries};
 use crate::service::{reaper, retention};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::log::OpenError;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub allow_producer_as_worker: bool,
     /// How request bodies are read: budget and timeouts.
     pub bodies: BodyReading,
+    /// The webhook client (and its private-network guard).
+    pub outbound: Arc<Outbound>,
 }
 
 /// Why the server could not start.
@@ -192,13 +196,41 @@ impl App {
             config.max_artifact_bytes,
         ));
 
-        let mut background = vec![tokio::spawn(reaper::run(
-            store.clone(),
-            signals,
-            clock.clone(),
-            policy,
-            shutdown.clone(),
-        ))];
+        // Local mode runs on one machine: its webhooks are local too.
+        let allow_private = config.webhook_allow_private_networks || local_mode;
+        let outbound = Arc::new(
+            Outbound::new(
+                Duration::from_secs(config.webhook_timeout_seconds),
+                config.webhook_hmac_secret.clone(),
+                allow_private,
+            )
+            .context("cannot build the webhook client")?,
+        );
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            signals: signals.clone(),
+            outbound: outbound.clone(),
+            clock: clock.clone(),
+            retries: Retries {
+                max_attempts: config.result_webhook_max_attempts,
+                backoff: BackoffConfig {
+                    policy: BackoffPolicy::ExpEqualJitter,
+                    base_seconds: config.result_webhook_base_backoff_seconds,
+                    max_seconds: config.result_webhook_max_backoff_seconds,
+                },
+            },
+            offset: config.timezone,
+        };
+        let mut background = vec![
+            tokio::spawn(reaper::run(
+                store.clone(),
+                signals,
+                clock.clone(),
+                policy,
+                shutdown.clone(),
+            )),
+            tokio::spawn(dispatcher.run(shutdown.clone())),
+        ];
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
             let now = move || clock.now();
@@ -213,6 +245,7 @@ impl App {
         }
 
         let state = AppState {
+            outbound,
             scheduler,
             auth: Arc::new(auth),
             artifacts,

@@ -16,6 +16,7 @@ use super::extract::{Caller, PathText, PathTexts, Producer};
 use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
+use crate::service::outbound::Outbound;
 use crate::service::scheduler::{NewTask, Schedule};
 use crate::store::Created;
 
@@ -45,7 +46,12 @@ struct CreateBody<'a> {
 
 impl CreateBody<'_> {
     /// Checks every field (the message names the field).
-    fn validate(self, max_payload_bytes: usize, producer: &str) -> Result<NewTask, ApiError> {
+    fn validate(
+        self,
+        max_payload_bytes: usize,
+        producer: &str,
+        outbound: &Outbound,
+    ) -> Result<NewTask, ApiError> {
         let command = Command::parse(&self.command).map_err(|reason| {
             ApiError::invalid("invalid_command", format!("command {:?} {reason}", self.command))
         })?;
@@ -71,6 +77,9 @@ impl CreateBody<'_> {
         };
         if let Some(webhook) = &self.webhook {
             check_http_url(webhook).map_err(|why| ApiError::field(format!("webhook {why}")))?;
+            outbound
+                .check_target(webhook)
+                .map_err(|why| ApiError::field(format!("webhook {why}")))?;
         }
         if let Some(key) = &self.idempotency_key
             && !(1..=256).contains(&key.chars().count())
@@ -164,7 +173,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateBody = body.json()?;
-    let task = request.validate(app.limits.max_payload_bytes, &producer.sub)?;
+    let task = request.validate(app.limits.max_payload_bytes, &producer.sub, &app.outbound)?;
     producer.require_commands(std::slice::from_ref(&task.command))?;
     let created = app.scheduler.create(vec![task]).await?;
     let Some(created) = created.into_iter().next() else {
@@ -203,7 +212,9 @@ pub async fn create_batch(
     let mut valid: Vec<NewTask> = Vec::with_capacity(request.tasks.len());
     for item in request.tasks {
         let checked = parse_json::<CreateBody>(item.get().as_bytes())
-            .and_then(|body| body.validate(app.limits.max_payload_bytes, &producer.sub))
+            .and_then(|body| {
+                body.validate(app.limits.max_payload_bytes, &producer.sub, &app.outbound)
+            })
             .and_then(|task| {
                 producer.require_commands(std::slice::from_ref(&task.command))?;
                 Ok(task)

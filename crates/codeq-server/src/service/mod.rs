@@ -8,9 +8,11 @@
 //! - [`retention`]: deletes terminal tasks past their retention.
 
 pub mod artifacts;
+pub mod outbound;
 pub mod reaper;
 pub mod retention;
 pub mod scheduler;
+pub mod webhooks;
 
 use codeq_core::BackoffConfig;
 

@@ -142,6 +142,17 @@ pub struct Expired {
     pub outcome: Retried,
 }
 
+/// A result callback due for an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueCallback {
+    /// The task whose result it carries.
+    pub task_id: TaskId,
+    /// Its delivery series (`X-CodeQ-Delivery`).
+    pub delivery: uuid::Uuid,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
 /// A failure of the backend itself: the state is unknown or unreachable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -236,6 +247,27 @@ pub trait Store: Send + Sync + 'static {
     /// Requeues or dead-letters each task of `expiries` that is still on
     /// that delivery with its lease ended before `now`.
     async fn expire(&self, expiries: Vec<Expiry>, now: Timestamp) -> StoreResult<Vec<Expired>>;
+
+    /// Result callbacks due at `now` (at most `limit`), once their records
+    /// are durable: a callback is owed by the transition that made its task
+    /// terminal, written with it.
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueCallback>>;
+
+    /// Ends a callback (delivered, or given up): retention may then delete
+    /// its task. Nothing when `delivery` is no longer the one owed.
+    async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()>;
+
+    /// Schedules the next attempt of a callback, after `attempts` made.
+    async fn callback_retry(
+        &self,
+        task_id: TaskId,
+        delivery: uuid::Uuid,
+        attempts: u32,
+        next_at: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// When the next owed callback is due, and how many are owed.
+    fn callbacks_pending(&self) -> (Option<Timestamp>, usize);
 
     /// Depths of one command's queues (zeros when never used).
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats>;

@@ -19,6 +19,7 @@ pub struct Signals {
     per_command: Mutex<HashMap<Command, Arc<Notify>>>,
     any_command: Arc<Notify>,
     deadline: Notify,
+    callbacks: Notify,
 }
 
 impl Signals {
@@ -58,5 +59,15 @@ impl Signals {
     /// Waits for [`Signals::deadline_changed`].
     pub async fn deadline_changed_wait(&self) {
         self.deadline.notified().await;
+    }
+
+    /// Tells the webhook dispatcher a result callback is owed.
+    pub fn callback_owed(&self) {
+        self.callbacks.notify_one();
+    }
+
+    /// Waits for [`Signals::callback_owed`].
+    pub async fn callback_owed_wait(&self) {
+        self.callbacks.notified().await;
     }
 }

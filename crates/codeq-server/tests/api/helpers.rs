@@ -294,6 +294,20 @@ impl TestApp {
         }
     }
 
+    /// How many result callbacks are still owed.
+    pub fn callbacks_pending(&self) -> usize {
+        self.scheduler.store().callbacks_pending().1
+    }
+
+    /// Waits until no result callback is owed.
+    pub async fn wait_for_callbacks(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.callbacks_pending() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "callbacks still owed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// `/healthz` answers 200.
     pub async fn assert_healthy(&self) {
         let reply = self.call(Method::GET, "/healthz", None, None).await;

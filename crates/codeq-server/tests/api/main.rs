@@ -13,3 +13,4 @@ mod jwt;
 mod lifecycle;
 mod long_poll;
 mod semantics;
+mod webhooks;

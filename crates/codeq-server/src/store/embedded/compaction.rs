@@ -90,12 +90,16 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
         return command.is_some_and(|command| tasks.command_record(&command) == Some(candidate.at));
     }
     let Ok(key) = <[u8; 16]>::try_from(candidate.key) else { return false };
-    let Some(entry) = tasks.get(TaskId::from_bytes(key)) else { return false };
+    let id = TaskId::from_bytes(key);
+    if candidate.table == Table::Outbox {
+        return tasks.owed(id).is_some_and(|owed| owed.at == candidate.at);
+    }
+    let Some(entry) = tasks.get(id) else { return false };
     match candidate.table {
         Table::Tasks => entry.body == candidate.at,
         Table::States => entry.state_at == candidate.at,
         Table::Results => entry.result() == Some(candidate.at),
-        Table::Commands => false,
+        Table::Commands | Table::Outbox => false,
     }
 }
 

@@ -43,12 +43,12 @@ use self::log::{
 };
 use self::plan::Plan;
 use self::rebuild::Rebuild;
-use self::records::{Body, decode_result};
+use self::records::{Body, Callback, decode_result};
 use self::state::Tasks;
 use crate::config::Durability;
 use crate::store::{
-    ClaimSpec, Completed, Completion, Created, Expired, Expiry, Fence, LeaseEnd, Retried, Signals,
-    Store, StoreError, StoreResult, TransitionError,
+    ClaimSpec, Completed, Completion, Created, DueCallback, Expired, Expiry, Fence, LeaseEnd,
+    Retried, Signals, Store, StoreError, StoreResult, TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -218,6 +218,9 @@ impl EmbeddedStore {
                     })?;
                 let applied = pending.apply(&mut core.tasks, seq, &locations);
                 self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
+                if applied.owed {
+                    self.signals.callback_owed();
+                }
                 (value, seq.max(observed))
             }
         };
@@ -331,6 +334,26 @@ impl EmbeddedStore {
         let core = self.lock();
         (core.appender.journal_bytes(), core.tasks.live_bytes())
     }
+}
+
+/// Plans task `id`'s move from `before` to `after` (with the result record
+/// it stores) and, when the move owes one, its result callback.
+fn plan_move(
+    live: &Tasks,
+    plan: &mut Plan,
+    id: TaskId,
+    before: &TaskState,
+    after: TaskState,
+    result: Option<&ResultRecord>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let has_webhook = live.get(id).is_some_and(|entry| entry.has_webhook);
+    let owes = lifecycle::owes_callback(before, &after, has_webhook);
+    plan.set_state(id, after, result)?;
+    if owes {
+        plan.owe(id, Callback { delivery: uuid::Uuid::now_v7(), attempts: 0, next_at: now })?;
+    }
+    Ok(())
 }
 
 /// A task found, or the batch that may have deleted it.
@@ -485,7 +508,8 @@ impl Store for EmbeddedStore {
                         now,
                     ) {
                         Ok(retry) => {
-                            plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
+                            let result = retry.dead_letter.as_ref();
+                            plan_move(live, plan, id, &state, retry.state, result, now)?;
                             Ok(retry.outcome)
                         }
                         Err(refused) => Err(refused),
@@ -518,8 +542,8 @@ impl Store for EmbeddedStore {
                         now,
                     );
                     outcomes.push(match decided {
-                        Ok(Decided::Stored { state, record }) => {
-                            plan.set_state(item.task_id, state, Some(&record))?;
+                        Ok(Decided::Stored { state: after, record }) => {
+                            plan_move(live, plan, item.task_id, &state, after, Some(&record), now)?;
                             Ok(Ok(Completed::Stored(record)))
                         }
                         Ok(Decided::Repeated) => Ok(Err(item.task_id)),
@@ -611,7 +635,8 @@ impl Store for EmbeddedStore {
                     else {
                         continue;
                     };
-                    plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
+                    let result = retry.dead_letter.as_ref();
+                    plan_move(live, plan, id, &state, retry.state, result, now)?;
                     let command = live.get(id).map(|entry| live.command_of(entry).clone());
                     if let Some(command) = command {
                         expired.push(Expired { task_id: id, command, outcome: retry.outcome });
@@ -621,6 +646,52 @@ impl Store for EmbeddedStore {
             })
             .await?;
         Ok(done.value)
+    }
+
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueCallback>> {
+        let due = self.lock().tasks.owed_due(now, limit);
+        let newest = due.iter().map(|(_, owed)| owed.seq).max().unwrap_or(0);
+        self.durable(newest).await?;
+        Ok(due
+            .into_iter()
+            .map(|(task_id, owed)| DueCallback {
+                task_id,
+                delivery: owed.callback.delivery,
+                attempts: owed.callback.attempts,
+            })
+            .collect())
+    }
+
+    async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()> {
+        self.transact(Timestamp::now(), |live, plan| {
+            if live.owed(task_id).is_some_and(|owed| owed.callback.delivery == delivery) {
+                plan.forgive(task_id)?;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn callback_retry(
+        &self,
+        task_id: TaskId,
+        delivery: uuid::Uuid,
+        attempts: u32,
+        next_at: Timestamp,
+    ) -> StoreResult<()> {
+        self.transact(Timestamp::now(), |live, plan| {
+            if live.owed(task_id).is_some_and(|owed| owed.callback.delivery == delivery) {
+                plan.owe(task_id, Callback { delivery, attempts, next_at })?;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
+        self.lock().tasks.owed_summary()
     }
 
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats> {

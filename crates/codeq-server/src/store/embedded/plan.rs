@@ -14,8 +14,8 @@ use codeq_core::{Command, ResultRecord, Task, TaskId, TaskState, Timestamp};
 
 use super::log::frame::{Batch, TooLarge};
 use super::log::{Location, Table};
-use super::records::{encode_body, encode_result, encode_state};
-use super::state::{NewEntry, Tasks};
+use super::records::{Callback, encode_body, encode_callback, encode_result, encode_state};
+use super::state::{NewEntry, Owed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 impl From<TooLarge> for StoreError {
@@ -33,6 +33,8 @@ enum Change {
     Delete { id: TaskId },
     Command { command: Command, at: usize },
     Moved { id: TaskId, table: Table, at: usize },
+    Owe { id: TaskId, callback: Callback, at: usize },
+    Forgive { id: TaskId },
     MovedCommand { command: Command, at: usize },
 }
 
@@ -56,6 +58,8 @@ pub struct Plan {
 pub struct Applied {
     /// Commands that gained ready tasks.
     pub ready: BTreeSet<Command>,
+    /// A result callback became owed.
+    pub owed: bool,
 }
 
 impl Plan {
@@ -116,6 +120,7 @@ impl Plan {
             priority: task.priority,
             max_attempts: task.max_attempts,
             idempotency_key: task.idempotency_key.as_deref().map(Box::from),
+            has_webhook: task.webhook.is_some(),
         };
         let entry = Box::new((entry, task.state.clone()));
         self.changes.push(Change::New { id, entry, body, state });
@@ -145,6 +150,23 @@ impl Plan {
         };
         self.planned.insert(id, state.clone());
         self.changes.push(Change::State { id, state, at, result });
+        Ok(())
+    }
+
+    /// Plans the result callback owed for task `id` (a new series, or the
+    /// next attempt of one).
+    pub fn owe(&mut self, id: TaskId, callback: Callback) -> StoreResult<()> {
+        let at = self
+            .batch
+            .put_with(Table::Outbox, id.as_bytes(), |buf| encode_callback(&callback, buf))?;
+        self.changes.push(Change::Owe { id, callback, at });
+        Ok(())
+    }
+
+    /// Plans forgetting the callback of task `id` (delivered, given up).
+    pub fn forgive(&mut self, id: TaskId) -> StoreResult<()> {
+        self.batch.delete(Table::Outbox, id.as_bytes())?;
+        self.changes.push(Change::Forgive { id });
         Ok(())
     }
 
@@ -231,6 +253,11 @@ impl Pending {
                         tasks.add_command(&command, record);
                     }
                 }
+                Change::Moved { id, table: Table::Outbox, at } => {
+                    if let Some(moved) = place(at) {
+                        tasks.relocate_owed(id, moved, seq);
+                    }
+                }
                 Change::Moved { id, table, at } => {
                     let Some(moved) = place(at) else { continue };
                     tasks.relocate(
@@ -239,10 +266,19 @@ impl Pending {
                             Table::Tasks => entry.body = moved,
                             Table::States => entry.state_at = moved,
                             Table::Results => entry.set_result(moved),
-                            Table::Commands => {}
+                            Table::Commands | Table::Outbox => {}
                         },
                         seq,
                     );
+                }
+                Change::Owe { id, callback, at } => {
+                    applied.owed |= callback.attempts == 0;
+                    if let Some(at) = place(at) {
+                        tasks.owe(id, Owed { callback, at, seq });
+                    }
+                }
+                Change::Forgive { id } => {
+                    tasks.forgive(id);
                 }
             }
         }

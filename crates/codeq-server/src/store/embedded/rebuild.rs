@@ -10,8 +10,8 @@
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 
 use super::log::{Location, Replay, Table};
-use super::records::{Body, decode_state};
-use super::state::{Entry, Tasks};
+use super::records::{Body, decode_callback, decode_state};
+use super::state::{Entry, Owed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 const HAS_BODY: u8 = 1;
@@ -56,6 +56,7 @@ impl Rebuild {
         *received |= HAS_BODY;
         let entry = self.tasks.recovered_entry(slot);
         entry.set_body_facts(command, body.priority(), body.max_attempts(), body.idempotency_key());
+        entry.has_webhook = body.webhook().is_some();
         entry.body = at;
         if first {
             self.with_body += 1;
@@ -83,6 +84,10 @@ impl Replay for Rebuild {
                 let (slot, _) = self.slot(task_id(key)?);
                 self.tasks.recovered_entry(slot).set_result(at);
             }
+            Some(Table::Outbox) => {
+                let callback = decode_callback(value).map_err(text)?;
+                self.tasks.owe(task_id(key)?, Owed { callback, at, seq: 0 });
+            }
             Some(Table::Commands) => {
                 let name = std::str::from_utf8(key).map_err(|_| "a command name is not UTF-8")?;
                 let command =
@@ -95,6 +100,10 @@ impl Replay for Rebuild {
     }
 
     fn delete(&mut self, table: u8, key: &[u8]) -> Result<(), String> {
+        if Table::from_u8(table) == Some(Table::Outbox) {
+            self.tasks.forgive(task_id(key)?);
+            return Ok(());
+        }
         if Table::from_u8(table) == Some(Table::Tasks)
             && let Some(slot) = self.tasks.forget_recovered(task_id(key)?)
         {

@@ -6,6 +6,7 @@
 //! | `States` | task id | format byte `1`, then postcard of `TaskState` |
 //! | `Results` | task id | the result record, JSON |
 //! | `Commands` | command name | empty |
+//! | `Outbox` | task id | format byte `1`, then postcard of [`Callback`] |
 //!
 //! A task's body (what the producer sent) is written once; each
 //! transition writes only the small state record. Postcard is positional:
@@ -83,6 +84,11 @@ impl<'a> Body<'a> {
         self.idempotency_key
     }
 
+    /// The result callback URL.
+    pub fn webhook(&self) -> Option<&'a str> {
+        self.webhook
+    }
+
     /// The whole task, with `state`.
     pub fn into_task(self, id: TaskId, state: TaskState) -> StoreResult<Task> {
         Ok(Task {
@@ -123,6 +129,35 @@ pub fn decode_state(bytes: &[u8]) -> StoreResult<TaskState> {
         Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
             .map_err(|e| StoreError::Corrupt(format!("cannot decode a task state: {e}"))),
         _ => Err(StoreError::Corrupt("a task state of an unknown format".into())),
+    }
+}
+
+/// A result callback owed: its delivery series, attempts so far and when
+/// the next attempt is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    /// Identifies the delivery series (`X-CodeQ-Delivery`).
+    pub delivery: uuid::Uuid,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_at: Timestamp,
+}
+
+/// Appends the encoded `callback` to `buf`.
+pub fn encode_callback(callback: &Callback, buf: &mut Vec<u8>) -> StoreResult<()> {
+    buf.push(FORMAT_V1);
+    postcard::to_io(callback, buf)
+        .map(|_| ())
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a callback: {e}")))
+}
+
+/// Reads a callback record back.
+pub fn decode_callback(bytes: &[u8]) -> StoreResult<Callback> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
+            .map_err(|e| StoreError::Corrupt(format!("cannot decode a callback: {e}"))),
+        _ => Err(StoreError::Corrupt("a callback of an unknown format".into())),
     }
 }
 

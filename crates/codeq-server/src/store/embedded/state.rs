@@ -24,6 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 use codeq_core::{Command, Priority, QueueStats, TaskId, TaskState, TaskStatus, Timestamp};
 
 use super::log::Location;
+use super::records::Callback;
 use crate::store::CommandFilter;
 
 type ReadyKey = (Reverse<Priority>, Timestamp, TaskId);
@@ -58,6 +59,8 @@ pub struct Entry {
     pub priority: Priority,
     status: TaskStatus,
     dead_lettered: bool,
+    /// The task has a result callback URL.
+    pub has_webhook: bool,
     attempts: u32,
     /// Delivery limit.
     pub max_attempts: u32,
@@ -155,6 +158,7 @@ impl Entry {
             priority,
             status: TaskStatus::Pending,
             dead_lettered: false,
+            has_webhook: false,
             attempts: 0,
             max_attempts,
             visible_at: Timestamp(0),
@@ -275,9 +279,23 @@ impl Commands {
     }
 }
 
+/// A result callback owed, as memory keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owed {
+    /// The delivery series, attempts and next attempt.
+    pub callback: Callback,
+    /// Where its record lies.
+    pub at: Location,
+    /// The batch that last wrote it.
+    pub seq: u64,
+}
+
 /// Every live task and the indexes over them.
 #[derive(Debug, Default)]
 pub struct Tasks {
+    /// Result callbacks owed, by task, and by when they are due.
+    owed: HashMap<TaskId, Owed>,
+    owed_due: BTreeSet<(Timestamp, TaskId)>,
     slots: HashMap<TaskId, u32>,
     entries: Vec<Entry>,
     free: Vec<u32>,
@@ -306,6 +324,8 @@ pub struct NewEntry {
     pub max_attempts: u32,
     /// Its idempotency key.
     pub idempotency_key: Option<Box<str>>,
+    /// It has a result callback URL.
+    pub has_webhook: bool,
 }
 
 impl Tasks {
@@ -343,7 +363,10 @@ impl Tasks {
     /// The entry of a new task (its state and records to be set).
     pub fn new_entry(&mut self, new: &NewEntry) -> Entry {
         let command = self.commands.intern(&new.command);
-        Entry::new(command, new.priority, new.max_attempts, new.idempotency_key.as_deref())
+        let mut entry =
+            Entry::new(command, new.priority, new.max_attempts, new.idempotency_key.as_deref());
+        entry.has_webhook = new.has_webhook;
+        entry
     }
 
     /// Adds a new task, or replaces one, and indexes it. A pending task
@@ -605,14 +628,60 @@ impl Tasks {
             .collect()
     }
 
-    /// Ids of terminal tasks that ended at or before `before`.
+    /// Ids of terminal tasks that ended at or before `before` (not those
+    /// whose result callback is still owed: retention waits for it).
     pub fn ended_before(&self, before: Timestamp, limit: usize) -> Vec<TaskId> {
         self.terminal
             .iter()
             .take_while(|(at, _)| *at <= before)
+            .filter(|(_, id)| !self.owed.contains_key(id))
             .take(limit)
             .map(|(_, id)| *id)
             .collect()
+    }
+
+    /// Records (or replaces) the result callback owed for task `id`.
+    pub fn owe(&mut self, id: TaskId, owed: Owed) {
+        self.forgive(id);
+        self.live_bytes += u64::from(owed.at.len) + RECORD_OVERHEAD;
+        self.owed_due.insert((owed.callback.next_at, id));
+        self.owed.insert(id, owed);
+    }
+
+    /// Forgets the callback of task `id` (delivered or given up).
+    pub fn forgive(&mut self, id: TaskId) -> Option<Owed> {
+        let owed = self.owed.remove(&id)?;
+        self.owed_due.remove(&(owed.callback.next_at, id));
+        self.live_bytes = self.live_bytes.saturating_sub(u64::from(owed.at.len) + RECORD_OVERHEAD);
+        Some(owed)
+    }
+
+    /// The callback owed for task `id`.
+    pub fn owed(&self, id: TaskId) -> Option<&Owed> {
+        self.owed.get(&id)
+    }
+
+    /// Callbacks due at `now`, earliest first.
+    pub fn owed_due(&self, now: Timestamp, limit: usize) -> Vec<(TaskId, Owed)> {
+        self.owed_due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .filter_map(|(_, id)| self.owed.get(id).map(|owed| (*id, *owed)))
+            .collect()
+    }
+
+    /// When the next callback is due; how many are owed.
+    pub fn owed_summary(&self) -> (Option<Timestamp>, usize) {
+        (self.owed_due.first().map(|(at, _)| *at), self.owed.len())
+    }
+
+    /// Updates where a callback record lies (compaction moved it).
+    pub fn relocate_owed(&mut self, id: TaskId, at: Location, seq: u64) {
+        if let Some(owed) = self.owed.get_mut(&id) {
+            owed.at = at;
+            owed.seq = owed.seq.max(seq);
+        }
     }
 
     /// The earliest delayed-visible time or lease end.
@@ -673,6 +742,7 @@ mod tests {
             priority: Priority::clamped(4),
             max_attempts: 3,
             idempotency_key: Some("k".into()),
+            has_webhook: false,
         };
         let mut entry = tasks.new_entry(&new);
         let state = TaskState {

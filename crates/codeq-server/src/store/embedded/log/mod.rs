@@ -56,6 +56,8 @@ pub enum Table {
     Results = 3,
     /// Every command ever used.
     Commands = 4,
+    /// Result callbacks owed (the webhook outbox).
+    Outbox = 5,
 }
 
 impl Table {
@@ -66,6 +68,7 @@ impl Table {
             2 => Some(Self::States),
             3 => Some(Self::Results),
             4 => Some(Self::Commands),
+            5 => Some(Self::Outbox),
             _ => None,
         }
     }
