@@ -39,6 +39,7 @@ use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
 use crate::service::outbound::Outbound;
 use crate::service::scheduler::Scheduler;
+use crate::service::subscriptions::Subscriptions;
 use crate::service::webhooks::{Dispatcher, Retries};
 use crate::service::{reaper, retention};
 use crate::store::embedded::EmbeddedStore;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub bodies: BodyReading,
     /// The webhook client (and its private-network guard).
     pub outbound: Arc<Outbound>,
+    /// Worker-availability subscriptions.
+    pub subscriptions: Subscriptions,
 }
 
 /// Why the server could not start.
@@ -221,7 +224,19 @@ impl App {
             },
             offset: config.timezone,
         };
+        let subscriptions = Subscriptions {
+            store: store.clone(),
+            signals: signals.clone(),
+            outbound: outbound.clone(),
+            clock: clock.clone(),
+            offset: config.timezone,
+            default_min_interval_seconds: config.subscription_min_interval_seconds,
+            progress: Arc::default(),
+        };
+        let cleanup_every = Duration::from_secs(config.subscription_cleanup_interval_seconds);
         let mut background = vec![
+            tokio::spawn(subscriptions.clone().notify(shutdown.clone())),
+            tokio::spawn(subscriptions.clone().clean_up(cleanup_every, shutdown.clone())),
             tokio::spawn(reaper::run(
                 store.clone(),
                 signals,
@@ -246,6 +261,7 @@ impl App {
 
         let state = AppState {
             outbound,
+            subscriptions,
             scheduler,
             auth: Arc::new(auth),
             artifacts,
@@ -290,6 +306,11 @@ impl App {
     /// The scheduler (tests observe parked long polls through it).
     pub fn scheduler(&self) -> Arc<Scheduler> {
         self.state.scheduler.clone()
+    }
+
+    /// The subscriptions service (tests observe its notifier through it).
+    pub fn subscriptions(&self) -> Subscriptions {
+        self.state.subscriptions.clone()
     }
 
     /// The cap on open connections, and how many are open.

@@ -82,7 +82,14 @@ macro_rules! scopes {
     };
 }
 
-scopes!(Claim => Claim, Heartbeat => Heartbeat, Abandon => Abandon, Nack => Nack, Result => Result);
+scopes!(
+    Claim => Claim,
+    Heartbeat => Heartbeat,
+    Abandon => Abandon,
+    Nack => Nack,
+    Result => Result,
+    Subscribe => Subscribe,
+);
 
 /// A worker (or a producer allowed to act as one) holding scope `S`.
 pub struct Worker<S>(pub Principal, pub PhantomData<S>);

@@ -13,7 +13,8 @@
 //! - [`body`]: per-route body limits, the budget of bodies in flight, body
 //!   timeouts, the `Body` extractor and JSON parsing.
 //! - [`extract`]: the caller's principal, path parameters.
-//! - [`tasks`], [`workers`], [`admin`], [`ops`]: the endpoints; [`views`]:
+//! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`ops`]: the
+//!   endpoints; [`views`]:
 //!   their JSON; [`error`]: `ApiError`.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod extract;
 pub mod ops;
 pub mod request_head;
 pub mod serve;
+pub mod subscriptions;
 pub mod tasks;
 pub mod views;
 pub mod workers;
@@ -34,7 +36,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -68,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}/heartbeat", post(workers::heartbeat).layer(small))
         .route("/tasks/{id}/abandon", post(workers::abandon).layer(small))
         .route("/tasks/{id}/nack", post(workers::nack).layer(small))
+        .route("/workers/subscriptions", post(subscriptions::create).layer(small))
+        .route("/workers/subscriptions/{id}/heartbeat", post(subscriptions::heartbeat).layer(small))
+        .route("/workers/subscriptions/{id}", delete(subscriptions::delete))
         .route("/admin/queues", get(admin::queues))
         .route("/admin/queues/{command}", get(admin::queue))
         .route("/admin/queues/{command}/stats", get(admin::queue))

@@ -18,7 +18,9 @@ mod signals;
 
 use async_trait::async_trait;
 use codeq_core::lifecycle::Submission;
-use codeq_core::{Command, QueueStats, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use codeq_core::lifecycle::{Fence, Retried, TransitionError};
@@ -268,6 +270,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the next owed callback is due, and how many are owed.
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize);
+
+    /// Stores a subscription, new or renewed (same id).
+    async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()>;
+
+    /// Reads a subscription (a lapsed one too, until removed).
+    async fn get_subscription(&self, id: uuid::Uuid) -> StoreResult<Option<Subscription>>;
+
+    /// Deletes a subscription; false when there was none.
+    async fn delete_subscription(&self, id: uuid::Uuid) -> StoreResult<bool>;
+
+    /// Every subscription (lapsed ones too, until removed).
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>>;
+
+    /// Removes the subscriptions lapsed at `now`; how many.
+    async fn remove_lapsed_subscriptions(&self, now: Timestamp) -> StoreResult<usize>;
 
     /// Depths of one command's queues (zeros when never used).
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats>;

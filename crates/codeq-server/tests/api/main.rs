@@ -12,5 +12,7 @@ mod helpers;
 mod jwt;
 mod lifecycle;
 mod long_poll;
+mod receiver;
 mod semantics;
+mod subscriptions;
 mod webhooks;

@@ -2,8 +2,8 @@
 //!
 //! Once the journal is larger than `compact_above_bytes` and than twice
 //! its live records, the oldest segment is compacted: its records that are
-//! still live (the current body, state or result of a live task, or a
-//! command's record) are written again at the end of the journal as
+//! still live (the current body, state or result of a live task, a
+//! callback owed, a subscription or a command's record) are written again at the end of the journal as
 //! ordinary batches, then — once those are durable — the manifest moves
 //! the journal's start past the segment (with a checkpoint of the changes
 //! and live tasks at that moment) and the file is deleted.
@@ -90,6 +90,10 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
         return command.is_some_and(|command| tasks.command_record(&command) == Some(candidate.at));
     }
     let Ok(key) = <[u8; 16]>::try_from(candidate.key) else { return false };
+    if candidate.table == Table::Subscriptions {
+        let id = uuid::Uuid::from_bytes(key);
+        return tasks.subscription(id).is_some_and(|subscribed| subscribed.at == candidate.at);
+    }
     let id = TaskId::from_bytes(key);
     if candidate.table == Table::Outbox {
         return tasks.owed(id).is_some_and(|owed| owed.at == candidate.at);
@@ -99,7 +103,7 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
         Table::Tasks => entry.body == candidate.at,
         Table::States => entry.state_at == candidate.at,
         Table::Results => entry.result() == Some(candidate.at),
-        Table::Commands | Table::Outbox => false,
+        Table::Commands | Table::Outbox | Table::Subscriptions => false,
     }
 }
 
@@ -146,7 +150,14 @@ impl EmbeddedStore {
                             let Ok(key) = <[u8; 16]>::try_from(candidate.key) else {
                                 continue;
                             };
-                            plan.move_record(TaskId::from_bytes(key), table, candidate.value)?;
+                            if table == Table::Subscriptions {
+                                plan.move_subscription(
+                                    uuid::Uuid::from_bytes(key),
+                                    candidate.value,
+                                )?;
+                            } else {
+                                plan.move_record(TaskId::from_bytes(key), table, candidate.value)?;
+                            }
                         }
                     }
                 }

@@ -33,8 +33,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use codeq_core::lifecycle::{self, Completion as Decided};
-use codeq_core::{Command, QueueStats, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use self::log::fs::{Fs, RealFs};
 use self::log::watermark::WaitError;
@@ -44,7 +47,7 @@ use self::log::{
 use self::plan::Plan;
 use self::rebuild::Rebuild;
 use self::records::{Body, Callback, decode_result};
-use self::state::Tasks;
+use self::state::{Subscribed, Tasks};
 use crate::config::Durability;
 use crate::store::{
     ClaimSpec, Completed, Completion, Created, DueCallback, Expired, Expiry, Fence, LeaseEnd,
@@ -218,6 +221,7 @@ impl EmbeddedStore {
                     })?;
                 let applied = pending.apply(&mut core.tasks, seq, &locations);
                 self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
+                self.announce_woken(&mut core.tasks);
                 if applied.owed {
                     self.signals.callback_owed();
                 }
@@ -244,6 +248,14 @@ impl EmbeddedStore {
         };
         if moved {
             self.signals.deadline_changed();
+        }
+    }
+
+    /// Tells subscribers of the commands whose ready set went from empty
+    /// to non-empty.
+    fn announce_woken(&self, tasks: &mut Tasks) {
+        for (command, depth) in tasks.take_woken() {
+            self.signals.became_ready(command, depth);
         }
     }
 
@@ -601,6 +613,7 @@ impl Store for EmbeddedStore {
                 ready.insert(command);
             }
         }
+        self.announce_woken(&mut core.tasks);
         drop(core);
         for command in &ready {
             self.signals.ready(command);
@@ -692,6 +705,64 @@ impl Store for EmbeddedStore {
 
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
         self.lock().tasks.owed_summary()
+    }
+
+    async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()> {
+        self.transact(Timestamp::now(), |_, plan| plan.subscribe(subscription)).await.map(|_| ())
+    }
+
+    async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>> {
+        let (found, seq) = {
+            let core = self.lock();
+            match core.tasks.subscription(id) {
+                Some(subscribed) => (Some(subscribed.subscription.clone()), subscribed.seq),
+                None => (None, core.tasks.deleted_seq()),
+            }
+        };
+        self.durable(seq).await?;
+        Ok(found)
+    }
+
+    async fn delete_subscription(&self, id: Uuid) -> StoreResult<bool> {
+        let done = self
+            .transact(Timestamp::now(), |live, plan| {
+                let found = live.subscription(id).is_some();
+                if found {
+                    plan.unsubscribe(id)?;
+                }
+                Ok(found)
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        let (all, seq) = {
+            let core = self.lock();
+            let all: Vec<&Subscribed> = core.tasks.subscriptions().collect();
+            let newest = all.iter().map(|subscribed| subscribed.seq).max().unwrap_or(0);
+            let seq = newest.max(core.tasks.deleted_seq());
+            (all.into_iter().map(|subscribed| subscribed.subscription.clone()).collect(), seq)
+        };
+        self.durable(seq).await?;
+        Ok(all)
+    }
+
+    async fn remove_lapsed_subscriptions(&self, now: Timestamp) -> StoreResult<usize> {
+        let done = self
+            .transact(now, |live, plan| {
+                let lapsed: Vec<Uuid> = live
+                    .subscriptions()
+                    .filter(|subscribed| subscribed.subscription.expires_at <= now)
+                    .map(|subscribed| subscribed.subscription.id)
+                    .collect();
+                for id in &lapsed {
+                    plan.unsubscribe(*id)?;
+                }
+                Ok(lapsed.len())
+            })
+            .await?;
+        Ok(done.value)
     }
 
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats> {

@@ -10,12 +10,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use codeq_core::{Command, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{Command, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp};
+use uuid::Uuid;
 
 use super::log::frame::{Batch, TooLarge};
 use super::log::{Location, Table};
-use super::records::{Callback, encode_body, encode_callback, encode_result, encode_state};
-use super::state::{NewEntry, Owed, Tasks};
+use super::records::{
+    Callback, encode_body, encode_callback, encode_result, encode_state, encode_subscription,
+};
+use super::state::{NewEntry, Owed, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 impl From<TooLarge> for StoreError {
@@ -36,6 +39,9 @@ enum Change {
     Owe { id: TaskId, callback: Callback, at: usize },
     Forgive { id: TaskId },
     MovedCommand { command: Command, at: usize },
+    Subscribe { subscription: Box<Subscription>, at: usize },
+    Unsubscribe { id: Uuid },
+    MovedSubscription { id: Uuid, at: usize },
 }
 
 /// See the module docs.
@@ -193,6 +199,29 @@ impl Plan {
         Ok(())
     }
 
+    /// Plans storing a subscription (new or renewed).
+    pub fn subscribe(&mut self, subscription: Subscription) -> StoreResult<()> {
+        let at = self.batch.put_with(Table::Subscriptions, subscription.id.as_bytes(), |buf| {
+            encode_subscription(&subscription, buf)
+        })?;
+        self.changes.push(Change::Subscribe { subscription: Box::new(subscription), at });
+        Ok(())
+    }
+
+    /// Plans deleting subscription `id`.
+    pub fn unsubscribe(&mut self, id: Uuid) -> StoreResult<()> {
+        self.batch.delete(Table::Subscriptions, id.as_bytes())?;
+        self.changes.push(Change::Unsubscribe { id });
+        Ok(())
+    }
+
+    /// Plans rewriting the record of subscription `id` (compaction).
+    pub fn move_subscription(&mut self, id: Uuid, value: &[u8]) -> StoreResult<()> {
+        let at = self.batch.put(Table::Subscriptions, id.as_bytes(), value)?;
+        self.changes.push(Change::MovedSubscription { id, at });
+        Ok(())
+    }
+
     /// The batch to queue, and what to apply once it is queued.
     pub fn into_parts(self) -> (Batch, Pending) {
         (self.batch, Pending { now: self.now, changes: self.changes })
@@ -266,7 +295,7 @@ impl Pending {
                             Table::Tasks => entry.body = moved,
                             Table::States => entry.state_at = moved,
                             Table::Results => entry.set_result(moved),
-                            Table::Commands | Table::Outbox => {}
+                            Table::Commands | Table::Outbox | Table::Subscriptions => {}
                         },
                         seq,
                     );
@@ -279,6 +308,20 @@ impl Pending {
                 }
                 Change::Forgive { id } => {
                     tasks.forgive(id);
+                }
+                Change::Subscribe { subscription, at } => {
+                    if let Some(at) = place(at) {
+                        tasks.subscribe(Subscribed { subscription: *subscription, at, seq });
+                    }
+                }
+                Change::Unsubscribe { id } => {
+                    tasks.unsubscribe(id);
+                    tasks.deleted_by(seq);
+                }
+                Change::MovedSubscription { id, at } => {
+                    if let Some(moved) = place(at) {
+                        tasks.relocate_subscription(id, moved, seq);
+                    }
                 }
             }
         }

@@ -10,8 +10,8 @@
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 
 use super::log::{Location, Replay, Table};
-use super::records::{Body, decode_callback, decode_state};
-use super::state::{Entry, Owed, Tasks};
+use super::records::{Body, decode_callback, decode_state, decode_subscription};
+use super::state::{Entry, Owed, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 const HAS_BODY: u8 = 1;
@@ -88,6 +88,10 @@ impl Replay for Rebuild {
                 let callback = decode_callback(value).map_err(text)?;
                 self.tasks.owe(task_id(key)?, Owed { callback, at, seq: 0 });
             }
+            Some(Table::Subscriptions) => {
+                let subscription = decode_subscription(value).map_err(text)?;
+                self.tasks.subscribe(Subscribed { subscription, at, seq: 0 });
+            }
             Some(Table::Commands) => {
                 let name = std::str::from_utf8(key).map_err(|_| "a command name is not UTF-8")?;
                 let command =
@@ -100,9 +104,18 @@ impl Replay for Rebuild {
     }
 
     fn delete(&mut self, table: u8, key: &[u8]) -> Result<(), String> {
-        if Table::from_u8(table) == Some(Table::Outbox) {
-            self.tasks.forgive(task_id(key)?);
-            return Ok(());
+        match Table::from_u8(table) {
+            Some(Table::Outbox) => {
+                self.tasks.forgive(task_id(key)?);
+                return Ok(());
+            }
+            Some(Table::Subscriptions) => {
+                let id: [u8; 16] =
+                    key.try_into().map_err(|_| "a subscription key is not 16 bytes")?;
+                self.tasks.unsubscribe(uuid::Uuid::from_bytes(id));
+                return Ok(());
+            }
+            _ => {}
         }
         if Table::from_u8(table) == Some(Table::Tasks)
             && let Some(slot) = self.tasks.forget_recovered(task_id(key)?)
@@ -131,6 +144,8 @@ impl Rebuild {
         tasks.index_all(now, complete).map_err(|id| {
             StoreError::Corrupt(format!("task {id} lacks its body or its state record"))
         })?;
+        // Queues found non-empty at start are not news.
+        tasks.take_woken();
         Ok(tasks)
     }
 }

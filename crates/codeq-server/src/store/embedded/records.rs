@@ -7,12 +7,15 @@
 //! | `Results` | task id | the result record, JSON |
 //! | `Commands` | command name | empty |
 //! | `Outbox` | task id | format byte `1`, then postcard of [`Callback`] |
+//! | `Subscriptions` | subscription id (16 bytes) | the subscription, JSON |
 //!
 //! A task's body (what the producer sent) is written once; each
 //! transition writes only the small state record. Postcard is positional:
 //! a new field needs a new format byte.
 
-use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, Priority, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{StoreError, StoreResult};
@@ -171,6 +174,18 @@ pub fn encode_result(record: &ResultRecord, buf: &mut Vec<u8>) -> StoreResult<()
 pub fn decode_result(bytes: &[u8]) -> StoreResult<ResultRecord> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("cannot decode a result: {e}")))
+}
+
+/// Appends the encoded `subscription` to `buf`.
+pub fn encode_subscription(subscription: &Subscription, buf: &mut Vec<u8>) -> StoreResult<()> {
+    serde_json::to_writer(buf, subscription)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a subscription: {e}")))
+}
+
+/// Reads a subscription record back.
+pub fn decode_subscription(bytes: &[u8]) -> StoreResult<Subscription> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode a subscription: {e}")))
 }
 
 #[cfg(test)]

@@ -17,11 +17,18 @@
 //! never scans; counters for delayed, in-progress and dead-lettered tasks.
 //! Across commands: delayed tasks by visible time, leases by deadline,
 //! terminal tasks by completion time (retention) and idempotency keys.
+//!
+//! Beside the tasks: the result callbacks owed (the outbox), the
+//! worker-availability subscriptions, and the commands whose ready set
+//! just went from empty to non-empty (announced to subscribers).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
-use codeq_core::{Command, Priority, QueueStats, TaskId, TaskState, TaskStatus, Timestamp};
+use codeq_core::{
+    Command, Priority, QueueStats, Subscription, TaskId, TaskState, TaskStatus, Timestamp,
+};
+use uuid::Uuid;
 
 use super::log::Location;
 use super::records::Callback;
@@ -290,9 +297,25 @@ pub struct Owed {
     pub seq: u64,
 }
 
+/// A subscription, as memory keeps it.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The subscription.
+    pub subscription: Subscription,
+    /// Where its record lies.
+    pub at: Location,
+    /// The batch that last wrote it.
+    pub seq: u64,
+}
+
 /// Every live task and the indexes over them.
 #[derive(Debug, Default)]
 pub struct Tasks {
+    /// Worker-availability subscriptions, by id.
+    subscriptions: HashMap<Uuid, Subscribed>,
+    /// Commands (by number) whose ready set went from empty to non-empty
+    /// since [`Tasks::take_woken`] last ran.
+    woken: Vec<u32>,
     /// Result callbacks owed, by task, and by when they are due.
     owed: HashMap<TaskId, Owed>,
     owed_due: BTreeSet<(Timestamp, TaskId)>,
@@ -436,6 +459,9 @@ impl Tasks {
         let Some(queue) = self.commands.queue(place.command) else { return };
         match place.status {
             TaskStatus::Pending if place.visible_at <= now => {
+                if queue.ready.is_empty() {
+                    self.woken.push(place.command);
+                }
                 queue.ready.insert((Reverse(place.priority), place.visible_at, id));
             }
             TaskStatus::Pending => {
@@ -681,6 +707,54 @@ impl Tasks {
         if let Some(owed) = self.owed.get_mut(&id) {
             owed.at = at;
             owed.seq = owed.seq.max(seq);
+        }
+    }
+
+    /// The commands whose ready set went from empty to non-empty since the
+    /// last call and still has tasks, each with its ready count.
+    pub fn take_woken(&mut self) -> Vec<(Command, u64)> {
+        let mut woken = std::mem::take(&mut self.woken);
+        woken.sort_unstable();
+        woken.dedup();
+        woken
+            .into_iter()
+            .filter_map(|number| {
+                let ready = self.commands.queues.get(number as usize)?.ready.len() as u64;
+                let command = self.commands.names.get(number as usize)?;
+                (ready > 0).then(|| (command.clone(), ready))
+            })
+            .collect()
+    }
+
+    /// Records (or replaces) a subscription.
+    pub fn subscribe(&mut self, subscribed: Subscribed) {
+        self.unsubscribe(subscribed.subscription.id);
+        self.live_bytes += u64::from(subscribed.at.len) + RECORD_OVERHEAD;
+        self.subscriptions.insert(subscribed.subscription.id, subscribed);
+    }
+
+    /// Forgets a subscription.
+    pub fn unsubscribe(&mut self, id: Uuid) -> Option<Subscribed> {
+        let gone = self.subscriptions.remove(&id)?;
+        self.live_bytes = self.live_bytes.saturating_sub(u64::from(gone.at.len) + RECORD_OVERHEAD);
+        Some(gone)
+    }
+
+    /// The subscription `id`.
+    pub fn subscription(&self, id: Uuid) -> Option<&Subscribed> {
+        self.subscriptions.get(&id)
+    }
+
+    /// Every subscription.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscribed> {
+        self.subscriptions.values()
+    }
+
+    /// Updates where a subscription record lies (compaction moved it).
+    pub fn relocate_subscription(&mut self, id: Uuid, at: Location, seq: u64) {
+        if let Some(subscribed) = self.subscriptions.get_mut(&id) {
+            subscribed.at = at;
+            subscribed.seq = subscribed.seq.max(seq);
         }
     }
 

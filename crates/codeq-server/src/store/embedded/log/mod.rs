@@ -58,6 +58,8 @@ pub enum Table {
     Commands = 4,
     /// Result callbacks owed (the webhook outbox).
     Outbox = 5,
+    /// Worker-availability subscriptions.
+    Subscriptions = 6,
 }
 
 impl Table {
@@ -69,6 +71,7 @@ impl Table {
             3 => Some(Self::Results),
             4 => Some(Self::Commands),
             5 => Some(Self::Outbox),
+            6 => Some(Self::Subscriptions),
             _ => None,
         }
     }
