@@ -4,6 +4,8 @@
 //! - [`command`]: queue names (`Command`), parsed at the edge.
 //! - [`task`]: `Task`, `TaskId`, `TaskStatus`, `Priority` and the timestamps they carry.
 //! - [`result`]: what a worker reports (`ResultRecord`, `Artifact`).
+//! - [`subscription`]: worker-availability subscriptions and who a
+//!   notification goes to.
 //! - [`lifecycle`]: the transitions of a task (claim, heartbeat, abandon,
 //!   nack, expire, complete) as pure functions every backend applies.
 //! - [`backoff`]: the retry delay policies of a nack or an expired lease.
@@ -15,6 +17,7 @@ pub mod command;
 pub mod lifecycle;
 pub mod queue;
 pub mod result;
+pub mod subscription;
 pub mod task;
 pub mod time;
 
@@ -23,5 +26,6 @@ pub use command::Command;
 pub use lifecycle::{Fence, TransitionError};
 pub use queue::QueueStats;
 pub use result::{Artifact, ResultRecord, ResultStatus};
+pub use subscription::{DeliveryMode, Subscription};
 pub use task::{Priority, Task, TaskId, TaskState, TaskStatus};
 pub use time::Timestamp;

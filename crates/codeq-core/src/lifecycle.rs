@@ -329,6 +329,15 @@ pub fn complete(
     Ok(Completion::Stored { state, record })
 }
 
+/// True when a transition from `before` to `after` owes the task's
+/// producer a result callback: the task has a webhook and has just become
+/// terminal (completed, failed, or dead-lettered by a nack or an expired
+/// lease). One delivery series per task; it is stored with the transition
+/// and sent once durable.
+pub fn owes_callback(before: &TaskState, after: &TaskState, has_webhook: bool) -> bool {
+    has_webhook && !before.status.is_terminal() && after.status.is_terminal()
+}
+
 /// True when a submission by `fence` with `status` repeats the one that
 /// made the terminal task `state` terminal (same worker, same delivery
 /// when given, same status; a dead-lettered task was ended by no worker).
@@ -506,6 +515,25 @@ mod tests {
                 Err(TransitionError::ResultConflict)
             );
         }
+    }
+
+    #[test]
+    fn a_callback_is_owed_once_when_a_task_with_a_webhook_ends() {
+        let held = held_by("w1", at(30));
+        let Ok(Completion::Stored { state: done, .. }) =
+            complete(id(), &held, w1(None), done(ResultStatus::Completed), at(2))
+        else {
+            panic!()
+        };
+        assert!(owes_callback(&held, &done, true));
+        assert!(!owes_callback(&held, &done, false), "no webhook, no callback");
+        assert!(!owes_callback(&done, &done, true), "a repeat owes nothing");
+        let dead = nack(id(), &held, 1, w1(None), 0, None, at(2)).unwrap().state;
+        assert!(owes_callback(&held, &dead, true), "dead-lettered by a nack");
+        let expired = expire(id(), &held, 1, 0, at(31)).unwrap().state;
+        assert!(owes_callback(&held, &expired, true), "dead-lettered by an expired lease");
+        let requeued = nack(id(), &held, 5, w1(None), 0, None, at(2)).unwrap().state;
+        assert!(!owes_callback(&held, &requeued, true), "requeued: not terminal");
     }
 
     #[test]

@@ -131,6 +131,8 @@ pub struct Task {
     pub run_at: Option<Timestamp>,
     /// Creation time.
     pub created_at: Timestamp,
+    /// The `sub` of the producer that created it.
+    pub created_by: String,
     /// Where the task is in its life cycle.
     pub state: TaskState,
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use codeq_core::BackoffConfig;
+use codeq_core::{BackoffConfig, BackoffPolicy};
 use time::UtcOffset;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -38,7 +38,10 @@ use crate::http::serve::ConnectionCap;
 use crate::metrics::Metrics;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
+use crate::service::outbound::Outbound;
 use crate::service::scheduler::Scheduler;
+use crate::service::subscriptions::Subscriptions;
+use crate::service::webhooks::{Dispatcher, Retries};
 use crate::service::{reaper, retention};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::log::OpenError;
@@ -73,6 +76,10 @@ pub struct AppState {
     pub bodies: BodyReading,
     /// The Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The webhook client (and its private-network guard).
+    pub outbound: Arc<Outbound>,
+    /// Worker-availability subscriptions.
+    pub subscriptions: Subscriptions,
 }
 
 /// Why the server could not start.
@@ -199,14 +206,56 @@ impl App {
             config.max_artifact_bytes,
         ));
 
-        let mut background = vec![tokio::spawn(reaper::run(
-            store.clone(),
-            signals,
-            clock.clone(),
-            policy,
-            shutdown.clone(),
-            metrics.clone(),
-        ))];
+        // Local mode runs on one machine: its webhooks are local too.
+        let allow_private = config.webhook_allow_private_networks || local_mode;
+        let outbound = Arc::new(
+            Outbound::new(
+                Duration::from_secs(config.webhook_timeout_seconds),
+                config.webhook_hmac_secret.clone(),
+                allow_private,
+            )
+            .context("cannot build the webhook client")?,
+        );
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            signals: signals.clone(),
+            outbound: outbound.clone(),
+            clock: clock.clone(),
+            retries: Retries {
+                max_attempts: config.result_webhook_max_attempts,
+                backoff: BackoffConfig {
+                    policy: BackoffPolicy::ExpEqualJitter,
+                    base_seconds: config.result_webhook_base_backoff_seconds,
+                    max_seconds: config.result_webhook_max_backoff_seconds,
+                },
+            },
+            offset: config.timezone,
+            metrics: metrics.clone(),
+        };
+        let subscriptions = Subscriptions {
+            store: store.clone(),
+            signals: signals.clone(),
+            outbound: outbound.clone(),
+            clock: clock.clone(),
+            offset: config.timezone,
+            default_min_interval_seconds: config.subscription_min_interval_seconds,
+            progress: Arc::default(),
+            metrics: metrics.clone(),
+        };
+        let cleanup_every = Duration::from_secs(config.subscription_cleanup_interval_seconds);
+        let mut background = vec![
+            tokio::spawn(subscriptions.clone().notify(shutdown.clone())),
+            tokio::spawn(subscriptions.clone().clean_up(cleanup_every, shutdown.clone())),
+            tokio::spawn(reaper::run(
+                store.clone(),
+                signals,
+                clock.clone(),
+                policy,
+                shutdown.clone(),
+                metrics.clone(),
+            )),
+            tokio::spawn(dispatcher.run(shutdown.clone())),
+        ];
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
             let now = move || clock.now();
@@ -221,6 +270,8 @@ impl App {
         }
 
         let state = AppState {
+            outbound,
+            subscriptions,
             scheduler,
             auth: Arc::new(auth),
             artifacts,
@@ -266,6 +317,11 @@ impl App {
     /// The scheduler (tests observe parked long polls through it).
     pub fn scheduler(&self) -> Arc<Scheduler> {
         self.state.scheduler.clone()
+    }
+
+    /// The subscriptions service (tests observe its notifier through it).
+    pub fn subscriptions(&self) -> Subscriptions {
+        self.state.subscriptions.clone()
     }
 
     /// The cap on open connections, and how many are open.

@@ -18,9 +18,10 @@
 //! or share the command's `Arc`, so counting allocates nothing once a
 //! series exists.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use codeq_core::{Command, QueueStats, ResultStatus, TaskId, Timestamp};
+use codeq_core::{Command, QueueStats, ResultStatus, Subscription, TaskId, Timestamp};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -138,6 +139,8 @@ pub struct Metrics {
     http_duration: HistogramFamily<RouteLabels>,
     admission_rejections: Counter,
     long_polls_waiting: Gauge,
+    outbox_pending: Gauge,
+    outbox_overdue: Gauge<f64, AtomicU64>,
     engine: Arc<EngineCollector>,
 }
 
@@ -165,6 +168,8 @@ impl Metrics {
             http_duration: Family::new_with_constructor(http_histogram),
             admission_rejections: Counter::default(),
             long_polls_waiting: Gauge::default(),
+            outbox_pending: Gauge::default(),
+            outbox_overdue: Gauge::default(),
             engine: Arc::new(EngineCollector::default()),
         };
         metrics.register();
@@ -218,6 +223,16 @@ impl Metrics {
             "codeq_long_polls_waiting",
             "Claims parked in a long poll",
             self.long_polls_waiting.clone(),
+        );
+        r.register(
+            "codeq_webhook_outbox_pending",
+            "Result callbacks owed (the webhook outbox), delivered or given up later",
+            self.outbox_pending.clone(),
+        );
+        r.register(
+            "codeq_webhook_outbox_overdue_seconds",
+            "How long the earliest owed callback has been due (0 when none is late)",
+            self.outbox_overdue.clone(),
         );
         r.register_collector(Box::new(self.engine.clone()));
     }
@@ -289,10 +304,16 @@ impl Metrics {
         &self,
         store: &dyn Store,
         long_polls: usize,
+        now: Timestamp,
         openmetrics: bool,
     ) -> StoreResult<String> {
         let queues = store.all_queue_stats().await?;
-        self.set_queue_gauges(&queues);
+        let subscriptions = store.subscriptions().await?;
+        self.set_queue_gauges(&queues, &subscriptions, now);
+        let (earliest_due, owed) = store.callbacks_pending();
+        self.outbox_pending.set(gauge_value(owed as u64));
+        let overdue_millis = earliest_due.map_or(0, |due| (now.millis() - due.millis()).max(0));
+        self.outbox_overdue.set(overdue_millis as f64 / 1000.0);
         self.long_polls_waiting.set(i64::try_from(long_polls).unwrap_or(i64::MAX));
         self.engine.set(store.engine_stats());
         let mut text = String::with_capacity(16 * 1024);
@@ -311,7 +332,12 @@ impl Metrics {
     /// of a known command that nothing has bumped yet (so `rate()` and
     /// `increase()` see the first event, and every family shows its
     /// labels).
-    fn set_queue_gauges(&self, queues: &[QueueStats]) {
+    fn set_queue_gauges(
+        &self,
+        queues: &[QueueStats],
+        subscriptions: &[Subscription],
+        now: Timestamp,
+    ) {
         for stats in queues {
             let command = CommandLabel(stats.command.clone());
             let depth = |queue: &'static str, value: u64| {
@@ -324,8 +350,11 @@ impl Metrics {
             depth("dlq", stats.dlq);
             let labels = CommandLabels { command: command.clone() };
             self.dlq_depth.get_or_create(&labels).set(gauge_value(stats.dlq));
-            // No subscriptions exist in this version.
-            self.subscriptions.get_or_create(&labels).set(0);
+            let listening = subscriptions
+                .iter()
+                .filter(|subscription| subscription.wants(&stats.command, now))
+                .count();
+            self.subscriptions.get_or_create(&labels).set(gauge_value(listening as u64));
             self.touch_counters(&command);
         }
     }

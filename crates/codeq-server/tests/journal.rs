@@ -1,6 +1,7 @@
 //! The embedded backend's journal, with segments small enough to roll
 //! often: sealed segments recover, compaction reclaims space without
-//! losing a live record (also across a restart or a crash), and damage to
+//! losing a live record (tasks, results, callbacks owed, subscriptions;
+//! also across a restart or a crash), and damage to
 //! the files is refused at open, with nothing changed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use codeq_core::lifecycle::Submission;
-use codeq_core::{Command, Priority, ResultStatus, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, DeliveryMode, Priority, ResultStatus, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::log::fault::FaultFs;
 use codeq_server::store::embedded::log::frame;
@@ -43,7 +46,21 @@ fn task(n: usize) -> Task {
         idempotency_key: None,
         run_at: None,
         created_at: T0,
+        created_by: "p".into(),
         state: TaskState::new(T0, T0),
+    }
+}
+
+fn subscription() -> Subscription {
+    Subscription {
+        id: uuid::Uuid::now_v7(),
+        owner: "w".into(),
+        callback_url: "https://workers.example.com/ready".into(),
+        commands: None,
+        mode: DeliveryMode::Fanout,
+        group_id: None,
+        min_interval_seconds: 0,
+        expires_at: T0.plus_seconds(3600),
     }
 }
 
@@ -143,8 +160,18 @@ async fn the_journal_rolls_into_sealed_segments_and_recovers_from_all_of_them() 
 async fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
+    // In the oldest segment: a subscription, one deleted, and a task
+    // whose result callback stays owed.
+    let (kept, dropped) = (subscription(), subscription());
+    store.put_subscription(kept.clone()).await.unwrap();
+    store.put_subscription(dropped.clone()).await.unwrap();
+    store.delete_subscription(dropped.id).await.unwrap();
+    let mut hooked = task(0);
+    hooked.webhook = Some("https://hooks.example.com/x".into());
+    store.create(vec![hooked.clone()]).await.unwrap();
     let ids = create(&*store, 150).await;
     let done = complete(&*store, 120).await;
+    assert!(done.contains(&hooked.id));
     let deleted = store.cleanup(T0, 100).await.unwrap();
     assert_eq!(deleted.len(), 100);
     let before = segments(dir.path()).len();
@@ -157,6 +184,7 @@ async fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
         done.iter().copied().filter(|id| !deleted.contains(id)).collect();
     let check = |store: Arc<EmbeddedStore>| {
         let (ids, deleted, kept_results) = (ids.clone(), deleted.clone(), kept_results.clone());
+        let (kept, hooked) = (kept.clone(), hooked.clone());
         async move {
             for id in &ids {
                 let found = store.get_task(*id).await.unwrap();
@@ -174,6 +202,10 @@ async fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
                 1,
                 "the command is remembered"
             );
+            assert_eq!(store.subscriptions().await.unwrap(), vec![kept.clone()]);
+            let owed = store.callbacks_due(T0, 10).await.unwrap();
+            assert_eq!(owed.len(), 1, "the callback is still owed");
+            assert_eq!(owed[0].task_id, hooked.id);
         }
     };
     check(store.clone()).await;

@@ -9,7 +9,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use codeq_core::lifecycle::Submission;
-use codeq_core::{Command, Priority, ResultStatus, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use codeq_core::{
+    Command, DeliveryMode, Priority, ResultStatus, Subscription, Task, TaskId, TaskState,
+    TaskStatus, Timestamp,
+};
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
 use codeq_server::store::{
@@ -19,14 +22,19 @@ use codeq_server::store::{
 
 /// Opens a backend on state that survives reopening.
 trait Harness: Send + Sync {
-    fn open(&self) -> Arc<dyn Store>;
+    /// Opens it, announcing ready work through `signals`.
+    fn open_signalled(&self, signals: Arc<Signals>) -> Arc<dyn Store>;
+
+    fn open(&self) -> Arc<dyn Store> {
+        self.open_signalled(Arc::new(Signals::new()))
+    }
 }
 
 struct Embedded(tempfile::TempDir);
 
 impl Harness for Embedded {
-    fn open(&self) -> Arc<dyn Store> {
-        EmbeddedStore::open(self.0.path(), Durability::Fsync, Arc::new(Signals::new())).unwrap()
+    fn open_signalled(&self, signals: Arc<Signals>) -> Arc<dyn Store> {
+        EmbeddedStore::open(self.0.path(), Durability::Fsync, signals).unwrap()
     }
 }
 
@@ -57,6 +65,7 @@ fn task(name: &str, priority: i64, visible_at: Timestamp) -> Task {
         idempotency_key: None,
         run_at: None,
         created_at: at(0),
+        created_by: "p".into(),
         state: TaskState::new(visible_at, at(0)),
     }
 }
@@ -502,6 +511,162 @@ async fn every_command_ever_used_is_listed_after_cleanup_and_restart(h: &dyn Har
     assert_eq!(listed, vec![command("gone")]);
 }
 
+fn hooked(name: &str) -> Task {
+    let mut t = task(name, 0, at(0));
+    t.webhook = Some("https://hooks.example.com/done".into());
+    t
+}
+
+async fn owed(store: &dyn Store, now: Timestamp) -> Vec<(TaskId, u32)> {
+    let due = store.callbacks_due(now, 100).await.unwrap();
+    due.into_iter().map(|callback| (callback.task_id, callback.attempts)).collect()
+}
+
+async fn a_task_with_a_webhook_owes_one_callback_until_it_is_done(h: &dyn Harness) {
+    let store = h.open();
+    let ids = create(&*store, vec![hooked("a"), task("a", 0, at(0))]).await;
+    let (hooked_id, plain) = (ids[0], ids[1]);
+    for id in [hooked_id, plain] {
+        claim_one(&*store, only("a"), at(1)).await.unwrap();
+        let done = completion(id, "w1", ResultStatus::Completed);
+        store.complete(vec![done], at(2)).await.unwrap();
+    }
+    assert_eq!(owed(&*store, at(2)).await, vec![(hooked_id, 0)], "only the task with a webhook");
+    assert_eq!(store.callbacks_pending().1, 1);
+    assert_eq!(store.cleanup(at(3), 10).await.unwrap(), vec![plain], "retention waits for it");
+
+    let due = store.callbacks_due(at(2), 10).await.unwrap().remove(0);
+    store.callback_retry(hooked_id, due.delivery, 1, at(60)).await.unwrap();
+    assert!(owed(&*store, at(59)).await.is_empty(), "not before its next attempt");
+    assert_eq!(owed(&*store, at(60)).await, vec![(hooked_id, 1)]);
+    store.callback_done(hooked_id, uuid::Uuid::now_v7()).await.unwrap();
+    assert_eq!(store.callbacks_pending().1, 1, "another delivery series ends nothing");
+    store.callback_done(hooked_id, due.delivery).await.unwrap();
+    assert_eq!(store.callbacks_pending(), (None, 0));
+    assert_eq!(store.cleanup(at(3), 10).await.unwrap(), vec![hooked_id]);
+}
+
+async fn dead_lettering_owes_a_callback(h: &dyn Harness) {
+    let store = h.open();
+    let (mut by_nack, mut by_expiry) = (hooked("a"), hooked("b"));
+    by_nack.max_attempts = 1;
+    by_expiry.max_attempts = 1;
+    let ids = create(&*store, vec![by_nack, by_expiry]).await;
+    claim_one(&*store, only("a"), at(0)).await.unwrap();
+    assert_eq!(
+        store.nack(ids[0], fence(None), 0, None, at(1)).await.unwrap(),
+        Retried::DeadLettered
+    );
+    claim_one(&*store, only("b"), at(0)).await.unwrap();
+    assert_eq!(expire_all(&*store, at(31), 0).await, vec![Retried::DeadLettered]);
+    let mut due: Vec<TaskId> = owed(&*store, at(31)).await.into_iter().map(|(id, _)| id).collect();
+    due.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(due, expected);
+}
+
+async fn owed_callbacks_survive_a_restart(h: &dyn Harness) {
+    let id;
+    {
+        let store = h.open();
+        id = create(&*store, vec![hooked("a")]).await[0];
+        claim_one(&*store, only("a"), at(1)).await.unwrap();
+        store.complete(vec![completion(id, "w1", ResultStatus::Failed)], at(2)).await.unwrap();
+        let delivery = store.callbacks_due(at(2), 1).await.unwrap()[0].delivery;
+        store.callback_retry(id, delivery, 2, at(50)).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    assert_eq!(store.callbacks_pending(), (Some(at(50)), 1));
+    assert_eq!(owed(&*store, at(50)).await, vec![(id, 2)]);
+}
+
+fn subscription(owner: &str, expires_at: Timestamp) -> Subscription {
+    Subscription {
+        id: uuid::Uuid::now_v7(),
+        owner: owner.into(),
+        callback_url: "https://workers.example.com/ready".into(),
+        commands: Some(vec![command("a")]),
+        mode: DeliveryMode::Group,
+        group_id: Some("g".into()),
+        min_interval_seconds: 5,
+        expires_at,
+    }
+}
+
+async fn subscriptions_are_stored_renewed_deleted_and_kept_over_a_restart(h: &dyn Harness) {
+    let (kept, mut renewed) = (subscription("w1", at(100)), subscription("w2", at(100)));
+    {
+        let store = h.open();
+        let deleted = subscription("w3", at(100));
+        for subscription in [&kept, &renewed, &deleted] {
+            store.put_subscription(subscription.clone()).await.unwrap();
+        }
+        renewed.expires_at = at(500);
+        store.put_subscription(renewed.clone()).await.unwrap();
+        assert!(store.delete_subscription(deleted.id).await.unwrap());
+        assert!(!store.delete_subscription(deleted.id).await.unwrap(), "gone already");
+        assert_eq!(store.get_subscription(deleted.id).await.unwrap(), None);
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    assert_eq!(store.get_subscription(kept.id).await.unwrap(), Some(kept.clone()));
+    assert_eq!(store.get_subscription(renewed.id).await.unwrap(), Some(renewed.clone()));
+    let mut all = store.subscriptions().await.unwrap();
+    all.sort_by_key(|subscription| subscription.id);
+    assert_eq!(all, vec![kept, renewed]);
+}
+
+async fn lapsed_subscriptions_are_removed(h: &dyn Harness) {
+    let store = h.open();
+    let (lapsing, live) = (subscription("w1", at(10)), subscription("w1", at(11)));
+    store.put_subscription(lapsing.clone()).await.unwrap();
+    store.put_subscription(live.clone()).await.unwrap();
+    assert_eq!(store.remove_lapsed_subscriptions(at(9)).await.unwrap(), 0);
+    assert_eq!(store.remove_lapsed_subscriptions(at(10)).await.unwrap(), 1);
+    assert_eq!(store.subscriptions().await.unwrap(), vec![live]);
+}
+
+/// The "became ready" news announced so far (without waiting).
+async fn news(signals: &Signals) -> Vec<(Command, u64)> {
+    let taken = tokio::time::timeout(std::time::Duration::ZERO, signals.take_became_ready());
+    let mut news = taken.await.unwrap_or_default();
+    news.sort();
+    news
+}
+
+async fn a_queue_going_from_empty_to_ready_is_announced_with_its_depth(h: &dyn Harness) {
+    let signals = Arc::new(Signals::new());
+    let store = h.open_signalled(signals.clone());
+    create(&*store, vec![task("a", 0, at(0)), task("a", 0, at(0))]).await;
+    create(&*store, vec![task("b", 0, at(0))]).await;
+    assert_eq!(news(&signals).await, vec![(command("a"), 2), (command("b"), 1)]);
+    create(&*store, vec![task("a", 0, at(0))]).await;
+    assert!(news(&signals).await.is_empty(), "a was not empty");
+
+    let mut later = task("c", 0, at(20));
+    later.max_attempts = 10;
+    let delayed = create(&*store, vec![later]).await[0];
+    assert!(news(&signals).await.is_empty(), "a delayed task is not ready");
+    store.promote_due(at(20), 10).await.unwrap();
+    assert_eq!(news(&signals).await, vec![(command("c"), 1)], "due");
+
+    claim_one(&*store, only("c"), at(20)).await.unwrap();
+    store.abandon(delayed, fence(None), at(21)).await.unwrap();
+    assert_eq!(news(&signals).await, vec![(command("c"), 1)], "abandoned");
+
+    claim_one(&*store, only("c"), at(21)).await.unwrap();
+    store.nack(delayed, fence(None), 5, None, at(22)).await.unwrap();
+    assert!(news(&signals).await.is_empty(), "not ready before the delay");
+    store.promote_due(at(27), 10).await.unwrap();
+    assert_eq!(news(&signals).await, vec![(command("c"), 1)], "nack delay elapsed");
+
+    claim_one(&*store, only("c"), at(27)).await.unwrap();
+    expire_all(&*store, at(58), 0).await;
+    assert_eq!(news(&signals).await, vec![(command("c"), 1)], "lease expired");
+}
+
 macro_rules! conformance_suite {
     ($backend:ident, $harness:expr) => {
         mod $backend {
@@ -527,6 +692,12 @@ macro_rules! conformance_suite {
                 concurrent_claimers_never_share_a_task,
                 state_survives_a_restart,
                 every_command_ever_used_is_listed_after_cleanup_and_restart,
+                a_task_with_a_webhook_owes_one_callback_until_it_is_done,
+                dead_lettering_owes_a_callback,
+                owed_callbacks_survive_a_restart,
+                subscriptions_are_stored_renewed_deleted_and_kept_over_a_restart,
+                lapsed_subscriptions_are_removed,
+                a_queue_going_from_empty_to_ready_is_announced_with_its_depth,
             );
         }
     };

@@ -72,6 +72,8 @@ pub struct Settings {
     pub lease: Option<u32>,
     /// Tasks created and not yet finished, at most (producers wait).
     pub max_live: Option<u32>,
+    /// Result callback URL of every task, if any.
+    pub webhook: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -86,6 +88,8 @@ impl fmt::Debug for Settings {
             .field("payload_bytes", &self.payload_bytes)
             .field("command", &self.command)
             .field("lease", &self.lease)
+            .field("max_live", &self.max_live)
+            .field("webhook", &self.webhook)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +148,7 @@ impl Settings {
             command: args.command.clone(),
             lease: args.lease,
             max_live: args.max_live,
+            webhook: args.webhook.clone(),
         })
     }
 
@@ -288,6 +293,13 @@ impl Shared {
         json!({ "run": self.run_id, "sentUs": sent_us, "data": self.filler })
     }
 
+    /// One bench task, sent at `sent_us`.
+    fn task(&self, sent_us: u64) -> CreateTask {
+        let mut task = CreateTask::new(&self.settings.command, self.payload(sent_us));
+        task.webhook.clone_from(&self.settings.webhook);
+        task
+    }
+
     /// Handles a failed call: fatal ones stop the run; for the others the
     /// caller backs off and goes on.
     async fn failed(&self, err: codeq_client::Error) {
@@ -419,13 +431,10 @@ async fn produce(shared: Arc<Shared>) -> ProducerCounts {
         let sent = Instant::now();
         let outcome = match shared.settings.mode {
             BenchMode::Single => {
-                let task = CreateTask::new(&shared.settings.command, shared.payload(sent_us));
-                shared.client.create_task(&task).await.map(|_| (1, 0))
+                shared.client.create_task(&shared.task(sent_us)).await.map(|_| (1, 0))
             }
             BenchMode::Batch => {
-                let tasks: Vec<CreateTask> = (0..n)
-                    .map(|_| CreateTask::new(&shared.settings.command, shared.payload(sent_us)))
-                    .collect();
+                let tasks: Vec<CreateTask> = (0..n).map(|_| shared.task(sent_us)).collect();
                 shared.client.create_tasks_batch(&tasks).await.map(|items| {
                     let ok = items.iter().filter(|item| item.is_ok()).count() as u64;
                     (ok, items.len() as u64 - ok)
@@ -643,6 +652,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         },
         payload_bytes: settings.payload_bytes,
         command: settings.command.clone(),
+        webhook: settings.webhook.clone(),
         ending,
         elapsed_seconds: elapsed.as_secs_f64(),
         created: shared.created.load(Ordering::SeqCst),
@@ -722,6 +732,9 @@ pub struct Report {
     pub payload_bytes: usize,
     /// The queue used.
     pub command: String,
+    /// The result callback URL every task carried, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
     /// How the run ended.
     pub ending: Ending,
     /// From the start to the last acknowledged result (or to the end of an
@@ -779,11 +792,11 @@ impl fmt::Display for Report {
             (None, Some(seconds)) => write!(f, " duration={seconds}s")?,
             (None, None) => {}
         }
-        writeln!(
-            f,
-            " payload={}B command={} server={}",
-            self.payload_bytes, self.command, self.base_url
-        )?;
+        write!(f, " payload={}B command={}", self.payload_bytes, self.command)?;
+        if let Some(webhook) = &self.webhook {
+            write!(f, " webhook={webhook}")?;
+        }
+        writeln!(f, " server={}", self.base_url)?;
         writeln!(
             f,
             "elapsed {:.2} s, {} created, {} completed, {:.1} cycles/s{}",

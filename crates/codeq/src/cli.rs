@@ -386,6 +386,11 @@ pub struct BenchArgs {
     /// workers (a steady churn rather than a growing backlog).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_live: Option<u32>,
+    /// Give every task this result callback URL, so that each completion
+    /// also owes a webhook (a loopback receiver needs a server in local
+    /// mode or with webhookAllowPrivateNetworks).
+    #[arg(long, value_name = "URL", conflicts_with = "wakeup")]
+    pub webhook: Option<String>,
     /// Measure idle long-poll wake-up latency instead, over N sequential
     /// rounds: a worker waits on the empty queue, one task is created, and
     /// the time from create sent to claim answered is recorded.

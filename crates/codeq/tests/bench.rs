@@ -2,8 +2,13 @@
 //! port 0, its own data directory) in every mode, checking that each runs
 //! to completion, counts what it did, and that the server agrees: every
 //! task the bench reports completed is finished on the server and nothing
-//! is left queued.
+//! is left queued. With `--webhook`, a receiver on 127.0.0.1 gets one
+//! callback per completed task.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser as _;
 use codeq::bench::{self, Ending, Settings};
@@ -31,10 +36,15 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default_for_tests(dir.path());
         config.host = "127.0.0.1".into();
         config.port = 0;
+        adjust(&mut config);
         let mut admin = StaticTokenConfig::plain(PRODUCER, TokenKind::Producer, "producer");
         admin.admin = true;
         config.static_tokens =
@@ -178,5 +188,85 @@ async fn a_refused_token_stops_the_bench_with_the_auth_exit_code() {
     assert_eq!((refused.status(), refused.code()), (Some(401), Some("invalid_token")));
     server.assert_queue_idle().await;
     assert_eq!(server.finished_tasks().await, 0, "nothing was created");
+    server.stop().await;
+}
+
+/// A webhook receiver on 127.0.0.1 that answers 200 and keeps each body.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let log = bodies.clone();
+        let handler = move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, axum::Router::new().fallback(handler)).into_future());
+        Self { url, bodies }
+    }
+
+    /// Waits until `count` callbacks arrived; returns them.
+    async fn wait_for(&self, count: usize) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let bodies = self.bodies.lock().unwrap().clone();
+            if bodies.len() >= count {
+                return bodies;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} callbacks",
+                bodies.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_webhook_every_completed_task_calls_back_once() {
+    let server = Server::start_with(|config| config.webhook_allow_private_networks = true).await;
+    let receiver = Receiver::start().await;
+    let extra =
+        ["--count", "200", "--producers", "2", "--workers", "4", "--webhook", &receiver.url];
+
+    let report = bench::run(settings(&server.base, &extra)).await.unwrap();
+
+    assert_eq!(report.ending, Ending::Complete);
+    assert_eq!((report.created, report.completed), (200, 200));
+    assert_eq!(report.webhook.as_deref(), Some(receiver.url.as_str()));
+    assert!(report.to_string().contains(&format!("webhook={}", receiver.url)));
+    let bodies = receiver.wait_for(200).await;
+    let ids: HashSet<&str> = bodies.iter().map(|body| body["taskId"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 200, "one callback per task");
+    assert!(
+        bodies.iter().all(|body| body["status"] == "COMPLETED" && body["eventType"] == COMMAND)
+    );
+    server.assert_queue_idle().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_the_server_refuses_stops_the_bench_with_its_reason() {
+    // Not local mode and private networks not allowed: a loopback target is refused.
+    let server = Server::start().await;
+    let extra = ["--count", "10", "--webhook", "http://127.0.0.1:9/hook"];
+
+    let err = bench::run(settings(&server.base, &extra)).await.unwrap_err();
+
+    let refused = err.chain().find_map(|cause| cause.downcast_ref::<codeq_client::Error>());
+    let refused = refused.expect("the client's error is in the chain");
+    assert_eq!((refused.status(), refused.code()), (Some(400), Some("invalid_field")));
+    assert!(refused.to_string().contains("private address"), "{refused}");
+    server.assert_queue_idle().await;
     server.stop().await;
 }

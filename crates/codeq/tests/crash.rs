@@ -1,6 +1,7 @@
 //! Crash test: producers and workers run against the real `codeq serve`,
 //! the server gets SIGKILL, restarts on the same data directory, and
-//! every acknowledged task and result is there; the rest complete.
+//! every acknowledged task and result is there; the rest complete. A
+//! result callback in flight at the kill is delivered after the restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,9 +25,14 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
             .args(["serve", "--port", "0", "--data-dir"])
             .arg(data_dir)
+            .envs(env.iter().copied())
             .env("CODEQ_BACKOFF_POLICY", "fixed")
             .env("CODEQ_BACKOFF_BASE_SECONDS", "0")
             .env("CODEQ_LOG_LEVEL", "warn")
@@ -53,6 +59,25 @@ impl Server {
             producer: credentials["producerToken"].as_str().unwrap().into(),
             worker: credentials["workerToken"].as_str().unwrap().into(),
         }
+    }
+
+    /// POSTs `body` to `/v1/codeq{path}` with `token`: status and JSON body.
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let response = http
+            .post(format!("{}/v1/codeq{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
     }
 
     /// GETs `/v1/codeq{path}` with the producer token: status and JSON body.
@@ -238,4 +263,79 @@ async fn a_killed_server_loses_no_acknowledged_task_or_result() {
         let (_, task) = server.get(&http, &format!("/tasks/{id}")).await;
         assert_eq!(task["status"], "COMPLETED", "task {id} did not complete");
     }
+}
+
+/// A webhook receiver on 127.0.0.1: until `answer` is set it holds every
+/// request open; after, it answers 200 and records the body.
+struct Receiver {
+    url: String,
+    answer: Arc<tokio::sync::watch::Sender<bool>>,
+    asked: Arc<Mutex<usize>>,
+    delivered: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let (answer, answering) = tokio::sync::watch::channel(false);
+        let (asked, delivered): (Arc<Mutex<usize>>, Arc<Mutex<Vec<Value>>>) = Default::default();
+        let (count, log) = (asked.clone(), delivered.clone());
+        let handler = move |body: axum::body::Bytes| {
+            let (count, log, mut answering) = (count.clone(), log.clone(), answering.clone());
+            async move {
+                *count.lock().unwrap() += 1;
+                if !*answering.borrow_and_update() {
+                    // Held open; whatever follows, this request is not a delivery.
+                    answering.wait_for(|answer| *answer).await.unwrap();
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                log.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(handler);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, answer: Arc::new(answer), asked, delivered }
+    }
+
+    async fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "the receiver never {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_in_flight_at_a_kill_is_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let receiver = Receiver::start().await;
+    let quick_retries = [("CODEQ_RESULT_WEBHOOK_BASE_BACKOFF_SECONDS", "0")];
+    let server = Server::start_with(dir.path(), &quick_retries);
+
+    let task = json!({ "command": "hooked", "payload": {}, "webhook": receiver.url });
+    let (status, task) = server.post(&http, "/tasks", &server.producer, task).await;
+    assert_eq!(status, 202);
+    let id = task["id"].as_str().unwrap().to_string();
+    let claim = json!({ "commands": ["hooked"], "leaseSeconds": 60 });
+    let (status, _) = server.post(&http, "/tasks/claim", &server.worker, claim).await;
+    assert_eq!(status, 200);
+    let result = json!({ "status": "COMPLETED", "result": { "n": 7 } });
+    let (status, _) =
+        server.post(&http, &format!("/tasks/{id}/result"), &server.worker, result).await;
+    assert_eq!(status, 200);
+
+    receiver.wait_until("was called", |r| *r.asked.lock().unwrap() >= 1).await;
+    server.kill();
+    assert!(receiver.delivered.lock().unwrap().is_empty(), "nothing was answered before the kill");
+    receiver.answer.send_replace(true);
+
+    let _server = Server::start_with(dir.path(), &quick_retries);
+    receiver.wait_until("got the callback", |r| !r.delivered.lock().unwrap().is_empty()).await;
+    let delivered = receiver.delivered.lock().unwrap().clone();
+    assert_eq!(delivered[0]["taskId"], id.as_str());
+    assert_eq!(delivered[0]["result"], json!({ "n": 7 }));
 }

@@ -82,7 +82,14 @@ macro_rules! scopes {
     };
 }
 
-scopes!(Claim => Claim, Heartbeat => Heartbeat, Abandon => Abandon, Nack => Nack, Result => Result);
+scopes!(
+    Claim => Claim,
+    Heartbeat => Heartbeat,
+    Abandon => Abandon,
+    Nack => Nack,
+    Result => Result,
+    Subscribe => Subscribe,
+);
 
 /// A worker (or a producer allowed to act as one) holding scope `S`.
 pub struct Worker<S>(pub Principal, pub PhantomData<S>);
@@ -121,6 +128,27 @@ impl<S: Send + Sync> FromRequestParts<S> for PathText {
                 Ok(Self(None))
             }
             // A route without exactly one parameter: a bug in the router.
+            Err(rejection) => Err(ApiError::internal(rejection.body_text())),
+        }
+    }
+}
+
+/// Two path parameters as text (see [`PathText`]).
+#[derive(Debug)]
+pub struct PathTexts(pub Option<String>, pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathTexts {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<(String, String)>::from_request_parts(parts, state).await {
+            Ok(Path((first, second))) => Ok(Self(Some(first), Some(second))),
+            Err(PathRejection::FailedToDeserializePathParams(error))
+                if matches!(error.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Ok(Self(None, None))
+            }
+            // A route without exactly two parameters: a bug in the router.
             Err(rejection) => Err(ApiError::internal(rejection.body_text())),
         }
     }

@@ -13,7 +13,8 @@
 //! - [`body`]: per-route body limits, the budget of bodies in flight, body
 //!   timeouts, the `Body` extractor and JSON parsing.
 //! - [`extract`]: the caller's principal, path parameters.
-//! - [`tasks`], [`workers`], [`admin`], [`ops`]: the endpoints; [`views`]:
+//! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`ops`]: the
+//!   endpoints; [`views`]:
 //!   their JSON; [`error`]: `ApiError`.
 //! - [`openapi`]: the OpenAPI document of the routes below ([`routes`] is
 //!   the one list both the router and the document's test read).
@@ -29,6 +30,7 @@ pub mod openapi;
 pub mod ops;
 pub mod request_head;
 pub mod serve;
+pub mod subscriptions;
 pub mod tasks;
 pub mod views;
 pub mod workers;
@@ -38,7 +40,7 @@ use std::sync::LazyLock;
 use axum::handler::Handler;
 use axum::http::{HeaderName, Method};
 use axum::middleware;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -68,6 +70,10 @@ impl Route {
         Self { method: Method::GET, path, handler: get(handler) }
     }
 
+    fn delete<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self { method: Method::DELETE, path, handler: delete(handler) }
+    }
+
     /// Bodies of this route are limited to `bytes`.
     fn limit(mut self, bytes: usize) -> Self {
         self.handler = self.handler.layer(Extension(RouteBodyLimit(bytes)));
@@ -86,11 +92,16 @@ pub fn routes(limits: &BodyLimits) -> Vec<Route> {
         Route::post("/v1/codeq/tasks/batch/results", workers::submit_results_batch)
             .limit(limits.result_batch),
         Route::get("/v1/codeq/tasks/{id}", tasks::get),
+        Route::get("/v1/codeq/tasks/{id}/artifacts/{name}", tasks::artifact),
         Route::get("/v1/codeq/tasks/{id}/result", tasks::get_result),
         Route::post("/v1/codeq/tasks/{id}/result", workers::submit_result).limit(limits.result),
         Route::post("/v1/codeq/tasks/{id}/heartbeat", workers::heartbeat).limit(small),
         Route::post("/v1/codeq/tasks/{id}/abandon", workers::abandon).limit(small),
         Route::post("/v1/codeq/tasks/{id}/nack", workers::nack).limit(small),
+        Route::post("/v1/codeq/workers/subscriptions", subscriptions::create).limit(small),
+        Route::post("/v1/codeq/workers/subscriptions/{id}/heartbeat", subscriptions::heartbeat)
+            .limit(small),
+        Route::delete("/v1/codeq/workers/subscriptions/{id}", subscriptions::delete),
         Route::get("/v1/codeq/admin/queues", admin::queues),
         Route::get("/v1/codeq/admin/queues/{command}", admin::queue),
         Route::get("/v1/codeq/admin/queues/{command}/stats", admin::queue),

@@ -45,8 +45,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ),
     paths(
         create_task, create_tasks, claim_task, claim_tasks, submit_results, get_task,
-        get_result, submit_result, heartbeat, abandon, nack, list_queues, get_queue,
-        get_queue_stats, cleanup, healthz, readyz, metrics, openapi_json
+        get_artifact, get_result, submit_result, heartbeat, abandon, nack, subscribe,
+        renew_subscription, delete_subscription, list_queues, get_queue, get_queue_stats,
+        cleanup, healthz, readyz, metrics, openapi_json
     ),
     modifiers(&BearerAuth),
     tags(
@@ -506,6 +507,58 @@ pub struct Cleaned {
     limit: u64,
 }
 
+/// How the notifications of a command are spread over subscriptions.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Every subscription.
+    Fanout,
+    /// One per `groupId`, in turn.
+    Group,
+    /// One per minute, chosen by the minute.
+    Hash,
+}
+
+/// `POST /v1/codeq/workers/subscriptions`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Subscribe {
+    /// Where `queue.ready` notifications are posted (absolute http(s) URL).
+    callback_url: String,
+    /// Commands to listen to, within the token's; default the token's.
+    event_types: Option<Vec<String>>,
+    /// 1..86400; default 300.
+    #[schema(minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<u64>,
+    /// Default `fanout` (`group` for a token with `workerGroup`).
+    delivery_mode: Option<DeliveryMode>,
+    /// Required for `group`; must equal the token's `workerGroup` when set.
+    group_id: Option<String>,
+    /// 0..3600; default `subscriptionMinIntervalSeconds`.
+    #[schema(minimum = 0, maximum = 3600)]
+    min_interval_seconds: Option<u64>,
+}
+
+/// `POST …/subscriptions/{id}/heartbeat`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct RenewSubscription {
+    /// 1..86400; default 300.
+    #[schema(minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<u64>,
+}
+
+/// A subscription's id and when it lapses.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct SubscriptionAnswer {
+    /// Its id.
+    subscription_id: String,
+    /// When it lapses unless renewed.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
 /// `{"status": "ok"}` or `{"status": "ready"}`.
 #[derive(ToSchema)]
 pub struct Health {
@@ -603,6 +656,13 @@ fn submit_results() {}
         AuthErrors, TaskErrors, ServerErrors))]
 fn get_task() {}
 
+#[utoipa::path(get, path = "/v1/codeq/tasks/{id}/artifacts/{name}", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id"), ("name" = String, Path, description = "Artifact name")),
+    responses((status = 200, description = "The stored bytes, with their content type, as an attachment",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        AuthErrors, TaskErrors, ServerErrors))]
+fn get_artifact() {}
+
 #[utoipa::path(get, path = "/v1/codeq/tasks/{id}/result", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, description = "The task and its result", body = TaskWithResult),
@@ -636,6 +696,27 @@ fn abandon() {}
     responses((status = 200, description = "Requeued with a delay, or dead-lettered", body = NackAnswer),
         AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
 fn nack() {}
+
+#[utoipa::path(post, path = "/v1/codeq/workers/subscriptions", tag = "workers", security(("bearer" = [])),
+    request_body = Subscribe,
+    responses((status = 200, description = "The subscription was stored", body = SubscriptionAnswer),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn subscribe() {}
+
+#[utoipa::path(post, path = "/v1/codeq/workers/subscriptions/{id}/heartbeat", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = RenewSubscription,
+    responses((status = 200, description = "The subscription was renewed", body = SubscriptionAnswer),
+        (status = 404, description = "No such subscription, or it lapsed", body = ErrorBody),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn renew_subscription() {}
+
+#[utoipa::path(delete, path = "/v1/codeq/workers/subscriptions/{id}", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204, description = "The subscription was deleted"),
+        (status = 404, description = "No such subscription, or it lapsed", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn delete_subscription() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "Every command's depths", body = Queues),

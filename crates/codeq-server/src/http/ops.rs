@@ -41,7 +41,12 @@ pub async fn metrics(
     let scheduler = &app.scheduler;
     let text = app
         .metrics
-        .render(scheduler.store().as_ref(), scheduler.long_polls_waiting(), openmetrics)
+        .render(
+            scheduler.store().as_ref(),
+            scheduler.long_polls_waiting(),
+            scheduler.clock().now(),
+            openmetrics,
+        )
         .await?;
     let content_type = if openmetrics {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"

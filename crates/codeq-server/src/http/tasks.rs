@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 use serde::de::Error as _;
@@ -12,9 +12,11 @@ use serde_json::value::RawValue;
 
 use super::body::{Body, parse_json};
 use super::error::ApiError;
-use super::extract::{Caller, PathText, Producer};
+use super::extract::{Caller, PathText, PathTexts, Producer};
 use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
+use crate::auth::PrincipalKind;
+use crate::service::outbound::Outbound;
 use crate::service::scheduler::{NewTask, Schedule};
 use crate::store::Created;
 
@@ -44,7 +46,12 @@ struct CreateBody<'a> {
 
 impl CreateBody<'_> {
     /// Checks every field (the message names the field).
-    fn validate(self, max_payload_bytes: usize) -> Result<NewTask, ApiError> {
+    fn validate(
+        self,
+        max_payload_bytes: usize,
+        producer: &str,
+        outbound: &Outbound,
+    ) -> Result<NewTask, ApiError> {
         let command = Command::parse(&self.command).map_err(|reason| {
             ApiError::invalid("invalid_command", format!("command {:?} {reason}", self.command))
         })?;
@@ -70,6 +77,9 @@ impl CreateBody<'_> {
         };
         if let Some(webhook) = &self.webhook {
             check_http_url(webhook).map_err(|why| ApiError::field(format!("webhook {why}")))?;
+            outbound
+                .check_target(webhook)
+                .map_err(|why| ApiError::field(format!("webhook {why}")))?;
         }
         if let Some(key) = &self.idempotency_key
             && !(1..=256).contains(&key.chars().count())
@@ -96,6 +106,7 @@ impl CreateBody<'_> {
             webhook: self.webhook,
             idempotency_key: self.idempotency_key,
             schedule,
+            created_by: producer.to_string(),
         })
     }
 }
@@ -162,7 +173,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateBody = body.json()?;
-    let task = request.validate(app.limits.max_payload_bytes)?;
+    let task = request.validate(app.limits.max_payload_bytes, &producer.sub, &app.outbound)?;
     producer.require_commands(std::slice::from_ref(&task.command))?;
     let created = app.scheduler.create(vec![task]).await?;
     let Some(created) = created.into_iter().next() else {
@@ -201,7 +212,9 @@ pub async fn create_batch(
     let mut valid: Vec<NewTask> = Vec::with_capacity(request.tasks.len());
     for item in request.tasks {
         let checked = parse_json::<CreateBody>(item.get().as_bytes())
-            .and_then(|body| body.validate(app.limits.max_payload_bytes))
+            .and_then(|body| {
+                body.validate(app.limits.max_payload_bytes, &producer.sub, &app.outbound)
+            })
             .and_then(|task| {
                 producer.require_commands(std::slice::from_ref(&task.command))?;
                 Ok(task)
@@ -301,6 +314,64 @@ pub async fn get_result(
         result: ResultView::new(&record, app.offset),
     };
     Ok(Json(body).into_response())
+}
+
+/// `GET /v1/codeq/tasks/:id/artifacts/:name`: the stored bytes of an
+/// inline artifact, for the task's producer, the worker that holds (or
+/// completed) it, and admins.
+pub async fn artifact(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    PathTexts(id, name): PathTexts,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("artifact_not_found", "no such artifact");
+    let id = task_id(id.as_deref())?;
+    let name = name.ok_or_else(not_found)?;
+    let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(not_found)?;
+    let producer = caller.kind == PrincipalKind::Producer && caller.sub == task.created_by;
+    let worker = caller.kind == PrincipalKind::Worker
+        && task.state.worker_id.as_deref() == Some(caller.sub.as_str());
+    if !(caller.admin || producer || worker) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_owner",
+            "only the task's producer, its worker or an admin may read its artifacts",
+        ));
+    }
+    let artifact = record
+        .artifacts
+        .iter()
+        .find(|artifact| artifact.name == name && artifact.url == app.artifacts.url_of(id, &name))
+        .ok_or_else(not_found)?;
+    let bytes =
+        app.artifacts.read(id, task.state.attempts, &artifact.name).await.map_err(|error| {
+            match error.kind() {
+                std::io::ErrorKind::NotFound => not_found(),
+                _ => ApiError::internal(error),
+            }
+        })?;
+    let content_type = artifact.content_type.as_deref().unwrap_or("application/octet-stream");
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(OCTET_STREAM)),
+        (header::CONTENT_DISPOSITION, attachment(&artifact.name)),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+
+/// `attachment; filename*=UTF-8''<name, percent-encoded>` (RFC 6266).
+fn attachment(name: &str) -> HeaderValue {
+    let mut encoded = String::from("attachment; filename*=UTF-8''");
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 #[cfg(test)]

@@ -10,6 +10,13 @@ use time::UtcOffset;
 #[derive(Debug, Clone, Copy)]
 pub struct Rfc3339(Timestamp, UtcOffset);
 
+impl Rfc3339 {
+    /// `at` in `offset`.
+    pub fn new(at: Timestamp, offset: UtcOffset) -> Self {
+        Self(at, offset)
+    }
+}
+
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut buffer = [0u8; RFC3339_MAX_LEN];

@@ -136,6 +136,19 @@ impl Artifacts {
         }
     }
 
+    /// The URL an inline artifact of `task` is served at.
+    pub fn url_of(&self, task: TaskId, name: &str) -> String {
+        format!("{}/v1/codeq/tasks/{task}/artifacts/{name}", self.public_base_url)
+    }
+
+    /// The bytes of inline artifact `name` of `task`'s delivery `attempt`.
+    pub async fn read(&self, task: TaskId, attempt: u32, name: &str) -> std::io::Result<Vec<u8>> {
+        if check_file_name(name).is_err() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not a plain file name"));
+        }
+        tokio::fs::read(self.dir_of(task, attempt).join(name)).await
+    }
+
     /// The directory of the artifacts of `task`'s delivery `attempt`.
     pub fn dir_of(&self, task: TaskId, attempt: u32) -> PathBuf {
         self.dir.join(task.to_string()).join(attempt.to_string())
@@ -158,10 +171,7 @@ impl Artifacts {
                 tokio::task::spawn_blocking(move || write_decoded(&dir, &name, &encoded))
                     .await
                     .map_err(std::io::Error::other)??;
-                artifact.url = format!(
-                    "{}/v1/codeq/tasks/{task}/artifacts/{}",
-                    self.public_base_url, artifact.name
-                );
+                artifact.url = self.url_of(task, &artifact.name);
             }
             artifacts.push(artifact);
         }
@@ -220,13 +230,15 @@ fn not_base64(name: &str) -> ArtifactError {
     ArtifactError::Invalid(format!("artifacts[].contentBase64 of {name:?} is not valid base64"))
 }
 
-/// A plain file name: no separators, NUL, `.` or `..`, at most 255 bytes.
+/// A plain file name: no separators, control characters (NUL included),
+/// `.` or `..`, at most 255 bytes.
 fn check_file_name(name: &str) -> Result<(), ArtifactError> {
     let plain = !name.is_empty()
         && name.len() <= 255
         && name != "."
         && name != ".."
-        && !name.contains(['/', '\\', '\0']);
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control);
     if plain {
         Ok(())
     } else {

@@ -6,11 +6,18 @@
 //! - [`artifacts`]: artifact bytes written to `localArtifactsDir`.
 //! - [`reaper`]: promotes due tasks and expires leases on time.
 //! - [`retention`]: deletes terminal tasks past their retention.
+//! - [`outbound`]: the webhook client: signed, bounded, guarded.
+//! - [`webhooks`]: result callbacks from the durable outbox.
+//! - [`subscriptions`]: worker-availability subscriptions and their
+//!   notifications.
 
 pub mod artifacts;
+pub mod outbound;
 pub mod reaper;
 pub mod retention;
 pub mod scheduler;
+pub mod subscriptions;
+pub mod webhooks;
 
 use codeq_core::BackoffConfig;
 

@@ -38,6 +38,8 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// When to make the task visible.
     pub schedule: Schedule,
+    /// The creating producer's `sub`.
+    pub created_by: String,
 }
 
 /// When a new task becomes visible.
@@ -168,6 +170,7 @@ impl Scheduler {
             idempotency_key: request.idempotency_key,
             run_at,
             created_at: now,
+            created_by: request.created_by,
             state: TaskState::new(visible_at, now),
         }
     }

@@ -19,7 +19,9 @@ mod signals;
 
 use async_trait::async_trait;
 use codeq_core::lifecycle::Submission;
-use codeq_core::{Command, QueueStats, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use codeq_core::lifecycle::{Fence, Retried, TransitionError};
@@ -144,6 +146,17 @@ pub struct Expired {
     pub outcome: Retried,
 }
 
+/// A result callback due for an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueCallback {
+    /// The task whose result it carries.
+    pub task_id: TaskId,
+    /// Its delivery series (`X-CodeQ-Delivery`).
+    pub delivery: uuid::Uuid,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
 /// A failure of the backend itself: the state is unknown or unreachable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -238,6 +251,42 @@ pub trait Store: Send + Sync + 'static {
     /// Requeues or dead-letters each task of `expiries` that is still on
     /// that delivery with its lease ended before `now`.
     async fn expire(&self, expiries: Vec<Expiry>, now: Timestamp) -> StoreResult<Vec<Expired>>;
+
+    /// Result callbacks due at `now` (at most `limit`), once their records
+    /// are durable: a callback is owed by the transition that made its task
+    /// terminal, written with it.
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueCallback>>;
+
+    /// Ends a callback (delivered, or given up): retention may then delete
+    /// its task. Nothing when `delivery` is no longer the one owed.
+    async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()>;
+
+    /// Schedules the next attempt of a callback, after `attempts` made.
+    async fn callback_retry(
+        &self,
+        task_id: TaskId,
+        delivery: uuid::Uuid,
+        attempts: u32,
+        next_at: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// When the next owed callback is due, and how many are owed.
+    fn callbacks_pending(&self) -> (Option<Timestamp>, usize);
+
+    /// Stores a subscription, new or renewed (same id).
+    async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()>;
+
+    /// Reads a subscription (a lapsed one too, until removed).
+    async fn get_subscription(&self, id: uuid::Uuid) -> StoreResult<Option<Subscription>>;
+
+    /// Deletes a subscription; false when there was none.
+    async fn delete_subscription(&self, id: uuid::Uuid) -> StoreResult<bool>;
+
+    /// Every subscription (lapsed ones too, until removed).
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>>;
+
+    /// Removes the subscriptions lapsed at `now`; how many.
+    async fn remove_lapsed_subscriptions(&self, now: Timestamp) -> StoreResult<usize>;
 
     /// Depths of one command's queues (zeros when never used).
     async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats>;

@@ -1,5 +1,7 @@
 //! Wake-ups shared by the store and the services: "a command has ready
-//! work" for long polls, and "an earlier deadline exists" for the reaper.
+//! work" for long polls, "an earlier deadline exists" for the reaper, "a
+//! callback is owed" for the webhook dispatcher, and "a command's ready
+//! set went from empty to non-empty" for subscription notifications.
 //!
 //! Long polls use `notify_one` semantics: each ready event wakes at most one
 //! waiter of the command and one waiter of "any command", so a busy queue
@@ -19,6 +21,11 @@ pub struct Signals {
     per_command: Mutex<HashMap<Command, Arc<Notify>>>,
     any_command: Arc<Notify>,
     deadline: Notify,
+    callbacks: Notify,
+    /// Commands that became ready, with their ready count, not yet taken
+    /// (one entry per command: a burst coalesces).
+    became_ready: Mutex<HashMap<Command, u64>>,
+    became_ready_notify: Notify,
 }
 
 impl Signals {
@@ -58,5 +65,38 @@ impl Signals {
     /// Waits for [`Signals::deadline_changed`].
     pub async fn deadline_changed_wait(&self) {
         self.deadline.notified().await;
+    }
+
+    /// Tells the webhook dispatcher a result callback is owed.
+    pub fn callback_owed(&self) {
+        self.callbacks.notify_one();
+    }
+
+    /// Waits for [`Signals::callback_owed`].
+    pub async fn callback_owed_wait(&self) {
+        self.callbacks.notified().await;
+    }
+
+    /// Tells the notifier that `command`'s ready set went from empty to
+    /// `depth` tasks.
+    pub fn became_ready(&self, command: Command, depth: u64) {
+        let mut pending = self.became_ready.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.insert(command, depth);
+        drop(pending);
+        self.became_ready_notify.notify_one();
+    }
+
+    /// Waits until some command became ready, then takes every one.
+    pub async fn take_became_ready(&self) -> Vec<(Command, u64)> {
+        loop {
+            let taken: Vec<(Command, u64)> = {
+                let mut pending = self.became_ready.lock().unwrap_or_else(PoisonError::into_inner);
+                pending.drain().collect()
+            };
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.became_ready_notify.notified().await;
+        }
     }
 }

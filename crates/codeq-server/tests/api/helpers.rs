@@ -10,6 +10,7 @@ use codeq_server::app::{App, Running};
 use codeq_server::clock::{Clock, ManualClock, SystemClock};
 use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 use codeq_server::service::scheduler::Scheduler;
+use codeq_server::service::subscriptions::Subscriptions;
 use codeq_server::store::Signals;
 use codeq_server::store::embedded::log::fs::Fs;
 use codeq_server::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -30,6 +31,8 @@ pub const WORKER2: &str = "t-worker2";
 pub const LIMITED: &str = "t-limited";
 /// Producer `p2`: only command `allowed`.
 pub const LIMITED_PRODUCER: &str = "t-limited-producer";
+/// Worker `w4` of worker group `g1`: only command `allowed`.
+pub const GROUPED: &str = "t-grouped";
 
 /// The static tokens every test server accepts.
 pub fn test_tokens() -> Vec<StaticTokenConfig> {
@@ -41,7 +44,11 @@ pub fn test_tokens() -> Vec<StaticTokenConfig> {
     limited.scopes = Some(vec!["codeq:claim".into()]);
     let mut limited_producer = token(LIMITED_PRODUCER, TokenKind::Producer, "p2");
     limited_producer.event_types = Some(vec!["allowed".into()]);
+    let mut grouped = token(GROUPED, TokenKind::Worker, "w4");
+    grouped.event_types = Some(vec!["allowed".into()]);
+    grouped.worker_group = Some("g1".into());
     vec![
+        grouped,
         limited_producer,
         admin,
         token(PRODUCER, TokenKind::Producer, "producer"),
@@ -78,6 +85,7 @@ pub struct TestApp {
     pub clock: Option<Arc<ManualClock>>,
     pub dir: tempfile::TempDir,
     scheduler: Arc<Scheduler>,
+    subscriptions: Subscriptions,
     server: Running,
 }
 
@@ -144,10 +152,11 @@ impl TestApp {
     }
 
     async fn serve(app: App, dir: tempfile::TempDir, manual: Option<Arc<ManualClock>>) -> Self {
-        let scheduler = app.scheduler();
+        let (scheduler, subscriptions) = (app.scheduler(), app.subscriptions());
         let server = app.spawn().unwrap();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        Self { base: server.base_url(), http, clock: manual, dir, scheduler, server }
+        let base = server.base_url();
+        Self { base, http, clock: manual, dir, scheduler, subscriptions, server }
     }
 
     /// The address the server listens on (for raw sockets).
@@ -292,6 +301,45 @@ impl TestApp {
             assert!(tokio::time::Instant::now() < deadline, "no long poll started waiting");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// How many result callbacks are still owed.
+    pub fn callbacks_pending(&self) -> usize {
+        self.scheduler.store().callbacks_pending().1
+    }
+
+    /// Waits until no result callback is owed.
+    pub async fn wait_for_callbacks(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.callbacks_pending() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "callbacks still owed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until the subscription notifier has handled `news` "became
+    /// ready" events in all and has no notification in flight.
+    pub async fn wait_for_notifier(&self, news: u64) {
+        let progress = &self.subscriptions.progress;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while progress.handled() < news || progress.in_flight() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the notifier handled {} of {news}",
+                progress.handled()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// "Became ready" events the notifier has handled so far.
+    pub fn notifier_handled(&self) -> u64 {
+        self.subscriptions.progress.handled()
+    }
+
+    /// How many subscriptions the store holds (lapsed ones included).
+    pub async fn stored_subscriptions(&self) -> usize {
+        self.scheduler.store().subscriptions().await.unwrap().len()
     }
 
     /// `/healthz` answers 200.

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod artifacts;
 mod bad_input;
 mod compat;
 mod concurrency;
@@ -13,4 +14,7 @@ mod lifecycle;
 mod long_poll;
 mod metrics;
 mod openapi;
+mod receiver;
 mod semantics;
+mod subscriptions;
+mod webhooks;

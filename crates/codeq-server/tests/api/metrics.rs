@@ -11,6 +11,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::*;
+use crate::receiver::Receiver;
 
 const FLOW: &str = "FLOW";
 
@@ -170,7 +171,7 @@ async fn every_metric_of_the_reference_shows_the_flow_it_counted() {
     assert_eq!(gauge(&scrape, "codeq_queue_depth", &queue("in_progress")), 1.0);
     assert_eq!(gauge(&scrape, "codeq_queue_depth", &queue("dlq")), 2.0);
     assert_eq!(gauge(&scrape, "codeq_dlq_depth", &flow), 2.0);
-    assert_eq!(gauge(&scrape, "codeq_subscriptions_active", &flow), 0.0, "none exist yet");
+    assert_eq!(gauge(&scrape, "codeq_subscriptions_active", &flow), 0.0, "no subscriber");
     for kind in ["queue_ready", "task_result"] {
         for outcome in ["success", "failure"] {
             let labels = [("kind", kind), ("command", FLOW), ("outcome", outcome)];
@@ -250,4 +251,47 @@ async fn scrapers_that_ask_for_openmetrics_get_it_with_its_end_marker() {
     assert_eq!(sample.get_labelset().unwrap().get_label_value("command"), Some("OM"));
     let histogram = &parsed.families["codeq_http_request_duration_seconds"];
     assert_eq!(histogram.family_type, openmetrics_parser::OpenMetricsType::Histogram);
+}
+
+#[tokio::test]
+async fn webhook_deliveries_subscriptions_and_the_outbox_are_counted() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.webhook_allow_private_networks = true;
+            config.result_webhook_base_backoff_seconds = 0;
+            config.subscription_min_interval_seconds = 0;
+        },
+        true,
+    )
+    .await;
+    let listener = Receiver::start(&[]).await;
+    let subscribe = json!({ "callbackUrl": listener.base, "eventTypes": [FLOW] });
+    assert_eq!(app.post("/workers/subscriptions", WORKER, subscribe).await.status, 200);
+    let flaky = Receiver::start(&[500]).await;
+    let id = create(&app, json!({ "command": FLOW, "payload": {}, "webhook": flaky.base })).await;
+    listener.wait_for(1).await;
+    let owed =
+        scrape_until(&app, |s| gauge(s, "codeq_subscriptions_active", &[("command", FLOW)]) == 1.0)
+            .await;
+    assert_eq!(gauge(&owed, "codeq_webhook_outbox_pending", &[]), 0.0);
+    assert_eq!(claim(&app, 60).await["id"], id.as_str());
+    let result = json!({ "status": "COMPLETED", "result": { "ok": true } });
+    assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, result).await.status, 200);
+    flaky.wait_for(2).await;
+    app.wait_for_callbacks().await;
+
+    let scrape = scrape(&app).await;
+    let delivered = |kind, outcome| {
+        counter(
+            &scrape,
+            "codeq_webhook_deliveries_total",
+            &[("kind", kind), ("command", FLOW), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(delivered("task_result", "failure"), 1.0, "the first attempt got a 500");
+    assert_eq!(delivered("task_result", "success"), 1.0);
+    assert_eq!(delivered("queue_ready", "success"), 1.0);
+    assert_eq!(delivered("queue_ready", "failure"), 0.0);
+    assert_eq!(gauge(&scrape, "codeq_webhook_outbox_pending", &[]), 0.0, "delivered");
+    assert_eq!(gauge(&scrape, "codeq_webhook_outbox_overdue_seconds", &[]), 0.0);
 }

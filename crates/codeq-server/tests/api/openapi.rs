@@ -72,8 +72,9 @@ async fn every_operation_has_its_schemas_and_error_answers() {
         let operation = &document["paths"][&path][method.to_lowercase()];
         let responses = operation["responses"].as_object().expect("responses");
         let success = responses.keys().find(|status| status.starts_with('2')).expect("a 2xx");
+        // A 204 has no body to describe.
         assert!(
-            responses[success]["content"].is_object(),
+            success == "204" || responses[success]["content"].is_object(),
             "{method} {path}: the {success} answer has no schema"
         );
         let errors: Vec<&Value> = responses

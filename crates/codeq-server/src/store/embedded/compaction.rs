@@ -2,8 +2,8 @@
 //!
 //! Once the journal is larger than `compact_above_bytes` and than twice
 //! its live records, the oldest segment is compacted: its records that are
-//! still live (the current body, state or result of a live task, or a
-//! command's record) are written again at the end of the journal as
+//! still live (the current body, state or result of a live task, a
+//! callback owed, a subscription or a command's record) are written again at the end of the journal as
 //! ordinary batches, then — once those are durable — the manifest moves
 //! the journal's start past the segment (with a checkpoint of the changes
 //! and live tasks at that moment) and the file is deleted.
@@ -75,12 +75,7 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate<'_>>> {
             let Op::Put { table, key, value, at: value_at } = op else { continue };
             let Some(table) = Table::from_u8(table) else { continue };
             let offset = body_start + value_at as u64;
-            found.push(Candidate {
-                table,
-                key,
-                value,
-                at: Location { segment: id, offset, len: value.len() as u32 },
-            });
+            found.push(Candidate { table, key, value, at: Location::new(id, offset, value.len()) });
         }
         at += parsed.len;
     }
@@ -95,12 +90,20 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
         return command.is_some_and(|command| tasks.command_record(&command) == Some(candidate.at));
     }
     let Ok(key) = <[u8; 16]>::try_from(candidate.key) else { return false };
-    let Some(entry) = tasks.get(TaskId::from_bytes(key)) else { return false };
+    if candidate.table == Table::Subscriptions {
+        let id = uuid::Uuid::from_bytes(key);
+        return tasks.subscription(id).is_some_and(|subscribed| subscribed.at == candidate.at);
+    }
+    let id = TaskId::from_bytes(key);
+    if candidate.table == Table::Outbox {
+        return tasks.owed(id).is_some_and(|owed| owed.at == candidate.at);
+    }
+    let Some(entry) = tasks.get(id) else { return false };
     match candidate.table {
         Table::Tasks => entry.body == candidate.at,
         Table::States => entry.state_at == candidate.at,
-        Table::Results => entry.result == Some(candidate.at),
-        Table::Commands => false,
+        Table::Results => entry.result() == Some(candidate.at),
+        Table::Commands | Table::Outbox | Table::Subscriptions => false,
     }
 }
 
@@ -147,7 +150,14 @@ impl EmbeddedStore {
                             let Ok(key) = <[u8; 16]>::try_from(candidate.key) else {
                                 continue;
                             };
-                            plan.move_record(TaskId::from_bytes(key), table, candidate.value)?;
+                            if table == Table::Subscriptions {
+                                plan.move_subscription(
+                                    uuid::Uuid::from_bytes(key),
+                                    candidate.value,
+                                )?;
+                            } else {
+                                plan.move_record(TaskId::from_bytes(key), table, candidate.value)?;
+                            }
                         }
                     }
                 }

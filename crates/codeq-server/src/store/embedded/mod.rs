@@ -33,8 +33,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use codeq_core::lifecycle::{self, Completion as Decided};
-use codeq_core::{Command, QueueStats, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use self::log::fs::{Fs, RealFs};
 use self::log::watermark::WaitError;
@@ -43,12 +46,12 @@ use self::log::{
 };
 use self::plan::Plan;
 use self::rebuild::Rebuild;
-use self::records::{Body, decode_result};
-use self::state::Tasks;
+use self::records::{Body, Callback, decode_result};
+use self::state::{Subscribed, Tasks};
 use crate::config::Durability;
 use crate::store::{
-    ClaimSpec, Completed, Completion, Created, Expired, Expiry, Fence, LeaseEnd, Retried, Signals,
-    Store, StoreError, StoreResult, TransitionError,
+    ClaimSpec, Completed, Completion, Created, DueCallback, Expired, Expiry, Fence, LeaseEnd,
+    Retried, Signals, Store, StoreError, StoreResult, TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -218,6 +221,10 @@ impl EmbeddedStore {
                     })?;
                 let applied = pending.apply(&mut core.tasks, seq, &locations);
                 self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
+                self.announce_woken(&mut core.tasks);
+                if applied.owed {
+                    self.signals.callback_owed();
+                }
                 (value, seq.max(observed))
             }
         };
@@ -241,6 +248,14 @@ impl EmbeddedStore {
         };
         if moved {
             self.signals.deadline_changed();
+        }
+    }
+
+    /// Tells subscribers of the commands whose ready set went from empty
+    /// to non-empty.
+    fn announce_woken(&self, tasks: &mut Tasks) {
+        for (command, depth) in tasks.take_woken() {
+            self.signals.became_ready(command, depth);
         }
     }
 
@@ -301,7 +316,7 @@ impl EmbeddedStore {
 
     /// The stored result of `id`, once durable.
     async fn result_of(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
-        let found = self.look_up(id, |entry| entry.result.map(|at| (at, entry.seq)));
+        let found = self.look_up(id, |entry| entry.result().map(|at| (at, entry.seq)));
         let (at, seq) = match found {
             Found::Yes(Some(found)) => found,
             Found::Yes(None) => return Ok(None),
@@ -311,7 +326,7 @@ impl EmbeddedStore {
             }
         };
         self.durable(seq).await?;
-        let located = self.read(id, at, |entry| entry.result).await?;
+        let located = self.read(id, at, |entry| entry.result()).await?;
         located.map(|bytes| decode_result(&bytes)).transpose()
     }
 
@@ -331,6 +346,26 @@ impl EmbeddedStore {
         let core = self.lock();
         (core.appender.journal_bytes(), core.tasks.live_bytes())
     }
+}
+
+/// Plans task `id`'s move from `before` to `after` (with the result record
+/// it stores) and, when the move owes one, its result callback.
+fn plan_move(
+    live: &Tasks,
+    plan: &mut Plan,
+    id: TaskId,
+    before: &TaskState,
+    after: TaskState,
+    result: Option<&ResultRecord>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let has_webhook = live.get(id).is_some_and(|entry| entry.has_webhook);
+    let owes = lifecycle::owes_callback(before, &after, has_webhook);
+    plan.set_state(id, after, result)?;
+    if owes {
+        plan.owe(id, Callback { delivery: uuid::Uuid::now_v7(), attempts: 0, next_at: now })?;
+    }
+    Ok(())
 }
 
 /// A task found, or the batch that may have deleted it.
@@ -485,7 +520,8 @@ impl Store for EmbeddedStore {
                         now,
                     ) {
                         Ok(retry) => {
-                            plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
+                            let result = retry.dead_letter.as_ref();
+                            plan_move(live, plan, id, &state, retry.state, result, now)?;
                             Ok(retry.outcome)
                         }
                         Err(refused) => Err(refused),
@@ -518,8 +554,8 @@ impl Store for EmbeddedStore {
                         now,
                     );
                     outcomes.push(match decided {
-                        Ok(Decided::Stored { state, record }) => {
-                            plan.set_state(item.task_id, state, Some(&record))?;
+                        Ok(Decided::Stored { state: after, record }) => {
+                            plan_move(live, plan, item.task_id, &state, after, Some(&record), now)?;
                             Ok(Ok(Completed::Stored(record)))
                         }
                         Ok(Decided::Repeated) => Ok(Err(item.task_id)),
@@ -548,14 +584,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
-        match self.look_up(id, |entry| (entry.body, entry.state.clone(), entry.seq)) {
+        match self.look_up(id, |entry| (entry.body, entry.state(), entry.seq)) {
             Found::Yes((body, state, seq)) => self.task_with(id, body, state, seq).await,
             Found::Deleted(seq) => self.durable(seq).await.map(|()| None),
         }
     }
 
     async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
-        match self.look_up(id, |entry| (entry.state.clone(), entry.seq)) {
+        match self.look_up(id, |entry| (entry.state(), entry.seq)) {
             Found::Yes((state, seq)) => self.durable(seq).await.map(|()| Some(state)),
             Found::Deleted(seq) => self.durable(seq).await.map(|()| None),
         }
@@ -573,11 +609,11 @@ impl Store for EmbeddedStore {
         let due = core.tasks.due(now, limit);
         let mut ready = BTreeSet::new();
         for id in &due {
-            if let Some(entry) = core.tasks.get(*id).cloned() {
-                ready.insert(entry.command.clone());
-                core.tasks.put(*id, entry, now);
+            if let Some(command) = core.tasks.promote(*id, now) {
+                ready.insert(command);
             }
         }
+        self.announce_woken(&mut core.tasks);
         drop(core);
         for command in &ready {
             self.signals.ready(command);
@@ -592,9 +628,7 @@ impl Store for EmbeddedStore {
             .expired(now, limit)
             .into_iter()
             .filter_map(|id| {
-                core.tasks
-                    .get(id)
-                    .map(|entry| LeaseEnd { task_id: id, attempts: entry.state.attempts })
+                core.tasks.get(id).map(|entry| LeaseEnd { task_id: id, attempts: entry.attempts() })
             })
             .collect())
     }
@@ -614,13 +648,118 @@ impl Store for EmbeddedStore {
                     else {
                         continue;
                     };
-                    plan.set_state(id, retry.state, retry.dead_letter.as_ref())?;
-                    let command = live.get(id).map(|entry| entry.command.clone());
+                    let result = retry.dead_letter.as_ref();
+                    plan_move(live, plan, id, &state, retry.state, result, now)?;
+                    let command = live.get(id).map(|entry| live.command_of(entry).clone());
                     if let Some(command) = command {
                         expired.push(Expired { task_id: id, command, outcome: retry.outcome });
                     }
                 }
                 Ok(expired)
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueCallback>> {
+        let due = self.lock().tasks.owed_due(now, limit);
+        let newest = due.iter().map(|(_, owed)| owed.seq).max().unwrap_or(0);
+        self.durable(newest).await?;
+        Ok(due
+            .into_iter()
+            .map(|(task_id, owed)| DueCallback {
+                task_id,
+                delivery: owed.callback.delivery,
+                attempts: owed.callback.attempts,
+            })
+            .collect())
+    }
+
+    async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()> {
+        self.transact(Timestamp::now(), |live, plan| {
+            if live.owed(task_id).is_some_and(|owed| owed.callback.delivery == delivery) {
+                plan.forgive(task_id)?;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn callback_retry(
+        &self,
+        task_id: TaskId,
+        delivery: uuid::Uuid,
+        attempts: u32,
+        next_at: Timestamp,
+    ) -> StoreResult<()> {
+        self.transact(Timestamp::now(), |live, plan| {
+            if live.owed(task_id).is_some_and(|owed| owed.callback.delivery == delivery) {
+                plan.owe(task_id, Callback { delivery, attempts, next_at })?;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
+        self.lock().tasks.owed_summary()
+    }
+
+    async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()> {
+        self.transact(Timestamp::now(), |_, plan| plan.subscribe(subscription)).await.map(|_| ())
+    }
+
+    async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>> {
+        let (found, seq) = {
+            let core = self.lock();
+            match core.tasks.subscription(id) {
+                Some(subscribed) => (Some(subscribed.subscription.clone()), subscribed.seq),
+                None => (None, core.tasks.deleted_seq()),
+            }
+        };
+        self.durable(seq).await?;
+        Ok(found)
+    }
+
+    async fn delete_subscription(&self, id: Uuid) -> StoreResult<bool> {
+        let done = self
+            .transact(Timestamp::now(), |live, plan| {
+                let found = live.subscription(id).is_some();
+                if found {
+                    plan.unsubscribe(id)?;
+                }
+                Ok(found)
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        let (all, seq) = {
+            let core = self.lock();
+            let all: Vec<&Subscribed> = core.tasks.subscriptions().collect();
+            let newest = all.iter().map(|subscribed| subscribed.seq).max().unwrap_or(0);
+            let seq = newest.max(core.tasks.deleted_seq());
+            (all.into_iter().map(|subscribed| subscribed.subscription.clone()).collect(), seq)
+        };
+        self.durable(seq).await?;
+        Ok(all)
+    }
+
+    async fn remove_lapsed_subscriptions(&self, now: Timestamp) -> StoreResult<usize> {
+        let done = self
+            .transact(now, |live, plan| {
+                let lapsed: Vec<Uuid> = live
+                    .subscriptions()
+                    .filter(|subscribed| subscribed.subscription.expires_at <= now)
+                    .map(|subscribed| subscribed.subscription.id)
+                    .collect();
+                for id in &lapsed {
+                    plan.unsubscribe(*id)?;
+                }
+                Ok(lapsed.len())
             })
             .await?;
         Ok(done.value)
@@ -677,7 +816,8 @@ impl Store for EmbeddedStore {
     }
 
     fn command_of(&self, id: TaskId) -> Option<Command> {
-        self.lock().tasks.get(id).map(|entry| entry.command.clone())
+        let core = self.lock();
+        core.tasks.get(id).map(|entry| core.tasks.command_of(entry).clone())
     }
 
     async fn close(&self) -> StoreResult<()> {

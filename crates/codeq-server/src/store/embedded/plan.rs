@@ -10,12 +10,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use codeq_core::{Command, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{Command, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp};
+use uuid::Uuid;
 
 use super::log::frame::{Batch, TooLarge};
 use super::log::{Location, Table};
-use super::records::{encode_body, encode_result, encode_state};
-use super::state::{Entry, Tasks};
+use super::records::{
+    Callback, encode_body, encode_callback, encode_result, encode_state, encode_subscription,
+};
+use super::state::{NewEntry, Owed, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 impl From<TooLarge> for StoreError {
@@ -28,12 +31,17 @@ impl From<TooLarge> for StoreError {
 /// index the batch's puts, whose locations the journal assigns.
 #[derive(Debug)]
 enum Change {
-    New { id: TaskId, entry: Box<Entry>, body: usize, state: usize },
+    New { id: TaskId, entry: Box<(NewEntry, TaskState)>, body: usize, state: usize },
     State { id: TaskId, state: TaskState, at: usize, result: Option<usize> },
     Delete { id: TaskId },
     Command { command: Command, at: usize },
     Moved { id: TaskId, table: Table, at: usize },
+    Owe { id: TaskId, callback: Callback, at: usize },
+    Forgive { id: TaskId },
     MovedCommand { command: Command, at: usize },
+    Subscribe { subscription: Box<Subscription>, at: usize },
+    Unsubscribe { id: Uuid },
+    MovedSubscription { id: Uuid, at: usize },
 }
 
 /// See the module docs.
@@ -56,6 +64,8 @@ pub struct Plan {
 pub struct Applied {
     /// Commands that gained ready tasks.
     pub ready: BTreeSet<Command>,
+    /// A result callback became owed.
+    pub owed: bool,
 }
 
 impl Plan {
@@ -95,7 +105,10 @@ impl Plan {
             return None;
         };
         self.observe(entry.seq);
-        let state = self.planned.get(&id).unwrap_or(&entry.state).clone();
+        let state = match self.planned.get(&id) {
+            Some(planned) => planned.clone(),
+            None => entry.state(),
+        };
         Some((state, entry.max_attempts))
     }
 
@@ -108,19 +121,15 @@ impl Plan {
         let state = self
             .batch
             .put_with(Table::States, id.as_bytes(), |buf| encode_state(&task.state, buf))?;
-        let unplaced = Location { segment: 0, offset: 0, len: 0 };
-        let entry = Entry {
+        let entry = NewEntry {
             command: task.command.clone(),
             priority: task.priority,
             max_attempts: task.max_attempts,
             idempotency_key: task.idempotency_key.as_deref().map(Box::from),
-            state: task.state.clone(),
-            body: unplaced,
-            state_at: unplaced,
-            result: None,
-            seq: 0,
+            has_webhook: task.webhook.is_some(),
         };
-        self.changes.push(Change::New { id, entry: Box::new(entry), body, state });
+        let entry = Box::new((entry, task.state.clone()));
+        self.changes.push(Change::New { id, entry, body, state });
         self.planned.insert(id, task.state.clone());
         if !tasks.knows(&task.command) && self.new_commands.insert(task.command.clone()) {
             let at = self.batch.put(Table::Commands, task.command.as_str().as_bytes(), &[])?;
@@ -150,6 +159,23 @@ impl Plan {
         Ok(())
     }
 
+    /// Plans the result callback owed for task `id` (a new series, or the
+    /// next attempt of one).
+    pub fn owe(&mut self, id: TaskId, callback: Callback) -> StoreResult<()> {
+        let at = self
+            .batch
+            .put_with(Table::Outbox, id.as_bytes(), |buf| encode_callback(&callback, buf))?;
+        self.changes.push(Change::Owe { id, callback, at });
+        Ok(())
+    }
+
+    /// Plans forgetting the callback of task `id` (delivered, given up).
+    pub fn forgive(&mut self, id: TaskId) -> StoreResult<()> {
+        self.batch.delete(Table::Outbox, id.as_bytes())?;
+        self.changes.push(Change::Forgive { id });
+        Ok(())
+    }
+
     /// Plans the deletion of task `id` with its records.
     pub fn delete(&mut self, id: TaskId) -> StoreResult<()> {
         for table in [Table::Tasks, Table::States, Table::Results] {
@@ -170,6 +196,29 @@ impl Plan {
     pub fn move_command(&mut self, command: Command) -> StoreResult<()> {
         let at = self.batch.put(Table::Commands, command.as_str().as_bytes(), &[])?;
         self.changes.push(Change::MovedCommand { command, at });
+        Ok(())
+    }
+
+    /// Plans storing a subscription (new or renewed).
+    pub fn subscribe(&mut self, subscription: Subscription) -> StoreResult<()> {
+        let at = self.batch.put_with(Table::Subscriptions, subscription.id.as_bytes(), |buf| {
+            encode_subscription(&subscription, buf)
+        })?;
+        self.changes.push(Change::Subscribe { subscription: Box::new(subscription), at });
+        Ok(())
+    }
+
+    /// Plans deleting subscription `id`.
+    pub fn unsubscribe(&mut self, id: Uuid) -> StoreResult<()> {
+        self.batch.delete(Table::Subscriptions, id.as_bytes())?;
+        self.changes.push(Change::Unsubscribe { id });
+        Ok(())
+    }
+
+    /// Plans rewriting the record of subscription `id` (compaction).
+    pub fn move_subscription(&mut self, id: Uuid, value: &[u8]) -> StoreResult<()> {
+        let at = self.batch.put(Table::Subscriptions, id.as_bytes(), value)?;
+        self.changes.push(Change::MovedSubscription { id, at });
         Ok(())
     }
 
@@ -195,29 +244,34 @@ impl Pending {
         let mut applied = Applied::default();
         for change in self.changes {
             match change {
-                Change::New { id, mut entry, body, state } => {
+                Change::New { id, entry, body, state } => {
+                    let (new, task_state) = *entry;
+                    if task_state.is_ready(now) {
+                        applied.ready.insert(new.command.clone());
+                    }
+                    let mut entry = tasks.new_entry(&new);
+                    entry.set_state(&task_state);
                     if let (Some(body), Some(state_at)) = (place(body), place(state)) {
                         entry.body = body;
                         entry.state_at = state_at;
                     }
                     entry.seq = seq;
-                    if entry.state.is_ready(now) {
-                        applied.ready.insert(entry.command.clone());
-                    }
-                    tasks.put(id, *entry, now);
+                    tasks.put(id, entry, now);
                 }
                 Change::State { id, state, at, result } => {
-                    let Some(mut entry) = tasks.get(id).cloned() else { continue };
-                    if state.is_ready(now) {
-                        applied.ready.insert(entry.command.clone());
+                    if state.is_ready(now)
+                        && let Some(entry) = tasks.get(id)
+                    {
+                        applied.ready.insert(tasks.command_of(entry).clone());
                     }
-                    entry.state = state;
-                    entry.state_at = place(at).unwrap_or(entry.state_at);
-                    if let Some(result) = result {
-                        entry.result = place(result);
-                    }
-                    entry.seq = seq;
-                    tasks.put(id, entry, now);
+                    tasks.update(id, now, |entry| {
+                        entry.set_state(&state);
+                        entry.state_at = place(at).unwrap_or(entry.state_at);
+                        if let Some(result) = result.and_then(place) {
+                            entry.set_result(result);
+                        }
+                        entry.seq = seq;
+                    });
                 }
                 Change::Delete { id } => {
                     tasks.remove(id, now);
@@ -225,7 +279,12 @@ impl Pending {
                 }
                 Change::Command { command, at } | Change::MovedCommand { command, at } => {
                     if let Some(record) = place(at) {
-                        tasks.add_command(command, record);
+                        tasks.add_command(&command, record);
+                    }
+                }
+                Change::Moved { id, table: Table::Outbox, at } => {
+                    if let Some(moved) = place(at) {
+                        tasks.relocate_owed(id, moved, seq);
                     }
                 }
                 Change::Moved { id, table, at } => {
@@ -235,11 +294,34 @@ impl Pending {
                         |entry| match table {
                             Table::Tasks => entry.body = moved,
                             Table::States => entry.state_at = moved,
-                            Table::Results => entry.result = Some(moved),
-                            Table::Commands => {}
+                            Table::Results => entry.set_result(moved),
+                            Table::Commands | Table::Outbox | Table::Subscriptions => {}
                         },
                         seq,
                     );
+                }
+                Change::Owe { id, callback, at } => {
+                    applied.owed |= callback.attempts == 0;
+                    if let Some(at) = place(at) {
+                        tasks.owe(id, Owed { callback, at, seq });
+                    }
+                }
+                Change::Forgive { id } => {
+                    tasks.forgive(id);
+                }
+                Change::Subscribe { subscription, at } => {
+                    if let Some(at) = place(at) {
+                        tasks.subscribe(Subscribed { subscription: *subscription, at, seq });
+                    }
+                }
+                Change::Unsubscribe { id } => {
+                    tasks.unsubscribe(id);
+                    tasks.deleted_by(seq);
+                }
+                Change::MovedSubscription { id, at } => {
+                    if let Some(moved) = place(at) {
+                        tasks.relocate_subscription(id, moved, seq);
+                    }
                 }
             }
         }

@@ -1,41 +1,28 @@
 //! Rebuilds the memory of the embedded backend from the journal at start.
 //!
-//! The journal is replayed change by change; a task's records may arrive
-//! in any order (compaction rewrites live records at the end of the
-//! journal), so each task is gathered until the end, then checked whole:
-//! a task with a state but no body (or the reverse) is damage.
+//! The journal is replayed change by change straight into the entries the
+//! store keeps (no larger intermediate form: recovering a million tasks
+//! takes the memory of a million entries). A task's records may arrive in
+//! any order (compaction rewrites live records at the end of the
+//! journal), so indexes are built once everything is replayed, after
+//! checking that every task has both its body and its state.
 
-use std::collections::HashMap;
-
-use codeq_core::{Command, TaskId, Timestamp};
+use codeq_core::{Command, Priority, TaskId, Timestamp};
 
 use super::log::{Location, Replay, Table};
-use super::records::{Body, decode_state};
-use super::state::{Entry, Tasks};
+use super::records::{Body, decode_callback, decode_state, decode_subscription};
+use super::state::{Entry, Owed, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
-/// What a task's body tells memory.
-struct BodyFacts {
-    command: Command,
-    priority: codeq_core::Priority,
-    max_attempts: u32,
-    idempotency_key: Option<Box<str>>,
-    at: Location,
-}
-
-/// A task gathered so far.
-#[derive(Default)]
-struct Partial {
-    body: Option<BodyFacts>,
-    state: Option<(codeq_core::TaskState, Location)>,
-    result: Option<Location>,
-}
+const HAS_BODY: u8 = 1;
+const HAS_STATE: u8 = 2;
 
 /// The replay target; see the module docs.
 #[derive(Default)]
 pub struct Rebuild {
-    tasks: HashMap<TaskId, Partial>,
-    commands: HashMap<Command, Location>,
+    tasks: Tasks,
+    /// Which records each slot has received.
+    received: Vec<u8>,
     with_body: u64,
 }
 
@@ -48,35 +35,68 @@ fn text(error: StoreError) -> String {
     error.to_string()
 }
 
+impl Rebuild {
+    /// The slot of task `id` (a placeholder entry when new) and what it has
+    /// received so far.
+    fn slot(&mut self, id: TaskId) -> (u32, &mut u8) {
+        let slot =
+            self.tasks.recovered_slot(id, |_| Entry::recovered(0, Priority::default(), 0, None));
+        let index = slot as usize;
+        if self.received.len() <= index {
+            self.received.resize(index + 1, 0);
+        }
+        (slot, &mut self.received[index])
+    }
+
+    fn put_body(&mut self, id: TaskId, value: &[u8], at: Location) -> Result<(), String> {
+        let body = Body::decode(value).map_err(text)?;
+        let command = self.tasks.command_number(&body.command().map_err(text)?);
+        let (slot, received) = self.slot(id);
+        let first = *received & HAS_BODY == 0;
+        *received |= HAS_BODY;
+        let entry = self.tasks.recovered_entry(slot);
+        entry.set_body_facts(command, body.priority(), body.max_attempts(), body.idempotency_key());
+        entry.has_webhook = body.webhook().is_some();
+        entry.body = at;
+        if first {
+            self.with_body += 1;
+        }
+        Ok(())
+    }
+
+    fn put_state(&mut self, id: TaskId, value: &[u8], at: Location) -> Result<(), String> {
+        let state = decode_state(value).map_err(text)?;
+        let (slot, received) = self.slot(id);
+        *received |= HAS_STATE;
+        let entry = self.tasks.recovered_entry(slot);
+        entry.set_state(&state);
+        entry.state_at = at;
+        Ok(())
+    }
+}
+
 impl Replay for Rebuild {
     fn put(&mut self, table: u8, key: &[u8], value: &[u8], at: Location) -> Result<(), String> {
         match Table::from_u8(table) {
-            Some(Table::Tasks) => {
-                let body = Body::decode(value).map_err(text)?;
-                let facts = BodyFacts {
-                    command: body.command().map_err(text)?,
-                    priority: body.priority(),
-                    max_attempts: body.max_attempts(),
-                    idempotency_key: body.idempotency_key().map(Box::from),
-                    at,
-                };
-                let partial = self.tasks.entry(task_id(key)?).or_default();
-                if partial.body.replace(facts).is_none() {
-                    self.with_body += 1;
-                }
-            }
-            Some(Table::States) => {
-                let state = decode_state(value).map_err(text)?;
-                self.tasks.entry(task_id(key)?).or_default().state = Some((state, at));
-            }
+            Some(Table::Tasks) => self.put_body(task_id(key)?, value, at)?,
+            Some(Table::States) => self.put_state(task_id(key)?, value, at)?,
             Some(Table::Results) => {
-                self.tasks.entry(task_id(key)?).or_default().result = Some(at);
+                let (slot, _) = self.slot(task_id(key)?);
+                self.tasks.recovered_entry(slot).set_result(at);
+            }
+            Some(Table::Outbox) => {
+                let callback = decode_callback(value).map_err(text)?;
+                self.tasks.owe(task_id(key)?, Owed { callback, at, seq: 0 });
+            }
+            Some(Table::Subscriptions) => {
+                let subscription = decode_subscription(value).map_err(text)?;
+                self.tasks.subscribe(Subscribed { subscription, at, seq: 0 });
             }
             Some(Table::Commands) => {
                 let name = std::str::from_utf8(key).map_err(|_| "a command name is not UTF-8")?;
                 let command =
                     Command::parse(name).map_err(|e| format!("stored command {name:?}: {e}"))?;
-                self.commands.insert(command, at);
+                self.tasks.add_command(&command, at);
             }
             None => return Err(format!("a record of unknown table {table}")),
         }
@@ -84,11 +104,27 @@ impl Replay for Rebuild {
     }
 
     fn delete(&mut self, table: u8, key: &[u8]) -> Result<(), String> {
+        match Table::from_u8(table) {
+            Some(Table::Outbox) => {
+                self.tasks.forgive(task_id(key)?);
+                return Ok(());
+            }
+            Some(Table::Subscriptions) => {
+                let id: [u8; 16] =
+                    key.try_into().map_err(|_| "a subscription key is not 16 bytes")?;
+                self.tasks.unsubscribe(uuid::Uuid::from_bytes(id));
+                return Ok(());
+            }
+            _ => {}
+        }
         if Table::from_u8(table) == Some(Table::Tasks)
-            && let Some(partial) = self.tasks.remove(&task_id(key)?)
-            && partial.body.is_some()
+            && let Some(slot) = self.tasks.forget_recovered(task_id(key)?)
         {
-            self.with_body -= 1;
+            let received = &mut self.received[slot as usize];
+            if *received & HAS_BODY != 0 {
+                self.with_body -= 1;
+            }
+            *received = 0;
         }
         Ok(())
     }
@@ -102,29 +138,14 @@ impl Rebuild {
     /// The memory of the store once every change is replayed; `now`
     /// decides which pending tasks are ready.
     pub fn finish(self, now: Timestamp) -> StoreResult<Tasks> {
-        let mut tasks = Tasks::default();
-        for (command, at) in self.commands {
-            tasks.add_command(command, at);
-        }
-        for (id, partial) in self.tasks {
-            let (Some(body), Some((state, state_at))) = (partial.body, partial.state) else {
-                return Err(StoreError::Corrupt(format!(
-                    "task {id} lacks its body or its state record"
-                )));
-            };
-            let entry = Entry {
-                command: body.command,
-                priority: body.priority,
-                max_attempts: body.max_attempts,
-                idempotency_key: body.idempotency_key,
-                state,
-                body: body.at,
-                state_at,
-                result: partial.result,
-                seq: 0,
-            };
-            tasks.put(id, entry, now);
-        }
+        let Self { mut tasks, received, .. } = self;
+        let complete =
+            |slot: u32| received.get(slot as usize).is_some_and(|got| *got == HAS_BODY | HAS_STATE);
+        tasks.index_all(now, complete).map_err(|id| {
+            StoreError::Corrupt(format!("task {id} lacks its body or its state record"))
+        })?;
+        // Queues found non-empty at start are not news.
+        tasks.take_woken();
         Ok(tasks)
     }
 }

@@ -6,12 +6,16 @@
 //! | `States` | task id | format byte `1`, then postcard of `TaskState` |
 //! | `Results` | task id | the result record, JSON |
 //! | `Commands` | command name | empty |
+//! | `Outbox` | task id | format byte `1`, then postcard of [`Callback`] |
+//! | `Subscriptions` | subscription id (16 bytes) | the subscription, JSON |
 //!
 //! A task's body (what the producer sent) is written once; each
 //! transition writes only the small state record. Postcard is positional:
 //! a new field needs a new format byte.
 
-use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, Priority, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{StoreError, StoreResult};
@@ -33,6 +37,8 @@ pub struct Body<'a> {
     idempotency_key: Option<&'a str>,
     run_at: Option<Timestamp>,
     created_at: Timestamp,
+    #[serde(borrow)]
+    created_by: &'a str,
 }
 
 impl<'a> Body<'a> {
@@ -47,6 +53,7 @@ impl<'a> Body<'a> {
             idempotency_key: task.idempotency_key.as_deref(),
             run_at: task.run_at,
             created_at: task.created_at,
+            created_by: &task.created_by,
         }
     }
 
@@ -80,6 +87,11 @@ impl<'a> Body<'a> {
         self.idempotency_key
     }
 
+    /// The result callback URL.
+    pub fn webhook(&self) -> Option<&'a str> {
+        self.webhook
+    }
+
     /// The whole task, with `state`.
     pub fn into_task(self, id: TaskId, state: TaskState) -> StoreResult<Task> {
         Ok(Task {
@@ -92,6 +104,7 @@ impl<'a> Body<'a> {
             idempotency_key: self.idempotency_key.map(str::to_string),
             run_at: self.run_at,
             created_at: self.created_at,
+            created_by: self.created_by.to_string(),
             state,
         })
     }
@@ -122,6 +135,35 @@ pub fn decode_state(bytes: &[u8]) -> StoreResult<TaskState> {
     }
 }
 
+/// A result callback owed: its delivery series, attempts so far and when
+/// the next attempt is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    /// Identifies the delivery series (`X-CodeQ-Delivery`).
+    pub delivery: uuid::Uuid,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_at: Timestamp,
+}
+
+/// Appends the encoded `callback` to `buf`.
+pub fn encode_callback(callback: &Callback, buf: &mut Vec<u8>) -> StoreResult<()> {
+    buf.push(FORMAT_V1);
+    postcard::to_io(callback, buf)
+        .map(|_| ())
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a callback: {e}")))
+}
+
+/// Reads a callback record back.
+pub fn decode_callback(bytes: &[u8]) -> StoreResult<Callback> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
+            .map_err(|e| StoreError::Corrupt(format!("cannot decode a callback: {e}"))),
+        _ => Err(StoreError::Corrupt("a callback of an unknown format".into())),
+    }
+}
+
 /// Appends the encoded result `record` to `buf`.
 pub fn encode_result(record: &ResultRecord, buf: &mut Vec<u8>) -> StoreResult<()> {
     serde_json::to_writer(buf, record)
@@ -132,6 +174,18 @@ pub fn encode_result(record: &ResultRecord, buf: &mut Vec<u8>) -> StoreResult<()
 pub fn decode_result(bytes: &[u8]) -> StoreResult<ResultRecord> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("cannot decode a result: {e}")))
+}
+
+/// Appends the encoded `subscription` to `buf`.
+pub fn encode_subscription(subscription: &Subscription, buf: &mut Vec<u8>) -> StoreResult<()> {
+    serde_json::to_writer(buf, subscription)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a subscription: {e}")))
+}
+
+/// Reads a subscription record back.
+pub fn decode_subscription(bytes: &[u8]) -> StoreResult<Subscription> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode a subscription: {e}")))
 }
 
 #[cfg(test)]
@@ -156,6 +210,7 @@ mod tests {
             idempotency_key: Some("k".into()),
             run_at: None,
             created_at: Timestamp(1_700_000_000_000),
+            created_by: "producer".into(),
             state,
         }
     }

@@ -5,58 +5,243 @@
 //! store's lock); only task bodies (payloads) and result records stay on
 //! disk, read back outside the lock when an answer needs them.
 //!
+//! Memory is what bounds how many tasks a server holds, so an [`Entry`] is
+//! small (about 100 bytes): the command is an index into a table of
+//! commands, times are plain integers, and the texts few tasks have (worker,
+//! error, reason, idempotency key) sit behind one optional pointer. Entries
+//! live in a slab; the map from task id to slab slot stays small, so its
+//! power-of-two growth costs little.
+//!
 //! Indexes, per command: the ready set ordered by (priority descending,
 //! visible time, id), so a claim takes the first entry in O(log n) and
-//! never scans; counters for delayed, in-progress and dead-lettered
-//! tasks. Across commands: delayed tasks by visible time, leases by
-//! deadline, terminal tasks by completion time (retention) and idempotency
-//! keys.
+//! never scans; counters for delayed, in-progress and dead-lettered tasks.
+//! Across commands: delayed tasks by visible time, leases by deadline,
+//! terminal tasks by completion time (retention) and idempotency keys.
+//!
+//! Beside the tasks: the result callbacks owed (the outbox), the
+//! worker-availability subscriptions, and the commands whose ready set
+//! just went from empty to non-empty (announced to subscribers).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
-use codeq_core::{Command, Priority, QueueStats, TaskId, TaskState, TaskStatus, Timestamp};
+use codeq_core::{
+    Command, Priority, QueueStats, Subscription, TaskId, TaskState, TaskStatus, Timestamp,
+};
+use uuid::Uuid;
 
 use super::log::Location;
+use super::records::Callback;
 use crate::store::CommandFilter;
 
 type ReadyKey = (Reverse<Priority>, Timestamp, TaskId);
 
-/// What memory keeps of one task.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// Its queue.
-    pub command: Command,
-    /// Claim priority.
-    pub priority: Priority,
-    /// Delivery limit.
-    pub max_attempts: u32,
-    /// Its idempotency key (freed when the task is deleted).
-    pub idempotency_key: Option<Box<str>>,
-    /// Its state.
-    pub state: TaskState,
-    /// Where its body lies.
-    pub body: Location,
-    /// Where its state record lies.
-    pub state_at: Location,
-    /// Where its result record lies, once it has one.
-    pub result: Option<Location>,
-    /// The last batch that changed it: answers about it wait until this
-    /// batch is durable.
-    pub seq: u64,
-}
+/// "No time": a lease or completion a task does not have.
+const NO_TIME: Timestamp = Timestamp(i64::MIN);
 
 /// What a record costs in the journal besides its value: the operation
 /// header and key, and a share of a frame header.
 pub const RECORD_OVERHEAD: u64 = 3 + 16 + 4 + 25;
 
+/// The texts of a task few tasks have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Texts {
+    worker_id: Option<Box<str>>,
+    error: Option<Box<str>>,
+    last_reason: Option<Box<str>>,
+    idempotency_key: Option<Box<str>>,
+}
+
+impl Texts {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What memory keeps of one task (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    command: u32,
+    /// Claim priority.
+    pub priority: Priority,
+    status: TaskStatus,
+    dead_lettered: bool,
+    /// The task has a result callback URL.
+    pub has_webhook: bool,
+    attempts: u32,
+    /// Delivery limit.
+    pub max_attempts: u32,
+    visible_at: Timestamp,
+    updated_at: Timestamp,
+    lease_until: Timestamp,
+    completed_at: Timestamp,
+    texts: Option<Box<Texts>>,
+    /// Where its body lies.
+    pub body: Location,
+    /// Where its state record lies.
+    pub state_at: Location,
+    result: Location,
+    /// The last batch that changed it: answers about it wait until this
+    /// batch is durable.
+    pub seq: u64,
+}
+
+/// A location that points nowhere (a task without a result, or a record
+/// not yet read back during recovery).
+const NOWHERE: Location = Location { segment: 0, offset: 0, len: 0 };
+
+fn text(value: Option<&str>) -> Option<Box<str>> {
+    value.map(Box::from)
+}
+
+fn time(value: Option<Timestamp>) -> Timestamp {
+    value.unwrap_or(NO_TIME)
+}
+
+fn maybe(value: Timestamp) -> Option<Timestamp> {
+    (value != NO_TIME).then_some(value)
+}
+
+/// Where an entry sits in the indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    command: u32,
+    priority: Priority,
+    status: TaskStatus,
+    dead_lettered: bool,
+    visible_at: Timestamp,
+    lease_until: Timestamp,
+    ended: Timestamp,
+}
+
 impl Entry {
+    /// A new task's entry in recovery, for command number `command`.
+    pub fn recovered(
+        command: u32,
+        priority: Priority,
+        max_attempts: u32,
+        key: Option<&str>,
+    ) -> Self {
+        Self::new(command, priority, max_attempts, key)
+    }
+
+    /// Recovery: the body's facts, learnt after its state.
+    pub fn set_body_facts(
+        &mut self,
+        command: u32,
+        priority: Priority,
+        max_attempts: u32,
+        key: Option<&str>,
+    ) {
+        self.command = command;
+        self.priority = priority;
+        self.max_attempts = max_attempts;
+        if let Some(key) = key {
+            self.texts.get_or_insert_with(Box::default).idempotency_key = Some(Box::from(key));
+        }
+    }
+
+    /// A free slot's filler.
+    fn vacant() -> Self {
+        Self::new(u32::MAX, Priority::default(), 0, None)
+    }
+
+    fn place(&self) -> Place {
+        Place {
+            command: self.command,
+            priority: self.priority,
+            status: self.status,
+            dead_lettered: self.dead_lettered,
+            visible_at: self.visible_at,
+            lease_until: self.lease_until,
+            ended: maybe(self.completed_at).unwrap_or(self.updated_at),
+        }
+    }
+
+    fn new(command: u32, priority: Priority, max_attempts: u32, key: Option<&str>) -> Self {
+        let texts = Texts { idempotency_key: text(key), ..Texts::default() };
+        Self {
+            command,
+            priority,
+            status: TaskStatus::Pending,
+            dead_lettered: false,
+            has_webhook: false,
+            attempts: 0,
+            max_attempts,
+            visible_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            lease_until: NO_TIME,
+            completed_at: NO_TIME,
+            texts: (!texts.is_empty()).then(|| Box::new(texts)),
+            body: NOWHERE,
+            state_at: NOWHERE,
+            result: NOWHERE,
+            seq: 0,
+        }
+    }
+
+    /// The task's state.
+    pub fn state(&self) -> TaskState {
+        let texts = self.texts.as_deref();
+        let owned = |pick: fn(&Texts) -> &Option<Box<str>>| {
+            texts.and_then(|texts| pick(texts).as_deref().map(str::to_string))
+        };
+        TaskState {
+            status: self.status,
+            attempts: self.attempts,
+            worker_id: owned(|texts| &texts.worker_id),
+            lease_until: maybe(self.lease_until),
+            visible_at: self.visible_at,
+            error: owned(|texts| &texts.error),
+            last_reason: owned(|texts| &texts.last_reason),
+            dead_lettered: self.dead_lettered,
+            updated_at: self.updated_at,
+            completed_at: maybe(self.completed_at),
+        }
+    }
+
+    /// Replaces the task's state.
+    pub fn set_state(&mut self, state: &TaskState) {
+        self.status = state.status;
+        self.attempts = state.attempts;
+        self.lease_until = time(state.lease_until);
+        self.visible_at = state.visible_at;
+        self.dead_lettered = state.dead_lettered;
+        self.updated_at = state.updated_at;
+        self.completed_at = time(state.completed_at);
+        let texts = Texts {
+            worker_id: text(state.worker_id.as_deref()),
+            error: text(state.error.as_deref()),
+            last_reason: text(state.last_reason.as_deref()),
+            idempotency_key: self.texts.as_mut().and_then(|texts| texts.idempotency_key.take()),
+        };
+        self.texts = (!texts.is_empty()).then(|| Box::new(texts));
+    }
+
+    /// Deliveries so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Its idempotency key.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.texts.as_deref().and_then(|texts| texts.idempotency_key.as_deref())
+    }
+
+    /// Where its result record lies, once it has one.
+    pub fn result(&self) -> Option<Location> {
+        (self.result.len > 0).then_some(self.result)
+    }
+
+    /// Sets where its result record lies.
+    pub fn set_result(&mut self, at: Location) {
+        self.result = at;
+    }
+
     /// Bytes its records take in the journal.
     pub fn record_bytes(&self) -> u64 {
-        let record = |len: u32| u64::from(len) + RECORD_OVERHEAD;
-        record(self.body.len)
-            + record(self.state_at.len)
-            + self.result.map_or(0, |at| record(at.len))
+        let record = |at: Location| u64::from(at.len) + RECORD_OVERHEAD;
+        record(self.body) + record(self.state_at) + self.result().map_or(0, record)
     }
 }
 
@@ -71,11 +256,73 @@ struct Queue {
     record: Option<Location>,
 }
 
+/// The commands known, each with a number entries refer to it by.
+#[derive(Debug, Default)]
+pub struct Commands {
+    names: Vec<Command>,
+    numbers: HashMap<Command, u32>,
+    queues: Vec<Queue>,
+}
+
+impl Commands {
+    /// The number of `command`, added when new.
+    fn intern(&mut self, command: &Command) -> u32 {
+        if let Some(number) = self.numbers.get(command) {
+            return *number;
+        }
+        let number = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(command.clone());
+        self.numbers.insert(command.clone(), number);
+        self.queues.push(Queue::default());
+        number
+    }
+
+    fn number(&self, command: &Command) -> Option<u32> {
+        self.numbers.get(command).copied()
+    }
+
+    fn queue(&mut self, number: u32) -> Option<&mut Queue> {
+        self.queues.get_mut(number as usize)
+    }
+}
+
+/// A result callback owed, as memory keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owed {
+    /// The delivery series, attempts and next attempt.
+    pub callback: Callback,
+    /// Where its record lies.
+    pub at: Location,
+    /// The batch that last wrote it.
+    pub seq: u64,
+}
+
+/// A subscription, as memory keeps it.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The subscription.
+    pub subscription: Subscription,
+    /// Where its record lies.
+    pub at: Location,
+    /// The batch that last wrote it.
+    pub seq: u64,
+}
+
 /// Every live task and the indexes over them.
 #[derive(Debug, Default)]
 pub struct Tasks {
-    entries: HashMap<TaskId, Entry>,
-    queues: HashMap<Command, Queue>,
+    /// Worker-availability subscriptions, by id.
+    subscriptions: HashMap<Uuid, Subscribed>,
+    /// Commands (by number) whose ready set went from empty to non-empty
+    /// since [`Tasks::take_woken`] last ran.
+    woken: Vec<u32>,
+    /// Result callbacks owed, by task, and by when they are due.
+    owed: HashMap<TaskId, Owed>,
+    owed_due: BTreeSet<(Timestamp, TaskId)>,
+    slots: HashMap<TaskId, u32>,
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    commands: Commands,
     delayed: BTreeSet<(Timestamp, TaskId)>,
     leases: BTreeSet<(Timestamp, TaskId)>,
     terminal: BTreeSet<(Timestamp, TaskId)>,
@@ -88,15 +335,37 @@ pub struct Tasks {
     deleted_seq: u64,
 }
 
+/// A new task's entry, as a plan describes it (before its command has a
+/// number).
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Its queue.
+    pub command: Command,
+    /// Claim priority.
+    pub priority: Priority,
+    /// Delivery limit.
+    pub max_attempts: u32,
+    /// Its idempotency key.
+    pub idempotency_key: Option<Box<str>>,
+    /// It has a result callback URL.
+    pub has_webhook: bool,
+}
+
 impl Tasks {
     /// The task `id`.
     pub fn get(&self, id: TaskId) -> Option<&Entry> {
-        self.entries.get(&id)
+        self.slots.get(&id).and_then(|slot| self.entries.get(*slot as usize))
+    }
+
+    /// The command of `entry`.
+    pub fn command_of(&self, entry: &Entry) -> &Command {
+        // Every entry's command was interned before the entry was stored.
+        &self.commands.names[entry.command as usize]
     }
 
     /// How many tasks are live.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     /// Bytes of the live records in the journal.
@@ -114,97 +383,208 @@ impl Tasks {
         self.deleted_seq = self.deleted_seq.max(seq);
     }
 
-    /// Adds or replaces a task, re-indexing it. A pending task visible at
-    /// `now` or earlier is ready.
+    /// The entry of a new task (its state and records to be set).
+    pub fn new_entry(&mut self, new: &NewEntry) -> Entry {
+        let command = self.commands.intern(&new.command);
+        let mut entry =
+            Entry::new(command, new.priority, new.max_attempts, new.idempotency_key.as_deref());
+        entry.has_webhook = new.has_webhook;
+        entry
+    }
+
+    /// Adds a new task, or replaces one, and indexes it. A pending task
+    /// visible at `now` or earlier is ready.
     pub fn put(&mut self, id: TaskId, entry: Entry, now: Timestamp) {
-        self.remove(id, now);
+        if self.slots.contains_key(&id) {
+            self.remove(id, now);
+        }
+        if let Some(key) = entry.idempotency_key() {
+            self.idempotency.insert(Box::from(key), id);
+        }
         self.live_bytes += entry.record_bytes();
-        self.index(id, &entry, now);
-        self.entries.insert(id, entry);
+        self.index(id, entry.place(), now);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.slots.insert(id, slot);
+    }
+
+    /// Changes a task in place (its state, its records), re-indexing it.
+    pub fn update(&mut self, id: TaskId, now: Timestamp, change: impl FnOnce(&mut Entry)) {
+        let Some(slot) = self.slots.get(&id).copied() else { return };
+        let entry = &mut self.entries[slot as usize];
+        let (before, bytes_before) = (entry.place(), entry.record_bytes());
+        change(entry);
+        let (after, bytes_after) = (entry.place(), entry.record_bytes());
+        self.live_bytes = (self.live_bytes + bytes_after).saturating_sub(bytes_before);
+        if before != after {
+            self.unindex(id, before, now);
+            self.index(id, after, now);
+        }
     }
 
     /// Removes a task from memory and every index.
     pub fn remove(&mut self, id: TaskId, now: Timestamp) -> Option<Entry> {
-        let entry = self.entries.remove(&id)?;
+        let slot = self.slots.remove(&id)?;
+        let entry = std::mem::replace(&mut self.entries[slot as usize], Entry::vacant());
+        self.free.push(slot);
         self.live_bytes = self.live_bytes.saturating_sub(entry.record_bytes());
-        self.unindex(id, &entry, now);
+        if let Some(key) = entry.idempotency_key()
+            && self.idempotency.get(key) == Some(&id)
+        {
+            self.idempotency.remove(key);
+        }
+        self.unindex(id, entry.place(), now);
         Some(entry)
     }
 
     /// Updates where a record of task `id` lies (compaction moved it).
     pub fn relocate(&mut self, id: TaskId, update: impl FnOnce(&mut Entry), seq: u64) {
-        if let Some(entry) = self.entries.get_mut(&id) {
-            let before = entry.record_bytes();
-            update(entry);
-            entry.seq = entry.seq.max(seq);
-            self.live_bytes = self.live_bytes + entry.record_bytes() - before;
-        }
+        let Some(slot) = self.slots.get(&id).copied() else { return };
+        let entry = &mut self.entries[slot as usize];
+        let before = entry.record_bytes();
+        update(entry);
+        entry.seq = entry.seq.max(seq);
+        self.live_bytes = (self.live_bytes + entry.record_bytes()).saturating_sub(before);
     }
 
-    fn index(&mut self, id: TaskId, entry: &Entry, now: Timestamp) {
-        if let Some(key) = &entry.idempotency_key {
-            self.idempotency.insert(key.clone(), id);
-        }
-        let state = &entry.state;
-        let queue = self.queues.entry(entry.command.clone()).or_default();
-        match state.status {
-            TaskStatus::Pending if state.visible_at <= now => {
-                queue.ready.insert((Reverse(entry.priority), state.visible_at, id));
+    fn index(&mut self, id: TaskId, place: Place, now: Timestamp) {
+        let Some(queue) = self.commands.queue(place.command) else { return };
+        match place.status {
+            TaskStatus::Pending if place.visible_at <= now => {
+                if queue.ready.is_empty() {
+                    self.woken.push(place.command);
+                }
+                queue.ready.insert((Reverse(place.priority), place.visible_at, id));
             }
             TaskStatus::Pending => {
                 queue.delayed += 1;
-                self.delayed.insert((state.visible_at, id));
+                self.delayed.insert((place.visible_at, id));
             }
             TaskStatus::InProgress => {
                 queue.in_progress += 1;
-                self.leases.insert((state.lease_until.unwrap_or(now), id));
+                self.leases.insert((maybe(place.lease_until).unwrap_or(now), id));
             }
             TaskStatus::Completed | TaskStatus::Failed => {
-                if state.dead_lettered {
+                if place.dead_lettered {
                     queue.dlq += 1;
                 }
-                self.terminal.insert((state.completed_at.unwrap_or(state.updated_at), id));
+                self.terminal.insert((place.ended, id));
             }
         }
     }
 
-    fn unindex(&mut self, id: TaskId, entry: &Entry, now: Timestamp) {
-        if let Some(key) = &entry.idempotency_key
-            && self.idempotency.get(key) == Some(&id)
-        {
-            self.idempotency.remove(key);
-        }
-        let Some(queue) = self.queues.get_mut(&entry.command) else { return };
-        let state = &entry.state;
-        match state.status {
+    fn unindex(&mut self, id: TaskId, place: Place, now: Timestamp) {
+        let Some(queue) = self.commands.queue(place.command) else { return };
+        match place.status {
             TaskStatus::Pending => {
-                if self.delayed.remove(&(state.visible_at, id)) {
+                if self.delayed.remove(&(place.visible_at, id)) {
                     queue.delayed = queue.delayed.saturating_sub(1);
                 } else {
-                    queue.ready.remove(&(Reverse(entry.priority), state.visible_at, id));
+                    queue.ready.remove(&(Reverse(place.priority), place.visible_at, id));
                 }
             }
             TaskStatus::InProgress => {
                 queue.in_progress = queue.in_progress.saturating_sub(1);
-                self.leases.remove(&(state.lease_until.unwrap_or(now), id));
+                self.leases.remove(&(maybe(place.lease_until).unwrap_or(now), id));
             }
             TaskStatus::Completed | TaskStatus::Failed => {
-                if state.dead_lettered {
+                if place.dead_lettered {
                     queue.dlq = queue.dlq.saturating_sub(1);
                 }
-                self.terminal.remove(&(state.completed_at.unwrap_or(state.updated_at), id));
+                self.terminal.remove(&(place.ended, id));
             }
         }
     }
 
-    /// True when `command` has been used (it has a queue, maybe empty).
+    /// Moves a delayed task that became visible at `now` into its ready
+    /// queue; its command.
+    pub fn promote(&mut self, id: TaskId, now: Timestamp) -> Option<Command> {
+        let slot = self.slots.get(&id).copied()?;
+        let place = self.entries[slot as usize].place();
+        self.unindex(id, place, now);
+        self.index(id, place, now);
+        self.commands.names.get(place.command as usize).cloned()
+    }
+
+    /// Recovery: the slot of task `id`, with a new entry from `make` when
+    /// it has none yet (not indexed: [`Tasks::index_all`] does that).
+    pub fn recovered_slot(&mut self, id: TaskId, make: impl FnOnce(&mut Self) -> Entry) -> u32 {
+        if let Some(slot) = self.slots.get(&id) {
+            return *slot;
+        }
+        let entry = make(self);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.slots.insert(id, slot);
+        slot
+    }
+
+    /// Recovery: the entry in `slot`.
+    pub fn recovered_entry(&mut self, slot: u32) -> &mut Entry {
+        &mut self.entries[slot as usize]
+    }
+
+    /// Recovery: forgets task `id` (deleted); its slot, when it had one.
+    pub fn forget_recovered(&mut self, id: TaskId) -> Option<u32> {
+        let slot = self.slots.remove(&id)?;
+        self.entries[slot as usize] = Entry::vacant();
+        self.free.push(slot);
+        Some(slot)
+    }
+
+    /// Recovery: the number of a command (interned).
+    pub fn command_number(&mut self, command: &Command) -> u32 {
+        self.commands.intern(command)
+    }
+
+    /// Recovery: indexes every task, once all are replayed. `complete`
+    /// tells whether the task in a slot has every record it needs.
+    pub fn index_all(
+        &mut self,
+        now: Timestamp,
+        complete: impl Fn(u32) -> bool,
+    ) -> Result<(), TaskId> {
+        let slots: Vec<(TaskId, u32)> = self.slots.iter().map(|(id, slot)| (*id, *slot)).collect();
+        for (id, slot) in slots {
+            if !complete(slot) {
+                return Err(id);
+            }
+            let entry = &self.entries[slot as usize];
+            let (place, bytes) = (entry.place(), entry.record_bytes());
+            if let Some(key) = entry.idempotency_key() {
+                self.idempotency.insert(Box::from(key), id);
+            }
+            self.live_bytes += bytes;
+            self.index(id, place, now);
+        }
+        Ok(())
+    }
+
+    /// True when `command` has been used (its record is stored).
     pub fn knows(&self, command: &Command) -> bool {
-        self.queues.get(command).is_some_and(|queue| queue.record.is_some())
+        self.command_record(command).is_some()
     }
 
     /// Remembers a command ever used, and where its record lies.
-    pub fn add_command(&mut self, command: Command, record: Location) {
-        let queue = self.queues.entry(command).or_default();
+    pub fn add_command(&mut self, command: &Command, record: Location) {
+        let number = self.commands.intern(command);
+        let Some(queue) = self.commands.queue(number) else { return };
         self.live_bytes += u64::from(record.len) + RECORD_OVERHEAD;
         if let Some(old) = queue.record.replace(record) {
             self.live_bytes = self.live_bytes.saturating_sub(u64::from(old.len) + RECORD_OVERHEAD);
@@ -213,7 +593,8 @@ impl Tasks {
 
     /// Where the record of `command` lies.
     pub fn command_record(&self, command: &Command) -> Option<Location> {
-        self.queues.get(command).and_then(|queue| queue.record)
+        let number = self.commands.number(command)?;
+        self.commands.queues.get(number as usize).and_then(|queue| queue.record)
     }
 
     /// The live task holding an idempotency key.
@@ -224,16 +605,17 @@ impl Tasks {
     /// The best `count` ready tasks among `filter`'s commands, in claim
     /// order: highest priority, then earliest visible, then oldest id.
     pub fn best_ready(&self, filter: &CommandFilter, count: usize) -> Vec<TaskId> {
+        let queues = &self.commands.queues;
         let mut heads: Vec<_> = match filter {
-            CommandFilter::All => self.queues.values().map(|queue| queue.ready.iter()).collect(),
-            CommandFilter::Only(commands) => commands
-                .iter()
-                .enumerate()
+            CommandFilter::All => queues.iter().map(|queue| queue.ready.iter()).collect(),
+            CommandFilter::Only(commands) => {
+                let mut numbers: Vec<u32> =
+                    commands.iter().filter_map(|command| self.commands.number(command)).collect();
                 // A command named twice is one queue: never take a task twice.
-                .filter(|(index, command)| !commands[..*index].contains(command))
-                .filter_map(|(_, command)| self.queues.get(command))
-                .map(|queue| queue.ready.iter())
-                .collect(),
+                numbers.sort_unstable();
+                numbers.dedup();
+                numbers.iter().map(|number| queues[*number as usize].ready.iter()).collect()
+            }
         };
         let mut next: Vec<Option<&ReadyKey>> = heads.iter_mut().map(Iterator::next).collect();
         let mut best = Vec::with_capacity(count.min(64));
@@ -272,14 +654,108 @@ impl Tasks {
             .collect()
     }
 
-    /// Ids of terminal tasks that ended at or before `before`.
+    /// Ids of terminal tasks that ended at or before `before` (not those
+    /// whose result callback is still owed: retention waits for it).
     pub fn ended_before(&self, before: Timestamp, limit: usize) -> Vec<TaskId> {
         self.terminal
             .iter()
             .take_while(|(at, _)| *at <= before)
+            .filter(|(_, id)| !self.owed.contains_key(id))
             .take(limit)
             .map(|(_, id)| *id)
             .collect()
+    }
+
+    /// Records (or replaces) the result callback owed for task `id`.
+    pub fn owe(&mut self, id: TaskId, owed: Owed) {
+        self.forgive(id);
+        self.live_bytes += u64::from(owed.at.len) + RECORD_OVERHEAD;
+        self.owed_due.insert((owed.callback.next_at, id));
+        self.owed.insert(id, owed);
+    }
+
+    /// Forgets the callback of task `id` (delivered or given up).
+    pub fn forgive(&mut self, id: TaskId) -> Option<Owed> {
+        let owed = self.owed.remove(&id)?;
+        self.owed_due.remove(&(owed.callback.next_at, id));
+        self.live_bytes = self.live_bytes.saturating_sub(u64::from(owed.at.len) + RECORD_OVERHEAD);
+        Some(owed)
+    }
+
+    /// The callback owed for task `id`.
+    pub fn owed(&self, id: TaskId) -> Option<&Owed> {
+        self.owed.get(&id)
+    }
+
+    /// Callbacks due at `now`, earliest first.
+    pub fn owed_due(&self, now: Timestamp, limit: usize) -> Vec<(TaskId, Owed)> {
+        self.owed_due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .filter_map(|(_, id)| self.owed.get(id).map(|owed| (*id, *owed)))
+            .collect()
+    }
+
+    /// When the next callback is due; how many are owed.
+    pub fn owed_summary(&self) -> (Option<Timestamp>, usize) {
+        (self.owed_due.first().map(|(at, _)| *at), self.owed.len())
+    }
+
+    /// Updates where a callback record lies (compaction moved it).
+    pub fn relocate_owed(&mut self, id: TaskId, at: Location, seq: u64) {
+        if let Some(owed) = self.owed.get_mut(&id) {
+            owed.at = at;
+            owed.seq = owed.seq.max(seq);
+        }
+    }
+
+    /// The commands whose ready set went from empty to non-empty since the
+    /// last call and still has tasks, each with its ready count.
+    pub fn take_woken(&mut self) -> Vec<(Command, u64)> {
+        let mut woken = std::mem::take(&mut self.woken);
+        woken.sort_unstable();
+        woken.dedup();
+        woken
+            .into_iter()
+            .filter_map(|number| {
+                let ready = self.commands.queues.get(number as usize)?.ready.len() as u64;
+                let command = self.commands.names.get(number as usize)?;
+                (ready > 0).then(|| (command.clone(), ready))
+            })
+            .collect()
+    }
+
+    /// Records (or replaces) a subscription.
+    pub fn subscribe(&mut self, subscribed: Subscribed) {
+        self.unsubscribe(subscribed.subscription.id);
+        self.live_bytes += u64::from(subscribed.at.len) + RECORD_OVERHEAD;
+        self.subscriptions.insert(subscribed.subscription.id, subscribed);
+    }
+
+    /// Forgets a subscription.
+    pub fn unsubscribe(&mut self, id: Uuid) -> Option<Subscribed> {
+        let gone = self.subscriptions.remove(&id)?;
+        self.live_bytes = self.live_bytes.saturating_sub(u64::from(gone.at.len) + RECORD_OVERHEAD);
+        Some(gone)
+    }
+
+    /// The subscription `id`.
+    pub fn subscription(&self, id: Uuid) -> Option<&Subscribed> {
+        self.subscriptions.get(&id)
+    }
+
+    /// Every subscription.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscribed> {
+        self.subscriptions.values()
+    }
+
+    /// Updates where a subscription record lies (compaction moved it).
+    pub fn relocate_subscription(&mut self, id: Uuid, at: Location, seq: u64) {
+        if let Some(subscribed) = self.subscriptions.get_mut(&id) {
+            subscribed.at = at;
+            subscribed.seq = subscribed.seq.max(seq);
+        }
     }
 
     /// The earliest delayed-visible time or lease end.
@@ -292,16 +768,19 @@ impl Tasks {
 
     /// Depths of one command (zeros when unknown).
     pub fn stats(&self, command: &Command) -> QueueStats {
-        self.queues
-            .get(command)
-            .map_or_else(|| QueueStats::empty(command.clone()), |queue| stats_of(command, queue))
+        match self.commands.number(command) {
+            Some(number) => stats_of(command, &self.commands.queues[number as usize]),
+            None => QueueStats::empty(command.clone()),
+        }
     }
 
-    /// Depths of every known command, by name.
+    /// Depths of every command ever used, by name.
     pub fn all_stats(&self) -> Vec<QueueStats> {
         let mut stats: Vec<_> = self
-            .queues
+            .commands
+            .names
             .iter()
+            .zip(&self.commands.queues)
             .filter(|(_, queue)| queue.record.is_some())
             .map(|(command, queue)| stats_of(command, queue))
             .collect();
@@ -317,5 +796,45 @@ fn stats_of(command: &Command, queue: &Queue) -> QueueStats {
         delayed: queue.delayed,
         in_progress: queue.in_progress,
         dlq: queue.dlq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_small() {
+        assert!(std::mem::size_of::<Entry>() <= 112, "{}", std::mem::size_of::<Entry>());
+    }
+
+    #[test]
+    fn an_entry_keeps_every_field_of_a_state() {
+        let mut tasks = Tasks::default();
+        let new = NewEntry {
+            command: Command::parse("c").unwrap(),
+            priority: Priority::clamped(4),
+            max_attempts: 3,
+            idempotency_key: Some("k".into()),
+            has_webhook: false,
+        };
+        let mut entry = tasks.new_entry(&new);
+        let state = TaskState {
+            status: TaskStatus::Failed,
+            attempts: 2,
+            worker_id: Some("w".into()),
+            lease_until: None,
+            visible_at: Timestamp(5),
+            error: Some("boom".into()),
+            last_reason: Some("flaky".into()),
+            dead_lettered: true,
+            updated_at: Timestamp(7),
+            completed_at: Some(Timestamp(7)),
+        };
+        entry.set_state(&state);
+        assert_eq!(entry.state(), state);
+        assert_eq!(entry.idempotency_key(), Some("k"));
+        entry.set_state(&TaskState::new(Timestamp(9), Timestamp(9)));
+        assert_eq!(entry.idempotency_key(), Some("k"), "the key outlives the state's texts");
     }
 }

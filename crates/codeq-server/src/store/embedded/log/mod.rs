@@ -58,6 +58,10 @@ pub enum Table {
     Results = 3,
     /// Every command ever used.
     Commands = 4,
+    /// Result callbacks owed (the webhook outbox).
+    Outbox = 5,
+    /// Worker-availability subscriptions.
+    Subscriptions = 6,
 }
 
 impl Table {
@@ -68,20 +72,32 @@ impl Table {
             2 => Some(Self::States),
             3 => Some(Self::Results),
             4 => Some(Self::Commands),
+            5 => Some(Self::Outbox),
+            6 => Some(Self::Subscriptions),
             _ => None,
         }
     }
 }
 
-/// Where a value lies in the journal.
+/// Where a value lies in the journal (12 bytes: memory keeps three per
+/// task). A segment file never reaches 4 GiB: its frames are at most
+/// 2 GiB and it is sealed past 16 MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
     /// The segment.
     pub segment: u32,
     /// The value's first byte in the segment file.
-    pub offset: u64,
+    pub offset: u32,
     /// The value's length.
     pub len: u32,
+}
+
+impl Location {
+    /// The location of a value of `len` bytes at `offset` of `segment`.
+    pub fn new(segment: u32, offset: u64, len: usize) -> Self {
+        let to_u32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Self { segment, offset: to_u32(offset), len: to_u32(len as u64) }
+    }
 }
 
 /// Tuning of the journal.
@@ -305,7 +321,7 @@ impl Log {
     pub fn read(&self, at: Location) -> Result<Vec<u8>, ReadError> {
         let file = self.shared.segment(at.segment).ok_or(ReadError::Moved)?;
         let mut bytes = vec![0; at.len as usize];
-        file.read_exact_at(&mut bytes, at.offset)?;
+        file.read_exact_at(&mut bytes, u64::from(at.offset))?;
         Ok(bytes)
     }
 
@@ -432,7 +448,7 @@ impl Appender {
         let (segment, offset) = (self.segment, self.tail);
         let locations = (0..)
             .map_while(|index| batch.value_span(index))
-            .map(|(at, len)| Location { segment, offset: offset + at, len })
+            .map(|(at, len)| Location::new(segment, offset + at, len as usize))
             .collect();
         let bytes = batch.finish(seq, durable);
         jobs.send(Job { seq, segment, offset, bytes, seal }).map_err(|_| AppendError::Closed)?;

@@ -470,11 +470,7 @@ impl Scan<'_> {
         for op in ops {
             let applied = match op {
                 Op::Put { table, key, value, at: value_at } => {
-                    let location = Location {
-                        segment: id,
-                        offset: body_start + value_at as u64,
-                        len: value.len() as u32,
-                    };
+                    let location = Location::new(id, body_start + value_at as u64, value.len());
                     self.replay.put(table, key, value, location)
                 }
                 Op::Delete { table, key } => self.replay.delete(table, key),

@@ -1,0 +1,235 @@
+//! Worker-availability subscriptions: who is told when a command's ready
+//! set goes from empty to non-empty, and the rule that picks, among the
+//! subscriptions of a command, the ones a notification goes to.
+//!
+//! - `fanout`: every subscription.
+//! - `group`: one per `groupId`, round-robin over the group's
+//!   subscriptions (sorted by id).
+//! - `hash`: one subscription, chosen by `floor(unix_seconds / 60) mod n`
+//!   over the `hash` subscriptions sorted by id: stable within a minute.
+//!
+//! A subscription still inside its `minIntervalSeconds` since its last
+//! notification is skipped; for `group`, the rotation passes to the next
+//! member instead.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Command, Timestamp};
+
+/// How the notifications of one command are spread over subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Every subscription.
+    Fanout,
+    /// One subscription per group, in turn.
+    Group,
+    /// One subscription per minute.
+    Hash,
+}
+
+impl DeliveryMode {
+    /// Parses `fanout`, `group` or `hash`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "fanout" => Some(Self::Fanout),
+            "group" => Some(Self::Group),
+            "hash" => Some(Self::Hash),
+            _ => None,
+        }
+    }
+}
+
+/// A worker's subscription to "work is ready" notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// Its id.
+    pub id: Uuid,
+    /// The worker (`sub`) that created it: the only one that may renew or
+    /// delete it.
+    pub owner: String,
+    /// Where notifications go.
+    pub callback_url: String,
+    /// The commands it listens to; `None` for every command.
+    pub commands: Option<Vec<Command>>,
+    /// How notifications are spread.
+    pub mode: DeliveryMode,
+    /// Its group (`group` mode).
+    pub group_id: Option<String>,
+    /// Least time between two notifications to it.
+    pub min_interval_seconds: u64,
+    /// When it lapses unless renewed.
+    pub expires_at: Timestamp,
+}
+
+impl Subscription {
+    /// True when it listens to `command` and has not lapsed at `now`.
+    pub fn wants(&self, command: &Command, now: Timestamp) -> bool {
+        self.expires_at > now && self.commands.as_ref().is_none_or(|only| only.contains(command))
+    }
+}
+
+/// What the chooser remembers between notifications: each group's turn
+/// and each subscription's last notification.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    turns: HashMap<String, usize>,
+    last_sent: HashMap<Uuid, Timestamp>,
+}
+
+impl Rotation {
+    /// Forgets subscriptions not in `live` (removed or lapsed).
+    pub fn retain(&mut self, live: impl Fn(&Uuid) -> bool) {
+        self.last_sent.retain(|id, _| live(id));
+    }
+
+    fn may_send(&self, subscription: &Subscription, now: Timestamp) -> bool {
+        let interval = i64::try_from(subscription.min_interval_seconds.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        self.last_sent
+            .get(&subscription.id)
+            .is_none_or(|last| now.millis().saturating_sub(last.millis()) >= interval)
+    }
+
+    /// The subscriptions among `wanting` (those that want the command) a
+    /// notification at `now` goes to, noted as sent.
+    pub fn choose<'a>(
+        &mut self,
+        wanting: &[&'a Subscription],
+        now: Timestamp,
+    ) -> Vec<&'a Subscription> {
+        let mut sorted = wanting.to_vec();
+        sorted.sort_by_key(|subscription| subscription.id);
+        let mut chosen: Vec<&Subscription> = Vec::new();
+        let mut groups: BTreeMap<&str, Vec<&Subscription>> = BTreeMap::new();
+        let mut hashed = Vec::new();
+        for subscription in sorted {
+            match subscription.mode {
+                DeliveryMode::Fanout => {
+                    if self.may_send(subscription, now) {
+                        chosen.push(subscription);
+                    }
+                }
+                DeliveryMode::Group => groups
+                    .entry(subscription.group_id.as_deref().unwrap_or_default())
+                    .or_default()
+                    .push(subscription),
+                DeliveryMode::Hash => hashed.push(subscription),
+            }
+        }
+        for (group, members) in groups {
+            let turn = self.turns.get(group).copied().unwrap_or(0);
+            let next = (0..members.len())
+                .map(|step| (turn + step) % members.len())
+                .find(|index| self.may_send(members[*index], now));
+            if let Some(index) = next {
+                chosen.push(members[index]);
+                self.turns.insert(group.to_string(), index + 1);
+            }
+        }
+        if !hashed.is_empty() {
+            let minute = now.unix_seconds().div_euclid(60);
+            let index = usize::try_from(minute.rem_euclid(hashed.len() as i64)).unwrap_or(0);
+            if self.may_send(hashed[index], now) {
+                chosen.push(hashed[index]);
+            }
+        }
+        for subscription in &chosen {
+            self.last_sent.insert(subscription.id, now);
+        }
+        chosen
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn subscription(n: u128, mode: DeliveryMode, group: Option<&str>) -> Subscription {
+        Subscription {
+            id: Uuid::from_u128(n),
+            owner: "w".into(),
+            callback_url: format!("http://example.com/{n}"),
+            commands: None,
+            mode,
+            group_id: group.map(str::to_string),
+            min_interval_seconds: 0,
+            expires_at: Timestamp(i64::MAX),
+        }
+    }
+
+    fn ids(chosen: &[&Subscription]) -> Vec<u128> {
+        chosen.iter().map(|subscription| subscription.id.as_u128()).collect()
+    }
+
+    const T: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[test]
+    fn fanout_chooses_every_subscription() {
+        let all: Vec<_> = (1..=3).map(|n| subscription(n, DeliveryMode::Fanout, None)).collect();
+        let wanting: Vec<_> = all.iter().collect();
+        assert_eq!(ids(&Rotation::default().choose(&wanting, T)), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn group_chooses_one_per_group_in_turn() {
+        let all = [
+            subscription(3, DeliveryMode::Group, Some("a")),
+            subscription(1, DeliveryMode::Group, Some("a")),
+            subscription(2, DeliveryMode::Group, Some("b")),
+        ];
+        let wanting: Vec<_> = all.iter().collect();
+        let mut rotation = Rotation::default();
+        let turns: Vec<_> = (0..4).map(|_| ids(&rotation.choose(&wanting, T))).collect();
+        assert_eq!(turns, vec![vec![1, 2], vec![3, 2], vec![1, 2], vec![3, 2]]);
+    }
+
+    #[test]
+    fn hash_chooses_one_stable_subscription_per_minute() {
+        let all: Vec<_> = (1..=3).map(|n| subscription(n, DeliveryMode::Hash, None)).collect();
+        let wanting: Vec<_> = all.iter().collect();
+        let mut rotation = Rotation::default();
+        let minute = Timestamp(60_000 * 1_000_000); // minute 1_000_000: 1_000_000 mod 3 = 1
+        assert_eq!(ids(&rotation.choose(&wanting, minute)), vec![2]);
+        assert_eq!(ids(&rotation.choose(&wanting, minute.plus_seconds(59))), vec![2]);
+        assert_eq!(ids(&rotation.choose(&wanting, minute.plus_seconds(60))), vec![3]);
+    }
+
+    #[test]
+    fn a_subscription_is_not_told_twice_within_its_interval() {
+        let mut throttled = subscription(1, DeliveryMode::Fanout, None);
+        throttled.min_interval_seconds = 5;
+        let wanting = [&throttled];
+        let mut rotation = Rotation::default();
+        assert_eq!(ids(&rotation.choose(&wanting, T)), vec![1]);
+        assert!(rotation.choose(&wanting, T.plus_millis(4_999)).is_empty());
+        assert_eq!(ids(&rotation.choose(&wanting, T.plus_seconds(5))), vec![1]);
+    }
+
+    #[test]
+    fn a_throttled_group_member_passes_its_turn_on() {
+        let mut first = subscription(1, DeliveryMode::Group, Some("g"));
+        first.min_interval_seconds = 60;
+        let second = subscription(2, DeliveryMode::Group, Some("g"));
+        let wanting = [&first, &second];
+        let mut rotation = Rotation::default();
+        assert_eq!(ids(&rotation.choose(&wanting, T)), vec![1]);
+        assert_eq!(ids(&rotation.choose(&wanting, T.plus_seconds(1))), vec![2]);
+        assert_eq!(ids(&rotation.choose(&wanting, T.plus_seconds(2))), vec![2]);
+    }
+
+    #[test]
+    fn wants_only_its_commands_until_it_lapses() {
+        let mut only_a = subscription(1, DeliveryMode::Fanout, None);
+        only_a.commands = Some(vec![Command::parse("a").unwrap()]);
+        only_a.expires_at = T;
+        assert!(only_a.wants(&Command::parse("a").unwrap(), T.plus_millis(-1)));
+        assert!(!only_a.wants(&Command::parse("b").unwrap(), T.plus_millis(-1)));
+        assert!(!only_a.wants(&Command::parse("a").unwrap(), T));
+    }
+}

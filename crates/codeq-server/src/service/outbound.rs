@@ -1,0 +1,254 @@
+//! Outbound HTTP: the webhook requests codeQ sends (result callbacks and
+//! worker notifications), signed, bounded and kept away from private
+//! networks.
+//!
+//! - Every request carries `X-CodeQ-Timestamp` (unix seconds),
+//!   `X-CodeQ-Event`, `X-CodeQ-Delivery` and, when a secret is set,
+//!   `X-CodeQ-Signature`: the lowercase hex HMAC-SHA256 of
+//!   `"<timestamp>.<body>"`.
+//! - `webhookTimeoutSeconds` bounds each attempt; redirects are never
+//!   followed; response bodies are never read; proxies named in the
+//!   environment are ignored (a proxy would resolve names past the guard).
+//! - The private-network guard (on unless `webhookAllowPrivateNetworks`)
+//!   refuses loopback, private, link-local, unique-local, shared, multicast
+//!   and unspecified addresses. A literal address is refused outright (and
+//!   at registration); a host name is resolved by the guard itself, which
+//!   drops private addresses before the client connects, so the address
+//!   checked is the address connected to (DNS rebinding gains nothing).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sha2::Sha256;
+
+use crate::config::Secret;
+
+/// Why a webhook request was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The target is refused by the private-network guard or is not a
+    /// valid http(s) URL.
+    #[error("refused target: {0}")]
+    Refused(String),
+    /// The request failed (connection, timeout) or answered non-2xx.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The webhook client. Cheap to share behind an `Arc`.
+pub struct Outbound {
+    client: reqwest::Client,
+    secret: Option<Secret>,
+    allow_private: bool,
+}
+
+/// One webhook request.
+pub struct Request<'a> {
+    /// Where to.
+    pub url: &'a str,
+    /// `X-CodeQ-Event`.
+    pub event: &'a str,
+    /// `X-CodeQ-Delivery`.
+    pub delivery: &'a str,
+    /// The JSON body.
+    pub body: Vec<u8>,
+    /// Unix seconds, for `X-CodeQ-Timestamp` and the signature.
+    pub timestamp: i64,
+}
+
+impl Outbound {
+    /// A client with the given per-attempt timeout, signing with `secret`.
+    pub fn new(
+        timeout: Duration,
+        secret: Option<Secret>,
+        allow_private: bool,
+    ) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("codeq/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        }
+        Ok(Self { client: builder.build()?, secret, allow_private })
+    }
+
+    /// Checks a URL as a webhook target: an absolute http(s) URL whose
+    /// host, when it is a literal address, passes the guard.
+    pub fn check_target(&self, url: &str) -> Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|error| format!("is not a URL ({error})"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("must be an http(s) URL".into());
+        }
+        let host = parsed.host_str().filter(|host| !host.is_empty()).ok_or("has no host")?;
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        match literal {
+            Some(ip) if !self.allow_private && is_private(ip) => Err(format!(
+                "points at the private address {ip} (set webhookAllowPrivateNetworks to allow it)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends one request; `Ok` on a 2xx answer.
+    pub async fn send(&self, request: Request<'_>) -> Result<(), SendError> {
+        self.check_target(request.url).map_err(SendError::Refused)?;
+        let mut builder = self
+            .client
+            .post(request.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-CodeQ-Timestamp", request.timestamp.to_string())
+            .header("X-CodeQ-Event", request.event)
+            .header("X-CodeQ-Delivery", request.delivery);
+        if let Some(secret) = &self.secret {
+            builder = builder.header(
+                "X-CodeQ-Signature",
+                sign(secret.expose(), request.timestamp, &request.body),
+            );
+        }
+        let response = builder.body(request.body).send().await.map_err(|error| {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            SendError::Failed(message)
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SendError::Failed(format!("answered {status}")))
+        }
+    }
+}
+
+/// The signature of a webhook: lowercase hex HMAC-SHA256 of
+/// `"<timestamp>.<body>"` under `secret`.
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// True for an address a webhook must not reach unless private networks
+/// are allowed: loopback, private, link-local (cloud metadata included),
+/// shared (CGNAT), unique-local, multicast, broadcast and unspecified.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => is_private_v4(ip),
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(mapped) => is_private_v4(mapped),
+            None => is_private_v6(ip),
+        },
+    }
+}
+
+fn is_private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 198 && (18..20).contains(&b))
+}
+
+fn is_private_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfe80
+}
+
+/// The guard's resolver: the system's, without private addresses.
+struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                resolved.into_iter().filter(|address| !is_private(address.ip())).collect();
+            if public.is_empty() {
+                let refused: Box<dyn std::error::Error + Send + Sync> =
+                    format!("{host} resolves only to private addresses").into();
+                return Err(refused);
+            }
+            let addresses: Addrs = Box::new(public.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "172.32.0.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_private(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn the_signature_is_the_hmac_of_timestamp_dot_body() {
+        // Computed with Python's hmac module:
+        // hmac.new(b"Jefe", b"1700000000.{}", hashlib.sha256).hexdigest()
+        assert_eq!(
+            sign("Jefe", 1_700_000_000, b"{}"),
+            "d3793e2b4103edfbd98cc19591832f5fad701d413db9fcae0ae7dab8184ed207"
+        );
+    }
+
+    #[test]
+    fn literal_private_targets_are_refused_when_guarded() {
+        let guarded = Outbound::new(Duration::from_secs(1), None, false).unwrap();
+        for url in
+            ["http://127.0.0.1:9/x", "http://[::1]/", "https://10.0.0.8/hook", "http://[fc00::1]/"]
+        {
+            assert!(guarded.check_target(url).is_err(), "{url}");
+        }
+        assert!(guarded.check_target("https://hooks.example.com/x").is_ok());
+        assert!(guarded.check_target("ftp://example.com/x").is_err());
+        let open = Outbound::new(Duration::from_secs(1), None, true).unwrap();
+        assert!(open.check_target("http://127.0.0.1:9/x").is_ok());
+    }
+}

@@ -1,0 +1,270 @@
+//! Worker-availability subscriptions: their life cycle (create, renew,
+//! delete, lapse) and the notifier that tells idle workers work is ready.
+//!
+//! Subscriptions live in the store, so they survive a restart until their
+//! TTL. When a command's ready set goes from empty to non-empty, by any
+//! path (a new task, a delayed task or a nack's delay coming due, an
+//! abandon, an expired lease), the store signals it with the ready count;
+//! the notifier picks the subscriptions to tell (`codeq_core::subscription`)
+//! and posts `queue.ready` to each from a bounded pool of its own. Best
+//! effort: a failed notification is not retried; the worker's next claim
+//! (or long poll) finds the work anyway.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use codeq_core::subscription::Rotation;
+use codeq_core::{Command, DeliveryMode, Subscription, Timestamp};
+use serde::Serialize;
+use time::UtcOffset;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::outbound::{Outbound, Request};
+use crate::clock::Clock;
+use crate::http::views::Rfc3339;
+use crate::metrics::{Metrics, WebhookKind};
+use crate::store::{Signals, Store, StoreError};
+
+/// Notifications posted at once.
+const POOL: usize = 32;
+
+/// Where a notified worker claims.
+const CLAIM_URL: &str = "/v1/codeq/tasks/claim";
+
+/// Why a renewal or deletion was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// No such subscription (or it lapsed).
+    #[error("no such subscription")]
+    NotFound,
+    /// Another worker created it.
+    #[error("this subscription belongs to another worker")]
+    NotOwner,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A subscription as requested, checked by the HTTP layer.
+#[derive(Debug)]
+pub struct NewSubscription {
+    /// Where notifications go.
+    pub callback_url: String,
+    /// Its commands (`None`: every command).
+    pub commands: Option<Vec<Command>>,
+    /// How notifications are spread.
+    pub mode: DeliveryMode,
+    /// Its group (`group` mode).
+    pub group_id: Option<String>,
+    /// Its time to live.
+    pub ttl_seconds: u64,
+    /// Least time between two notifications (`None`: the default).
+    pub min_interval_seconds: Option<u64>,
+}
+
+/// The subscriptions service. Cheap to clone.
+#[derive(Clone)]
+pub struct Subscriptions {
+    /// Where subscriptions are kept.
+    pub store: Arc<dyn Store>,
+    /// Tells when a command became ready.
+    pub signals: Arc<Signals>,
+    /// The webhook client.
+    pub outbound: Arc<Outbound>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The offset of `sentAt`.
+    pub offset: UtcOffset,
+    /// `subscriptionMinIntervalSeconds`.
+    pub default_min_interval_seconds: u64,
+    /// What the notifier has done so far.
+    pub progress: Arc<Progress>,
+    /// Notification outcomes are counted here.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the notifier has done: "ready" news handled, notifications sent
+/// (delivered or not) and in flight.
+#[derive(Debug, Default)]
+pub struct Progress {
+    handled: AtomicU64,
+    sent: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Progress {
+    /// Commands' "became ready" news handled.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::SeqCst)
+    }
+
+    /// Notifications finished (delivered or not).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Notifications being sent now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// The body of a `queue.ready` notification.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadyBody<'a> {
+    event_type: &'a str,
+    available: bool,
+    queue_depth: u64,
+    claim_url: &'static str,
+    sent_at: Rfc3339,
+    notification_id: Uuid,
+}
+
+impl Subscriptions {
+    fn lapses_at(&self, ttl_seconds: u64) -> Timestamp {
+        self.clock.now().plus_seconds(ttl_seconds)
+    }
+
+    /// Stores a new subscription of worker `owner`.
+    pub async fn create(
+        &self,
+        owner: &str,
+        new: NewSubscription,
+    ) -> Result<Subscription, StoreError> {
+        let subscription = Subscription {
+            id: Uuid::now_v7(),
+            owner: owner.to_string(),
+            callback_url: new.callback_url,
+            commands: new.commands,
+            mode: new.mode,
+            group_id: new.group_id,
+            min_interval_seconds: new
+                .min_interval_seconds
+                .unwrap_or(self.default_min_interval_seconds),
+            expires_at: self.lapses_at(new.ttl_seconds),
+        };
+        self.store.put_subscription(subscription.clone()).await?;
+        Ok(subscription)
+    }
+
+    /// The live subscription `id` of worker `owner`.
+    async fn owned(&self, owner: &str, id: Uuid) -> Result<Subscription, SubscriptionError> {
+        let subscription = self
+            .store
+            .get_subscription(id)
+            .await?
+            .filter(|subscription| subscription.expires_at > self.clock.now())
+            .ok_or(SubscriptionError::NotFound)?;
+        if subscription.owner != owner {
+            return Err(SubscriptionError::NotOwner);
+        }
+        Ok(subscription)
+    }
+
+    /// Extends subscription `id` of worker `owner` to `ttl_seconds` from now.
+    pub async fn renew(
+        &self,
+        owner: &str,
+        id: Uuid,
+        ttl_seconds: u64,
+    ) -> Result<Subscription, SubscriptionError> {
+        let mut subscription = self.owned(owner, id).await?;
+        subscription.expires_at = self.lapses_at(ttl_seconds);
+        self.store.put_subscription(subscription.clone()).await?;
+        Ok(subscription)
+    }
+
+    /// Deletes subscription `id` of worker `owner`.
+    pub async fn delete(&self, owner: &str, id: Uuid) -> Result<(), SubscriptionError> {
+        self.owned(owner, id).await?;
+        self.store.delete_subscription(id).await?;
+        Ok(())
+    }
+
+    /// Notifies subscribers until `shutdown` fires.
+    pub async fn notify(self, shutdown: CancellationToken) {
+        let pool = Arc::new(Semaphore::new(POOL));
+        let mut rotation = Rotation::default();
+        loop {
+            let became_ready = tokio::select! {
+                taken = self.signals.take_became_ready() => taken,
+                () = shutdown.cancelled() => return,
+            };
+            let all = match self.store.subscriptions().await {
+                Ok(all) => all,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read subscriptions");
+                    continue;
+                }
+            };
+            rotation.retain(|id| all.iter().any(|subscription| subscription.id == *id));
+            let now = self.clock.now();
+            for (command, depth) in became_ready {
+                let wanting: Vec<&Subscription> =
+                    all.iter().filter(|subscription| subscription.wants(&command, now)).collect();
+                for subscription in rotation.choose(&wanting, now) {
+                    let Ok(place) = pool.clone().acquire_owned().await else { return };
+                    let (notifier, url) = (self.clone(), subscription.callback_url.clone());
+                    let command = command.clone();
+                    self.progress.in_flight.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        notifier.send(&url, &command, depth).await;
+                        notifier.progress.sent.fetch_add(1, Ordering::SeqCst);
+                        notifier.progress.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        drop(place);
+                    });
+                }
+                self.progress.handled.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Posts one `queue.ready` notification.
+    async fn send(&self, url: &str, command: &Command, depth: u64) {
+        let now = self.clock.now();
+        let notification_id = Uuid::now_v7();
+        let body = ReadyBody {
+            event_type: command.as_str(),
+            available: true,
+            queue_depth: depth,
+            claim_url: CLAIM_URL,
+            sent_at: Rfc3339::new(now, self.offset),
+            notification_id,
+        };
+        let Ok(body) = serde_json::to_vec(&body) else { return };
+        let delivery = notification_id.to_string();
+        let request = Request {
+            url,
+            event: "queue.ready",
+            delivery: &delivery,
+            body,
+            timestamp: now.unix_seconds(),
+        };
+        let sent = self.outbound.send(request).await;
+        self.metrics.webhook_delivery(WebhookKind::QueueReady, command, sent.is_ok());
+        if let Err(error) = sent {
+            tracing::debug!(%error, command = command.as_str(), "worker notification not delivered");
+        }
+    }
+
+    /// Removes lapsed subscriptions every `interval` until `shutdown`.
+    pub async fn clean_up(self, interval: Duration, shutdown: CancellationToken) {
+        let step = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let next = self.clock.now().plus_millis(step);
+            tokio::select! {
+                () = self.clock.sleep_until(next) => {}
+                () = shutdown.cancelled() => return,
+            }
+            match self.store.remove_lapsed_subscriptions(self.clock.now()).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "lapsed subscriptions removed"),
+                Err(error) => tracing::warn!(%error, "cannot remove lapsed subscriptions"),
+            }
+        }
+    }
+}

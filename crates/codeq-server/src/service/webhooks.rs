@@ -1,0 +1,201 @@
+//! Result callbacks: the dispatcher that sends what the outbox owes.
+//!
+//! A task with a `webhook` that becomes terminal owes one callback; the
+//! transition that ends it writes the callback into the store's outbox in
+//! the same batch, so a callback exists exactly when its task's end is
+//! durable, and survives a restart. The dispatcher takes callbacks that
+//! are due (only once durable), posts them from a bounded pool of its own
+//! (a slow receiver holds one place of the pool and never an API call),
+//! and then ends each (2xx, or attempts used up) or schedules its next
+//! attempt with exponential backoff and jitter. Delivery is at least once:
+//! a callback in flight when the server stops is sent again after the
+//! restart.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use codeq_core::{BackoffConfig, ResultRecord, Task, TaskId};
+use serde::Serialize;
+use time::UtcOffset;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::outbound::{Outbound, Request, SendError};
+use crate::clock::Clock;
+use crate::http::views::Rfc3339;
+use crate::metrics::{Metrics, WebhookKind};
+use crate::store::{DueCallback, Signals, Store};
+
+/// Callbacks posted at once.
+const POOL: usize = 32;
+
+/// How long the dispatcher sleeps when nothing is owed (new callbacks
+/// wake it at once).
+const IDLE: Duration = Duration::from_secs(5);
+
+/// How the dispatcher retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    /// `resultWebhookMaxAttempts`.
+    pub max_attempts: u32,
+    /// Exponential backoff with jitter between attempts.
+    pub backoff: BackoffConfig,
+}
+
+/// What the dispatcher needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    /// The store holding the outbox.
+    pub store: Arc<dyn Store>,
+    /// Wake-ups when a callback is owed.
+    pub signals: Arc<Signals>,
+    /// The webhook client.
+    pub outbound: Arc<Outbound>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Retry policy.
+    pub retries: Retries,
+    /// The offset of the times in the body.
+    pub offset: UtcOffset,
+    /// Delivery outcomes are counted here.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The body of a result callback.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultBody<'a> {
+    task_id: TaskId,
+    event_type: &'a str,
+    status: &'static str,
+    result: Option<&'a serde_json::Value>,
+    error: Option<&'a str>,
+    artifacts: &'a [codeq_core::Artifact],
+    completed_at: Rfc3339,
+}
+
+impl Dispatcher {
+    /// Sends callbacks until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let pool = Arc::new(Semaphore::new(POOL));
+        let in_flight: Arc<Mutex<HashSet<TaskId>>> = Arc::default();
+        let finished = Arc::new(Notify::new());
+        loop {
+            let free = pool.available_permits();
+            if free > 0 {
+                let busy = in_flight.lock().unwrap_or_else(PoisonError::into_inner).len();
+                match self.store.callbacks_due(self.clock.now(), busy + free).await {
+                    Ok(due) => self.start(due, &pool, &in_flight, &finished),
+                    Err(error) => tracing::warn!(%error, "cannot read the webhook outbox"),
+                }
+            }
+            let now = self.clock.now();
+            let idle = now.plus_millis(IDLE.as_millis() as i64);
+            let next = self.store.callbacks_pending().0.map_or(idle, |at| at.clamp(now, idle));
+            let nothing_startable = pool.available_permits() == 0 || next <= now;
+            tokio::select! {
+                () = self.clock.sleep_until(next), if !nothing_startable => {}
+                () = self.signals.callback_owed_wait() => {}
+                () = finished.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Starts a delivery for each due callback not already in flight.
+    fn start(
+        &self,
+        due: Vec<DueCallback>,
+        pool: &Arc<Semaphore>,
+        in_flight: &Arc<Mutex<HashSet<TaskId>>>,
+        finished: &Arc<Notify>,
+    ) {
+        for callback in due {
+            let Ok(place) = pool.clone().try_acquire_owned() else { return };
+            if !in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(callback.task_id) {
+                continue;
+            }
+            let (dispatcher, in_flight, finished) =
+                (self.clone(), in_flight.clone(), finished.clone());
+            tokio::spawn(async move {
+                dispatcher.deliver(callback).await;
+                in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&callback.task_id);
+                drop(place);
+                finished.notify_one();
+            });
+        }
+    }
+
+    /// One attempt of one callback, and what follows from it.
+    async fn deliver(&self, callback: DueCallback) {
+        let id = callback.task_id;
+        let (task, record) = match self.load(id).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                // Nothing left to say (the task has no result or webhook).
+                self.end(callback).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, task.id = %id, "cannot read a task to call back");
+                return;
+            }
+        };
+        let Some(url) = task.webhook.as_deref() else {
+            self.end(callback).await;
+            return;
+        };
+        let body = ResultBody {
+            task_id: id,
+            event_type: task.command.as_str(),
+            status: record.status.as_str(),
+            result: record.result.as_ref(),
+            error: record.error.as_deref(),
+            artifacts: &record.artifacts,
+            completed_at: Rfc3339::new(record.completed_at, self.offset),
+        };
+        let Ok(body) = serde_json::to_vec(&body) else { return };
+        let delivery = callback.delivery.to_string();
+        let timestamp = self.clock.now().unix_seconds();
+        let request = Request { url, event: "task.result", delivery: &delivery, body, timestamp };
+        let attempts = callback.attempts + 1;
+        let sent = self.outbound.send(request).await;
+        self.metrics.webhook_delivery(WebhookKind::TaskResult, &task.command, sent.is_ok());
+        match sent {
+            Ok(()) => {
+                tracing::debug!(task.id = %id, attempts, "result callback delivered");
+                self.end(callback).await;
+            }
+            Err(SendError::Refused(why)) => {
+                tracing::warn!(task.id = %id, %why, "result callback refused: not sent");
+                self.end(callback).await;
+            }
+            Err(SendError::Failed(why)) if attempts >= self.retries.max_attempts => {
+                tracing::warn!(task.id = %id, attempts, %why, "result callback failed; giving up");
+                self.end(callback).await;
+            }
+            Err(SendError::Failed(why)) => {
+                let delay = self.retries.backoff.delay_seconds(attempts, &mut rand::rng());
+                let next_at = self.clock.now().plus_seconds(delay);
+                tracing::debug!(task.id = %id, attempts, %why, delay, "result callback failed; will retry");
+                if let Err(error) =
+                    self.store.callback_retry(id, callback.delivery, attempts, next_at).await
+                {
+                    tracing::warn!(%error, task.id = %id, "cannot schedule a callback's retry");
+                }
+            }
+        }
+    }
+
+    async fn load(&self, id: TaskId) -> crate::store::StoreResult<Option<(Task, ResultRecord)>> {
+        let Some(task) = self.store.get_task(id).await? else { return Ok(None) };
+        Ok(self.store.get_result(id).await?.map(|record| (task, record)))
+    }
+
+    async fn end(&self, callback: DueCallback) {
+        if let Err(error) = self.store.callback_done(callback.task_id, callback.delivery).await {
+            tracing::warn!(%error, task.id = %callback.task_id, "cannot end a callback");
+        }
+    }
+}

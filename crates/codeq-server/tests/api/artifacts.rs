@@ -1,0 +1,121 @@
+//! Artifact download: `GET /v1/codeq/tasks/:id/artifacts/:name` serves the
+//! stored bytes, byte for byte, to the task's producer, its worker and
+//! admins, and nothing once retention has deleted the task.
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Bytes of every value, so that a text or encoding mix-up shows.
+fn all_bytes() -> Vec<u8> {
+    (0..=255u8).cycle().take(70_000).collect()
+}
+
+/// A completed task of `command` with one inline artifact; its id.
+async fn completed_with_artifact(app: &TestApp, name: &str, bytes: &[u8]) -> String {
+    let id = app.create_simple("art").await;
+    app.claim_ok(WORKER, &["art"]).await;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let body = json!({
+        "status": "COMPLETED",
+        "result": {},
+        "artifacts": [{ "name": name, "contentBase64": encoded, "contentType": "application/x-frames" }]
+    });
+    let done = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    id
+}
+
+async fn download(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let response = app
+        .http
+        .get(format!("{}/v1/codeq{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn an_artifact_comes_back_byte_for_byte_with_its_content_type() {
+    let app = TestApp::spawn().await;
+    let bytes = all_bytes();
+    let id = completed_with_artifact(&app, "frames v2.bin", &bytes).await;
+    let url = app.get(&format!("/tasks/{id}/result"), PRODUCER).await.body["result"]["artifacts"]
+        [0]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(url, format!("/v1/codeq/tasks/{id}/artifacts/frames v2.bin"));
+
+    for token in [PRODUCER, WORKER, ADMIN] {
+        let (status, headers, body) =
+            download(&app, &format!("/tasks/{id}/artifacts/frames%20v2.bin"), token).await;
+        assert_eq!(status, 200, "{token}");
+        assert!(body == bytes, "{token}: the bytes differ");
+        assert_eq!(headers["content-type"], "application/x-frames");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["content-disposition"], "attachment; filename*=UTF-8''frames%20v2.bin");
+    }
+}
+
+#[tokio::test]
+async fn only_its_producer_its_worker_and_admins_read_an_artifact() {
+    let app = TestApp::spawn().await;
+    let id = completed_with_artifact(&app, "out.bin", b"secret").await;
+    let path = format!("/tasks/{id}/artifacts/out.bin");
+    for token in [LIMITED_PRODUCER, WORKER2] {
+        let reply = app.get(&path, token).await;
+        assert_eq!((reply.status, reply.code()), (403, "not_owner"), "{token}");
+    }
+    for missing in ["other.bin", "a%2Fb", "%00"] {
+        let reply = app.get(&format!("/tasks/{id}/artifacts/{missing}"), PRODUCER).await;
+        assert_eq!((reply.status, reply.code()), (404, "artifact_not_found"), "{missing}");
+    }
+    let undecodable = app.get(&format!("/tasks/{id}/artifacts/%ff"), PRODUCER).await;
+    assert_eq!(undecodable.status, 404);
+    let unknown =
+        app.get("/tasks/01890000-0000-7000-8000-000000000000/artifacts/out.bin", ADMIN).await;
+    assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test]
+async fn retention_deletes_an_artifact_with_its_task() {
+    let app = TestApp::spawn_with(|config| config.retention_seconds = 0, false).await;
+    let id = completed_with_artifact(&app, "gone.bin", b"bytes").await;
+    let path = format!("/tasks/{id}/artifacts/gone.bin");
+    assert_eq!(app.get(&path, PRODUCER).await.status, 200);
+    let cleaned = app.post("/admin/tasks/cleanup", ADMIN, json!({})).await;
+    assert_eq!(cleaned.body["deleted"], 1);
+    assert_eq!(app.get(&path, PRODUCER).await.status, 404);
+    assert!(!app.dir.path().join("artifacts").join(&id).exists(), "the files are deleted");
+    let reply = app.call(Method::GET, &format!("/v1/codeq{path}"), Some(PRODUCER), None).await;
+    assert_eq!(reply.code(), "artifact_not_found");
+}
+
+#[tokio::test]
+async fn unsafe_artifact_names_and_oversized_bytes_are_refused_at_upload() {
+    let app = TestApp::spawn_with(|config| config.max_artifact_bytes = 1000, false).await;
+    let id = app.create_simple("art").await;
+    app.claim_ok(WORKER, &["art"]).await;
+    let long = "x".repeat(256);
+    for name in ["..", ".", "a/b", "a\\b", "", long.as_str(), "tab\there", "nul\u{0}", "bell\u{7}"]
+    {
+        let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": name, "contentBase64": "aGk=" }] });
+        let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+        assert_eq!((reply.status, reply.code()), (400, "invalid_artifact"), "{name:?}");
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 1001]);
+    let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": "big", "contentBase64": encoded }] });
+    let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+    assert_eq!((reply.status, reply.code()), (413, "artifact_too_large"));
+}

@@ -1,0 +1,207 @@
+//! Result callbacks, against real HTTP receivers on 127.0.0.1: the body
+//! and its signature, retries until a 2xx, giving up after the last
+//! attempt, dead letters, no redirects, and the private-network guard.
+
+use codeq_server::service::outbound::sign;
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::receiver::Receiver;
+
+const SECRET: &str = "whsec-test";
+
+/// A server whose callbacks go to loopback receivers, retried at once.
+async fn server(max_attempts: u32) -> TestApp {
+    TestApp::spawn_with(
+        |config| {
+            config.webhook_allow_private_networks = true;
+            config.webhook_hmac_secret = Some(codeq_server::config::Secret::new(SECRET));
+            config.result_webhook_max_attempts = max_attempts;
+            config.result_webhook_base_backoff_seconds = 0;
+            config.result_webhook_max_backoff_seconds = 1;
+        },
+        false,
+    )
+    .await
+}
+
+/// Creates a task calling back `receiver`, claims and completes it.
+async fn complete_one(app: &TestApp, receiver: &Receiver) -> String {
+    let task = app
+        .create(json!({ "command": "hooked", "payload": { "n": 1 }, "webhook": format!("{}/hook", receiver.base) }))
+        .await;
+    let id = task["id"].as_str().unwrap().to_string();
+    app.claim_ok(WORKER, &["hooked"]).await;
+    let done = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "COMPLETED", "result": { "ok": true } }),
+        )
+        .await;
+    assert_eq!(done.status, 200);
+    id
+}
+
+#[tokio::test]
+async fn a_callback_carries_the_result_and_a_valid_signature() {
+    let app = server(5).await;
+    let receiver = Receiver::start(&[]).await;
+    let id = complete_one(&app, &receiver).await;
+    let got = receiver.wait_for(1).await.remove(0);
+    assert_eq!(got.path, "/hook");
+    assert_eq!(got.header("x-codeq-event"), "task.result");
+    assert_eq!(got.header("content-type"), "application/json");
+    assert!(!got.header("x-codeq-delivery").is_empty());
+    let timestamp: i64 = got.header("x-codeq-timestamp").parse().unwrap();
+    assert!((timestamp - codeq_core::Timestamp::now().unix_seconds()).abs() < 60);
+    assert_eq!(got.header("x-codeq-signature"), sign(SECRET, timestamp, &got.body));
+    let body = got.json();
+    assert_eq!(body["taskId"], id);
+    assert_eq!(body["eventType"], "hooked");
+    assert_eq!(body["status"], "COMPLETED");
+    assert_eq!(body["result"], json!({ "ok": true }));
+    assert!(body["completedAt"].as_str().unwrap().ends_with('Z'));
+    app.wait_for_callbacks().await;
+}
+
+#[tokio::test]
+async fn a_receiver_failing_twice_gets_one_delivery_after_them() {
+    let app = server(5).await;
+    let receiver = Receiver::start(&[500, 503]).await;
+    complete_one(&app, &receiver).await;
+    let got = receiver.wait_for(3).await;
+    app.wait_for_callbacks().await;
+    assert_eq!(receiver.received().len(), 3, "delivered once, then nothing more");
+    let deliveries: Vec<&str> = got.iter().map(|r| r.header("x-codeq-delivery")).collect();
+    assert!(deliveries.iter().all(|d| *d == deliveries[0]), "one delivery series");
+}
+
+#[tokio::test]
+async fn a_receiver_that_always_fails_is_given_up_after_the_last_attempt() {
+    let app = server(3).await;
+    let receiver = Receiver::start(&[500; 10]).await;
+    complete_one(&app, &receiver).await;
+    receiver.wait_for(3).await;
+    app.wait_for_callbacks().await;
+    assert_eq!(receiver.received().len(), 3, "resultWebhookMaxAttempts");
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let app = server(1).await;
+    let receiver = Receiver::start(&[302]).await;
+    complete_one(&app, &receiver).await;
+    receiver.wait_for(1).await;
+    app.wait_for_callbacks().await;
+    let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/hook"], "the redirect's target was never asked");
+}
+
+#[tokio::test]
+async fn a_task_dead_lettered_by_a_nack_calls_back_failed_max_attempts() {
+    let app = server(5).await;
+    let receiver = Receiver::start(&[]).await;
+    let task = app
+        .create(
+            json!({ "command": "dead", "payload": {}, "maxAttempts": 1, "webhook": receiver.base }),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap();
+    app.claim_ok(WORKER, &["dead"]).await;
+    let nacked = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({})).await;
+    assert_eq!(nacked.body["status"], "dlq");
+    let body = receiver.wait_for(1).await[0].json();
+    assert_eq!(
+        (body["status"].as_str(), body["error"].as_str()),
+        (Some("FAILED"), Some("MAX_ATTEMPTS"))
+    );
+}
+
+#[tokio::test]
+async fn a_task_dead_lettered_by_an_expired_lease_calls_back_failed_max_attempts() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.webhook_allow_private_networks = true;
+            config.result_webhook_base_backoff_seconds = 0;
+        },
+        true,
+    )
+    .await;
+    let receiver = Receiver::start(&[]).await;
+    let task = app
+        .create(json!({ "command": "lapse", "payload": {}, "maxAttempts": 1, "webhook": receiver.base }))
+        .await;
+    let id = task["id"].as_str().unwrap().to_string();
+    let claim = json!({ "commands": ["lapse"], "leaseSeconds": 5 });
+    assert_eq!(app.post("/tasks/claim", WORKER, claim).await.status, 200);
+    app.advance(6);
+    app.wait_for_status(&id, "FAILED").await;
+    let body = receiver.wait_for(1).await[0].json();
+    assert_eq!(body["taskId"], id);
+    assert_eq!(
+        (body["status"].as_str(), body["error"].as_str()),
+        (Some("FAILED"), Some("MAX_ATTEMPTS"))
+    );
+}
+
+#[tokio::test]
+async fn retention_keeps_a_task_whose_callback_is_still_owed() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.webhook_allow_private_networks = true;
+            config.retention_seconds = 0;
+            config.result_webhook_base_backoff_seconds = 60;
+            config.result_webhook_max_backoff_seconds = 60;
+        },
+        false,
+    )
+    .await;
+    let receiver = Receiver::start(&[500]).await;
+    let id = complete_one(&app, &receiver).await;
+    receiver.wait_for(1).await;
+    let cleaned = app.post("/admin/tasks/cleanup", ADMIN, json!({})).await;
+    assert_eq!(cleaned.body["deleted"], 0, "the callback is still owed");
+    assert_eq!(app.get(&format!("/tasks/{id}"), PRODUCER).await.status, 200);
+}
+
+/// A guarded server (not local mode: static tokens, default settings).
+async fn guarded() -> TestApp {
+    TestApp::spawn_with(|config| config.result_webhook_base_backoff_seconds = 0, false).await
+}
+
+#[tokio::test]
+async fn private_literal_targets_are_refused_at_registration() {
+    let app = guarded().await;
+    for target in [
+        "http://127.0.0.1:9/x",
+        "http://10.0.0.1/x",
+        "http://172.16.0.1/x",
+        "http://192.168.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:9/x",
+        "http://[fc00::1]/x",
+    ] {
+        let reply = app
+            .post("/tasks", PRODUCER, json!({ "command": "c", "payload": {}, "webhook": target }))
+            .await;
+        assert_eq!((reply.status, reply.code()), (400, "invalid_field"), "{target}");
+        assert!(reply.str("error").contains("private address"), "{target}: {:?}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_host_name_resolving_to_a_private_address_is_never_called() {
+    let app = guarded().await;
+    let receiver = Receiver::start(&[]).await;
+    let webhook = format!("http://localhost:{}/hook", receiver.port);
+    let task = app.create(json!({ "command": "host", "payload": {}, "webhook": webhook })).await;
+    let id = task["id"].as_str().unwrap();
+    app.claim_ok(WORKER, &["host"]).await;
+    let done = app
+        .post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "FAILED", "error": "x" }))
+        .await;
+    assert_eq!(done.status, 200);
+    app.wait_for_callbacks().await;
+    assert!(receiver.received().is_empty(), "the receiver saw nothing");
+}
