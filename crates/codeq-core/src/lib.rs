@@ -9,7 +9,8 @@
 //! - [`lifecycle`]: the transitions of a task (claim, heartbeat, abandon,
 //!   nack, expire, complete) as pure functions every backend applies.
 //! - [`backoff`]: the retry delay policies of a nack or an expired lease.
-//! - [`queue`]: per-command depths (`QueueStats`).
+//! - [`queue`]: per-command depths (`QueueStats`), pause and flow limits
+//!   (`QueueSettings`) and the token bucket of a rate limit.
 //! - [`time`]: `Timestamp`, milliseconds since the Unix epoch, and its RFC 3339 form.
 
 pub mod backoff;
@@ -24,7 +25,7 @@ pub mod time;
 pub use backoff::{BackoffConfig, BackoffPolicy};
 pub use command::Command;
 pub use lifecycle::{Fence, TransitionError};
-pub use queue::QueueStats;
+pub use queue::{QueueSettings, QueueStats, TokenBucket};
 pub use result::{Artifact, ResultRecord, ResultStatus};
 pub use subscription::{DeliveryMode, Subscription};
 pub use task::{Priority, Task, TaskId, TaskState, TaskStatus};

@@ -56,6 +56,12 @@ pub enum TransitionError {
     /// The task is terminal with another outcome.
     #[error("task already has a result with another outcome")]
     ResultConflict,
+    /// The task was cancelled: its worker should stop.
+    #[error("task was cancelled")]
+    Cancelled,
+    /// The task has already ended (it cannot be cancelled).
+    #[error("task is already {}", .0.as_str())]
+    Terminal(TaskStatus),
 }
 
 /// How the caller's delivery stands.
@@ -72,6 +78,9 @@ enum Hold {
 /// Checks that `fence` holds (or held, until the lease ran out) the task,
 /// in the order of the API: state (409), ownership (403), delivery (409).
 fn hold(state: &TaskState, fence: Fence<'_>) -> Result<Hold, TransitionError> {
+    if state.status == TaskStatus::Cancelled {
+        return Err(TransitionError::Cancelled);
+    }
     let lapsed = state.status == TaskStatus::Pending && state.worker_id.is_some();
     if state.status != TaskStatus::InProgress && !lapsed {
         return Err(TransitionError::NotInProgress(state.status));
@@ -96,6 +105,9 @@ fn hold(state: &TaskState, fence: Fence<'_>) -> Result<Hold, TransitionError> {
 /// callers such as artifact uploads): in progress, or lapsed with its
 /// result still accepted.
 pub fn check_result_allowed(state: &TaskState, fence: Fence<'_>) -> Result<(), TransitionError> {
+    if state.status == TaskStatus::Cancelled {
+        return Err(TransitionError::Cancelled);
+    }
     if state.status.is_terminal() {
         return Ok(());
     }
@@ -294,6 +306,9 @@ pub fn complete(
     submission: Submission,
     now: Timestamp,
 ) -> Result<Completion, TransitionError> {
+    if state.status == TaskStatus::Cancelled {
+        return Err(TransitionError::Cancelled);
+    }
     if state.status.is_terminal() {
         return if repeats(state, fence, submission.status) {
             Ok(Completion::Repeated)
@@ -315,9 +330,10 @@ pub fn complete(
         status: match record.status {
             ResultStatus::Completed => TaskStatus::Completed,
             ResultStatus::Failed => TaskStatus::Failed,
+            ResultStatus::Cancelled => TaskStatus::Cancelled,
         },
         error: match record.status {
-            ResultStatus::Failed => record.error.clone(),
+            ResultStatus::Failed | ResultStatus::Cancelled => record.error.clone(),
             ResultStatus::Completed => None,
         },
         worker_id: Some(fence.worker_id.to_string()),
@@ -327,6 +343,72 @@ pub fn complete(
         ..state.clone()
     };
     Ok(Completion::Stored { state, record })
+}
+
+/// A cancelled task's state and the record of its cancellation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancellation {
+    /// The terminal `CANCELLED` state.
+    pub state: TaskState,
+    /// The `{CANCELLED, error: reason}` result record.
+    pub record: ResultRecord,
+}
+
+/// Cancels a pending (ready or delayed) or in-progress task: it becomes
+/// terminal at once. Its worker, if any, learns of it at its next call
+/// ([`TransitionError::Cancelled`]). A terminal task cannot be cancelled.
+pub fn cancel(
+    id: TaskId,
+    state: &TaskState,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<Cancellation, TransitionError> {
+    if state.status.is_terminal() {
+        return Err(TransitionError::Terminal(state.status));
+    }
+    let record = ResultRecord {
+        task_id: id,
+        status: ResultStatus::Cancelled,
+        result: None,
+        error: reason.clone(),
+        artifacts: Vec::new(),
+        worker_id: String::new(),
+        completed_at: now,
+    };
+    let state = TaskState {
+        status: TaskStatus::Cancelled,
+        worker_id: None,
+        lease_until: None,
+        error: reason,
+        completed_at: Some(now),
+        updated_at: now,
+        ..state.clone()
+    };
+    Ok(Cancellation { state, record })
+}
+
+/// True when the task is in its command's dead-letter queue.
+pub fn is_dead_letter(state: &TaskState) -> bool {
+    state.status == TaskStatus::Failed && state.dead_lettered
+}
+
+/// Sends a dead letter round again: pending, visible at `visible_at`, its
+/// deliveries counted from zero, its replays counted. `None` for a task
+/// that is not a dead letter.
+pub fn replay(state: &TaskState, visible_at: Timestamp, now: Timestamp) -> Option<TaskState> {
+    is_dead_letter(state).then(|| TaskState {
+        status: TaskStatus::Pending,
+        attempts: 0,
+        worker_id: None,
+        lease_until: None,
+        visible_at,
+        error: None,
+        dead_lettered: false,
+        completed_at: None,
+        updated_at: now,
+        replays: state.replays.saturating_add(1),
+        ..state.clone()
+    })
 }
 
 /// True when a transition from `before` to `after` owes the task's
@@ -544,5 +626,48 @@ mod tests {
             complete(id(), &dead, w1(None), done(ResultStatus::Failed), at(3)),
             Err(TransitionError::ResultConflict)
         );
+    }
+
+    #[test]
+    fn cancel_ends_pending_and_held_tasks_and_refuses_terminal_ones() {
+        let pending = TaskState::new(at(60), T0);
+        let cancelled = cancel(id(), &pending, Some("not needed".into()), at(1)).unwrap();
+        assert_eq!(cancelled.state.status, TaskStatus::Cancelled);
+        assert_eq!(cancelled.state.completed_at, Some(at(1)));
+        assert_eq!(cancelled.record.status, ResultStatus::Cancelled);
+        assert_eq!(cancelled.record.error.as_deref(), Some("not needed"));
+
+        let held = held_by("w1", at(30));
+        let stopped = cancel(id(), &held, None, at(2)).unwrap().state;
+        assert_eq!((stopped.worker_id.as_deref(), stopped.lease_until), (None, None));
+        for call in [
+            heartbeat(&stopped, w1(None), at(9), at(3)).map(|_| ()),
+            abandon(&stopped, w1(None), at(3)).map(|_| ()),
+            nack(id(), &stopped, 5, w1(None), 0, None, at(3)).map(|_| ()),
+            complete(id(), &stopped, w1(None), done(ResultStatus::Completed), at(3)).map(|_| ()),
+            check_result_allowed(&stopped, w1(None)),
+        ] {
+            assert_eq!(call, Err(TransitionError::Cancelled));
+        }
+        assert_eq!(
+            cancel(id(), &stopped, None, at(4)).map(|_| ()),
+            Err(TransitionError::Terminal(TaskStatus::Cancelled))
+        );
+    }
+
+    #[test]
+    fn replay_restarts_only_dead_letters_with_their_deliveries_reset() {
+        let held = held_by("w1", at(30));
+        let dead = nack(id(), &held, 1, w1(None), 0, None, at(1)).unwrap().state;
+        let again = replay(&dead, at(5), at(2)).unwrap();
+        assert_eq!((again.status, again.attempts, again.replays), (TaskStatus::Pending, 0, 1));
+        assert_eq!(
+            (again.visible_at, again.error.as_deref(), again.dead_lettered),
+            (at(5), None, false)
+        );
+        assert_eq!(replay(&again, at(5), at(2)), None, "not a dead letter");
+        let failed = complete(id(), &held, w1(None), done(ResultStatus::Failed), at(1)).unwrap();
+        let Completion::Stored { state, .. } = failed else { panic!("stored") };
+        assert_eq!(replay(&state, at(5), at(2)), None, "a failed result is not a dead letter");
     }
 }

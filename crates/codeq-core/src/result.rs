@@ -13,6 +13,8 @@ pub enum ResultStatus {
     Completed,
     /// The work failed for good; `error` says why.
     Failed,
+    /// The task was cancelled; `error` holds the reason given, if any.
+    Cancelled,
 }
 
 impl ResultStatus {
@@ -21,6 +23,7 @@ impl ResultStatus {
         match self {
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum TaskStatus {
     Completed,
     /// Finished with an error, or dead-lettered.
     Failed,
+    /// Stopped by its producer or an admin before it finished.
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -67,12 +69,21 @@ impl TaskStatus {
             Self::InProgress => "IN_PROGRESS",
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
         }
     }
 
-    /// `COMPLETED` or `FAILED`: nothing more happens to the task.
+    /// Parses the status as the API spells it.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::InProgress, Self::Completed, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+
+    /// `COMPLETED`, `FAILED` or `CANCELLED`: nothing more happens to the
+    /// task (until a dead letter is replayed).
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed)
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -166,6 +177,8 @@ pub struct TaskState {
     pub updated_at: Timestamp,
     /// When the task became terminal.
     pub completed_at: Option<Timestamp>,
+    /// How many times it was replayed from the dead-letter queue.
+    pub replays: u32,
 }
 
 impl TaskState {
@@ -182,6 +195,7 @@ impl TaskState {
             dead_lettered: false,
             updated_at: now,
             completed_at: None,
+            replays: 0,
         }
     }
 

@@ -119,6 +119,12 @@ impl From<TransitionError> for ApiError {
             TransitionError::LeaseExpired => {
                 Self::new(StatusCode::CONFLICT, "lease_expired", message)
             }
+            TransitionError::Cancelled => {
+                Self::new(StatusCode::CONFLICT, "task_cancelled", message)
+            }
+            TransitionError::Terminal(_) => {
+                Self::new(StatusCode::CONFLICT, "task_terminal", message)
+            }
         }
     }
 }

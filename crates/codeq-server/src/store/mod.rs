@@ -20,7 +20,8 @@ mod signals;
 use async_trait::async_trait;
 use codeq_core::lifecycle::Submission;
 use codeq_core::{
-    Command, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+    Command, QueueSettings, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState,
+    TaskStatus, Timestamp,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +158,21 @@ pub struct DueCallback {
     pub attempts: u32,
 }
 
+/// A dead letter's place in its command's dead-letter queue: when it
+/// failed, then its id (pages are newest first).
+pub type DeadLetterKey = (Timestamp, TaskId);
+
+/// Which dead letters of a command a page or a bulk action takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Only those that failed before this time.
+    pub before: Option<Timestamp>,
+    /// Only those that failed after this time.
+    pub after: Option<Timestamp>,
+    /// Only those whose error or last nack reason contains this text.
+    pub text: Option<String>,
+}
+
 /// A failure of the backend itself: the state is unknown or unreachable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -272,6 +288,69 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the next owed callback is due, and how many are owed.
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize);
+
+    /// Cancels tasks, each on its own: a pending, delayed or in-progress
+    /// task becomes `CANCELLED` with a result record (and a callback when
+    /// it has a webhook); a terminal one is refused.
+    async fn cancel(
+        &self,
+        ids: Vec<TaskId>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<TaskState, TransitionError>>>;
+
+    /// The settings of `command` (the defaults when never set).
+    async fn queue_settings(&self, command: &Command) -> StoreResult<QueueSettings>;
+
+    /// Replaces the settings of `command`; a parked claim they now let
+    /// through is woken.
+    async fn set_queue_settings(
+        &self,
+        command: &Command,
+        settings: QueueSettings,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// When a rate limit next lets a ready task of `filter`'s commands
+    /// through, when rate limits are what hold them back now (a claim that
+    /// found nothing waits until then).
+    fn next_claimable_at(&self, filter: &CommandFilter, now: Timestamp) -> Option<Timestamp>;
+
+    /// Dead letters of `command`, newest first, after `cursor`, that pass
+    /// `filter`; at most `limit`.
+    async fn dead_letters(
+        &self,
+        command: &Command,
+        filter: &DeadLetterFilter,
+        cursor: Option<DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterKey>>;
+
+    /// Sends dead letters of `command` round again, each visible at the
+    /// time paired with it, with its deliveries reset and its replays
+    /// counted; returns those replayed (ids that are not dead letters of
+    /// `command` are skipped).
+    async fn replay(
+        &self,
+        command: &Command,
+        items: Vec<(TaskId, Timestamp)>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<TaskId>>;
+
+    /// Deletes dead letters of `command` among `ids`, with their results
+    /// and idempotency keys; returns those deleted (the caller removes
+    /// their artifacts).
+    async fn purge(&self, command: &Command, ids: Vec<TaskId>) -> StoreResult<Vec<TaskId>>;
+
+    /// Task ids newest first (by creation), of `command` and `status`
+    /// when given, created before the task `before`; at most `limit`.
+    async fn list_tasks(
+        &self,
+        command: Option<&Command>,
+        status: Option<TaskStatus>,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>>;
 
     /// Stores a subscription, new or renewed (same id).
     async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()>;

@@ -56,6 +56,6 @@ async fn thirty_two_claimers_get_each_of_two_thousand_tasks_exactly_once() {
     let stats = app.get("/admin/queues/race", ADMIN).await.body;
     assert_eq!(
         stats,
-        json!({ "command": "race", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 })
+        json!({ "command": "race", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0, "paused": false })
     );
 }

@@ -297,19 +297,19 @@ async fn admin_sees_queue_depths() {
     assert_eq!(one.status, 200);
     assert_eq!(
         one.body,
-        json!({ "command": "q1", "ready": 2, "delayed": 1, "inProgress": 0, "dlq": 0 })
+        json!({ "command": "q1", "ready": 2, "delayed": 1, "inProgress": 0, "dlq": 0, "paused": false })
     );
     assert_eq!(app.get("/admin/queues/q1/stats", ADMIN).await.body, one.body);
     let unused = app.get("/admin/queues/never", ADMIN).await;
     assert_eq!(
         unused.body,
-        json!({ "command": "never", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0 })
+        json!({ "command": "never", "ready": 0, "delayed": 0, "inProgress": 0, "dlq": 0, "paused": false })
     );
     let all = app.get("/admin/queues", ADMIN).await;
     assert_eq!(all.body["queues"].as_array().unwrap().len(), 2);
     assert_eq!(
         all.body["queues"][1],
-        json!({ "command": "q2", "ready": 0, "delayed": 0, "inProgress": 1, "dlq": 0 })
+        json!({ "command": "q2", "ready": 0, "delayed": 0, "inProgress": 1, "dlq": 0, "paused": false })
     );
 }
 

@@ -79,7 +79,7 @@ fn the_curl_walkthrough_of_the_readme_creates_claims_and_completes_a_task() {
     assert!(stdout.contains(r#""result":{"url":"s3://bucket/j-1.wav"}"#), "{stdout}");
     assert!(
         stdout.contains(
-            r#""command":"GENERATE_MASTER","delayed":0,"dlq":0,"inProgress":0,"ready":0"#
+            r#""command":"GENERATE_MASTER","delayed":0,"dlq":0,"inProgress":0,"paused":false,"ready":0"#
         ),
         "{stdout}"
     );

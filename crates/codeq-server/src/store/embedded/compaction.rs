@@ -3,7 +3,7 @@
 //! Once the journal is larger than `compact_above_bytes` and than twice
 //! its live records, the oldest segment is compacted: its records that are
 //! still live (the current body, state or result of a live task, a
-//! callback owed, a subscription or a command's record) are written again at the end of the journal as
+//! callback owed, a subscription, a command's record or its settings) are written again at the end of the journal as
 //! ordinary batches, then — once those are durable — the manifest moves
 //! the journal's start past the segment (with a checkpoint of the changes
 //! and live tasks at that moment) and the file is deleted.
@@ -84,10 +84,14 @@ fn candidates(id: u32, bytes: &[u8]) -> StoreResult<Vec<Candidate<'_>>> {
 
 /// True when the record at `candidate.at` is the one memory points at.
 fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
-    if candidate.table == Table::Commands {
+    if matches!(candidate.table, Table::Commands | Table::Settings) {
         let command =
             std::str::from_utf8(candidate.key).ok().and_then(|name| Command::parse(name).ok());
-        return command.is_some_and(|command| tasks.command_record(&command) == Some(candidate.at));
+        let record = |command: &Command| match candidate.table {
+            Table::Commands => tasks.command_record(command),
+            _ => tasks.settings_record(command),
+        };
+        return command.is_some_and(|command| record(&command) == Some(candidate.at));
     }
     let Ok(key) = <[u8; 16]>::try_from(candidate.key) else { return false };
     if candidate.table == Table::Subscriptions {
@@ -103,7 +107,7 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
         Table::Tasks => entry.body == candidate.at,
         Table::States => entry.state_at == candidate.at,
         Table::Results => entry.result() == Some(candidate.at),
-        Table::Commands | Table::Outbox | Table::Subscriptions => false,
+        Table::Commands | Table::Outbox | Table::Subscriptions | Table::Settings => false,
     }
 }
 
@@ -144,6 +148,12 @@ impl EmbeddedStore {
                             let name = String::from_utf8_lossy(candidate.key);
                             if let Ok(command) = Command::parse(&name) {
                                 plan.move_command(command)?;
+                            }
+                        }
+                        Table::Settings => {
+                            let name = String::from_utf8_lossy(candidate.key);
+                            if let Ok(command) = Command::parse(&name) {
+                                plan.move_settings(command, candidate.value)?;
                             }
                         }
                         table => {

@@ -23,6 +23,7 @@ pub mod compaction;
 pub mod log;
 pub mod maintenance;
 mod plan;
+mod queues;
 mod rebuild;
 mod records;
 mod state;
@@ -34,7 +35,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use codeq_core::lifecycle::{self, Completion as Decided};
 use codeq_core::{
-    Command, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+    Command, QueueSettings, QueueStats, ResultRecord, Subscription, Task, TaskId, TaskState,
+    TaskStatus, Timestamp,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -47,11 +49,12 @@ use self::log::{
 use self::plan::Plan;
 use self::rebuild::Rebuild;
 use self::records::{Body, Callback, decode_result};
-use self::state::{Subscribed, Tasks};
+use self::state::{DeadWindow, Subscribed, Tasks};
 use crate::config::Durability;
 use crate::store::{
-    ClaimSpec, Completed, Completion, Created, DueCallback, Expired, Expiry, Fence, LeaseEnd,
-    Retried, Signals, Store, StoreError, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, DeadLetterKey,
+    DueCallback, Expired, Expiry, Fence, LeaseEnd, Retried, Signals, Store, StoreError,
+    StoreResult, TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -252,10 +255,14 @@ impl EmbeddedStore {
     }
 
     /// Tells subscribers of the commands whose ready set went from empty
-    /// to non-empty.
+    /// to non-empty, and parked claims of the commands a limit no longer
+    /// holds back.
     fn announce_woken(&self, tasks: &mut Tasks) {
         for (command, depth) in tasks.take_woken() {
             self.signals.became_ready(command, depth);
+        }
+        for command in tasks.take_freed() {
+            self.signals.ready(&command);
         }
     }
 
@@ -440,7 +447,7 @@ impl Store for EmbeddedStore {
         let done = self
             .transact(now, |live, plan| {
                 let mut claimed = Vec::new();
-                for id in live.best_ready(&spec.commands, spec.count) {
+                for id in live.claimable(&spec.commands, spec.count, now) {
                     let (Some(entry), Some((current, _))) = (live.get(id), plan.state(live, id))
                     else {
                         continue;
@@ -705,6 +712,148 @@ impl Store for EmbeddedStore {
 
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
         self.lock().tasks.owed_summary()
+    }
+
+    async fn cancel(
+        &self,
+        ids: Vec<TaskId>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<TaskState, TransitionError>>> {
+        let done = self
+            .transact(now, |live, plan| {
+                let mut outcomes = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    let Some((state, _)) = plan.state(live, *id) else {
+                        outcomes.push(Err(TransitionError::NotFound));
+                        continue;
+                    };
+                    match lifecycle::cancel(*id, &state, reason.clone(), now) {
+                        Ok(cancelled) => {
+                            let after = cancelled.state.clone();
+                            plan_move(
+                                live,
+                                plan,
+                                *id,
+                                &state,
+                                after,
+                                Some(&cancelled.record),
+                                now,
+                            )?;
+                            outcomes.push(Ok(cancelled.state));
+                        }
+                        Err(refused) => outcomes.push(Err(refused)),
+                    }
+                }
+                Ok(outcomes)
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    async fn queue_settings(&self, command: &Command) -> StoreResult<QueueSettings> {
+        let (settings, seq) = self.lock().tasks.settings(command);
+        self.durable(seq).await?;
+        Ok(settings)
+    }
+
+    async fn set_queue_settings(
+        &self,
+        command: &Command,
+        settings: QueueSettings,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.transact(now, |live, plan| plan.set_settings(live, command, settings))
+            .await
+            .map(|_| ())
+    }
+
+    fn next_claimable_at(&self, filter: &CommandFilter, now: Timestamp) -> Option<Timestamp> {
+        self.lock().tasks.next_claimable_at(filter, now)
+    }
+
+    async fn dead_letters(
+        &self,
+        command: &Command,
+        filter: &DeadLetterFilter,
+        cursor: Option<DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterKey>> {
+        let window = DeadWindow {
+            before: filter.before,
+            after: filter.after,
+            cursor,
+            text: filter.text.clone(),
+        };
+        let (page, seq) = {
+            let core = self.lock();
+            (core.tasks.dead_letters(command, &window, limit), core.appender.last_seq())
+        };
+        self.durable(seq).await?;
+        Ok(page)
+    }
+
+    async fn replay(
+        &self,
+        command: &Command,
+        items: Vec<(TaskId, Timestamp)>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<TaskId>> {
+        let done = self
+            .transact(now, |live, plan| {
+                let mut replayed = Vec::with_capacity(items.len());
+                for (id, visible_at) in &items {
+                    let Some(entry) = live.get(*id) else { continue };
+                    if live.command_of(entry) != command {
+                        continue;
+                    }
+                    let Some((state, _)) = plan.state(live, *id) else { continue };
+                    if let Some(again) = lifecycle::replay(&state, *visible_at, now) {
+                        plan.set_state(*id, again, None)?;
+                        plan.clear_result(*id)?;
+                        replayed.push(*id);
+                    }
+                }
+                Ok(replayed)
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    async fn purge(&self, command: &Command, ids: Vec<TaskId>) -> StoreResult<Vec<TaskId>> {
+        let done = self
+            .transact(Timestamp::now(), |live, plan| {
+                let mut purged = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    let Some(entry) = live.get(*id) else { continue };
+                    if live.command_of(entry) != command || !entry.is_dead_letter() {
+                        continue;
+                    }
+                    plan.delete(*id)?;
+                    if live.owed(*id).is_some() {
+                        plan.forgive(*id)?;
+                    }
+                    purged.push(*id);
+                }
+                Ok(purged)
+            })
+            .await?;
+        Ok(done.value)
+    }
+
+    async fn list_tasks(
+        &self,
+        command: Option<&Command>,
+        status: Option<TaskStatus>,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        let (page, seq) = {
+            let core = self.lock();
+            (core.tasks.list(command, status, before, limit), core.appender.last_seq())
+        };
+        self.durable(seq).await?;
+        Ok(page)
     }
 
     async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()> {

@@ -10,13 +10,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use codeq_core::{Command, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, QueueSettings, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+};
 use uuid::Uuid;
 
 use super::log::frame::{Batch, TooLarge};
 use super::log::{Location, Table};
 use super::records::{
-    Callback, encode_body, encode_callback, encode_result, encode_state, encode_subscription,
+    Callback, encode_body, encode_callback, encode_result, encode_settings, encode_state,
+    encode_subscription,
 };
 use super::state::{NewEntry, Owed, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
@@ -42,6 +45,9 @@ enum Change {
     Subscribe { subscription: Box<Subscription>, at: usize },
     Unsubscribe { id: Uuid },
     MovedSubscription { id: Uuid, at: usize },
+    Settings { command: Command, settings: QueueSettings, at: usize },
+    MovedSettings { command: Command, at: usize },
+    ClearResult { id: TaskId },
 }
 
 /// See the module docs.
@@ -131,9 +137,14 @@ impl Plan {
         let entry = Box::new((entry, task.state.clone()));
         self.changes.push(Change::New { id, entry, body, state });
         self.planned.insert(id, task.state.clone());
-        if !tasks.knows(&task.command) && self.new_commands.insert(task.command.clone()) {
-            let at = self.batch.put(Table::Commands, task.command.as_str().as_bytes(), &[])?;
-            self.changes.push(Change::Command { command: task.command.clone(), at });
+        self.know(tasks, &task.command)
+    }
+
+    /// Plans the record of `command` when it was never used.
+    fn know(&mut self, tasks: &Tasks, command: &Command) -> StoreResult<()> {
+        if !tasks.knows(command) && self.new_commands.insert(command.clone()) {
+            let at = self.batch.put(Table::Commands, command.as_str().as_bytes(), &[])?;
+            self.changes.push(Change::Command { command: command.clone(), at });
         }
         Ok(())
     }
@@ -196,6 +207,36 @@ impl Plan {
     pub fn move_command(&mut self, command: Command) -> StoreResult<()> {
         let at = self.batch.put(Table::Commands, command.as_str().as_bytes(), &[])?;
         self.changes.push(Change::MovedCommand { command, at });
+        Ok(())
+    }
+
+    /// Plans replacing the settings of `command` (a command never used
+    /// becomes known).
+    pub fn set_settings(
+        &mut self,
+        tasks: &Tasks,
+        command: &Command,
+        settings: QueueSettings,
+    ) -> StoreResult<()> {
+        let key = command.as_str().as_bytes();
+        let at =
+            self.batch.put_with(Table::Settings, key, |buf| encode_settings(&settings, buf))?;
+        self.changes.push(Change::Settings { command: command.clone(), settings, at });
+        self.know(tasks, command)
+    }
+
+    /// Plans rewriting the settings record of `command` (compaction).
+    pub fn move_settings(&mut self, command: Command, value: &[u8]) -> StoreResult<()> {
+        let at = self.batch.put(Table::Settings, command.as_str().as_bytes(), value)?;
+        self.changes.push(Change::MovedSettings { command, at });
+        Ok(())
+    }
+
+    /// Plans dropping the result record of task `id` (a replayed dead
+    /// letter is no longer finished).
+    pub fn clear_result(&mut self, id: TaskId) -> StoreResult<()> {
+        self.batch.delete(Table::Results, id.as_bytes())?;
+        self.changes.push(Change::ClearResult { id });
         Ok(())
     }
 
@@ -295,7 +336,10 @@ impl Pending {
                             Table::Tasks => entry.body = moved,
                             Table::States => entry.state_at = moved,
                             Table::Results => entry.set_result(moved),
-                            Table::Commands | Table::Outbox | Table::Subscriptions => {}
+                            Table::Commands
+                            | Table::Outbox
+                            | Table::Subscriptions
+                            | Table::Settings => {}
                         },
                         seq,
                     );
@@ -322,6 +366,22 @@ impl Pending {
                     if let Some(moved) = place(at) {
                         tasks.relocate_subscription(id, moved, seq);
                     }
+                }
+                Change::Settings { command, settings, at } => {
+                    if let Some(at) = place(at) {
+                        tasks.set_settings(&command, settings, (at, seq), now);
+                    }
+                }
+                Change::MovedSettings { command, at } => {
+                    if let Some(moved) = place(at) {
+                        tasks.relocate_settings(&command, moved, seq);
+                    }
+                }
+                Change::ClearResult { id } => {
+                    tasks.update(id, now, |entry| {
+                        entry.clear_result();
+                        entry.seq = seq;
+                    });
                 }
             }
         }

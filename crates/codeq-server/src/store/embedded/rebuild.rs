@@ -10,7 +10,7 @@
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 
 use super::log::{Location, Replay, Table};
-use super::records::{Body, decode_callback, decode_state, decode_subscription};
+use super::records::{Body, decode_callback, decode_settings, decode_state, decode_subscription};
 use super::state::{Entry, Owed, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
@@ -29,6 +29,11 @@ pub struct Rebuild {
 fn task_id(key: &[u8]) -> Result<TaskId, String> {
     let bytes: [u8; 16] = key.try_into().map_err(|_| "a task key is not 16 bytes".to_string())?;
     Ok(TaskId::from_bytes(bytes))
+}
+
+fn stored_command(key: &[u8]) -> Result<Command, String> {
+    let name = std::str::from_utf8(key).map_err(|_| "a command name is not UTF-8")?;
+    Command::parse(name).map_err(|e| format!("stored command {name:?}: {e}"))
 }
 
 fn text(error: StoreError) -> String {
@@ -92,12 +97,12 @@ impl Replay for Rebuild {
                 let subscription = decode_subscription(value).map_err(text)?;
                 self.tasks.subscribe(Subscribed { subscription, at, seq: 0 });
             }
-            Some(Table::Commands) => {
-                let name = std::str::from_utf8(key).map_err(|_| "a command name is not UTF-8")?;
-                let command =
-                    Command::parse(name).map_err(|e| format!("stored command {name:?}: {e}"))?;
-                self.tasks.add_command(&command, at);
+            Some(Table::Settings) => {
+                let settings = decode_settings(value).map_err(text)?;
+                let command = stored_command(key)?;
+                self.tasks.set_settings(&command, settings, (at, 0), Timestamp::now());
             }
+            Some(Table::Commands) => self.tasks.add_command(&stored_command(key)?, at),
             None => return Err(format!("a record of unknown table {table}")),
         }
         Ok(())
@@ -146,6 +151,7 @@ impl Rebuild {
         })?;
         // Queues found non-empty at start are not news.
         tasks.take_woken();
+        tasks.take_freed();
         Ok(tasks)
     }
 }

@@ -8,13 +8,16 @@
 //! | `Commands` | command name | empty |
 //! | `Outbox` | task id | format byte `1`, then postcard of [`Callback`] |
 //! | `Subscriptions` | subscription id (16 bytes) | the subscription, JSON |
+//! | `Settings` | command name | the command's settings, JSON |
 //!
 //! A task's body (what the producer sent) is written once; each
 //! transition writes only the small state record. Postcard is positional:
-//! a new field needs a new format byte.
+//! a new field needs a new format byte (state records are format 2 since
+//! `replays` was added; format 1 still reads, with no replays).
 
 use codeq_core::{
-    Command, Priority, ResultRecord, Subscription, Task, TaskId, TaskState, Timestamp,
+    Command, Priority, QueueSettings, ResultRecord, Subscription, Task, TaskId, TaskState,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,9 +121,13 @@ pub fn encode_body(task: &Task, buf: &mut Vec<u8>) -> StoreResult<()> {
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a task body: {e}")))
 }
 
+/// A state record with `replays` (format 1 is format 2 without that last
+/// field).
+const STATE_V2: u8 = 2;
+
 /// Appends the encoded `state` to `buf`.
 pub fn encode_state(state: &TaskState, buf: &mut Vec<u8>) -> StoreResult<()> {
-    buf.push(FORMAT_V1);
+    buf.push(STATE_V2);
     postcard::to_io(state, buf)
         .map(|_| ())
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a task state: {e}")))
@@ -128,11 +135,18 @@ pub fn encode_state(state: &TaskState, buf: &mut Vec<u8>) -> StoreResult<()> {
 
 /// Reads a state record back.
 pub fn decode_state(bytes: &[u8]) -> StoreResult<TaskState> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
-            .map_err(|e| StoreError::Corrupt(format!("cannot decode a task state: {e}"))),
-        _ => Err(StoreError::Corrupt("a task state of an unknown format".into())),
-    }
+    let decoded = match bytes.split_first() {
+        Some((&STATE_V2, record)) => postcard::from_bytes(record),
+        Some((&FORMAT_V1, record)) => {
+            // The last field, `replays`, is a varint: 0 is one zero byte.
+            let mut completed = Vec::with_capacity(record.len() + 1);
+            completed.extend_from_slice(record);
+            completed.push(0);
+            postcard::from_bytes(&completed)
+        }
+        _ => return Err(StoreError::Corrupt("a task state of an unknown format".into())),
+    };
+    decoded.map_err(|e| StoreError::Corrupt(format!("cannot decode a task state: {e}")))
 }
 
 /// A result callback owed: its delivery series, attempts so far and when
@@ -188,6 +202,18 @@ pub fn decode_subscription(bytes: &[u8]) -> StoreResult<Subscription> {
         .map_err(|e| StoreError::Corrupt(format!("cannot decode a subscription: {e}")))
 }
 
+/// Appends the encoded `settings` to `buf`.
+pub fn encode_settings(settings: &QueueSettings, buf: &mut Vec<u8>) -> StoreResult<()> {
+    serde_json::to_writer(buf, settings)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode queue settings: {e}")))
+}
+
+/// Reads a settings record back.
+pub fn decode_settings(bytes: &[u8]) -> StoreResult<QueueSettings> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode queue settings: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use codeq_core::TaskStatus;
@@ -222,10 +248,22 @@ mod tests {
         encode_body(&task, &mut body).unwrap();
         let mut state = Vec::new();
         encode_state(&task.state, &mut state).unwrap();
-        assert_eq!(state[0], FORMAT_V1);
+        assert_eq!(state[0], STATE_V2);
         let back = Body::decode(&body).unwrap().into_task(task.id, decode_state(&state).unwrap());
         assert_eq!(back.unwrap(), task);
         assert!(state.len() < 40, "a state record is small: {} bytes", state.len());
+    }
+
+    #[test]
+    fn a_state_of_format_1_reads_with_no_replays() {
+        let mut state = task().state;
+        state.replays = 3;
+        let mut bytes = Vec::new();
+        encode_state(&state, &mut bytes).unwrap();
+        // Format 1: the same fields but the last (a one-byte varint here).
+        let mut v1 = bytes[..bytes.len() - 1].to_vec();
+        v1[0] = FORMAT_V1;
+        assert_eq!(decode_state(&v1).unwrap(), TaskState { replays: 0, ..state });
     }
 
     #[test]

@@ -24,17 +24,18 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use codeq_core::{
-    Command, Priority, QueueStats, Subscription, TaskId, TaskState, TaskStatus, Timestamp,
+    Command, Priority, QueueSettings, QueueStats, Subscription, TaskId, TaskState, TaskStatus,
+    Timestamp,
 };
 use uuid::Uuid;
 
 use super::log::Location;
+use super::queues::{Commands, DeadKey, STATUSES, status_slot};
 use super::records::Callback;
 use crate::store::CommandFilter;
-
-type ReadyKey = (Reverse<Priority>, Timestamp, TaskId);
 
 /// "No time": a lease or completion a task does not have.
 const NO_TIME: Timestamp = Timestamp(i64::MIN);
@@ -71,6 +72,7 @@ pub struct Entry {
     attempts: u32,
     /// Delivery limit.
     pub max_attempts: u32,
+    replays: u32,
     visible_at: Timestamp,
     updated_at: Timestamp,
     lease_until: Timestamp,
@@ -168,6 +170,7 @@ impl Entry {
             has_webhook: false,
             attempts: 0,
             max_attempts,
+            replays: 0,
             visible_at: Timestamp(0),
             updated_at: Timestamp(0),
             lease_until: NO_TIME,
@@ -197,6 +200,7 @@ impl Entry {
             dead_lettered: self.dead_lettered,
             updated_at: self.updated_at,
             completed_at: maybe(self.completed_at),
+            replays: self.replays,
         }
     }
 
@@ -204,6 +208,7 @@ impl Entry {
     pub fn set_state(&mut self, state: &TaskState) {
         self.status = state.status;
         self.attempts = state.attempts;
+        self.replays = state.replays;
         self.lease_until = time(state.lease_until);
         self.visible_at = state.visible_at;
         self.dead_lettered = state.dead_lettered;
@@ -216,6 +221,20 @@ impl Entry {
             idempotency_key: self.texts.as_mut().and_then(|texts| texts.idempotency_key.take()),
         };
         self.texts = (!texts.is_empty()).then(|| Box::new(texts));
+    }
+
+    /// True when its error or last reason contains `text`.
+    pub fn mentions(&self, text: &str) -> bool {
+        self.texts.as_deref().is_some_and(|texts| {
+            [&texts.error, &texts.last_reason]
+                .into_iter()
+                .any(|field| field.as_deref().is_some_and(|value| value.contains(text)))
+        })
+    }
+
+    /// True when it is a dead letter.
+    pub fn is_dead_letter(&self) -> bool {
+        self.dead_lettered && self.status == TaskStatus::Failed
     }
 
     /// Deliveries so far.
@@ -238,51 +257,15 @@ impl Entry {
         self.result = at;
     }
 
+    /// Forgets its result record (deleted).
+    pub fn clear_result(&mut self) {
+        self.result = NOWHERE;
+    }
+
     /// Bytes its records take in the journal.
     pub fn record_bytes(&self) -> u64 {
         let record = |at: Location| u64::from(at.len) + RECORD_OVERHEAD;
         record(self.body) + record(self.state_at) + self.result().map_or(0, record)
-    }
-}
-
-/// One command's queues.
-#[derive(Debug, Default)]
-struct Queue {
-    ready: BTreeSet<ReadyKey>,
-    delayed: u64,
-    in_progress: u64,
-    dlq: u64,
-    /// Where the command's record lies (the set of commands ever used).
-    record: Option<Location>,
-}
-
-/// The commands known, each with a number entries refer to it by.
-#[derive(Debug, Default)]
-pub struct Commands {
-    names: Vec<Command>,
-    numbers: HashMap<Command, u32>,
-    queues: Vec<Queue>,
-}
-
-impl Commands {
-    /// The number of `command`, added when new.
-    fn intern(&mut self, command: &Command) -> u32 {
-        if let Some(number) = self.numbers.get(command) {
-            return *number;
-        }
-        let number = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.names.push(command.clone());
-        self.numbers.insert(command.clone(), number);
-        self.queues.push(Queue::default());
-        number
-    }
-
-    fn number(&self, command: &Command) -> Option<u32> {
-        self.numbers.get(command).copied()
-    }
-
-    fn queue(&mut self, number: u32) -> Option<&mut Queue> {
-        self.queues.get_mut(number as usize)
     }
 }
 
@@ -295,6 +278,27 @@ pub struct Owed {
     pub at: Location,
     /// The batch that last wrote it.
     pub seq: u64,
+}
+
+/// The commands a claim filter names (`None`: every command).
+fn filter_commands(filter: &CommandFilter) -> Option<&[Command]> {
+    match filter {
+        CommandFilter::All => None,
+        CommandFilter::Only(commands) => Some(commands),
+    }
+}
+
+/// Which dead letters a page shows.
+#[derive(Debug, Clone, Default)]
+pub struct DeadWindow {
+    /// Only those that failed before this time.
+    pub before: Option<Timestamp>,
+    /// Only those that failed after this time.
+    pub after: Option<Timestamp>,
+    /// Only those after this key (the previous page's last).
+    pub cursor: Option<DeadKey>,
+    /// Only those whose error or last reason contains this text.
+    pub text: Option<String>,
 }
 
 /// A subscription, as memory keeps it.
@@ -316,6 +320,10 @@ pub struct Tasks {
     /// Commands (by number) whose ready set went from empty to non-empty
     /// since [`Tasks::take_woken`] last ran.
     woken: Vec<u32>,
+    /// Commands (by number) where a claim held back by a limit may now
+    /// take a task (a task left `maxInFlight`, settings changed), since
+    /// [`Tasks::take_freed`] last ran.
+    freed: Vec<u32>,
     /// Result callbacks owed, by task, and by when they are due.
     owed: HashMap<TaskId, Owed>,
     owed_due: BTreeSet<(Timestamp, TaskId)>,
@@ -457,6 +465,7 @@ impl Tasks {
 
     fn index(&mut self, id: TaskId, place: Place, now: Timestamp) {
         let Some(queue) = self.commands.queue(place.command) else { return };
+        queue.by_status[status_slot(place.status)].insert(id);
         match place.status {
             TaskStatus::Pending if place.visible_at <= now => {
                 if queue.ready.is_empty() {
@@ -472,9 +481,9 @@ impl Tasks {
                 queue.in_progress += 1;
                 self.leases.insert((maybe(place.lease_until).unwrap_or(now), id));
             }
-            TaskStatus::Completed | TaskStatus::Failed => {
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
                 if place.dead_lettered {
-                    queue.dlq += 1;
+                    queue.dead.insert((place.ended, id));
                 }
                 self.terminal.insert((place.ended, id));
             }
@@ -483,6 +492,7 @@ impl Tasks {
 
     fn unindex(&mut self, id: TaskId, place: Place, now: Timestamp) {
         let Some(queue) = self.commands.queue(place.command) else { return };
+        queue.by_status[status_slot(place.status)].remove(&id);
         match place.status {
             TaskStatus::Pending => {
                 if self.delayed.remove(&(place.visible_at, id)) {
@@ -494,10 +504,14 @@ impl Tasks {
             TaskStatus::InProgress => {
                 queue.in_progress = queue.in_progress.saturating_sub(1);
                 self.leases.remove(&(maybe(place.lease_until).unwrap_or(now), id));
+                if queue.settings.max_in_flight.is_some() {
+                    // A place under the limit: a parked claim may take a task.
+                    self.freed.push(place.command);
+                }
             }
-            TaskStatus::Completed | TaskStatus::Failed => {
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
                 if place.dead_lettered {
-                    queue.dlq = queue.dlq.saturating_sub(1);
+                    queue.dead.remove(&(place.ended, id));
                 }
                 self.terminal.remove(&(place.ended, id));
             }
@@ -602,22 +616,21 @@ impl Tasks {
         self.idempotency.get(key).copied()
     }
 
-    /// The best `count` ready tasks among `filter`'s commands, in claim
-    /// order: highest priority, then earliest visible, then oldest id.
-    pub fn best_ready(&self, filter: &CommandFilter, count: usize) -> Vec<TaskId> {
+    /// The best `count` ready tasks among `filter`'s commands that the
+    /// commands' settings let a claim take at `now`, in claim order:
+    /// highest priority, then earliest visible, then oldest id. Takes the
+    /// rate limits' tokens for them.
+    pub fn claimable(&self, filter: &CommandFilter, count: usize, now: Timestamp) -> Vec<TaskId> {
         let queues = &self.commands.queues;
-        let mut heads: Vec<_> = match filter {
-            CommandFilter::All => queues.iter().map(|queue| queue.ready.iter()).collect(),
-            CommandFilter::Only(commands) => {
-                let mut numbers: Vec<u32> =
-                    commands.iter().filter_map(|command| self.commands.number(command)).collect();
-                // A command named twice is one queue: never take a task twice.
-                numbers.sort_unstable();
-                numbers.dedup();
-                numbers.iter().map(|number| queues[*number as usize].ready.iter()).collect()
-            }
-        };
-        let mut next: Vec<Option<&ReadyKey>> = heads.iter_mut().map(Iterator::next).collect();
+        let numbers = self.commands.numbers_of(filter_commands(filter));
+        let mut heads: Vec<_> = numbers
+            .iter()
+            .map(|number| &queues[*number as usize])
+            .filter(|queue| !queue.ready.is_empty())
+            .map(|queue| (queue, queue.capacity(count, now), queue.ready.iter(), 0usize))
+            .filter(|(_, capacity, ..)| *capacity > 0)
+            .collect();
+        let mut next: Vec<_> = heads.iter_mut().map(|(_, _, ready, _)| ready.next()).collect();
         let mut best = Vec::with_capacity(count.min(64));
         while best.len() < count {
             let Some((index, key)) = next
@@ -629,9 +642,153 @@ impl Tasks {
                 break;
             };
             best.push(key.2);
-            next[index] = heads[index].next();
+            let (_, capacity, ready, taken) = &mut heads[index];
+            *taken += 1;
+            next[index] = if *taken < *capacity { ready.next() } else { None };
+        }
+        for (queue, _, _, taken) in &heads {
+            queue.take_tokens(*taken);
         }
         best
+    }
+
+    /// When a rate limit next lets a ready task of `filter`'s commands
+    /// through, when rate limits are all that hold them back.
+    pub fn next_claimable_at(&self, filter: &CommandFilter, now: Timestamp) -> Option<Timestamp> {
+        self.commands
+            .numbers_of(filter_commands(filter))
+            .iter()
+            .filter_map(|number| self.commands.queues[*number as usize].next_token_at(now))
+            .min()
+    }
+
+    /// Commands where a claim held back by a limit may now take a task,
+    /// since the last call.
+    pub fn take_freed(&mut self) -> Vec<Command> {
+        let mut freed = std::mem::take(&mut self.freed);
+        freed.sort_unstable();
+        freed.dedup();
+        freed
+            .into_iter()
+            .filter_map(|number| self.commands.names.get(number as usize).cloned())
+            .collect()
+    }
+
+    /// Replaces the settings of `command` (stored at `at` by batch `seq`).
+    pub fn set_settings(
+        &mut self,
+        command: &Command,
+        settings: QueueSettings,
+        stored: (Location, u64),
+        now: Timestamp,
+    ) {
+        let number = self.commands.intern(command);
+        let Some(queue) = self.commands.queue(number) else { return };
+        queue.set_settings(settings, now);
+        self.live_bytes += u64::from(stored.0.len) + RECORD_OVERHEAD;
+        if let Some((old, _)) = queue.settings_record.replace(stored) {
+            self.live_bytes = self.live_bytes.saturating_sub(u64::from(old.len) + RECORD_OVERHEAD);
+        }
+        self.freed.push(number);
+    }
+
+    /// The settings of `command`, and the batch that stored them (0 for
+    /// the defaults).
+    pub fn settings(&self, command: &Command) -> (QueueSettings, u64) {
+        self.commands.queue_of(command).map_or((QueueSettings::default(), 0), |queue| {
+            (queue.settings, queue.settings_record.map_or(0, |(_, seq)| seq))
+        })
+    }
+
+    /// Where the settings record of `command` lies.
+    pub fn settings_record(&self, command: &Command) -> Option<Location> {
+        self.commands.queue_of(command).and_then(|queue| queue.settings_record).map(|(at, _)| at)
+    }
+
+    /// Updates where the settings record of `command` lies (compaction).
+    pub fn relocate_settings(&mut self, command: &Command, at: Location, seq: u64) {
+        let Some(number) = self.commands.number(command) else { return };
+        if let Some(queue) = self.commands.queue(number)
+            && let Some((place, stored)) = &mut queue.settings_record
+        {
+            *place = at;
+            *stored = (*stored).max(seq);
+        }
+    }
+
+    /// Tasks newest first (by id, that is by creation), of `command`
+    /// (every command for `None`) and `status` (every status for `None`),
+    /// older than `before`, at most `limit`.
+    pub fn list(
+        &self,
+        command: Option<&Command>,
+        status: Option<TaskStatus>,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Vec<TaskId> {
+        let numbers = match command {
+            Some(command) => self.commands.number(command).into_iter().collect(),
+            None => self.commands.numbers_of(None),
+        };
+        let slots: Vec<usize> = match status {
+            Some(status) => vec![status_slot(status)],
+            None => (0..STATUSES).collect(),
+        };
+        let upper = before.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut heads: Vec<_> = numbers
+            .iter()
+            .flat_map(|number| {
+                let queue = &self.commands.queues[*number as usize];
+                slots
+                    .iter()
+                    .map(move |slot| queue.by_status[*slot].range((Bound::Unbounded, upper)).rev())
+            })
+            .collect();
+        let mut next: Vec<Option<&TaskId>> = heads.iter_mut().map(Iterator::next).collect();
+        let mut newest = Vec::with_capacity(limit.min(1024));
+        while newest.len() < limit {
+            let Some((index, id)) = next
+                .iter()
+                .enumerate()
+                .filter_map(|(index, id)| id.map(|id| (index, id)))
+                .max_by_key(|(_, id)| **id)
+            else {
+                break;
+            };
+            newest.push(*id);
+            next[index] = heads[index].next();
+        }
+        newest
+    }
+
+    /// Dead letters of `command`, newest first, in `window`; at most
+    /// `limit`.
+    pub fn dead_letters(
+        &self,
+        command: &Command,
+        window: &DeadWindow,
+        limit: usize,
+    ) -> Vec<DeadKey> {
+        let Some(queue) = self.commands.queue_of(command) else { return Vec::new() };
+        let upper = match window.cursor {
+            Some(cursor) => Bound::Excluded(cursor),
+            None => Bound::Unbounded,
+        };
+        queue
+            .dead
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .filter(|(at, _)| window.before.is_none_or(|before| *at < before))
+            .take_while(|(at, _)| window.after.is_none_or(|after| *at > after))
+            .filter(|(_, id)| {
+                window
+                    .text
+                    .as_deref()
+                    .is_none_or(|text| self.get(*id).is_some_and(|entry| entry.mentions(text)))
+            })
+            .take(limit)
+            .copied()
+            .collect()
     }
 
     /// Ids of delayed tasks visible at `now`, earliest first.
@@ -769,7 +926,7 @@ impl Tasks {
     /// Depths of one command (zeros when unknown).
     pub fn stats(&self, command: &Command) -> QueueStats {
         match self.commands.number(command) {
-            Some(number) => stats_of(command, &self.commands.queues[number as usize]),
+            Some(number) => self.commands.queues[number as usize].stats(command),
             None => QueueStats::empty(command.clone()),
         }
     }
@@ -782,20 +939,10 @@ impl Tasks {
             .iter()
             .zip(&self.commands.queues)
             .filter(|(_, queue)| queue.record.is_some())
-            .map(|(command, queue)| stats_of(command, queue))
+            .map(|(command, queue)| queue.stats(command))
             .collect();
         stats.sort_by(|a, b| a.command.cmp(&b.command));
         stats
-    }
-}
-
-fn stats_of(command: &Command, queue: &Queue) -> QueueStats {
-    QueueStats {
-        command: command.clone(),
-        ready: queue.ready.len() as u64,
-        delayed: queue.delayed,
-        in_progress: queue.in_progress,
-        dlq: queue.dlq,
     }
 }
 
@@ -830,6 +977,7 @@ mod tests {
             dead_lettered: true,
             updated_at: Timestamp(7),
             completed_at: Some(Timestamp(7)),
+            replays: 2,
         };
         entry.set_state(&state);
         assert_eq!(entry.state(), state);

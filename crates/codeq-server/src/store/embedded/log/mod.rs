@@ -62,6 +62,8 @@ pub enum Table {
     Outbox = 5,
     /// Worker-availability subscriptions.
     Subscriptions = 6,
+    /// Per-command settings (pause, flow limits).
+    Settings = 7,
 }
 
 impl Table {
@@ -74,6 +76,7 @@ impl Table {
             4 => Some(Self::Commands),
             5 => Some(Self::Outbox),
             6 => Some(Self::Subscriptions),
+            7 => Some(Self::Settings),
             _ => None,
         }
     }
