@@ -35,6 +35,7 @@ use crate::http;
 use crate::http::body::{BodyBudget, BodyReading};
 use crate::http::connection::{ConnectionTimeouts, Stops};
 use crate::http::serve::ConnectionCap;
+use crate::metrics::Metrics;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
 use crate::service::outbound::Outbound;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub allow_producer_as_worker: bool,
     /// How request bodies are read: budget and timeouts.
     pub bodies: BodyReading,
+    /// The Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     /// The webhook client (and its private-network guard).
     pub outbound: Arc<Outbound>,
     /// Worker-availability subscriptions.
@@ -186,13 +189,17 @@ impl App {
         let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
-        let scheduler = Arc::new(Scheduler::new(
-            store.clone(),
-            signals.clone(),
-            clock.clone(),
-            policy.clone(),
-            shutdown.clone(),
-        ));
+        let metrics = Arc::new(Metrics::new());
+        let scheduler = Arc::new(
+            Scheduler::new(
+                store.clone(),
+                signals.clone(),
+                clock.clone(),
+                policy.clone(),
+                shutdown.clone(),
+            )
+            .with_metrics(metrics.clone()),
+        );
         let artifacts = Arc::new(Artifacts::new(
             config.local_artifacts_dir.clone(),
             config.public_base_url.clone(),
@@ -223,6 +230,7 @@ impl App {
                 },
             },
             offset: config.timezone,
+            metrics: metrics.clone(),
         };
         let subscriptions = Subscriptions {
             store: store.clone(),
@@ -232,6 +240,7 @@ impl App {
             offset: config.timezone,
             default_min_interval_seconds: config.subscription_min_interval_seconds,
             progress: Arc::default(),
+            metrics: metrics.clone(),
         };
         let cleanup_every = Duration::from_secs(config.subscription_cleanup_interval_seconds);
         let mut background = vec![
@@ -243,6 +252,7 @@ impl App {
                 clock.clone(),
                 policy,
                 shutdown.clone(),
+                metrics.clone(),
             )),
             tokio::spawn(dispatcher.run(shutdown.clone())),
         ];
@@ -276,6 +286,7 @@ impl App {
                 pause: Duration::from_secs(config.body_read_timeout_seconds),
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
+            metrics,
         };
         let timeouts = ConnectionTimeouts {
             head: Duration::from_secs(config.request_head_timeout_seconds),
@@ -741,9 +752,15 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},fjall=warn,lsm_tree=warn", config.log_level))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in a file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
+        // The request's span once per line (`span`), not again as a list.
+        LogFormat::Json => builder.json().with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }

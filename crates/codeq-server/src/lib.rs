@@ -9,6 +9,7 @@
 //!   the front door below it: connections, timeouts, request bodies.
 //! - [`fd_limit`]: the open-file limit, raised at start; the connection cap
 //!   it allows.
+//! - [`metrics`]: the Prometheus metrics, their families and how they are read.
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
 //! - [`store`]: the `Store` trait (one atomic call per transition) and its backends.
@@ -21,5 +22,6 @@ pub mod config;
 pub mod data_dir;
 pub mod fd_limit;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod store;

@@ -74,7 +74,8 @@ pub struct Config {
     pub timezone: UtcOffset,
     /// `logLevel`. Default `info`.
     pub log_level: LogLevel,
-    /// `logFormat`. Default `json`.
+    /// `logFormat`. Default `json`, `text` in local mode (no tokens
+    /// configured).
     pub log_format: LogFormat,
     /// `storage`: `embedded` or `redis`. Default `embedded`.
     pub storage: StorageKind,
@@ -486,6 +487,12 @@ impl Config {
         let body_budget = pick(layer.max_body_bytes_in_flight, d.max_body_bytes_in_flight);
         budget_holds_the_largest_body(&body_budget, &max_payload, &max_artifact)?;
 
+        let static_tokens = pick(layer.static_tokens, d.static_tokens).value;
+        // Local mode is a person at a laptop: readable lines by default.
+        let local_mode =
+            static_tokens.is_empty() && jwks.is_none() && layer.worker_jwks_url.is_none();
+        let log_format = if local_mode { LogFormat::Text } else { d.log_format };
+
         let data_dir = pick(layer.data_dir, d.data_dir).value;
         let local_artifacts_dir =
             value(layer.local_artifacts_dir).unwrap_or_else(|| data_dir.join("artifacts"));
@@ -496,7 +503,7 @@ impl Config {
             env: pick(layer.env, d.env).value,
             timezone: pick(layer.timezone, d.timezone).value,
             log_level: pick(layer.log_level, d.log_level).value,
-            log_format: pick(layer.log_format, d.log_format).value,
+            log_format: pick(layer.log_format, log_format).value,
             storage: pick(layer.storage, d.storage).value,
             data_dir,
             durability: pick(layer.durability, d.durability).value,
@@ -537,7 +544,7 @@ impl Config {
                 d.allow_producer_as_worker,
             )
             .value,
-            static_tokens: pick(layer.static_tokens, d.static_tokens).value,
+            static_tokens,
             webhook_hmac_secret: value(layer.webhook_hmac_secret),
             webhook_timeout_seconds: pick(layer.webhook_timeout_seconds, d.webhook_timeout_seconds)
                 .value,

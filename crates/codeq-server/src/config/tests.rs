@@ -51,7 +51,7 @@ const SAMPLES: &[Sample] = &[
     ("env", "dev", &[]),
     ("timezone", "+02:00", &[]),
     ("logLevel", "debug", &[]),
-    ("logFormat", "text", &[]),
+    ("logFormat", "json", &[]),
     ("storage", "redis", &[]),
     ("dataDir", "/var/lib/codeq", &[]),
     ("durability", "buffered", &[]),
@@ -128,6 +128,19 @@ fn assert_key_took_effect(key: &str, with: &Config, without: Result<Config, Conf
 }
 
 #[test]
+fn log_format_defaults_to_json_once_tokens_are_configured_and_text_in_local_mode() {
+    let tokens = r#"[{"token":"t0k3n","kind":"producer","sub":"ci"}]"#;
+    let served = load_env(&[("CODEQ_STATIC_TOKENS", tokens)]).unwrap();
+    assert_eq!(served.log_format, LogFormat::Json);
+    assert!(!served.local_mode());
+    let local = load_env(&[]).unwrap();
+    assert_eq!(local.log_format, LogFormat::Text);
+    assert!(local.local_mode());
+    let chosen = load_env(&[("CODEQ_LOG_FORMAT", "json")]).unwrap();
+    assert_eq!(chosen.log_format, LogFormat::Json, "a chosen format wins in local mode too");
+}
+
+#[test]
 fn defaults_match_the_spec_table() {
     let config = load_env(&[]).unwrap();
 
@@ -136,7 +149,7 @@ fn defaults_match_the_spec_table() {
     assert_eq!(config.env, Env::Prod);
     assert_eq!(config.timezone, time::UtcOffset::UTC);
     assert_eq!(config.log_level, LogLevel::Info);
-    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.log_format, LogFormat::Text, "local mode: no tokens configured");
     assert_eq!(config.storage, StorageKind::Embedded);
     assert_eq!(config.data_dir, PathBuf::from("./codeq-data"));
     assert_eq!(config.durability, Durability::Fsync);
@@ -186,7 +199,8 @@ fn defaults_match_the_spec_table() {
 
     assert!(config.local_mode());
     assert!(config.automatic_cleanup());
-    assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+    let local = Config { log_format: LogFormat::Text, ..Config::default() };
+    assert_eq!(format!("{config:?}"), format!("{local:?}"));
 }
 
 #[test]

@@ -26,6 +26,11 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
+/// The `code` of an error answer, kept in the response's extensions for
+/// the request's log line and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// The JSON body of every error.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
@@ -80,6 +85,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: &self.message, code: self.code };
         let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -16,12 +16,17 @@
 //! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`ops`]: the
 //!   endpoints; [`views`]:
 //!   their JSON; [`error`]: `ApiError`.
+//! - [`openapi`]: the OpenAPI document of the routes below ([`routes`] is
+//!   the one list both the router and the document's test read).
+//! - [`observe`]: per request, the log line and the HTTP metrics.
 
 pub mod admin;
 pub mod body;
 pub mod connection;
 pub mod error;
 pub mod extract;
+pub mod observe;
+pub mod openapi;
 pub mod ops;
 pub mod request_head;
 pub mod serve;
@@ -30,13 +35,12 @@ pub mod tasks;
 pub mod views;
 pub mod workers;
 
-use std::time::Instant;
+use std::sync::LazyLock;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::handler::Handler;
+use axum::http::{HeaderName, Method};
+use axum::middleware;
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -44,49 +48,97 @@ use self::body::{BodyLimits, RouteBodyLimit};
 use self::error::ApiError;
 use crate::app::AppState;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The header carrying a request's id (taken from the client, or made).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// One route: method, path template (as the router and the OpenAPI
+/// document spell it) and handler.
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path template, e.g. `/v1/codeq/tasks/{id}`.
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    fn post<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self { method: Method::POST, path, handler: post(handler) }
+    }
+
+    fn get<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self { method: Method::GET, path, handler: get(handler) }
+    }
+
+    fn delete<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self { method: Method::DELETE, path, handler: delete(handler) }
+    }
+
+    /// Bodies of this route are limited to `bytes`.
+    fn limit(mut self, bytes: usize) -> Self {
+        self.handler = self.handler.layer(Extension(RouteBodyLimit(bytes)));
+        self
+    }
+}
+
+/// Every route of the server, with the body limits of `limits`.
+pub fn routes(limits: &BodyLimits) -> Vec<Route> {
+    let small = limits.small;
+    vec![
+        Route::post("/v1/codeq/tasks", tasks::create).limit(limits.create),
+        Route::post("/v1/codeq/tasks/batch", tasks::create_batch).limit(limits.create_batch),
+        Route::post("/v1/codeq/tasks/claim", workers::claim).limit(small),
+        Route::post("/v1/codeq/tasks/claim/batch", workers::claim_batch).limit(small),
+        Route::post("/v1/codeq/tasks/batch/results", workers::submit_results_batch)
+            .limit(limits.result_batch),
+        Route::get("/v1/codeq/tasks/{id}", tasks::get),
+        Route::get("/v1/codeq/tasks/{id}/artifacts/{name}", tasks::artifact),
+        Route::get("/v1/codeq/tasks/{id}/result", tasks::get_result),
+        Route::post("/v1/codeq/tasks/{id}/result", workers::submit_result).limit(limits.result),
+        Route::post("/v1/codeq/tasks/{id}/heartbeat", workers::heartbeat).limit(small),
+        Route::post("/v1/codeq/tasks/{id}/abandon", workers::abandon).limit(small),
+        Route::post("/v1/codeq/tasks/{id}/nack", workers::nack).limit(small),
+        Route::post("/v1/codeq/workers/subscriptions", subscriptions::create).limit(small),
+        Route::post("/v1/codeq/workers/subscriptions/{id}/heartbeat", subscriptions::heartbeat)
+            .limit(small),
+        Route::delete("/v1/codeq/workers/subscriptions/{id}", subscriptions::delete),
+        Route::get("/v1/codeq/admin/queues", admin::queues),
+        Route::get("/v1/codeq/admin/queues/{command}", admin::queue),
+        Route::get("/v1/codeq/admin/queues/{command}/stats", admin::queue),
+        Route::post("/v1/codeq/admin/tasks/cleanup", admin::cleanup).limit(small),
+        Route::get("/healthz", ops::healthz),
+        Route::get("/readyz", ops::readyz),
+        Route::get("/metrics", ops::metrics),
+        Route::get("/openapi.json", ops::openapi),
+    ]
+}
+
+/// The path templates of [`routes`], each once (the `route` labels).
+static ROUTE_PATHS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut paths: Vec<&'static str> = route_table().into_iter().map(|(_, path)| path).collect();
+    paths.dedup();
+    paths
+});
+
+/// Every `(method, path template)` the router serves.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes(&BodyLimits::new(1, 1)).into_iter().map(|route| (route.method, route.path)).collect()
+}
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let limits = BodyLimits::new(state.limits.max_payload_bytes, state.limits.max_artifact_bytes);
-    let limit = |bytes: usize| Extension(RouteBodyLimit(bytes));
-    let small = limit(limits.small);
-
-    let api = Router::new()
-        .route("/tasks", post(tasks::create).layer(limit(limits.create)))
-        .route("/tasks/batch", post(tasks::create_batch).layer(limit(limits.create_batch)))
-        .route("/tasks/claim", post(workers::claim).layer(small))
-        .route("/tasks/claim/batch", post(workers::claim_batch).layer(small))
-        .route(
-            "/tasks/batch/results",
-            post(workers::submit_results_batch).layer(limit(limits.result_batch)),
-        )
-        .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/artifacts/{name}", get(tasks::artifact))
-        .route(
-            "/tasks/{id}/result",
-            get(tasks::get_result).post(workers::submit_result).layer(limit(limits.result)),
-        )
-        .route("/tasks/{id}/heartbeat", post(workers::heartbeat).layer(small))
-        .route("/tasks/{id}/abandon", post(workers::abandon).layer(small))
-        .route("/tasks/{id}/nack", post(workers::nack).layer(small))
-        .route("/workers/subscriptions", post(subscriptions::create).layer(small))
-        .route("/workers/subscriptions/{id}/heartbeat", post(subscriptions::heartbeat).layer(small))
-        .route("/workers/subscriptions/{id}", delete(subscriptions::delete))
-        .route("/admin/queues", get(admin::queues))
-        .route("/admin/queues/{command}", get(admin::queue))
-        .route("/admin/queues/{command}/stats", get(admin::queue))
-        .route("/admin/tasks/cleanup", post(admin::cleanup).layer(small));
-
-    Router::new()
-        .nest("/v1/codeq", api)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+    let mut router = Router::new();
+    for route in routes(&limits) {
+        // Two methods of one path merge into one method router.
+        router = router.route(route.path, route.handler);
+    }
+    router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
         .layer(middleware::from_fn(request_head::check))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::request))
+        .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
@@ -101,23 +153,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route",
     )
-}
-
-/// One log line per request: method, route template, status, duration and
-/// request id.
-async fn log_request(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let request_id = request.headers().get(REQUEST_ID).cloned();
-    let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or_default(),
-        "request"
-    );
-    response
 }

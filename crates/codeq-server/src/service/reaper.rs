@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use codeq_core::Timestamp;
+use codeq_core::{ResultStatus, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store::{Expiry, Retried, Signals, Store, StoreResult};
 
 /// How long the reaper sleeps when the store knows no deadline.
@@ -22,16 +23,17 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long the reaper waits after a storage error before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Runs the reaper until `shutdown` fires.
+/// Runs the reaper until `shutdown` fires, counting expiries in `metrics`.
 pub async fn run(
     store: Arc<dyn Store>,
     signals: Arc<Signals>,
     clock: Arc<dyn Clock>,
     policy: Policy,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     loop {
-        let pass = reap_once(store.as_ref(), clock.as_ref(), &policy).await;
+        let pass = reap_once(store.as_ref(), clock.as_ref(), &policy, &metrics).await;
         let idle_until = match pass {
             Ok(true) => continue,
             Ok(false) => clock.now().plus_millis(IDLE_POLL.as_millis() as i64),
@@ -55,7 +57,12 @@ pub async fn run(
 /// One pass: promote due tasks, expire leases (with the backoff decided
 /// here, per delivery). True when a limit was hit and more work is
 /// waiting.
-async fn reap_once(store: &dyn Store, clock: &dyn Clock, policy: &Policy) -> StoreResult<bool> {
+async fn reap_once(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    policy: &Policy,
+    metrics: &Metrics,
+) -> StoreResult<bool> {
     let limit = policy.requeue_inspect_limit;
     let now: Timestamp = clock.now();
     let promoted = store.promote_due(now, limit).await?;
@@ -70,11 +77,13 @@ async fn reap_once(store: &dyn Store, clock: &dyn Clock, policy: &Policy) -> Sto
         .collect();
     let expired = if ended_count == 0 { Vec::new() } else { store.expire(expiries, now).await? };
     for task in &expired {
+        metrics.lease_expired(&task.command);
         match task.outcome {
             Retried::Requeued { delay_seconds } => {
                 tracing::debug!(task.id = %task.task_id, command = %task.command, delay_seconds, "lease expired, task requeued");
             }
             Retried::DeadLettered => {
+                metrics.task_terminal(&task.command, ResultStatus::Failed, task.task_id, now);
                 tracing::debug!(task.id = %task.task_id, command = %task.command, "lease expired, task dead-lettered");
             }
         }

@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use codeq_core::{Command, Priority, ResultRecord, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{
+    Command, Priority, ResultRecord, ResultStatus, Task, TaskId, TaskState, Timestamp,
+};
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, futures::Notified};
 use tokio_util::sync::CancellationToken;
 
 use super::Policy;
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Retried, Signals, Store,
     StoreError, StoreResult, TransitionError,
@@ -75,6 +78,8 @@ pub struct Scheduler {
     long_polls_waiting: AtomicUsize,
     /// Storage calls in flight (`maxInFlightCalls`).
     admission: Semaphore,
+    /// Counts the transitions that happen.
+    metrics: Arc<Metrics>,
 }
 
 impl Scheduler {
@@ -95,7 +100,14 @@ impl Scheduler {
             shutdown,
             long_polls_waiting: AtomicUsize::new(0),
             admission,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts transitions in `metrics` (by default, in metrics of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A place among the storage calls in flight, or `Busy` at once when
@@ -129,7 +141,13 @@ impl Scheduler {
         let _admitted = self.admit()?;
         let now = self.clock.now();
         let tasks = requests.into_iter().map(|request| self.new_task(request, now)).collect();
-        self.store.create(tasks).await
+        let created = self.store.create(tasks).await?;
+        for task in &created {
+            if let Created::New(task) = task {
+                self.metrics.task_created(&task.command);
+            }
+        }
+        Ok(created)
     }
 
     fn new_task(&self, request: NewTask, now: Timestamp) -> Task {
@@ -191,6 +209,9 @@ impl Scheduler {
                 self.store.claim(&spec, now).await?
             };
             if !claimed.is_empty() {
+                for task in &claimed {
+                    self.metrics.tasks_claimed(&task.command, 1);
+                }
                 // Pass the wake-up on: another ready task may be waiting
                 // for the waiter this one took it from.
                 if let Some(index) = woken_by {
@@ -264,7 +285,11 @@ impl Scheduler {
             };
             let delay = self.retry_delay(delay_seconds, attempt);
             let fenced = Fence { worker_id: fence.worker_id, attempt: Some(attempt) };
-            let nacked = self.store.nack(id, fenced, delay, reason.clone(), self.clock.now()).await;
+            let now = self.clock.now();
+            let nacked = self.store.nack(id, fenced, delay, reason.clone(), now).await;
+            if let Ok(Retried::DeadLettered) = nacked {
+                self.count_terminal(id, ResultStatus::Failed, now);
+            }
             match nacked {
                 Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
                     if fence.attempt.is_none() && tries < TRIES => {}
@@ -289,7 +314,20 @@ impl Scheduler {
         items: Vec<Completion>,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
         let _admitted = self.admit()?;
-        self.store.complete(items, self.clock.now()).await
+        let outcomes = self.store.complete(items, self.clock.now()).await?;
+        for outcome in &outcomes {
+            if let Ok(Completed::Stored(record)) = outcome {
+                self.count_terminal(record.task_id, record.status, record.completed_at);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Counts a task that became terminal (its command read from memory).
+    fn count_terminal(&self, id: TaskId, status: ResultStatus, at: Timestamp) {
+        if let Some(command) = self.store.command_of(id) {
+            self.metrics.task_terminal(&command, status, id, at);
+        }
     }
 
     /// Reads a task.

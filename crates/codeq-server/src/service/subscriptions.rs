@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::outbound::{Outbound, Request};
 use crate::clock::Clock;
 use crate::http::views::Rfc3339;
+use crate::metrics::{Metrics, WebhookKind};
 use crate::store::{Signals, Store, StoreError};
 
 /// Notifications posted at once.
@@ -81,6 +82,8 @@ pub struct Subscriptions {
     pub default_min_interval_seconds: u64,
     /// What the notifier has done so far.
     pub progress: Arc<Progress>,
+    /// Notification outcomes are counted here.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the notifier has done: "ready" news handled, notifications sent
@@ -241,7 +244,9 @@ impl Subscriptions {
             body,
             timestamp: now.unix_seconds(),
         };
-        if let Err(error) = self.outbound.send(request).await {
+        let sent = self.outbound.send(request).await;
+        self.metrics.webhook_delivery(WebhookKind::QueueReady, command, sent.is_ok());
+        if let Err(error) = sent {
             tracing::debug!(%error, command = command.as_str(), "worker notification not delivered");
         }
     }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbound::{Outbound, Request, SendError};
 use crate::clock::Clock;
 use crate::http::views::Rfc3339;
+use crate::metrics::{Metrics, WebhookKind};
 use crate::store::{DueCallback, Signals, Store};
 
 /// Callbacks posted at once.
@@ -57,6 +58,8 @@ pub struct Dispatcher {
     pub retries: Retries,
     /// The offset of the times in the body.
     pub offset: UtcOffset,
+    /// Delivery outcomes are counted here.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The body of a result callback.
@@ -157,7 +160,9 @@ impl Dispatcher {
         let timestamp = self.clock.now().unix_seconds();
         let request = Request { url, event: "task.result", delivery: &delivery, body, timestamp };
         let attempts = callback.attempts + 1;
-        match self.outbound.send(request).await {
+        let sent = self.outbound.send(request).await;
+        self.metrics.webhook_delivery(WebhookKind::TaskResult, &task.command, sent.is_ok());
+        match sent {
             Ok(()) => {
                 tracing::debug!(task.id = %id, attempts, "result callback delivered");
                 self.end(callback).await;

@@ -14,6 +14,7 @@
 //! conformance suite (`tests/store_conformance.rs`).
 
 pub mod embedded;
+mod engine_stats;
 mod signals;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use codeq_core::{
 use tokio_util::sync::CancellationToken;
 
 pub use codeq_core::lifecycle::{Fence, Retried, TransitionError};
+pub use engine_stats::{EngineStats, HistogramSnapshot};
 pub use signals::Signals;
 
 /// Which commands a claim may take from.
@@ -311,4 +313,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable and stops taking writes.
     async fn close(&self) -> StoreResult<()>;
+
+    /// The engine's own counters (commit rounds, fsyncs, watermark), for
+    /// the metrics; `None` for a backend without such an engine.
+    fn engine_stats(&self) -> Option<EngineStats> {
+        None
+    }
+
+    /// The command of a live task, read from memory without I/O (labels
+    /// the metrics of results and dead letters); `None` when unknown or
+    /// when the backend cannot tell without a read.
+    fn command_of(&self, _id: TaskId) -> Option<Command> {
+        None
+    }
 }

@@ -12,6 +12,8 @@ mod helpers;
 mod jwt;
 mod lifecycle;
 mod long_poll;
+mod metrics;
+mod openapi;
 mod receiver;
 mod semantics;
 mod subscriptions;

@@ -811,6 +811,15 @@ impl Store for EmbeddedStore {
         self.log.watermark().failed()
     }
 
+    fn engine_stats(&self) -> Option<crate::store::EngineStats> {
+        Some(self.log.stats())
+    }
+
+    fn command_of(&self, id: TaskId) -> Option<Command> {
+        let core = self.lock();
+        core.tasks.get(id).map(|entry| core.tasks.command_of(entry).clone())
+    }
+
     async fn close(&self) -> StoreResult<()> {
         self.stop.cancel();
         let _compacting = self.compacting.lock().await;

@@ -142,6 +142,7 @@ impl Committer {
             }
             self.shared.watermark.advance(last_seq);
             self.shared.slots.add_permits(slots);
+            self.shared.stats.round(slots, bytes);
         }
     }
 
@@ -193,7 +194,10 @@ impl Committer {
             .shared
             .segment(segment)
             .ok_or_else(|| bug(format!("segment {segment} is not open")))?;
-        file.sync_data().map_err(|e| failed("fdatasync of the journal failed", &e))
+        let started = std::time::Instant::now();
+        let synced = file.sync_data();
+        self.shared.stats.synced(started.elapsed());
+        synced.map_err(|e| failed("fdatasync of the journal failed", &e))
     }
 
     /// Writes consecutive frames of one segment with one write.

@@ -18,6 +18,7 @@
 //! Every byte goes through the [`fs::Fs`] seam; [`fault::FaultFs`] is the
 //! one tests use to delay, fail or forget I/O.
 
+mod commit_stats;
 mod committer;
 pub mod fault;
 pub mod frame;
@@ -34,6 +35,7 @@ use std::thread;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use self::commit_stats::CommitStats;
 use self::committer::{Committer, Job, Seal};
 use self::frame::{Batch, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN, seal_frame};
 use self::fs::{Fs, FsFile};
@@ -141,6 +143,8 @@ pub(crate) struct Shared {
     slots: Semaphore,
     /// Serialises rewrites of the manifest (compaction, close).
     manifest: Mutex<Manifest>,
+    /// What the committer did, for the metrics.
+    stats: CommitStats,
 }
 
 impl Shared {
@@ -249,6 +253,7 @@ impl Recovering {
             watermark: Watermark::new(recovered.last_seq),
             slots: Semaphore::new(options.queue_slots),
             manifest: Mutex::new(manifest),
+            stats: CommitStats::new(recovered.last_seq),
         });
         let (sender, jobs) = mpsc::channel();
         let committer = Committer {
@@ -305,6 +310,11 @@ impl Log {
     /// The durable watermark.
     pub fn watermark(&self) -> &Watermark {
         &self.shared.watermark
+    }
+
+    /// The committer's counters and the watermark, for the metrics.
+    pub fn stats(&self) -> crate::store::EngineStats {
+        self.shared.stats.snapshot(self.shared.watermark.durable())
     }
 
     /// Reads a value back. Its batch must be durable (wait for it first).
@@ -443,6 +453,7 @@ impl Appender {
         let bytes = batch.finish(seq, durable);
         jobs.send(Job { seq, segment, offset, bytes, seal }).map_err(|_| AppendError::Closed)?;
         slot.0.forget();
+        self.shared.stats.queued(seq);
         self.next_seq += 1;
         self.tail += len;
         Ok((seq, locations))

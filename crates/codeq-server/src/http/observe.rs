@@ -1,0 +1,105 @@
+//! What every request leaves behind: one log line and the HTTP metrics.
+//!
+//! Each request runs inside a `request` span carrying its id (from
+//! `X-Request-Id`, or the one the server made), method and route
+//! template, so anything logged while it is served (a 5xx cause, once,
+//! where it is turned into an answer) carries them too. When it is
+//! answered, one `info` line adds the status, the latency and, for an
+//! error, its `code`.
+//!
+//! What is logged is chosen field by field: never a header value but the
+//! request id, never a body, never the raw path (a route template only).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use super::REQUEST_ID;
+use super::error::ErrorCode;
+use crate::app::AppState;
+use crate::metrics::UNMATCHED_ROUTE;
+
+/// The longest request id logged (a client may send anything).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The middleware: serves the request inside its span, then logs and
+/// counts it.
+pub async fn request(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let request_id = request_id(&request);
+    let span = tracing::info_span!("request", request_id, method, route);
+    let response = next.run(request).instrument(span.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    let code = response.extensions().get::<ErrorCode>().map(|code| code.0);
+    app.metrics.http_request(method, route, status, seconds, code == Some("overloaded"));
+    // Milliseconds to the microsecond.
+    let latency_ms = (seconds * 1e6).round() / 1e3;
+    span.in_scope(|| match code {
+        Some(code) => tracing::info!(status, latency_ms, code, "request"),
+        None => tracing::info!(status, latency_ms, "request"),
+    });
+    response
+}
+
+/// The request's id as set by the request-id layer, when it is printable
+/// text of a sensible length.
+fn request_id(request: &Request) -> &str {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| id.len() <= MAX_REQUEST_ID_LEN)
+        .unwrap_or_default()
+}
+
+/// The route template as a `&'static str` from the route table (no
+/// allocation), or [`UNMATCHED_ROUTE`].
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    let Some(matched) = matched else { return UNMATCHED_ROUTE };
+    super::ROUTE_PATHS
+        .iter()
+        .find(|path| **path == matched.as_str())
+        .copied()
+        .unwrap_or(UNMATCHED_ROUTE)
+}
+
+/// The method as a label: the standard ones by name, anything else
+/// `OTHER` (a client must not be able to make new series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_of_the_table_is_its_own_label() {
+        for (_, path) in super::super::route_table() {
+            assert!(super::super::ROUTE_PATHS.contains(&path), "{path} has no label");
+        }
+        assert_eq!(route_label(None), UNMATCHED_ROUTE);
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+    }
+}

@@ -1,0 +1,764 @@
+//! The OpenAPI 3.1 document of the API (`GET /openapi.json`), generated
+//! with `utoipa` from the declarations below: one `#[utoipa::path]` per
+//! route of [`super::routes`], and the JSON forms of requests and answers
+//! as schema types.
+//!
+//! The schema types describe the wire forms; the handlers parse into
+//! their own borrowing types. Two tests keep the two in step: every route
+//! of the router is in the document and nothing else is (`tests/api/
+//! openapi.rs`), and a client generated from the document drives a real
+//! server through create, claim and result (`tools/openapi_check.py`).
+
+// The schema types and path functions exist for their attributes only:
+// never built, never called.
+#![allow(dead_code, clippy::large_enum_variant)]
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde_json::Value;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+
+/// The document as JSON, built once.
+pub fn document_json() -> Bytes {
+    static JSON: OnceLock<Bytes> = OnceLock::new();
+    JSON.get_or_init(|| {
+        // Serializing a document of plain maps and strings cannot fail.
+        Bytes::from(serde_json::to_vec(&ApiDoc::openapi()).unwrap_or_default())
+    })
+    .clone()
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "codeQ",
+        description = "Task queue server: producers create tasks, workers claim them under a \
+                       lease and report results. Every error answer is `{error, code}`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        create_task, create_tasks, claim_task, claim_tasks, submit_results, get_task,
+        get_artifact, get_result, submit_result, heartbeat, abandon, nack, subscribe,
+        renew_subscription, delete_subscription, list_queues, get_queue, get_queue_stats,
+        cleanup, healthz, readyz, metrics, openapi_json
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "producers", description = "Creating tasks"),
+        (name = "workers", description = "Claiming tasks and reporting on them"),
+        (name = "tasks", description = "Reading tasks and results (any token)"),
+        (name = "admin", description = "Queue depths and retention (admin token)"),
+        (name = "operations", description = "Health, metrics and this document (no token)")
+    )
+)]
+struct ApiDoc;
+
+/// Adds the bearer-token scheme every `/v1/codeq` route requires.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+// ---------------------------------------------------------------- schemas
+
+/// Every error answer.
+#[derive(ToSchema)]
+#[schema(title = "Error")]
+pub struct ErrorBody {
+    /// Human-readable message naming the field or the reason.
+    error: String,
+    /// Stable snake_case code, e.g. `invalid_field`, `not_in_progress`.
+    code: String,
+}
+
+/// A task's status.
+#[derive(ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    /// Waiting to be claimed (ready, or delayed until `runAt`).
+    Pending,
+    /// Claimed by a worker under a lease.
+    InProgress,
+    /// Finished with a result.
+    Completed,
+    /// Finished with an error, or dead-lettered (`error: MAX_ATTEMPTS`).
+    Failed,
+}
+
+/// A task. Absent optional fields are omitted.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Task {
+    /// Server-assigned id (UUID v7).
+    #[schema(format = "uuid")]
+    id: String,
+    /// The queue.
+    command: String,
+    /// The producer's JSON payload, compact, as a JSON string.
+    payload: String,
+    /// 0..9, higher is claimed first.
+    #[schema(minimum = 0, maximum = 9)]
+    priority: u8,
+    /// Result callback URL.
+    #[schema(format = "uri")]
+    webhook: Option<String>,
+    /// Life-cycle status.
+    status: TaskStatus,
+    /// The claiming worker, while `IN_PROGRESS`.
+    worker_id: Option<String>,
+    /// End of the lease (advisory), while `IN_PROGRESS`.
+    #[schema(format = DateTime)]
+    lease_until: Option<String>,
+    /// Deliveries so far.
+    attempts: u32,
+    /// Delivery limit.
+    max_attempts: u32,
+    /// Terminal error.
+    error: Option<String>,
+    /// Last nack reason, or `LEASE_EXPIRED`.
+    last_reason: Option<String>,
+    /// When the task becomes (or became) visible, if scheduled.
+    #[schema(format = DateTime)]
+    run_at: Option<String>,
+    /// The producer's idempotency key.
+    idempotency_key: Option<String>,
+    /// Creation time.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Last change.
+    #[schema(format = DateTime)]
+    updated_at: String,
+    /// When the task became terminal.
+    #[schema(format = DateTime)]
+    completed_at: Option<String>,
+}
+
+/// `POST /v1/codeq/tasks`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CreateTask {
+    /// Queue name: 1–128 characters of `A-Z a-z 0-9 _ - . :`.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
+    command: String,
+    /// Any JSON (an object in practice), at most `maxPayloadBytes` compact.
+    payload: Value,
+    /// Clamped to 0..9; default 0.
+    priority: Option<i64>,
+    /// 1..1000; default `maxAttemptsDefault`.
+    #[schema(minimum = 1, maximum = 1000)]
+    max_attempts: Option<u32>,
+    /// Absolute http(s) URL.
+    #[schema(format = "uri")]
+    webhook: Option<String>,
+    /// A repeat while the task exists returns it (`Idempotent-Replayed: true`).
+    #[schema(min_length = 1, max_length = 256)]
+    idempotency_key: Option<String>,
+    /// RFC 3339; in the past means now. Wins over `delaySeconds`.
+    #[schema(format = DateTime)]
+    run_at: Option<String>,
+    /// Seconds before the task becomes visible, ≥ 0.
+    #[schema(minimum = 0)]
+    delay_seconds: Option<u64>,
+}
+
+/// `POST /v1/codeq/tasks/batch`.
+#[derive(ToSchema)]
+pub struct CreateTasks {
+    /// 1..100 tasks, each created (or refused) on its own.
+    #[schema(min_items = 1, max_items = 100)]
+    tasks: Vec<CreateTask>,
+}
+
+/// One created task of a batch.
+#[derive(ToSchema)]
+pub struct CreatedItem {
+    /// The created (or replayed) task.
+    task: Task,
+}
+
+/// The refusal of one batch item.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ErrorItem {
+    /// The item's task (result batches).
+    task_id: Option<String>,
+    /// Message.
+    error: String,
+    /// Code.
+    code: String,
+}
+
+/// One item of a batch create's answer.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum CreateItemOutcome {
+    /// Created.
+    Created(CreatedItem),
+    /// Refused.
+    Error(ErrorItem),
+}
+
+/// The answer of a batch create, in request order.
+#[derive(ToSchema)]
+pub struct CreatedTasks {
+    /// One per request item.
+    results: Vec<CreateItemOutcome>,
+}
+
+/// `POST /v1/codeq/tasks/claim`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Claim {
+    /// Subset of the token's `eventTypes`; default: all of them.
+    commands: Option<Vec<String>>,
+    /// 1..`maxLeaseSeconds`; default `defaultLeaseSeconds`.
+    #[schema(minimum = 1)]
+    lease_seconds: Option<u64>,
+    /// Long poll, clamped to 0..30.
+    wait_seconds: Option<i64>,
+}
+
+/// `POST /v1/codeq/tasks/claim/batch`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ClaimMany {
+    /// As for a single claim.
+    commands: Option<Vec<String>>,
+    /// As for a single claim.
+    #[schema(minimum = 1)]
+    lease_seconds: Option<u64>,
+    /// As for a single claim.
+    wait_seconds: Option<i64>,
+    /// How many tasks at most, 1..100.
+    #[schema(minimum = 1, maximum = 100)]
+    count: u32,
+}
+
+/// `{"tasks": [...]}`.
+#[derive(ToSchema)]
+pub struct Tasks {
+    /// The claimed tasks.
+    tasks: Vec<Task>,
+}
+
+/// `POST …/heartbeat`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// New lease from now, 1..`maxLeaseSeconds`; default `defaultLeaseSeconds`.
+    #[schema(minimum = 1)]
+    extend_seconds: Option<u64>,
+    /// The delivery this call belongs to (fencing).
+    attempt: Option<u32>,
+}
+
+/// The answer of a heartbeat.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct HeartbeatAnswer {
+    /// Always true.
+    ok: bool,
+    /// The new end of the lease.
+    #[schema(format = DateTime)]
+    lease_until: String,
+}
+
+/// `POST …/abandon`.
+#[derive(ToSchema)]
+pub struct Abandon {
+    /// The delivery this call belongs to (fencing).
+    attempt: Option<u32>,
+}
+
+/// `{"status": "requeued"}`.
+#[derive(ToSchema)]
+pub struct Requeued {
+    /// `requeued`.
+    #[schema(pattern = "^requeued$")]
+    status: String,
+}
+
+/// `POST …/nack`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Nack {
+    /// Retry delay (capped by `backoffMaxSeconds`); default: the backoff policy.
+    #[schema(minimum = 0)]
+    delay_seconds: Option<u64>,
+    /// Why (shown as `lastReason`).
+    reason: Option<String>,
+    /// The delivery this call belongs to (fencing).
+    attempt: Option<u32>,
+}
+
+/// What a nack did.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum NackStatus {
+    /// Back in the queue after `delaySeconds`.
+    Requeued,
+    /// Out of deliveries: dead-lettered.
+    Dlq,
+}
+
+/// The answer of a nack.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct NackAnswer {
+    /// Requeued or dead-lettered.
+    status: NackStatus,
+    /// The delay applied (0 when dead-lettered).
+    delay_seconds: u64,
+}
+
+/// A result's outcome.
+#[derive(ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ResultStatus {
+    /// Done; `result` holds the output.
+    Completed,
+    /// Failed; `error` says why.
+    Failed,
+}
+
+/// An artifact as submitted: a URL, or inline bytes the server stores.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ArtifactUpload {
+    /// A plain file name (no `/`, `\`, NUL, not `.` or `..`, ≤ 255 bytes).
+    name: String,
+    /// http(s) URL, stored as given.
+    #[schema(format = "uri")]
+    url: Option<String>,
+    /// Base64 bytes, at most `maxArtifactBytes` decoded.
+    content_base64: Option<String>,
+    /// Media type.
+    content_type: Option<String>,
+}
+
+/// `POST /v1/codeq/tasks/{id}/result`.
+#[derive(ToSchema)]
+pub struct SubmitResult {
+    /// Outcome.
+    status: ResultStatus,
+    /// Required (a JSON object) when `COMPLETED`.
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    /// Required (non-empty) when `FAILED`.
+    error: Option<String>,
+    /// Files produced.
+    artifacts: Option<Vec<ArtifactUpload>>,
+    /// The delivery this call belongs to (fencing).
+    attempt: Option<u32>,
+}
+
+/// One item of a batch of results.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct SubmitResultItem {
+    /// The task.
+    #[schema(format = "uuid")]
+    task_id: String,
+    /// Outcome.
+    status: ResultStatus,
+    /// Required (a JSON object) when `COMPLETED`.
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    /// Required (non-empty) when `FAILED`.
+    error: Option<String>,
+    /// Files produced.
+    artifacts: Option<Vec<ArtifactUpload>>,
+    /// The delivery this item belongs to (fencing).
+    attempt: Option<u32>,
+}
+
+/// `POST /v1/codeq/tasks/batch/results`.
+#[derive(ToSchema)]
+pub struct SubmitResults {
+    /// 1..100 items, each stored (or refused) on its own.
+    #[schema(min_items = 1, max_items = 100)]
+    results: Vec<SubmitResultItem>,
+}
+
+/// A stored artifact.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Artifact {
+    /// File name.
+    name: String,
+    /// Where the bytes are.
+    url: String,
+    /// Media type.
+    content_type: Option<String>,
+}
+
+/// A stored result record.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ResultRecord {
+    /// The task.
+    #[schema(format = "uuid")]
+    task_id: String,
+    /// Outcome.
+    status: ResultStatus,
+    /// The worker's output (`COMPLETED`).
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    /// The error (`FAILED`).
+    error: Option<String>,
+    /// Files produced.
+    artifacts: Option<Vec<Artifact>>,
+    /// When the task became terminal.
+    #[schema(format = DateTime)]
+    completed_at: String,
+}
+
+/// One stored result of a batch.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct StoredItem {
+    /// The task.
+    task_id: String,
+    /// Its stored result.
+    result: ResultRecord,
+}
+
+/// One item of a batch of results' answer.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum ResultItemOutcome {
+    /// Stored (or a repeat of the stored one).
+    Stored(StoredItem),
+    /// Refused.
+    Error(ErrorItem),
+}
+
+/// The answer of a batch of results, in request order.
+#[derive(ToSchema)]
+pub struct StoredResults {
+    /// One per request item.
+    results: Vec<ResultItemOutcome>,
+}
+
+/// A task and its result.
+#[derive(ToSchema)]
+pub struct TaskWithResult {
+    /// The task.
+    task: Task,
+    /// Its result.
+    result: ResultRecord,
+}
+
+/// Depths of one command's queues.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// The command.
+    command: String,
+    /// Pending and visible now.
+    ready: u64,
+    /// Pending until a later time.
+    delayed: u64,
+    /// Claimed under a lease.
+    in_progress: u64,
+    /// Dead-lettered.
+    dlq: u64,
+}
+
+/// Every command's depths.
+#[derive(ToSchema)]
+pub struct Queues {
+    /// One per command ever used.
+    queues: Vec<QueueStats>,
+}
+
+/// `POST /v1/codeq/admin/tasks/cleanup`.
+#[derive(ToSchema)]
+pub struct Cleanup {
+    /// Most tasks deleted, 1..100000; default 1000.
+    #[schema(minimum = 1, maximum = 100000)]
+    limit: Option<u32>,
+    /// RFC 3339; default now.
+    #[schema(format = DateTime)]
+    before: Option<String>,
+}
+
+/// What a cleanup deleted.
+#[derive(ToSchema)]
+pub struct Cleaned {
+    /// Tasks deleted.
+    deleted: u64,
+    /// The cut-off applied.
+    #[schema(format = DateTime)]
+    before: String,
+    /// The limit applied.
+    limit: u64,
+}
+
+/// How the notifications of a command are spread over subscriptions.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Every subscription.
+    Fanout,
+    /// One per `groupId`, in turn.
+    Group,
+    /// One per minute, chosen by the minute.
+    Hash,
+}
+
+/// `POST /v1/codeq/workers/subscriptions`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Subscribe {
+    /// Where `queue.ready` notifications are posted (absolute http(s) URL).
+    callback_url: String,
+    /// Commands to listen to, within the token's; default the token's.
+    event_types: Option<Vec<String>>,
+    /// 1..86400; default 300.
+    #[schema(minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<u64>,
+    /// Default `fanout` (`group` for a token with `workerGroup`).
+    delivery_mode: Option<DeliveryMode>,
+    /// Required for `group`; must equal the token's `workerGroup` when set.
+    group_id: Option<String>,
+    /// 0..3600; default `subscriptionMinIntervalSeconds`.
+    #[schema(minimum = 0, maximum = 3600)]
+    min_interval_seconds: Option<u64>,
+}
+
+/// `POST …/subscriptions/{id}/heartbeat`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct RenewSubscription {
+    /// 1..86400; default 300.
+    #[schema(minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<u64>,
+}
+
+/// A subscription's id and when it lapses.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct SubscriptionAnswer {
+    /// Its id.
+    subscription_id: String,
+    /// When it lapses unless renewed.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    status: String,
+}
+
+// --------------------------------------------------------------- answers
+
+/// Answers of a call with a token.
+#[derive(IntoResponses)]
+pub enum AuthErrors {
+    /// Missing, malformed, expired or unverifiable token
+    /// (`WWW-Authenticate: Bearer`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Missing scope, command outside the token's `eventTypes`, not the
+    /// task's owner, or not admin.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// Answers of a call with a body.
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// Malformed JSON, or a missing or invalid field (the message names it).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The body, a payload or an artifact is over its limit.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+}
+
+/// Answers about one task.
+#[derive(IntoResponses)]
+pub enum TaskErrors {
+    /// No such task.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Wrong state: not in progress, lease lost, stale attempt, or already
+    /// terminal with another outcome.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+}
+
+/// Answers of the server's side.
+#[derive(IntoResponses)]
+pub enum ServerErrors {
+    /// A bug; the body never leaks internals.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// Storage unavailable, or too many requests in flight (`overloaded`);
+    /// with `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+// ----------------------------------------------------------------- paths
+
+#[utoipa::path(post, path = "/v1/codeq/tasks", tag = "producers", security(("bearer" = [])),
+    request_body = CreateTask,
+    responses((status = 202, description = "The created task (or the holder of its idempotency key, with `Idempotent-Replayed: true`)", body = Task),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn create_task() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/batch", tag = "producers", security(("bearer" = [])),
+    request_body = CreateTasks,
+    responses((status = 200, description = "One outcome per item, in order", body = CreatedTasks),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn create_tasks() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/claim", tag = "workers", security(("bearer" = [])),
+    request_body = Claim,
+    responses((status = 200, description = "A task, now IN_PROGRESS for this worker", body = Task),
+        (status = 204, description = "Nothing became ready within `waitSeconds`"),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn claim_task() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/claim/batch", tag = "workers", security(("bearer" = [])),
+    request_body = ClaimMany,
+    responses((status = 200, description = "1..count tasks", body = Tasks),
+        (status = 204, description = "Nothing became ready within `waitSeconds`"),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn claim_tasks() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/batch/results", tag = "workers", security(("bearer" = [])),
+    request_body = SubmitResults,
+    responses((status = 200, description = "One outcome per item, in order", body = StoredResults),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn submit_results() {}
+
+#[utoipa::path(get, path = "/v1/codeq/tasks/{id}", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, description = "The task", body = Task),
+        AuthErrors, TaskErrors, ServerErrors))]
+fn get_task() {}
+
+#[utoipa::path(get, path = "/v1/codeq/tasks/{id}/artifacts/{name}", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id"), ("name" = String, Path, description = "Artifact name")),
+    responses((status = 200, description = "The stored bytes, with their content type, as an attachment",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        AuthErrors, TaskErrors, ServerErrors))]
+fn get_artifact() {}
+
+#[utoipa::path(get, path = "/v1/codeq/tasks/{id}/result", tag = "tasks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, description = "The task and its result", body = TaskWithResult),
+        AuthErrors, TaskErrors, ServerErrors))]
+fn get_result() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/{id}/result", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    request_body = SubmitResult,
+    responses((status = 200, description = "The stored result record", body = ResultRecord),
+        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+fn submit_result() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/{id}/heartbeat", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    request_body = Heartbeat,
+    responses((status = 200, description = "The lease was extended", body = HeartbeatAnswer),
+        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+fn heartbeat() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/{id}/abandon", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    request_body = Abandon,
+    responses((status = 200, description = "Back in the ready queue", body = Requeued),
+        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+fn abandon() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/{id}/nack", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    request_body = Nack,
+    responses((status = 200, description = "Requeued with a delay, or dead-lettered", body = NackAnswer),
+        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+fn nack() {}
+
+#[utoipa::path(post, path = "/v1/codeq/workers/subscriptions", tag = "workers", security(("bearer" = [])),
+    request_body = Subscribe,
+    responses((status = 200, description = "The subscription was stored", body = SubscriptionAnswer),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn subscribe() {}
+
+#[utoipa::path(post, path = "/v1/codeq/workers/subscriptions/{id}/heartbeat", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = RenewSubscription,
+    responses((status = 200, description = "The subscription was renewed", body = SubscriptionAnswer),
+        (status = 404, description = "No such subscription, or it lapsed", body = ErrorBody),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn renew_subscription() {}
+
+#[utoipa::path(delete, path = "/v1/codeq/workers/subscriptions/{id}", tag = "workers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204, description = "The subscription was deleted"),
+        (status = 404, description = "No such subscription, or it lapsed", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn delete_subscription() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/queues", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every command's depths", body = Queues),
+        AuthErrors, ServerErrors))]
+fn list_queues() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    responses((status = 200, description = "The command's depths (zeros when unused)", body = QueueStats),
+        (status = 400, description = "Not a valid command name", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn get_queue() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/stats", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    responses((status = 200, description = "The same as without `/stats`", body = QueueStats),
+        (status = 400, description = "Not a valid command name", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn get_queue_stats() {}
+
+#[utoipa::path(post, path = "/v1/codeq/admin/tasks/cleanup", tag = "admin", security(("bearer" = [])),
+    request_body = Cleanup,
+    responses((status = 200, description = "Terminal tasks past retention were deleted", body = Cleaned),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn cleanup() {}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves", body = Health),
+        (status = 503, description = "Storage has failed; the process is exiting", body = ErrorBody)))]
+fn healthz() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Storage answers", body = Health),
+        (status = 503, description = "Storage does not answer", body = ErrorBody)))]
+fn readyz() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format (OpenMetrics when `Accept` asks for it)",
+            content_type = "text/plain", body = String),
+        (status = 503, description = "Storage does not answer", body = ErrorBody)))]
+fn metrics() {}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document", body = Value)))]
+fn openapi_json() {}

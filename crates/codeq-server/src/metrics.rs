@@ -1,0 +1,502 @@
+//! Prometheus metrics: every family of the metrics reference
+//! (docs/operations.md), declared here once with its help text, labels
+//! and buckets.
+//!
+//! Three kinds of source:
+//! - counters and histograms bumped as things happen: task transitions by
+//!   the scheduler and the reaper ([`Metrics::task_created`] and the
+//!   like), requests by the HTTP layer ([`Metrics::http_request`]);
+//! - gauges read at scrape time ([`Metrics::render`]): queue depths from
+//!   the store's in-memory counts (`Store::all_queue_stats`, no scan), long
+//!   polls waiting;
+//! - the storage engine's own counters (`Store::engine_stats`), encoded as
+//!   they are read (commit rounds, frames per round, fsync latency, the
+//!   durable watermark's lag).
+//!
+//! Nothing here takes a lock that a request waits on for long: a family
+//! lookup is a shared read lock and a hash; labels borrow `&'static str`
+//! or share the command's `Arc`, so counting allocates nothing once a
+//! series exists.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use codeq_core::{Command, QueueStats, ResultStatus, Subscription, TaskId, Timestamp};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::store::{EngineStats, HistogramSnapshot, Store, StoreResult};
+
+/// Buckets of `codeq_task_processing_latency_seconds`: 1 ms … 1 h.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0];
+
+/// Buckets of `codeq_http_request_duration_seconds`: 1 ms … 30 s (the
+/// longest long poll).
+pub const HTTP_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The `route` label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// A command as a label value (shares the command's text).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CommandLabel(pub Command);
+
+impl EncodeLabelValue for CommandLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CommandLabels {
+    command: CommandLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    command: CommandLabel,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabels {
+    command: CommandLabel,
+    queue: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WebhookLabels {
+    kind: &'static str,
+    command: CommandLabel,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpLabels {
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: &'static str,
+}
+
+/// What a webhook delivery was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    /// `queue.ready` notifications of subscriptions.
+    QueueReady,
+    /// `task.result` callbacks.
+    TaskResult,
+}
+
+impl WebhookKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::QueueReady => "queue_ready",
+            Self::TaskResult => "task_result",
+        }
+    }
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS.iter().copied())
+}
+
+/// Every metric of one server. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    created: Family<CommandLabels, Counter>,
+    claimed: Family<CommandLabels, Counter>,
+    completed: Family<StatusLabels, Counter>,
+    latency: HistogramFamily<StatusLabels>,
+    lease_expired: Family<CommandLabels, Counter>,
+    webhook_deliveries: Family<WebhookLabels, Counter>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    dlq_depth: Family<CommandLabels, Gauge>,
+    subscriptions: Family<CommandLabels, Gauge>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily<RouteLabels>,
+    admission_rejections: Counter,
+    long_polls_waiting: Gauge,
+    outbox_pending: Gauge,
+    outbox_overdue: Gauge<f64, AtomicU64>,
+    engine: Arc<EngineCollector>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every family registered, no series yet.
+    pub fn new() -> Self {
+        let mut metrics = Self {
+            registry: Registry::default(),
+            created: Family::default(),
+            claimed: Family::default(),
+            completed: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            lease_expired: Family::default(),
+            webhook_deliveries: Family::default(),
+            queue_depth: Family::default(),
+            dlq_depth: Family::default(),
+            subscriptions: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(http_histogram),
+            admission_rejections: Counter::default(),
+            long_polls_waiting: Gauge::default(),
+            outbox_pending: Gauge::default(),
+            outbox_overdue: Gauge::default(),
+            engine: Arc::new(EngineCollector::default()),
+        };
+        metrics.register();
+        metrics
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        // Counters get their `_total` suffix from the encoder.
+        r.register("codeq_task_created", "Tasks created", self.created.clone());
+        r.register("codeq_task_claimed", "Task deliveries (claims)", self.claimed.clone());
+        r.register(
+            "codeq_task_completed",
+            "Tasks that became terminal, by status (dead letters count as FAILED)",
+            self.completed.clone(),
+        );
+        r.register(
+            "codeq_task_processing_latency_seconds",
+            "Seconds from a task's creation to its terminal state",
+            self.latency.clone(),
+        );
+        r.register("codeq_lease_expired", "Leases that ran out", self.lease_expired.clone());
+        r.register(
+            "codeq_webhook_deliveries",
+            "Webhook deliveries, by kind and outcome",
+            self.webhook_deliveries.clone(),
+        );
+        r.register("codeq_queue_depth", "Tasks per queue state", self.queue_depth.clone());
+        r.register("codeq_dlq_depth", "Dead-lettered tasks kept", self.dlq_depth.clone());
+        r.register(
+            "codeq_subscriptions_active",
+            "Worker subscriptions not expired",
+            self.subscriptions.clone(),
+        );
+        r.register(
+            "codeq_http_requests",
+            "HTTP requests answered, by route template and status",
+            self.http_requests.clone(),
+        );
+        r.register(
+            "codeq_http_request_duration_seconds",
+            "Seconds from a request's arrival to its response",
+            self.http_duration.clone(),
+        );
+        r.register(
+            "codeq_admission_rejections",
+            "Requests answered 503 overloaded (maxInFlightCalls or maxBodyBytesInFlight full)",
+            self.admission_rejections.clone(),
+        );
+        r.register(
+            "codeq_long_polls_waiting",
+            "Claims parked in a long poll",
+            self.long_polls_waiting.clone(),
+        );
+        r.register(
+            "codeq_webhook_outbox_pending",
+            "Result callbacks owed (the webhook outbox), delivered or given up later",
+            self.outbox_pending.clone(),
+        );
+        r.register(
+            "codeq_webhook_outbox_overdue_seconds",
+            "How long the earliest owed callback has been due (0 when none is late)",
+            self.outbox_overdue.clone(),
+        );
+        r.register_collector(Box::new(self.engine.clone()));
+    }
+
+    /// A task was stored (not an idempotent replay).
+    pub fn task_created(&self, command: &Command) {
+        self.created.get_or_create(&command_labels(command)).inc();
+    }
+
+    /// `count` deliveries of `command` were handed out.
+    pub fn tasks_claimed(&self, command: &Command, count: u64) {
+        self.claimed.get_or_create(&command_labels(command)).inc_by(count);
+    }
+
+    /// A task became terminal at `ended` with `status` (a result, or a dead
+    /// letter as `FAILED`). Its creation time is the one its id carries
+    /// (UUID v7, milliseconds): `createdAt` on the system clock.
+    pub fn task_terminal(
+        &self,
+        command: &Command,
+        status: ResultStatus,
+        id: TaskId,
+        ended: Timestamp,
+    ) {
+        let labels =
+            StatusLabels { command: CommandLabel(command.clone()), status: status.as_str() };
+        self.completed.get_or_create(&labels).inc();
+        if let Some(created) = created_millis(id) {
+            let seconds = (ended.millis() - created).max(0) as f64 / 1000.0;
+            self.latency.get_or_create(&labels).observe(seconds);
+        }
+    }
+
+    /// A lease of `command` ran out.
+    pub fn lease_expired(&self, command: &Command) {
+        self.lease_expired.get_or_create(&command_labels(command)).inc();
+    }
+
+    /// A webhook delivery ended (success: any 2xx).
+    pub fn webhook_delivery(&self, kind: WebhookKind, command: &Command, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        let labels =
+            WebhookLabels { kind: kind.label(), command: CommandLabel(command.clone()), outcome };
+        self.webhook_deliveries.get_or_create(&labels).inc();
+    }
+
+    /// A request was answered. `route` is the matched route template (or
+    /// [`UNMATCHED_ROUTE`]); `overloaded` when the answer was 503
+    /// `overloaded`.
+    pub fn http_request(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        seconds: f64,
+        overloaded: bool,
+    ) {
+        self.http_requests.get_or_create(&HttpLabels { method, route, status }).inc();
+        self.http_duration.get_or_create(&RouteLabels { method, route }).observe(seconds);
+        if overloaded {
+            self.admission_rejections.inc();
+        }
+    }
+
+    /// The exposition of every metric, reading the gauges of `store` and
+    /// `long_polls` now: OpenMetrics text when `openmetrics`, else the
+    /// Prometheus text format (0.0.4).
+    pub async fn render(
+        &self,
+        store: &dyn Store,
+        long_polls: usize,
+        now: Timestamp,
+        openmetrics: bool,
+    ) -> StoreResult<String> {
+        let queues = store.all_queue_stats().await?;
+        let subscriptions = store.subscriptions().await?;
+        self.set_queue_gauges(&queues, &subscriptions, now);
+        let (earliest_due, owed) = store.callbacks_pending();
+        self.outbox_pending.set(gauge_value(owed as u64));
+        let overdue_millis = earliest_due.map_or(0, |due| (now.millis() - due.millis()).max(0));
+        self.outbox_overdue.set(overdue_millis as f64 / 1000.0);
+        self.long_polls_waiting.set(i64::try_from(long_polls).unwrap_or(i64::MAX));
+        self.engine.set(store.engine_stats());
+        let mut text = String::with_capacity(16 * 1024);
+        let encoded = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        };
+        // Writing to a String fails only if an encoder has a bug.
+        encoded
+            .map_err(|_| crate::store::StoreError::Corrupt("cannot encode the metrics".into()))?;
+        Ok(text)
+    }
+
+    /// Depth gauges of every command, and a zero for each counter series
+    /// of a known command that nothing has bumped yet (so `rate()` and
+    /// `increase()` see the first event, and every family shows its
+    /// labels).
+    fn set_queue_gauges(
+        &self,
+        queues: &[QueueStats],
+        subscriptions: &[Subscription],
+        now: Timestamp,
+    ) {
+        for stats in queues {
+            let command = CommandLabel(stats.command.clone());
+            let depth = |queue: &'static str, value: u64| {
+                let labels = QueueLabels { command: command.clone(), queue };
+                self.queue_depth.get_or_create(&labels).set(gauge_value(value));
+            };
+            depth("ready", stats.ready);
+            depth("delayed", stats.delayed);
+            depth("in_progress", stats.in_progress);
+            depth("dlq", stats.dlq);
+            let labels = CommandLabels { command: command.clone() };
+            self.dlq_depth.get_or_create(&labels).set(gauge_value(stats.dlq));
+            let listening = subscriptions
+                .iter()
+                .filter(|subscription| subscription.wants(&stats.command, now))
+                .count();
+            self.subscriptions.get_or_create(&labels).set(gauge_value(listening as u64));
+            self.touch_counters(&command);
+        }
+    }
+
+    fn touch_counters(&self, command: &CommandLabel) {
+        let labels = CommandLabels { command: command.clone() };
+        for family in [&self.created, &self.claimed, &self.lease_expired] {
+            drop(family.get_or_create(&labels));
+        }
+        for status in [ResultStatus::Completed, ResultStatus::Failed] {
+            let labels = StatusLabels { command: command.clone(), status: status.as_str() };
+            drop(self.completed.get_or_create(&labels));
+        }
+        for kind in [WebhookKind::QueueReady, WebhookKind::TaskResult] {
+            for outcome in ["success", "failure"] {
+                let labels =
+                    WebhookLabels { kind: kind.label(), command: command.clone(), outcome };
+                drop(self.webhook_deliveries.get_or_create(&labels));
+            }
+        }
+    }
+}
+
+fn command_labels(command: &Command) -> CommandLabels {
+    CommandLabels { command: CommandLabel(command.clone()) }
+}
+
+fn gauge_value(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The creation time a task id carries (UUID v7), in Unix milliseconds.
+pub fn created_millis(id: TaskId) -> Option<i64> {
+    let (seconds, nanos) = id.0.get_timestamp()?.to_unix();
+    let millis = seconds.checked_mul(1000)?.checked_add(u64::from(nanos / 1_000_000))?;
+    i64::try_from(millis).ok()
+}
+
+/// The storage engine's counters, as read at the start of the scrape.
+#[derive(Debug, Default)]
+struct EngineCollector {
+    latest: Mutex<Option<EngineStats>>,
+}
+
+impl EngineCollector {
+    fn set(&self, stats: Option<EngineStats>) {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+    }
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            return Ok(());
+        };
+        let counters = [
+            ("codeq_storage_commit_rounds", "Group-commit rounds written", stats.commit_rounds),
+            (
+                "codeq_storage_commit_frames",
+                "Journal frames (transitions) committed",
+                stats.commit_frames,
+            ),
+            ("codeq_storage_commit_bytes", "Bytes committed to the journal", stats.commit_bytes),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let histograms = [
+            (
+                "codeq_storage_commit_round_frames",
+                "Frames per commit round (transitions per fsync)",
+                &stats.frames_per_round,
+            ),
+            (
+                "codeq_storage_fsync_duration_seconds",
+                "Seconds one fdatasync of the journal took",
+                &stats.fsync_seconds,
+            ),
+        ];
+        for (name, help, snapshot) in histograms {
+            encode_histogram(&mut encoder, name, help, snapshot)?;
+        }
+        let lag = ConstGauge::new(gauge_value(stats.watermark_lag()));
+        let help = "Journal batches queued and not yet durable (queued minus durable sequence)";
+        lag.encode(encoder.encode_descriptor(
+            "codeq_storage_watermark_lag",
+            help,
+            None,
+            lag.metric_type(),
+        )?)
+    }
+}
+
+fn encode_histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    snapshot: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    let buckets = snapshot.buckets();
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        snapshot.sum,
+        snapshot.count(),
+        &buckets,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_carries_its_creation_time_to_the_millisecond() {
+        let before = Timestamp::now().millis();
+        let id = TaskId::generate();
+        let after = Timestamp::now().millis();
+        let created = created_millis(id).unwrap();
+        assert!((before..=after).contains(&created), "{before} <= {created} <= {after}");
+    }
+
+    #[test]
+    fn latency_is_measured_from_the_id_and_lands_in_its_bucket() {
+        let metrics = Metrics::new();
+        let command = Command::parse("LAT").unwrap();
+        let id = TaskId::generate();
+        let ended = Timestamp(created_millis(id).unwrap() + 7_000);
+        metrics.task_terminal(&command, ResultStatus::Completed, id, ended);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &metrics.registry).unwrap();
+        let series = r#"{command="LAT",status="COMPLETED"}"#;
+        assert!(text.contains(&format!("codeq_task_processing_latency_seconds_sum{series} 7.0\n")));
+        assert!(text.contains(&format!("codeq_task_processing_latency_seconds_count{series} 1\n")));
+        let le_5 = r#"_bucket{command="LAT",status="COMPLETED",le="5"} 0"#;
+        let le_10 = r#"_bucket{command="LAT",status="COMPLETED",le="10"} 1"#;
+        assert!(text.contains(le_5) && text.contains(le_10), "{text}");
+    }
+}

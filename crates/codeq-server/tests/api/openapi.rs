@@ -1,0 +1,101 @@
+//! `/openapi.json`: OpenAPI 3.1, and exactly the routes the router serves,
+//! each with its schemas and error answers.
+
+use std::collections::BTreeSet;
+
+use codeq_server::http::route_table;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn document(app: &TestApp) -> Value {
+    let reply = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    reply.body
+}
+
+/// `(METHOD, path)` of every operation of the document.
+fn operations(document: &Value) -> BTreeSet<(String, String)> {
+    let paths = document["paths"].as_object().expect("paths");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().expect("path item").keys();
+            methods.map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_routes_of_the_router() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    assert_eq!(document["openapi"], "3.1.0");
+    let routed: BTreeSet<(String, String)> = route_table()
+        .into_iter()
+        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .collect();
+    let documented = operations(&document);
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "routes missing from /openapi.json: {undocumented:?}");
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(unrouted.is_empty(), "documented but not routed: {unrouted:?}");
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    for (method, path) in operations(&document) {
+        let concrete = path
+            .replace("{id}", "0190a8c4-0000-7000-8000-000000000000")
+            .replace("{command}", "GREET");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (method == Method::POST).then(|| json!({}));
+        let reply = app.call(method.clone(), &concrete, Some(ADMIN), body).await;
+        assert!(
+            !matches!(reply.code(), "route_not_found" | "method_not_allowed"),
+            "{method} {path}: {:?}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_operation_has_its_schemas_and_error_answers() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    let schemas = document["components"]["schemas"].as_object().expect("schemas");
+    for (method, path) in operations(&document) {
+        let operation = &document["paths"][&path][method.to_lowercase()];
+        let responses = operation["responses"].as_object().expect("responses");
+        let success = responses.keys().find(|status| status.starts_with('2')).expect("a 2xx");
+        // A 204 has no body to describe.
+        assert!(
+            success == "204" || responses[success]["content"].is_object(),
+            "{method} {path}: the {success} answer has no schema"
+        );
+        let errors: Vec<&Value> = responses
+            .iter()
+            .filter(|(status, _)| status.starts_with('4') || status.starts_with('5'))
+            .map(|(_, response)| response)
+            .collect();
+        if path != "/openapi.json" {
+            assert!(!errors.is_empty(), "{method} {path}: no error answers");
+        }
+        for error in errors {
+            let schema = &error["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path}");
+        }
+        if method == "POST" {
+            let body = &operation["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+            let name = body.as_str().and_then(|r| r.strip_prefix("#/components/schemas/"));
+            assert!(name.is_some_and(|name| schemas.contains_key(name)), "{method} {path}");
+        }
+        if path.starts_with("/v1/codeq") {
+            assert_eq!(operation["security"], json!([{ "bearer": [] }]), "{method} {path}");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The server's log as an operator reads it: the real binary at the most
+//! verbose level, in both formats. Each request leaves one line with its
+//! id, method, route template, status and latency; no token and no
+//! payload or result ever reaches the log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+const PRODUCER_TOKEN: &str = "producer-SECRET-4f1d2c";
+const WORKER_TOKEN: &str = "worker-SECRET-8e0b7a";
+const WRONG_TOKEN: &str = "wrong-SECRET-19c3aa";
+const PAYLOAD_MARKER: &str = "PAYLOAD-MARKER-5521";
+const RESULT_MARKER: &str = "RESULT-MARKER-9034";
+const REASON_MARKER: &str = "REASON-MARKER-7310";
+
+/// Starts `codeq serve` with static tokens, `logLevel: trace` and
+/// `format`, logging to `<dir>/stderr.log`; returns it and its base URL.
+fn serve(dir: &Path, format: &str) -> (Child, String) {
+    let config = format!(
+        "port: 0\nlogLevel: trace\nlogFormat: {format}\ndataDir: {data}\nstaticTokens:\n  \
+         - {{token: {PRODUCER_TOKEN}, kind: producer, sub: p1, admin: true}}\n  \
+         - {{token: {WORKER_TOKEN}, kind: worker, sub: w1}}\n",
+        data = dir.join("data").display()
+    );
+    std::fs::write(dir.join("codeq.yaml"), config).unwrap();
+    let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["serve", "--config"])
+        .arg(dir.join("codeq.yaml"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let banner = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let base = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap();
+    (child, base.to_string())
+}
+
+fn stop(mut child: Child, dir: &Path) -> String {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap()
+}
+
+/// Drives a task through create, claim, nack, claim and result, plus a
+/// refused token and an unknown route; returns the id the server made
+/// for the one request sent without `X-Request-Id`.
+async fn traffic(base: &str) -> String {
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: &str, id: &str, body: Value| {
+        http.post(format!("{base}/v1/codeq{path}"))
+            .bearer_auth(token)
+            .header("x-request-id", id)
+            .json(&body)
+    };
+    let created = post(
+        "/tasks",
+        PRODUCER_TOKEN,
+        "req-create-1",
+        json!({
+            "command": "LOGS", "payload": { "secret": PAYLOAD_MARKER }
+        }),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 202);
+    assert_eq!(created.headers()["x-request-id"], "req-create-1", "the id is echoed");
+    let task: Value = created.json().await.unwrap();
+    let id = task["id"].as_str().unwrap();
+    let claim = json!({ "commands": ["LOGS"] });
+    assert_eq!(
+        post("/tasks/claim", WORKER_TOKEN, "req-claim-1", claim.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let nack = json!({ "delaySeconds": 0, "reason": REASON_MARKER });
+    assert_eq!(
+        post(&format!("/tasks/{id}/nack"), WORKER_TOKEN, "req-nack-1", nack)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post("/tasks/claim", WORKER_TOKEN, "req-claim-2", claim).send().await.unwrap().status(),
+        200
+    );
+    let result = json!({ "status": "COMPLETED", "result": { "out": RESULT_MARKER } });
+    let stored = post(&format!("/tasks/{id}/result"), WORKER_TOKEN, "req-result-1", result);
+    assert_eq!(stored.send().await.unwrap().status(), 200);
+    let refused = post("/tasks", WRONG_TOKEN, "req-refused-1", json!({ "command": "LOGS" }));
+    assert_eq!(refused.send().await.unwrap().status(), 401);
+    let unknown = http.get(format!("{base}/v1/codeq/no/{PAYLOAD_MARKER}")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let generated = unknown.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 36, "a UUID when the client sent none: {generated}");
+    generated
+}
+
+fn assert_nothing_secret(log: &str) {
+    for secret in
+        [PRODUCER_TOKEN, WORKER_TOKEN, WRONG_TOKEN, PAYLOAD_MARKER, RESULT_MARKER, REASON_MARKER]
+    {
+        assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
+    }
+    assert!(
+        !log.to_ascii_lowercase().contains("bearer "),
+        "an Authorization value reached the log"
+    );
+}
+
+/// The request lines of the JSON log, by request id.
+fn request_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+        })
+        .filter(|line| line["fields"]["message"] == "request")
+        .collect()
+}
+
+fn line_of<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
+    let found: Vec<&Value> =
+        lines.iter().filter(|line| line["span"]["request_id"] == request_id).collect();
+    assert_eq!(found.len(), 1, "one line per request ({request_id})");
+    found[0]
+}
+
+#[tokio::test]
+async fn json_logs_have_one_line_per_request_with_its_id_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "json");
+    let generated = traffic(&base).await;
+    let log = stop(child, dir.path());
+
+    assert_nothing_secret(&log);
+    let lines = request_lines(&log);
+    let created = line_of(&lines, "req-create-1");
+    assert_eq!(created["span"]["method"], "POST");
+    assert_eq!(created["span"]["route"], "/v1/codeq/tasks");
+    assert_eq!(created["fields"]["status"], 202);
+    assert!(created["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(created["level"], "INFO");
+    let nacked = line_of(&lines, "req-nack-1");
+    assert_eq!(nacked["span"]["route"], "/v1/codeq/tasks/{id}/nack", "the template, not the path");
+    let refused = line_of(&lines, "req-refused-1");
+    assert_eq!(
+        (&refused["fields"]["status"], &refused["fields"]["code"]),
+        (&json!(401), &json!("invalid_token"))
+    );
+    let unknown = line_of(&lines, &generated);
+    assert_eq!(unknown["span"]["route"], "unmatched");
+    assert_eq!(unknown["fields"]["code"], "route_not_found");
+}
+
+#[tokio::test]
+async fn text_logs_written_to_a_file_carry_no_colours_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "text");
+    traffic(&base).await;
+    let log = stop(child, dir.path());
+
+    assert_nothing_secret(&log);
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes when stderr is not a terminal");
+    let created: Vec<&str> =
+        log.lines().filter(|line| line.contains("request_id=\"req-create-1\"")).collect();
+    let line = created
+        .iter()
+        .find(|line| line.contains(" request status="))
+        .unwrap_or_else(|| panic!("{created:#?}"));
+    for part in
+        ["INFO", "method=\"POST\"", "route=\"/v1/codeq/tasks\"}", "status=202", "latency_ms="]
+    {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+}
