@@ -62,6 +62,48 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
 }
 
+/// The callbacks being delivered. A read of the outbox may return a
+/// callback whose delivery finishes while the read runs (the read saw it
+/// still owed): those finished during a read are not started from it.
+#[derive(Debug, Default)]
+struct InFlight {
+    delivering: HashSet<TaskId>,
+    finished_during_read: HashSet<TaskId>,
+    reading: bool,
+}
+
+impl InFlight {
+    /// A read of the outbox begins; how many are in flight.
+    fn begin_read(&mut self) -> usize {
+        self.reading = true;
+        self.finished_during_read.clear();
+        self.delivering.len()
+    }
+
+    /// The read's callbacks have been started.
+    fn end_read(&mut self) {
+        self.reading = false;
+        self.finished_during_read.clear();
+    }
+
+    /// True (and noted) when the callback of `id` may start now.
+    fn start(&mut self, id: TaskId) -> bool {
+        !self.finished_during_read.contains(&id) && self.delivering.insert(id)
+    }
+
+    /// The delivery of `id` ended.
+    fn finish(&mut self, id: TaskId) {
+        self.delivering.remove(&id);
+        if self.reading {
+            self.finished_during_read.insert(id);
+        }
+    }
+}
+
+fn lock(tracker: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
+    tracker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The body of a result callback.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,16 +121,18 @@ impl Dispatcher {
     /// Sends callbacks until `shutdown` fires.
     pub async fn run(self, shutdown: CancellationToken) {
         let pool = Arc::new(Semaphore::new(POOL));
-        let in_flight: Arc<Mutex<HashSet<TaskId>>> = Arc::default();
+        let tracker: Arc<Mutex<InFlight>> = Arc::default();
         let finished = Arc::new(Notify::new());
         loop {
             let free = pool.available_permits();
             if free > 0 {
-                let busy = in_flight.lock().unwrap_or_else(PoisonError::into_inner).len();
-                match self.store.callbacks_due(self.clock.now(), busy + free).await {
-                    Ok(due) => self.start(due, &pool, &in_flight, &finished),
+                let busy = lock(&tracker).begin_read();
+                let due = self.store.callbacks_due(self.clock.now(), busy + free).await;
+                match due {
+                    Ok(due) => self.start(due, &pool, &tracker, &finished),
                     Err(error) => tracing::warn!(%error, "cannot read the webhook outbox"),
                 }
+                lock(&tracker).end_read();
             }
             let now = self.clock.now();
             let idle = now.plus_millis(IDLE.as_millis() as i64);
@@ -103,24 +147,24 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a delivery for each due callback not already in flight.
+    /// Starts a delivery for each due callback not in flight (nor just
+    /// finished: see [`InFlight`]).
     fn start(
         &self,
         due: Vec<DueCallback>,
         pool: &Arc<Semaphore>,
-        in_flight: &Arc<Mutex<HashSet<TaskId>>>,
+        tracker: &Arc<Mutex<InFlight>>,
         finished: &Arc<Notify>,
     ) {
         for callback in due {
             let Ok(place) = pool.clone().try_acquire_owned() else { return };
-            if !in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(callback.task_id) {
+            if !lock(tracker).start(callback.task_id) {
                 continue;
             }
-            let (dispatcher, in_flight, finished) =
-                (self.clone(), in_flight.clone(), finished.clone());
+            let (dispatcher, tracker, finished) = (self.clone(), tracker.clone(), finished.clone());
             tokio::spawn(async move {
                 dispatcher.deliver(callback).await;
-                in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&callback.task_id);
+                lock(&tracker).finish(callback.task_id);
                 drop(place);
                 finished.notify_one();
             });
@@ -178,7 +222,7 @@ impl Dispatcher {
             Err(SendError::Failed(why)) => {
                 let delay = self.retries.backoff.delay_seconds(attempts, &mut rand::rng());
                 let next_at = self.clock.now().plus_seconds(delay);
-                tracing::debug!(task.id = %id, attempts, %why, delay, "result callback failed; will retry");
+                tracing::info!(task.id = %id, attempts, %why, delay, "result callback failed; will retry");
                 if let Err(error) =
                     self.store.callback_retry(id, callback.delivery, attempts, next_at).await
                 {
