@@ -38,6 +38,7 @@ use crate::http::serve::ConnectionCap;
 use crate::metrics::Metrics;
 use crate::service::Policy;
 use crate::service::artifacts::Artifacts;
+use crate::service::control::Control;
 use crate::service::outbound::Outbound;
 use crate::service::scheduler::Scheduler;
 use crate::service::subscriptions::Subscriptions;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub outbound: Arc<Outbound>,
     /// Worker-availability subscriptions.
     pub subscriptions: Subscriptions,
+    /// Cancel, queue settings, dead letters, listing.
+    pub control: Control,
 }
 
 /// Why the server could not start.
@@ -258,6 +261,7 @@ impl App {
         ];
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
+            let clock = clock.clone();
             let now = move || clock.now();
             background.push(tokio::spawn(retention::run(
                 store.clone(),
@@ -269,9 +273,16 @@ impl App {
             )));
         }
 
+        let control = Control {
+            store: store.clone(),
+            clock: clock.clone(),
+            artifacts: artifacts.clone(),
+            metrics: metrics.clone(),
+        };
         let state = AppState {
             outbound,
             subscriptions,
+            control,
             scheduler,
             auth: Arc::new(auth),
             artifacts,

@@ -138,6 +138,10 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     admission_rejections: Counter,
+    cancelled: Family<CommandLabels, Counter>,
+    replayed: Family<CommandLabels, Counter>,
+    purged: Family<CommandLabels, Counter>,
+    rate_limited: Counter,
     long_polls_waiting: Gauge,
     outbox_pending: Gauge,
     outbox_overdue: Gauge<f64, AtomicU64>,
@@ -167,6 +171,10 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             admission_rejections: Counter::default(),
+            cancelled: Family::default(),
+            replayed: Family::default(),
+            purged: Family::default(),
+            rate_limited: Counter::default(),
             long_polls_waiting: Gauge::default(),
             outbox_pending: Gauge::default(),
             outbox_overdue: Gauge::default(),
@@ -219,6 +227,14 @@ impl Metrics {
             "Requests answered 503 overloaded (maxInFlightCalls or maxBodyBytesInFlight full)",
             self.admission_rejections.clone(),
         );
+        r.register("codeq_task_cancelled", "Tasks cancelled", self.cancelled.clone());
+        r.register("codeq_dlq_replayed", "Dead letters sent round again", self.replayed.clone());
+        r.register("codeq_dlq_purged", "Dead letters deleted by a purge", self.purged.clone());
+        r.register(
+            "codeq_claims_rate_limited",
+            "Claims that found ready tasks held back by a rate limit",
+            self.rate_limited.clone(),
+        );
         r.register(
             "codeq_long_polls_waiting",
             "Claims parked in a long poll",
@@ -264,6 +280,26 @@ impl Metrics {
             let seconds = (ended.millis() - created).max(0) as f64 / 1000.0;
             self.latency.get_or_create(&labels).observe(seconds);
         }
+    }
+
+    /// Tasks of `command` were cancelled.
+    pub fn tasks_cancelled(&self, command: &Command, count: u64) {
+        self.cancelled.get_or_create(&command_labels(command)).inc_by(count);
+    }
+
+    /// Dead letters of `command` were replayed.
+    pub fn dead_letters_replayed(&self, command: &Command, count: u64) {
+        self.replayed.get_or_create(&command_labels(command)).inc_by(count);
+    }
+
+    /// Dead letters of `command` were purged.
+    pub fn dead_letters_purged(&self, command: &Command, count: u64) {
+        self.purged.get_or_create(&command_labels(command)).inc_by(count);
+    }
+
+    /// A claim found ready tasks held back by a rate limit.
+    pub fn claim_rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// A lease of `command` ran out.
@@ -361,7 +397,14 @@ impl Metrics {
 
     fn touch_counters(&self, command: &CommandLabel) {
         let labels = CommandLabels { command: command.clone() };
-        for family in [&self.created, &self.claimed, &self.lease_expired] {
+        for family in [
+            &self.created,
+            &self.claimed,
+            &self.lease_expired,
+            &self.cancelled,
+            &self.replayed,
+            &self.purged,
+        ] {
             drop(family.get_or_create(&labels));
         }
         for status in [ResultStatus::Completed, ResultStatus::Failed] {

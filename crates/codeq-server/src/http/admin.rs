@@ -32,19 +32,24 @@ pub async fn queue(
     if !worker {
         caller.require_admin()?;
     }
-    let Some(command) = command else {
+    let command = path_command(command)?;
+    if worker {
+        caller.require_commands(std::slice::from_ref(&command))?;
+    }
+    Ok(Json(app.scheduler.store().queue_stats(&command).await?))
+}
+
+/// The command named in a path (400 `invalid_command` when it is not one).
+pub fn path_command(text: Option<String>) -> Result<Command, ApiError> {
+    let Some(text) = text else {
         return Err(ApiError::invalid(
             "invalid_command",
             "the command in the path is not valid UTF-8 once percent-decoded",
         ));
     };
-    let command = Command::parse(&command).map_err(|reason| {
-        ApiError::invalid("invalid_command", format!("command {command:?} {reason}"))
-    })?;
-    if worker {
-        caller.require_commands(std::slice::from_ref(&command))?;
-    }
-    Ok(Json(app.scheduler.store().queue_stats(&command).await?))
+    Command::parse(&text).map_err(|reason| {
+        ApiError::invalid("invalid_command", format!("command {text:?} {reason}"))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,7 +13,7 @@
 //! - [`body`]: per-route body limits, the budget of bodies in flight, body
 //!   timeouts, the `Body` extractor and JSON parsing.
 //! - [`extract`]: the caller's principal, path parameters.
-//! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`ops`]: the
+//! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`control`], [`ops`]: the
 //!   endpoints; [`views`]:
 //!   their JSON; [`error`]: `ApiError`.
 //! - [`openapi`]: the OpenAPI document of the routes below ([`routes`] is
@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod body;
 pub mod connection;
+pub mod control;
 pub mod error;
 pub mod extract;
 pub mod observe;
@@ -40,7 +41,7 @@ use std::sync::LazyLock;
 use axum::handler::Handler;
 use axum::http::{HeaderName, Method};
 use axum::middleware;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -68,6 +69,10 @@ impl Route {
 
     fn get<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
         Self { method: Method::GET, path, handler: get(handler) }
+    }
+
+    fn put<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        Self { method: Method::PUT, path, handler: put(handler) }
     }
 
     fn delete<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
@@ -98,6 +103,8 @@ pub fn routes(limits: &BodyLimits) -> Vec<Route> {
         Route::post("/v1/codeq/tasks/{id}/heartbeat", workers::heartbeat).limit(small),
         Route::post("/v1/codeq/tasks/{id}/abandon", workers::abandon).limit(small),
         Route::post("/v1/codeq/tasks/{id}/nack", workers::nack).limit(small),
+        Route::post("/v1/codeq/tasks/{id}/cancel", control::cancel).limit(small),
+        Route::post("/v1/codeq/tasks/batch/cancel", control::cancel_many).limit(small),
         Route::post("/v1/codeq/workers/subscriptions", subscriptions::create).limit(small),
         Route::post("/v1/codeq/workers/subscriptions/{id}/heartbeat", subscriptions::heartbeat)
             .limit(small),
@@ -106,6 +113,16 @@ pub fn routes(limits: &BodyLimits) -> Vec<Route> {
         Route::get("/v1/codeq/admin/queues/{command}", admin::queue),
         Route::get("/v1/codeq/admin/queues/{command}/stats", admin::queue),
         Route::post("/v1/codeq/admin/tasks/cleanup", admin::cleanup).limit(small),
+        Route::get("/v1/codeq/admin/tasks", control::list),
+        Route::get("/v1/codeq/admin/queues/{command}/settings", control::settings),
+        Route::put("/v1/codeq/admin/queues/{command}/settings", control::put_settings).limit(small),
+        Route::post("/v1/codeq/admin/queues/{command}/pause", control::pause).limit(small),
+        Route::post("/v1/codeq/admin/queues/{command}/resume", control::resume).limit(small),
+        Route::get("/v1/codeq/admin/queues/{command}/dlq", control::dead_letters),
+        Route::post("/v1/codeq/admin/queues/{command}/dlq/replay", control::replay)
+            .limit(limits.create_batch),
+        Route::post("/v1/codeq/admin/queues/{command}/dlq/purge", control::purge)
+            .limit(limits.create_batch),
         Route::get("/healthz", ops::healthz),
         Route::get("/readyz", ops::readyz),
         Route::get("/metrics", ops::metrics),

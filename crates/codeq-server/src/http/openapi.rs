@@ -47,7 +47,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
         create_task, create_tasks, claim_task, claim_tasks, submit_results, get_task,
         get_artifact, get_result, submit_result, heartbeat, abandon, nack, subscribe,
         renew_subscription, delete_subscription, list_queues, get_queue, get_queue_stats,
-        cleanup, healthz, readyz, metrics, openapi_json
+        cleanup, healthz, readyz, metrics, openapi_json, cancel_task, cancel_tasks, list_tasks,
+        get_settings, put_settings, pause_queue, resume_queue, list_dead_letters,
+        replay_dead_letters, purge_dead_letters
     ),
     modifiers(&BearerAuth),
     tags(
@@ -95,6 +97,8 @@ pub enum TaskStatus {
     Completed,
     /// Finished with an error, or dead-lettered (`error: MAX_ATTEMPTS`).
     Failed,
+    /// Cancelled by its producer or an admin.
+    Cancelled,
 }
 
 /// A task. Absent optional fields are omitted.
@@ -143,6 +147,8 @@ pub struct Task {
     /// When the task became terminal.
     #[schema(format = DateTime)]
     completed_at: Option<String>,
+    /// Times it was replayed from the dead-letter queue (omitted when 0).
+    replays: Option<u32>,
 }
 
 /// `POST /v1/codeq/tasks`.
@@ -333,6 +339,18 @@ pub enum ResultStatus {
     Failed,
 }
 
+/// A stored outcome.
+#[derive(ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecordStatus {
+    /// Done; `result` holds the output.
+    Completed,
+    /// Failed (or dead-lettered); `error` says why.
+    Failed,
+    /// Cancelled; `error` holds the reason given.
+    Cancelled,
+}
+
 /// An artifact as submitted: a URL, or inline bytes the server stores.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
@@ -412,7 +430,7 @@ pub struct ResultRecord {
     #[schema(format = "uuid")]
     task_id: String,
     /// Outcome.
-    status: ResultStatus,
+    status: RecordStatus,
     /// The worker's output (`COMPLETED`).
     #[schema(value_type = Option<Object>)]
     result: Option<Value>,
@@ -475,6 +493,126 @@ pub struct QueueStats {
     in_progress: u64,
     /// Dead-lettered.
     dlq: u64,
+    /// Claims skip the command.
+    paused: bool,
+    /// Most tasks in progress at once.
+    max_in_flight: Option<u32>,
+    /// Claims per second.
+    rate_per_second: Option<f64>,
+    /// Claims that may follow one another at once.
+    burst: Option<u32>,
+}
+
+/// A command's pause and flow limits (a field left out is unset).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct QueueSettings {
+    /// Claims skip the command; creates are still accepted.
+    paused: Option<bool>,
+    /// 1..1000000: most tasks of the command in progress at once.
+    #[schema(minimum = 1, maximum = 1000000)]
+    max_in_flight: Option<u32>,
+    /// Claims per second (token bucket), above 0.
+    rate_per_second: Option<f64>,
+    /// 1..1000000: the bucket's size (default 1); needs `ratePerSecond`.
+    #[schema(minimum = 1, maximum = 1000000)]
+    burst: Option<u32>,
+}
+
+/// No fields: the call needs no body (an empty object, or nothing).
+#[derive(ToSchema)]
+pub struct NoFields {}
+
+/// `POST …/cancel`.
+#[derive(ToSchema)]
+pub struct Cancel {
+    /// Why (at most 1024 bytes); stored as the result's `error`.
+    reason: Option<String>,
+}
+
+/// `POST /v1/codeq/tasks/batch/cancel`.
+#[derive(ToSchema)]
+pub struct CancelMany {
+    /// 1..100 task ids.
+    ids: Vec<String>,
+    /// Why, for every one.
+    reason: Option<String>,
+}
+
+/// One cancelled task.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CancelledItem {
+    /// The task.
+    task_id: String,
+    /// `CANCELLED`.
+    status: String,
+}
+
+/// One item of a batch cancel's answer.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum CancelItemOutcome {
+    /// Cancelled.
+    Cancelled(CancelledItem),
+    /// Refused.
+    Refused(ErrorItem),
+}
+
+/// What a batch cancel did, item by item.
+#[derive(ToSchema)]
+pub struct CancelledTasks {
+    /// In request order.
+    results: Vec<CancelItemOutcome>,
+}
+
+/// A page of tasks, newest first.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct TaskPage {
+    /// The tasks (without `payload` unless `includePayload=true`).
+    tasks: Vec<Task>,
+    /// The next page's `cursor`; omitted on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Which dead letters a replay or purge takes: `ids`, or the filters.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct DeadLetterSelection {
+    /// These dead letters (1..10000).
+    ids: Option<Vec<String>>,
+    /// Those whose error or last reason contains this text.
+    error_contains: Option<String>,
+    /// Those that failed before this time.
+    #[schema(format = DateTime)]
+    failed_before: Option<String>,
+    /// Those that failed after this time.
+    #[schema(format = DateTime)]
+    failed_after: Option<String>,
+    /// 1..10000; default 1000.
+    #[schema(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+    /// Replay only: spread the replayed tasks at this many per second.
+    rate_per_second: Option<f64>,
+}
+
+/// What a replay did.
+#[derive(ToSchema)]
+pub struct Replayed {
+    /// How many were replayed.
+    replayed: u64,
+    /// Their ids.
+    ids: Vec<String>,
+}
+
+/// What a purge did.
+#[derive(ToSchema)]
+pub struct Purged {
+    /// How many were deleted.
+    purged: u64,
+    /// Their ids.
+    ids: Vec<String>,
 }
 
 /// Every command's depths.
@@ -762,3 +900,85 @@ fn metrics() {}
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document", body = Value)))]
 fn openapi_json() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/{id}/cancel", tag = "producers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    request_body = Cancel,
+    responses((status = 200, description = "The task, now CANCELLED", body = Task),
+        (status = 409, description = "`task_terminal`: the task had already ended", body = ErrorBody),
+        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+fn cancel_task() {}
+
+#[utoipa::path(post, path = "/v1/codeq/tasks/batch/cancel", tag = "producers", security(("bearer" = [])),
+    request_body = CancelMany,
+    responses((status = 200, description = "One outcome per id, in order", body = CancelledTasks),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn cancel_tasks() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/tasks", tag = "admin", security(("bearer" = [])),
+    params(("command" = Option<String>, Query, description = "Only this command"),
+        ("status" = Option<TaskStatus>, Query, description = "Only this status"),
+        ("limit" = Option<u32>, Query, description = "1..1000; default 100"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
+        ("includePayload" = Option<bool>, Query, description = "Show payloads")),
+    responses((status = 200, description = "Tasks, newest first", body = TaskPage),
+        (status = 400, description = "A bad query field", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn list_tasks() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/settings", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    responses((status = 200, description = "The command's settings", body = QueueSettings),
+        (status = 400, description = "Not a valid command name", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn get_settings() {}
+
+#[utoipa::path(put, path = "/v1/codeq/admin/queues/{command}/settings", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    request_body = QueueSettings,
+    responses((status = 200, description = "The settings now in force", body = QueueSettings),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn put_settings() {}
+
+#[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/pause", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    request_body(content = NoFields, description = "Nothing needed"),
+    responses((status = 200, description = "Paused; the settings now in force", body = QueueSettings),
+        (status = 400, description = "Not a valid command name", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn pause_queue() {}
+
+#[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/resume", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    request_body(content = NoFields, description = "Nothing needed"),
+    responses((status = 200, description = "Resumed; the settings now in force", body = QueueSettings),
+        (status = 400, description = "Not a valid command name", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn resume_queue() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/dlq", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name"),
+        ("limit" = Option<u32>, Query, description = "1..1000; default 100"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
+        ("errorContains" = Option<String>, Query, description = "Error or last reason contains"),
+        ("failedBefore" = Option<String>, Query, description = "RFC 3339"),
+        ("failedAfter" = Option<String>, Query, description = "RFC 3339"),
+        ("includePayload" = Option<bool>, Query, description = "Show payloads")),
+    responses((status = 200, description = "Dead letters, newest first", body = TaskPage),
+        (status = 400, description = "A bad query field or command", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn list_dead_letters() {}
+
+#[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/dlq/replay", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    request_body = DeadLetterSelection,
+    responses((status = 200, description = "The dead letters sent round again", body = Replayed),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn replay_dead_letters() {}
+
+#[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/dlq/purge", tag = "admin", security(("bearer" = [])),
+    params(("command" = String, Path, description = "Command name")),
+    request_body = DeadLetterSelection,
+    responses((status = 200, description = "The dead letters deleted", body = Purged),
+        AuthErrors, BodyErrors, ServerErrors))]
+fn purge_dead_letters() {}

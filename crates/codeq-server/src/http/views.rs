@@ -30,7 +30,8 @@ impl Serialize for Rfc3339 {
 pub struct TaskView<'a> {
     id: TaskId,
     command: &'a str,
-    payload: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
     priority: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<&'a str>,
@@ -53,6 +54,12 @@ pub struct TaskView<'a> {
     updated_at: Rfc3339,
     #[serde(skip_serializing_if = "Option::is_none")]
     completed_at: Option<Rfc3339>,
+    #[serde(skip_serializing_if = "is_zero")]
+    replays: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl<'a> TaskView<'a> {
@@ -64,7 +71,7 @@ impl<'a> TaskView<'a> {
         Self {
             id: task.id,
             command: task.command.as_str(),
-            payload: &task.payload,
+            payload: Some(&task.payload),
             priority: task.priority.get(),
             webhook: task.webhook.as_deref(),
             status: state.status.as_str(),
@@ -79,7 +86,13 @@ impl<'a> TaskView<'a> {
             created_at: time(task.created_at),
             updated_at: time(state.updated_at),
             completed_at: state.completed_at.map(time),
+            replays: state.replays,
         }
+    }
+
+    /// The same view without the payload (listings, unless asked).
+    pub fn without_payload(self) -> Self {
+        Self { payload: None, ..self }
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`scheduler`]: create, claim (with long poll), heartbeat, abandon,
 //!   nack and results: defaults, limits and backoff decided here.
 //! - [`artifacts`]: artifact bytes written to `localArtifactsDir`.
+//! - [`control`]: cancel, queue settings, the dead-letter queue, listing.
 //! - [`reaper`]: promotes due tasks and expires leases on time.
 //! - [`retention`]: deletes terminal tasks past their retention.
 //! - [`outbound`]: the webhook client: signed, bounded, guarded.
@@ -12,6 +13,7 @@
 //!   notifications.
 
 pub mod artifacts;
+pub mod control;
 pub mod outbound;
 pub mod reaper;
 pub mod retention;

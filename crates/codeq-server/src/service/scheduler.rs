@@ -219,12 +219,25 @@ impl Scheduler {
                 }
                 return Ok(claimed);
             }
+            // A rate limit that holds ready tasks back: wait for its next
+            // token rather than answer 204 early.
+            let next_token = self.store.next_claimable_at(&request.commands, now);
+            if next_token.is_some() {
+                self.metrics.claim_rate_limited();
+            }
             if request.wait.is_zero() || self.shutdown.is_cancelled() {
                 return Ok(claimed);
             }
             let _parked = Parked::new(&self.long_polls_waiting);
+            let token = async {
+                match next_token {
+                    Some(at) => self.clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 index = first_of(&mut waits) => woken_by = Some(index),
+                () = token => woken_by = None,
                 () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }

@@ -1,0 +1,248 @@
+//! Queue control: cancelling tasks, per-command settings (pause, flow
+//! limits), the dead-letter queue (list, replay, purge) and task listing.
+//!
+//! The store decides each change atomically (`lifecycle::cancel`,
+//! `lifecycle::replay`, the settings record); this layer checks who may
+//! ask, resolves a filter into ids page by page, paces replays and reads
+//! the tasks a page shows.
+
+use std::sync::Arc;
+
+use codeq_core::{Command, QueueSettings, Task, TaskId, TaskState, TaskStatus, Timestamp};
+
+use super::artifacts::Artifacts;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{DeadLetterFilter, DeadLetterKey, Store, StoreResult, TransitionError};
+
+/// Most ids one replay or purge touches.
+pub const MAX_BULK: usize = 10_000;
+
+/// Why a cancel of one task was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelRefused {
+    /// Only its producer or an admin may cancel it.
+    NotOwner,
+    /// The store refused the transition (not found, already terminal).
+    Transition(TransitionError),
+}
+
+/// Which dead letters a replay or purge takes: named ones, or those that
+/// pass a filter.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// These ids (others than dead letters of the command are skipped).
+    Ids(Vec<TaskId>),
+    /// Every dead letter that passes the filter.
+    Matching(DeadLetterFilter),
+}
+
+/// A page of tasks, and the cursor of the next one.
+#[derive(Debug)]
+pub struct Page<C> {
+    /// The tasks, newest first.
+    pub tasks: Vec<Task>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<C>,
+}
+
+/// The queue-control service. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Artifact files (a purge removes them).
+    pub artifacts: Arc<Artifacts>,
+    /// Counts cancels, replays and purges.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Control {
+    /// Cancels tasks for `caller` (a producer `sub`, admin or not), each on
+    /// its own: a task may be cancelled by the producer that created it or
+    /// by an admin.
+    pub async fn cancel(
+        &self,
+        caller: &str,
+        admin: bool,
+        ids: &[TaskId],
+        reason: Option<String>,
+    ) -> StoreResult<Vec<Result<TaskState, CancelRefused>>> {
+        let mut outcomes: Vec<Option<Result<TaskState, CancelRefused>>> = vec![None; ids.len()];
+        let mut allowed = Vec::with_capacity(ids.len());
+        let mut commands = Vec::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            match self.store.get_task(*id).await? {
+                None => {
+                    outcomes[index] =
+                        Some(Err(CancelRefused::Transition(TransitionError::NotFound)))
+                }
+                Some(task) if !admin && task.created_by != caller => {
+                    outcomes[index] = Some(Err(CancelRefused::NotOwner));
+                }
+                Some(task) => {
+                    allowed.push((index, *id));
+                    commands.push(task.command);
+                }
+            }
+        }
+        let done = self
+            .store
+            .cancel(allowed.iter().map(|(_, id)| *id).collect(), reason, self.clock.now())
+            .await?;
+        for (((index, _), outcome), command) in allowed.iter().zip(done).zip(&commands) {
+            if outcome.is_ok() {
+                self.metrics.tasks_cancelled(command, 1);
+            }
+            outcomes[*index] = Some(outcome.map_err(CancelRefused::Transition));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or(Err(CancelRefused::Transition(TransitionError::NotFound)))
+            })
+            .collect())
+    }
+
+    /// The settings of `command`.
+    pub async fn settings(&self, command: &Command) -> StoreResult<QueueSettings> {
+        self.store.queue_settings(command).await
+    }
+
+    /// Replaces the settings of `command`; returns them.
+    pub async fn set_settings(
+        &self,
+        command: &Command,
+        settings: QueueSettings,
+    ) -> StoreResult<QueueSettings> {
+        self.store.set_queue_settings(command, settings, self.clock.now()).await?;
+        Ok(settings)
+    }
+
+    /// Pauses (or resumes) `command`, keeping its limits; returns the
+    /// settings.
+    pub async fn set_paused(&self, command: &Command, paused: bool) -> StoreResult<QueueSettings> {
+        let settings = QueueSettings { paused, ..self.store.queue_settings(command).await? };
+        self.set_settings(command, settings).await
+    }
+
+    /// A page of dead letters of `command`, newest first.
+    pub async fn dead_letters(
+        &self,
+        command: &Command,
+        filter: &DeadLetterFilter,
+        cursor: Option<DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Page<DeadLetterKey>> {
+        // One more than the page tells whether another page follows.
+        let mut keys = self.store.dead_letters(command, filter, cursor, limit + 1).await?;
+        let next = more(&mut keys, limit);
+        let ids: Vec<TaskId> = keys.iter().map(|(_, id)| *id).collect();
+        let tasks = self.read_all(ids).await?;
+        Ok(Page { tasks, next })
+    }
+
+    /// A page of tasks newest first, of `command` and `status` when given.
+    pub async fn list(
+        &self,
+        command: Option<&Command>,
+        status: Option<TaskStatus>,
+        cursor: Option<TaskId>,
+        limit: usize,
+    ) -> StoreResult<Page<TaskId>> {
+        let mut ids = self.store.list_tasks(command, status, cursor, limit + 1).await?;
+        let next = more(&mut ids, limit);
+        let tasks = self.read_all(ids).await?;
+        Ok(Page { tasks, next })
+    }
+
+    /// The ids a selection names, at most `limit`.
+    async fn resolve(
+        &self,
+        command: &Command,
+        selection: Selection,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        match selection {
+            Selection::Ids(mut ids) => {
+                ids.truncate(limit);
+                Ok(ids)
+            }
+            Selection::Matching(filter) => {
+                let keys = self.store.dead_letters(command, &filter, None, limit).await?;
+                Ok(keys.into_iter().map(|(_, id)| id).collect())
+            }
+        }
+    }
+
+    /// Sends the selected dead letters of `command` round again, at most
+    /// `limit`; spaced `1 / rate_per_second` apart when a rate is given
+    /// (each becomes ready at its turn). Returns the ids replayed.
+    pub async fn replay(
+        &self,
+        command: &Command,
+        selection: Selection,
+        limit: usize,
+        rate_per_second: Option<f64>,
+    ) -> StoreResult<Vec<TaskId>> {
+        let ids = self.resolve(command, selection, limit).await?;
+        let now = self.clock.now();
+        let items = ids
+            .into_iter()
+            .enumerate()
+            .map(|(turn, id)| (id, turn_at(now, turn, rate_per_second)))
+            .collect();
+        let replayed = self.store.replay(command, items, now).await?;
+        self.metrics.dead_letters_replayed(command, replayed.len() as u64);
+        Ok(replayed)
+    }
+
+    /// Deletes the selected dead letters of `command` with their results,
+    /// keys and artifacts, at most `limit`. Returns the ids deleted.
+    pub async fn purge(
+        &self,
+        command: &Command,
+        selection: Selection,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        let ids = self.resolve(command, selection, limit).await?;
+        let purged = self.store.purge(command, ids).await?;
+        for id in &purged {
+            self.artifacts.remove_all(*id).await;
+        }
+        self.metrics.dead_letters_purged(command, purged.len() as u64);
+        Ok(purged)
+    }
+
+    async fn read_all(&self, ids: Vec<TaskId>) -> StoreResult<Vec<Task>> {
+        let mut tasks = Vec::new();
+        for id in ids {
+            // A task deleted since the page was read is left out.
+            if let Some(task) = self.store.get_task(id).await? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+}
+
+/// Cuts `items` (read with one extra) to `limit`; the cursor of the next
+/// page (the last kept) when there was more.
+fn more<T: Copy>(items: &mut Vec<T>, limit: usize) -> Option<T> {
+    if items.len() <= limit {
+        return None;
+    }
+    items.truncate(limit);
+    items.last().copied()
+}
+
+/// When the `turn`-th replayed task becomes ready: now, or `turn / rate`
+/// seconds later.
+fn turn_at(now: Timestamp, turn: usize, rate_per_second: Option<f64>) -> Timestamp {
+    match rate_per_second {
+        Some(rate) if rate > 0.0 => now.plus_millis((turn as f64 * 1000.0 / rate) as i64),
+        _ => now,
+    }
+}
