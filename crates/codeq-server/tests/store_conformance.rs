@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use codeq_core::lifecycle::Submission;
 use codeq_core::{
-    Command, DeliveryMode, Priority, ResultStatus, Subscription, Task, TaskId, TaskState,
-    TaskStatus, Timestamp,
+    Command, DeliveryMode, Priority, QueueSettings, ResultStatus, Subscription, Task, TaskId,
+    TaskState, TaskStatus, Timestamp,
 };
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
 use codeq_server::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, Expiry, Fence, LeaseEnd, Retried,
-    Signals, Store, StoreError, TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, Expiry, Fence,
+    LeaseEnd, Retried, Signals, Store, StoreError, TransitionError,
 };
 
 /// Opens a backend on state that survives reopening.
@@ -667,7 +667,350 @@ async fn a_queue_going_from_empty_to_ready_is_announced_with_its_depth(h: &dyn H
     assert_eq!(news(&signals).await, vec![(command("c"), 1)], "lease expired");
 }
 
+// ------------------------------------------------------------ queue control
+
+fn settings(paused: bool, max_in_flight: Option<u32>, rate: Option<f64>) -> QueueSettings {
+    QueueSettings { paused, max_in_flight, rate_per_second: rate, burst: None }
+}
+
+async fn cancel_one(
+    store: &dyn Store,
+    id: TaskId,
+    now: Timestamp,
+) -> Result<TaskState, TransitionError> {
+    store.cancel(vec![id], Some("not needed".into()), now).await.unwrap().remove(0)
+}
+
+async fn cancel_works_in_every_state_and_stops_the_worker(h: &dyn Harness) {
+    let store = h.open();
+    let ids = create(
+        &*store,
+        vec![task("a", 0, at(0)), task("a", 0, at(1000)), task("b", 0, at(0)), hooked("c")],
+    )
+    .await;
+    let (ready, delayed, held, hooked_id) = (ids[0], ids[1], ids[2], ids[3]);
+    claim_one(&*store, only("b"), at(1)).await.unwrap();
+
+    for id in [ready, delayed, held] {
+        let cancelled = cancel_one(&*store, id, at(2)).await.unwrap();
+        assert_eq!(cancelled.status, TaskStatus::Cancelled, "{id}");
+        let record = store.get_result(id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.status, record.error.as_deref()),
+            (ResultStatus::Cancelled, Some("not needed"))
+        );
+    }
+    assert!(
+        claim_one(&*store, only("a"), at(2000)).await.is_none(),
+        "cancelled tasks are not claimed"
+    );
+    let stats = store.queue_stats(&command("a")).await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_progress), (0, 0, 0));
+
+    // The worker of the cancelled delivery learns it at its next call.
+    assert_eq!(
+        store.heartbeat(held, fence(None), at(60), at(3)).await.unwrap_err().to_string(),
+        "task was cancelled"
+    );
+    for refused in [
+        store.abandon(held, fence(None), at(3)).await.map(|_| ()),
+        store.nack(held, fence(None), 0, None, at(3)).await.map(|_| ()),
+    ] {
+        assert!(matches!(refused, Err(StoreError::Transition(TransitionError::Cancelled))));
+    }
+    let result =
+        store.complete(vec![completion(held, "w1", ResultStatus::Completed)], at(3)).await.unwrap();
+    assert_eq!(result[0].clone().map(|_| ()), Err(TransitionError::Cancelled));
+
+    assert_eq!(
+        cancel_one(&*store, held, at(4)).await,
+        Err(TransitionError::Terminal(TaskStatus::Cancelled))
+    );
+    claim_one(&*store, only("c"), at(4)).await.unwrap();
+    store
+        .complete(vec![completion(hooked_id, "w1", ResultStatus::Completed)], at(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        cancel_one(&*store, hooked_id, at(6)).await,
+        Err(TransitionError::Terminal(TaskStatus::Completed))
+    );
+    assert_eq!(
+        cancel_one(&*store, TaskId::generate(), at(6)).await,
+        Err(TransitionError::NotFound)
+    );
+}
+
+async fn a_cancelled_task_with_a_webhook_owes_a_callback(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![hooked("a")]).await[0];
+    cancel_one(&*store, id, at(1)).await.unwrap();
+    assert_eq!(owed(&*store, at(1)).await, vec![(id, 0)]);
+}
+
+async fn a_paused_command_is_skipped_until_resumed(h: &dyn Harness) {
+    let signals = Arc::new(Signals::new());
+    let store = h.open_signalled(signals.clone());
+    create(&*store, vec![task("held", 0, at(0)), task("free", 0, at(0))]).await;
+    store.set_queue_settings(&command("held"), settings(true, None, None), at(1)).await.unwrap();
+    assert!(claim_one(&*store, only("held"), at(1)).await.is_none(), "paused");
+    let any = claim_one(&*store, CommandFilter::All, at(1)).await.unwrap();
+    assert_eq!(any.command, command("free"), "other commands are claimed");
+    assert!(claim_one(&*store, CommandFilter::All, at(1)).await.is_none());
+    assert!(store.queue_stats(&command("held")).await.unwrap().settings.paused);
+
+    let woken = signals.command(&command("held"));
+    store.set_queue_settings(&command("held"), settings(false, None, None), at(2)).await.unwrap();
+    let wake = tokio::time::timeout(std::time::Duration::ZERO, woken.notified());
+    assert!(wake.await.is_ok(), "a resume wakes parked claims");
+    assert!(claim_one(&*store, only("held"), at(2)).await.is_some());
+}
+
+async fn max_in_flight_holds_across_concurrent_claimers(h: &dyn Harness) {
+    let store = h.open();
+    let tasks: Vec<Task> = (0..200).map(|_| task("capped", 0, at(0))).collect();
+    create(&*store, tasks).await;
+    store
+        .set_queue_settings(&command("capped"), settings(false, Some(3), None), at(0))
+        .await
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut claimers = Vec::new();
+    for worker in 0..16 {
+        let (store, done) = (store.clone(), done.clone());
+        claimers.push(tokio::spawn(async move {
+            let name = format!("w{worker}");
+            loop {
+                let spec = ClaimSpec {
+                    commands: only("capped"),
+                    worker_id: name.clone(),
+                    lease_until: at(600),
+                    count: 2,
+                };
+                let claimed = store.claim(&spec, at(1)).await.unwrap();
+                if claimed.is_empty() {
+                    if done.load(std::sync::atomic::Ordering::SeqCst) >= 200 {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                for task in claimed {
+                    let item = completion(task.id, &name, ResultStatus::Completed);
+                    store.complete(vec![item], at(2)).await.unwrap()[0].clone().unwrap();
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    let mut samples = 0;
+    let mut most = 0;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 200 {
+        let in_progress = store.queue_stats(&command("capped")).await.unwrap().in_progress;
+        most = most.max(in_progress);
+        samples += 1;
+        tokio::task::yield_now().await;
+    }
+    for claimer in claimers {
+        claimer.await.unwrap();
+    }
+    assert!(most <= 3, "{most} in progress at once (of {samples} samples)");
+    assert!(samples > 10, "sampled throughout: {samples}");
+}
+
+async fn a_rate_limit_spaces_claims(h: &dyn Harness) {
+    let store = h.open();
+    let tasks: Vec<Task> = (0..400).map(|_| task("paced", 0, at(0))).collect();
+    create(&*store, tasks).await;
+    store
+        .set_queue_settings(&command("paced"), settings(false, None, Some(20.0)), at(0))
+        .await
+        .unwrap();
+    let mut claimed = 0;
+    for step in 0..1000 {
+        // Ten seconds in 10 ms steps, claiming all a claim may take.
+        let now = at(0).plus_millis(step * 10);
+        claimed +=
+            store.claim(&spec(only("paced"), 100, now.plus_seconds(60)), now).await.unwrap().len();
+    }
+    assert!((180..=220).contains(&claimed), "20 per second for 10 s: {claimed}");
+    let now = at(0).plus_millis(9_990); // the last step: its token was just taken
+    let next = store.next_claimable_at(&only("paced"), now).expect("held back by the rate");
+    assert!(next > now && next <= now.plus_millis(50), "{next:?}");
+    assert!(store.next_claimable_at(&only("other"), now).is_none());
+}
+
+/// Creates `count` tasks of `name` and dead-letters each by a nack with
+/// `reason(i)`; their ids, oldest first.
+async fn dead_letters(
+    store: &dyn Store,
+    name: &str,
+    count: usize,
+    reason: impl Fn(usize) -> String,
+) -> Vec<TaskId> {
+    let mut ids = Vec::new();
+    for chunk in 0..count.div_ceil(100) {
+        let size = (count - chunk * 100).min(100);
+        let tasks: Vec<Task> = (0..size)
+            .map(|_| {
+                let mut t = task(name, 0, at(0));
+                t.max_attempts = 1;
+                t
+            })
+            .collect();
+        let created = create(store, tasks).await;
+        let claimed = store.claim(&spec(only(name), size, at(600)), at(1)).await.unwrap();
+        assert_eq!(claimed.len(), size);
+        for (n, id) in created.iter().enumerate() {
+            let index = chunk * 100 + n;
+            let outcome = store
+                .nack(*id, fence(None), 0, Some(reason(index)), at(2 + index as i64))
+                .await
+                .unwrap();
+            assert_eq!(outcome, Retried::DeadLettered);
+        }
+        ids.extend(created);
+    }
+    ids
+}
+
+async fn dead_letters_page_exactly_once_with_a_filter(h: &dyn Harness) {
+    let store = h.open();
+    let reason =
+        |i: usize| if i % 2 == 0 { "upstream timeout".to_string() } else { "oom".to_string() };
+    let ids = dead_letters(&*store, "dl", 2500, reason).await;
+    assert_eq!(store.queue_stats(&command("dl")).await.unwrap().dlq, 2500);
+    let filter = DeadLetterFilter { text: Some("timeout".into()), ..DeadLetterFilter::default() };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.dead_letters(&command("dl"), &filter, cursor, 100).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.windows(2).all(|pair| pair[0] > pair[1]), "newest first");
+        cursor = page.last().copied();
+        seen.extend(page.into_iter().map(|(_, id)| id));
+    }
+    let expected: HashSet<TaskId> = ids.iter().step_by(2).copied().collect();
+    assert_eq!(seen.len(), 1250, "each once");
+    assert_eq!(seen.iter().copied().collect::<HashSet<_>>(), expected);
+
+    // Failed in (at(2 + 100), at(2 + 200)): 99 of them.
+    let window = DeadLetterFilter {
+        after: Some(at(102)),
+        before: Some(at(202)),
+        ..DeadLetterFilter::default()
+    };
+    let page = store.dead_letters(&command("dl"), &window, None, 1000).await.unwrap();
+    assert_eq!(page.len(), 99);
+    assert!(page.iter().all(|(failed, _)| *failed > at(102) && *failed < at(202)));
+}
+
+async fn replayed_dead_letters_come_back_once_each_at_their_turn(h: &dyn Harness) {
+    let store = h.open();
+    let ids = dead_letters(&*store, "again", 1000, |_| "flaky".into()).await;
+    let now = at(5000);
+    // 200 per second: the last one 4.995 s after the first.
+    let items: Vec<(TaskId, Timestamp)> =
+        ids.iter().enumerate().map(|(i, id)| (*id, now.plus_millis(i as i64 * 5))).collect();
+    let replayed = store.replay(&command("again"), items, now).await.unwrap();
+    assert_eq!(replayed.len(), 1000);
+    let replay_again = store.replay(&command("again"), vec![(ids[0], now)], now).await.unwrap();
+    assert!(replay_again.is_empty(), "no longer a dead letter");
+    let first = store.get_task(ids[0]).await.unwrap().unwrap().state;
+    assert_eq!((first.status, first.attempts, first.replays), (TaskStatus::Pending, 0, 1));
+    assert!(store.get_result(ids[0]).await.unwrap().is_none(), "its dead-letter record is gone");
+    assert_eq!(store.queue_stats(&command("again")).await.unwrap().dlq, 0);
+
+    let mut claimed = HashSet::new();
+    let mut claimed_by_half = 0;
+    for step in 0..=100 {
+        let t = now.plus_millis(step * 50);
+        store.promote_due(t, 10_000).await.unwrap();
+        for task in store.claim(&spec(only("again"), 100, t.plus_seconds(600)), t).await.unwrap() {
+            assert!(claimed.insert(task.id), "{} claimed twice", task.id);
+        }
+        if step == 50 {
+            claimed_by_half = claimed.len();
+        }
+    }
+    assert_eq!(claimed.len(), 1000, "each once");
+    assert!((450..=550).contains(&claimed_by_half), "half after 2.5 s: {claimed_by_half}");
+}
+
+async fn a_purge_leaves_no_trace(h: &dyn Harness) {
+    let store = h.open();
+    let mut keyed = task("gone", 0, at(0));
+    keyed.max_attempts = 1;
+    keyed.idempotency_key = Some("once".into());
+    let id = create(&*store, vec![keyed]).await[0];
+    claim_one(&*store, only("gone"), at(1)).await.unwrap();
+    store.nack(id, fence(None), 0, None, at(2)).await.unwrap();
+    let others = dead_letters(&*store, "gone", 3, |_| "x".into()).await;
+    let not_dead = create(&*store, vec![task("gone", 0, at(0))]).await[0];
+
+    let purged = store.purge(&command("gone"), vec![id, others[0], not_dead]).await.unwrap();
+    assert_eq!(purged, vec![id, others[0]], "only dead letters of the command");
+    assert!(store.get_task(id).await.unwrap().is_none());
+    assert!(store.get_result(id).await.unwrap().is_none());
+    let mut again = task("gone", 0, at(3));
+    again.idempotency_key = Some("once".into());
+    assert!(
+        matches!(&store.create(vec![again]).await.unwrap()[0], Created::New(_)),
+        "the key is free"
+    );
+    assert_eq!(store.queue_stats(&command("gone")).await.unwrap().dlq, 2);
+}
+
+async fn settings_and_the_dead_letter_queue_survive_a_restart(h: &dyn Harness) {
+    let limits = QueueSettings {
+        paused: true,
+        max_in_flight: Some(7),
+        rate_per_second: Some(2.5),
+        burst: Some(4),
+    };
+    let dead;
+    {
+        let store = h.open();
+        dead = dead_letters(&*store, "kept", 3, |_| "x".into()).await;
+        store.set_queue_settings(&command("kept"), limits, at(5)).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    assert_eq!(store.queue_settings(&command("kept")).await.unwrap(), limits);
+    let page =
+        store.dead_letters(&command("kept"), &DeadLetterFilter::default(), None, 10).await.unwrap();
+    let mut ids: Vec<TaskId> = page.into_iter().map(|(_, id)| id).collect();
+    ids.reverse();
+    assert_eq!(ids, dead);
+    create(&*store, vec![task("kept", 0, at(0))]).await;
+    assert!(claim_one(&*store, only("kept"), at(10)).await.is_none(), "still paused");
+}
+
+async fn tasks_list_newest_first_by_command_and_status(h: &dyn Harness) {
+    let store = h.open();
+    let a = create(&*store, (0..5).map(|_| task("la", 0, at(0))).collect()).await;
+    let b = create(&*store, (0..3).map(|_| task("lb", 0, at(0))).collect()).await;
+    claim_one(&*store, only("la"), at(1)).await.unwrap(); // a[0] in progress
+    let all = store.list_tasks(None, None, None, 100).await.unwrap();
+    let mut expected: Vec<TaskId> = a.iter().chain(&b).copied().collect();
+    expected.reverse();
+    assert_eq!(all, expected, "newest first");
+    let pending_a =
+        store.list_tasks(Some(&command("la")), Some(TaskStatus::Pending), None, 2).await.unwrap();
+    assert_eq!(pending_a, vec![a[4], a[3]]);
+    let next = store
+        .list_tasks(Some(&command("la")), Some(TaskStatus::Pending), Some(a[3]), 10)
+        .await
+        .unwrap();
+    assert_eq!(next, vec![a[2], a[1]]);
+    let running = store.list_tasks(None, Some(TaskStatus::InProgress), None, 10).await.unwrap();
+    assert_eq!(running, vec![a[0]]);
+}
+
 macro_rules! conformance_suite {
+
     ($backend:ident, $harness:expr) => {
         mod $backend {
             use super::*;
@@ -698,6 +1041,16 @@ macro_rules! conformance_suite {
                 subscriptions_are_stored_renewed_deleted_and_kept_over_a_restart,
                 lapsed_subscriptions_are_removed,
                 a_queue_going_from_empty_to_ready_is_announced_with_its_depth,
+                cancel_works_in_every_state_and_stops_the_worker,
+                a_cancelled_task_with_a_webhook_owes_a_callback,
+                a_paused_command_is_skipped_until_resumed,
+                max_in_flight_holds_across_concurrent_claimers,
+                a_rate_limit_spaces_claims,
+                dead_letters_page_exactly_once_with_a_filter,
+                replayed_dead_letters_come_back_once_each_at_their_turn,
+                a_purge_leaves_no_trace,
+                settings_and_the_dead_letter_queue_survive_a_restart,
+                tasks_list_newest_first_by_command_and_status,
             );
         }
     };
