@@ -876,8 +876,9 @@ async fn dead_letters(
 
 async fn dead_letters_page_exactly_once_with_a_filter(h: &dyn Harness) {
     let store = h.open();
-    let reason =
-        |i: usize| if i % 2 == 0 { "upstream timeout".to_string() } else { "oom".to_string() };
+    let reason = |i: usize| {
+        if i.is_multiple_of(2) { "upstream timeout".to_string() } else { "oom".to_string() }
+    };
     let ids = dead_letters(&*store, "dl", 2500, reason).await;
     assert_eq!(store.queue_stats(&command("dl")).await.unwrap().dlq, 2500);
     let filter = DeadLetterFilter { text: Some("timeout".into()), ..DeadLetterFilter::default() };

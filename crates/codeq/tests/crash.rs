@@ -339,3 +339,38 @@ async fn a_callback_in_flight_at_a_kill_is_delivered_after_the_restart() {
     assert_eq!(delivered[0]["taskId"], id.as_str());
     assert_eq!(delivered[0]["result"], json!({ "n": 7 }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_settings_survive_a_kill_and_hold_right_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = Server::start(dir.path());
+    let settings = json!({ "paused": true, "maxInFlight": 2 });
+    let put = http
+        .put(format!("{}/v1/codeq/admin/queues/limited/settings", server.base))
+        .bearer_auth(&server.producer)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    for n in 0..3 {
+        let task = json!({ "command": "limited", "payload": { "n": n } });
+        assert_eq!(server.post(&http, "/tasks", &server.producer, task).await.0, 202);
+    }
+    server.kill();
+
+    let server = Server::start(dir.path());
+    let (status, stored) = server.get(&http, "/admin/queues/limited/settings").await;
+    assert_eq!((status, stored), (200, json!({ "paused": true, "maxInFlight": 2 })));
+    let claim = json!({ "commands": ["limited"] });
+    let (status, _) = server.post(&http, "/tasks/claim", &server.worker, claim.clone()).await;
+    assert_eq!(status, 204, "still paused after the restart");
+    let (status, _) =
+        server.post(&http, "/admin/queues/limited/resume", &server.producer, json!({})).await;
+    assert_eq!(status, 200);
+    for expected in [200, 200, 204] {
+        let (status, _) = server.post(&http, "/tasks/claim", &server.worker, claim.clone()).await;
+        assert_eq!(status, expected, "maxInFlight 2 holds after the restart");
+    }
+}

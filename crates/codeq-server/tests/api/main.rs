@@ -6,6 +6,7 @@ mod artifacts;
 mod bad_input;
 mod compat;
 mod concurrency;
+mod control;
 mod faults;
 mod front_door;
 mod helpers;
