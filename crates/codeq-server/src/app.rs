@@ -58,9 +58,21 @@ pub struct Limits {
     pub max_artifact_bytes: usize,
 }
 
-/// What every handler shares. Cheap to clone.
+/// What every handler shares: one allocation behind an `Arc`, so the
+/// clone each extractor takes is one reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+pub struct Shared {
     /// The task life cycle.
     pub scheduler: Arc<Scheduler>,
     /// Token verification.
@@ -279,7 +291,7 @@ impl App {
             artifacts: artifacts.clone(),
             metrics: metrics.clone(),
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             outbound,
             subscriptions,
             control,
@@ -298,7 +310,7 @@ impl App {
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
             metrics,
-        };
+        }));
         let timeouts = ConnectionTimeouts {
             head: Duration::from_secs(config.request_head_timeout_seconds),
             keep_alive: Duration::from_secs(config.keep_alive_timeout_seconds),
