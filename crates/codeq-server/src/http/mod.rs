@@ -43,7 +43,6 @@ use axum::http::{HeaderName, Method};
 use axum::middleware;
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Router};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use self::body::{BodyLimits, RouteBodyLimit};
 use self::error::ApiError;
@@ -153,11 +152,8 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request_head::check))
         .layer(middleware::from_fn_with_state(state.clone(), observe::request))
         .with_state(state)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 async fn unknown_route() -> ApiError {
