@@ -368,6 +368,7 @@ pub struct ArtifactUpload {
 
 /// `POST /v1/codeq/tasks/{id}/result`.
 #[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
 pub struct SubmitResult {
     /// Outcome.
     status: ResultStatus,
@@ -380,6 +381,10 @@ pub struct SubmitResult {
     artifacts: Option<Vec<ArtifactUpload>>,
     /// The delivery this call belongs to (fencing).
     attempt: Option<u32>,
+    /// A claim answered with the result once it is stored (needs scope
+    /// `codeq:claim`; checked before the result is stored): the answer's
+    /// `next` is the task claimed, absent when none is ready.
+    claim_next: Option<Claim>,
 }
 
 /// One item of a batch of results.
@@ -441,6 +446,9 @@ pub struct ResultRecord {
     /// When the task became terminal.
     #[schema(format = DateTime)]
     completed_at: String,
+    /// The task claimed next (only in the answer to a result submitted
+    /// with `claimNext`, when a task was ready).
+    next: Option<Task>,
 }
 
 /// One stored result of a batch.
