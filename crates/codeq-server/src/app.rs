@@ -95,6 +95,8 @@ pub struct Shared {
     pub subscriptions: Subscriptions,
     /// Cancel, queue settings, dead letters, listing.
     pub control: Control,
+    /// `ui`: the dashboard is served under `/ui/`.
+    pub ui: bool,
 }
 
 /// Why the server could not start.
@@ -204,7 +206,7 @@ impl App {
         let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_clock(clock.clone()));
         let scheduler = Arc::new(
             Scheduler::new(
                 store.clone(),
@@ -310,6 +312,7 @@ impl App {
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
             metrics,
+            ui: config.ui,
         }));
         let timeouts = ConnectionTimeouts {
             head: Duration::from_secs(config.request_head_timeout_seconds),

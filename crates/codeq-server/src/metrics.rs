@@ -33,7 +33,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::clock::{Clock, SystemClock};
 use crate::store::{EngineStats, HistogramSnapshot, Store, StoreResult};
+use crate::throughput::{Event, Throughput};
 
 /// Buckets of `codeq_task_processing_latency_seconds`: 1 ms … 1 h.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -146,6 +148,7 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_overdue: Gauge<f64, AtomicU64>,
     engine: Arc<EngineCollector>,
+    throughput: Throughput,
 }
 
 impl Default for Metrics {
@@ -155,8 +158,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Every family registered, no series yet.
+    /// Every family registered, no series yet; the last hour's counts on
+    /// the system clock.
     pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// Every family registered, no series yet; the last hour's counts on
+    /// `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let mut metrics = Self {
             registry: Registry::default(),
             created: Family::default(),
@@ -179,6 +189,7 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             outbox_overdue: Gauge::default(),
             engine: Arc::new(EngineCollector::default()),
+            throughput: Throughput::new(clock),
         };
         metrics.register();
         metrics
@@ -256,11 +267,18 @@ impl Metrics {
     /// A task was stored (not an idempotent replay).
     pub fn task_created(&self, command: &Command) {
         self.created.get_or_create(&command_labels(command)).inc();
+        self.throughput.add(command, Event::Created, 1);
+    }
+
+    /// The last hour of counts per command, a minute at a time.
+    pub fn throughput(&self) -> &Throughput {
+        &self.throughput
     }
 
     /// `count` deliveries of `command` were handed out.
     pub fn tasks_claimed(&self, command: &Command, count: u64) {
         self.claimed.get_or_create(&command_labels(command)).inc_by(count);
+        self.throughput.add(command, Event::Claimed, count);
     }
 
     /// A task became terminal at `ended` with `status` (a result, or a dead
@@ -276,6 +294,12 @@ impl Metrics {
         let labels =
             StatusLabels { command: CommandLabel(command.clone()), status: status.as_str() };
         self.completed.get_or_create(&labels).inc();
+        let event = match status {
+            ResultStatus::Completed => Event::Completed,
+            ResultStatus::Failed => Event::Failed,
+            ResultStatus::Cancelled => Event::Cancelled,
+        };
+        self.throughput.add_at(command, event, 1, ended);
         if let Some(created) = created_millis(id) {
             let seconds = (ended.millis() - created).max(0) as f64 / 1000.0;
             self.latency.get_or_create(&labels).observe(seconds);
@@ -285,6 +309,7 @@ impl Metrics {
     /// Tasks of `command` were cancelled.
     pub fn tasks_cancelled(&self, command: &Command, count: u64) {
         self.cancelled.get_or_create(&command_labels(command)).inc_by(count);
+        self.throughput.add(command, Event::Cancelled, count);
     }
 
     /// Dead letters of `command` were replayed.
@@ -305,6 +330,7 @@ impl Metrics {
     /// A lease of `command` ran out.
     pub fn lease_expired(&self, command: &Command) {
         self.lease_expired.get_or_create(&command_labels(command)).inc();
+        self.throughput.add(command, Event::LeaseExpired, 1);
     }
 
     /// A webhook delivery ended (success: any 2xx).

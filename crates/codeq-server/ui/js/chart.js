@@ -1,0 +1,1 @@
+// js/chart.js

@@ -1,0 +1,1 @@
+// js/pages/signin.js
