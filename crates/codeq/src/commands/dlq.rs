@@ -42,9 +42,8 @@ fn list(global: &GlobalArgs, args: &DlqListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ids given (checked), or the filters; and the limit to send: the
-/// one given, else for ids their number (the server's default of 1000
-/// would leave the rest out).
+/// The ids given (checked), or the filters; and the limit to send (the
+/// server takes every id named, whatever the limit).
 fn selection(
     ids: &[String],
     filter: &DlqFilterArgs,
@@ -54,8 +53,7 @@ fn selection(
         return Ok((DeadLetterSelection::Matching(filter.filter()), limit));
     }
     ids.iter().try_for_each(|id| check_task_id(id))?;
-    let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-    Ok((DeadLetterSelection::Ids(ids.to_vec()), limit.or(Some(count))))
+    Ok((DeadLetterSelection::Ids(ids.to_vec()), limit))
 }
 
 /// The ids asked for that are not in `done`, as an error naming them.
@@ -66,7 +64,7 @@ fn skipped(asked: &[String], done: &[String], verb: &str, command: &str) -> anyh
         return Ok(());
     }
     Err(PartlyRefused::new(format!(
-        "{} of {} not {verb} (not a dead letter of {command}, or over --limit): {}",
+        "{} of {} not {verb} (not a dead letter of {command}): {}",
         missed.len(),
         output::count(asked.len() as u64, "task"),
         missed.join(", ")
