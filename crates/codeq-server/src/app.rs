@@ -48,6 +48,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::log::OpenError;
 use crate::store::embedded::maintenance;
 use crate::store::{Signals, Store};
+use crate::throughput;
 
 /// Size limits the HTTP layer enforces.
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +273,12 @@ impl App {
                 metrics.clone(),
             )),
             tokio::spawn(dispatcher.run(shutdown.clone())),
+            tokio::spawn(throughput::run(
+                metrics.clone(),
+                store.clone(),
+                Duration::from_secs(1),
+                shutdown.clone(),
+            )),
         ];
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);

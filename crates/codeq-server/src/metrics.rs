@@ -35,7 +35,7 @@ use prometheus_client::registry::Registry;
 
 use crate::clock::{Clock, SystemClock};
 use crate::store::{EngineStats, HistogramSnapshot, Store, StoreResult};
-use crate::throughput::{Event, Throughput};
+use crate::throughput::{Event, Throughput, Totals};
 
 /// Buckets of `codeq_task_processing_latency_seconds`: 1 ms … 1 h.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -267,7 +267,6 @@ impl Metrics {
     /// A task was stored (not an idempotent replay).
     pub fn task_created(&self, command: &Command) {
         self.created.get_or_create(&command_labels(command)).inc();
-        self.throughput.add(command, Event::Created, 1);
     }
 
     /// The last hour of counts per command, a minute at a time.
@@ -275,10 +274,35 @@ impl Metrics {
         &self.throughput
     }
 
+    /// What each of `commands` counted since the server started (read
+    /// from the counters above; a series not yet created counts zero).
+    pub fn throughput_totals(&self, commands: &[Command]) -> Vec<(Command, Totals)> {
+        let count = |family: &Family<CommandLabels, Counter>, command: &Command| {
+            family.get(&command_labels(command)).map_or(0, |counter| counter.get())
+        };
+        let ended = |command: &Command, status: ResultStatus| {
+            let labels =
+                StatusLabels { command: CommandLabel(command.clone()), status: status.as_str() };
+            self.completed.get(&labels).map_or(0, |counter| counter.get())
+        };
+        commands
+            .iter()
+            .map(|command| {
+                let mut totals = Totals::default();
+                totals[Event::Created.slot()] = count(&self.created, command);
+                totals[Event::Claimed.slot()] = count(&self.claimed, command);
+                totals[Event::Completed.slot()] = ended(command, ResultStatus::Completed);
+                totals[Event::Failed.slot()] = ended(command, ResultStatus::Failed);
+                totals[Event::Cancelled.slot()] = count(&self.cancelled, command);
+                totals[Event::LeaseExpired.slot()] = count(&self.lease_expired, command);
+                (command.clone(), totals)
+            })
+            .collect()
+    }
+
     /// `count` deliveries of `command` were handed out.
     pub fn tasks_claimed(&self, command: &Command, count: u64) {
         self.claimed.get_or_create(&command_labels(command)).inc_by(count);
-        self.throughput.add(command, Event::Claimed, count);
     }
 
     /// A task became terminal at `ended` with `status` (a result, or a dead
@@ -294,12 +318,6 @@ impl Metrics {
         let labels =
             StatusLabels { command: CommandLabel(command.clone()), status: status.as_str() };
         self.completed.get_or_create(&labels).inc();
-        let event = match status {
-            ResultStatus::Completed => Event::Completed,
-            ResultStatus::Failed => Event::Failed,
-            ResultStatus::Cancelled => Event::Cancelled,
-        };
-        self.throughput.add_at(command, event, 1, ended);
         if let Some(created) = created_millis(id) {
             let seconds = (ended.millis() - created).max(0) as f64 / 1000.0;
             self.latency.get_or_create(&labels).observe(seconds);
@@ -309,7 +327,6 @@ impl Metrics {
     /// Tasks of `command` were cancelled.
     pub fn tasks_cancelled(&self, command: &Command, count: u64) {
         self.cancelled.get_or_create(&command_labels(command)).inc_by(count);
-        self.throughput.add(command, Event::Cancelled, count);
     }
 
     /// Dead letters of `command` were replayed.
@@ -330,7 +347,6 @@ impl Metrics {
     /// A lease of `command` ran out.
     pub fn lease_expired(&self, command: &Command) {
         self.lease_expired.get_or_create(&command_labels(command)).inc();
-        self.throughput.add(command, Event::LeaseExpired, 1);
     }
 
     /// A webhook delivery ended (success: any 2xx).

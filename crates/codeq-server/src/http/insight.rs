@@ -34,12 +34,12 @@ const MAX_LEASES: usize = 10_000;
 #[serde(rename_all = "camelCase")]
 struct CommandSeries<'a> {
     command: &'a str,
-    created: &'a [u64; MINUTES],
-    claimed: &'a [u64; MINUTES],
-    completed: &'a [u64; MINUTES],
-    failed: &'a [u64; MINUTES],
-    cancelled: &'a [u64; MINUTES],
-    lease_expired: &'a [u64; MINUTES],
+    created: &'a [u64],
+    claimed: &'a [u64],
+    completed: &'a [u64],
+    failed: &'a [u64],
+    cancelled: &'a [u64],
+    lease_expired: &'a [u64],
 }
 
 impl<'a> CommandSeries<'a> {
@@ -206,7 +206,9 @@ pub async fn workers(
         Some(text) => match text.parse::<usize>() {
             Ok(n @ 1..=MAX_LEASES) => n,
             _ => {
-                return Err(ApiError::field(format!("limit must be 1..{MAX_LEASES}, got {text:?}")));
+                return Err(ApiError::field(format!(
+                    "limit must be 1..{MAX_LEASES}, got {text:?}"
+                )));
             }
         },
     };

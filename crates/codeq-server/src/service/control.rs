@@ -269,8 +269,10 @@ impl Control {
                 truncated = true;
                 break;
             }
-            let ids =
-                self.store.list_tasks(Some(&queue.command), Some(TaskStatus::InProgress), None, room + 1).await?;
+            let ids = self
+                .store
+                .list_tasks(Some(&queue.command), Some(TaskStatus::InProgress), None, room + 1)
+                .await?;
             truncated |= ids.len() > room;
             for id in ids.into_iter().take(room) {
                 // A task that moved on since the index was read is left out.
