@@ -223,6 +223,13 @@ async fn queue_counts_match_the_api(browser: &Browser, api: &Api, base: &str, sh
         }
     }
     assert_eq!(card_counts(browser, "bulk").await["ready"], BULK);
+    // For people on the card, exact on hover.
+    let ready = "[data-command='bulk'] .count-ready";
+    assert_eq!(browser.text(ready).await.as_deref(), Some("10k"));
+    let title = browser
+        .script(&format!("return document.querySelector(\"{ready}\").title"), json!([]))
+        .await;
+    assert_eq!(title, "10,000");
     browser.screenshot(&shots.join("queues.png")).await;
 }
 
@@ -343,6 +350,7 @@ async fn scenario(server: &Server, installed: &Installed) {
     let shots = screenshots();
     let dead = arrange(&api).await;
     let browser = Browser::start(installed, 1280, 800).await;
+    browser.screen(1280, 800, false).await;
     let base = &server.base;
 
     a_wrong_token_shows_an_error(&browser, base, &shots).await;

@@ -89,9 +89,14 @@ export async function render(main, ctx) {
     }
     for (const q of queues) {
       const el = cards.get(q.command);
+      const series = byCommand.get(q.command) || emptySeries(minutes);
+      // Only what changed is redrawn, so a focused link keeps its focus.
+      const stamp = JSON.stringify([q, series.completed, series.failed, from]);
+      if (el.dataset.stamp === stamp) continue;
+      el.dataset.stamp = stamp;
       replace(el.querySelector('.state'), stateBadge(q.paused), h('span', { class: 'limits' }, limits(q)));
       replace(el.querySelector('.counts'), COUNTS.map(([field, label]) => countCell(q, field, label)));
-      replace(el.querySelector('.charts'), charts(byCommand.get(q.command) || emptySeries(minutes), from));
+      replace(el.querySelector('.charts'), charts(series, from));
     }
   };
 
