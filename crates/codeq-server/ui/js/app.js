@@ -5,6 +5,7 @@
 
 import { ApiError, signOut, token } from './api.js';
 import { h, notify, replace } from './dom.js';
+import { refreshTimes } from './format.js';
 import * as dead from './pages/dead.js';
 import * as queue from './pages/queue.js';
 import * as queues from './pages/queues.js';
@@ -126,4 +127,9 @@ window.addEventListener('hashchange', async () => {
   document.getElementById('main')?.focus({ preventScroll: true });
 });
 window.addEventListener('unhandledrejection', (event) => fail(event.reason));
+// "3 s ago" stays true on pages that redraw only what changed.
+setInterval(() => {
+  const main = document.getElementById('main');
+  if (main && !document.hidden) refreshTimes(main);
+}, 5000);
 show();

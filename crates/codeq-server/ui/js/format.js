@@ -52,6 +52,14 @@ export function when(iso) {
   return h('time', { datetime: iso, title: iso }, ago(iso));
 }
 
+/** Brings every relative time under `root` up to date (text only). */
+export function refreshTimes(root) {
+  for (const el of root.querySelectorAll('time[datetime]')) {
+    const text = ago(el.getAttribute('datetime'));
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
 /** Pretty-printed JSON of a value, or of a JSON text (shown as is when it is not JSON). */
 export function pretty(value) {
   if (typeof value === 'string') {

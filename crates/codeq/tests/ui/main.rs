@@ -130,19 +130,27 @@ fn start_worker(server: &Server, command: &str) -> Child {
 
 /// The task queues the pages show: `render` with a little history,
 /// `email` with two dead letters, `bulk` with [`BULK`] pending tasks.
-/// Returns the dead letter the test replays.
-async fn arrange(api: &Api) -> String {
+/// Returns the dead letter the test replays and a task with an artifact.
+async fn arrange(api: &Api) -> (String, String) {
     for n in 0..6 {
         api.create("render", json!({ "page": n, "format": "pdf" }), 3).await;
     }
+    let mut rendered = String::new();
     for n in 0..4 {
         let id = api.claim("render").await;
-        let result = if n == 3 {
-            json!({ "status": "FAILED", "error": "font missing: Inter", "attempt": 1 })
-        } else {
-            json!({ "status": "COMPLETED", "result": { "pages": n + 1 }, "attempt": 1 })
+        let result = match n {
+            3 => json!({ "status": "FAILED", "error": "font missing: Inter", "attempt": 1 }),
+            // "render ok\n": a stored artifact, downloaded only with a token.
+            0 => {
+                json!({ "status": "COMPLETED", "result": { "pages": 1 }, "attempt": 1, "artifacts": [
+                { "name": "log.txt", "contentBase64": "cmVuZGVyIG9rCg==", "contentType": "text/plain" }] })
+            }
+            _ => json!({ "status": "COMPLETED", "result": { "pages": n + 1 }, "attempt": 1 }),
         };
         api.finish(&id, result).await;
+        if n == 0 {
+            rendered = id;
+        }
     }
     // A lease held by worker-1, for the Workers page.
     api.claim("render").await;
@@ -161,7 +169,7 @@ async fn arrange(api: &Api) -> String {
         api.post("/tasks/batch", PRODUCER, json!({ "tasks": tasks })).await;
     }
     println!("arranged {BULK} tasks in bulk in {:?}", started.elapsed());
-    replayed
+    (replayed, rendered)
 }
 
 /// The numbers one queue's card shows, exact (from the data attributes).
@@ -262,6 +270,25 @@ async fn replay_a_dead_letter_and_see_it_complete(
     worker
 }
 
+async fn an_artifact_is_downloaded_with_the_token(browser: &Browser, base: &str, task: &str) {
+    browser.goto(&format!("{base}/ui/#/task/{task}")).await;
+    browser.wait_for_text("#task-status", "COMPLETED").await;
+    // Keep what the page hands to the browser as a file (and save nothing).
+    browser.cdp("Browser.setDownloadBehavior", json!({ "behavior": "deny" })).await;
+    let keep = "window.downloaded = [];
+        const make = URL.createObjectURL;
+        URL.createObjectURL = (blob) => { window.downloaded.push(blob); return make(blob); };";
+    browser.script(keep, json!([])).await;
+    browser.click("a.download").await;
+    wait_until("the artifact's bytes", || async {
+        let count = browser.script("return window.downloaded.length", json!([])).await;
+        (count.as_u64() == Some(1)).then_some(())
+    })
+    .await;
+    let text = browser.script("return window.downloaded[0].text()", json!([])).await;
+    assert_eq!(text, "render ok\n");
+}
+
 async fn pausing_stops_claims(browser: &Browser, api: &Api, base: &str, shots: &Path) {
     browser.goto(&format!("{base}/ui/#/queue/email")).await;
     browser.click("#pause-toggle").await;
@@ -348,7 +375,7 @@ fn the_dashboard_signs_in_replays_a_dead_letter_pauses_a_queue_and_pages_10000_t
 async fn scenario(server: &Server, installed: &Installed) {
     let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
     let shots = screenshots();
-    let dead = arrange(&api).await;
+    let (dead, rendered) = arrange(&api).await;
     let browser = Browser::start(installed, 1280, 800).await;
     browser.screen(1280, 800, false).await;
     let base = &server.base;
@@ -358,6 +385,7 @@ async fn scenario(server: &Server, installed: &Installed) {
     queue_counts_match_the_api(&browser, &api, base, &shots).await;
     let mut worker =
         replay_a_dead_letter_and_see_it_complete(&browser, server, &dead, &shots).await;
+    an_artifact_is_downloaded_with_the_token(&browser, base, &rendered).await;
     pausing_stops_claims(&browser, &api, base, &shots).await;
     task_pages_page_through(&browser, base, &shots).await;
     workers_and_phone_width(&browser, base, &shots, &dead).await;

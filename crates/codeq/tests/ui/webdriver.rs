@@ -207,8 +207,12 @@ impl Browser {
     pub async fn screen(&self, width: u32, height: u32, mobile: bool) {
         let params =
             json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile });
-        let body = json!({ "cmd": "Emulation.setDeviceMetricsOverride", "params": params });
-        self.post("/goog/cdp/execute", body).await;
+        self.cdp("Emulation.setDeviceMetricsOverride", params).await;
+    }
+
+    /// Runs a Chrome DevTools Protocol command (chromedriver's extension).
+    pub async fn cdp(&self, command: &str, params: Value) -> Value {
+        self.post("/goog/cdp/execute", json!({ "cmd": command, "params": params })).await
     }
 
     /// Saves a PNG of the viewport to `path`.
