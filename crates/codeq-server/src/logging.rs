@@ -5,14 +5,17 @@
 //! stderr on the request's own thread cost a system call per request (and
 //! a stall whenever stderr was slow to drain). Lines are instead appended
 //! to a shared buffer, and a thread of their own writes whatever has
-//! gathered with one call: under load, many lines per write; when idle,
-//! each line at once. Order is kept. The buffer is bounded: a writer that
-//! finds it full waits for the thread to drain it (as a direct write to a
-//! full pipe would), so nothing is dropped. [`flush`] writes what is left
-//! before the process exits.
+//! gathered with one call. The thread lingers [`LINGER`] after the first
+//! line of a batch, so that under load a write carries hundreds of lines
+//! and a caller wakes the thread once per batch, not once per line. Order
+//! is kept. The buffer is bounded: a writer that finds it full waits for
+//! the thread to drain it (as a direct write to a full pipe would), so
+//! nothing is dropped. [`flush`] writes what is left before the process
+//! exits.
 
 use std::io::Write;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -21,21 +24,41 @@ use crate::config::{Config, LogFormat};
 /// Bytes of log lines that may wait before writers wait for the thread.
 const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
+/// Bytes after which the thread writes without waiting out its linger.
+const EAGER_BYTES: usize = 256 * 1024;
+
+/// How long the thread gathers lines after the first of a batch: the
+/// most a line waits on its way to stderr.
+const LINGER: Duration = Duration::from_millis(10);
+
 /// Lines waiting for the writer thread.
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// The thread waits for a first line (a caller must wake it).
+    idle: bool,
     /// The thread is writing a batch (a flush waits for it).
     writing: bool,
+    /// A flush waits: the thread writes at once.
+    flushing: bool,
+    /// Callers waiting for room or for a flush to end.
+    waiting: usize,
+}
+
+impl Pending {
+    fn ready_to_write(&self) -> bool {
+        self.flushing || self.bytes.len() >= EAGER_BYTES
+    }
 }
 
 /// The buffer between the log's callers and stderr.
 #[derive(Default)]
 struct Sink {
     pending: Mutex<Pending>,
-    /// Signalled when lines arrive (to the thread) and when a batch has
-    /// been written (to writers waiting for room, and to a flush).
-    changed: Condvar,
+    /// Wakes the thread (a first line, a full buffer, a flush).
+    to_thread: Condvar,
+    /// Wakes callers (room in the buffer, a batch written).
+    to_callers: Condvar,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -48,42 +71,69 @@ impl Sink {
     fn append(&self, line: &[u8]) {
         let mut pending = self.lock();
         while pending.bytes.len() >= MAX_PENDING_BYTES {
-            pending = self.changed.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            pending = self.wait_as_caller(pending);
         }
-        let was_empty = pending.bytes.is_empty();
         pending.bytes.extend_from_slice(line);
+        let wake = std::mem::take(&mut pending.idle) || pending.bytes.len() >= EAGER_BYTES;
         drop(pending);
-        if was_empty {
-            self.changed.notify_all();
+        if wake {
+            self.to_thread.notify_one();
         }
     }
 
-    /// The writer thread: waits for lines, writes each batch to `out` in
-    /// one call.
+    fn wait_as_caller<'a>(
+        &self,
+        mut pending: std::sync::MutexGuard<'a, Pending>,
+    ) -> std::sync::MutexGuard<'a, Pending> {
+        pending.waiting += 1;
+        let mut pending = self.to_callers.wait(pending).unwrap_or_else(PoisonError::into_inner);
+        pending.waiting -= 1;
+        pending
+    }
+
+    /// The writer thread: waits for a first line, gathers more for
+    /// [`LINGER`], writes the batch to `out` in one call.
     fn drain(&self, out: &mut impl Write) {
         loop {
-            let batch = {
-                let mut pending = self.lock();
-                while pending.bytes.is_empty() {
-                    pending = self.changed.wait(pending).unwrap_or_else(PoisonError::into_inner);
-                }
-                pending.writing = true;
-                std::mem::take(&mut pending.bytes)
-            };
+            let batch = self.next_batch();
             // Nothing to do about a failed write to stderr but go on.
             let _ = out.write_all(&batch);
             let _ = out.flush();
-            self.lock().writing = false;
-            self.changed.notify_all();
+            let mut pending = self.lock();
+            pending.writing = false;
+            if pending.waiting > 0 {
+                self.to_callers.notify_all();
+            }
         }
+    }
+
+    fn next_batch(&self) -> Vec<u8> {
+        let mut pending = self.lock();
+        while pending.bytes.is_empty() {
+            pending.idle = true;
+            pending = self.to_thread.wait(pending).unwrap_or_else(PoisonError::into_inner);
+        }
+        pending.idle = false;
+        if !pending.ready_to_write() {
+            pending = self
+                .to_thread
+                .wait_timeout_while(pending, LINGER, |pending| !pending.ready_to_write())
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        pending.writing = true;
+        std::mem::take(&mut pending.bytes)
     }
 
     /// Waits until every line appended so far is written.
     fn flush(&self) {
         let mut pending = self.lock();
         while !pending.bytes.is_empty() || pending.writing {
-            pending = self.changed.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            pending.flushing = true;
+            self.to_thread.notify_one();
+            pending = self.wait_as_caller(pending);
         }
+        pending.flushing = false;
     }
 }
 
