@@ -130,8 +130,18 @@ fn start_worker(server: &Server, command: &str) -> Child {
 
 /// The task queues the pages show: `render` with a little history,
 /// `email` with two dead letters, `bulk` with [`BULK`] pending tasks.
-/// Returns the dead letter the test replays and a task with an artifact.
-async fn arrange(api: &Api) -> (String, String) {
+/// What [`arrange`] made that the test looks for.
+struct Arranged {
+    /// A dead letter of `email` the test replays.
+    replayed: String,
+    /// A dead letter of `email` (error "mailbox full") the test purges.
+    purged: String,
+    /// A completed task of `render` with a stored artifact.
+    rendered: String,
+}
+
+/// The queues, and the tasks the test looks for.
+async fn arrange(api: &Api) -> Arranged {
     for n in 0..6 {
         api.create("render", json!({ "page": n, "format": "pdf" }), 3).await;
     }
@@ -154,7 +164,8 @@ async fn arrange(api: &Api) -> (String, String) {
     }
     // A lease held by worker-1, for the Workers page.
     api.claim("render").await;
-    api.dead_letter("email", json!({ "to": "grace@example.com" }), "mailbox full").await;
+    let purged =
+        api.dead_letter("email", json!({ "to": "grace@example.com" }), "mailbox full").await;
     let replayed = api
         .dead_letter(
             "email",
@@ -169,7 +180,7 @@ async fn arrange(api: &Api) -> (String, String) {
         api.post("/tasks/batch", PRODUCER, json!({ "tasks": tasks })).await;
     }
     println!("arranged {BULK} tasks in bulk in {:?}", started.elapsed());
-    (replayed, rendered)
+    Arranged { replayed, purged, rendered }
 }
 
 /// The numbers one queue's card shows, exact (from the data attributes).
@@ -289,6 +300,28 @@ async fn an_artifact_is_downloaded_with_the_token(browser: &Browser, base: &str,
     assert_eq!(text, "render ok\n");
 }
 
+async fn purge_a_filtered_dead_letter(browser: &Browser, api: &Api, base: &str, id: &str) {
+    browser.goto(&format!("{base}/ui/#/dead/email")).await;
+    browser.type_into("#error-contains", "mailbox").await;
+    browser.click("#dead-filter button[type=submit]").await;
+    wait_until("the filter to leave one dead letter", || async {
+        let rows = browser
+            .script("return document.querySelectorAll('.dead tbody tr').length", json!([]))
+            .await;
+        (rows == 1).then_some(())
+    })
+    .await;
+    browser.click(&format!("input[type=checkbox][value='{id}']")).await;
+    browser.wait_for_text("#selected-count", "1 selected").await;
+    browser.click("#purge-selected").await;
+    // The confirmation says what is at stake; Escape would back out.
+    let asked = browser.text("dialog.confirm p").await.unwrap();
+    assert!(asked.contains("1 selected dead letter") && asked.contains("deleted"), "{asked}");
+    browser.click("#confirm-ok").await;
+    browser.wait_for_text("#notice", "Purged 1 dead letter.").await;
+    assert_eq!(api.get("/admin/queues/email").await["dlq"], 0);
+}
+
 async fn pausing_stops_claims(browser: &Browser, api: &Api, base: &str, shots: &Path) {
     browser.goto(&format!("{base}/ui/#/queue/email")).await;
     browser.click("#pause-toggle").await;
@@ -375,7 +408,7 @@ fn the_dashboard_signs_in_replays_a_dead_letter_pauses_a_queue_and_pages_10000_t
 async fn scenario(server: &Server, installed: &Installed) {
     let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
     let shots = screenshots();
-    let (dead, rendered) = arrange(&api).await;
+    let arranged = arrange(&api).await;
     let browser = Browser::start(installed, 1280, 800).await;
     browser.screen(1280, 800, false).await;
     let base = &server.base;
@@ -384,11 +417,13 @@ async fn scenario(server: &Server, installed: &Installed) {
     sign_in_by_keyboard(&browser).await;
     queue_counts_match_the_api(&browser, &api, base, &shots).await;
     let mut worker =
-        replay_a_dead_letter_and_see_it_complete(&browser, server, &dead, &shots).await;
-    an_artifact_is_downloaded_with_the_token(&browser, base, &rendered).await;
+        replay_a_dead_letter_and_see_it_complete(&browser, server, &arranged.replayed, &shots)
+            .await;
+    an_artifact_is_downloaded_with_the_token(&browser, base, &arranged.rendered).await;
+    purge_a_filtered_dead_letter(&browser, &api, base, &arranged.purged).await;
     pausing_stops_claims(&browser, &api, base, &shots).await;
     task_pages_page_through(&browser, base, &shots).await;
-    workers_and_phone_width(&browser, base, &shots, &dead).await;
+    workers_and_phone_width(&browser, base, &shots, &arranged.replayed).await;
 
     let _ = worker.kill();
     let _ = worker.wait();

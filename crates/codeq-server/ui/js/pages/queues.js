@@ -60,7 +60,7 @@ function totals(list) {
   return h('p', { class: 'summary', id: 'totals' },
     `${list.length} command${list.length === 1 ? '' : 's'} · `,
     num(sum('ready')), ' ready · ', num(sum('delayed')), ' delayed · ',
-    num(sum('inProgress')), ' in progress · ', num(sum('dlq')), ' dead letters · ',
+    num(sum('inProgress')), ' in progress · ', num(sum('dlq')), sum('dlq') === 1 ? ' dead letter · ' : ' dead letters · ',
     h('span', { class: 'updated', id: 'updated' }, `updated ${new Date().toLocaleTimeString()}`));
 }
 
