@@ -17,9 +17,11 @@ use std::io::Write;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
+
+mod line;
 
 /// Bytes of log lines that may wait before writers wait for the thread.
 const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
@@ -137,31 +139,6 @@ impl Sink {
     }
 }
 
-/// A line writer for `tracing_subscriber`: each event arrives formatted, in
-/// one `write`.
-struct SinkWriter(&'static Sink);
-
-impl Write for SinkWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        self.0.append(line);
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct MakeSinkWriter(&'static Sink);
-
-impl<'a> MakeWriter<'a> for MakeSinkWriter {
-    type Writer = SinkWriter;
-
-    fn make_writer(&'a self) -> SinkWriter {
-        SinkWriter(self.0)
-    }
-}
-
 /// The buffer and its writer thread, started on first use. `None` when
 /// the thread cannot be started (logs then go straight to stderr).
 fn sink() -> Option<&'static Sink> {
@@ -174,25 +151,28 @@ fn sink() -> Option<&'static Sink> {
     started.then_some(sink)
 }
 
+fn to_sink(line: &[u8]) {
+    if let Some(sink) = SINK.get() {
+        sink.append(line);
+    }
+}
+
+fn to_stderr(line: &[u8]) {
+    // Nothing to do about a failed write to stderr but go on.
+    let _ = std::io::stderr().write_all(line);
+}
+
 /// Sends log lines to stderr at `logLevel` in `logFormat` (`RUST_LOG`,
-/// when set, wins).
+/// when set, wins), without colours.
 pub fn init(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level.to_string()));
-    // Colours only for a person at a terminal, never in a file or a pipe.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    match (sink(), config.log_format) {
-        // The request's span once per line (`span`), not again as a list.
-        (Some(sink), LogFormat::Json) => {
-            builder.json().with_span_list(false).with_writer(MakeSinkWriter(sink)).init()
-        }
-        (Some(sink), LogFormat::Text) => builder.with_writer(MakeSinkWriter(sink)).init(),
-        (None, LogFormat::Json) => {
-            builder.json().with_span_list(false).with_writer(std::io::stderr).init()
-        }
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
-    }
+    let output: line::Output = if sink().is_some() { to_sink } else { to_stderr };
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(line::Lines::new(config.log_format, output));
+    // Set once per process; a second call (tests) keeps the first.
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Writes every log line still buffered (before the process exits).
