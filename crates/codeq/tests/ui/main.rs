@@ -375,17 +375,24 @@ async fn workers_and_phone_width(browser: &Browser, base: &str, shots: &Path, ta
     browser.screenshot(&shots.join("workers.png")).await;
 
     browser.screen(390, 844, true).await;
-    for (hash, name, ready) in [
-        ("#/queues", "queues-phone.png", "[data-command='bulk']"),
-        (&format!("#/task/{task}") as &str, "task-phone.png", "#task-status"),
-    ] {
+    let task_page = format!("#/task/{task}");
+    let pages = [
+        ("#/queues", Some("queues-phone.png"), "[data-command='bulk']"),
+        ("#/queue/email", None, "#page-info"),
+        (task_page.as_str(), Some("task-phone.png"), "#task-status"),
+        ("#/dead/email", None, "#page-info"),
+        ("#/workers", None, "#workers table"),
+    ];
+    for (hash, shot, ready) in pages {
         browser.goto(&format!("{base}/ui/{hash}")).await;
         browser.find(ready).await;
         let overflow = browser
             .script("return document.documentElement.scrollWidth - window.innerWidth", json!([]))
             .await;
         assert_eq!(overflow, 0, "{hash} scrolls sideways at phone width");
-        browser.screenshot(&shots.join(name)).await;
+        if let Some(name) = shot {
+            browser.screenshot(&shots.join(name)).await;
+        }
     }
 }
 
