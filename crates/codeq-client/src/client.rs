@@ -9,10 +9,12 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, TokenKind};
 use crate::types::{
-    AbandonBody, BatchItem, BatchResult, ClaimBatchAnswer, ClaimBatchBody, ClaimRequest,
-    CleanupBody, CleanupOutcome, CreateBatchAnswer, CreateBatchBody, CreateTask, Created,
-    HeartbeatAck, HeartbeatBody, NackBody, NackOutcome, QueueStats, QueuesAnswer,
-    ResultBatchAnswer, ResultBatchBody, ResultRecord, SubmitResult, Task, TaskWithResult,
+    AbandonBody, BatchItem, BatchResult, BulkBody, CancelBatchAnswer, CancelBatchBody, CancelBody,
+    CancelledTask, ClaimBatchAnswer, ClaimBatchBody, ClaimRequest, CleanupBody, CleanupOutcome,
+    CreateBatchAnswer, CreateBatchBody, CreateTask, Created, DeadLetterQuery, DeadLetterSelection,
+    HeartbeatAck, HeartbeatBody, NackBody, NackOutcome, Purged, QueueSettings, QueueStats,
+    QueuesAnswer, Replayed, ResultBatchAnswer, ResultBatchBody, ResultRecord, SubmitResult, Task,
+    TaskPage, TaskQuery, TaskWithResult,
 };
 
 /// Default time allowed for one request, connect to last body byte. A long
@@ -308,6 +310,33 @@ impl Client {
         Ok(answer.results.into_iter().map(Into::into).collect())
     }
 
+    /// `POST /v1/codeq/tasks/:id/cancel`: ends a pending or in-progress
+    /// task as `CANCELLED` (its producer, or an admin); the task as it is
+    /// now. A terminal task is refused with 409 `task_terminal`.
+    pub async fn cancel_task(&self, id: &str, reason: Option<&str>) -> Result<Task, Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", id, "cancel"], Auth::Producer)?;
+        // Not repeated: a second try of a cancel that went through would
+        // answer `task_terminal`.
+        let response = self.send(request.json(&CancelBody { reason }), Retry::ConnectOnly).await?;
+        decode(response).await
+    }
+
+    /// `POST /v1/codeq/tasks/batch/cancel`: cancels 1..=100 tasks, each on
+    /// its own, answered in request order.
+    pub async fn cancel_tasks(
+        &self,
+        ids: &[String],
+        reason: Option<&str>,
+    ) -> Result<Vec<BatchItem<CancelledTask>>, Error> {
+        let path = ["v1", "codeq", "tasks", "batch", "cancel"];
+        let request = self.request(Method::POST, &path, Auth::Producer)?;
+        let body = CancelBatchBody { ids, reason };
+        let response = self.send(request.json(&body), Retry::ConnectOnly).await?;
+        let answer: CancelBatchAnswer = decode(response).await?;
+        Ok(answer.results.into_iter().map(Into::into).collect())
+    }
+
     // ---- Workers --------------------------------------------------------
 
     /// `POST /v1/codeq/tasks/claim`: one task under a lease, or `None` when
@@ -452,6 +481,94 @@ impl Client {
         let request = self.request(Method::POST, &path, Auth::Producer)?;
         let response = self.send(request.json(&CleanupBody { limit, before }), Retry::Safe).await?;
         decode(response).await
+    }
+
+    /// `GET /v1/codeq/admin/tasks`: a page of tasks, newest first.
+    pub async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, Error> {
+        let path = ["v1", "codeq", "admin", "tasks"];
+        let request = self.request(Method::GET, &path, Auth::Producer)?.query(&query.pairs());
+        decode(self.send(request, Retry::Safe).await?).await
+    }
+
+    /// `GET /v1/codeq/admin/queues/:command/settings`.
+    pub async fn queue_settings(&self, command: &str) -> Result<QueueSettings, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command, "settings"];
+        let request = self.request(Method::GET, &path, Auth::Producer)?;
+        decode(self.send(request, Retry::Safe).await?).await
+    }
+
+    /// `PUT /v1/codeq/admin/queues/:command/settings`: replaces all of
+    /// them (an unset field is unset); the settings stored.
+    pub async fn set_queue_settings(
+        &self,
+        command: &str,
+        settings: &QueueSettings,
+    ) -> Result<QueueSettings, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command, "settings"];
+        let request = self.request(Method::PUT, &path, Auth::Producer)?;
+        decode(self.send(request.json(settings), Retry::Safe).await?).await
+    }
+
+    /// `POST /v1/codeq/admin/queues/:command/pause`: claims skip the
+    /// command until resumed; its limits are kept. The settings.
+    pub async fn pause_queue(&self, command: &str) -> Result<QueueSettings, Error> {
+        self.pause_or_resume(command, "pause").await
+    }
+
+    /// `POST /v1/codeq/admin/queues/:command/resume`: the settings.
+    pub async fn resume_queue(&self, command: &str) -> Result<QueueSettings, Error> {
+        self.pause_or_resume(command, "resume").await
+    }
+
+    async fn pause_or_resume(&self, command: &str, verb: &str) -> Result<QueueSettings, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command, verb];
+        let request = self.request(Method::POST, &path, Auth::Producer)?;
+        // Repeating either changes nothing more.
+        decode(self.send(request.json(&serde_json::json!({})), Retry::Safe).await?).await
+    }
+
+    /// `GET /v1/codeq/admin/queues/:command/dlq`: a page of the command's
+    /// dead letters, newest first.
+    pub async fn dead_letters(
+        &self,
+        command: &str,
+        query: &DeadLetterQuery,
+    ) -> Result<TaskPage, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command, "dlq"];
+        let request = self.request(Method::GET, &path, Auth::Producer)?.query(&query.pairs());
+        decode(self.send(request, Retry::Safe).await?).await
+    }
+
+    /// `POST /v1/codeq/admin/queues/:command/dlq/replay`: sends the
+    /// selected dead letters (at most `limit`, 1..=10,000, server default
+    /// 1000) round again, spaced `1 / rate_per_second` apart when a rate
+    /// is given.
+    pub async fn replay_dead_letters(
+        &self,
+        command: &str,
+        selection: &DeadLetterSelection,
+        limit: Option<u32>,
+        rate_per_second: Option<f64>,
+    ) -> Result<Replayed, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command, "dlq", "replay"];
+        let request = self.request(Method::POST, &path, Auth::Producer)?;
+        let body = BulkBody { rate_per_second, ..BulkBody::new(selection, limit) };
+        decode(self.send(request.json(&body), Retry::ConnectOnly).await?).await
+    }
+
+    /// `POST /v1/codeq/admin/queues/:command/dlq/purge`: deletes the
+    /// selected dead letters (at most `limit`) with their results,
+    /// idempotency keys and artifacts.
+    pub async fn purge_dead_letters(
+        &self,
+        command: &str,
+        selection: &DeadLetterSelection,
+        limit: Option<u32>,
+    ) -> Result<Purged, Error> {
+        let path = ["v1", "codeq", "admin", "queues", command, "dlq", "purge"];
+        let request = self.request(Method::POST, &path, Auth::Producer)?;
+        let body = BulkBody::new(selection, limit);
+        decode(self.send(request.json(&body), Retry::ConnectOnly).await?).await
     }
 
     // ---- Operations -----------------------------------------------------

@@ -22,8 +22,9 @@ pub mod worker;
 pub use client::{Client, ClientBuilder, RetryPolicy};
 pub use error::{Error, TokenKind};
 pub use types::{
-    Artifact, ArtifactUpload, BatchItem, BatchResult, ClaimRequest, CleanupOutcome, CreateTask,
-    Created, HeartbeatAck, ItemError, NackOutcome, NackStatus, QueueStats, ResultRecord,
-    ResultStatus, SubmitResult, Task, TaskStatus, TaskWithResult,
+    Artifact, ArtifactUpload, BatchItem, BatchResult, CancelledTask, ClaimRequest, CleanupOutcome,
+    CreateTask, Created, DeadLetterFilter, DeadLetterQuery, DeadLetterSelection, HeartbeatAck,
+    ItemError, NackOutcome, NackStatus, Purged, QueueSettings, QueueStats, Replayed, ResultRecord,
+    ResultStatus, SubmitResult, Task, TaskPage, TaskQuery, TaskStatus, TaskWithResult,
 };
 pub use worker::{Outcome, Worker};

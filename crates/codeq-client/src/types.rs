@@ -20,6 +20,21 @@ pub enum TaskStatus {
     Completed,
     /// Finished with an error, or dead-lettered.
     Failed,
+    /// Stopped by its producer or an admin before it finished.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The status as the API spells it (`IN_PROGRESS`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
 }
 
 /// A task as the API returns it.
@@ -31,7 +46,9 @@ pub struct Task {
     /// The queue it belongs to.
     pub command: String,
     /// The producer's payload, re-serialized compactly, as a JSON string.
-    /// See [`Task::payload_as`].
+    /// See [`Task::payload_as`]. Empty when the server left it out
+    /// (listings without `include_payload`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub payload: String,
     /// Claim priority, 0..=9, higher first.
     pub priority: u8,
@@ -69,6 +86,13 @@ pub struct Task {
     /// When the task became terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    /// How many times it was replayed from the dead-letter queue.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replays: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Task {
@@ -197,6 +221,9 @@ pub enum ResultStatus {
     Completed,
     /// The work failed for good; `error` says why.
     Failed,
+    /// The task was cancelled; `error` holds the reason given, if any.
+    /// Found in result records only: a worker cannot submit it.
+    Cancelled,
 }
 
 /// A file attached to a result: by `url`, or inline as `content_base64`.
@@ -332,8 +359,8 @@ pub struct ItemError {
 /// One item of a batch answer, in request order.
 pub type BatchItem<T> = Result<T, ItemError>;
 
-/// Depths of one command's queues.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Depths of one command's queues, with its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
     /// The command.
@@ -346,6 +373,196 @@ pub struct QueueStats {
     pub in_progress: u64,
     /// Dead-lettered.
     pub dlq: u64,
+    /// Pause and flow limits (all unset from a server without them).
+    #[serde(flatten)]
+    pub settings: QueueSettings,
+}
+
+/// How claims of one command are held back (`GET|PUT
+/// /v1/codeq/admin/queues/:command/settings`). The default holds nothing.
+///
+/// A `PUT` replaces all of them: a field left unset (`None`) is unset on
+/// the server.
+///
+/// ```
+/// use codeq_client::QueueSettings;
+///
+/// let settings = QueueSettings { rate_per_second: Some(2.5), ..QueueSettings::default() };
+/// assert_eq!(serde_json::to_string(&settings).unwrap(), r#"{"paused":false,"ratePerSecond":2.5}"#);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSettings {
+    /// Claims skip the command (creates are still accepted).
+    #[serde(default)]
+    pub paused: bool,
+    /// At most this many of its tasks in progress at once, 1..=1,000,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Claims per second on average, above 0 and at most 1,000,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// Claims that may follow one another at once after an idle time
+    /// (1..=1,000,000; the server's default is 1). Needs a rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// A successful item of a batch cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelledTask {
+    /// The id as sent.
+    pub task_id: String,
+    /// `CANCELLED`.
+    pub status: TaskStatus,
+}
+
+/// A page of tasks, newest first (`GET /v1/codeq/admin/tasks` and
+/// `GET /v1/codeq/admin/queues/:command/dlq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPage {
+    /// The tasks (their `payload` empty unless asked for).
+    pub tasks: Vec<Task>,
+    /// The cursor of the next page; `None` on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Which tasks `GET /v1/codeq/admin/tasks` lists; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks of this command.
+    pub command: Option<String>,
+    /// Only tasks with this status.
+    pub status: Option<TaskStatus>,
+    /// Page length, 1..=1000 (server default 100).
+    pub limit: Option<u32>,
+    /// Where the page starts: a `next_cursor` of an earlier page.
+    pub cursor: Option<String>,
+    /// Include each task's payload.
+    pub include_payload: bool,
+}
+
+impl TaskQuery {
+    /// The query string's pairs.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(command) = &self.command {
+            pairs.push(("command", command.clone()));
+        }
+        if let Some(status) = self.status {
+            pairs.push(("status", status.as_str().to_owned()));
+        }
+        page_pairs(&mut pairs, self.limit, self.cursor.as_deref(), self.include_payload);
+        pairs
+    }
+}
+
+/// Which dead letters of a command a listing, replay or purge takes: those
+/// whose error or last nack reason contains `error_contains` (case
+/// sensitive), that failed strictly before `failed_before` and strictly
+/// after `failed_after` (RFC 3339). Unset fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterFilter {
+    /// Text the error or last nack reason contains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_contains: Option<String>,
+    /// Failed before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_before: Option<String>,
+    /// Failed after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_after: Option<String>,
+}
+
+impl DeadLetterFilter {
+    /// True when no field filters.
+    pub fn is_empty(&self) -> bool {
+        self.error_contains.is_none() && self.failed_before.is_none() && self.failed_after.is_none()
+    }
+}
+
+/// Which page of a command's dead letters `GET …/dlq` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterQuery {
+    /// Which dead letters.
+    pub filter: DeadLetterFilter,
+    /// Page length, 1..=1000 (server default 100).
+    pub limit: Option<u32>,
+    /// Where the page starts: a `next_cursor` of an earlier page.
+    pub cursor: Option<String>,
+    /// Include each task's payload.
+    pub include_payload: bool,
+}
+
+impl DeadLetterQuery {
+    /// The query string's pairs.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let filter = &self.filter;
+        let mut pairs = Vec::new();
+        let fields = [
+            ("errorContains", &filter.error_contains),
+            ("failedBefore", &filter.failed_before),
+            ("failedAfter", &filter.failed_after),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                pairs.push((name, value.clone()));
+            }
+        }
+        page_pairs(&mut pairs, self.limit, self.cursor.as_deref(), self.include_payload);
+        pairs
+    }
+}
+
+fn page_pairs(
+    pairs: &mut Vec<(&'static str, String)>,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+    include_payload: bool,
+) {
+    if let Some(limit) = limit {
+        pairs.push(("limit", limit.to_string()));
+    }
+    if let Some(cursor) = cursor {
+        pairs.push(("cursor", cursor.to_owned()));
+    }
+    if include_payload {
+        pairs.push(("includePayload", "true".to_owned()));
+    }
+}
+
+/// Which dead letters a replay or a purge takes: named ones, or those
+/// that pass a filter (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSelection {
+    /// These ids (1..=10,000; ids that are not dead letters of the command
+    /// are skipped).
+    Ids(Vec<String>),
+    /// Every dead letter that passes the filter (an empty filter: all).
+    Matching(DeadLetterFilter),
+}
+
+/// The answer to a replay: how many dead letters went round again, and
+/// which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// How many.
+    pub replayed: u64,
+    /// Their ids.
+    pub ids: Vec<String>,
+}
+
+/// The answer to a purge: how many dead letters were deleted, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    /// How many.
+    pub purged: u64,
+    /// Their ids.
+    pub ids: Vec<String>,
 }
 
 /// The answer to `POST /v1/codeq/admin/tasks/cleanup`.
@@ -472,6 +689,74 @@ pub(crate) struct ResultBatchAnswer {
 #[derive(Deserialize)]
 pub(crate) struct QueuesAnswer {
     pub queues: Vec<QueueStats>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct CancelBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct CancelBatchBody<'a> {
+    pub ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// `{"taskId", "status"}` or `{"taskId", "error", "code"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RawCancelItem {
+    task_id: String,
+    #[serde(default)]
+    status: Option<TaskStatus>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl From<RawCancelItem> for BatchItem<CancelledTask> {
+    fn from(raw: RawCancelItem) -> Self {
+        match raw.status {
+            Some(status) => Ok(CancelledTask { task_id: raw.task_id, status }),
+            None => Err(ItemError {
+                task_id: Some(raw.task_id),
+                error: raw.error.unwrap_or_default(),
+                code: raw.code.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CancelBatchAnswer {
+    pub results: Vec<RawCancelItem>,
+}
+
+/// The body of a replay or a purge.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BulkBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<&'a [String]>,
+    #[serde(flatten)]
+    pub filter: Option<&'a DeadLetterFilter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+}
+
+impl<'a> BulkBody<'a> {
+    pub fn new(selection: &'a DeadLetterSelection, limit: Option<u32>) -> Self {
+        let (ids, filter) = match selection {
+            DeadLetterSelection::Ids(ids) => (Some(ids.as_slice()), None),
+            DeadLetterSelection::Matching(filter) => (None, Some(filter)),
+        };
+        Self { ids, filter, limit, rate_per_second: None }
+    }
 }
 
 #[derive(Serialize)]
@@ -627,5 +912,125 @@ mod tests {
             serde_json::from_value(json!({"status": "dlq", "delaySeconds": 0})).unwrap();
 
         assert_eq!(outcome, NackOutcome { status: NackStatus::Dlq, delay_seconds: 0 });
+    }
+    #[test]
+    fn a_cancelled_task_and_its_replays_are_decoded() {
+        let mut raw = task_json();
+        raw["status"] = json!("CANCELLED");
+        raw["replays"] = json!(2);
+
+        let task: Task = serde_json::from_value(raw).unwrap();
+
+        assert_eq!((task.status, task.replays), (TaskStatus::Cancelled, 2));
+        assert_eq!(task.status.as_str(), "CANCELLED");
+    }
+
+    #[test]
+    fn a_listed_task_without_payload_or_replays_keeps_them_out_when_printed() {
+        let mut raw = task_json();
+        raw.as_object_mut().unwrap().remove("payload");
+        let page: TaskPage = serde_json::from_value(json!({"tasks": [raw]})).unwrap();
+
+        let printed = serde_json::to_value(&page).unwrap();
+
+        assert_eq!(page.next_cursor, None);
+        assert!(printed["tasks"][0].get("payload").is_none());
+        assert!(printed["tasks"][0].get("replays").is_none());
+        assert!(printed.get("nextCursor").is_none());
+    }
+
+    #[test]
+    fn queue_stats_carry_the_settings_and_default_them_when_absent() {
+        let limited: QueueStats = serde_json::from_value(json!({
+            "command": "A", "ready": 1, "delayed": 0, "inProgress": 0, "dlq": 0,
+            "paused": true, "maxInFlight": 3, "ratePerSecond": 2.5
+        }))
+        .unwrap();
+        let older: QueueStats = serde_json::from_value(json!({
+            "command": "A", "ready": 1, "delayed": 0, "inProgress": 0, "dlq": 0
+        }))
+        .unwrap();
+
+        assert_eq!(
+            limited.settings,
+            QueueSettings {
+                paused: true,
+                max_in_flight: Some(3),
+                rate_per_second: Some(2.5),
+                burst: None
+            }
+        );
+        assert_eq!(older.settings, QueueSettings::default());
+    }
+
+    #[test]
+    fn bulk_bodies_send_ids_or_filters() {
+        let ids = DeadLetterSelection::Ids(vec!["t-1".into()]);
+        let filter = DeadLetterFilter {
+            error_contains: Some("timeout".into()),
+            failed_before: Some("2030-01-01T00:00:00Z".into()),
+            failed_after: None,
+        };
+        let matching = DeadLetterSelection::Matching(filter);
+        let everything = DeadLetterSelection::Matching(DeadLetterFilter::default());
+
+        let by_id = BulkBody { rate_per_second: Some(2.0), ..BulkBody::new(&ids, Some(5)) };
+
+        assert_eq!(
+            serde_json::to_value(by_id).unwrap(),
+            json!({"ids": ["t-1"], "limit": 5, "ratePerSecond": 2.0})
+        );
+        assert_eq!(
+            serde_json::to_value(BulkBody::new(&matching, None)).unwrap(),
+            json!({"errorContains": "timeout", "failedBefore": "2030-01-01T00:00:00Z"})
+        );
+        assert_eq!(serde_json::to_value(BulkBody::new(&everything, None)).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn listing_queries_become_query_pairs() {
+        let tasks = TaskQuery {
+            command: Some("A".into()),
+            status: Some(TaskStatus::InProgress),
+            limit: Some(10),
+            cursor: Some("c".into()),
+            include_payload: true,
+        };
+        let dead = DeadLetterQuery {
+            filter: DeadLetterFilter { error_contains: Some("x y".into()), ..Default::default() },
+            ..DeadLetterQuery::default()
+        };
+
+        assert_eq!(
+            tasks.pairs(),
+            [
+                ("command", "A".to_owned()),
+                ("status", "IN_PROGRESS".to_owned()),
+                ("limit", "10".to_owned()),
+                ("cursor", "c".to_owned()),
+                ("includePayload", "true".to_owned())
+            ]
+        );
+        assert_eq!(dead.pairs(), [("errorContains", "x y".to_owned())]);
+        assert!(TaskQuery::default().pairs().is_empty());
+    }
+
+    #[test]
+    fn batch_cancel_items_keep_the_task_id_either_way() {
+        let answer: CancelBatchAnswer = serde_json::from_value(json!({"results": [
+            {"taskId": "t-1", "status": "CANCELLED"},
+            {"taskId": "t-2", "error": "task is already COMPLETED", "code": "task_terminal"}
+        ]}))
+        .unwrap();
+
+        let items: Vec<BatchItem<CancelledTask>> =
+            answer.results.into_iter().map(Into::into).collect();
+
+        assert_eq!(
+            items[0],
+            Ok(CancelledTask { task_id: "t-1".into(), status: TaskStatus::Cancelled })
+        );
+        let err = items[1].as_ref().unwrap_err();
+        assert_eq!((err.task_id.as_deref(), err.code.as_str()), (Some("t-2"), "task_terminal"));
     }
 }

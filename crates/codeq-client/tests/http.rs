@@ -3,7 +3,10 @@
 //! token each kind of call sends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use codeq_client::{ClaimRequest, Client, CreateTask, Error, NackStatus, TaskStatus};
+use codeq_client::{
+    ClaimRequest, Client, CreateTask, DeadLetterFilter, DeadLetterQuery, DeadLetterSelection,
+    Error, NackStatus, QueueSettings, ResultStatus, TaskQuery, TaskStatus,
+};
 use codeq_server::app::{App, Running};
 use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 use serde_json::json;
@@ -215,6 +218,103 @@ async fn admin_calls_send_the_producer_token_and_queue_stats_also_the_worker_tok
     let not_admin = not_admin.unwrap_err();
     assert_eq!((not_admin.status(), not_admin.code()), (Some(403), Some("not_admin")));
     assert!(matches!(no_producer, Err(Error::MissingToken(codeq_client::TokenKind::Producer))));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancels_are_typed_and_a_refusal_keeps_its_code() {
+    let server = Server::start().await;
+    let client = server.client();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(client.create_task(&CreateTask::new("C", json!({}))).await.unwrap().task.id);
+    }
+
+    let one = client.cancel_task(&ids[0], Some("withdrawn")).await.unwrap();
+    let again = client.cancel_task(&ids[0], None).await.unwrap_err();
+    let by_others = server.client_with(PLAIN_PRODUCER, WORKER).cancel_task(&ids[1], None).await;
+    let batch = client.cancel_tasks(&ids, None).await.unwrap();
+    let record = client.get_result(&ids[0]).await.unwrap().result;
+
+    assert_eq!((one.status, one.error.as_deref()), (TaskStatus::Cancelled, Some("withdrawn")));
+    assert_eq!((again.status(), again.code()), (Some(409), Some("task_terminal")));
+    assert_eq!(by_others.unwrap_err().code(), Some("not_owner"));
+    assert_eq!(batch[0].as_ref().unwrap_err().code, "task_terminal");
+    assert_eq!(batch[1].as_ref().unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(batch[2].as_ref().unwrap().task_id, ids[2]);
+    assert_eq!(record.status, ResultStatus::Cancelled);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queue_settings_pause_and_listings_are_admin_calls() {
+    let server = Server::start().await;
+    let client = server.client();
+    let limits = QueueSettings {
+        max_in_flight: Some(2),
+        rate_per_second: Some(1.5),
+        ..QueueSettings::default()
+    };
+
+    let stored = client.set_queue_settings("Q", &limits).await.unwrap();
+    let paused = client.pause_queue("Q").await.unwrap();
+    let read = client.queue_settings("Q").await.unwrap();
+    let stats = client.queue_stats("Q").await.unwrap();
+    let resumed = client.resume_queue("Q").await.unwrap();
+    for _ in 0..3 {
+        client.create_task(&CreateTask::new("Q", json!({"n": 1}))).await.unwrap();
+    }
+    let query = TaskQuery { command: Some("Q".into()), limit: Some(2), ..TaskQuery::default() };
+    let first = client.list_tasks(&query).await.unwrap();
+    let rest = TaskQuery { cursor: first.next_cursor.clone(), include_payload: true, ..query };
+    let second = client.list_tasks(&rest).await.unwrap();
+    let not_admin =
+        server.client_with(PLAIN_PRODUCER, WORKER).list_tasks(&TaskQuery::default()).await;
+
+    assert_eq!(stored, limits);
+    assert_eq!(paused, QueueSettings { paused: true, ..limits }, "the limits kept");
+    assert_eq!((read, stats.settings), (paused, paused));
+    assert_eq!(resumed, limits);
+    assert_eq!((first.tasks.len(), second.tasks.len()), (2, 1));
+    assert_eq!(first.tasks[0].payload, "", "left out unless asked");
+    assert_eq!(second.tasks[0].payload_as::<serde_json::Value>().unwrap(), json!({"n": 1}));
+    assert_eq!(second.next_cursor, None);
+    assert_eq!(not_admin.unwrap_err().code(), Some("not_admin"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_replayed_and_purged() {
+    let server = Server::start().await;
+    let client = server.client();
+    let mut dead = Vec::new();
+    for reason in ["timeout", "bad input", "timeout"] {
+        let once = CreateTask { max_attempts: Some(1), ..CreateTask::new("D", json!({})) };
+        client.create_task(&once).await.unwrap();
+        let task = client.claim(&ClaimRequest::new(["D"])).await.unwrap().unwrap();
+        client.nack(&task.id, task.attempts, None, Some(reason)).await.unwrap();
+        dead.push(task.id);
+    }
+    let timeouts =
+        DeadLetterFilter { error_contains: Some("timeout".into()), ..DeadLetterFilter::default() };
+
+    let listed = client.dead_letters("D", &DeadLetterQuery::default()).await.unwrap();
+    let query = DeadLetterQuery { filter: timeouts.clone(), ..DeadLetterQuery::default() };
+    let matching = client.dead_letters("D", &query).await.unwrap();
+    let replayed = client
+        .replay_dead_letters("D", &DeadLetterSelection::Matching(timeouts), Some(1), None)
+        .await
+        .unwrap();
+    let named = DeadLetterSelection::Ids(vec![dead[1].clone(), dead[2].clone()]);
+    let purged = client.purge_dead_letters("D", &named, None).await.unwrap();
+
+    let newest: Vec<&str> = dead.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), newest);
+    assert_eq!(matching.tasks.len(), 2);
+    assert_eq!((replayed.replayed, replayed.ids.clone()), (1, vec![dead[2].clone()]));
+    assert_eq!(client.get_task(&dead[2]).await.unwrap().replays, 1);
+    assert_eq!((purged.purged, purged.ids), (1, vec![dead[1].clone()]), "dead[2] was replayed");
+    assert_eq!(client.get_task(&dead[1]).await.unwrap_err().code(), Some("task_not_found"));
     server.stop().await;
 }
 

@@ -27,7 +27,7 @@ use crate::auth::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    Config, ConfigError, ConfigOverrides, Env, LogFormat, StaticTokenConfig, StorageKind, TokenKind,
+    Config, ConfigError, ConfigOverrides, Env, StaticTokenConfig, StorageKind, TokenKind,
 };
 use crate::data_dir::{DataDirError, DataDirLock};
 use crate::fd_limit;
@@ -58,9 +58,21 @@ pub struct Limits {
     pub max_artifact_bytes: usize,
 }
 
-/// What every handler shares. Cheap to clone.
+/// What every handler shares: one allocation behind an `Arc`, so the
+/// clone each extractor takes is one reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+pub struct Shared {
     /// The task life cycle.
     pub scheduler: Arc<Scheduler>,
     /// Token verification.
@@ -279,7 +291,7 @@ impl App {
             artifacts: artifacts.clone(),
             metrics: metrics.clone(),
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             outbound,
             subscriptions,
             control,
@@ -298,7 +310,7 @@ impl App {
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
             metrics,
-        };
+        }));
         let timeouts = ConnectionTimeouts {
             head: Duration::from_secs(config.request_head_timeout_seconds),
             keep_alive: Duration::from_secs(config.keep_alive_timeout_seconds),
@@ -692,7 +704,7 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    crate::logging::init(&config);
     fd_limit::raise_soft_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -701,7 +713,7 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let app = match App::build(config.clone()).await {
             Ok(app) => app,
             Err(error) => {
@@ -724,7 +736,9 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    crate::logging::flush();
+    code
 }
 
 /// Prints where the server listens and, in local mode, its tokens. A
@@ -757,23 +771,6 @@ fn announce(app: &App, config: &Config) {
         let _ = writeln!(out, "{line}");
     }
     let _ = out.flush();
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},fjall=warn,lsm_tree=warn", config.log_level))
-    });
-    // Colours only for a person at a terminal, never in a file or a pipe.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match config.log_format {
-        // The request's span once per line (`span`), not again as a list.
-        LogFormat::Json => builder.json().with_span_list(false).init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 /// Registers SIGINT and SIGTERM handlers now (so a signal that arrives

@@ -10,6 +10,7 @@
 //! - [`fd_limit`]: the open-file limit, raised at start; the connection cap
 //!   it allows.
 //! - [`metrics`]: the Prometheus metrics, their families and how they are read.
+//! - [`logging`]: log set-up, and the buffer lines pass through to stderr.
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
 //! - [`store`]: the `Store` trait (one atomic call per transition) and its backends.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod data_dir;
 pub mod fd_limit;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod service;
 pub mod store;

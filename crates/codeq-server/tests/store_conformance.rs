@@ -838,6 +838,14 @@ async fn a_rate_limit_spaces_claims(h: &dyn Harness) {
     let next = store.next_claimable_at(&only("paced"), now).expect("held back by the rate");
     assert!(next > now && next <= now.plus_millis(50), "{next:?}");
     assert!(store.next_claimable_at(&only("other"), now).is_none());
+    // A pause and resume keeps the bucket: no burst slips through.
+    let rated = settings(false, None, Some(20.0));
+    store
+        .set_queue_settings(&command("paced"), QueueSettings { paused: true, ..rated }, now)
+        .await
+        .unwrap();
+    store.set_queue_settings(&command("paced"), rated, now).await.unwrap();
+    assert_eq!(store.next_claimable_at(&only("paced"), now), Some(next), "the bucket as it was");
 }
 
 /// Creates `count` tasks of `name` and dead-letters each by a nack with

@@ -101,12 +101,16 @@ pub enum Commands {
     /// Store, show and remove tokens.
     #[command(subcommand)]
     Auth(AuthCommand),
-    /// Create, inspect and claim tasks.
+    /// Create, inspect, claim, cancel and list tasks.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Queue depths (admin; one queue also with a worker token covering it).
+    /// Queue depths (admin; one queue also with a worker token covering
+    /// it), pause, resume and flow limits (admin).
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// A command's dead letters: list, replay, purge (admin).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run tasks through a handler program.
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -543,6 +547,20 @@ const TASK_RESULT_EXAMPLES: &str = "Examples:
 const TASK_CLAIM_EXAMPLES: &str = "Examples:
   codeq task claim --commands RENDER --lease 60 --wait 10
   (prints nothing and exits 0 when no task arrived)";
+const TASK_CANCEL_EXAMPLES: &str = "Examples:
+  codeq task cancel \"$ID\" --reason 'order withdrawn'
+  codeq task cancel \"$A\" \"$B\" \"$C\" --output table
+  codeq task list --command RENDER --status PENDING --all -o id | xargs codeq task cancel
+
+With one id, prints the task (now CANCELLED). With several, prints each
+id's outcome and exits 4 if any was not cancelled.";
+const TASK_LIST_EXAMPLES: &str = "Examples:
+  codeq task list --output table
+  codeq task list --command RENDER --status IN_PROGRESS --limit 20 -o table
+  codeq task list --status FAILED --all --payload > failed.json
+
+Newest first, one page (--limit, default 100) at a time: --cursor takes
+the nextCursor of the previous page, --all reads every page.";
 
 /// `codeq task …`.
 #[derive(Debug, Clone, Subcommand)]
@@ -559,6 +577,12 @@ pub enum TaskCommand {
     /// Claim one task under a lease and print it (worker token).
     #[command(after_help = TASK_CLAIM_EXAMPLES)]
     Claim(TaskClaimArgs),
+    /// Cancel tasks (the producer that created them, or an admin).
+    #[command(after_help = TASK_CANCEL_EXAMPLES)]
+    Cancel(TaskCancelArgs),
+    /// List tasks, newest first, by command and status (admin).
+    #[command(after_help = TASK_LIST_EXAMPLES)]
+    List(TaskListArgs),
 }
 
 /// `codeq task create`.
@@ -625,6 +649,82 @@ pub struct TaskClaimArgs {
     pub output: OutputArgs,
 }
 
+/// `codeq task cancel ID…`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskCancelArgs {
+    /// The tasks' ids.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Why (stored as the task's error), at most 1024 bytes.
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A task status, as the API spells it (`IN_PROGRESS`; any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatusArg {
+    /// Waiting to be claimed (ready or delayed).
+    Pending,
+    /// Claimed under a lease.
+    InProgress,
+    /// Finished with a result.
+    Completed,
+    /// Finished with an error, or dead-lettered.
+    Failed,
+    /// Cancelled by its producer or an admin.
+    Cancelled,
+}
+
+impl From<StatusArg> for codeq_client::TaskStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Pending => Self::Pending,
+            StatusArg::InProgress => Self::InProgress,
+            StatusArg::Completed => Self::Completed,
+            StatusArg::Failed => Self::Failed,
+            StatusArg::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// One page or every page of a listing.
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// Tasks per page, 1..1000 [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Start at this page (the nextCursor of the previous one).
+    #[arg(long, value_name = "X")]
+    pub cursor: Option<String>,
+    /// Read every page, following nextCursor to the end.
+    #[arg(long)]
+    pub all: bool,
+    /// Include each task's payload.
+    #[arg(long)]
+    pub payload: bool,
+}
+
+/// `codeq task list`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskListArgs {
+    /// Only tasks of this command.
+    #[arg(long, visible_alias = "event", value_name = "C")]
+    pub command: Option<String>,
+    /// Only tasks with this status.
+    #[arg(long, value_name = "S", value_enum, ignore_case = true)]
+    pub status: Option<StatusArg>,
+    /// Pages.
+    #[command(flatten)]
+    pub page: PageArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 const QUEUE_INSPECT_EXAMPLES: &str = "Examples:
   codeq queue inspect RENDER
   codeq queue inspect RENDER --output table";
@@ -632,6 +732,22 @@ const QUEUE_STATS_EXAMPLES: &str = "Examples:
   codeq queue stats --command RENDER";
 const QUEUE_LIST_EXAMPLES: &str = "Examples:
   codeq queue list --output table";
+const QUEUE_PAUSE_EXAMPLES: &str = "Examples:
+  codeq queue pause RENDER
+  codeq queue resume RENDER
+
+While paused, claims skip the command (long polls keep waiting and wake on
+resume); creates are still accepted, and the limits are kept.";
+const QUEUE_RESUME_EXAMPLES: &str = "Examples:
+  codeq queue resume RENDER --output table";
+const QUEUE_SETTINGS_EXAMPLES: &str = "Examples:
+  codeq queue settings RENDER                      # show them
+  codeq queue settings RENDER --max-in-flight 4
+  codeq queue settings RENDER --rate 2.5 --burst 5
+  codeq queue settings RENDER --no-rate --no-max-in-flight
+
+A change reads the settings, changes what the flags name and writes them
+all back: the others are kept.";
 
 /// `codeq queue …` (admin).
 #[derive(Debug, Clone, Subcommand)]
@@ -645,6 +761,217 @@ pub enum QueueCommand {
     /// Depths of every command's queues.
     #[command(after_help = QUEUE_LIST_EXAMPLES)]
     List(OutputArgs),
+    /// Stop claims of a command (creates are still accepted).
+    #[command(after_help = QUEUE_PAUSE_EXAMPLES)]
+    Pause(QueueNameArgs),
+    /// Let claims of a paused command through again.
+    #[command(after_help = QUEUE_RESUME_EXAMPLES)]
+    Resume(QueueNameArgs),
+    /// Show a command's settings, or change some of them.
+    #[command(after_help = QUEUE_SETTINGS_EXAMPLES)]
+    Settings(QueueSettingsArgs),
+}
+
+/// `codeq queue pause|resume CMD`.
+#[derive(Debug, Clone, Args)]
+pub struct QueueNameArgs {
+    /// The command (queue name).
+    pub command: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// The highest `maxInFlight`, `burst` and rate the server takes.
+pub const MAX_LIMIT: u32 = 1_000_000;
+
+/// A rate: a number above 0 and at most [`MAX_LIMIT`] per second.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= f64::from(MAX_LIMIT) => Ok(rate),
+        _ => {
+            Err(format!("a rate is a number of claims per second above 0 and at most {MAX_LIMIT}"))
+        }
+    }
+}
+
+/// `codeq queue settings CMD [flags]`.
+#[derive(Debug, Clone, Args)]
+pub struct QueueSettingsArgs {
+    /// The command (queue name).
+    pub command: String,
+    /// At most N of its tasks in progress at once, 1..1000000.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "no_max_in_flight",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT))
+    )]
+    pub max_in_flight: Option<u32>,
+    /// Remove the in-flight limit.
+    #[arg(long)]
+    pub no_max_in_flight: bool,
+    /// At most R claims per second on average (R may be a fraction: 0.5).
+    #[arg(long, value_name = "R", conflicts_with = "no_rate", value_parser = rate)]
+    pub rate: Option<f64>,
+    /// Claims that may follow at once after an idle time, 1..1000000
+    /// [default: 1]; needs a rate.
+    #[arg(
+        long,
+        value_name = "B",
+        conflicts_with = "no_rate",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT))
+    )]
+    pub burst: Option<u32>,
+    /// Remove the rate limit (and its burst).
+    #[arg(long)]
+    pub no_rate: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+impl QueueSettingsArgs {
+    /// True when a flag asks for a change.
+    pub fn changes(&self) -> bool {
+        self.max_in_flight.is_some()
+            || self.no_max_in_flight
+            || self.rate.is_some()
+            || self.burst.is_some()
+            || self.no_rate
+    }
+}
+
+const DLQ_LIST_EXAMPLES: &str = "Examples:
+  codeq dlq list RENDER --output table
+  codeq dlq list RENDER --error-contains timeout --failed-after 2026-05-04T00:00:00Z
+  codeq dlq list RENDER --all -o id
+
+Newest first (by when they failed), one page (--limit, default 100) at a
+time: --cursor takes the nextCursor of the previous page, --all reads
+every page.";
+const DLQ_REPLAY_EXAMPLES: &str = "Examples:
+  codeq dlq replay RENDER \"$ID\"
+  codeq dlq replay RENDER --error-contains timeout --rate 10
+  codeq dlq replay RENDER --limit 10000
+
+Each task is PENDING again with attempts 0, keeping its id and payload.
+Without ids, the dead letters that pass the filters are taken, newest
+first, at most --limit (default 1000). --rate R makes them ready R per
+second instead of all at once.";
+const DLQ_PURGE_EXAMPLES: &str = "Examples:
+  codeq dlq purge RENDER \"$ID\" --yes
+  codeq dlq purge RENDER --failed-before 2026-04-01T00:00:00Z
+
+Deletes the tasks for good, with their results, idempotency keys and
+artifacts. Asks first when stdin is a terminal; elsewhere --yes is
+required (without it the command refuses, exit code 2).";
+
+/// `codeq dlq …` (admin).
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// List a command's dead letters, newest first.
+    #[command(after_help = DLQ_LIST_EXAMPLES)]
+    List(DlqListArgs),
+    /// Send dead letters round again.
+    #[command(after_help = DLQ_REPLAY_EXAMPLES)]
+    Replay(DlqReplayArgs),
+    /// Delete dead letters for good.
+    #[command(after_help = DLQ_PURGE_EXAMPLES)]
+    Purge(DlqPurgeArgs),
+}
+
+/// An RFC 3339 time, checked before it is sent.
+fn rfc3339(text: &str) -> Result<String, String> {
+    match codeq_core::Timestamp::parse_rfc3339(text) {
+        Some(_) => Ok(text.to_owned()),
+        None => Err("not an RFC 3339 time such as 2026-05-04T09:00:00Z".to_owned()),
+    }
+}
+
+/// Which dead letters: every one unless a flag narrows them.
+#[derive(Debug, Clone, Args)]
+pub struct DlqFilterArgs {
+    /// Only those whose error or last nack reason contains T (case-sensitive).
+    #[arg(long, value_name = "T")]
+    pub error_contains: Option<String>,
+    /// Only those that failed before T (RFC 3339).
+    #[arg(long, value_name = "T", value_parser = rfc3339)]
+    pub failed_before: Option<String>,
+    /// Only those that failed after T (RFC 3339).
+    #[arg(long, value_name = "T", value_parser = rfc3339)]
+    pub failed_after: Option<String>,
+}
+
+impl DlqFilterArgs {
+    /// The filter the API takes.
+    pub fn filter(&self) -> codeq_client::DeadLetterFilter {
+        codeq_client::DeadLetterFilter {
+            error_contains: self.error_contains.clone(),
+            failed_before: self.failed_before.clone(),
+            failed_after: self.failed_after.clone(),
+        }
+    }
+}
+
+/// `codeq dlq list CMD`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqListArgs {
+    /// The command (queue name).
+    pub command: String,
+    /// Which dead letters.
+    #[command(flatten)]
+    pub filter: DlqFilterArgs,
+    /// Pages.
+    #[command(flatten)]
+    pub page: PageArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `codeq dlq replay CMD [ID…]`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqReplayArgs {
+    /// The command (queue name).
+    pub command: String,
+    /// The dead letters to replay [default: those the filters select].
+    #[arg(value_name = "ID", conflicts_with_all = ["error_contains", "failed_before", "failed_after"])]
+    pub ids: Vec<String>,
+    /// Which dead letters, without ids.
+    #[command(flatten)]
+    pub filter: DlqFilterArgs,
+    /// At most N, 1..10000 [default: 1000, or the number of ids].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: Option<u32>,
+    /// Make them ready R per second instead of all at once.
+    #[arg(long, value_name = "R", value_parser = rate)]
+    pub rate: Option<f64>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `codeq dlq purge CMD [ID…]`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqPurgeArgs {
+    /// The command (queue name).
+    pub command: String,
+    /// The dead letters to delete [default: those the filters select].
+    #[arg(value_name = "ID", conflicts_with_all = ["error_contains", "failed_before", "failed_after"])]
+    pub ids: Vec<String>,
+    /// Which dead letters, without ids.
+    #[command(flatten)]
+    pub filter: DlqFilterArgs,
+    /// At most N, 1..10000 [default: 1000, or the number of ids].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: Option<u32>,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `codeq queue inspect CMD`.

@@ -35,12 +35,35 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Some items of a command about several tasks were refused by the
+/// server (their outcomes were printed); exits 4, as an API error does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartlyRefused(String);
+
+impl PartlyRefused {
+    /// `message` says how many were refused and why.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for PartlyRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PartlyRefused {}
+
 /// The exit code for an error: the first client or configuration error in
 /// its chain decides.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<ConfigError>() {
             return CONFIGURATION;
+        }
+        if cause.is::<PartlyRefused>() {
+            return API;
         }
         if let Some(client) = cause.downcast_ref::<codeq_client::Error>() {
             return match client {
@@ -150,6 +173,7 @@ mod tests {
         assert_eq!(code_for(&wrapped(api(401))), AUTHENTICATION);
         assert_eq!(code_for(&wrapped(api(403))), AUTHENTICATION);
         assert_eq!(code_for(&wrapped(api(409))), API);
+        assert_eq!(code_for(&wrapped(PartlyRefused::new("1 of 2 tasks"))), API);
         assert_eq!(
             code_for(&wrapped(codeq_client::Error::MissingToken(codeq_client::TokenKind::Worker))),
             CONFIGURATION

@@ -5,7 +5,7 @@
 //! - [`cli`]: the clap definition of every subcommand and flag.
 //! - [`config`]: client profiles (`~/.codeq/config.yaml`), env, flags and
 //!   the local-mode fallback, merged into the settings a command uses.
-//! - [`commands`]: `init`, `auth`, `task`, `queue`.
+//! - [`commands`]: `init`, `auth`, `task`, `queue`, `dlq`, `worker`, `storage`.
 //! - [`output`]: JSON or table printing of API objects.
 //! - [`bench`](mod@bench): `codeq bench`, the load generator (and [`bench::stats`], its percentiles).
 //! - [`exit`]: exit codes and the error → exit code mapping.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use codeq::bench::{self, Ending};
 use codeq::cli::{Cli, Commands, VERSION};
-use codeq::commands::{auth, queue, storage, task, worker};
+use codeq::commands::{auth, dlq, queue, storage, task, worker};
 use codeq::exit;
 
 /// mimalloc: the server and the bench allocate many small, short-lived
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Commands::Auth(command) => auth::run(global, command),
         Commands::Task(command) => task::run(global, command),
         Commands::Queue(command) => queue::run(global, command),
+        Commands::Dlq(command) => dlq::run(global, command),
         Commands::Storage(command) => storage::run(command),
     };
     match done {

@@ -108,6 +108,24 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
 }
 
 #[test]
+fn completions_offer_the_queue_control_commands_and_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_codeq"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+
+        let script = String::from_utf8(output.stdout).unwrap();
+        for word in
+            ["dlq", "replay", "purge", "cancel", "pause", "resume", "max-in-flight", "no-rate"]
+        {
+            assert!(script.contains(word), "{shell}: {word}");
+        }
+        assert!(script.contains("IN_PROGRESS"), "{shell}: the statuses of task list --status");
+    }
+}
+
+#[test]
 fn global_options_typed_on_the_command_line_are_recorded_before_or_after_the_subcommand() {
     let before =
         Cli::try_parse_recording_flags(["codeq", "--producer-token", "p", "task", "get", "x"])

@@ -166,10 +166,8 @@ impl Control {
         limit: usize,
     ) -> StoreResult<Vec<TaskId>> {
         match selection {
-            Selection::Ids(mut ids) => {
-                ids.truncate(limit);
-                Ok(ids)
-            }
+            // Named ids are all taken (the API bounds how many).
+            Selection::Ids(ids) => Ok(ids),
             Selection::Matching(filter) => {
                 let keys = self.store.dead_letters(command, &filter, None, limit).await?;
                 Ok(keys.into_iter().map(|(_, id)| id).collect())
@@ -177,8 +175,8 @@ impl Control {
         }
     }
 
-    /// Sends the selected dead letters of `command` round again, at most
-    /// `limit`; spaced `1 / rate_per_second` apart when a rate is given
+    /// Sends the selected dead letters of `command` round again (at most
+    /// `limit` of those a filter selects); spaced `1 / rate_per_second` apart when a rate is given
     /// (each becomes ready at its turn). Returns the ids replayed.
     pub async fn replay(
         &self,
@@ -200,7 +198,7 @@ impl Control {
     }
 
     /// Deletes the selected dead letters of `command` with their results,
-    /// keys and artifacts, at most `limit`. Returns the ids deleted.
+    /// keys and artifacts (at most `limit` of those a filter selects). Returns the ids deleted.
     pub async fn purge(
         &self,
         command: &Command,

@@ -246,6 +246,14 @@ async fn dead_letters_page_filter_replay_and_purge() {
         .await;
     assert_eq!((both.status, both.code()), (400, "invalid_field"));
     assert_eq!(app.get("/admin/queues/dl", ADMIN).await.body["dlq"], 5);
+    let named = app
+        .post(
+            "/admin/queues/dl/dlq/replay",
+            ADMIN,
+            json!({ "ids": [others[1], others[2]], "limit": 1 }),
+        )
+        .await;
+    assert_eq!(named.body["replayed"], 2, "named ids are all replayed: {:?}", named.body);
     let not_admin = app.get("/admin/queues/dl/dlq", PRODUCER).await;
     assert_eq!((not_admin.status, not_admin.code()), (403, "not_admin"));
 }

@@ -1,17 +1,25 @@
-//! `codeq task create|get|result|claim`.
+//! `codeq task create|get|result|claim|cancel|list`.
 
-use codeq_client::{ClaimRequest, CreateTask, TokenKind};
+use codeq_client::{ClaimRequest, Client, CreateTask, TaskQuery, TokenKind};
 
-use super::call;
-use crate::cli::{GlobalArgs, TaskClaimArgs, TaskCommand, TaskCreateArgs};
+use super::{call, check_task_id};
+use crate::cli::{
+    GlobalArgs, TaskCancelArgs, TaskClaimArgs, TaskCommand, TaskCreateArgs, TaskListArgs,
+};
 use crate::config::Resolved;
-use crate::exit::ConfigError;
-use crate::output;
+use crate::exit::{ConfigError, PartlyRefused};
+use crate::output::{self, Listing};
+
+/// Most ids one batch cancel takes; more are sent in several.
+const CANCEL_BATCH: usize = 100;
 
 /// Runs one `task` subcommand.
 pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
     if let TaskCommand::Get(args) | TaskCommand::Result(args) = command {
         check_task_id(&args.id)?;
+    }
+    if let TaskCommand::Cancel(args) = command {
+        args.ids.iter().try_for_each(|id| check_task_id(id))?;
     }
     let resolved = Resolved::load(global)?;
     let client = resolved.client()?;
@@ -44,18 +52,47 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        TaskCommand::Cancel(args) => cancel(&resolved, &client, args),
+        TaskCommand::List(args) => list(&resolved, &client, args),
     }
 }
 
-/// A task id is a UUID: anything else is refused before a request (the
-/// server would only say 404).
-fn check_task_id(id: &str) -> Result<(), ConfigError> {
-    id.parse::<codeq_core::TaskId>().map(|_| ()).map_err(|_| {
-        ConfigError::new(format!(
-            "task id {id:?} is malformed: a task id is a UUID such as \
-             0196a3c2-5f1e-7d2a-9b3c-4e5f6a7b8c9d (`task create -o id` prints one)"
-        ))
-    })
+/// One id: the single cancel, printing the task. Several: batch cancels of
+/// up to 100, printing each id's outcome; any refused exits 4.
+fn cancel(resolved: &Resolved, client: &Client, args: &TaskCancelArgs) -> anyhow::Result<()> {
+    let reason = args.reason.as_deref();
+    let format = args.output.output;
+    if let [id] = args.ids.as_slice() {
+        let task = call(resolved, TokenKind::Producer, client.cancel_task(id, reason))?;
+        return output::task(format, &task);
+    }
+    let mut items = Vec::with_capacity(args.ids.len());
+    for chunk in args.ids.chunks(CANCEL_BATCH) {
+        items.extend(call(resolved, TokenKind::Producer, client.cancel_tasks(chunk, reason))?);
+    }
+    output::cancel_results(format, &items)?;
+    let refused = items.iter().filter(|item| item.is_err()).count();
+    if refused > 0 {
+        let total = output::count(items.len() as u64, "task");
+        return Err(PartlyRefused::new(format!("{refused} of {total} not cancelled")).into());
+    }
+    Ok(())
+}
+
+fn list(resolved: &Resolved, client: &Client, args: &TaskListArgs) -> anyhow::Result<()> {
+    let page = super::pages(args.page.cursor.clone(), args.page.all, |cursor| {
+        let query = TaskQuery {
+            command: args.command.clone(),
+            status: args.status.map(Into::into),
+            limit: args.page.limit,
+            cursor,
+            include_payload: args.page.payload,
+        };
+        call(resolved, TokenKind::Producer, client.list_tasks(&query))
+    })?;
+    output::task_page(args.output.output, &page, Listing::Tasks)?;
+    super::tell_next_page(&page, args.output.output);
+    Ok(())
 }
 
 /// The create body; a payload that is not JSON is a usage error.

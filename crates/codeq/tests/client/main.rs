@@ -1,8 +1,10 @@
 //! The `codeq` binary as a user runs it (`init`, `auth`, `task`, `queue`,
-//! `worker`), against the real server started in-process for each test.
+//! `dlq`, `worker`), against the real server started in-process for each
+//! test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod control;
 mod login;
 mod new_user;
 mod support;

@@ -38,7 +38,9 @@ fn a_created_task_can_be_read_claimed_and_counted() {
     let table = String::from_utf8(listed.stdout).unwrap();
     assert!(table.starts_with("COMMAND"), "{table}");
     assert!(
-        table.lines().any(|l| l.split_whitespace().eq(["RENDER", "0", "0", "1", "0"])),
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["RENDER", "0", "0", "1", "0", "no", "-", "-", "-"])),
         "{table}"
     );
 }
@@ -116,7 +118,7 @@ fn a_missing_token_or_bad_payload_exits_2() {
 #[test]
 fn every_command_has_examples_in_its_help() {
     let server = Server::start();
-    let commands: [&[&str]; 13] = [
+    let commands: [&[&str]; 21] = [
         &["init"],
         &["auth", "login"],
         &["auth", "set"],
@@ -126,9 +128,17 @@ fn every_command_has_examples_in_its_help() {
         &["task", "get"],
         &["task", "result"],
         &["task", "claim"],
+        &["task", "cancel"],
+        &["task", "list"],
         &["queue", "inspect"],
         &["queue", "stats"],
         &["queue", "list"],
+        &["queue", "pause"],
+        &["queue", "resume"],
+        &["queue", "settings"],
+        &["dlq", "list"],
+        &["dlq", "replay"],
+        &["dlq", "purge"],
         &["worker", "start"],
     ];
 

@@ -52,7 +52,9 @@ fn the_walkthrough_of_docs_cli_md_creates_works_and_inspects_a_task() {
     assert!(output.status.success(), "{script}\n{stdout}\n{stderr}");
     assert!(stdout.contains(r#""greeting": "Hello, Ada!""#), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.split_whitespace().eq(["GREET", "0", "0", "0", "0"])),
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["GREET", "0", "0", "0", "0", "no", "-", "-", "-"])),
         "{stdout}"
     );
     assert!(stderr.contains("1 completed"), "{stderr}");

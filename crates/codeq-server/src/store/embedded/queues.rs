@@ -62,10 +62,16 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Replaces the settings; the rate limit starts with a full bucket.
+    /// Replaces the settings. A new rate or burst starts with a full
+    /// bucket; a pause, a resume or a new `maxInFlight` keeps the bucket
+    /// as it is (so a pause and resume lets no burst through).
     pub fn set_settings(&mut self, settings: QueueSettings, now: Timestamp) {
+        let same_rate = (settings.rate_per_second, settings.burst)
+            == (self.settings.rate_per_second, self.settings.burst);
         self.settings = settings;
-        self.bucket.set(TokenBucket::full(&settings, now));
+        if !same_rate {
+            self.bucket.set(TokenBucket::full(&settings, now));
+        }
     }
 
     fn bucket(&self, now: Timestamp) -> Option<TokenBucket> {
