@@ -15,6 +15,7 @@ use codeq_core::{
 };
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
+use codeq_server::store::redis::{RedisOptions, RedisStore, TimeSource};
 use codeq_server::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, Expiry, Fence,
     LeaseEnd, Retried, Signals, Store, StoreError, TransitionError,
@@ -38,8 +39,50 @@ impl Harness for Embedded {
     }
 }
 
-fn embedded() -> Embedded {
-    Embedded(tempfile::tempdir().unwrap())
+fn embedded() -> Option<Embedded> {
+    Some(Embedded(tempfile::tempdir().unwrap()))
+}
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+/// A `redis-server` of its own. Reopening the store is a restart of
+/// both: Redis is killed (SIGKILL) and started again on its AOF
+/// (`appendfsync always`), then the store reconnects. The tests drive
+/// time, so the scripts take the caller's clock.
+struct Redis {
+    server: std::sync::Mutex<redis_server::RedisServer>,
+    opened: std::sync::atomic::AtomicBool,
+}
+
+impl Harness for Redis {
+    fn open_signalled(&self, signals: Arc<Signals>) -> Arc<dyn Store> {
+        let mut server = self.server.lock().unwrap();
+        if self.opened.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            server.kill();
+            server.start_again();
+        }
+        let options = RedisOptions {
+            addr: server.addr(),
+            tls: false,
+            password: None,
+            db: 0,
+            prefix: "codeq".into(),
+            time: TimeSource::Caller,
+        };
+        // What a server's start-up does: connect and read the summaries the
+        // synchronous methods answer from.
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(RedisStore::connect(options, signals))
+        })
+        .unwrap()
+    }
+}
+
+/// `None` (skipped, with a printed notice) without `redis-server`.
+fn redis() -> Option<Redis> {
+    redis_server::RedisServer::start()
+        .map(|server| Redis { server: server.into(), opened: false.into() })
 }
 
 /// A fixed past instant: a reopened store rebuilds on the real clock, so
@@ -1067,7 +1110,8 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                let harness = $harness;
+                // `None`: the backend is not available here (a notice was printed).
+                let Some(harness) = $harness else { return };
                 super::$test(&harness).await;
             }
         )*
@@ -1075,3 +1119,4 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(embedded_backend, embedded());
+conformance_suite!(redis_backend, redis());

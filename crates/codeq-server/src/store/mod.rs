@@ -405,6 +405,14 @@ pub trait Store: Send + Sync + 'static {
     /// and `/readyz`).
     fn health(&self) -> StoreResult<()>;
 
+    /// `Ok` unless the backend has stopped for good (for `/healthz`, the
+    /// liveness probe: a restart is what would help). By default the same
+    /// as [`Store::health`]; a backend that waits out an outage by itself
+    /// (Redis) stays alive while unreachable.
+    fn alive(&self) -> StoreResult<()> {
+        self.health()
+    }
+
     /// Fires when the backend has stopped for good (a failed write or
     /// sync): the process should exit and recover on restart.
     fn failed(&self) -> CancellationToken;

@@ -13,8 +13,6 @@
 
 use std::collections::HashMap;
 
-use redis::AsyncCommands;
-
 use super::RedisStore;
 use crate::store::StoreError;
 
@@ -51,8 +49,11 @@ pub enum CheckError {
 pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> {
     let mut settings = HashMap::new();
     for name in ["maxmemory-policy", "appendonly", "appendfsync"] {
-        let read: Result<HashMap<String, String>, _> =
-            store.command(async |connection| connection.config_get(name).await).await;
+        let read: Result<HashMap<String, String>, _> = store
+            .command(async |connection| {
+                redis::cmd("CONFIG").arg("GET").arg(name).query_async(connection).await
+            })
+            .await;
         match read {
             Ok(values) => settings.extend(values),
             Err(StoreError::Unavailable(cause)) if cause.contains("unreachable") => {

@@ -122,10 +122,10 @@ impl Link {
 
     fn current(&self) -> Option<Lease> {
         let state = self.state();
-        state
-            .connection
-            .as_ref()
-            .map(|(connection, generation)| Lease { connection: connection.clone(), generation: *generation })
+        state.connection.as_ref().map(|(connection, generation)| Lease {
+            connection: connection.clone(),
+            generation: *generation,
+        })
     }
 
     fn connected(&self, connection: MultiplexedConnection) -> Lease {
@@ -162,7 +162,10 @@ impl Link {
             || error.is_unrecoverable_error();
         if broken {
             let mut state = self.state();
-            if state.connection.as_ref().is_some_and(|(_, generation)| *generation == lease.generation)
+            if state
+                .connection
+                .as_ref()
+                .is_some_and(|(_, generation)| *generation == lease.generation)
             {
                 state.connection = None;
                 state.last_error = error.to_string();
@@ -172,6 +175,9 @@ impl Link {
             }
             return unreachable(&error.to_string());
         }
+        // LOADING (a restarted Redis reading its AOF), a script error, OOM:
+        // the call did nothing; the caller answers 503.
+        tracing::warn!(%error, "Redis refused a call");
         StoreError::Unavailable(format!("Redis refused a call: {error}"))
     }
 }

@@ -45,7 +45,7 @@ use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use self::checks::{Durability, check_server};
+pub use self::checks::{CheckError, Durability, check_server};
 use self::link::Link;
 use self::reply::{Fields, Reply};
 use self::scripts::{Args, Scripts};
@@ -67,7 +67,8 @@ pub enum TimeSource {
 /// Where Redis is and how to use it.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `host:port`.
+    /// `host:port` (see [`RedisOptions::from_addr`] for the `redisAddr`
+    /// forms).
     pub addr: String,
     /// Connect with TLS (`rediss://`).
     pub tls: bool,
@@ -82,6 +83,24 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
+    /// Options for `redisAddr` (`host:port`, `redis://host:port` or
+    /// `rediss://host:port` for TLS), on Redis's clock.
+    pub fn from_addr(addr: &str, password: Option<String>, db: u32, prefix: &str) -> Self {
+        let (tls, bare) = match (addr.strip_prefix("rediss://"), addr.strip_prefix("redis://")) {
+            (Some(bare), _) => (true, bare),
+            (None, Some(bare)) => (false, bare),
+            (None, None) => (false, addr),
+        };
+        Self {
+            addr: bare.trim_end_matches('/').to_string(),
+            tls,
+            password,
+            db,
+            prefix: prefix.to_string(),
+            time: TimeSource::Redis,
+        }
+    }
+
     fn client(&self) -> StoreResult<redis::Client> {
         let (host, port) = self
             .addr
@@ -170,14 +189,25 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Opens the store and waits until Redis answers and its settings are
-    /// read (start-up refuses what it cannot run on; see [`check_server`]).
+    /// Opens the store and reads once what its synchronous methods
+    /// report (the outbox's summary), so that they answer from the start.
+    /// Fails when Redis does not answer.
+    pub async fn connect(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
+        let store = Self::open(options, signals)?;
+        store.poll().await?;
+        Ok(store)
+    }
+
+    /// Opens the store for a server about to start: checks Redis's
+    /// settings (start-up refuses what it cannot run on; see
+    /// [`check_server`]) and reads what the synchronous methods report.
     pub async fn open_checked(
         options: RedisOptions,
         signals: Arc<Signals>,
-    ) -> Result<(Arc<Self>, Durability), checks::CheckError> {
-        let store = Self::open(options, signals).map_err(checks::CheckError::Unreachable)?;
+    ) -> Result<(Arc<Self>, Durability), CheckError> {
+        let store = Self::open(options, signals).map_err(CheckError::Unreachable)?;
         let durability = check_server(&store).await?;
+        store.poll().await.map_err(CheckError::Unreachable)?;
         Ok((store, durability))
     }
 
@@ -237,10 +267,9 @@ impl RedisStore {
         }
         for woken in reply.list("woken") {
             let pair = reply::list(woken);
-            if let (Some(command), Some(depth)) = (pair.first(), pair.get(1).and_then(reply::int)) {
-                if let Ok(command) = reply::command(command) {
-                    self.signals.became_ready(command, depth.max(0) as u64);
-                }
+            let command = pair.first().and_then(|command| reply::command(command).ok());
+            if let (Some(command), Some(depth)) = (command, pair.get(1).and_then(reply::int)) {
+                self.signals.became_ready(command, depth.max(0) as u64);
             }
         }
         let shift = reply.shift();
@@ -454,7 +483,8 @@ fn completion_args(items: &[Completion]) -> StoreResult<Args> {
 impl Store for RedisStore {
     async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
         let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
-        let reply = self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
+        let reply =
+            self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
         let shift = reply.shift();
         let mut holders = reply.hashes.iter();
         let made = reply.list("made");
@@ -496,7 +526,10 @@ impl Store for RedisStore {
         now: Timestamp,
     ) -> StoreResult<TaskState> {
         let mut args = Args::new();
-        args.text(&id.to_string()).text(fence.worker_id).opt(fence.attempt).num(lease_until.millis());
+        args.text(&id.to_string())
+            .text(fence.worker_id)
+            .opt(fence.attempt)
+            .num(lease_until.millis());
         let reply = self.call(&self.scripts.heartbeat, Clock::Store, now, &args).await?;
         if let Some(refused) = reply.refusal() {
             return Err(refused.into());
@@ -699,8 +732,9 @@ impl Store for RedisStore {
             .map(|outcome| match outcome.as_str().filter(|code| !code.is_empty()) {
                 Some(code) => Ok(Err(reply::refusal(code))),
                 None => {
-                    let fields =
-                        states.next().ok_or_else(|| StoreError::Corrupt("a cancelled task".into()))?;
+                    let fields = states
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("a cancelled task".into()))?;
                     Ok(Ok(reply::state(fields)?))
                 }
             })
@@ -748,7 +782,8 @@ impl Store for RedisStore {
             .opt(cursor.map(|(_, id)| id.to_string()))
             .opt(filter.text.as_deref())
             .num(limit);
-        let reply = self.call(&self.scripts.dead_letters, Clock::Caller, Timestamp(0), &args).await?;
+        let reply =
+            self.call(&self.scripts.dead_letters, Clock::Caller, Timestamp(0), &args).await?;
         reply
             .list("page")
             .iter()
@@ -875,6 +910,11 @@ impl Store for RedisStore {
         }
     }
 
+    fn alive(&self) -> StoreResult<()> {
+        // An outage is waited out: restarting the process would not help.
+        Ok(())
+    }
+
     fn failed(&self) -> CancellationToken {
         self.never.clone()
     }
@@ -888,6 +928,13 @@ impl Store for RedisStore {
 
     fn command_of(&self, id: TaskId) -> Option<Command> {
         self.hints().commands.remove(&id)
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Ends the pub/sub listener and the safety poll.
+        self.stop.cancel();
     }
 }
 
