@@ -21,6 +21,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     fsync: &'static str,
+    extra: Vec<String>,
 }
 
 /// The binary on `PATH`, if any.
@@ -42,6 +43,12 @@ impl RedisServer {
 
     /// Starts a server with the given `appendfsync` (`always`, `everysec`).
     pub fn start_with_fsync(fsync: &'static str) -> Option<Self> {
+        Self::start_with(fsync, &[])
+    }
+
+    /// Starts a server with the given `appendfsync` and more arguments
+    /// (`--maxmemory-policy allkeys-lru`, `--requirepass …`).
+    pub fn start_with(fsync: &'static str, extra: &[&str]) -> Option<Self> {
         if binary().is_none() {
             assert!(
                 !required(),
@@ -55,7 +62,8 @@ impl RedisServer {
         }
         for _ in 0..20 {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let mut server = Self { child: None, port: free_port(), dir, fsync };
+            let extra = extra.iter().map(|arg| arg.to_string()).collect();
+            let mut server = Self { child: None, port: free_port(), dir, fsync, extra };
             if server.launch() {
                 return Some(server);
             }
@@ -72,6 +80,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", self.fsync])
             .args(["--daemonize", "no", "--logfile", "", "--protected-mode", "no"])
+            .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
