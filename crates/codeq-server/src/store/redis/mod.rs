@@ -953,3 +953,27 @@ impl RedisStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_addr_takes_a_bare_address_or_a_redis_or_rediss_url() {
+        let bare = RedisOptions::from_addr("cache:6379", None, 0, "codeq");
+        assert_eq!((bare.addr.as_str(), bare.tls), ("cache:6379", false));
+        let plain = RedisOptions::from_addr("redis://cache:6380/", None, 0, "codeq");
+        assert_eq!((plain.addr.as_str(), plain.tls), ("cache:6380", false));
+        let tls = RedisOptions::from_addr("rediss://cache:6381", Some("pw".into()), 2, "q");
+        assert_eq!((tls.addr.as_str(), tls.tls, tls.db), ("cache:6381", true, 2));
+        assert_eq!(tls.time, TimeSource::Redis);
+    }
+
+    #[test]
+    fn a_client_is_built_for_ipv6_and_tls_addresses() {
+        for addr in ["[::1]:6379", "rediss://localhost:6380"] {
+            assert!(RedisOptions::from_addr(addr, None, 0, "codeq").client().is_ok(), "{addr}");
+        }
+        assert!(RedisOptions::from_addr("no-port", None, 0, "codeq").client().is_err());
+    }
+}
