@@ -179,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_checked_and_set_the_limit_unless_one_is_given() {
+    fn ids_are_checked_and_the_limit_passed_as_given() {
         let args = purge_args(&[ID]);
         let (by_id, limit) = selection(&args.ids, &args.filter, args.limit).unwrap();
         let args = purge_args(&[ID, "--limit", "7"]);
@@ -188,7 +188,7 @@ mod tests {
         let bad = selection(&args.ids, &args.filter, args.limit);
 
         assert_eq!(by_id, DeadLetterSelection::Ids(vec![ID.into()]));
-        assert_eq!((limit, given), (Some(1), Some(7)));
+        assert_eq!((limit, given), (None, Some(7)));
         assert!(bad.unwrap_err().to_string().contains("not-an-id"));
     }
 

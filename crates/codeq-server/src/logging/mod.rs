@@ -5,37 +5,62 @@
 //! stderr on the request's own thread cost a system call per request (and
 //! a stall whenever stderr was slow to drain). Lines are instead appended
 //! to a shared buffer, and a thread of their own writes whatever has
-//! gathered with one call: under load, many lines per write; when idle,
-//! each line at once. Order is kept. The buffer is bounded: a writer that
-//! finds it full waits for the thread to drain it (as a direct write to a
-//! full pipe would), so nothing is dropped. [`flush`] writes what is left
-//! before the process exits.
+//! gathered with one call. The thread lingers [`LINGER`] after the first
+//! line of a batch, so that under load a write carries hundreds of lines
+//! and a caller wakes the thread once per batch, not once per line. Order
+//! is kept. The buffer is bounded: a writer that finds it full waits for
+//! the thread to drain it (as a direct write to a full pipe would), so
+//! nothing is dropped. [`flush`] writes what is left before the process
+//! exits.
 
 use std::io::Write;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
+
+mod line;
 
 /// Bytes of log lines that may wait before writers wait for the thread.
 const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bytes after which the thread writes without waiting out its linger.
+const EAGER_BYTES: usize = 256 * 1024;
+
+/// How long the thread gathers lines after the first of a batch: the
+/// most a line waits on its way to stderr.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// Lines waiting for the writer thread.
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// The thread waits for a first line (a caller must wake it).
+    idle: bool,
     /// The thread is writing a batch (a flush waits for it).
     writing: bool,
+    /// A flush waits: the thread writes at once.
+    flushing: bool,
+    /// Callers waiting for room or for a flush to end.
+    waiting: usize,
+}
+
+impl Pending {
+    fn ready_to_write(&self) -> bool {
+        self.flushing || self.bytes.len() >= EAGER_BYTES
+    }
 }
 
 /// The buffer between the log's callers and stderr.
 #[derive(Default)]
 struct Sink {
     pending: Mutex<Pending>,
-    /// Signalled when lines arrive (to the thread) and when a batch has
-    /// been written (to writers waiting for room, and to a flush).
-    changed: Condvar,
+    /// Wakes the thread (a first line, a full buffer, a flush).
+    to_thread: Condvar,
+    /// Wakes callers (room in the buffer, a batch written).
+    to_callers: Condvar,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -48,67 +73,69 @@ impl Sink {
     fn append(&self, line: &[u8]) {
         let mut pending = self.lock();
         while pending.bytes.len() >= MAX_PENDING_BYTES {
-            pending = self.changed.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            pending = self.wait_as_caller(pending);
         }
-        let was_empty = pending.bytes.is_empty();
         pending.bytes.extend_from_slice(line);
+        let wake = std::mem::take(&mut pending.idle) || pending.bytes.len() >= EAGER_BYTES;
         drop(pending);
-        if was_empty {
-            self.changed.notify_all();
+        if wake {
+            self.to_thread.notify_one();
         }
     }
 
-    /// The writer thread: waits for lines, writes each batch to `out` in
-    /// one call.
+    fn wait_as_caller<'a>(
+        &self,
+        mut pending: std::sync::MutexGuard<'a, Pending>,
+    ) -> std::sync::MutexGuard<'a, Pending> {
+        pending.waiting += 1;
+        let mut pending = self.to_callers.wait(pending).unwrap_or_else(PoisonError::into_inner);
+        pending.waiting -= 1;
+        pending
+    }
+
+    /// The writer thread: waits for a first line, gathers more for
+    /// [`LINGER`], writes the batch to `out` in one call.
     fn drain(&self, out: &mut impl Write) {
         loop {
-            let batch = {
-                let mut pending = self.lock();
-                while pending.bytes.is_empty() {
-                    pending = self.changed.wait(pending).unwrap_or_else(PoisonError::into_inner);
-                }
-                pending.writing = true;
-                std::mem::take(&mut pending.bytes)
-            };
+            let batch = self.next_batch();
             // Nothing to do about a failed write to stderr but go on.
             let _ = out.write_all(&batch);
             let _ = out.flush();
-            self.lock().writing = false;
-            self.changed.notify_all();
+            let mut pending = self.lock();
+            pending.writing = false;
+            if pending.waiting > 0 {
+                self.to_callers.notify_all();
+            }
         }
+    }
+
+    fn next_batch(&self) -> Vec<u8> {
+        let mut pending = self.lock();
+        while pending.bytes.is_empty() {
+            pending.idle = true;
+            pending = self.to_thread.wait(pending).unwrap_or_else(PoisonError::into_inner);
+        }
+        pending.idle = false;
+        if !pending.ready_to_write() {
+            pending = self
+                .to_thread
+                .wait_timeout_while(pending, LINGER, |pending| !pending.ready_to_write())
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        pending.writing = true;
+        std::mem::take(&mut pending.bytes)
     }
 
     /// Waits until every line appended so far is written.
     fn flush(&self) {
         let mut pending = self.lock();
         while !pending.bytes.is_empty() || pending.writing {
-            pending = self.changed.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            pending.flushing = true;
+            self.to_thread.notify_one();
+            pending = self.wait_as_caller(pending);
         }
-    }
-}
-
-/// A line writer for `tracing_subscriber`: each event arrives formatted, in
-/// one `write`.
-struct SinkWriter(&'static Sink);
-
-impl Write for SinkWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        self.0.append(line);
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct MakeSinkWriter(&'static Sink);
-
-impl<'a> MakeWriter<'a> for MakeSinkWriter {
-    type Writer = SinkWriter;
-
-    fn make_writer(&'a self) -> SinkWriter {
-        SinkWriter(self.0)
+        pending.flushing = false;
     }
 }
 
@@ -124,25 +151,28 @@ fn sink() -> Option<&'static Sink> {
     started.then_some(sink)
 }
 
+fn to_sink(line: &[u8]) {
+    if let Some(sink) = SINK.get() {
+        sink.append(line);
+    }
+}
+
+fn to_stderr(line: &[u8]) {
+    // Nothing to do about a failed write to stderr but go on.
+    let _ = std::io::stderr().write_all(line);
+}
+
 /// Sends log lines to stderr at `logLevel` in `logFormat` (`RUST_LOG`,
-/// when set, wins).
+/// when set, wins), without colours.
 pub fn init(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level.to_string()));
-    // Colours only for a person at a terminal, never in a file or a pipe.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    match (sink(), config.log_format) {
-        // The request's span once per line (`span`), not again as a list.
-        (Some(sink), LogFormat::Json) => {
-            builder.json().with_span_list(false).with_writer(MakeSinkWriter(sink)).init()
-        }
-        (Some(sink), LogFormat::Text) => builder.with_writer(MakeSinkWriter(sink)).init(),
-        (None, LogFormat::Json) => {
-            builder.json().with_span_list(false).with_writer(std::io::stderr).init()
-        }
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
-    }
+    let output: line::Output = if sink().is_some() { to_sink } else { to_stderr };
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(line::Lines::new(config.log_format, output));
+    // Set once per process; a second call (tests) keeps the first.
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Writes every log line still buffered (before the process exits).
