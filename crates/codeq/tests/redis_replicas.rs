@@ -558,7 +558,11 @@ async fn weak_persistence_is_warned_about_and_the_password_is_used() {
             .await;
     assert_eq!(status, 202);
     replica.assert_healthy();
-    let log = std::fs::read_to_string(&replica.log).unwrap();
-    assert!(log.contains("appendfsync everysec"), "{log}");
-    assert!(log.contains("lose"), "{log}");
+    // Log lines are written by a thread of their own, a moment later.
+    let read_log = || std::fs::read_to_string(&replica.log).unwrap();
+    wait_for(Duration::from_secs(10), "the persistence warning", || async {
+        read_log().contains("appendfsync everysec")
+    })
+    .await;
+    assert!(read_log().contains("lose"), "{}", read_log());
 }
