@@ -566,3 +566,86 @@ async fn weak_persistence_is_warned_about_and_the_password_is_used() {
     .await;
     assert!(read_log().contains("lose"), "{}", read_log());
 }
+
+/// A CA and a server certificate for `localhost` made with the `openssl`
+/// command; `None` (with a notice) without it.
+fn certificates() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    let made = run(&["version"])
+        && run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=codeq-test-ca",
+        ])
+        && run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ])
+        && run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    if !made {
+        eprintln!("NOTICE: openssl is not available; skipping the TLS test");
+        return None;
+    }
+    Some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_address_connects_over_tls_to_a_trusted_certificate() {
+    let Some(certs) = certificates() else { return };
+    let Some(redis) = RedisServer::start_tls(certs.path()) else { return };
+    let addr = format!("rediss://localhost:{}", redis.addr().rsplit(':').next().unwrap());
+    let ca = certs.path().join("ca.pem").display().to_string();
+    // rustls-native-certs reads the roots from SSL_CERT_FILE when it is set.
+    let replica = Replica::start(&redis, &[("CODEQ_REDIS_ADDR", &addr), ("SSL_CERT_FILE", &ca)]);
+    let http = http();
+    let (status, _) =
+        post(&http, &replica.url("/tasks"), PRODUCER, json!({ "command": "tls", "payload": {} }))
+            .await;
+    assert_eq!(status, 202);
+    let (status, task) =
+        post(&http, &replica.url("/tasks/claim"), WORKER, json!({ "commands": ["tls"] })).await;
+    assert_eq!((status, task["command"].as_str()), (200, Some("tls")));
+}

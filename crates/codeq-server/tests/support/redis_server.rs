@@ -22,6 +22,9 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     fsync: &'static str,
     extra: Vec<String>,
+    /// A directory holding `server.pem`, `server.key` and `ca.pem`: the
+    /// port then speaks TLS only.
+    tls: Option<PathBuf>,
 }
 
 /// The binary on `PATH`, if any.
@@ -63,12 +66,27 @@ impl RedisServer {
         for _ in 0..20 {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let extra = extra.iter().map(|arg| arg.to_string()).collect();
-            let mut server = Self { child: None, port: free_port(), dir, fsync, extra };
+            let mut server = Self { child: None, port: free_port(), dir, fsync, extra, tls: None };
             if server.launch() {
                 return Some(server);
             }
         }
         panic!("redis-server did not start on any port tried");
+    }
+
+    /// Starts a server whose port speaks TLS only, with the certificate
+    /// `server.pem` / `server.key` of `certs` (clients are not asked for
+    /// one).
+    pub fn start_tls(certs: &Path) -> Option<Self> {
+        let mut server = Self::start()?;
+        server.kill();
+        server.tls = Some(certs.to_path_buf());
+        if server.launch() {
+            return Some(server);
+        }
+        assert!(!required(), "CODEQ_TEST_REDIS=required but redis-server did not start with TLS");
+        eprintln!("NOTICE: this redis-server does not start with TLS; skipping a TLS test");
+        None
     }
 
     /// Starts the process on `self.port`; false when it exited instead of
@@ -81,6 +99,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", self.fsync])
             .args(["--daemonize", "no", "--logfile", "", "--protected-mode", "no"])
             .args(&self.extra)
+            .args(self.tls_args())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -98,6 +117,25 @@ impl RedisServer {
         std::thread::spawn(move || lines.for_each(drop));
         self.child = Some(child);
         true
+    }
+
+    fn tls_args(&self) -> Vec<String> {
+        let Some(certs) = &self.tls else { return Vec::new() };
+        let file = |name: &str| certs.join(name).display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            self.port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
     }
 
     /// `127.0.0.1:<port>`.
