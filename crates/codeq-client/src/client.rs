@@ -421,6 +421,24 @@ impl Client {
         decode(response).await
     }
 
+    /// `POST /v1/codeq/tasks/:id/result` with `claimNext`: stores the
+    /// result, then claims the worker's next task (`claim`'s commands and
+    /// lease; a `waitSeconds` there delays the answer up to that long) and
+    /// answers both: the stored record, and the task when one was ready.
+    pub async fn submit_result_and_claim(
+        &self,
+        id: &str,
+        result: &SubmitResult,
+        claim: &ClaimRequest,
+    ) -> Result<(ResultRecord, Option<Task>), Error> {
+        let request =
+            self.request(Method::POST, &["v1", "codeq", "tasks", id, "result"], Auth::Worker)?;
+        let body = ResultAndClaim { result, claim_next: claim };
+        let response = self.send(request.json(&body), Retry::Safe).await?;
+        let answer: ResultAndNext = decode(response).await?;
+        Ok((answer.record, answer.next))
+    }
+
     /// `POST /v1/codeq/tasks/batch/results`: finishes 1..=100 tasks; each
     /// item succeeds or fails on its own, answered in request order.
     pub async fn submit_results_batch(
@@ -677,6 +695,23 @@ fn may_retry(err: &Error, retry: Retry) -> bool {
 }
 
 /// Reads the whole body and parses it as `T`.
+/// A result with a claim for the next task.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultAndClaim<'a> {
+    #[serde(flatten)]
+    result: &'a SubmitResult,
+    claim_next: &'a ClaimRequest,
+}
+
+/// The answer to [`ResultAndClaim`].
+#[derive(serde::Deserialize)]
+struct ResultAndNext {
+    #[serde(flatten)]
+    record: ResultRecord,
+    next: Option<Task>,
+}
+
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Error> {
     let status = response.status().as_u16();
     let body = response.bytes().await?;

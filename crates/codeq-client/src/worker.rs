@@ -5,7 +5,10 @@
 //! it while heartbeating every `lease / 3`, and reports the handler's
 //! [`Outcome`] (result, nack or abandon), always with the delivery's
 //! `attempt` so that a report for a delivery that already ended is refused
-//! by the server (fencing) instead of overwriting a newer one.
+//! by the server (fencing) instead of overwriting a newer one. A result
+//! also asks for the slot's next task (`claimNext`, without waiting): one
+//! call instead of two while work is ready; the slot long-polls only when
+//! none was.
 //!
 //! Stopping is two-staged, as for the CLI's signals: [`StopHandle::stop`]
 //! ends claiming and lets running handlers finish;
@@ -331,7 +334,19 @@ impl Worker {
         let mut summary = Summary::default();
         let mut pause = FIRST_RETRY_PAUSE;
         let claim = self.claim_request();
+        let mut next: Option<Task> = None;
         loop {
+            if let Some(task) = next.take() {
+                if self.stop.claiming.is_cancelled() {
+                    // Handed over with a result as stop came: give it back.
+                    let _ = self.client.abandon(&task.id, task.attempts).await;
+                    return Ok(summary);
+                }
+                let (report, following) = self.handle(task, handler.as_ref()).await;
+                next = following;
+                self.count(&mut summary, &report);
+                continue;
+            }
             // A claim in flight when stop comes is dropped: the server may
             // have handed out a task in that instant, which then comes back
             // when its lease ends. Waiting out a 30 s long poll instead
@@ -343,11 +358,9 @@ impl Worker {
             match claimed {
                 Ok(Some(task)) => {
                     pause = FIRST_RETRY_PAUSE;
-                    let report = self.handle(task, handler.as_ref()).await;
-                    summary.add(report.reported);
-                    if let Some(callback) = &self.on_task {
-                        callback(&report);
-                    }
+                    let (report, following) = self.handle(task, handler.as_ref()).await;
+                    next = following;
+                    self.count(&mut summary, &report);
                 }
                 Ok(None) => {}
                 // With `once` there is no later claim to retry in.
@@ -369,6 +382,13 @@ impl Worker {
         }
     }
 
+    fn count(&self, summary: &mut Summary, report: &TaskReport) {
+        summary.add(report.reported);
+        if let Some(callback) = &self.on_task {
+            callback(report);
+        }
+    }
+
     fn claim_request(&self) -> ClaimRequest {
         ClaimRequest {
             commands: self.commands.clone(),
@@ -377,8 +397,9 @@ impl Worker {
         }
     }
 
-    /// Runs the handler under heartbeats and reports its outcome.
-    async fn handle<H, F>(&self, task: Task, handler: &H) -> TaskReport
+    /// Runs the handler under heartbeats and reports its outcome; returns
+    /// the report and the next task when the result brought one.
+    async fn handle<H, F>(&self, task: Task, handler: &H) -> (TaskReport, Option<Task>)
     where
         H: Fn(Task) -> F,
         F: Future<Output = Outcome> + Send + 'static,
@@ -394,8 +415,8 @@ impl Worker {
             Outcome::Failed(text) | Outcome::Retry(text) => Some(text.clone()),
             Outcome::Completed(_) | Outcome::Abandon => None,
         };
-        let reported = self.report(&id, attempt, outcome).await;
-        TaskReport { id, command, attempt, reported, detail, duration: started.elapsed() }
+        let (reported, next) = self.report(&id, attempt, outcome).await;
+        (TaskReport { id, command, attempt, reported, detail, duration: started.elapsed() }, next)
     }
 
     /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`].
@@ -425,30 +446,48 @@ impl Worker {
         }
     }
 
-    /// Sends the outcome (the client repeats it where that is safe).
-    async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> Reported {
+    /// Sends the outcome (the client repeats it where that is safe); a
+    /// result also claims the next task unless this is the last claim.
+    async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> (Reported, Option<Task>) {
         let sent = match outcome {
             Outcome::Completed(result) => {
                 let body = SubmitResult::completed(attempt, result);
-                self.client.submit_result(id, &body).await.map(|_| Reported::Completed)
+                self.submit(id, &body, Reported::Completed).await
             }
             Outcome::Failed(error) => {
                 let body = SubmitResult::failed(attempt, error);
-                self.client.submit_result(id, &body).await.map(|_| Reported::Failed)
+                self.submit(id, &body, Reported::Failed).await
             }
             Outcome::Retry(reason) => {
-                self.client.nack(id, attempt, None, Some(&reason)).await.map(|nacked| match nacked
-                    .status
-                {
-                    NackStatus::Requeued => Reported::Nacked,
-                    NackStatus::Dlq => Reported::DeadLettered,
+                self.client.nack(id, attempt, None, Some(&reason)).await.map(|nacked| {
+                    let reported = match nacked.status {
+                        NackStatus::Requeued => Reported::Nacked,
+                        NackStatus::Dlq => Reported::DeadLettered,
+                    };
+                    (reported, None)
                 })
             }
             Outcome::Abandon => {
-                self.client.abandon(id, attempt).await.map(|()| Reported::Abandoned)
+                self.client.abandon(id, attempt).await.map(|()| (Reported::Abandoned, None))
             }
         };
-        sent.unwrap_or(Reported::ReportFailed)
+        sent.unwrap_or((Reported::ReportFailed, None))
+    }
+
+    /// Submits a result, with a claim for the next task while claiming
+    /// goes on.
+    async fn submit(
+        &self,
+        id: &str,
+        body: &SubmitResult,
+        reported: Reported,
+    ) -> Result<(Reported, Option<Task>), Error> {
+        if self.once || self.stop.claiming.is_cancelled() {
+            return self.client.submit_result(id, body).await.map(|_| (reported, None));
+        }
+        let claim = ClaimRequest { wait_seconds: Some(0), ..self.claim_request() };
+        let (_, next) = self.client.submit_result_and_claim(id, body, &claim).await?;
+        Ok((reported, next))
     }
 }
 

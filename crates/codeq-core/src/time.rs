@@ -58,22 +58,118 @@ impl Timestamp {
     }
 
     /// Writes the RFC 3339 text into `buffer` and returns it (no
-    /// allocation: the API prints several times per task).
+    /// allocation: the API prints several times per task). The text is
+    /// the `time` crate's (milliseconds with trailing zeros dropped, `Z`
+    /// for UTC); years 0 to 9999 in whole-minute offsets are written
+    /// here directly, anything else through `time`.
     pub fn rfc3339_in(self, offset: UtcOffset, buffer: &mut [u8; RFC3339_MAX_LEN]) -> &str {
+        let written = match self.write_rfc3339(offset, buffer) {
+            Some(written) => written,
+            None => self.format_rfc3339(offset, buffer),
+        };
+        std::str::from_utf8(&buffer[..written]).unwrap_or_default()
+    }
+
+    /// The common case of [`Timestamp::rfc3339_in`], or `None`.
+    fn write_rfc3339(self, offset: UtcOffset, buffer: &mut [u8; RFC3339_MAX_LEN]) -> Option<usize> {
+        /// 10000-01-01T00:00:00Z in milliseconds.
+        const YEAR_10000: i64 = 253_402_300_800_000;
+        if offset.seconds_past_minute() != 0 {
+            return None;
+        }
+        let offset_seconds = i64::from(offset.whole_seconds());
+        let local =
+            self.0.checked_add(offset_seconds * 1000).filter(|ms| (0..YEAR_10000).contains(ms))?;
+        let seconds = u64::try_from(local / 1000).ok()?;
+        let (year, month, day) = civil_from_days(seconds / 86_400);
+        let in_day = seconds % 86_400;
+        let mut out = Digits { buffer, len: 0 };
+        out.number(year, 4);
+        out.byte(b'-');
+        out.number(month, 2);
+        out.byte(b'-');
+        out.number(day, 2);
+        out.byte(b'T');
+        out.number(in_day / 3600, 2);
+        out.byte(b':');
+        out.number(in_day / 60 % 60, 2);
+        out.byte(b':');
+        out.number(in_day % 60, 2);
+        let millis = u64::try_from(local % 1000).ok()?;
+        if millis != 0 {
+            out.byte(b'.');
+            let (digits, width) = match millis {
+                _ if millis % 100 == 0 => (millis / 100, 1),
+                _ if millis % 10 == 0 => (millis / 10, 2),
+                _ => (millis, 3),
+            };
+            out.number(digits, width);
+        }
+        if offset_seconds == 0 {
+            out.byte(b'Z');
+        } else {
+            out.byte(if offset_seconds < 0 { b'-' } else { b'+' });
+            let minutes = offset_seconds.unsigned_abs() / 60;
+            out.number(minutes / 60, 2);
+            out.byte(b':');
+            out.number(minutes % 60, 2);
+        }
+        Some(out.len)
+    }
+
+    /// [`Timestamp::rfc3339_in`] through the `time` crate.
+    fn format_rfc3339(self, offset: UtcOffset, buffer: &mut [u8; RFC3339_MAX_LEN]) -> usize {
         let nanos = i128::from(self.0) * 1_000_000;
         let mut cursor = std::io::Cursor::new(&mut buffer[..]);
         let formatted = OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .map(|at| at.to_offset(offset))
             .ok()
             .and_then(|at| at.format_into(&mut cursor, &Rfc3339).ok());
-        let written = formatted.map_or(0, |_| usize::try_from(cursor.position()).unwrap_or(0));
-        std::str::from_utf8(&buffer[..written]).unwrap_or_default()
+        formatted.map_or(0, |_| usize::try_from(cursor.position()).unwrap_or(0))
     }
 
     /// Whole seconds since the epoch (rounded down).
     pub fn unix_seconds(self) -> i64 {
         self.0.div_euclid(1000)
     }
+}
+
+/// Decimal digits written into a buffer that is known to be long enough.
+struct Digits<'a> {
+    buffer: &'a mut [u8; RFC3339_MAX_LEN],
+    len: usize,
+}
+
+impl Digits<'_> {
+    fn byte(&mut self, byte: u8) {
+        self.buffer[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// `value` zero-padded to `width` digits (`value` has at most `width`).
+    fn number(&mut self, mut value: u64, width: usize) {
+        for at in (self.len..self.len + width).rev() {
+            self.buffer[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.len += width;
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01, for days on or
+/// after it (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -87,6 +183,28 @@ mod tests {
         let offset = UtcOffset::from_hms(2, 0, 0).unwrap();
         assert_eq!(at.to_rfc3339(offset), "2026-03-04T05:06:07.25+02:00");
         assert_eq!(Timestamp::parse_rfc3339(&at.to_rfc3339(offset)), Some(at));
+    }
+
+    #[test]
+    fn rfc3339_text_is_the_time_crates_in_every_case() {
+        let offsets = [(0, 0), (2, 0), (-5, -30), (14, 0), (-12, 0), (5, 45)];
+        let mut at: i64 = -3_000_000_000_000;
+        // Steps that touch every millisecond pattern, leap days and the
+        // edges of the fast path (before 1970, after 9999).
+        while at < 260_000_000_000_000 {
+            for (hours, minutes) in offsets {
+                let offset = UtcOffset::from_hms(hours, minutes, 0).unwrap();
+                let mut fast = [0u8; RFC3339_MAX_LEN];
+                let mut slow = [0u8; RFC3339_MAX_LEN];
+                let slow_len = Timestamp(at).format_rfc3339(offset, &mut slow);
+                assert_eq!(
+                    Timestamp(at).rfc3339_in(offset, &mut fast),
+                    std::str::from_utf8(&slow[..slow_len]).unwrap(),
+                    "{at} in {offset}"
+                );
+            }
+            at += 86_399_987 * 37 + at.rem_euclid(1000);
+        }
     }
 
     #[test]

@@ -49,6 +49,7 @@ use crate::store::embedded::log::OpenError;
 use crate::store::embedded::maintenance;
 use crate::store::redis::{CheckError, RedisOptions, RedisStore};
 use crate::store::{Signals, Store};
+use crate::throughput;
 
 /// Size limits the HTTP layer enforces.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,8 @@ pub struct Shared {
     pub subscriptions: Subscriptions,
     /// Cancel, queue settings, dead letters, listing.
     pub control: Control,
+    /// `ui`: the dashboard is served under `/ui/`.
+    pub ui: bool,
 }
 
 /// Why the server could not start.
@@ -205,7 +208,7 @@ impl App {
         let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_clock(clock.clone()));
         let scheduler = Arc::new(
             Scheduler::new(
                 store.clone(),
@@ -272,6 +275,12 @@ impl App {
                 metrics.clone(),
             )),
             tokio::spawn(dispatcher.run(shutdown.clone())),
+            tokio::spawn(throughput::run(
+                metrics.clone(),
+                store.clone(),
+                Duration::from_secs(1),
+                shutdown.clone(),
+            )),
         ];
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
@@ -312,6 +321,7 @@ impl App {
                 min_bytes_per_second: config.body_min_bytes_per_second,
             },
             metrics,
+            ui: config.ui,
         }));
         let timeouts = ConnectionTimeouts {
             head: Duration::from_secs(config.request_head_timeout_seconds),

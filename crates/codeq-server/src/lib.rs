@@ -14,6 +14,8 @@
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
 //! - [`store`]: the `Store` trait (one atomic call per transition) and its backends.
+//! - [`throughput`]: the last hour of each command's counts, per minute
+//!   (the dashboard's charts).
 //! - [`clock`]: system time, or a clock tests drive.
 
 pub mod app;
@@ -27,3 +29,4 @@ pub mod logging;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod throughput;

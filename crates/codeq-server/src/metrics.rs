@@ -33,7 +33,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::clock::{Clock, SystemClock};
 use crate::store::{EngineStats, HistogramSnapshot, Store, StoreResult};
+use crate::throughput::{Event, Throughput, Totals};
 
 /// Buckets of `codeq_task_processing_latency_seconds`: 1 ms … 1 h.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -146,6 +148,7 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_overdue: Gauge<f64, AtomicU64>,
     engine: Arc<EngineCollector>,
+    throughput: Throughput,
 }
 
 impl Default for Metrics {
@@ -155,8 +158,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Every family registered, no series yet.
+    /// Every family registered, no series yet; the last hour's counts on
+    /// the system clock.
     pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// Every family registered, no series yet; the last hour's counts on
+    /// `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let mut metrics = Self {
             registry: Registry::default(),
             created: Family::default(),
@@ -179,6 +189,7 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             outbox_overdue: Gauge::default(),
             engine: Arc::new(EngineCollector::default()),
+            throughput: Throughput::new(clock),
         };
         metrics.register();
         metrics
@@ -256,6 +267,37 @@ impl Metrics {
     /// A task was stored (not an idempotent replay).
     pub fn task_created(&self, command: &Command) {
         self.created.get_or_create(&command_labels(command)).inc();
+    }
+
+    /// The last hour of counts per command, a minute at a time.
+    pub fn throughput(&self) -> &Throughput {
+        &self.throughput
+    }
+
+    /// What each of `commands` counted since the server started (read
+    /// from the counters above; a series not yet created counts zero).
+    pub fn throughput_totals(&self, commands: &[Command]) -> Vec<(Command, Totals)> {
+        let count = |family: &Family<CommandLabels, Counter>, command: &Command| {
+            family.get(&command_labels(command)).map_or(0, |counter| counter.get())
+        };
+        let ended = |command: &Command, status: ResultStatus| {
+            let labels =
+                StatusLabels { command: CommandLabel(command.clone()), status: status.as_str() };
+            self.completed.get(&labels).map_or(0, |counter| counter.get())
+        };
+        commands
+            .iter()
+            .map(|command| {
+                let mut totals = Totals::default();
+                totals[Event::Created.slot()] = count(&self.created, command);
+                totals[Event::Claimed.slot()] = count(&self.claimed, command);
+                totals[Event::Completed.slot()] = ended(command, ResultStatus::Completed);
+                totals[Event::Failed.slot()] = ended(command, ResultStatus::Failed);
+                totals[Event::Cancelled.slot()] = count(&self.cancelled, command);
+                totals[Event::LeaseExpired.slot()] = count(&self.lease_expired, command);
+                (command.clone(), totals)
+            })
+            .collect()
     }
 
     /// `count` deliveries of `command` were handed out.

@@ -609,6 +609,21 @@ async fn dead_lettering_owes_a_callback(h: &dyn Harness) {
     assert_eq!(due, expected);
 }
 
+async fn a_tasks_owed_callback_is_read_until_it_is_done(h: &dyn Harness) {
+    let store = h.open();
+    let id = create(&*store, vec![hooked("a")]).await[0];
+    assert_eq!(store.callback_owed(id).await.unwrap(), None);
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    store.complete(vec![completion(id, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+    let first = store.callback_owed(id).await.unwrap().expect("a callback is owed");
+    assert_eq!(first.attempts, 0);
+    store.callback_retry(id, first.delivery, 2, at(50)).await.unwrap();
+    let retried = store.callback_owed(id).await.unwrap().expect("still owed");
+    assert_eq!((retried.delivery, retried.attempts, retried.next_at), (first.delivery, 2, at(50)));
+    store.callback_done(id, first.delivery).await.unwrap();
+    assert_eq!(store.callback_owed(id).await.unwrap(), None);
+}
+
 async fn owed_callbacks_survive_a_restart(h: &dyn Harness) {
     let id;
     {
@@ -1090,6 +1105,7 @@ macro_rules! conformance_suite {
                 a_task_with_a_webhook_owes_one_callback_until_it_is_done,
                 dead_lettering_owes_a_callback,
                 owed_callbacks_survive_a_restart,
+                a_tasks_owed_callback_is_read_until_it_is_done,
                 subscriptions_are_stored_renewed_deleted_and_kept_over_a_restart,
                 lapsed_subscriptions_are_removed,
                 a_queue_going_from_empty_to_ready_is_announced_with_its_depth,

@@ -74,6 +74,8 @@ pub struct Settings {
     pub max_live: Option<u32>,
     /// Result callback URL of every task, if any.
     pub webhook: Option<String>,
+    /// Results ask for the next task (`claimNext`).
+    pub claim_next: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -90,6 +92,7 @@ impl fmt::Debug for Settings {
             .field("lease", &self.lease)
             .field("max_live", &self.max_live)
             .field("webhook", &self.webhook)
+            .field("claim_next", &self.claim_next)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +152,7 @@ impl Settings {
             lease: args.lease,
             max_live: args.max_live,
             webhook: args.webhook.clone(),
+            claim_next: args.claim_next,
         })
     }
 
@@ -459,7 +463,12 @@ async fn produce(shared: Arc<Shared>) -> ProducerCounts {
 async fn work(shared: Arc<Shared>) -> WorkerCounts {
     let mut counts = WorkerCounts::default();
     let claim = shared.settings.claim_request(CLAIM_WAIT_SECONDS);
+    let mut next: Option<Task> = None;
     while !shared.stop_workers.load(Ordering::SeqCst) {
+        if let Some(task) = next.take() {
+            next = submit_one(&shared, &task, &mut counts).await;
+            continue;
+        }
         let sent = Instant::now();
         let claimed = match shared.settings.mode {
             BenchMode::Single => shared.client.claim(&claim).await.map(|t| t.into_iter().collect()),
@@ -483,26 +492,40 @@ async fn work(shared: Arc<Shared>) -> WorkerCounts {
         match shared.settings.mode {
             BenchMode::Single => {
                 for task in &tasks {
-                    submit_one(&shared, task, &mut counts).await;
+                    next = submit_one(&shared, task, &mut counts).await;
                 }
             }
             BenchMode::Batch => submit_batch(&shared, &tasks, &mut counts).await,
         }
     }
+    // A task handed over with the last result goes back to the queue.
+    if let Some(task) = next {
+        let _ = shared.client.abandon(&task.id, task.attempts).await;
+    }
     counts
 }
 
-async fn submit_one(shared: &Shared, task: &Task, counts: &mut WorkerCounts) {
+/// Submits `task`'s result; with `--claim-next`, returns the next task
+/// when one came with the answer.
+async fn submit_one(shared: &Shared, task: &Task, counts: &mut WorkerCounts) -> Option<Task> {
     let result = SubmitResult::completed(task.attempts, shared.result.clone());
     let sent = Instant::now();
-    match shared.client.submit_result(&task.id, &result).await {
-        Ok(_) => {
+    let submitted = if shared.settings.claim_next {
+        let claim = shared.settings.claim_request(0);
+        shared.client.submit_result_and_claim(&task.id, &result, &claim).await.map(|(_, next)| next)
+    } else {
+        shared.client.submit_result(&task.id, &result).await.map(|_| None)
+    };
+    match submitted {
+        Ok(next) => {
             counts.result.record(sent.elapsed());
             shared.task_done(task, counts, shared.micros_since_start());
+            next
         }
         Err(err) => {
             result_failed(shared, task, counts);
             shared.failed(err).await;
+            None
         }
     }
 }
@@ -653,6 +676,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         payload_bytes: settings.payload_bytes,
         command: settings.command.clone(),
         webhook: settings.webhook.clone(),
+        claim_next: settings.claim_next,
         ending,
         elapsed_seconds: elapsed.as_secs_f64(),
         created: shared.created.load(Ordering::SeqCst),
@@ -735,6 +759,8 @@ pub struct Report {
     /// The result callback URL every task carried, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Results asked for the next task (`claimNext`).
+    pub claim_next: bool,
     /// How the run ended.
     pub ending: Ending,
     /// From the start to the last acknowledged result (or to the end of an
@@ -795,6 +821,9 @@ impl fmt::Display for Report {
         write!(f, " payload={}B command={}", self.payload_bytes, self.command)?;
         if let Some(webhook) = &self.webhook {
             write!(f, " webhook={webhook}")?;
+        }
+        if self.claim_next {
+            write!(f, " claim-next")?;
         }
         writeln!(f, " server={}", self.base_url)?;
         writeln!(

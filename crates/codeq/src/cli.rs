@@ -395,6 +395,10 @@ pub struct BenchArgs {
     /// mode or with webhookAllowPrivateNetworks).
     #[arg(long, value_name = "URL", conflicts_with = "wakeup")]
     pub webhook: Option<String>,
+    /// Workers ask for their next task with each result (`claimNext`): one
+    /// call per task instead of two while tasks are ready (single mode).
+    #[arg(long, conflicts_with = "wakeup")]
+    pub claim_next: bool,
     /// Measure idle long-poll wake-up latency instead, over N sequential
     /// rounds: a worker waits on the empty queue, one task is created, and
     /// the time from create sent to claim answered is recorded.

@@ -119,6 +119,25 @@ async fn single_mode_completes_every_task_and_times_each_cycle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_claim_next_results_bring_the_next_task() {
+    let server = Server::start().await;
+    // Producers first, then workers find a backlog: most tasks come with
+    // a result rather than from a claim.
+    let extra = ["--count", "300", "--producers", "4", "--workers", "2", "--claim-next"];
+
+    let report = bench::run(settings(&server.base, &extra)).await.unwrap();
+
+    assert_eq!(report.ending, Ending::Complete);
+    assert!(report.claim_next);
+    assert_eq!((report.created, report.completed, report.latency.result.count), (300, 300, 300));
+    assert!(report.latency.claim.count < 300, "{} claims", report.latency.claim.count);
+    assert_eq!((report.errors.create, report.errors.claim, report.errors.result), (0, 0, 0));
+    server.assert_queue_idle().await;
+    assert_eq!(server.finished_tasks().await, 300);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_mode_times_requests_but_counts_tasks() {
     let server = Server::start().await;
     let extra = ["--mode", "batch", "--batch-size", "40", "--count", "250", "--workers", "3"];

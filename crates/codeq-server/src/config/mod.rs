@@ -177,6 +177,8 @@ pub struct Config {
     /// `shutdownGraceSeconds`: how long in-flight requests may take to
     /// finish after SIGINT/SIGTERM. Default 30.
     pub shutdown_grace_seconds: u64,
+    /// `ui`: serve the web dashboard under `/ui/`. Default true.
+    pub ui: bool,
     /// `maxInFlightCalls`: storage calls served at once; a request beyond
     /// it is answered 503 `overloaded` with `Retry-After` instead of
     /// queueing without end (parked long polls do not count). At least 1.
@@ -259,6 +261,7 @@ impl Default for Config {
             result_webhook_max_backoff_seconds: 60,
             public_base_url: None,
             shutdown_grace_seconds: 30,
+            ui: true,
             max_in_flight_calls: 1024,
             request_head_timeout_seconds: 10,
             keep_alive_timeout_seconds: 60,
@@ -575,6 +578,7 @@ impl Config {
                 .map(|url| url.trim_end_matches('/').to_string()),
             shutdown_grace_seconds: pick(layer.shutdown_grace_seconds, d.shutdown_grace_seconds)
                 .value,
+            ui: pick(layer.ui, d.ui).value,
             max_in_flight_calls: pick(layer.max_in_flight_calls, d.max_in_flight_calls).value,
             request_head_timeout_seconds: pick(
                 layer.request_head_timeout_seconds,

@@ -153,6 +153,7 @@ config_keys! {
     local_artifacts_dir: PathBuf = "localArtifactsDir" ["LOCAL_ARTIFACTS_DIR"];
     public_base_url: String = "publicBaseUrl" => value::http_url;
     shutdown_grace_seconds: u64 = "shutdownGraceSeconds";
+    ui: bool = "ui";
     max_in_flight_calls: usize = "maxInFlightCalls" => value::positive;
     request_head_timeout_seconds: u64 = "requestHeadTimeoutSeconds" => value::positive;
     keep_alive_timeout_seconds: u64 = "keepAliveTimeoutSeconds" => value::positive;

@@ -92,6 +92,7 @@ const SAMPLES: &[Sample] = &[
     ("localArtifactsDir", "/srv/artifacts", &[]),
     ("publicBaseUrl", "https://queue.example", &[]),
     ("shutdownGraceSeconds", "5", &[]),
+    ("ui", "false", &[]),
     ("maxInFlightCalls", "64", &[]),
     ("requestHeadTimeoutSeconds", "5", &[]),
     ("keepAliveTimeoutSeconds", "30", &[]),
@@ -190,6 +191,7 @@ fn defaults_match_the_spec_table() {
     assert_eq!(config.local_artifacts_dir, PathBuf::from("./codeq-data/artifacts"));
     assert_eq!(config.public_base_url, None);
     assert_eq!(config.shutdown_grace_seconds, 30);
+    assert!(config.ui);
     assert_eq!(config.request_head_timeout_seconds, 10);
     assert_eq!(config.keep_alive_timeout_seconds, 60);
     assert_eq!(config.body_read_timeout_seconds, 10);

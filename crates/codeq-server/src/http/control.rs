@@ -218,9 +218,9 @@ pub async fn resume(
 
 /// The query of a listing, as text (checked by hand, so that a bad
 /// value gets the API's JSON error).
-type RawQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type RawQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn query(raw: RawQuery) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(raw: RawQuery) -> Result<HashMap<String, String>, ApiError> {
     raw.map(|Query(fields)| fields)
         .map_err(|rejection| ApiError::field(format!("query: {}", rejection.body_text())))
 }

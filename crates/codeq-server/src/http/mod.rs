@@ -13,12 +13,14 @@
 //! - [`body`]: per-route body limits, the budget of bodies in flight, body
 //!   timeouts, the `Body` extractor and JSON parsing.
 //! - [`extract`]: the caller's principal, path parameters.
-//! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`control`], [`ops`]: the
-//!   endpoints; [`views`]:
+//! - [`tasks`], [`workers`], [`subscriptions`], [`admin`], [`control`],
+//!   [`insight`], [`ops`]: the endpoints; [`views`]:
 //!   their JSON; [`error`]: `ApiError`.
 //! - [`openapi`]: the OpenAPI document of the routes below ([`routes`] is
 //!   the one list both the router and the document's test read).
 //! - [`observe`]: per request, the log line and the HTTP metrics.
+//! - [`ui`]: the web dashboard's files under `/ui/` (not part of the API,
+//!   nor of its document), with their security headers.
 
 pub mod admin;
 pub mod body;
@@ -26,6 +28,7 @@ pub mod connection;
 pub mod control;
 pub mod error;
 pub mod extract;
+pub mod insight;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
@@ -33,6 +36,7 @@ pub mod request_head;
 pub mod serve;
 pub mod subscriptions;
 pub mod tasks;
+pub mod ui;
 pub mod views;
 pub mod workers;
 
@@ -43,7 +47,6 @@ use axum::http::{HeaderName, Method};
 use axum::middleware;
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Router};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use self::body::{BodyLimits, RouteBodyLimit};
 use self::error::ApiError;
@@ -123,6 +126,9 @@ pub fn routes(limits: &BodyLimits) -> Vec<Route> {
             .limit(limits.create_batch),
         Route::post("/v1/codeq/admin/queues/{command}/dlq/purge", control::purge)
             .limit(limits.create_batch),
+        Route::get("/v1/codeq/admin/tasks/{id}", insight::task),
+        Route::get("/v1/codeq/admin/throughput", insight::throughput),
+        Route::get("/v1/codeq/admin/workers", insight::workers),
         Route::get("/healthz", ops::healthz),
         Route::get("/readyz", ops::readyz),
         Route::get("/metrics", ops::metrics),
@@ -130,10 +136,12 @@ pub fn routes(limits: &BodyLimits) -> Vec<Route> {
     ]
 }
 
-/// The path templates of [`routes`], each once (the `route` labels).
+/// The path templates of [`routes`] and of the dashboard, each once (the
+/// `route` labels).
 static ROUTE_PATHS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     let mut paths: Vec<&'static str> = route_table().into_iter().map(|(_, path)| path).collect();
     paths.dedup();
+    paths.extend(ui::PATHS);
     paths
 });
 
@@ -150,14 +158,14 @@ pub fn router(state: AppState) -> Router {
         // Two methods of one path merge into one method router.
         router = router.route(route.path, route.handler);
     }
+    if state.ui {
+        router = router.merge(ui::router());
+    }
     router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request_head::check))
         .layer(middleware::from_fn_with_state(state.clone(), observe::request))
         .with_state(state)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 async fn unknown_route() -> ApiError {

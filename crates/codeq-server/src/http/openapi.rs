@@ -49,7 +49,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         renew_subscription, delete_subscription, list_queues, get_queue, get_queue_stats,
         cleanup, healthz, readyz, metrics, openapi_json, cancel_task, cancel_tasks, list_tasks,
         get_settings, put_settings, pause_queue, resume_queue, list_dead_letters,
-        replay_dead_letters, purge_dead_letters
+        replay_dead_letters, purge_dead_letters, get_task_detail, get_throughput, get_workers
     ),
     modifiers(&BearerAuth),
     tags(
@@ -368,6 +368,7 @@ pub struct ArtifactUpload {
 
 /// `POST /v1/codeq/tasks/{id}/result`.
 #[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
 pub struct SubmitResult {
     /// Outcome.
     status: ResultStatus,
@@ -380,6 +381,10 @@ pub struct SubmitResult {
     artifacts: Option<Vec<ArtifactUpload>>,
     /// The delivery this call belongs to (fencing).
     attempt: Option<u32>,
+    /// A claim answered with the result once it is stored (needs scope
+    /// `codeq:claim`; checked before the result is stored): the answer's
+    /// `next` is the task claimed, absent when none is ready.
+    claim_next: Option<Claim>,
 }
 
 /// One item of a batch of results.
@@ -441,6 +446,9 @@ pub struct ResultRecord {
     /// When the task became terminal.
     #[schema(format = DateTime)]
     completed_at: String,
+    /// The task claimed next (only in the answer to a result submitted
+    /// with `claimNext`, when a task was ready).
+    next: Option<Task>,
 }
 
 /// One stored result of a batch.
@@ -702,6 +710,145 @@ pub struct SubscriptionAnswer {
 pub struct Health {
     /// `ok` (healthz) or `ready` (readyz).
     status: String,
+}
+
+/// One command's counts per minute, oldest first (`minutes` numbers each).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CommandSeries {
+    /// The command.
+    command: String,
+    /// Tasks created.
+    created: Vec<u64>,
+    /// Deliveries (claims).
+    claimed: Vec<u64>,
+    /// Tasks completed.
+    completed: Vec<u64>,
+    /// Tasks failed, dead letters included.
+    failed: Vec<u64>,
+    /// Tasks cancelled.
+    cancelled: Vec<u64>,
+    /// Leases that ran out.
+    lease_expired: Vec<u64>,
+}
+
+/// The last hour of traffic, a minute at a time (in memory since the
+/// server started; sampled once a second).
+#[derive(ToSchema)]
+pub struct Throughput {
+    /// The start of the oldest minute.
+    #[schema(format = DateTime)]
+    from: String,
+    /// Minutes per series (60).
+    minutes: u32,
+    /// Commands with traffic in the hour (or the one asked for).
+    commands: Vec<CommandSeries>,
+}
+
+/// A worker the server knows of: leases it holds, subscriptions it keeps.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct WorkerSummary {
+    /// The worker's `sub`.
+    worker_id: String,
+    /// Leases held (among those listed).
+    leases: u64,
+    /// Commands of those leases.
+    commands: Vec<String>,
+    /// The soonest of their ends.
+    #[schema(format = DateTime)]
+    next_lease_end: Option<String>,
+    /// Live subscriptions.
+    subscriptions: u64,
+}
+
+/// A lease held now.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Lease {
+    /// The task.
+    #[schema(format = "uuid")]
+    task_id: String,
+    /// Its command.
+    command: String,
+    /// The worker holding it.
+    worker_id: String,
+    /// When it ends.
+    #[schema(format = DateTime)]
+    lease_until: Option<String>,
+    /// The delivery number.
+    attempts: u32,
+}
+
+/// A subscription that has not lapsed.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct SubscriptionInfo {
+    /// Its id.
+    subscription_id: String,
+    /// Its owner.
+    worker_id: String,
+    /// Where notifications go.
+    callback_url: String,
+    /// Commands listened to (`*`: the token's all).
+    event_types: Vec<String>,
+    /// How notifications are spread.
+    delivery_mode: DeliveryMode,
+    /// The group, for `group` delivery.
+    group_id: Option<String>,
+    /// Least seconds between two notifications.
+    min_interval_seconds: u64,
+    /// When it lapses unless renewed.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// The workers the server knows of.
+#[derive(ToSchema)]
+pub struct Workers {
+    /// By worker id.
+    workers: Vec<WorkerSummary>,
+    /// Leases held, up to `limit`.
+    leases: Vec<Lease>,
+    /// More leases are held than listed.
+    truncated: bool,
+    /// Live subscriptions.
+    subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// Where a task's result callback stands.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct WebhookState {
+    /// `waiting` (the task has not ended), `owed` (being delivered) or
+    /// `settled` (delivered, or given up).
+    state: String,
+    /// Attempts made, while owed.
+    attempts: Option<u32>,
+    /// The next attempt, while owed.
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    /// `X-CodeQ-Delivery`, while owed.
+    delivery_id: Option<String>,
+}
+
+/// One task as an operator sees it.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct TaskDetail {
+    /// The task, with its payload.
+    task: Task,
+    /// The worker of its last delivery.
+    last_worker_id: Option<String>,
+    /// It ended in the dead-letter queue.
+    dead_lettered: bool,
+    /// When it is (or was) claimable.
+    #[schema(format = DateTime)]
+    visible_at: String,
+    /// Its result, once it has ended.
+    result: Option<ResultRecord>,
+    /// Its result callback, when it has a webhook.
+    webhook: Option<WebhookState>,
 }
 
 // --------------------------------------------------------------- answers
@@ -982,3 +1129,23 @@ fn replay_dead_letters() {}
     responses((status = 200, description = "The dead letters deleted", body = Purged),
         AuthErrors, BodyErrors, ServerErrors))]
 fn purge_dead_letters() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/tasks/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, description = "The task with its result and callback", body = TaskDetail),
+        AuthErrors, TaskErrors, ServerErrors))]
+fn get_task_detail() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/throughput", tag = "admin", security(("bearer" = [])),
+    params(("command" = Option<String>, Query, description = "Only this command")),
+    responses((status = 200, description = "The last hour per minute", body = Throughput),
+        (status = 400, description = "A bad query field", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn get_throughput() {}
+
+#[utoipa::path(get, path = "/v1/codeq/admin/workers", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<u32>, Query, description = "Most leases listed, 1..10000; default 1000")),
+    responses((status = 200, description = "Leases held and live subscriptions, by worker", body = Workers),
+        (status = 400, description = "A bad query field", body = ErrorBody),
+        AuthErrors, ServerErrors))]
+fn get_workers() {}

@@ -12,8 +12,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, Version, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 
@@ -27,15 +25,8 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// two limits above.
 pub const PARSER_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Middleware: refuses a request whose head breaks a rule of this module.
-pub async fn check(request: Request, next: Next) -> Response {
-    match check_head(&request) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-fn check_head(request: &Request) -> Result<(), ApiError> {
+/// Refuses a request whose head breaks a rule of this module.
+pub fn check_head(request: &Request) -> Result<(), ApiError> {
     let uri = request.uri();
     let uri_bytes = uri.path_and_query().map_or(0, |target| target.as_str().len())
         + uri.authority().map_or(0, |authority| authority.as_str().len());

@@ -134,22 +134,28 @@ impl<'de> Deserialize<'de> for AnyInteger {
 /// Valid JSON text without the whitespace between its tokens (the compact
 /// form the API stores and returns), keys in the producer's order.
 pub fn compact_json(text: &str) -> String {
+    let bytes = text.as_bytes();
     let mut compact = String::with_capacity(text.len());
     let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
+    // Runs of kept bytes are copied whole; every byte looked at is ASCII
+    // punctuation or whitespace, so a run never splits a character.
+    let mut run_start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
         if in_string {
-            compact.push(c);
-            match c {
+            match byte {
                 _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
                 _ => {}
             }
-        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
-            in_string = c == '"';
-            compact.push(c);
+        } else if matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            compact.push_str(&text[run_start..at]);
+            run_start = at + 1;
+        } else if byte == b'"' {
+            in_string = true;
         }
     }
+    compact.push_str(&text[run_start..]);
     compact
 }
 
@@ -386,6 +392,7 @@ mod tests {
         assert_eq!(compact_json(text), r#"{"a b":[1,2,3],"q\" x":" \\ ","z":{}}"#);
         let value: Value = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::from_str::<Value>(&compact_json(text)).unwrap(), value);
+        assert_eq!(compact_json("{ \"ü\" :\t\"ø x→\" }\n"), "{\"ü\":\"ø x→\"}");
     }
 
     #[test]

@@ -125,6 +125,17 @@ impl<'a> ResultView<'a> {
     }
 }
 
+/// A result and the worker's next task (`claimNext`).
+#[derive(Debug, Serialize)]
+pub struct ResultAndNext<'a> {
+    /// The stored result.
+    #[serde(flatten)]
+    pub result: ResultView<'a>,
+    /// The task claimed next, when one was ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<TaskView<'a>>,
+}
+
 /// `{"tasks": [...]}`.
 #[derive(Debug, Serialize)]
 pub struct TasksBody<'a> {

@@ -19,9 +19,9 @@ use super::body::{Body, parse_json};
 use super::error::ApiError;
 use super::extract::{PathText, Worker, scope};
 use super::tasks::{AnyInteger, check_batch_size, error_item, task_id};
-use super::views::{ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
+use super::views::{ResultAndNext, ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
-use crate::auth::{EventTypes, Principal};
+use crate::auth::{EventTypes, Principal, Scope};
 use crate::service::artifacts::{ArtifactUpload, Prepared};
 use crate::service::scheduler::ClaimRequest;
 use crate::store::{CommandFilter, Completion, Fence, Retried, TransitionError};
@@ -232,6 +232,8 @@ struct ResultBody<'a, Id = IgnoredAny> {
     #[serde(borrow, default)]
     artifacts: Vec<ArtifactBody<'a>>,
     attempt: Option<u32>,
+    /// A claim answered with the result (the single result route only).
+    claim_next: Option<ClaimBody>,
 }
 
 /// `COMPLETED` or `FAILED`, with an error that says so (serde's own
@@ -320,24 +322,39 @@ async fn prepare_completion<Id>(
     })
 }
 
-/// `POST /v1/codeq/tasks/:id/result`
+/// `POST /v1/codeq/tasks/:id/result`; with `claimNext`, the answer also
+/// carries the worker's next task (`next`, absent when none is ready),
+/// claimed once the result is durable.
 pub async fn submit_result(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Result>,
     PathText(id): PathText,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ResultBody = body.json()?;
+    let mut request: ResultBody = body.json()?;
     let id = task_id(id.as_deref())?;
+    // Checked before the result is stored: a bad claim stores nothing.
+    let claim_next = match request.claim_next.take() {
+        Some(claim) => {
+            worker.require_scope(Scope::Claim)?;
+            Some(claim.validate(&worker, app.scheduler.policy().max_lease_seconds, 1)?)
+        }
+        None => None,
+    };
     let completion = prepare_completion(&app, &worker, id, &body, request).await?;
     let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
-    match outcome {
-        Some(Ok(completed)) => {
-            Ok(Json(ResultView::new(completed.record(), app.offset)).into_response())
-        }
-        Some(Err(refused)) => Err(refused.into()),
-        None => Err(ApiError::internal("complete returned nothing")),
-    }
+    let completed = match outcome {
+        Some(Ok(completed)) => completed,
+        Some(Err(refused)) => return Err(refused.into()),
+        None => return Err(ApiError::internal("complete returned nothing")),
+    };
+    let result = ResultView::new(completed.record(), app.offset);
+    let Some(claim) = claim_next else {
+        return Ok(Json(result).into_response());
+    };
+    let claimed = app.scheduler.claim(&claim).await?;
+    let next = claimed.first().map(|task| TaskView::new(task, app.offset));
+    Ok(Json(ResultAndNext { result, next }).into_response())
 }
 
 /// A batch of results: each item is borrowed from the body, unparsed.
@@ -373,6 +390,10 @@ async fn prepare_item(
     let Some(label) = submission.task_id.take() else {
         return (String::new(), Err(ApiError::field("taskId is required")));
     };
+    if submission.claim_next.is_some() {
+        let refused = ApiError::field("claimNext is taken by the single result route only");
+        return (label, Err(refused));
+    }
     let completion = match task_id(Some(&label)) {
         Ok(id) => prepare_completion(app, worker, id, body, submission).await,
         Err(error) => Err(error),

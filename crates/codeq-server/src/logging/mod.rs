@@ -5,7 +5,7 @@
 //! stderr on the request's own thread cost a system call per request (and
 //! a stall whenever stderr was slow to drain). Lines are instead appended
 //! to a shared buffer, and a thread of their own writes whatever has
-//! gathered with one call. The thread lingers [`LINGER`] after the first
+//! gathered with one call. The thread lingers 10 ms after the first
 //! line of a batch, so that under load a write carries hundreds of lines
 //! and a caller wakes the thread once per batch, not once per line. Order
 //! is kept. The buffer is bounded: a writer that finds it full waits for

@@ -1,5 +1,7 @@
 //! Queue control: cancelling tasks, per-command settings (pause, flow
-//! limits), the dead-letter queue (list, replay, purge) and task listing.
+//! limits), the dead-letter queue (list, replay, purge) and task listing;
+//! and what an operator looks at: the leases held, one task with its
+//! result and callback.
 //!
 //! The store decides each change atomically (`lifecycle::cancel`,
 //! `lifecycle::replay`, the settings record); this layer checks who may
@@ -8,12 +10,16 @@
 
 use std::sync::Arc;
 
-use codeq_core::{Command, QueueSettings, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use codeq_core::{
+    Command, QueueSettings, ResultRecord, Task, TaskId, TaskState, TaskStatus, Timestamp,
+};
 
 use super::artifacts::Artifacts;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{DeadLetterFilter, DeadLetterKey, Store, StoreResult, TransitionError};
+use crate::store::{
+    DeadLetterFilter, DeadLetterKey, OwedCallback, Store, StoreResult, TransitionError,
+};
 
 /// Most ids one replay or purge touches.
 pub const MAX_BULK: usize = 10_000;
@@ -44,6 +50,41 @@ pub struct Page<C> {
     pub tasks: Vec<Task>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<C>,
+}
+
+/// A lease held now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its command.
+    pub command: Command,
+    /// The worker (`sub`) holding it.
+    pub worker_id: String,
+    /// When the lease ends.
+    pub lease_until: Option<Timestamp>,
+    /// Its delivery number.
+    pub attempts: u32,
+}
+
+/// Leases held now, and whether there were more than were read.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    /// Newest delivery first within each command, commands by name.
+    pub leases: Vec<Lease>,
+    /// More leases are held than `leases` shows.
+    pub truncated: bool,
+}
+
+/// One task as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct TaskDetail {
+    /// The task.
+    pub task: Task,
+    /// Its result record, once it has ended.
+    pub result: Option<ResultRecord>,
+    /// The result callback it still owes, if any.
+    pub callback: Option<OwedCallback>,
 }
 
 /// The queue-control service. Cheap to clone.
@@ -212,6 +253,56 @@ impl Control {
         }
         self.metrics.dead_letters_purged(command, purged.len() as u64);
         Ok(purged)
+    }
+
+    /// Up to `limit` leases held now, read command by command from the
+    /// in-progress index (no task body is read).
+    pub async fn leases(&self, limit: usize) -> StoreResult<Leases> {
+        let mut leases = Vec::new();
+        let mut truncated = false;
+        for queue in self.store.all_queue_stats().await? {
+            if queue.in_progress == 0 {
+                continue;
+            }
+            let room = limit - leases.len();
+            if room == 0 {
+                truncated = true;
+                break;
+            }
+            let ids = self
+                .store
+                .list_tasks(Some(&queue.command), Some(TaskStatus::InProgress), None, room + 1)
+                .await?;
+            truncated |= ids.len() > room;
+            for id in ids.into_iter().take(room) {
+                // A task that moved on since the index was read is left out.
+                let Some(state) = self.store.get_state(id).await? else { continue };
+                let (TaskStatus::InProgress, Some(worker_id)) = (state.status, state.worker_id)
+                else {
+                    continue;
+                };
+                leases.push(Lease {
+                    task_id: id,
+                    command: queue.command.clone(),
+                    worker_id,
+                    lease_until: state.lease_until,
+                    attempts: state.attempts,
+                });
+            }
+        }
+        Ok(Leases { leases, truncated })
+    }
+
+    /// Task `id` with its result and owed callback; `None` when unknown.
+    pub async fn task_detail(&self, id: TaskId) -> StoreResult<Option<TaskDetail>> {
+        let Some(task) = self.store.get_task(id).await? else { return Ok(None) };
+        let terminal = task.state.status.is_terminal();
+        let result = if terminal { self.store.get_result(id).await? } else { None };
+        let callback = match &task.webhook {
+            Some(_) if terminal => self.store.callback_owed(id).await?,
+            _ => None,
+        };
+        Ok(Some(TaskDetail { task, result, callback }))
     }
 
     async fn read_all(&self, ids: Vec<TaskId>) -> StoreResult<Vec<Task>> {

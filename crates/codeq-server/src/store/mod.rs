@@ -159,6 +159,17 @@ pub struct DueCallback {
     pub attempts: u32,
 }
 
+/// A result callback still owed: not yet delivered, not given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwedCallback {
+    /// Its delivery series (`X-CodeQ-Delivery`).
+    pub delivery: uuid::Uuid,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_at: Timestamp,
+}
+
 /// A dead letter's place in its command's dead-letter queue: when it
 /// failed, then its id (pages are newest first).
 pub type DeadLetterKey = (Timestamp, TaskId);
@@ -307,6 +318,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the next owed callback is due, and how many are owed.
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize);
+
+    /// The result callback task `id` owes, while it owes one: from the
+    /// transition that ended the task until the callback is delivered or
+    /// given up.
+    async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>>;
 
     /// Cancels tasks, each on its own: a pending, delayed or in-progress
     /// task becomes `CANCELLED` with a result record (and a callback when

@@ -33,6 +33,8 @@ pub const LIMITED: &str = "t-limited";
 pub const LIMITED_PRODUCER: &str = "t-limited-producer";
 /// Worker `w4` of worker group `g1`: only command `allowed`.
 pub const GROUPED: &str = "t-grouped";
+/// A worker that may submit results but not claim.
+pub const REPORTER: &str = "t-reporter";
 
 /// The static tokens every test server accepts.
 pub fn test_tokens() -> Vec<StaticTokenConfig> {
@@ -47,7 +49,10 @@ pub fn test_tokens() -> Vec<StaticTokenConfig> {
     let mut grouped = token(GROUPED, TokenKind::Worker, "w4");
     grouped.event_types = Some(vec!["allowed".into()]);
     grouped.worker_group = Some("g1".into());
+    let mut reporter = token(REPORTER, TokenKind::Worker, "w1");
+    reporter.scopes = Some(vec!["codeq:result".into()]);
     vec![
+        reporter,
         grouped,
         limited_producer,
         admin,

@@ -102,6 +102,57 @@ async fn a_task_goes_through_claim_heartbeat_and_result() {
 }
 
 #[tokio::test]
+async fn a_result_with_claim_next_answers_the_next_task_once_the_result_is_stored() {
+    let app = TestApp::spawn().await;
+    let first = app.create_simple("render").await;
+    let second = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let app = &app;
+    let submit = |id: &str, body: serde_json::Value| {
+        let path = format!("/tasks/{id}/result");
+        async move { app.post(&path, WORKER, body).await }
+    };
+    let done = json!({ "status": "COMPLETED", "result": {}, "attempt": 1 });
+    let with_next = |claim: serde_json::Value| {
+        let mut body = done.clone();
+        body["claimNext"] = claim;
+        body
+    };
+
+    // Refused before anything is stored: a bad claim, a token without
+    // the claim scope.
+    let bad = submit(&first, with_next(json!({ "leaseSeconds": 0 }))).await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_field"), "{:?}", bad.body);
+    let path = format!("/tasks/{first}/result");
+    let unscoped = app.post(&path, REPORTER, with_next(json!({}))).await;
+    assert_eq!((unscoped.status, unscoped.code()), (403, "missing_scope"));
+    assert_eq!(app.task(&first).await["status"], "IN_PROGRESS");
+
+    let answered = submit(&first, with_next(json!({ "commands": ["render"] }))).await;
+    assert_eq!(answered.status, 200, "{:?}", answered.body);
+    assert_eq!((answered.str("taskId"), answered.str("status")), (first.as_str(), "COMPLETED"));
+    let next = &answered.body["next"];
+    assert_eq!(
+        (next["id"].as_str(), next["status"].as_str()),
+        (Some(&*second), Some("IN_PROGRESS"))
+    );
+    assert_eq!(app.task(&second).await["workerId"], "w1");
+
+    let last = submit(&second, with_next(json!({ "commands": ["render"] }))).await;
+    assert_eq!(last.status, 200);
+    assert!(last.body.get("next").is_none(), "nothing ready: no next: {:?}", last.body);
+
+    let batch = app
+        .post(
+            "/tasks/batch/results",
+            WORKER,
+            json!({ "results": [{ "taskId": second, "status": "COMPLETED", "result": {}, "claimNext": {} }] }),
+        )
+        .await;
+    assert_eq!(batch.body["results"][0]["code"], "invalid_field", "{:?}", batch.body);
+}
+
+#[tokio::test]
 async fn a_failed_result_is_terminal_but_not_dead_lettered() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;

@@ -53,8 +53,8 @@ use self::state::{DeadWindow, Subscribed, Tasks};
 use crate::config::Durability;
 use crate::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, DeadLetterKey,
-    DueCallback, Expired, Expiry, Fence, LeaseEnd, Retried, Signals, Store, StoreError,
-    StoreResult, TransitionError,
+    DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals, Store,
+    StoreError, StoreResult, TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -712,6 +712,22 @@ impl Store for EmbeddedStore {
 
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
         self.lock().tasks.owed_summary()
+    }
+
+    async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>> {
+        let (found, seq) = {
+            let core = self.lock();
+            match core.tasks.owed(id) {
+                Some(owed) => {
+                    let Callback { delivery, attempts, next_at } = owed.callback;
+                    (Some(OwedCallback { delivery, attempts, next_at }), owed.seq)
+                }
+                // Nothing owed may be the news of a batch not yet durable.
+                None => (None, core.appender.last_seq()),
+            }
+        };
+        self.durable(seq).await?;
+        Ok(found)
     }
 
     async fn cancel(

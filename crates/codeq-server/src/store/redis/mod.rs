@@ -51,8 +51,8 @@ use self::reply::{Fields, Reply};
 use self::scripts::{Args, Scripts};
 use crate::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, DeadLetterKey,
-    DueCallback, Expired, Expiry, Fence, LeaseEnd, Retried, Signals, Store, StoreError,
-    StoreResult, TransitionError,
+    DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals, Store,
+    StoreError, StoreResult, TransitionError,
 };
 
 /// Whose clock the scripts use.
@@ -710,6 +710,11 @@ impl Store for RedisStore {
 
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
         self.hints().outbox
+    }
+
+    async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>> {
+        let Some(fields) = self.read(id, &["ob", "oa", "on"]).await? else { return Ok(None) };
+        reply::owed(&fields)
     }
 
     async fn cancel(

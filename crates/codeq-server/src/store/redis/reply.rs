@@ -15,7 +15,7 @@ use codeq_core::{
 };
 use serde_json::Value;
 
-use crate::store::{StoreError, StoreResult, TransitionError};
+use crate::store::{OwedCallback, StoreError, StoreResult, TransitionError};
 
 /// One script's answer.
 #[derive(Debug)]
@@ -198,6 +198,17 @@ pub fn result(id: TaskId, fields: &Fields) -> StoreResult<Option<ResultRecord>> 
         artifacts: artifacts.unwrap_or_default(),
         worker_id: optional(fields, "rw").unwrap_or_default(),
         completed_at: time(fields, "rc")?.unwrap_or(Timestamp(0)),
+    }))
+}
+
+/// The callback a task's hash says it owes, if any (fields `ob` delivery,
+/// `oa` attempts made, `on` next attempt).
+pub fn owed(fields: &Fields) -> StoreResult<Option<OwedCallback>> {
+    let Some(delivery) = fields.get("ob") else { return Ok(None) };
+    Ok(Some(OwedCallback {
+        delivery: delivery.parse().map_err(|_| corrupt(format!("delivery {delivery}")))?,
+        attempts: fields.get("oa").map_or(Ok(0), |text| text.parse()).map_err(corrupt)?,
+        next_at: time(fields, "on")?.unwrap_or(Timestamp(0)),
     }))
 }
 
