@@ -364,7 +364,20 @@ struct Load {
     created: Vec<(String, bool)>,
     completed: HashSet<String>,
     statuses: BTreeMap<u16, usize>,
+    /// 503 answers without a `Retry-After` header.
+    no_retry_after: usize,
     errors: Vec<String>,
+}
+
+impl Load {
+    /// Counts an answer's status (and a 503 without `Retry-After`).
+    fn saw(&mut self, response: &reqwest::Response) {
+        let status = response.status().as_u16();
+        *self.statuses.entry(status).or_default() += 1;
+        if status == 503 && !response.headers().contains_key("retry-after") {
+            self.no_retry_after += 1;
+        }
+    }
 }
 
 async fn produce(
@@ -390,7 +403,7 @@ async fn produce(
             }
         };
         let status = response.status().as_u16();
-        *load.lock().unwrap().statuses.entry(status).or_default() += 1;
+        load.lock().unwrap().saw(&response);
         if status == 202 {
             let task: Value = response.json().await.unwrap();
             let id = task["id"].as_str().unwrap().to_string();
@@ -417,7 +430,7 @@ async fn consume(
             }
         };
         let status = response.status().as_u16();
-        *load.lock().unwrap().statuses.entry(status).or_default() += 1;
+        load.lock().unwrap().saw(&response);
         if status != 200 {
             continue;
         }
@@ -429,7 +442,7 @@ async fn consume(
             Ok(response) => {
                 let status = response.status().as_u16();
                 let mut load = load.lock().unwrap();
-                *load.statuses.entry(status).or_default() += 1;
+                load.saw(&response);
                 if status == 200 {
                     load.completed.insert(id);
                 }
@@ -509,6 +522,7 @@ async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
         recovered_after.as_secs_f64()
     );
     assert!(load.errors.is_empty(), "transport errors: {:?}", load.errors);
+    assert_eq!(load.no_retry_after, 0, "every 503 carries Retry-After");
     let unexpected: Vec<_> =
         load.statuses.keys().filter(|status| ![200, 202, 204, 503].contains(*status)).collect();
     assert!(unexpected.is_empty(), "statuses other than 2xx and 503: {:?}", load.statuses);
