@@ -47,6 +47,7 @@ use crate::service::{reaper, retention};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::log::OpenError;
 use crate::store::embedded::maintenance;
+use crate::store::redis::{CheckError, RedisOptions, RedisStore};
 use crate::store::{Signals, Store};
 use crate::throughput;
 
@@ -249,6 +250,7 @@ impl App {
             },
             offset: config.timezone,
             metrics: metrics.clone(),
+            lease: callback_lease(config.webhook_timeout_seconds),
         };
         let subscriptions = Subscriptions {
             store: store.clone(),
@@ -529,9 +531,53 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             );
             Ok(store)
         }
-        StorageKind::Redis => Err(StartError::Refused(
-            "storage: redis is not available in this build yet; use storage: embedded".into(),
-        )),
+        StorageKind::Redis => open_redis(config, signals).await,
+    }
+}
+
+/// How long a result callback taken for delivery is kept from the other
+/// replicas: two attempts' timeouts and a margin for reading the task.
+fn callback_lease(webhook_timeout_seconds: u64) -> Duration {
+    Duration::from_secs(webhook_timeout_seconds.saturating_mul(2).saturating_add(5))
+}
+
+/// How long start-up waits for Redis to answer before giving up.
+const REDIS_START_WAIT: Duration = Duration::from_secs(30);
+
+/// Opens the Redis store: waits (up to [`REDIS_START_WAIT`]) until Redis
+/// answers, then refuses (exit 2) a server configured to evict keys.
+async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn Store>, StartError> {
+    let options = RedisOptions::from_addr(
+        &config.redis_addr,
+        config.redis_password.as_ref().map(|secret| secret.expose().to_string()),
+        config.redis_db,
+        &config.redis_key_prefix,
+    );
+    let deadline = tokio::time::Instant::now() + REDIS_START_WAIT;
+    loop {
+        match RedisStore::open_checked(options.clone(), signals.clone()).await {
+            Ok((store, durability)) => {
+                tracing::info!(
+                    addr = %config.redis_addr,
+                    prefix = %config.redis_key_prefix,
+                    ?durability,
+                    "storage opened (Redis)"
+                );
+                return Ok(store);
+            }
+            Err(CheckError::Refused(why)) => return Err(StartError::Refused(why)),
+            Err(CheckError::Unreachable(error)) if tokio::time::Instant::now() >= deadline => {
+                return Err(StartError::Other(anyhow::anyhow!(
+                    "cannot reach Redis at {} within {} s: {error}",
+                    config.redis_addr,
+                    REDIS_START_WAIT.as_secs()
+                )));
+            }
+            Err(CheckError::Unreachable(error)) => {
+                tracing::warn!(%error, addr = %config.redis_addr, "waiting for Redis");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 

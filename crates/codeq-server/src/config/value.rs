@@ -393,10 +393,20 @@ pub(super) fn listen_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `redisAddr`: `host:port`.
+/// `redisAddr`: `host:port`, or `redis://host:port` / `rediss://host:port`
+/// (TLS).
 pub(super) fn host_port(addr: &str) -> Result<(), String> {
-    let refuse = || format!("{addr:?} is not host:port (e.g. localhost:6379)");
-    let (host, port) = addr.rsplit_once(':').ok_or_else(refuse)?;
+    let refuse = || {
+        format!(
+            "{addr:?} is not host:port, redis://host:port or rediss://host:port (e.g. localhost:6379)"
+        )
+    };
+    let bare = addr
+        .strip_prefix("rediss://")
+        .or_else(|| addr.strip_prefix("redis://"))
+        .unwrap_or(addr)
+        .trim_end_matches('/');
+    let (host, port) = bare.rsplit_once(':').ok_or_else(refuse)?;
     if host.is_empty() || port.parse::<u16>().is_err() || addr.chars().any(char::is_whitespace) {
         return Err(refuse());
     }
@@ -486,6 +496,8 @@ mod tests {
     fn redis_address_needs_a_port() {
         assert_eq!(host_port("localhost:6379"), Ok(()));
         assert_eq!(host_port("[::1]:6379"), Ok(()));
+        assert_eq!(host_port("rediss://redis.internal:6380"), Ok(()));
+        assert_eq!(host_port("redis://127.0.0.1:6379"), Ok(()));
         for bad in ["localhost", ":6379", "h:port", "h:70000"] {
             assert!(host_port(bad).is_err(), "{bad}");
         }

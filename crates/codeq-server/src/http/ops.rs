@@ -17,7 +17,7 @@ const OPENMETRICS: &str = "application/openmetrics-text";
 /// `GET /healthz`: 200 while the process serves; 503 once storage has
 /// failed (the process is about to exit and recover on restart).
 pub async fn healthz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    app.scheduler.store().health()?;
+    app.scheduler.store().alive()?;
     Ok(Json(json!({ "status": "ok" })))
 }
 

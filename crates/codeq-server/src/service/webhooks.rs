@@ -9,7 +9,10 @@
 //! and then ends each (2xx, or attempts used up) or schedules its next
 //! attempt with exponential backoff and jitter. Delivery is at least once:
 //! a callback in flight when the server stops is sent again after the
-//! restart.
+//! restart. When several replicas share the store, each callback is taken
+//! under a lease ([`Store::take_callbacks`]), so that two replicas never
+//! send it at once; one taken by a replica that died is sent again once
+//! the lease ends.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,6 +63,9 @@ pub struct Dispatcher {
     pub offset: UtcOffset,
     /// Delivery outcomes are counted here.
     pub metrics: Arc<Metrics>,
+    /// How long a callback taken for delivery is kept from the other
+    /// replicas sharing the store (longer than one attempt can take).
+    pub lease: Duration,
 }
 
 /// The callbacks being delivered. A read of the outbox may return a
@@ -127,7 +133,9 @@ impl Dispatcher {
             let free = pool.available_permits();
             if free > 0 {
                 let busy = lock(&tracker).begin_read();
-                let due = self.store.callbacks_due(self.clock.now(), busy + free).await;
+                let now = self.clock.now();
+                let lease_until = now.plus_millis(self.lease.as_millis() as i64);
+                let due = self.store.take_callbacks(now, busy + free, lease_until).await;
                 match due {
                     Ok(due) => self.start(due, &pool, &tracker, &finished),
                     Err(error) => tracing::warn!(%error, "cannot read the webhook outbox"),

@@ -9,12 +9,13 @@
 //! durable under the backend's durability setting. Calls take `now` so
 //! that tests can drive time.
 //!
-//! Backends: [`embedded`] (in-memory state over codeQ's own journal). A
-//! Redis backend plugs in behind the same trait and passes the same
-//! conformance suite (`tests/store_conformance.rs`).
+//! Backends: [`embedded`] (in-memory state over codeQ's own journal) and
+//! [`redis`] (one Lua script per transition, shared by several replicas).
+//! Both pass the same conformance suite (`tests/store_conformance.rs`).
 
 pub mod embedded;
 mod engine_stats;
+pub mod redis;
 mod signals;
 
 use async_trait::async_trait;
@@ -284,6 +285,24 @@ pub trait Store: Send + Sync + 'static {
     /// terminal, written with it.
     async fn callbacks_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueCallback>>;
 
+    /// Result callbacks due at `now` (at most `limit`), taken for delivery
+    /// until `lease_until`: a backend shared by several processes answers
+    /// none of them again, to any of them, before then (unless retried or
+    /// ended), so two replicas never send the same callback at once; one
+    /// that crashed mid-delivery is sent again after the lease. A backend
+    /// of one process (the embedded one) answers as
+    /// [`Store::callbacks_due`]: its dispatcher keeps track of what it is
+    /// sending.
+    async fn take_callbacks(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<DueCallback>> {
+        let _ = lease_until;
+        self.callbacks_due(now, limit).await
+    }
+
     /// Ends a callback (delivered, or given up): retention may then delete
     /// its task. Nothing when `delivery` is no longer the one owed.
     async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()>;
@@ -401,6 +420,14 @@ pub trait Store: Send + Sync + 'static {
     /// `Ok` while the backend answers and takes writes (for `/healthz`
     /// and `/readyz`).
     fn health(&self) -> StoreResult<()>;
+
+    /// `Ok` unless the backend has stopped for good (for `/healthz`, the
+    /// liveness probe: a restart is what would help). By default the same
+    /// as [`Store::health`]; a backend that waits out an outage by itself
+    /// (Redis) stays alive while unreachable.
+    fn alive(&self) -> StoreResult<()> {
+        self.health()
+    }
 
     /// Fires when the backend has stopped for good (a failed write or
     /// sync): the process should exit and recover on restart.

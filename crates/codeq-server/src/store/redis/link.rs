@@ -1,0 +1,187 @@
+//! The link to Redis: one multiplexed connection shared by every call
+//! (concurrent calls are pipelined on it, so they share Redis's event-loop
+//! iterations and, with `appendfsync always`, its AOF fsyncs), with
+//! connect and response timeouts, reconnected with backoff.
+//!
+//! While Redis is unreachable every call fails at once with
+//! `StoreError::Unavailable` (503 with `Retry-After`) rather than queueing:
+//! a broken connection is dropped, and a new one is tried at most once per
+//! backoff step (100 ms doubling to 5 s); the first call after Redis is
+//! back (or the background probe) reconnects.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError};
+use tokio::time::Instant;
+
+use crate::store::StoreError;
+
+/// How long connecting (TCP, TLS, AUTH, SELECT) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one call may wait for its answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first and the longest wait between two connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The current connection and when the next attempt may be made.
+struct State {
+    connection: Option<(MultiplexedConnection, u64)>,
+    generation: u64,
+    next_try: Instant,
+    backoff: Duration,
+    last_error: String,
+}
+
+/// A connection to Redis that reconnects itself. Cheap to share.
+pub struct Link {
+    client: Client,
+    state: Mutex<State>,
+    connecting: tokio::sync::Mutex<()>,
+    up: AtomicBool,
+}
+
+/// A connection handed to one call, and the generation to report its
+/// failure against.
+pub struct Lease {
+    /// The connection (a cheap clone of the shared one).
+    pub connection: MultiplexedConnection,
+    generation: u64,
+}
+
+impl Link {
+    /// A link that connects on first use.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            state: Mutex::new(State {
+                connection: None,
+                generation: 0,
+                next_try: Instant::now(),
+                backoff: BACKOFF_MIN,
+                last_error: String::new(),
+            }),
+            connecting: tokio::sync::Mutex::new(()),
+            up: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client (for pub/sub connections).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// True while the last call or probe reached Redis.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Why Redis is unreachable, when it is.
+    pub fn down_because(&self) -> String {
+        self.state().last_error.clone()
+    }
+
+    /// The connection, connecting when there is none (at most one attempt
+    /// per backoff step; calls in between fail at once).
+    pub async fn get(&self) -> Result<Lease, StoreError> {
+        if let Some(lease) = self.current() {
+            return Ok(lease);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(lease) = self.current() {
+            return Ok(lease);
+        }
+        let waiting = {
+            let state = self.state();
+            (Instant::now() < state.next_try).then(|| state.last_error.clone())
+        };
+        if let Some(cause) = waiting {
+            return Err(unreachable(&cause));
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT + Duration::from_millis(500),
+            self.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(connection)) => Ok(self.connected(connection)),
+            Ok(Err(error)) => Err(self.connect_failed(error.to_string())),
+            Err(_) => Err(self.connect_failed("connecting timed out".into())),
+        }
+    }
+
+    fn current(&self) -> Option<Lease> {
+        let state = self.state();
+        state.connection.as_ref().map(|(connection, generation)| Lease {
+            connection: connection.clone(),
+            generation: *generation,
+        })
+    }
+
+    fn connected(&self, connection: MultiplexedConnection) -> Lease {
+        let mut state = self.state();
+        state.generation += 1;
+        state.connection = Some((connection.clone(), state.generation));
+        state.backoff = BACKOFF_MIN;
+        state.last_error.clear();
+        self.up.store(true, Ordering::Relaxed);
+        if state.generation > 1 {
+            tracing::info!("reconnected to Redis");
+        }
+        Lease { connection, generation: state.generation }
+    }
+
+    fn connect_failed(&self, cause: String) -> StoreError {
+        let mut state = self.state();
+        state.next_try = Instant::now() + state.backoff;
+        state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
+        if self.up.swap(false, Ordering::Relaxed) || state.last_error.is_empty() {
+            tracing::warn!(%cause, "cannot reach Redis; calls answer 503 until it is back");
+        }
+        state.last_error.clone_from(&cause);
+        unreachable(&cause)
+    }
+
+    /// Maps a call's error; a broken connection is dropped so that the
+    /// next call reconnects.
+    pub fn failed(&self, lease: &Lease, error: RedisError) -> StoreError {
+        let broken = error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_unrecoverable_error();
+        if broken {
+            let mut state = self.state();
+            if state
+                .connection
+                .as_ref()
+                .is_some_and(|(_, generation)| *generation == lease.generation)
+            {
+                state.connection = None;
+                state.last_error = error.to_string();
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "lost the connection to Redis; reconnecting");
+                }
+            }
+            return unreachable(&error.to_string());
+        }
+        // LOADING (a restarted Redis reading its AOF), a script error, OOM:
+        // the call did nothing; the caller answers 503.
+        tracing::warn!(%error, "Redis refused a call");
+        StoreError::Unavailable(format!("Redis refused a call: {error}"))
+    }
+}
+
+fn unreachable(cause: &str) -> StoreError {
+    StoreError::Unavailable(format!("Redis is unreachable: {cause}"))
+}

@@ -1,0 +1,36 @@
+-- create: stores new tasks, in order; a task whose idempotency key a live
+-- task holds is not stored and the holder is returned instead.
+-- ARGV per task (11): id, command, payload, priority, webhook?, maxAttempts,
+-- idempotencyKey?, runAt?, createdAt, createdBy, visibleAt.
+local made, holders, batch_keys = {}, {}, {}
+for i = FIRST, #ARGV, 11 do
+  local id, c = ARGV[i], ARGV[i + 1]
+  local hook, key, run_at = optarg(ARGV[i + 4]), optarg(ARGV[i + 6]), optarg(ARGV[i + 7])
+  local holder = key and (batch_keys[key] or redis.call('HGET', K_IDEM, key))
+  if holder then
+    made[#made + 1] = holder
+    local where = redis.call('HGET', K_WHERE, holder)
+    holders[#holders + 1] = redis.call('HGETALL', tk(where, holder))
+  else
+    made[#made + 1] = ''
+    local created = at(ARGV[i + 8])
+    local task = tk(c, id)
+    local body = { 'c', c, 'p', ARGV[i + 2], 'pr', ARGV[i + 3], 'm', ARGV[i + 5], 'ca', int(created),
+      'cb', ARGV[i + 9] }
+    if hook then body[#body + 1] = 'w'; body[#body + 1] = hook end
+    if key then
+      body[#body + 1] = 'k'; body[#body + 1] = key
+      batch_keys[key] = id
+      redis.call('HSET', K_IDEM, key, id)
+    end
+    if run_at then body[#body + 1] = 'ra'; body[#body + 1] = int(at(run_at)) end
+    redis.call('HSET', task, unpack(body))
+    redis.call('HSET', K_WHERE, id, c)
+    redis.call('SADD', K_COMMANDS, c)
+    redis.call('ZADD', qk(c, 'ids'), 0, id)
+    write(nil, { id = id, cmd = c, key = task, status = 'PENDING', attempts = 0,
+      visible = at(ARGV[i + 10]), updated = created, replays = 0, dead = false,
+      priority = tonumber(ARGV[i + 3]) })
+  end
+end
+return emit({ made = made }, holders)

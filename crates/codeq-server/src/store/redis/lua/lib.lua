@@ -1,0 +1,305 @@
+-- codeQ's Redis backend: what every script shares (prepended to each).
+--
+-- ARGV[1] the key prefix, ARGV[2] the caller's "now" (ms since the epoch),
+-- ARGV[3] 'server' to take the time from Redis (TIME) or 'caller' to use
+-- the caller's, ARGV[4] the calling replica's id (pub/sub). A script's own
+-- arguments start at ARGV[FIRST]. Every time a caller derived from its
+-- clock (a lease end, a visible time) is rebased by at(): moved by the
+-- difference between Redis's clock and the caller's, so that replicas
+-- with skewed clocks agree on leases and delays.
+
+local P = ARGV[1]
+local CALLER_NOW = tonumber(ARGV[2])
+local NOW = CALLER_NOW
+if ARGV[3] == 'server' then
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local SHIFT = NOW - CALLER_NOW
+local ORIGIN = ARGV[4]
+local FIRST = 5
+
+local function int(n) return string.format('%d', n) end
+local function at(text) return tonumber(text) + SHIFT end
+-- An optional argument: '' for none, else '=' followed by the value.
+local function optarg(v) if v == nil or v == '' then return nil end return string.sub(v, 2) end
+local function opt(v) if v then return v end return nil end
+local function optn(v) if v then return tonumber(v) end return nil end
+
+-- Keys: <prefix>:{*}:… for what spans commands, <prefix>:{<command>}:…
+-- for one command's (one hash tag per command).
+local G = P .. ':{*}:'
+local K_COMMANDS = G .. 'commands'
+local K_WHERE = G .. 'where'
+local K_IDEM = G .. 'idem'
+local K_OUTBOX = G .. 'outbox'
+local K_SUBS = G .. 'subs'
+local K_SUBS_LAPSE = G .. 'subs:lapse'
+local CHANNEL = G .. 'events'
+local function qk(cmd, kind) return P .. ':{' .. cmd .. '}:' .. kind end
+local function tk(cmd, id) return P .. ':{' .. cmd .. '}:t:' .. id end
+
+-- What a script reports besides its answer: commands with new ready work
+-- (published), commands whose ready set went from empty to non-empty, the
+-- earliest deadline it made, whether the outbox changed.
+local READY, WOKEN, DEADLINE, OUTBOX_CHANGED = {}, {}, nil, false
+local function deadline(t) if DEADLINE == nil or t < DEADLINE then DEADLINE = t end end
+
+local MIF = {}
+local function has_max_in_flight(cmd)
+  if MIF[cmd] == nil then MIF[cmd] = redis.call('HEXISTS', qk(cmd, 'q'), 'mif') == 1 end
+  return MIF[cmd]
+end
+
+local function terminal(status)
+  return status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED'
+end
+
+-- A task's state, read from its hash (nil when there is no such task).
+local function load_in(cmd, id)
+  local key = tk(cmd, id)
+  local v = redis.call('HMGET', key, 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp',
+    'm', 'pr', 'w', 'ob')
+  if not v[1] then return nil end
+  return { id = id, cmd = cmd, key = key, status = v[1], attempts = tonumber(v[2]),
+    worker = opt(v[3]), lease = optn(v[4]), visible = tonumber(v[5]), error = opt(v[6]),
+    reason = opt(v[7]), dead = v[8] == '1', updated = tonumber(v[9]), completed = optn(v[10]),
+    replays = tonumber(v[11]), max = tonumber(v[12]), priority = tonumber(v[13]),
+    hook = v[14] ~= false, owed = v[15] ~= false }
+end
+
+local function load(id)
+  local cmd = redis.call('HGET', K_WHERE, id)
+  if not cmd then return nil end
+  return load_in(cmd, id)
+end
+
+local function copy(s)
+  local c = {}
+  for k, v in pairs(s) do c[k] = v end
+  return c
+end
+
+local STATE_FIELDS = {
+  { 's', function(s) return s.status end },
+  { 'a', function(s) return int(s.attempts) end },
+  { 'wk', function(s) return s.worker end },
+  { 'lu', function(s) return s.lease and int(s.lease) end },
+  { 'va', function(s) return int(s.visible) end },
+  { 'e', function(s) return s.error end },
+  { 'lr', function(s) return s.reason end },
+  { 'd', function(s) return s.dead and '1' or nil end },
+  { 'ua', function(s) return int(s.updated) end },
+  { 'co', function(s) return s.completed and int(s.completed) end },
+  { 'rp', function(s) return int(s.replays) end },
+}
+local STATE_NAMES = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp' }
+local RESULT_NAMES = { 'rs', 'rr', 're', 'rx', 'rw', 'rc' }
+
+-- The fields of `names` a hash has, as a flat field/value list.
+local function fields_of(key, names)
+  local v = redis.call('HMGET', key, unpack(names))
+  local out = {}
+  for i, name in ipairs(names) do
+    if v[i] then out[#out + 1] = name; out[#out + 1] = v[i] end
+  end
+  return out
+end
+
+local function ended(s) return s.completed or s.updated end
+-- Claim order in one sorted set: priority (high first), then visible time;
+-- equal scores fall back to the member, the id (time-ordered).
+local function ready_score(priority, visible) return (9 - priority) * 1e13 + math.max(visible, 0) end
+
+local function make_ready(cmd, id, score)
+  local ready = qk(cmd, 'ready')
+  if redis.call('ZCARD', ready) == 0 then WOKEN[cmd] = true end
+  redis.call('ZADD', ready, score, id)
+  READY[cmd] = true
+end
+
+local function unindex(s)
+  local c = s.cmd
+  redis.call('ZREM', qk(c, 's:' .. s.status), s.id)
+  if s.status == 'PENDING' then
+    if redis.call('ZREM', qk(c, 'delayed'), s.id) == 0 then redis.call('ZREM', qk(c, 'ready'), s.id) end
+  elseif s.status == 'IN_PROGRESS' then
+    redis.call('ZREM', qk(c, 'leases'), s.id)
+    -- A place under maxInFlight: a parked claim may take a task.
+    if has_max_in_flight(c) then READY[c] = true end
+  else
+    redis.call('ZREM', qk(c, 'done'), s.id)
+    if s.dead then redis.call('ZREM', qk(c, 'dlq'), s.id) end
+  end
+end
+
+local function index(s)
+  local c = s.cmd
+  redis.call('ZADD', qk(c, 's:' .. s.status), 0, s.id)
+  if s.status == 'PENDING' then
+    if s.visible <= NOW then
+      make_ready(c, s.id, ready_score(s.priority, s.visible))
+    else
+      redis.call('ZADD', qk(c, 'delayed'), s.visible, s.id)
+      deadline(s.visible)
+    end
+  elseif s.status == 'IN_PROGRESS' then
+    local lease = s.lease or NOW
+    redis.call('ZADD', qk(c, 'leases'), lease, s.id)
+    deadline(lease + 1)
+  else
+    redis.call('ZADD', qk(c, 'done'), ended(s), s.id)
+    if s.dead then redis.call('ZADD', qk(c, 'dlq'), ended(s), s.id) end
+  end
+end
+
+local function moved(a, b)
+  if a.status ~= b.status then return true end
+  if a.status == 'PENDING' then return a.visible ~= b.visible end
+  if a.status == 'IN_PROGRESS' then return a.lease ~= b.lease end
+  return a.dead ~= b.dead or ended(a) ~= ended(b)
+end
+
+-- Stores `after` (the fields that changed) and moves the task between the
+-- indexes its change calls for. `before` is nil for a new task.
+local function write(before, after)
+  local set, del = {}, {}
+  for _, f in ipairs(STATE_FIELDS) do
+    local new = f[2](after)
+    local old = before and f[2](before)
+    if new ~= old then
+      if new == nil then del[#del + 1] = f[1] else set[#set + 1] = f[1]; set[#set + 1] = new end
+    end
+  end
+  if #set > 0 then redis.call('HSET', after.key, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', after.key, unpack(del)) end
+  if before == nil then
+    index(after)
+  elseif before.status == 'IN_PROGRESS' and after.status == 'IN_PROGRESS' then
+    if before.lease ~= after.lease then
+      local lease = after.lease or NOW
+      redis.call('ZADD', qk(after.cmd, 'leases'), lease, after.id)
+      deadline(lease + 1)
+    end
+  elseif moved(before, after) then
+    unindex(before)
+    index(after)
+  end
+end
+
+local function outbox_summary()
+  local first = redis.call('ZRANGE', K_OUTBOX, 0, 0, 'WITHSCORES')
+  return { count = redis.call('ZCARD', K_OUTBOX), first = first[2] and tonumber(first[2]) }
+end
+
+-- Stores the result record of a task that became terminal.
+local function put_result(s, status, result, err, artifacts, worker)
+  local f = { 'rs', status, 'rw', worker, 'rc', int(NOW) }
+  if result then f[#f + 1] = 'rr'; f[#f + 1] = result end
+  if err then f[#f + 1] = 're'; f[#f + 1] = err end
+  if artifacts then f[#f + 1] = 'rx'; f[#f + 1] = artifacts end
+  redis.call('HSET', s.key, unpack(f))
+end
+
+-- A task with a webhook that has just become terminal owes one callback
+-- (lifecycle::owes_callback), written with the transition.
+local function owe_if_due(before, after, delivery)
+  if before.hook and not terminal(before.status) and terminal(after.status) then
+    redis.call('HSET', after.key, 'ob', delivery, 'oa', '0', 'on', int(NOW))
+    redis.call('ZADD', K_OUTBOX, NOW, after.id)
+    OUTBOX_CHANGED = true
+  end
+end
+
+-- Deletes a task with its indexes, idempotency key and owed callback.
+local function delete_task(cmd, id)
+  local key = tk(cmd, id)
+  local v = redis.call('HMGET', key, 's', 'k', 'ob')
+  if v[1] then redis.call('ZREM', qk(cmd, 's:' .. v[1]), id) end
+  for _, kind in ipairs({ 'ready', 'delayed', 'leases', 'done', 'dlq', 'ids' }) do
+    redis.call('ZREM', qk(cmd, kind), id)
+  end
+  if v[2] and redis.call('HGET', K_IDEM, v[2]) == id then redis.call('HDEL', K_IDEM, v[2]) end
+  if v[3] then redis.call('ZREM', K_OUTBOX, id); OUTBOX_CHANGED = true end
+  redis.call('HDEL', K_WHERE, id)
+  redis.call('DEL', key)
+end
+
+-- ------------------------------------------------------------ the rules
+-- The transition functions of codeq_core::lifecycle, one for one.
+-- Refusals: NF not found, NIP:<status> not in progress, NO not the owner,
+-- SA:<given>:<current> stale attempt, LE lease expired, RC result
+-- conflict, CX cancelled, T:<status> already terminal.
+
+local function hold(s, worker, attempt)
+  if s.status == 'CANCELLED' then return nil, 'CX' end
+  local lapsed = s.status == 'PENDING' and s.worker ~= nil
+  if s.status ~= 'IN_PROGRESS' and not lapsed then return nil, 'NIP:' .. s.status end
+  if s.worker ~= worker then
+    if lapsed then return nil, 'NIP:' .. s.status end
+    return nil, 'NO'
+  end
+  if attempt ~= nil and attempt ~= s.attempts then
+    return nil, 'SA:' .. int(attempt) .. ':' .. int(s.attempts)
+  end
+  if lapsed then return 'lapsed' end
+  return 'held'
+end
+
+local function rule_claim(s, worker, lease)
+  local n = copy(s)
+  n.status = 'IN_PROGRESS'; n.attempts = s.attempts + 1; n.worker = worker; n.lease = lease
+  n.updated = NOW
+  return n
+end
+
+-- Requeue after `delay` seconds, or dead-letter after the last delivery.
+local function rule_retry(s, delay, reason)
+  local n = copy(s)
+  n.lease = nil; n.reason = reason; n.updated = NOW
+  if s.attempts >= s.max then
+    n.status = 'FAILED'; n.worker = nil; n.error = 'MAX_ATTEMPTS'; n.dead = true; n.completed = NOW
+    return n, true
+  end
+  n.status = 'PENDING'; n.visible = NOW + delay * 1000
+  return n, false
+end
+
+local function rule_nack(s, worker, attempt, delay, reason)
+  local kind, err = hold(s, worker, attempt)
+  if not kind then return nil, err end
+  if kind == 'lapsed' then return nil, 'NIP:' .. s.status end
+  local released = copy(s)
+  released.worker = nil
+  return rule_retry(released, delay, reason)
+end
+
+local function rule_expire(s, delay)
+  if s.status ~= 'IN_PROGRESS' or (s.lease ~= nil and s.lease >= NOW) then return nil end
+  return rule_retry(s, delay, 'LEASE_EXPIRED')
+end
+
+local function repeats(s, worker, attempt, status)
+  local same = (s.status == 'COMPLETED' and status == 'COMPLETED')
+    or (s.status == 'FAILED' and status == 'FAILED')
+  return same and not s.dead and s.worker == worker and (attempt == nil or attempt == s.attempts)
+end
+
+local function emit(body, extra)
+  local ready, woken = {}, {}
+  for c in pairs(READY) do ready[#ready + 1] = c end
+  for c in pairs(WOKEN) do
+    local n = redis.call('ZCARD', qk(c, 'ready'))
+    if n > 0 then woken[#woken + 1] = { c, n } end
+  end
+  if #ready > 0 then redis.call('PUBLISH', CHANNEL, ORIGIN .. ' ' .. table.concat(ready, ' ')) end
+  body.now = NOW
+  body.shift = SHIFT
+  body.ready = ready
+  body.woken = woken
+  body.deadline = DEADLINE
+  if OUTBOX_CHANGED then body.outbox = outbox_summary() end
+  local reply = { cjson.encode(body) }
+  if extra then for _, item in ipairs(extra) do reply[#reply + 1] = item end end
+  return reply
+end

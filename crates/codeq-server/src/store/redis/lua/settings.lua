@@ -1,0 +1,21 @@
+-- settings: replaces a command's pause and flow limits; the rate limit
+-- starts with a full bucket, and parked claims are woken.
+-- ARGV: command, paused ('1'/'0'), maxInFlight?, ratePerSecond?, burst?.
+local c = ARGV[FIRST]
+local key = qk(c, 'q')
+local set, del = { 'paused', ARGV[FIRST + 1] }, {}
+for i, name in ipairs({ 'mif', 'rate', 'burst' }) do
+  local v = optarg(ARGV[FIRST + 1 + i])
+  if v then set[#set + 1] = name; set[#set + 1] = v else del[#del + 1] = name end
+end
+local rate, burst = optn(optarg(ARGV[FIRST + 3])), optn(optarg(ARGV[FIRST + 4]))
+if rate then
+  set[#set + 1] = 'bt'; set[#set + 1] = string.format('%.17g', math.max(burst or 1, 1))
+  set[#set + 1] = 'ba'; set[#set + 1] = int(NOW)
+else
+  del[#del + 1] = 'bt'; del[#del + 1] = 'ba'
+end
+redis.call('HSET', key, unpack(set))
+if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+READY[c] = true
+return emit({})

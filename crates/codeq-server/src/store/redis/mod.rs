@@ -1,0 +1,984 @@
+//! The Redis backend (`storage: redis`): every transition is one Lua
+//! script run atomically by Redis (≥ 6.2) or KVRocks, so that several
+//! `codeq serve` replicas can share one Redis: no crash or second replica
+//! ever sees half a transition, no task is handed to two workers, and every
+//! replica's reaper and dispatcher may run at once.
+//!
+//! Layout:
+//! - `link.rs`: the connection (one multiplexed connection, timeouts,
+//!   reconnect with backoff, 503 while Redis is unreachable);
+//! - `scripts.rs` and `lua/`: the scripts (`lua/lib.lua` holds the keys,
+//!   the clock, the indexes and the rules of `codeq_core::lifecycle`);
+//! - `reply.rs`: answers read back into domain types;
+//! - `events.rs`: the pub/sub listener (cross-replica wake-ups) and the
+//!   safety poll;
+//! - `checks.rs`: start-up checks of Redis's eviction and AOF settings.
+//!
+//! **Time.** Scripts take the time from Redis (`TIME`), so that replicas
+//! with skewed clocks agree on leases and delays: every time a caller
+//! derived from its own clock (a lease end, a visible time, a retry) is
+//! moved by the difference between Redis's clock and the caller's `now`.
+//! A store opened with [`TimeSource::Caller`] (tests that drive a manual
+//! clock) uses the caller's `now` instead. Subscription lifetimes are
+//! kept on the replicas' clocks (minutes; a skew of seconds is harmless).
+//!
+//! **What the synchronous methods know** (`next_deadline`,
+//! `callbacks_pending`, `next_claimable_at`, `command_of`): hints kept
+//! from the scripts' answers, refreshed by the reaper's passes and by the
+//! safety poll; times there are on this replica's clock.
+
+mod checks;
+mod events;
+mod link;
+mod reply;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use codeq_core::{
+    Command, QueueSettings, QueueStats, ResultRecord, ResultStatus, Subscription, Task, TaskId,
+    TaskState, TaskStatus, Timestamp,
+};
+use redis::{AsyncCommands, Script};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use self::checks::{CheckError, Durability, check_server};
+use self::link::Link;
+use self::reply::{Fields, Reply};
+use self::scripts::{Args, Scripts};
+use crate::store::{
+    ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, DeadLetterKey,
+    DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals, Store,
+    StoreError, StoreResult, TransitionError,
+};
+
+/// Whose clock the scripts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// Redis's (`TIME`): production.
+    Redis,
+    /// The caller's `now` (tests driving a manual clock).
+    Caller,
+}
+
+/// Where Redis is and how to use it.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `host:port` (see [`RedisOptions::from_addr`] for the `redisAddr`
+    /// forms).
+    pub addr: String,
+    /// Connect with TLS (`rediss://`).
+    pub tls: bool,
+    /// `AUTH` password.
+    pub password: Option<String>,
+    /// Database index.
+    pub db: u32,
+    /// Every key starts with `<prefix>:`.
+    pub prefix: String,
+    /// Whose clock the scripts use.
+    pub time: TimeSource,
+}
+
+impl RedisOptions {
+    /// Options for `redisAddr` (`host:port`, `redis://host:port` or
+    /// `rediss://host:port` for TLS), on Redis's clock.
+    pub fn from_addr(addr: &str, password: Option<String>, db: u32, prefix: &str) -> Self {
+        let (tls, bare) = match (addr.strip_prefix("rediss://"), addr.strip_prefix("redis://")) {
+            (Some(bare), _) => (true, bare),
+            (None, Some(bare)) => (false, bare),
+            (None, None) => (false, addr),
+        };
+        Self {
+            addr: bare.trim_end_matches('/').to_string(),
+            tls,
+            password,
+            db,
+            prefix: prefix.to_string(),
+            time: TimeSource::Redis,
+        }
+    }
+
+    fn client(&self) -> StoreResult<redis::Client> {
+        let (host, port) = self
+            .addr
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+            .ok_or_else(|| StoreError::Unavailable(format!("{} is not host:port", self.addr)))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let addr = if self.tls {
+            redis::ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        };
+        let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(self.db));
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?
+            .set_redis_settings(settings);
+        redis::Client::open(info).map_err(|error| StoreError::Unavailable(error.to_string()))
+    }
+}
+
+/// Hints for the synchronous methods (see the module docs), on this
+/// replica's clock.
+#[derive(Debug, Default)]
+struct Hints {
+    /// The earliest delayed task's visible time.
+    delayed: Option<Timestamp>,
+    /// The earliest lease end.
+    lease: Option<Timestamp>,
+    /// The earliest owed callback's next attempt, and how many are owed.
+    outbox: (Option<Timestamp>, usize),
+    /// When a rate limit next lets a claim of a command through.
+    holds: HashMap<Command, Timestamp>,
+    /// Commands of tasks this replica just ended (metrics labels).
+    commands: HashMap<TaskId, Command>,
+}
+
+/// Bounds the commands remembered for `command_of`.
+const COMMANDS_REMEMBERED: usize = 100_000;
+
+/// The Redis store. See the module docs.
+pub struct RedisStore {
+    link: Arc<Link>,
+    scripts: Scripts,
+    prefix: String,
+    /// This replica's id on the events channel.
+    origin: String,
+    time: TimeSource,
+    signals: Arc<Signals>,
+    hints: Mutex<Hints>,
+    stop: CancellationToken,
+    /// Never fires: a Redis outage is waited out, not a reason to exit.
+    never: CancellationToken,
+}
+
+/// Whose clock one call uses.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// The store's time source.
+    Store,
+    /// The caller's (reads that need no time; subscriptions).
+    Caller,
+}
+
+impl RedisStore {
+    /// Opens the store (connecting lazily) and starts its pub/sub listener
+    /// and safety poll on the current runtime.
+    pub fn open(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
+        let store = Arc::new(Self {
+            link: Arc::new(Link::new(options.client()?)),
+            scripts: Scripts::new(),
+            prefix: options.prefix.clone(),
+            origin: Uuid::now_v7().simple().to_string(),
+            time: options.time,
+            signals,
+            hints: Mutex::new(Hints::default()),
+            stop: CancellationToken::new(),
+            never: CancellationToken::new(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(events::listen(Arc::downgrade(&store), store.stop.clone()));
+            runtime.spawn(events::safety_poll(Arc::downgrade(&store), store.stop.clone()));
+        }
+        Ok(store)
+    }
+
+    /// Opens the store and reads once what its synchronous methods
+    /// report (the outbox's summary), so that they answer from the start.
+    /// Fails when Redis does not answer.
+    pub async fn connect(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
+        let store = Self::open(options, signals)?;
+        store.poll().await?;
+        Ok(store)
+    }
+
+    /// Opens the store for a server about to start: checks Redis's
+    /// settings (start-up refuses what it cannot run on; see
+    /// [`check_server`]) and reads what the synchronous methods report.
+    pub async fn open_checked(
+        options: RedisOptions,
+        signals: Arc<Signals>,
+    ) -> Result<(Arc<Self>, Durability), CheckError> {
+        let store = Self::open(options, signals).map_err(CheckError::Unreachable)?;
+        let durability = check_server(&store).await?;
+        store.poll().await.map_err(CheckError::Unreachable)?;
+        Ok((store, durability))
+    }
+
+    fn hints(&self) -> MutexGuard<'_, Hints> {
+        self.hints.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{{*}}:{rest}", self.prefix)
+    }
+
+    /// A plain command's connection and its error mapping.
+    async fn command<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> StoreResult<T> {
+        let mut lease = self.link.get().await?;
+        match run(&mut lease.connection).await {
+            Ok(value) => Ok(value),
+            Err(error) => Err(self.link.failed(&lease, error)),
+        }
+    }
+
+    /// Runs `script` with the common arguments and `args`, then passes on
+    /// what it reports (wake-ups, deadlines, the outbox).
+    async fn call(
+        &self,
+        script: &Script,
+        clock: Clock,
+        now: Timestamp,
+        args: &Args,
+    ) -> StoreResult<Reply> {
+        let mode = match (clock, self.time) {
+            (Clock::Store, TimeSource::Redis) => "server",
+            _ => "caller",
+        };
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(&self.prefix).arg(now.millis()).arg(mode).arg(&self.origin);
+        for arg in &args.0 {
+            invocation.arg(arg);
+        }
+        let mut lease = self.link.get().await?;
+        let raw = match invocation.invoke_async::<redis::Value>(&mut lease.connection).await {
+            Ok(raw) => raw,
+            Err(error) => return Err(self.link.failed(&lease, error)),
+        };
+        let reply = Reply::parse(raw)?;
+        self.pass_on(&reply);
+        Ok(reply)
+    }
+
+    /// Wakes local waiters for what a script reports, and keeps its
+    /// deadlines and outbox summary as hints.
+    fn pass_on(&self, reply: &Reply) {
+        for command in reply.list("ready").iter().filter_map(|c| reply::command(c).ok()) {
+            self.signals.ready(&command);
+        }
+        for woken in reply.list("woken") {
+            let pair = reply::list(woken);
+            let command = pair.first().and_then(|command| reply::command(command).ok());
+            if let (Some(command), Some(depth)) = (command, pair.get(1).and_then(reply::int)) {
+                self.signals.became_ready(command, depth.max(0) as u64);
+            }
+        }
+        let shift = reply.shift();
+        let local = |at: i64| Timestamp(at - shift);
+        if let Some(deadline) = reply.int("deadline").map(local) {
+            let earlier = {
+                let mut hints = self.hints();
+                let known = [hints.delayed, hints.lease.map(|at| at.plus_millis(1))];
+                let earlier = known.into_iter().flatten().min().is_none_or(|min| deadline < min);
+                // Leases and delays share one hint for the reaper's wake-up.
+                hints.delayed = Some(hints.delayed.map_or(deadline, |at| at.min(deadline)));
+                earlier
+            };
+            if earlier {
+                self.signals.deadline_changed();
+            }
+        }
+        if let Some(outbox) = reply.body.get("outbox") {
+            let first = outbox.get("first").and_then(reply::int).map(local);
+            let count = outbox.get("count").and_then(reply::int).unwrap_or(0);
+            self.hints().outbox = (first, usize::try_from(count).unwrap_or(0));
+        }
+    }
+
+    /// Wakes this replica's dispatcher when a transition owed a callback.
+    fn owed(&self, reply: &Reply) {
+        if reply.body.get("outbox").is_some() {
+            self.signals.callback_owed();
+        }
+    }
+
+    fn remember_command(&self, id: TaskId, command: Command) {
+        let mut hints = self.hints();
+        if hints.commands.len() >= COMMANDS_REMEMBERED {
+            hints.commands.clear();
+        }
+        hints.commands.insert(id, command);
+    }
+
+    /// Reads task `id`'s hash (every field, or `names`).
+    async fn read(&self, id: TaskId, names: &[&str]) -> StoreResult<Option<Fields>> {
+        let mut args = Args::new();
+        args.text(&id.to_string());
+        for name in names {
+            args.text(name);
+        }
+        let reply = self.call(&self.scripts.read, Clock::Caller, Timestamp(0), &args).await?;
+        Ok(reply.hashes.into_iter().next())
+    }
+
+    async fn callbacks(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Option<Timestamp>,
+    ) -> StoreResult<Vec<DueCallback>> {
+        let mut args = Args::new();
+        args.num(limit).opt(lease_until.map(Timestamp::millis));
+        let reply = self.call(&self.scripts.callbacks, Clock::Store, now, &args).await?;
+        reply
+            .list("callbacks")
+            .iter()
+            .map(|item| {
+                let item = reply::list(item);
+                let field = |index: usize| item.get(index).unwrap_or(&serde_json::Value::Null);
+                let delivery = field(1).as_str().and_then(|text| text.parse::<Uuid>().ok());
+                Ok(DueCallback {
+                    task_id: reply::task_id(field(0))?,
+                    delivery: delivery
+                        .ok_or_else(|| StoreError::Corrupt("a callback's delivery".into()))?,
+                    attempts: reply::int(field(2)).unwrap_or(0).max(0) as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn callback_end(
+        &self,
+        task_id: TaskId,
+        delivery: Uuid,
+        retry: Option<(u32, Timestamp)>,
+    ) -> StoreResult<()> {
+        let mut args = Args::new();
+        args.text(&task_id.to_string()).text(&delivery.to_string());
+        match retry {
+            Some((attempts, next_at)) => args.text("retry").num(attempts).num(next_at.millis()),
+            None => args.text("done").num(0).num(0),
+        };
+        self.call(&self.scripts.callback_end, Clock::Store, Timestamp::now(), &args).await?;
+        Ok(())
+    }
+
+    async fn stats(&self, commands: &[&str]) -> StoreResult<Vec<QueueStats>> {
+        let mut args = Args::new();
+        for command in commands {
+            args.text(command);
+        }
+        let reply = self.call(&self.scripts.stats, Clock::Caller, Timestamp(0), &args).await?;
+        reply.list("stats").iter().map(|row| queue_stats(reply::list(row))).collect()
+    }
+
+    async fn subscriptions_op(&self, args: &Args, now: Timestamp) -> StoreResult<usize> {
+        let reply = self.call(&self.scripts.subscriptions, Clock::Caller, now, args).await?;
+        Ok(usize::try_from(reply.int("count").unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// Refreshes the hints the safety poll keeps (outbox summary) and wakes
+    /// claims parked on commands with ready work (a lost message is late
+    /// by one poll at most).
+    async fn poll(&self) -> StoreResult<()> {
+        self.callbacks(Timestamp::now(), 0, None).await?;
+        for stats in self.stats(&["*"]).await? {
+            if stats.ready > 0 {
+                self.signals.ready(&stats.command);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn queue_stats(row: &[serde_json::Value]) -> StoreResult<QueueStats> {
+    let command = reply::command(row.first().unwrap_or(&serde_json::Value::Null))?;
+    let count = |index: usize| row.get(index).and_then(reply::int).unwrap_or(0).max(0) as u64;
+    let text = |index: usize| row.get(index).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    Ok(QueueStats {
+        command,
+        ready: count(1),
+        delayed: count(2),
+        in_progress: count(3),
+        dlq: count(4),
+        settings: QueueSettings {
+            paused: text(5) == Some("1"),
+            max_in_flight: text(6).and_then(|v| v.parse().ok()),
+            rate_per_second: text(7).and_then(|v| v.parse().ok()),
+            burst: text(8).and_then(|v| v.parse().ok()),
+        },
+    })
+}
+
+/// A task as stored, moved to Redis's clock by `shift` milliseconds.
+fn shifted(mut task: Task, shift: i64) -> Task {
+    if shift != 0 {
+        task.created_at = task.created_at.plus_millis(shift);
+        task.run_at = task.run_at.map(|at| at.plus_millis(shift));
+        task.state.visible_at = task.state.visible_at.plus_millis(shift);
+        task.state.updated_at = task.state.updated_at.plus_millis(shift);
+    }
+    task
+}
+
+fn create_args(tasks: &[Task]) -> Args {
+    let mut args = Args::new();
+    for task in tasks {
+        args.text(&task.id.to_string())
+            .text(task.command.as_str())
+            .text(&task.payload)
+            .num(task.priority.get())
+            .opt(task.webhook.as_deref())
+            .num(task.max_attempts)
+            .opt(task.idempotency_key.as_deref())
+            .opt(task.run_at.map(Timestamp::millis))
+            .num(task.created_at.millis())
+            .text(&task.created_by)
+            .num(task.state.visible_at.millis());
+    }
+    args
+}
+
+fn filter_args(args: &mut Args, filter: &CommandFilter) {
+    match filter {
+        CommandFilter::All => {
+            args.text("*");
+        }
+        CommandFilter::Only(commands) => {
+            for command in commands {
+                args.text(command.as_str());
+            }
+        }
+    }
+}
+
+fn status_text(status: ResultStatus) -> &'static str {
+    status.as_str()
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn completion_args(items: &[Completion]) -> StoreResult<Args> {
+    let mut args = Args::new();
+    for item in items {
+        let submission = &item.submission;
+        let result = submission.result.as_ref().map(json_text).transpose()?;
+        let artifacts = (!submission.artifacts.is_empty())
+            .then(|| json_text(&submission.artifacts))
+            .transpose()?;
+        args.text(&item.task_id.to_string())
+            .text(&item.worker_id)
+            .opt(item.attempt)
+            .text(status_text(submission.status))
+            .opt(result)
+            .opt(submission.error.as_deref())
+            .opt(artifacts)
+            .text(&Uuid::now_v7().to_string());
+    }
+    Ok(args)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
+        let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
+        let reply =
+            self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
+        let shift = reply.shift();
+        let mut holders = reply.hashes.iter();
+        let made = reply.list("made");
+        let mut created = Vec::with_capacity(tasks.len());
+        for (task, outcome) in tasks.into_iter().zip(made) {
+            match outcome.as_str().filter(|holder| !holder.is_empty()) {
+                None => created.push(Created::New(shifted(task, shift))),
+                Some(holder) => {
+                    let id = reply::task_id(&serde_json::Value::from(holder))?;
+                    let fields = holders
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+                    created.push(Created::Existing(reply::task(id, fields)?));
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
+        let mut args = Args::new();
+        args.text(&spec.worker_id).num(spec.lease_until.millis()).num(spec.count);
+        filter_args(&mut args, &spec.commands);
+        let reply = self.call(&self.scripts.claim, Clock::Store, now, &args).await?;
+        self.keep_holds(&spec.commands, &reply);
+        reply
+            .list("ids")
+            .iter()
+            .zip(&reply.hashes)
+            .map(|(id, fields)| reply::task(reply::task_id(id)?, fields))
+            .collect()
+    }
+
+    async fn heartbeat(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<TaskState> {
+        let mut args = Args::new();
+        args.text(&id.to_string())
+            .text(fence.worker_id)
+            .opt(fence.attempt)
+            .num(lease_until.millis());
+        let reply = self.call(&self.scripts.heartbeat, Clock::Store, now, &args).await?;
+        if let Some(refused) = reply.refusal() {
+            return Err(refused.into());
+        }
+        let fields = reply.hashes.first().ok_or(TransitionError::NotFound)?;
+        reply::state(fields)
+    }
+
+    async fn abandon(&self, id: TaskId, fence: Fence<'_>, now: Timestamp) -> StoreResult<()> {
+        let mut args = Args::new();
+        args.text(&id.to_string()).text(fence.worker_id).opt(fence.attempt);
+        let reply = self.call(&self.scripts.abandon, Clock::Store, now, &args).await?;
+        reply.refusal().map_or(Ok(()), |refused| Err(refused.into()))
+    }
+
+    async fn nack(
+        &self,
+        id: TaskId,
+        fence: Fence<'_>,
+        delay_seconds: u64,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> StoreResult<Retried> {
+        let mut args = Args::new();
+        args.text(&id.to_string())
+            .text(fence.worker_id)
+            .opt(fence.attempt)
+            .num(delay_seconds)
+            .opt(reason.as_deref())
+            .text(&Uuid::now_v7().to_string());
+        let reply = self.call(&self.scripts.nack, Clock::Store, now, &args).await?;
+        if let Some(refused) = reply.refusal() {
+            return Err(refused.into());
+        }
+        self.owed(&reply);
+        if reply.get("dead").as_bool() == Some(true) {
+            if let Ok(command) = reply::command(reply.get("cmd")) {
+                self.remember_command(id, command);
+            }
+            return Ok(Retried::DeadLettered);
+        }
+        Ok(Retried::Requeued { delay_seconds })
+    }
+
+    async fn complete(
+        &self,
+        items: Vec<Completion>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        let args = completion_args(&items)?;
+        let reply = self.call(&self.scripts.complete, Clock::Store, now, &args).await?;
+        self.owed(&reply);
+        let mut records = reply.hashes.iter();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (item, outcome) in items.iter().zip(reply.list("outcomes")) {
+            if let Some(code) = outcome.get("err").and_then(|v| v.as_str()) {
+                outcomes.push(Err(reply::refusal(code)));
+                continue;
+            }
+            let fields = records.next().ok_or_else(|| {
+                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
+            })?;
+            let record = reply::result(item.task_id, fields)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
+            })?;
+            if outcome.get("ok").and_then(|v| v.as_str()) == Some("stored") {
+                if let Ok(command) = reply::command(outcome.get("cmd").unwrap_or_default()) {
+                    self.remember_command(item.task_id, command);
+                }
+                outcomes.push(Ok(Completed::Stored(record)));
+            } else {
+                outcomes.push(Ok(Completed::Repeated(record)));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        self.read(id, &[]).await?.map(|fields| reply::task(id, &fields)).transpose()
+    }
+
+    async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
+        let names = ["s", "a", "wk", "lu", "va", "e", "lr", "d", "ua", "co", "rp"];
+        self.read(id, &names).await?.map(|fields| reply::state(&fields)).transpose()
+    }
+
+    async fn get_result(&self, id: TaskId) -> StoreResult<Option<ResultRecord>> {
+        let names = ["rs", "rr", "re", "rx", "rw", "rc"];
+        match self.read(id, &names).await? {
+            Some(fields) => reply::result(id, &fields),
+            None => Ok(None),
+        }
+    }
+
+    async fn promote_due(&self, now: Timestamp, limit: usize) -> StoreResult<usize> {
+        let mut args = Args::new();
+        args.num(limit);
+        let reply = self.call(&self.scripts.promote, Clock::Store, now, &args).await?;
+        let shift = reply.shift();
+        self.hints().delayed = reply.int("next").map(|at| Timestamp(at - shift));
+        Ok(usize::try_from(reply.int("promoted").unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn lease_ends(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<LeaseEnd>> {
+        let mut args = Args::new();
+        args.num(limit);
+        let reply = self.call(&self.scripts.lease_ends, Clock::Store, now, &args).await?;
+        let shift = reply.shift();
+        self.hints().lease = reply.int("next").map(|at| Timestamp(at - shift));
+        reply
+            .list("ends")
+            .iter()
+            .map(|item| {
+                let item = reply::list(item);
+                let id = reply::task_id(item.first().unwrap_or(&serde_json::Value::Null))?;
+                let attempts = item.get(1).and_then(reply::int).unwrap_or(0).max(0) as u32;
+                Ok(LeaseEnd { task_id: id, attempts })
+            })
+            .collect()
+    }
+
+    async fn expire(&self, expiries: Vec<Expiry>, now: Timestamp) -> StoreResult<Vec<Expired>> {
+        let mut args = Args::new();
+        for expiry in &expiries {
+            args.text(&expiry.lease.task_id.to_string())
+                .num(expiry.lease.attempts)
+                .num(expiry.delay_seconds)
+                .text(&Uuid::now_v7().to_string());
+        }
+        let reply = self.call(&self.scripts.expire, Clock::Store, now, &args).await?;
+        self.owed(&reply);
+        reply
+            .list("expired")
+            .iter()
+            .map(|item| {
+                let item = reply::list(item);
+                let field = |index: usize| item.get(index).unwrap_or(&serde_json::Value::Null);
+                let task_id = reply::task_id(field(0))?;
+                let command = reply::command(field(1))?;
+                let outcome = match reply::int(field(2)) {
+                    Some(delay) if delay >= 0 => Retried::Requeued { delay_seconds: delay as u64 },
+                    _ => {
+                        self.remember_command(task_id, command.clone());
+                        Retried::DeadLettered
+                    }
+                };
+                Ok(Expired { task_id, command, outcome })
+            })
+            .collect()
+    }
+
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<DueCallback>> {
+        self.callbacks(now, limit, None).await
+    }
+
+    async fn take_callbacks(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<DueCallback>> {
+        self.callbacks(now, limit, Some(lease_until)).await
+    }
+
+    async fn callback_done(&self, task_id: TaskId, delivery: Uuid) -> StoreResult<()> {
+        self.callback_end(task_id, delivery, None).await
+    }
+
+    async fn callback_retry(
+        &self,
+        task_id: TaskId,
+        delivery: Uuid,
+        attempts: u32,
+        next_at: Timestamp,
+    ) -> StoreResult<()> {
+        self.callback_end(task_id, delivery, Some((attempts, next_at))).await
+    }
+
+    fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
+        self.hints().outbox
+    }
+
+    async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>> {
+        let Some(fields) = self.read(id, &["ob", "oa", "on"]).await? else { return Ok(None) };
+        reply::owed(&fields)
+    }
+
+    async fn cancel(
+        &self,
+        ids: Vec<TaskId>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<TaskState, TransitionError>>> {
+        let mut args = Args::new();
+        args.opt(reason.as_deref());
+        for id in &ids {
+            args.text(&id.to_string()).text(&Uuid::now_v7().to_string());
+        }
+        let reply = self.call(&self.scripts.cancel, Clock::Store, now, &args).await?;
+        self.owed(&reply);
+        let mut states = reply.hashes.iter();
+        reply
+            .list("outcomes")
+            .iter()
+            .map(|outcome| match outcome.as_str().filter(|code| !code.is_empty()) {
+                Some(code) => Ok(Err(reply::refusal(code))),
+                None => {
+                    let fields = states
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("a cancelled task".into()))?;
+                    Ok(Ok(reply::state(fields)?))
+                }
+            })
+            .collect()
+    }
+
+    async fn queue_settings(&self, command: &Command) -> StoreResult<QueueSettings> {
+        let stats = self.stats(&[command.as_str()]).await?;
+        Ok(stats.into_iter().next().map(|stats| stats.settings).unwrap_or_default())
+    }
+
+    async fn set_queue_settings(
+        &self,
+        command: &Command,
+        settings: QueueSettings,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut args = Args::new();
+        args.text(command.as_str())
+            .text(if settings.paused { "1" } else { "0" })
+            .opt(settings.max_in_flight)
+            .opt(settings.rate_per_second)
+            .opt(settings.burst);
+        self.call(&self.scripts.settings, Clock::Store, now, &args).await?;
+        Ok(())
+    }
+
+    fn next_claimable_at(&self, filter: &CommandFilter, _now: Timestamp) -> Option<Timestamp> {
+        let hints = self.hints();
+        hints.holds.iter().filter(|(command, _)| filter.allows(command)).map(|(_, at)| *at).min()
+    }
+
+    async fn dead_letters(
+        &self,
+        command: &Command,
+        filter: &DeadLetterFilter,
+        cursor: Option<DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterKey>> {
+        let mut args = Args::new();
+        args.text(command.as_str())
+            .opt(filter.before.map(Timestamp::millis))
+            .opt(filter.after.map(Timestamp::millis))
+            .opt(cursor.map(|(at, _)| at.millis()))
+            .opt(cursor.map(|(_, id)| id.to_string()))
+            .opt(filter.text.as_deref())
+            .num(limit);
+        let reply =
+            self.call(&self.scripts.dead_letters, Clock::Caller, Timestamp(0), &args).await?;
+        reply
+            .list("page")
+            .iter()
+            .map(|item| {
+                let item = reply::list(item);
+                let failed = item.first().and_then(reply::int).unwrap_or(0);
+                let id = reply::task_id(item.get(1).unwrap_or(&serde_json::Value::Null))?;
+                Ok((Timestamp(failed), id))
+            })
+            .collect()
+    }
+
+    async fn replay(
+        &self,
+        command: &Command,
+        items: Vec<(TaskId, Timestamp)>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<TaskId>> {
+        let mut args = Args::new();
+        args.text(command.as_str());
+        for (id, visible_at) in &items {
+            args.text(&id.to_string()).num(visible_at.millis());
+        }
+        let reply = self.call(&self.scripts.replay, Clock::Store, now, &args).await?;
+        reply.list("replayed").iter().map(reply::task_id).collect()
+    }
+
+    async fn purge(&self, command: &Command, ids: Vec<TaskId>) -> StoreResult<Vec<TaskId>> {
+        let mut args = Args::new();
+        args.text(command.as_str());
+        for id in &ids {
+            args.text(&id.to_string());
+        }
+        let reply = self.call(&self.scripts.purge, Clock::Caller, Timestamp(0), &args).await?;
+        reply.list("purged").iter().map(reply::task_id).collect()
+    }
+
+    async fn list_tasks(
+        &self,
+        command: Option<&Command>,
+        status: Option<TaskStatus>,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        let mut args = Args::new();
+        args.opt(command.map(Command::as_str))
+            .opt(status.map(TaskStatus::as_str))
+            .opt(before.map(|id| id.to_string()))
+            .num(limit);
+        let reply = self.call(&self.scripts.list, Clock::Caller, Timestamp(0), &args).await?;
+        reply.list("ids").iter().map(reply::task_id).collect()
+    }
+
+    async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()> {
+        let mut args = Args::new();
+        args.text("put")
+            .text(&subscription.id.to_string())
+            .num(subscription.expires_at.millis())
+            .text(&json_text(&subscription)?);
+        self.subscriptions_op(&args, Timestamp::now()).await.map(|_| ())
+    }
+
+    async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>> {
+        let key = self.key("subs");
+        let found: Option<String> =
+            self.command(async |connection| connection.hget(&key, id.to_string()).await).await?;
+        found
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|error| StoreError::Corrupt(error.to_string()))
+    }
+
+    async fn delete_subscription(&self, id: Uuid) -> StoreResult<bool> {
+        let mut args = Args::new();
+        args.text("delete").text(&id.to_string());
+        Ok(self.subscriptions_op(&args, Timestamp::now()).await? > 0)
+    }
+
+    async fn subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        let key = self.key("subs");
+        let all: Vec<String> =
+            self.command(async |connection| connection.hvals(&key).await).await?;
+        all.iter()
+            .map(|json| serde_json::from_str(json))
+            .collect::<Result<_, _>>()
+            .map_err(|error| StoreError::Corrupt(error.to_string()))
+    }
+
+    async fn remove_lapsed_subscriptions(&self, now: Timestamp) -> StoreResult<usize> {
+        let mut args = Args::new();
+        args.text("lapse");
+        self.subscriptions_op(&args, now).await
+    }
+
+    async fn queue_stats(&self, command: &Command) -> StoreResult<QueueStats> {
+        let stats = self.stats(&[command.as_str()]).await?;
+        Ok(stats.into_iter().next().unwrap_or_else(|| QueueStats::empty(command.clone())))
+    }
+
+    async fn all_queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        self.stats(&["*"]).await
+    }
+
+    async fn cleanup(&self, completed_before: Timestamp, limit: usize) -> StoreResult<Vec<TaskId>> {
+        let mut args = Args::new();
+        args.num(completed_before.millis()).num(limit);
+        let reply = self.call(&self.scripts.cleanup, Clock::Store, Timestamp::now(), &args).await?;
+        reply.list("deleted").iter().map(reply::task_id).collect()
+    }
+
+    fn next_deadline(&self) -> Option<Timestamp> {
+        let hints = self.hints();
+        [hints.delayed, hints.lease.map(|at| at.plus_millis(1))].into_iter().flatten().min()
+    }
+
+    fn health(&self) -> StoreResult<()> {
+        if self.link.is_up() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "Redis is unreachable: {}",
+                self.link.down_because()
+            )))
+        }
+    }
+
+    fn alive(&self) -> StoreResult<()> {
+        // An outage is waited out: restarting the process would not help.
+        Ok(())
+    }
+
+    fn failed(&self) -> CancellationToken {
+        self.never.clone()
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        // Every answer was given once Redis had applied (and, with
+        // `appendfsync always`, written) the change: nothing to flush.
+        self.stop.cancel();
+        Ok(())
+    }
+
+    fn command_of(&self, id: TaskId) -> Option<Command> {
+        self.hints().commands.remove(&id)
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Ends the pub/sub listener and the safety poll.
+        self.stop.cancel();
+    }
+}
+
+impl RedisStore {
+    /// Keeps the rate-limit holds a claim reported for its commands.
+    fn keep_holds(&self, filter: &CommandFilter, reply: &Reply) {
+        let shift = reply.shift();
+        let mut hints = self.hints();
+        hints.holds.retain(|command, _| !filter.allows(command));
+        for hold in reply.list("holds") {
+            let pair = reply::list(hold);
+            let command = pair.first().and_then(|c| reply::command(c).ok());
+            if let (Some(command), Some(at)) = (command, pair.get(1).and_then(reply::int)) {
+                hints.holds.insert(command, Timestamp(at - shift));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_addr_takes_a_bare_address_or_a_redis_or_rediss_url() {
+        let bare = RedisOptions::from_addr("cache:6379", None, 0, "codeq");
+        assert_eq!((bare.addr.as_str(), bare.tls), ("cache:6379", false));
+        let plain = RedisOptions::from_addr("redis://cache:6380/", None, 0, "codeq");
+        assert_eq!((plain.addr.as_str(), plain.tls), ("cache:6380", false));
+        let tls = RedisOptions::from_addr("rediss://cache:6381", Some("pw".into()), 2, "q");
+        assert_eq!((tls.addr.as_str(), tls.tls, tls.db), ("cache:6381", true, 2));
+        assert_eq!(tls.time, TimeSource::Redis);
+    }
+
+    #[test]
+    fn a_client_is_built_for_ipv6_and_tls_addresses() {
+        for addr in ["[::1]:6379", "rediss://localhost:6380"] {
+            assert!(RedisOptions::from_addr(addr, None, 0, "codeq").client().is_ok(), "{addr}");
+        }
+        assert!(RedisOptions::from_addr("no-port", None, 0, "codeq").client().is_err());
+    }
+}

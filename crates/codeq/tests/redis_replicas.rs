@@ -1,0 +1,665 @@
+//! Several `codeq serve` replicas (the real binary) on one real
+//! `redis-server`, over real HTTP: every task delivered exactly once to 32
+//! claimers spread over two replicas; a long poll on one replica woken by a
+//! create on the other; two reapers expiring each lease once; result
+//! callbacks sent once each with both replicas dispatching; Redis killed
+//! under load and started again (AOF always): 503s in between, recovery
+//! without a restart, nothing acknowledged lost.
+//!
+//! Skipped (with a printed notice) when `redis-server` is not on `PATH`,
+//! unless `CODEQ_TEST_REDIS=required`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../codeq-server/tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis_server::RedisServer;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const PRODUCER: &str = "producer-token-for-the-redis-tests";
+const WORKER: &str = "worker-token-for-the-redis-tests";
+
+/// One `codeq serve` replica with `storage: redis`.
+struct Replica {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let tokens = json!([
+            { "token": PRODUCER, "kind": "producer", "sub": "producer", "admin": true },
+            { "token": WORKER, "kind": "worker", "sub": "worker" },
+        ]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
+            .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
+            .arg(dir.path())
+            .env("CODEQ_REDIS_ADDR", redis.addr())
+            .env("CODEQ_STATIC_TOKENS", tokens.to_string())
+            .env("CODEQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+            .env("CODEQ_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let base = stdout
+            .lines()
+            .map(Result::unwrap)
+            .find_map(|line| {
+                let rest = line.strip_prefix("codeQ listening on ")?.to_string();
+                rest.split_whitespace().next().map(str::to_string)
+            })
+            .unwrap_or_else(|| {
+                panic!("the replica did not start: {}", std::fs::read_to_string(&log).unwrap())
+            });
+        Self { child, base, log, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/codeq{path}", self.base)
+    }
+
+    /// Sums every sample of the metric `name` on this replica.
+    async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
+        let text =
+            http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn ready_status(&self, http: &reqwest::Client) -> u16 {
+        http.get(format!("{}/readyz", self.base)).send().await.unwrap().status().as_u16()
+    }
+
+    /// Asserts the process is still running and never panicked.
+    fn assert_healthy(&mut self) {
+        assert!(self.child.try_wait().unwrap().is_none(), "a replica exited");
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        assert!(!log.contains("panicked"), "a replica panicked:\n{log}");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// POSTs `body`: status and JSON body (null when none).
+async fn post(http: &reqwest::Client, url: &str, token: &str, body: Value) -> (u16, Value) {
+    let response = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = http.get(url).bearer_auth(PRODUCER).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// Creates `count` tasks of `command` in batches of 100 spread over the
+/// replicas; their ids.
+async fn create_many(
+    http: &reqwest::Client,
+    replicas: &[&Replica],
+    command: &str,
+    count: usize,
+    extra: Value,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for (batch, start) in (0..count).step_by(100).enumerate() {
+        let tasks: Vec<Value> = (start..count.min(start + 100))
+            .map(|n| {
+                let mut task = json!({ "command": command, "payload": { "n": n } });
+                for (key, value) in extra.as_object().unwrap() {
+                    task[key] = value.clone();
+                }
+                task
+            })
+            .collect();
+        let replica = replicas[batch % replicas.len()];
+        let (status, body) =
+            post(http, &replica.url("/tasks/batch"), PRODUCER, json!({ "tasks": tasks })).await;
+        assert_eq!(status, 200, "{body}");
+        for item in body["results"].as_array().unwrap() {
+            ids.push(item["task"]["id"].as_str().expect("every item created").to_string());
+        }
+    }
+    ids
+}
+
+/// Polls `check` until it holds (the condition the test waits for), for at
+/// most `limit`.
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_claimers_on_two_replicas_get_each_of_5000_tasks_once() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (Replica::start(&redis, &[]), Replica::start(&redis, &[]));
+    let http = http();
+    let ids = create_many(&http, &[&a, &b], "many", 5_000, json!({})).await;
+    let delivered: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let mut claimers = tokio::task::JoinSet::new();
+    for n in 0..32 {
+        let replica = if n % 2 == 0 { &a } else { &b };
+        let (http, delivered) = (http.clone(), delivered.clone());
+        let (claim, base) = (replica.url("/tasks/claim"), replica.url(""));
+        claimers.spawn(async move {
+            let body = json!({ "commands": ["many"], "leaseSeconds": 300, "waitSeconds": 1 });
+            loop {
+                let (status, task) = post(&http, &claim, WORKER, body.clone()).await;
+                if status == 204 {
+                    return;
+                }
+                assert_eq!(status, 200, "{task}");
+                let id = task["id"].as_str().unwrap().to_string();
+                let attempt = task["attempts"].as_u64().unwrap();
+                let result = json!({ "status": "COMPLETED", "result": {}, "attempt": attempt });
+                let (status, body) =
+                    post(&http, &format!("{base}/tasks/{id}/result"), WORKER, result).await;
+                assert_eq!(status, 200, "{body}");
+                delivered.lock().unwrap().push((id, attempt));
+            }
+        });
+    }
+    while let Some(joined) = claimers.join_next().await {
+        joined.unwrap();
+    }
+
+    let delivered = delivered.lock().unwrap().clone();
+    let distinct: HashSet<&String> = delivered.iter().map(|(id, _)| id).collect();
+    assert_eq!(delivered.len(), 5_000, "every task delivered exactly once");
+    assert_eq!(distinct.len(), 5_000);
+    assert!(delivered.iter().all(|(_, attempt)| *attempt == 1), "no task delivered twice");
+    assert_eq!(distinct, ids.iter().collect());
+    let (_, stats) = get(&http, &a.url("/admin/queues/many")).await;
+    assert_eq!((stats["ready"].as_u64(), stats["inProgress"].as_u64()), (Some(0), Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_replica_wakes_on_a_create_on_the_other() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (Replica::start(&redis, &[]), Replica::start(&redis, &[]));
+    let http = http();
+    let mut figures = Vec::new();
+    for round in 0..10 {
+        let command = format!("wake-{round}");
+        let claim = {
+            let (http, url) = (http.clone(), b.url("/tasks/claim"));
+            let body = json!({ "commands": [command], "waitSeconds": 10 });
+            tokio::spawn(async move {
+                let (status, task) = post(&http, &url, WORKER, body).await;
+                (status, task, Instant::now())
+            })
+        };
+        wait_for(Duration::from_secs(10), "the long poll to park on B", || async {
+            b.metric(&http, "codeq_long_polls_waiting").await >= 1.0
+        })
+        .await;
+        let sent = Instant::now();
+        let (status, _) =
+            post(&http, &a.url("/tasks"), PRODUCER, json!({ "command": command, "payload": {} }))
+                .await;
+        assert_eq!(status, 202);
+        let (status, task, woken) = claim.await.unwrap();
+        assert_eq!(status, 200, "{task}");
+        figures.push(woken.duration_since(sent));
+    }
+    figures.sort();
+    let millis: Vec<f64> = figures.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    println!(
+        "cross-replica wake-up, create sent on A → claim answered on B: median {:.1} ms, \
+         max {:.1} ms (10 rounds: {millis:.1?})",
+        millis[millis.len() / 2],
+        millis[millis.len() - 1]
+    );
+    assert!(millis[millis.len() / 2] < 50.0, "median wake-up {millis:?} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reapers_expire_each_lease_exactly_once() {
+    let Some(redis) = RedisServer::start() else { return };
+    // Expired tasks wait an hour: none can be claimed (and expire) again.
+    let env = [
+        ("CODEQ_BACKOFF_POLICY", "fixed"),
+        ("CODEQ_BACKOFF_BASE_SECONDS", "3600"),
+        ("CODEQ_BACKOFF_MAX_SECONDS", "3600"),
+    ];
+    let (a, b) = (Replica::start(&redis, &env), Replica::start(&redis, &env));
+    let http = http();
+    let ids = create_many(&http, &[&a, &b], "lapse", 400, json!({})).await;
+    let mut claimed = 0;
+    for replica in [&a, &b].iter().cycle().take(4) {
+        let body = json!({ "commands": ["lapse"], "leaseSeconds": 1, "count": 100 });
+        let (status, page) = post(&http, &replica.url("/tasks/claim/batch"), WORKER, body).await;
+        assert_eq!(status, 200);
+        claimed += page["tasks"].as_array().unwrap().len();
+    }
+    assert_eq!(claimed, 400);
+
+    wait_for(Duration::from_secs(30), "every lease to expire", || async {
+        let (_, stats) = get(&http, &a.url("/admin/queues/lapse")).await;
+        stats["delayed"].as_u64() == Some(400)
+    })
+    .await;
+    let expired = a.metric(&http, "codeq_lease_expired_total").await
+        + b.metric(&http, "codeq_lease_expired_total").await;
+    println!(
+        "lease expiries counted: A {}, B {}",
+        a.metric(&http, "codeq_lease_expired_total").await,
+        b.metric(&http, "codeq_lease_expired_total").await
+    );
+    assert_eq!(expired, 400.0, "each lease expired exactly once over both reapers");
+    for id in ids.iter().step_by(7) {
+        let (_, task) = get(&http, &a.url(&format!("/tasks/{id}"))).await;
+        assert_eq!(task["status"], "PENDING");
+        assert_eq!(task["attempts"], 1);
+        assert_eq!(task["lastReason"], "LEASE_EXPIRED");
+    }
+}
+
+/// A webhook receiver counting deliveries per task.
+async fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counted = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let counted = counted.clone();
+            async move {
+                let id = body["taskId"].as_str().unwrap_or_default().to_string();
+                *counted.lock().unwrap().entry(id).or_default() += 1;
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_callbacks_are_sent_once_each_with_both_replicas_dispatching() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (Replica::start(&redis, &[]), Replica::start(&redis, &[]));
+    let http = http();
+    let (hook, seen) = receiver().await;
+    let ids = create_many(&http, &[&a, &b], "hooked", 400, json!({ "webhook": hook })).await;
+    for (n, replica) in [&a, &b].iter().cycle().take(8).enumerate() {
+        let body = json!({ "commands": ["hooked"], "count": 50 });
+        let (status, page) = post(&http, &replica.url("/tasks/claim/batch"), WORKER, body).await;
+        assert_eq!(status, 200, "round {n}");
+        let results: Vec<Value> = page["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|task| json!({ "taskId": task["id"], "status": "COMPLETED", "result": {} }))
+            .collect();
+        let (status, _) = post(
+            &http,
+            &replica.url("/tasks/batch/results"),
+            WORKER,
+            json!({ "results": results }),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    let delivered = "codeq_webhook_deliveries_total";
+    wait_for(Duration::from_secs(60), "every callback to be delivered", || async {
+        a.metric(&http, delivered).await + b.metric(&http, delivered).await >= 400.0
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "the outboxes to empty", || async {
+        a.metric(&http, "codeq_webhook_outbox_pending").await == 0.0
+            && b.metric(&http, "codeq_webhook_outbox_pending").await == 0.0
+    })
+    .await;
+    let (by_a, by_b) = (a.metric(&http, delivered).await, b.metric(&http, delivered).await);
+    println!("result callbacks sent: by A {by_a}, by B {by_b}");
+    assert_eq!(by_a + by_b, 400.0, "no callback sent twice");
+    assert!(by_a > 0.0 && by_b > 0.0, "both replicas dispatch");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 400);
+    assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "each task called back once");
+}
+
+/// What the load saw: acknowledged creations and results, every status.
+#[derive(Default)]
+struct Load {
+    created: Vec<(String, bool)>,
+    completed: HashSet<String>,
+    statuses: BTreeMap<u16, usize>,
+    /// 503 answers without a `Retry-After` header.
+    no_retry_after: usize,
+    errors: Vec<String>,
+}
+
+impl Load {
+    /// Counts an answer's status (and a 503 without `Retry-After`).
+    fn saw(&mut self, response: &reqwest::Response) {
+        let status = response.status().as_u16();
+        *self.statuses.entry(status).or_default() += 1;
+        if status == 503 && !response.headers().contains_key("retry-after") {
+            self.no_retry_after += 1;
+        }
+    }
+}
+
+async fn produce(
+    http: reqwest::Client,
+    url: String,
+    load: Arc<Mutex<Load>>,
+    stop: Arc<AtomicBool>,
+    outage: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let before_outage = !outage.load(Ordering::Relaxed);
+        let sent = http
+            .post(&url)
+            .bearer_auth(PRODUCER)
+            .json(&json!({ "command": "outage", "payload": {} }))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                load.lock().unwrap().errors.push(error.to_string());
+                continue;
+            }
+        };
+        let status = response.status().as_u16();
+        load.lock().unwrap().saw(&response);
+        if status == 202 {
+            let task: Value = response.json().await.unwrap();
+            let id = task["id"].as_str().unwrap().to_string();
+            load.lock().unwrap().created.push((id, before_outage));
+        }
+    }
+}
+
+async fn consume(
+    http: reqwest::Client,
+    base: String,
+    load: Arc<Mutex<Load>>,
+    stop: Arc<AtomicBool>,
+) {
+    let body = json!({ "commands": ["outage"], "waitSeconds": 1 });
+    while !stop.load(Ordering::Relaxed) {
+        let claimed =
+            http.post(format!("{base}/tasks/claim")).bearer_auth(WORKER).json(&body).send().await;
+        let response = match claimed {
+            Ok(response) => response,
+            Err(error) => {
+                load.lock().unwrap().errors.push(error.to_string());
+                continue;
+            }
+        };
+        let status = response.status().as_u16();
+        load.lock().unwrap().saw(&response);
+        if status != 200 {
+            continue;
+        }
+        let task: Value = response.json().await.unwrap();
+        let id = task["id"].as_str().unwrap().to_string();
+        let result = json!({ "status": "COMPLETED", "result": {}, "attempt": task["attempts"] });
+        let url = format!("{base}/tasks/{id}/result");
+        match http.post(url).bearer_auth(WORKER).json(&result).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let mut load = load.lock().unwrap();
+                load.saw(&response);
+                if status == 200 {
+                    load.completed.insert(id);
+                }
+            }
+            Err(error) => load.lock().unwrap().errors.push(error.to_string()),
+        }
+    }
+}
+
+fn acknowledged(load: &Mutex<Load>) -> usize {
+    load.lock().unwrap().created.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let (mut a, mut b) = (Replica::start(&redis, &[]), Replica::start(&redis, &[]));
+    let http = http();
+    let (load, stop, outage) = (
+        Arc::new(Mutex::new(Load::default())),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut clients = tokio::task::JoinSet::new();
+    for replica in [&a, &b] {
+        for _ in 0..2 {
+            let url = replica.url("/tasks");
+            clients.spawn(produce(http.clone(), url, load.clone(), stop.clone(), outage.clone()));
+        }
+        for _ in 0..4 {
+            clients.spawn(consume(http.clone(), replica.url(""), load.clone(), stop.clone()));
+        }
+    }
+    wait_for(Duration::from_secs(60), "load before the outage", || async {
+        acknowledged(&load) >= 300
+    })
+    .await;
+
+    outage.store(true, Ordering::Relaxed);
+    redis.kill();
+    let killed_at = Instant::now();
+    wait_for(Duration::from_secs(20), "both replicas to report not ready", || async {
+        a.ready_status(&http).await == 503 && b.ready_status(&http).await == 503
+    })
+    .await;
+    wait_for(Duration::from_secs(20), "clients to get 503s", || async {
+        load.lock().unwrap().statuses.get(&503).copied().unwrap_or(0) >= 20
+    })
+    .await;
+    assert_eq!(http.get(format!("{}/healthz", a.base)).send().await.unwrap().status(), 200);
+
+    redis.start_again();
+    wait_for(Duration::from_secs(30), "both replicas to be ready again", || async {
+        a.ready_status(&http).await == 200 && b.ready_status(&http).await == 200
+    })
+    .await;
+    let recovered_after = killed_at.elapsed();
+    let resumed_from = acknowledged(&load);
+    wait_for(Duration::from_secs(60), "load after the outage", || async {
+        acknowledged(&load) >= resumed_from + 300
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = clients.join_next().await {
+        joined.unwrap();
+    }
+
+    a.assert_healthy();
+    b.assert_healthy();
+    let load = std::mem::take(&mut *load.lock().unwrap());
+    println!(
+        "outage: statuses {:?}, {} created ({} before the kill), {} completed; ready again {:.1} s after the kill",
+        load.statuses,
+        load.created.len(),
+        load.created.iter().filter(|(_, before)| *before).count(),
+        load.completed.len(),
+        recovered_after.as_secs_f64()
+    );
+    assert!(load.errors.is_empty(), "transport errors: {:?}", load.errors);
+    assert_eq!(load.no_retry_after, 0, "every 503 carries Retry-After");
+    let unexpected: Vec<_> =
+        load.statuses.keys().filter(|status| ![200, 202, 204, 503].contains(*status)).collect();
+    assert!(unexpected.is_empty(), "statuses other than 2xx and 503: {:?}", load.statuses);
+    for (id, _) in &load.created {
+        let (status, task) = get(&http, &a.url(&format!("/tasks/{id}"))).await;
+        assert_eq!(status, 200, "acknowledged task {id} lost");
+        if load.completed.contains(id) {
+            assert_eq!(task["status"], "COMPLETED", "acknowledged result of {id} lost");
+        }
+    }
+}
+
+/// `codeq serve --storage redis` until it exits: its exit code and stderr.
+fn serve_until_exit(redis: &RedisServer) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
+        .arg(dir.path())
+        .env("CODEQ_REDIS_ADDR", redis.addr())
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_redis_that_may_evict_keys_is_refused_at_start() {
+    let Some(redis) = RedisServer::start_with("always", &["--maxmemory-policy", "allkeys-lru"])
+    else {
+        return;
+    };
+    let (code, stderr) = serve_until_exit(&redis);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("maxmemory-policy allkeys-lru"), "{stderr}");
+    assert!(stderr.contains("noeviction"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_persistence_is_warned_about_and_the_password_is_used() {
+    let Some(redis) = RedisServer::start_with("everysec", &["--requirepass", "s3cret"]) else {
+        return;
+    };
+    let mut replica = Replica::start(&redis, &[("CODEQ_REDIS_PASSWORD", "s3cret")]);
+    let http = http();
+    assert_eq!(replica.ready_status(&http).await, 200);
+    let (status, _) =
+        post(&http, &replica.url("/tasks"), PRODUCER, json!({ "command": "c", "payload": {} }))
+            .await;
+    assert_eq!(status, 202);
+    replica.assert_healthy();
+    // Log lines are written by a thread of their own, a moment later.
+    let read_log = || std::fs::read_to_string(&replica.log).unwrap();
+    wait_for(Duration::from_secs(10), "the persistence warning", || async {
+        read_log().contains("appendfsync everysec")
+    })
+    .await;
+    assert!(read_log().contains("lose"), "{}", read_log());
+}
+
+/// A CA and a server certificate for `localhost` made with the `openssl`
+/// command; `None` (with a notice) without it.
+fn certificates() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    let made = run(&["version"])
+        && run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=codeq-test-ca",
+        ])
+        && run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ])
+        && run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    if !made {
+        eprintln!("NOTICE: openssl is not available; skipping the TLS test");
+        return None;
+    }
+    Some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_address_connects_over_tls_to_a_trusted_certificate() {
+    let Some(certs) = certificates() else { return };
+    let Some(redis) = RedisServer::start_tls(certs.path()) else { return };
+    let addr = format!("rediss://localhost:{}", redis.addr().rsplit(':').next().unwrap());
+    let ca = certs.path().join("ca.pem").display().to_string();
+    // rustls-native-certs reads the roots from SSL_CERT_FILE when it is set.
+    let replica = Replica::start(&redis, &[("CODEQ_REDIS_ADDR", &addr), ("SSL_CERT_FILE", &ca)]);
+    let http = http();
+    let (status, _) =
+        post(&http, &replica.url("/tasks"), PRODUCER, json!({ "command": "tls", "payload": {} }))
+            .await;
+    assert_eq!(status, 202);
+    let (status, task) =
+        post(&http, &replica.url("/tasks/claim"), WORKER, json!({ "commands": ["tls"] })).await;
+    assert_eq!((status, task["command"].as_str()), (200, Some("tls")));
+}
