@@ -762,7 +762,11 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
     };
     crate::logging::init(&config);
     fd_limit::raise_soft_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.request_threads())
+        .enable_all()
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("codeq: cannot start the runtime: {error}");

@@ -199,6 +199,12 @@ pub struct Config {
     /// `bodyReadTimeoutSeconds` plus its length at this rate; at least 1.
     /// Default 16384.
     pub body_min_bytes_per_second: u64,
+    /// `workerThreads`: threads serving requests. Default: one fewer than
+    /// the CPUs (at least 1), leaving a core to the journal's committer,
+    /// the log writer and the kernel's network and disk work (on 2 cores,
+    /// one request thread ran 23 % more cycles per second at a quarter
+    /// less CPU per cycle than two: docs/performance.md).
+    pub worker_threads: Option<usize>,
     /// `maxConnections`: the most connections open at once; more wait in
     /// the listen backlog. At least 1. Default 10000 (lowered at start when
     /// the open-file limit cannot hold that many).
@@ -260,6 +266,7 @@ impl Default for Config {
             result_webhook_base_backoff_seconds: 2,
             result_webhook_max_backoff_seconds: 60,
             public_base_url: None,
+            worker_threads: None,
             shutdown_grace_seconds: 30,
             ui: true,
             max_in_flight_calls: 1024,
@@ -600,8 +607,20 @@ impl Config {
                 d.body_min_bytes_per_second,
             )
             .value,
+            worker_threads: value(layer.worker_threads),
             max_connections: pick(layer.max_connections, d.max_connections).value,
             max_body_bytes_in_flight: body_budget.value,
+        })
+    }
+}
+
+impl Config {
+    /// The request threads to start: `workerThreads`, else one fewer than
+    /// the CPUs, at least 1.
+    pub fn request_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |cpus| cpus.get().saturating_sub(1).max(1))
         })
     }
 }

@@ -159,6 +159,7 @@ config_keys! {
     keep_alive_timeout_seconds: u64 = "keepAliveTimeoutSeconds" => value::positive;
     body_read_timeout_seconds: u64 = "bodyReadTimeoutSeconds" => value::positive;
     body_min_bytes_per_second: u64 = "bodyMinBytesPerSecond" => value::positive;
+    worker_threads: usize = "workerThreads" => value::positive;
     max_connections: u32 = "maxConnections" => value::positive;
     max_body_bytes_in_flight: u64 = "maxBodyBytesInFlight" => value::positive;
 }

@@ -98,6 +98,7 @@ const SAMPLES: &[Sample] = &[
     ("keepAliveTimeoutSeconds", "30", &[]),
     ("bodyReadTimeoutSeconds", "20", &[]),
     ("bodyMinBytesPerSecond", "1024", &[]),
+    ("workerThreads", "3", &[]),
     ("maxConnections", "500", &[]),
     ("maxBodyBytesInFlight", "3000000000", &[]),
 ];
