@@ -336,31 +336,31 @@ impl Worker {
         let claim = self.claim_request();
         let mut next: Option<Task> = None;
         loop {
-            if let Some(task) = next.take() {
-                if self.stop.claiming.is_cancelled() {
-                    // Handed over with a result as stop came: give it back.
+            let claimed = match next.take() {
+                // Handed over with a result as stop came: give it back.
+                Some(task) if self.stop.claiming.is_cancelled() => {
                     let _ = self.client.abandon(&task.id, task.attempts).await;
                     return Ok(summary);
                 }
-                let (report, following) = self.handle(task, handler.as_ref()).await;
-                next = following;
-                self.count(&mut summary, &report);
-                continue;
-            }
-            // A claim in flight when stop comes is dropped: the server may
-            // have handed out a task in that instant, which then comes back
-            // when its lease ends. Waiting out a 30 s long poll instead
-            // would make every stop slow.
-            let claimed = tokio::select! {
-                () = self.stop.claiming.cancelled() => return Ok(summary),
-                claimed = self.client.claim(&claim) => claimed,
+                Some(task) => Ok(Some(task)),
+                // A claim in flight when stop comes is dropped: the server
+                // may have handed out a task in that instant, which then
+                // comes back when its lease ends. Waiting out a 30 s long
+                // poll instead would make every stop slow.
+                None => tokio::select! {
+                    () = self.stop.claiming.cancelled() => return Ok(summary),
+                    claimed = self.client.claim(&claim) => claimed,
+                },
             };
             match claimed {
                 Ok(Some(task)) => {
                     pause = FIRST_RETRY_PAUSE;
                     let (report, following) = self.handle(task, handler.as_ref()).await;
                     next = following;
-                    self.count(&mut summary, &report);
+                    summary.add(report.reported);
+                    if let Some(callback) = &self.on_task {
+                        callback(&report);
+                    }
                 }
                 Ok(None) => {}
                 // With `once` there is no later claim to retry in.
@@ -379,13 +379,6 @@ impl Worker {
             if self.once {
                 return Ok(summary);
             }
-        }
-    }
-
-    fn count(&self, summary: &mut Summary, report: &TaskReport) {
-        summary.add(report.reported);
-        if let Some(callback) = &self.on_task {
-            callback(report);
         }
     }
 
