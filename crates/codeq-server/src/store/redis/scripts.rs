@@ -3,6 +3,10 @@
 //! rules of `codeq_core::lifecycle`) followed by its own body. They run
 //! with EVALSHA and are loaded again when Redis answers NOSCRIPT (after a
 //! restart or `SCRIPT FLUSH`), by `redis::Script`.
+//!
+//! A script gets only the parts of the library it uses (see
+//! [`library_for`]): Lua builds every function of a script anew on each
+//! call, and what it builds it must also collect.
 
 use redis::Script;
 
@@ -21,7 +25,7 @@ macro_rules! scripts {
             pub fn new() -> Self {
                 let lib = include_str!("lua/lib.lua");
                 Self {
-                    $($name: Script::new(&format!("{lib}\n{}", include_str!(concat!("lua/", $file)))),)*
+                    $($name: script(lib, include_str!(concat!("lua/", $file))),)*
                 }
             }
         }
@@ -50,6 +54,89 @@ scripts! {
     list => "list.lua",
     read => "read.lua",
     subscriptions => "subscriptions.lua",
+}
+
+fn script(lib: &str, body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", library_for(lib, body)))
+}
+
+/// The marker in `lib.lua` after which each top-level `local` declaration
+/// is a part a script may leave out.
+const PARTS_MARKER: &str = "-- @parts\n";
+
+/// The library as `body` needs it: everything before [`PARTS_MARKER`],
+/// then, in their order, the parts that `body` or another kept part names.
+/// A part runs from a line starting with `local ` to the next one and
+/// declares the names before its `=` (or its function's name).
+fn library_for(lib: &str, body: &str) -> String {
+    let Some((head, rest)) = lib.split_once(PARTS_MARKER) else { return lib.to_string() };
+    let parts = split_parts(rest);
+    let mut kept = vec![false; parts.len()];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for (index, part) in parts.iter().enumerate() {
+            if kept[index] {
+                continue;
+            }
+            let named_by = |text: &str| part.names.iter().any(|name| names(text, name));
+            let needed = named_by(body)
+                || parts.iter().zip(&kept).any(|(other, &keep)| keep && named_by(other.text));
+            if needed {
+                kept[index] = true;
+                changed = true;
+            }
+        }
+    }
+    let mut library = head.to_string();
+    for (part, _) in parts.iter().zip(&kept).filter(|(_, keep)| **keep) {
+        library.push_str(part.text);
+    }
+    library
+}
+
+/// One top-level declaration of the library.
+struct Part<'a> {
+    text: &'a str,
+    names: Vec<&'a str>,
+}
+
+fn split_parts(text: &str) -> Vec<Part<'_>> {
+    let mut starts: Vec<usize> = text
+        .match_indices("\nlocal ")
+        .map(|(at, _)| at + 1)
+        .chain(text.starts_with("local ").then_some(0))
+        .collect();
+    starts.sort_unstable();
+    starts.push(text.len());
+    starts
+        .windows(2)
+        .map(|bounds| {
+            let text = &text[bounds[0]..bounds[1]];
+            Part { text, names: declared(text) }
+        })
+        .collect()
+}
+
+/// The names a declaration starting with `local ` declares.
+fn declared(part: &str) -> Vec<&str> {
+    let first = part.lines().next().unwrap_or_default();
+    let declaration = first.trim_start_matches("local ");
+    let names = match declaration.strip_prefix("function ") {
+        Some(function) => function.split('(').next().unwrap_or_default(),
+        None => declaration.split('=').next().unwrap_or_default(),
+    };
+    names.split(',').map(str::trim).filter(|name| !name.is_empty()).collect()
+}
+
+/// Whether `text` has `name` as a whole identifier.
+fn names(text: &str, name: &str) -> bool {
+    let identifier = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(identifier) && !after.is_some_and(identifier)
+    })
 }
 
 impl Default for Scripts {
@@ -85,5 +172,34 @@ impl Args {
     pub fn opt(&mut self, value: Option<impl std::fmt::Display>) -> &mut Self {
         self.0.push(value.map_or_else(String::new, |value| format!("={value}")));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIB: &str = "local P = 1\n-- @parts\nlocal function a() return 1 end\nlocal function b() return a() end\nlocal X, Y = 1, 2\nlocal function c() return 3 end\n";
+
+    #[test]
+    fn a_script_gets_the_parts_it_names_and_what_they_name() {
+        let library = library_for(LIB, "return b() + Y");
+        assert_eq!(
+            library,
+            "local P = 1\nlocal function a() return 1 end\nlocal function b() return a() end\nlocal X, Y = 1, 2\n"
+        );
+    }
+
+    #[test]
+    fn a_name_inside_a_longer_identifier_does_not_count() {
+        assert_eq!(library_for(LIB, "return cb + ab"), "local P = 1\n");
+    }
+
+    #[test]
+    fn every_script_keeps_the_whole_head() {
+        let lib = include_str!("lua/lib.lua");
+        let (head, _) = lib.split_once(PARTS_MARKER).expect("lib.lua has the parts marker");
+        assert!(library_for(lib, "return 1").starts_with(head));
+        assert!(library_for(lib, "return emit({})").contains("local function emit("));
     }
 }

@@ -62,11 +62,10 @@ end)
 local tasks, ids, taken = {}, {}, {}
 for i = 1, math.min(count, #candidates) do
   local pick = candidates[i]
-  local s = load_in(pick.cmd, pick.id)
+  local s, flat = load_all(pick.cmd, pick.id)
   if s then
-    write(s, rule_claim(s, worker, lease))
+    tasks[#tasks + 1] = patched(flat, write(s, rule_claim(s, worker, lease)))
     taken[pick.cmd] = (taken[pick.cmd] or 0) + 1
-    tasks[#tasks + 1] = redis.call('HGETALL', s.key)
     ids[#ids + 1] = s.id
   end
 end

@@ -5,7 +5,7 @@ local outcomes, records = {}, {}
 for i = FIRST, #ARGV, 8 do
   local s = load(ARGV[i])
   local worker, attempt, status = ARGV[i + 1], optn(optarg(ARGV[i + 2])), ARGV[i + 3]
-  local outcome
+  local outcome, record
   if not s then
     outcome = { err = 'NF' }
   elseif s.status == 'CANCELLED' then
@@ -25,12 +25,12 @@ for i = FIRST, #ARGV, 8 do
       else n.status = 'CANCELLED'; n.error = result_error end
       n.worker = worker; n.lease = nil; n.completed = NOW; n.updated = NOW
       write(s, n)
-      put_result(n, status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
+      record = put_result(n, status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
       owe_if_due(s, n, ARGV[i + 7])
       outcome = { ok = 'stored', cmd = s.cmd }
     end
   end
   outcomes[#outcomes + 1] = outcome
-  if outcome.ok then records[#records + 1] = fields_of(s.key, RESULT_NAMES) end
+  if outcome.ok then records[#records + 1] = record or fields_of(s.key, RESULT_NAMES) end
 end
 return emit({ outcomes = outcomes }, records)

@@ -27,7 +27,6 @@ for i = FIRST, #ARGV, 11 do
     redis.call('HSET', task, unpack(body))
     redis.call('HSET', K_WHERE, id, c)
     redis.call('SADD', K_COMMANDS, c)
-    redis.call('ZADD', qk(c, 'ids'), 0, id)
     write(nil, { id = id, cmd = c, key = task, status = 'PENDING', attempts = 0,
       visible = at(ARGV[i + 10]), updated = created, replays = 0, dead = false,
       priority = tonumber(ARGV[i + 3]) })

@@ -19,6 +19,10 @@ local SHIFT = NOW - CALLER_NOW
 local ORIGIN = ARGV[4]
 local FIRST = 5
 
+-- Below, each top-level `local` declaration is a part that a script gets
+-- only when its body, or another part it gets, names what it declares
+-- (scripts.rs): Lua makes every closure of a script again on each call.
+-- @parts
 local function int(n) return string.format('%d', n) end
 local function at(text) return tonumber(text) + SHIFT end
 -- An optional argument: '' for none, else '=' followed by the value.
@@ -55,17 +59,36 @@ local function terminal(status)
   return status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED'
 end
 
+-- A task's state from its hash's fields (`h`: name → value).
+local function state_of(cmd, id, key, h)
+  return { id = id, cmd = cmd, key = key, status = h.s, attempts = tonumber(h.a),
+    worker = h.wk, lease = optn(h.lu), visible = tonumber(h.va), error = h.e,
+    reason = h.lr, dead = h.d == '1', updated = tonumber(h.ua), completed = optn(h.co),
+    replays = tonumber(h.rp), max = tonumber(h.m), priority = tonumber(h.pr),
+    hook = h.w ~= nil, owed = h.ob ~= nil }
+end
+
+local LOADED = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp', 'm', 'pr', 'w', 'ob' }
+
 -- A task's state, read from its hash (nil when there is no such task).
 local function load_in(cmd, id)
   local key = tk(cmd, id)
-  local v = redis.call('HMGET', key, 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp',
-    'm', 'pr', 'w', 'ob')
+  local v = redis.call('HMGET', key, unpack(LOADED))
   if not v[1] then return nil end
-  return { id = id, cmd = cmd, key = key, status = v[1], attempts = tonumber(v[2]),
-    worker = opt(v[3]), lease = optn(v[4]), visible = tonumber(v[5]), error = opt(v[6]),
-    reason = opt(v[7]), dead = v[8] == '1', updated = tonumber(v[9]), completed = optn(v[10]),
-    replays = tonumber(v[11]), max = tonumber(v[12]), priority = tonumber(v[13]),
-    hook = v[14] ~= false, owed = v[15] ~= false }
+  local h = {}
+  for i, name in ipairs(LOADED) do if v[i] then h[name] = v[i] end end
+  return state_of(cmd, id, key, h)
+end
+
+-- A task's state and its whole hash as a flat field/value list (nil, nil
+-- when there is no such task).
+local function load_all(cmd, id)
+  local key = tk(cmd, id)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil, nil end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return state_of(cmd, id, key, h), flat
 end
 
 local function load(id)
@@ -80,19 +103,6 @@ local function copy(s)
   return c
 end
 
-local STATE_FIELDS = {
-  { 's', function(s) return s.status end },
-  { 'a', function(s) return int(s.attempts) end },
-  { 'wk', function(s) return s.worker end },
-  { 'lu', function(s) return s.lease and int(s.lease) end },
-  { 'va', function(s) return int(s.visible) end },
-  { 'e', function(s) return s.error end },
-  { 'lr', function(s) return s.reason end },
-  { 'd', function(s) return s.dead and '1' or nil end },
-  { 'ua', function(s) return int(s.updated) end },
-  { 'co', function(s) return s.completed and int(s.completed) end },
-  { 'rp', function(s) return int(s.replays) end },
-}
 local STATE_NAMES = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp' }
 local RESULT_NAMES = { 'rs', 'rr', 're', 'rx', 'rw', 'rc' }
 
@@ -160,17 +170,35 @@ local function moved(a, b)
   return a.dead ~= b.dead or ended(a) ~= ended(b)
 end
 
--- Stores `after` (the fields that changed) and moves the task between the
--- indexes its change calls for. `before` is nil for a new task.
-local function write(before, after)
-  local set, del = {}, {}
-  for _, f in ipairs(STATE_FIELDS) do
-    local new = f[2](after)
-    local old = before and f[2](before)
-    if new ~= old then
-      if new == nil then del[#del + 1] = f[1] else set[#set + 1] = f[1]; set[#set + 1] = new end
-    end
+-- Adds field `name` to `set` (name, value) or `del` when it changed.
+local function changed(set, del, name, old, new)
+  if new == old then return end
+  if new == nil then
+    del[#del + 1] = name
+  else
+    set[#set + 1] = name
+    set[#set + 1] = type(new) == 'number' and int(new) or new
   end
+end
+
+local NONE = {}
+
+-- Stores `after` (the fields that changed) and moves the task between the
+-- indexes its change calls for. `before` is nil for a new task. Answers
+-- the fields set (name, value, …) and those deleted.
+local function write(before, after)
+  local set, del, b = {}, {}, before or NONE
+  changed(set, del, 's', b.status, after.status)
+  changed(set, del, 'a', b.attempts, after.attempts)
+  changed(set, del, 'wk', b.worker, after.worker)
+  changed(set, del, 'lu', b.lease, after.lease)
+  changed(set, del, 'va', b.visible, after.visible)
+  changed(set, del, 'e', b.error, after.error)
+  changed(set, del, 'lr', b.reason, after.reason)
+  changed(set, del, 'd', b.dead and '1' or nil, after.dead and '1' or nil)
+  changed(set, del, 'ua', b.updated, after.updated)
+  changed(set, del, 'co', b.completed, after.completed)
+  changed(set, del, 'rp', b.replays, after.replays)
   if #set > 0 then redis.call('HSET', after.key, unpack(set)) end
   if #del > 0 then redis.call('HDEL', after.key, unpack(del)) end
   if before == nil then
@@ -185,6 +213,26 @@ local function write(before, after)
     unindex(before)
     index(after)
   end
+  return set, del
+end
+
+-- A flat field/value list with what write() set and deleted applied.
+local function patched(flat, set, del)
+  local new, out = {}, {}
+  for i = 1, #set, 2 do new[set[i]] = set[i + 1] end
+  for _, name in ipairs(del) do new[name] = false end
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], new[flat[i]]
+    if value == nil then
+      out[#out + 1] = name; out[#out + 1] = flat[i + 1]
+    elseif value then
+      out[#out + 1] = name; out[#out + 1] = value; new[name] = nil
+    end
+  end
+  for name, value in pairs(new) do
+    if value then out[#out + 1] = name; out[#out + 1] = value end
+  end
+  return out
 end
 
 local function outbox_summary()
@@ -192,13 +240,15 @@ local function outbox_summary()
   return { count = redis.call('ZCARD', K_OUTBOX), first = first[2] and tonumber(first[2]) }
 end
 
--- Stores the result record of a task that became terminal.
+-- Stores the result record of a task that became terminal; answers its
+-- fields as a flat list.
 local function put_result(s, status, result, err, artifacts, worker)
   local f = { 'rs', status, 'rw', worker, 'rc', int(NOW) }
   if result then f[#f + 1] = 'rr'; f[#f + 1] = result end
   if err then f[#f + 1] = 're'; f[#f + 1] = err end
   if artifacts then f[#f + 1] = 'rx'; f[#f + 1] = artifacts end
   redis.call('HSET', s.key, unpack(f))
+  return f
 end
 
 -- A task with a webhook that has just become terminal owes one callback
@@ -216,7 +266,7 @@ local function delete_task(cmd, id)
   local key = tk(cmd, id)
   local v = redis.call('HMGET', key, 's', 'k', 'ob')
   if v[1] then redis.call('ZREM', qk(cmd, 's:' .. v[1]), id) end
-  for _, kind in ipairs({ 'ready', 'delayed', 'leases', 'done', 'dlq', 'ids' }) do
+  for _, kind in ipairs({ 'ready', 'delayed', 'leases', 'done', 'dlq' }) do
     redis.call('ZREM', qk(cmd, kind), id)
   end
   if v[2] and redis.call('HGET', K_IDEM, v[2]) == id then redis.call('HDEL', K_IDEM, v[2]) end

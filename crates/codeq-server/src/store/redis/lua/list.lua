@@ -5,10 +5,13 @@ local before, limit = optarg(ARGV[FIRST + 2]), tonumber(ARGV[FIRST + 3])
 local commands = c and { c } or redis.call('SMEMBERS', K_COMMANDS)
 local top = before and ('(' .. before) or '+'
 local all = {}
+local statuses = status and { status }
+  or { 'PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED' }
 for _, cmd in ipairs(commands) do
-  local key = status and qk(cmd, 's:' .. status) or qk(cmd, 'ids')
-  for _, id in ipairs(redis.call('ZREVRANGEBYLEX', key, top, '-', 'LIMIT', 0, limit)) do
-    all[#all + 1] = id
+  for _, each in ipairs(statuses) do
+    for _, id in ipairs(redis.call('ZREVRANGEBYLEX', qk(cmd, 's:' .. each), top, '-', 'LIMIT', 0, limit)) do
+      all[#all + 1] = id
+    end
   end
 end
 table.sort(all, function(x, y) return x > y end)
