@@ -10,6 +10,8 @@
 //! - `scripts.rs` and `lua/`: the scripts (`lua/lib.lua` holds the keys,
 //!   the clock, the indexes and the rules of `codeq_core::lifecycle`);
 //! - `reply.rs`: answers read back into domain types;
+//! - `batch.rs`: creates (and results) that queue up behind one in flight
+//!   go to Redis together, as one script call;
 //! - `events.rs`: the pub/sub listener (cross-replica wake-ups) and the
 //!   safety poll;
 //! - `checks.rs`: start-up checks of Redis's eviction and AOF settings.
@@ -27,6 +29,7 @@
 //! from the scripts' answers, refreshed by the reaper's passes and by the
 //! safety poll; times there are on this replica's clock.
 
+mod batch;
 mod checks;
 mod events;
 mod link;
@@ -45,6 +48,7 @@ use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use self::batch::Batcher;
 pub use self::checks::{CheckError, Durability, check_server};
 use self::link::Link;
 use self::reply::{Fields, Reply};
@@ -156,6 +160,10 @@ pub struct RedisStore {
     stop: CancellationToken,
     /// Never fires: a Redis outage is waited out, not a reason to exit.
     never: CancellationToken,
+    /// Creates merged into one `create` call (Redis time only).
+    creates: Batcher<Task, Created>,
+    /// Results merged into one `complete` call (Redis time only).
+    completes: Batcher<Completion, Result<Completed, TransitionError>>,
 }
 
 /// Whose clock one call uses.
@@ -171,6 +179,8 @@ impl RedisStore {
     /// Opens the store (connecting lazily) and starts its pub/sub listener
     /// and safety poll on the current runtime.
     pub fn open(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
+        let (creates, create_queue) = batch::channel();
+        let (completes, complete_queue) = batch::channel();
         let store = Arc::new(Self {
             link: Arc::new(Link::new(options.client()?)),
             scripts: Scripts::new(),
@@ -181,10 +191,22 @@ impl RedisStore {
             hints: Mutex::new(Hints::default()),
             stop: CancellationToken::new(),
             never: CancellationToken::new(),
+            creates,
+            completes,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(events::listen(Arc::downgrade(&store), store.stop.clone()));
-            runtime.spawn(events::safety_poll(Arc::downgrade(&store), store.stop.clone()));
+            let (owner, stop) = (Arc::downgrade(&store), store.stop.clone());
+            runtime.spawn(events::listen(owner.clone(), stop.clone()));
+            runtime.spawn(events::safety_poll(owner.clone(), stop.clone()));
+            runtime.spawn(batch::run(
+                create_queue,
+                owner.clone(),
+                stop.clone(),
+                |store, tasks| async move { store.create_now(tasks).await },
+            ));
+            runtime.spawn(batch::run(complete_queue, owner, stop, |store, items| async move {
+                store.complete_now(items, Timestamp::now()).await
+            }));
         }
         Ok(store)
     }
@@ -482,26 +504,10 @@ fn completion_args(items: &[Completion]) -> StoreResult<Args> {
 #[async_trait]
 impl Store for RedisStore {
     async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
-        let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
-        let reply =
-            self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
-        let shift = reply.shift();
-        let mut holders = reply.hashes.iter();
-        let made = reply.list("made");
-        let mut created = Vec::with_capacity(tasks.len());
-        for (task, outcome) in tasks.into_iter().zip(made) {
-            match outcome.as_str().filter(|holder| !holder.is_empty()) {
-                None => created.push(Created::New(shifted(task, shift))),
-                Some(holder) => {
-                    let id = reply::task_id(&serde_json::Value::from(holder))?;
-                    let fields = holders
-                        .next()
-                        .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
-                    created.push(Created::Existing(reply::task(id, fields)?));
-                }
-            }
+        match self.time {
+            TimeSource::Redis => self.creates.call(tasks).await,
+            TimeSource::Caller => self.create_now(tasks).await,
         }
-        Ok(created)
     }
 
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
@@ -579,32 +585,10 @@ impl Store for RedisStore {
         items: Vec<Completion>,
         now: Timestamp,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
-        let args = completion_args(&items)?;
-        let reply = self.call(&self.scripts.complete, Clock::Store, now, &args).await?;
-        self.owed(&reply);
-        let mut records = reply.hashes.iter();
-        let mut outcomes = Vec::with_capacity(items.len());
-        for (item, outcome) in items.iter().zip(reply.list("outcomes")) {
-            if let Some(code) = outcome.get("err").and_then(|v| v.as_str()) {
-                outcomes.push(Err(reply::refusal(code)));
-                continue;
-            }
-            let fields = records.next().ok_or_else(|| {
-                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
-            })?;
-            let record = reply::result(item.task_id, fields)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
-            })?;
-            if outcome.get("ok").and_then(|v| v.as_str()) == Some("stored") {
-                if let Ok(command) = reply::command(outcome.get("cmd").unwrap_or_default()) {
-                    self.remember_command(item.task_id, command);
-                }
-                outcomes.push(Ok(Completed::Stored(record)));
-            } else {
-                outcomes.push(Ok(Completed::Repeated(record)));
-            }
+        match self.time {
+            TimeSource::Redis => self.completes.call(items).await,
+            TimeSource::Caller => self.complete_now(items, now).await,
         }
-        Ok(outcomes)
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
@@ -944,6 +928,64 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
+    /// Stores `tasks` in one `create` call.
+    async fn create_now(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
+        let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
+        let reply =
+            self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
+        let shift = reply.shift();
+        let mut holders = reply.hashes.iter();
+        let made = reply.list("made");
+        let mut created = Vec::with_capacity(tasks.len());
+        for (task, outcome) in tasks.into_iter().zip(made) {
+            match outcome.as_str().filter(|holder| !holder.is_empty()) {
+                None => created.push(Created::New(shifted(task, shift))),
+                Some(holder) => {
+                    let id = reply::task_id(&serde_json::Value::from(holder))?;
+                    let fields = holders
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished")))?;
+                    created.push(Created::Existing(reply::task(id, fields)?));
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Stores results in one `complete` call.
+    async fn complete_now(
+        &self,
+        items: Vec<Completion>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        let args = completion_args(&items)?;
+        let reply = self.call(&self.scripts.complete, Clock::Store, now, &args).await?;
+        self.owed(&reply);
+        let mut records = reply.hashes.iter();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (item, outcome) in items.iter().zip(reply.list("outcomes")) {
+            if let Some(code) = outcome.get("err").and_then(|v| v.as_str()) {
+                outcomes.push(Err(reply::refusal(code)));
+                continue;
+            }
+            let fields = records.next().ok_or_else(|| {
+                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
+            })?;
+            let record = reply::result(item.task_id, fields)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
+            })?;
+            if outcome.get("ok").and_then(|v| v.as_str()) == Some("stored") {
+                if let Ok(command) = reply::command(outcome.get("cmd").unwrap_or_default()) {
+                    self.remember_command(item.task_id, command);
+                }
+                outcomes.push(Ok(Completed::Stored(record)));
+            } else {
+                outcomes.push(Ok(Completed::Repeated(record)));
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Keeps the rate-limit holds a claim reported for its commands.
     fn keep_holds(&self, filter: &CommandFilter, reply: &Reply) {
         let shift = reply.shift();

@@ -1,0 +1,202 @@
+//! Calls of one script that arrive while the previous one is in flight,
+//! sent together as one call when it returns.
+//!
+//! Redis runs scripts one at a time, and a script's fixed cost (its
+//! library's functions, its arguments, its answer) is paid per call, not
+//! per task: many producers creating one task each, or many workers
+//! storing one result each, cost Redis much less as one call of many
+//! items. The scripts that take several items (`create`, `complete`)
+//! treat each item on its own, so a merged call answers each caller
+//! exactly as its own call would have. At low load every call goes alone
+//! and at once; under load the calls that queue up behind one in flight
+//! go next, together.
+//!
+//! The calls run on a task of their own, not on a caller's: a caller
+//! that goes away (its client disconnected) does not take the others'
+//! answers with it.
+
+use std::future::Future;
+use std::sync::Weak;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{StoreError, StoreResult};
+
+/// Items merged into one call at most (a caller's own batch may be larger
+/// and goes alone).
+const MERGED_ITEMS: usize = 256;
+
+/// One caller's items and where its answers go.
+struct Job<I, O> {
+    items: Vec<I>,
+    answer: oneshot::Sender<StoreResult<Vec<O>>>,
+}
+
+/// The callers' side: hands items to the batch task, waits for answers.
+pub struct Batcher<I, O> {
+    jobs: mpsc::UnboundedSender<Job<I, O>>,
+}
+
+/// The batch task's side, taken by [`run`].
+pub struct Queue<I, O> {
+    jobs: mpsc::UnboundedReceiver<Job<I, O>>,
+}
+
+/// A batcher and its queue.
+pub fn channel<I, O>() -> (Batcher<I, O>, Queue<I, O>) {
+    let (jobs, queue) = mpsc::unbounded_channel();
+    (Batcher { jobs }, Queue { jobs: queue })
+}
+
+impl<I, O> Batcher<I, O> {
+    /// Sends `items` with the next call and answers their outcomes, in
+    /// order, one per item.
+    pub async fn call(&self, items: Vec<I>) -> StoreResult<Vec<O>> {
+        let (answer, answered) = oneshot::channel();
+        self.jobs
+            .send(Job { items, answer })
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        answered.await.map_err(|_| {
+            StoreError::Unavailable("the store closed before the call was answered".into())
+        })?
+    }
+}
+
+/// Runs the calls: takes every job queued (up to [`MERGED_ITEMS`] items),
+/// calls `script` with their items through `owner` (while it lives), and
+/// hands each job its share of the answers, until `stop` or the owner goes.
+pub async fn run<S, I, O, F, Fut>(
+    mut queue: Queue<I, O>,
+    owner: Weak<S>,
+    stop: CancellationToken,
+    script: F,
+) where
+    F: Fn(std::sync::Arc<S>, Vec<I>) -> Fut,
+    Fut: Future<Output = StoreResult<Vec<O>>>,
+{
+    loop {
+        let first = tokio::select! {
+            () = stop.cancelled() => return,
+            job = queue.jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut total = first.items.len();
+        let mut jobs = vec![first];
+        while total < MERGED_ITEMS {
+            let Ok(job) = queue.jobs.try_recv() else { break };
+            total += job.items.len();
+            jobs.push(job);
+        }
+        let Some(store) = owner.upgrade() else { return };
+        let mut sizes = Vec::with_capacity(jobs.len());
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut items = Vec::with_capacity(total);
+        for job in jobs {
+            sizes.push(job.items.len());
+            answers.push(job.answer);
+            items.extend(job.items);
+        }
+        let outcome = script(store, items).await;
+        share(outcome, sizes, answers);
+    }
+}
+
+/// Hands each caller its share of one call's outcomes (or its failure).
+fn share<O>(
+    outcome: StoreResult<Vec<O>>,
+    sizes: Vec<usize>,
+    answers: Vec<oneshot::Sender<StoreResult<Vec<O>>>>,
+) {
+    match outcome {
+        Ok(outcomes) if outcomes.len() == sizes.iter().sum::<usize>() => {
+            let mut outcomes = outcomes.into_iter();
+            for (size, answer) in sizes.into_iter().zip(answers) {
+                let _gone = answer.send(Ok(outcomes.by_ref().take(size).collect()));
+            }
+        }
+        Ok(outcomes) => {
+            let error = StoreError::Corrupt(format!(
+                "a merged call answered {} outcomes for {} items",
+                outcomes.len(),
+                sizes.iter().sum::<usize>()
+            ));
+            for answer in answers {
+                let _gone = answer.send(Err(error.clone()));
+            }
+        }
+        Err(error) => {
+            for answer in answers {
+                let _gone = answer.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts calls; answers each item doubled.
+    #[derive(Default)]
+    struct Doubler {
+        calls: AtomicUsize,
+    }
+
+    async fn double(store: Arc<Doubler>, items: Vec<u32>) -> StoreResult<Vec<u32>> {
+        store.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        Ok(items.into_iter().map(|item| item * 2).collect())
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_together_share_one_call_and_get_their_own_answers() {
+        let store = Arc::new(Doubler::default());
+        let (batcher, queue) = channel();
+        let stop = CancellationToken::new();
+        // Queued before the task runs: all three go in its first call.
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), double));
+        let (a, b, c) = tokio::join!(
+            batcher.call(vec![1, 2]),
+            batcher.call(vec![3]),
+            batcher.call(vec![4, 5, 6]),
+        );
+        assert_eq!(a.unwrap(), vec![2, 4]);
+        assert_eq!(b.unwrap(), vec![6]);
+        assert_eq!(c.unwrap(), vec![8, 10, 12]);
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_every_caller_in_it() {
+        let store = Arc::new(Doubler::default());
+        let (batcher, queue) = channel::<u32, u32>();
+        let stop = CancellationToken::new();
+        let failing =
+            |_: Arc<Doubler>, _: Vec<u32>| async { Err(StoreError::Unavailable("down".into())) };
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), failing));
+        let (a, b) = tokio::join!(batcher.call(vec![1]), batcher.call(vec![2]));
+        assert!(matches!(a, Err(StoreError::Unavailable(_))));
+        assert!(matches!(b, Err(StoreError::Unavailable(_))));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_gets_an_error_once_the_store_is_gone() {
+        let (batcher, queue) = channel::<u32, u32>();
+        let store = Arc::new(Doubler::default());
+        let owner = Arc::downgrade(&store);
+        drop(store);
+        let task = tokio::spawn(run(queue, owner, CancellationToken::new(), double));
+        assert!(matches!(batcher.call(vec![1]).await, Err(StoreError::Unavailable(_))));
+        task.await.unwrap();
+    }
+}
