@@ -10,8 +10,8 @@
 //! - `scripts.rs` and `lua/`: the scripts (`lua/lib.lua` holds the keys,
 //!   the clock, the indexes and the rules of `codeq_core::lifecycle`);
 //! - `reply.rs`: answers read back into domain types;
-//! - `batch.rs`: creates (and results) that queue up behind one in flight
-//!   go to Redis together, as one script call;
+//! - `batch.rs`: creates, claims and results that queue up behind one in
+//!   flight go to Redis together, as one script call each;
 //! - `events.rs`: the pub/sub listener (cross-replica wake-ups) and the
 //!   safety poll;
 //! - `checks.rs`: start-up checks of Redis's eviction and AOF settings.
@@ -164,6 +164,8 @@ pub struct RedisStore {
     creates: Batcher<Task, Created>,
     /// Results merged into one `complete` call (Redis time only).
     completes: Batcher<Completion, Result<Completed, TransitionError>>,
+    /// Claims merged into one `claim` call (Redis time only).
+    claims: Batcher<ClaimSpec, Vec<Task>>,
 }
 
 /// Whose clock one call uses.
@@ -181,6 +183,7 @@ impl RedisStore {
     pub fn open(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
         let (creates, create_queue) = batch::channel();
         let (completes, complete_queue) = batch::channel();
+        let (claims, claim_queue) = batch::channel();
         let store = Arc::new(Self {
             link: Arc::new(Link::new(options.client()?)),
             scripts: Scripts::new(),
@@ -193,6 +196,7 @@ impl RedisStore {
             never: CancellationToken::new(),
             creates,
             completes,
+            claims,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (owner, stop) = (Arc::downgrade(&store), store.stop.clone());
@@ -204,8 +208,14 @@ impl RedisStore {
                 stop.clone(),
                 |store, tasks| async move { store.create_now(tasks).await },
             ));
-            runtime.spawn(batch::run(complete_queue, owner, stop, |store, items| async move {
-                store.complete_now(items, Timestamp::now()).await
+            runtime.spawn(batch::run(
+                complete_queue,
+                owner.clone(),
+                stop.clone(),
+                |store, items| async move { store.complete_now(items, Timestamp::now()).await },
+            ));
+            runtime.spawn(batch::run(claim_queue, owner, stop, |store, specs| async move {
+                store.claim_now(&specs, Timestamp::now()).await
             }));
         }
         Ok(store)
@@ -511,17 +521,11 @@ impl Store for RedisStore {
     }
 
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
-        let mut args = Args::new();
-        args.text(&spec.worker_id).num(spec.lease_until.millis()).num(spec.count);
-        filter_args(&mut args, &spec.commands);
-        let reply = self.call(&self.scripts.claim, Clock::Store, now, &args).await?;
-        self.keep_holds(&spec.commands, &reply);
-        reply
-            .list("ids")
-            .iter()
-            .zip(&reply.hashes)
-            .map(|(id, fields)| reply::task(reply::task_id(id)?, fields))
-            .collect()
+        let claimed = match self.time {
+            TimeSource::Redis => self.claims.call(vec![spec.clone()]).await?,
+            TimeSource::Caller => self.claim_now(std::slice::from_ref(spec), now).await?,
+        };
+        Ok(claimed.into_iter().next().unwrap_or_default())
     }
 
     async fn heartbeat(
@@ -928,6 +932,42 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
+    /// Claims for each of `specs` in turn, in one `claim` call.
+    async fn claim_now(&self, specs: &[ClaimSpec], now: Timestamp) -> StoreResult<Vec<Vec<Task>>> {
+        let mut args = Args::new();
+        for spec in specs {
+            let commands = match &spec.commands {
+                CommandFilter::All => 1,
+                CommandFilter::Only(commands) => commands.len(),
+            };
+            args.text(&spec.worker_id).num(spec.lease_until.millis()).num(spec.count).num(commands);
+            filter_args(&mut args, &spec.commands);
+        }
+        let reply = self.call(&self.scripts.claim, Clock::Store, now, &args).await?;
+        let mut tasks = reply.hashes.iter();
+        let claims = reply.list("claims");
+        if claims.len() != specs.len() {
+            return Err(StoreError::Corrupt(format!(
+                "a claim for {} requests answered {}",
+                specs.len(),
+                claims.len()
+            )));
+        }
+        let mut claimed = Vec::with_capacity(specs.len());
+        for (spec, claim) in specs.iter().zip(claims) {
+            self.keep_holds(&spec.commands, reply.shift(), reply::list(&claim["holds"]));
+            let mut taken = Vec::new();
+            for id in reply::list(&claim["ids"]) {
+                let fields = tasks.next().ok_or_else(|| {
+                    StoreError::Corrupt("a claim answered fewer tasks than ids".into())
+                })?;
+                taken.push(reply::task(reply::task_id(id)?, fields)?);
+            }
+            claimed.push(taken);
+        }
+        Ok(claimed)
+    }
+
     /// Stores `tasks` in one `create` call.
     async fn create_now(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
         let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
@@ -987,11 +1027,10 @@ impl RedisStore {
     }
 
     /// Keeps the rate-limit holds a claim reported for its commands.
-    fn keep_holds(&self, filter: &CommandFilter, reply: &Reply) {
-        let shift = reply.shift();
+    fn keep_holds(&self, filter: &CommandFilter, shift: i64, holds: &[serde_json::Value]) {
         let mut hints = self.hints();
         hints.holds.retain(|command, _| !filter.allows(command));
-        for hold in reply.list("holds") {
+        for hold in holds {
             let pair = reply::list(hold);
             let command = pair.first().and_then(|c| reply::command(c).ok());
             if let (Some(command), Some(at)) = (command, pair.get(1).and_then(reply::int)) {

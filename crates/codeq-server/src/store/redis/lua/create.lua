@@ -2,7 +2,7 @@
 -- task holds is not stored and the holder is returned instead.
 -- ARGV per task (11): id, command, payload, priority, webhook?, maxAttempts,
 -- idempotencyKey?, runAt?, createdAt, createdBy, visibleAt.
-local made, holders, batch_keys = {}, {}, {}
+local made, holders, batch_keys, known = {}, {}, {}, {}
 for i = FIRST, #ARGV, 11 do
   local id, c = ARGV[i], ARGV[i + 1]
   local hook, key, run_at = optarg(ARGV[i + 4]), optarg(ARGV[i + 6]), optarg(ARGV[i + 7])
@@ -24,12 +24,11 @@ for i = FIRST, #ARGV, 11 do
       redis.call('HSET', K_IDEM, key, id)
     end
     if run_at then body[#body + 1] = 'ra'; body[#body + 1] = int(at(run_at)) end
-    redis.call('HSET', task, unpack(body))
     redis.call('HSET', K_WHERE, id, c)
-    redis.call('SADD', K_COMMANDS, c)
+    if not known[c] then redis.call('SADD', K_COMMANDS, c); known[c] = true end
     write(nil, { id = id, cmd = c, key = task, status = 'PENDING', attempts = 0,
       visible = at(ARGV[i + 10]), updated = created, replays = 0, dead = false,
-      priority = tonumber(ARGV[i + 3]) })
+      priority = tonumber(ARGV[i + 3]) }, body)
   end
 end
 return emit({ made = made }, holders)

@@ -123,7 +123,9 @@ local function ready_score(priority, visible) return (9 - priority) * 1e13 + mat
 
 local function make_ready(cmd, id, score)
   local ready = qk(cmd, 'ready')
-  if redis.call('ZCARD', ready) == 0 then WOKEN[cmd] = true end
+  -- Scripts only add to a ready set after this: once one was added, the
+  -- set is not empty.
+  if not READY[cmd] and redis.call('ZCARD', ready) == 0 then WOKEN[cmd] = true end
   redis.call('ZADD', ready, score, id)
   READY[cmd] = true
 end
@@ -184,10 +186,11 @@ end
 local NONE = {}
 
 -- Stores `after` (the fields that changed) and moves the task between the
--- indexes its change calls for. `before` is nil for a new task. Answers
--- the fields set (name, value, …) and those deleted.
-local function write(before, after)
-  local set, del, b = {}, {}, before or NONE
+-- indexes its change calls for. `before` is nil for a new task; `extra`
+-- (optional) are more fields to set with the same command. Answers the
+-- fields set (name, value, …) and those deleted.
+local function write(before, after, extra)
+  local set, del, b = extra or {}, {}, before or NONE
   changed(set, del, 's', b.status, after.status)
   changed(set, del, 'a', b.attempts, after.attempts)
   changed(set, del, 'wk', b.worker, after.worker)

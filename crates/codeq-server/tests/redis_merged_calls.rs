@@ -1,0 +1,181 @@
+//! The Redis backend merges creates, claims and results that arrive
+//! together into one script call each (`store/redis/batch.rs`): each
+//! caller still gets exactly its own answer, and rules that span callers
+//! (one task per claim, a shared rate limit, idempotency keys, a repeated
+//! result) hold inside a merged call as they do across calls. Runs on the
+//! store's production clock (Redis's `TIME`), where merging is on, against
+//! a `redis-server` of its own (skipped with a notice without one).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use codeq_core::lifecycle::Submission;
+use codeq_core::{
+    Command, Priority, QueueSettings, ResultStatus, Task, TaskId, TaskState, Timestamp,
+};
+use codeq_server::store::redis::{RedisOptions, RedisStore, TimeSource};
+use codeq_server::store::{
+    ClaimSpec, CommandFilter, Completed, Completion, Created, Signals, Store,
+};
+use futures_util::future::join_all;
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+struct Fixture {
+    store: Arc<RedisStore>,
+    server: redis_server::RedisServer,
+}
+
+async fn fixture() -> Option<Fixture> {
+    let server = redis_server::RedisServer::start()?;
+    let options = RedisOptions {
+        addr: server.addr(),
+        tls: false,
+        password: None,
+        db: 0,
+        prefix: "codeq".into(),
+        time: TimeSource::Redis,
+    };
+    let store = RedisStore::connect(options, Arc::new(Signals::new())).await.unwrap();
+    Some(Fixture { store, server })
+}
+
+impl Fixture {
+    /// EVALSHA calls Redis has run so far (scripts' own commands aside).
+    async fn script_calls(&self) -> u64 {
+        let client = redis::Client::open(format!("redis://{}/", self.server.addr())).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().unwrap())
+    }
+}
+
+fn command(name: &str) -> Command {
+    Command::parse(name).unwrap()
+}
+
+fn task(name: &str, key: Option<&str>) -> Task {
+    let now = Timestamp::now();
+    Task {
+        id: TaskId::generate(),
+        command: command(name),
+        payload: r#"{"n":1}"#.into(),
+        priority: Priority::clamped(0),
+        webhook: None,
+        max_attempts: 3,
+        idempotency_key: key.map(str::to_string),
+        run_at: None,
+        created_at: now,
+        created_by: "producer".into(),
+        state: TaskState::new(now, now),
+    }
+}
+
+fn claim_spec(name: &str, worker: &str) -> ClaimSpec {
+    ClaimSpec {
+        commands: CommandFilter::Only(vec![command(name)]),
+        worker_id: worker.into(),
+        lease_until: Timestamp::now().plus_seconds(60),
+        count: 1,
+    }
+}
+
+fn completion(id: TaskId, worker: &str) -> Completion {
+    let submission = Submission {
+        status: ResultStatus::Completed,
+        result: Some(serde_json::json!({"ok": true})),
+        error: None,
+        artifacts: Vec::new(),
+    };
+    Completion { task_id: id, worker_id: worker.into(), attempt: None, submission }
+}
+
+// One thread: every call below is queued before the batch tasks run, so
+// each group goes to Redis as one call.
+#[tokio::test(flavor = "current_thread")]
+async fn claims_arriving_together_go_as_one_call_and_each_gets_its_own_task() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    store.create((0..40).map(|_| task("ma", None)).collect()).await.unwrap();
+    store.create((0..40).map(|_| task("mb", None)).collect()).await.unwrap();
+    let before = f.script_calls().await;
+    let specs: Vec<ClaimSpec> = (0..80)
+        .map(|i| match i % 2 {
+            0 => claim_spec("ma", &format!("wa-{i}")),
+            _ => claim_spec("mb", &format!("wb-{i}")),
+        })
+        .collect();
+    let claims = join_all(specs.iter().map(|spec| store.claim(spec, Timestamp::now()))).await;
+    let calls = f.script_calls().await - before;
+    let mut seen = HashSet::new();
+    for (spec, claimed) in specs.iter().zip(claims) {
+        let claimed = claimed.unwrap();
+        assert_eq!(claimed.len(), 1, "{} got {} tasks", spec.worker_id, claimed.len());
+        let task = &claimed[0];
+        assert!(spec.commands.allows(&task.command), "{} got a {}", spec.worker_id, task.command);
+        assert_eq!(task.state.worker_id.as_deref(), Some(spec.worker_id.as_str()));
+        assert!(seen.insert(task.id), "task {} claimed twice", task.id);
+    }
+    // One call, or two when Redis first answered NOSCRIPT.
+    assert!(calls <= 2, "80 claims took {calls} script calls");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn claims_merged_into_one_call_share_their_command_s_rate_limit() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    let limited =
+        QueueSettings { rate_per_second: Some(0.01), burst: Some(5), ..Default::default() };
+    store.set_queue_settings(&command("rl"), limited, Timestamp::now()).await.unwrap();
+    store.create((0..20).map(|_| task("rl", None)).collect()).await.unwrap();
+    let specs: Vec<ClaimSpec> = (0..20).map(|i| claim_spec("rl", &format!("w-{i}"))).collect();
+    let claims = join_all(specs.iter().map(|spec| store.claim(spec, Timestamp::now()))).await;
+    let taken: usize = claims.into_iter().map(|claimed| claimed.unwrap().len()).sum();
+    assert_eq!(taken, 5, "a burst of 5 gives 5 tasks, merged or not");
+    let filter = CommandFilter::Only(vec![command("rl")]);
+    assert!(store.next_claimable_at(&filter, Timestamp::now()).is_some(), "the hold is known");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn creates_merged_into_one_call_keep_idempotency_between_callers() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    let batches = vec![
+        vec![task("ik", Some("same"))],
+        vec![task("ik", None), task("ik", None)],
+        vec![task("ik", Some("same"))],
+    ];
+    let created = join_all(batches.into_iter().map(|batch| store.create(batch))).await;
+    let created: Vec<Vec<Created>> = created.into_iter().map(Result::unwrap).collect();
+    assert_eq!(created.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 1]);
+    let Created::New(first) = &created[0][0] else { panic!("the first key holder is new") };
+    let Created::Existing(holder) = &created[2][0] else { panic!("the second is the holder") };
+    assert_eq!(holder.id, first.id);
+    assert!(created[1].iter().all(|outcome| matches!(outcome, Created::New(_))));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn results_merged_into_one_call_are_each_answered_on_their_own() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    store.create(vec![task("rs", None), task("rs", None)]).await.unwrap();
+    let spec = ClaimSpec { count: 2, ..claim_spec("rs", "w") };
+    let held = store.claim(&spec, Timestamp::now()).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let (a, b) = (held[0].id, held[1].id);
+    let items = vec![
+        vec![completion(a, "w")],
+        vec![completion(a, "w")],
+        vec![completion(b, "someone-else")],
+    ];
+    let outcomes = join_all(items.into_iter().map(|item| store.complete(item, Timestamp::now())));
+    let outcomes: Vec<_> = outcomes.await.into_iter().map(|o| o.unwrap().remove(0)).collect();
+    assert!(matches!(outcomes[0], Ok(Completed::Stored(_))), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Ok(Completed::Repeated(_))), "{:?}", outcomes[1]);
+    assert!(outcomes[2].is_err(), "another worker's result is refused: {:?}", outcomes[2]);
+}
