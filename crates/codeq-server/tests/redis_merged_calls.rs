@@ -6,6 +6,8 @@
 //! store's production clock (Redis's `TIME`), where merging is on, against
 //! a `redis-server` of its own (skipped with a notice without one).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
