@@ -62,7 +62,11 @@ fn command(name: &str) -> Command {
 }
 
 fn task(name: &str, key: Option<&str>) -> Task {
-    let now = Timestamp::now();
+    task_at(name, key, Timestamp::now())
+}
+
+/// A task its caller made at `now` (its visible time too).
+fn task_at(name: &str, key: Option<&str>, now: Timestamp) -> Task {
     Task {
         id: TaskId::generate(),
         command: command(name),
@@ -76,6 +80,11 @@ fn task(name: &str, key: Option<&str>) -> Task {
         created_by: "producer".into(),
         state: TaskState::new(now, now),
     }
+}
+
+/// A claim whose lease its caller asked for at `now`, for `seconds`.
+fn claim_at(name: &str, worker: &str, now: Timestamp, seconds: u64) -> ClaimSpec {
+    ClaimSpec { lease_until: now.plus_seconds(seconds), ..claim_spec(name, worker) }
 }
 
 fn claim_spec(name: &str, worker: &str) -> ClaimSpec {
@@ -180,4 +189,46 @@ async fn results_merged_into_one_call_are_each_answered_on_their_own() {
     assert!(matches!(outcomes[0], Ok(Completed::Stored(_))), "{:?}", outcomes[0]);
     assert!(matches!(outcomes[1], Ok(Completed::Repeated(_))), "{:?}", outcomes[1]);
     assert!(outcomes[2].is_err(), "another worker's result is refused: {:?}", outcomes[2]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tasks_from_callers_merged_at_different_moments_are_all_ready_at_once() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    // One caller made its task 50 ms before the other (it waited in the
+    // queue): each task's times are its own caller's, so both are ready now.
+    let now = Timestamp::now();
+    let (early, late) = tokio::join!(
+        store.create(vec![task_at("mo", None, now.plus_millis(-50))]),
+        store.create(vec![task_at("mo", None, now)]),
+    );
+    let (Created::New(early), Created::New(late)) =
+        (early.unwrap().remove(0), late.unwrap().remove(0))
+    else {
+        panic!("both are new")
+    };
+    let spec = ClaimSpec { count: 2, ..claim_spec("mo", "w") };
+    let claimed = store.claim(&spec, Timestamp::now()).await.unwrap();
+    let ids: HashSet<TaskId> = claimed.iter().map(|task| task.id).collect();
+    assert_eq!(ids, HashSet::from([early.id, late.id]), "both claimable at once");
+    let stored_after = Timestamp::now().plus_millis(1_000);
+    assert!(claimed.iter().all(|task| task.created_at <= stored_after), "no time in the future");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lease_runs_from_the_moment_its_caller_asked_whatever_the_merge() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    store.create(vec![task("ml", None), task("ml", None)]).await.unwrap();
+    // Two callers, one of which asked 30 s before the call was sent: each
+    // lease still lasts the 60 s its caller asked for, from Redis's now.
+    let now = Timestamp::now();
+    let asked_earlier = now.plus_millis(-30_000);
+    let (early, late) = (claim_at("ml", "wa", asked_earlier, 60), claim_at("ml", "wb", now, 60));
+    let (a, b) = tokio::join!(store.claim(&early, asked_earlier), store.claim(&late, now));
+    for claimed in [a.unwrap(), b.unwrap()] {
+        let lease = claimed[0].state.lease_until.unwrap();
+        assert!(lease >= now.plus_seconds(59), "lease ends {lease:?}, asked 60 s from {now:?}");
+        assert!(lease <= Timestamp::now().plus_seconds(61), "lease ends {lease:?}");
+    }
 }

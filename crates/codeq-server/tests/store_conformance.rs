@@ -725,6 +725,20 @@ async fn a_queue_going_from_empty_to_ready_is_announced_with_its_depth(h: &dyn H
     assert_eq!(news(&signals).await, vec![(command("c"), 1)], "lease expired");
 }
 
+async fn a_task_given_back_under_max_in_flight_is_announced_too(h: &dyn Harness) {
+    let signals = Arc::new(Signals::new());
+    let store = h.open_signalled(signals.clone());
+    store.set_queue_settings(&command("m"), settings(false, Some(5), None), at(0)).await.unwrap();
+    let id = create(&*store, vec![task("m", 0, at(0))]).await[0];
+    assert_eq!(news(&signals).await, vec![(command("m"), 1)], "created");
+    claim_one(&*store, only("m"), at(1)).await.unwrap();
+    store.abandon(id, fence(None), at(2)).await.unwrap();
+    assert_eq!(news(&signals).await, vec![(command("m"), 1)], "abandoned");
+    claim_one(&*store, only("m"), at(3)).await.unwrap();
+    store.nack(id, fence(None), 0, None, at(4)).await.unwrap();
+    assert_eq!(news(&signals).await, vec![(command("m"), 1)], "nacked without a delay");
+}
+
 // ------------------------------------------------------------ queue control
 
 fn settings(paused: bool, max_in_flight: Option<u32>, rate: Option<f64>) -> QueueSettings {
@@ -1109,6 +1123,7 @@ macro_rules! conformance_suite {
                 subscriptions_are_stored_renewed_deleted_and_kept_over_a_restart,
                 lapsed_subscriptions_are_removed,
                 a_queue_going_from_empty_to_ready_is_announced_with_its_depth,
+                a_task_given_back_under_max_in_flight_is_announced_too,
                 cancel_works_in_every_state_and_stops_the_worker,
                 a_cancelled_task_with_a_webhook_owes_a_callback,
                 a_paused_command_is_skipped_until_resumed,

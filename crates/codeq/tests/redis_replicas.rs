@@ -340,7 +340,9 @@ async fn result_callbacks_are_sent_once_each_with_both_replicas_dispatching() {
     }
 
     let delivered = "codeq_webhook_deliveries_total";
-    wait_for(Duration::from_secs(60), "every callback to be delivered", || async {
+    // Well within a callback lease (callbacks taken but left unsent would
+    // wait for it).
+    wait_for(Duration::from_secs(10), "every callback to be delivered", || async {
         a.metric(&http, delivered).await + b.metric(&http, delivered).await >= 400.0
     })
     .await;

@@ -135,7 +135,9 @@ impl Dispatcher {
                 let busy = lock(&tracker).begin_read();
                 let now = self.clock.now();
                 let lease_until = now.plus_millis(self.lease.as_millis() as i64);
-                let due = self.store.take_callbacks(now, busy + free, lease_until).await;
+                // A store that does not lease answers the ones in flight too.
+                let limit = if self.store.leases_callbacks() { free } else { busy + free };
+                let due = self.store.take_callbacks(now, limit, lease_until).await;
                 match due {
                     Ok(due) => self.start(due, &pool, &tracker, &finished),
                     Err(error) => tracing::warn!(%error, "cannot read the webhook outbox"),

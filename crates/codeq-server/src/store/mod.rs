@@ -303,6 +303,14 @@ pub trait Store: Send + Sync + 'static {
         self.callbacks_due(now, limit).await
     }
 
+    /// Whether [`Store::take_callbacks`] leases what it answers (a backend
+    /// shared by several processes): it then never answers a callback
+    /// being delivered, so a dispatcher asks only for as many as it can
+    /// start — any more would sit leased, unsent, until their lease ends.
+    fn leases_callbacks(&self) -> bool {
+        false
+    }
+
     /// Ends a callback (delivered, or given up): retention may then delete
     /// its task. Nothing when `delivery` is no longer the one owed.
     async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()>;

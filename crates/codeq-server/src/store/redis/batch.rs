@@ -16,16 +16,19 @@
 //! answers with it.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{StoreError, StoreResult};
 
-/// Items merged into one call at most (a caller's own batch may be larger
-/// and goes alone).
-const MERGED_ITEMS: usize = 256;
+/// The weight merged into one call at most (see [`run`]'s `weight`); a
+/// caller's own items may weigh more and then go alone.
+const MERGED_WEIGHT: usize = 256;
 
 /// One caller's items and where its answers go.
 struct Job<I, O> {
@@ -63,43 +66,65 @@ impl<I, O> Batcher<I, O> {
     }
 }
 
-/// Runs the calls: takes every job queued (up to [`MERGED_ITEMS`] items),
-/// calls `script` with their items through `owner` (while it lives), and
-/// hands each job its share of the answers, until `stop` or the owner goes.
-pub async fn run<S, I, O, F, Fut>(
+/// Runs the calls: takes the jobs queued (up to [`MERGED_WEIGHT`], by
+/// `weight` of each item), calls `script` with their items through `owner`
+/// (while it lives), and hands each job its share of the answers, until
+/// `stop` or the owner goes. A job whose caller has gone is dropped unsent
+/// (a claim for nobody would lease tasks to nobody). A panic in `script`
+/// fails that call's callers, not the ones after.
+pub async fn run<S, I, O, W, F, Fut>(
     mut queue: Queue<I, O>,
     owner: Weak<S>,
     stop: CancellationToken,
+    weight: W,
     script: F,
 ) where
+    W: Fn(&I) -> usize,
     F: Fn(std::sync::Arc<S>, Vec<I>) -> Fut,
     Fut: Future<Output = StoreResult<Vec<O>>>,
 {
+    let weigh = |job: &Job<I, O>| job.items.iter().map(&weight).sum::<usize>();
+    let mut next: Option<Job<I, O>> = None;
     loop {
-        let first = tokio::select! {
-            () = stop.cancelled() => return,
-            job = queue.jobs.recv() => match job {
-                Some(job) => job,
-                None => return,
+        let first = match next.take() {
+            Some(job) => job,
+            None => tokio::select! {
+                () = stop.cancelled() => return,
+                job = queue.jobs.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
             },
         };
-        let mut total = first.items.len();
+        let mut total = weigh(&first);
         let mut jobs = vec![first];
-        while total < MERGED_ITEMS {
+        while total < MERGED_WEIGHT {
             let Ok(job) = queue.jobs.try_recv() else { break };
-            total += job.items.len();
+            let job_weight = weigh(&job);
+            if total + job_weight > MERGED_WEIGHT {
+                next = Some(job);
+                break;
+            }
+            total += job_weight;
             jobs.push(job);
+        }
+        jobs.retain(|job| !job.answer.is_closed());
+        if jobs.is_empty() {
+            continue;
         }
         let Some(store) = owner.upgrade() else { return };
         let mut sizes = Vec::with_capacity(jobs.len());
         let mut answers = Vec::with_capacity(jobs.len());
-        let mut items = Vec::with_capacity(total);
+        let mut items = Vec::new();
         for job in jobs {
             sizes.push(job.items.len());
             answers.push(job.answer);
             items.extend(job.items);
         }
-        let outcome = script(store, items).await;
+        let outcome =
+            AssertUnwindSafe(script(store, items)).catch_unwind().await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable("a storage call failed unexpectedly".into()))
+            });
         share(outcome, sizes, answers);
     }
 }
@@ -160,7 +185,7 @@ mod tests {
         let (batcher, queue) = channel();
         let stop = CancellationToken::new();
         // Queued before the task runs: all three go in its first call.
-        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), double));
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, double));
         let (a, b, c) = tokio::join!(
             batcher.call(vec![1, 2]),
             batcher.call(vec![3]),
@@ -181,7 +206,7 @@ mod tests {
         let stop = CancellationToken::new();
         let failing =
             |_: Arc<Doubler>, _: Vec<u32>| async { Err(StoreError::Unavailable("down".into())) };
-        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), failing));
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, failing));
         let (a, b) = tokio::join!(batcher.call(vec![1]), batcher.call(vec![2]));
         assert!(matches!(a, Err(StoreError::Unavailable(_))));
         assert!(matches!(b, Err(StoreError::Unavailable(_))));
@@ -195,8 +220,60 @@ mod tests {
         let store = Arc::new(Doubler::default());
         let owner = Arc::downgrade(&store);
         drop(store);
-        let task = tokio::spawn(run(queue, owner, CancellationToken::new(), double));
+        let task = tokio::spawn(run(queue, owner, CancellationToken::new(), |_| 1, double));
         assert!(matches!(batcher.call(vec![1]).await, Err(StoreError::Unavailable(_))));
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_went_away_is_not_sent() {
+        let store = Arc::new(Doubler::default());
+        let (batcher, queue) = channel();
+        let stop = CancellationToken::new();
+        // Polled once (its job is queued), then dropped.
+        assert!(batcher.call(vec![7]).now_or_never().is_none());
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, double));
+        assert_eq!(batcher.call(vec![1]).await.unwrap(), vec![2]);
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1, "only the live caller's call ran");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn items_beyond_the_merged_weight_wait_for_the_next_call() {
+        let store = Arc::new(Doubler::default());
+        let (batcher, queue) = channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            queue,
+            Arc::downgrade(&store),
+            stop.clone(),
+            |item: &u32| *item as usize,
+            double,
+        ));
+        let heavy = u32::try_from(MERGED_WEIGHT).unwrap();
+        let (a, b, c) =
+            tokio::join!(batcher.call(vec![1]), batcher.call(vec![heavy]), batcher.call(vec![2]),);
+        assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (vec![2], vec![heavy * 2], vec![4]));
+        assert_eq!(store.calls.load(Ordering::SeqCst), 3, "the heavy one went alone");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_fails_its_callers_and_the_next_call_runs() {
+        let store = Arc::new(Doubler::default());
+        let (batcher, queue) = channel();
+        let stop = CancellationToken::new();
+        let panics_on_zero = |store: Arc<Doubler>, items: Vec<u32>| async move {
+            assert!(items != [0], "boom");
+            double(store, items).await
+        };
+        let task =
+            tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, panics_on_zero));
+        assert!(matches!(batcher.call(vec![0]).await, Err(StoreError::Unavailable(_))));
+        assert_eq!(batcher.call(vec![3]).await.unwrap(), vec![6]);
+        stop.cancel();
         task.await.unwrap();
     }
 }

@@ -164,8 +164,9 @@ pub struct RedisStore {
     creates: Batcher<Task, Created>,
     /// Results merged into one `complete` call (Redis time only).
     completes: Batcher<Completion, Result<Completed, TransitionError>>,
-    /// Claims merged into one `claim` call (Redis time only).
-    claims: Batcher<ClaimSpec, Vec<Task>>,
+    /// Claims merged into one `claim` call (Redis time only), each with
+    /// its caller's now.
+    claims: Batcher<(ClaimSpec, Timestamp), Vec<Task>>,
 }
 
 /// Whose clock one call uses.
@@ -202,21 +203,30 @@ impl RedisStore {
             let (owner, stop) = (Arc::downgrade(&store), store.stop.clone());
             runtime.spawn(events::listen(owner.clone(), stop.clone()));
             runtime.spawn(events::safety_poll(owner.clone(), stop.clone()));
+            // A task weighs its payload too: a merged call stays a few MiB.
+            let task_weight = |task: &Task| 1 + task.payload.len() / 16_384;
             runtime.spawn(batch::run(
                 create_queue,
                 owner.clone(),
                 stop.clone(),
-                |store, tasks| async move { store.create_now(tasks).await },
+                task_weight,
+                |store, tasks| async move { store.create_now(tasks, Timestamp::now()).await },
             ));
             runtime.spawn(batch::run(
                 complete_queue,
                 owner.clone(),
                 stop.clone(),
+                |_| 1,
                 |store, items| async move { store.complete_now(items, Timestamp::now()).await },
             ));
-            runtime.spawn(batch::run(claim_queue, owner, stop, |store, specs| async move {
-                store.claim_now(&specs, Timestamp::now()).await
-            }));
+            let claim_weight = |(spec, _): &(ClaimSpec, Timestamp)| spec.count.max(1);
+            runtime.spawn(batch::run(
+                claim_queue,
+                owner,
+                stop,
+                claim_weight,
+                |store, specs| async move { store.claim_now(&specs, Timestamp::now()).await },
+            ));
         }
         Ok(store)
     }
@@ -516,14 +526,17 @@ impl Store for RedisStore {
     async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
         match self.time {
             TimeSource::Redis => self.creates.call(tasks).await,
-            TimeSource::Caller => self.create_now(tasks).await,
+            TimeSource::Caller => {
+                let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
+                self.create_now(tasks, now).await
+            }
         }
     }
 
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
         let claimed = match self.time {
-            TimeSource::Redis => self.claims.call(vec![spec.clone()]).await?,
-            TimeSource::Caller => self.claim_now(std::slice::from_ref(spec), now).await?,
+            TimeSource::Redis => self.claims.call(vec![(spec.clone(), now)]).await?,
+            TimeSource::Caller => self.claim_now(&[(spec.clone(), now)], now).await?,
         };
         Ok(claimed.into_iter().next().unwrap_or_default())
     }
@@ -680,6 +693,10 @@ impl Store for RedisStore {
         lease_until: Timestamp,
     ) -> StoreResult<Vec<DueCallback>> {
         self.callbacks(now, limit, Some(lease_until)).await
+    }
+
+    fn leases_callbacks(&self) -> bool {
+        true
     }
 
     async fn callback_done(&self, task_id: TaskId, delivery: Uuid) -> StoreResult<()> {
@@ -932,15 +949,24 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
-    /// Claims for each of `specs` in turn, in one `claim` call.
-    async fn claim_now(&self, specs: &[ClaimSpec], now: Timestamp) -> StoreResult<Vec<Vec<Task>>> {
+    /// Claims for each of `specs` (each with its caller's now, from which
+    /// its lease end is rebased) in turn, in one `claim` call.
+    async fn claim_now(
+        &self,
+        specs: &[(ClaimSpec, Timestamp)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<Vec<Task>>> {
         let mut args = Args::new();
-        for spec in specs {
+        for (spec, caller_now) in specs {
             let commands = match &spec.commands {
                 CommandFilter::All => 1,
                 CommandFilter::Only(commands) => commands.len(),
             };
-            args.text(&spec.worker_id).num(spec.lease_until.millis()).num(spec.count).num(commands);
+            args.text(&spec.worker_id)
+                .num(spec.lease_until.millis())
+                .num(caller_now.millis())
+                .num(spec.count)
+                .num(commands);
             filter_args(&mut args, &spec.commands);
         }
         let reply = self.call(&self.scripts.claim, Clock::Store, now, &args).await?;
@@ -954,7 +980,7 @@ impl RedisStore {
             )));
         }
         let mut claimed = Vec::with_capacity(specs.len());
-        for (spec, claim) in specs.iter().zip(claims) {
+        for ((spec, _), claim) in specs.iter().zip(claims) {
             self.keep_holds(&spec.commands, reply.shift(), reply::list(&claim["holds"]));
             let mut taken = Vec::new();
             for id in reply::list(&claim["ids"]) {
@@ -968,9 +994,10 @@ impl RedisStore {
         Ok(claimed)
     }
 
-    /// Stores `tasks` in one `create` call.
-    async fn create_now(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
-        let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
+    /// Stores `tasks` in one `create` call, sent at `now` (tasks' times are
+    /// moments on this replica's clock, moved to Redis's by the difference
+    /// of the two clocks at `now`).
+    async fn create_now(&self, tasks: Vec<Task>, now: Timestamp) -> StoreResult<Vec<Created>> {
         let reply =
             self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
         let shift = reply.shift();

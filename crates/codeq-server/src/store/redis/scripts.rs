@@ -202,4 +202,16 @@ mod tests {
         assert!(library_for(lib, "return 1").starts_with(head));
         assert!(library_for(lib, "return emit({})").contains("local function emit("));
     }
+
+    #[test]
+    fn every_top_level_line_after_the_marker_belongs_to_a_declaration() {
+        // A top-level statement that is not a `local` declaration would be
+        // glued to the part before it and left out with it.
+        let lib = include_str!("lua/lib.lua");
+        let (_, parts) = lib.split_once(PARTS_MARKER).expect("lib.lua has the parts marker");
+        for line in parts.lines().filter(|line| !line.is_empty() && !line.starts_with(' ')) {
+            let allowed = ["local ", "end", "}", "--"].iter().any(|start| line.starts_with(start));
+            assert!(allowed, "lib.lua: a top-level statement among the parts: {line}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
 -- claim: for each request in turn, takes up to `count` ready tasks of its
 -- commands, highest priority first, then earliest visible, honouring each
 -- command's pause, maxInFlight and rate limit; marks them in progress under
--- the request's lease. ARGV per request: worker, leaseUntil, count, n, then
--- n commands ('*' alone: all).
+-- the request's lease. ARGV per request: worker, leaseUntil, the caller's
+-- now (leaseUntil is rebased from it), count, n, then n commands ('*'
+-- alone: all).
 local queues, every_command = {}, nil
 
 -- A command's settings and rate-limit bucket, read once per call.
@@ -103,10 +104,10 @@ end
 local claims, tasks = {}, {}
 local i = FIRST
 while i <= #ARGV do
-  local n = tonumber(ARGV[i + 3])
-  local commands = commands_at(i + 4, n)
-  claims[#claims + 1] = claim_for(ARGV[i], at(ARGV[i + 1]), tonumber(ARGV[i + 2]), commands, tasks)
-  i = i + 4 + n
+  local n = tonumber(ARGV[i + 4])
+  local lease = at_item(ARGV[i + 1], ARGV[i + 2])
+  claims[#claims + 1] = claim_for(ARGV[i], lease, tonumber(ARGV[i + 3]), commands_at(i + 5, n), tasks)
+  i = i + 5 + n
 end
 -- Rate limits: keep what the buckets hold now.
 for c, q in pairs(queues) do

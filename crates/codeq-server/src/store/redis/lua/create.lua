@@ -1,7 +1,8 @@
 -- create: stores new tasks, in order; a task whose idempotency key a live
 -- task holds is not stored and the holder is returned instead.
 -- ARGV per task (11): id, command, payload, priority, webhook?, maxAttempts,
--- idempotencyKey?, runAt?, createdAt, createdBy, visibleAt.
+-- idempotencyKey?, runAt?, createdAt, createdBy, visibleAt. Times are
+-- moments on the caller's clock (rebased by at()).
 local made, holders, batch_keys, known = {}, {}, {}, {}
 for i = FIRST, #ARGV, 11 do
   local id, c = ARGV[i], ARGV[i + 1]

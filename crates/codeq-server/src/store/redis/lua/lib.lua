@@ -25,6 +25,13 @@ local FIRST = 5
 -- @parts
 local function int(n) return string.format('%d', n) end
 local function at(text) return tonumber(text) + SHIFT end
+-- A time an item's caller derived from its own "now" (a lease end: items
+-- of several callers merged into one call each have theirs), rebased so
+-- that it lies as far from Redis's now as from the caller's.
+local function at_item(text, caller_now)
+  if ARGV[3] ~= 'server' then return tonumber(text) end
+  return tonumber(text) + NOW - tonumber(caller_now)
+end
 -- An optional argument: '' for none, else '=' followed by the value.
 local function optarg(v) if v == nil or v == '' then return nil end return string.sub(v, 2) end
 local function opt(v) if v then return v end return nil end
@@ -121,12 +128,14 @@ local function ended(s) return s.completed or s.updated end
 -- equal scores fall back to the member, the id (time-ordered).
 local function ready_score(priority, visible) return (9 - priority) * 1e13 + math.max(visible, 0) end
 
+local ADDED = {}
 local function make_ready(cmd, id, score)
   local ready = qk(cmd, 'ready')
-  -- Scripts only add to a ready set after this: once one was added, the
-  -- set is not empty.
-  if not READY[cmd] and redis.call('ZCARD', ready) == 0 then WOKEN[cmd] = true end
+  -- Scripts only add to a ready set after this: once this script added
+  -- one task, the set is not empty.
+  if not ADDED[cmd] and redis.call('ZCARD', ready) == 0 then WOKEN[cmd] = true end
   redis.call('ZADD', ready, score, id)
+  ADDED[cmd] = true
   READY[cmd] = true
 end
 
