@@ -24,8 +24,8 @@ for i = FIRST, #ARGV, 8 do
       elseif status == 'FAILED' then n.status = 'FAILED'; n.error = result_error
       else n.status = 'CANCELLED'; n.error = result_error end
       n.worker = worker; n.lease = nil; n.completed = NOW; n.updated = NOW
-      write(s, n)
-      record = put_result(n, status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
+      record = result_fields(status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
+      write(s, n, record)
       owe_if_due(s, n, ARGV[i + 7])
       outcome = { ok = 'stored', cmd = s.cmd }
     end

@@ -199,7 +199,8 @@ local NONE = {}
 -- (optional) are more fields to set with the same command. Answers the
 -- fields set (name, value, …) and those deleted.
 local function write(before, after, extra)
-  local set, del, b = extra or {}, {}, before or NONE
+  local set, del, b = {}, {}, before or NONE
+  if extra then for i = 1, #extra do set[i] = extra[i] end end
   changed(set, del, 's', b.status, after.status)
   changed(set, del, 'a', b.attempts, after.attempts)
   changed(set, del, 'wk', b.worker, after.worker)
@@ -252,15 +253,19 @@ local function outbox_summary()
   return { count = redis.call('ZCARD', K_OUTBOX), first = first[2] and tonumber(first[2]) }
 end
 
--- Stores the result record of a task that became terminal; answers its
--- fields as a flat list.
-local function put_result(s, status, result, err, artifacts, worker)
+-- The result record of a task that became terminal, as a flat list of
+-- its hash's fields.
+local function result_fields(status, result, err, artifacts, worker)
   local f = { 'rs', status, 'rw', worker, 'rc', int(NOW) }
   if result then f[#f + 1] = 'rr'; f[#f + 1] = result end
   if err then f[#f + 1] = 're'; f[#f + 1] = err end
   if artifacts then f[#f + 1] = 'rx'; f[#f + 1] = artifacts end
-  redis.call('HSET', s.key, unpack(f))
   return f
+end
+
+-- Stores the result record of a task that became terminal.
+local function put_result(s, status, result, err, artifacts, worker)
+  redis.call('HSET', s.key, unpack(result_fields(status, result, err, artifacts, worker)))
 end
 
 -- A task with a webhook that has just become terminal owes one callback
