@@ -15,7 +15,7 @@ use codeq_core::lifecycle::Submission;
 use codeq_core::{
     Command, Priority, QueueSettings, ResultStatus, Task, TaskId, TaskState, Timestamp,
 };
-use codeq_server::store::redis::{RedisOptions, RedisStore, TimeSource};
+use codeq_server::store::redis::{RedisStore, TimeSource};
 use codeq_server::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, Signals, Store,
 };
@@ -31,14 +31,7 @@ struct Fixture {
 
 async fn fixture() -> Option<Fixture> {
     let server = redis_server::RedisServer::start()?;
-    let options = RedisOptions {
-        addr: server.addr(),
-        tls: false,
-        password: None,
-        db: 0,
-        prefix: "codeq".into(),
-        time: TimeSource::Redis,
-    };
+    let options = server.store_options(TimeSource::Redis);
     let store = RedisStore::connect(options, Arc::new(Signals::new())).await.unwrap();
     Some(Fixture { store, server })
 }

@@ -15,7 +15,7 @@ use codeq_core::{
 };
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
-use codeq_server::store::redis::{RedisOptions, RedisStore, TimeSource};
+use codeq_server::store::redis::{RedisStore, TimeSource};
 use codeq_server::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, Expiry, Fence,
     LeaseEnd, Retried, Signals, Store, StoreError, TransitionError,
@@ -62,14 +62,7 @@ impl Harness for Redis {
             server.kill();
             server.start_again();
         }
-        let options = RedisOptions {
-            addr: server.addr(),
-            tls: false,
-            password: None,
-            db: 0,
-            prefix: "codeq".into(),
-            time: TimeSource::Caller,
-        };
+        let options = server.store_options(TimeSource::Caller);
         // What a server's start-up does: connect and read the summaries the
         // synchronous methods answer from.
         tokio::task::block_in_place(|| {

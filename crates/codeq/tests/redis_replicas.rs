@@ -372,6 +372,25 @@ struct Load {
 }
 
 impl Load {
+    /// Counts what a request got: its answer's status, or its error (then
+    /// `None`).
+    fn answered(
+        load: &Mutex<Load>,
+        sent: reqwest::Result<reqwest::Response>,
+    ) -> Option<reqwest::Response> {
+        let mut load = load.lock().unwrap();
+        match sent {
+            Ok(response) => {
+                load.saw(&response);
+                Some(response)
+            }
+            Err(error) => {
+                load.errors.push(error.to_string());
+                None
+            }
+        }
+    }
+
     /// Counts an answer's status (and a 503 without `Retry-After`).
     fn saw(&mut self, response: &reqwest::Response) {
         let status = response.status().as_u16();
@@ -397,16 +416,8 @@ async fn produce(
             .json(&json!({ "command": "outage", "payload": {} }))
             .send()
             .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => {
-                load.lock().unwrap().errors.push(error.to_string());
-                continue;
-            }
-        };
-        let status = response.status().as_u16();
-        load.lock().unwrap().saw(&response);
-        if status == 202 {
+        let Some(response) = Load::answered(&load, sent) else { continue };
+        if response.status().as_u16() == 202 {
             let task: Value = response.json().await.unwrap();
             let id = task["id"].as_str().unwrap().to_string();
             load.lock().unwrap().created.push((id, before_outage));
@@ -424,32 +435,17 @@ async fn consume(
     while !stop.load(Ordering::Relaxed) {
         let claimed =
             http.post(format!("{base}/tasks/claim")).bearer_auth(WORKER).json(&body).send().await;
-        let response = match claimed {
-            Ok(response) => response,
-            Err(error) => {
-                load.lock().unwrap().errors.push(error.to_string());
-                continue;
-            }
-        };
-        let status = response.status().as_u16();
-        load.lock().unwrap().saw(&response);
-        if status != 200 {
+        let Some(response) = Load::answered(&load, claimed) else { continue };
+        if response.status().as_u16() != 200 {
             continue;
         }
         let task: Value = response.json().await.unwrap();
         let id = task["id"].as_str().unwrap().to_string();
         let result = json!({ "status": "COMPLETED", "result": {}, "attempt": task["attempts"] });
         let url = format!("{base}/tasks/{id}/result");
-        match http.post(url).bearer_auth(WORKER).json(&result).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let mut load = load.lock().unwrap();
-                load.saw(&response);
-                if status == 200 {
-                    load.completed.insert(id);
-                }
-            }
-            Err(error) => load.lock().unwrap().errors.push(error.to_string()),
+        let sent = http.post(url).bearer_auth(WORKER).json(&result).send().await;
+        if Load::answered(&load, sent).is_some_and(|response| response.status() == 200) {
+            load.lock().unwrap().completed.insert(id);
         }
     }
 }

@@ -143,6 +143,21 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Options for a store on this server (prefix `codeq`), on `time`.
+    pub fn store_options(
+        &self,
+        time: codeq_server::store::redis::TimeSource,
+    ) -> codeq_server::store::redis::RedisOptions {
+        codeq_server::store::redis::RedisOptions {
+            addr: self.addr(),
+            tls: false,
+            password: None,
+            db: 0,
+            prefix: "codeq".into(),
+            time,
+        }
+    }
+
     /// The server's working directory (its AOF).
     pub fn dir(&self) -> &Path {
         self.dir.path()
