@@ -1,7 +1,7 @@
 //! `codeq bench`: a load generator against an already running server.
 //!
 //! Producers create tasks and workers claim them and submit results, each
-//! in its own tokio task sharing one pooled [`Client`]; every call's
+//! in its own tokio task with a connection of its own ([`http`]); every call's
 //! latency and every task's full cycle (create sent → result acknowledged)
 //! is recorded. The send time travels in the task's payload, so no map is
 //! shared between producers and workers and a worker can never see a task
@@ -11,6 +11,7 @@
 //! Each producer and worker keeps its own samples and counters and hands
 //! them back when it ends; the only shared state is a handful of atomics.
 
+pub mod http;
 pub mod stats;
 pub mod wakeup;
 
@@ -21,12 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use codeq_client::{BatchResult, ClaimRequest, Client, CreateTask, SubmitResult, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cli::{BenchArgs, BenchMode, DEFAULT_BASE_URL, GlobalArgs};
 use crate::exit::ConfigError;
+use http::{CallError, Conn, Endpoint};
 use stats::{Samples, Summary};
 
 /// Tasks run through when neither `--count` nor `--duration` is given.
@@ -261,7 +264,9 @@ fn choose_connection(
 /// What producers and workers share while the run lasts.
 struct Shared {
     settings: Settings,
-    client: Client,
+    endpoint: Arc<Endpoint>,
+    /// The body of every claim call.
+    claim_body: Bytes,
     /// Identifies this run's tasks among leftovers of earlier runs.
     run_id: String,
     start: Instant,
@@ -279,7 +284,7 @@ struct Shared {
     stop_producers: AtomicBool,
     stop_workers: AtomicBool,
     /// The first error that makes going on pointless (bad token, …).
-    fatal: Mutex<Option<codeq_client::Error>>,
+    fatal: Mutex<Option<CallError>>,
     /// The small object every result carries.
     result: serde_json::Value,
     /// Payload filler of the right length.
@@ -306,8 +311,8 @@ impl Shared {
 
     /// Handles a failed call: fatal ones stop the run; for the others the
     /// caller backs off and goes on.
-    async fn failed(&self, err: codeq_client::Error) {
-        if is_fatal(&err) {
+    async fn failed(&self, err: CallError) {
+        if err.is_fatal() {
             if let Ok(mut fatal) = self.fatal.lock() {
                 fatal.get_or_insert(err);
             }
@@ -371,17 +376,6 @@ impl Shared {
     }
 }
 
-/// Errors that every further call would repeat: configuration, auth,
-/// validation and protocol mismatches.
-fn is_fatal(err: &codeq_client::Error) -> bool {
-    use codeq_client::Error;
-    match err {
-        Error::Api { status, .. } => matches!(status, 400 | 401 | 403 | 404 | 413),
-        Error::Decode { .. } | Error::MissingToken(_) | Error::InvalidBaseUrl { .. } => true,
-        Error::Transport(_) => false,
-    }
-}
-
 /// The send time (µs since the run's start) carried by one of this run's
 /// tasks; `None` for a task of another run.
 fn sent_us_of(task: &Task, run_id: &str) -> Option<u64> {
@@ -420,6 +414,7 @@ struct WorkerCounts {
 
 async fn produce(shared: Arc<Shared>) -> ProducerCounts {
     let mut counts = ProducerCounts::default();
+    let mut conn = Conn::new(Arc::clone(&shared.endpoint));
     let batch = u64::from(shared.settings.batch_size);
     loop {
         let wanted = match shared.settings.mode {
@@ -434,15 +429,10 @@ async fn produce(shared: Arc<Shared>) -> ProducerCounts {
         let sent_us = shared.micros_since_start();
         let sent = Instant::now();
         let outcome = match shared.settings.mode {
-            BenchMode::Single => {
-                shared.client.create_task(&shared.task(sent_us)).await.map(|_| (1, 0))
-            }
+            BenchMode::Single => conn.create(&shared.task(sent_us)).await.map(|()| (1, 0)),
             BenchMode::Batch => {
                 let tasks: Vec<CreateTask> = (0..n).map(|_| shared.task(sent_us)).collect();
-                shared.client.create_tasks_batch(&tasks).await.map(|items| {
-                    let ok = items.iter().filter(|item| item.is_ok()).count() as u64;
-                    (ok, items.len() as u64 - ok)
-                })
+                conn.create_batch(&tasks).await
             }
         };
         match outcome {
@@ -462,17 +452,19 @@ async fn produce(shared: Arc<Shared>) -> ProducerCounts {
 
 async fn work(shared: Arc<Shared>) -> WorkerCounts {
     let mut counts = WorkerCounts::default();
-    let claim = shared.settings.claim_request(CLAIM_WAIT_SECONDS);
+    let mut conn = Conn::new(Arc::clone(&shared.endpoint));
+    let wait = Duration::from_secs(CLAIM_WAIT_SECONDS.into());
     let mut next: Option<Task> = None;
     while !shared.stop_workers.load(Ordering::SeqCst) {
         if let Some(task) = next.take() {
-            next = submit_one(&shared, &task, &mut counts).await;
+            next = submit_one(&shared, &mut conn, &task, &mut counts).await;
             continue;
         }
         let sent = Instant::now();
+        let body = shared.claim_body.clone();
         let claimed = match shared.settings.mode {
-            BenchMode::Single => shared.client.claim(&claim).await.map(|t| t.into_iter().collect()),
-            BenchMode::Batch => shared.client.claim_batch(&claim, shared.settings.batch_size).await,
+            BenchMode::Single => conn.claim(body, wait).await.map(|t| t.into_iter().collect()),
+            BenchMode::Batch => conn.claim_batch(body, wait).await,
         };
         let tasks: Vec<Task> = match claimed {
             Ok(tasks) if tasks.is_empty() => {
@@ -492,29 +484,34 @@ async fn work(shared: Arc<Shared>) -> WorkerCounts {
         match shared.settings.mode {
             BenchMode::Single => {
                 for task in &tasks {
-                    next = submit_one(&shared, task, &mut counts).await;
+                    next = submit_one(&shared, &mut conn, task, &mut counts).await;
                 }
             }
-            BenchMode::Batch => submit_batch(&shared, &tasks, &mut counts).await,
+            BenchMode::Batch => submit_batch(&shared, &mut conn, &tasks, &mut counts).await,
         }
     }
     // A task handed over with the last result goes back to the queue.
     if let Some(task) = next {
-        let _ = shared.client.abandon(&task.id, task.attempts).await;
+        let _ = conn.abandon(&task.id, task.attempts).await;
     }
     counts
 }
 
 /// Submits `task`'s result; with `--claim-next`, returns the next task
 /// when one came with the answer.
-async fn submit_one(shared: &Shared, task: &Task, counts: &mut WorkerCounts) -> Option<Task> {
+async fn submit_one(
+    shared: &Shared,
+    conn: &mut Conn,
+    task: &Task,
+    counts: &mut WorkerCounts,
+) -> Option<Task> {
     let result = SubmitResult::completed(task.attempts, shared.result.clone());
     let sent = Instant::now();
     let submitted = if shared.settings.claim_next {
         let claim = shared.settings.claim_request(0);
-        shared.client.submit_result_and_claim(&task.id, &result, &claim).await.map(|(_, next)| next)
+        conn.submit_result_and_claim(&task.id, &result, &claim).await
     } else {
-        shared.client.submit_result(&task.id, &result).await.map(|_| None)
+        conn.submit_result(&task.id, &result).await.map(|()| None)
     };
     match submitted {
         Ok(next) => {
@@ -530,7 +527,7 @@ async fn submit_one(shared: &Shared, task: &Task, counts: &mut WorkerCounts) -> 
     }
 }
 
-async fn submit_batch(shared: &Shared, tasks: &[Task], counts: &mut WorkerCounts) {
+async fn submit_batch(shared: &Shared, conn: &mut Conn, tasks: &[Task], counts: &mut WorkerCounts) {
     let results: Vec<BatchResult> = tasks
         .iter()
         .map(|task| BatchResult {
@@ -539,7 +536,7 @@ async fn submit_batch(shared: &Shared, tasks: &[Task], counts: &mut WorkerCounts
         })
         .collect();
     let sent = Instant::now();
-    match shared.client.submit_results_batch(&results).await {
+    match conn.submit_results_batch(&results).await {
         Ok(items) => {
             counts.result.record(sent.elapsed());
             let acknowledged_us = shared.micros_since_start();
@@ -547,7 +544,7 @@ async fn submit_batch(shared: &Shared, tasks: &[Task], counts: &mut WorkerCounts
             // missing tasks failed.
             for (i, task) in tasks.iter().enumerate() {
                 match items.get(i) {
-                    Some(Ok(_)) => shared.task_done(task, counts, acknowledged_us),
+                    Some(true) => shared.task_done(task, counts, acknowledged_us),
                     _ => result_failed(shared, task, counts),
                 }
             }
@@ -586,11 +583,21 @@ pub enum Ending {
 /// Runs the load benchmark and reports on it. A fatal error (bad token,
 /// validation, server unreachable at start) is returned as the error.
 pub async fn run(settings: Settings) -> anyhow::Result<Report> {
-    let client = settings.client()?;
-    client
+    let endpoint = Arc::new(Endpoint::new(
+        &settings.base_url,
+        &settings.producer_token,
+        &settings.worker_token,
+    )?);
+    Conn::new(Arc::clone(&endpoint))
         .healthz()
         .await
         .with_context(|| format!("server at {} is not answering", settings.base_url))?;
+    let claim_body = match settings.mode {
+        BenchMode::Single => http::claim_body(&settings.claim_request(CLAIM_WAIT_SECONDS), None),
+        BenchMode::Batch => {
+            http::claim_body(&settings.claim_request(CLAIM_WAIT_SECONDS), Some(settings.batch_size))
+        }
+    }?;
 
     let run_id = format!("{}-{}", std::process::id(), unix_millis());
     let shared = Arc::new(Shared {
@@ -598,7 +605,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         live: settings.max_live.map(|n| tokio::sync::Semaphore::new(n as usize)),
         result: json!({ "ok": true }),
         run_id,
-        client,
+        endpoint,
+        claim_body,
         start: Instant::now(),
         issued: AtomicU64::new(0),
         created: AtomicU64::new(0),
@@ -1018,16 +1026,5 @@ mod tests {
         assert_eq!(sent_us_of(&ours, "r-1"), Some(42));
         assert_eq!(sent_us_of(&theirs, "r-1"), None);
         assert_eq!(sent_us_of(&unrelated, "r-1"), None);
-    }
-
-    #[test]
-    fn only_errors_every_call_would_repeat_are_fatal() {
-        let api = |status| codeq_client::Error::from_response_body(status, b"");
-
-        assert!(is_fatal(&api(401)));
-        assert!(is_fatal(&api(400)));
-        assert!(!is_fatal(&api(409)));
-        assert!(!is_fatal(&api(503)));
-        assert!(is_fatal(&codeq_client::Error::MissingToken(codeq_client::TokenKind::Worker)));
     }
 }
