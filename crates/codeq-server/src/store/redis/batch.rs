@@ -1,5 +1,5 @@
-//! Calls of one script that arrive while the previous one is in flight,
-//! sent together as one call when it returns.
+//! Calls of one script that arrive while the previous ones are in flight,
+//! sent together as one call when one of those returns.
 //!
 //! Redis runs scripts one at a time, and a script's fixed cost (its
 //! library's functions, its arguments, its answer) is paid per call, not
@@ -8,8 +8,10 @@
 //! items. The scripts that take several items (`create`, `complete`)
 //! treat each item on its own, so a merged call answers each caller
 //! exactly as its own call would have. At low load every call goes alone
-//! and at once; under load the calls that queue up behind one in flight
-//! go next, together.
+//! and at once; under load the calls that queue up behind those in flight
+//! go next, together. [`CALLS_IN_FLIGHT`] calls of a script may be in
+//! flight at once, so that with `appendfsync always` a call does not wait
+//! for the fsync of the one before it to be sent.
 //!
 //! The calls run on a task of their own, not on a caller's: a caller
 //! that goes away (its client disconnected) does not take the others'
@@ -17,11 +19,11 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{StoreError, StoreResult};
@@ -29,6 +31,12 @@ use crate::store::{StoreError, StoreResult};
 /// The weight merged into one call at most (see [`run`]'s `weight`); a
 /// caller's own items may weigh more and then go alone.
 const MERGED_WEIGHT: usize = 256;
+
+/// Calls of one script in flight at once, at most. Two: with `appendfsync
+/// always`, a second call waits in Redis for the next fsync instead of
+/// behind the first one's answer (docs/performance.md, "Redis backend");
+/// more made merged calls smaller and gained nothing.
+const CALLS_IN_FLIGHT: usize = 2;
 
 /// One caller's items and where its answers go.
 struct Job<I, O> {
@@ -66,10 +74,11 @@ impl<I, O> Batcher<I, O> {
     }
 }
 
-/// Runs the calls: takes the jobs queued (up to [`MERGED_WEIGHT`], by
-/// `weight` of each item), calls `script` with their items through `owner`
-/// (while it lives), and hands each job its share of the answers, until
-/// `stop` or the owner goes. A job whose caller has gone is dropped unsent
+/// Runs the calls: whenever fewer than [`CALLS_IN_FLIGHT`] are in flight,
+/// takes the jobs queued (up to [`MERGED_WEIGHT`], by `weight` of each
+/// item), calls `script` with their items through `owner` (while it lives)
+/// on a task of its own, and hands each job its share of the answers,
+/// until `stop` or the owner goes. A job whose caller has gone is dropped unsent
 /// (a claim for nobody would lease tasks to nobody). A panic in `script`
 /// fails that call's callers, not the ones after.
 pub async fn run<S, I, O, W, F, Fut>(
@@ -80,12 +89,21 @@ pub async fn run<S, I, O, W, F, Fut>(
     script: F,
 ) where
     W: Fn(&I) -> usize,
-    F: Fn(std::sync::Arc<S>, Vec<I>) -> Fut,
-    Fut: Future<Output = StoreResult<Vec<O>>>,
+    F: Fn(Arc<S>, Vec<I>) -> Fut,
+    Fut: Future<Output = StoreResult<Vec<O>>> + Send + 'static,
+    O: Send + 'static,
 {
     let weigh = |job: &Job<I, O>| job.items.iter().map(&weight).sum::<usize>();
+    let slots = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
     let mut next: Option<Job<I, O>> = None;
     loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => return,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         let first = match next.take() {
             Some(job) => job,
             None => tokio::select! {
@@ -121,11 +139,14 @@ pub async fn run<S, I, O, W, F, Fut>(
             answers.push(job.answer);
             items.extend(job.items);
         }
-        let outcome =
-            AssertUnwindSafe(script(store, items)).catch_unwind().await.unwrap_or_else(|_| {
+        let call = AssertUnwindSafe(script(store, items)).catch_unwind();
+        tokio::spawn(async move {
+            let outcome = call.await.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable("a storage call failed unexpectedly".into()))
             });
-        share(outcome, sizes, answers);
+            share(outcome, sizes, answers);
+            drop(slot);
+        });
     }
 }
 
@@ -162,8 +183,8 @@ fn share<O>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
@@ -195,6 +216,56 @@ mod tests {
         assert_eq!(b.unwrap(), vec![6]);
         assert_eq!(c.unwrap(), vec![8, 10, 12]);
         assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_call_goes_while_the_first_is_in_flight_and_a_third_waits() {
+        let store = Arc::new(Doubler::default());
+        let (batcher, queue) = channel();
+        let batcher = Arc::new(batcher);
+        let stop = CancellationToken::new();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let held = {
+            let gate = Arc::clone(&gate);
+            move |store: Arc<Doubler>, items: Vec<u32>| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    store.calls.fetch_add(1, Ordering::SeqCst);
+                    gate.notified().await;
+                    Ok(items.into_iter().map(|item| item * 2).collect())
+                }
+            }
+        };
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, held));
+        let call = |item: u32| {
+            let batcher = Arc::clone(&batcher);
+            tokio::spawn(async move { batcher.call(vec![item]).await })
+        };
+        let started = |n: usize| {
+            let store = Arc::clone(&store);
+            tokio::time::timeout(Duration::from_secs(5), async move {
+                while store.calls.load(Ordering::SeqCst) < n {
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let first = call(1);
+        started(1).await.expect("the first call started");
+        let second = call(2);
+        started(2).await.expect("the second call started while the first was in flight");
+        let third = call(3);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.calls.load(Ordering::SeqCst), 2, "two calls in flight at most");
+        gate.notify_waiters();
+        started(3).await.expect("the third call started once one had returned");
+        gate.notify_waiters();
+        assert_eq!(first.await.unwrap().unwrap(), vec![2]);
+        assert_eq!(second.await.unwrap().unwrap(), vec![4]);
+        assert_eq!(third.await.unwrap().unwrap(), vec![6]);
         stop.cancel();
         task.await.unwrap();
     }
