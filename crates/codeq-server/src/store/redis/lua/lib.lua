@@ -143,7 +143,8 @@ local function unindex(s)
   local c = s.cmd
   redis.call('ZREM', qk(c, 's:' .. s.status), s.id)
   if s.status == 'PENDING' then
-    if redis.call('ZREM', qk(c, 'delayed'), s.id) == 0 then redis.call('ZREM', qk(c, 'ready'), s.id) end
+    -- Most tasks leave the ready set (claims take them from there).
+    if redis.call('ZREM', qk(c, 'ready'), s.id) == 0 then redis.call('ZREM', qk(c, 'delayed'), s.id) end
   elseif s.status == 'IN_PROGRESS' then
     redis.call('ZREM', qk(c, 'leases'), s.id)
     -- A place under maxInFlight: a parked claim may take a task.
