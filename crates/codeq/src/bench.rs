@@ -592,12 +592,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         .healthz()
         .await
         .with_context(|| format!("server at {} is not answering", settings.base_url))?;
-    let claim_body = match settings.mode {
-        BenchMode::Single => http::claim_body(&settings.claim_request(CLAIM_WAIT_SECONDS), None),
-        BenchMode::Batch => {
-            http::claim_body(&settings.claim_request(CLAIM_WAIT_SECONDS), Some(settings.batch_size))
-        }
-    }?;
+    let count = (settings.mode == BenchMode::Batch).then_some(settings.batch_size);
+    let claim_body = http::claim_body(&settings.claim_request(CLAIM_WAIT_SECONDS), count)?;
 
     let run_id = format!("{}-{}", std::process::id(), unix_millis());
     let shared = Arc::new(Shared {
