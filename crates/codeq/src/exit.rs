@@ -81,7 +81,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
 /// Prints the error with its causes (and, for a missing token or a server
 /// that does not answer, what to do) to stderr and gives its exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    match err.chain().find_map(|cause| cause.downcast_ref().and_then(unreachable_server)) {
+    let unreachable = err.chain().find_map(|cause| {
+        cause.downcast_ref().and_then(unreachable_server).or_else(|| {
+            cause.downcast_ref::<crate::bench::http::CallError>()?.unreachable().cloned()
+        })
+    });
+    match unreachable {
         Some(unreachable) => {
             eprintln!("codeq: {unreachable}");
             eprintln!("hint: {}", unreachable.hint());

@@ -173,3 +173,18 @@ fn handlers_named_in_help_exist() {
         assert!(root.join(&file).is_file(), "`{path} --help` names {file}, which does not exist");
     }
 }
+
+#[test]
+fn a_bench_against_no_server_names_it_and_says_what_to_check() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["bench", "--base-url", &url, "--producer-token", "p", "--worker-token", "w"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot connect to {url}")), "{stderr}");
+    assert!(stderr.contains(&format!("is `codeq serve` running at {url}?")), "{stderr}");
+}

@@ -20,16 +20,24 @@ use bytes::Bytes;
 use codeq_client::{BatchResult, ClaimRequest, CreateTask, SubmitResult, Task};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
-use crate::exit::ConfigError;
+use crate::exit::{ConfigError, Unreachable};
 
 /// Time allowed for one call, a long poll's wait on top.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Repeats of a failed call that may be repeated (as the SDK's client
+/// does), the first after [`FIRST_RETRY_DELAY`], each next after twice as
+/// long; a request that never left is sent again at once.
+const RETRIES: u32 = 2;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+const BENCH_USER_AGENT: &str = concat!("codeq-bench/", env!("CARGO_PKG_VERSION"));
 
 const TASKS: &str = "/v1/codeq/tasks";
 const TASKS_BATCH: &str = "/v1/codeq/tasks/batch";
@@ -43,12 +51,48 @@ pub enum CallError {
     /// The server answered with an error status, or with a body the run
     /// cannot read.
     Server(codeq_client::Error),
-    /// No answer: not connected, the connection was lost, or the call
-    /// timed out. The connection is opened again on the next call.
+    /// No connection to the server could be opened.
+    Connect(Unreachable),
+    /// The connection closed before the request was written: the server
+    /// never saw it.
+    Unsent(String),
+    /// The request was sent and no answer came: the connection was lost,
+    /// or the call timed out. The connection is opened again on the next
+    /// call.
     Transport(String),
 }
 
+/// Which failures of a call may be repeated.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    /// Only those where the server never saw the request.
+    Unsent,
+    /// Also a lost answer and 502–504: the call is safe to repeat.
+    Safe,
+}
+
 impl CallError {
+    /// Whether the call may be repeated after this failure.
+    fn may_retry(&self, retry: Retry) -> bool {
+        matches!(
+            (self, retry),
+            (Self::Connect(_) | Self::Unsent(_), _)
+                | (
+                    Self::Transport(_)
+                        | Self::Server(codeq_client::Error::Api { status: 502..=504, .. }),
+                    Retry::Safe
+                )
+        )
+    }
+
+    /// The server that could not be reached, if that is what failed.
+    pub fn unreachable(&self) -> Option<&Unreachable> {
+        match self {
+            Self::Connect(unreachable) => Some(unreachable),
+            _ => None,
+        }
+    }
+
     /// Whether every further call would fail the same way: configuration,
     /// auth, validation and protocol mismatches.
     pub fn is_fatal(&self) -> bool {
@@ -58,7 +102,7 @@ impl CallError {
                 matches!(status, 400 | 401 | 403 | 404 | 413)
             }
             Self::Server(_) => true,
-            Self::Transport(_) => false,
+            Self::Connect(_) | Self::Unsent(_) | Self::Transport(_) => false,
         }
     }
 }
@@ -67,7 +111,8 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Server(err) => err.fmt(f),
-            Self::Transport(reason) => write!(f, "request failed: {reason}"),
+            Self::Connect(unreachable) => unreachable.fmt(f),
+            Self::Unsent(reason) | Self::Transport(reason) => write!(f, "request failed: {reason}"),
         }
     }
 }
@@ -76,7 +121,7 @@ impl std::error::Error for CallError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Server(err) => Some(err),
-            Self::Transport(_) => None,
+            Self::Connect(_) | Self::Unsent(_) | Self::Transport(_) => None,
         }
     }
 }
@@ -87,6 +132,8 @@ fn transport(what: &str, err: impl fmt::Display) -> CallError {
 
 /// The server and the prepared parts of every request.
 pub struct Endpoint {
+    /// The base URL's origin, for messages.
+    origin: String,
     /// `host:port` to connect to.
     address: String,
     host: HeaderValue,
@@ -142,6 +189,7 @@ impl Endpoint {
             Uri::try_from(format!("{base_path}{path}")).map_err(|err| invalid(&err.to_string()))
         };
         Ok(Self {
+            origin: url.origin().ascii_serialization(),
             address: format!("{host}:{port}"),
             host: header(host_header)?,
             producer: bearer(producer_token)?,
@@ -183,14 +231,16 @@ impl Conn {
     pub async fn healthz(&mut self) -> Result<(), CallError> {
         let uri = Uri::try_from(format!("{}/healthz", self.endpoint.base_path))
             .map_err(|err| transport("invalid health URL", err))?;
-        self.call(Method::GET, uri, Role::Anonymous, Bytes::new(), CALL_TIMEOUT).await?;
+        self.call(Method::GET, uri, Role::Anonymous, Bytes::new(), CALL_TIMEOUT, Retry::Safe)
+            .await?;
         Ok(())
     }
 
     /// `POST /v1/codeq/tasks` (the answer's task is not read).
     pub async fn create(&mut self, task: &CreateTask) -> Result<(), CallError> {
         let uri = self.endpoint.tasks.clone();
-        self.call(Method::POST, uri, Role::Producer, json(task)?, CALL_TIMEOUT).await?;
+        self.call(Method::POST, uri, Role::Producer, json(task)?, CALL_TIMEOUT, Retry::Unsent)
+            .await?;
         Ok(())
     }
 
@@ -203,7 +253,7 @@ impl Conn {
         let uri = self.endpoint.tasks_batch.clone();
         let body = json(&Body { tasks })?;
         let (status, answer) =
-            self.call(Method::POST, uri, Role::Producer, body, CALL_TIMEOUT).await?;
+            self.call(Method::POST, uri, Role::Producer, body, CALL_TIMEOUT, Retry::Unsent).await?;
         let succeeded = item_outcomes(status, &answer)?;
         let ok = succeeded.iter().filter(|ok| **ok).count() as u64;
         Ok((ok, succeeded.len() as u64 - ok))
@@ -213,8 +263,9 @@ impl Conn {
     /// none within `wait`.
     pub async fn claim(&mut self, body: Bytes, wait: Duration) -> Result<Option<Task>, CallError> {
         let uri = self.endpoint.claim.clone();
-        let (status, answer) =
-            self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT + wait).await?;
+        let (status, answer) = self
+            .call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT + wait, Retry::Unsent)
+            .await?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
@@ -232,8 +283,9 @@ impl Conn {
             tasks: Vec<Task>,
         }
         let uri = self.endpoint.claim_batch.clone();
-        let (status, answer) =
-            self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT + wait).await?;
+        let (status, answer) = self
+            .call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT + wait, Retry::Unsent)
+            .await?;
         if status == StatusCode::NO_CONTENT {
             return Ok(Vec::new());
         }
@@ -247,7 +299,8 @@ impl Conn {
         result: &SubmitResult,
     ) -> Result<(), CallError> {
         let uri = self.endpoint.task_uri(id, "result")?;
-        self.call(Method::POST, uri, Role::Worker, json(result)?, CALL_TIMEOUT).await?;
+        self.call(Method::POST, uri, Role::Worker, json(result)?, CALL_TIMEOUT, Retry::Safe)
+            .await?;
         Ok(())
     }
 
@@ -273,7 +326,7 @@ impl Conn {
         let uri = self.endpoint.task_uri(id, "result")?;
         let body = json(&Body { result, claim_next: claim })?;
         let (status, answer) =
-            self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT).await?;
+            self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT, Retry::Safe).await?;
         decode::<Answer>(status, &answer).map(|answer| answer.next)
     }
 
@@ -290,7 +343,7 @@ impl Conn {
         let uri = self.endpoint.results_batch.clone();
         let body = json(&Body { results })?;
         let (status, answer) =
-            self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT).await?;
+            self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT, Retry::Safe).await?;
         item_outcomes(status, &answer)
     }
 
@@ -298,13 +351,12 @@ impl Conn {
     pub async fn abandon(&mut self, id: &str, attempt: u32) -> Result<(), CallError> {
         let uri = self.endpoint.task_uri(id, "abandon")?;
         let body = Bytes::from(format!("{{\"attempt\":{attempt}}}"));
-        self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT).await?;
+        self.call(Method::POST, uri, Role::Worker, body, CALL_TIMEOUT, Retry::Unsent).await?;
         Ok(())
     }
 
-    /// Sends one request and reads its whole answer; an error status is
-    /// [`CallError::Server`]. A call that fails or times out drops the
-    /// connection (its state is unknown).
+    /// Makes a call, repeating it after a failure `retry` allows, up to
+    /// [`RETRIES`] times.
     async fn call(
         &mut self,
         method: Method,
@@ -312,8 +364,32 @@ impl Conn {
         role: Role,
         body: Bytes,
         timeout: Duration,
+        retry: Retry,
     ) -> Result<(StatusCode, Bytes), CallError> {
-        let request = self.request(method, uri, role, body);
+        let (mut retries, mut delay) = (0, FIRST_RETRY_DELAY);
+        loop {
+            let request = self.request(method.clone(), uri.clone(), role, body.clone());
+            match self.call_once(request, timeout).await {
+                Err(err) if retries < RETRIES && err.may_retry(retry) => {
+                    if !matches!(err, CallError::Unsent(_)) {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    retries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Sends one request and reads its whole answer; an error status is
+    /// [`CallError::Server`]. A call that fails or times out drops the
+    /// connection (its state is unknown).
+    async fn call_once(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), CallError> {
         let outcome = tokio::time::timeout(timeout, self.exchange(request)).await;
         let (status, answer) = match outcome {
             Ok(Ok(answer)) => answer,
@@ -340,6 +416,7 @@ impl Conn {
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.insert(HOST, self.endpoint.host.clone());
+        headers.insert(USER_AGENT, HeaderValue::from_static(BENCH_USER_AGENT));
         match role {
             Role::Producer => drop(headers.insert(AUTHORIZATION, self.endpoint.producer.clone())),
             Role::Worker => drop(headers.insert(AUTHORIZATION, self.endpoint.worker.clone())),
@@ -356,8 +433,11 @@ impl Conn {
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Bytes), CallError> {
         let sender = self.ready_sender().await?;
-        let response =
-            sender.send_request(request).await.map_err(|err| transport("request failed", err))?;
+        let response = sender.try_send_request(request).await.map_err(|mut err| {
+            let unsent = err.take_message().is_some();
+            let reason = err.into_error().to_string();
+            if unsent { CallError::Unsent(reason) } else { transport("request failed", reason) }
+        })?;
         let status = response.status();
         let body = response
             .into_body()
@@ -381,14 +461,16 @@ impl Conn {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
-        let address = &self.endpoint.address;
-        let stream = TcpStream::connect(address)
+        let unreachable = |reason: String| {
+            CallError::Connect(Unreachable { server: self.endpoint.origin.clone(), reason })
+        };
+        let stream = TcpStream::connect(&self.endpoint.address)
             .await
-            .map_err(|err| transport(&format!("cannot connect to {address}"), err))?;
-        stream.set_nodelay(true).map_err(|err| transport("cannot set TCP_NODELAY", err))?;
+            .map_err(|err| unreachable(err.to_string()))?;
+        stream.set_nodelay(true).map_err(|err| unreachable(err.to_string()))?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|err| transport("HTTP handshake failed", err))?;
+            .map_err(|err| unreachable(format!("HTTP handshake failed: {err}")))?;
         // Runs until the connection closes; its errors surface in the calls.
         tokio::spawn(connection);
         Ok(sender)
@@ -531,14 +613,60 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_server_is_a_transport_error_worth_retrying() {
+    async fn an_unreachable_server_is_named_and_not_fatal() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let mut conn = Conn::new(Arc::new(Endpoint::new(&url, "p", "w").unwrap()));
         let err = conn.healthz().await.unwrap_err();
-        assert!(matches!(err, CallError::Transport(_)), "{err}");
+        assert_eq!(err.unreachable().map(|u| u.server.as_str()), Some(url.as_str()), "{err}");
         assert!(!err.is_fatal());
+    }
+
+    /// A server that answers `statuses` in turn, one request per
+    /// connection; counts the requests.
+    async fn answering(statuses: &'static [u16]) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await.unwrap() {
+                        0 => break,
+                        n => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                );
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        (url, served)
+    }
+
+    #[tokio::test]
+    async fn a_result_answered_503_is_sent_again_and_a_create_is_not() {
+        use std::sync::atomic::Ordering;
+        let result = SubmitResult::completed(1, serde_json::json!({}));
+        let (url, served) = answering(&[503, 200]).await;
+        let mut conn = Conn::new(Arc::new(Endpoint::new(&url, "p", "w").unwrap()));
+        conn.submit_result("t-1", &result).await.unwrap();
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+
+        let (url, served) = answering(&[503, 200]).await;
+        let mut conn = Conn::new(Arc::new(Endpoint::new(&url, "p", "w").unwrap()));
+        let err = conn.create(&CreateTask::new("A", serde_json::json!({}))).await.unwrap_err();
+        assert!(matches!(err, CallError::Server(codeq_client::Error::Api { status: 503, .. })));
+        assert_eq!(served.load(Ordering::SeqCst), 1);
     }
 
     #[test]

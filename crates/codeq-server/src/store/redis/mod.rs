@@ -139,9 +139,35 @@ struct Hints {
     /// The earliest owed callback's next attempt, and how many are owed.
     outbox: (Option<Timestamp>, usize),
     /// When a rate limit next lets a claim of a command through.
-    holds: HashMap<Command, Timestamp>,
+    holds: HashMap<Command, Hold>,
     /// Commands of tasks this replica just ended (metrics labels).
     commands: HashMap<TaskId, Command>,
+}
+
+impl Hints {
+    /// Keeps what a claim that ran at `now` told of the rate limits of the
+    /// commands `filter` allows (`told`: those holding claims back, and
+    /// until when), where no later claim told first.
+    fn keep_holds(&mut self, filter: &CommandFilter, now: i64, told: HashMap<Command, Timestamp>) {
+        for (command, hold) in &mut self.holds {
+            if filter.allows(command) && hold.seen <= now {
+                *hold = Hold { until: told.get(command).copied(), seen: now };
+            }
+        }
+        for (command, until) in told {
+            self.holds.entry(command).or_insert(Hold { until: Some(until), seen: now });
+        }
+    }
+}
+
+/// What the latest claim that looked at a rate-limited command said of it.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    /// When its rate limit lets the next claim through (`None`: now).
+    until: Option<Timestamp>,
+    /// Redis's time when that claim ran: two claim calls may be in flight
+    /// and answered out of order, and the older answer must not win.
+    seen: i64,
 }
 
 /// Bounds the commands remembered for `command_of`.
@@ -774,7 +800,12 @@ impl Store for RedisStore {
 
     fn next_claimable_at(&self, filter: &CommandFilter, _now: Timestamp) -> Option<Timestamp> {
         let hints = self.hints();
-        hints.holds.iter().filter(|(command, _)| filter.allows(command)).map(|(_, at)| *at).min()
+        hints
+            .holds
+            .iter()
+            .filter(|(command, _)| filter.allows(command))
+            .filter_map(|(_, hold)| hold.until)
+            .min()
     }
 
     async fn dead_letters(
@@ -981,7 +1012,8 @@ impl RedisStore {
         }
         let mut claimed = Vec::with_capacity(specs.len());
         for ((spec, _), claim) in specs.iter().zip(claims) {
-            self.keep_holds(&spec.commands, reply.shift(), reply::list(&claim["holds"]));
+            let (now, shift) = (reply.int("now").unwrap_or(0), reply.shift());
+            self.keep_holds(&spec.commands, now, shift, reply::list(&claim["holds"]));
             let mut taken = Vec::new();
             for id in reply::list(&claim["ids"]) {
                 let fields = tasks.next().ok_or_else(|| {
@@ -1053,23 +1085,58 @@ impl RedisStore {
         Ok(outcomes)
     }
 
-    /// Keeps the rate-limit holds a claim reported for its commands.
-    fn keep_holds(&self, filter: &CommandFilter, shift: i64, holds: &[serde_json::Value]) {
-        let mut hints = self.hints();
-        hints.holds.retain(|command, _| !filter.allows(command));
-        for hold in holds {
-            let pair = reply::list(hold);
-            let command = pair.first().and_then(|c| reply::command(c).ok());
-            if let (Some(command), Some(at)) = (command, pair.get(1).and_then(reply::int)) {
-                hints.holds.insert(command, Timestamp(at - shift));
-            }
-        }
+    /// Keeps the rate-limit holds a claim that ran at `now` (Redis's
+    /// time) reported for its commands, unless a claim that ran later
+    /// already told of them.
+    fn keep_holds(
+        &self,
+        filter: &CommandFilter,
+        now: i64,
+        shift: i64,
+        holds: &[serde_json::Value],
+    ) {
+        let told: HashMap<Command, Timestamp> = holds
+            .iter()
+            .filter_map(|hold| {
+                let pair = reply::list(hold);
+                let command = reply::command(pair.first()?).ok()?;
+                Some((command, Timestamp(reply::int(pair.get(1)?)? - shift)))
+            })
+            .collect();
+        self.hints().keep_holds(filter, now, told);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn command(name: &str) -> Command {
+        Command::parse(name).expect("a valid command")
+    }
+
+    #[test]
+    fn an_older_claims_answer_handled_last_does_not_undo_a_newer_one() {
+        let (a, b) = (command("A"), command("B"));
+        let only_a = CommandFilter::Only(vec![a.clone()]);
+        let held_until = |hints: &Hints, c: &Command| hints.holds.get(c).and_then(|h| h.until);
+
+        let mut hints = Hints::default();
+        hints.keep_holds(&only_a, 100, HashMap::from([(a.clone(), Timestamp(150))]));
+        // The claim that ran at 200 found A's bucket full again …
+        hints.keep_holds(&only_a, 200, HashMap::new());
+        // … and the one that ran at 120, handled after it, is stale.
+        hints.keep_holds(&only_a, 120, HashMap::from([(a.clone(), Timestamp(180))]));
+        assert_eq!(held_until(&hints, &a), None);
+
+        // A later claim of every command tells of A and B.
+        let told = HashMap::from([(a.clone(), Timestamp(260)), (b.clone(), Timestamp(270))]);
+        hints.keep_holds(&CommandFilter::All, 250, told);
+        assert_eq!(
+            (held_until(&hints, &a), held_until(&hints, &b)),
+            (Some(Timestamp(260)), Some(Timestamp(270)))
+        );
+    }
 
     #[test]
     fn redis_addr_takes_a_bare_address_or_a_redis_or_rediss_url() {

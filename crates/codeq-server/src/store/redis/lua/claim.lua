@@ -63,13 +63,18 @@ local function held_until(c, q)
 end
 
 local function claim_for(worker, lease, count, commands, tasks)
-  local candidates = {}
+  local candidates, touched = {}, {}
   for _, c in ipairs(commands) do
-    local cap = cap_of(c, settings(c), count)
-    if cap > 0 then
-      local head = redis.call('ZRANGE', qk(c, 'ready'), 0, cap - 1, 'WITHSCORES')
-      for i = 1, #head, 2 do
-        candidates[#candidates + 1] = { id = head[i], score = tonumber(head[i + 1]), cmd = c }
+    local ready = qk(c, 'ready')
+    if redis.call('ZCARD', ready) > 0 then
+      local q = settings(c)
+      touched[#touched + 1] = c
+      local cap = cap_of(c, q, count)
+      if cap > 0 then
+        local head = redis.call('ZRANGE', ready, 0, cap - 1, 'WITHSCORES')
+        for i = 1, #head, 2 do
+          candidates[#candidates + 1] = { id = head[i], score = tonumber(head[i + 1]), cmd = c }
+        end
       end
     end
   end
@@ -89,7 +94,7 @@ local function claim_for(worker, lease, count, commands, tasks)
     end
   end
   local holds = {}
-  for _, c in ipairs(commands) do
+  for _, c in ipairs(touched) do
     local until_at = held_until(c, queues[c])
     if until_at then holds[#holds + 1] = { c, until_at } end
   end
