@@ -137,6 +137,13 @@ impl Settings {
             conn.worker_token.as_ref().map(|t| t.expose()),
             credentials.as_ref().map(|(c, p)| (c.as_ref(), p.as_path())),
         )?;
+        if args.claim_next && args.mode == BenchMode::Batch {
+            return Err(ConfigError::new(
+                "--claim-next asks for the next task with a single result; \
+                 it does not apply to --mode batch",
+            )
+            .into());
+        }
         let target = match (args.count, args.duration) {
             (_, Some(seconds)) => Target::Duration(Duration::from_secs(seconds)),
             (count, None) => Target::Count(count.unwrap_or(DEFAULT_COUNT)),

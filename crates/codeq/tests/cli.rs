@@ -188,3 +188,15 @@ fn a_bench_against_no_server_names_it_and_says_what_to_check() {
     assert!(stderr.contains(&format!("cannot connect to {url}")), "{stderr}");
     assert!(stderr.contains(&format!("is `codeq serve` running at {url}?")), "{stderr}");
 }
+
+#[test]
+fn claim_next_with_batch_mode_is_refused_as_a_configuration_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["bench", "--producer-token", "p", "--worker-token", "w"])
+        .args(["--mode", "batch", "--claim-next"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not apply to --mode batch"), "{stderr}");
+}
