@@ -166,16 +166,11 @@ impl Settings {
         })
     }
 
-    /// One client for every producer and worker: a pool big enough that
-    /// each keeps its keep-alive connection.
+    /// The SDK client of the wake-up run (one producer, one worker).
     pub fn client(&self) -> anyhow::Result<Client> {
-        let concurrent = usize::try_from(self.producers + self.workers).unwrap_or(usize::MAX);
-        let client = Client::builder(&self.base_url)
-            .pool_max_idle_per_host(concurrent.saturating_add(4))
-            .build()?
+        Ok(Client::new(&self.base_url)?
             .with_producer_token(&self.producer_token)
-            .with_worker_token(&self.worker_token);
-        Ok(client)
+            .with_worker_token(&self.worker_token))
     }
 
     fn claim_request(&self, wait_seconds: u32) -> ClaimRequest {

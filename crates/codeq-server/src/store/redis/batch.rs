@@ -200,13 +200,39 @@ mod tests {
         Ok(items.into_iter().map(|item| item * 2).collect())
     }
 
-    #[tokio::test]
-    async fn callers_waiting_together_share_one_call_and_get_their_own_answers() {
+    /// A batch task calling `script` for a fresh [`Doubler`].
+    struct Running {
+        store: Arc<Doubler>,
+        batcher: Arc<Batcher<u32, u32>>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn running<W, F, Fut>(weight: W, script: F) -> Running
+    where
+        W: Fn(&u32) -> usize + Send + Sync + 'static,
+        F: Fn(Arc<Doubler>, Vec<u32>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = StoreResult<Vec<u32>>> + Send + 'static,
+    {
         let store = Arc::new(Doubler::default());
         let (batcher, queue) = channel();
         let stop = CancellationToken::new();
+        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), weight, script));
+        Running { store, batcher: Arc::new(batcher), stop, task }
+    }
+
+    impl Running {
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_together_share_one_call_and_get_their_own_answers() {
         // Queued before the task runs: all three go in its first call.
-        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, double));
+        let running = running(|_| 1, double);
+        let batcher = &running.batcher;
         let (a, b, c) = tokio::join!(
             batcher.call(vec![1, 2]),
             batcher.call(vec![3]),
@@ -215,17 +241,12 @@ mod tests {
         assert_eq!(a.unwrap(), vec![2, 4]);
         assert_eq!(b.unwrap(), vec![6]);
         assert_eq!(c.unwrap(), vec![8, 10, 12]);
-        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
-        stop.cancel();
-        task.await.unwrap();
+        assert_eq!(running.store.calls.load(Ordering::SeqCst), 1);
+        running.stop().await;
     }
 
     #[tokio::test]
     async fn a_second_call_goes_while_the_first_is_in_flight_and_a_third_waits() {
-        let store = Arc::new(Doubler::default());
-        let (batcher, queue) = channel();
-        let batcher = Arc::new(batcher);
-        let stop = CancellationToken::new();
         let gate = Arc::new(tokio::sync::Notify::new());
         let held = {
             let gate = Arc::clone(&gate);
@@ -238,13 +259,14 @@ mod tests {
                 }
             }
         };
-        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, held));
+        let running = running(|_| 1, held);
+        let store = &running.store;
         let call = |item: u32| {
-            let batcher = Arc::clone(&batcher);
+            let batcher = Arc::clone(&running.batcher);
             tokio::spawn(async move { batcher.call(vec![item]).await })
         };
         let started = |n: usize| {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(store);
             tokio::time::timeout(Duration::from_secs(5), async move {
                 while store.calls.load(Ordering::SeqCst) < n {
                     tokio::task::yield_now().await;
@@ -266,23 +288,18 @@ mod tests {
         assert_eq!(first.await.unwrap().unwrap(), vec![2]);
         assert_eq!(second.await.unwrap().unwrap(), vec![4]);
         assert_eq!(third.await.unwrap().unwrap(), vec![6]);
-        stop.cancel();
-        task.await.unwrap();
+        running.stop().await;
     }
 
     #[tokio::test]
     async fn a_failed_call_fails_every_caller_in_it() {
-        let store = Arc::new(Doubler::default());
-        let (batcher, queue) = channel::<u32, u32>();
-        let stop = CancellationToken::new();
         let failing =
             |_: Arc<Doubler>, _: Vec<u32>| async { Err(StoreError::Unavailable("down".into())) };
-        let task = tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, failing));
-        let (a, b) = tokio::join!(batcher.call(vec![1]), batcher.call(vec![2]));
+        let running = running(|_| 1, failing);
+        let (a, b) = tokio::join!(running.batcher.call(vec![1]), running.batcher.call(vec![2]));
         assert!(matches!(a, Err(StoreError::Unavailable(_))));
         assert!(matches!(b, Err(StoreError::Unavailable(_))));
-        stop.cancel();
-        task.await.unwrap();
+        running.stop().await;
     }
 
     #[tokio::test]
@@ -312,39 +329,25 @@ mod tests {
 
     #[tokio::test]
     async fn items_beyond_the_merged_weight_wait_for_the_next_call() {
-        let store = Arc::new(Doubler::default());
-        let (batcher, queue) = channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            queue,
-            Arc::downgrade(&store),
-            stop.clone(),
-            |item: &u32| *item as usize,
-            double,
-        ));
+        let running = running(|item: &u32| *item as usize, double);
+        let batcher = &running.batcher;
         let heavy = u32::try_from(MERGED_WEIGHT).unwrap();
         let (a, b, c) =
             tokio::join!(batcher.call(vec![1]), batcher.call(vec![heavy]), batcher.call(vec![2]),);
         assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (vec![2], vec![heavy * 2], vec![4]));
-        assert_eq!(store.calls.load(Ordering::SeqCst), 3, "the heavy one went alone");
-        stop.cancel();
-        task.await.unwrap();
+        assert_eq!(running.store.calls.load(Ordering::SeqCst), 3, "the heavy one went alone");
+        running.stop().await;
     }
 
     #[tokio::test]
     async fn a_panicking_call_fails_its_callers_and_the_next_call_runs() {
-        let store = Arc::new(Doubler::default());
-        let (batcher, queue) = channel();
-        let stop = CancellationToken::new();
         let panics_on_zero = |store: Arc<Doubler>, items: Vec<u32>| async move {
             assert!(items != [0], "boom");
             double(store, items).await
         };
-        let task =
-            tokio::spawn(run(queue, Arc::downgrade(&store), stop.clone(), |_| 1, panics_on_zero));
-        assert!(matches!(batcher.call(vec![0]).await, Err(StoreError::Unavailable(_))));
-        assert_eq!(batcher.call(vec![3]).await.unwrap(), vec![6]);
-        stop.cancel();
-        task.await.unwrap();
+        let running = running(|_| 1, panics_on_zero);
+        assert!(matches!(running.batcher.call(vec![0]).await, Err(StoreError::Unavailable(_))));
+        assert_eq!(running.batcher.call(vec![3]).await.unwrap(), vec![6]);
+        running.stop().await;
     }
 }

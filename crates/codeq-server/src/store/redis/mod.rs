@@ -1011,8 +1011,8 @@ impl RedisStore {
             )));
         }
         let mut claimed = Vec::with_capacity(specs.len());
+        let (now, shift) = (reply.int("now").unwrap_or(0), reply.shift());
         for ((spec, _), claim) in specs.iter().zip(claims) {
-            let (now, shift) = (reply.int("now").unwrap_or(0), reply.shift());
             self.keep_holds(&spec.commands, now, shift, reply::list(&claim["holds"]));
             let mut taken = Vec::new();
             for id in reply::list(&claim["ids"]) {
