@@ -85,10 +85,10 @@ local function claim_for(worker, lease, count, commands, tasks)
   local ids = {}
   for i = 1, math.min(count, #candidates) do
     local pick = candidates[i]
-    local s, flat = load_all(pick.cmd, pick.id)
-    if s then
-      tasks[#tasks + 1] = patched(flat, write(s, rule_claim(s, worker, lease)))
-      ids[#ids + 1] = s.id
+    local flat = claim_task(pick.cmd, pick.id, worker, lease)
+    if flat then
+      tasks[#tasks + 1] = flat
+      ids[#ids + 1] = pick.id
       local q = queues[pick.cmd]
       if q.rate then q.tokens = math.max(q.tokens - 1, 0) end
     end

@@ -1,6 +1,31 @@
 -- complete: makes tasks terminal with their results, each on its own.
 -- ARGV per item (8): id, worker, attempt?, status, result?, error?,
 -- artifacts?, delivery.
+
+-- The complete rule on task `s`, which its worker holds: terminal with
+-- `status` (and `err`), its result record `record` stored with it.
+-- Written field by field rather than through write(), as the claim rule.
+local function finish(s, status, err, record)
+  local set, del = {}, {}
+  for i = 1, #record do set[i] = record[i] end
+  set[#set + 1] = 's'; set[#set + 1] = status
+  set[#set + 1] = 'co'; set[#set + 1] = int(NOW)
+  set[#set + 1] = 'ua'; set[#set + 1] = int(NOW)
+  if err then
+    set[#set + 1] = 'e'; set[#set + 1] = err
+  elseif s.error then
+    del[#del + 1] = 'e'
+  end
+  if s.lease then del[#del + 1] = 'lu' end
+  redis.call('HSET', s.key, unpack(set))
+  if #del > 0 then redis.call('HDEL', s.key, unpack(del)) end
+  local n = { id = s.id, cmd = s.cmd, key = s.key, status = status, dead = false,
+    completed = NOW, updated = NOW }
+  unindex(s)
+  index(n)
+  return n
+end
+
 local outcomes, records = {}, {}
 for i = FIRST, #ARGV, 8 do
   local s = load(ARGV[i])
@@ -18,14 +43,10 @@ for i = FIRST, #ARGV, 8 do
     if not kind then
       outcome = { err = err }
     else
-      local n = copy(s)
       local result_error = optarg(ARGV[i + 5])
-      if status == 'COMPLETED' then n.status = 'COMPLETED'; n.error = nil
-      elseif status == 'FAILED' then n.status = 'FAILED'; n.error = result_error
-      else n.status = 'CANCELLED'; n.error = result_error end
-      n.worker = worker; n.lease = nil; n.completed = NOW; n.updated = NOW
+      if status == 'COMPLETED' then result_error = nil end
       record = result_fields(status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
-      write(s, n, record)
+      local n = finish(s, status, result_error, record)
       owe_if_due(s, n, ARGV[i + 7])
       outcome = { ok = 'stored', cmd = s.cmd }
     end

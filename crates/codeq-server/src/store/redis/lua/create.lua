@@ -14,22 +14,24 @@ for i = FIRST, #ARGV, 11 do
     holders[#holders + 1] = redis.call('HGETALL', tk(where, holder))
   else
     made[#made + 1] = ''
-    local created = at(ARGV[i + 8])
+    local created, visible = at(ARGV[i + 8]), at(ARGV[i + 10])
     local task = tk(c, id)
-    local body = { 'c', c, 'p', ARGV[i + 2], 'pr', ARGV[i + 3], 'm', ARGV[i + 5], 'ca', int(created),
-      'cb', ARGV[i + 9] }
-    if hook then body[#body + 1] = 'w'; body[#body + 1] = hook end
+    -- Its body and its state as a new task, in one HSET.
+    local fields = { 'c', c, 'p', ARGV[i + 2], 'pr', ARGV[i + 3], 'm', ARGV[i + 5],
+      'ca', int(created), 'cb', ARGV[i + 9],
+      's', 'PENDING', 'a', '0', 'va', int(visible), 'ua', int(created), 'rp', '0' }
+    if hook then fields[#fields + 1] = 'w'; fields[#fields + 1] = hook end
     if key then
-      body[#body + 1] = 'k'; body[#body + 1] = key
+      fields[#fields + 1] = 'k'; fields[#fields + 1] = key
       batch_keys[key] = id
       redis.call('HSET', K_IDEM, key, id)
     end
-    if run_at then body[#body + 1] = 'ra'; body[#body + 1] = int(at(run_at)) end
+    if run_at then fields[#fields + 1] = 'ra'; fields[#fields + 1] = int(at(run_at)) end
+    redis.call('HSET', task, unpack(fields))
     redis.call('HSET', K_WHERE, id, c)
     if not known[c] then redis.call('SADD', K_COMMANDS, c); known[c] = true end
-    write(nil, { id = id, cmd = c, key = task, status = 'PENDING', attempts = 0,
-      visible = at(ARGV[i + 10]), updated = created, replays = 0, dead = false,
-      priority = tonumber(ARGV[i + 3]) }, body)
+    index({ id = id, cmd = c, status = 'PENDING', visible = visible,
+      priority = tonumber(ARGV[i + 3]) })
   end
 end
 return emit({ made = made }, holders)

@@ -66,15 +66,6 @@ local function terminal(status)
   return status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED'
 end
 
--- A task's state from its hash's fields (`h`: name → value).
-local function state_of(cmd, id, key, h)
-  return { id = id, cmd = cmd, key = key, status = h.s, attempts = tonumber(h.a),
-    worker = h.wk, lease = optn(h.lu), visible = tonumber(h.va), error = h.e,
-    reason = h.lr, dead = h.d == '1', updated = tonumber(h.ua), completed = optn(h.co),
-    replays = tonumber(h.rp), max = tonumber(h.m), priority = tonumber(h.pr),
-    hook = h.w ~= nil, owed = h.ob ~= nil }
-end
-
 local LOADED = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp', 'm', 'pr', 'w', 'ob' }
 
 -- A task's state, read from its hash (nil when there is no such task).
@@ -82,20 +73,11 @@ local function load_in(cmd, id)
   local key = tk(cmd, id)
   local v = redis.call('HMGET', key, unpack(LOADED))
   if not v[1] then return nil end
-  local h = {}
-  for i, name in ipairs(LOADED) do if v[i] then h[name] = v[i] end end
-  return state_of(cmd, id, key, h)
-end
-
--- A task's state and its whole hash as a flat field/value list (nil, nil
--- when there is no such task).
-local function load_all(cmd, id)
-  local key = tk(cmd, id)
-  local flat = redis.call('HGETALL', key)
-  if #flat == 0 then return nil, nil end
-  local h = {}
-  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  return state_of(cmd, id, key, h), flat
+  return { id = id, cmd = cmd, key = key, status = v[1], attempts = tonumber(v[2]),
+    worker = opt(v[3]), lease = optn(v[4]), visible = tonumber(v[5]), error = opt(v[6]),
+    reason = opt(v[7]), dead = v[8] == '1', updated = tonumber(v[9]), completed = optn(v[10]),
+    replays = tonumber(v[11]), max = tonumber(v[12]), priority = tonumber(v[13]),
+    hook = v[14] ~= false, owed = v[15] ~= false }
 end
 
 local function load(id)
@@ -230,25 +212,6 @@ local function write(before, after, extra)
   return set, del
 end
 
--- A flat field/value list with what write() set and deleted applied.
-local function patched(flat, set, del)
-  local new, out = {}, {}
-  for i = 1, #set, 2 do new[set[i]] = set[i + 1] end
-  for _, name in ipairs(del) do new[name] = false end
-  for i = 1, #flat, 2 do
-    local name, value = flat[i], new[flat[i]]
-    if value == nil then
-      out[#out + 1] = name; out[#out + 1] = flat[i + 1]
-    elseif value then
-      out[#out + 1] = name; out[#out + 1] = value; new[name] = nil
-    end
-  end
-  for name, value in pairs(new) do
-    if value then out[#out + 1] = name; out[#out + 1] = value end
-  end
-  return out
-end
-
 local function outbox_summary()
   local first = redis.call('ZRANGE', K_OUTBOX, 0, 0, 'WITHSCORES')
   return { count = redis.call('ZCARD', K_OUTBOX), first = first[2] and tonumber(first[2]) }
@@ -314,11 +277,36 @@ local function hold(s, worker, attempt)
   return 'held'
 end
 
-local function rule_claim(s, worker, lease)
-  local n = copy(s)
-  n.status = 'IN_PROGRESS'; n.attempts = s.attempts + 1; n.worker = worker; n.lease = lease
-  n.updated = NOW
-  return n
+-- The claim rule on ready task `id` of `cmd`: in progress under `worker`
+-- until `lease`, one attempt more. Answers the task's hash as it now is,
+-- as a flat field/value list (nil when there is no such task). The
+-- hottest rule, so written field by field rather than through load() and
+-- write(): a task in a ready set is always pending.
+local function claim_task(cmd, id, worker, lease)
+  local key = tk(cmd, id)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local attempts = 0
+  local new = { s = 'IN_PROGRESS', wk = worker, lu = int(lease), ua = int(NOW) }
+  for i = 1, #flat, 2 do
+    local name = flat[i]
+    if name == 'a' then
+      attempts = tonumber(flat[i + 1]) + 1
+      flat[i + 1] = int(attempts)
+    elseif new[name] then
+      flat[i + 1] = new[name]
+      new[name] = nil
+    end
+  end
+  for name, value in pairs(new) do flat[#flat + 1] = name; flat[#flat + 1] = value end
+  redis.call('HSET', key, 's', 'IN_PROGRESS', 'a', int(attempts), 'wk', worker,
+    'lu', int(lease), 'ua', int(NOW))
+  redis.call('ZREM', qk(cmd, 's:PENDING'), id)
+  redis.call('ZREM', qk(cmd, 'ready'), id)
+  redis.call('ZADD', qk(cmd, 's:IN_PROGRESS'), 0, id)
+  redis.call('ZADD', qk(cmd, 'leases'), lease, id)
+  deadline(lease + 1)
+  return flat
 end
 
 -- Requeue after `delay` seconds, or dead-letter after the last delivery.
