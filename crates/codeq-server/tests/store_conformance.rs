@@ -281,6 +281,50 @@ async fn a_result_after_the_lease_ended_is_accepted_until_redelivery(h: &dyn Har
     assert_eq!(out.await.unwrap()[0], Err(TransitionError::NotOwner));
 }
 
+/// What a claim answers is what it stored, and a result leaves nothing of
+/// the delivery behind: no lease, no place in any queue, the error only of
+/// a failure; a replayed dead letter's result is its own.
+async fn a_claim_answers_what_it_stored_and_a_result_keeps_nothing_of_the_delivery(
+    h: &dyn Harness,
+) {
+    let store = h.open();
+    let ids = create(&*store, vec![task("kept", 0, at(0)), task("kept", 0, at(0))]).await;
+    let revived = dead_letters(&*store, "revived", 1, |_| "flaky".into()).await[0];
+    let replayed = store.replay(&command("revived"), vec![(revived, at(100))], at(100)).await;
+    assert_eq!(replayed.unwrap(), vec![revived]);
+
+    for (name, id, status) in [
+        ("kept", ids[0], ResultStatus::Completed),
+        ("kept", ids[1], ResultStatus::Failed),
+        ("revived", revived, ResultStatus::Completed),
+    ] {
+        let claimed = claim_one(&*store, only(name), at(101)).await.unwrap();
+        assert_eq!(claimed.id, id);
+        let stored = store.get_task(id).await.unwrap().unwrap();
+        assert_eq!(claimed.state, stored.state, "the claim answers the state it stored");
+        assert_eq!((claimed.state.attempts, claimed.state.lease_until), (1, Some(at(131))));
+
+        let out = store.complete(vec![completion(id, "w1", status)], at(102)).await.unwrap();
+        let Ok(Completed::Stored(record)) = &out[0] else { panic!("not stored: {out:?}") };
+        let done = store.get_task(id).await.unwrap().unwrap().state;
+        let error = (status == ResultStatus::Failed).then(|| "boom".to_string());
+        assert_eq!(done.lease_until, None);
+        assert_eq!(
+            (done.error, done.dead_lettered, done.completed_at),
+            (error, false, Some(at(102)))
+        );
+        assert_eq!((done.worker_id.as_deref(), done.attempts), (Some("w1"), 1));
+        assert_eq!(store.get_result(id).await.unwrap().as_ref(), Some(record));
+        assert_eq!(record.status, status);
+    }
+    for name in ["kept", "revived"] {
+        let stats = store.queue_stats(&command(name)).await.unwrap();
+        assert_eq!((stats.ready, stats.delayed, stats.in_progress, stats.dlq), (0, 0, 0, 0));
+        assert!(claim_one(&*store, only(name), at(200)).await.is_none());
+    }
+    assert!(store.lease_ends(at(999), 100).await.unwrap().is_empty(), "no lease left");
+}
+
 async fn abandon_requeues_at_once_keeping_attempts(h: &dyn Harness) {
     let store = h.open();
     let id = create(&*store, vec![task("a", 0, at(0))]).await[0];
@@ -1098,6 +1142,7 @@ macro_rules! conformance_suite {
                 abandon_requeues_at_once_keeping_attempts,
                 a_heartbeat_after_the_lease_ended_is_refused,
                 a_result_after_the_lease_ended_is_accepted_until_redelivery,
+                a_claim_answers_what_it_stored_and_a_result_keeps_nothing_of_the_delivery,
                 an_expiry_skips_a_task_that_moved_on,
                 a_batch_sees_its_own_earlier_items,
                 nack_requeues_after_the_delay,
