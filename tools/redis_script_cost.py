@@ -90,12 +90,18 @@ def names(text, name):
     return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])", text) is not None
 
 
+def without_comments(text):
+    return "\n".join(line.split("--", 1)[0] for line in text.split("\n"))
+
+
 def library_for(lib, body):
     """The library as `body` needs it (scripts.rs, library_for)."""
     head, rest = lib.split("-- @parts\n", 1)
     starts = sorted([m.start() + 1 for m in re.finditer("\nlocal ", rest)] + ([0] if rest.startswith("local ") else []))
     starts.append(len(rest))
     parts = [(rest[a:b], declared(rest[a:b])) for a, b in zip(starts, starts[1:])]
+    codes = [without_comments(text) for text, _ in parts]
+    body = without_comments(body)
     kept = [False] * len(parts)
     changed = True
     while changed:
@@ -104,7 +110,7 @@ def library_for(lib, body):
             if kept[index]:
                 continue
             named_by = lambda text: any(names(text, name) for name in declared_names)  # noqa: E731
-            if named_by(body) or any(keep and named_by(other) for (other, _), keep in zip(parts, kept)):
+            if named_by(body) or any(keep and named_by(code) for code, keep in zip(codes, kept)):
                 kept[index] = True
                 changed = True
     return head + "".join(text for (text, _), keep in zip(parts, kept) if keep)

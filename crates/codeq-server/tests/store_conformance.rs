@@ -268,6 +268,14 @@ async fn a_result_after_the_lease_ended_is_accepted_until_redelivery(h: &dyn Har
         assert_eq!(store.get_task(*id).await.unwrap().unwrap().state.status, TaskStatus::Completed);
     }
     assert!(store.lease_ends(at(99), 100).await.unwrap().is_empty(), "no lease left to expire");
+    for name in ["a", "b"] {
+        let stats = store.queue_stats(&command(name)).await.unwrap();
+        assert_eq!(
+            (stats.ready, stats.delayed, stats.in_progress),
+            (0, 0, 0),
+            "{name} left its queue"
+        );
+    }
 
     let redelivered = create(&*store, vec![task("c", 0, at(0))]).await[0];
     claim_one(&*store, only("c"), at(40)).await.unwrap();
@@ -282,40 +290,61 @@ async fn a_result_after_the_lease_ended_is_accepted_until_redelivery(h: &dyn Har
 }
 
 /// What a claim answers is what it stored, and a result leaves nothing of
-/// the delivery behind: no lease, no place in any queue, the error only of
-/// a failure; a replayed dead letter's result is its own.
+/// the delivery behind: no lease, no place in a live queue or status, the
+/// task's error only for a failure or a cancel (the record keeps what the
+/// worker sent); a replayed dead letter's result is its own.
 async fn a_claim_answers_what_it_stored_and_a_result_keeps_nothing_of_the_delivery(
     h: &dyn Harness,
 ) {
     let store = h.open();
-    let ids = create(&*store, vec![task("kept", 0, at(0)), task("kept", 0, at(0))]).await;
+    let kept: Vec<Task> = (0..3).map(|_| task("kept", 0, at(0))).collect();
+    let ids = create(&*store, kept).await;
     let revived = dead_letters(&*store, "revived", 1, |_| "flaky".into()).await[0];
     let replayed = store.replay(&command("revived"), vec![(revived, at(100))], at(100)).await;
     assert_eq!(replayed.unwrap(), vec![revived]);
 
-    for (name, id, status) in [
-        ("kept", ids[0], ResultStatus::Completed),
-        ("kept", ids[1], ResultStatus::Failed),
-        ("revived", revived, ResultStatus::Completed),
+    let noted = |id, status| {
+        let mut result = completion(id, "w1", status);
+        result.submission.error = Some("noted".into());
+        result
+    };
+    for (name, result, task_error, status) in [
+        ("kept", noted(ids[0], ResultStatus::Completed), None, TaskStatus::Completed),
+        ("kept", completion(ids[1], "w1", ResultStatus::Failed), Some("boom"), TaskStatus::Failed),
+        ("kept", noted(ids[2], ResultStatus::Cancelled), Some("noted"), TaskStatus::Cancelled),
+        (
+            "revived",
+            completion(revived, "w1", ResultStatus::Completed),
+            None,
+            TaskStatus::Completed,
+        ),
     ] {
+        let id = result.task_id;
+        let sent_error = result.submission.error.clone();
         let claimed = claim_one(&*store, only(name), at(101)).await.unwrap();
         assert_eq!(claimed.id, id);
         let stored = store.get_task(id).await.unwrap().unwrap();
         assert_eq!(claimed.state, stored.state, "the claim answers the state it stored");
         assert_eq!((claimed.state.attempts, claimed.state.lease_until), (1, Some(at(131))));
 
-        let out = store.complete(vec![completion(id, "w1", status)], at(102)).await.unwrap();
+        let out = store.complete(vec![result], at(102)).await.unwrap();
         let Ok(Completed::Stored(record)) = &out[0] else { panic!("not stored: {out:?}") };
+        assert_eq!(record.error, sent_error, "the record keeps the worker's error");
+        assert_eq!(store.get_result(id).await.unwrap().as_ref(), Some(record));
         let done = store.get_task(id).await.unwrap().unwrap().state;
-        let error = (status == ResultStatus::Failed).then(|| "boom".to_string());
-        assert_eq!(done.lease_until, None);
+        assert_eq!((done.status, done.error.as_deref()), (status, task_error));
         assert_eq!(
-            (done.error, done.dead_lettered, done.completed_at),
-            (error, false, Some(at(102)))
+            (done.lease_until, done.dead_lettered, done.completed_at),
+            (None, false, Some(at(102)))
         );
         assert_eq!((done.worker_id.as_deref(), done.attempts), (Some("w1"), 1));
-        assert_eq!(store.get_result(id).await.unwrap().as_ref(), Some(record));
-        assert_eq!(record.status, status);
+        let listed = store.list_tasks(Some(&command(name)), Some(status), None, 10).await.unwrap();
+        assert!(listed.contains(&id), "listed as {status:?}");
+        for live in [TaskStatus::Pending, TaskStatus::InProgress] {
+            let listed =
+                store.list_tasks(Some(&command(name)), Some(live), None, 10).await.unwrap();
+            assert!(!listed.contains(&id), "still listed as {live:?}");
+        }
     }
     for name in ["kept", "revived"] {
         let stats = store.queue_stats(&command(name)).await.unwrap();

@@ -71,6 +71,8 @@ const PARTS_MARKER: &str = "-- @parts\n";
 fn library_for(lib: &str, body: &str) -> String {
     let Some((head, rest)) = lib.split_once(PARTS_MARKER) else { return lib.to_string() };
     let parts = split_parts(rest);
+    let codes: Vec<String> = parts.iter().map(|part| without_comments(part.text)).collect();
+    let body = without_comments(body);
     let mut kept = vec![false; parts.len()];
     let mut changed = true;
     while changed {
@@ -79,9 +81,9 @@ fn library_for(lib: &str, body: &str) -> String {
             if kept[index] {
                 continue;
             }
-            let named_by = |text: &str| part.names.iter().any(|name| names(text, name));
-            let needed = named_by(body)
-                || parts.iter().zip(&kept).any(|(other, &keep)| keep && named_by(other.text));
+            let named_by = |code: &str| part.names.iter().any(|name| names(code, name));
+            let needed = named_by(&body)
+                || codes.iter().zip(&kept).any(|(other, &keep)| keep && named_by(other));
             if needed {
                 kept[index] = true;
                 changed = true;
@@ -127,6 +129,14 @@ fn declared(part: &str) -> Vec<&str> {
         None => declaration.split('=').next().unwrap_or_default(),
     };
     names.split(',').map(str::trim).filter(|name| !name.is_empty()).collect()
+}
+
+/// Lua text without its comments, so that a name a comment mentions does
+/// not bring its part in (`--` to the end of the line: the scripts have no
+/// block comments and no `--` inside a string).
+fn without_comments(text: &str) -> String {
+    let code = text.lines().map(|line| line.split_once("--").map_or(line, |(code, _)| code));
+    code.collect::<Vec<_>>().join("\n")
 }
 
 /// Whether `text` has `name` as a whole identifier.
@@ -193,6 +203,24 @@ mod tests {
     #[test]
     fn a_name_inside_a_longer_identifier_does_not_count() {
         assert_eq!(library_for(LIB, "return cb + ab"), "local P = 1\n");
+    }
+
+    #[test]
+    fn a_name_in_a_comment_does_not_count() {
+        assert_eq!(library_for(LIB, "-- b() and Y\nreturn 1 -- a()"), "local P = 1\n");
+        let lib = format!("{LIB}local function d() return 4 end -- unlike c()\n");
+        let library = library_for(&lib, "return d()");
+        assert_eq!(library, "local P = 1\nlocal function d() return 4 end -- unlike c()\n");
+    }
+
+    #[test]
+    fn the_claim_and_result_scripts_leave_the_general_write_out() {
+        let lib = include_str!("lua/lib.lua");
+        for body in [include_str!("lua/claim.lua"), include_str!("lua/complete.lua")] {
+            let library = library_for(lib, body);
+            assert!(!library.contains("local function write("), "{library}");
+            assert!(!library.contains("local function moved("));
+        }
     }
 
     #[test]

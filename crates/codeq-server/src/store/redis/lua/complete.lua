@@ -44,9 +44,9 @@ for i = FIRST, #ARGV, 8 do
       outcome = { err = err }
     else
       local result_error = optarg(ARGV[i + 5])
-      if status == 'COMPLETED' then result_error = nil end
       record = result_fields(status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
-      local n = finish(s, status, result_error, record)
+      -- The record keeps what the worker sent; a completed task carries no error.
+      local n = finish(s, status, status ~= 'COMPLETED' and result_error or nil, record)
       owe_if_due(s, n, ARGV[i + 7])
       outcome = { ok = 'stored', cmd = s.cmd }
     end
