@@ -13,7 +13,9 @@
 //! Stopping is two-staged, as for the CLI's signals: [`StopHandle::stop`]
 //! ends claiming and lets running handlers finish;
 //! [`StopHandle::abandon`] also drops the running handlers and gives their
-//! tasks back.
+//! tasks back. A task cancelled while its handler runs is noticed at the
+//! next heartbeat (the server answers `task_cancelled`): its handler
+//! future is dropped at once and nothing is reported.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +65,9 @@ pub enum Reported {
     Abandoned,
     /// The report was refused or never arrived (lease lost, server down…).
     ReportFailed,
+    /// Cancelled while the handler ran: the handler was dropped, nothing
+    /// reported.
+    Cancelled,
 }
 
 /// One finished task, for logs.
@@ -97,6 +102,8 @@ pub struct Summary {
     pub abandoned: u64,
     /// Reports refused or lost.
     pub report_failed: u64,
+    /// Tasks cancelled while their handler ran.
+    pub cancelled: u64,
 }
 
 impl Summary {
@@ -108,6 +115,7 @@ impl Summary {
             + self.dead_lettered
             + self.abandoned
             + self.report_failed
+            + self.cancelled
     }
 
     fn add(&mut self, reported: Reported) {
@@ -118,6 +126,7 @@ impl Summary {
             Reported::DeadLettered => self.dead_lettered += 1,
             Reported::Abandoned => self.abandoned += 1,
             Reported::ReportFailed => self.report_failed += 1,
+            Reported::Cancelled => self.cancelled += 1,
         }
     }
 
@@ -128,6 +137,7 @@ impl Summary {
         self.dead_lettered += other.dead_lettered;
         self.abandoned += other.abandoned;
         self.report_failed += other.report_failed;
+        self.cancelled += other.cancelled;
     }
 }
 
@@ -402,20 +412,24 @@ impl Worker {
         let work = handler(task);
         let outcome = tokio::select! {
             outcome = self.with_heartbeats(&id, attempt, work) => outcome,
-            () = self.stop.running.cancelled() => Outcome::Abandon,
+            () = self.stop.running.cancelled() => Some(Outcome::Abandon),
         };
         let detail = match &outcome {
-            Outcome::Failed(text) | Outcome::Retry(text) => Some(text.clone()),
-            Outcome::Completed(_) | Outcome::Abandon => None,
+            Some(Outcome::Failed(text) | Outcome::Retry(text)) => Some(text.clone()),
+            Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
         };
-        let (reported, next) = self.report(&id, attempt, outcome).await;
+        let (reported, next) = match outcome {
+            Some(outcome) => self.report(&id, attempt, outcome).await,
+            None => (Reported::Cancelled, None),
+        };
         (TaskReport { id, command, attempt, reported, detail, duration: started.elapsed() }, next)
     }
 
     /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`].
     /// A refused heartbeat (lease lost) stops the renewals; the report will
-    /// then be refused too, and is counted as such.
-    async fn with_heartbeats<F>(&self, id: &str, attempt: u32, work: F) -> Outcome
+    /// then be refused too, and is counted as such. `None`, with `work`
+    /// dropped unfinished, when a heartbeat finds the task cancelled.
+    async fn with_heartbeats<F>(&self, id: &str, attempt: u32, work: F) -> Option<Outcome>
     where
         F: Future<Output = Outcome>,
     {
@@ -428,11 +442,13 @@ impl Worker {
         let mut renewing = true;
         loop {
             tokio::select! {
-                outcome = &mut work => return outcome,
+                outcome = &mut work => return Some(outcome),
                 _ = ticks.tick(), if renewing => {
                     let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds)).await;
-                    if matches!(&beat, Err(err) if err.status().is_some()) {
-                        renewing = false;
+                    match beat {
+                        Err(err) if err.code() == Some("task_cancelled") => return None,
+                        Err(err) if err.status().is_some() => renewing = false,
+                        _ => {}
                     }
                 }
             }

@@ -92,6 +92,7 @@ fn log_task(report: &TaskReport) {
         Reported::DeadLettered => "dead-lettered",
         Reported::Abandoned => "abandoned",
         Reported::ReportFailed => "not-reported",
+        Reported::Cancelled => "cancelled (handler stopped)",
     };
     let detail =
         report.detail.as_deref().map(|d| format!(": {}", first_line(d))).unwrap_or_default();
@@ -137,13 +138,14 @@ fn first_line(text: &str) -> &str {
 
 fn describe_summary(summary: &Summary) -> String {
     format!(
-        "stopped after {}: {} completed, {} failed, {} nacked, {} dead-lettered, {} abandoned, {} not reported",
+        "stopped after {}: {} completed, {} failed, {} nacked, {} dead-lettered, {} abandoned, {} not reported, {} cancelled",
         crate::output::count(summary.total(), "task"),
         summary.completed,
         summary.failed,
         summary.nacked,
         summary.dead_lettered,
         summary.abandoned,
-        summary.report_failed
+        summary.report_failed,
+        summary.cancelled
     )
 }

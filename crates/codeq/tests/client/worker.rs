@@ -202,6 +202,52 @@ fn a_second_signal_abandons_the_running_handler() {
 }
 
 #[test]
+fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
+    let server = Server::start();
+    let id = create(&server, "LONG", "{}");
+    let started = server.home().join("started");
+    let long = handler(
+        &server,
+        "long.sh",
+        &format!(
+            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\nsleep 60",
+            started.display()
+        ),
+    );
+    // A 3 s lease: a heartbeat every second.
+    let child = worker(&server, "LONG", &long)
+        .args(["--lease", "3"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
+    let group_alive = || {
+        let probe = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
+        probe.unwrap().success()
+    };
+    assert!(group_alive());
+
+    let cancelled = run_json(server.codeq_with_tokens().args(["task", "cancel", &id]));
+    assert_eq!(cancelled["status"], "CANCELLED");
+    // The next heartbeat is refused with task_cancelled; the runner kills
+    // the handler's group (its `sleep 60` would outlive this easily).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while group_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!group_alive(), "the cancelled task's handler was stopped");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("task {id} command=LONG attempt=1 cancelled")), "{log}");
+    assert!(log.contains("0 not reported, 1 cancelled"), "{log}");
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+    assert_eq!(task["status"], "CANCELLED");
+}
+
+#[test]
 fn a_refused_worker_token_stops_the_runner_with_exit_code_3() {
     let server = Server::start();
     let noop = handler(&server, "noop.sh", "cat >/dev/null");
