@@ -87,6 +87,28 @@ fn a_failing_handler_is_nacked_with_its_stderr() {
 }
 
 #[test]
+fn a_handler_printing_more_than_16_mib_is_nacked_and_drained() {
+    let server = Server::start();
+    let id = create(&server, "LOUD", "{}");
+    // 17 MiB of output, then a valid result line: too long to be one, and
+    // the handler must not block on a full pipe (it exits on its own).
+    let loud = handler(
+        &server,
+        "loud.sh",
+        "cat >/dev/null\nhead -c 17825792 /dev/zero | tr '\\0' x\necho\necho 'printed all' >&2\necho '{\"status\":\"COMPLETED\"}'",
+    );
+
+    let output = run(worker(&server, "LOUD", &loud).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(1)));
+    let reason = task["lastReason"].as_str().unwrap();
+    assert!(reason.contains("more than 16777216 bytes on stdout"), "{reason}");
+    assert!(reason.contains("printed all"), "the handler ran to its end: {reason}");
+}
+
+#[test]
 fn a_handler_reporting_failed_fails_the_task() {
     let server = Server::start();
     let id = create(&server, "BAD", "{}");

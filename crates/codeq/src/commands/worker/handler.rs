@@ -1,8 +1,9 @@
 //! The handler protocol of `codeq worker start` (SPEC §8): the task JSON
 //! on stdin; on stdout `{"status":"COMPLETED","result":{…}}` or
 //! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
-//! asks for a retry (nack) with the tail of stderr as the reason. While
-//! the handler runs, each line of its stderr is copied to the runner's,
+//! asks for a retry (nack) with the tail of stderr as the reason, as does
+//! more than 16 MiB on stdout (the rest is read and dropped). While the
+//! handler runs, each line of its stderr is copied to the runner's,
 //! prefixed with the task id.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ const STDERR_TAIL_BYTES: usize = 2000;
 const MAX_LINE_BYTES: u64 = 8192;
 /// How much of unexpected stdout the nack reason shows.
 const STDOUT_START_CHARS: usize = 200;
+/// The most of a handler's stdout kept: above the largest result a server
+/// takes with default limits (about 13.4 MiB). More is read and dropped,
+/// and the run is a nack.
+const STDOUT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The program `--handler` names, checked before anything is claimed: a
 /// typo would otherwise nack, and in the end dead-letter, every task.
@@ -104,12 +109,43 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
         });
     }
     let relayed = relay_stderr(child.stderr.take(), &task.id);
-    let (finished, stderr_tail) = tokio::join!(child.wait_with_output(), relayed);
+    let printed = read_stdout(child.stdout.take());
+    let (finished, stdout, stderr_tail) = tokio::join!(child.wait(), printed, relayed);
     std::mem::forget(group);
-    match finished {
-        Ok(output) => interpret(output.status, &output.stdout, &stderr_tail),
-        Err(err) => Outcome::Retry(format!("handler {} failed: {err}", path.display())),
+    match (finished, stdout) {
+        (Ok(_), Stdout::TooLong) => Outcome::Retry(with_tail(
+            &format!("handler printed more than {STDOUT_MAX_BYTES} bytes on stdout"),
+            &stderr_tail,
+        )),
+        (Ok(status), Stdout::Kept(stdout)) => interpret(status, &stdout, &stderr_tail),
+        (Err(err), _) => Outcome::Retry(format!("handler {} failed: {err}", path.display())),
     }
+}
+
+/// A handler's stdout, or that it printed more than [`STDOUT_MAX_BYTES`].
+enum Stdout {
+    Kept(Vec<u8>),
+    TooLong,
+}
+
+/// Reads `stdout` to its end, keeping at most [`STDOUT_MAX_BYTES`]: the
+/// rest is read and dropped, so that the handler never blocks on a full
+/// pipe and the runner's memory stays bounded.
+async fn read_stdout(stdout: Option<impl AsyncRead + Unpin>) -> Stdout {
+    let Some(mut stdout) = stdout else { return Stdout::Kept(Vec::new()) };
+    let (mut kept, mut chunk) = (Vec::new(), vec![0; 64 * 1024]);
+    let mut too_long = false;
+    loop {
+        let n = match stdout.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        too_long = too_long || kept.len() + n > STDOUT_MAX_BYTES;
+        if !too_long {
+            kept.extend_from_slice(&chunk[..n]);
+        }
+    }
+    if too_long { Stdout::TooLong } else { Stdout::Kept(kept) }
 }
 
 /// Copies `stderr` to ours line by line as `[<task id>] <line>` until it
