@@ -66,6 +66,7 @@ local function terminal(status)
   return status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED'
 end
 
+-- The fields load_in() reads, in the order it takes their values.
 local LOADED = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp', 'm', 'pr', 'w', 'ob' }
 
 -- A task's state, read from its hash (nil when there is no such task).
