@@ -15,7 +15,9 @@
 //! [`StopHandle::abandon`] also drops the running handlers and gives their
 //! tasks back. A task cancelled while its handler runs is noticed at the
 //! next heartbeat (the server answers `task_cancelled`): its handler
-//! future is dropped at once and nothing is reported.
+//! future is dropped at once, at whatever `.await` it is waiting on, and
+//! nothing is reported. A handler must therefore tolerate being dropped,
+//! as it must for [`StopHandle::abandon`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub enum Outcome {
 
 /// How a task ended, as far as this worker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reported {
     /// A `COMPLETED` result was accepted.
     Completed,
@@ -65,9 +68,25 @@ pub enum Reported {
     Abandoned,
     /// The report was refused or never arrived (lease lost, server down…).
     ReportFailed,
-    /// Cancelled while the handler ran: the handler was dropped, nothing
-    /// reported.
+    /// Cancelled while the handler ran: the handler was dropped at its
+    /// next heartbeat, or its report was refused with `task_cancelled`.
     Cancelled,
+}
+
+impl Reported {
+    /// How logs name it: `completed`, `failed`, `nacked`, `dead-lettered`,
+    /// `abandoned`, `not-reported` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Nacked => "nacked",
+            Self::DeadLettered => "dead-lettered",
+            Self::Abandoned => "abandoned",
+            Self::ReportFailed => "not-reported",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One finished task, for logs.
@@ -89,6 +108,7 @@ pub struct TaskReport {
 
 /// Counts of how tasks ended, returned by [`Worker::run`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Summary {
     /// Completed results accepted.
     pub completed: u64,
@@ -447,7 +467,11 @@ impl Worker {
                     let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds)).await;
                     match beat {
                         Err(err) if err.code() == Some("task_cancelled") => return None,
-                        Err(err) if err.status().is_some() => renewing = false,
+                        // Refused (lease ended, another owner): renewing is
+                        // over. A 5xx or no answer may pass: keep trying.
+                        Err(err) if err.status().is_some_and(|status| status < 500) => {
+                            renewing = false;
+                        }
                         _ => {}
                     }
                 }
@@ -480,7 +504,13 @@ impl Worker {
                 self.client.abandon(id, attempt).await.map(|()| (Reported::Abandoned, None))
             }
         };
-        sent.unwrap_or((Reported::ReportFailed, None))
+        match sent {
+            Ok(sent) => sent,
+            // Cancelled while the handler ran, and it finished before a
+            // heartbeat told us.
+            Err(err) if err.code() == Some("task_cancelled") => (Reported::Cancelled, None),
+            Err(_) => (Reported::ReportFailed, None),
+        }
     }
 
     /// Submits a result, with a claim for the next task while claiming

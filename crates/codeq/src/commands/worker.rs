@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use codeq_client::worker::{ClaimRetry, Reported, StopHandle, Summary, TaskReport};
+use codeq_client::worker::{ClaimRetry, StopHandle, Summary, TaskReport};
 use codeq_client::{TokenKind, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -85,15 +85,7 @@ fn describe_events(events: &[String]) -> String {
 
 /// One line per task: id, command, attempt, outcome, duration.
 fn log_task(report: &TaskReport) {
-    let outcome = match report.reported {
-        Reported::Completed => "completed",
-        Reported::Failed => "failed",
-        Reported::Nacked => "nacked",
-        Reported::DeadLettered => "dead-lettered",
-        Reported::Abandoned => "abandoned",
-        Reported::ReportFailed => "not-reported",
-        Reported::Cancelled => "cancelled (handler stopped)",
-    };
+    let outcome = report.reported.as_str();
     let detail =
         report.detail.as_deref().map(|d| format!(": {}", first_line(d))).unwrap_or_default();
     eprintln!(

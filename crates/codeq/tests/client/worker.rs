@@ -87,25 +87,35 @@ fn a_failing_handler_is_nacked_with_its_stderr() {
 }
 
 #[test]
-fn a_handler_printing_more_than_16_mib_is_nacked_and_drained() {
+fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
     let server = Server::start();
     let id = create(&server, "LOUD", "{}");
-    // 17 MiB of output, then a valid result line: too long to be one, and
-    // the handler must not block on a full pipe (it exits on its own).
+    // Prints for ever, even once its stdout is closed: only being killed
+    // ends it.
     let loud = handler(
         &server,
         "loud.sh",
-        "cat >/dev/null\nhead -c 17825792 /dev/zero | tr '\\0' x\necho\necho 'printed all' >&2\necho '{\"status\":\"COMPLETED\"}'",
+        "cat >/dev/null\necho 'printing' >&2\ntrap '' PIPE\nwhile :; do yes xxxxxxxxxxxxxxx 2>/dev/null; done",
     );
 
-    let output = run(worker(&server, "LOUD", &loud).arg("--once"));
+    let mut child =
+        worker(&server, "LOUD", &loud).arg("--once").stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the runner did not stop a handler printing for ever");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
     let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
 
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(1)));
     let reason = task["lastReason"].as_str().unwrap();
-    assert!(reason.contains("more than 16777216 bytes on stdout"), "{reason}");
-    assert!(reason.contains("printed all"), "the handler ran to its end: {reason}");
+    assert!(reason.contains("more than 16777216 bytes on stdout: stopped"), "{reason}");
+    assert!(reason.contains("printing"), "with the tail of its stderr: {reason}");
 }
 
 #[test]
@@ -236,9 +246,9 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
             started.display()
         ),
     );
-    // A 3 s lease: a heartbeat every second.
+    // A 6 s lease: a heartbeat every 2 s.
     let child = worker(&server, "LONG", &long)
-        .args(["--lease", "3"])
+        .args(["--lease", "6"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

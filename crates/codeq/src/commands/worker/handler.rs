@@ -1,8 +1,8 @@
 //! The handler protocol of `codeq worker start` (SPEC §8): the task JSON
 //! on stdin; on stdout `{"status":"COMPLETED","result":{…}}` or
 //! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
-//! asks for a retry (nack) with the tail of stderr as the reason, as does
-//! more than 16 MiB on stdout (the rest is read and dropped). While the
+//! asks for a retry (nack) with the tail of stderr as the reason; so does
+//! printing more than 16 MiB on stdout, which stops the handler. While the
 //! handler runs, each line of its stderr is copied to the runner's,
 //! prefixed with the task id.
 
@@ -24,9 +24,9 @@ const STDERR_TAIL_BYTES: usize = 2000;
 const MAX_LINE_BYTES: u64 = 8192;
 /// How much of unexpected stdout the nack reason shows.
 const STDOUT_START_CHARS: usize = 200;
-/// The most of a handler's stdout kept: above the largest result a server
-/// takes with default limits (about 13.4 MiB). More is read and dropped,
-/// and the run is a nack.
+/// The most of a handler's stdout read: above the largest result a server
+/// takes with default limits (about 13.4 MiB). A handler printing more is
+/// stopped and its run is a nack.
 const STDOUT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The program `--handler` names, checked before anything is claimed: a
@@ -109,43 +109,62 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
         });
     }
     let relayed = relay_stderr(child.stderr.take(), &task.id);
-    let printed = read_stdout(child.stdout.take());
-    let (finished, stdout, stderr_tail) = tokio::join!(child.wait(), printed, relayed);
+    let stdout = child.stdout.take();
+    let printed = async {
+        let printed = read_stdout(stdout).await;
+        // A handler that prints more than a result can be is stopped (its
+        // pipe is closed too: it cannot block on it).
+        if let (false, Some(group)) = (matches!(printed, Stdout::Kept(_)), &group) {
+            group.kill();
+        }
+        printed
+    };
+    let (printed, stderr_tail) = tokio::join!(printed, relayed);
+    let finished = child.wait().await;
     std::mem::forget(group);
-    match (finished, stdout) {
-        (Ok(_), Stdout::TooLong) => Outcome::Retry(with_tail(
-            &format!("handler printed more than {STDOUT_MAX_BYTES} bytes on stdout"),
+    let status = match finished {
+        Ok(status) => status,
+        Err(err) => return Outcome::Retry(format!("handler {} failed: {err}", path.display())),
+    };
+    match printed {
+        Stdout::Kept(stdout) => interpret(status, &stdout, &stderr_tail),
+        Stdout::TooLong => Outcome::Retry(with_tail(
+            &format!("handler printed more than {STDOUT_MAX_BYTES} bytes on stdout: stopped"),
             &stderr_tail,
         )),
-        (Ok(status), Stdout::Kept(stdout)) => interpret(status, &stdout, &stderr_tail),
-        (Err(err), _) => Outcome::Retry(format!("handler {} failed: {err}", path.display())),
+        Stdout::Unreadable(err) => Outcome::Retry(with_tail(
+            &format!("cannot read the handler's stdout: {err}"),
+            &stderr_tail,
+        )),
     }
 }
 
-/// A handler's stdout, or that it printed more than [`STDOUT_MAX_BYTES`].
+/// A handler's stdout, if it could be read whole within
+/// [`STDOUT_MAX_BYTES`].
 enum Stdout {
     Kept(Vec<u8>),
     TooLong,
+    Unreadable(std::io::Error),
 }
 
-/// Reads `stdout` to its end, keeping at most [`STDOUT_MAX_BYTES`]: the
-/// rest is read and dropped, so that the handler never blocks on a full
-/// pipe and the runner's memory stays bounded.
+/// Reads `stdout` to its end, or until it passes [`STDOUT_MAX_BYTES`].
 async fn read_stdout(stdout: Option<impl AsyncRead + Unpin>) -> Stdout {
     let Some(mut stdout) = stdout else { return Stdout::Kept(Vec::new()) };
     let (mut kept, mut chunk) = (Vec::new(), vec![0; 64 * 1024]);
-    let mut too_long = false;
     loop {
         let n = match stdout.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => return Stdout::Kept(kept),
             Ok(n) => n,
+            Err(err) => return Stdout::Unreadable(err),
         };
-        too_long = too_long || kept.len() + n > STDOUT_MAX_BYTES;
-        if !too_long {
-            kept.extend_from_slice(&chunk[..n]);
+        if kept.len() + n > STDOUT_MAX_BYTES {
+            return Stdout::TooLong;
         }
+        // Grown by doubling, but never past the bound.
+        let room = (kept.len() + n).max(kept.capacity() * 2).min(STDOUT_MAX_BYTES);
+        kept.reserve_exact(room - kept.len());
+        kept.extend_from_slice(&chunk[..n]);
     }
-    if too_long { Stdout::TooLong } else { Stdout::Kept(kept) }
 }
 
 /// Copies `stderr` to ours line by line as `[<task id>] <line>` until it
@@ -176,12 +195,18 @@ async fn relay_stderr(stderr: Option<impl AsyncRead + Unpin>, task_id: &str) -> 
 /// `kill(2)` call would need.
 struct GroupKill(u32);
 
-impl Drop for GroupKill {
-    fn drop(&mut self) {
+impl GroupKill {
+    fn kill(&self) {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.0)])
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
