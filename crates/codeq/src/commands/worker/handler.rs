@@ -114,7 +114,9 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
         let printed = read_stdout(stdout).await;
         // A handler that prints more than a result can be is stopped (its
         // pipe is closed too: it cannot block on it).
-        if let (false, Some(group)) = (matches!(printed, Stdout::Kept(_)), &group) {
+        if !matches!(printed, Stdout::Kept(_))
+            && let Some(group) = &group
+        {
             group.kill();
         }
         printed
