@@ -92,10 +92,15 @@ fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
     let id = create(&server, "LOUD", "{}");
     // Prints for ever, even once its stdout is closed: only being killed
     // ends it.
+    let started = server.home().join("started");
     let loud = handler(
         &server,
         "loud.sh",
-        "cat >/dev/null\necho 'printing' >&2\ntrap '' PIPE\nwhile :; do yes xxxxxxxxxxxxxxx 2>/dev/null; done",
+        &format!(
+            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\necho 'printing' >&2\n\
+             trap '' PIPE\nwhile :; do yes xxxxxxxxxxxxxxx 2>/dev/null; done",
+            started.display()
+        ),
     );
 
     let mut child =
@@ -103,6 +108,9 @@ fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
+            // Not left burning a core for the tests after this one.
+            let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
+            Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
             child.kill().unwrap();
             panic!("the runner did not stop a handler printing for ever");
         }
