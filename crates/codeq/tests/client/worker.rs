@@ -42,6 +42,40 @@ fn wait_for(path: &Path) {
     }
 }
 
+/// Shell lines that write the handler's pid (its process group's id) to
+/// `path`, whole or not at all.
+fn records_its_pid(path: &Path) -> String {
+    format!("echo $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'", path.display())
+}
+
+/// The process group of a handler that ran [`records_its_pid`] into `path`.
+struct HandlerGroup(String);
+
+impl HandlerGroup {
+    fn of(path: &Path) -> Self {
+        Self(format!("-{}", std::fs::read_to_string(path).unwrap().trim()))
+    }
+
+    fn alive(&self) -> bool {
+        let probe = Command::new("kill").args(["-0", "--", &self.0]).stderr(Stdio::null()).status();
+        probe.unwrap().success()
+    }
+
+    /// Whether the group is gone within `limit`. Killed processes linger
+    /// until reaped (kill -0 still finds them), so this allows a moment.
+    fn gone_within(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        !self.alive()
+    }
+
+    fn kill(&self) {
+        Command::new("kill").args(["-KILL", "--", &self.0]).status().unwrap();
+    }
+}
+
 #[test]
 fn once_runs_the_handler_on_the_task_and_submits_its_result() {
     let server = Server::start();
@@ -97,9 +131,9 @@ fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
         &server,
         "loud.sh",
         &format!(
-            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\necho 'printing' >&2\n\
+            "cat >/dev/null\n{}\necho 'printing' >&2\n\
              trap '' PIPE\nwhile :; do yes xxxxxxxxxxxxxxx 2>/dev/null; done",
-            started.display()
+            records_its_pid(&started)
         ),
     );
 
@@ -109,8 +143,7 @@ fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             // Not left burning a core for the tests after this one.
-            let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
-            Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
+            HandlerGroup::of(&started).kill();
             child.kill().unwrap();
             panic!("the runner did not stop a handler printing for ever");
         }
@@ -205,10 +238,7 @@ fn a_second_signal_abandons_the_running_handler() {
     let stuck = handler(
         &server,
         "stuck.sh",
-        &format!(
-            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\nsleep 60",
-            started.display()
-        ),
+        &format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started)),
     );
     let child = worker(&server, "STUCK", &stuck).stderr(Stdio::piped()).spawn().unwrap();
 
@@ -227,18 +257,12 @@ fn a_second_signal_abandons_the_running_handler() {
     assert_eq!(task["status"], "PENDING", "given back at once");
     assert_eq!(task["attempts"], 1);
     assert!(log.contains("1 abandoned"), "{log}");
-    let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
-    let group_alive = || {
-        let probe = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
-        probe.unwrap().success()
-    };
-    // Killed processes linger until reaped (kill -0 still finds them), so
-    // allow a moment; the handler's `sleep 60` would outlive this easily.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while group_alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!group_alive(), "the handler's own children were killed with it");
+    // The handler's `sleep 60` would outlive this easily.
+    let group = HandlerGroup::of(&started);
+    assert!(
+        group.gone_within(Duration::from_secs(10)),
+        "the handler's own children were killed with it"
+    );
 }
 
 #[test]
@@ -249,10 +273,7 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
     let long = handler(
         &server,
         "long.sh",
-        &format!(
-            "cat >/dev/null\necho $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'\nsleep 60",
-            started.display()
-        ),
+        &format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started)),
     );
     // A 6 s lease: a heartbeat every 2 s.
     let child = worker(&server, "LONG", &long)
@@ -261,22 +282,14 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
         .spawn()
         .unwrap();
     wait_for(&started);
-    let group = format!("-{}", std::fs::read_to_string(&started).unwrap().trim());
-    let group_alive = || {
-        let probe = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
-        probe.unwrap().success()
-    };
-    assert!(group_alive());
+    let group = HandlerGroup::of(&started);
+    assert!(group.alive());
 
     let cancelled = run_json(server.codeq_with_tokens().args(["task", "cancel", &id]));
     assert_eq!(cancelled["status"], "CANCELLED");
     // The next heartbeat is refused with task_cancelled; the runner kills
     // the handler's group (its `sleep 60` would outlive this easily).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while group_alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!group_alive(), "the cancelled task's handler was stopped");
+    assert!(group.gone_within(Duration::from_secs(20)), "the cancelled task's handler was stopped");
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let output = child.wait_with_output().unwrap();
 
