@@ -110,21 +110,38 @@ impl Outbound {
                 sign(secret.expose(), request.timestamp, &request.body),
             );
         }
-        let response = builder.body(request.body).send().await.map_err(|error| {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            SendError::Failed(message)
-        })?;
+        let response = builder
+            .body(request.body)
+            .send()
+            .await
+            .map_err(|error| SendError::Failed(failure_of(error)))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else {
             Err(SendError::Failed(format!("answered {status}")))
         }
+    }
+}
+
+/// A failed request's message with its causes. It names the target's host
+/// and port, never its path or query: those often carry a secret (chat
+/// services' incoming-webhook URLs, `?token=` receivers), and the message
+/// goes to the logs.
+fn failure_of(error: reqwest::Error) -> String {
+    let target = error
+        .url()
+        .and_then(|url| Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?)));
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    match target {
+        Some(target) => format!("{target}: {message}"),
+        None => message,
     }
 }
 
@@ -250,5 +267,20 @@ mod tests {
         assert!(guarded.check_target("ftp://example.com/x").is_err());
         let open = Outbound::new(Duration::from_secs(1), None, true).unwrap();
         assert!(open.check_target("http://127.0.0.1:9/x").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_names_its_target_but_not_its_path_or_query() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let outbound = Outbound::new(Duration::from_secs(5), None, true).unwrap();
+        let url = format!("http://127.0.0.1:{port}/services/T0SECRETPATH?token=s3cr3t");
+        let request =
+            Request { url: &url, event: "test", delivery: "d", body: b"{}".to_vec(), timestamp: 0 };
+        let Err(SendError::Failed(message)) = outbound.send(request).await else {
+            panic!("a request to a closed port must fail");
+        };
+        assert!(message.starts_with(&format!("127.0.0.1:{port}: ")), "{message}");
+        assert!(!message.contains("SECRETPATH") && !message.contains("s3cr3t"), "{message}");
     }
 }
