@@ -51,6 +51,7 @@ use tower::ServiceExt;
 use super::body::{after, later};
 use super::error::ErrorBody;
 use super::request_head::PARSER_BUFFER_BYTES;
+use crate::metrics::UNMATCHED_ROUTE;
 
 /// The connection timeouts (`requestHeadTimeoutSeconds`,
 /// `keepAliveTimeoutSeconds`).
@@ -366,16 +367,23 @@ pub async fn serve(
 }
 
 /// Answers a request head that did not arrive in time with a 408 and
-/// closes the stream; gives up on a client that does not take it.
+/// closes the stream; gives up on a client that does not take it. No
+/// request was parsed, so the answer carries a new request id, and its
+/// log line the unmatched route.
 async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration) {
+    const CODE: &str = "request_timeout";
     let message = format!(
         "the request head did not arrive within {} s (requestHeadTimeoutSeconds)",
         head_timeout.as_secs()
     );
-    let body = serde_json::to_string(&ErrorBody { error: &message, code: "request_timeout" })
-        .unwrap_or_default();
+    let body =
+        serde_json::to_string(&ErrorBody { error: &message, code: CODE }).unwrap_or_default();
+    let request_id = uuid::Uuid::new_v4();
+    let latency_ms = head_timeout.as_secs_f64() * 1e3;
+    tracing::info_span!("request", request_id = %request_id, route = UNMATCHED_ROUTE)
+        .in_scope(|| tracing::info!(status = 408, latency_ms, code = CODE, "request"));
     let response = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let goodbye = async {

@@ -163,7 +163,11 @@ async fn a_slow_header_client_is_disconnected_after_the_head_timeout_while_other
 
     app.assert_healthy().await;
 
-    slow.response().await.assert_error(408, "request_timeout");
+    let reply = slow.response().await;
+    reply.assert_error(408, "request_timeout");
+    // No request was parsed to take an id from: the answer makes one.
+    let request_id = reply.header("x-request-id").unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{reply:?}");
     slow.closed().await;
     tokio::time::timeout(WITHIN, trickle).await.unwrap().unwrap();
     app.assert_healthy().await;
