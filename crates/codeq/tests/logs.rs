@@ -20,9 +20,11 @@ const REASON_MARKER: &str = "REASON-MARKER-7310";
 
 /// Starts `codeq serve` with static tokens, `logLevel: trace` and
 /// `format`, logging to `<dir>/stderr.log`; returns it and its base URL.
+/// The request head timeout is 1 s.
 fn serve(dir: &Path, format: &str) -> (Child, String) {
     let config = format!(
-        "port: 0\nlogLevel: trace\nlogFormat: {format}\ndataDir: {data}\nstaticTokens:\n  \
+        "port: 0\nlogLevel: trace\nlogFormat: {format}\nrequestHeadTimeoutSeconds: 1\n\
+         dataDir: {data}\nstaticTokens:\n  \
          - {{token: {PRODUCER_TOKEN}, kind: producer, sub: p1, admin: true}}\n  \
          - {{token: {WORKER_TOKEN}, kind: worker, sub: w1}}\n",
         data = dir.join("data").display()
@@ -184,4 +186,37 @@ async fn text_logs_written_to_a_file_carry_no_colours_and_no_secret() {
     {
         assert!(line.contains(part), "{part} missing: {line}");
     }
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_arrives_leaves_a_line_with_the_id_of_its_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "json");
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n").await.unwrap();
+    let mut answer = String::new();
+    // The server closes the connection after its 408.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_string(&mut answer),
+    );
+    read.await.unwrap().unwrap();
+    let log = stop(child, dir.path());
+
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let request_id = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id: {answer}"));
+    let line = line_of(&request_lines(&log), request_id).clone();
+    assert_eq!(line["target"], "codeq_server::http::observe", "{line}");
+    assert_eq!(line["span"]["route"], "unmatched");
+    assert_eq!(
+        (&line["fields"]["status"], &line["fields"]["code"]),
+        (&json!(408), &json!("request_timeout"))
+    );
+    assert_eq!(line["fields"]["latency_ms"], 1000.0);
 }

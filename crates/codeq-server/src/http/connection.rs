@@ -50,8 +50,8 @@ use tower::ServiceExt;
 
 use super::body::{after, later};
 use super::error::ErrorBody;
+use super::observe;
 use super::request_head::PARSER_BUFFER_BYTES;
-use crate::metrics::UNMATCHED_ROUTE;
 
 /// The connection timeouts (`requestHeadTimeoutSeconds`,
 /// `keepAliveTimeoutSeconds`).
@@ -368,8 +368,7 @@ pub async fn serve(
 
 /// Answers a request head that did not arrive in time with a 408 and
 /// closes the stream; gives up on a client that does not take it. No
-/// request was parsed, so the answer carries a new request id, and its
-/// log line the unmatched route.
+/// request was parsed, so the answer carries a new request id.
 async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration) {
     const CODE: &str = "request_timeout";
     let message = format!(
@@ -378,10 +377,8 @@ async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration) {
     );
     let body =
         serde_json::to_string(&ErrorBody { error: &message, code: CODE }).unwrap_or_default();
-    let request_id = uuid::Uuid::new_v4();
-    let latency_ms = head_timeout.as_secs_f64() * 1e3;
-    tracing::info_span!("request", request_id = %request_id, route = UNMATCHED_ROUTE)
-        .in_scope(|| tracing::info!(status = 408, latency_ms, code = CODE, "request"));
+    let request_id = uuid::Uuid::new_v4().to_string();
+    observe::log_head_timeout(&request_id, head_timeout, CODE);
     let response = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -12,10 +12,14 @@
 //! moved the request's future once more (a tenth of the server's
 //! instructions per request went to moving futures).
 //!
+//! A request head that never arrived in time is answered 408 by the
+//! connection, before any request exists; its line is made here too
+//! ([`log_head_timeout`]), so that every request line has one target.
+//!
 //! What is logged is chosen field by field: never a header value but the
 //! request id, never a body, never the raw path (a route template only).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
@@ -56,6 +60,17 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
         None => tracing::info!(status, latency_ms, "request"),
     });
     response
+}
+
+/// The line of a request whose head did not arrive within
+/// `head_timeout` (answered 408 by the connection, with no request
+/// parsed): a new id, the unmatched route, no method, and the head
+/// timeout as its latency. Not counted in the HTTP metrics, which count
+/// requests the router answered.
+pub fn log_head_timeout(request_id: &str, head_timeout: Duration, code: &str) {
+    let latency_ms = head_timeout.as_secs_f64() * 1e3;
+    tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE)
+        .in_scope(|| tracing::info!(status = 408, latency_ms, code, "request"));
 }
 
 /// The client's `X-Request-Id`, or a new UUID.

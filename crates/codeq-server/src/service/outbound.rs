@@ -9,6 +9,8 @@
 //! - `webhookTimeoutSeconds` bounds each attempt; redirects are never
 //!   followed; response bodies are never read; proxies named in the
 //!   environment are ignored (a proxy would resolve names past the guard).
+//! - A failure's message names the target's host and port, never its
+//!   path or query, which often hold a secret (the message is logged).
 //! - The private-network guard (on unless `webhookAllowPrivateNetworks`)
 //!   refuses loopback, private, link-local, unique-local, shared, multicast
 //!   and unspecified addresses. A literal address is refused outright (and
@@ -281,6 +283,20 @@ mod tests {
             panic!("a request to a closed port must fail");
         };
         assert!(message.starts_with(&format!("127.0.0.1:{port}: ")), "{message}");
+        assert!(!message.contains("SECRETPATH") && !message.contains("s3cr3t"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_name_refused_by_the_guard_is_reported_without_its_path_or_query() {
+        let guarded = Outbound::new(Duration::from_secs(5), None, false).unwrap();
+        let url = "http://localhost:9/services/T0SECRETPATH?token=s3cr3t";
+        let request =
+            Request { url, event: "test", delivery: "d", body: b"{}".to_vec(), timestamp: 0 };
+        let Err(SendError::Failed(message)) = guarded.send(request).await else {
+            panic!("localhost resolves only to private addresses: the guard must refuse it");
+        };
+        assert!(message.starts_with("localhost:9: "), "{message}");
+        assert!(message.contains("private"), "{message}");
         assert!(!message.contains("SECRETPATH") && !message.contains("s3cr3t"), "{message}");
     }
 }
