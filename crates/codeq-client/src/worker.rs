@@ -18,6 +18,12 @@
 //! future is dropped at once, at whatever `.await` it is waiting on, and
 //! nothing is reported. A handler must therefore tolerate being dropped,
 //! as it must for [`StopHandle::abandon`].
+//!
+//! A report that is not accepted is logged with its error
+//! ([`TaskReport::detail`]). One refused with 401 or 403 (the token may
+//! not report, so every later report would be refused too) ends the
+//! worker with that error, as a refused claim does; the task is given back
+//! first where the token allows it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,7 +106,8 @@ pub struct TaskReport {
     pub attempt: u32,
     /// How it ended.
     pub reported: Reported,
-    /// The handler's reason or error, when it gave one.
+    /// The handler's reason or error, when it gave one, and why the
+    /// report was not accepted, when it was not.
     pub detail: Option<String>,
     /// Claim to report.
     pub duration: Duration,
@@ -385,11 +392,17 @@ impl Worker {
             match claimed {
                 Ok(Some(task)) => {
                     pause = FIRST_RETRY_PAUSE;
-                    let (report, following) = self.handle(task, handler.as_ref()).await;
-                    next = following;
-                    summary.add(report.reported);
+                    let handled = self.handle(task, handler.as_ref()).await;
+                    next = handled.next;
+                    summary.add(handled.report.reported);
                     if let Some(callback) = &self.on_task {
-                        callback(&report);
+                        callback(&handled.report);
+                    }
+                    if let Some(refused) = handled.refused_for_good {
+                        // Best effort: the task need not wait out its lease.
+                        let report = &handled.report;
+                        let _ = self.client.abandon(&report.id, report.attempt).await;
+                        return Err(refused);
                     }
                 }
                 Ok(None) => {}
@@ -420,9 +433,8 @@ impl Worker {
         }
     }
 
-    /// Runs the handler under heartbeats and reports its outcome; returns
-    /// the report and the next task when the result brought one.
-    async fn handle<H, F>(&self, task: Task, handler: &H) -> (TaskReport, Option<Task>)
+    /// Runs the handler under heartbeats and reports its outcome.
+    async fn handle<H, F>(&self, task: Task, handler: &H) -> Handled
     where
         H: Fn(Task) -> F,
         F: Future<Output = Outcome> + Send + 'static,
@@ -438,11 +450,24 @@ impl Worker {
             Some(Outcome::Failed(text) | Outcome::Retry(text)) => Some(text.clone()),
             Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
         };
-        let (reported, next) = match outcome {
+        let sent = match outcome {
             Some(outcome) => self.report(&id, attempt, outcome).await,
-            None => (Reported::Cancelled, None),
+            None => Sent { reported: Reported::Cancelled, next: None, refusal: None },
         };
-        (TaskReport { id, command, attempt, reported, detail, duration: started.elapsed() }, next)
+        let detail = match &sent.refusal {
+            Some(refusal) => Some(refused_detail(refusal, detail.as_deref())),
+            None => detail,
+        };
+        let refused_for_good = sent.refusal.filter(Error::is_auth);
+        let report = TaskReport {
+            id,
+            command,
+            attempt,
+            reported: sent.reported,
+            detail,
+            duration: started.elapsed(),
+        };
+        Handled { report, next: sent.next, refused_for_good }
     }
 
     /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`].
@@ -481,7 +506,7 @@ impl Worker {
 
     /// Sends the outcome (the client repeats it where that is safe); a
     /// result also claims the next task unless this is the last claim.
-    async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> (Reported, Option<Task>) {
+    async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> Sent {
         let sent = match outcome {
             Outcome::Completed(result) => {
                 let body = SubmitResult::completed(attempt, result);
@@ -505,11 +530,13 @@ impl Worker {
             }
         };
         match sent {
-            Ok(sent) => sent,
+            Ok((reported, next)) => Sent { reported, next, refusal: None },
             // Cancelled while the handler ran, and it finished before a
             // heartbeat told us.
-            Err(err) if err.code() == Some("task_cancelled") => (Reported::Cancelled, None),
-            Err(_) => (Reported::ReportFailed, None),
+            Err(err) if err.code() == Some("task_cancelled") => {
+                Sent { reported: Reported::Cancelled, next: None, refusal: None }
+            }
+            Err(err) => Sent { reported: Reported::ReportFailed, next: None, refusal: Some(err) },
         }
     }
 
@@ -531,6 +558,39 @@ impl Worker {
 }
 
 /// Errors that every further claim would repeat.
+/// What reporting an outcome came to.
+struct Sent {
+    reported: Reported,
+    /// The next task, when a result brought one.
+    next: Option<Task>,
+    /// Why the report was refused or lost.
+    refusal: Option<Error>,
+}
+
+/// One task handled and reported.
+struct Handled {
+    report: TaskReport,
+    next: Option<Task>,
+    /// A refusal every later report would meet too (the token may not
+    /// report: 401 or 403): it ends the worker, as a refused claim does.
+    refused_for_good: Option<Error>,
+}
+
+/// A failed report's detail: its error with the causes, then the
+/// handler's reason when it gave one.
+fn refused_detail(refusal: &Error, reason: Option<&str>) -> String {
+    let mut text = format!("report not accepted: {refusal}");
+    let mut source = std::error::Error::source(refusal);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    if let Some(reason) = reason {
+        text.push_str(&format!(" (the handler's reason: {reason})"));
+    }
+    text
+}
+
 fn is_fatal(err: &Error) -> bool {
     match err {
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } => true,

@@ -12,10 +12,13 @@ use codeq_server::config::{Config, StaticTokenConfig, TokenKind};
 pub const PRODUCER: &str = "t-producer-0123456789";
 /// Worker `worker-1`.
 pub const WORKER: &str = "t-worker-0123456789";
+/// Worker `worker-2`, which may claim, heartbeat and abandon but not
+/// report a result or a nack.
+pub const CLAIM_ONLY_WORKER: &str = "t-claim-only-0123456789";
 
 /// How the server authenticates.
 pub enum Mode {
-    /// The two static tokens above.
+    /// The static tokens above.
     StaticTokens,
     /// Local mode: generated tokens in `<dataDir>/credentials.json`.
     Local,
@@ -44,8 +47,16 @@ impl Server {
         if let Mode::StaticTokens = mode {
             let mut admin = StaticTokenConfig::plain(PRODUCER, TokenKind::Producer, "producer");
             admin.admin = true;
-            config.static_tokens =
-                vec![admin, StaticTokenConfig::plain(WORKER, TokenKind::Worker, "worker-1")];
+            let mut claim_only =
+                StaticTokenConfig::plain(CLAIM_ONLY_WORKER, TokenKind::Worker, "worker-2");
+            claim_only.scopes = Some(
+                ["codeq:claim", "codeq:heartbeat", "codeq:abandon"].map(String::from).to_vec(),
+            );
+            config.static_tokens = vec![
+                admin,
+                StaticTokenConfig::plain(WORKER, TokenKind::Worker, "worker-1"),
+                claim_only,
+            ];
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, run, run_json};
+use crate::support::{CLAIM_ONLY_WORKER, Server, run, run_json};
 
 /// Writes an executable `/bin/sh` script named `name` into the server's HOME.
 fn handler(server: &Server, name: &str, body: &str) -> PathBuf {
@@ -312,6 +312,42 @@ fn a_refused_worker_token_stops_the_runner_with_exit_code_3() {
         .arg(&noop));
 
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn a_token_that_may_not_report_stops_the_runner_with_the_refusal_and_gives_the_task_back() {
+    let server = Server::start();
+    let id = create(&server, "NOREPORT", "{}");
+    let second = create(&server, "NOREPORT", "{}");
+    let ok = handler(&server, "ok.sh", "cat >/dev/null; echo '{}'");
+
+    let mut child = server
+        .codeq()
+        .args(["--base-url", &server.base, "--worker-token", CLAIM_ONLY_WORKER])
+        .args(["worker", "start", "--events", "NOREPORT", "--poll", "1", "--handler"])
+        .arg(&ok)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the runner went on claiming tasks it may not report");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("not-reported") && stderr.contains("missing_scope"), "{stderr}");
+    // Neither task waits out a lease: the refused one was given back, and
+    // no other was claimed after the refusal.
+    for task in [&id, &second] {
+        let shown = run_json(server.codeq_with_tokens().args(["task", "get", task.as_str()]));
+        assert_eq!(shown["status"], "PENDING", "{shown}");
+    }
 }
 
 #[test]
