@@ -616,10 +616,10 @@ pub struct TaskCreateArgs {
     #[arg(long, value_name = "K")]
     pub idempotency_key: Option<String>,
     /// When the task becomes claimable (RFC 3339).
-    #[arg(long, value_name = "TS")]
+    #[arg(long, value_name = "TS", value_parser = rfc3339)]
     pub run_at: Option<String>,
     /// Seconds before the task becomes claimable.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", conflicts_with = "run_at")]
     pub delay: Option<u64>,
     /// Output format.
     #[command(flatten)]

@@ -163,6 +163,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_run_at_or_one_with_a_delay_is_a_usage_error() {
+        let parse = |extra: &[&str]| {
+            let mut full = vec!["codeq", "task", "create", "--command", "A"];
+            full.extend(extra);
+            Cli::try_parse_from(full).map(|_| ()).map_err(|error| error.kind())
+        };
+
+        assert_eq!(parse(&["--run-at", "yesterday"]), Err(clap::error::ErrorKind::ValueValidation));
+        assert_eq!(
+            parse(&["--run-at", "2030-01-01T00:00:00Z", "--delay", "5"]),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(parse(&["--run-at", "2030-01-01T00:00:00Z"]), Ok(()));
+    }
+
+    #[test]
     fn a_payload_can_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("payload.json");
