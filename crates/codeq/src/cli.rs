@@ -1040,4 +1040,8 @@ pub struct WorkerStartArgs {
     /// Make one claim, handle what it brings, and exit.
     #[arg(long)]
     pub once: bool,
+    /// Stop a handler that runs longer than S seconds (with every process
+    /// it started) and nack its task [default: no limit].
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
 }

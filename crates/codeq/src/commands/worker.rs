@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use codeq_client::worker::{ClaimRetry, StopHandle, Summary, TaskReport};
 use codeq_client::{TokenKind, Worker};
@@ -36,6 +37,7 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .on_task(log_task)
         .on_claim_retry(log_claim_retry);
     let handler_path = Arc::new(handler_path);
+    let limit = args.timeout.map(Duration::from_secs);
     eprintln!(
         "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
         describe_events(&args.events),
@@ -47,7 +49,8 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
     super::block_on(async move {
         let interrupted = Arc::new(AtomicBool::new(false));
         watch_signals(worker.stop_handle(), Arc::clone(&interrupted))?;
-        let summary = worker.run(move |task| run_handler(Arc::clone(&handler_path), task)).await;
+        let summary =
+            worker.run(move |task| run_handler(Arc::clone(&handler_path), task, limit)).await;
         let summary =
             summary.map_err(|err| super::name_refused_token(&resolved, TokenKind::Worker, err))?;
         eprintln!("codeq worker: {}", describe_summary(&summary));
@@ -56,8 +59,21 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
     })?
 }
 
-async fn run_handler(path: Arc<PathBuf>, task: codeq_client::Task) -> codeq_client::Outcome {
-    handler::run(&path, task).await
+/// Runs the handler on `task`; one still running after `limit` is stopped
+/// (dropping its run kills its process group) and its task nacked.
+async fn run_handler(
+    path: Arc<PathBuf>,
+    task: codeq_client::Task,
+    limit: Option<Duration>,
+) -> codeq_client::Outcome {
+    let run = handler::run(&path, task);
+    let Some(limit) = limit else { return run.await };
+    tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+        codeq_client::Outcome::Retry(format!(
+            "handler ran longer than {}s (--timeout): stopped",
+            limit.as_secs()
+        ))
+    })
 }
 
 /// First SIGINT/SIGTERM: stop claiming, let handlers finish. Second:

@@ -160,6 +160,47 @@ fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
 }
 
 #[test]
+fn a_handler_running_past_its_timeout_is_stopped_and_nacked() {
+    let server = Server::start();
+    let id = create(&server, "SLOW", "{}");
+    let started = server.home().join("started");
+    let slow = handler(
+        &server,
+        "slow.sh",
+        &format!(
+            "cat >/dev/null
+{}
+sleep 60
+echo '{{}}'",
+            records_its_pid(&started)
+        ),
+    );
+
+    let mut child = worker(&server, "SLOW", &slow)
+        .args(["--once", "--timeout", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            HandlerGroup::of(&started).kill();
+            child.kill().unwrap();
+            panic!("the runner let the handler run past its timeout");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(HandlerGroup::of(&started).gone_within(Duration::from_secs(5)), "its sleep lives on");
+    assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(1)));
+    let reason = task["lastReason"].as_str().unwrap();
+    assert_eq!(reason, "handler ran longer than 1s (--timeout): stopped");
+}
+
+#[test]
 fn a_handler_reporting_failed_fails_the_task() {
     let server = Server::start();
     let id = create(&server, "BAD", "{}");
