@@ -19,11 +19,13 @@
 //! nothing is reported. A handler must therefore tolerate being dropped,
 //! as it must for [`StopHandle::abandon`].
 //!
-//! A report that is not accepted is logged with its error
-//! ([`TaskReport::detail`]). One refused with 401 or 403 (the token may
-//! not report, so every later report would be refused too) ends the
-//! worker with that error, as a refused claim does; the task is given back
-//! first where the token allows it.
+//! A report that is not accepted comes with its error
+//! ([`TaskReport::report_error`]). A result or nack refused because this
+//! worker may not report at all (401, or 403 `missing_scope` /
+//! `not_worker`: every later report would be refused too) ends the worker
+//! with that error, as a refused claim does: claiming stops, and the task
+//! is given back where the token allows it. A refusal about one task
+//! (`not_owner`, `lease_expired`, `stale_attempt`…) does not.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -106,9 +108,11 @@ pub struct TaskReport {
     pub attempt: u32,
     /// How it ended.
     pub reported: Reported,
-    /// The handler's reason or error, when it gave one, and why the
-    /// report was not accepted, when it was not.
+    /// The handler's reason or error, when it gave one.
     pub detail: Option<String>,
+    /// Why the report was refused or never arrived (with
+    /// [`Reported::ReportFailed`]).
+    pub report_error: Option<String>,
     /// Claim to report.
     pub duration: Duration,
 }
@@ -399,7 +403,10 @@ impl Worker {
                         callback(&handled.report);
                     }
                     if let Some(refused) = handled.refused_for_good {
-                        // Best effort: the task need not wait out its lease.
+                        // No other slot claims a task it could not report
+                        // either; then, best effort, this one need not
+                        // wait out its lease.
+                        self.stop.stop();
                         let report = &handled.report;
                         let _ = self.client.abandon(&report.id, report.attempt).await;
                         return Err(refused);
@@ -452,19 +459,17 @@ impl Worker {
         };
         let sent = match outcome {
             Some(outcome) => self.report(&id, attempt, outcome).await,
-            None => Sent { reported: Reported::Cancelled, next: None, refusal: None },
+            None => Sent::accepted(Reported::Cancelled, None),
         };
-        let detail = match &sent.refusal {
-            Some(refusal) => Some(refused_detail(refusal, detail.as_deref())),
-            None => detail,
-        };
-        let refused_for_good = sent.refusal.filter(Error::is_auth);
+        let report_error = sent.refusal.as_ref().map(with_causes);
+        let refused_for_good = sent.refusal.filter(|_| sent.ends_the_worker);
         let report = TaskReport {
             id,
             command,
             attempt,
             reported: sent.reported,
             detail,
+            report_error,
             duration: started.elapsed(),
         };
         Handled { report, next: sent.next, refused_for_good }
@@ -507,6 +512,9 @@ impl Worker {
     /// Sends the outcome (the client repeats it where that is safe); a
     /// result also claims the next task unless this is the last claim.
     async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> Sent {
+        // A refused abandon (a stop, a token without `codeq:abandon`) is
+        // not a reason to stop: the task comes back when its lease ends.
+        let giving_back = matches!(outcome, Outcome::Abandon);
         let sent = match outcome {
             Outcome::Completed(result) => {
                 let body = SubmitResult::completed(attempt, result);
@@ -530,13 +538,18 @@ impl Worker {
             }
         };
         match sent {
-            Ok((reported, next)) => Sent { reported, next, refusal: None },
+            Ok((reported, next)) => Sent::accepted(reported, next),
             // Cancelled while the handler ran, and it finished before a
             // heartbeat told us.
             Err(err) if err.code() == Some("task_cancelled") => {
-                Sent { reported: Reported::Cancelled, next: None, refusal: None }
+                Sent::accepted(Reported::Cancelled, None)
             }
-            Err(err) => Sent { reported: Reported::ReportFailed, next: None, refusal: Some(err) },
+            Err(err) => Sent {
+                reported: Reported::ReportFailed,
+                next: None,
+                ends_the_worker: !giving_back && refuses_every_report(&err),
+                refusal: Some(err),
+            },
         }
     }
 
@@ -557,7 +570,6 @@ impl Worker {
     }
 }
 
-/// Errors that every further claim would repeat.
 /// What reporting an outcome came to.
 struct Sent {
     reported: Reported,
@@ -565,32 +577,49 @@ struct Sent {
     next: Option<Task>,
     /// Why the report was refused or lost.
     refusal: Option<Error>,
+    /// Every later report would be refused too.
+    ends_the_worker: bool,
+}
+
+impl Sent {
+    fn accepted(reported: Reported, next: Option<Task>) -> Self {
+        Self { reported, next, refusal: None, ends_the_worker: false }
+    }
 }
 
 /// One task handled and reported.
 struct Handled {
     report: TaskReport,
     next: Option<Task>,
-    /// A refusal every later report would meet too (the token may not
-    /// report: 401 or 403): it ends the worker, as a refused claim does.
+    /// A refusal every later report would meet too: it ends the worker,
+    /// as a refused claim does.
     refused_for_good: Option<Error>,
 }
 
-/// A failed report's detail: its error with the causes, then the
-/// handler's reason when it gave one.
-fn refused_detail(refusal: &Error, reason: Option<&str>) -> String {
-    let mut text = format!("report not accepted: {refusal}");
-    let mut source = std::error::Error::source(refusal);
+/// Whether a refused result or nack says that this worker may not report
+/// at all (rather than not this task): an unknown token, or one without
+/// the scope or the kind to report. Not `not_owner`, which is about one
+/// task whose lease lapsed and another worker holds.
+fn refuses_every_report(err: &Error) -> bool {
+    match err.status() {
+        Some(401) => true,
+        Some(403) => matches!(err.code(), Some("missing_scope" | "not_worker")),
+        _ => false,
+    }
+}
+
+/// An error's text with its causes.
+fn with_causes(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    if let Some(reason) = reason {
-        text.push_str(&format!(" (the handler's reason: {reason})"));
-    }
     text
 }
 
+/// Errors that every further claim would repeat.
 fn is_fatal(err: &Error) -> bool {
     match err {
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } => true,
@@ -606,6 +635,28 @@ mod tests {
 
     fn worker() -> Worker {
         Worker::new(Client::new("http://127.0.0.1:9").unwrap(), ["A"])
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_worker_itself_ends_it() {
+        let api = |status: u16, code: &str| Error::Api {
+            status,
+            code: code.to_owned(),
+            message: String::new(),
+        };
+        for ends in [api(401, "invalid_token"), api(403, "missing_scope"), api(403, "not_worker")] {
+            assert!(refuses_every_report(&ends), "{ends}");
+        }
+        for goes_on in [
+            api(403, "not_owner"),
+            api(409, "lease_expired"),
+            api(409, "stale_attempt"),
+            api(404, "task_not_found"),
+            api(400, "invalid_field"),
+            api(503, "storage_unavailable"),
+        ] {
+            assert!(!refuses_every_report(&goes_on), "{goes_on}");
+        }
     }
 
     #[test]

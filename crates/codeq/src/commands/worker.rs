@@ -59,21 +59,12 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
     })?
 }
 
-/// Runs the handler on `task`; one still running after `limit` is stopped
-/// (dropping its run kills its process group) and its task nacked.
 async fn run_handler(
     path: Arc<PathBuf>,
     task: codeq_client::Task,
     limit: Option<Duration>,
 ) -> codeq_client::Outcome {
-    let run = handler::run(&path, task);
-    let Some(limit) = limit else { return run.await };
-    tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-        codeq_client::Outcome::Retry(format!(
-            "handler ran longer than {}s (--timeout): stopped",
-            limit.as_secs()
-        ))
-    })
+    handler::run(&path, task, limit).await
 }
 
 /// First SIGINT/SIGTERM: stop claiming, let handlers finish. Second:
@@ -99,11 +90,18 @@ fn describe_events(events: &[String]) -> String {
     if events.is_empty() { "the token's commands".to_owned() } else { events.join(",") }
 }
 
-/// One line per task: id, command, attempt, outcome, duration.
+/// One line per task: id, command, attempt, outcome, duration; then why
+/// the report was not accepted, and the handler's reason.
 fn log_task(report: &TaskReport) {
     let outcome = report.reported.as_str();
-    let detail =
+    let refused = report
+        .report_error
+        .as_deref()
+        .map(|error| format!(": report not accepted: {}", first_line(error)))
+        .unwrap_or_default();
+    let reason =
         report.detail.as_deref().map(|d| format!(": {}", first_line(d))).unwrap_or_default();
+    let detail = format!("{refused}{reason}");
     eprintln!(
         "codeq worker: task {} command={} attempt={} {outcome} in {:.3}s{detail}",
         report.id,

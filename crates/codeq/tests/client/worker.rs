@@ -168,16 +168,13 @@ fn a_handler_running_past_its_timeout_is_stopped_and_nacked() {
         &server,
         "slow.sh",
         &format!(
-            "cat >/dev/null
-{}
-sleep 60
-echo '{{}}'",
+            "{}\ncat >/dev/null\necho 'waiting on the lock' >&2\nsleep 60\necho '{{}}'",
             records_its_pid(&started)
         ),
     );
 
     let mut child = worker(&server, "SLOW", &slow)
-        .args(["--once", "--timeout", "1"])
+        .args(["--once", "--timeout", "2"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -197,7 +194,7 @@ echo '{{}}'",
     assert!(HandlerGroup::of(&started).gone_within(Duration::from_secs(5)), "its sleep lives on");
     assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(1)));
     let reason = task["lastReason"].as_str().unwrap();
-    assert_eq!(reason, "handler ran longer than 1s (--timeout): stopped");
+    assert_eq!(reason, "handler ran longer than 2s (--timeout): stopped: waiting on the lock");
 }
 
 #[test]
@@ -360,7 +357,7 @@ fn a_token_that_may_not_report_stops_the_runner_with_the_refusal_and_gives_the_t
     let server = Server::start();
     let id = create(&server, "NOREPORT", "{}");
     let second = create(&server, "NOREPORT", "{}");
-    let ok = handler(&server, "ok.sh", "cat >/dev/null; echo '{}'");
+    let ok = handler(&server, "ok.sh", r#"cat >/dev/null; echo '{"status":"COMPLETED"}'"#);
 
     let mut child = server
         .codeq()

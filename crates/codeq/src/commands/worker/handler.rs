@@ -1,13 +1,15 @@
 //! The handler protocol of `codeq worker start` (SPEC §8): the task JSON
 //! on stdin; on stdout `{"status":"COMPLETED","result":{…}}` or
 //! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
-//! asks for a retry (nack) with the tail of stderr as the reason; so does
-//! printing more than 16 MiB on stdout, which stops the handler. While the
+//! asks for a retry (nack) with the tail of stderr as the reason; so do
+//! printing more than 16 MiB on stdout and running past `--timeout`,
+//! which stop the handler with its process group. While the
 //! handler runs, each line of its stderr is copied to the runner's,
 //! prefixed with the task id.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use codeq_client::{Outcome, Task};
 use serde::Deserialize;
@@ -28,6 +30,8 @@ const STDOUT_START_CHARS: usize = 200;
 /// takes with default limits (about 13.4 MiB). A handler printing more is
 /// stopped and its run is a nack.
 const STDOUT_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// How long a killed handler's pipes may take to close.
+const KILLED_GRACE: Duration = Duration::from_secs(5);
 
 /// The program `--handler` names, checked before anything is claimed: a
 /// typo would otherwise nack, and in the end dead-letter, every task.
@@ -75,8 +79,10 @@ enum Printed {
 }
 
 /// Runs the program at `path` on `task` and turns how it ended into an
-/// [`Outcome`]. Dropping the future kills the program.
-pub async fn run(path: &Path, task: Task) -> Outcome {
+/// [`Outcome`]. A program still running after `limit` is stopped with its
+/// process group, and its task nacked. Dropping the future kills the
+/// program too.
+pub async fn run(path: &Path, task: Task, limit: Option<Duration>) -> Outcome {
     let input = match serde_json::to_vec(&task) {
         Ok(input) => input,
         Err(err) => return Outcome::Retry(format!("could not encode the task: {err}")),
@@ -121,9 +127,33 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
         }
         printed
     };
-    let (printed, stderr_tail) = tokio::join!(printed, relayed);
-    let finished = child.wait().await;
+    let ended = {
+        let ended = async {
+            let (printed, stderr_tail) = tokio::join!(printed, relayed);
+            (printed, stderr_tail, child.wait().await)
+        };
+        let mut ended = std::pin::pin!(ended);
+        match limit {
+            None => Ok(ended.await),
+            Some(limit) => match tokio::time::timeout(limit, ended.as_mut()).await {
+                Ok(ended) => Ok(ended),
+                Err(_) => {
+                    if let Some(group) = &group {
+                        group.kill();
+                    }
+                    Err((limit, tail_after_kill(ended).await))
+                }
+            },
+        }
+    };
     std::mem::forget(group);
+    let (printed, stderr_tail, finished) = match ended {
+        Ok(ended) => ended,
+        Err((limit, stderr_tail)) => {
+            let what = format!("handler ran longer than {}s (--timeout): stopped", limit.as_secs());
+            return Outcome::Retry(with_tail(&what, &stderr_tail));
+        }
+    };
     let status = match finished {
         Ok(status) => status,
         Err(err) => return Outcome::Retry(format!("handler {} failed: {err}", path.display())),
@@ -139,6 +169,15 @@ pub async fn run(path: &Path, task: Task) -> Outcome {
             &stderr_tail,
         )),
     }
+}
+
+/// The stderr tail of a run whose process group was just killed: its
+/// pipes close as its processes die. A process that left the group (a
+/// daemon) may hold them open: past [`KILLED_GRACE`], no tail.
+async fn tail_after_kill<T>(
+    ended: std::pin::Pin<&mut impl std::future::Future<Output = (Stdout, Vec<u8>, T)>>,
+) -> Vec<u8> {
+    tokio::time::timeout(KILLED_GRACE, ended).await.map(|(_, tail, _)| tail).unwrap_or_default()
 }
 
 /// A handler's stdout, if it could be read whole within
@@ -191,7 +230,8 @@ async fn relay_stderr(stderr: Option<impl AsyncRead + Unpin>, task_id: &str) -> 
 }
 
 /// Kills a handler's whole process group when dropped before the handler
-/// finished (the task was abandoned): `kill_on_drop` alone would reach the
+/// finished (the task was abandoned or cancelled), or when told to (a
+/// runaway or overdue handler): `kill_on_drop` alone would reach the
 /// handler but not the programs it started, e.g. a shell script's `sleep`.
 /// Sent with kill(1), as the crate forbids the `unsafe` a direct
 /// `kill(2)` call would need.
