@@ -602,7 +602,7 @@ struct Handled {
 /// task whose lease lapsed and another worker holds.
 fn refuses_every_report(err: &Error) -> bool {
     match err.status() {
-        Some(401) => true,
+        Some(401) => err.code() != Some(JWKS_UNAVAILABLE),
         Some(403) => matches!(err.code(), Some("missing_scope" | "not_worker")),
         _ => false,
     }
@@ -619,14 +619,20 @@ fn with_causes(err: &Error) -> String {
     text
 }
 
-/// Errors that every further claim would repeat.
+/// Errors that every further claim would repeat. Not `jwks_unavailable`:
+/// the server could not fetch its identity provider's keys this time,
+/// which says nothing of the token.
 fn is_fatal(err: &Error) -> bool {
     match err {
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } => true,
+        Error::Api { .. } if err.code() == Some(JWKS_UNAVAILABLE) => false,
         Error::Api { status, .. } => matches!(status, 400 | 401 | 403 | 404),
         Error::Transport(_) | Error::Decode { .. } => false,
     }
 }
+
+/// The 401 code of a token the server could not check for now.
+const JWKS_UNAVAILABLE: &str = "jwks_unavailable";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -677,6 +683,9 @@ mod tests {
         assert!(is_fatal(&Error::from_response_body(403, b"")));
         assert!(!is_fatal(&Error::from_response_body(503, b"")));
         assert!(!is_fatal(&Error::from_response_body(500, b"")));
+        let unchecked = br#"{"error":"cannot fetch the JWKS","code":"jwks_unavailable"}"#;
+        assert!(!is_fatal(&Error::from_response_body(401, unchecked)));
+        assert!(!refuses_every_report(&Error::from_response_body(401, unchecked)));
     }
 
     #[test]
