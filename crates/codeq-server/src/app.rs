@@ -386,6 +386,7 @@ impl App {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let metrics = self.state.metrics.clone();
         let router = http::router(self.state);
         let stops = Stops { drain: self.shutdown.clone(), abort: CancellationToken::new() };
         let mut server = tokio::spawn(http::serve::serve(
@@ -394,6 +395,7 @@ impl App {
             self.timeouts,
             self.connections,
             stops.clone(),
+            metrics,
         ));
         let storage_failed = self.store.failed();
         tokio::select! {

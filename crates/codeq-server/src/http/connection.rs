@@ -52,6 +52,7 @@ use super::body::{after, later};
 use super::error::ErrorBody;
 use super::observe;
 use super::request_head::PARSER_BUFFER_BYTES;
+use crate::metrics::Metrics;
 
 /// The connection timeouts (`requestHeadTimeoutSeconds`,
 /// `keepAliveTimeoutSeconds`).
@@ -316,6 +317,7 @@ pub async fn serve(
     timeouts: ConnectionTimeouts,
     stops: Stops,
     slot: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { stream, activity: activity.clone() });
@@ -338,7 +340,7 @@ pub async fn serve(
         match activity.expired(now, &timeouts) {
             Some(Expired::PartialHead) => {
                 let stream = connection.into_parts().io.into_inner().stream;
-                say_request_timeout(stream, timeouts.head).await;
+                say_request_timeout(stream, timeouts.head, &metrics).await;
                 break;
             }
             Some(Expired::Silent) => break,
@@ -369,7 +371,7 @@ pub async fn serve(
 /// Answers a request head that did not arrive in time with a 408 and
 /// closes the stream; gives up on a client that does not take it. No
 /// request was parsed, so the answer carries a new request id.
-async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration) {
+async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration, metrics: &Metrics) {
     const CODE: &str = "request_timeout";
     let message = format!(
         "the request head did not arrive within {} s (requestHeadTimeoutSeconds)",
@@ -378,7 +380,7 @@ async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration) {
     let body =
         serde_json::to_string(&ErrorBody { error: &message, code: CODE }).unwrap_or_default();
     let request_id = uuid::Uuid::new_v4().to_string();
-    observe::log_head_timeout(&request_id, head_timeout, CODE);
+    observe::head_timed_out(&request_id, head_timeout, CODE, metrics);
     let response = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -14,7 +14,7 @@
 //!
 //! A request head that never arrived in time is answered 408 by the
 //! connection, before any request exists; its line is made here too
-//! ([`log_head_timeout`]), so that every request line has one target.
+//! ([`head_timed_out`]), so that every request line has one target.
 //!
 //! What is logged is chosen field by field: never a header value but the
 //! request id, never a body, never the raw path (a route template only).
@@ -31,7 +31,7 @@ use super::REQUEST_ID;
 use super::error::ErrorCode;
 use super::request_head;
 use crate::app::AppState;
-use crate::metrics::UNMATCHED_ROUTE;
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 
 /// The longest request id logged (a client may send anything).
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -62,13 +62,14 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// The line of a request whose head did not arrive within
-/// `head_timeout` (answered 408 by the connection, with no request
-/// parsed): a new id, the unmatched route, no method, and the head
-/// timeout as its latency. Not counted in the HTTP metrics, which count
-/// requests the router answered.
-pub fn log_head_timeout(request_id: &str, head_timeout: Duration, code: &str) {
-    let latency_ms = head_timeout.as_secs_f64() * 1e3;
+/// The log line and metrics of a request whose head did not arrive
+/// within `head_timeout` (answered 408 by the connection, with no request
+/// parsed): a new id, the unmatched route, no method (`OTHER` in the
+/// metrics), and the head timeout as its latency.
+pub fn head_timed_out(request_id: &str, head_timeout: Duration, code: &str, metrics: &Metrics) {
+    let seconds = head_timeout.as_secs_f64();
+    metrics.http_request("OTHER", UNMATCHED_ROUTE, 408, seconds, false);
+    let latency_ms = seconds * 1e3;
     tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE)
         .in_scope(|| tracing::info!(status = 408, latency_ms, code, "request"));
 }

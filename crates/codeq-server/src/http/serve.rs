@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use super::connection::{self, ConnectionTimeouts, Stops};
+use crate::metrics::Metrics;
 
 /// How often, at most, the same trouble is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -76,12 +77,14 @@ impl ConnectionCap {
 /// Serves `router` on `listener` until `stops.drain` is cancelled; then
 /// stops accepting, lets each connection finish its request in progress
 /// (or closes it at once on `stops.abort`), and returns once all are closed.
+/// `metrics` counts the 408s answered before any request exists.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     timeouts: ConnectionTimeouts,
     cap: Arc<ConnectionCap>,
     stops: Stops,
+    metrics: Arc<Metrics>,
 ) {
     let mut cap_warning = Throttle::new();
     let mut accept_warning = Throttle::new();
@@ -104,7 +107,8 @@ pub async fn serve(
                 continue;
             }
         };
-        tokio::spawn(connection::serve(stream, router.clone(), timeouts, stops.clone(), slot));
+        let (router, stops, metrics) = (router.clone(), stops.clone(), metrics.clone());
+        tokio::spawn(connection::serve(stream, router, timeouts, stops, slot, metrics));
     }
     drop(listener);
     cap.drained().await;

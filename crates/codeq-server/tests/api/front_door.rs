@@ -169,6 +169,10 @@ async fn a_slow_header_client_is_disconnected_after_the_head_timeout_while_other
     let request_id = reply.header("x-request-id").unwrap_or_default();
     assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{reply:?}");
     slow.closed().await;
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let counted = r#"codeq_http_requests_total{method="OTHER",route="unmatched",status="408"} 1"#;
+    assert!(metrics.lines().any(|line| line == counted), "{metrics}");
     tokio::time::timeout(WITHIN, trickle).await.unwrap().unwrap();
     app.assert_healthy().await;
 }
