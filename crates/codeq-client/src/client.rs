@@ -103,7 +103,9 @@ impl Default for RetryPolicy {
 /// Failed calls are repeated per the [`RetryPolicy`]: calls that are safe
 /// to repeat (reads, results, heartbeats, creates with an idempotency key)
 /// on any transport error and on 502/503/504; every other call only when
-/// the connection could not be made at all.
+/// the server did nothing with it: the connection could not be made, or
+/// the answer was 503 `overloaded` or 401 `jwks_unavailable` (the server
+/// could not fetch its identity provider's keys this time).
 ///
 /// Cloning is cheap and clones share one connection pool, so one client can
 /// serve many tasks.
@@ -688,6 +690,13 @@ fn may_retry(err: &Error, retry: Retry) -> bool {
     match (err, retry) {
         // Not connected: the server never saw the request.
         (Error::Transport(err), _) if err.is_connect() => true,
+        // Refused before anything was done: the token could not be
+        // checked for now, or the server was too busy to take the call.
+        (Error::Api { code, .. }, _)
+            if matches!(code.as_str(), "jwks_unavailable" | "overloaded") =>
+        {
+            true
+        }
         (Error::Transport(_), Retry::Safe) => true,
         (Error::Api { status: 502..=504, .. }, Retry::Safe) => true,
         _ => false,
@@ -820,6 +829,20 @@ mod tests {
         assert!(may_retry(&unavailable, Retry::Safe));
         assert!(!may_retry(&unavailable, Retry::ConnectOnly));
         assert!(!may_retry(&conflict, Retry::Safe));
+    }
+
+    #[test]
+    fn a_call_refused_before_anything_was_done_is_repeated_whatever_it_is() {
+        let refused = |status, code: &str| {
+            let body = format!(r#"{{"error":"x","code":"{code}"}}"#);
+            Error::from_response_body(status, body.as_bytes())
+        };
+        for nothing_done in [refused(503, "overloaded"), refused(401, "jwks_unavailable")] {
+            assert!(may_retry(&nothing_done, Retry::ConnectOnly), "{nothing_done}");
+        }
+        for maybe_done in [refused(503, "storage_unavailable"), refused(401, "invalid_token")] {
+            assert!(!may_retry(&maybe_done, Retry::ConnectOnly), "{maybe_done}");
+        }
     }
 
     #[test]
