@@ -99,6 +99,7 @@ impl Reported {
 
 /// One finished task, for logs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TaskReport {
     /// The task's id.
     pub id: String,
