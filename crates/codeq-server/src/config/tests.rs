@@ -742,7 +742,12 @@ fn static_tokens_load_from_the_file_and_from_json_in_env() {
 fn static_token_validation_names_the_entry() {
     for (entry, reason) in [
         ("{kind: worker, sub: w}", "entry 0: exactly one of token and tokenSha256 must be set"),
-        ("{token: a, tokenSha256: b, kind: worker, sub: w}", "entry 0: tokenSha256 \"b\" is not"),
+        ("{token: a, tokenSha256: b, kind: worker, sub: w}", "entry 0: tokenSha256 is not 64"),
+        ("{tokenSha256: my-secret-token, kind: worker, sub: w}", "not the token)"),
+        ("{token: a, kind: producer, sub: p, scopes: [codeq:claim]}", "worker entries only"),
+        ("{token: a, kind: producer, sub: p, workerGroup: g}", "worker entries only"),
+        ("{token: a, kind: worker, sub: w, scopes: [codeq:admin]}", "may not list codeq:admin"),
+        ("{token: a, kind: worker, sub: w, admin: true}", "producer entries only"),
         ("{token: a, kind: worker, sub: ' '}", "entry 0: sub must not be empty"),
         ("{token: a, kind: worker, sub: w, eventTypes: ['bad name']}", "is not \"*\" or a command"),
         (
@@ -754,6 +759,7 @@ fn static_token_validation_names_the_entry() {
             load_file(&format!("staticTokens:\n  - {entry}\n"), &[]).unwrap_err().to_string();
         assert!(error.starts_with("invalid value for staticTokens (file "), "{error}");
         assert!(error.contains(reason), "{entry}: {error}");
+        assert!(!error.contains("my-secret-token"), "a token reaches the message: {error}");
     }
 }
 

@@ -15,6 +15,7 @@ use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
 use super::value::{ConfigValue, Secret};
+use crate::auth::StaticTokenError;
 
 /// Every scope a static token may list.
 pub const KNOWN_SCOPES: [&str; 7] = [
@@ -180,6 +181,7 @@ impl<'de> Deserialize<'de> for SecretText {
 
 impl RawEntry {
     fn validate(self) -> Result<StaticTokenConfig, String> {
+        self.check_kind_fits()?;
         let token = match self.token {
             Some(SecretText(text)) if text.is_empty() => {
                 return Err("token must not be empty".to_string());
@@ -194,8 +196,11 @@ impl RawEntry {
             Some(digest) if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 Some(digest.to_ascii_lowercase())
             }
-            Some(digest) => {
-                return Err(format!("tokenSha256 {digest:?} is not 64 hex digits"));
+            // Not echoed: a token put here by mistake would reach the log.
+            Some(_) => {
+                return Err("tokenSha256 is not 64 hex digits (the SHA-256 of the token, \
+                            not the token)"
+                    .to_string());
             }
             None => None,
         };
@@ -227,9 +232,6 @@ impl RawEntry {
         if self.worker_group.as_deref().is_some_and(|group| group.trim().is_empty()) {
             return Err("workerGroup must not be empty (leave it out instead)".to_string());
         }
-        if self.admin && self.kind == TokenKind::Worker {
-            return Err("admin applies to producer tokens only".to_string());
-        }
         Ok(StaticTokenConfig {
             token,
             token_sha256,
@@ -240,6 +242,27 @@ impl RawEntry {
             worker_group: self.worker_group,
             admin: self.admin,
         })
+    }
+}
+
+impl RawEntry {
+    /// Refuses what applies to the other kind of entry: checked here, with
+    /// the rest of the configuration, before the server touches storage.
+    fn check_kind_fits(&self) -> Result<(), String> {
+        let refused = match self.kind {
+            TokenKind::Worker if self.admin => Some(StaticTokenError::AdminOnWorker),
+            TokenKind::Producer if self.scopes.is_some() => {
+                Some(StaticTokenError::ScopesOnProducer)
+            }
+            TokenKind::Producer if self.worker_group.is_some() => {
+                Some(StaticTokenError::WorkerGroupOnProducer)
+            }
+            _ if self.scopes.iter().flatten().any(|scope| scope == "codeq:admin") => {
+                Some(StaticTokenError::AdminScope)
+            }
+            _ => None,
+        };
+        refused.map_or(Ok(()), |error| Err(error.to_string()))
     }
 }
 
@@ -363,7 +386,7 @@ mod tests {
             ("{token: t, kind: worker, sub: w, eventTypes: [a b]}", "is not \"*\" or a command"),
             ("{token: t, kind: worker, sub: w, scopes: [codeq:all]}", "\"codeq:all\" is not one"),
             ("{token: t, kind: worker, sub: w, workerGroup: ''}", "workerGroup must not be empty"),
-            ("{token: t, kind: worker, sub: w, admin: true}", "admin applies to producer"),
+            ("{token: t, kind: worker, sub: w, admin: true}", "admin: true applies to producer"),
             ("{token: t, kind: worker, sub: w, role: x}", "unknown field `role`"),
         ] {
             let yaml = format!("- {{token: first, kind: producer, sub: p}}\n- {entry}\n");
