@@ -217,7 +217,7 @@ pub struct ServeArgs {
     /// [default: ./codeq-data].
     #[arg(long, value_name = "D")]
     pub data_dir: Option<PathBuf>,
-    /// Storage backend (redis is not available yet) [env: CODEQ_STORAGE] [default: embedded].
+    /// Storage backend: embedded, or redis (several replicas on one Redis or KVRocks) [env: CODEQ_STORAGE] [default: embedded].
     #[arg(long, value_name = "S", value_parser = ["embedded", "redis"])]
     pub storage: Option<String>,
 }

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Array, ArrayBuilder, Ref, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
@@ -51,7 +53,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         get_settings, put_settings, pause_queue, resume_queue, list_dead_letters,
         replay_dead_letters, purge_dead_letters, get_task_detail, get_throughput, get_workers
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ListedTasks),
     tags(
         (name = "producers", description = "Creating tasks"),
         (name = "workers", description = "Claiming tasks and reporting on them"),
@@ -71,6 +73,27 @@ impl Modify for BearerAuth {
         components
             .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
+}
+
+/// Adds `ListedTask`: a task as the listings answer it, the same as
+/// `Task` but with `payload` only when asked for (`includePayload=true`).
+struct ListedTasks;
+
+impl Modify for ListedTasks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else { return };
+        let Some(RefOr::T(Schema::Object(task))) = components.schemas.get("Task") else { return };
+        let mut listed = task.clone();
+        listed.required.retain(|name| name != "payload");
+        listed.description =
+            Some("A task as listed: `payload` only with `includePayload=true`.".into());
+        components.schemas.insert("ListedTask".into(), RefOr::T(Schema::Object(listed)));
+    }
+}
+
+/// `TaskPage.tasks`: listed tasks.
+fn listed_tasks() -> Array {
+    ArrayBuilder::new().items(Ref::from_schema_name("ListedTask")).build()
 }
 
 // ---------------------------------------------------------------- schemas
@@ -579,6 +602,7 @@ pub struct CancelledTasks {
 #[schema(rename_all = "camelCase")]
 pub struct TaskPage {
     /// The tasks (without `payload` unless `includePayload=true`).
+    #[schema(schema_with = listed_tasks)]
     tasks: Vec<Task>,
     /// The next page's `cursor`; omitted on the last page.
     next_cursor: Option<String>,
