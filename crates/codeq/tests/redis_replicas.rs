@@ -533,16 +533,33 @@ async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
     }
 }
 
-/// `codeq serve --storage redis` until it exits: its exit code and stderr.
-fn serve_until_exit(redis: &RedisServer) -> (Option<i32>, String) {
+/// `codeq serve --storage redis` with `env` until it exits: its exit code
+/// and stderr.
+fn serve_until_exit(redis: &RedisServer, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_codeq"))
         .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
         .arg(dir.path())
         .env("CODEQ_REDIS_ADDR", redis.addr())
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_wrong_or_missing_redis_password_is_refused_at_start_without_waiting() {
+    let Some(redis) = RedisServer::start_with("always", &["--requirepass", "s3cret"]) else {
+        return;
+    };
+    for env in [&[("CODEQ_REDIS_PASSWORD", "wrong")][..], &[]] {
+        let started = std::time::Instant::now();
+        let (code, stderr) = serve_until_exit(&redis, env);
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains("Redis refused codeQ's credentials"), "{env:?}: {stderr}");
+        // Not the 30 s wait for a Redis that may come back.
+        assert!(started.elapsed() < Duration::from_secs(20), "{env:?}: {:?}", started.elapsed());
+    }
 }
 
 #[test]
@@ -551,7 +568,7 @@ fn a_redis_that_may_evict_keys_is_refused_at_start() {
     else {
         return;
     };
-    let (code, stderr) = serve_until_exit(&redis);
+    let (code, stderr) = serve_until_exit(&redis, &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("maxmemory-policy allkeys-lru"), "{stderr}");
     assert!(stderr.contains("noeviction"), "{stderr}");

@@ -56,6 +56,13 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
             .await;
         match read {
             Ok(values) => settings.extend(values),
+            Err(StoreError::Unavailable(cause)) if refuses_credentials(&cause) => {
+                let cause = cause.trim_start_matches("Redis is unreachable: ");
+                return Err(CheckError::Refused(format!(
+                    "Redis refused codeQ's credentials ({cause}). Set redisPassword \
+                     (CODEQ_REDIS_PASSWORD) to the password Redis requires"
+                )));
+            }
             Err(StoreError::Unavailable(cause)) if cause.contains("unreachable") => {
                 return Err(CheckError::Unreachable(StoreError::Unavailable(cause)));
             }
@@ -74,6 +81,12 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
     let durability = durability(&settings);
     warn_about(durability);
     Ok(durability)
+}
+
+/// Whether Redis refused the password, or wants one that was not given:
+/// waiting would not change that.
+fn refuses_credentials(cause: &str) -> bool {
+    ["AuthenticationFailed", "NOAUTH", "WRONGPASS"].iter().any(|mark| cause.contains(mark))
 }
 
 fn durability(settings: &HashMap<String, String>) -> Durability {
