@@ -55,8 +55,9 @@ enum Retry {
     /// heartbeats, keyed creates): retried on any transport error and on
     /// 502/503/504.
     Safe,
-    /// Retried only when the connection could not be made, so the server
-    /// never saw the request (claims, nacks, abandons, unkeyed creates).
+    /// Retried only when the server did nothing with the request: the
+    /// connection could not be made, or the token could not be checked yet
+    /// (claims, nacks, abandons, cancels, unkeyed creates).
     ConnectOnly,
 }
 
@@ -104,8 +105,9 @@ impl Default for RetryPolicy {
 /// to repeat (reads, results, heartbeats, creates with an idempotency key)
 /// on any transport error and on 502/503/504; every other call only when
 /// the server did nothing with it: the connection could not be made, or
-/// the answer was 503 `overloaded` or 401 `jwks_unavailable` (the server
-/// could not fetch its identity provider's keys this time).
+/// the answer was 401 `jwks_unavailable` (the server could not fetch its
+/// identity provider's keys this time, and checks tokens before anything
+/// else).
 ///
 /// Cloning is cheap and clones share one connection pool, so one client can
 /// serve many tasks.
@@ -690,13 +692,9 @@ fn may_retry(err: &Error, retry: Retry) -> bool {
     match (err, retry) {
         // Not connected: the server never saw the request.
         (Error::Transport(err), _) if err.is_connect() => true,
-        // Refused before anything was done: the token could not be
-        // checked for now, or the server was too busy to take the call.
-        (Error::Api { code, .. }, _)
-            if matches!(code.as_str(), "jwks_unavailable" | "overloaded") =>
-        {
-            true
-        }
+        // Refused before any handler ran: the token could not be checked
+        // for now (authentication comes first).
+        (Error::Api { code, .. }, _) if code == "jwks_unavailable" => true,
         (Error::Transport(_), Retry::Safe) => true,
         (Error::Api { status: 502..=504, .. }, Retry::Safe) => true,
         _ => false,
@@ -832,16 +830,19 @@ mod tests {
     }
 
     #[test]
-    fn a_call_refused_before_anything_was_done_is_repeated_whatever_it_is() {
+    fn a_token_the_server_could_not_check_yet_is_repeated_whatever_the_call() {
         let refused = |status, code: &str| {
             let body = format!(r#"{{"error":"x","code":"{code}"}}"#);
             Error::from_response_body(status, body.as_bytes())
         };
-        for nothing_done in [refused(503, "overloaded"), refused(401, "jwks_unavailable")] {
-            assert!(may_retry(&nothing_done, Retry::ConnectOnly), "{nothing_done}");
-        }
-        for maybe_done in [refused(503, "storage_unavailable"), refused(401, "invalid_token")] {
-            assert!(!may_retry(&maybe_done, Retry::ConnectOnly), "{maybe_done}");
+        let unchecked = refused(401, "jwks_unavailable");
+        assert!(may_retry(&unchecked, Retry::ConnectOnly), "{unchecked}");
+        for not_repeated in [
+            refused(503, "storage_unavailable"),
+            refused(503, "overloaded"),
+            refused(401, "invalid_token"),
+        ] {
+            assert!(!may_retry(&not_repeated, Retry::ConnectOnly), "{not_repeated}");
         }
     }
 

@@ -499,8 +499,12 @@ impl Worker {
                     match beat {
                         Err(err) if err.code() == Some("task_cancelled") => return None,
                         // Refused (lease ended, another owner): renewing is
-                        // over. A 5xx or no answer may pass: keep trying.
-                        Err(err) if err.status().is_some_and(|status| status < 500) => {
+                        // over. A 5xx, no answer, or a token the server
+                        // could not check yet may pass: keep trying.
+                        Err(err)
+                            if err.status().is_some_and(|status| status < 500)
+                                && err.code() != Some(JWKS_UNAVAILABLE) =>
+                        {
                             renewing = false;
                         }
                         _ => {}

@@ -75,7 +75,10 @@ pub async fn cancel(
     let mut outcomes =
         app.control.cancel(&producer.sub, producer.admin, &[id], request.reason).await?;
     outcomes.pop().unwrap_or(Err(CancelRefused::NotOwner))?;
-    let task = app.scheduler.task(id).await?.ok_or_else(|| ApiError::from(task_gone()))?;
+    // Read back without a second admission place: the cancel is done, and
+    // a 503 `overloaded` now would tell the caller that nothing was.
+    let task = app.scheduler.store().get_task(id).await?;
+    let task = task.ok_or_else(|| ApiError::from(task_gone()))?;
     Ok(Json(json!(TaskView::new(&task, app.offset))))
 }
 

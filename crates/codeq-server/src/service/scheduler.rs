@@ -205,7 +205,13 @@ impl Scheduler {
                 count: request.count,
             };
             let claimed = {
-                let _admitted = self.admit()?;
+                let _admitted = self.admit().inspect_err(|_| {
+                    // Refused a place after a wake-up: another waiter may
+                    // take the task this one was woken for.
+                    if let Some(index) = woken_by {
+                        notifiers[index].notify_one();
+                    }
+                })?;
                 self.store.claim(&spec, now).await?
             };
             if !claimed.is_empty() {
