@@ -556,6 +556,7 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
         &config.redis_key_prefix,
     );
     let deadline = tokio::time::Instant::now() + REDIS_START_WAIT;
+    let mut credentials_refused = false;
     loop {
         match RedisStore::open_checked(options.clone(), signals.clone()).await {
             Ok((store, durability)) => {
@@ -568,6 +569,14 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
                 return Ok(store);
             }
             Err(CheckError::Refused(why)) => return Err(StartError::Refused(why)),
+            Err(refused @ CheckError::Credentials(_)) if credentials_refused => {
+                return Err(StartError::Refused(refused.to_string()));
+            }
+            Err(CheckError::Credentials(cause)) => {
+                tracing::warn!(%cause, addr = %config.redis_addr, "Redis refused the credentials; asking once more");
+                credentials_refused = true;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             Err(CheckError::Unreachable(error)) if tokio::time::Instant::now() >= deadline => {
                 return Err(StartError::Other(anyhow::anyhow!(
                     "cannot reach Redis at {} within {} s: {error}",
@@ -576,6 +585,7 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
                 )));
             }
             Err(CheckError::Unreachable(error)) => {
+                credentials_refused = false;
                 tracing::warn!(%error, addr = %config.redis_addr, "waiting for Redis");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -406,6 +406,12 @@ pub(super) fn host_port(addr: &str) -> Result<(), String> {
         .or_else(|| addr.strip_prefix("redis://"))
         .unwrap_or(addr)
         .trim_end_matches('/');
+    // Credentials in the address would be logged with it: not echoed.
+    if bare.contains('@') {
+        return Err("holds user information (user:password@): put the password in \
+                    redisPassword and give host:port only"
+            .to_string());
+    }
     let (host, port) = bare.rsplit_once(':').ok_or_else(refuse)?;
     if host.is_empty() || port.parse::<u16>().is_err() || addr.chars().any(char::is_whitespace) {
         return Err(refuse());
@@ -501,6 +507,9 @@ mod tests {
         for bad in ["localhost", ":6379", "h:port", "h:70000"] {
             assert!(host_port(bad).is_err(), "{bad}");
         }
+        let with_password = host_port("redis://user:s3cret@redis:6379").unwrap_err();
+        assert!(with_password.contains("redisPassword"), "{with_password}");
+        assert!(!with_password.contains("s3cret"), "{with_password}");
     }
 
     #[test]

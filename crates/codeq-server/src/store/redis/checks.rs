@@ -42,6 +42,13 @@ pub enum CheckError {
     /// Redis is configured to lose keys (exit code 2).
     #[error("{0}")]
     Refused(String),
+    /// Redis refused the password, or wants one: exit code 2 when it
+    /// does so again (a proxy's passing error looks the same).
+    #[error(
+        "Redis refused codeQ's credentials ({0}). Set redisPassword (CODEQ_REDIS_PASSWORD) to \
+         the password of Redis's default user"
+    )]
+    Credentials(String),
 }
 
 /// Reads the server's settings; refuses an evicting policy and warns about
@@ -58,10 +65,7 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
             Ok(values) => settings.extend(values),
             Err(StoreError::Unavailable(cause)) if refuses_credentials(&cause) => {
                 let cause = cause.trim_start_matches("Redis is unreachable: ");
-                return Err(CheckError::Refused(format!(
-                    "Redis refused codeQ's credentials ({cause}). Set redisPassword \
-                     (CODEQ_REDIS_PASSWORD) to the password Redis requires"
-                )));
+                return Err(CheckError::Credentials(cause.to_string()));
             }
             Err(StoreError::Unavailable(cause)) if cause.contains("unreachable") => {
                 return Err(CheckError::Unreachable(StoreError::Unavailable(cause)));
