@@ -17,15 +17,15 @@ use sha2::{Digest, Sha256};
 use super::value::{ConfigValue, Secret};
 use crate::auth::StaticTokenError;
 
-/// Every scope a static token may list.
-pub const KNOWN_SCOPES: [&str; 7] = [
+/// Every scope a static (worker) token may list. Admin rights come from
+/// `admin: true` on a producer entry instead.
+pub const KNOWN_SCOPES: [&str; 6] = [
     "codeq:claim",
     "codeq:heartbeat",
     "codeq:abandon",
     "codeq:nack",
     "codeq:result",
     "codeq:subscribe",
-    "codeq:admin",
 ];
 
 /// Who a static token speaks for.
@@ -112,8 +112,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 struct RawEntry {
     #[serde(default)]
     token: Option<SecretText>,
+    /// Read as a secret: a token written here by mistake is not echoed.
     #[serde(default)]
-    token_sha256: Option<String>,
+    token_sha256: Option<SecretText>,
     kind: TokenKind,
     sub: String,
     #[serde(default)]
@@ -193,7 +194,9 @@ impl RawEntry {
             None => None,
         };
         let token_sha256 = match self.token_sha256 {
-            Some(digest) if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(SecretText(digest))
+                if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
                 Some(digest.to_ascii_lowercase())
             }
             // Not echoed: a token put here by mistake would reach the log.
