@@ -8,6 +8,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, TokenKind};
+use crate::spread::spread;
 use crate::types::{
     AbandonBody, BatchItem, BatchResult, BulkBody, CancelBatchAnswer, CancelBatchBody, CancelBody,
     CancelledTask, ClaimBatchAnswer, ClaimBatchBody, ClaimRequest, CleanupBody, CleanupOutcome,
@@ -67,7 +68,9 @@ enum Retry {
 pub struct RetryPolicy {
     /// Repeats after the first try (0 disables retries).
     pub max_retries: u32,
-    /// Pause before the first repeat; doubled for each further one.
+    /// Pause before the first repeat; doubled for each further one. Each
+    /// pause is drawn between half of it and all of it, so that clients
+    /// failing together do not repeat together.
     pub base_delay: Duration,
     /// Longest pause.
     pub max_delay: Duration,
@@ -84,7 +87,7 @@ impl RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Two repeats, after 200 ms and 400 ms.
+    /// Two repeats, after 100–200 ms and 200–400 ms.
     fn default() -> Self {
         Self {
             max_retries: 2,
@@ -661,7 +664,7 @@ impl Client {
             let Some(copy) = request.try_clone() else { return send_once(request).await };
             match send_once(copy).await {
                 Err(err) if attempt < self.retry.max_retries && may_retry(&err, retry) => {
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    tokio::time::sleep(spread(self.retry.delay(attempt))).await;
                     attempt += 1;
                 }
                 done => return done,

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod error;
 pub mod iam;
+mod spread;
 pub mod types;
 pub mod worker;
 

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::spread::spread;
 use crate::types::{ClaimRequest, NackStatus, SubmitResult, Task};
 
 /// The longest long poll the server honours.
@@ -417,12 +418,13 @@ impl Worker {
                 // With `once` there is no later claim to retry in.
                 Err(err) if is_fatal(&err) || self.once => return Err(err),
                 Err(error) => {
+                    let waiting = spread(pause);
                     if let Some(callback) = &self.on_claim_retry {
-                        callback(&ClaimRetry { slot, error: &error, pause });
+                        callback(&ClaimRetry { slot, error: &error, pause: waiting });
                     }
                     tokio::select! {
                         () = self.stop.claiming.cancelled() => return Ok(summary),
-                        () = tokio::time::sleep(pause) => {}
+                        () = tokio::time::sleep(waiting) => {}
                     }
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }

@@ -122,7 +122,7 @@ fn log_claim_retry(retry: &ClaimRetry<'_>) {
         None => with_causes(retry.error),
     };
     eprintln!(
-        "codeq worker: claim failed, next attempt in {}s: {error}",
+        "codeq worker: claim failed, next attempt in {:.3}s: {error}",
         retry.pause.as_secs_f64()
     );
 }

@@ -529,8 +529,14 @@ fn a_worker_whose_server_is_down_says_once_per_step_that_it_retries() {
     let connect = format!(": cannot connect to {url} (");
     assert!(retries.iter().all(|line| line.contains(&connect)), "{retries:?}");
     assert!(retries[0].ends_with("is `codeq serve` running there?"), "{retries:?}");
-    assert!(retries[0].contains("claim failed, next attempt in 0.5s: "), "{retries:?}");
-    assert!(retries[1].contains("claim failed, next attempt in 1s: "), "{retries:?}");
+    // The pause doubles from 0.5 s, each drawn from its upper half.
+    let pause = |line: &str| -> f64 {
+        let after = line.split("claim failed, next attempt in ").nth(1).unwrap();
+        after.split("s: ").next().unwrap().parse().unwrap()
+    };
+    let (first, second) = (pause(&retries[0]), pause(&retries[1]));
+    assert!((0.25..=0.5).contains(&first), "{retries:?}");
+    assert!((0.5..=1.0).contains(&second), "{retries:?}");
     assert_eq!(status.code(), Some(130));
 }
 
