@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{CLAIM_ONLY_WORKER, Server, run, run_json};
@@ -76,6 +76,26 @@ impl HandlerGroup {
     }
 }
 
+/// The output of `child` once it exits, within `limit`; past it, runs
+/// `clean_up`, kills `child` and fails with `failure`.
+fn output_within(
+    mut child: Child,
+    limit: Duration,
+    failure: &str,
+    clean_up: impl FnOnce(),
+) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            clean_up();
+            child.kill().unwrap();
+            panic!("{failure}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn once_runs_the_handler_on_the_task_and_submits_its_result() {
     let server = Server::start();
@@ -137,19 +157,15 @@ fn a_handler_printing_more_than_16_mib_is_stopped_and_nacked() {
         ),
     );
 
-    let mut child =
+    let child =
         worker(&server, "LOUD", &loud).arg("--once").stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            // Not left burning a core for the tests after this one.
-            HandlerGroup::of(&started).kill();
-            child.kill().unwrap();
-            panic!("the runner did not stop a handler printing for ever");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = output_within(
+        child,
+        Duration::from_secs(60),
+        "the runner did not stop a handler printing for ever",
+        // Not left burning a core for the tests after this one.
+        || HandlerGroup::of(&started).kill(),
+    );
     let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
 
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -173,21 +189,17 @@ fn a_handler_running_past_its_timeout_is_stopped_and_nacked() {
         ),
     );
 
-    let mut child = worker(&server, "SLOW", &slow)
+    let child = worker(&server, "SLOW", &slow)
         .args(["--once", "--timeout", "2"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            HandlerGroup::of(&started).kill();
-            child.kill().unwrap();
-            panic!("the runner let the handler run past its timeout");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = output_within(
+        child,
+        Duration::from_secs(30),
+        "the runner let the handler run past its timeout",
+        || HandlerGroup::of(&started).kill(),
+    );
     let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
 
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -359,7 +371,7 @@ fn a_token_that_may_not_report_stops_the_runner_with_the_refusal_and_gives_the_t
     let second = create(&server, "NOREPORT", "{}");
     let ok = handler(&server, "ok.sh", r#"cat >/dev/null; echo '{"status":"COMPLETED"}'"#);
 
-    let mut child = server
+    let child = server
         .codeq()
         .args(["--base-url", &server.base, "--worker-token", CLAIM_ONLY_WORKER])
         .args(["worker", "start", "--events", "NOREPORT", "--poll", "1", "--handler"])
@@ -367,15 +379,12 @@ fn a_token_that_may_not_report_stops_the_runner_with_the_refusal_and_gives_the_t
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the runner went on claiming tasks it may not report");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = output_within(
+        child,
+        Duration::from_secs(60),
+        "the runner went on claiming tasks it may not report",
+        || {},
+    );
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
