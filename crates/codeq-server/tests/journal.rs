@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use codeq_server::config::Durability;
 use codeq_server::store::embedded::log::fault::FaultFs;
 use codeq_server::store::embedded::log::frame;
 use codeq_server::store::embedded::log::fs::RealFs;
+use codeq_server::store::embedded::log::spare::SPARE_NAME;
 use codeq_server::store::embedded::log::{LogOptions, OpenError};
 use codeq_server::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Signals, Store, StoreError};
@@ -343,13 +345,20 @@ async fn a_full_disk_at_a_segment_roll_leaves_a_journal_that_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_while_a_segment_is_sealed_leaves_a_journal_that_recovers() {
     let before_roll = creates_to_roll().await - 1;
-    for held in 0..3 {
+    for (held, filled_ahead) in (0..3).flat_map(|held| [(held, true), (held, false)]) {
         // Cut while the first, second or third sync of the rolling round
-        // is held: the new segment's header, the seal, the new frame.
+        // is held: the new segment's header, the seal, the new frame; with
+        // the new segment filled ahead, and created sparse.
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultFs::new();
+        if !filled_ahead {
+            fs.refuse_creating(SPARE_NAME);
+        }
         let store = open_on(&fs, dir.path()).unwrap();
         let kept = create(&*store, before_roll).await;
+        if filled_ahead {
+            wait_until("the spare is filled", || store.spare_segment_filled()).await;
+        }
         fs.open_gate_for(held);
         let rolling = {
             let store = store.clone();
@@ -360,12 +369,53 @@ async fn a_power_cut_while_a_segment_is_sealed_leaves_a_journal_that_recovers() 
         fs.crash_image(dir.path(), image.path()).unwrap();
         fs.open_gate();
         rolling.await.unwrap().unwrap();
-        let recovered = open(image.path()).unwrap_or_else(|e| panic!("held sync {held}: {e}"));
+        let recovered = open(image.path())
+            .unwrap_or_else(|e| panic!("held sync {held}, filled ahead {filled_ahead}: {e}"));
         for id in &kept {
             assert!(
                 recovered.get_task(*id).await.unwrap().is_some(),
-                "held sync {held}: {id} lost"
+                "held sync {held}, filled ahead {filled_ahead}: {id} lost"
             );
+        }
+    }
+}
+
+/// Bytes of disk the file at `path` has allocated.
+fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_segment_is_the_spare_filled_ahead_or_else_a_sparse_file() {
+    for filled_ahead in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultFs::new();
+        if !filled_ahead {
+            fs.refuse_creating(SPARE_NAME);
+        }
+        let store = open_on(&fs, dir.path()).unwrap();
+        let mut ids = Vec::new();
+        while segments(dir.path()).len() < 2 {
+            ids.extend(create(&*store, 1).await);
+        }
+        let spare = dir.path().join(SPARE_NAME);
+        assert!(!spare.exists(), "the spare was renamed into place, or never made");
+        // One frame in the new segment: a sparse file has one block of it.
+        let second = &segments(dir.path())[1];
+        if filled_ahead {
+            assert!(allocated(second) >= 8 * 1024, "{} bytes allocated", allocated(second));
+        } else {
+            assert!(allocated(second) < 8 * 1024, "{} bytes allocated", allocated(second));
+        }
+        ids.extend(create(&*store, 100).await);
+        store.close().await.unwrap();
+        drop(store);
+
+        std::fs::write(&spare, b"half written").unwrap();
+        let store = open(dir.path()).unwrap();
+        assert!(!spare.exists(), "a spare left over is deleted at start");
+        for id in ids {
+            assert!(store.get_task(id).await.unwrap().is_some(), "task {id} lost");
         }
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use super::{CheckReport, EmbeddedStore};
 use crate::data_dir::{DataDirError, DataDirLock, LOCK_FILE};
 use crate::store::embedded::log::OpenError;
+use crate::store::embedded::log::spare::SPARE_NAME;
 
 /// The store's directory inside a data directory.
 pub const STORE_DIR: &str = "store";
@@ -108,7 +109,7 @@ struct Copied {
 }
 
 /// Copies `from` into `to` recursively, each file and directory synced;
-/// lock files are left out.
+/// lock files and the spare segment are left out.
 fn copy_tree(from: &Path, to: &Path, copied: &mut Copied) -> Result<(), MaintenanceError> {
     fs::create_dir_all(to).map_err(io_error(format!("cannot create {}", to.display())))?;
     let entries =
@@ -116,7 +117,7 @@ fn copy_tree(from: &Path, to: &Path, copied: &mut Copied) -> Result<(), Maintena
     for entry in entries {
         let entry = entry.map_err(io_error(format!("cannot read {}", from.display())))?;
         let name = entry.file_name();
-        if name == LOCK_FILE || name == "LOCK" {
+        if name == LOCK_FILE || name == "LOCK" || name == SPARE_NAME {
             continue;
         }
         let (source, target) = (entry.path(), to.join(&name));

@@ -176,6 +176,12 @@ impl EmbeddedStore {
         self.log.watermark().waiting()
     }
 
+    /// Whether the journal's next segment is filled ahead and waiting
+    /// (see `log::spare`).
+    pub fn spare_segment_filled(&self) -> bool {
+        self.log.spare_filled()
+    }
+
     /// What recovery found at open.
     pub fn recovered(&self) -> &Recovered {
         &self.recovered

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use super::frame::{SEGMENT_HEADER_LEN, segment_header};
+use super::fs::FsFile;
+use super::spare::Spare;
 use super::watermark::Failure;
 use super::{Shared, segment_path};
 use crate::config::Durability;
@@ -75,6 +77,8 @@ pub struct Committer {
     pub(super) segment_bytes: u64,
     /// Where the next frame of each open segment must go.
     pub(super) tails: HashMap<u32, u64>,
+    /// The next segment's file, filled ahead of time.
+    pub(super) spare: Spare,
 }
 
 /// A failed step, with whether the disk was full.
@@ -226,25 +230,44 @@ impl Committer {
             self.tails.remove(&segment);
         } else {
             self.tails.insert(segment, offset + written);
+            if offset + written > self.segment_bytes / 2 {
+                self.spare.prepare();
+            }
         }
         Ok(())
     }
 
     /// Creates segment `id` with its header, durably, before anything
-    /// points at it.
+    /// points at it: the spare renamed into place when one is ready, a
+    /// sparse file otherwise.
     fn open_segment(&mut self, id: u32) -> Result<(), Failed> {
-        let fs = &self.shared.fs;
-        let path = segment_path(&self.shared.dir, id);
-        let file = fs.create(&path).map_err(|e| failed("cannot create a journal segment", &e))?;
-        file.write_all_at(&segment_header(id), 0)
-            .map_err(|e| failed("write to the journal failed", &e))?;
-        file.truncate(self.segment_bytes)
-            .map_err(|e| failed("cannot preallocate a journal segment", &e))?;
-        file.sync_data().map_err(|e| failed("fdatasync of the journal failed", &e))?;
-        fs.sync_dir(&self.shared.dir)
-            .map_err(|e| failed("cannot sync the journal directory", &e))?;
+        let fs = self.shared.fs.clone();
+        let dir = &self.shared.dir;
+        let path = segment_path(dir, id);
+        if let Some(spare) = self.spare.take() {
+            let file = fs.open(spare).map_err(|e| failed("cannot open the spare segment", &e))?;
+            write_header(file.as_ref(), id)?;
+            fs.rename(spare, &path).map_err(|e| failed("cannot rename the spare segment", &e))?;
+        } else {
+            let file =
+                fs.create(&path).map_err(|e| failed("cannot create a journal segment", &e))?;
+            file.truncate(self.segment_bytes)
+                .map_err(|e| failed("cannot preallocate a journal segment", &e))?;
+            write_header(file.as_ref(), id)?;
+        }
+        fs.sync_dir(dir).map_err(|e| failed("cannot sync the journal directory", &e))?;
+        // Opened again by its new name, so that every later write goes
+        // through it.
+        let file = fs.open(&path).map_err(|e| failed("cannot open a journal segment", &e))?;
         self.shared.add_segment(id, file);
         self.tails.insert(id, SEGMENT_HEADER_LEN);
         Ok(())
     }
+}
+
+/// Writes segment `id`'s header, durably.
+fn write_header(file: &dyn FsFile, id: u32) -> Result<(), Failed> {
+    file.write_all_at(&segment_header(id), 0)
+        .map_err(|e| failed("write to the journal failed", &e))?;
+    file.sync_data().map_err(|e| failed("fdatasync of the journal failed", &e))
 }

@@ -6,8 +6,9 @@
 //! durable by a `sync_dir`. [`FaultFs::crash_image`] copies exactly that
 //! into a new directory, which a test then opens as if the machine had
 //! lost power. Tests can also delay, hold back or fail syncs, fail writes
-//! with a full disk, or turn `sync_data` into a no-op — after which the
-//! power-loss test must (and does) find acknowledged writes missing.
+//! or the creation of a named file with a full disk, or turn `sync_data`
+//! into a no-op — after which the power-loss test must (and does) find
+//! acknowledged writes missing.
 
 use std::collections::HashMap;
 use std::io;
@@ -46,6 +47,8 @@ struct State {
     fail_syncs_after: Option<u64>,
     bytes_written: u64,
     fail_writes_after_bytes: Option<u64>,
+    /// File names whose creation fails.
+    refused_names: Vec<String>,
     scramble_unsynced: bool,
 }
 
@@ -132,6 +135,12 @@ impl FaultFs {
     pub fn fail_writes_after_bytes(&self, bytes: u64) {
         let mut state = self.shared.lock();
         state.fail_writes_after_bytes = Some(state.bytes_written + bytes);
+    }
+
+    /// Makes every creation of a file named `name` fail (with a full
+    /// disk).
+    pub fn refuse_creating(&self, name: &str) {
+        self.shared.lock().refused_names.push(name.to_owned());
     }
 
     /// Makes crash images keep, of each file's bytes written but not
@@ -310,6 +319,13 @@ impl Fs for FaultFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned());
+        if name.is_some_and(|name| self.shared.lock().refused_names.contains(&name)) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (injected)",
+            ));
+        }
         let inner = RealFs.create(path)?;
         self.track_created(path);
         Ok(Arc::new(FaultFile { path: path.to_path_buf(), inner, shared: self.shared.clone() }))

@@ -12,7 +12,8 @@
 //!
 //! Layout of the store directory: `MANIFEST` ([`manifest`]), segments
 //! `00000001.log`, `00000002.log`, … (each sealed by a frame naming the
-//! next), `LOCK` (held while a process has the store open) and
+//! next), `LOCK` (held while a process has the store open),
+//! `spare-segment` (the next segment, filled ahead of time: [`spare`]) and
 //! `torn-*.bin` (bytes of a torn final write set aside at recovery).
 //!
 //! Every byte goes through the [`fs::Fs`] seam; [`fault::FaultFs`] is the
@@ -25,10 +26,12 @@ pub mod frame;
 pub mod fs;
 pub mod manifest;
 mod recover;
+pub mod spare;
 pub mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread;
@@ -40,6 +43,7 @@ use self::committer::{Committer, Job, Seal};
 use self::frame::{Batch, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN, seal_frame};
 use self::fs::{Fs, FsFile};
 use self::manifest::{Checkpoint, Manifest};
+use self::spare::Spare;
 use self::watermark::Watermark;
 use crate::config::Durability;
 
@@ -187,6 +191,8 @@ pub enum ReadError {
 pub struct Log {
     shared: Arc<Shared>,
     committer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Set while a filled spare segment waits for the next roll.
+    spare_filled: Arc<AtomicBool>,
     _lock: std::fs::File,
 }
 
@@ -238,6 +244,7 @@ impl Recovering {
         let Self { fs, dir, options, recovered, lock } = self;
         let segment_bytes = options.segment_bytes.max(SEGMENT_HEADER_LEN + 4096);
         recover::repair(fs.as_ref(), &dir, &recovered, segment_bytes)?;
+        spare::remove_if_there(fs.as_ref(), &dir.join(spare::SPARE_NAME))?;
         let mut segments = HashMap::new();
         for id in recovered.first_segment..=recovered.last_segment {
             segments.insert(id, fs.open(&segment_path(&dir, id))?);
@@ -264,7 +271,9 @@ impl Recovering {
             durability: options.durability,
             segment_bytes,
             tails: HashMap::from([(recovered.last_segment, recovered.tail)]),
+            spare: Spare::new(shared.fs.clone(), &shared.dir, segment_bytes),
         };
+        let spare_filled = committer.spare.filled();
         let handle = thread::Builder::new()
             .name("codeq-committer".into())
             .spawn(move || committer.run_guarded(&jobs))?;
@@ -277,7 +286,8 @@ impl Recovering {
             segment_bytes,
             sealed: recovered.sealed_sizes.iter().copied().collect(),
         };
-        Ok((Log { shared, committer: Mutex::new(Some(handle)), _lock: lock }, appender))
+        let committer = Mutex::new(Some(handle));
+        Ok((Log { shared, committer, spare_filled, _lock: lock }, appender))
     }
 }
 
@@ -313,6 +323,11 @@ impl Log {
     /// The durable watermark.
     pub fn watermark(&self) -> &Watermark {
         &self.shared.watermark
+    }
+
+    /// Whether a filled spare segment waits for the next roll.
+    pub fn spare_filled(&self) -> bool {
+        self.spare_filled.load(Ordering::Acquire)
     }
 
     /// The committer's counters and the watermark, for the metrics.
