@@ -324,22 +324,30 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_a_segment_roll_leaves_a_journal_that_recovers() {
     let before_roll = creates_to_roll().await - 1;
-    let dir = tempfile::tempdir().unwrap();
-    let fs = FaultFs::new();
-    let kept = {
-        let store = open_on(&fs, dir.path()).unwrap();
-        let kept = create(&*store, before_roll).await;
-        assert_eq!(segments(dir.path()).len(), 1);
-        fs.fail_writes_after_bytes(0);
-        let refused = store.create(vec![task(0)]).await;
-        assert!(matches!(refused, Err(StoreError::DiskFull(_))), "{refused:?}");
-        kept
-    };
-    let store = open(dir.path()).expect("the journal recovers");
-    for id in kept {
-        assert!(store.get_task(id).await.unwrap().is_some(), "acknowledged task {id} lost");
+    for filled_ahead in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultFs::new();
+        if !filled_ahead {
+            fs.refuse_creating(SPARE_NAME);
+        }
+        let kept = {
+            let store = open_on(&fs, dir.path()).unwrap();
+            let kept = create(&*store, before_roll).await;
+            assert_eq!(segments(dir.path()).len(), 1);
+            if filled_ahead {
+                wait_until("the spare is filled", || store.spare_segment_filled()).await;
+            }
+            fs.fail_writes_after_bytes(0);
+            let refused = store.create(vec![task(0)]).await;
+            assert!(matches!(refused, Err(StoreError::DiskFull(_))), "{refused:?}");
+            kept
+        };
+        let store = open(dir.path()).expect("the journal recovers");
+        for id in kept {
+            assert!(store.get_task(id).await.unwrap().is_some(), "acknowledged task {id} lost");
+        }
+        assert_eq!(store.all_queue_stats().await.unwrap()[0].ready, before_roll as u64);
     }
-    assert_eq!(store.all_queue_stats().await.unwrap()[0].ready, before_roll as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,6 +385,32 @@ async fn a_power_cut_while_a_segment_is_sealed_leaves_a_journal_that_recovers() 
                 "held sync {held}, filled ahead {filled_ahead}: {id} lost"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_loses_unsynced_frames_in_a_segment_filled_ahead() {
+    // The spare's zeros are synced before frames go over them: a crash
+    // image must still drop the frames never synced.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = open_on(&fs, dir.path()).unwrap();
+    let mut kept = Vec::new();
+    while segments(dir.path()).len() < 2 {
+        kept.extend(create(&*store, 1).await);
+    }
+    fs.set_sync_noop(true);
+    let unsynced = create(&*store, 5).await;
+    assert_eq!(segments(dir.path()).len(), 2, "still in the segment filled ahead");
+    let image = tempfile::tempdir().unwrap();
+    fs.crash_image(dir.path(), image.path()).unwrap();
+
+    let recovered = open(image.path()).unwrap();
+    for id in kept {
+        assert!(recovered.get_task(id).await.unwrap().is_some(), "synced task {id} lost");
+    }
+    for id in unsynced {
+        assert!(recovered.get_task(id).await.unwrap().is_none(), "unsynced task {id} kept");
     }
 }
 

@@ -82,7 +82,7 @@ pub struct BackupReport {
 
 /// Copies the data directory `dir` of a stopped server to `out` (which
 /// must not exist or be empty): checks the original, copies every file
-/// but the lock, syncs the copy, and checks that it holds the same tasks.
+/// but the locks and the spare segment, syncs the copy, and checks that it holds the same tasks.
 pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, MaintenanceError> {
     let _lock = lock(dir)?;
     let checked = EmbeddedStore::check(&dir.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;

@@ -1,9 +1,10 @@
 //! [`FaultFs`]: the fault-injection seam of the embedded backend.
 //!
 //! It wraps the real file system (real files, real `fdatasync`) and keeps
-//! track of what a power loss would leave: the bytes of each file up to
-//! its last successful `sync_data`, and only the directory entries made
-//! durable by a `sync_dir`. [`FaultFs::crash_image`] copies exactly that
+//! track of what a power loss would leave: each file as of its last
+//! successful `sync_data` (every write since undone, whether it extended
+//! the file or overwrote zeros written ahead), and only the directory
+//! entries made durable by a `sync_dir`. [`FaultFs::crash_image`] copies exactly that
 //! into a new directory, which a test then opens as if the machine had
 //! lost power. Tests can also delay, hold back or fail syncs, fail writes
 //! or the creation of a named file with a full disk, or turn `sync_data`
@@ -23,10 +24,14 @@ use super::fs::{Fs, FsFile, RealFs};
 struct Durable {
     /// The directory entry exists after a power loss.
     entry_synced: bool,
-    /// Bytes that survive a power loss.
-    synced_len: u64,
-    /// Bytes written so far.
-    written_len: u64,
+    /// The file's size as of its last sync.
+    synced_size: u64,
+    /// What each write since the last sync overwrote, oldest first: where,
+    /// and the bytes that were there (shorter than the write where it went
+    /// past the end of the file). Undone in reverse order, they give the
+    /// file as of its last sync, whatever it held before (zeros written
+    /// ahead, old frames, holes).
+    undo: Vec<(u64, Vec<u8>)>,
     /// For a rename not yet made durable: what the target held before
     /// (`Some(None)`: it did not exist).
     replaced: Option<Option<Vec<u8>>>,
@@ -195,14 +200,7 @@ fn copy_durable(state: &State, dir: &Path, to: &Path) -> io::Result<()> {
             }
             Some(durable) if durable.entry_synced => {
                 let bytes = std::fs::read(&path)?;
-                let size = |len: u64| usize::try_from(len).unwrap_or(usize::MAX).min(bytes.len());
-                let (keep, written) = (size(durable.synced_len), size(durable.written_len));
-                let kept = if state.scramble_unsynced && written > keep {
-                    every_other_page(&bytes[..written], keep)
-                } else {
-                    bytes[..keep].to_vec()
-                };
-                std::fs::write(&target, kept)?;
+                std::fs::write(&target, as_synced(bytes, durable, state.scramble_unsynced))?;
             }
             Some(_) => {}
         }
@@ -210,19 +208,26 @@ fn copy_durable(state: &State, dir: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `bytes` with the 4 KiB pages that start at or after `synced` zeroed and
-/// kept in turn (pages of a round written back out of order).
-fn every_other_page(bytes: &[u8], synced: usize) -> Vec<u8> {
-    const PAGE: usize = 4096;
-    let mut kept = bytes.to_vec();
-    let first_page = synced / PAGE;
-    for (page, chunk) in kept.chunks_mut(PAGE).enumerate().skip(first_page) {
-        if (page - first_page).is_multiple_of(2) {
-            let start = if page == first_page { synced % PAGE } else { 0 };
-            chunk[start..].fill(0);
+/// `bytes`, the file now, as a power loss would leave it: every write
+/// since the last sync undone (with `scramble`, only in every other 4 KiB
+/// page from the first one written: pages of a round written back out of
+/// order), at its size as of the last sync.
+fn as_synced(mut bytes: Vec<u8>, durable: &Durable, scramble: bool) -> Vec<u8> {
+    const PAGE: u64 = 4096;
+    let first_page = durable.undo.iter().map(|(offset, _)| offset / PAGE).min().unwrap_or(0);
+    let lost = |page: u64| !scramble || (page - first_page).is_multiple_of(2);
+    for (offset, old) in durable.undo.iter().rev() {
+        for (at, byte) in (*offset..).zip(old) {
+            if lost(at / PAGE) {
+                let at = usize::try_from(at).unwrap_or(usize::MAX);
+                if at < bytes.len() {
+                    bytes[at] = *byte;
+                }
+            }
         }
     }
-    kept
+    bytes.resize(usize::try_from(durable.synced_size).unwrap_or(usize::MAX), 0);
+    bytes
 }
 
 /// A file of [`FaultFs`].
@@ -233,6 +238,8 @@ struct FaultFile {
 }
 
 impl FsFile for FaultFile {
+    /// One writer per file at a time (the journal's committer, or the
+    /// thread filling the spare): what a write overwrites is read first.
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         let allowed = {
             let mut state = self.shared.lock();
@@ -243,10 +250,12 @@ impl FsFile for FaultFile {
             state.bytes_written += allowed as u64;
             allowed
         };
+        let there = self.inner.size()?.saturating_sub(offset).min(allowed as u64);
+        let mut old = vec![0; usize::try_from(there).unwrap_or(allowed)];
+        self.inner.read_exact_at(&mut old, offset)?;
         self.inner.write_all_at(&bytes[..allowed], offset)?;
         let mut state = self.shared.lock();
-        let durable = state.files.entry(self.path.clone()).or_default();
-        durable.written_len = durable.written_len.max(offset + allowed as u64);
+        state.files.entry(self.path.clone()).or_default().undo.push((offset, old));
         if allowed < bytes.len() {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
@@ -275,7 +284,9 @@ impl FsFile for FaultFile {
         state.syncs_waiting -= 1;
         let (noop, delay) = (state.sync_noop, state.sync_delay);
         let fail = state.fail_syncs_after.is_some_and(|after| state.syncs_done >= after);
-        let written = state.files.get(&self.path).map_or(0, |durable| durable.written_len);
+        // What a sync covers: the writes before it started.
+        let written = state.files.get(&self.path).map_or(0, |durable| durable.undo.len());
+        let size = self.inner.size()?;
         drop(state);
         if let Some(delay) = delay {
             std::thread::sleep(delay);
@@ -290,7 +301,8 @@ impl FsFile for FaultFile {
         state.syncs_done += 1;
         if !noop {
             let durable = state.files.entry(self.path.clone()).or_default();
-            durable.synced_len = durable.synced_len.max(written);
+            durable.undo.drain(..written.min(durable.undo.len()));
+            durable.synced_size = size;
         }
         Ok(())
     }
@@ -302,9 +314,10 @@ impl FsFile for FaultFile {
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.inner.truncate(len)?;
         let mut state = self.shared.lock();
+        // A cut is taken as durable at once (what it cut off is gone
+        // either way); a growth only once synced.
         let durable = state.files.entry(self.path.clone()).or_default();
-        durable.written_len = durable.written_len.min(len);
-        durable.synced_len = durable.synced_len.min(len);
+        durable.synced_size = durable.synced_size.min(len);
         Ok(())
     }
 }
@@ -336,8 +349,8 @@ impl Fs for FaultFs {
         let len = inner.size()?;
         self.shared.lock().files.entry(path.to_path_buf()).or_insert(Durable {
             entry_synced: true,
-            synced_len: len,
-            written_len: len,
+            synced_size: len,
+            undo: Vec::new(),
             replaced: None,
         });
         Ok(Arc::new(FaultFile { path: path.to_path_buf(), inner, shared: self.shared.clone() }))

@@ -113,9 +113,9 @@ pub struct LogOptions {
     /// `fsync` or `buffered`.
     pub durability: Durability,
     /// A segment is sealed once it would grow past this size. Segment
-    /// files are preallocated to it (as sparse files), so that an append
-    /// does not change the file's size and `fdatasync` has no size to
-    /// write.
+    /// files are preallocated to it (the first sparse, the later ones
+    /// written full of zeros ahead: [`spare`]), so that an append does not
+    /// change the file's size and `fdatasync` has no size to write.
     pub segment_bytes: u64,
     /// Batches queued and not yet written, at most (back-pressure).
     pub queue_slots: usize,

@@ -71,13 +71,18 @@ impl Spare {
         let (fs, path, bytes) = (self.fs.clone(), self.path.clone(), self.bytes);
         let (filled, stop) = (self.filled.clone(), self.stop.clone());
         let spawned = std::thread::Builder::new().name("codeq-spare".into()).spawn(move || {
-            fill(fs.as_ref(), &path, bytes, &stop)?;
+            let filling = fill(fs.as_ref(), &path, bytes, &stop);
+            if filling.is_err() {
+                // Not left to take a full disk's last space.
+                let _ = remove_if_there(fs.as_ref(), &path);
+            }
+            filling?;
             filled.store(true, Ordering::Release);
             Ok(())
         });
         match spawned {
             Ok(handle) => self.preparing = Some(handle),
-            Err(error) => tracing::debug!(%error, "cannot start filling a spare journal segment"),
+            Err(error) => tracing::warn!(%error, "cannot start filling the next journal segment"),
         }
     }
 
@@ -85,10 +90,19 @@ impl Spare {
     /// to end); it is then no longer the spare (the caller renames it).
     pub fn take(&mut self) -> Option<&Path> {
         if let Some(handle) = self.preparing.take() {
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::debug!(%error, "filling a spare journal segment failed"),
-                Err(_) => tracing::debug!("filling a spare journal segment panicked"),
+            let failure = match handle.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("the thread filling it panicked".to_owned()),
+            };
+            if let Some(error) = failure {
+                // A full or failing disk: the roll still works (sparse),
+                // and the journal's own writes will say more.
+                tracing::warn!(
+                    path = %self.path.display(),
+                    %error,
+                    "cannot fill the next journal segment ahead; it is created sparse (slower syncs)"
+                );
             }
         }
         self.filled.swap(false, Ordering::AcqRel).then_some(self.path.as_path())
