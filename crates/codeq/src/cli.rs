@@ -565,6 +565,15 @@ const TASK_LIST_EXAMPLES: &str = "Examples:
 
 Newest first, one page (--limit, default 100) at a time: --cursor takes
 the nextCursor of the previous page, --all reads every page.";
+const TASK_CLEANUP_EXAMPLES: &str = "Examples:
+  codeq task cleanup
+  codeq task cleanup --limit 10000 -o table
+  codeq task cleanup --before 2026-12-31T00:00:00Z
+
+Deletes completed, failed and dead-lettered tasks (with their results and
+artifacts) whose retention (completedAt + the server's retentionSeconds)
+ended by --before. The server also does this by itself every
+cleanupIntervalSeconds; pending and running tasks are never deleted.";
 
 /// `codeq task …`.
 #[derive(Debug, Clone, Subcommand)]
@@ -587,6 +596,24 @@ pub enum TaskCommand {
     /// List tasks, newest first, by command and status (admin).
     #[command(after_help = TASK_LIST_EXAMPLES)]
     List(TaskListArgs),
+    /// Delete finished tasks whose retention has ended (admin).
+    #[command(after_help = TASK_CLEANUP_EXAMPLES)]
+    Cleanup(TaskCleanupArgs),
+}
+
+/// `codeq task cleanup`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskCleanupArgs {
+    /// Most tasks to delete, 1..100000 [default: the server's, 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: Option<u32>,
+    /// Delete the tasks whose retention ended by this time (RFC 3339)
+    /// [default: now].
+    #[arg(long, value_name = "TS", value_parser = rfc3339)]
+    pub before: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `codeq task create`.

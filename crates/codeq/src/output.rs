@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use codeq_client::{
-    BatchItem, CancelledTask, Purged, QueueSettings, QueueStats, Replayed, Task, TaskPage,
-    TaskWithResult,
+    BatchItem, CancelledTask, CleanupOutcome, Purged, QueueSettings, QueueStats, Replayed, Task,
+    TaskPage, TaskWithResult,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -181,6 +181,26 @@ pub fn replayed(format: OutputFormat, answer: &Replayed) -> anyhow::Result<()> {
 /// Prints the answer of a purge in `format`.
 pub fn purged(format: OutputFormat, answer: &Purged) -> anyhow::Result<()> {
     bulk(format, answer, "purged", answer.purged, &answer.ids)
+}
+
+/// What `task cleanup` deleted (`-o id` prints the count).
+pub fn cleaned(format: OutputFormat, outcome: &CleanupOutcome) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => json(outcome),
+        OutputFormat::Id => {
+            println!("{}", outcome.deleted);
+            Ok(())
+        }
+        OutputFormat::Table => {
+            let rows = [
+                ("deleted", outcome.deleted.to_string()),
+                ("before", outcome.before.clone()),
+                ("limit", outcome.limit.to_string()),
+            ];
+            print!("{}", key_values(&rows));
+            Ok(())
+        }
+    }
 }
 
 fn bulk<T: Serialize>(

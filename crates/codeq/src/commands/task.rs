@@ -1,10 +1,11 @@
-//! `codeq task create|get|result|claim|cancel|list`.
+//! `codeq task create|get|result|claim|cancel|list|cleanup`.
 
 use codeq_client::{ClaimRequest, Client, CreateTask, TaskQuery, TokenKind};
 
 use super::{call, check_task_id};
 use crate::cli::{
-    GlobalArgs, TaskCancelArgs, TaskClaimArgs, TaskCommand, TaskCreateArgs, TaskListArgs,
+    GlobalArgs, TaskCancelArgs, TaskClaimArgs, TaskCleanupArgs, TaskCommand, TaskCreateArgs,
+    TaskListArgs,
 };
 use crate::config::Resolved;
 use crate::exit::{ConfigError, PartlyRefused};
@@ -54,6 +55,7 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
         }
         TaskCommand::Cancel(args) => cancel(&resolved, &client, args),
         TaskCommand::List(args) => list(&resolved, &client, args),
+        TaskCommand::Cleanup(args) => cleanup(&resolved, &client, args),
     }
 }
 
@@ -77,6 +79,12 @@ fn cancel(resolved: &Resolved, client: &Client, args: &TaskCancelArgs) -> anyhow
         return Err(PartlyRefused::new(format!("{refused} of {total} not cancelled")).into());
     }
     Ok(())
+}
+
+fn cleanup(resolved: &Resolved, client: &Client, args: &TaskCleanupArgs) -> anyhow::Result<()> {
+    let cleaned = client.cleanup(args.limit, args.before.as_deref());
+    let outcome = call(resolved, TokenKind::Producer, cleaned)?;
+    output::cleaned(args.output.output, &outcome)
 }
 
 fn list(resolved: &Resolved, client: &Client, args: &TaskListArgs) -> anyhow::Result<()> {

@@ -422,3 +422,47 @@ fn control_commands_without_a_producer_token_exit_2_with_a_hint() {
         assert!(stderr(&output).contains("hint: pass --producer-token"), "{}", stderr(&output));
     }
 }
+
+#[test]
+fn cleanup_deletes_finished_tasks_whose_retention_ended_and_nothing_else() {
+    let server = Server::start();
+    let dead = dead_letters(&server, "CLEAN", 2, "broken");
+    let created =
+        run_json(server.codeq_with_tokens().args(["task", "create", "--command", "CLEAN"]));
+    let pending = created["id"].as_str().unwrap();
+
+    // Finished a moment ago: their retention has not ended.
+    let now = run_json(server.codeq_with_tokens().args(["task", "cleanup"]));
+    assert_eq!(now["deleted"], 0, "{now}");
+    assert_eq!(now["limit"], 1000, "the server's default");
+
+    let later = run(server.codeq_with_tokens().args([
+        "task",
+        "cleanup",
+        "--before",
+        "2999-01-01T00:00:00Z",
+        "--limit",
+        "10",
+        "-o",
+        "table",
+    ]));
+    let table = stdout(&later);
+    assert!(table.lines().any(|l| l.split_whitespace().eq(["deleted", "2"])), "{table}");
+    assert!(table.lines().any(|l| l.split_whitespace().eq(["limit", "10"])), "{table}");
+    for id in &dead {
+        let gone = run(server.codeq_with_tokens().args(["task", "get", id]));
+        assert_eq!(gone.status.code(), Some(4), "{id}: {}", stderr(&gone));
+    }
+    let kept = run_json(server.codeq_with_tokens().args(["task", "get", pending]));
+    assert_eq!(kept["status"], "PENDING");
+
+    let malformed = run(server.codeq_with_tokens().args(["task", "cleanup", "--before", "soon"]));
+    assert_eq!(malformed.status.code(), Some(2), "checked before any request");
+    let workers = run(server.codeq().args(["--base-url", &server.base]).args([
+        "--producer-token",
+        WORKER,
+        "task",
+        "cleanup",
+    ]));
+    assert_eq!(workers.status.code(), Some(3), "{}", stderr(&workers));
+}

@@ -118,7 +118,7 @@ fn a_missing_token_or_bad_payload_exits_2() {
 #[test]
 fn every_command_has_examples_in_its_help() {
     let server = Server::start();
-    let commands: [&[&str]; 21] = [
+    let commands: [&[&str]; 22] = [
         &["init"],
         &["auth", "login"],
         &["auth", "set"],
@@ -130,6 +130,7 @@ fn every_command_has_examples_in_its_help() {
         &["task", "claim"],
         &["task", "cancel"],
         &["task", "list"],
+        &["task", "cleanup"],
         &["queue", "inspect"],
         &["queue", "stats"],
         &["queue", "list"],
