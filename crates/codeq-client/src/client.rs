@@ -70,7 +70,9 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// Pause before the first repeat; doubled for each further one. Each
     /// pause is drawn between half of it and all of it, so that clients
-    /// failing together do not repeat together.
+    /// failing together do not repeat together. An answer's `Retry-After`
+    /// (503 `overloaded`: 1 s) lengthens the pause to what it asks, up to
+    /// `max_delay`.
     pub base_delay: Duration,
     /// Longest pause.
     pub max_delay: Duration,
@@ -83,6 +85,13 @@ impl RetryPolicy {
 
     fn delay(&self, retry: u32) -> Duration {
         self.base_delay.saturating_mul(2u32.saturating_pow(retry)).min(self.max_delay)
+    }
+
+    /// The pause before repeat `retry + 1`: the backoff, spread, or the
+    /// server's `Retry-After` when that is longer (up to `max_delay`).
+    fn pause(&self, retry: u32, asked: Option<Duration>) -> Duration {
+        let asked = asked.unwrap_or_default().min(self.max_delay);
+        spread(self.delay(retry)).max(asked)
     }
 }
 
@@ -110,7 +119,8 @@ impl Default for RetryPolicy {
 /// the server did nothing with it: the connection could not be made, or
 /// the answer was 401 `jwks_unavailable` (the server could not fetch its
 /// identity provider's keys this time, and checks tokens before anything
-/// else).
+/// else). A repeat waits at least what the answer's `Retry-After` asks
+/// (up to the policy's `max_delay`).
 ///
 /// Cloning is cheap and clones share one connection pool, so one client can
 /// serve many tasks.
@@ -661,13 +671,18 @@ impl Client {
     async fn send(&self, request: RequestBuilder, retry: Retry) -> Result<Response, Error> {
         let mut attempt = 0;
         loop {
-            let Some(copy) = request.try_clone() else { return send_once(request).await };
+            let Some(copy) = request.try_clone() else {
+                return send_once(request).await.map_err(|refused| refused.error);
+            };
             match send_once(copy).await {
-                Err(err) if attempt < self.retry.max_retries && may_retry(&err, retry) => {
-                    tokio::time::sleep(spread(self.retry.delay(attempt))).await;
+                Ok(response) => return Ok(response),
+                Err(refused)
+                    if attempt < self.retry.max_retries && may_retry(&refused.error, retry) =>
+                {
+                    tokio::time::sleep(self.retry.pause(attempt, refused.retry_after)).await;
                     attempt += 1;
                 }
-                done => return done,
+                Err(refused) => return Err(refused.error),
             }
         }
     }
@@ -677,17 +692,36 @@ impl Client {
     }
 }
 
+/// A failed attempt, with the pause its answer asked for.
+struct Refused {
+    error: Error,
+    /// `Retry-After` (in seconds; the date form is not used by codeQ).
+    retry_after: Option<Duration>,
+}
+
+impl From<reqwest::Error> for Refused {
+    fn from(error: reqwest::Error) -> Self {
+        Self { error: error.into(), retry_after: None }
+    }
+}
+
 /// Sends `request` once; a non-2xx answer becomes [`Error::Api`].
-async fn send_once(request: RequestBuilder) -> Result<Response, Error> {
+async fn send_once(request: RequestBuilder) -> Result<Response, Refused> {
     let response = request.send().await?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|seconds| seconds.trim().parse().ok())
+        .map(Duration::from_secs);
     // An unreadable error body still yields the status; the read error
     // itself would hide it.
     let body = response.bytes().await.unwrap_or_default();
-    Err(Error::from_response_body(status.as_u16(), &body))
+    Err(Refused { error: Error::from_response_body(status.as_u16(), &body), retry_after })
 }
 
 /// Whether a failed attempt of a call may be repeated.
@@ -860,6 +894,22 @@ mod tests {
         let pauses: Vec<_> = (0..4).map(|n| policy.delay(n).as_millis()).collect();
 
         assert_eq!(pauses, [100, 200, 300, 300]);
+    }
+
+    #[test]
+    fn a_retry_after_lengthens_a_pause_up_to_the_maximum() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        };
+
+        let asked = |seconds| policy.pause(0, Some(Duration::from_secs(seconds)));
+        let backoff = policy.pause(0, None);
+
+        assert_eq!(asked(1), Duration::from_secs(1));
+        assert_eq!(asked(5), Duration::from_secs(2), "capped at max_delay");
+        assert!(backoff >= Duration::from_millis(50) && backoff <= Duration::from_millis(100));
     }
 
     #[test]

@@ -374,6 +374,81 @@ async fn a_server_that_comes_up_while_retrying_answers_the_repeated_read() {
     running.stop().await.unwrap();
 }
 
+/// The server's count of requests answered 503 `overloaded`.
+async fn overloaded_answers(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("codeq_admission_rejections_total"));
+    line.and_then(|l| l.split_whitespace().last()).map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_repeated_no_sooner_than_it_asks() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default_for_tests(dir.path());
+    config.host = "127.0.0.1".into();
+    config.port = 0;
+    config.static_tokens = vec![
+        token(PRODUCER, TokenKind::Producer, "producer", true),
+        token(WORKER, TokenKind::Worker, WORKER_SUB, false),
+    ];
+    let largest = codeq_server::http::body::BodyLimits::new(
+        config.max_payload_bytes,
+        config.max_artifact_bytes,
+    )
+    .largest()
+    .1;
+    config.max_body_bytes_in_flight = largest as u64;
+    let running = App::build(config).await.unwrap().spawn().unwrap();
+    let base = running.base_url();
+    // A result batch that declares the largest body and sends none of it
+    // holds the whole body budget: any other body gets 503 `overloaded`,
+    // `Retry-After: 1`.
+    let mut holder =
+        tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /v1/codeq/tasks/batch/results HTTP/1.1\r\nHost: codeq\r\n\
+         Authorization: Bearer {WORKER}\r\nContent-Type: application/json\r\n\
+         Content-Length: {largest}\r\n\r\n"
+    );
+    holder.write_all(head.as_bytes()).await.unwrap();
+    let impatient = Client::builder(&base)
+        .retry_policy(codeq_client::RetryPolicy::NONE)
+        .build()
+        .unwrap()
+        .with_producer_token(PRODUCER);
+    let keyed = |key: &str| CreateTask {
+        idempotency_key: Some(key.into()),
+        ..CreateTask::new("RETRY_AFTER", json!({}))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match impatient.create_task(&keyed("probe")).await {
+            Err(Error::Api { status: 503, code, .. }) if code == "overloaded" => break,
+            other => assert!(std::time::Instant::now() < deadline, "never overloaded: {other:?}"),
+        }
+    }
+    let refused_before = overloaded_answers(&base).await;
+
+    let patient = Client::builder(&base).build().unwrap().with_producer_token(PRODUCER);
+    let started = std::time::Instant::now();
+    let call = tokio::spawn(async move { patient.create_task(&keyed("patient")).await });
+    // Once the first attempt has been refused, the budget is given back:
+    // a repeat 100–200 ms later (the backoff alone) would get through.
+    while overloaded_answers(&base).await == refused_before {
+        assert!(std::time::Instant::now() < deadline, "the first attempt never came");
+        tokio::task::yield_now().await;
+    }
+    drop(holder);
+    let created = call.await.unwrap();
+    let waited = started.elapsed();
+
+    assert!(created.is_ok(), "{created:?}");
+    assert!(waited >= std::time::Duration::from_secs(1), "repeated after {waited:?}");
+    running.stop().await.unwrap();
+}
+
 // ---- Worker ---------------------------------------------------------------
 
 mod worker {
