@@ -70,9 +70,10 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// Pause before the first repeat; doubled for each further one. Each
     /// pause is drawn between half of it and all of it, so that clients
-    /// failing together do not repeat together. An answer's `Retry-After`
-    /// (503 `overloaded`: 1 s) lengthens the pause to what it asks, up to
-    /// `max_delay`.
+    /// failing together do not repeat together. After an answer with
+    /// `Retry-After` (in seconds; 503 `overloaded`: 1 s,
+    /// `storage_unavailable`: 5 s), the pause is that long plus the
+    /// backoff; one that asks for more than `max_delay` is not repeated.
     pub base_delay: Duration,
     /// Longest pause.
     pub max_delay: Duration,
@@ -87,11 +88,12 @@ impl RetryPolicy {
         self.base_delay.saturating_mul(2u32.saturating_pow(retry)).min(self.max_delay)
     }
 
-    /// The pause before repeat `retry + 1`: the backoff, spread, or the
-    /// server's `Retry-After` when that is longer (up to `max_delay`).
-    fn pause(&self, retry: u32, asked: Option<Duration>) -> Duration {
-        let asked = asked.unwrap_or_default().min(self.max_delay);
-        spread(self.delay(retry)).max(asked)
+    /// The pause before repeat `retry + 1`: the backoff, spread, after
+    /// what the server's `Retry-After` asks; `None` (no repeat) when it
+    /// asks for more than `max_delay`.
+    fn pause(&self, retry: u32, asked: Option<Duration>) -> Option<Duration> {
+        let asked = asked.unwrap_or_default();
+        (asked <= self.max_delay).then(|| asked + spread(self.delay(retry)))
     }
 }
 
@@ -119,8 +121,9 @@ impl Default for RetryPolicy {
 /// the server did nothing with it: the connection could not be made, or
 /// the answer was 401 `jwks_unavailable` (the server could not fetch its
 /// identity provider's keys this time, and checks tokens before anything
-/// else). A repeat waits at least what the answer's `Retry-After` asks
-/// (up to the policy's `max_delay`).
+/// else). A repeat waits what the answer's `Retry-After` asks, plus the
+/// backoff; an answer that asks for longer than the policy's `max_delay`
+/// is returned instead.
 ///
 /// Cloning is cheap and clones share one connection pool, so one client can
 /// serve many tasks.
@@ -676,13 +679,16 @@ impl Client {
             };
             match send_once(copy).await {
                 Ok(response) => return Ok(response),
-                Err(refused)
-                    if attempt < self.retry.max_retries && may_retry(&refused.error, retry) =>
-                {
-                    tokio::time::sleep(self.retry.pause(attempt, refused.retry_after)).await;
+                Err(refused) => {
+                    let pause = self.retry.pause(attempt, refused.retry_after);
+                    let again =
+                        attempt < self.retry.max_retries && may_retry(&refused.error, retry);
+                    match pause.filter(|_| again) {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => return Err(refused.error),
+                    }
                     attempt += 1;
                 }
-                Err(refused) => return Err(refused.error),
             }
         }
     }
@@ -897,19 +903,20 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_after_lengthens_a_pause_up_to_the_maximum() {
+    fn a_retry_after_comes_before_the_backoff_and_one_too_long_is_not_waited_for() {
         let policy = RetryPolicy {
             max_retries: 5,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
         };
+        let within = |pause: Option<Duration>, from: u64, to: u64| {
+            pause
+                .is_some_and(|p| p >= Duration::from_millis(from) && p <= Duration::from_millis(to))
+        };
 
-        let asked = |seconds| policy.pause(0, Some(Duration::from_secs(seconds)));
-        let backoff = policy.pause(0, None);
-
-        assert_eq!(asked(1), Duration::from_secs(1));
-        assert_eq!(asked(5), Duration::from_secs(2), "capped at max_delay");
-        assert!(backoff >= Duration::from_millis(50) && backoff <= Duration::from_millis(100));
+        assert!(within(policy.pause(0, Some(Duration::from_secs(1))), 1050, 1100));
+        assert!(within(policy.pause(0, None), 50, 100));
+        assert_eq!(policy.pause(0, Some(Duration::from_secs(5))), None, "over max_delay");
     }
 
     #[test]

@@ -570,10 +570,13 @@ const TASK_CLEANUP_EXAMPLES: &str = "Examples:
   codeq task cleanup --limit 10000 -o table
   codeq task cleanup --before 2026-12-31T00:00:00Z
 
-Deletes completed, failed and dead-lettered tasks (with their results and
-artifacts) whose retention (completedAt + the server's retentionSeconds)
-ended by --before. The server also does this by itself every
-cleanupIntervalSeconds; pending and running tasks are never deleted.";
+Deletes finished tasks (completed, failed, dead-lettered or cancelled),
+with their results and artifacts, whose retention (completedAt + the
+server's retentionSeconds) ended by --before: a time later than now
+deletes them early. The server also does this by itself every
+cleanupIntervalSeconds; PENDING and IN_PROGRESS tasks are never deleted.
+At most --limit per call: when as many were deleted, run it again for
+the rest. -o id prints the count.";
 
 /// `codeq task …`.
 #[derive(Debug, Clone, Subcommand)]

@@ -237,8 +237,14 @@ async fn a_backup_starts_a_server_with_every_task() {
     let server = serve(dir.path());
     let (created, completed) = server.populate(30, 10).await;
     server.stop();
-    // A next segment filled ahead is no data: the copy leaves it out.
+    // A next segment filled ahead is no data: the copy leaves it out; an
+    // artifact of the same name (or named like a lock) is data.
     std::fs::write(store(dir.path()).join("spare-segment"), vec![0; 4096]).unwrap();
+    let artifacts = dir.path().join("artifacts").join("some-task").join("1");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for name in ["spare-segment", "LOCK", "serve.lock"] {
+        std::fs::write(artifacts.join(name), name).unwrap();
+    }
 
     let copy = tempfile::tempdir().unwrap();
     let target = copy.path().join("backup");
@@ -248,6 +254,10 @@ async fn a_backup_starts_a_server_with_every_task() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("tasks: 30"));
     assert!(!store(&target).join("spare-segment").exists(), "the spare was copied");
+    for name in ["spare-segment", "LOCK", "serve.lock"] {
+        let copied = target.join("artifacts").join("some-task").join("1").join(name);
+        assert_eq!(std::fs::read_to_string(&copied).unwrap(), name, "artifact {name}");
+    }
 
     let server = serve(&target);
     let http = reqwest::Client::new();

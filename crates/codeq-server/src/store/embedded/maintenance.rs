@@ -91,7 +91,9 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, MaintenanceError> 
         return Err(MaintenanceError::TargetNotEmpty(out.to_path_buf()));
     }
     let mut copied = Copied::default();
-    copy_tree(dir, out, &mut copied)?;
+    let store = dir.join(STORE_DIR);
+    let left_out = [dir.join(LOCK_FILE), store.join("LOCK"), store.join(SPARE_NAME)];
+    copy_tree(dir, out, &left_out, &mut copied)?;
     let copy = EmbeddedStore::check(&out.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;
     if copy.tasks != checked.tasks || copy.recovered.last_seq != checked.recovered.last_seq {
         return Err(MaintenanceError::Mismatch(format!(
@@ -109,22 +111,28 @@ struct Copied {
 }
 
 /// Copies `from` into `to` recursively, each file and directory synced;
-/// lock files and the spare segment are left out.
-fn copy_tree(from: &Path, to: &Path, copied: &mut Copied) -> Result<(), MaintenanceError> {
+/// the files at the paths `left_out` (the locks and the spare segment; an
+/// artifact of the same name elsewhere is copied) are not.
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    left_out: &[PathBuf],
+    copied: &mut Copied,
+) -> Result<(), MaintenanceError> {
     fs::create_dir_all(to).map_err(io_error(format!("cannot create {}", to.display())))?;
     let entries =
         fs::read_dir(from).map_err(io_error(format!("cannot read {}", from.display())))?;
     for entry in entries {
         let entry = entry.map_err(io_error(format!("cannot read {}", from.display())))?;
         let name = entry.file_name();
-        if name == LOCK_FILE || name == "LOCK" || name == SPARE_NAME {
+        let (source, target) = (entry.path(), to.join(&name));
+        if left_out.contains(&source) {
             continue;
         }
-        let (source, target) = (entry.path(), to.join(&name));
         let kind =
             entry.file_type().map_err(io_error(format!("cannot read {}", source.display())))?;
         if kind.is_dir() {
-            copy_tree(&source, &target, copied)?;
+            copy_tree(&source, &target, left_out, copied)?;
             continue;
         }
         let bytes = fs::copy(&source, &target).map_err(io_error(format!(

@@ -238,23 +238,20 @@ struct FaultFile {
 }
 
 impl FsFile for FaultFile {
-    /// One writer per file at a time (the journal's committer, or the
-    /// thread filling the spare): what a write overwrites is read first.
+    /// What a write overwrites is read first, and both happen under the
+    /// state's lock, so that a crash image never sees a write without its
+    /// undo record.
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let allowed = {
-            let mut state = self.shared.lock();
-            let room = state
-                .fail_writes_after_bytes
-                .map_or(u64::MAX, |limit| limit.saturating_sub(state.bytes_written));
-            let allowed = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
-            state.bytes_written += allowed as u64;
-            allowed
-        };
+        let mut state = self.shared.lock();
+        let room = state
+            .fail_writes_after_bytes
+            .map_or(u64::MAX, |limit| limit.saturating_sub(state.bytes_written));
+        let allowed = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
+        state.bytes_written += allowed as u64;
         let there = self.inner.size()?.saturating_sub(offset).min(allowed as u64);
         let mut old = vec![0; usize::try_from(there).unwrap_or(allowed)];
         self.inner.read_exact_at(&mut old, offset)?;
         self.inner.write_all_at(&bytes[..allowed], offset)?;
-        let mut state = self.shared.lock();
         state.files.entry(self.path.clone()).or_default().undo.push((offset, old));
         if allowed < bytes.len() {
             return Err(io::Error::new(
@@ -364,7 +361,10 @@ impl Fs for FaultFs {
         let mut state = self.shared.lock();
         let replaced = match state.files.get(to) {
             Some(durable) if !durable.entry_synced => None,
-            _ => std::fs::read(to).ok(),
+            Some(durable) => std::fs::read(to)
+                .ok()
+                .map(|bytes| as_synced(bytes, durable, state.scramble_unsynced)),
+            None => std::fs::read(to).ok(),
         };
         RealFs.rename(from, to)?;
         let mut moved = state.files.remove(from).unwrap_or_default();
