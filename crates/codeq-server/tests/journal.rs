@@ -414,6 +414,24 @@ async fn a_power_cut_loses_unsynced_frames_in_a_segment_filled_ahead() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_without_syncs_fills_no_segment_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogOptions { segment_bytes: 8 * 1024, ..LogOptions::new(Durability::Buffered) };
+    let options = EmbeddedOptions { log, compact_above_bytes: u64::MAX };
+    let store =
+        EmbeddedStore::open_with(Arc::new(RealFs), dir.path(), options, Arc::new(Signals::new()))
+            .unwrap();
+    while segments(dir.path()).len() < 2 {
+        create(&*store, 1).await;
+    }
+
+    // One frame in the new segment: a sparse file has one block of it.
+    let second = &segments(dir.path())[1];
+    assert!(allocated(second) < 8 * 1024, "{} bytes allocated", allocated(second));
+    assert!(!dir.path().join(SPARE_NAME).exists());
+}
+
 /// Bytes of disk the file at `path` has allocated.
 fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512

@@ -230,7 +230,9 @@ impl Committer {
             self.tails.remove(&segment);
         } else {
             self.tails.insert(segment, offset + written);
-            if offset + written > self.segment_bytes / 2 {
+            // Zeros written ahead only make syncs cheaper: without syncs
+            // (`durability: buffered`) they would be writes for nothing.
+            if self.durability == Durability::Fsync && offset + written > self.segment_bytes / 2 {
                 self.spare.prepare();
             }
         }
