@@ -35,6 +35,11 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Server::start`] with its configuration changed by `adjust`.
+    async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default_for_tests(dir.path());
         config.host = "127.0.0.1".into();
@@ -44,6 +49,7 @@ impl Server {
             token(PLAIN_PRODUCER, TokenKind::Producer, "plain-producer", false),
             token(WORKER, TokenKind::Worker, WORKER_SUB, false),
         ];
+        adjust(&mut config);
         let running = App::build(config).await.unwrap().spawn().unwrap();
         Self { base: running.base_url(), running, _dir: dir }
     }
@@ -385,23 +391,17 @@ async fn overloaded_answers(base: &str) -> u64 {
 async fn a_503_with_retry_after_is_repeated_no_sooner_than_it_asks() {
     use tokio::io::AsyncWriteExt as _;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default_for_tests(dir.path());
-    config.host = "127.0.0.1".into();
-    config.port = 0;
-    config.static_tokens = vec![
-        token(PRODUCER, TokenKind::Producer, "producer", true),
-        token(WORKER, TokenKind::Worker, WORKER_SUB, false),
-    ];
-    let largest = codeq_server::http::body::BodyLimits::new(
-        config.max_payload_bytes,
-        config.max_artifact_bytes,
-    )
-    .largest()
-    .1;
-    config.max_body_bytes_in_flight = largest as u64;
-    let running = App::build(config).await.unwrap().spawn().unwrap();
-    let base = running.base_url();
+    let mut largest = 0;
+    let server = Server::start_with(|config| {
+        let limits = codeq_server::http::body::BodyLimits::new(
+            config.max_payload_bytes,
+            config.max_artifact_bytes,
+        );
+        largest = limits.largest().1;
+        config.max_body_bytes_in_flight = largest as u64;
+    })
+    .await;
+    let base = server.base.clone();
     // A result batch that declares the largest body and sends none of it
     // holds the whole body budget: any other body gets 503 `overloaded`,
     // `Retry-After: 1`.
@@ -446,7 +446,7 @@ async fn a_503_with_retry_after_is_repeated_no_sooner_than_it_asks() {
 
     assert!(created.is_ok(), "{created:?}");
     assert!(waited >= std::time::Duration::from_secs(1), "repeated after {waited:?}");
-    running.stop().await.unwrap();
+    server.stop().await;
 }
 
 // ---- Worker ---------------------------------------------------------------
