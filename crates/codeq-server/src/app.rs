@@ -549,12 +549,15 @@ const REDIS_START_WAIT: Duration = Duration::from_secs(30);
 /// Opens the Redis store: waits (up to [`REDIS_START_WAIT`]) until Redis
 /// answers, then refuses (exit 2) a server configured to evict keys.
 async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn Store>, StartError> {
-    let options = RedisOptions::from_addr(
-        &config.redis_addr,
-        config.redis_password.as_ref().map(|secret| secret.expose().to_string()),
-        config.redis_db,
-        &config.redis_key_prefix,
-    );
+    let options = RedisOptions {
+        username: config.redis_username.clone(),
+        ..RedisOptions::from_addr(
+            &config.redis_addr,
+            config.redis_password.as_ref().map(|secret| secret.expose().to_string()),
+            config.redis_db,
+            &config.redis_key_prefix,
+        )
+    };
     let deadline = tokio::time::Instant::now() + REDIS_START_WAIT;
     let mut credentials_refused = false;
     loop {

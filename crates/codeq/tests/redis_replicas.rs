@@ -596,6 +596,77 @@ async fn weak_persistence_is_warned_about_and_the_password_is_used() {
     assert!(read_log().contains("lose"), "{}", read_log());
 }
 
+/// Redis's `PUBSUB NUMSUB` of codeQ's events channel: how many
+/// connections (one per replica) listen to it.
+fn events_listeners(redis: &RedisServer, user: &str, password: &str) -> u64 {
+    let port = redis.addr().rsplit_once(':').unwrap().1.to_string();
+    let output = Command::new("redis-cli")
+        .args(["-p", &port, "--user", user, "--pass", password, "--no-auth-warning"])
+        .args(["PUBSUB", "NUMSUB", "codeq:{*}:events"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines().nth(1).and_then(|count| count.trim().parse().ok()).unwrap_or_else(|| {
+        panic!("PUBSUB NUMSUB answered {text:?} ({})", String::from_utf8_lossy(&output.stderr))
+    })
+}
+
+/// The ACL rule docs/storage.md gives for codeQ's user, as redis-server
+/// arguments.
+const DOCUMENTED_ACL: &[&str] =
+    &["--user", "codeq", "on", ">s3cret", "~codeq:*", "&codeq:*", "+@all", "-@dangerous"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_as_an_acl_user_with_the_documented_rights() {
+    let mut args = vec!["--user", "default", "off"];
+    args.extend(DOCUMENTED_ACL);
+    // A user like the documented one but without the events channel.
+    args.extend(["--user", "deaf", "on", ">s3cret", "~codeq:*", "+@all", "-@dangerous"]);
+    let Some(redis) = RedisServer::start_with("always", &args) else { return };
+    let as_codeq = [("CODEQ_REDIS_USERNAME", "codeq"), ("CODEQ_REDIS_PASSWORD", "s3cret")];
+    let (a, mut b) = (Replica::start(&redis, &as_codeq), Replica::start(&redis, &as_codeq));
+    let http = http();
+    // Both replicas listen for each other's work.
+    wait_for(Duration::from_secs(10), "both replicas to subscribe", || async {
+        events_listeners(&redis, "codeq", "s3cret") == 2
+    })
+    .await;
+    let (status, created) =
+        post(&http, &a.url("/tasks"), PRODUCER, json!({ "command": "acl", "payload": {} })).await;
+    assert_eq!(status, 202, "{created}");
+    let (status, task) =
+        post(&http, &b.url("/tasks/claim"), WORKER, json!({ "commands": ["acl"] })).await;
+    assert_eq!(status, 200, "{task}");
+    let id = task["id"].as_str().unwrap();
+    let result = json!({ "status": "COMPLETED", "result": { "ok": true } });
+    let (status, body) = post(&http, &b.url(&format!("/tasks/{id}/result")), WORKER, result).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, stored) = get(&http, &a.url(&format!("/tasks/{id}/result"))).await;
+    assert_eq!((status, &stored["result"]["result"]), (200, &json!({ "ok": true })), "{stored}");
+    b.assert_healthy();
+    // `-@dangerous` refuses CONFIG: start-up says it cannot check.
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(log.contains("cannot read a Redis setting"), "{log}");
+
+    // The same rights without the channel: the replica serves, and says
+    // what it is missing.
+    let deaf = Replica::start(
+        &redis,
+        &[("CODEQ_REDIS_USERNAME", "deaf"), ("CODEQ_REDIS_PASSWORD", "s3cret")],
+    );
+    assert_eq!(deaf.ready_status(&http).await, 200);
+    wait_for(Duration::from_secs(10), "the subscription warning", || async {
+        std::fs::read_to_string(&deaf.log).unwrap().contains("cannot subscribe")
+    })
+    .await;
+    assert_eq!(events_listeners(&redis, "codeq", "s3cret"), 2);
+
+    // The default user is off: a password alone is refused at start.
+    let (code, stderr) = serve_until_exit(&redis, &[("CODEQ_REDIS_PASSWORD", "s3cret")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("redisUsername"), "{stderr}");
+}
+
 /// A CA and a server certificate for `localhost` made with the `openssl`
 /// command; `None` (with a notice) without it.
 fn certificates() -> Option<tempfile::TempDir> {

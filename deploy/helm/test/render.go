@@ -61,6 +61,13 @@ secrets:
 serviceMonitor: {enabled: true}
 podDisruptionBudget: {enabled: true}
 `, []string{"ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "Service", "ServiceMonitor", "StatefulSet"}},
+	{"redis with an ACL user", `
+storage: redis
+redis: {addr: "redis.cache:6379", username: codeq}
+secrets:
+  staticTokens: [{tokenSha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", kind: producer, sub: api, admin: true}]
+  redisPassword: s3cret
+`, []string{"ConfigMap", "Deployment", "Secret", "Service"}},
 }
 
 func main() {

@@ -86,6 +86,9 @@ pub struct Config {
     pub durability: Durability,
     /// `redisAddr`: `host:port` of Redis or KVRocks. Default `localhost:6379`.
     pub redis_addr: String,
+    /// `redisUsername`: the ACL user to authenticate as (with
+    /// `redisPassword`). Default none: Redis's default user.
+    pub redis_username: Option<String>,
     /// `redisPassword` (also `REDIS_PASSWORD`, `KVROCKS_PASSWORD`). Default none.
     pub redis_password: Option<Secret>,
     /// `redisDb`: database index. Default 0.
@@ -232,6 +235,7 @@ impl Default for Config {
             data_dir,
             durability: Durability::Fsync,
             redis_addr: "localhost:6379".to_string(),
+            redis_username: None,
             redis_password: None,
             redis_db: 0,
             redis_key_prefix: "codeq".to_string(),
@@ -492,6 +496,11 @@ impl Config {
             None,
         )?;
 
+        // An ACL user name is sent only with a password (AUTH user password).
+        if let (Some(user), None) = (&layer.redis_username, &layer.redis_password) {
+            return Err(missing("redisPassword", "redisUsername", &user.origin, None));
+        }
+
         let max_payload = pick(layer.max_payload_bytes, d.max_payload_bytes);
         let max_artifact = pick(layer.max_artifact_bytes, d.max_artifact_bytes);
         let body_budget = pick(layer.max_body_bytes_in_flight, d.max_body_bytes_in_flight);
@@ -518,6 +527,7 @@ impl Config {
             data_dir,
             durability: pick(layer.durability, d.durability).value,
             redis_addr: pick(layer.redis_addr, d.redis_addr).value,
+            redis_username: value(layer.redis_username),
             redis_password: value(layer.redis_password),
             redis_db: pick(layer.redis_db, d.redis_db).value,
             redis_key_prefix: pick(layer.redis_key_prefix, d.redis_key_prefix).value,

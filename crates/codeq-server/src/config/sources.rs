@@ -111,6 +111,7 @@ config_keys! {
     data_dir: PathBuf = "dataDir";
     durability: Durability = "durability";
     redis_addr: String = "redisAddr" ["REDIS_ADDR"] => value::host_port;
+    redis_username: String = "redisUsername" => value::no_whitespace;
     redis_password: Secret = "redisPassword" ["REDIS_PASSWORD", "KVROCKS_PASSWORD"];
     redis_db: u32 = "redisDb";
     redis_key_prefix: String = "redisKeyPrefix" => value::no_whitespace;

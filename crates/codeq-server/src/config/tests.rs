@@ -56,6 +56,7 @@ const SAMPLES: &[Sample] = &[
     ("dataDir", "/var/lib/codeq", &[]),
     ("durability", "buffered", &[]),
     ("redisAddr", "redis.internal:6380", &[]),
+    ("redisUsername", "codeq", &[("redisPassword", "pw")]),
     ("redisPassword", "pw", &[]),
     ("redisDb", "3", &[]),
     ("redisKeyPrefix", "cq", &[]),
@@ -156,6 +157,7 @@ fn defaults_match_the_spec_table() {
     assert_eq!(config.data_dir, PathBuf::from("./codeq-data"));
     assert_eq!(config.durability, Durability::Fsync);
     assert_eq!(config.redis_addr, "localhost:6379");
+    assert!(config.redis_username.is_none());
     assert!(config.redis_password.is_none());
     assert_eq!(config.redis_db, 0);
     assert_eq!(config.redis_key_prefix, "codeq");
@@ -684,6 +686,18 @@ fn identity_jwks_url_and_issuer_are_derived_from_the_service_url() {
     .unwrap();
     assert_eq!(config.identity_jwks_url.as_deref(), Some("https://keys.example/jwks"));
     assert_eq!(config.identity_issuer.as_deref(), Some("urn:issuer"));
+}
+
+#[test]
+fn a_redis_user_name_without_a_password_is_refused() {
+    let error = load_env(&[("CODEQ_REDIS_USERNAME", "codeq")]).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "missing configuration key redisPassword: required when redisUsername is set \
+         (env CODEQ_REDIS_USERNAME)"
+    );
+    let both = load_env(&[("CODEQ_REDIS_USERNAME", "codeq"), ("REDIS_PASSWORD", "pw")]).unwrap();
+    assert_eq!(both.redis_username.as_deref(), Some("codeq"));
 }
 
 #[test]

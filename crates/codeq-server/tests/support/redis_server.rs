@@ -151,6 +151,7 @@ impl RedisServer {
         codeq_server::store::redis::RedisOptions {
             addr: self.addr(),
             tls: false,
+            username: None,
             password: None,
             db: 0,
             prefix: "codeq".into(),

@@ -46,7 +46,8 @@ pub enum CheckError {
     /// does so again (a proxy's passing error looks the same).
     #[error(
         "Redis refused codeQ's credentials ({0}). Set redisPassword (CODEQ_REDIS_PASSWORD) to \
-         the password of Redis's default user"
+         the password of Redis's default user, or redisUsername (CODEQ_REDIS_USERNAME) and \
+         redisPassword to an ACL user's"
     )]
     Credentials(String),
 }

@@ -27,15 +27,29 @@ pub const SAFETY_POLL: Duration = Duration::from_secs(1);
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
 /// Listens to the events channel until `stop` fires or the store is gone.
+///
+/// The first failure in a row is a warning (a Redis outage, or an ACL user
+/// without the channel): until the subscription is back, work made on
+/// other replicas wakes this one's long polls only at the safety poll.
 pub async fn listen(store: Weak<RedisStore>, stop: CancellationToken) {
+    let mut failing = false;
     loop {
         let outcome = tokio::select! {
-            outcome = listen_once(&store) => outcome,
+            outcome = listen_once(&store, &mut failing) => outcome,
             () = stop.cancelled() => return,
         };
         match outcome {
             Ok(()) => return,
-            Err(error) => tracing::debug!(%error, "Redis events subscription ended; resubscribing"),
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    %error,
+                    "cannot subscribe to Redis's events channel; other replicas' work wakes long \
+                     polls here only at the {}s safety poll until it is back",
+                    SAFETY_POLL.as_secs()
+                );
+            }
+            Err(error) => tracing::debug!(%error, "Redis events subscription failed again"),
         }
         tokio::select! {
             () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
@@ -45,13 +59,17 @@ pub async fn listen(store: Weak<RedisStore>, stop: CancellationToken) {
 }
 
 /// One subscription, until it breaks (`Err`) or the store is gone (`Ok`).
-async fn listen_once(store: &Weak<RedisStore>) -> redis::RedisResult<()> {
+/// Clears `failing` once subscribed.
+async fn listen_once(store: &Weak<RedisStore>, failing: &mut bool) -> redis::RedisResult<()> {
     let (client, channel, origin) = {
         let Some(store) = store.upgrade() else { return Ok(()) };
         (store.link.client().clone(), store.key("events"), store.origin.clone())
     };
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(&channel).await?;
+    if std::mem::take(failing) {
+        tracing::info!("subscribed to Redis's events channel again");
+    }
     // Whatever was published while unsubscribed is found by looking now.
     if let Some(store) = store.upgrade() {
         let _ = store.poll().await;

@@ -76,6 +76,8 @@ pub struct RedisOptions {
     pub addr: String,
     /// Connect with TLS (`rediss://`).
     pub tls: bool,
+    /// `AUTH` user name (an ACL user; none: the default user).
+    pub username: Option<String>,
     /// `AUTH` password.
     pub password: Option<String>,
     /// Database index.
@@ -98,6 +100,7 @@ impl RedisOptions {
         Self {
             addr: bare.trim_end_matches('/').to_string(),
             tls,
+            username: None,
             password,
             db,
             prefix: prefix.to_string(),
@@ -118,6 +121,9 @@ impl RedisOptions {
             redis::ConnectionAddr::Tcp(host, port)
         };
         let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(self.db));
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
         if let Some(password) = &self.password {
             settings = settings.set_password(password);
         }
