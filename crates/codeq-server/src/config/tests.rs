@@ -560,6 +560,29 @@ fn yaml_strings_keys_refuse_numbers_that_yaml_would_rewrite() {
     assert_eq!(config.redis_password.unwrap().expose(), "1.10");
 }
 
+/// docs/configuration.md, "Value formats".
+#[test]
+fn yaml_numbers_and_booleans_take_the_forms_yaml_reads() {
+    for form in ["60", "'60'", "+60", "0x3C", "0o74"] {
+        let config = load_file(&format!("defaultLeaseSeconds: {form}\n"), &[]).unwrap();
+        assert_eq!(config.default_lease_seconds, 60, "{form}");
+    }
+    for refused in ["60.0", "'60.0'", "6e1", "'0x3C'", "-60"] {
+        let loaded = load_file(&format!("defaultLeaseSeconds: {refused}\n"), &[]);
+        assert!(loaded.is_err(), "{refused} was accepted");
+    }
+    let error = load_file("defaultLeaseSeconds: 6e1\n", &[]).unwrap_err().to_string();
+    assert!(error.ends_with("is a fraction or has an exponent: write a whole number of 0 or more"));
+    for form in ["true", "True", "TRUE", "'true'", "'1'"] {
+        let config = load_file(&format!("allowProducerAsWorker: {form}\n"), &[]).unwrap();
+        assert!(config.allow_producer_as_worker, "{form}");
+    }
+    for refused in ["yes", "on", "'yes'"] {
+        let loaded = load_file(&format!("allowProducerAsWorker: {refused}\n"), &[]);
+        assert!(loaded.is_err(), "{refused} was accepted");
+    }
+}
+
 #[test]
 fn yaml_lists_and_mappings_are_refused_for_single_values() {
     let error = load_file("port: [1, 2]\n", &[]).unwrap_err().to_string();

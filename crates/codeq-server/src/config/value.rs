@@ -153,6 +153,20 @@ macro_rules! unsigned_value {
             fn from_text(text: &str) -> Result<Self, String> {
                 text.trim().parse().map_err(|_| format!("{text:?} is not a number {}", $range))
             }
+
+            /// A YAML float is refused without echoing it: YAML has
+            /// already rewritten it (`6e1` reads as 60.0).
+            fn from_yaml(value: &Value) -> Result<Self, String> {
+                if let Value::Number(number) = value
+                    && number.is_f64()
+                {
+                    return Err(format!(
+                        "is a fraction or has an exponent: write a whole number {}",
+                        $range
+                    ));
+                }
+                Self::from_text(&scalar_text(value)?)
+            }
         }
     )+};
 }
