@@ -254,6 +254,17 @@ func check(scenario string, objects []object) {
 			}
 		}
 	}
+	for _, o := range byKind["ServiceMonitor"] {
+		var chosen []string
+		for _, s := range byKind["Service"] {
+			if selectsService(o, s) {
+				chosen = append(chosen, str(s, "metadata", "name"))
+			}
+		}
+		if len(chosen) != 1 || chosen[0] != "queue-codeq" {
+			fail("%s: the ServiceMonitor selects the Services %v, want codeQ's regular one only", scenario, chosen)
+		}
+	}
 	for _, o := range byKind["PrometheusRule"] {
 		for _, group := range list(o, "spec", "groups") {
 			for _, rule := range list(group.(object), "rules") {
@@ -273,6 +284,46 @@ func check(scenario string, objects []object) {
 			}
 		}
 	}
+}
+
+// selectsService tells whether a ServiceMonitor's selector (matchLabels and
+// matchExpressions) matches a Service's labels.
+func selectsService(monitor, service object) bool {
+	have := labels(service, "metadata", "labels")
+	for k, v := range labels(monitor, "spec", "selector", "matchLabels") {
+		if have[k] != v {
+			return false
+		}
+	}
+	for _, e := range list(monitor, "spec", "selector", "matchExpressions") {
+		expression := e.(object)
+		value, present := have[str(expression, "key")]
+		listed := false
+		for _, v := range list(expression, "values") {
+			listed = listed || (present && fmt.Sprint(v) == value)
+		}
+		switch str(expression, "operator") {
+		case "In":
+			if !listed {
+				return false
+			}
+		case "NotIn":
+			if listed {
+				return false
+			}
+		case "Exists":
+			if !present {
+				return false
+			}
+		case "DoesNotExist":
+			if present {
+				return false
+			}
+		default:
+			fail("unknown selector operator %q", str(expression, "operator"))
+		}
+	}
+	return true
 }
 
 func checkWorkload(scenario string, o object, byKind map[string][]object) {
