@@ -289,7 +289,7 @@ impl Client {
 
     /// Sends `X-Role: ADMIN` with producer and admin calls when `admin`:
     /// a server with `env: dev` then treats a producer token without a
-    /// `role` claim as admin (SPEC §3); other servers ignore the header.
+    /// `role` claim as admin (docs/security.md); other servers ignore the header.
     #[must_use]
     pub fn with_admin_role(mut self, admin: bool) -> Self {
         self.admin_role = admin;

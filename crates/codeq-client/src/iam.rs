@@ -1,4 +1,4 @@
-//! The identity service calls of `codeq auth login` (SPEC §8): password
+//! The identity service calls of `codeq auth login` (docs/cli.md): password
 //! sign-in for an ID token, then its exchange for a codeQ producer token.
 
 use reqwest::Url;

@@ -1,4 +1,4 @@
-//! A typed async client for the codeQ HTTP API (SPEC §2).
+//! A typed async client for the codeQ HTTP API (docs/api.md).
 //!
 //! [`Client`] has one method per endpoint; bodies and answers are the
 //! types of [`types`], which mirror the API's JSON field for field. One

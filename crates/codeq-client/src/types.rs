@@ -1,4 +1,4 @@
-//! The API's JSON bodies (SPEC §1, §2), field for field.
+//! The API's JSON bodies (docs/api.md), field for field.
 //!
 //! Times are kept as the RFC 3339 strings the server sends; optional fields
 //! the server omits are `None` (or empty), and optional request fields that

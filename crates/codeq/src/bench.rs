@@ -123,7 +123,7 @@ pub struct Credentials {
 
 impl Settings {
     /// Resolves the arguments: reads `credentials.json` when no token was
-    /// given (SPEC §3 "local mode").
+    /// given (local mode, docs/security.md).
     pub fn from_args(conn: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Self> {
         let credentials = if conn.producer_token.is_none() && conn.worker_token.is_none() {
             let path = args.data_dir.join("credentials.json");

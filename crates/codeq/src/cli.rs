@@ -1,4 +1,4 @@
-//! The command line (SPEC §8) as clap definitions; `main` dispatches.
+//! The command line (docs/cli.md) as clap definitions; `main` dispatches.
 //!
 //! Kept free of behaviour, but for parsing (which global options were
 //! typed, and keeping them out of `serve`), so that a test can check the
@@ -258,7 +258,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The global flags of SPEC §8: which server, which tokens, which profile.
+/// The global flags of docs/cli.md: which server, which tokens, which profile.
 /// Each wins over its environment variable, which wins over the profile.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Global options")]

@@ -1,4 +1,4 @@
-//! Client configuration (SPEC §8): profiles in `~/.codeq/config.yaml`,
+//! Client configuration (docs/cli.md): profiles in `~/.codeq/config.yaml`,
 //! overridden by `CODEQ_*` environment variables and global flags, with a
 //! local-mode fallback to a server's `credentials.json`.
 //!

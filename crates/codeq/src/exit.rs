@@ -1,4 +1,4 @@
-//! The exit codes of SPEC §8, and which errors map to which.
+//! The exit codes of docs/cli.md, and which errors map to which.
 
 use std::fmt;
 use std::process::ExitCode;

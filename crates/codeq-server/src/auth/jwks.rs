@@ -1,4 +1,4 @@
-//! JWKS documents (SPEC §3): fetched over HTTP, cached, and searched for
+//! JWKS documents (docs/security.md): fetched over HTTP, cached, and searched for
 //! the key that verifies a token, by `kid` and `alg`.
 //!
 //! Rules:

@@ -1,4 +1,4 @@
-//! Producer and worker JWTs (SPEC §3.1 and §3.2), verified against the
+//! Producer and worker JWTs (docs/security.md), verified against the
 //! JWKS of their issuer.
 //!
 //! One [`JwtVerifier`] serves every [`TrustedIssuer`] (the identity

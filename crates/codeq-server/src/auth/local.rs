@@ -1,4 +1,4 @@
-//! Local mode (SPEC §3): when no token source is configured, the server
+//! Local mode (docs/security.md): when no token source is configured, the server
 //! makes a producer token (admin) and a worker token (every command, every
 //! scope), keeps them in `<dataDir>/credentials.json` (mode 0600, reused on
 //! restart) and listens on loopback only.

@@ -1,4 +1,4 @@
-//! Authentication and authorization (SPEC §3).
+//! Authentication and authorization (docs/security.md).
 //!
 //! Trust model: every `/v1/codeq` request carries `Authorization: Bearer
 //! <token>`. The [`Authenticator`] asks each configured [`TokenVerifier`]
@@ -6,7 +6,7 @@
 //! turn; the first to recognise the token yields a [`Principal`], and an
 //! unrecognised token is a 401. Everything after that is decided from the
 //! principal alone by its `require_*` / [`Principal::as_worker`] checks,
-//! which the HTTP layer runs in SPEC §2's order and which answer 403.
+//! which the HTTP layer runs in the order docs/api.md gives and which answer 403.
 //! Static tokens are held only as SHA-256 digests and compared in constant
 //! time; local mode keeps its two generated tokens in a 0600 file and only
 //! serves loopback. Tokens are never logged or echoed in errors.

@@ -1,6 +1,6 @@
 //! Who is calling and what they may do: [`Principal`], its [`Scopes`] and
 //! [`EventTypes`], and the checks the HTTP layer runs on it, in the order
-//! of SPEC §2 (authentication 401, then scope / admin 403, …, then
+//! of docs/api.md (authentication 401, then scope / admin 403, …, then
 //! `eventTypes` 403).
 
 use std::fmt;
@@ -354,7 +354,7 @@ impl EventTypes {
     }
 }
 
-/// The identity a bearer token resolved to (SPEC §3).
+/// The identity a bearer token resolved to (docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// Producer or worker.

@@ -16,7 +16,7 @@ pub type VerifyFuture<'a> =
 /// What a verifier may look at besides the token itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext<'a> {
-    /// The `X-Role` header (SPEC §3: honoured for producer tokens without
+    /// The `X-Role` header (docs/security.md: honoured for producer tokens without
     /// a role, and only with `env: dev`).
     pub x_role: Option<&'a str>,
 }
@@ -72,7 +72,7 @@ impl Authenticator {
     }
 
     /// Whether no token source is configured (the condition for local
-    /// mode, SPEC §3).
+    /// mode, docs/security.md).
     pub fn is_empty(&self) -> bool {
         self.verifiers.is_empty()
     }

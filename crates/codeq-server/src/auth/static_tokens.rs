@@ -1,4 +1,4 @@
-//! Static tokens (config `staticTokens`, SPEC §3) for deployments without
+//! Static tokens (config `staticTokens`, docs/security.md) for deployments without
 //! an identity provider, and the local-mode credentials.
 //!
 //! A static token has no `role`, so with `env: dev` a producer entry
@@ -246,7 +246,7 @@ fn parse_sha256_hex(hex: &str) -> Result<[u8; 32], StaticTokenError> {
     Ok(digest)
 }
 
-/// Builds the principal of an entry, applying SPEC §3's defaults: a worker
+/// Builds the principal of an entry, applying the defaults of docs/security.md: a worker
 /// without `scopes` gets every worker scope, without `eventTypes` every
 /// command; a producer carries [`Scope::Admin`] exactly when `admin`.
 fn principal_of(grant: StaticGrant) -> Result<Principal, StaticTokenError> {

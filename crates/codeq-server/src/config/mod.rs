@@ -1,5 +1,5 @@
 //! Server configuration: the YAML file, the environment and the `codeq
-//! serve` flags, merged into one typed, validated [`Config`] (SPEC §7).
+//! serve` flags, merged into one typed, validated [`Config`] (docs/configuration.md).
 //!
 //! The configuration is read and checked once, at startup, by
 //! [`Config::load`]; the rest of the server takes a finished `Config` and
@@ -59,14 +59,14 @@ pub struct ConfigOverrides {
 }
 
 /// The server configuration, complete and validated. One field per key of
-/// SPEC §7; the YAML name of each is given first in its doc.
+/// docs/configuration.md; the YAML name of each is given first in its doc.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `host`: address to listen on. Default `127.0.0.1`.
     pub host: String,
     /// `port`: port to listen on; 0 picks a free one (tests). Default 8080.
     pub port: u16,
-    /// `env`: `dev` enables the `X-Role` header of SPEC §3. Default `prod`.
+    /// `env`: `dev` enables the `X-Role` header of docs/security.md. Default `prod`.
     pub env: Env,
     /// `timezone`: `UTC`, `Z` or a fixed offset such as `+02:00`, for
     /// human-facing times; API timestamps are always UTC. IANA zone names
@@ -220,7 +220,7 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The defaults of SPEC §7.
+    /// The defaults of docs/configuration.md.
     fn default() -> Self {
         let data_dir = PathBuf::from("./codeq-data");
         Self {
@@ -437,7 +437,7 @@ impl Config {
         self.cleanup_interval_seconds > 0
     }
 
-    /// Local mode (SPEC §3): no producer JWKS, no worker JWKS and no static
+    /// Local mode (docs/security.md): no producer JWKS, no worker JWKS and no static
     /// token is configured, so the server makes its own credentials.
     pub fn local_mode(&self) -> bool {
         self.identity_jwks_url.is_none()

@@ -274,7 +274,7 @@ fn yaml_numbers_and_booleans_are_read_natively() {
     assert_eq!(config.timezone, time::UtcOffset::from_hms(-5, 0, 0).unwrap());
 }
 
-/// The unprefixed names of SPEC §7, each with the key it sets.
+/// The unprefixed names of docs/configuration.md, each with the key it sets.
 const LEGACY: &[(&str, &str)] = &[
     ("PORT", "port"),
     ("REDIS_ADDR", "redisAddr"),

@@ -1,4 +1,4 @@
-//! `staticTokens`: bearer tokens defined in the configuration (SPEC §3),
+//! `staticTokens`: bearer tokens defined in the configuration (docs/security.md),
 //! for small deployments without an identity provider.
 //!
 //! In the YAML file the key holds a list of entries; in the environment

@@ -249,7 +249,7 @@ keyword_enum! {
     /// `env`: what kind of deployment this is.
     pub enum Env {
         /// Development: enables the `X-Role: ADMIN` header for producer tokens
-        /// without a role (SPEC §3). Never use it in production.
+        /// without a role (docs/security.md). Never use it in production.
         Dev = "dev",
         /// Production (the default).
         #[default]

@@ -1,4 +1,4 @@
-//! The rules of the task model (SPEC §1), over HTTP.
+//! The rules of the task model (docs/api.md), over HTTP.
 
 use codeq_core::BackoffPolicy;
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! The client commands of SPEC §8, one module per command group; each
+//! The client commands of docs/cli.md, one module per command group; each
 //! takes its parsed arguments and the global flags, and returns an error
 //! whose chain decides the exit code ([`crate::exit`]).
 

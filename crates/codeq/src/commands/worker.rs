@@ -1,6 +1,6 @@
 //! `codeq worker start`: runs a handler program per task on top of
 //! [`codeq_client::Worker`], with one log line per task, a summary on exit
-//! and the two-stage SIGINT/SIGTERM stop of SPEC §8.
+//! and the two-stage SIGINT/SIGTERM stop of docs/cli.md.
 
 mod handler;
 

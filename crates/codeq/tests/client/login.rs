@@ -1,5 +1,5 @@
 //! `auth login` against a stand-in identity service: an in-test HTTP
-//! server answering the two calls of SPEC §8 (running a real identity
+//! server answering the two calls of docs/cli.md (running a real identity
 //! service here is not practical); codeQ itself is the real server.
 
 use std::net::SocketAddr;

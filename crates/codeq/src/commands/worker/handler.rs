@@ -1,4 +1,4 @@
-//! The handler protocol of `codeq worker start` (SPEC §8): the task JSON
+//! The handler protocol of `codeq worker start` (docs/cli.md): the task JSON
 //! on stdin; on stdout `{"status":"COMPLETED","result":{…}}` or
 //! `{"status":"FAILED","error":"…"}`; a non-zero exit or any other output
 //! asks for a retry (nack) with the tail of stderr as the reason; so do
@@ -97,7 +97,7 @@ pub async fn run(path: &Path, task: Task, limit: Option<Duration>) -> Outcome {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         // Its own process group: a Ctrl-C in the terminal reaches the
-        // runner only, which then lets the handler finish (SPEC §8).
+        // runner only, which then lets the handler finish (docs/cli.md).
         .process_group(0);
     let mut child = match command.spawn() {
         Ok(child) => child,
