@@ -26,6 +26,13 @@
 //! with that error, as a refused claim does: claiming stops, and the task
 //! is given back where the token allows it. A refusal about one task
 //! (`not_owner`, `lease_expired`, `stale_attempt`…) does not.
+//!
+//! A result that gets no answer, or a 5xx (a server restarting, Redis
+//! away), is sent again with a pause that doubles from 0.5 s up to 30 s,
+//! for as long as the task's lease lasts (the result is fenced by its
+//! attempt, so a repeat cannot land twice): a restart of a few seconds
+//! does not throw away a finished handler's work, which would otherwise
+//! run again once its lease ended.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -209,8 +216,21 @@ pub struct ClaimRetry<'a> {
     pub pause: Duration,
 }
 
+/// A result that got no answer or a 5xx, for logs: the worker waits
+/// `pause`, then sends it again (while the task's lease lasts).
+#[derive(Debug)]
+pub struct ResultRetry<'a> {
+    /// The task whose result is repeated.
+    pub task_id: &'a str,
+    /// The error.
+    pub error: &'a Error,
+    /// The wait before the next try: doubles from 0.5 s up to 30 s.
+    pub pause: Duration,
+}
+
 type OnTask = Arc<dyn Fn(&TaskReport) + Send + Sync>;
 type OnClaimRetry = Arc<dyn Fn(&ClaimRetry<'_>) + Send + Sync>;
+type OnResultRetry = Arc<dyn Fn(&ResultRetry<'_>) + Send + Sync>;
 
 /// A pool of claim loops over one [`Client`] (which needs a worker token).
 ///
@@ -249,6 +269,7 @@ pub struct Worker {
     stop: StopHandle,
     on_task: Option<OnTask>,
     on_claim_retry: Option<OnClaimRetry>,
+    on_result_retry: Option<OnResultRetry>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -281,6 +302,7 @@ impl Worker {
             stop: StopHandle::default(),
             on_task: None,
             on_claim_retry: None,
+            on_result_retry: None,
         }
     }
 
@@ -322,6 +344,16 @@ impl Worker {
         callback: impl Fn(&ClaimRetry<'_>) + Send + Sync + 'static,
     ) -> Self {
         self.on_claim_retry = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called before each pause after a result that will be sent again
+    /// (for a log line).
+    pub fn on_result_retry(
+        mut self,
+        callback: impl Fn(&ResultRetry<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_result_retry = Some(Arc::new(callback));
         self
     }
 
@@ -452,8 +484,9 @@ impl Worker {
         let started = Instant::now();
         let (id, command, attempt) = (task.id.clone(), task.command.clone(), task.attempts);
         let work = handler(task);
+        let mut held_until = started + self.lease();
         let outcome = tokio::select! {
-            outcome = self.with_heartbeats(&id, attempt, work) => outcome,
+            outcome = self.with_heartbeats(&id, attempt, work, &mut held_until) => outcome,
             () = self.stop.running.cancelled() => Some(Outcome::Abandon),
         };
         let detail = match &outcome {
@@ -461,7 +494,7 @@ impl Worker {
             Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
         };
         let sent = match outcome {
-            Some(outcome) => self.report(&id, attempt, outcome).await,
+            Some(outcome) => self.report(&id, attempt, outcome, held_until).await,
             None => Sent::accepted(Reported::Cancelled, None),
         };
         let report_error = sent.refusal.as_ref().map(with_causes);
@@ -478,11 +511,23 @@ impl Worker {
         Handled { report, next: sent.next, refused_for_good }
     }
 
-    /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`].
-    /// A refused heartbeat (lease lost) stops the renewals; the report will
-    /// then be refused too, and is counted as such. `None`, with `work`
-    /// dropped unfinished, when a heartbeat finds the task cancelled.
-    async fn with_heartbeats<F>(&self, id: &str, attempt: u32, work: F) -> Option<Outcome>
+    /// The lease each claim and heartbeat asks for.
+    fn lease(&self) -> Duration {
+        Duration::from_secs(u64::from(self.lease_seconds))
+    }
+
+    /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`],
+    /// moving `held_until` with each renewal. A refused heartbeat (lease
+    /// lost) stops the renewals; the report will then be refused too, and
+    /// is counted as such. `None`, with `work` dropped unfinished, when a
+    /// heartbeat finds the task cancelled.
+    async fn with_heartbeats<F>(
+        &self,
+        id: &str,
+        attempt: u32,
+        work: F,
+        held_until: &mut Instant,
+    ) -> Option<Outcome>
     where
         F: Future<Output = Outcome>,
     {
@@ -497,8 +542,10 @@ impl Worker {
             tokio::select! {
                 outcome = &mut work => return Some(outcome),
                 _ = ticks.tick(), if renewing => {
+                    let sent_at = Instant::now();
                     let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds)).await;
                     match beat {
+                        Ok(_) => *held_until = sent_at + self.lease(),
                         Err(err) if err.code() == Some("task_cancelled") => return None,
                         // Refused (lease ended, another owner): renewing is
                         // over. A 5xx, no answer, or a token the server
@@ -516,20 +563,21 @@ impl Worker {
         }
     }
 
-    /// Sends the outcome (the client repeats it where that is safe); a
-    /// result also claims the next task unless this is the last claim.
-    async fn report(&self, id: &str, attempt: u32, outcome: Outcome) -> Sent {
+    /// Sends the outcome (the client repeats it where that is safe; a
+    /// result, until `held_until`); a result also claims the next task
+    /// unless this is the last claim.
+    async fn report(&self, id: &str, attempt: u32, outcome: Outcome, held_until: Instant) -> Sent {
         // A refused abandon (a stop, a token without `codeq:abandon`) is
         // not a reason to stop: the task comes back when its lease ends.
         let giving_back = matches!(outcome, Outcome::Abandon);
         let sent = match outcome {
             Outcome::Completed(result) => {
                 let body = SubmitResult::completed(attempt, result);
-                self.submit(id, &body, Reported::Completed).await
+                self.submit(id, &body, Reported::Completed, held_until).await
             }
             Outcome::Failed(error) => {
                 let body = SubmitResult::failed(attempt, error);
-                self.submit(id, &body, Reported::Failed).await
+                self.submit(id, &body, Reported::Failed, held_until).await
             }
             Outcome::Retry(reason) => {
                 self.client.nack(id, attempt, None, Some(&reason)).await.map(|nacked| {
@@ -561,19 +609,39 @@ impl Worker {
     }
 
     /// Submits a result, with a claim for the next task while claiming
-    /// goes on.
+    /// goes on; one that gets no answer or a 5xx is sent again (without
+    /// the claim) until `held_until`, or until the running tasks are
+    /// abandoned.
     async fn submit(
         &self,
         id: &str,
         body: &SubmitResult,
         reported: Reported,
+        held_until: Instant,
     ) -> Result<(Reported, Option<Task>), Error> {
-        if self.once || self.stop.claiming.is_cancelled() {
-            return self.client.submit_result(id, body).await.map(|_| (reported, None));
+        let mut sent = if self.once || self.stop.claiming.is_cancelled() {
+            self.client.submit_result(id, body).await.map(|_| None)
+        } else {
+            let claim = ClaimRequest { wait_seconds: Some(0), ..self.claim_request() };
+            self.client.submit_result_and_claim(id, body, &claim).await.map(|(_, next)| next)
+        };
+        let mut pause = FIRST_RETRY_PAUSE;
+        while let Err(error) = &sent {
+            let waiting = spread(pause);
+            if !may_pass(error) || Instant::now() + waiting >= held_until {
+                break;
+            }
+            if let Some(callback) = &self.on_result_retry {
+                callback(&ResultRetry { task_id: id, error, pause: waiting });
+            }
+            tokio::select! {
+                () = self.stop.running.cancelled() => break,
+                () = tokio::time::sleep(waiting) => {}
+            }
+            sent = self.client.submit_result(id, body).await.map(|_| None);
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
         }
-        let claim = ClaimRequest { wait_seconds: Some(0), ..self.claim_request() };
-        let (_, next) = self.client.submit_result_and_claim(id, body, &claim).await?;
-        Ok((reported, next))
+        sent.map(|next| (reported, next))
     }
 }
 
@@ -635,6 +703,16 @@ fn is_fatal(err: &Error) -> bool {
         Error::Api { .. } if err.code() == Some(JWKS_UNAVAILABLE) => false,
         Error::Api { status, .. } => matches!(status, 400 | 401 | 403 | 404),
         Error::Transport(_) | Error::Decode { .. } => false,
+    }
+}
+
+/// Errors a later try may not get: no answer, a 5xx, a token the server
+/// could not check for now.
+fn may_pass(err: &Error) -> bool {
+    match err {
+        Error::Transport(_) => true,
+        Error::Api { status, .. } => *status >= 500 || err.code() == Some(JWKS_UNAVAILABLE),
+        Error::MissingToken(_) | Error::InvalidBaseUrl { .. } | Error::Decode { .. } => false,
     }
 }
 

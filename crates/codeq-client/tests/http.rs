@@ -40,10 +40,14 @@ impl Server {
 
     /// [`Server::start`] with its configuration changed by `adjust`.
     async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), 0, adjust).await
+    }
+
+    /// A server on `port` (0: any) over the data directory `dir`.
+    async fn start_in(dir: tempfile::TempDir, port: u16, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::default_for_tests(dir.path());
         config.host = "127.0.0.1".into();
-        config.port = 0;
+        config.port = port;
         config.static_tokens = vec![
             token(PRODUCER, TokenKind::Producer, "producer", true),
             token(PLAIN_PRODUCER, TokenKind::Producer, "plain-producer", false),
@@ -67,6 +71,27 @@ impl Server {
     /// Stops the server gracefully; it must shut down cleanly.
     async fn stop(self) {
         self.running.stop().await.unwrap();
+    }
+
+    /// Stops the server, keeping its port and data directory for
+    /// [`Stopped::start`].
+    async fn stop_for_a_restart(self) -> Stopped {
+        let port = self.base.rsplit_once(':').unwrap().1.parse().unwrap();
+        self.running.stop().await.unwrap();
+        Stopped { dir: self._dir, port }
+    }
+}
+
+/// A server's port and data directory while it is stopped.
+struct Stopped {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Stopped {
+    /// The server again, where it was, with what it had stored.
+    async fn start(self) -> Server {
+        Server::start_in(self.dir, self.port, |_| {}).await
     }
 }
 
@@ -460,6 +485,7 @@ mod worker {
     use codeq_client::worker::Reported;
     use codeq_client::{CreateTask, Outcome, TaskStatus, Worker};
     use serde_json::json;
+    use tokio::sync::{Notify, mpsc};
 
     use super::{Server, UNKNOWN};
 
@@ -527,6 +553,76 @@ mod worker {
             assert_eq!(client.get_task(id).await.unwrap().status, TaskStatus::Completed);
         }
         server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_is_sent_again_until_the_restarted_server_takes_it() {
+        let server = Server::start().await;
+        let client = server.client();
+        let task = client.create_task(&CreateTask::new("RESTART", json!({}))).await.unwrap().task;
+        let (started, finish) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (retried, mut retries) = mpsc::unbounded_channel();
+        let worker = Worker::new(client.clone(), ["RESTART"])
+            .once(true)
+            .wait_seconds(1)
+            .on_result_retry(move |retry| {
+                let _ = retried.send((retry.task_id.to_owned(), retry.error.to_string()));
+            });
+        let (handler_started, handler_finish) = (Arc::clone(&started), Arc::clone(&finish));
+        let running = tokio::spawn(worker.run(move |_task| {
+            let (started, finish) = (Arc::clone(&handler_started), Arc::clone(&handler_finish));
+            async move {
+                started.notify_one();
+                finish.notified().await;
+                Outcome::Completed(json!({ "done": true }))
+            }
+        }));
+
+        started.notified().await;
+        let stopped = server.stop_for_a_restart().await;
+        finish.notify_one();
+        let retry = tokio::time::timeout(Duration::from_secs(30), retries.recv()).await;
+        let (retried_id, error) = retry.expect("no result was sent again").unwrap();
+        let server = stopped.start().await;
+        let summary = running.await.unwrap().unwrap();
+
+        assert_eq!(retried_id, task.id);
+        assert!(error.contains("request failed"), "{error}");
+        assert_eq!((summary.completed, summary.report_failed), (1, 0));
+        let stored = client.get_task(&task.id).await.unwrap();
+        assert_eq!((stored.status, stored.attempts), (TaskStatus::Completed, 1));
+        let result = client.get_result(&task.id).await.unwrap();
+        assert_eq!(result.result.result, Some(json!({ "done": true })));
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_is_not_sent_again_past_its_lease() {
+        let server = Server::start().await;
+        let client = server.client();
+        client.create_task(&CreateTask::new("GONE", json!({}))).await.unwrap();
+        let started = Arc::new(Notify::new());
+        let finish = Arc::new(Notify::new());
+        let worker =
+            Worker::new(client.clone(), ["GONE"]).once(true).wait_seconds(1).lease_seconds(1);
+        let (handler_started, handler_finish) = (Arc::clone(&started), Arc::clone(&finish));
+        let running = tokio::spawn(worker.run(move |_task| {
+            let (started, finish) = (Arc::clone(&handler_started), Arc::clone(&handler_finish));
+            async move {
+                started.notify_one();
+                finish.notified().await;
+                Outcome::Completed(json!({}))
+            }
+        }));
+
+        started.notified().await;
+        let _stopped = server.stop_for_a_restart().await;
+        finish.notify_one();
+        // The server never comes back: the worker gives up once the lease
+        // it held has ended (the task is then another worker's to take).
+        let summary = tokio::time::timeout(Duration::from_secs(30), running).await;
+        let summary = summary.expect("the result was sent again past the lease").unwrap().unwrap();
+        assert_eq!((summary.completed, summary.report_failed), (0, 1));
     }
 
     #[tokio::test]

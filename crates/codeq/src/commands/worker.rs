@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use codeq_client::worker::{ClaimRetry, StopHandle, Summary, TaskReport};
+use codeq_client::worker::{ClaimRetry, ResultRetry, StopHandle, Summary, TaskReport};
 use codeq_client::{TokenKind, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -35,7 +35,8 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .wait_seconds(args.poll)
         .once(args.once)
         .on_task(log_task)
-        .on_claim_retry(log_claim_retry);
+        .on_claim_retry(log_claim_retry)
+        .on_result_retry(log_result_retry);
     let handler_path = Arc::new(handler_path);
     let limit = args.timeout.map(Duration::from_secs);
     eprintln!(
@@ -54,7 +55,14 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         let summary =
             summary.map_err(|err| super::name_refused_token(&resolved, TokenKind::Worker, err))?;
         eprintln!("codeq worker: {}", describe_summary(&summary));
-        let code = if interrupted.load(Ordering::SeqCst) { exit::INTERRUPTED } else { exit::OK };
+        let code = if interrupted.load(Ordering::SeqCst) {
+            exit::INTERRUPTED
+        } else if args.once && summary.report_failed > 0 {
+            // The one task handled may run again: say so to the caller.
+            exit::GENERAL
+        } else {
+            exit::OK
+        };
         Ok(ExitCode::from(code))
     })?
 }
@@ -123,6 +131,19 @@ fn log_claim_retry(retry: &ClaimRetry<'_>) {
     };
     eprintln!(
         "codeq worker: claim failed, next attempt in {:.3}s: {error}",
+        retry.pause.as_secs_f64()
+    );
+}
+
+/// One line per pause before a result is sent again.
+fn log_result_retry(retry: &ResultRetry<'_>) {
+    let error = match exit::unreachable_server(retry.error) {
+        Some(unreachable) => unreachable.to_string(),
+        None => with_causes(retry.error),
+    };
+    eprintln!(
+        "codeq worker: task {} result not accepted yet, next attempt in {:.3}s: {error}",
+        retry.task_id,
         retry.pause.as_secs_f64()
     );
 }

@@ -105,6 +105,15 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops the server (for good: its clients then find nothing there).
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.runtime.block_on(running.stop()).unwrap();
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {

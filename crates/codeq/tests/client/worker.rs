@@ -124,6 +124,36 @@ printf '{"status":"COMPLETED","result":{"seen":"%s","job":"%s","env":"%s"}}\n' "
 }
 
 #[test]
+fn once_exits_1_when_the_result_could_not_be_sent_within_the_lease() {
+    let mut server = Server::start();
+    let id = create(&server, "LOST", "{}");
+    let (started, go) = (server.home().join("started"), server.home().join("go"));
+    let waits = handler(
+        &server,
+        "waits.sh",
+        &format!(
+            "cat >/dev/null\ntouch '{}'\nwhile [ ! -e '{}' ]; do sleep 0.05; done\necho '{{\"status\":\"COMPLETED\"}}'",
+            started.display(),
+            go.display()
+        ),
+    );
+    let child = worker(&server, "LOST", &waits)
+        .args(["--once", "--lease", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    server.stop();
+    std::fs::write(&go, "").unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("task {id} result not accepted yet, next attempt in")), "{log}");
+    assert!(log.contains(&format!("task {id} command=LOST attempt=1 not-reported")), "{log}");
+}
+
+#[test]
 fn a_failing_handler_is_nacked_with_its_stderr() {
     let server = Server::start();
     let id = create(&server, "FAIL", "{}");
