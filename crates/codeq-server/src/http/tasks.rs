@@ -16,7 +16,7 @@ use super::extract::{Caller, PathText, PathTexts, Producer};
 use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
-use crate::service::outbound::Outbound;
+use crate::service::outbound::{Outbound, after_http_scheme};
 use crate::service::scheduler::{NewTask, Schedule};
 use crate::store::Created;
 
@@ -161,10 +161,7 @@ pub fn compact_json(text: &str) -> String {
 
 /// Checks that `url` is an absolute http(s) URL with a host.
 pub fn check_http_url(url: &str) -> Result<(), &'static str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("must be an http(s) URL")?;
+    let rest = after_http_scheme(url).ok_or("must be an http(s) URL")?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || url.chars().any(char::is_whitespace) {
         return Err("must be an absolute http(s) URL");
@@ -397,10 +394,14 @@ mod tests {
 
     #[test]
     fn webhook_urls_must_be_absolute_http() {
-        for good in ["http://a", "https://example.com/hook?x=1", "http://127.0.0.1:9000/cb"] {
+        let upper = "HTTP://EXAMPLE.com/x";
+        for good in ["http://a", "https://example.com/hook?x=1", "http://127.0.0.1:9000/cb", upper]
+        {
             assert!(check_http_url(good).is_ok(), "{good}");
         }
-        for bad in ["", "ftp://a", "https://", "example.com", "http:///path", "http://a b"] {
+        for bad in
+            ["", "ftp://a", "https://", "example.com", "http:///path", "http://a b", "http:/a"]
+        {
             assert!(check_http_url(bad).is_err(), "{bad}");
         }
     }

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use codeq_core::{Artifact, TaskId};
 
+use super::outbound::after_http_scheme;
+
 /// Base64 text decoded per piece: a multiple of 4, so that each piece
 /// decodes on its own; 1 MiB of text is 768 KiB of bytes.
 const DECODE_PIECE: usize = 1024 * 1024;
@@ -98,7 +100,7 @@ impl Artifacts {
         check_file_name(&upload.name)?;
         match (upload.url, upload.content_base64) {
             (Some(url), None) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                if after_http_scheme(&url).is_none() {
                     return Err(ArtifactError::Invalid(format!(
                         "artifacts[].url of {:?} must be an http(s) URL",
                         upload.name
@@ -296,6 +298,7 @@ mod tests {
         assert!(prepare(upload(None, None)).await.is_err());
         assert!(prepare(upload(Some("https://x/a"), Some("YQ=="))).await.is_err());
         assert!(prepare(upload(Some("ftp://x/a"), None)).await.is_err());
+        assert!(prepare(upload(Some("HTTPS://x/a"), None)).await.is_ok(), "schemes ignore case");
         assert!(matches!(
             prepare(upload(None, Some("YWFhYWFhYWFhYWFhYWFh"))).await,
             Err(ArtifactError::TooLarge { size: 15, .. })

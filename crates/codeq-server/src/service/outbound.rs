@@ -217,6 +217,15 @@ impl Resolve for PublicOnly {
     }
 }
 
+/// `url` after its `http://` or `https://`, in any case (a URL's scheme is
+/// case-insensitive: `HTTPS://` is `https://`); `None` for other schemes.
+pub fn after_http_scheme(url: &str) -> Option<&str> {
+    ["https://", "http://"].into_iter().find_map(|scheme| {
+        let head = url.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme).then(|| &url[scheme.len()..])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
