@@ -500,11 +500,18 @@ impl Client {
 
     /// `GET /v1/codeq/admin/queues/:command`: one command's stats (zeros
     /// for an unused command), for an admin or for a worker whose
-    /// `eventTypes` cover the command.
+    /// `eventTypes` cover the command. A producer token that is not an
+    /// admin's is followed by the worker token, when there is one.
     pub async fn queue_stats(&self, command: &str) -> Result<QueueStats, Error> {
         let path = ["v1", "codeq", "admin", "queues", command];
         let request = self.request(Method::GET, &path, Auth::Reader)?;
-        decode(self.send(request, Retry::Safe).await?).await
+        match self.send(request, Retry::Safe).await {
+            Err(refused) if refused.code() == Some("not_admin") && self.worker_token.is_some() => {
+                let request = self.request(Method::GET, &path, Auth::Worker)?;
+                decode(self.send(request, Retry::Safe).await?).await
+            }
+            answered => decode(answered?).await,
+        }
     }
 
     /// `POST /v1/codeq/admin/tasks/cleanup`: deletes up to `limit` (server

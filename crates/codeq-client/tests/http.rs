@@ -238,6 +238,8 @@ async fn admin_calls_send_the_producer_token_and_queue_stats_also_the_worker_tok
     let stats = client.queue_stats("RENDER").await.unwrap();
     let all = client.queues().await.unwrap();
     let not_admin = server.client_with(PLAIN_PRODUCER, WORKER).queue_stats("RENDER").await;
+    let producer_only = Client::new(&server.base).unwrap().with_producer_token(PLAIN_PRODUCER);
+    let refused = producer_only.queue_stats("RENDER").await;
     let worker_only = Client::new(&server.base).unwrap().with_worker_token(WORKER);
     let as_worker = worker_only.queue_stats("RENDER").await.unwrap();
     let no_producer = worker_only.queues().await;
@@ -245,9 +247,10 @@ async fn admin_calls_send_the_producer_token_and_queue_stats_also_the_worker_tok
     assert_eq!(stats.command, "RENDER");
     assert_eq!((stats.ready, stats.delayed, stats.in_progress, stats.dlq), (1, 1, 1, 1));
     assert_eq!(as_worker, stats, "one queue's stats also with a worker token");
+    assert_eq!(not_admin.unwrap(), stats, "a producer that is not admin: the worker token");
     assert_eq!(all, vec![stats]);
-    let not_admin = not_admin.unwrap_err();
-    assert_eq!((not_admin.status(), not_admin.code()), (Some(403), Some("not_admin")));
+    let refused = refused.unwrap_err();
+    assert_eq!((refused.status(), refused.code()), (Some(403), Some("not_admin")));
     assert!(matches!(no_producer, Err(Error::MissingToken(codeq_client::TokenKind::Producer))));
     server.stop().await;
 }
