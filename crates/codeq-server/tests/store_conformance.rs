@@ -1135,6 +1135,19 @@ async fn settings_and_the_dead_letter_queue_survive_a_restart(h: &dyn Harness) {
     assert!(claim_one(&*store, only("kept"), at(10)).await.is_none(), "still paused");
 }
 
+/// A command paused (or limited) before its first task is listed with its
+/// settings, as one with tasks is.
+async fn a_command_with_settings_and_no_task_is_listed(h: &dyn Harness) {
+    let store = h.open();
+    store.set_queue_settings(&command("early"), settings(true, Some(2), None), at(1)).await.unwrap();
+    let all = store.all_queue_stats().await.unwrap();
+    let listed: Vec<&str> = all.iter().map(|stats| stats.command.as_str()).collect();
+    assert_eq!(listed, ["early"]);
+    assert_eq!(all[0], store.queue_stats(&command("early")).await.unwrap());
+    assert_eq!((all[0].ready, all[0].in_progress), (0, 0));
+    assert_eq!(store.queue_settings(&command("early")).await.unwrap().max_in_flight, Some(2));
+}
+
 async fn tasks_list_newest_first_by_command_and_status(h: &dyn Harness) {
     let store = h.open();
     let a = create(&*store, (0..5).map(|_| task("la", 0, at(0))).collect()).await;
@@ -1200,6 +1213,7 @@ macro_rules! conformance_suite {
                 replayed_dead_letters_come_back_once_each_at_their_turn,
                 a_purge_leaves_no_trace,
                 settings_and_the_dead_letter_queue_survive_a_restart,
+                a_command_with_settings_and_no_task_is_listed,
                 tasks_list_newest_first_by_command_and_status,
             );
         }

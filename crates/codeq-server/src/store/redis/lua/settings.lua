@@ -1,5 +1,6 @@
--- settings: replaces a command's pause and flow limits; the rate limit
--- starts with a full bucket, and parked claims are woken.
+-- settings: replaces a command's pause and flow limits (the command is
+-- listed from then on); the rate limit starts with a full bucket, and
+-- parked claims are woken.
 -- ARGV: command, paused ('1'/'0'), maxInFlight?, ratePerSecond?, burst?.
 local c = ARGV[FIRST]
 local key = qk(c, 'q')
@@ -16,6 +17,8 @@ else
   del[#del + 1] = 'bt'; del[#del + 1] = 'ba'
 end
 redis.call('HSET', key, unpack(set))
+-- Listed from now on, as a command with tasks is.
+redis.call('SADD', K_COMMANDS, c)
 if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 READY[c] = true
 return emit({})
