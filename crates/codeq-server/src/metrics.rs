@@ -124,6 +124,13 @@ fn http_histogram() -> Histogram {
     Histogram::new(HTTP_BUCKETS.iter().copied())
 }
 
+/// What the depth gauges are read from.
+async fn queues_and_subscriptions(
+    store: &dyn Store,
+) -> StoreResult<(Vec<QueueStats>, Vec<Subscription>)> {
+    Ok((store.all_queue_stats().await?, store.subscriptions().await?))
+}
+
 /// Every metric of one server. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -145,6 +152,7 @@ pub struct Metrics {
     purged: Family<CommandLabels, Counter>,
     rate_limited: Counter,
     long_polls_waiting: Gauge,
+    storage_up: Gauge,
     outbox_pending: Gauge,
     outbox_overdue: Gauge<f64, AtomicU64>,
     engine: Arc<EngineCollector>,
@@ -186,6 +194,7 @@ impl Metrics {
             purged: Family::default(),
             rate_limited: Counter::default(),
             long_polls_waiting: Gauge::default(),
+            storage_up: Gauge::default(),
             outbox_pending: Gauge::default(),
             outbox_overdue: Gauge::default(),
             engine: Arc::new(EngineCollector::default()),
@@ -250,6 +259,11 @@ impl Metrics {
             "codeq_long_polls_waiting",
             "Claims parked in a long poll",
             self.long_polls_waiting.clone(),
+        );
+        r.register(
+            "codeq_storage_up",
+            "1 when this scrape read the queue depths from storage, 0 when storage did not answer",
+            self.storage_up.clone(),
         );
         r.register(
             "codeq_webhook_outbox_pending",
@@ -385,9 +399,21 @@ impl Metrics {
         now: Timestamp,
         openmetrics: bool,
     ) -> StoreResult<String> {
-        let queues = store.all_queue_stats().await?;
-        let subscriptions = store.subscriptions().await?;
-        self.set_queue_gauges(&queues, &subscriptions, now);
+        // A store that does not answer (Redis away) leaves the depths out,
+        // not the scrape: the process's own metrics matter most then.
+        match queues_and_subscriptions(store).await {
+            Ok((queues, subscriptions)) => {
+                self.storage_up.set(1);
+                self.set_queue_gauges(&queues, &subscriptions, now);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "metrics without queue depths: storage did not answer");
+                self.storage_up.set(0);
+                self.queue_depth.clear();
+                self.dlq_depth.clear();
+                self.subscriptions.clear();
+            }
+        }
         let (earliest_due, owed) = store.callbacks_pending();
         self.outbox_pending.set(gauge_value(owed as u64));
         let overdue_millis = earliest_due.map_or(0, |due| (now.millis() - due.millis()).max(0));

@@ -1139,7 +1139,10 @@ async fn settings_and_the_dead_letter_queue_survive_a_restart(h: &dyn Harness) {
 /// settings, as one with tasks is.
 async fn a_command_with_settings_and_no_task_is_listed(h: &dyn Harness) {
     let store = h.open();
-    store.set_queue_settings(&command("early"), settings(true, Some(2), None), at(1)).await.unwrap();
+    store
+        .set_queue_settings(&command("early"), settings(true, Some(2), None), at(1))
+        .await
+        .unwrap();
     let all = store.all_queue_stats().await.unwrap();
     let listed: Vec<&str> = all.iter().map(|stats| stats.command.as_str()).collect();
     assert_eq!(listed, ["early"]);

@@ -491,6 +491,12 @@ async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
     })
     .await;
     assert_eq!(http.get(format!("{}/healthz", a.base)).send().await.unwrap().status(), 200);
+    // The scrape goes on without the depths, and says why.
+    let scrape = http.get(format!("{}/metrics", a.base)).send().await.unwrap();
+    assert_eq!(scrape.status(), 200);
+    let text = scrape.text().await.unwrap();
+    assert!(text.lines().any(|line| line == "codeq_storage_up 0"), "{text}");
+    assert!(!text.contains("codeq_queue_depth{"), "{text}");
 
     redis.start_again();
     wait_for(Duration::from_secs(30), "both replicas to be ready again", || async {
@@ -498,6 +504,10 @@ async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
     })
     .await;
     let recovered_after = killed_at.elapsed();
+    wait_for(Duration::from_secs(10), "the depths back in the scrape", || async {
+        a.metric(&http, "codeq_storage_up").await == 1.0
+    })
+    .await;
     let resumed_from = acknowledged(&load);
     wait_for(Duration::from_secs(60), "load after the outage", || async {
         acknowledged(&load) >= resumed_from + 300

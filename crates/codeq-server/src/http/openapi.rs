@@ -1063,9 +1063,9 @@ fn healthz() {}
 fn readyz() {}
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format (OpenMetrics when `Accept` asks for it)",
-            content_type = "text/plain", body = String),
-        (status = 503, description = "Storage does not answer", body = ErrorBody)))]
+    responses((status = 200, description = "Prometheus text format (OpenMetrics when `Accept` asks for it); \
+            without the queue depths, and with `codeq_storage_up 0`, while storage does not answer",
+            content_type = "text/plain", body = String)))]
 fn metrics() {}
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
