@@ -559,7 +559,7 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
         )
     };
     let deadline = tokio::time::Instant::now() + REDIS_START_WAIT;
-    let mut credentials_refused = false;
+    let mut refused_before = false;
     loop {
         match RedisStore::open_checked(options.clone(), signals.clone()).await {
             Ok((store, durability)) => {
@@ -572,12 +572,12 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
                 return Ok(store);
             }
             Err(CheckError::Refused(why)) => return Err(StartError::Refused(why)),
-            Err(refused @ CheckError::Credentials(_)) if credentials_refused => {
-                return Err(StartError::Refused(refused.to_string()));
+            Err(CheckError::Misconfigured(why)) if refused_before => {
+                return Err(StartError::Refused(why));
             }
-            Err(CheckError::Credentials(cause)) => {
-                tracing::warn!(%cause, addr = %config.redis_addr, "Redis refused the credentials; asking once more");
-                credentials_refused = true;
+            Err(CheckError::Misconfigured(why)) => {
+                tracing::warn!(%why, addr = %config.redis_addr, "Redis refused the configuration; asking once more");
+                refused_before = true;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(CheckError::Unreachable(error)) if tokio::time::Instant::now() >= deadline => {
@@ -588,7 +588,7 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
                 )));
             }
             Err(CheckError::Unreachable(error)) => {
-                credentials_refused = false;
+                refused_before = false;
                 tracing::warn!(%error, addr = %config.redis_addr, "waiting for Redis");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

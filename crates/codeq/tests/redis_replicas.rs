@@ -573,6 +573,22 @@ fn a_wrong_or_missing_redis_password_is_refused_at_start_without_waiting() {
 }
 
 #[test]
+fn a_database_or_a_password_redis_cannot_take_is_refused_at_start_without_waiting() {
+    let Some(redis) = RedisServer::start() else { return };
+    let cases = [
+        (("CODEQ_REDIS_DB", "16"), "set redisDb"),
+        (("CODEQ_REDIS_PASSWORD", "unneeded"), "leave both unset for a Redis without a password"),
+    ];
+    for (env, fix) in cases {
+        let started = std::time::Instant::now();
+        let (code, stderr) = serve_until_exit(&redis, &[env]);
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(fix), "{env:?}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{env:?}: {:?}", started.elapsed());
+    }
+}
+
+#[test]
 fn a_redis_that_may_evict_keys_is_refused_at_start() {
     let Some(redis) = RedisServer::start_with("always", &["--maxmemory-policy", "allkeys-lru"])
     else {
@@ -758,4 +774,9 @@ async fn a_rediss_address_connects_over_tls_to_a_trusted_certificate() {
     let (status, task) =
         post(&http, &replica.url("/tasks/claim"), WORKER, json!({ "commands": ["tls"] })).await;
     assert_eq!((status, task["command"].as_str()), (200, Some("tls")));
+
+    // Without the CA the certificate is not trusted: refused at once.
+    let (code, stderr) = serve_until_exit(&redis, &[("CODEQ_REDIS_ADDR", &addr)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("TLS certificate is not trusted"), "{stderr}");
 }

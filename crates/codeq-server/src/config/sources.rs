@@ -114,7 +114,7 @@ config_keys! {
     redis_username: String = "redisUsername" => value::no_whitespace;
     redis_password: Secret = "redisPassword" ["REDIS_PASSWORD", "KVROCKS_PASSWORD"];
     redis_db: u32 = "redisDb";
-    redis_key_prefix: String = "redisKeyPrefix" => value::no_whitespace;
+    redis_key_prefix: String = "redisKeyPrefix" => value::key_prefix;
     default_lease_seconds: u64 = "defaultLeaseSeconds" => value::positive;
     max_lease_seconds: u64 = "maxLeaseSeconds" => value::positive;
     max_attempts_default: u32 = "maxAttemptsDefault" ["MAX_ATTEMPTS_DEFAULT"] => value::attempts;

@@ -415,11 +415,21 @@ pub(super) fn host_port(addr: &str) -> Result<(), String> {
             "{addr:?} is not host:port, redis://host:port or rediss://host:port (e.g. localhost:6379)"
         )
     };
-    let bare = addr
-        .strip_prefix("rediss://")
-        .or_else(|| addr.strip_prefix("redis://"))
-        .unwrap_or(addr)
-        .trim_end_matches('/');
+    let bare = match addr.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("rediss") =>
+        {
+            rest
+        }
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{addr:?} has the scheme {scheme}://; Redis takes host:port, redis://host:port \
+                 or rediss://host:port"
+            ));
+        }
+        None => addr,
+    }
+    .trim_end_matches('/');
     // Credentials in the address would be logged with it: not echoed.
     if bare.contains('@') {
         return Err("holds user information (user:password@): put the password in \
@@ -427,8 +437,21 @@ pub(super) fn host_port(addr: &str) -> Result<(), String> {
             .to_string());
     }
     let (host, port) = bare.rsplit_once(':').ok_or_else(refuse)?;
-    if host.is_empty() || port.parse::<u16>().is_err() || addr.chars().any(char::is_whitespace) {
+    let malformed = host.is_empty() || host.contains('/') || port.parse::<u16>().is_err();
+    if malformed || addr.chars().any(char::is_whitespace) {
         return Err(refuse());
+    }
+    Ok(())
+}
+
+/// `redisKeyPrefix`: no whitespace, and no `{` or `}`, which would change
+/// the Redis Cluster hash tags of the key layout.
+pub(super) fn key_prefix(prefix: &str) -> Result<(), String> {
+    no_whitespace(prefix)?;
+    if prefix.contains(['{', '}']) {
+        return Err(format!(
+            "{prefix:?} must not contain {{ or }} (they would change the keys' hash tags)"
+        ));
     }
     Ok(())
 }
@@ -503,6 +526,15 @@ mod tests {
     }
 
     #[test]
+    fn a_key_prefix_keeps_the_hash_tags() {
+        assert_eq!(key_prefix("codeq"), Ok(()));
+        assert_eq!(key_prefix("team-a:codeq%1"), Ok(()));
+        for bad in ["a{b}", "a}", "{", "a b"] {
+            assert!(key_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn booleans_accept_true_false_one_and_zero() {
         for (text, want) in [("true", true), ("FALSE", false), ("1", true), ("0", false)] {
             assert_eq!(bool::from_text(text), Ok(want), "{text}");
@@ -518,8 +550,13 @@ mod tests {
         assert_eq!(host_port("[::1]:6379"), Ok(()));
         assert_eq!(host_port("rediss://redis.internal:6380"), Ok(()));
         assert_eq!(host_port("redis://127.0.0.1:6379"), Ok(()));
-        for bad in ["localhost", ":6379", "h:port", "h:70000"] {
+        assert_eq!(host_port("REDISS://redis.internal:6380"), Ok(()));
+        for bad in ["localhost", ":6379", "h:port", "h:70000", "h/x:6379", "redis://h/0:6379"] {
             assert!(host_port(bad).is_err(), "{bad}");
+        }
+        for other in ["http://127.0.0.1:6379", "tcp://h:6379", "unix:///tmp/r.sock"] {
+            let error = host_port(other).unwrap_err();
+            assert!(error.contains("has the scheme"), "{other}: {error}");
         }
         let with_password = host_port("redis://user:s3cret@redis:6379").unwrap_err();
         assert!(with_password.contains("redisPassword"), "{with_password}");

@@ -42,14 +42,12 @@ pub enum CheckError {
     /// Redis is configured to lose keys (exit code 2).
     #[error("{0}")]
     Refused(String),
-    /// Redis refused the password, or wants one: exit code 2 when it
-    /// does so again (a proxy's passing error looks the same).
-    #[error(
-        "Redis refused codeQ's credentials ({0}). Set redisPassword (CODEQ_REDIS_PASSWORD) to \
-         the password of Redis's default user, or redisUsername (CODEQ_REDIS_USERNAME) and \
-         redisPassword to an ACL user's"
-    )]
-    Credentials(String),
+    /// Redis refused what codeQ is configured with (credentials, database,
+    /// TLS certificate), which no wait changes: exit code 2 when it does
+    /// so again (a proxy's passing error looks the same). The text says
+    /// what to change.
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 /// Reads the server's settings; refuses an evicting policy and warns about
@@ -64,9 +62,9 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
             .await;
         match read {
             Ok(values) => settings.extend(values),
-            Err(StoreError::Unavailable(cause)) if refuses_credentials(&cause) => {
+            Err(StoreError::Unavailable(cause)) if let Some(fix) = what_to_fix(&cause) => {
                 let cause = cause.trim_start_matches("Redis is unreachable: ");
-                return Err(CheckError::Credentials(cause.to_string()));
+                return Err(CheckError::Misconfigured(format!("{fix} ({cause})")));
             }
             Err(StoreError::Unavailable(cause)) if cause.contains("unreachable") => {
                 return Err(CheckError::Unreachable(StoreError::Unavailable(cause)));
@@ -88,10 +86,28 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
     Ok(durability)
 }
 
-/// Whether Redis refused the password, or wants one that was not given:
-/// waiting would not change that.
-fn refuses_credentials(cause: &str) -> bool {
-    ["AuthenticationFailed", "NOAUTH", "WRONGPASS"].iter().any(|mark| cause.contains(mark))
+/// What to change when Redis refused the configuration itself (waiting
+/// would not change the answer); `None` for anything else.
+fn what_to_fix(cause: &str) -> Option<&'static str> {
+    let said = |marks: &[&str]| marks.iter().any(|mark| cause.contains(mark));
+    if said(&["AuthenticationFailed", "NOAUTH", "WRONGPASS"]) {
+        Some(
+            "Redis refused codeQ's credentials. Set redisPassword (CODEQ_REDIS_PASSWORD) to the \
+             password of Redis's default user, or redisUsername (CODEQ_REDIS_USERNAME) and \
+             redisPassword to an ACL user's; leave both unset for a Redis without a password",
+        )
+    } else if said(&["DB index is out of range"]) {
+        Some(
+            "Redis has no database of that number: set redisDb (CODEQ_REDIS_DB) below its `databases`",
+        )
+    } else if said(&["invalid peer certificate", "certificate verify failed"]) {
+        Some(
+            "Redis's TLS certificate is not trusted: give its CA in SSL_CERT_FILE, or use a \
+             certificate the system trusts for the name in redisAddr",
+        )
+    } else {
+        None
+    }
 }
 
 fn durability(settings: &HashMap<String, String>) -> Durability {
@@ -129,6 +145,20 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn refusals_that_no_wait_changes_say_what_to_fix() {
+        let cases = [
+            ("WRONGPASS invalid username-password pair", "Set redisPassword"),
+            ("Password authentication failed - AuthenticationFailed", "redisUsername"),
+            ("ERR DB index is out of range", "set redisDb"),
+            ("invalid peer certificate: UnknownIssuer", "SSL_CERT_FILE"),
+        ];
+        for (cause, fix) in cases {
+            assert!(what_to_fix(cause).is_some_and(|text| text.contains(fix)), "{cause}");
+        }
+        assert_eq!(what_to_fix("Connection refused (os error 111)"), None);
     }
 
     #[test]

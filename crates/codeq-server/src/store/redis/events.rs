@@ -28,9 +28,10 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
 /// Listens to the events channel until `stop` fires or the store is gone.
 ///
-/// The first failure in a row is a warning (a Redis outage, or an ACL user
-/// without the channel): until the subscription is back, work made on
-/// other replicas wakes this one's long polls only at the safety poll.
+/// The first failure in a row while Redis answers other calls is a
+/// warning (an ACL user without the channel): until the subscription is
+/// back, work made on other replicas wakes this one's long polls only at
+/// the safety poll. While Redis is unreachable the link says so already.
 pub async fn listen(store: Weak<RedisStore>, stop: CancellationToken) {
     let mut failing = false;
     loop {
@@ -40,7 +41,7 @@ pub async fn listen(store: Weak<RedisStore>, stop: CancellationToken) {
         };
         match outcome {
             Ok(()) => return,
-            Err(error) if !failing => {
+            Err(error) if !failing && store.upgrade().is_some_and(|store| store.link.is_up()) => {
                 failing = true;
                 tracing::warn!(
                     %error,

@@ -6,7 +6,7 @@
 //! While Redis is unreachable every call fails at once with
 //! `StoreError::Unavailable` (503 with `Retry-After`) rather than queueing:
 //! a broken connection is dropped, and a new one is tried at most once per
-//! backoff step (100 ms doubling to 5 s); the first call after Redis is
+//! backoff step (100 ms doubling to 1 s); the first call after Redis is
 //! back (or the background probe) reconnects.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +25,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first and the longest wait between two connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// At most a second: a Redis back from an outage is in use again within
+/// about a second, for one connection attempt a second per replica while
+/// it is away.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The current connection and when the next attempt may be made.
 struct State {

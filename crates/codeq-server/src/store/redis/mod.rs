@@ -92,10 +92,9 @@ impl RedisOptions {
     /// Options for `redisAddr` (`host:port`, `redis://host:port` or
     /// `rediss://host:port` for TLS), on Redis's clock.
     pub fn from_addr(addr: &str, password: Option<String>, db: u32, prefix: &str) -> Self {
-        let (tls, bare) = match (addr.strip_prefix("rediss://"), addr.strip_prefix("redis://")) {
-            (Some(bare), _) => (true, bare),
-            (None, Some(bare)) => (false, bare),
-            (None, None) => (false, addr),
+        let (tls, bare) = match addr.split_once("://") {
+            Some((scheme, bare)) => (scheme.eq_ignore_ascii_case("rediss"), bare),
+            None => (false, addr),
         };
         Self {
             addr: bare.trim_end_matches('/').to_string(),
@@ -1153,6 +1152,8 @@ mod tests {
         let tls = RedisOptions::from_addr("rediss://cache:6381", Some("pw".into()), 2, "q");
         assert_eq!((tls.addr.as_str(), tls.tls, tls.db), ("cache:6381", true, 2));
         assert_eq!(tls.time, TimeSource::Redis);
+        let upper = RedisOptions::from_addr("REDISS://cache:6381", None, 0, "q");
+        assert_eq!((upper.addr.as_str(), upper.tls), ("cache:6381", true), "schemes ignore case");
     }
 
     #[test]
