@@ -533,7 +533,23 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             );
             Ok(store)
         }
-        StorageKind::Redis => open_redis(config, signals).await,
+        StorageKind::Redis => {
+            warn_of_an_embedded_store(config);
+            open_redis(config, signals).await
+        }
+    }
+}
+
+/// A data directory that holds an embedded store keeps its tasks there:
+/// `storage: redis` neither serves nor moves them. Said once at start.
+fn warn_of_an_embedded_store(config: &Config) {
+    let store = config.data_dir.join(maintenance::STORE_DIR);
+    if store.is_dir() {
+        tracing::warn!(
+            store = %store.display(),
+            "this dataDir holds an embedded store: its tasks are not served with storage: redis \
+             (docs/storage.md, \"From embedded to Redis\")"
+        );
     }
 }
 
@@ -560,6 +576,7 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
     };
     let deadline = tokio::time::Instant::now() + REDIS_START_WAIT;
     let mut refused_before = false;
+    let mut waiting_said = false;
     loop {
         match RedisStore::open_checked(options.clone(), signals.clone()).await {
             Ok((store, durability)) => {
@@ -589,7 +606,10 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             }
             Err(CheckError::Unreachable(error)) => {
                 refused_before = false;
-                tracing::warn!(%error, addr = %config.redis_addr, "waiting for Redis");
+                if !waiting_said {
+                    waiting_said = true;
+                    tracing::warn!(%error, addr = %config.redis_addr, "waiting for Redis (up to 30 s)");
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -589,6 +589,36 @@ fn a_database_or_a_password_redis_cannot_take_is_refused_at_start_without_waitin
 }
 
 #[test]
+fn a_data_directory_holding_an_embedded_store_is_pointed_out() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
+        .arg(dir.path())
+        .env("CODEQ_REDIS_ADDR", redis.addr())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let listening = stdout.lines().map_while(Result::ok).any(|line| line.contains("listening on"));
+    // Log lines are written by a thread of their own, a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let warned = || std::fs::read_to_string(&log).unwrap().contains("holds an embedded store");
+    while !warned() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(listening, "{stderr}");
+    assert!(stderr.contains("this dataDir holds an embedded store"), "{stderr}");
+}
+
+#[test]
 fn a_redis_that_may_evict_keys_is_refused_at_start() {
     let Some(redis) = RedisServer::start_with("always", &["--maxmemory-policy", "allkeys-lru"])
     else {
