@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::error::Error;
 use crate::spread::spread;
-use crate::types::{ClaimRequest, NackStatus, SubmitResult, Task};
+use crate::types::{ClaimRequest, NackStatus, ResultStatus, SubmitResult, Task};
 
 /// The longest long poll the server honours.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -62,6 +62,9 @@ pub enum Outcome {
     Completed(serde_json::Value),
     /// Failed for good: submit a `FAILED` result with this error.
     Failed(String),
+    /// Submit this result as it is, artifacts and all (its `attempt` is
+    /// set to the delivery's).
+    Submit(SubmitResult),
     /// Try again later: nack with this reason (and the server's backoff).
     Retry(String),
     /// Give the task back untouched (attempts unchanged).
@@ -491,6 +494,7 @@ impl Worker {
         };
         let detail = match &outcome {
             Some(Outcome::Failed(text) | Outcome::Retry(text)) => Some(text.clone()),
+            Some(Outcome::Submit(body)) => body.error.clone(),
             Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
         };
         let sent = match outcome {
@@ -573,25 +577,68 @@ impl Worker {
         let sent = match outcome {
             Outcome::Completed(result) => {
                 let body = SubmitResult::completed(attempt, result);
-                self.submit(id, &body, Reported::Completed, held_until).await
+                return self.send_result(id, body, held_until).await;
             }
             Outcome::Failed(error) => {
                 let body = SubmitResult::failed(attempt, error);
-                self.submit(id, &body, Reported::Failed, held_until).await
+                return self.send_result(id, body, held_until).await;
             }
-            Outcome::Retry(reason) => {
-                self.client.nack(id, attempt, None, Some(&reason)).await.map(|nacked| {
-                    let reported = match nacked.status {
-                        NackStatus::Requeued => Reported::Nacked,
-                        NackStatus::Dlq => Reported::DeadLettered,
-                    };
-                    (reported, None)
-                })
+            Outcome::Submit(body) => {
+                let body = SubmitResult { attempt: Some(attempt), ..body };
+                return self.send_result(id, body, held_until).await;
             }
+            Outcome::Retry(reason) => self.nack(id, attempt, &reason).await,
             Outcome::Abandon => {
                 self.client.abandon(id, attempt).await.map(|()| (Reported::Abandoned, None))
             }
         };
+        Self::sent(sent, giving_back)
+    }
+
+    /// Submits a result. One the server refuses as invalid (400, or 413
+    /// too large) would be refused again at every delivery: the task is
+    /// nacked with the refusal as its reason, to be retried with backoff
+    /// or dead-lettered, rather than left to its lease.
+    async fn send_result(&self, id: &str, body: SubmitResult, held_until: Instant) -> Sent {
+        let reported = match body.status {
+            ResultStatus::Failed => Reported::Failed,
+            _ => Reported::Completed,
+        };
+        let attempt = body.attempt.unwrap_or_default();
+        match self.submit(id, &body, reported, held_until).await {
+            Err(refused) if matches!(refused.status(), Some(400 | 413)) => {
+                let reason = format!("the result was refused: {}", with_causes(&refused));
+                match self.nack(id, attempt, &reason).await {
+                    Ok((reported, _)) => Sent {
+                        reported,
+                        next: None,
+                        refusal: Some(refused),
+                        ends_the_worker: false,
+                    },
+                    Err(_) => Self::sent(Err(refused), false),
+                }
+            }
+            sent => Self::sent(sent, false),
+        }
+    }
+
+    /// Nacks with `reason`, after the server's backoff.
+    async fn nack(
+        &self,
+        id: &str,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(Reported, Option<Task>), Error> {
+        let nacked = self.client.nack(id, attempt, None, Some(reason)).await?;
+        let reported = match nacked.status {
+            NackStatus::Requeued => Reported::Nacked,
+            NackStatus::Dlq => Reported::DeadLettered,
+        };
+        Ok((reported, None))
+    }
+
+    /// What a report's answer comes to.
+    fn sent(sent: Result<(Reported, Option<Task>), Error>, giving_back: bool) -> Sent {
         match sent {
             Ok((reported, next)) => Sent::accepted(reported, next),
             // Cancelled while the handler ran, and it finished before a

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{CLAIM_ONLY_WORKER, Server, run, run_json};
+use crate::support::{CLAIM_ONLY_WORKER, PRODUCER, Server, run, run_json};
 
 /// Writes an executable `/bin/sh` script named `name` into the server's HOME.
 fn handler(server: &Server, name: &str, body: &str) -> PathBuf {
@@ -151,6 +151,59 @@ fn once_exits_1_when_the_result_could_not_be_sent_within_the_lease() {
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains(&format!("task {id} result not accepted yet, next attempt in")), "{log}");
     assert!(log.contains(&format!("task {id} command=LOST attempt=1 not-reported")), "{log}");
+}
+
+#[test]
+fn artifacts_a_handler_prints_are_stored_with_its_result() {
+    let server = Server::start();
+    let id = create(&server, "FILES", "{}");
+    // "hello" in base64, and a link.
+    let files = handler(
+        &server,
+        "files.sh",
+        r#"cat >/dev/null
+echo '{"status":"COMPLETED","result":{"ok":true},"artifacts":[{"name":"hello.txt","contentBase64":"aGVsbG8=","contentType":"text/plain"},{"name":"big.mp4","url":"https://cdn.example.com/big.mp4"}]}'"#,
+    );
+
+    let output = run(worker(&server, "FILES", &files).arg("--once"));
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let artifacts = answer["result"]["artifacts"].as_array().unwrap();
+    let names: Vec<&str> = artifacts.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hello.txt", "big.mp4"], "{answer}");
+    assert_eq!(artifacts[1]["url"], "https://cdn.example.com/big.mp4");
+    // Without publicBaseUrl the server gives a path on itself.
+    let stored = format!("{}{}", server.base, artifacts[0]["url"].as_str().unwrap());
+    let body = server.block_on(async move {
+        let response =
+            reqwest::Client::new().get(stored).bearer_auth(PRODUCER).send().await.unwrap();
+        response.text().await.unwrap()
+    });
+    assert_eq!(body, "hello");
+}
+
+#[test]
+fn a_result_the_server_refuses_is_nacked_with_the_refusal() {
+    let server = Server::start();
+    let id = create(&server, "BADFILE", "{}");
+    let bad = handler(
+        &server,
+        "bad.sh",
+        r#"cat >/dev/null
+echo '{"status":"COMPLETED","artifacts":[{"name":"../escape","contentBase64":"aGVsbG8="}]}'"#,
+    );
+
+    let output = run(worker(&server, "BADFILE", &bad).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains(&format!("task {id} command=BADFILE attempt=1 nacked")), "{log}");
+    assert!(log.contains("invalid_artifact"), "{log}");
+    assert_eq!(task["status"], "PENDING", "{task}");
+    let reason = task["lastReason"].as_str().unwrap();
+    assert!(reason.starts_with("the result was refused: HTTP 400 invalid_artifact"), "{reason}");
 }
 
 #[test]

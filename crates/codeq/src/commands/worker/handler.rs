@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use codeq_client::{Outcome, Task};
+use codeq_client::{ArtifactUpload, Outcome, SubmitResult, Task};
 use serde::Deserialize;
 use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
@@ -71,10 +71,14 @@ enum Printed {
     Completed {
         #[serde(default)]
         result: Option<serde_json::Value>,
+        #[serde(default)]
+        artifacts: Vec<ArtifactUpload>,
     },
     Failed {
         #[serde(default)]
         error: String,
+        #[serde(default)]
+        artifacts: Vec<ArtifactUpload>,
     },
 }
 
@@ -257,26 +261,44 @@ fn interpret(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
     if !status.success() {
         return Outcome::Retry(with_tail(&format!("handler {status}"), stderr));
     }
-    match parse(stdout) {
-        Some(Printed::Completed { result: None }) => Outcome::Completed(serde_json::json!({})),
-        Some(Printed::Completed { result: Some(result) }) if result.is_object() => {
-            Outcome::Completed(result)
+    let (outcome, artifacts) = match parse(stdout) {
+        Some(Printed::Completed { result: None, artifacts }) => {
+            (Outcome::Completed(serde_json::json!({})), artifacts)
         }
-        Some(Printed::Completed { result: Some(_) }) => {
-            Outcome::Retry(with_tail("handler printed a result that is not a JSON object", stderr))
+        Some(Printed::Completed { result: Some(result), artifacts }) if result.is_object() => {
+            (Outcome::Completed(result), artifacts)
         }
-        Some(Printed::Failed { error }) if error.trim().is_empty() => {
-            Outcome::Failed("handler reported FAILED without an error".into())
+        Some(Printed::Completed { result: Some(_), .. }) => {
+            let what = "handler printed a result that is not a JSON object";
+            return Outcome::Retry(with_tail(what, stderr));
         }
-        Some(Printed::Failed { error }) => Outcome::Failed(error),
-        None => Outcome::Retry(with_tail(
-            &format!(
+        Some(Printed::Failed { error, artifacts }) if error.trim().is_empty() => {
+            (Outcome::Failed("handler reported FAILED without an error".into()), artifacts)
+        }
+        Some(Printed::Failed { error, artifacts }) => (Outcome::Failed(error), artifacts),
+        None => {
+            let what = format!(
                 "handler output is not {{\"status\":\"COMPLETED\"|\"FAILED\",…}}: {}",
                 describe_printed(stdout)
-            ),
-            stderr,
-        )),
+            );
+            return Outcome::Retry(with_tail(&what, stderr));
+        }
+    };
+    with_artifacts(outcome, artifacts)
+}
+
+/// A result with the artifacts the handler printed, when it printed any.
+fn with_artifacts(outcome: Outcome, artifacts: Vec<ArtifactUpload>) -> Outcome {
+    if artifacts.is_empty() {
+        return outcome;
     }
+    // The worker sets the delivery's attempt.
+    let body = match outcome {
+        Outcome::Completed(result) => SubmitResult::completed(0, result),
+        Outcome::Failed(error) => SubmitResult::failed(0, error),
+        other => return other,
+    };
+    Outcome::Submit(SubmitResult { artifacts, ..body })
 }
 
 /// `it printed "…"` with the start of `stdout`, quoted on one line.
