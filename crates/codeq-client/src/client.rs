@@ -387,8 +387,9 @@ impl Client {
         Ok(answer.tasks)
     }
 
-    /// `POST /v1/codeq/tasks/:id/heartbeat`: extends the lease of delivery
-    /// `attempt` by `extend_seconds` (default: the server's lease length).
+    /// `POST /v1/codeq/tasks/:id/heartbeat`: the lease of delivery
+    /// `attempt` now ends `extend_seconds` from now (default: the server's
+    /// lease length), whatever was left of it.
     pub async fn heartbeat(
         &self,
         id: &str,
@@ -516,7 +517,8 @@ impl Client {
 
     /// `POST /v1/codeq/admin/tasks/cleanup`: deletes up to `limit` (server
     /// default 1000) terminal tasks whose retention ended by `before`
-    /// (RFC 3339; default now).
+    /// (RFC 3339; default now). Not repeated once the server may have seen
+    /// it: a repeat would delete another `limit` and count only those.
     pub async fn cleanup(
         &self,
         limit: Option<u32>,
@@ -524,7 +526,8 @@ impl Client {
     ) -> Result<CleanupOutcome, Error> {
         let path = ["v1", "codeq", "admin", "tasks", "cleanup"];
         let request = self.request(Method::POST, &path, Auth::Producer)?;
-        let response = self.send(request.json(&CleanupBody { limit, before }), Retry::Safe).await?;
+        let response =
+            self.send(request.json(&CleanupBody { limit, before }), Retry::ConnectOnly).await?;
         decode(response).await
     }
 
@@ -625,7 +628,8 @@ impl Client {
     }
 
     /// `GET /readyz`: `Ok` when the server's storage answers; otherwise an
-    /// [`Error::Api`] with status 503.
+    /// [`Error::Api`] with status 503 (or [`Error::Transport`] when the
+    /// server itself does not answer).
     pub async fn readyz(&self) -> Result<(), Error> {
         // Not retried on 503: "not ready" is the answer asked for.
         self.send(self.request(Method::GET, &["readyz"], Auth::None)?, Retry::ConnectOnly).await?;
@@ -745,7 +749,9 @@ fn may_retry(err: &Error, retry: Retry) -> bool {
         // Refused before any handler ran: the token could not be checked
         // for now (authentication comes first).
         (Error::Api { code, .. }, _) if code == "jwks_unavailable" => true,
-        (Error::Transport(_), Retry::Safe) => true,
+        // A request that could not be built (a token with a newline) is
+        // built the same way again.
+        (Error::Transport(err), Retry::Safe) => !err.is_builder(),
         (Error::Api { status: 502..=504, .. }, Retry::Safe) => true,
         _ => false,
     }

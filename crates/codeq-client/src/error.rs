@@ -47,7 +47,8 @@ pub enum Error {
         message: String,
     },
     /// The request did not complete: connection refused or reset, timeout,
-    /// TLS failure, or the response body could not be read.
+    /// TLS failure, the response body could not be read, or the request
+    /// could not be built at all (a token holding a newline: not repeated).
     #[error("request failed")]
     Transport(#[from] reqwest::Error),
     /// A successful response whose body is not what the API promises.
@@ -73,7 +74,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status of an [`Error::Api`] or [`Error::Decode`].
+    /// The HTTP status of an [`Error::Api`] or [`Error::Decode`], or of a
+    /// [`Error::Transport`] that came with one.
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
@@ -90,7 +92,10 @@ impl Error {
         }
     }
 
-    /// True for 401 and 403: the token is missing, invalid or not allowed.
+    /// True for a 401 or 403 answer: the token is invalid, or not allowed
+    /// this call (a 403 may be about this one task or command, such as
+    /// `not_owner` or `command_not_allowed`). A token that was never set
+    /// is [`Error::MissingToken`], not this.
     pub fn is_auth(&self) -> bool {
         matches!(self.status(), Some(401 | 403))
     }

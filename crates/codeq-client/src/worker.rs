@@ -57,6 +57,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// What the handler decided about a task.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Finished: submit a `COMPLETED` result with this object.
     Completed(serde_json::Value),
@@ -122,8 +123,9 @@ pub struct TaskReport {
     pub reported: Reported,
     /// The handler's reason or error, when it gave one.
     pub detail: Option<String>,
-    /// Why the report was refused or never arrived (with
-    /// [`Reported::ReportFailed`]).
+    /// Why the report was refused or never arrived: with
+    /// [`Reported::ReportFailed`], or with [`Reported::Failed`] when a
+    /// result the server refused as invalid was submitted as a failure.
     pub report_error: Option<String>,
     /// Claim to report.
     pub duration: Duration,
@@ -215,7 +217,8 @@ pub struct ClaimRetry<'a> {
     pub slot: usize,
     /// The error.
     pub error: &'a Error,
-    /// The wait before the next claim: doubles from 0.5 s up to 30 s.
+    /// The wait before the next claim: a step that doubles from 0.5 s up
+    /// to 30 s, each pause drawn between half the step and all of it.
     pub pause: Duration,
 }
 
@@ -227,7 +230,8 @@ pub struct ResultRetry<'a> {
     pub task_id: &'a str,
     /// The error.
     pub error: &'a Error,
-    /// The wait before the next try: doubles from 0.5 s up to 30 s.
+    /// The wait before the next try: a step that doubles from 0.5 s up to
+    /// 30 s, each pause drawn between half the step and all of it.
     pub pause: Duration,
 }
 
@@ -321,7 +325,8 @@ impl Worker {
         self
     }
 
-    /// Long-poll wait of each claim, 0..=30 s.
+    /// Long-poll wait of each claim, 0..=30 s. With 0 a claim that finds
+    /// nothing is followed by a pause of 0.25–0.5 s before the next.
     pub fn wait_seconds(mut self, seconds: u32) -> Self {
         self.wait_seconds = seconds.min(MAX_WAIT_SECONDS);
         self
@@ -449,6 +454,14 @@ impl Worker {
                         return Err(refused);
                     }
                 }
+                // Without a long poll an empty answer would be asked
+                // again at once, in a tight loop.
+                Ok(None) if self.wait_seconds == 0 && !self.once => {
+                    tokio::select! {
+                        () = self.stop.claiming.cancelled() => return Ok(summary),
+                        () = tokio::time::sleep(spread(FIRST_RETRY_PAUSE)) => {}
+                    }
+                }
                 Ok(None) => {}
                 // With `once` there is no later claim to retry in.
                 Err(err) if is_fatal(&err) || self.once => return Err(err),
@@ -486,7 +499,7 @@ impl Worker {
     {
         let started = Instant::now();
         let (id, command, attempt) = (task.id.clone(), task.command.clone(), task.attempts);
-        let work = handler(task);
+        let work = HandlerRun(tokio::spawn(handler(task)));
         let mut held_until = started + self.lease();
         let outcome = tokio::select! {
             outcome = self.with_heartbeats(&id, attempt, work, &mut held_until) => outcome,
@@ -521,10 +534,11 @@ impl Worker {
     }
 
     /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`],
-    /// moving `held_until` with each renewal. A refused heartbeat (lease
-    /// lost) stops the renewals; the report will then be refused too, and
-    /// is counted as such. `None`, with `work` dropped unfinished, when a
-    /// heartbeat finds the task cancelled.
+    /// moving `held_until` with each renewal. A heartbeat in flight (a slow
+    /// or unreachable server) never holds `work` up: both are polled. A
+    /// refused heartbeat (lease lost) stops the renewals; the report will
+    /// then be refused too, and is counted as such. `None`, with `work`
+    /// dropped unfinished, when a heartbeat finds the task cancelled.
     async fn with_heartbeats<F>(
         &self,
         id: &str,
@@ -542,25 +556,30 @@ impl Worker {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // the first tick is immediate: the claim just set the lease
         let mut renewing = true;
+        let mut in_flight = std::pin::pin!(None);
         loop {
             tokio::select! {
                 outcome = &mut work => return Some(outcome),
-                _ = ticks.tick(), if renewing => {
+                _ = ticks.tick(), if renewing && in_flight.is_none() => {
                     let sent_at = Instant::now();
-                    let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds)).await;
+                    let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds));
+                    in_flight.set(Some(async move { (sent_at, beat.await) }));
+                }
+                (sent_at, beat) = async {
+                    match in_flight.as_mut().as_pin_mut() {
+                        Some(beat) => beat.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    in_flight.set(None);
                     match beat {
                         Ok(_) => *held_until = sent_at + self.lease(),
                         Err(err) if err.code() == Some("task_cancelled") => return None,
                         // Refused (lease ended, another owner): renewing is
                         // over. A 5xx, no answer, or a token the server
                         // could not check yet may pass: keep trying.
-                        Err(err)
-                            if err.status().is_some_and(|status| status < 500)
-                                && err.code() != Some(JWKS_UNAVAILABLE) =>
-                        {
-                            renewing = false;
-                        }
-                        _ => {}
+                        Err(err) if !may_pass(&err) => renewing = false,
+                        Err(_) => {}
                     }
                 }
             }
@@ -596,21 +615,24 @@ impl Worker {
     }
 
     /// Submits a result. One the server refuses as invalid (400, or 413
-    /// too large) would be refused again at every delivery: the task is
-    /// nacked with the refusal as its reason, to be retried with backoff
-    /// or dead-lettered, rather than left to its lease.
+    /// too large) would be refused again at every delivery: the task
+    /// fails instead, with the refusal (and the handler's own error) as
+    /// its error, rather than being left to its lease and run again.
     async fn send_result(&self, id: &str, body: SubmitResult, held_until: Instant) -> Sent {
         let reported = match body.status {
             ResultStatus::Failed => Reported::Failed,
             _ => Reported::Completed,
         };
-        let attempt = body.attempt.unwrap_or_default();
         match self.submit(id, &body, reported, held_until).await {
             Err(refused) if matches!(refused.status(), Some(400 | 413)) => {
-                let reason = format!("the result was refused: {}", with_causes(&refused));
-                match self.nack(id, attempt, &reason).await {
-                    Ok((reported, _)) => Sent {
-                        reported,
+                let mut error = format!("the result was refused: {}", with_causes(&refused));
+                if let Some(own) = &body.error {
+                    error.push_str(&format!("; the handler's error: {own}"));
+                }
+                let failed = SubmitResult::failed(body.attempt.unwrap_or_default(), error);
+                match self.client.submit_result(id, &failed).await {
+                    Ok(_) => Sent {
+                        reported: Reported::Failed,
                         next: None,
                         refusal: Some(refused),
                         ends_the_worker: false,
@@ -685,11 +707,56 @@ impl Worker {
                 () = self.stop.running.cancelled() => break,
                 () = tokio::time::sleep(waiting) => {}
             }
-            sent = self.client.submit_result(id, body).await.map(|_| None);
+            // Not past the lease either while the call itself waits.
+            let lease_end = tokio::time::Instant::from_std(held_until);
+            match tokio::time::timeout_at(lease_end, self.client.submit_result(id, body)).await {
+                Ok(answer) => sent = answer.map(|_| None),
+                Err(_lease_ended) => break,
+            }
             pause = (pause * 2).min(MAX_RETRY_PAUSE);
         }
         sent.map(|next| (reported, next))
     }
+}
+
+/// A handler running as a task of its own: a panic in it nacks its task
+/// (with the panic's message) instead of ending the worker and every
+/// other slot's task with it. Dropping it stops the handler, as dropping
+/// its future would.
+struct HandlerRun(tokio::task::JoinHandle<Outcome>);
+
+impl Future for HandlerRun {
+    type Output = Outcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Outcome> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined
+                .unwrap_or_else(|stopped| Outcome::Retry(format!("the handler {}", ended(stopped))))
+        })
+    }
+}
+
+impl Drop for HandlerRun {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a handler task ended without an outcome.
+fn ended(stopped: tokio::task::JoinError) -> String {
+    if !stopped.is_panic() {
+        return "was stopped".to_owned();
+    }
+    let panic = stopped.into_panic();
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text value".to_owned());
+    format!("panicked: {message}")
 }
 
 /// What reporting an outcome came to.
@@ -747,6 +814,9 @@ fn with_causes(err: &Error) -> String {
 fn is_fatal(err: &Error) -> bool {
     match err {
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } => true,
+        // The request could not be built (a token with a newline): no
+        // later claim builds it either.
+        Error::Transport(transport) if transport.is_builder() => true,
         Error::Api { .. } if err.code() == Some(JWKS_UNAVAILABLE) => false,
         Error::Api { status, .. } => matches!(status, 400 | 401 | 403 | 404),
         Error::Transport(_) | Error::Decode { .. } => false,
@@ -757,7 +827,7 @@ fn is_fatal(err: &Error) -> bool {
 /// could not check for now.
 fn may_pass(err: &Error) -> bool {
     match err {
-        Error::Transport(_) => true,
+        Error::Transport(transport) => !transport.is_builder(),
         Error::Api { status, .. } => *status >= 500 || err.code() == Some(JWKS_UNAVAILABLE),
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } | Error::Decode { .. } => false,
     }
@@ -773,6 +843,31 @@ mod tests {
 
     fn worker() -> Worker {
         Worker::new(Client::new("http://127.0.0.1:9").unwrap(), ["A"])
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_that_gets_no_answer_does_not_hold_the_handler_up() {
+        // Accepts connections (the kernel does) and never answers them.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let client = Client::new(&url).unwrap().with_worker_token("w");
+        let worker = Worker::new(client, ["A"]).lease_seconds(1);
+        let work = async {
+            // Three heartbeat periods: the first heartbeat starts and hangs.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Outcome::Completed(serde_json::json!({}))
+        };
+        let mut held_until = Instant::now();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            worker.with_heartbeats("t", 1, work, &mut held_until),
+        )
+        .await
+        .expect("the handler waited for the heartbeat");
+        assert!(matches!(outcome, Some(Outcome::Completed(_))), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        drop(silent);
     }
 
     #[test]

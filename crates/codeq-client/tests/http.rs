@@ -408,6 +408,17 @@ async fn a_server_that_comes_up_while_retrying_answers_the_repeated_read() {
     running.stop().await.unwrap();
 }
 
+/// The server's count of requests to `route` answered `status`.
+async fn answered(base: &str, route: &str, status: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let series = format!(
+        "codeq_http_requests_total{{method=\"POST\",route=\"{route}\",status=\"{status}\"}} "
+    );
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
 /// The server's count of requests answered 503 `overloaded`.
 async fn overloaded_answers(base: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
@@ -565,9 +576,11 @@ mod worker {
         let task = client.create_task(&CreateTask::new("RESTART", json!({}))).await.unwrap().task;
         let (started, finish) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let (retried, mut retries) = mpsc::unbounded_channel();
+        // A 3 s lease, renewed every second while the handler runs.
         let worker = Worker::new(client.clone(), ["RESTART"])
             .once(true)
             .wait_seconds(1)
+            .lease_seconds(3)
             .on_result_retry(move |retry| {
                 let _ = retried.send((retry.task_id.to_owned(), retry.error.to_string()));
             });
@@ -582,6 +595,15 @@ mod worker {
         }));
 
         started.notified().await;
+        let claimed = std::time::Instant::now();
+        let first_lease = client.get_task(&task.id).await.unwrap().lease_until;
+        // The result is sent after the lease the claim gave has ended: the
+        // worker may re-send it only because heartbeats moved its lease.
+        while std::time::Instant::now() < claimed + Duration::from_millis(3300) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let renewed_lease = client.get_task(&task.id).await.unwrap().lease_until;
+        assert!(renewed_lease > first_lease, "{renewed_lease:?} after {first_lease:?}");
         let stopped = server.stop_for_a_restart().await;
         finish.notify_one();
         let retry = tokio::time::timeout(Duration::from_secs(30), retries.recv()).await;
@@ -621,11 +643,77 @@ mod worker {
         started.notified().await;
         let _stopped = server.stop_for_a_restart().await;
         finish.notify_one();
+        let stopped_at = std::time::Instant::now();
         // The server never comes back: the worker gives up once the lease
         // it held has ended (the task is then another worker's to take).
         let summary = tokio::time::timeout(Duration::from_secs(30), running).await;
         let summary = summary.expect("the result was sent again past the lease").unwrap().unwrap();
         assert_eq!((summary.completed, summary.report_failed), (0, 1));
+        let gave_up_after = stopped_at.elapsed();
+        assert!(gave_up_after < Duration::from_millis(1500), "gave up after {gave_up_after:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_nacks_its_task_and_the_other_slots_go_on() {
+        let server = Server::start().await;
+        let client = server.client();
+        let doomed = CreateTask::new("PANIC", json!({ "panic": true }));
+        let doomed = client.create_task(&doomed).await.unwrap().task;
+        let fine = client.create_task(&CreateTask::new("PANIC", json!({}))).await.unwrap().task;
+        let worker = Worker::new(client.clone(), ["PANIC"]).concurrency(2).wait_seconds(1);
+        let stop = worker.stop_handle();
+        let running = tokio::spawn(worker.run(|task| async move {
+            let payload: serde_json::Value = task.payload_as().unwrap();
+            assert!(payload.get("panic").is_none(), "boom");
+            Outcome::Completed(json!({}))
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while client.get_task(&fine.id).await.unwrap().status != TaskStatus::Completed
+            || client.get_task(&doomed.id).await.unwrap().attempts == 0
+            || client.get_task(&doomed.id).await.unwrap().status == TaskStatus::InProgress
+        {
+            assert!(std::time::Instant::now() < deadline, "the tasks were not both handled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.stop();
+        let summary = running.await.unwrap().unwrap();
+
+        assert!(summary.completed >= 1 && summary.nacked >= 1, "{summary:?}");
+        let nacked = client.get_task(&doomed.id).await.unwrap();
+        let reason = nacked.last_reason.unwrap_or_default();
+        assert!(reason.starts_with("the handler panicked: boom"), "{reason}");
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_long_poll_an_empty_queue_is_asked_about_twice_a_second_or_so() {
+        let server = Server::start().await;
+        let worker = Worker::new(server.client(), ["EMPTY"]).wait_seconds(0);
+        let stop = worker.stop_handle();
+        let running = tokio::spawn(worker.run(|_task| async { Outcome::Abandon }));
+        // A second of an empty queue.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.stop();
+        running.await.unwrap().unwrap();
+
+        let claims = super::answered(&server.base, "/v1/codeq/tasks/claim", "204").await;
+        assert!((1..=8).contains(&claims), "{claims} empty claims in a second");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_token_that_cannot_be_sent_ends_the_worker_at_once() {
+        let server = Server::start().await;
+        let client = super::Client::new(&server.base).unwrap().with_worker_token("t-worker\n");
+        let worker = Worker::new(client, ["X"]).wait_seconds(1);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(10),
+            worker.run(|_task| async { Outcome::Abandon }),
+        )
+        .await
+        .expect("the worker kept retrying a request it cannot build");
+        assert!(matches!(ended, Err(super::Error::Transport(_))), "{ended:?}");
+        server.stop().await;
     }
 
     #[tokio::test]

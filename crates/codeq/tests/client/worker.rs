@@ -184,7 +184,7 @@ echo '{"status":"COMPLETED","result":{"ok":true},"artifacts":[{"name":"hello.txt
 }
 
 #[test]
-fn a_result_the_server_refuses_is_nacked_with_the_refusal() {
+fn a_result_the_server_refuses_fails_the_task_with_the_refusal() {
     let server = Server::start();
     let id = create(&server, "BADFILE", "{}");
     let bad = handler(
@@ -199,11 +199,12 @@ echo '{"status":"COMPLETED","artifacts":[{"name":"../escape","contentBase64":"aG
 
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
-    assert!(log.contains(&format!("task {id} command=BADFILE attempt=1 nacked")), "{log}");
+    assert!(log.contains(&format!("task {id} command=BADFILE attempt=1 failed")), "{log}");
     assert!(log.contains("invalid_artifact"), "{log}");
-    assert_eq!(task["status"], "PENDING", "{task}");
-    let reason = task["lastReason"].as_str().unwrap();
-    assert!(reason.starts_with("the result was refused: HTTP 400 invalid_artifact"), "{reason}");
+    // Failed once, not run again: the handler's work is done.
+    assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("FAILED"), Some(1)));
+    let error = task["error"].as_str().unwrap();
+    assert!(error.starts_with("the result was refused: HTTP 400 invalid_artifact"), "{error}");
 }
 
 #[test]
