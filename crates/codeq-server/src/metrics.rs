@@ -124,11 +124,19 @@ fn http_histogram() -> Histogram {
     Histogram::new(HTTP_BUCKETS.iter().copied())
 }
 
-/// What the depth gauges are read from.
+/// How long a scrape waits for the queue depths: well within a scraper's
+/// timeout (Prometheus: 10 s), so that a hung store (Redis stopped but
+/// connected) costs the depths, not the scrape.
+const DEPTHS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the depth gauges are read from, within [`DEPTHS_WAIT`].
 async fn queues_and_subscriptions(
     store: &dyn Store,
 ) -> StoreResult<(Vec<QueueStats>, Vec<Subscription>)> {
-    Ok((store.all_queue_stats().await?, store.subscriptions().await?))
+    let read = async { Ok((store.all_queue_stats().await?, store.subscriptions().await?)) };
+    tokio::time::timeout(DEPTHS_WAIT, read).await.unwrap_or_else(|_| {
+        Err(crate::store::StoreError::Unavailable("storage did not answer in time".into()))
+    })
 }
 
 /// Every metric of one server. Cheap to share behind an `Arc`.

@@ -520,6 +520,11 @@ async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
 
     a.assert_healthy();
     b.assert_healthy();
+    for replica in [&a, &b] {
+        // An outage is the link's to report, not an ACL problem.
+        let log = std::fs::read_to_string(&replica.log).unwrap();
+        assert!(!log.contains("cannot subscribe"), "{log}");
+    }
     let load = std::mem::take(&mut *load.lock().unwrap());
     println!(
         "outage: statuses {:?}, {} created ({} before the kill), {} completed; ready again {:.1} s after the kill",

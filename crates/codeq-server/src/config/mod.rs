@@ -497,7 +497,8 @@ impl Config {
         )?;
 
         // An ACL user name is sent only with a password (AUTH user password).
-        if let (Some(user), None) = (&layer.redis_username, &layer.redis_password) {
+        let redis = layer.storage.as_ref().is_some_and(|kind| kind.value == StorageKind::Redis);
+        if let (true, Some(user), None) = (redis, &layer.redis_username, &layer.redis_password) {
             return Err(missing("redisPassword", "redisUsername", &user.origin, None));
         }
 

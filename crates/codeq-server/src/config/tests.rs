@@ -56,7 +56,7 @@ const SAMPLES: &[Sample] = &[
     ("dataDir", "/var/lib/codeq", &[]),
     ("durability", "buffered", &[]),
     ("redisAddr", "redis.internal:6380", &[]),
-    ("redisUsername", "codeq", &[("redisPassword", "pw")]),
+    ("redisUsername", "codeq", &[("redisPassword", "pw"), ("storage", "redis")]),
     ("redisPassword", "pw", &[]),
     ("redisDb", "3", &[]),
     ("redisKeyPrefix", "cq", &[]),
@@ -713,12 +713,15 @@ fn identity_jwks_url_and_issuer_are_derived_from_the_service_url() {
 
 #[test]
 fn a_redis_user_name_without_a_password_is_refused() {
-    let error = load_env(&[("CODEQ_REDIS_USERNAME", "codeq")]).unwrap_err().to_string();
+    let alone = [("CODEQ_STORAGE", "redis"), ("CODEQ_REDIS_USERNAME", "codeq")];
+    let error = load_env(&alone).unwrap_err().to_string();
     assert_eq!(
         error,
         "missing configuration key redisPassword: required when redisUsername is set \
          (env CODEQ_REDIS_USERNAME)"
     );
+    // Redis settings are not used with the embedded store.
+    assert!(load_env(&[("CODEQ_REDIS_USERNAME", "codeq")]).is_ok());
     let both = load_env(&[("CODEQ_REDIS_USERNAME", "codeq"), ("REDIS_PASSWORD", "pw")]).unwrap();
     assert_eq!(both.redis_username.as_deref(), Some("codeq"));
 }

@@ -381,16 +381,7 @@ pub fn parse_timezone(text: &str) -> Result<UtcOffset, String> {
 /// the URL is used.
 pub(super) fn http_url(url: &str) -> Result<(), String> {
     let refuse = || format!("{url:?} is not an absolute http:// or https:// URL");
-    let has_prefix = |prefix: &str| {
-        url.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    };
-    let rest = if has_prefix("http://") {
-        &url[7..]
-    } else if has_prefix("https://") {
-        &url[8..]
-    } else {
-        return Err(refuse());
-    };
+    let rest = crate::service::outbound::after_http_scheme(url).ok_or_else(refuse)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
     if host.is_empty() || host.starts_with(':') || url.chars().any(char::is_whitespace) {

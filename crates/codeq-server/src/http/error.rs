@@ -129,9 +129,9 @@ impl From<TransitionError> for ApiError {
     }
 }
 
-/// `Retry-After` of a storage failure: the server exits at once and a
-/// supervisor restarts it.
-const RETRY_AFTER_RESTART_SECONDS: u32 = 5;
+/// `Retry-After` of a storage failure: the embedded store's server exits
+/// at once and a supervisor restarts it; Redis is waited for.
+const RETRY_AFTER_STORAGE_SECONDS: u32 = 5;
 
 /// `Retry-After` of a request shed because too many are in flight.
 const RETRY_AFTER_BUSY_SECONDS: u32 = 1;
@@ -140,12 +140,13 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Transition(refused) => refused.into(),
-            // The cause is logged once, where the storage failed; the
-            // server then exits and a restart recovers from disk.
+            // The cause is logged once, where the storage failed (then the
+            // embedded store's server exits and a restart recovers from
+            // disk; with Redis, calls get through once it is back).
             StoreError::Unavailable(_) => Self::unavailable(
                 "storage_unavailable",
                 "storage is unavailable; the outcome of this call is unknown: retry once the server is back",
-                RETRY_AFTER_RESTART_SECONDS,
+                RETRY_AFTER_STORAGE_SECONDS,
             ),
             StoreError::DiskFull(_) => Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,

@@ -63,6 +63,38 @@ async fn reply(
     (status, headers, response.json().await.unwrap_or_default())
 }
 
+/// The `codeq_storage_up` sample of one scrape, and its status.
+async fn scrape_storage_up(app: &TestApp) -> (u16, String) {
+    let response = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let up = text.lines().find(|line| line.starts_with("codeq_storage_up ")).unwrap_or("none");
+    (status, up.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_while_storage_hangs_answers_in_time_without_the_depths() {
+    let fs = FaultFs::new();
+    let (app, store) = spawn(&fs).await;
+    app.create_simple("held").await;
+    assert_eq!(scrape_storage_up(&app).await, (200, "codeq_storage_up 1".to_owned()));
+
+    // A create waits on a held fsync: the depths (read once durable) wait too.
+    fs.close_gate();
+    let create = app.spawn_post("/tasks", PRODUCER, json!({ "command": "held", "payload": {} }));
+    wait_until("the create waits", || store.durability_waiters() >= 1).await;
+    let started = std::time::Instant::now();
+    let scraped = scrape_storage_up(&app).await;
+    let waited = started.elapsed();
+    fs.open_gate();
+    let (status, _, _) = reply(create).await;
+
+    assert_eq!(scraped, (200, "codeq_storage_up 0".to_owned()));
+    assert!(waited < Duration::from_secs(5), "the scrape waited {waited:?}");
+    assert_eq!(status, 202);
+    assert_eq!(scrape_storage_up(&app).await, (200, "codeq_storage_up 1".to_owned()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_leaves_before_the_fsync_of_the_state_it_shows() {
     let fs = FaultFs::new();

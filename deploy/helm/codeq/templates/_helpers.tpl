@@ -129,7 +129,7 @@ refuses the non-loopback address a pod listens on. */}}
 {{- if eq .Values.storage "redis" -}}
 {{- $_ := set $fixed "redisAddr" (include "codeq.redisAddr" .) -}}
 {{- $_ := set $fixed "redisDb" .Values.redis.db -}}
-{{- if .Values.redis.username -}}
+{{- if and .Values.redis.username (not .Values.kvrocks.enabled) -}}
 {{- $_ := set $fixed "redisUsername" .Values.redis.username -}}
 {{- end -}}
 {{- $_ := set $fixed "redisKeyPrefix" .Values.redis.keyPrefix -}}

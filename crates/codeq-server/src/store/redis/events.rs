@@ -28,10 +28,11 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
 /// Listens to the events channel until `stop` fires or the store is gone.
 ///
-/// The first failure in a row while Redis answers other calls is a
-/// warning (an ACL user without the channel): until the subscription is
-/// back, work made on other replicas wakes this one's long polls only at
-/// the safety poll. While Redis is unreachable the link says so already.
+/// Redis refusing the subscription itself (an ACL user without the
+/// channel: `NOPERM`) is a warning, once in a row: until it is allowed,
+/// work made on other replicas wakes this one's long polls only at the
+/// safety poll. A subscription that ends, or cannot be made while Redis
+/// is unreachable, is an outage, which the link reports already.
 pub async fn listen(store: Weak<RedisStore>, stop: CancellationToken) {
     let mut failing = false;
     loop {
@@ -41,7 +42,7 @@ pub async fn listen(store: Weak<RedisStore>, stop: CancellationToken) {
         };
         match outcome {
             Ok(()) => return,
-            Err(error) if !failing && store.upgrade().is_some_and(|store| store.link.is_up()) => {
+            Err(error) if !failing && refused_by_redis(&error) => {
                 failing = true;
                 tracing::warn!(
                     %error,
@@ -91,6 +92,15 @@ async fn listen_once(store: &Weak<RedisStore>, failing: &mut bool) -> redis::Red
         std::io::ErrorKind::ConnectionAborted,
         "the events subscription closed",
     )))
+}
+
+/// Whether Redis answered with a refusal (as opposed to a connection
+/// that broke, timed out or could not be made).
+fn refused_by_redis(error: &redis::RedisError) -> bool {
+    !(error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout())
 }
 
 /// Polls every [`SAFETY_POLL`] until `stop` fires or the store is gone.

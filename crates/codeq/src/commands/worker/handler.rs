@@ -72,13 +72,13 @@ enum Printed {
         #[serde(default)]
         result: Option<serde_json::Value>,
         #[serde(default)]
-        artifacts: Vec<ArtifactUpload>,
+        artifacts: Option<serde_json::Value>,
     },
     Failed {
         #[serde(default)]
         error: String,
         #[serde(default)]
-        artifacts: Vec<ArtifactUpload>,
+        artifacts: Option<serde_json::Value>,
     },
 }
 
@@ -284,7 +284,16 @@ fn interpret(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
             return Outcome::Retry(with_tail(&what, stderr));
         }
     };
-    with_artifacts(outcome, artifacts)
+    // Read on their own, so that a bad item is named as such.
+    match serde_json::from_value::<Option<Vec<ArtifactUpload>>>(artifacts.unwrap_or_default()) {
+        Ok(artifacts) => with_artifacts(outcome, artifacts.unwrap_or_default()),
+        Err(error) => Outcome::Retry(with_tail(
+            &format!(
+                "handler printed artifacts that are not [{{\"name\",\"url\"|\"contentBase64\",…}}]: {error}"
+            ),
+            stderr,
+        )),
+    }
 }
 
 /// A result with the artifacts the handler printed, when it printed any.
@@ -372,6 +381,23 @@ mod tests {
         let out = br#"{"status":"COMPLETED","result":{"ok":true}}"#;
 
         assert_eq!(interpret(exited(0), out, b""), Outcome::Completed(json!({"ok": true})));
+    }
+
+    #[test]
+    fn artifacts_go_with_the_result_and_a_bad_list_is_named() {
+        let none = br#"{"status":"COMPLETED","result":{},"artifacts":null}"#;
+        assert_eq!(interpret(exited(0), none, b""), Outcome::Completed(json!({})));
+        let linked =
+            br#"{"status":"FAILED","error":"e","artifacts":[{"name":"a","url":"https://x/a"}]}"#;
+        let Outcome::Submit(body) = interpret(exited(0), linked, b"") else {
+            panic!("not a Submit")
+        };
+        assert_eq!((body.error.as_deref(), body.artifacts.len()), (Some("e"), 1));
+        let nameless = br#"{"status":"COMPLETED","artifacts":[{"url":"https://x/a"}]}"#;
+        let Outcome::Retry(reason) = interpret(exited(0), nameless, b"") else {
+            panic!("a nameless artifact was accepted")
+        };
+        assert!(reason.starts_with("handler printed artifacts that are not"), "{reason}");
     }
 
     #[test]
