@@ -317,15 +317,18 @@ impl Client {
     }
 
     /// `POST /v1/codeq/tasks/batch`: creates 1..=100 tasks; each item
-    /// succeeds or fails on its own, answered in request order.
+    /// succeeds or fails on its own, answered in request order. Repeated
+    /// after a lost answer or a 502–504 only when every task has an
+    /// idempotency key (a repeat then creates nothing twice).
     pub async fn create_tasks_batch(
         &self,
         tasks: &[CreateTask],
     ) -> Result<Vec<BatchItem<Task>>, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", "batch"], Auth::Producer)?;
-        let response =
-            self.send(request.json(&CreateBatchBody { tasks }), Retry::ConnectOnly).await?;
+        let keyed = tasks.iter().all(|task| task.idempotency_key.is_some());
+        let retry = if keyed { Retry::Safe } else { Retry::ConnectOnly };
+        let response = self.send(request.json(&CreateBatchBody { tasks }), retry).await?;
         let answer: CreateBatchAnswer = decode(response).await?;
         Ok(answer.results.into_iter().map(Into::into).collect())
     }

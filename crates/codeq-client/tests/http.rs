@@ -428,6 +428,61 @@ async fn overloaded_answers(base: &str) -> u64 {
 
 #[tokio::test]
 async fn a_503_with_retry_after_is_repeated_no_sooner_than_it_asks() {
+    let (server, holder) = overloaded_server().await;
+    let base = server.base.clone();
+    let refused_before = overloaded_answers(&base).await;
+
+    let patient = Client::builder(&base).build().unwrap().with_producer_token(PRODUCER);
+    let started = std::time::Instant::now();
+    let call = tokio::spawn(async move { patient.create_task(&keyed("patient")).await });
+    // Once the first attempt has been refused, the budget is given back:
+    // a repeat 100–200 ms later (the backoff alone) would get through.
+    wait_for_refusals(&base, refused_before + 1).await;
+    drop(holder);
+    let created = call.await.unwrap();
+    let waited = started.elapsed();
+
+    assert!(created.is_ok(), "{created:?}");
+    assert!(waited >= std::time::Duration::from_secs(1), "repeated after {waited:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_repeated_only_when_every_task_has_a_key() {
+    let (server, holder) = overloaded_server().await;
+    let base = server.base.clone();
+    let refused_before = overloaded_answers(&base).await;
+
+    let patient = Client::builder(&base).build().unwrap().with_producer_token(PRODUCER);
+    let keyed_batch = vec![keyed("batch-1"), keyed("batch-2")];
+    let mixed_batch = vec![keyed("batch-3"), CreateTask::new("RETRY_AFTER", json!({}))];
+    let (keyed_client, mixed_client) = (patient.clone(), patient);
+    let keyed_call =
+        tokio::spawn(async move { keyed_client.create_tasks_batch(&keyed_batch).await });
+    let mixed_call =
+        tokio::spawn(async move { mixed_client.create_tasks_batch(&mixed_batch).await });
+    wait_for_refusals(&base, refused_before + 2).await;
+    drop(holder);
+    let keyed_outcome = keyed_call.await.unwrap();
+    let mixed_outcome = mixed_call.await.unwrap();
+
+    let items = keyed_outcome.expect("the keyed batch was repeated and got through");
+    assert!(items.iter().all(|item| item.is_ok()), "{items:?}");
+    let refused = mixed_outcome.expect_err("a batch with an unkeyed task was repeated");
+    assert_eq!((refused.status(), refused.code()), (Some(503), Some("overloaded")));
+    server.stop().await;
+}
+
+/// A create of `RETRY_AFTER` with idempotency key `key`.
+fn keyed(key: &str) -> CreateTask {
+    CreateTask { idempotency_key: Some(key.into()), ..CreateTask::new("RETRY_AFTER", json!({})) }
+}
+
+/// A server whose whole request-body budget is held by a result batch that
+/// declared the largest body and sends none of it (the stream returned):
+/// any other body gets 503 `overloaded`, `Retry-After: 1`, until the
+/// stream is dropped.
+async fn overloaded_server() -> (Server, tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt as _;
 
     let mut largest = 0;
@@ -440,27 +495,19 @@ async fn a_503_with_retry_after_is_repeated_no_sooner_than_it_asks() {
         config.max_body_bytes_in_flight = largest as u64;
     })
     .await;
-    let base = server.base.clone();
-    // A result batch that declares the largest body and sends none of it
-    // holds the whole body budget: any other body gets 503 `overloaded`,
-    // `Retry-After: 1`.
     let mut holder =
-        tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+        tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
     let head = format!(
         "POST /v1/codeq/tasks/batch/results HTTP/1.1\r\nHost: codeq\r\n\
          Authorization: Bearer {WORKER}\r\nContent-Type: application/json\r\n\
          Content-Length: {largest}\r\n\r\n"
     );
     holder.write_all(head.as_bytes()).await.unwrap();
-    let impatient = Client::builder(&base)
+    let impatient = Client::builder(&server.base)
         .retry_policy(codeq_client::RetryPolicy::NONE)
         .build()
         .unwrap()
         .with_producer_token(PRODUCER);
-    let keyed = |key: &str| CreateTask {
-        idempotency_key: Some(key.into()),
-        ..CreateTask::new("RETRY_AFTER", json!({}))
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match impatient.create_task(&keyed("probe")).await {
@@ -468,24 +515,16 @@ async fn a_503_with_retry_after_is_repeated_no_sooner_than_it_asks() {
             other => assert!(std::time::Instant::now() < deadline, "never overloaded: {other:?}"),
         }
     }
-    let refused_before = overloaded_answers(&base).await;
+    (server, holder)
+}
 
-    let patient = Client::builder(&base).build().unwrap().with_producer_token(PRODUCER);
-    let started = std::time::Instant::now();
-    let call = tokio::spawn(async move { patient.create_task(&keyed("patient")).await });
-    // Once the first attempt has been refused, the budget is given back:
-    // a repeat 100–200 ms later (the backoff alone) would get through.
-    while overloaded_answers(&base).await == refused_before {
-        assert!(std::time::Instant::now() < deadline, "the first attempt never came");
+/// Waits until the server has answered `count` requests 503 `overloaded`.
+async fn wait_for_refusals(base: &str, count: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while overloaded_answers(base).await < count {
+        assert!(std::time::Instant::now() < deadline, "the first attempts never came");
         tokio::task::yield_now().await;
     }
-    drop(holder);
-    let created = call.await.unwrap();
-    let waited = started.elapsed();
-
-    assert!(created.is_ok(), "{created:?}");
-    assert!(waited >= std::time::Duration::from_secs(1), "repeated after {waited:?}");
-    server.stop().await;
 }
 
 // ---- Worker ---------------------------------------------------------------
