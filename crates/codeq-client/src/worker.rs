@@ -420,9 +420,27 @@ impl Worker {
         let mut next: Option<Task> = None;
         loop {
             let claimed = match next.take() {
-                // Handed over with a result as stop came: give it back.
+                // Handed over with a result as stop came: give it back,
+                // and say so as for any task.
                 Some(task) if self.stop.claiming.is_cancelled() => {
-                    let _ = self.client.abandon(&task.id, task.attempts).await;
+                    let given_back = self.client.abandon(&task.id, task.attempts).await;
+                    let report = TaskReport {
+                        reported: if given_back.is_ok() {
+                            Reported::Abandoned
+                        } else {
+                            Reported::ReportFailed
+                        },
+                        report_error: given_back.err().as_ref().map(with_causes),
+                        detail: None,
+                        duration: Duration::ZERO,
+                        id: task.id,
+                        command: task.command,
+                        attempt: task.attempts,
+                    };
+                    summary.add(report.reported);
+                    if let Some(callback) = &self.on_task {
+                        callback(&report);
+                    }
                     return Ok(summary);
                 }
                 Some(task) => Ok(Some(task)),
