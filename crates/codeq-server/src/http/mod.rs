@@ -172,7 +172,8 @@ async fn unknown_route() -> ApiError {
     ApiError::not_found("route_not_found", "no such route")
 }
 
-async fn method_not_allowed() -> ApiError {
+/// The 405 of a route that exists, for another method.
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::extract::PathText;
+use super::method_not_allowed;
 use crate::app::AppState;
 
 /// The path templates these routes are matched by (labels of the HTTP
@@ -101,9 +102,10 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 /// The dashboard's routes, with the security headers on every answer.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(PATHS[0], get(|| async { Redirect::permanent("/ui/") }))
-        .route(PATHS[1], get(index))
-        .route(PATHS[2], get(file))
+        // Each with its own 405, so that the layer below secures it too.
+        .route(PATHS[0], get(|| async { Redirect::permanent("/ui/") }).fallback(method_not_allowed))
+        .route(PATHS[1], get(index).fallback(method_not_allowed))
+        .route(PATHS[2], get(file).fallback(method_not_allowed))
         .layer(map_response(secure))
 }
 

@@ -46,6 +46,17 @@ async fn the_dashboard_is_served_with_the_security_headers_and_no_token() {
     assert_secure("/ui/js/nothing.js", &missing.headers);
     let bare = app.call(Method::GET, "/ui", None, None).await;
     assert_secure("/ui", &bare.headers);
+    for (method, path) in
+        [(Method::POST, "/ui/"), (Method::POST, "/ui"), (Method::DELETE, "/ui/js/app.js")]
+    {
+        let refused = app.call(method.clone(), path, None, None).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (405, "method_not_allowed"),
+            "{method} {path}"
+        );
+        assert_secure(path, &refused.headers);
+    }
 }
 
 #[tokio::test]

@@ -32,7 +32,8 @@ function stopTimers() {
 
 /** Where the hash points: the page's path, its matches and its query. */
 function location() {
-  const hash = decodeURI(window.location.hash.replace(/^#/, ''));
+  // Left encoded: each part is decoded once, as a parameter or a query.
+  const hash = window.location.hash.replace(/^#/, '');
   const [path, search = ''] = hash.split('?');
   return { path, query: new URLSearchParams(search) };
 }
@@ -62,12 +63,17 @@ function context(mine, matches, query) {
     /** Calls `fn` every `ms` while this page is shown and the tab visible. */
     every(ms, fn) {
       let busy = false;
+      let failing = false;
       timers.push(setInterval(async () => {
         if (!live() || busy || document.hidden) return;
         busy = true;
         try {
           await fn();
+          // The server answers again: its failure notice is over.
+          if (failing) notify('');
+          failing = false;
         } catch (error) {
+          failing = true;
           fail(error);
         } finally {
           busy = false;
@@ -106,6 +112,7 @@ export async function show(reason) {
   const { path, query } = location();
   const route = ROUTES.find(([pattern]) => pattern.test(path));
   if (!route) {
+    document.title = 'Not found · codeQ';
     replace(top, header(''));
     replace(main, h('h1', {}, 'Not found'), h('p', {}, 'No page here. ', h('a', { href: '#/' }, 'Go to the queues.')));
     return;

@@ -153,7 +153,9 @@ async fn arrange(api: &Api) -> Arranged {
             // "render ok\n": a stored artifact, downloaded only with a token.
             0 => {
                 json!({ "status": "COMPLETED", "result": { "pages": 1 }, "attempt": 1, "artifacts": [
-                { "name": "log.txt", "contentBase64": "cmVuZGVyIG9rCg==", "contentType": "text/plain" }] })
+                { "name": "log.txt", "contentBase64": "cmVuZGVyIG9rCg==", "contentType": "text/plain" },
+                // "odd name\n", under a name a URL must encode.
+                { "name": "%41 a?b.txt", "contentBase64": "b2RkIG5hbWUK" }] })
             }
             _ => json!({ "status": "COMPLETED", "result": { "pages": n + 1 }, "attempt": 1 }),
         };
@@ -298,6 +300,14 @@ async fn an_artifact_is_downloaded_with_the_token(browser: &Browser, base: &str,
     .await;
     let text = browser.script("return window.downloaded[0].text()", json!([])).await;
     assert_eq!(text, "render ok\n");
+    browser.click("ul.artifacts li:nth-child(2) a.download").await;
+    wait_until("the oddly named artifact's bytes", || async {
+        let count = browser.script("return window.downloaded.length", json!([])).await;
+        (count.as_u64() == Some(2)).then_some(())
+    })
+    .await;
+    let text = browser.script("return window.downloaded[1].text()", json!([])).await;
+    assert_eq!(text, "odd name\n");
 }
 
 async fn purge_a_filtered_dead_letter(browser: &Browser, api: &Api, base: &str, id: &str) {
@@ -320,6 +330,21 @@ async fn purge_a_filtered_dead_letter(browser: &Browser, api: &Api, base: &str, 
     browser.click("#confirm-ok").await;
     browser.wait_for_text("#notice", "Purged 1 dead letter.").await;
     assert_eq!(api.get("/admin/queues/email").await["dlq"], 0);
+}
+
+/// "Replay all matching" acts on the filter the form shows, even when it
+/// was typed and not applied: here one of two dead letters.
+async fn all_matching_acts_on_the_filter_shown(browser: &Browser, api: &Api, base: &str) {
+    api.dead_letter("sms", json!({ "to": "+15550100" }), "carrier down").await;
+    api.dead_letter("sms", json!({ "to": "+15550101" }), "number invalid").await;
+    browser.goto(&format!("{base}/ui/#/dead/sms")).await;
+    browser.type_into("#error-contains", "carrier").await;
+    browser.click("#replay-matching").await;
+    let asked = browser.text("dialog.confirm p").await.unwrap();
+    assert!(asked.contains("whose error contains “carrier”"), "{asked}");
+    browser.click("#confirm-ok").await;
+    browser.wait_for_text("#notice", "Replayed 1 dead letter.").await;
+    assert_eq!(api.get("/admin/queues/sms").await["dlq"], 1);
 }
 
 async fn pausing_stops_claims(browser: &Browser, api: &Api, base: &str, shots: &Path) {
@@ -428,6 +453,7 @@ async fn scenario(server: &Server, installed: &Installed) {
             .await;
     an_artifact_is_downloaded_with_the_token(&browser, base, &arranged.rendered).await;
     purge_a_filtered_dead_letter(&browser, &api, base, &arranged.purged).await;
+    all_matching_acts_on_the_filter_shown(&browser, &api, base).await;
     pausing_stops_claims(&browser, &api, base, &shots).await;
     task_pages_page_through(&browser, base, &shots).await;
     workers_and_phone_width(&browser, base, &shots, &arranged.replayed).await;

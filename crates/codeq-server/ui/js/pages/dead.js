@@ -25,22 +25,36 @@ function picker(queues, command) {
   return h('div', { class: 'field inline' }, h('label', { for: 'dead-command' }, 'Command'), select);
 }
 
+/** The filter form, and `read()`: the filter its fields hold now. */
 function filterForm(onApply) {
   const form = h('form', { class: 'filters', id: 'dead-filter' },
     h('div', {}, h('label', { for: 'error-contains' }, 'Error contains'), h('input', { id: 'error-contains', type: 'search' })),
     h('div', {}, h('label', { for: 'failed-after' }, 'Failed after'), h('input', { id: 'failed-after', type: 'datetime-local' })),
     h('div', {}, h('label', { for: 'failed-before' }, 'Failed before'), h('input', { id: 'failed-before', type: 'datetime-local' })),
     h('button', { type: 'submit' }, 'Filter'));
+  const read = () => ({
+    errorContains: form.querySelector('#error-contains').value.trim() || undefined,
+    failedAfter: isoOf(form.querySelector('#failed-after')),
+    failedBefore: isoOf(form.querySelector('#failed-before')),
+  });
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    onApply({
-      errorContains: form.querySelector('#error-contains').value.trim() || undefined,
-      failedAfter: isoOf(form.querySelector('#failed-after')),
-      failedBefore: isoOf(form.querySelector('#failed-before')),
-    });
+    onApply(read());
   });
-  return form;
+  return { form, read };
 }
+
+/** What a filter keeps, in words, for a confirmation. */
+function describeFilter(filter) {
+  const parts = [
+    filter.errorContains && `whose error contains “${filter.errorContains}”`,
+    filter.failedAfter && `that failed after ${filter.failedAfter}`,
+    filter.failedBefore && `that failed before ${filter.failedBefore}`,
+  ].filter(Boolean);
+  return parts.length ? parts.join(' and ') : '(no filter: all of them)';
+}
+
+const sameFilter = (a, b) => ['errorContains', 'failedAfter', 'failedBefore'].every((key) => a[key] === b[key]);
 
 /** Renders the page. */
 export async function render(main, ctx) {
@@ -65,9 +79,8 @@ export async function render(main, ctx) {
   const count = h('span', { id: 'selected-count' }, '0 selected');
 
   const selection = () => (state.selected.size ? { ids: [...state.selected] } : null);
-  const matching = () => ({ ...state.filter, limit: MAX_BULK });
   const describe = (body) => (body.ids ? `${exact(body.ids.length)} selected dead letter${body.ids.length === 1 ? '' : 's'}`
-    : `every dead letter of ${command} that matches the filter (at most ${exact(MAX_BULK)})`);
+    : `every dead letter of ${command} ${describeFilter(body)} (at most ${exact(MAX_BULK)})`);
 
   const bulk = async (action, body) => {
     if (!body) return notify('Select dead letters first.');
@@ -79,6 +92,7 @@ export async function render(main, ctx) {
       const done = answer.replayed ?? answer.purged ?? 0;
       notify(`${action === 'replay' ? 'Replayed' : 'Purged'} ${exact(done)} dead letter${done === 1 ? '' : 's'}.`, 'ok');
       state.selected.clear();
+      replace(count, '0 selected');
       state.trail = [];
       state.cursor = null;
       await draw();
@@ -127,13 +141,22 @@ export async function render(main, ctx) {
   const actions = h('div', { class: 'actions bulk' }, count,
     button('Replay selected', () => bulk('replay', selection()), { id: 'replay-selected' }),
     button('Purge selected', () => bulk('purge', selection()), { id: 'purge-selected', class: 'danger' }),
-    button('Replay all matching', () => bulk('replay', matching()), { id: 'replay-matching', class: 'secondary' }),
-    button('Purge all matching', () => bulk('purge', matching()), { id: 'purge-matching', class: 'danger secondary' }));
-  replace(main, top, filterForm(async (filter) => {
+    button('Replay all matching', async () => bulk('replay', await matching()), { id: 'replay-matching', class: 'secondary' }),
+    button('Purge all matching', async () => bulk('purge', await matching()), { id: 'purge-matching', class: 'danger secondary' }));
+  const apply = async (filter) => {
     Object.assign(state, { filter, trail: [], cursor: null });
     state.selected.clear();
     replace(count, '0 selected');
     await draw();
-  }), actions, list);
+  };
+  const filters = filterForm(apply);
+  // "All matching" acts on the filter the form shows, applied first so
+  // that the list shows what it will act on.
+  async function matching() {
+    const shown = filters.read();
+    if (!sameFilter(shown, state.filter)) await apply(shown);
+    return { ...shown, limit: MAX_BULK };
+  }
+  replace(main, top, filters.form, actions, list);
   await draw();
 }

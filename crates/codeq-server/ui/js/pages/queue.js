@@ -45,8 +45,17 @@ function settingsForm(command, stats, onChange) {
     h('button', { type: 'submit' }, 'Save limits'));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
+    // Pause as it is now, not as it was when the page was drawn: a pause
+    // made elsewhere meanwhile is kept (read, change, write back).
+    let current;
+    try {
+      current = await get(`/admin/queues/${seg(command)}`);
+    } catch (error) {
+      notify(`Limits not saved: ${error.message}`);
+      return;
+    }
     const body = {
-      paused: stats.paused,
+      paused: current.paused,
       maxInFlight: optional(form.querySelector('#max-in-flight')),
       ratePerSecond: optional(form.querySelector('#rate')),
       burst: optional(form.querySelector('#burst')),

@@ -23,6 +23,13 @@ export function render(main, { reason, done }) {
   const form = h('form', { class: 'signin', on: { submit: async (event) => {
     event.preventDefault();
     const value = input.value.trim();
+    // A header cannot carry it: say so rather than "did not answer".
+    if (/[^\x21-\x7e]/.test(value)) {
+      error.hidden = false;
+      replace(error, 'This is not a token: it holds a space or a character outside printable ASCII (pasted with it?).');
+      input.select();
+      return;
+    }
     submit.disabled = true;
     error.hidden = true;
     try {

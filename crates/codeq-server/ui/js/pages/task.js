@@ -10,10 +10,15 @@ import { pretty, when } from '../format.js';
 const REFRESH_MS = 2000;
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED']);
 
-/** The path of an artifact this server stores, or null for one elsewhere. */
-function storedPath(url) {
-  const match = /\/v1\/codeq(\/tasks\/[^/]+\/artifacts\/[^/?#]+)$/.exec(url);
-  return match ? match[1] : null;
+/**
+ * The API path of an artifact this server stores (its URL ends with the
+ * task's artifact path and the name as stored, not encoded), or null for
+ * one elsewhere. The path encodes the name: `%41.txt` or `a?b.txt` reach
+ * their files.
+ */
+function storedPath(url, taskId, name) {
+  const stored = url.endsWith(`/v1/codeq/tasks/${taskId}/artifacts/${name}`);
+  return stored ? `/tasks/${seg(taskId)}/artifacts/${seg(name)}` : null;
 }
 
 /** Fetches a stored artifact with the token and hands it to the browser. */
@@ -31,10 +36,10 @@ async function download(path, name) {
   }
 }
 
-function artifacts(list) {
+function artifacts(list, taskId) {
   if (!list || !list.length) return null;
   return h('section', {}, h('h2', {}, 'Artifacts'), h('ul', { class: 'artifacts' }, list.map((artifact) => {
-    const path = storedPath(artifact.url);
+    const path = storedPath(artifact.url, taskId, artifact.name);
     const type = artifact.contentType ? h('span', { class: 'help' }, ` ${artifact.contentType}`) : null;
     const link = path
       ? h('a', { href: '#', class: 'download', on: { click: (event) => {
@@ -120,7 +125,7 @@ function body(detail, reload) {
         ['Error', result.error ? h('span', { class: 'error' }, result.error) : null]]),
       result.result !== undefined ? h('pre', { class: 'json', id: 'result', tabindex: 0 }, pretty(result.result)) : null)
       : null,
-    artifacts(result?.artifacts),
+    artifacts(result?.artifacts, task.id),
     webhookFacts(detail),
   ];
 }
