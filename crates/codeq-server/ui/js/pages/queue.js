@@ -97,7 +97,9 @@ export async function render(main, ctx) {
   document.title = `${command} · codeQ`;
   const head = h('section', { class: 'queue-head' });
   const tasks = h('section', { class: 'tasks' });
-  const pager = { trail: [], cursor: null, next: null };
+  // `drawn` counts the task pages asked for: an answer to an older ask (a
+  // slow refresh overtaken by a click on Next) is dropped, not drawn.
+  const pager = { trail: [], cursor: null, next: null, drawn: 0 };
 
   const drawHead = (stats) => {
     const focused = head.contains(document.activeElement) ? document.activeElement.id : null;
@@ -111,8 +113,10 @@ export async function render(main, ctx) {
   };
 
   const drawTasks = async () => {
+    pager.drawn += 1;
+    const asked = pager.drawn;
     const page = await get(`/admin/tasks${query({ command, status: state, limit: PAGE, cursor: pager.cursor })}`);
-    if (!ctx.live()) return;
+    if (!ctx.live() || asked !== pager.drawn) return;
     pager.next = page.nextCursor || null;
     const number = pager.trail.length + 1;
     const first = (number - 1) * PAGE + 1;

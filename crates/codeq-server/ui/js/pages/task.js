@@ -130,6 +130,18 @@ function body(detail, reload) {
   ];
 }
 
+/**
+ * Whether a redraw now would take something from the person: a text
+ * selection in the page, or focus on an element a redraw cannot give it
+ * back to (one without an id). The change is drawn at a later refresh.
+ */
+function interrupting(main) {
+  const selection = window.getSelection();
+  const selecting = selection && !selection.isCollapsed && main.contains(selection.anchorNode);
+  const active = document.activeElement;
+  return Boolean(selecting || (active && active !== main && main.contains(active) && !active.id));
+}
+
 /** Renders the page and keeps it fresh. */
 export async function render(main, ctx) {
   const id = ctx.params[0];
@@ -139,7 +151,7 @@ export async function render(main, ctx) {
     const detail = await get(`/admin/tasks/${seg(id)}`);
     if (!ctx.live()) return;
     const text = JSON.stringify(detail);
-    if (text === last) return;
+    if (text === last || (last && interrupting(main))) return;
     last = text;
     const focused = main.contains(document.activeElement) ? document.activeElement.id : null;
     replace(main, body(detail, draw));
