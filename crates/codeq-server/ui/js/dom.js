@@ -75,7 +75,7 @@ export function notify(message, kind = 'error') {
 
 /**
  * Asks before an action that cannot be undone. Resolves true when the
- * person confirms; Escape or Cancel resolve false.
+ * person confirms; Escape or Go back resolve false.
  */
 export function confirmAction(title, message, actionLabel) {
   return new Promise((resolve) => {
@@ -85,7 +85,8 @@ export function confirmAction(title, message, actionLabel) {
       dialog.remove();
       resolve(answer);
     };
-    const cancel = button('Cancel', () => done(false), { class: 'secondary' });
+    // "Go back", not "Cancel": beside "Cancel task" that would read as the action.
+    const cancel = button('Go back', () => done(false), { class: 'secondary' });
     const ok = button(actionLabel, () => done(true), { class: 'danger', id: 'confirm-ok' });
     append(dialog, [h('h2', { id: 'confirm-title' }, title), h('p', {}, message),
       h('div', { class: 'actions' }, cancel, ok)]);

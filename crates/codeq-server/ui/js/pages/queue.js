@@ -22,7 +22,8 @@ export function taskColumns() {
     { label: 'Worker', cell: (t) => t.workerId || '–', class: 'wide' },
     { label: 'Created', cell: (t) => when(t.createdAt) },
     { label: 'Updated', cell: (t) => when(t.updatedAt), class: 'wide' },
-    { label: 'Error', cell: (t) => h('span', { class: 'clip', title: t.error || t.lastReason || '' }, t.error || t.lastReason || ''), class: 'wide' },
+    // A dead letter's error is MAX_ATTEMPTS; its last reason says why.
+    { label: 'Error', cell: (t) => { const text = (t.error === 'MAX_ATTEMPTS' && t.lastReason) || t.error || t.lastReason || ''; return h('span', { class: 'clip', title: text }, text); }, class: 'wide' },
   ];
 }
 
@@ -40,7 +41,7 @@ function settingsForm(command, stats, onChange) {
   const form = h('form', { class: 'settings', id: 'settings' },
     h('div', { class: 'fields' },
       h('div', {}, field('max-in-flight', 'Max in flight', stats.maxInFlight, { min: 1, step: 1 })),
-      h('div', {}, field('rate', 'Claims per second', stats.ratePerSecond, { min: 0, step: 'any' })),
+      h('div', {}, field('rate', 'Claims per second', stats.ratePerSecond, { min: 0.001, step: 'any' })),
       h('div', {}, field('burst', 'Burst', stats.burst, { min: 1, step: 1 }))),
     h('button', { type: 'submit' }, 'Save limits'));
   form.addEventListener('submit', async (event) => {
