@@ -110,7 +110,18 @@ fn screenshots() -> PathBuf {
 }
 
 /// `codeq worker start` on `command`, completing every task.
-fn start_worker(server: &Server, command: &str) -> Child {
+/// A `codeq worker start` process, killed when dropped: a failing run
+/// leaves none behind.
+struct WorkerProcess(Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_worker(server: &Server, command: &str) -> WorkerProcess {
     let handler = server.home().join("send.sh");
     std::fs::write(
         &handler,
@@ -125,6 +136,7 @@ fn start_worker(server: &Server, command: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(WorkerProcess)
         .unwrap()
 }
 
@@ -259,7 +271,7 @@ async fn replay_a_dead_letter_and_see_it_complete(
     server: &Server,
     id: &str,
     shots: &Path,
-) -> Child {
+) -> WorkerProcess {
     browser.click("nav a[href='#/dead']").await;
     browser.click("a[href='#/dead/email']").await;
     browser.find(&format!("a[href='#/task/{id}']")).await;
@@ -448,7 +460,7 @@ async fn scenario(server: &Server, installed: &Installed) {
     a_wrong_token_shows_an_error(&browser, base, &shots).await;
     sign_in_by_keyboard(&browser).await;
     queue_counts_match_the_api(&browser, &api, base, &shots).await;
-    let mut worker =
+    let worker =
         replay_a_dead_letter_and_see_it_complete(&browser, server, &arranged.replayed, &shots)
             .await;
     an_artifact_is_downloaded_with_the_token(&browser, base, &arranged.rendered).await;
@@ -458,7 +470,6 @@ async fn scenario(server: &Server, installed: &Installed) {
     task_pages_page_through(&browser, base, &shots).await;
     workers_and_phone_width(&browser, base, &shots, &arranged.replayed).await;
 
-    let _ = worker.kill();
-    let _ = worker.wait();
+    drop(worker);
     println!("screenshots in {}", shots.display());
 }
