@@ -618,12 +618,34 @@ mod worker {
         server.stop().await;
     }
 
+    /// A worker running a handler that says when it has started, and
+    /// completes with its result when told to finish.
+    struct Held {
+        started: Arc<Notify>,
+        finish: Arc<Notify>,
+        running: tokio::task::JoinHandle<Result<codeq_client::worker::Summary, super::Error>>,
+    }
+
+    fn run_held(worker: Worker, result: serde_json::Value) -> Held {
+        let (started, finish) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (handler_started, handler_finish) = (Arc::clone(&started), Arc::clone(&finish));
+        let running = tokio::spawn(worker.run(move |_task| {
+            let (started, finish) = (Arc::clone(&handler_started), Arc::clone(&handler_finish));
+            let result = result.clone();
+            async move {
+                started.notify_one();
+                finish.notified().await;
+                Outcome::Completed(result)
+            }
+        }));
+        Held { started, finish, running }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_result_is_sent_again_until_the_restarted_server_takes_it() {
         let server = Server::start().await;
         let client = server.client();
         let task = client.create_task(&CreateTask::new("RESTART", json!({}))).await.unwrap().task;
-        let (started, finish) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let (retried, mut retries) = mpsc::unbounded_channel();
         // A 3 s lease, renewed every second while the handler runs.
         let worker = Worker::new(client.clone(), ["RESTART"])
@@ -633,15 +655,7 @@ mod worker {
             .on_result_retry(move |retry| {
                 let _ = retried.send((retry.task_id.to_owned(), retry.error.to_string()));
             });
-        let (handler_started, handler_finish) = (Arc::clone(&started), Arc::clone(&finish));
-        let running = tokio::spawn(worker.run(move |_task| {
-            let (started, finish) = (Arc::clone(&handler_started), Arc::clone(&handler_finish));
-            async move {
-                started.notify_one();
-                finish.notified().await;
-                Outcome::Completed(json!({ "done": true }))
-            }
-        }));
+        let Held { started, finish, running } = run_held(worker, json!({ "done": true }));
 
         started.notified().await;
         let claimed = std::time::Instant::now();
@@ -675,19 +689,9 @@ mod worker {
         let server = Server::start().await;
         let client = server.client();
         client.create_task(&CreateTask::new("GONE", json!({}))).await.unwrap();
-        let started = Arc::new(Notify::new());
-        let finish = Arc::new(Notify::new());
         let worker =
             Worker::new(client.clone(), ["GONE"]).once(true).wait_seconds(1).lease_seconds(1);
-        let (handler_started, handler_finish) = (Arc::clone(&started), Arc::clone(&finish));
-        let running = tokio::spawn(worker.run(move |_task| {
-            let (started, finish) = (Arc::clone(&handler_started), Arc::clone(&handler_finish));
-            async move {
-                started.notify_one();
-                finish.notified().await;
-                Outcome::Completed(json!({}))
-            }
-        }));
+        let Held { started, finish, running } = run_held(worker, json!({}));
 
         started.notified().await;
         let _stopped = server.stop_for_a_restart().await;
