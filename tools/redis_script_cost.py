@@ -10,6 +10,11 @@ of K results, as the server's merged calls send them. Prints Redis's
 own time per task for each script (INFO commandstats, EVALSHA), and the
 time the commands inside them took. The database is flushed first.
 
+With --claim-next, each round's results go with the claims of the
+workers' next tasks in one `complete_claim` call (a result with
+`claimNext`), as the server merges them, instead of a complete call and
+a claim call.
+
     redis-server --port 6399 --save '' --appendonly yes --appendfsync everysec &
     python3 tools/redis_script_cost.py --port 6399 --items 8 --rounds 500
 
@@ -127,12 +132,14 @@ def main():
     parser.add_argument("--port", type=int, default=6399)
     parser.add_argument("--items", type=int, default=8, help="tasks per script call (K)")
     parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--claim-next", action="store_true", help="results claim the next task in the same call")
     args = parser.parse_args()
     redis = Redis(args.port)
     redis.call("FLUSHALL")
-    sha = {name: redis.call("SCRIPT", "LOAD", script(name)) for name in ("create", "claim", "complete")}
+    names = ("create", "claim", "complete_claim") if args.claim_next else ("create", "claim", "complete")
+    sha = {name: redis.call("SCRIPT", "LOAD", script(name)) for name in names}
     payload = json.dumps({"i": 1, "t": 123.456})
-    spent = {"create": [0, 0], "claim": [0, 0], "complete": [0, 0]}
+    spent = {name: [0, 0] for name in names}
 
     def run(name, script_args):
         _, before, inner_before = redis.evalsha_stats()
@@ -142,6 +149,13 @@ def main():
         spent[name][1] += inner_after - inner_before
         return reply
 
+    def claim_args(worker, now):
+        return [f"worker-{worker}", now + 300_000, now, 1, 1, "bench"]
+
+    def result_args(task, worker):
+        return [task, f"worker-{worker}", "=1", "COMPLETED", '={"ok":true}', "", "", ""]
+
+    held = []
     for _ in range(args.rounds):
         now = int(time.time() * 1000)
         common = ["codeq", now, "server", "cost-tool"]
@@ -149,16 +163,27 @@ def main():
         for _ in range(args.items):
             created += [uuid.uuid4(), "bench", payload, 0, "", 5, "", "", now, "producer", now]
         run("create", created)
+        if args.claim_next and held:
+            finished = common[:]
+            for worker, task in enumerate(held):
+                finished += result_args(task, worker) + claim_args(worker, now)
+            claimed = json.loads(run("complete_claim", finished)[0])["claims"]
+            held = [task for claim in claimed for task in claim["ids"] or []]
+            if len(held) != args.items:
+                raise SystemExit(f"claimed {len(held)} of {args.items} tasks")
+            continue
         claims = common[:]
         for worker in range(args.items):
-            claims += [f"worker-{worker}", now + 300_000, now, 1, 1, "bench"]
+            claims += claim_args(worker, now)
         claimed = json.loads(run("claim", claims)[0])["claims"]
+        held = [task for claim in claimed for task in claim["ids"] or []]
+        if len(held) != args.items:
+            raise SystemExit(f"claimed {len(held)} of {args.items} tasks")
+        if args.claim_next:
+            continue
         results = common[:]
-        for worker, claim in enumerate(claimed):
-            for task in claim["ids"] or []:
-                results += [task, f"worker-{worker}", "=1", "COMPLETED", '={"ok":true}', "", "", ""]
-        if len(results) != len(common) + 8 * args.items:
-            raise SystemExit(f"claimed {(len(results) - len(common)) // 8} of {args.items} tasks")
+        for worker, task in enumerate(held):
+            results += result_args(task, worker)
         run("complete", results)
     tasks = args.rounds * args.items
     total = 0.0

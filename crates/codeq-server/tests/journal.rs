@@ -587,6 +587,65 @@ async fn not_found_waits_for_the_delete_it_shows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_and_its_next_claim_are_answered_only_once_both_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = open_on(&fs, dir.path()).unwrap();
+    let ids = create(&*store, 2).await;
+    let spec = ClaimSpec {
+        commands: CommandFilter::All,
+        worker_id: "w".into(),
+        lease_until: T0.plus_seconds(600),
+        count: 1,
+    };
+    let held = store.claim(&spec, T0).await.unwrap().pop().unwrap();
+    let (first, next) = (held.id, ids[1]);
+    fs.close_gate();
+    let submission = Submission {
+        status: ResultStatus::Completed,
+        result: Some(serde_json::json!({})),
+        error: None,
+        artifacts: Vec::new(),
+    };
+    let item = Completion { task_id: first, worker_id: "w".into(), attempt: None, submission };
+    let call = {
+        let (store, spec) = (store.clone(), spec.clone());
+        tokio::spawn(async move { store.complete_and_claim(item, &spec, T0).await })
+    };
+    wait_until("the answer waits for its fsync", || store.durability_waiters() >= 1).await;
+    assert!(!call.is_finished(), "answered before anything was durable");
+    let image = tempfile::tempdir().unwrap();
+    fs.crash_image(dir.path(), image.path()).unwrap();
+    {
+        let crashed = open(image.path()).unwrap();
+        let status = |id| {
+            let crashed = crashed.clone();
+            async move { crashed.get_task(id).await.unwrap().unwrap().state.status }
+        };
+        assert_eq!(status(first).await, codeq_core::TaskStatus::InProgress, "nothing synced");
+        assert_eq!(status(next).await, codeq_core::TaskStatus::Pending);
+    }
+    fs.open_gate();
+    let done = call.await.unwrap().unwrap();
+    assert!(done.outcome.is_ok(), "{:?}", done.outcome);
+    assert_eq!(done.next.unwrap().iter().map(|t| t.id).collect::<Vec<_>>(), vec![next]);
+    // Answered: both are on disk.
+    let image = tempfile::tempdir().unwrap();
+    fs.crash_image(dir.path(), image.path()).unwrap();
+    let crashed = open(image.path()).unwrap();
+    let state = |id| {
+        let crashed = crashed.clone();
+        async move { crashed.get_task(id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(first).await.status, codeq_core::TaskStatus::Completed);
+    let claimed = state(next).await;
+    assert_eq!(
+        (claimed.status, claimed.worker_id.as_deref()),
+        (codeq_core::TaskStatus::InProgress, Some("w"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_naming_a_command_twice_takes_each_task_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();

@@ -185,6 +185,53 @@ async fn results_merged_into_one_call_are_each_answered_on_their_own() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn results_with_next_claims_merged_into_one_call_each_get_their_own_next_task() {
+    let Some(f) = fixture().await else { return };
+    let store: &dyn Store = &*f.store;
+    let workers: Vec<String> = (0..24).map(|i| format!("w-{i}")).collect();
+    store.create((0..24).map(|_| task("rn", None)).collect()).await.unwrap();
+    let mut held = Vec::new();
+    for worker in &workers {
+        held.push(store.claim(&claim_spec("rn", worker), Timestamp::now()).await.unwrap()[0].id);
+    }
+    // 20 more ready: the first 20 results get one each, the last 4 none.
+    store.create((0..20).map(|_| task("rn", None)).collect()).await.unwrap();
+    // The first result is another worker's: refused, and it claims nothing.
+    let mut items: Vec<(TaskId, &str)> = vec![(held[1], workers[0].as_str())];
+    items.extend(held.iter().zip(&workers).map(|(id, worker)| (*id, worker.as_str())));
+    let before = f.script_calls().await;
+    let specs: Vec<ClaimSpec> = items.iter().map(|(_, worker)| claim_spec("rn", worker)).collect();
+    let done = join_all(items.iter().zip(&specs).map(|((id, worker), spec)| {
+        store.complete_and_claim(completion(*id, worker), spec, Timestamp::now())
+    }))
+    .await;
+    let calls = f.script_calls().await - before;
+    assert!(done[0].as_ref().unwrap().outcome.is_err(), "another worker's result is refused");
+    let mut seen = HashSet::new();
+    let mut with_next = 0;
+    for (done, (id, worker)) in done.into_iter().zip(&items) {
+        let done = done.unwrap();
+        let next = done.next.unwrap();
+        if done.outcome.is_err() {
+            assert!(next.is_empty(), "a refused result claimed {next:?}");
+            continue;
+        }
+        let Ok(Completed::Stored(record)) = done.outcome else {
+            panic!("{worker}: {:?}", done.outcome)
+        };
+        assert_eq!(record.task_id, *id);
+        for task in &next {
+            assert_eq!(task.state.worker_id.as_deref(), Some(*worker));
+            assert!(seen.insert(task.id), "task {} claimed twice", task.id);
+            assert!(!held.contains(&task.id), "a finished task was claimed again");
+        }
+        with_next += next.len();
+    }
+    assert_eq!(with_next, 20, "each ready task went to one worker");
+    assert!(calls <= 2, "25 results took {calls} script calls");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn tasks_from_callers_merged_at_different_moments_are_all_ready_at_once() {
     let Some(f) = fixture().await else { return };
     let store: &dyn Store = &*f.store;

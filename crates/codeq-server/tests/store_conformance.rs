@@ -496,6 +496,74 @@ async fn a_batch_sees_its_own_earlier_items(h: &dyn Harness) {
     assert_eq!(out[2], Err(TransitionError::ResultConflict));
 }
 
+/// A result with `claimNext`: the result, then the claim, as one step.
+async fn complete_and_claim(
+    store: &dyn Store,
+    id: TaskId,
+    worker: &str,
+    next: CommandFilter,
+    now: Timestamp,
+) -> (Result<Completed, TransitionError>, Vec<Task>) {
+    let item = completion(id, worker, ResultStatus::Completed);
+    let next = ClaimSpec { worker_id: worker.into(), ..spec(next, 1, now.plus_seconds(40)) };
+    let done = store.complete_and_claim(item, &next, now).await.unwrap();
+    (done.outcome, done.next.unwrap())
+}
+
+async fn a_result_with_the_next_claim_stores_it_then_claims_in_order(h: &dyn Harness) {
+    let store = h.open();
+    let first = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let low = create(&*store, vec![task("a", 1, at(0))]).await[0];
+    let high = create(&*store, vec![task("a", 7, at(0))]).await[0];
+    // maxInFlight 1: the place the result frees is the one the claim takes.
+    store.set_queue_settings(&command("a"), settings(false, Some(1), None), at(1)).await.unwrap();
+
+    let (outcome, next) = complete_and_claim(&*store, first, "w1", only("a"), at(2)).await;
+    let Ok(Completed::Stored(stored)) = outcome else { panic!("not stored: {outcome:?}") };
+    assert_eq!((stored.task_id, stored.completed_at), (first, at(2)));
+    let ids: Vec<TaskId> = next.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![high], "the highest priority next");
+    let held = store.get_state(high).await.unwrap().unwrap();
+    assert_eq!(held.status, TaskStatus::InProgress);
+    assert_eq!(
+        (held.worker_id.as_deref(), held.lease_until, held.attempts),
+        (Some("w1"), Some(at(42)), 1)
+    );
+    assert_eq!(next[0].state, held, "the claim answers what it stored");
+
+    // A repeat of a stored result is accepted again: the next task comes.
+    store.set_queue_settings(&command("a"), settings(false, None, None), at(2)).await.unwrap();
+    let (again, next) = complete_and_claim(&*store, first, "w1", only("a"), at(3)).await;
+    assert_eq!(again, Ok(Completed::Repeated(stored)));
+    assert_eq!(next.iter().map(|t| t.id).collect::<Vec<_>>(), vec![low]);
+    // Nothing left: the result is stored and no task answered.
+    let (outcome, next) = complete_and_claim(&*store, high, "w1", only("a"), at(4)).await;
+    assert!(matches!(outcome, Ok(Completed::Stored(_))), "{outcome:?}");
+    assert!(next.is_empty());
+}
+
+async fn a_refused_result_claims_no_next_task(h: &dyn Harness) {
+    let store = h.open();
+    let held = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    claim_one(&*store, only("a"), at(1)).await.unwrap();
+    let ready = create(&*store, vec![task("a", 0, at(0))]).await[0];
+    let (outcome, next) = complete_and_claim(&*store, held, "w2", only("a"), at(2)).await;
+    assert_eq!(outcome, Err(TransitionError::NotOwner));
+    assert!(next.is_empty(), "no claim for a refused result");
+    assert_eq!(store.get_state(ready).await.unwrap().unwrap().status, TaskStatus::Pending);
+    let (outcome, next) = complete_and_claim(&*store, ready, "w1", only("a"), at(2)).await;
+    assert_eq!(outcome, Err(TransitionError::NotInProgress(TaskStatus::Pending)));
+    assert!(next.is_empty());
+    assert_eq!(store.get_state(ready).await.unwrap().unwrap().status, TaskStatus::Pending);
+    // A paused command: the result is stored, no task is claimed.
+    store.set_queue_settings(&command("a"), settings(true, None, None), at(2)).await.unwrap();
+    let (outcome, next) = complete_and_claim(&*store, held, "w1", only("a"), at(3)).await;
+    assert!(matches!(outcome, Ok(Completed::Stored(_))), "{outcome:?}");
+    assert!(next.is_empty(), "paused");
+    assert_eq!(store.get_state(held).await.unwrap().unwrap().status, TaskStatus::Completed);
+}
+
 async fn idempotency_keys_return_the_live_task(h: &dyn Harness) {
     let store = h.open();
     let mut first = task("a", 0, at(0));
@@ -1194,6 +1262,8 @@ macro_rules! conformance_suite {
                 the_last_delivery_dead_letters_on_nack,
                 expired_leases_requeue_then_dead_letter,
                 results_are_terminal_and_idempotent,
+                a_result_with_the_next_claim_stores_it_then_claims_in_order,
+                a_refused_result_claims_no_next_task,
                 idempotency_keys_return_the_live_task,
                 cleanup_deletes_only_old_terminal_tasks,
                 concurrent_claimers_never_share_a_task,

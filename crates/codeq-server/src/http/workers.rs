@@ -342,26 +342,15 @@ pub async fn submit_result(
         None => None,
     };
     let completion = prepare_completion(&app, &worker, id, &body, request).await?;
-    let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
-    let completed = match outcome {
-        Some(Ok(completed)) => completed,
-        Some(Err(refused)) => return Err(refused.into()),
-        None => return Err(ApiError::internal("complete returned nothing")),
-    };
-    let result = ResultView::new(completed.record(), app.offset);
     let Some(claim) = claim_next else {
-        return Ok(Json(result).into_response());
+        let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
+        let completed =
+            outcome.ok_or_else(|| ApiError::internal("complete returned nothing"))??;
+        return Ok(Json(ResultView::new(completed.record(), app.offset)).into_response());
     };
-    // The result is stored: a claim that fails now (no admission place,
-    // storage down) leaves the answer a success without a next task, and
-    // the worker claims as usual.
-    let claimed = match app.scheduler.claim(&claim).await {
-        Ok(claimed) => claimed,
-        Err(error) => {
-            tracing::info!(%error, "the claim after a stored result failed: answered without one");
-            Vec::new()
-        }
-    };
+    let (outcome, claimed) = app.scheduler.complete_and_claim(completion, &claim).await?;
+    let completed = outcome?;
+    let result = ResultView::new(completed.record(), app.offset);
     let next = claimed.first().map(|task| TaskView::new(task, app.offset));
     Ok(Json(ResultAndNext { result, next }).into_response())
 }

@@ -17,8 +17,8 @@ use super::Policy;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, Fence, Retried, Signals, Store,
-    StoreError, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created, Fence, Retried,
+    Signals, Store, StoreError, StoreResult, TransitionError,
 };
 
 /// A validated create request.
@@ -198,12 +198,7 @@ impl Scheduler {
                 wait.as_mut().enable();
             }
             let now = self.clock.now();
-            let spec = ClaimSpec {
-                commands: request.commands.clone(),
-                worker_id: request.worker_id.clone(),
-                lease_until: self.lease_until(request.lease_seconds, now),
-                count: request.count,
-            };
+            let spec = self.claim_spec(request, now);
             let claimed = {
                 let _admitted = self.admit().inspect_err(|_| {
                     // Refused a place after a wake-up: another waiter may
@@ -215,9 +210,7 @@ impl Scheduler {
                 self.store.claim(&spec, now).await?
             };
             if !claimed.is_empty() {
-                for task in &claimed {
-                    self.metrics.tasks_claimed(&task.command, 1);
-                }
+                self.count_claimed(&claimed);
                 // Pass the wake-up on: another ready task may be waiting
                 // for the waiter this one took it from.
                 if let Some(index) = woken_by {
@@ -227,10 +220,7 @@ impl Scheduler {
             }
             // A rate limit that holds ready tasks back: wait for its next
             // token rather than answer 204 early.
-            let next_token = self.store.next_claimable_at(&request.commands, now);
-            if next_token.is_some() {
-                self.metrics.claim_rate_limited();
-            }
+            let next_token = self.next_token(&request.commands, now);
             if request.wait.is_zero() || self.shutdown.is_cancelled() {
                 return Ok(claimed);
             }
@@ -248,6 +238,31 @@ impl Scheduler {
                 () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
         }
+    }
+
+    fn claim_spec(&self, request: &ClaimRequest, now: Timestamp) -> ClaimSpec {
+        ClaimSpec {
+            commands: request.commands.clone(),
+            worker_id: request.worker_id.clone(),
+            lease_until: self.lease_until(request.lease_seconds, now),
+            count: request.count,
+        }
+    }
+
+    fn count_claimed(&self, claimed: &[Task]) {
+        for task in claimed {
+            self.metrics.tasks_claimed(&task.command, 1);
+        }
+    }
+
+    /// When a rate limit that holds ready tasks of `commands` back gives
+    /// its next token (counted as a claim held back).
+    fn next_token(&self, commands: &CommandFilter, now: Timestamp) -> Option<Timestamp> {
+        let next_token = self.store.next_claimable_at(commands, now);
+        if next_token.is_some() {
+            self.metrics.claim_rate_limited();
+        }
+        next_token
     }
 
     fn notifiers(&self, commands: &CommandFilter) -> Vec<Arc<Notify>> {
@@ -340,6 +355,46 @@ impl Scheduler {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Stores a result and, when it is accepted, claims the worker's next
+    /// task after it (a result with `claimNext`), waiting up to
+    /// `next.wait` when none is ready. A claim that fails once the result
+    /// is stored answers no task: the result stands.
+    pub async fn complete_and_claim(
+        &self,
+        item: Completion,
+        next: &ClaimRequest,
+    ) -> StoreResult<(Result<Completed, TransitionError>, Vec<Task>)> {
+        let (CompletedAndNext { outcome, next: claimed }, now) = {
+            let _admitted = self.admit()?;
+            let now = self.clock.now();
+            let spec = self.claim_spec(next, now);
+            (self.store.complete_and_claim(item, &spec, now).await?, now)
+        };
+        if let Ok(Completed::Stored(record)) = &outcome {
+            self.count_terminal(record.task_id, record.status, record.completed_at);
+        }
+        if outcome.is_err() {
+            return Ok((outcome, Vec::new()));
+        }
+        let claimed = match claimed {
+            Ok(tasks) if !tasks.is_empty() => {
+                self.count_claimed(&tasks);
+                Ok(tasks)
+            }
+            Ok(none) if next.wait.is_zero() => {
+                self.next_token(&next.commands, now);
+                Ok(none)
+            }
+            Ok(_) => self.claim(next).await,
+            Err(error) => Err(error),
+        };
+        let claimed = claimed.unwrap_or_else(|error| {
+            tracing::info!(%error, "the claim after a stored result failed: answered without one");
+            Vec::new()
+        });
+        Ok((outcome, claimed))
     }
 
     /// Counts a task that became terminal (its command read from memory).

@@ -62,6 +62,17 @@ pub struct ClaimSpec {
     pub count: usize,
 }
 
+/// What a result stored with the claim of the worker's next task came to
+/// ([`Store::complete_and_claim`]).
+#[derive(Debug)]
+pub struct CompletedAndNext {
+    /// The result's outcome, as [`Store::complete`] answers it.
+    pub outcome: Result<Completed, TransitionError>,
+    /// The tasks claimed after it: empty when none was ready or the
+    /// result was refused; an error when the claim alone failed.
+    pub next: StoreResult<Vec<Task>>,
+}
+
 /// The outcome of creating one task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -260,6 +271,18 @@ pub trait Store: Send + Sync + 'static {
         items: Vec<Completion>,
         now: Timestamp,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>>;
+
+    /// Stores one result and, when it is accepted (stored, or a repeat of
+    /// the stored one), claims for `next` after it, as [`Store::complete`]
+    /// then [`Store::claim`] would, both durable before the answer: a
+    /// result with `claimNext`. A claim that fails leaves the result
+    /// stored.
+    async fn complete_and_claim(
+        &self,
+        item: Completion,
+        next: &ClaimSpec,
+        now: Timestamp,
+    ) -> StoreResult<CompletedAndNext>;
 
     /// Reads a task.
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>>;

@@ -153,6 +153,38 @@ async fn a_result_with_claim_next_answers_the_next_task_once_the_result_is_store
 }
 
 #[tokio::test]
+async fn a_result_with_claim_next_waits_for_a_task_when_asked_and_a_refused_one_claims_none() {
+    let app = TestApp::spawn().await;
+    let held = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let path = format!("/tasks/{held}/result");
+    let body = |wait: u64| {
+        json!({ "status": "COMPLETED", "result": {}, "attempt": 1,
+                "claimNext": { "commands": ["render"], "waitSeconds": wait } })
+    };
+    // Another worker's result is refused, and claims nothing.
+    let ready = app.create_simple("render").await;
+    let refused = app.post(&path, WORKER2, body(0)).await;
+    assert_eq!((refused.status, refused.code()), (403, "not_owner"));
+    assert_eq!(app.task(&ready).await["status"], "PENDING");
+    app.claim_ok(WORKER2, &["render"]).await;
+
+    // Nothing ready: with waitSeconds the answer waits for the next task.
+    let app = std::sync::Arc::new(app);
+    let waiting = tokio::spawn({
+        let app = app.clone();
+        async move { app.post(&path, WORKER, body(10)).await }
+    });
+    app.wait_for_long_polls(1).await;
+    let later = app.create_simple("render").await;
+    let answered = waiting.await.unwrap();
+    assert_eq!(answered.status, 200, "{:?}", answered.body);
+    assert_eq!(answered.str("status"), "COMPLETED");
+    assert_eq!(answered.body["next"]["id"].as_str(), Some(later.as_str()));
+    assert_eq!(app.task(&later).await["workerId"], "w1");
+}
+
+#[tokio::test]
 async fn a_failed_result_is_terminal_but_not_dead_lettered() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;

@@ -44,7 +44,7 @@ use uuid::Uuid;
 use self::log::fs::{Fs, RealFs};
 use self::log::watermark::WaitError;
 use self::log::{
-    AppendError, Appender, Location, Log, LogOptions, OpenError, ReadError, Recovered,
+    AppendError, Appender, Location, Log, LogOptions, OpenError, ReadError, Recovered, Slot,
 };
 use self::plan::Plan;
 use self::rebuild::Rebuild;
@@ -52,9 +52,9 @@ use self::records::{Body, Callback, decode_result};
 use self::state::{DeadWindow, Subscribed, Tasks};
 use crate::config::Durability;
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, DeadLetterKey,
-    DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals, Store,
-    StoreError, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created, DeadLetterFilter,
+    DeadLetterKey, DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals,
+    Store, StoreError, StoreResult, TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -100,6 +100,59 @@ pub struct EmbeddedStore {
 struct Done<T> {
     value: T,
     wait_for: u64,
+}
+
+/// A task a claim took: where its body is and its new state.
+type PlannedClaim = (TaskId, Location, TaskState);
+
+/// A result's outcome as planned: stored, a repeat of the stored one (its
+/// record still to read), or refused.
+type PlannedCompletion = Result<Result<Completed, TaskId>, TransitionError>;
+
+/// Plans the claim of `spec`: the ready tasks it takes.
+fn plan_claim(
+    live: &Tasks,
+    plan: &mut Plan,
+    spec: &ClaimSpec,
+    now: Timestamp,
+) -> StoreResult<Vec<PlannedClaim>> {
+    let mut claimed = Vec::new();
+    for id in live.claimable(&spec.commands, spec.count, now) {
+        let (Some(entry), Some((current, _))) = (live.get(id), plan.state(live, id)) else {
+            continue;
+        };
+        let state = lifecycle::claim(&current, &spec.worker_id, spec.lease_until, now);
+        plan.set_state(id, state.clone(), None)?;
+        claimed.push((id, entry.body, state));
+    }
+    Ok(claimed)
+}
+
+/// Plans results, each on its own.
+fn plan_completions(
+    live: &Tasks,
+    plan: &mut Plan,
+    items: Vec<Completion>,
+    now: Timestamp,
+) -> StoreResult<Vec<PlannedCompletion>> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let Some((state, _)) = plan.state(live, item.task_id) else {
+            outcomes.push(Err(TransitionError::NotFound));
+            continue;
+        };
+        let decided =
+            lifecycle::complete(item.task_id, &state, item.fence(), item.submission.clone(), now);
+        outcomes.push(match decided {
+            Ok(Decided::Stored { state: after, record }) => {
+                plan_move(live, plan, item.task_id, &state, after, Some(&record), now)?;
+                Ok(Ok(Completed::Stored(record)))
+            }
+            Ok(Decided::Repeated) => Ok(Err(item.task_id)),
+            Err(refused) => Err(refused),
+        });
+    }
+    Ok(outcomes)
 }
 
 fn wait_error(error: WaitError) -> StoreError {
@@ -210,35 +263,44 @@ impl EmbeddedStore {
         decide: impl FnOnce(&Tasks, &mut Plan) -> StoreResult<T>,
     ) -> StoreResult<Done<T>> {
         let slot = self.log.reserve().await.map_err(|_| not_taking_writes())?;
-        let (value, wait_for) = {
-            let mut core = self.lock();
-            if !core.appender.is_open() {
-                return Err(not_taking_writes());
-            }
-            let deadline_before = core.tasks.next_deadline();
-            let mut plan = Plan::with_capacity(now, bytes);
-            let value = decide(&core.tasks, &mut plan)?;
-            let observed = plan.observed();
-            if plan.is_empty() {
-                (value, observed)
-            } else {
-                let (batch, pending) = plan.into_parts();
-                let (seq, locations) =
-                    core.appender.append(batch, slot).map_err(|error| match error {
-                        AppendError::TooLarge(_) => StoreError::TooLarge(error.to_string()),
-                        AppendError::Closed => not_taking_writes(),
-                    })?;
-                let applied = pending.apply(&mut core.tasks, seq, &locations);
-                self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
-                self.announce_woken(&mut core.tasks);
-                if applied.owed {
-                    self.signals.callback_owed();
-                }
-                (value, seq.max(observed))
-            }
-        };
-        self.durable(wait_for).await?;
-        Ok(Done { value, wait_for })
+        let done = self.queue(&mut self.lock(), slot, now, bytes, decide)?;
+        self.durable(done.wait_for).await?;
+        Ok(done)
+    }
+
+    /// Plans one transition under the lock (`core`), queues its batch in
+    /// `slot`, applies it to memory and announces what became ready. Its
+    /// answer must wait until `wait_for` is durable.
+    fn queue<T>(
+        &self,
+        core: &mut Core,
+        slot: Slot<'_>,
+        now: Timestamp,
+        bytes: usize,
+        decide: impl FnOnce(&Tasks, &mut Plan) -> StoreResult<T>,
+    ) -> StoreResult<Done<T>> {
+        if !core.appender.is_open() {
+            return Err(not_taking_writes());
+        }
+        let deadline_before = core.tasks.next_deadline();
+        let mut plan = Plan::with_capacity(now, bytes);
+        let value = decide(&core.tasks, &mut plan)?;
+        let observed = plan.observed();
+        if plan.is_empty() {
+            return Ok(Done { value, wait_for: observed });
+        }
+        let (batch, pending) = plan.into_parts();
+        let (seq, locations) = core.appender.append(batch, slot).map_err(|error| match error {
+            AppendError::TooLarge(_) => StoreError::TooLarge(error.to_string()),
+            AppendError::Closed => not_taking_writes(),
+        })?;
+        let applied = pending.apply(&mut core.tasks, seq, &locations);
+        self.announce(&applied.ready, deadline_before, core.tasks.next_deadline());
+        self.announce_woken(&mut core.tasks);
+        if applied.owed {
+            self.signals.callback_owed();
+        }
+        Ok(Done { value, wait_for: seq.max(observed) })
     }
 
     fn announce(
@@ -325,6 +387,40 @@ impl EmbeddedStore {
             return Ok(None);
         };
         Body::decode(&bytes)?.into_task(id, state).map(Some)
+    }
+
+    /// The tasks a planned claim took, each read once durable.
+    async fn claimed_tasks(&self, done: Done<Vec<PlannedClaim>>) -> StoreResult<Vec<Task>> {
+        let mut tasks = Vec::with_capacity(done.value.len());
+        for (id, body, state) in done.value {
+            if let Some(task) = self.task_with(id, body, state, done.wait_for).await? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// The outcomes of planned results, a repeat's stored record read.
+    async fn completion_outcomes(
+        &self,
+        planned: Vec<PlannedCompletion>,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        let mut outcomes = Vec::with_capacity(planned.len());
+        for outcome in planned {
+            outcomes.push(match outcome {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(repeated)) => match self.result_of(repeated).await? {
+                    Some(record) => Ok(Completed::Repeated(record)),
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "task {repeated} lost its result"
+                        )));
+                    }
+                },
+                Err(refused) => Err(refused),
+            });
+        }
+        Ok(outcomes)
     }
 
     /// The stored result of `id`, once durable.
@@ -450,28 +546,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
-        let done = self
-            .transact(now, |live, plan| {
-                let mut claimed = Vec::new();
-                for id in live.claimable(&spec.commands, spec.count, now) {
-                    let (Some(entry), Some((current, _))) = (live.get(id), plan.state(live, id))
-                    else {
-                        continue;
-                    };
-                    let state = lifecycle::claim(&current, &spec.worker_id, spec.lease_until, now);
-                    plan.set_state(id, state.clone(), None)?;
-                    claimed.push((id, entry.body, state));
-                }
-                Ok(claimed)
-            })
-            .await?;
-        let mut tasks = Vec::with_capacity(done.value.len());
-        for (id, body, state) in done.value {
-            if let Some(task) = self.task_with(id, body, state, done.wait_for).await? {
-                tasks.push(task);
-            }
-        }
-        Ok(tasks)
+        let done = self.transact(now, |live, plan| plan_claim(live, plan, spec, now)).await?;
+        self.claimed_tasks(done).await
     }
 
     async fn heartbeat(
@@ -550,50 +626,43 @@ impl Store for EmbeddedStore {
         items: Vec<Completion>,
         now: Timestamp,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
-        let done = self
-            .transact(now, |live, plan| {
-                let mut outcomes = Vec::with_capacity(items.len());
-                for item in items {
-                    let Some((state, _)) = plan.state(live, item.task_id) else {
-                        outcomes.push(Err(TransitionError::NotFound));
-                        continue;
-                    };
-                    let fence = item.fence();
-                    let decided = lifecycle::complete(
-                        item.task_id,
-                        &state,
-                        fence,
-                        item.submission.clone(),
-                        now,
-                    );
-                    outcomes.push(match decided {
-                        Ok(Decided::Stored { state: after, record }) => {
-                            plan_move(live, plan, item.task_id, &state, after, Some(&record), now)?;
-                            Ok(Ok(Completed::Stored(record)))
-                        }
-                        Ok(Decided::Repeated) => Ok(Err(item.task_id)),
-                        Err(refused) => Err(refused),
-                    });
-                }
-                Ok(outcomes)
-            })
-            .await?;
-        let mut outcomes = Vec::with_capacity(done.value.len());
-        for outcome in done.value {
-            outcomes.push(match outcome {
-                Ok(Ok(stored)) => Ok(stored),
-                Ok(Err(repeated)) => match self.result_of(repeated).await? {
-                    Some(record) => Ok(Completed::Repeated(record)),
-                    None => {
-                        return Err(StoreError::Corrupt(format!(
-                            "task {repeated} lost its result"
-                        )));
-                    }
-                },
-                Err(refused) => Err(refused),
-            });
-        }
-        Ok(outcomes)
+        let done =
+            self.transact(now, |live, plan| plan_completions(live, plan, items, now)).await?;
+        self.completion_outcomes(done.value).await
+    }
+
+    /// The claim's batch is queued right behind the result's, under the
+    /// same lock, so that one commit round makes both durable.
+    async fn complete_and_claim(
+        &self,
+        item: Completion,
+        next: &ClaimSpec,
+        now: Timestamp,
+    ) -> StoreResult<CompletedAndNext> {
+        let (first, second) = self.log.reserve_two().await.map_err(|_| not_taking_writes())?;
+        let (completed, claimed) = {
+            let mut core = self.lock();
+            let completed = self.queue(&mut core, first, now, 0, |live, plan| {
+                plan_completions(live, plan, vec![item], now)
+            })?;
+            let claimed = match completed.value.first() {
+                Some(Ok(_)) => Some(self.queue(&mut core, second, now, 0, |live, plan| {
+                    plan_claim(live, plan, next, now)
+                })),
+                _ => None,
+            };
+            (completed, claimed)
+        };
+        self.durable(completed.wait_for).await?;
+        let outcome = self.completion_outcomes(completed.value).await?.into_iter().next();
+        let outcome = outcome
+            .ok_or_else(|| StoreError::Corrupt("a result was stored without an outcome".into()))?;
+        let next = match claimed {
+            None => Ok(Vec::new()),
+            Some(Ok(done)) => self.claimed_tasks(done).await,
+            Some(Err(error)) => Err(error),
+        };
+        Ok(CompletedAndNext { outcome, next })
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {

@@ -54,9 +54,9 @@ use self::link::Link;
 use self::reply::{Fields, Reply};
 use self::scripts::{Args, Scripts};
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, DeadLetterKey,
-    DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals, Store,
-    StoreError, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created, DeadLetterFilter,
+    DeadLetterKey, DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals,
+    Store, StoreError, StoreResult, TransitionError,
 };
 
 /// Whose clock the scripts use.
@@ -198,6 +198,9 @@ pub struct RedisStore {
     /// Claims merged into one `claim` call (Redis time only), each with
     /// its caller's now.
     claims: Batcher<(ClaimSpec, Timestamp), Vec<Task>>,
+    /// Results with the claim of their worker's next task, merged into one
+    /// `complete_claim` call (Redis time only).
+    finishes: Batcher<(Completion, ClaimSpec, Timestamp), CompletedAndNext>,
 }
 
 /// Whose clock one call uses.
@@ -216,6 +219,7 @@ impl RedisStore {
         let (creates, create_queue) = batch::channel();
         let (completes, complete_queue) = batch::channel();
         let (claims, claim_queue) = batch::channel();
+        let (finishes, finish_queue) = batch::channel();
         let store = Arc::new(Self {
             link: Arc::new(Link::new(options.client()?)),
             scripts: Scripts::new(),
@@ -229,6 +233,7 @@ impl RedisStore {
             creates,
             completes,
             claims,
+            finishes,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (owner, stop) = (Arc::downgrade(&store), store.stop.clone());
@@ -253,10 +258,18 @@ impl RedisStore {
             let claim_weight = |(spec, _): &(ClaimSpec, Timestamp)| spec.count.max(1);
             runtime.spawn(batch::run(
                 claim_queue,
-                owner,
-                stop,
+                owner.clone(),
+                stop.clone(),
                 claim_weight,
                 |store, specs| async move { store.claim_now(&specs, Timestamp::now()).await },
+            ));
+            let finish_weight = |(_, spec, _): &(Completion, ClaimSpec, Timestamp)| 1 + spec.count;
+            runtime.spawn(batch::run(
+                finish_queue,
+                owner,
+                stop,
+                finish_weight,
+                |store, items| async move { store.complete_claim_now(&items, Timestamp::now()).await },
             ));
         }
         Ok(store)
@@ -532,24 +545,35 @@ fn json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn completion_args(items: &[Completion]) -> StoreResult<Args> {
-    let mut args = Args::new();
-    for item in items {
-        let submission = &item.submission;
-        let result = submission.result.as_ref().map(json_text).transpose()?;
-        let artifacts = (!submission.artifacts.is_empty())
-            .then(|| json_text(&submission.artifacts))
-            .transpose()?;
-        args.text(&item.task_id.to_string())
-            .text(&item.worker_id)
-            .opt(item.attempt)
-            .text(status_text(submission.status))
-            .opt(result)
-            .opt(submission.error.as_deref())
-            .opt(artifacts)
-            .text(&Uuid::now_v7().to_string());
-    }
-    Ok(args)
+/// A result's arguments (the `complete` script's 8 per item).
+fn completion_arg(args: &mut Args, item: &Completion) -> StoreResult<()> {
+    let submission = &item.submission;
+    let result = submission.result.as_ref().map(json_text).transpose()?;
+    let artifacts =
+        (!submission.artifacts.is_empty()).then(|| json_text(&submission.artifacts)).transpose()?;
+    args.text(&item.task_id.to_string())
+        .text(&item.worker_id)
+        .opt(item.attempt)
+        .text(status_text(submission.status))
+        .opt(result)
+        .opt(submission.error.as_deref())
+        .opt(artifacts)
+        .text(&Uuid::now_v7().to_string());
+    Ok(())
+}
+
+/// A claim request's arguments, made by a caller at `caller_now`.
+fn claim_arg(args: &mut Args, spec: &ClaimSpec, caller_now: Timestamp) {
+    let commands = match &spec.commands {
+        CommandFilter::All => 1,
+        CommandFilter::Only(commands) => commands.len(),
+    };
+    args.text(&spec.worker_id)
+        .num(spec.lease_until.millis())
+        .num(caller_now.millis())
+        .num(spec.count)
+        .num(commands);
+    filter_args(args, &spec.commands);
 }
 
 #[async_trait]
@@ -637,6 +661,23 @@ impl Store for RedisStore {
             TimeSource::Redis => self.completes.call(items).await,
             TimeSource::Caller => self.complete_now(items, now).await,
         }
+    }
+
+    async fn complete_and_claim(
+        &self,
+        item: Completion,
+        next: &ClaimSpec,
+        now: Timestamp,
+    ) -> StoreResult<CompletedAndNext> {
+        let done = match self.time {
+            TimeSource::Redis => self.finishes.call(vec![(item, next.clone(), now)]).await?,
+            TimeSource::Caller => {
+                self.complete_claim_now(&[(item, next.clone(), now)], now).await?
+            }
+        };
+        done.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a result was stored without an outcome".into()))
     }
 
     async fn get_task(&self, id: TaskId) -> StoreResult<Option<Task>> {
@@ -994,34 +1035,36 @@ impl RedisStore {
     ) -> StoreResult<Vec<Vec<Task>>> {
         let mut args = Args::new();
         for (spec, caller_now) in specs {
-            let commands = match &spec.commands {
-                CommandFilter::All => 1,
-                CommandFilter::Only(commands) => commands.len(),
-            };
-            args.text(&spec.worker_id)
-                .num(spec.lease_until.millis())
-                .num(caller_now.millis())
-                .num(spec.count)
-                .num(commands);
-            filter_args(&mut args, &spec.commands);
+            claim_arg(&mut args, spec, *caller_now);
         }
         let reply = self.call(&self.scripts.claim, Clock::Store, now, &args).await?;
-        let mut tasks = reply.hashes.iter();
+        let filters = specs.iter().map(|(spec, _)| &spec.commands);
+        self.claims_of(&reply, filters, &mut reply.hashes.iter())
+    }
+
+    /// The tasks each claim of a reply took (one claim per filter, in
+    /// order), read from `hashes`; keeps the rate-limit holds it told of.
+    fn claims_of<'r, 'f>(
+        &self,
+        reply: &'r Reply,
+        filters: impl ExactSizeIterator<Item = &'f CommandFilter>,
+        hashes: &mut impl Iterator<Item = &'r Fields>,
+    ) -> StoreResult<Vec<Vec<Task>>> {
         let claims = reply.list("claims");
-        if claims.len() != specs.len() {
+        if claims.len() != filters.len() {
             return Err(StoreError::Corrupt(format!(
                 "a claim for {} requests answered {}",
-                specs.len(),
+                filters.len(),
                 claims.len()
             )));
         }
-        let mut claimed = Vec::with_capacity(specs.len());
+        let mut claimed = Vec::with_capacity(claims.len());
         let (now, shift) = (reply.int("now").unwrap_or(0), reply.shift());
-        for ((spec, _), claim) in specs.iter().zip(claims) {
-            self.keep_holds(&spec.commands, now, shift, reply::list(&claim["holds"]));
+        for (filter, claim) in filters.zip(claims) {
+            self.keep_holds(filter, now, shift, reply::list(&claim["holds"]));
             let mut taken = Vec::new();
             for id in reply::list(&claim["ids"]) {
-                let fields = tasks.next().ok_or_else(|| {
+                let fields = hashes.next().ok_or_else(|| {
                     StoreError::Corrupt("a claim answered fewer tasks than ids".into())
                 })?;
                 taken.push(reply::task(reply::task_id(id)?, fields)?);
@@ -1062,22 +1105,55 @@ impl RedisStore {
         items: Vec<Completion>,
         now: Timestamp,
     ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
-        let args = completion_args(&items)?;
+        let mut args = Args::new();
+        for item in &items {
+            completion_arg(&mut args, item)?;
+        }
         let reply = self.call(&self.scripts.complete, Clock::Store, now, &args).await?;
         self.owed(&reply);
-        let mut records = reply.hashes.iter();
-        let mut outcomes = Vec::with_capacity(items.len());
-        for (item, outcome) in items.iter().zip(reply.list("outcomes")) {
+        self.outcomes_of(&reply, items.iter(), &mut reply.hashes.iter())
+    }
+
+    /// Stores results, each followed by the claim of its worker's next
+    /// task when it is accepted, in one `complete_claim` call.
+    async fn complete_claim_now(
+        &self,
+        items: &[(Completion, ClaimSpec, Timestamp)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<CompletedAndNext>> {
+        let mut args = Args::new();
+        for (completion, spec, caller_now) in items {
+            completion_arg(&mut args, completion)?;
+            claim_arg(&mut args, spec, *caller_now);
+        }
+        let reply = self.call(&self.scripts.complete_claim, Clock::Store, now, &args).await?;
+        self.owed(&reply);
+        let mut hashes = reply.hashes.iter();
+        let outcomes = self.outcomes_of(&reply, items.iter().map(|item| &item.0), &mut hashes)?;
+        let filters = items.iter().map(|(_, spec, _)| &spec.commands);
+        let claimed = self.claims_of(&reply, filters, &mut hashes)?;
+        let done = outcomes.into_iter().zip(claimed);
+        Ok(done.map(|(outcome, next)| CompletedAndNext { outcome, next: Ok(next) }).collect())
+    }
+
+    /// The outcome of each of `items` in a reply, each accepted one's
+    /// record read from `hashes`.
+    fn outcomes_of<'r, 'c>(
+        &self,
+        reply: &'r Reply,
+        items: impl Iterator<Item = &'c Completion>,
+        hashes: &mut impl Iterator<Item = &'r Fields>,
+    ) -> StoreResult<Vec<Result<Completed, TransitionError>>> {
+        let answered = reply.list("outcomes");
+        let mut outcomes = Vec::with_capacity(answered.len());
+        for (item, outcome) in items.zip(answered) {
             if let Some(code) = outcome.get("err").and_then(|v| v.as_str()) {
                 outcomes.push(Err(reply::refusal(code)));
                 continue;
             }
-            let fields = records.next().ok_or_else(|| {
-                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
-            })?;
-            let record = reply::result(item.task_id, fields)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("task {} lost its result", item.task_id))
-            })?;
+            let lost = || StoreError::Corrupt(format!("task {} lost its result", item.task_id));
+            let fields = hashes.next().ok_or_else(lost)?;
+            let record = reply::result(item.task_id, fields)?.ok_or_else(lost)?;
             if outcome.get("ok").and_then(|v| v.as_str()) == Some("stored") {
                 if let Ok(command) = reply::command(outcome.get("cmd").unwrap_or_default()) {
                     self.remember_command(item.task_id, command);

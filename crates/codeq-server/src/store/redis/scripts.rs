@@ -40,6 +40,7 @@ scripts! {
     nack => "nack.lua",
     expire => "expire.lua",
     complete => "complete.lua",
+    complete_claim => "complete_claim.lua",
     cancel => "cancel.lua",
     promote => "promote.lua",
     lease_ends => "lease_ends.lua",
@@ -216,7 +217,12 @@ mod tests {
     #[test]
     fn the_claim_and_result_scripts_leave_the_general_write_out() {
         let lib = include_str!("lua/lib.lua");
-        for body in [include_str!("lua/claim.lua"), include_str!("lua/complete.lua")] {
+        let bodies = [
+            include_str!("lua/claim.lua"),
+            include_str!("lua/complete.lua"),
+            include_str!("lua/complete_claim.lua"),
+        ];
+        for body in bodies {
             let library = library_for(lib, body);
             assert!(!library.contains("local function write("), "{library}");
             assert!(!library.contains("local function moved("));

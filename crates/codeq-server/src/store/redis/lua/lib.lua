@@ -342,6 +342,186 @@ local function repeats(s, worker, attempt, status)
   return same and not s.dead and s.worker == worker and (attempt == nil or attempt == s.attempts)
 end
 
+-- ------------------------------------------------------------ results
+
+-- The complete rule on task `s`, which its worker holds: terminal with
+-- `status` (and `err`), its result record `record` stored with it.
+-- Written field by field rather than through write(), as the claim rule.
+local function finish(s, status, err, record)
+  local set, del = {}, {}
+  for i = 1, #record do set[i] = record[i] end
+  set[#set + 1] = 's'; set[#set + 1] = status
+  set[#set + 1] = 'co'; set[#set + 1] = int(NOW)
+  set[#set + 1] = 'ua'; set[#set + 1] = int(NOW)
+  if err then
+    set[#set + 1] = 'e'; set[#set + 1] = err
+  elseif s.error then
+    del[#del + 1] = 'e'
+  end
+  if s.lease then del[#del + 1] = 'lu' end
+  redis.call('HSET', s.key, unpack(set))
+  if #del > 0 then redis.call('HDEL', s.key, unpack(del)) end
+  local n = { id = s.id, cmd = s.cmd, key = s.key, status = status, dead = false,
+    completed = NOW, updated = NOW }
+  unindex(s)
+  index(n)
+  return n
+end
+
+-- The result whose arguments start at ARGV[i] (id, worker, attempt?,
+-- status, result?, error?, artifacts?, delivery): the complete rule.
+-- Answers the outcome ({ ok = 'stored' | 'repeated', cmd } or { err }) and,
+-- when it is ok, the task's result record as a flat field list.
+local function complete_item(i)
+  local s = load(ARGV[i])
+  local worker, attempt, status = ARGV[i + 1], optn(optarg(ARGV[i + 2])), ARGV[i + 3]
+  local outcome, record
+  if not s then
+    outcome = { err = 'NF' }
+  elseif s.status == 'CANCELLED' then
+    outcome = { err = 'CX' }
+  elseif terminal(s.status) then
+    if repeats(s, worker, attempt, status) then outcome = { ok = 'repeated', cmd = s.cmd }
+    else outcome = { err = 'RC' } end
+  else
+    local kind, err = hold(s, worker, attempt)
+    if not kind then
+      outcome = { err = err }
+    else
+      local result_error = optarg(ARGV[i + 5])
+      record = result_fields(status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
+      -- The record keeps what the worker sent; a completed task carries no error.
+      local n = finish(s, status, status ~= 'COMPLETED' and result_error or nil, record)
+      owe_if_due(s, n, ARGV[i + 7])
+      outcome = { ok = 'stored', cmd = s.cmd }
+    end
+  end
+  if outcome.ok then return outcome, record or fields_of(s.key, RESULT_NAMES) end
+  return outcome, nil
+end
+
+-- ------------------------------------------------------------ claims
+
+-- The claim rule over many requests (the claim and result-and-claim
+-- scripts): each command's settings and rate-limit bucket, read once per
+-- call, and the list of every command, read at most once.
+local QUEUES, EVERY_COMMAND = {}, nil
+
+-- A command's settings and rate-limit bucket.
+local function settings(c)
+  if QUEUES[c] then return QUEUES[c] end
+  local v = redis.call('HMGET', qk(c, 'q'), 'paused', 'mif', 'rate', 'burst', 'bt', 'ba')
+  QUEUES[c] = { paused = v[1] == '1', mif = optn(v[2]), rate = optn(v[3]), burst = optn(v[4]),
+    tokens = optn(v[5]), at = optn(v[6]) }
+  return QUEUES[c]
+end
+
+-- The token bucket of codeq_core::TokenBucket: full when first used.
+local function refill(q)
+  if not q.rate then return end
+  local size = math.max(q.burst or 1, 1)
+  if q.tokens == nil then q.tokens = size; q.at = NOW end
+  local elapsed = math.max(NOW - q.at, 0) / 1000
+  q.tokens = math.min(q.tokens + elapsed * q.rate, size)
+  q.at = NOW
+end
+
+local function available(q)
+  refill(q)
+  return math.max(math.floor(q.tokens + 1e-9), 0)
+end
+
+local function commands_at(first, n)
+  if n == 1 and ARGV[first] == '*' then
+    EVERY_COMMAND = EVERY_COMMAND or redis.call('SMEMBERS', K_COMMANDS)
+    return EVERY_COMMAND
+  end
+  local commands, seen = {}, {}
+  for i = first, first + n - 1 do
+    if not seen[ARGV[i]] then seen[ARGV[i]] = true; commands[#commands + 1] = ARGV[i] end
+  end
+  return commands
+end
+
+-- How many tasks command `c` may give now, at most `count`.
+local function cap_of(c, q, count)
+  if q.paused then return 0 end
+  local cap = count
+  if q.mif then cap = math.min(cap, math.max(q.mif - redis.call('ZCARD', qk(c, 'leases')), 0)) end
+  if cap > 0 and q.rate then cap = math.min(cap, available(q)) end
+  return cap
+end
+
+-- When the next token comes for a command its rate limit holds back now
+-- (nil when it does not).
+local function held_until(c, q)
+  if not q.rate or q.paused or q.rate <= 0 then return nil end
+  if redis.call('ZCARD', qk(c, 'ready')) == 0 then return nil end
+  if q.mif and redis.call('ZCARD', qk(c, 'leases')) >= q.mif then return nil end
+  if available(q) > 0 then return nil end
+  local missing = math.max(1 - q.tokens, 0)
+  return NOW + math.max(math.ceil(missing / q.rate * 1000 - 1e-6), 0)
+end
+
+local function claim_for(worker, lease, count, commands, tasks)
+  local candidates, touched = {}, {}
+  for _, c in ipairs(commands) do
+    local ready = qk(c, 'ready')
+    if redis.call('ZCARD', ready) > 0 then
+      local q = settings(c)
+      touched[#touched + 1] = c
+      local cap = cap_of(c, q, count)
+      if cap > 0 then
+        local head = redis.call('ZRANGE', ready, 0, cap - 1, 'WITHSCORES')
+        for i = 1, #head, 2 do
+          candidates[#candidates + 1] = { id = head[i], score = tonumber(head[i + 1]), cmd = c }
+        end
+      end
+    end
+  end
+  table.sort(candidates, function(x, y)
+    if x.score ~= y.score then return x.score < y.score end
+    return x.id < y.id
+  end)
+  local ids = {}
+  for i = 1, math.min(count, #candidates) do
+    local pick = candidates[i]
+    local flat = claim_task(pick.cmd, pick.id, worker, lease)
+    if flat then
+      tasks[#tasks + 1] = flat
+      ids[#ids + 1] = pick.id
+      local q = QUEUES[pick.cmd]
+      if q.rate then q.tokens = math.max(q.tokens - 1, 0) end
+    end
+  end
+  local holds = {}
+  for _, c in ipairs(touched) do
+    local until_at = held_until(c, QUEUES[c])
+    if until_at then holds[#holds + 1] = { c, until_at } end
+  end
+  return { ids = ids, holds = holds }
+end
+
+-- The claim request whose arguments start at ARGV[i] (worker, leaseUntil,
+-- the caller's now, count, n, then n commands; '*' alone: all): claims
+-- for it, adding the tasks' hashes to `tasks`. Answers the claim (ids,
+-- rate-limit holds) and where the next request's arguments start.
+local function claim_request(i, tasks)
+  local n = tonumber(ARGV[i + 4])
+  local lease = at_item(ARGV[i + 1], ARGV[i + 2])
+  return claim_for(ARGV[i], lease, tonumber(ARGV[i + 3]), commands_at(i + 5, n), tasks), i + 5 + n
+end
+
+-- Rate limits: keeps what the buckets the claims used hold now.
+local function keep_buckets()
+  for c, q in pairs(QUEUES) do
+    if q.rate then
+      refill(q)
+      redis.call('HSET', qk(c, 'q'), 'bt', string.format('%.17g', q.tokens), 'ba', int(q.at))
+    end
+  end
+end
+
 local function emit(body, extra)
   local ready, woken = {}, {}
   for c in pairs(READY) do ready[#ready + 1] = c end
