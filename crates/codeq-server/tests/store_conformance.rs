@@ -556,6 +556,17 @@ async fn a_refused_result_claims_no_next_task(h: &dyn Harness) {
     assert_eq!(outcome, Err(TransitionError::NotInProgress(TaskStatus::Pending)));
     assert!(next.is_empty());
     assert_eq!(store.get_state(ready).await.unwrap().unwrap().status, TaskStatus::Pending);
+    // A rate limit holding claims back stays as it was: no claim ran.
+    store
+        .set_queue_settings(&command("a"), settings(false, None, Some(0.01)), at(2))
+        .await
+        .unwrap();
+    create(&*store, vec![task("a", 0, at(0))]).await;
+    claim_one(&*store, only("a"), at(2)).await.expect("the bucket's one token");
+    let held_back = store.next_claimable_at(&only("a"), at(2)).expect("held back by the rate");
+    let (outcome, next) = complete_and_claim(&*store, held, "w2", only("a"), at(2)).await;
+    assert_eq!((outcome, next.len()), (Err(TransitionError::NotOwner), 0));
+    assert_eq!(store.next_claimable_at(&only("a"), at(2)), Some(held_back));
     // A paused command: the result is stored, no task is claimed.
     store.set_queue_settings(&command("a"), settings(true, None, None), at(2)).await.unwrap();
     let (outcome, next) = complete_and_claim(&*store, held, "w1", only("a"), at(3)).await;

@@ -1061,7 +1061,9 @@ impl RedisStore {
         let mut claimed = Vec::with_capacity(claims.len());
         let (now, shift) = (reply.int("now").unwrap_or(0), reply.shift());
         for (filter, claim) in filters.zip(claims) {
-            self.keep_holds(filter, now, shift, reply::list(&claim["holds"]));
+            if claim.get("skipped").is_none() {
+                self.keep_holds(filter, now, shift, reply::list(&claim["holds"]));
+            }
             let mut taken = Vec::new();
             for id in reply::list(&claim["ids"]) {
                 let fields = hashes.next().ok_or_else(|| {

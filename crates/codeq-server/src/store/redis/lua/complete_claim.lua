@@ -11,7 +11,8 @@ while i <= #ARGV do
     hashes[#hashes + 1] = record
     claims[#claims + 1], i = claim_request(i + 8, tasks)
   else
-    claims[#claims + 1] = { ids = {}, holds = {} }
+    -- No claim ran: nothing to tell of the rate limits.
+    claims[#claims + 1] = { ids = {}, skipped = true }
     i = i + 8 + 5 + tonumber(ARGV[i + 12])
   end
 end
