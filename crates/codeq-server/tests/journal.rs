@@ -587,7 +587,7 @@ async fn not_found_waits_for_the_delete_it_shows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_and_its_next_claim_are_answered_only_once_both_are_durable() {
+async fn a_result_with_its_next_claim_is_answered_after_a_sync_and_both_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let store = open_on(&fs, dir.path()).unwrap();

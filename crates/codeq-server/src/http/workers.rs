@@ -324,7 +324,8 @@ async fn prepare_completion<Id>(
 
 /// `POST /v1/codeq/tasks/:id/result`; with `claimNext`, the answer also
 /// carries the worker's next task (`next`, absent when none is ready),
-/// claimed once the result is durable.
+/// claimed right after the result is stored, in the same store step, and
+/// answered once both are durable.
 pub async fn submit_result(
     State(app): State<AppState>,
     Worker(worker, ..): Worker<scope::Result>,

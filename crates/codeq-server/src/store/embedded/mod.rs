@@ -632,7 +632,9 @@ impl Store for EmbeddedStore {
     }
 
     /// The claim's batch is queued right behind the result's, under the
-    /// same lock, so that one commit round makes both durable.
+    /// same lock, so that one commit round usually takes both (the
+    /// committer may have taken the first alone); the answer waits for
+    /// both.
     async fn complete_and_claim(
         &self,
         item: Completion,

@@ -5,9 +5,11 @@
 //! library's functions, its arguments, its answer) is paid per call, not
 //! per task: many producers creating one task each, or many workers
 //! storing one result each, cost Redis much less as one call of many
-//! items. The scripts that take several items (`create`, `complete`)
-//! treat each item on its own, so a merged call answers each caller
-//! exactly as its own call would have. At low load every call goes alone
+//! items. The scripts that take several items (`create`, `claim`,
+//! `complete`, `complete_claim`) treat each item on its own (claims in
+//! turn, sharing each command's rate limit and `maxInFlight` places as
+//! calls one after the other would), so a merged call answers each
+//! caller exactly as its own call would have. At low load every call goes alone
 //! and at once; under load the calls that queue up behind those in flight
 //! go next, together. [`CALLS_IN_FLIGHT`] calls of a script may be in
 //! flight at once, so that with `appendfsync always` a call does not wait
