@@ -57,8 +57,9 @@ enum Retry {
     /// 502/503/504.
     Safe,
     /// Retried only when the server did nothing with the request: the
-    /// connection could not be made, or the token could not be checked yet
-    /// (claims, nacks, abandons, cancels, unkeyed creates).
+    /// connection could not be made, the token could not be checked yet,
+    /// or the server was too busy to take it (503 `overloaded`) (claims,
+    /// nacks, abandons, cancels, unkeyed creates).
     ConnectOnly,
 }
 
@@ -307,8 +308,7 @@ impl Client {
     /// for a repeated idempotency key (`replayed`).
     pub async fn create_task(&self, task: &CreateTask) -> Result<Created, Error> {
         let request = self.request(Method::POST, &["v1", "codeq", "tasks"], Auth::Producer)?;
-        let retry = if task.idempotency_key.is_some() { Retry::Safe } else { Retry::ConnectOnly };
-        let response = self.send(request.json(task), retry).await?;
+        let response = self.send(request.json(task), creates_retry([task])).await?;
         let replayed = response
             .headers()
             .get(REPLAYED_HEADER)
@@ -326,9 +326,8 @@ impl Client {
     ) -> Result<Vec<BatchItem<Task>>, Error> {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", "batch"], Auth::Producer)?;
-        let keyed = tasks.iter().all(|task| task.idempotency_key.is_some());
-        let retry = if keyed { Retry::Safe } else { Retry::ConnectOnly };
-        let response = self.send(request.json(&CreateBatchBody { tasks }), retry).await?;
+        let body = CreateBatchBody { tasks };
+        let response = self.send(request.json(&body), creates_retry(tasks)).await?;
         let answer: CreateBatchAnswer = decode(response).await?;
         Ok(answer.results.into_iter().map(Into::into).collect())
     }
@@ -744,14 +743,22 @@ async fn send_once(request: RequestBuilder) -> Result<Response, Refused> {
     Err(Refused { error: Error::from_response_body(status.as_u16(), &body), retry_after })
 }
 
+/// How a create of `tasks` may be repeated: after a lost answer only when
+/// every task has an idempotency key (a repeat then creates nothing twice).
+fn creates_retry<'a>(tasks: impl IntoIterator<Item = &'a CreateTask>) -> Retry {
+    let keyed = tasks.into_iter().all(|task| task.idempotency_key.is_some());
+    if keyed { Retry::Safe } else { Retry::ConnectOnly }
+}
+
 /// Whether a failed attempt of a call may be repeated.
 fn may_retry(err: &Error, retry: Retry) -> bool {
     match (err, retry) {
         // Not connected: the server never saw the request.
         (Error::Transport(err), _) if err.is_connect() => true,
-        // Refused before any handler ran: the token could not be checked
-        // for now (authentication comes first).
-        (Error::Api { code, .. }, _) if code == "jwks_unavailable" => true,
+        // Refused before anything was done: the token could not be
+        // checked for now (authentication comes first), or the server was
+        // too busy to take the call (docs/api.md: "nothing was done").
+        (Error::Api { code, .. }, _) if code == "jwks_unavailable" || code == "overloaded" => true,
         // A request that could not be built (a token with a newline) is
         // built the same way again.
         (Error::Transport(err), Retry::Safe) => !err.is_builder(),
@@ -889,20 +896,31 @@ mod tests {
     }
 
     #[test]
-    fn a_token_the_server_could_not_check_yet_is_repeated_whatever_the_call() {
+    fn a_call_refused_before_anything_was_done_is_repeated_whatever_the_call() {
         let refused = |status, code: &str| {
             let body = format!(r#"{{"error":"x","code":"{code}"}}"#);
             Error::from_response_body(status, body.as_bytes())
         };
-        let unchecked = refused(401, "jwks_unavailable");
-        assert!(may_retry(&unchecked, Retry::ConnectOnly), "{unchecked}");
-        for not_repeated in [
-            refused(503, "storage_unavailable"),
-            refused(503, "overloaded"),
-            refused(401, "invalid_token"),
-        ] {
+        for nothing_done in [refused(401, "jwks_unavailable"), refused(503, "overloaded")] {
+            assert!(may_retry(&nothing_done, Retry::ConnectOnly), "{nothing_done}");
+        }
+        for not_repeated in [refused(503, "storage_unavailable"), refused(401, "invalid_token")] {
             assert!(!may_retry(&not_repeated, Retry::ConnectOnly), "{not_repeated}");
         }
+    }
+
+    #[test]
+    fn creates_are_repeated_after_a_lost_answer_only_when_every_task_has_a_key() {
+        let keyed = |key: &str| CreateTask {
+            idempotency_key: Some(key.into()),
+            ..CreateTask::new("RENDER", serde_json::json!({}))
+        };
+        let unkeyed = CreateTask::new("RENDER", serde_json::json!({}));
+
+        assert_eq!(creates_retry([&keyed("a")]), Retry::Safe);
+        assert_eq!(creates_retry(&[keyed("a"), keyed("b")]), Retry::Safe);
+        assert_eq!(creates_retry(&[keyed("a"), unkeyed.clone()]), Retry::ConnectOnly);
+        assert_eq!(creates_retry([&unkeyed]), Retry::ConnectOnly);
     }
 
     #[test]
