@@ -59,7 +59,7 @@ enum Retry {
     /// Retried only when the server did nothing with the request: the
     /// connection could not be made, the token could not be checked yet,
     /// or the server was too busy to take it (503 `overloaded`) (claims,
-    /// nacks, abandons, cancels, unkeyed creates).
+    /// results with a claim, nacks, abandons, cancels, unkeyed creates).
     ConnectOnly,
 }
 
@@ -448,6 +448,11 @@ impl Client {
     /// result, then claims the worker's next task (`claim`'s commands and
     /// lease; a `waitSeconds` there delays the answer up to that long) and
     /// answers both: the stored record, and the task when one was ready.
+    ///
+    /// Repeated only when the server did nothing with it (like a claim): a
+    /// repeat after a lost answer would claim a second task while the
+    /// first stays leased to this worker, unknown to it. Send the result
+    /// again with [`Client::submit_result`] instead.
     pub async fn submit_result_and_claim(
         &self,
         id: &str,
@@ -457,7 +462,7 @@ impl Client {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", id, "result"], Auth::Worker)?;
         let body = ResultAndClaim { result, claim_next: claim };
-        let response = self.send(request.json(&body), Retry::Safe).await?;
+        let response = self.send(request.json(&body), Retry::ConnectOnly).await?;
         let answer: ResultAndNext = decode(response).await?;
         Ok((answer.record, answer.next))
     }

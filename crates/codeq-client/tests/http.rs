@@ -408,6 +408,49 @@ async fn a_server_that_comes_up_while_retrying_answers_the_repeated_read() {
     running.stop().await.unwrap();
 }
 
+/// A "server" that reads each request and closes the connection without
+/// an answer (the answer lost); counts the requests it read.
+fn answer_lost_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else { return };
+            let _read = connection.read(&mut [0; 4096]);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn a_result_with_a_claim_whose_answer_was_lost_is_not_repeated_by_the_client() {
+    // A repeat would claim a second task while the first stays leased to
+    // the worker; a plain result is safe to repeat, and is.
+    let policy = codeq_client::RetryPolicy {
+        max_retries: 2,
+        base_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(20),
+    };
+    let (url, requests) = answer_lost_server();
+    let client =
+        Client::builder(&url).retry_policy(policy).build().unwrap().with_worker_token(WORKER);
+    let result = codeq_client::SubmitResult::completed(1, json!({}));
+    let claim = ClaimRequest::new(["RENDER"]);
+
+    let with_claim = client.submit_result_and_claim("t1", &result, &claim).await;
+    let sent_with_claim = requests.swap(0, std::sync::atomic::Ordering::SeqCst);
+    let plain = client.submit_result("t1", &result).await;
+    let sent_plain = requests.load(std::sync::atomic::Ordering::SeqCst);
+
+    assert!(matches!(with_claim, Err(Error::Transport(_))), "{with_claim:?}");
+    assert!(matches!(plain, Err(Error::Transport(_))), "{plain:?}");
+    assert_eq!((sent_with_claim, sent_plain), (1, 3), "sent once, and once plus two repeats");
+}
+
 /// The server's count of requests to `route` answered `status`.
 async fn answered(base: &str, route: &str, status: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();

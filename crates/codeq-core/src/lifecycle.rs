@@ -53,8 +53,9 @@ pub enum TransitionError {
     /// The caller's lease has ended; only a result is still accepted.
     #[error("the lease has expired")]
     LeaseExpired,
-    /// The task is terminal with another outcome.
-    #[error("task already has a result with another outcome")]
+    /// The task is terminal with another outcome, or from another worker
+    /// or delivery.
+    #[error("task already has another result (another outcome, worker or attempt)")]
     ResultConflict,
     /// The task was cancelled: its worker should stop.
     #[error("task was cancelled")]

@@ -908,7 +908,7 @@ pub enum TaskErrors {
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// Wrong state: not in progress, lease lost, stale attempt, or already
-    /// terminal with another outcome.
+    /// terminal with another outcome, worker or attempt.
     #[response(status = 409)]
     Conflict(ErrorBody),
 }
