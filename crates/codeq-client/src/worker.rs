@@ -528,11 +528,27 @@ impl Worker {
             Some(Outcome::Submit(body)) => body.error.clone(),
             Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
         };
+        let is_result = matches!(
+            outcome,
+            Some(Outcome::Completed(_) | Outcome::Failed(_) | Outcome::Submit(_))
+        );
         let sent = match outcome {
             Some(outcome) => self.report(&id, attempt, outcome, held_until).await,
             None => Sent::accepted(Reported::Cancelled, None),
         };
-        let report_error = sent.refusal.as_ref().map(with_causes);
+        let report_error = sent.refusal.as_ref().map(|error| {
+            // A result that might still pass is sent again until the lease
+            // ends (or the running tasks are abandoned): say which it was.
+            let lease_ended = is_result
+                && sent.reported == Reported::ReportFailed
+                && may_pass(error)
+                && !self.stop.running.is_cancelled();
+            if lease_ended {
+                format!("the lease ended while it was sent again: {}", with_causes(error))
+            } else {
+                with_causes(error)
+            }
+        });
         let refused_for_good = sent.refusal.filter(|_| sent.ends_the_worker);
         let report = TaskReport {
             id,

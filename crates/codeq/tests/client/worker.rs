@@ -150,7 +150,10 @@ fn once_exits_1_when_the_result_could_not_be_sent_within_the_lease() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains(&format!("task {id} result not accepted yet, next attempt in")), "{log}");
-    assert!(log.contains(&format!("task {id} command=LOST attempt=1 not-reported")), "{log}");
+    let given_up = format!("task {id} command=LOST attempt=1 not-reported");
+    let line = log.lines().find(|line| line.contains(&given_up)).unwrap_or_default();
+    let why = "report not accepted: the lease ended while it was sent again: ";
+    assert!(line.contains(why), "{log}");
 }
 
 #[test]
