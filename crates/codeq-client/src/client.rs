@@ -117,12 +117,13 @@ impl Default for RetryPolicy {
 /// missing fails with [`Error::MissingToken`] without a request.
 ///
 /// Failed calls are repeated per the [`RetryPolicy`]: calls that are safe
-/// to repeat (reads, results, heartbeats, creates with an idempotency key)
-/// on any transport error and on 502/503/504; every other call only when
-/// the server did nothing with it: the connection could not be made, or
-/// the answer was 401 `jwks_unavailable` (the server could not fetch its
-/// identity provider's keys this time, and checks tokens before anything
-/// else). A repeat waits what the answer's `Retry-After` asks, plus the
+/// to repeat (reads, results without `claimNext`, heartbeats, creates with
+/// an idempotency key) on any transport error and on 502/503/504; every
+/// other call only when the server did nothing with it: the connection
+/// could not be made, the answer was 401 `jwks_unavailable` (the server
+/// could not fetch its identity provider's keys this time, and checks
+/// tokens before anything else), or 503 `overloaded` (too busy to take
+/// the call). A repeat waits what the answer's `Retry-After` asks, plus the
 /// backoff; an answer that asks for longer than the policy's `max_delay`
 /// is returned instead.
 ///

@@ -528,25 +528,16 @@ impl Worker {
             Some(Outcome::Submit(body)) => body.error.clone(),
             Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
         };
-        let is_result = matches!(
-            outcome,
-            Some(Outcome::Completed(_) | Outcome::Failed(_) | Outcome::Submit(_))
-        );
         let sent = match outcome {
             Some(outcome) => self.report(&id, attempt, outcome, held_until).await,
             None => Sent::accepted(Reported::Cancelled, None),
         };
         let report_error = sent.refusal.as_ref().map(|error| {
-            // A result that might still pass is sent again until the lease
-            // ends (or the running tasks are abandoned): say which it was.
-            let lease_ended = is_result
-                && sent.reported == Reported::ReportFailed
-                && may_pass(error)
-                && !self.stop.running.is_cancelled();
-            if lease_ended {
-                format!("the lease ended while it was sent again: {}", with_causes(error))
+            let why = with_causes(error);
+            if sent.lease_ended {
+                format!("the lease ended before it was accepted: {why}")
             } else {
-                with_causes(error)
+                why
             }
         });
         let refused_for_good = sent.refusal.filter(|_| sent.ends_the_worker);
@@ -657,7 +648,8 @@ impl Worker {
             ResultStatus::Failed => Reported::Failed,
             _ => Reported::Completed,
         };
-        match self.submit(id, &body, reported, held_until).await {
+        let (sent, lease_ended) = self.submit(id, &body, reported, held_until).await;
+        match sent {
             Err(refused) if matches!(refused.status(), Some(400 | 413)) => {
                 let mut error = format!("the result was refused: {}", with_causes(&refused));
                 if let Some(own) = &body.error {
@@ -670,11 +662,12 @@ impl Worker {
                         next: None,
                         refusal: Some(refused),
                         ends_the_worker: false,
+                        lease_ended: false,
                     },
                     Err(_) => Self::sent(Err(refused), false),
                 }
             }
-            sent => Self::sent(sent, false),
+            sent => Sent { lease_ended, ..Self::sent(sent, false) },
         }
     }
 
@@ -707,6 +700,7 @@ impl Worker {
                 next: None,
                 ends_the_worker: !giving_back && refuses_every_report(&err),
                 refusal: Some(err),
+                lease_ended: false,
             },
         }
     }
@@ -714,14 +708,14 @@ impl Worker {
     /// Submits a result, with a claim for the next task while claiming
     /// goes on; one that gets no answer or a 5xx is sent again (without
     /// the claim) until `held_until`, or until the running tasks are
-    /// abandoned.
+    /// abandoned. Also answers whether it gave up because the lease ended.
     async fn submit(
         &self,
         id: &str,
         body: &SubmitResult,
         reported: Reported,
         held_until: Instant,
-    ) -> Result<(Reported, Option<Task>), Error> {
+    ) -> (Result<(Reported, Option<Task>), Error>, bool) {
         let mut sent = if self.once || self.stop.claiming.is_cancelled() {
             self.client.submit_result(id, body).await.map(|_| None)
         } else {
@@ -729,11 +723,19 @@ impl Worker {
             self.client.submit_result_and_claim(id, body, &claim).await.map(|(_, next)| next)
         };
         let mut pause = FIRST_RETRY_PAUSE;
+        let mut lease_ended = false;
         while let Err(error) = &sent {
-            let waiting = spread(pause);
-            if !may_pass(error) || Instant::now() + waiting >= held_until {
+            if !may_pass(error) {
                 break;
             }
+            let left = held_until.saturating_duration_since(Instant::now());
+            if left < LAST_TRY {
+                lease_ended = true;
+                break;
+            }
+            // Near the lease's end, the pause leaves half of what is left
+            // for one more try.
+            let waiting = spread(pause).min(left / 2);
             if let Some(callback) = &self.on_result_retry {
                 callback(&ResultRetry { task_id: id, error, pause: waiting });
             }
@@ -745,11 +747,15 @@ impl Worker {
             let lease_end = tokio::time::Instant::from_std(held_until);
             match tokio::time::timeout_at(lease_end, self.client.submit_result(id, body)).await {
                 Ok(answer) => sent = answer.map(|_| None),
-                Err(_lease_ended) => break,
+                Err(_) => {
+                    lease_ended = true;
+                    break;
+                }
             }
             pause = (pause * 2).min(MAX_RETRY_PAUSE);
         }
-        sent.map(|next| (reported, next))
+        let lease_ended = lease_ended && sent.is_err();
+        (sent.map(|next| (reported, next)), lease_ended)
     }
 }
 
@@ -802,11 +808,13 @@ struct Sent {
     refusal: Option<Error>,
     /// Every later report would be refused too.
     ends_the_worker: bool,
+    /// A result given up, still unanswered, because the lease ended.
+    lease_ended: bool,
 }
 
 impl Sent {
     fn accepted(reported: Reported, next: Option<Task>) -> Self {
-        Self { reported, next, refusal: None, ends_the_worker: false }
+        Self { reported, next, refusal: None, ends_the_worker: false, lease_ended: false }
     }
 }
 
@@ -866,6 +874,9 @@ fn may_pass(err: &Error) -> bool {
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } | Error::Decode { .. } => false,
     }
 }
+
+/// Less of the lease than this left, a result is not sent again.
+const LAST_TRY: Duration = Duration::from_millis(100);
 
 /// The 401 code of a token the server could not check for now.
 const JWKS_UNAVAILABLE: &str = "jwks_unavailable";

@@ -151,12 +151,14 @@ fn missing_token_hint(err: &anyhow::Error) -> Option<&'static str> {
         codeq_client::TokenKind::Producer => {
             "pass --producer-token, set CODEQ_PRODUCER_TOKEN, store one with `codeq auth set \
              --producer T` or `codeq auth login`, or run beside a local-mode server's ./codeq-data \
-             (its tokens serve only that server's address: --base-url must name it)"
+             (its tokens serve only that server's address: a base URL from --base-url, \
+             CODEQ_BASE_URL or the profile must name it)"
         }
         codeq_client::TokenKind::Worker => {
             "pass --worker-token, set CODEQ_WORKER_TOKEN, store one with `codeq auth set \
              --worker T`, or run beside a local-mode server's ./codeq-data (its tokens serve \
-             only that server's address: --base-url must name it)"
+             only that server's address: a base URL from --base-url, CODEQ_BASE_URL or the \
+             profile must name it)"
         }
     })
 }

@@ -152,7 +152,7 @@ fn once_exits_1_when_the_result_could_not_be_sent_within_the_lease() {
     assert!(log.contains(&format!("task {id} result not accepted yet, next attempt in")), "{log}");
     let given_up = format!("task {id} command=LOST attempt=1 not-reported");
     let line = log.lines().find(|line| line.contains(&given_up)).unwrap_or_default();
-    let why = "report not accepted: the lease ended while it was sent again: ";
+    let why = "report not accepted: the lease ended before it was accepted: ";
     assert!(line.contains(why), "{log}");
 }
 
