@@ -17,7 +17,7 @@ mod redis_server;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -358,6 +358,64 @@ async fn result_callbacks_are_sent_once_each_with_both_replicas_dispatching() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 400);
     assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "each task called back once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_owed_before_a_redis_outage_is_sent_once_redis_is_back() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let quick_retries = [
+        ("CODEQ_RESULT_WEBHOOK_BASE_BACKOFF_SECONDS", "1"),
+        ("CODEQ_RESULT_WEBHOOK_MAX_BACKOFF_SECONDS", "1"),
+    ];
+    let a = Replica::start(&redis, &quick_retries);
+    let http = http();
+    // The receiver fails until told otherwise.
+    let failing = Arc::new(AtomicBool::new(true));
+    let (attempts, delivered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let (failing, attempts, delivered) =
+                (failing.clone(), attempts.clone(), delivered.clone());
+            move || async move {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                if failing.load(Ordering::SeqCst) {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                delivered.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    create_many(&http, &[&a], "owed", 1, json!({ "webhook": hook })).await;
+    let (status, claimed) =
+        post(&http, &a.url("/tasks/claim"), WORKER, json!({ "commands": ["owed"] })).await;
+    assert_eq!(status, 200);
+    let id = claimed["id"].as_str().unwrap().to_string();
+    let done = json!({ "status": "COMPLETED", "result": {} });
+    assert_eq!(post(&http, &a.url(&format!("/tasks/{id}/result")), WORKER, done).await.0, 200);
+    wait_for(Duration::from_secs(10), "the first, failed attempt", || async {
+        attempts.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+
+    // The retry comes due while Redis is away: its read fails.
+    redis.kill();
+    wait_for(Duration::from_secs(20), "a failed read of the outbox", || async {
+        std::fs::read_to_string(&a.log).unwrap().contains("cannot read the webhook outbox")
+    })
+    .await;
+    failing.store(false, Ordering::SeqCst);
+    redis.start_again();
+    // Nothing else is owed: only the dispatcher's own retry can send it.
+    wait_for(Duration::from_secs(20), "the callback to be delivered", || async {
+        delivered.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
 
 /// What the load saw: acknowledged creations and results, every status.

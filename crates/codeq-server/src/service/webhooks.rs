@@ -37,6 +37,11 @@ const POOL: usize = 32;
 /// wake it at once).
 const IDLE: Duration = Duration::from_secs(5);
 
+/// The pause before the outbox is read again after a read failed (its
+/// storage away): the callbacks owed before the failure are due all the
+/// same, and nothing else would wake the dispatcher for them.
+const READ_AGAIN: Duration = Duration::from_secs(1);
+
 /// How the dispatcher retries.
 #[derive(Debug, Clone, Copy)]
 pub struct Retries {
@@ -129,6 +134,7 @@ impl Dispatcher {
         let pool = Arc::new(Semaphore::new(POOL));
         let tracker: Arc<Mutex<InFlight>> = Arc::default();
         let finished = Arc::new(Notify::new());
+        let mut read_failed = false;
         loop {
             let free = pool.available_permits();
             if free > 0 {
@@ -139,14 +145,30 @@ impl Dispatcher {
                 let limit = if self.store.leases_callbacks() { free } else { busy + free };
                 let due = self.store.take_callbacks(now, limit, lease_until).await;
                 match due {
-                    Ok(due) => self.start(due, &pool, &tracker, &finished),
-                    Err(error) => tracing::warn!(%error, "cannot read the webhook outbox"),
+                    Ok(due) => {
+                        if read_failed {
+                            tracing::info!("the webhook outbox is read again");
+                        }
+                        read_failed = false;
+                        self.start(due, &pool, &tracker, &finished);
+                    }
+                    Err(error) if read_failed => {
+                        tracing::debug!(%error, "cannot read the webhook outbox")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the webhook outbox: reading it again every second");
+                        read_failed = true;
+                    }
                 }
                 lock(&tracker).end_read();
             }
             let now = self.clock.now();
             let idle = now.plus_millis(IDLE.as_millis() as i64);
-            let next = self.store.callbacks_pending().0.map_or(idle, |at| at.clamp(now, idle));
+            let next = if read_failed {
+                now.plus_millis(READ_AGAIN.as_millis() as i64)
+            } else {
+                self.store.callbacks_pending().0.map_or(idle, |at| at.clamp(now, idle))
+            };
             let nothing_startable = pool.available_permits() == 0 || next <= now;
             tokio::select! {
                 () = self.clock.sleep_until(next), if !nothing_startable => {}
