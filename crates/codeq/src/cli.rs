@@ -975,8 +975,14 @@ pub struct DlqReplayArgs {
     /// Which dead letters, without ids.
     #[command(flatten)]
     pub filter: DlqFilterArgs,
-    /// At most N, 1..10000 [default: 1000, or the number of ids].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// At most N of those the filters select, 1..10000 [default: 1000];
+    /// not with ids (each id given is taken).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        conflicts_with = "ids"
+    )]
     pub limit: Option<u32>,
     /// Make them ready R per second instead of all at once.
     #[arg(long, value_name = "R", value_parser = rate)]
@@ -997,8 +1003,14 @@ pub struct DlqPurgeArgs {
     /// Which dead letters, without ids.
     #[command(flatten)]
     pub filter: DlqFilterArgs,
-    /// At most N, 1..10000 [default: 1000, or the number of ids].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// At most N of those the filters select, 1..10000 [default: 1000];
+    /// not with ids (each id given is taken).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+        conflicts_with = "ids"
+    )]
     pub limit: Option<u32>,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]

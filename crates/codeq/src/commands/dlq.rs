@@ -42,8 +42,8 @@ fn list(global: &GlobalArgs, args: &DlqListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ids given (checked), or the filters; and the limit to send (the
-/// server takes every id named, whatever the limit).
+/// The ids given (checked), or the filters; and the limit to send (with
+/// ids, none: the arguments refuse `--limit` beside them).
 fn selection(
     ids: &[String],
     filter: &DlqFilterArgs,
@@ -179,10 +179,10 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_checked_and_the_limit_passed_as_given() {
+    fn ids_are_checked_and_filters_take_the_limit_as_given() {
         let args = purge_args(&[ID]);
         let (by_id, limit) = selection(&args.ids, &args.filter, args.limit).unwrap();
-        let args = purge_args(&[ID, "--limit", "7"]);
+        let args = purge_args(&["--limit", "7"]);
         let (_, given) = selection(&args.ids, &args.filter, args.limit).unwrap();
         let args = purge_args(&["not-an-id"]);
         let bad = selection(&args.ids, &args.filter, args.limit);
@@ -207,12 +207,16 @@ mod tests {
         ]);
         let bad_time =
             Cli::try_parse_from(["codeq", "dlq", "list", "RENDER", "--failed-before", "yesterday"]);
+        let ids_and_limit =
+            |verb| Cli::try_parse_from(["codeq", "dlq", verb, "RENDER", ID, "--limit", "1"]);
 
         let DeadLetterSelection::Matching(filter) = matching else { panic!("filters") };
         assert_eq!(filter.error_contains.as_deref(), Some("timeout"));
         assert_eq!(limit, None, "the server's default");
         assert!(mixed.is_err());
         assert!(bad_time.is_err());
+        // Every id named is taken: a limit beside them would be ignored.
+        assert!(ids_and_limit("purge").is_err() && ids_and_limit("replay").is_err());
     }
 
     #[test]
