@@ -23,10 +23,12 @@ pub fn run(global: &GlobalArgs, command: &QueueCommand) -> anyhow::Result<()> {
             return output::queues(args.output, &stats, false);
         }
         QueueCommand::Pause(args) => {
+            note_if_unseen(&resolved, &client, &args.command)?;
             let settings = call(&resolved, admin, client.pause_queue(&args.command))?;
             return output::settings(args.output.output, &args.command, &settings);
         }
         QueueCommand::Resume(args) => {
+            note_if_unseen(&resolved, &client, &args.command)?;
             let settings = call(&resolved, admin, client.resume_queue(&args.command))?;
             return output::settings(args.output.output, &args.command, &settings);
         }
@@ -34,6 +36,7 @@ pub fn run(global: &GlobalArgs, command: &QueueCommand) -> anyhow::Result<()> {
             let current = call(&resolved, admin, client.queue_settings(&args.command))?;
             let settings = if args.changes() {
                 let wanted = changed(current, args)?;
+                note_if_unseen(&resolved, &client, &args.command)?;
                 call(&resolved, admin, client.set_queue_settings(&args.command, &wanted))?
             } else {
                 current
@@ -43,6 +46,32 @@ pub fn run(global: &GlobalArgs, command: &QueueCommand) -> anyhow::Result<()> {
     };
     let stats = call(&resolved, resolved.reader_token(), client.queue_stats(command))?;
     output::queues(output, &[stats], true)
+}
+
+/// Says on stderr when the server has never seen `command` (no task, no
+/// settings): a mistyped name (names are case-sensitive) would otherwise
+/// set up a queue of its own without a word. Settings made ahead of a
+/// command's first task are kept for it, so this is a note, not a refusal.
+fn note_if_unseen(
+    resolved: &Resolved,
+    client: &codeq_client::Client,
+    command: &str,
+) -> anyhow::Result<()> {
+    let known = call(resolved, TokenKind::Producer, client.queues())?;
+    if !known.iter().any(|queue| queue.command == command) {
+        const NAMED: usize = 10;
+        let mut names: Vec<&str> =
+            known.iter().take(NAMED).map(|queue| queue.command.as_str()).collect();
+        if known.len() > NAMED {
+            names.push("…");
+        }
+        let names = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        eprintln!(
+            "codeq: note: the server has seen no task of {command} yet (names are \
+             case-sensitive; known: {names}): its settings are kept for when one comes"
+        );
+    }
+    Ok(())
 }
 
 /// `current` with what the flags change; the rest kept. (The server takes

@@ -407,6 +407,25 @@ fn dlq_purge_without_a_terminal_refuses_unless_yes_is_given() {
 }
 
 #[test]
+fn settings_for_a_command_the_server_never_saw_are_kept_with_a_note() {
+    let server = Server::start();
+    create(&server, "RENDER");
+
+    let mistyped = codeq(&server, &["queue", "pause", "render"]);
+    let known = codeq(&server, &["queue", "pause", "RENDER"]);
+    let ahead = codeq(&server, &["queue", "settings", "LATER", "--max-in-flight", "2"]);
+
+    assert!(mistyped.status.success() && known.status.success() && ahead.status.success());
+    let note = stderr(&mistyped);
+    assert!(
+        note.contains("seen no task of render yet") && note.contains("known: RENDER"),
+        "{note}"
+    );
+    assert!(!stderr(&known).contains("note:"), "{}", stderr(&known));
+    assert!(stderr(&ahead).contains("seen no task of LATER"), "{}", stderr(&ahead));
+}
+
+#[test]
 fn control_commands_without_a_producer_token_exit_2_with_a_hint() {
     let server = Server::start();
     let worker_only = |args: &[&str]| {
