@@ -418,6 +418,35 @@ async fn a_callback_owed_before_a_redis_outage_is_sent_once_redis_is_back() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_redis_hangs_is_not_ready_until_it_answers_again() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = Replica::start(&redis, &[]);
+    let http = http();
+    assert_eq!(a.ready_status(&http).await, 200);
+
+    // Hung, not gone: the connection stays open and nothing is answered.
+    redis.freeze();
+    let frozen_at = Instant::now();
+    // A call that waits for Redis (the replica's own polls make some too).
+    let waiting = tokio::spawn({
+        let (http, url) = (http.clone(), a.url("/tasks"));
+        async move { post(&http, &url, PRODUCER, json!({ "command": "hung", "payload": {} })).await }
+    });
+    wait_for(Duration::from_secs(8), "the replica to say it is not ready", || async {
+        a.ready_status(&http).await == 503
+    })
+    .await;
+    println!("not ready {:.1} s after Redis hung", frozen_at.elapsed().as_secs_f64());
+    redis.thaw();
+    wait_for(Duration::from_secs(10), "the replica to be ready again", || async {
+        a.ready_status(&http).await == 200
+    })
+    .await;
+    let (status, _) = waiting.await.unwrap();
+    assert!([202, 503].contains(&status), "the waiting create answered {status}");
+}
+
 /// What the load saw: acknowledged creations and results, every status.
 #[derive(Default)]
 struct Load {

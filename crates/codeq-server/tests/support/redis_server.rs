@@ -173,6 +173,26 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server (SIGSTOP) without closing its connections: it
+    /// hangs, answering nothing, until [`RedisServer::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let sent = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} failed");
+    }
+
     /// Starts it again after [`RedisServer::kill`], on the same port and
     /// directory (it loads its AOF).
     pub fn start_again(&mut self) {

@@ -10,7 +10,7 @@
 //! back (or the background probe) reconnects.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -45,14 +45,47 @@ pub struct Link {
     state: Mutex<State>,
     connecting: tokio::sync::Mutex<()>,
     up: AtomicBool,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// Calls waiting for their answers, and since when Redis has answered
+/// none: its last answer, or the first call after a quiet spell. A Redis
+/// that hangs keeps its connection open and answers nothing.
+#[derive(Debug)]
+struct Waiting {
+    calls: usize,
+    answered_at: std::time::Instant,
+}
+
+/// One call's place among the [`Waiting`] ones, while it lives.
+struct Call(Arc<Mutex<Waiting>>);
+
+impl Call {
+    fn new(waiting: &Arc<Mutex<Waiting>>) -> Self {
+        let mut now_waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if now_waiting.calls == 0 {
+            now_waiting.answered_at = std::time::Instant::now();
+        }
+        now_waiting.calls += 1;
+        Self(Arc::clone(waiting))
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut waiting = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.calls = waiting.calls.saturating_sub(1);
+        waiting.answered_at = std::time::Instant::now();
+    }
 }
 
 /// A connection handed to one call, and the generation to report its
-/// failure against.
+/// failure against. The call counts as waiting for Redis while it lives.
 pub struct Lease {
     /// The connection (a cheap clone of the shared one).
     pub connection: MultiplexedConnection,
     generation: u64,
+    _call: Call,
 }
 
 impl Link {
@@ -69,6 +102,10 @@ impl Link {
             }),
             connecting: tokio::sync::Mutex::new(()),
             up: AtomicBool::new(false),
+            waiting: Arc::new(Mutex::new(Waiting {
+                calls: 0,
+                answered_at: std::time::Instant::now(),
+            })),
         }
     }
 
@@ -84,6 +121,13 @@ impl Link {
     /// True while the last call or probe reached Redis.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// How long calls have been waiting with no answer from Redis, when
+    /// some are.
+    pub fn unanswered_for(&self) -> Option<Duration> {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        (waiting.calls > 0).then(|| waiting.answered_at.elapsed())
     }
 
     /// Why Redis is unreachable, when it is.
@@ -128,6 +172,7 @@ impl Link {
         state.connection.as_ref().map(|(connection, generation)| Lease {
             connection: connection.clone(),
             generation: *generation,
+            _call: Call::new(&self.waiting),
         })
     }
 
@@ -141,7 +186,7 @@ impl Link {
         if state.generation > 1 {
             tracing::info!("reconnected to Redis");
         }
-        Lease { connection, generation: state.generation }
+        Lease { connection, generation: state.generation, _call: Call::new(&self.waiting) }
     }
 
     fn connect_failed(&self, cause: String) -> StoreError {

@@ -175,6 +175,11 @@ struct Hold {
     seen: i64,
 }
 
+/// Calls waiting this long with no answer from Redis (hung, or blocked by
+/// a long script) make the replica not ready: the scrape's depths give up
+/// as soon (`metrics.rs`).
+const UNANSWERED_NOT_READY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Bounds the commands remembered for `command_of`.
 const COMMANDS_REMEMBERED: usize = 100_000;
 
@@ -987,13 +992,18 @@ impl Store for RedisStore {
     }
 
     fn health(&self) -> StoreResult<()> {
-        if self.link.is_up() {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!(
+        if !self.link.is_up() {
+            return Err(StoreError::Unavailable(format!(
                 "Redis is unreachable: {}",
                 self.link.down_because()
-            )))
+            )));
+        }
+        match self.link.unanswered_for().filter(|waited| *waited >= UNANSWERED_NOT_READY) {
+            Some(waited) => Err(StoreError::Unavailable(format!(
+                "Redis has answered no call for {:.1} s",
+                waited.as_secs_f64()
+            ))),
+            None => Ok(()),
         }
     }
 
