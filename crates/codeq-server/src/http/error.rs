@@ -145,7 +145,7 @@ impl From<StoreError> for ApiError {
             // disk; with Redis, calls get through once it is back).
             StoreError::Unavailable(_) => Self::unavailable(
                 "storage_unavailable",
-                "storage is unavailable; the outcome of this call is unknown: retry once the server is back",
+                "storage is unavailable: retry once it is back (a change asked for may or may not have been made; a read changes nothing)",
                 RETRY_AFTER_STORAGE_SECONDS,
             ),
             StoreError::DiskFull(_) => Self::new(
