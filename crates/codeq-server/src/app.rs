@@ -191,6 +191,12 @@ impl App {
                 config.host
             )));
         }
+        if local_mode && config.storage == StorageKind::Redis {
+            tracing::warn!(
+                "local mode on Redis: this replica makes tokens of its own, which other replicas \
+                 refuse; for several replicas configure staticTokens or an identity provider"
+            );
+        }
         let listener = listen(&config.host, config.port)
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;

@@ -650,6 +650,36 @@ fn serve_until_exit(redis: &RedisServer, env: &[(&str, &str)]) -> (Option<i32>, 
 }
 
 #[test]
+fn a_replica_in_local_mode_warns_that_other_replicas_refuse_its_tokens() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("CODEQ_REDIS_ADDR", redis.addr())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let started =
+        stdout.lines().map_while(Result::ok).any(|line| line.starts_with("codeQ listening"));
+    // The log is written by a thread of its own: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warned = || std::fs::read_to_string(&log).unwrap().contains("local mode on Redis");
+    while !warned() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(started, "{logged}");
+    assert!(warned(), "{logged}");
+}
+
+#[test]
 fn a_wrong_or_missing_redis_password_is_refused_at_start_without_waiting() {
     let Some(redis) = RedisServer::start_with("always", &["--requirepass", "s3cret"]) else {
         return;
