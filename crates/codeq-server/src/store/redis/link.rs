@@ -69,13 +69,17 @@ impl Call {
         now_waiting.calls += 1;
         Self(Arc::clone(waiting))
     }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Drop for Call {
+    /// Answered or not (a caller that went away drops its call unanswered).
     fn drop(&mut self) {
-        let mut waiting = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = self.waiting();
         waiting.calls = waiting.calls.saturating_sub(1);
-        waiting.answered_at = std::time::Instant::now();
     }
 }
 
@@ -85,7 +89,14 @@ pub struct Lease {
     /// The connection (a cheap clone of the shared one).
     pub connection: MultiplexedConnection,
     generation: u64,
-    _call: Call,
+    call: Call,
+}
+
+impl Lease {
+    /// Redis answered this lease's call (a reply or an error of its own).
+    pub fn answered(&self) {
+        self.call.waiting().answered_at = std::time::Instant::now();
+    }
 }
 
 impl Link {
@@ -172,7 +183,7 @@ impl Link {
         state.connection.as_ref().map(|(connection, generation)| Lease {
             connection: connection.clone(),
             generation: *generation,
-            _call: Call::new(&self.waiting),
+            call: Call::new(&self.waiting),
         })
     }
 
@@ -186,7 +197,7 @@ impl Link {
         if state.generation > 1 {
             tracing::info!("reconnected to Redis");
         }
-        Lease { connection, generation: state.generation, _call: Call::new(&self.waiting) }
+        Lease { connection, generation: state.generation, call: Call::new(&self.waiting) }
     }
 
     fn connect_failed(&self, cause: String) -> StoreError {
@@ -225,6 +236,7 @@ impl Link {
         }
         // LOADING (a restarted Redis reading its AOF), a script error, OOM:
         // the call did nothing; the caller answers 503.
+        lease.answered();
         tracing::warn!(%error, "Redis refused a call");
         StoreError::Unavailable(format!("Redis refused a call: {error}"))
     }

@@ -317,7 +317,10 @@ impl RedisStore {
     ) -> StoreResult<T> {
         let mut lease = self.link.get().await?;
         match run(&mut lease.connection).await {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                lease.answered();
+                Ok(value)
+            }
             Err(error) => Err(self.link.failed(&lease, error)),
         }
     }
@@ -342,7 +345,10 @@ impl RedisStore {
         }
         let mut lease = self.link.get().await?;
         let raw = match invocation.invoke_async::<redis::Value>(&mut lease.connection).await {
-            Ok(raw) => raw,
+            Ok(raw) => {
+                lease.answered();
+                raw
+            }
             Err(error) => return Err(self.link.failed(&lease, error)),
         };
         let reply = Reply::parse(raw)?;
