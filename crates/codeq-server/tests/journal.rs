@@ -76,26 +76,33 @@ async fn create(store: &dyn Store, count: usize) -> Vec<TaskId> {
     ids
 }
 
+/// A claim of one task of any command by worker `w`.
+fn claim_one() -> ClaimSpec {
+    ClaimSpec {
+        commands: CommandFilter::All,
+        worker_id: "w".into(),
+        lease_until: T0.plus_seconds(600),
+        count: 1,
+    }
+}
+
+/// Worker `w`'s completed result of task `id`.
+fn completion(id: TaskId) -> Completion {
+    let submission = Submission {
+        status: ResultStatus::Completed,
+        result: Some(serde_json::json!({ "id": id.to_string() })),
+        error: None,
+        artifacts: Vec::new(),
+    };
+    Completion { task_id: id, worker_id: "w".into(), attempt: None, submission }
+}
+
 /// Claims and completes `count` tasks; returns their ids.
 async fn complete(store: &dyn Store, count: usize) -> Vec<TaskId> {
     let mut done = Vec::new();
     for _ in 0..count {
-        let spec = ClaimSpec {
-            commands: CommandFilter::All,
-            worker_id: "w".into(),
-            lease_until: T0.plus_seconds(600),
-            count: 1,
-        };
-        let claimed = store.claim(&spec, T0).await.unwrap().pop().unwrap();
-        let submission = Submission {
-            status: ResultStatus::Completed,
-            result: Some(serde_json::json!({ "id": claimed.id.to_string() })),
-            error: None,
-            artifacts: Vec::new(),
-        };
-        let completion =
-            Completion { task_id: claimed.id, worker_id: "w".into(), attempt: None, submission };
-        store.complete(vec![completion], T0).await.unwrap()[0].clone().unwrap();
+        let claimed = store.claim(&claim_one(), T0).await.unwrap().pop().unwrap();
+        store.complete(vec![completion(claimed.id)], T0).await.unwrap()[0].clone().unwrap();
         done.push(claimed.id);
     }
     done
@@ -592,22 +599,11 @@ async fn a_result_with_its_next_claim_is_answered_after_a_sync_and_both_survive_
     let fs = FaultFs::new();
     let store = open_on(&fs, dir.path()).unwrap();
     let ids = create(&*store, 2).await;
-    let spec = ClaimSpec {
-        commands: CommandFilter::All,
-        worker_id: "w".into(),
-        lease_until: T0.plus_seconds(600),
-        count: 1,
-    };
+    let spec = claim_one();
     let held = store.claim(&spec, T0).await.unwrap().pop().unwrap();
     let (first, next) = (held.id, ids[1]);
     fs.close_gate();
-    let submission = Submission {
-        status: ResultStatus::Completed,
-        result: Some(serde_json::json!({})),
-        error: None,
-        artifacts: Vec::new(),
-    };
-    let item = Completion { task_id: first, worker_id: "w".into(), attempt: None, submission };
+    let item = completion(first);
     let call = {
         let (store, spec) = (store.clone(), spec.clone());
         tokio::spawn(async move { store.complete_and_claim(item, &spec, T0).await })

@@ -653,30 +653,38 @@ fn serve_until_exit(redis: &RedisServer, env: &[(&str, &str)]) -> (Option<i32>, 
 fn a_replica_in_local_mode_warns_that_other_replicas_refuse_its_tokens() {
     let Some(redis) = RedisServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("stderr.log");
+
+    let (listening, stderr) = start_up_log(&redis, &dir.path().join("data"), "local mode on Redis");
+
+    assert!(listening, "{stderr}");
+    assert!(stderr.contains("local mode on Redis"), "{stderr}");
+}
+
+/// Starts `codeq serve --storage redis` without tokens on `data_dir`,
+/// waits (10 s at most) until its log says `wanted`, and stops it:
+/// whether it listened, and its log.
+fn start_up_log(redis: &RedisServer, data_dir: &std::path::Path, wanted: &str) -> (bool, String) {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
         .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg(data_dir)
         .env("CODEQ_REDIS_ADDR", redis.addr())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let started =
-        stdout.lines().map_while(Result::ok).any(|line| line.starts_with("codeQ listening"));
-    // The log is written by a thread of its own: give it a moment.
+    let listening = stdout.lines().map_while(Result::ok).any(|line| line.contains("listening on"));
+    // Log lines are written by a thread of their own, a moment later.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let warned = || std::fs::read_to_string(&log).unwrap().contains("local mode on Redis");
-    while !warned() && Instant::now() < deadline {
+    let said = || std::fs::read_to_string(&log).unwrap().contains(wanted);
+    while !said() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-
-    let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(started, "{logged}");
-    assert!(warned(), "{logged}");
+    let _ = child.kill();
+    let _ = child.wait();
+    (listening, std::fs::read_to_string(&log).unwrap())
 }
 
 #[test]
@@ -715,27 +723,9 @@ fn a_data_directory_holding_an_embedded_store_is_pointed_out() {
     let Some(redis) = RedisServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("store")).unwrap();
-    let log = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
-        .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
-        .arg(dir.path())
-        .env("CODEQ_REDIS_ADDR", redis.addr())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let listening = stdout.lines().map_while(Result::ok).any(|line| line.contains("listening on"));
-    // Log lines are written by a thread of their own, a moment later.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let warned = || std::fs::read_to_string(&log).unwrap().contains("holds an embedded store");
-    while !warned() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 
-    let stderr = std::fs::read_to_string(&log).unwrap();
+    let (listening, stderr) = start_up_log(&redis, dir.path(), "holds an embedded store");
+
     assert!(listening, "{stderr}");
     assert!(stderr.contains("this dataDir holds an embedded store"), "{stderr}");
 }
