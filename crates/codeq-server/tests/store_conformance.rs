@@ -1251,6 +1251,31 @@ async fn tasks_list_newest_first_by_command_and_status(h: &dyn Harness) {
     assert_eq!(running, vec![a[0]]);
 }
 
+/// A status that few tasks have is listed however many tasks of other
+/// statuses lie between them, across commands, newest first.
+async fn a_rare_status_is_listed_through_many_other_tasks(h: &dyn Harness) {
+    let store = h.open();
+    let oldest = create(&*store, vec![task("shallow", 0, at(0))]).await[0];
+    let deep = create(&*store, (0..4_500).map(|_| task("deep", 0, at(0))).collect()).await;
+    let newest = create(&*store, vec![task("shallow", 0, at(0))]).await[0];
+    for name in ["shallow", "deep", "shallow"] {
+        let claimed = claim_one(&*store, only(name), at(1)).await.unwrap();
+        store
+            .complete(vec![completion(claimed.id, "w1", ResultStatus::Completed)], at(2))
+            .await
+            .unwrap();
+    }
+    let completed = Some(TaskStatus::Completed);
+    let listed = store.list_tasks(None, completed, None, 10).await.unwrap();
+    assert_eq!(listed, vec![newest, deep[0], oldest]);
+    assert_eq!(store.list_tasks(None, completed, None, 2).await.unwrap(), vec![newest, deep[0]]);
+    let below = store.list_tasks(None, completed, Some(deep[0]), 10).await.unwrap();
+    assert_eq!(below, vec![oldest]);
+    let deep_command = command("deep");
+    let pending = store.list_tasks(Some(&deep_command), Some(TaskStatus::Pending), None, 3);
+    assert_eq!(pending.await.unwrap(), vec![deep[4_499], deep[4_498], deep[4_497]]);
+}
+
 macro_rules! conformance_suite {
 
     ($backend:ident, $harness:expr) => {
@@ -1299,6 +1324,7 @@ macro_rules! conformance_suite {
                 settings_and_the_dead_letter_queue_survive_a_restart,
                 a_command_with_settings_and_no_task_is_listed,
                 tasks_list_newest_first_by_command_and_status,
+                a_rare_status_is_listed_through_many_other_tasks,
             );
         }
     };

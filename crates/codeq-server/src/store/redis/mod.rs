@@ -183,6 +183,14 @@ const UNANSWERED_NOT_READY: std::time::Duration = std::time::Duration::from_secs
 /// Bounds the commands remembered for `command_of`.
 const COMMANDS_REMEMBERED: usize = 100_000;
 
+/// Ids of one command a listing with a status looks at per call, at most
+/// (list.lua): a rare status among many tasks takes several short calls,
+/// not one that holds Redis for long.
+const LIST_SCAN: usize = 2_000;
+
+/// Ids moved per call when an earlier key layout is upgraded.
+const UPGRADE_STEP: usize = 2_000;
+
 /// The Redis store. See the module docs.
 pub struct RedisStore {
     link: Arc<Link>,
@@ -285,6 +293,7 @@ impl RedisStore {
     /// Fails when Redis does not answer.
     pub async fn connect(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
         let store = Self::open(options, signals)?;
+        store.upgrade_layout().await?;
         store.poll().await?;
         Ok(store)
     }
@@ -298,8 +307,23 @@ impl RedisStore {
     ) -> Result<(Arc<Self>, Durability), CheckError> {
         let store = Self::open(options, signals).map_err(CheckError::Unreachable)?;
         let durability = check_server(&store).await?;
+        store.upgrade_layout().await.map_err(CheckError::Unreachable)?;
         store.poll().await.map_err(CheckError::Unreachable)?;
         Ok((store, durability))
+    }
+
+    /// Moves what an earlier key layout kept elsewhere into this one's
+    /// keys (upgrade.lua), a bounded step per call; a no-op once done.
+    async fn upgrade_layout(&self) -> StoreResult<()> {
+        let mut args = Args::new();
+        args.num(UPGRADE_STEP);
+        loop {
+            let reply =
+                self.call(&self.scripts.upgrade, Clock::Caller, Timestamp(0), &args).await?;
+            if reply.int("moved").unwrap_or(0) == 0 {
+                return Ok(());
+            }
+        }
     }
 
     fn hints(&self) -> MutexGuard<'_, Hints> {
@@ -923,16 +947,29 @@ impl Store for RedisStore {
         &self,
         command: Option<&Command>,
         status: Option<TaskStatus>,
-        before: Option<TaskId>,
+        mut before: Option<TaskId>,
         limit: usize,
     ) -> StoreResult<Vec<TaskId>> {
-        let mut args = Args::new();
-        args.opt(command.map(Command::as_str))
-            .opt(status.map(TaskStatus::as_str))
-            .opt(before.map(|id| id.to_string()))
-            .num(limit);
-        let reply = self.call(&self.scripts.list, Clock::Caller, Timestamp(0), &args).await?;
-        reply.list("ids").iter().map(reply::task_id).collect()
+        let mut ids = Vec::with_capacity(limit.min(1024));
+        // A walk that stopped short of a full page says where to go on
+        // (list.lua).
+        loop {
+            let mut args = Args::new();
+            args.opt(command.map(Command::as_str))
+                .opt(status.map(TaskStatus::as_str))
+                .opt(before.map(|id| id.to_string()))
+                .num(limit - ids.len())
+                .num(LIST_SCAN);
+            let reply = self.call(&self.scripts.list, Clock::Caller, Timestamp(0), &args).await?;
+            for id in reply.list("ids") {
+                ids.push(reply::task_id(id)?);
+            }
+            let resume = reply.get("resume");
+            if resume.is_null() {
+                return Ok(ids);
+            }
+            before = Some(reply::task_id(resume)?);
+        }
     }
 
     async fn put_subscription(&self, subscription: Subscription) -> StoreResult<()> {

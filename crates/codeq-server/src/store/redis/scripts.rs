@@ -55,6 +55,7 @@ scripts! {
     list => "list.lua",
     read => "read.lua",
     subscriptions => "subscriptions.lua",
+    upgrade => "upgrade.lua",
 }
 
 fn script(lib: &str, body: &str) -> Script {

@@ -29,6 +29,7 @@ for i = FIRST, #ARGV, 11 do
     if run_at then fields[#fields + 1] = 'ra'; fields[#fields + 1] = int(at(run_at)) end
     redis.call('HSET', task, unpack(fields))
     redis.call('HSET', K_WHERE, id, c)
+    redis.call('ZADD', qk(c, 'ids'), 0, id)
     if not known[c] then redis.call('SADD', K_COMMANDS, c); known[c] = true end
     index({ id = id, cmd = c, status = 'PENDING', visible = visible,
       priority = tonumber(ARGV[i + 3]) })

@@ -124,7 +124,6 @@ end
 
 local function unindex(s)
   local c = s.cmd
-  redis.call('ZREM', qk(c, 's:' .. s.status), s.id)
   if s.status == 'PENDING' then
     -- Most tasks leave the ready set (claims take them from there).
     if redis.call('ZREM', qk(c, 'ready'), s.id) == 0 then redis.call('ZREM', qk(c, 'delayed'), s.id) end
@@ -140,7 +139,6 @@ end
 
 local function index(s)
   local c = s.cmd
-  redis.call('ZADD', qk(c, 's:' .. s.status), 0, s.id)
   if s.status == 'PENDING' then
     if s.visible <= NOW then
       make_ready(c, s.id, ready_score(s.priority, s.visible))
@@ -246,13 +244,12 @@ end
 -- Deletes a task with its indexes, idempotency key and owed callback.
 local function delete_task(cmd, id)
   local key = tk(cmd, id)
-  local v = redis.call('HMGET', key, 's', 'k', 'ob')
-  if v[1] then redis.call('ZREM', qk(cmd, 's:' .. v[1]), id) end
-  for _, kind in ipairs({ 'ready', 'delayed', 'leases', 'done', 'dlq' }) do
+  local v = redis.call('HMGET', key, 'k', 'ob')
+  for _, kind in ipairs({ 'ids', 'ready', 'delayed', 'leases', 'done', 'dlq' }) do
     redis.call('ZREM', qk(cmd, kind), id)
   end
-  if v[2] and redis.call('HGET', K_IDEM, v[2]) == id then redis.call('HDEL', K_IDEM, v[2]) end
-  if v[3] then redis.call('ZREM', K_OUTBOX, id); OUTBOX_CHANGED = true end
+  if v[1] and redis.call('HGET', K_IDEM, v[1]) == id then redis.call('HDEL', K_IDEM, v[1]) end
+  if v[2] then redis.call('ZREM', K_OUTBOX, id); OUTBOX_CHANGED = true end
   redis.call('HDEL', K_WHERE, id)
   redis.call('DEL', key)
 end
@@ -302,9 +299,7 @@ local function claim_task(cmd, id, worker, lease)
   for name, value in pairs(new) do flat[#flat + 1] = name; flat[#flat + 1] = value end
   redis.call('HSET', key, 's', 'IN_PROGRESS', 'a', int(attempts), 'wk', worker,
     'lu', int(lease), 'ua', int(NOW))
-  redis.call('ZREM', qk(cmd, 's:PENDING'), id)
   redis.call('ZREM', qk(cmd, 'ready'), id)
-  redis.call('ZADD', qk(cmd, 's:IN_PROGRESS'), 0, id)
   redis.call('ZADD', qk(cmd, 'leases'), lease, id)
   deadline(lease + 1)
   return flat

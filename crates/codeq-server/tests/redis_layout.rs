@@ -1,0 +1,95 @@
+//! The Redis backend's key layout across versions: a store opened on data
+//! written with the earlier layout (one id set per status, `s:<STATUS>`)
+//! moves those ids into each command's `ids` set, leaving out tasks that
+//! are gone, so listings see every task. Against a `redis-server` of its
+//! own (skipped with a notice without one).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use codeq_core::lifecycle::Submission;
+use codeq_core::{Command, Priority, ResultStatus, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use codeq_server::store::redis::{RedisStore, TimeSource};
+use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Created, Signals, Store};
+use redis::AsyncCommands;
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+const TASKS: usize = 2_500;
+
+fn task(now: Timestamp) -> Task {
+    Task {
+        id: TaskId::generate(),
+        command: Command::parse("up").unwrap(),
+        payload: "{}".into(),
+        priority: Priority::clamped(0),
+        webhook: None,
+        max_attempts: 3,
+        idempotency_key: None,
+        run_at: None,
+        created_at: now,
+        created_by: "p".into(),
+        state: TaskState::new(now, now),
+    }
+}
+
+/// Rewrites the command's `ids` set as the earlier layout kept it: one
+/// set per status, and no `ids`.
+async fn write_earlier_layout(connection: &mut redis::aio::MultiplexedConnection) {
+    let ids: Vec<String> = connection.zrange("codeq:{up}:ids", 0, -1).await.unwrap();
+    for id in ids {
+        let status: String = connection.hget(format!("codeq:{{up}}:t:{id}"), "s").await.unwrap();
+        let _: () = connection.zadd(format!("codeq:{{up}}:s:{status}"), &id, 0).await.unwrap();
+    }
+    let _: () = connection.del("codeq:{up}:ids").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_earlier_layout_is_moved_into_the_ids_sets_when_the_store_opens() {
+    let Some(server) = redis_server::RedisServer::start() else { return };
+    let options = server.store_options(TimeSource::Caller);
+    let store = RedisStore::connect(options.clone(), Arc::new(Signals::new())).await.unwrap();
+    let now = Timestamp::now();
+    let created = store.create((0..TASKS).map(|_| task(now)).collect()).await.unwrap();
+    let mut ids: Vec<TaskId> = created
+        .into_iter()
+        .map(|created| match created {
+            Created::New(task) | Created::Existing(task) => task.id,
+        })
+        .collect();
+    let spec = ClaimSpec {
+        commands: CommandFilter::All,
+        worker_id: "w1".into(),
+        lease_until: now.plus_seconds(60),
+        count: 2,
+    };
+    let claimed = store.claim(&spec, now).await.unwrap();
+    let submission = Submission {
+        status: ResultStatus::Completed,
+        result: None,
+        error: None,
+        artifacts: vec![],
+    };
+    let done =
+        Completion { task_id: claimed[0].id, worker_id: "w1".into(), attempt: None, submission };
+    store.complete(vec![done], now).await.unwrap();
+    store.close().await.unwrap();
+
+    let client = redis::Client::open(format!("redis://{}/", server.addr())).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    write_earlier_layout(&mut connection).await;
+    let gone = TaskId::generate().to_string();
+    let _: () = connection.zadd("codeq:{up}:s:COMPLETED", &gone, 0).await.unwrap();
+
+    let store = RedisStore::connect(options, Arc::new(Signals::new())).await.unwrap();
+    ids.reverse();
+    assert_eq!(store.list_tasks(None, None, None, TASKS + 1).await.unwrap(), ids);
+    let completed = store.list_tasks(None, Some(TaskStatus::Completed), None, 10).await.unwrap();
+    assert_eq!(completed, vec![claimed[0].id], "the task that is gone is left out");
+    let running = store.list_tasks(None, Some(TaskStatus::InProgress), None, 10).await.unwrap();
+    assert_eq!(running, vec![claimed[1].id]);
+    let left: Vec<String> = connection.keys("codeq:{up}:s:*").await.unwrap();
+    assert!(left.is_empty(), "the earlier sets are deleted: {left:?}");
+}
