@@ -14,12 +14,12 @@ for i = FIRST, #ARGV, 11 do
     holders[#holders + 1] = redis.call('HGETALL', tk(where, holder))
   else
     made[#made + 1] = ''
-    local created, visible = at(ARGV[i + 8]), at(ARGV[i + 10])
+    local created, visible = int(at(ARGV[i + 8])), at(ARGV[i + 10])
     local task = tk(c, id)
     -- Its body and its state as a new task, in one HSET.
     local fields = { 'c', c, 'p', ARGV[i + 2], 'pr', ARGV[i + 3], 'm', ARGV[i + 5],
-      'ca', int(created), 'cb', ARGV[i + 9],
-      's', 'PENDING', 'a', '0', 'va', int(visible), 'ua', int(created), 'rp', '0' }
+      'ca', created, 'cb', ARGV[i + 9],
+      's', 'PENDING', 'a', '0', 'va', int(visible), 'ua', created, 'rp', '0' }
     if hook then fields[#fields + 1] = 'w'; fields[#fields + 1] = hook end
     if key then
       fields[#fields + 1] = 'k'; fields[#fields + 1] = key
@@ -29,7 +29,7 @@ for i = FIRST, #ARGV, 11 do
     if run_at then fields[#fields + 1] = 'ra'; fields[#fields + 1] = int(at(run_at)) end
     redis.call('HSET', task, unpack(fields))
     redis.call('HSET', K_WHERE, id, c)
-    redis.call('ZADD', qk(c, 'ids'), 0, id)
+    redis.call('ZADD', qk(c, 'ids'), '0', id)
     if not known[c] then redis.call('SADD', K_COMMANDS, c); known[c] = true end
     index({ id = id, cmd = c, status = 'PENDING', visible = visible,
       priority = tonumber(ARGV[i + 3]) })

@@ -16,6 +16,10 @@ if ARGV[3] == 'server' then
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local SHIFT = NOW - CALLER_NOW
+-- Numbers cost a script time each time they become text (string.format,
+-- and Redis formats a number argument of redis.call with '%.17g'): the
+-- hot rules pass text, and "now" is made text once.
+local NOW_TEXT = string.format('%d', NOW)
 local ORIGIN = ARGV[4]
 local FIRST = 5
 
@@ -87,6 +91,21 @@ local function load(id)
   return load_in(cmd, id)
 end
 
+-- What the complete rule reads of a task's state: fewer fields, and fewer
+-- turned into numbers, than load() (the lease and error only as present
+-- or not).
+local RESULT_LOADED = { 's', 'a', 'wk', 'lu', 'e', 'd', 'w' }
+local function load_for_result(id)
+  local cmd = redis.call('HGET', K_WHERE, id)
+  if not cmd then return nil end
+  local key = tk(cmd, id)
+  local v = redis.call('HMGET', key, unpack(RESULT_LOADED))
+  if not v[1] then return nil end
+  return { id = id, cmd = cmd, key = key, status = v[1], attempts = tonumber(v[2]),
+    worker = opt(v[3]), lease = opt(v[4]), error = opt(v[5]), dead = v[6] == '1',
+    hook = v[7] ~= false }
+end
+
 local function copy(s)
   local c = {}
   for k, v in pairs(s) do c[k] = v end
@@ -117,7 +136,7 @@ local function make_ready(cmd, id, score)
   -- Scripts only add to a ready set after this: once this script added
   -- one task, the set is not empty.
   if not ADDED[cmd] and redis.call('ZCARD', ready) == 0 then WOKEN[cmd] = true end
-  redis.call('ZADD', ready, score, id)
+  redis.call('ZADD', ready, int(score), id)
   ADDED[cmd] = true
   READY[cmd] = true
 end
@@ -143,16 +162,17 @@ local function index(s)
     if s.visible <= NOW then
       make_ready(c, s.id, ready_score(s.priority, s.visible))
     else
-      redis.call('ZADD', qk(c, 'delayed'), s.visible, s.id)
+      redis.call('ZADD', qk(c, 'delayed'), int(s.visible), s.id)
       deadline(s.visible)
     end
   elseif s.status == 'IN_PROGRESS' then
     local lease = s.lease or NOW
-    redis.call('ZADD', qk(c, 'leases'), lease, s.id)
+    redis.call('ZADD', qk(c, 'leases'), int(lease), s.id)
     deadline(lease + 1)
   else
-    redis.call('ZADD', qk(c, 'done'), ended(s), s.id)
-    if s.dead then redis.call('ZADD', qk(c, 'dlq'), ended(s), s.id) end
+    local ended_text = int(ended(s))
+    redis.call('ZADD', qk(c, 'done'), ended_text, s.id)
+    if s.dead then redis.call('ZADD', qk(c, 'dlq'), ended_text, s.id) end
   end
 end
 
@@ -201,7 +221,7 @@ local function write(before, after, extra)
   elseif before.status == 'IN_PROGRESS' and after.status == 'IN_PROGRESS' then
     if before.lease ~= after.lease then
       local lease = after.lease or NOW
-      redis.call('ZADD', qk(after.cmd, 'leases'), lease, after.id)
+      redis.call('ZADD', qk(after.cmd, 'leases'), int(lease), after.id)
       deadline(lease + 1)
     end
   elseif moved(before, after) then
@@ -219,7 +239,7 @@ end
 -- The result record of a task that became terminal, as a flat list of
 -- its hash's fields.
 local function result_fields(status, result, err, artifacts, worker)
-  local f = { 'rs', status, 'rw', worker, 'rc', int(NOW) }
+  local f = { 'rs', status, 'rw', worker, 'rc', NOW_TEXT }
   if result then f[#f + 1] = 'rr'; f[#f + 1] = result end
   if err then f[#f + 1] = 're'; f[#f + 1] = err end
   if artifacts then f[#f + 1] = 'rx'; f[#f + 1] = artifacts end
@@ -235,8 +255,8 @@ end
 -- (lifecycle::owes_callback), written with the transition.
 local function owe_if_due(before, after, delivery)
   if before.hook and not terminal(before.status) and terminal(after.status) then
-    redis.call('HSET', after.key, 'ob', delivery, 'oa', '0', 'on', int(NOW))
-    redis.call('ZADD', K_OUTBOX, NOW, after.id)
+    redis.call('HSET', after.key, 'ob', delivery, 'oa', '0', 'on', NOW_TEXT)
+    redis.call('ZADD', K_OUTBOX, NOW_TEXT, after.id)
     OUTBOX_CHANGED = true
   end
 end
@@ -285,7 +305,8 @@ local function claim_task(cmd, id, worker, lease)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil end
   local attempts = 0
-  local new = { s = 'IN_PROGRESS', wk = worker, lu = int(lease), ua = int(NOW) }
+  local lease_text = int(lease)
+  local new = { s = 'IN_PROGRESS', wk = worker, lu = lease_text, ua = NOW_TEXT }
   for i = 1, #flat, 2 do
     local name = flat[i]
     if name == 'a' then
@@ -298,9 +319,9 @@ local function claim_task(cmd, id, worker, lease)
   end
   for name, value in pairs(new) do flat[#flat + 1] = name; flat[#flat + 1] = value end
   redis.call('HSET', key, 's', 'IN_PROGRESS', 'a', int(attempts), 'wk', worker,
-    'lu', int(lease), 'ua', int(NOW))
+    'lu', lease_text, 'ua', NOW_TEXT)
   redis.call('ZREM', qk(cmd, 'ready'), id)
-  redis.call('ZADD', qk(cmd, 'leases'), lease, id)
+  redis.call('ZADD', qk(cmd, 'leases'), lease_text, id)
   deadline(lease + 1)
   return flat
 end
@@ -346,8 +367,8 @@ local function finish(s, status, err, record)
   local set, del = {}, {}
   for i = 1, #record do set[i] = record[i] end
   set[#set + 1] = 's'; set[#set + 1] = status
-  set[#set + 1] = 'co'; set[#set + 1] = int(NOW)
-  set[#set + 1] = 'ua'; set[#set + 1] = int(NOW)
+  set[#set + 1] = 'co'; set[#set + 1] = NOW_TEXT
+  set[#set + 1] = 'ua'; set[#set + 1] = NOW_TEXT
   if err then
     set[#set + 1] = 'e'; set[#set + 1] = err
   elseif s.error then
@@ -368,7 +389,7 @@ end
 -- Answers the outcome ({ ok = 'stored' | 'repeated', cmd } or { err }) and,
 -- when it is ok, the task's result record as a flat field list.
 local function complete_item(i)
-  local s = load(ARGV[i])
+  local s = load_for_result(ARGV[i])
   local worker, attempt, status = ARGV[i + 1], optn(optarg(ARGV[i + 2])), ARGV[i + 3]
   local outcome, record
   if not s then
@@ -458,6 +479,13 @@ local function held_until(c, q)
   return NOW + math.max(math.ceil(missing / q.rate * 1000 - 1e-6), 0)
 end
 
+-- Claim order across commands: priority, then visible time (one score),
+-- then id.
+local function claim_order(x, y)
+  if x.score ~= y.score then return x.score < y.score end
+  return x.id < y.id
+end
+
 local function claim_for(worker, lease, count, commands, tasks)
   local candidates, touched = {}, {}
   for _, c in ipairs(commands) do
@@ -467,17 +495,14 @@ local function claim_for(worker, lease, count, commands, tasks)
       touched[#touched + 1] = c
       local cap = cap_of(c, q, count)
       if cap > 0 then
-        local head = redis.call('ZRANGE', ready, 0, cap - 1, 'WITHSCORES')
+        local head = redis.call('ZRANGE', ready, '0', int(cap - 1), 'WITHSCORES')
         for i = 1, #head, 2 do
           candidates[#candidates + 1] = { id = head[i], score = tonumber(head[i + 1]), cmd = c }
         end
       end
     end
   end
-  table.sort(candidates, function(x, y)
-    if x.score ~= y.score then return x.score < y.score end
-    return x.id < y.id
-  end)
+  if #candidates > 1 then table.sort(candidates, claim_order) end
   local ids = {}
   for i = 1, math.min(count, #candidates) do
     local pick = candidates[i]
