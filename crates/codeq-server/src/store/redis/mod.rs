@@ -597,6 +597,21 @@ fn completion_arg(args: &mut Args, item: &Completion) -> StoreResult<()> {
     Ok(())
 }
 
+/// The record a result the complete rule accepted at `now` is stored
+/// as: what its worker sent (complete.lua writes the same fields).
+fn stored_record(item: &Completion, now: Timestamp) -> ResultRecord {
+    let submission = &item.submission;
+    ResultRecord {
+        task_id: item.task_id,
+        status: submission.status,
+        result: submission.result.clone(),
+        error: submission.error.clone(),
+        artifacts: submission.artifacts.clone(),
+        worker_id: item.worker_id.clone(),
+        completed_at: now,
+    }
+}
+
 /// A claim request's arguments, made by a caller at `caller_now`.
 fn claim_arg(args: &mut Args, spec: &ClaimSpec, caller_now: Timestamp) {
     let commands = match &spec.commands {
@@ -1112,7 +1127,7 @@ impl RedisStore {
             )));
         }
         let mut claimed = Vec::with_capacity(claims.len());
-        let (now, shift) = (reply.int("now").unwrap_or(0), reply.shift());
+        let (now, shift) = (reply.now().millis(), reply.shift());
         for (filter, claim) in filters.zip(claims) {
             if claim.get("skipped").is_none() {
                 self.keep_holds(filter, now, shift, reply::list(&claim["holds"]));
@@ -1191,8 +1206,9 @@ impl RedisStore {
         Ok(done.map(|(outcome, next)| CompletedAndNext { outcome, next: Ok(next) }).collect())
     }
 
-    /// The outcome of each of `items` in a reply, each accepted one's
-    /// record read from `hashes`.
+    /// The outcome of each of `items` in a reply: a stored result's record
+    /// is the one its caller sent, stored at the script's time; a
+    /// repeat's, the one stored before, is read from `hashes`.
     fn outcomes_of<'r, 'c>(
         &self,
         reply: &'r Reply,
@@ -1206,15 +1222,15 @@ impl RedisStore {
                 outcomes.push(Err(reply::refusal(code)));
                 continue;
             }
-            let lost = || StoreError::Corrupt(format!("task {} lost its result", item.task_id));
-            let fields = hashes.next().ok_or_else(lost)?;
-            let record = reply::result(item.task_id, fields)?.ok_or_else(lost)?;
             if outcome.get("ok").and_then(|v| v.as_str()) == Some("stored") {
                 if let Ok(command) = reply::command(outcome.get("cmd").unwrap_or_default()) {
                     self.remember_command(item.task_id, command);
                 }
-                outcomes.push(Ok(Completed::Stored(record)));
+                outcomes.push(Ok(Completed::Stored(stored_record(item, reply.now()))));
             } else {
+                let lost = || StoreError::Corrupt(format!("task {} lost its result", item.task_id));
+                let fields = hashes.next().ok_or_else(lost)?;
+                let record = reply::result(item.task_id, fields)?.ok_or_else(lost)?;
                 outcomes.push(Ok(Completed::Repeated(record)));
             }
         }

@@ -82,6 +82,12 @@ impl Reply {
         self.get(name).as_str()
     }
 
+    /// The script's "now" (Redis's clock, or the caller's when it ran on
+    /// that).
+    pub fn now(&self) -> Timestamp {
+        Timestamp(self.int("now").unwrap_or(0))
+    }
+
     /// Milliseconds added to the caller's times (Redis's clock minus the
     /// caller's; 0 on the caller's clock).
     pub fn shift(&self) -> i64 {

@@ -7,8 +7,8 @@ local i = FIRST
 while i <= #ARGV do
   local outcome, record = complete_item(i)
   outcomes[#outcomes + 1] = outcome
-  if record then
-    hashes[#hashes + 1] = record
+  if outcome.ok then
+    if record then hashes[#hashes + 1] = record end
     claims[#claims + 1], i = claim_request(i + 8, tasks)
   else
     -- No claim ran: nothing to tell of the rate limits.
@@ -17,6 +17,7 @@ while i <= #ARGV do
   end
 end
 keep_buckets()
--- The records first, then the tasks claimed, each in its items' order.
+-- The records of repeats first, then the tasks claimed, each in its
+-- items' order.
 for _, task in ipairs(tasks) do hashes[#hashes + 1] = task end
 return emit({ outcomes = outcomes, claims = claims }, hashes)

@@ -387,11 +387,12 @@ end
 -- The result whose arguments start at ARGV[i] (id, worker, attempt?,
 -- status, result?, error?, artifacts?, delivery): the complete rule.
 -- Answers the outcome ({ ok = 'stored' | 'repeated', cmd } or { err }) and,
--- when it is ok, the task's result record as a flat field list.
+-- for a repeat, the result record stored before as a flat field list (a
+-- stored result's record is the one its caller sent, at NOW).
 local function complete_item(i)
   local s = load_for_result(ARGV[i])
   local worker, attempt, status = ARGV[i + 1], optn(optarg(ARGV[i + 2])), ARGV[i + 3]
-  local outcome, record
+  local outcome
   if not s then
     outcome = { err = 'NF' }
   elseif s.status == 'CANCELLED' then
@@ -405,14 +406,14 @@ local function complete_item(i)
       outcome = { err = err }
     else
       local result_error = optarg(ARGV[i + 5])
-      record = result_fields(status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
+      local record = result_fields(status, optarg(ARGV[i + 4]), result_error, optarg(ARGV[i + 6]), worker)
       -- The record keeps what the worker sent; a completed task carries no error.
       local n = finish(s, status, status ~= 'COMPLETED' and result_error or nil, record)
       owe_if_due(s, n, ARGV[i + 7])
       outcome = { ok = 'stored', cmd = s.cmd }
     end
   end
-  if outcome.ok then return outcome, record or fields_of(s.key, RESULT_NAMES) end
+  if outcome.ok == 'repeated' then return outcome, fields_of(s.key, RESULT_NAMES) end
   return outcome, nil
 end
 
