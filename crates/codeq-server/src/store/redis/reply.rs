@@ -151,11 +151,14 @@ fn optional(fields: &Fields, name: &str) -> Option<String> {
 /// A task's state from its hash.
 pub fn state(fields: &Fields) -> StoreResult<TaskState> {
     let status = required(fields, "s")?;
+    let status = TaskStatus::parse(status).ok_or_else(|| corrupt(format!("status {status}")))?;
+    // A result leaves the lease end of the task's last delivery behind.
+    let leased = status == TaskStatus::InProgress;
     Ok(TaskState {
-        status: TaskStatus::parse(status).ok_or_else(|| corrupt(format!("status {status}")))?,
+        status,
         attempts: number(fields, "a")?,
         worker_id: optional(fields, "wk"),
-        lease_until: time(fields, "lu")?,
+        lease_until: if leased { time(fields, "lu")? } else { None },
         visible_at: Timestamp(number(fields, "va")?),
         error: optional(fields, "e"),
         last_reason: optional(fields, "lr"),

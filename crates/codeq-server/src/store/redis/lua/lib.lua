@@ -92,9 +92,8 @@ local function load(id)
 end
 
 -- What the complete rule reads of a task's state: fewer fields, and fewer
--- turned into numbers, than load() (the lease and error only as present
--- or not).
-local RESULT_LOADED = { 's', 'a', 'wk', 'lu', 'e', 'd', 'w' }
+-- turned into numbers, than load() (the error only as present or not).
+local RESULT_LOADED = { 's', 'a', 'wk', 'e', 'd', 'w' }
 local function load_for_result(id)
   local cmd = redis.call('HGET', K_WHERE, id)
   if not cmd then return nil end
@@ -102,8 +101,7 @@ local function load_for_result(id)
   local v = redis.call('HMGET', key, unpack(RESULT_LOADED))
   if not v[1] then return nil end
   return { id = id, cmd = cmd, key = key, status = v[1], attempts = tonumber(v[2]),
-    worker = opt(v[3]), lease = opt(v[4]), error = opt(v[5]), dead = v[6] == '1',
-    hook = v[7] ~= false }
+    worker = opt(v[3]), error = opt(v[4]), dead = v[5] == '1', hook = v[6] ~= false }
 end
 
 local function copy(s)
@@ -374,7 +372,9 @@ local function finish(s, status, err, record)
   elseif s.error then
     del[#del + 1] = 'e'
   end
-  if s.lease then del[#del + 1] = 'lu' end
+  -- The lease end stays in the hash, one command fewer per result: it is
+  -- read only while the task is in progress (reply.rs), and a replay
+  -- clears it through write().
   redis.call('HSET', s.key, unpack(set))
   if #del > 0 then redis.call('HDEL', s.key, unpack(del)) end
   local n = { id = s.id, cmd = s.cmd, key = s.key, status = status, dead = false,
