@@ -317,13 +317,19 @@ impl RedisStore {
     async fn upgrade_layout(&self) -> StoreResult<()> {
         let mut args = Args::new();
         args.num(UPGRADE_STEP);
+        let mut moved = 0;
         loop {
             let reply =
                 self.call(&self.scripts.upgrade, Clock::Caller, Timestamp(0), &args).await?;
-            if reply.int("moved").unwrap_or(0) == 0 {
-                return Ok(());
+            match reply.int("moved").unwrap_or(0) {
+                0 => break,
+                step => moved += step,
             }
         }
+        if moved > 0 {
+            tracing::info!(moved, "moved the task ids of an earlier key layout into this one's");
+        }
+        Ok(())
     }
 
     fn hints(&self) -> MutexGuard<'_, Hints> {
