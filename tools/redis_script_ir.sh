@@ -30,7 +30,7 @@ cost --items "$items" --rounds 5
 callgrind_control -i on "$server" >/dev/null 2>&1
 cost --items "$items" --rounds "$rounds"
 callgrind_control -i off "$server" >/dev/null 2>&1
-callgrind_control -d "$server" >/dev/null
+callgrind_control -d "$server" >/dev/null 2>&1
 redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
 wait "$server" || true
 total=$(cat "$work"/cg.out* | awk '/^totals:/ {sum += $2} END {print sum}')
