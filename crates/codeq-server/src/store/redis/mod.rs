@@ -183,9 +183,9 @@ const UNANSWERED_NOT_READY: std::time::Duration = std::time::Duration::from_secs
 /// Bounds the commands remembered for `command_of`.
 const COMMANDS_REMEMBERED: usize = 100_000;
 
-/// Ids of one command a listing with a status looks at per call, at most
-/// (list.lua): a rare status among many tasks takes several short calls,
-/// not one that holds Redis for long.
+/// Ids a listing looks at per call, at most, over all the commands it
+/// lists (list.lua): a rare status among many tasks takes several short
+/// calls, not one that holds Redis for long.
 const LIST_SCAN: usize = 2_000;
 
 /// Ids moved per call when an earlier key layout is upgraded.
