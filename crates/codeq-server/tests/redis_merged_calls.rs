@@ -15,7 +15,7 @@ use codeq_core::lifecycle::Submission;
 use codeq_core::{
     Command, Priority, QueueSettings, ResultStatus, Task, TaskId, TaskState, Timestamp,
 };
-use codeq_server::store::redis::{RedisStore, TimeSource};
+use codeq_server::store::redis::{RedisOptions, RedisStore, Threading, TimeSource};
 use codeq_server::store::{
     ClaimSpec, CommandFilter, Completed, Completion, Created, Signals, Store,
 };
@@ -31,7 +31,10 @@ struct Fixture {
 
 async fn fixture() -> Option<Fixture> {
     let server = redis_server::RedisServer::start()?;
-    let options = server.store_options(TimeSource::Redis);
+    // On the test's single-threaded runtime, so that the calls each test
+    // makes at once are merged the same way every run.
+    let options =
+        RedisOptions { threading: Threading::Current, ..server.store_options(TimeSource::Redis) };
     let store = RedisStore::connect(options, Arc::new(Signals::new())).await.unwrap();
     Some(Fixture { store, server })
 }

@@ -203,8 +203,8 @@ pub struct Config {
     /// Default 16384.
     pub body_min_bytes_per_second: u64,
     /// `workerThreads`: threads serving requests. Default: one fewer than
-    /// the CPUs (at least 1), leaving a core to the journal's committer,
-    /// the log writer and the kernel's network and disk work (on 2 cores,
+    /// the CPUs (at least 1), leaving a core to the journal's committer
+    /// (or the Redis store's thread), the log writer and the kernel's network and disk work (on 2 cores,
     /// one request thread ran 23 % more cycles per second at a quarter
     /// less CPU per cycle than two: docs/performance.md).
     pub worker_threads: Option<usize>,

@@ -156,6 +156,7 @@ impl RedisServer {
             db: 0,
             prefix: "codeq".into(),
             time,
+            threading: codeq_server::store::redis::Threading::Own,
         }
     }
 

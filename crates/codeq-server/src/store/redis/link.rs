@@ -1,7 +1,8 @@
 //! The link to Redis: one multiplexed connection shared by every call
 //! (concurrent calls are pipelined on it, so they share Redis's event-loop
 //! iterations and, with `appendfsync always`, its AOF fsyncs), with
-//! connect and response timeouts, reconnected with backoff.
+//! connect and response timeouts, reconnected with backoff. The
+//! connection runs on the store's thread (`thread.rs`).
 //!
 //! While Redis is unreachable every call fails at once with
 //! `StoreError::Unavailable` (503 with `Retry-After`) rather than queueing:
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::store::StoreError;
@@ -42,6 +44,9 @@ struct State {
 /// A connection to Redis that reconnects itself. Cheap to share.
 pub struct Link {
     client: Client,
+    /// Where connections run (read and parse Redis's answers): the
+    /// store's thread.
+    runtime: Handle,
     state: Mutex<State>,
     connecting: tokio::sync::Mutex<()>,
     up: AtomicBool,
@@ -100,10 +105,12 @@ impl Lease {
 }
 
 impl Link {
-    /// A link that connects on first use.
-    pub fn new(client: Client) -> Self {
+    /// A link that connects on first use, its connections running on
+    /// `runtime`.
+    pub fn new(client: Client, runtime: Handle) -> Self {
         Self {
             client,
+            runtime,
             state: Mutex::new(State {
                 connection: None,
                 generation: 0,
@@ -166,15 +173,19 @@ impl Link {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let attempt = tokio::time::timeout(
-            CONNECT_TIMEOUT + Duration::from_millis(500),
-            self.client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await;
-        match attempt {
-            Ok(Ok(connection)) => Ok(self.connected(connection)),
-            Ok(Err(error)) => Err(self.connect_failed(error.to_string())),
-            Err(_) => Err(self.connect_failed("connecting timed out".into())),
+        let client = self.client.clone();
+        let attempt = self.runtime.spawn(async move {
+            tokio::time::timeout(
+                CONNECT_TIMEOUT + Duration::from_millis(500),
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
+        });
+        match attempt.await {
+            Ok(Ok(Ok(connection))) => Ok(self.connected(connection)),
+            Ok(Ok(Err(error))) => Err(self.connect_failed(error.to_string())),
+            Ok(Err(_)) => Err(self.connect_failed("connecting timed out".into())),
+            Err(_) => Err(self.connect_failed("the store has stopped".into())),
         }
     }
 

@@ -14,7 +14,9 @@
 //!   flight go to Redis together, as one script call each;
 //! - `events.rs`: the pub/sub listener (cross-replica wake-ups) and the
 //!   safety poll;
-//! - `checks.rs`: start-up checks of Redis's eviction and AOF settings.
+//! - `checks.rs`: start-up checks of Redis's eviction and AOF settings;
+//! - `thread.rs`: the store's own thread, where the connection, the
+//!   merged calls and the listener run.
 //!
 //! **Time.** Scripts take the time from Redis (`TIME`), so that replicas
 //! with skewed clocks agree on leases and delays: every time a caller
@@ -35,6 +37,7 @@ mod events;
 mod link;
 mod reply;
 mod scripts;
+mod thread;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -68,6 +71,18 @@ pub enum TimeSource {
     Caller,
 }
 
+/// Where the store's own tasks run: its connection (reading Redis's
+/// answers), its merged calls and its pub/sub listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threading {
+    /// A thread of the store's own (`thread.rs`): production.
+    Own,
+    /// The runtime the store is opened on. On a single-threaded runtime
+    /// the calls a test makes at once are all queued before any is sent,
+    /// so they are merged the same way every run.
+    Current,
+}
+
 /// Where Redis is and how to use it.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -86,6 +101,8 @@ pub struct RedisOptions {
     pub prefix: String,
     /// Whose clock the scripts use.
     pub time: TimeSource,
+    /// Where the store's own tasks run.
+    pub threading: Threading,
 }
 
 impl RedisOptions {
@@ -104,6 +121,7 @@ impl RedisOptions {
             db,
             prefix: prefix.to_string(),
             time: TimeSource::Redis,
+            threading: Threading::Own,
         }
     }
 
@@ -226,65 +244,73 @@ enum Clock {
 }
 
 impl RedisStore {
-    /// Opens the store (connecting lazily) and starts its pub/sub listener
-    /// and safety poll on the current runtime.
+    /// Opens the store (connecting lazily) and starts, where
+    /// `options.threading` says, its connection, merged calls, pub/sub
+    /// listener and safety poll.
     pub fn open(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
+        let stop = CancellationToken::new();
+        let runtime = match options.threading {
+            Threading::Own => thread::start(stop.clone()).map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the Redis store's thread: {error}"))
+            })?,
+            Threading::Current => tokio::runtime::Handle::try_current().map_err(|_| {
+                StoreError::Unavailable("the Redis store was opened outside a runtime".into())
+            })?,
+        };
         let (creates, create_queue) = batch::channel();
         let (completes, complete_queue) = batch::channel();
         let (claims, claim_queue) = batch::channel();
         let (finishes, finish_queue) = batch::channel();
         let store = Arc::new(Self {
-            link: Arc::new(Link::new(options.client()?)),
+            link: Arc::new(Link::new(options.client()?, runtime.clone())),
             scripts: Scripts::new(),
             prefix: options.prefix.clone(),
             origin: Uuid::now_v7().simple().to_string(),
             time: options.time,
             signals,
             hints: Mutex::new(Hints::default()),
-            stop: CancellationToken::new(),
+            stop: stop.clone(),
             never: CancellationToken::new(),
             creates,
             completes,
             claims,
             finishes,
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (owner, stop) = (Arc::downgrade(&store), store.stop.clone());
-            runtime.spawn(events::listen(owner.clone(), stop.clone()));
-            runtime.spawn(events::safety_poll(owner.clone(), stop.clone()));
-            // A task weighs its payload too: a merged call stays a few MiB.
-            let task_weight = |task: &Task| 1 + task.payload.len() / 16_384;
-            runtime.spawn(batch::run(
-                create_queue,
-                owner.clone(),
-                stop.clone(),
-                task_weight,
-                |store, tasks| async move { store.create_now(tasks, Timestamp::now()).await },
-            ));
-            runtime.spawn(batch::run(
-                complete_queue,
-                owner.clone(),
-                stop.clone(),
-                |_| 1,
-                |store, items| async move { store.complete_now(items, Timestamp::now()).await },
-            ));
-            let claim_weight = |(spec, _): &(ClaimSpec, Timestamp)| spec.count.max(1);
-            runtime.spawn(batch::run(
-                claim_queue,
-                owner.clone(),
-                stop.clone(),
-                claim_weight,
-                |store, specs| async move { store.claim_now(&specs, Timestamp::now()).await },
-            ));
-            let finish_weight = |(_, spec, _): &(Completion, ClaimSpec, Timestamp)| 1 + spec.count;
-            runtime.spawn(batch::run(
-                finish_queue,
-                owner,
-                stop,
-                finish_weight,
-                |store, items| async move { store.complete_claim_now(&items, Timestamp::now()).await },
-            ));
-        }
+        let owner = Arc::downgrade(&store);
+        runtime.spawn(events::listen(owner.clone(), stop.clone()));
+        runtime.spawn(events::safety_poll(owner.clone(), stop.clone()));
+        // A task weighs its payload too: a merged call stays a few MiB.
+        let task_weight = |task: &Task| 1 + task.payload.len() / 16_384;
+        runtime.spawn(batch::run(
+            create_queue,
+            owner.clone(),
+            stop.clone(),
+            task_weight,
+            |store, tasks| async move { store.create_now(tasks, Timestamp::now()).await },
+        ));
+        runtime.spawn(batch::run(
+            complete_queue,
+            owner.clone(),
+            stop.clone(),
+            |_| 1,
+            |store, items| async move { store.complete_now(items, Timestamp::now()).await },
+        ));
+        let claim_weight = |(spec, _): &(ClaimSpec, Timestamp)| spec.count.max(1);
+        runtime.spawn(batch::run(
+            claim_queue,
+            owner.clone(),
+            stop.clone(),
+            claim_weight,
+            |store, specs| async move { store.claim_now(&specs, Timestamp::now()).await },
+        ));
+        let finish_weight = |(_, spec, _): &(Completion, ClaimSpec, Timestamp)| 1 + spec.count;
+        runtime.spawn(batch::run(
+            finish_queue,
+            owner,
+            stop,
+            finish_weight,
+            |store, items| async move { store.complete_claim_now(&items, Timestamp::now()).await },
+        ));
         Ok(store)
     }
 
