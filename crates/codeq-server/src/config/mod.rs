@@ -204,9 +204,10 @@ pub struct Config {
     pub body_min_bytes_per_second: u64,
     /// `workerThreads`: threads serving requests. Default: one fewer than
     /// the CPUs (at least 1), leaving a core to the journal's committer
-    /// (or the Redis store's thread), the log writer and the kernel's network and disk work (on 2 cores,
-    /// one request thread ran 23 % more cycles per second at a quarter
-    /// less CPU per cycle than two: docs/performance.md).
+    /// (or the Redis store's thread), the log writer and the kernel's
+    /// network and disk work (on 2 cores, one request thread ran 23 % more
+    /// cycles per second at a quarter less CPU per cycle than two:
+    /// docs/performance.md).
     pub worker_threads: Option<usize>,
     /// `maxConnections`: the most connections open at once; more wait in
     /// the listen backlog. At least 1. Default 10000 (lowered at start when

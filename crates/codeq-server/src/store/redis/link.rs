@@ -155,10 +155,23 @@ impl Link {
 
     /// The connection, connecting when there is none (at most one attempt
     /// per backoff step; calls in between fail at once).
-    pub async fn get(&self) -> Result<Lease, StoreError> {
+    pub async fn get(self: &Arc<Self>) -> Result<Lease, StoreError> {
         if let Some(lease) = self.current() {
             return Ok(lease);
         }
+        // On the store's thread, where the connection will run, and to the
+        // end even if this caller goes away: an attempt's outcome (the
+        // connection, or the next backoff step) is kept whoever waits.
+        let link = Arc::clone(self);
+        match self.runtime.spawn(async move { link.connect().await }).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(unreachable("the store has stopped")),
+        }
+    }
+
+    /// Connects, one attempt at a time, unless another attempt has just
+    /// connected or the backoff says to wait.
+    async fn connect(&self) -> Result<Lease, StoreError> {
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(lease) = self.current() {
             return Ok(lease);
@@ -173,19 +186,15 @@ impl Link {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let client = self.client.clone();
-        let attempt = self.runtime.spawn(async move {
-            tokio::time::timeout(
-                CONNECT_TIMEOUT + Duration::from_millis(500),
-                client.get_multiplexed_async_connection_with_config(&config),
-            )
-            .await
-        });
-        match attempt.await {
-            Ok(Ok(Ok(connection))) => Ok(self.connected(connection)),
-            Ok(Ok(Err(error))) => Err(self.connect_failed(error.to_string())),
-            Ok(Err(_)) => Err(self.connect_failed("connecting timed out".into())),
-            Err(_) => Err(self.connect_failed("the store has stopped".into())),
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT + Duration::from_millis(500),
+            self.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(connection)) => Ok(self.connected(connection)),
+            Ok(Err(error)) => Err(self.connect_failed(error.to_string())),
+            Err(_) => Err(self.connect_failed("connecting timed out".into())),
         }
     }
 

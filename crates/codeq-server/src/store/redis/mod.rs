@@ -219,7 +219,13 @@ pub struct RedisStore {
     time: TimeSource,
     signals: Arc<Signals>,
     hints: Mutex<Hints>,
+    /// Ends the background loops (the listener, the safety poll, the
+    /// batch tasks): at `close`.
     stop: CancellationToken,
+    /// Ends the store's thread, dropping whatever still runs there: when
+    /// the store is dropped, so that calls in flight at `close` are still
+    /// answered.
+    ended: CancellationToken,
     /// Never fires: a Redis outage is waited out, not a reason to exit.
     never: CancellationToken,
     /// Creates merged into one `create` call (Redis time only).
@@ -248,9 +254,10 @@ impl RedisStore {
     /// `options.threading` says, its connection, merged calls, pub/sub
     /// listener and safety poll.
     pub fn open(options: RedisOptions, signals: Arc<Signals>) -> StoreResult<Arc<Self>> {
-        let stop = CancellationToken::new();
+        let client = options.client()?;
+        let ended = CancellationToken::new();
         let runtime = match options.threading {
-            Threading::Own => thread::start(stop.clone()).map_err(|error| {
+            Threading::Own => thread::start(ended.clone()).map_err(|error| {
                 StoreError::Unavailable(format!("cannot start the Redis store's thread: {error}"))
             })?,
             Threading::Current => tokio::runtime::Handle::try_current().map_err(|_| {
@@ -262,21 +269,22 @@ impl RedisStore {
         let (claims, claim_queue) = batch::channel();
         let (finishes, finish_queue) = batch::channel();
         let store = Arc::new(Self {
-            link: Arc::new(Link::new(options.client()?, runtime.clone())),
+            link: Arc::new(Link::new(client, runtime.clone())),
             scripts: Scripts::new(),
             prefix: options.prefix.clone(),
             origin: Uuid::now_v7().simple().to_string(),
             time: options.time,
             signals,
             hints: Mutex::new(Hints::default()),
-            stop: stop.clone(),
+            stop: CancellationToken::new(),
+            ended,
             never: CancellationToken::new(),
             creates,
             completes,
             claims,
             finishes,
         });
-        let owner = Arc::downgrade(&store);
+        let (owner, stop) = (Arc::downgrade(&store), store.stop.clone());
         runtime.spawn(events::listen(owner.clone(), stop.clone()));
         runtime.spawn(events::safety_poll(owner.clone(), stop.clone()));
         // A task weighs its payload too: a merged call stays a few MiB.
@@ -1107,8 +1115,10 @@ impl Store for RedisStore {
     }
 
     async fn close(&self) -> StoreResult<()> {
-        // Every answer was given once Redis had applied (and, with
+        // Every answer is given once Redis has applied (and, with
         // `appendfsync always`, written) the change: nothing to flush.
+        // Calls in flight are still answered: the thread runs until the
+        // store is dropped.
         self.stop.cancel();
         Ok(())
     }
@@ -1120,8 +1130,10 @@ impl Store for RedisStore {
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
-        // Ends the pub/sub listener and the safety poll.
+        // Ends the background loops, then the thread with its connection
+        // (with `Threading::Current`, the loops only).
         self.stop.cancel();
+        self.ended.cancel();
     }
 }
 
