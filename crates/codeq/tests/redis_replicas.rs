@@ -611,6 +611,11 @@ async fn redis_killed_under_load_gives_503s_then_everything_recovers() {
         // An outage is the link's to report, not an ACL problem.
         let log = std::fs::read_to_string(&replica.log).unwrap();
         assert!(!log.contains("cannot subscribe"), "{log}");
+        // One outage, told once each, not once per call or per second.
+        for said in ["lost the connection to Redis", "Redis refused a call", "reaper pass failed"] {
+            let times = log.matches(said).count();
+            assert!(times <= 1, "{said:?} logged {times} times in one outage:\n{log}");
+        }
     }
     let load = std::mem::take(&mut *load.lock().unwrap());
     println!(

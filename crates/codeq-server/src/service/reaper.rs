@@ -32,13 +32,23 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
+    // Failing since the last pass that worked: a storage outage fails a
+    // pass a second, logged once.
+    let mut failing = false;
     loop {
         let pass = reap_once(store.as_ref(), clock.as_ref(), &policy, &metrics).await;
+        if pass.is_ok() && std::mem::take(&mut failing) {
+            tracing::info!("reaper passes work again");
+        }
         let idle_until = match pass {
             Ok(true) => continue,
             Ok(false) => clock.now().plus_millis(IDLE_POLL.as_millis() as i64),
             Err(error) => {
-                tracing::warn!(%error, "reaper pass failed");
+                if std::mem::replace(&mut failing, true) {
+                    tracing::debug!(%error, "reaper pass failed");
+                } else {
+                    tracing::warn!(%error, "reaper pass failed (again at debug until one works)");
+                }
                 clock.now().plus_millis(ERROR_BACKOFF.as_millis() as i64)
             }
         };

@@ -60,6 +60,8 @@ pub struct Link {
 struct Waiting {
     calls: usize,
     answered_at: std::time::Instant,
+    /// Redis's last answer was a refusal (it logs once per streak).
+    refused: bool,
 }
 
 /// One call's place among the [`Waiting`] ones, while it lives.
@@ -98,9 +100,19 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Redis answered this lease's call (a reply or an error of its own).
+    /// Redis answered this lease's call.
     pub fn answered(&self) {
-        self.call.waiting().answered_at = std::time::Instant::now();
+        let mut waiting = self.call.waiting();
+        waiting.answered_at = std::time::Instant::now();
+        waiting.refused = false;
+    }
+
+    /// Redis refused this lease's call; true for the first refusal since a
+    /// call was answered.
+    fn refused(&self) -> bool {
+        let mut waiting = self.call.waiting();
+        waiting.answered_at = std::time::Instant::now();
+        !std::mem::replace(&mut waiting.refused, true)
     }
 }
 
@@ -123,6 +135,7 @@ impl Link {
             waiting: Arc::new(Mutex::new(Waiting {
                 calls: 0,
                 answered_at: std::time::Instant::now(),
+                refused: false,
             })),
         }
     }
@@ -224,8 +237,12 @@ impl Link {
         let mut state = self.state();
         state.next_try = Instant::now() + state.backoff;
         state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
-        if self.up.swap(false, Ordering::Relaxed) || state.last_error.is_empty() {
+        // A link that was never up is a start-up still waiting for Redis,
+        // which the server reports itself (once, not once per attempt).
+        if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(%cause, "cannot reach Redis; calls answer 503 until it is back");
+        } else {
+            tracing::debug!(%cause, "cannot reach Redis");
         }
         state.last_error.clone_from(&cause);
         unreachable(&cause)
@@ -255,9 +272,13 @@ impl Link {
             return unreachable(&error.to_string());
         }
         // LOADING (a restarted Redis reading its AOF), a script error, OOM:
-        // the call did nothing; the caller answers 503.
-        lease.answered();
-        tracing::warn!(%error, "Redis refused a call");
+        // the call did nothing; the caller answers 503. Logged once a
+        // streak: a Redis loading its AOF refuses every call for a while.
+        if lease.refused() {
+            tracing::warn!(%error, "Redis refused a call (more refusals at debug until one is answered)");
+        } else {
+            tracing::debug!(%error, "Redis refused a call");
+        }
         StoreError::Unavailable(format!("Redis refused a call: {error}"))
     }
 }
