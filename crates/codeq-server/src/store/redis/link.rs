@@ -237,8 +237,9 @@ impl Link {
         let mut state = self.state();
         state.next_try = Instant::now() + state.backoff;
         state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
-        // A link that was never up is a start-up still waiting for Redis,
-        // which the server reports itself (once, not once per attempt).
+        // Already down: an outage `failed` has reported, or a start-up
+        // still waiting for Redis, which the server reports itself (once,
+        // not once per attempt).
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(%cause, "cannot reach Redis; calls answer 503 until it is back");
         } else {
