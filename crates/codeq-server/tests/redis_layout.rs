@@ -11,34 +11,22 @@
 use std::sync::Arc;
 
 use codeq_core::lifecycle::Submission;
-use codeq_core::{Command, Priority, ResultStatus, Task, TaskId, TaskState, TaskStatus, Timestamp};
+use codeq_core::{ResultStatus, Task, TaskId, TaskStatus, Timestamp};
 use codeq_server::store::redis::{RedisStore, TimeSource};
 use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Created, Signals, Store};
 use redis::AsyncCommands;
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/tasks.rs"]
+mod tasks;
+
+use tasks::task_of;
 
 const TASKS: usize = 2_500;
 
 fn task(now: Timestamp) -> Task {
     task_of("up", now)
-}
-
-fn task_of(command: &str, now: Timestamp) -> Task {
-    Task {
-        id: TaskId::generate(),
-        command: Command::parse(command).unwrap(),
-        payload: "{}".into(),
-        priority: Priority::clamped(0),
-        webhook: None,
-        max_attempts: 3,
-        idempotency_key: None,
-        run_at: None,
-        created_at: now,
-        created_by: "p".into(),
-        state: TaskState::new(now, now),
-    }
 }
 
 /// Rewrites the command's `ids` set as the earlier layout kept it: one

@@ -11,12 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codeq_core::{Command, Priority, Task, TaskId, TaskState, Timestamp};
+use codeq_core::{Command, Timestamp};
 use codeq_server::store::redis::{RedisOptions, RedisStore, TimeSource};
 use codeq_server::store::{ClaimSpec, CommandFilter, Signals, Store};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 /// Threads of this process named `codeq-redis`.
 fn store_threads() -> usize {
@@ -39,22 +41,6 @@ async fn no_store_thread_left(after: &str) {
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn task(now: Timestamp) -> Task {
-    Task {
-        id: TaskId::generate(),
-        command: Command::parse("th").unwrap(),
-        payload: "{}".into(),
-        priority: Priority::clamped(0),
-        webhook: None,
-        max_attempts: 3,
-        idempotency_key: None,
-        run_at: None,
-        created_at: now,
-        created_by: "p".into(),
-        state: TaskState::new(now, now),
-    }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -84,7 +70,7 @@ async fn the_store_works_on_a_thread_of_its_own_that_ends_with_it() {
         RedisStore::connect(server.store_options(TimeSource::Redis), signals).await.unwrap();
     assert_eq!(store_threads(), 1, "one thread per store");
     let now = Timestamp::now();
-    let created = store.create(vec![task(now)]).await.unwrap();
+    let created = store.create(vec![tasks::task_of("th", now)]).await.unwrap();
     let spec = ClaimSpec {
         worker_id: "w".into(),
         commands: CommandFilter::Only(vec![Command::parse("th").unwrap()]),
