@@ -11,7 +11,9 @@
 //! synced before anything is written into the new one. So a new segment
 //! holds frames only once the seal pointing at it is durable, and a crash
 //! in between leaves at worst an unsealed segment followed by an empty one,
-//! which recovery accepts.
+//! which recovery accepts. A round that rolls twice can leave the unsealed
+//! segment empty too (created and sealed into within the round, its frames
+//! not yet durable): the journal then ends at its header.
 //!
 //! A failed write or sync is never retried: the watermark fails, every
 //! waiter is answered, and the thread ends. What the journal holds on disk

@@ -18,8 +18,9 @@
 //!   checksum) that no valid frame queued after it was durable follows —
 //!   its `fsync` never completed, so it was never acknowledged. It is cut
 //!   off after its bytes are saved to `torn-<segment>-<offset>-<seq>.bin`;
-//! - empty segments after an unsealed last one: a roll to a new segment
-//!   created the file, then stopped before its seal was durable;
+//! - empty segments after an unsealed last one (which may be empty
+//!   itself): a roll to a new segment created the file, then stopped
+//!   before its seal was durable;
 //! - segments older than the journal's first: a compaction rewrote the
 //!   manifest, then stopped before it deleted them.
 
@@ -187,13 +188,16 @@ pub fn recover(
     }
     for id in first..=last {
         let bytes = read_segment(fs, dir, id)?;
-        let may_end = id == last || empty_from == Some(id + 1);
+        // The journal may end in a segment only empty ones follow (it may
+        // be empty itself: a round that rolled twice created it, then
+        // stopped before its frames were durable).
+        let may_end = id == last || empty_from.is_some_and(|from| from <= id + 1);
         let sealed = scan.segment(id, &bytes, may_end, id == last)?;
         if sealed {
             scan.recovered.sealed_sizes.push((id, scan.recovered.tail));
         }
         if !sealed && id < last {
-            if empty_from != Some(id + 1) {
+            if !may_end {
                 return Err(scan.damage(
                     id,
                     scan.recovered.tail as usize,
