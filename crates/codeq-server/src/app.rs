@@ -815,18 +815,27 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let app = match App::build(config.clone()).await {
+        // Installed first: a stop asked for during start-up (a long wait
+        // for Redis, say) ends it cleanly, not by the signal's default.
+        let mut signal = match shutdown_signal() {
+            Ok(signal) => Box::pin(signal),
+            Err(error) => {
+                eprintln!("codeq: cannot install signal handlers: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let built = tokio::select! {
+            built = App::build(config.clone()) => built,
+            () = &mut signal => {
+                eprintln!("codeq: stopped during start-up, before the server was ready");
+                return ExitCode::SUCCESS;
+            }
+        };
+        let app = match built {
             Ok(app) => app,
             Err(error) => {
                 eprintln!("codeq: {error:#}");
                 return error.exit_code();
-            }
-        };
-        let signal = match shutdown_signal() {
-            Ok(signal) => signal,
-            Err(error) => {
-                eprintln!("codeq: cannot install signal handlers: {error}");
-                return ExitCode::FAILURE;
             }
         };
         announce(&app, &config);

@@ -106,6 +106,32 @@ fn local_mode_prints_the_tokens_it_saves_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn a_stop_while_start_up_waits_for_redis_exits_cleanly_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let nothing_listens = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = nothing_listens.local_addr().unwrap().to_string();
+    drop(nothing_listens);
+    let mut child = codeq()
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("CODEQ_STORAGE", "redis")
+        .env("CODEQ_REDIS_ADDR", &addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
+    stderr.by_ref().find(|line| line.contains("waiting for Redis")).expect("it waits for Redis");
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = stderr.collect();
+    assert!(status.success(), "a stop asked for exits 0, not by the signal: {status:?} {rest:?}");
+    assert!(rest.iter().any(|line| line.contains("stopped during start-up")), "{rest:?}");
+}
+
+#[test]
 fn local_mode_refuses_a_non_loopback_address_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let output = codeq()
