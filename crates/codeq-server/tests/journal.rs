@@ -270,6 +270,34 @@ async fn a_sealed_segment_cut_short_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_empty_segment_after_the_journals_end_is_deleted_but_two_are_refused() {
+    // A roll leaves at most one: the next segment is created before the
+    // seal pointing at it, and the one after only once that seal is durable.
+    let write_empty = |dir: &Path, id: u32| {
+        let mut bytes = frame::segment_header(id).to_vec();
+        bytes.resize(8 * 1024, 0);
+        std::fs::write(dir.join(format!("{id:08}.log")), bytes).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let store = open(dir.path()).unwrap();
+        let ids = create(&*store, 10).await;
+        store.close().await.unwrap();
+        ids
+    };
+    write_empty(dir.path(), 2);
+    write_empty(dir.path(), 3);
+    assert_refused(dir.path(), "00000001.log at byte");
+
+    std::fs::remove_file(dir.path().join("00000003.log")).unwrap();
+    let store = open(dir.path()).expect("one empty segment after the end is an unfinished roll");
+    for id in ids {
+        assert!(store.get_task(id).await.unwrap().is_some(), "{id} lost");
+    }
+    assert_eq!(segments(dir.path()), [dir.path().join("00000001.log")], "the empty one is deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {

@@ -18,9 +18,10 @@
 //!   checksum) that no valid frame queued after it was durable follows —
 //!   its `fsync` never completed, so it was never acknowledged. It is cut
 //!   off after its bytes are saved to `torn-<segment>-<offset>-<seq>.bin`;
-//! - empty segments after an unsealed last one (which may be empty
+//! - an empty segment after an unsealed last one (which may be empty
 //!   itself): a roll to a new segment created the file, then stopped
-//!   before its seal was durable;
+//!   before its seal was durable (more than one such segment is refused:
+//!   no crash leaves two);
 //! - segments older than the journal's first: a compaction rewrote the
 //!   manifest, then stopped before it deleted them.
 
@@ -70,7 +71,7 @@ pub struct Repairs {
     pub fresh: bool,
     /// A torn final write: its segment, offset and length.
     pub torn: Option<(u32, u64, u64)>,
-    /// Empty segments after the unsealed last one: deleted.
+    /// The empty segment after the unsealed last one: deleted.
     pub empty: Vec<u32>,
     /// The last segment, empty and without its header (a roll stopped
     /// right after creating it): its header is written.
@@ -177,21 +178,16 @@ pub fn recover(
         },
     };
     scan.recovered.repairs.obsolete = segments.range(..first).copied().collect();
-    // The trailing segments that hold no frame: a roll may have created
-    // them and stopped before the seal that points at them was durable.
-    let mut empty_from = None;
-    for id in (first + 1..=last).rev() {
-        if !is_empty_segment(&read_segment(fs, dir, id)?) {
-            break;
-        }
-        empty_from = Some(id);
-    }
+    // A roll creates the next segment (its header durable) before the seal
+    // that points at it, and writes frames into a segment only once that
+    // seal is durable: so a crash leaves at most one segment after the
+    // journal's end, and it holds no frame. The segment the journal ends
+    // in may hold none either: a round that rolled twice created it, then
+    // stopped before its frames were durable.
+    let last_is_empty = last > first && is_empty_segment(&read_segment(fs, dir, last)?);
     for id in first..=last {
         let bytes = read_segment(fs, dir, id)?;
-        // The journal may end in a segment only empty ones follow (it may
-        // be empty itself: a round that rolled twice created it, then
-        // stopped before its frames were durable).
-        let may_end = id == last || empty_from.is_some_and(|from| from <= id + 1);
+        let may_end = id == last || (id + 1 == last && last_is_empty);
         let sealed = scan.segment(id, &bytes, may_end, id == last)?;
         if sealed {
             scan.recovered.sealed_sizes.push((id, scan.recovered.tail));
@@ -204,7 +200,7 @@ pub fn recover(
                     "the segment ends without its seal (truncated?)",
                 ));
             }
-            scan.recovered.repairs.empty.extend(id + 1..=last);
+            scan.recovered.repairs.empty.push(last);
             scan.recovered.last_segment = id;
             break;
         }
@@ -288,6 +284,9 @@ pub fn repair(
     }
     if !repairs.obsolete.is_empty() {
         tracing::info!(segments = ?repairs.obsolete, "deleted journal segments a compaction had left behind");
+    }
+    if !repairs.empty.is_empty() && !repairs.fresh {
+        tracing::info!(segments = ?repairs.empty, "deleted an empty journal segment an unfinished roll had left");
     }
     if repairs.fresh {
         let file = fs.create(&segment_path(dir, 1))?;
