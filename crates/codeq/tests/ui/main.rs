@@ -337,7 +337,7 @@ async fn purge_a_filtered_dead_letter(browser: &Browser, api: &Api, base: &str, 
     browser.wait_for_text("#selected-count", "1 selected").await;
     browser.click("#purge-selected").await;
     // The confirmation says what is at stake; Escape would back out.
-    let asked = browser.text("dialog.confirm p").await.unwrap();
+    let asked = browser.text_once_shown("dialog.confirm p").await;
     assert!(asked.contains("1 selected dead letter") && asked.contains("deleted"), "{asked}");
     browser.click("#confirm-ok").await;
     browser.wait_for_text("#notice", "Purged 1 dead letter.").await;
@@ -352,7 +352,7 @@ async fn all_matching_acts_on_the_filter_shown(browser: &Browser, api: &Api, bas
     browser.goto(&format!("{base}/ui/#/dead/sms")).await;
     browser.type_into("#error-contains", "carrier").await;
     browser.click("#replay-matching").await;
-    let asked = browser.text("dialog.confirm p").await.unwrap();
+    let asked = browser.text_once_shown("dialog.confirm p").await;
     assert!(asked.contains("whose error contains “carrier”"), "{asked}");
     browser.click("#confirm-ok").await;
     browser.wait_for_text("#notice", "Replayed 1 dead letter.").await;

@@ -190,6 +190,15 @@ impl Browser {
         value.as_str().map(str::to_string)
     }
 
+    /// The text of the element `css` selects, once there is one (a dialog
+    /// opened by a click may be drawn a moment later).
+    pub async fn text_once_shown(&self, css: &str) -> String {
+        match poll(|| self.text(css)).await {
+            Some(text) => text,
+            None => self.fail(&format!("{css} to be shown")).await,
+        }
+    }
+
     /// Waits until the element `css` selects shows `want`; returns how long it took.
     pub async fn wait_for_text(&self, css: &str, want: &str) -> Duration {
         let started = Instant::now();
