@@ -76,6 +76,14 @@ async fn create(store: &dyn Store, count: usize) -> Vec<TaskId> {
     ids
 }
 
+/// Opens a store in `dir`, creates `count` tasks and closes it; their ids.
+async fn closed_with_tasks(dir: &Path, count: usize) -> Vec<TaskId> {
+    let store = open(dir).unwrap();
+    let ids = create(&*store, count).await;
+    store.close().await.unwrap();
+    ids
+}
+
 /// A claim of one task of any command by worker `w`.
 fn claim_one() -> ClaimSpec {
     ClaimSpec {
@@ -151,12 +159,7 @@ fn assert_refused(dir: &Path, problem: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_rolls_into_sealed_segments_and_recovers_from_all_of_them() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = {
-        let store = open(dir.path()).unwrap();
-        let ids = create(&*store, 200).await;
-        store.close().await.unwrap();
-        ids
-    };
+    let ids = closed_with_tasks(dir.path(), 200).await;
     assert!(segments(dir.path()).len() >= 3, "{:?}", segments(dir.path()));
     let store = open(dir.path()).unwrap();
     assert!(store.recovered().clean_stop);
@@ -248,10 +251,7 @@ async fn a_compacted_journal_recovers_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_segment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
-    create(&*store, 200).await;
-    store.close().await.unwrap();
-    drop(store);
+    closed_with_tasks(dir.path(), 200).await;
     std::fs::remove_file(dir.path().join("00000002.log")).unwrap();
     assert_refused(dir.path(), "00000002.log is missing");
 }
@@ -259,10 +259,7 @@ async fn a_missing_segment_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealed_segment_cut_short_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
-    create(&*store, 200).await;
-    store.close().await.unwrap();
-    drop(store);
+    closed_with_tasks(dir.path(), 200).await;
     let first =
         std::fs::OpenOptions::new().write(true).open(dir.path().join("00000001.log")).unwrap();
     first.set_len(3000).unwrap();
@@ -279,12 +276,7 @@ async fn one_empty_segment_after_the_journals_end_is_deleted_but_two_are_refused
         std::fs::write(dir.join(format!("{id:08}.log")), bytes).unwrap();
     };
     let dir = tempfile::tempdir().unwrap();
-    let ids = {
-        let store = open(dir.path()).unwrap();
-        let ids = create(&*store, 10).await;
-        store.close().await.unwrap();
-        ids
-    };
+    let ids = closed_with_tasks(dir.path(), 10).await;
     write_empty(dir.path(), 2);
     write_empty(dir.path(), 3);
     assert_refused(dir.path(), "00000001.log at byte");
