@@ -4,10 +4,12 @@
 //! as schema types.
 //!
 //! The schema types describe the wire forms; the handlers parse into
-//! their own borrowing types. Two tests keep the two in step: every route
-//! of the router is in the document and nothing else is (`tests/api/
-//! openapi.rs`), and a client generated from the document drives a real
-//! server through create, claim and result (`tools/openapi_check.py`).
+//! their own borrowing types. Tests keep the two in step: every route of
+//! the router is in the document and nothing else is (`tests/api/
+//! openapi.rs`); a client generated from the document drives a real
+//! server through create, claim and result, and every operation is called
+//! with good and bad input, each answer's status, body and headers checked
+//! against what the document declares (`tools/openapi_check.py`).
 
 // The schema types and path functions exist for their attributes only:
 // never built, never called.
@@ -17,10 +19,13 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::Value;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{Array, ArrayBuilder, Ref, Schema};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{
+    Array, ArrayBuilder, KnownFormat, ObjectBuilder, Ref, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::openapi::{RefOr, Responses};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 /// The document as JSON, built once.
 pub fn document_json() -> Bytes {
@@ -53,7 +58,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         get_settings, put_settings, pause_queue, resume_queue, list_dead_letters,
         replay_dead_letters, purge_dead_letters, get_task_detail, get_throughput, get_workers
     ),
-    modifiers(&BearerAuth, &ListedTasks),
+    modifiers(&BearerAuth, &ListedTasks, &RequestIds, &OptionalBodies),
     tags(
         (name = "producers", description = "Creating tasks"),
         (name = "workers", description = "Claiming tasks and reporting on them"),
@@ -90,6 +95,72 @@ impl Modify for ListedTasks {
         components.schemas.insert("ListedTask".into(), RefOr::T(Schema::Object(listed)));
     }
 }
+
+/// Adds `X-Request-Id`, which every answer carries, to every response.
+struct RequestIds;
+
+impl Modify for RequestIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let request_id = HeaderBuilder::new()
+            .description(Some("The caller's `X-Request-Id`, or one the server made"))
+            .build();
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten()
+        });
+        for operation in operations {
+            let Responses { responses, .. } = &mut operation.responses;
+            for response in responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response.headers.insert("X-Request-Id".into(), request_id.clone().into());
+                }
+            }
+        }
+    }
+}
+
+/// An optional body (`request_body = Option<T>`) is written by `utoipa` as
+/// `oneOf: [T, null]`, which says a JSON `null` would do: it would not.
+/// This makes it `T`, not required (an empty body reads as `{}`).
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bodies = openapi.paths.paths.values_mut().flat_map(|item| {
+            let operations = [&mut item.put, &mut item.post].into_iter().flatten();
+            operations.filter_map(|operation| match operation.request_body.as_mut() {
+                Some(RefOr::T(body)) => Some(body),
+                _ => None,
+            })
+        });
+        for body in bodies {
+            for content in body.content.values_mut() {
+                let RefOr::T(content) = content else { continue };
+                let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else { continue };
+                let not_null = |schema: &&RefOr<Schema>| {
+                    !matches!(schema, RefOr::T(Schema::Object(object))
+                        if object.schema_type == SchemaType::Type(Type::Null))
+                };
+                if let [only] = one_of.items.iter().filter(not_null).collect::<Vec<_>>()[..] {
+                    content.schema = Some(only.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Raw bytes of any media type (an artifact's download).
+pub struct Binary;
+
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
 
 /// `TaskPage.tasks`: listed tasks.
 fn listed_tasks() -> Array {
@@ -181,7 +252,8 @@ pub struct CreateTask {
     /// Queue name: 1–128 characters of `A-Z a-z 0-9 _ - . :`.
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     command: String,
-    /// Any JSON (an object in practice), at most `maxPayloadBytes` compact.
+    /// Any JSON but `null` (an object in practice), at most
+    /// `maxPayloadBytes` compact.
     payload: Value,
     /// Clamped to 0..9; default 0.
     priority: Option<i64>,
@@ -197,8 +269,8 @@ pub struct CreateTask {
     /// RFC 3339; in the past means now. Wins over `delaySeconds`.
     #[schema(format = DateTime)]
     run_at: Option<String>,
-    /// Seconds before the task becomes visible, ≥ 0.
-    #[schema(minimum = 0)]
+    /// Seconds before the task becomes visible, 0..315360000 (ten years).
+    #[schema(minimum = 0, maximum = 315_360_000)]
     delay_seconds: Option<u64>,
 }
 
@@ -395,8 +467,8 @@ pub struct ArtifactUpload {
 pub struct SubmitResult {
     /// Outcome.
     status: ResultStatus,
-    /// Required (a JSON object) when `COMPLETED`.
-    #[schema(value_type = Option<Object>)]
+    /// Required (a JSON object) when `COMPLETED`; any JSON, stored as
+    /// given, when `FAILED`.
     result: Option<Value>,
     /// Required (non-empty) when `FAILED`.
     error: Option<String>,
@@ -419,8 +491,8 @@ pub struct SubmitResultItem {
     task_id: String,
     /// Outcome.
     status: ResultStatus,
-    /// Required (a JSON object) when `COMPLETED`.
-    #[schema(value_type = Option<Object>)]
+    /// Required (a JSON object) when `COMPLETED`; any JSON, stored as
+    /// given, when `FAILED`.
     result: Option<Value>,
     /// Required (non-empty) when `FAILED`.
     error: Option<String>,
@@ -459,8 +531,8 @@ pub struct ResultRecord {
     task_id: String,
     /// Outcome.
     status: RecordStatus,
-    /// The worker's output (`COMPLETED`).
-    #[schema(value_type = Option<Object>)]
+    /// The worker's output: an object when `COMPLETED`, any JSON as
+    /// given when `FAILED`.
     result: Option<Value>,
     /// The error (`FAILED`).
     error: Option<String>,
@@ -543,7 +615,8 @@ pub struct QueueSettings {
     /// 1..1000000: most tasks of the command in progress at once.
     #[schema(minimum = 1, maximum = 1000000)]
     max_in_flight: Option<u32>,
-    /// Claims per second (token bucket), above 0.
+    /// Claims per second (token bucket), above 0, at most 1000000.
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000)]
     rate_per_second: Option<f64>,
     /// 1..1000000: the bucket's size (default 1); needs `ratePerSecond`.
     #[schema(minimum = 1, maximum = 1000000)]
@@ -558,6 +631,7 @@ pub struct NoFields {}
 #[derive(ToSchema)]
 pub struct Cancel {
     /// Why (at most 1024 bytes); stored as the result's `error`.
+    #[schema(max_length = 1024)]
     reason: Option<String>,
 }
 
@@ -565,8 +639,10 @@ pub struct Cancel {
 #[derive(ToSchema)]
 pub struct CancelMany {
     /// 1..100 task ids.
+    #[schema(min_items = 1, max_items = 100)]
     ids: Vec<String>,
-    /// Why, for every one.
+    /// Why, for every one (at most 1024 bytes).
+    #[schema(max_length = 1024)]
     reason: Option<String>,
 }
 
@@ -613,6 +689,7 @@ pub struct TaskPage {
 #[schema(rename_all = "camelCase")]
 pub struct DeadLetterSelection {
     /// These dead letters (1..10000).
+    #[schema(min_items = 1, max_items = 10000)]
     ids: Option<Vec<String>>,
     /// Those whose error or last reason contains this text.
     error_contains: Option<String>,
@@ -625,7 +702,9 @@ pub struct DeadLetterSelection {
     /// 1..10000; default 1000.
     #[schema(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
-    /// Replay only: spread the replayed tasks at this many per second.
+    /// Replay only: spread the replayed tasks at this many per second
+    /// (above 0, at most 1000000).
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000)]
     rate_per_second: Option<f64>,
 }
 
@@ -703,6 +782,7 @@ pub struct Subscribe {
     /// Default `fanout` (`group` for a token with `workerGroup`).
     delivery_mode: Option<DeliveryMode>,
     /// Required for `group`; must equal the token's `workerGroup` when set.
+    #[schema(min_length = 1, max_length = 128)]
     group_id: Option<String>,
     /// 0..3600; default `subscriptionMinIntervalSeconds`.
     #[schema(minimum = 0, maximum = 3600)]
@@ -880,14 +960,21 @@ pub struct TaskDetail {
 /// Answers of a call with a token.
 #[derive(IntoResponses)]
 pub enum AuthErrors {
-    /// Missing, malformed, expired or unverifiable token
-    /// (`WWW-Authenticate: Bearer`).
-    #[response(status = 401)]
+    /// Missing, malformed, expired or unverifiable token.
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
     Unauthorized(ErrorBody),
     /// Missing scope, command outside the token's `eventTypes`, not the
     /// task's owner, or not admin.
     #[response(status = 403)]
     Forbidden(ErrorBody),
+}
+
+/// Answers of a call any valid token may make.
+#[derive(IntoResponses)]
+pub enum TokenErrors {
+    /// Missing, malformed, expired or unverifiable token.
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    Unauthorized(ErrorBody),
 }
 
 /// Answers of a call with a body.
@@ -896,12 +983,16 @@ pub enum BodyErrors {
     /// Malformed JSON, or a missing or invalid field (the message names it).
     #[response(status = 400)]
     BadRequest(ErrorBody),
+    /// The body paused longer than `bodyReadTimeoutSeconds`, or arrived
+    /// slower than `bodyMinBytesPerSecond` (`body_timeout`).
+    #[response(status = 408)]
+    Timeout(ErrorBody),
     /// The body, a payload or an artifact is over its limit.
     #[response(status = 413)]
     TooLarge(ErrorBody),
 }
 
-/// Answers about one task.
+/// Answers about one task a call changes.
 #[derive(IntoResponses)]
 pub enum TaskErrors {
     /// No such task.
@@ -913,118 +1004,143 @@ pub enum TaskErrors {
     Conflict(ErrorBody),
 }
 
-/// Answers of the server's side.
+/// The answer about one task a call reads.
+#[derive(IntoResponses)]
+pub enum TaskNotFound {
+    /// No such task (or, for its result or artifact, none yet).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// Answers of the server's side to a call that reads.
 #[derive(IntoResponses)]
 pub enum ServerErrors {
     /// A bug; the body never leaks internals.
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// Storage unavailable, or too many requests in flight (`overloaded`);
-    /// with `Retry-After`.
-    #[response(status = 503)]
+    /// Storage unavailable, or too many requests in flight (`overloaded`).
+    #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait before a retry")))]
     Unavailable(ErrorBody),
+}
+
+/// Answers of the server's side to a call that writes.
+#[derive(IntoResponses)]
+pub enum WriteErrors {
+    /// A bug; the body never leaks internals.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// Storage unavailable, or too many requests in flight (`overloaded`):
+    /// nothing was done.
+    #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait before a retry")))]
+    Unavailable(ErrorBody),
+    /// The disk is full (`insufficient_storage`): nothing was done.
+    #[response(status = 507)]
+    InsufficientStorage(ErrorBody),
 }
 
 // ----------------------------------------------------------------- paths
 
 #[utoipa::path(post, path = "/v1/codeq/tasks", tag = "producers", security(("bearer" = [])),
     request_body = CreateTask,
-    responses((status = 202, description = "The created task (or the holder of its idempotency key, with `Idempotent-Replayed: true`)", body = Task),
-        AuthErrors, BodyErrors, ServerErrors))]
+    responses((status = 202, description = "The created task, or the holder of its idempotency key", body = Task,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the task was created earlier with this idempotency key"))),
+        AuthErrors, BodyErrors, WriteErrors))]
 fn create_task() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/batch", tag = "producers", security(("bearer" = [])),
     request_body = CreateTasks,
     responses((status = 200, description = "One outcome per item, in order", body = CreatedTasks),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn create_tasks() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/claim", tag = "workers", security(("bearer" = [])),
-    request_body = Claim,
+    request_body = Option<Claim>,
     responses((status = 200, description = "A task, now IN_PROGRESS for this worker", body = Task),
         (status = 204, description = "Nothing became ready within `waitSeconds`"),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn claim_task() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/claim/batch", tag = "workers", security(("bearer" = [])),
     request_body = ClaimMany,
     responses((status = 200, description = "1..count tasks", body = Tasks),
         (status = 204, description = "Nothing became ready within `waitSeconds`"),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn claim_tasks() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/batch/results", tag = "workers", security(("bearer" = [])),
     request_body = SubmitResults,
     responses((status = 200, description = "One outcome per item, in order", body = StoredResults),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn submit_results() {}
 
 #[utoipa::path(get, path = "/v1/codeq/tasks/{id}", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, description = "The task", body = Task),
-        AuthErrors, TaskErrors, ServerErrors))]
+        TokenErrors, TaskNotFound, ServerErrors))]
 fn get_task() {}
 
 #[utoipa::path(get, path = "/v1/codeq/tasks/{id}/artifacts/{name}", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id"), ("name" = String, Path, description = "Artifact name")),
-    responses((status = 200, description = "The stored bytes, with their content type, as an attachment",
-            content_type = "application/octet-stream", body = Vec<u8>),
-        AuthErrors, TaskErrors, ServerErrors))]
+    responses((status = 200, description = "The stored bytes, in the artifact's own content type \
+            (`application/octet-stream` when it has none)",
+            content((inline(Binary) = "application/octet-stream"), (inline(Binary) = "*/*")),
+            headers(("Content-Disposition" = String, description = "`attachment`, with the file name"))),
+        AuthErrors, TaskNotFound, ServerErrors))]
 fn get_artifact() {}
 
 #[utoipa::path(get, path = "/v1/codeq/tasks/{id}/result", tag = "tasks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, description = "The task and its result", body = TaskWithResult),
-        AuthErrors, TaskErrors, ServerErrors))]
+        TokenErrors, TaskNotFound, ServerErrors))]
 fn get_result() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/{id}/result", tag = "workers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
     request_body = SubmitResult,
     responses((status = 200, description = "The stored result record", body = ResultRecord),
-        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+        AuthErrors, BodyErrors, TaskErrors, WriteErrors))]
 fn submit_result() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/{id}/heartbeat", tag = "workers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
-    request_body = Heartbeat,
+    request_body = Option<Heartbeat>,
     responses((status = 200, description = "The lease was extended", body = HeartbeatAnswer),
-        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+        AuthErrors, BodyErrors, TaskErrors, WriteErrors))]
 fn heartbeat() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/{id}/abandon", tag = "workers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
-    request_body = Abandon,
+    request_body = Option<Abandon>,
     responses((status = 200, description = "Back in the ready queue", body = Requeued),
-        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+        AuthErrors, BodyErrors, TaskErrors, WriteErrors))]
 fn abandon() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/{id}/nack", tag = "workers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
-    request_body = Nack,
+    request_body = Option<Nack>,
     responses((status = 200, description = "Requeued with a delay, or dead-lettered", body = NackAnswer),
-        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+        AuthErrors, BodyErrors, TaskErrors, WriteErrors))]
 fn nack() {}
 
 #[utoipa::path(post, path = "/v1/codeq/workers/subscriptions", tag = "workers", security(("bearer" = [])),
     request_body = Subscribe,
     responses((status = 200, description = "The subscription was stored", body = SubscriptionAnswer),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn subscribe() {}
 
 #[utoipa::path(post, path = "/v1/codeq/workers/subscriptions/{id}/heartbeat", tag = "workers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Subscription id")),
-    request_body = RenewSubscription,
+    request_body = Option<RenewSubscription>,
     responses((status = 200, description = "The subscription was renewed", body = SubscriptionAnswer),
         (status = 404, description = "No such subscription, or it lapsed", body = ErrorBody),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn renew_subscription() {}
 
 #[utoipa::path(delete, path = "/v1/codeq/workers/subscriptions/{id}", tag = "workers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Subscription id")),
     responses((status = 204, description = "The subscription was deleted"),
         (status = 404, description = "No such subscription, or it lapsed", body = ErrorBody),
-        AuthErrors, ServerErrors))]
+        AuthErrors, WriteErrors))]
 fn delete_subscription() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues", tag = "admin", security(("bearer" = [])),
@@ -1047,9 +1163,9 @@ fn get_queue() {}
 fn get_queue_stats() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/tasks/cleanup", tag = "admin", security(("bearer" = [])),
-    request_body = Cleanup,
+    request_body = Option<Cleanup>,
     responses((status = 200, description = "Terminal tasks past retention were deleted", body = Cleaned),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn cleanup() {}
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -1065,7 +1181,9 @@ fn readyz() {}
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format (OpenMetrics when `Accept` asks for it); \
             without the queue depths, and with `codeq_storage_up 0`, while storage does not answer",
-            content_type = "text/plain", body = String)))]
+            content(
+                (String = "text/plain"),
+                (String = "application/openmetrics-text")))))]
 fn metrics() {}
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
@@ -1074,16 +1192,17 @@ fn openapi_json() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/{id}/cancel", tag = "producers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
-    request_body = Cancel,
+    request_body = Option<Cancel>,
     responses((status = 200, description = "The task, now CANCELLED", body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "`task_terminal`: the task had already ended", body = ErrorBody),
-        AuthErrors, BodyErrors, TaskErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn cancel_task() {}
 
 #[utoipa::path(post, path = "/v1/codeq/tasks/batch/cancel", tag = "producers", security(("bearer" = [])),
     request_body = CancelMany,
     responses((status = 200, description = "One outcome per id, in order", body = CancelledTasks),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn cancel_tasks() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/tasks", tag = "admin", security(("bearer" = [])),
@@ -1108,23 +1227,23 @@ fn get_settings() {}
     params(("command" = String, Path, description = "Command name")),
     request_body = QueueSettings,
     responses((status = 200, description = "The settings now in force", body = QueueSettings),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn put_settings() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/pause", tag = "admin", security(("bearer" = [])),
     params(("command" = String, Path, description = "Command name")),
-    request_body(content = NoFields, description = "Nothing needed"),
+    request_body(content = Option<NoFields>, description = "None: a body is ignored"),
     responses((status = 200, description = "Paused; the settings now in force", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
-        AuthErrors, ServerErrors))]
+        AuthErrors, WriteErrors))]
 fn pause_queue() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/resume", tag = "admin", security(("bearer" = [])),
     params(("command" = String, Path, description = "Command name")),
-    request_body(content = NoFields, description = "Nothing needed"),
+    request_body(content = Option<NoFields>, description = "None: a body is ignored"),
     responses((status = 200, description = "Resumed; the settings now in force", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
-        AuthErrors, ServerErrors))]
+        AuthErrors, WriteErrors))]
 fn resume_queue() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/dlq", tag = "admin", security(("bearer" = [])),
@@ -1142,22 +1261,22 @@ fn list_dead_letters() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/dlq/replay", tag = "admin", security(("bearer" = [])),
     params(("command" = String, Path, description = "Command name")),
-    request_body = DeadLetterSelection,
+    request_body = Option<DeadLetterSelection>,
     responses((status = 200, description = "The dead letters sent round again", body = Replayed),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn replay_dead_letters() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/dlq/purge", tag = "admin", security(("bearer" = [])),
     params(("command" = String, Path, description = "Command name")),
-    request_body = DeadLetterSelection,
+    request_body = Option<DeadLetterSelection>,
     responses((status = 200, description = "The dead letters deleted", body = Purged),
-        AuthErrors, BodyErrors, ServerErrors))]
+        AuthErrors, BodyErrors, WriteErrors))]
 fn purge_dead_letters() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/tasks/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, description = "The task with its result and callback", body = TaskDetail),
-        AuthErrors, TaskErrors, ServerErrors))]
+        AuthErrors, TaskNotFound, ServerErrors))]
 fn get_task_detail() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/throughput", tag = "admin", security(("bearer" = [])),

@@ -229,8 +229,9 @@ struct ResultBody<'a, Id = IgnoredAny> {
     status: ResultStatus,
     result: Option<Value>,
     error: Option<String>,
+    /// Absent or `null` for none, as every optional field.
     #[serde(borrow, default)]
-    artifacts: Vec<ArtifactBody<'a>>,
+    artifacts: Option<Vec<ArtifactBody<'a>>>,
     attempt: Option<u32>,
     /// A claim answered with the result (the single result route only).
     claim_next: Option<ClaimBody>,
@@ -267,9 +268,9 @@ impl<Id> ResultBody<'_, Id> {
     }
 }
 
-/// Validates one submission, stores its artifact bytes (decoded from the
-/// request body one piece at a time) and builds the completion to hand to
-/// the store.
+/// Stores a checked submission's artifact bytes (decoded from the request
+/// body one piece at a time) and builds the completion to hand to the
+/// store.
 ///
 /// Bytes are written only for a delivery this worker holds (the store
 /// checks again, atomically, when the result is stored), under that
@@ -284,9 +285,9 @@ async fn prepare_completion<Id>(
     body: &Body,
     submission: ResultBody<'_, Id>,
 ) -> Result<Completion, ApiError> {
-    submission.check()?;
     let uploads = submission
         .artifacts
+        .unwrap_or_default()
         .into_iter()
         .map(|a| ArtifactUpload {
             name: a.name,
@@ -333,7 +334,7 @@ pub async fn submit_result(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut request: ResultBody = body.json()?;
-    let id = task_id(id.as_deref())?;
+    request.check()?;
     // Checked before the result is stored: a bad claim stores nothing.
     let claim_next = match request.claim_next.take() {
         Some(claim) => {
@@ -342,6 +343,7 @@ pub async fn submit_result(
         }
         None => None,
     };
+    let id = task_id(id.as_deref())?;
     let completion = prepare_completion(&app, &worker, id, &body, request).await?;
     let Some(claim) = claim_next else {
         let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
@@ -391,6 +393,9 @@ async fn prepare_item(
     };
     if submission.claim_next.is_some() {
         let refused = ApiError::field("claimNext is taken by the single result route only");
+        return (label, Err(refused));
+    }
+    if let Err(refused) = submission.check() {
         return (label, Err(refused));
     }
     let completion = match task_id(Some(&label)) {

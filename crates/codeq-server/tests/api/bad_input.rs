@@ -274,6 +274,8 @@ async fn worker_endpoints_refuse_bad_input() {
             post("abandon id not UTF-8", "/v1/codeq/tasks/%ff/abandon", WORKER, "{}", 404, "task_not_found"),
             post("nack id not UTF-8", "/v1/codeq/tasks/%ff/nack", WORKER, "{}", 404, "task_not_found"),
             post("result id not UTF-8", &result("%ff"), WORKER, r#"{"status":"COMPLETED","result":{}}"#, 404, "task_not_found"),
+            post("result id not a uuid, bad body", &result("not-an-id"), WORKER, r#"{"status":"COMPLETED"}"#, 400, "invalid_field"),
+            post("result id not a uuid, bad claimNext", &result("not-an-id"), WORKER, r#"{"status":"FAILED","error":"x","claimNext":{"leaseSeconds":0}}"#, 400, "invalid_field"),
             post("heartbeat pending task", &hb(&pending), WORKER, "{}", 409, "not_in_progress"),
             post("heartbeat by another worker", &hb(&held), WORKER2, "{}", 403, "not_owner"),
             post("heartbeat extend zero", &hb(&held), WORKER, r#"{"extendSeconds":0}"#, 400, "invalid_field"),
@@ -292,6 +294,7 @@ async fn worker_endpoints_refuse_bad_input() {
             post("result pending task", &result(&pending), WORKER, r#"{"status":"COMPLETED","result":{}}"#, 409, "not_in_progress"),
             post("result by another worker", &result(&held), WORKER2, r#"{"status":"COMPLETED","result":{}}"#, 403, "not_owner"),
             post("batch results empty", "/v1/codeq/tasks/batch/results", WORKER, r#"{"results":[]}"#, 400, "invalid_field"),
+            post("artifacts of wrong type", &result(&held), WORKER, r#"{"status":"COMPLETED","result":{},"artifacts":{}}"#, 400, "invalid_field"),
         ],
     )
     .await;
@@ -443,6 +446,11 @@ async fn a_wrong_typed_result_status_is_named_alone_and_in_a_batch() {
     let item = &batch.body["results"][0];
     assert_eq!(item["code"], "invalid_field", "{item}");
     assert!(item["error"].as_str().unwrap().contains("status"), "{item}");
+    // The body is checked before the task id, as on every route.
+    let bad_both = json!({ "results": [{ "taskId": "not-an-id", "status": "COMPLETED" }] });
+    let batch = app.post("/tasks/batch/results", WORKER, bad_both).await;
+    let item = &batch.body["results"][0];
+    assert_eq!((&item["taskId"], &item["code"]), (&json!("not-an-id"), &json!("invalid_field")));
     let unknown = app
         .post(&format!("/tasks/{id}/result"), WORKER, json!({ "status": "DONE", "result": {} }))
         .await;
