@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::body::Body;
 use super::error::ApiError;
 use super::extract::{Admin, Caller, PathText};
+use super::tasks::whole;
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
 use crate::service::retention;
@@ -55,6 +56,7 @@ pub fn path_command(text: Option<String>) -> Result<Command, ApiError> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CleanupBody {
+    #[serde(default, deserialize_with = "whole")]
     limit: Option<i64>,
     before: Option<String>,
 }

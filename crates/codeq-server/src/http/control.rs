@@ -18,7 +18,7 @@ use super::admin::path_command;
 use super::body::Body;
 use super::error::ApiError;
 use super::extract::{Admin, PathText, Producer};
-use super::tasks::{check_batch_size, task_id};
+use super::tasks::{check_batch_size, task_id, whole};
 use super::views::TaskView;
 use crate::app::AppState;
 use crate::service::control::{CancelRefused, MAX_BULK, Page, Selection};
@@ -132,8 +132,10 @@ pub async fn cancel_many(
 #[serde(rename_all = "camelCase")]
 struct SettingsBody {
     paused: Option<bool>,
+    #[serde(default, deserialize_with = "whole")]
     max_in_flight: Option<i64>,
     rate_per_second: Option<f64>,
+    #[serde(default, deserialize_with = "whole")]
     burst: Option<i64>,
 }
 
@@ -342,6 +344,7 @@ struct BulkBody {
     error_contains: Option<String>,
     failed_before: Option<String>,
     failed_after: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
     limit: Option<i64>,
     rate_per_second: Option<f64>,
 }

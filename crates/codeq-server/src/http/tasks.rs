@@ -37,10 +37,12 @@ struct CreateBody<'a> {
     #[serde(borrow)]
     payload: Option<&'a RawValue>,
     priority: Option<AnyInteger>,
+    #[serde(default, deserialize_with = "whole")]
     max_attempts: Option<i64>,
     webhook: Option<String>,
     idempotency_key: Option<String>,
     run_at: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
     delay_seconds: Option<i64>,
 }
 
@@ -129,6 +131,21 @@ impl<'de> Deserialize<'de> for AnyInteger {
             _ => Err(D::Error::custom(format!("expected an integer, got {number}"))),
         }
     }
+}
+
+/// An optional integer field the API refuses out of range: whole numbers
+/// written as `5.0` or `1e3` count, as JSON Schema's `integer` does
+/// (beyond `i64` they saturate, and the range check refuses them); `5.5`
+/// is refused.
+pub fn whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let Some(AnyInteger(n)) = Option::<AnyInteger>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    T::try_from(n).map(Some).map_err(|_| D::Error::custom(format!("{n} is out of range")))
 }
 
 /// Valid JSON text without the whitespace between its tokens (the compact

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::body::{Body, parse_json};
 use super::error::ApiError;
 use super::extract::{PathText, Worker, scope};
-use super::tasks::{AnyInteger, check_batch_size, error_item, task_id};
+use super::tasks::{AnyInteger, check_batch_size, error_item, task_id, whole};
 use super::views::{ResultAndNext, ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal, Scope};
@@ -34,8 +34,10 @@ const MAX_WAIT_SECONDS: i64 = 30;
 #[serde(rename_all = "camelCase")]
 struct ClaimBody {
     commands: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "whole")]
     lease_seconds: Option<i64>,
     wait_seconds: Option<AnyInteger>,
+    #[serde(default, deserialize_with = "whole")]
     count: Option<i64>,
 }
 
@@ -130,7 +132,9 @@ pub async fn claim_batch(
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HeartbeatBody {
+    #[serde(default, deserialize_with = "whole")]
     extend_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
     attempt: Option<u32>,
 }
 
@@ -159,6 +163,7 @@ pub async fn heartbeat(
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AbandonBody {
+    #[serde(default, deserialize_with = "whole")]
     attempt: Option<u32>,
 }
 
@@ -178,8 +183,10 @@ pub async fn abandon(
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NackBody {
+    #[serde(default, deserialize_with = "whole")]
     delay_seconds: Option<i64>,
     reason: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
     attempt: Option<u32>,
 }
 
@@ -232,6 +239,7 @@ struct ResultBody<'a, Id = IgnoredAny> {
     /// Absent or `null` for none, as every optional field.
     #[serde(borrow, default)]
     artifacts: Option<Vec<ArtifactBody<'a>>>,
+    #[serde(default, deserialize_with = "whole")]
     attempt: Option<u32>,
     /// A claim answered with the result (the single result route only).
     claim_next: Option<ClaimBody>,

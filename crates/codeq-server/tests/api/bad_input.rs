@@ -483,3 +483,38 @@ async fn a_delay_too_long_to_have_a_date_is_refused() {
     assert_eq!(ten_years.status, 202);
     assert!(ten_years.str("runAt").starts_with("20"), "{:?}", ten_years.body);
 }
+
+#[tokio::test]
+async fn whole_numbers_written_with_a_fraction_count_as_integers_everywhere() {
+    let app = TestApp::spawn().await;
+    // `5.0` is an integer to JSON Schema, and so to the API.
+    let created = app
+        .post("/tasks", PRODUCER, json!({ "command": "whole", "payload": {}, "maxAttempts": 5.0 }))
+        .await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    assert_eq!(created.body["maxAttempts"], 5);
+    let claim = json!({ "commands": ["whole"], "leaseSeconds": 60.0, "count": 1e0 });
+    let claimed = app.post("/tasks/claim/batch", WORKER, claim).await;
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let id = claimed.body["tasks"][0]["id"].as_str().unwrap().to_string();
+    let heartbeat = json!({ "extendSeconds": 30.0, "attempt": 1.0 });
+    let beat = app.post(&format!("/tasks/{id}/heartbeat"), WORKER, heartbeat).await;
+    assert_eq!(beat.status, 200, "{:?}", beat.body);
+    // A fraction, or a whole number out of the field's range, is refused.
+    let nack = format!("/tasks/{id}/nack");
+    for (path, token, body, field) in [
+        (
+            "/tasks",
+            PRODUCER,
+            json!({ "command": "whole", "payload": {}, "maxAttempts": 5.5 }),
+            "maxAttempts",
+        ),
+        (nack.as_str(), WORKER, json!({ "attempt": -1.0 }), "attempt"),
+        (nack.as_str(), WORKER, json!({ "attempt": 1e10 }), "attempt"),
+    ] {
+        let refused = app.post(path, token, body).await;
+        assert_eq!((refused.status, refused.code()), (400, "invalid_field"), "{:?}", refused.body);
+        assert!(refused.str("error").contains(field), "{:?}", refused.body);
+    }
+    assert_eq!(app.task(&id).await["status"], "IN_PROGRESS", "nothing refused changed the task");
+}
