@@ -13,11 +13,24 @@ use time::{OffsetDateTime, UtcOffset};
 pub const RFC3339_MAX_LEN: usize = 48;
 
 /// Milliseconds since 1970-01-01T00:00:00Z.
+///
+/// The API shows times in any offset up to ±23:59, and RFC 3339 has only
+/// the years 0000 to 9999: times are taken between [`Timestamp::EARLIEST`]
+/// and [`Timestamp::LATEST`], later times computed by the server stop at
+/// `LATEST`, and a time outside (written by an earlier version) is shown
+/// as the nearest of the two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// 0000-01-02T00:00:00Z: the earliest time the API takes or shows.
+    pub const EARLIEST: Self = Self(-62_167_132_800_000);
+
+    /// 9999-12-30T00:00:00Z: the latest time the API takes or shows, and
+    /// where times the server adds up stop.
+    pub const LATEST: Self = Self(253_402_128_000_000);
+
     /// The current wall-clock time.
     pub fn now() -> Self {
         Self::from_datetime(OffsetDateTime::now_utc())
@@ -28,15 +41,17 @@ impl Timestamp {
         self.0
     }
 
-    /// This instant plus `seconds` (saturating).
+    /// This instant plus `seconds`, at most [`Timestamp::LATEST`].
     pub fn plus_seconds(self, seconds: u64) -> Self {
         let millis = i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Self(self.0.saturating_add(millis))
+        self.plus_millis(millis)
     }
 
-    /// This instant plus `millis` milliseconds (saturating).
+    /// This instant plus `millis` milliseconds, at most
+    /// [`Timestamp::LATEST`] (unless it was later already).
     pub fn plus_millis(self, millis: i64) -> Self {
-        Self(self.0.saturating_add(millis))
+        let sum = Self(self.0.saturating_add(millis));
+        if millis > 0 && sum > Self::LATEST { Self::LATEST.max(self) } else { sum }
     }
 
     /// Converts from a `time` date-time.
@@ -45,9 +60,11 @@ impl Timestamp {
         Self(i64::try_from(millis).unwrap_or(i64::MAX))
     }
 
-    /// Parses RFC 3339 text (`2026-01-02T03:04:05Z`, any offset).
+    /// Parses RFC 3339 text (`2026-01-02T03:04:05Z`, any offset) of a
+    /// time from [`Timestamp::EARLIEST`] to [`Timestamp::LATEST`].
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        OffsetDateTime::parse(text, &Rfc3339).ok().map(Self::from_datetime)
+        let at = OffsetDateTime::parse(text, &Rfc3339).ok().map(Self::from_datetime)?;
+        (Self::EARLIEST..=Self::LATEST).contains(&at).then_some(at)
     }
 
     /// RFC 3339 text in the given offset, with millisecond precision when
@@ -63,9 +80,10 @@ impl Timestamp {
     /// for UTC); years 0 to 9999 in whole-minute offsets are written
     /// here directly, anything else through `time`.
     pub fn rfc3339_in(self, offset: UtcOffset, buffer: &mut [u8; RFC3339_MAX_LEN]) -> &str {
-        let written = match self.write_rfc3339(offset, buffer) {
+        let shown = self.clamp(Self::EARLIEST, Self::LATEST);
+        let written = match shown.write_rfc3339(offset, buffer) {
             Some(written) => written,
-            None => self.format_rfc3339(offset, buffer),
+            None => shown.format_rfc3339(offset, buffer),
         };
         std::str::from_utf8(&buffer[..written]).unwrap_or_default()
     }
@@ -122,8 +140,8 @@ impl Timestamp {
         let nanos = i128::from(self.0) * 1_000_000;
         let mut cursor = std::io::Cursor::new(&mut buffer[..]);
         let formatted = OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .map(|at| at.to_offset(offset))
             .ok()
+            .and_then(|at| at.checked_to_offset(offset))
             .and_then(|at| at.format_into(&mut cursor, &Rfc3339).ok());
         formatted.map_or(0, |_| usize::try_from(cursor.position()).unwrap_or(0))
     }
@@ -190,8 +208,8 @@ mod tests {
         let offsets = [(0, 0), (2, 0), (-5, -30), (14, 0), (-12, 0), (5, 45)];
         let mut at: i64 = -3_000_000_000_000;
         // Steps that touch every millisecond pattern, leap days and the
-        // edges of the fast path (before 1970, after 9999).
-        while at < 260_000_000_000_000 {
+        // edges of the fast path (before 1970, the end of 9999).
+        while at < Timestamp::LATEST.0 {
             for (hours, minutes) in offsets {
                 let offset = UtcOffset::from_hms(hours, minutes, 0).unwrap();
                 let mut fast = [0u8; RFC3339_MAX_LEN];
@@ -216,6 +234,34 @@ mod tests {
     #[test]
     fn plus_seconds_saturates() {
         assert_eq!(Timestamp(0).plus_seconds(2), Timestamp(2000));
-        assert_eq!(Timestamp(1).plus_seconds(u64::MAX), Timestamp(i64::MAX));
+        assert_eq!(Timestamp(1).plus_seconds(u64::MAX), Timestamp::LATEST);
+        assert_eq!(Timestamp::LATEST.plus_millis(1), Timestamp::LATEST);
+        assert_eq!(Timestamp(i64::MAX).plus_millis(1), Timestamp(i64::MAX), "never goes back");
+        assert_eq!(Timestamp::LATEST.plus_millis(-1), Timestamp(Timestamp::LATEST.0 - 1));
+    }
+
+    #[test]
+    fn times_are_taken_and_shown_only_where_every_offset_has_an_rfc3339_text() {
+        assert_eq!(Timestamp::parse_rfc3339("9999-12-30T00:00:00Z"), Some(Timestamp::LATEST));
+        assert_eq!(Timestamp::parse_rfc3339("0000-01-02T00:00:00Z"), Some(Timestamp::EARLIEST));
+        for outside in [
+            "9999-12-30T00:00:00.001Z",
+            "9999-12-31T23:30:00Z",
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T23:59:59.999Z",
+            "0000-01-01T00:00:00+23:59",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(outside), None, "{outside}");
+        }
+        let extremes = [i64::MIN, Timestamp::EARLIEST.0 - 1, Timestamp::LATEST.0 + 1, i64::MAX];
+        for at in extremes.map(Timestamp) {
+            for (hours, minutes) in [(23, 59), (-23, -59), (0, 0)] {
+                let offset = UtcOffset::from_hms(hours, minutes, 0).unwrap();
+                let text = at.to_rfc3339(offset);
+                let read = Timestamp::parse_rfc3339(&text);
+                let nearest = at.clamp(Timestamp::EARLIEST, Timestamp::LATEST);
+                assert_eq!(read, Some(nearest), "{at:?} in {offset} was shown as {text:?}");
+            }
+        }
     }
 }

@@ -4,14 +4,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use codeq_core::{Command, QueueStats, Timestamp};
+use codeq_core::{Command, QueueStats};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::Body;
 use super::error::ApiError;
 use super::extract::{Admin, Caller, PathText};
-use super::tasks::whole;
+use super::tasks::{rfc3339_field, whole};
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
 use crate::service::retention;
@@ -80,8 +80,7 @@ pub async fn cleanup(
     };
     let before = match &request.before {
         None => app.scheduler.clock().now(),
-        Some(text) => Timestamp::parse_rfc3339(text)
-            .ok_or_else(|| ApiError::field(format!("before {text:?} is not an RFC 3339 time")))?,
+        Some(text) => rfc3339_field("before", text)?,
     };
     let retention_seconds = app.scheduler.policy().retention_seconds;
     let store = app.scheduler.store().as_ref();

@@ -18,7 +18,7 @@ use super::admin::path_command;
 use super::body::Body;
 use super::error::ApiError;
 use super::extract::{Admin, PathText, Producer};
-use super::tasks::{check_batch_size, task_id, whole};
+use super::tasks::{check_batch_size, rfc3339_field, task_id, whole};
 use super::views::TaskView;
 use crate::app::AppState;
 use crate::service::control::{CancelRefused, MAX_BULK, Page, Selection};
@@ -241,13 +241,7 @@ fn page_limit(fields: &HashMap<String, String>) -> Result<usize, ApiError> {
 }
 
 fn time_field(fields: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    fields
-        .get(name)
-        .map(|text| {
-            Timestamp::parse_rfc3339(text)
-                .ok_or_else(|| ApiError::field(format!("{name} {text:?} is not an RFC 3339 time")))
-        })
-        .transpose()
+    fields.get(name).map(|text| rfc3339_field(name, text)).transpose()
 }
 
 fn flag(fields: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
@@ -359,13 +353,7 @@ impl BulkBody {
             }
         };
         let time = |name: &str, text: &Option<String>| {
-            text.as_deref()
-                .map(|text| {
-                    Timestamp::parse_rfc3339(text).ok_or_else(|| {
-                        ApiError::field(format!("{name} {text:?} is not an RFC 3339 time"))
-                    })
-                })
-                .transpose()
+            text.as_deref().map(|text| rfc3339_field(name, text)).transpose()
         };
         let filter = DeadLetterFilter {
             before: time("failedBefore", &self.failed_before)?,

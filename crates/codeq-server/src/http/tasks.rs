@@ -89,9 +89,7 @@ impl CreateBody<'_> {
             return Err(ApiError::field("idempotencyKey must be 1..256 characters"));
         }
         let schedule = match (&self.run_at, self.delay_seconds) {
-            (Some(text), _) => Schedule::At(Timestamp::parse_rfc3339(text).ok_or_else(|| {
-                ApiError::field(format!("runAt {text:?} is not an RFC 3339 time"))
-            })?),
+            (Some(text), _) => Schedule::At(rfc3339_field("runAt", text)?),
             (None, Some(seconds @ 0..=MAX_DELAY_SECONDS)) => Schedule::After(seconds as u64),
             (None, Some(seconds)) => {
                 return Err(ApiError::field(format!(
@@ -131,6 +129,16 @@ impl<'de> Deserialize<'de> for AnyInteger {
             _ => Err(D::Error::custom(format!("expected an integer, got {number}"))),
         }
     }
+}
+
+/// A time field: RFC 3339, from 0000-01-02 to 9999-12-30 (so that it can
+/// be shown in any offset).
+pub fn rfc3339_field(name: &str, text: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(text).ok_or_else(|| {
+        ApiError::field(format!(
+            "{name} {text:?} is not an RFC 3339 time from 0000-01-02 to 9999-12-30"
+        ))
+    })
 }
 
 /// An optional integer field the API refuses out of range: whole numbers

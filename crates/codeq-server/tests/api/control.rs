@@ -320,3 +320,46 @@ async fn futures_ids(app: &TestApp, command: &str, count: usize) -> Vec<String> 
     }
     ids
 }
+
+#[tokio::test]
+async fn times_at_the_end_of_year_9999_are_refused_or_shown_in_any_offset() {
+    let offset = time::UtcOffset::from_hms(23, 59, 0).unwrap();
+    let app = TestApp::spawn_with(|config| config.timezone = offset, false).await;
+    let shown = |value: &Value| {
+        let text = value.as_str().unwrap_or_default();
+        codeq_core::Timestamp::parse_rfc3339(text).unwrap_or_else(|| panic!("{text:?}"))
+    };
+    // Past what +23:59 can show in RFC 3339: refused, nothing stored.
+    let late = json!({ "command": "late", "payload": {}, "runAt": "9999-12-31T23:30:00Z" });
+    let refused = app.post("/tasks", PRODUCER, late).await;
+    assert_eq!((refused.status, refused.code()), (400, "invalid_field"), "{:?}", refused.body);
+    assert!(refused.str("error").contains("runAt"), "{:?}", refused.body);
+    let cleanup = json!({ "before": "9999-12-31T23:00:00Z" });
+    let refused = app.post("/admin/tasks/cleanup", ADMIN, cleanup).await;
+    assert_eq!((refused.status, refused.code()), (400, "invalid_field"), "{:?}", refused.body);
+    // The latest time taken is shown in the offset.
+    let latest = json!({ "command": "late", "payload": {}, "runAt": "9999-12-30T00:00:00Z" });
+    let created = app.post("/tasks", PRODUCER, latest).await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    assert_eq!(created.body["runAt"], "9999-12-30T23:59:00+23:59");
+    // A replay paced at one task in 1e300 seconds: the second stops at the
+    // latest time instead of leaving the range.
+    let ids = dead(&app, "paced", 2, "x").await;
+    let replay = json!({ "ratePerSecond": 1e-300 });
+    let replayed = app.post("/admin/queues/paced/dlq/replay", ADMIN, replay).await;
+    assert_eq!(replayed.body["replayed"], 2, "{:?}", replayed.body);
+    let mut visible = Vec::new();
+    for id in &ids {
+        visible.push(shown(&app.get(&format!("/admin/tasks/{id}"), ADMIN).await.body["visibleAt"]));
+    }
+    assert!(visible.contains(&codeq_core::Timestamp::LATEST), "{visible:?}");
+    let listed = app.get("/admin/tasks?includePayload=true", ADMIN).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    for task in listed.body["tasks"].as_array().unwrap() {
+        for field in ["createdAt", "updatedAt", "runAt"] {
+            if !task[field].is_null() {
+                shown(&task[field]);
+            }
+        }
+    }
+}
