@@ -2,6 +2,7 @@
 //! abandon, nack and results (single and batch).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::Json;
@@ -261,6 +262,11 @@ fn result_status<'de, D: serde::Deserializer<'de>>(
 }
 
 impl<Id> ResultBody<'_, Id> {
+    /// Whether it carries inline artifact bytes to write.
+    fn carries_bytes(&self) -> bool {
+        self.artifacts.iter().flatten().any(|artifact| artifact.content_base64.is_some())
+    }
+
     /// Checks the outcome's fields: `COMPLETED` needs a `result` object,
     /// `FAILED` a non-empty `error`.
     fn check(&self) -> Result<(), ApiError> {
@@ -285,7 +291,10 @@ impl<Id> ResultBody<'_, Id> {
 /// delivery's own directory: a repeat of an accepted submission, or one
 /// from another delivery, never overwrites the files of the result that
 /// was stored. A repeat on a terminal task writes nothing; the store
-/// answers it with the stored record.
+/// answers it with the stored record. The caller holds the task's
+/// artifacts ([`Artifacts::hold`]) from before this call until the store
+/// has answered, so that two submissions of one delivery never both write
+/// (the later one's bytes under the earlier one's record).
 async fn prepare_completion<Id>(
     app: &AppState,
     worker: &Principal,
@@ -352,6 +361,7 @@ pub async fn submit_result(
         None => None,
     };
     let id = task_id(id.as_deref())?;
+    let _held = app.artifacts.hold(request.carries_bytes().then_some(id)).await;
     let completion = prepare_completion(&app, &worker, id, &body, request).await?;
     let Some(claim) = claim_next else {
         let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
@@ -380,14 +390,13 @@ struct ItemTaskId {
     task_id: Option<String>,
 }
 
-/// Parses, checks and prepares one item of a batch of results; returns the
-/// `taskId` to echo and the completion or the item's error.
-async fn prepare_item(
-    app: &AppState,
-    worker: &Principal,
-    body: &Body,
-    item: &RawValue,
-) -> (String, Result<Completion, ApiError>) {
+/// A batch item parsed and checked: its `taskId` to echo, and its task
+/// and submission or its refusal.
+type ParsedItem<'a> = (String, Result<(TaskId, ResultBody<'a, Option<String>>), ApiError>);
+
+/// Parses and checks one item of a batch of results; `seen` holds the
+/// tasks of the items before it (a task may appear once in a batch).
+fn parse_item<'a>(item: &'a RawValue, seen: &mut HashSet<TaskId>) -> ParsedItem<'a> {
     let text = item.get().as_bytes();
     let mut submission = match parse_json::<ResultBody<Option<String>>>(text) {
         Ok(submission) => submission,
@@ -406,11 +415,14 @@ async fn prepare_item(
     if let Err(refused) = submission.check() {
         return (label, Err(refused));
     }
-    let completion = match task_id(Some(&label)) {
-        Ok(id) => prepare_completion(app, worker, id, body, submission).await,
-        Err(error) => Err(error),
-    };
-    (label, completion)
+    let checked = task_id(Some(&label)).and_then(|id| {
+        if seen.insert(id) {
+            Ok((id, submission))
+        } else {
+            Err(ApiError::field(format!("taskId {id} appears more than once in the batch")))
+        }
+    });
+    (label, checked)
 }
 
 /// `POST /v1/codeq/tasks/batch/results`
@@ -421,13 +433,24 @@ pub async fn submit_results_batch(
 ) -> Result<Response, ApiError> {
     let request: BatchResultsBody = body.json()?;
     check_batch_size("results", request.results.len())?;
+    let mut seen = HashSet::with_capacity(request.results.len());
+    let items: Vec<ParsedItem> =
+        request.results.into_iter().map(|item| parse_item(item, &mut seen)).collect();
+    let writing = items.iter().filter_map(|(_, parsed)| match parsed {
+        Ok((id, submission)) if submission.carries_bytes() => Some(*id),
+        _ => None,
+    });
+    let _held = app.artifacts.hold(writing).await;
     // Each item's label and refusal in request order; the valid
     // completions moved out. Items are prepared one after the other, so
     // at most one artifact is being decoded at a time.
-    let mut labels: Vec<(String, Option<ApiError>)> = Vec::with_capacity(request.results.len());
-    let mut valid: Vec<Completion> = Vec::with_capacity(request.results.len());
-    for item in request.results {
-        let (label, completion) = prepare_item(&app, &worker, &body, item).await;
+    let mut labels: Vec<(String, Option<ApiError>)> = Vec::with_capacity(items.len());
+    let mut valid: Vec<Completion> = Vec::with_capacity(items.len());
+    for (label, parsed) in items {
+        let completion = match parsed {
+            Ok((id, submission)) => prepare_completion(&app, &worker, id, &body, submission).await,
+            Err(refused) => Err(refused),
+        };
         match completion {
             Ok(completion) => {
                 valid.push(completion);

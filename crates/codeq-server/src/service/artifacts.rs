@@ -1,6 +1,6 @@
 //! Artifacts attached to results: a `url` is stored as given; inline
 //! `contentBase64` bytes are written (and fsynced) under
-//! `localArtifactsDir/<taskId>/<name>` before the result is stored, and
+//! `localArtifactsDir/<taskId>/<attempt>/<name>` before the result is stored, and
 //! referenced by their download path.
 //!
 //! Inline content stays base64 text (a view into the request body) until
@@ -8,19 +8,26 @@
 //! into its file, on the blocking pool, so an artifact never exists
 //! decoded in memory as a whole.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use codeq_core::{Artifact, TaskId};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::outbound::after_http_scheme;
 
 /// Base64 text decoded per piece: a multiple of 4, so that each piece
 /// decodes on its own; 1 MiB of text is 768 KiB of bytes.
 const DECODE_PIECE: usize = 1024 * 1024;
+
+/// Locks that serialise the writing of artifacts, each for the tasks
+/// whose ids hash to it.
+const HOLD_STRIPES: usize = 256;
 
 /// Base64 text checked on the request's own thread: decoding it takes
 /// well under a millisecond, less than a hop to the blocking pool.
@@ -66,13 +73,42 @@ pub struct Artifacts {
     dir: PathBuf,
     public_base_url: String,
     max_bytes: usize,
+    /// See [`Artifacts::hold`].
+    stripes: Arc<[Arc<Mutex<()>>]>,
+}
+
+/// The tasks a submission holds; released when dropped.
+#[must_use = "the tasks are released when this is dropped"]
+pub struct Held {
+    _guards: Vec<OwnedMutexGuard<()>>,
 }
 
 impl Artifacts {
     /// Artifacts under `dir`, linked from `public_base_url` (may be empty).
     pub fn new(dir: PathBuf, public_base_url: Option<String>, max_bytes: usize) -> Self {
         let public_base_url = public_base_url.unwrap_or_default().trim_end_matches('/').to_string();
-        Self { dir, public_base_url, max_bytes }
+        let stripes = (0..HOLD_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect();
+        Self { dir, public_base_url, max_bytes, stripes }
+    }
+
+    /// Holds the writing of `tasks`' inline bytes until the answer is
+    /// dropped. A submission with bytes holds its task from before it
+    /// looks at the task until the store has answered: two submissions of
+    /// one delivery then never both write, so the files are those of the
+    /// result that was stored. Tasks share 256 locks (taken in order, so
+    /// two callers never wait on each other); only this process's callers
+    /// are held (with Redis, artifacts are per replica anyway).
+    pub async fn hold(&self, tasks: impl IntoIterator<Item = TaskId>) -> Held {
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let mut stripes: Vec<usize> =
+            tasks.into_iter().map(|task| hasher.hash_one(task) as usize % HOLD_STRIPES).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.stripes[stripe].clone().lock_owned().await);
+        }
+        Held { _guards: guards }
     }
 
     /// Checks uploads (names, sources, sizes, base64), without writing

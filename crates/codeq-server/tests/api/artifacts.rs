@@ -119,3 +119,51 @@ async fn unsafe_artifact_names_and_oversized_bytes_are_refused_at_upload() {
     let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
     assert_eq!((reply.status, reply.code()), (413, "artifact_too_large"));
 }
+
+/// A result of `n` with one inline artifact `f` holding `bytes`.
+fn result_with_bytes(n: u32, bytes: &[u8]) -> serde_json::Value {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    json!({
+        "status": "COMPLETED",
+        "result": { "n": n },
+        "artifacts": [{ "name": "f", "contentBase64": encoded }]
+    })
+}
+
+#[tokio::test]
+async fn a_refused_result_never_replaces_the_stored_results_files() {
+    let app = TestApp::spawn().await;
+
+    // One task twice in a batch: the second item is refused, writing nothing.
+    let id = app.create_simple("twice").await;
+    app.claim_ok(WORKER, &["twice"]).await;
+    let mut first = result_with_bytes(1, b"ONE");
+    first["taskId"] = json!(id);
+    let mut second = result_with_bytes(2, b"TWO");
+    second["taskId"] = json!(id);
+    let batch =
+        app.post("/tasks/batch/results", WORKER, json!({ "results": [first, second] })).await;
+    assert_eq!(batch.body["results"][0]["result"]["result"], json!({ "n": 1 }), "{:?}", batch.body);
+    assert_eq!(batch.body["results"][1]["code"], "invalid_field", "{:?}", batch.body);
+    let (status, _, bytes) = download(&app, &format!("/tasks/{id}/artifacts/f"), ADMIN).await;
+    assert_eq!((status, bytes.as_slice()), (200, b"ONE".as_slice()));
+
+    // Two results of one delivery at once: whichever is stored, the file
+    // is its own.
+    for _ in 0..20 {
+        let id = app.create_simple("race").await;
+        app.claim_ok(WORKER, &["race"]).await;
+        let path = format!("/tasks/{id}/result");
+        let (one, two) = tokio::join!(
+            app.post(&path, WORKER, result_with_bytes(1, b"ONE")),
+            app.post(&path, WORKER, result_with_bytes(2, b"TWO")),
+        );
+        // Same outcome: the later one is answered with the stored record.
+        assert_eq!((one.status, two.status), (200, 200), "{:?} {:?}", one.body, two.body);
+        let stored = &one.body["result"];
+        assert_eq!(stored, &two.body["result"], "both answers are the stored record");
+        let expected: &[u8] = if stored["n"] == 1 { b"ONE" } else { b"TWO" };
+        let (_, _, bytes) = download(&app, &format!("/tasks/{id}/artifacts/f"), ADMIN).await;
+        assert_eq!(bytes, expected, "the stored result is {stored:?}");
+    }
+}
