@@ -37,6 +37,11 @@ const POOL: usize = 32;
 /// wake it at once).
 const IDLE: Duration = Duration::from_secs(5);
 
+/// How soon the outbox is read again while callbacks that are due are all
+/// being sent (by a slow receiver): the next one due behind them is
+/// started at most this late.
+const IN_FLIGHT_LOOK_AGAIN: Duration = Duration::from_millis(200);
+
 /// The pause before the outbox is read again after a read failed (its
 /// storage away): the callbacks owed before the failure are due all the
 /// same, and nothing else would wake the dispatcher for them.
@@ -167,11 +172,18 @@ impl Dispatcher {
             let next = if read_failed {
                 now.plus_millis(READ_AGAIN.as_millis() as i64)
             } else {
-                self.store.callbacks_pending().0.map_or(idle, |at| at.clamp(now, idle))
+                match self.store.callbacks_pending().0 {
+                    // Due, yet not started by the read above: being sent.
+                    // The ones due behind them are not in the summary.
+                    Some(at) if at <= now => {
+                        now.plus_millis(IN_FLIGHT_LOOK_AGAIN.as_millis() as i64)
+                    }
+                    Some(at) => at.min(idle),
+                    None => idle,
+                }
             };
-            let nothing_startable = pool.available_permits() == 0 || next <= now;
             tokio::select! {
-                () = self.clock.sleep_until(next), if !nothing_startable => {}
+                () = self.clock.sleep_until(next), if pool.available_permits() > 0 => {}
                 () = self.signals.callback_owed_wait() => {}
                 () = finished.notified() => {}
                 () = shutdown.cancelled() => return,

@@ -1,5 +1,6 @@
 //! A webhook receiver on 127.0.0.1 for tests: records every request and
-//! answers from a script (then 200).
+//! answers from a script (then 200); requests to `/held…` are answered
+//! only once [`Receiver::release`] is called.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,7 @@ pub struct Receiver {
     pub base: String,
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    held: Arc<tokio::sync::Semaphore>,
 }
 
 impl Receiver {
@@ -43,11 +45,15 @@ impl Receiver {
         let script: Arc<Mutex<VecDeque<StatusCode>>> = Arc::new(Mutex::new(
             script.iter().map(|code| StatusCode::from_u16(*code).unwrap()).collect(),
         ));
-        let (log, answers) = (received.clone(), script.clone());
+        let held = Arc::new(tokio::sync::Semaphore::new(0));
+        let (log, answers, gate) = (received.clone(), script.clone(), held.clone());
         let handler = move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let (log, answers) = (log.clone(), answers.clone());
+            let (log, answers, gate) = (log.clone(), answers.clone(), gate.clone());
             async move {
                 log.lock().unwrap().push(Received { path: uri.path().to_string(), headers, body });
+                if uri.path().starts_with("/held") {
+                    let _ = gate.acquire().await;
+                }
                 let status = answers.lock().unwrap().pop_front().unwrap_or(StatusCode::OK);
                 if status == StatusCode::FOUND {
                     return (status, [(header::LOCATION, "/elsewhere")]).into_response();
@@ -59,7 +65,17 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { base: format!("http://127.0.0.1:{port}"), port, received }
+        Self { base: format!("http://127.0.0.1:{port}"), port, received, held }
+    }
+
+    /// Answers the requests to `/held…`, those waiting and those to come.
+    pub fn release(&self) {
+        self.held.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    /// The requests to `path` so far.
+    pub fn received_at(&self, path: &str) -> usize {
+        self.received().iter().filter(|request| request.path == path).count()
     }
 
     pub fn received(&self) -> Vec<Received> {

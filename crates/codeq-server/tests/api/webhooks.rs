@@ -78,6 +78,51 @@ async fn a_receiver_failing_twice_gets_one_delivery_after_them() {
 }
 
 #[tokio::test]
+async fn a_retry_is_sent_on_time_while_another_receiver_holds_its_delivery() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.webhook_allow_private_networks = true;
+            // A retry is due a second at most after a failure: only the
+            // dispatcher's timer starts it.
+            config.result_webhook_base_backoff_seconds = 1;
+            config.result_webhook_max_backoff_seconds = 1;
+            // Longer than the wait below: the held delivery stays in flight.
+            config.webhook_timeout_seconds = 60;
+        },
+        false,
+    )
+    .await;
+    let receiver = Receiver::start(&[500]).await;
+    let complete = |webhook: String| {
+        let app = &app;
+        async move {
+            let task =
+                app.create(json!({ "command": "hooked", "payload": {}, "webhook": webhook })).await;
+            let id = task["id"].as_str().unwrap().to_string();
+            app.claim_ok(WORKER, &["hooked"]).await;
+            let done = json!({ "status": "COMPLETED", "result": {} });
+            assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, done).await.status, 200);
+        }
+    };
+    complete(format!("{}/held", receiver.base)).await;
+    receiver.wait_for(1).await;
+    complete(format!("{}/hook", receiver.base)).await;
+    // The first attempt fails (500); its retry is due within a second.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while receiver.received_at("/hook") < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry waited for the held delivery: {} attempts at /hook",
+            receiver.received_at("/hook")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(receiver.received_at("/held"), 1, "the held delivery was still in flight");
+    receiver.release();
+    app.wait_for_callbacks().await;
+}
+
+#[tokio::test]
 async fn a_receiver_that_always_fails_is_given_up_after_the_last_attempt() {
     let app = server(3).await;
     let receiver = Receiver::start(&[500; 10]).await;
