@@ -4,7 +4,7 @@
 //!
 //! - `fanout`: every subscription.
 //! - `group`: one per `groupId`, round-robin over the group's
-//!   subscriptions (sorted by id).
+//!   subscriptions (sorted by id), each command in its own turn.
 //! - `hash`: one subscription, chosen by `floor(unix_seconds / 60) mod n`
 //!   over the `hash` subscriptions sorted by id: stable within a minute.
 //!
@@ -74,10 +74,10 @@ impl Subscription {
 }
 
 /// What the chooser remembers between notifications: each group's turn
-/// and each subscription's last notification.
+/// for each command and each subscription's last notification.
 #[derive(Debug, Default)]
 pub struct Rotation {
-    turns: HashMap<String, usize>,
+    turns: HashMap<(Command, String), usize>,
     last_sent: HashMap<Uuid, Timestamp>,
 }
 
@@ -95,10 +95,11 @@ impl Rotation {
             .is_none_or(|last| now.millis().saturating_sub(last.millis()) >= interval)
     }
 
-    /// The subscriptions among `wanting` (those that want the command) a
-    /// notification at `now` goes to, noted as sent.
+    /// The subscriptions among `wanting` (those that want `command`) a
+    /// notification of `command` at `now` goes to, noted as sent.
     pub fn choose<'a>(
         &mut self,
+        command: &Command,
         wanting: &[&'a Subscription],
         now: Timestamp,
     ) -> Vec<&'a Subscription> {
@@ -122,13 +123,14 @@ impl Rotation {
             }
         }
         for (group, members) in groups {
-            let turn = self.turns.get(group).copied().unwrap_or(0);
+            let key = (command.clone(), group.to_string());
+            let turn = self.turns.get(&key).copied().unwrap_or(0);
             let next = (0..members.len())
                 .map(|step| (turn + step) % members.len())
                 .find(|index| self.may_send(members[*index], now));
             if let Some(index) = next {
                 chosen.push(members[index]);
-                self.turns.insert(group.to_string(), index + 1);
+                self.turns.insert(key, index + 1);
             }
         }
         if !hashed.is_empty() {
@@ -163,6 +165,10 @@ mod tests {
         }
     }
 
+    fn c(name: &str) -> Command {
+        Command::parse(name).unwrap()
+    }
+
     fn ids(chosen: &[&Subscription]) -> Vec<u128> {
         chosen.iter().map(|subscription| subscription.id.as_u128()).collect()
     }
@@ -173,7 +179,7 @@ mod tests {
     fn fanout_chooses_every_subscription() {
         let all: Vec<_> = (1..=3).map(|n| subscription(n, DeliveryMode::Fanout, None)).collect();
         let wanting: Vec<_> = all.iter().collect();
-        assert_eq!(ids(&Rotation::default().choose(&wanting, T)), vec![1, 2, 3]);
+        assert_eq!(ids(&Rotation::default().choose(&c("A"), &wanting, T)), vec![1, 2, 3]);
     }
 
     #[test]
@@ -185,8 +191,25 @@ mod tests {
         ];
         let wanting: Vec<_> = all.iter().collect();
         let mut rotation = Rotation::default();
-        let turns: Vec<_> = (0..4).map(|_| ids(&rotation.choose(&wanting, T))).collect();
+        let turns: Vec<_> = (0..4).map(|_| ids(&rotation.choose(&c("A"), &wanting, T))).collect();
         assert_eq!(turns, vec![vec![1, 2], vec![3, 2], vec![1, 2], vec![3, 2]]);
+    }
+
+    #[test]
+    fn group_turns_are_kept_per_command() {
+        let all = [
+            subscription(1, DeliveryMode::Group, Some("g")),
+            subscription(2, DeliveryMode::Group, Some("g")),
+        ];
+        let wanting: Vec<_> = all.iter().collect();
+        let mut rotation = Rotation::default();
+        // Notifications of A and B alternate: each command still goes
+        // round the whole group.
+        let turns: Vec<_> = ["A", "B", "A", "B"]
+            .iter()
+            .map(|command| ids(&rotation.choose(&c(command), &wanting, T)))
+            .collect();
+        assert_eq!(turns, vec![vec![1], vec![1], vec![2], vec![2]]);
     }
 
     #[test]
@@ -195,9 +218,9 @@ mod tests {
         let wanting: Vec<_> = all.iter().collect();
         let mut rotation = Rotation::default();
         let minute = Timestamp(60_000 * 1_000_000); // minute 1_000_000: 1_000_000 mod 3 = 1
-        assert_eq!(ids(&rotation.choose(&wanting, minute)), vec![2]);
-        assert_eq!(ids(&rotation.choose(&wanting, minute.plus_seconds(59))), vec![2]);
-        assert_eq!(ids(&rotation.choose(&wanting, minute.plus_seconds(60))), vec![3]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, minute)), vec![2]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, minute.plus_seconds(59))), vec![2]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, minute.plus_seconds(60))), vec![3]);
     }
 
     #[test]
@@ -206,9 +229,9 @@ mod tests {
         throttled.min_interval_seconds = 5;
         let wanting = [&throttled];
         let mut rotation = Rotation::default();
-        assert_eq!(ids(&rotation.choose(&wanting, T)), vec![1]);
-        assert!(rotation.choose(&wanting, T.plus_millis(4_999)).is_empty());
-        assert_eq!(ids(&rotation.choose(&wanting, T.plus_seconds(5))), vec![1]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T)), vec![1]);
+        assert!(rotation.choose(&c("A"), &wanting, T.plus_millis(4_999)).is_empty());
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(5))), vec![1]);
     }
 
     #[test]
@@ -218,9 +241,9 @@ mod tests {
         let second = subscription(2, DeliveryMode::Group, Some("g"));
         let wanting = [&first, &second];
         let mut rotation = Rotation::default();
-        assert_eq!(ids(&rotation.choose(&wanting, T)), vec![1]);
-        assert_eq!(ids(&rotation.choose(&wanting, T.plus_seconds(1))), vec![2]);
-        assert_eq!(ids(&rotation.choose(&wanting, T.plus_seconds(2))), vec![2]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T)), vec![1]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(1))), vec![2]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(2))), vec![2]);
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl Subscriptions {
             for (command, depth) in became_ready {
                 let wanting: Vec<&Subscription> =
                     all.iter().filter(|subscription| subscription.wants(&command, now)).collect();
-                for subscription in rotation.choose(&wanting, now) {
+                for subscription in rotation.choose(&command, &wanting, now) {
                     let Ok(place) = pool.clone().acquire_owned().await else { return };
                     let (notifier, url) = (self.clone(), subscription.callback_url.clone());
                     let command = command.clone();
