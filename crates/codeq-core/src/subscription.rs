@@ -10,7 +10,10 @@
 //!
 //! A subscription still inside its `minIntervalSeconds` since its last
 //! notification is skipped; for `group`, the rotation passes to the next
-//! member instead.
+//! member instead. The choice says when the first one skipped may be told
+//! (`held_until`): the notifier looks at the queue again then, and tells
+//! it if work is still ready, so that a throttled notification is late,
+//! not lost.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -87,12 +90,13 @@ impl Rotation {
         self.last_sent.retain(|id, _| live(id));
     }
 
-    fn may_send(&self, subscription: &Subscription, now: Timestamp) -> bool {
+    /// When `subscription` may next be told.
+    fn free_at(&self, subscription: &Subscription) -> Timestamp {
         let interval = i64::try_from(subscription.min_interval_seconds.saturating_mul(1000))
             .unwrap_or(i64::MAX);
         self.last_sent
             .get(&subscription.id)
-            .is_none_or(|last| now.millis().saturating_sub(last.millis()) >= interval)
+            .map_or(Timestamp(i64::MIN), |last| last.plus_millis(interval))
     }
 
     /// The subscriptions among `wanting` (those that want `command`) a
@@ -102,17 +106,23 @@ impl Rotation {
         command: &Command,
         wanting: &[&'a Subscription],
         now: Timestamp,
-    ) -> Vec<&'a Subscription> {
+    ) -> Choice<'a> {
         let mut sorted = wanting.to_vec();
         sorted.sort_by_key(|subscription| subscription.id);
         let mut chosen: Vec<&Subscription> = Vec::new();
+        let mut held_until: Option<Timestamp> = None;
+        let mut hold =
+            |at: Timestamp| held_until = Some(held_until.map_or(at, |held| held.min(at)));
         let mut groups: BTreeMap<&str, Vec<&Subscription>> = BTreeMap::new();
         let mut hashed = Vec::new();
         for subscription in sorted {
             match subscription.mode {
                 DeliveryMode::Fanout => {
-                    if self.may_send(subscription, now) {
+                    let free_at = self.free_at(subscription);
+                    if free_at <= now {
                         chosen.push(subscription);
+                    } else {
+                        hold(free_at);
                     }
                 }
                 DeliveryMode::Group => groups
@@ -127,24 +137,42 @@ impl Rotation {
             let turn = self.turns.get(&key).copied().unwrap_or(0);
             let next = (0..members.len())
                 .map(|step| (turn + step) % members.len())
-                .find(|index| self.may_send(members[*index], now));
-            if let Some(index) = next {
-                chosen.push(members[index]);
-                self.turns.insert(key, index + 1);
+                .find(|index| self.free_at(members[*index]) <= now);
+            match next {
+                Some(index) => {
+                    chosen.push(members[index]);
+                    self.turns.insert(key, index + 1);
+                }
+                None => {
+                    members.iter().map(|member| self.free_at(member)).min().map(&mut hold);
+                }
             }
         }
         if !hashed.is_empty() {
             let minute = now.unix_seconds().div_euclid(60);
             let index = usize::try_from(minute.rem_euclid(hashed.len() as i64)).unwrap_or(0);
-            if self.may_send(hashed[index], now) {
+            let free_at = self.free_at(hashed[index]);
+            if free_at <= now {
                 chosen.push(hashed[index]);
+            } else {
+                hold(free_at);
             }
         }
         for subscription in &chosen {
             self.last_sent.insert(subscription.id, now);
         }
-        chosen
+        Choice { chosen, held_until }
     }
+}
+
+/// Whom a notification goes to, and when one held back may be told.
+#[derive(Debug)]
+pub struct Choice<'a> {
+    /// The subscriptions told now.
+    pub chosen: Vec<&'a Subscription>,
+    /// When the first subscription held back by its `minIntervalSeconds`
+    /// may be told (none held back: `None`).
+    pub held_until: Option<Timestamp>,
 }
 
 #[cfg(test)]
@@ -169,8 +197,8 @@ mod tests {
         Command::parse(name).unwrap()
     }
 
-    fn ids(chosen: &[&Subscription]) -> Vec<u128> {
-        chosen.iter().map(|subscription| subscription.id.as_u128()).collect()
+    fn ids(choice: &Choice<'_>) -> Vec<u128> {
+        choice.chosen.iter().map(|subscription| subscription.id.as_u128()).collect()
     }
 
     const T: Timestamp = Timestamp(1_700_000_000_000);
@@ -229,9 +257,29 @@ mod tests {
         throttled.min_interval_seconds = 5;
         let wanting = [&throttled];
         let mut rotation = Rotation::default();
-        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T)), vec![1]);
-        assert!(rotation.choose(&c("A"), &wanting, T.plus_millis(4_999)).is_empty());
+        let first = rotation.choose(&c("A"), &wanting, T);
+        assert_eq!((ids(&first), first.held_until), (vec![1], None));
+        let held = rotation.choose(&c("A"), &wanting, T.plus_millis(4_999));
+        assert!(held.chosen.is_empty());
+        assert_eq!(held.held_until, Some(T.plus_seconds(5)), "told once the interval ends");
         assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(5))), vec![1]);
+    }
+
+    #[test]
+    fn a_group_held_back_whole_says_when_its_first_member_is_free() {
+        let mut first = subscription(1, DeliveryMode::Group, Some("g"));
+        first.min_interval_seconds = 60;
+        let mut second = subscription(2, DeliveryMode::Group, Some("g"));
+        second.min_interval_seconds = 10;
+        let mut hashed = subscription(3, DeliveryMode::Hash, None);
+        hashed.min_interval_seconds = 30;
+        let wanting = [&first, &second, &hashed];
+        let mut rotation = Rotation::default();
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T)), vec![1, 3]);
+        assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(1))), vec![2]);
+        let held = rotation.choose(&c("A"), &wanting, T.plus_seconds(2));
+        assert!(held.chosen.is_empty());
+        assert_eq!(held.held_until, Some(T.plus_seconds(11)), "the second member, first free");
     }
 
     #[test]

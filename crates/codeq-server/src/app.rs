@@ -274,7 +274,7 @@ impl App {
             tokio::spawn(subscriptions.clone().clean_up(cleanup_every, shutdown.clone())),
             tokio::spawn(reaper::run(
                 store.clone(),
-                signals,
+                signals.clone(),
                 clock.clone(),
                 policy,
                 shutdown.clone(),
@@ -307,6 +307,7 @@ impl App {
             clock: clock.clone(),
             artifacts: artifacts.clone(),
             metrics: metrics.clone(),
+            signals: signals.clone(),
         };
         let state = AppState(Arc::new(Shared {
             outbound,

@@ -18,7 +18,7 @@ use super::artifacts::Artifacts;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{
-    DeadLetterFilter, DeadLetterKey, OwedCallback, Store, StoreResult, TransitionError,
+    DeadLetterFilter, DeadLetterKey, OwedCallback, Signals, Store, StoreResult, TransitionError,
 };
 
 /// Most ids one replay or purge touches.
@@ -98,6 +98,8 @@ pub struct Control {
     pub artifacts: Arc<Artifacts>,
     /// Counts cancels, replays and purges.
     pub metrics: Arc<Metrics>,
+    /// Tells the subscription notifier of a command resumed with work.
+    pub signals: Arc<Signals>,
 }
 
 impl Control {
@@ -159,7 +161,22 @@ impl Control {
         settings: QueueSettings,
     ) -> StoreResult<QueueSettings> {
         self.store.set_queue_settings(command, settings, self.clock.now()).await?;
+        self.tell_if_ready(command, settings).await;
         Ok(settings)
+    }
+
+    /// Tells subscribers of `command` of its ready tasks when its new
+    /// `settings` let claims take them: a resume (or looser limits) is the
+    /// news a worker told earlier, and answered 204 then, waits for.
+    async fn tell_if_ready(&self, command: &Command, settings: QueueSettings) {
+        if settings.paused {
+            return;
+        }
+        match self.store.queue_stats(command).await {
+            Ok(stats) if stats.ready > 0 => self.signals.became_ready(command.clone(), stats.ready),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "cannot read the depth of a resumed command"),
+        }
     }
 
     /// Pauses (or resumes) `command`, keeping its limits; returns the

@@ -6,10 +6,15 @@
 //! path (a new task, a delayed task or a nack's delay coming due, an
 //! abandon, an expired lease), the store signals it with the ready count;
 //! the notifier picks the subscriptions to tell (`codeq_core::subscription`)
-//! and posts `queue.ready` to each from a bounded pool of its own. Best
-//! effort: a failed notification is not retried; the worker's next claim
-//! (or long poll) finds the work anyway.
+//! and posts `queue.ready` to each from a bounded pool of its own. A
+//! subscription held back by its `minIntervalSeconds` is told once the
+//! interval ends if the command still has ready tasks then; a command
+//! resumed, or given looser limits, with ready tasks is told as if it had
+//! just become ready ([`Control`](super::control::Control)). Best effort:
+//! a failed notification is not retried; the worker's next claim (or long
+//! poll) finds the work anyway.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -189,9 +194,14 @@ impl Subscriptions {
     pub async fn notify(self, shutdown: CancellationToken) {
         let pool = Arc::new(Semaphore::new(POOL));
         let mut rotation = Rotation::default();
+        // Commands whose notification someone was held back from, and when
+        // the first of them may be told.
+        let mut held: HashMap<Command, Timestamp> = HashMap::new();
         loop {
+            let look_again = held.values().min().copied();
             let became_ready = tokio::select! {
                 taken = self.signals.take_became_ready() => taken,
+                () = self.sleep_until(look_again) => self.still_ready(&mut held).await,
                 () = shutdown.cancelled() => return,
             };
             let all = match self.store.subscriptions().await {
@@ -206,7 +216,12 @@ impl Subscriptions {
             for (command, depth) in became_ready {
                 let wanting: Vec<&Subscription> =
                     all.iter().filter(|subscription| subscription.wants(&command, now)).collect();
-                for subscription in rotation.choose(&command, &wanting, now) {
+                let choice = rotation.choose(&command, &wanting, now);
+                match choice.held_until {
+                    Some(at) => held.insert(command.clone(), at),
+                    None => held.remove(&command),
+                };
+                for subscription in choice.chosen {
                     let Ok(place) = pool.clone().acquire_owned().await else { return };
                     let (notifier, url) = (self.clone(), subscription.callback_url.clone());
                     let command = command.clone();
@@ -221,6 +236,34 @@ impl Subscriptions {
                 self.progress.handled.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Sleeps until `at`; forever when `None`.
+    async fn sleep_until(&self, at: Option<Timestamp>) {
+        match at {
+            Some(at) => self.clock.sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The held commands whose time has come that still have ready tasks,
+    /// with their depth; those whose time has come leave `held`.
+    async fn still_ready(&self, held: &mut HashMap<Command, Timestamp>) -> Vec<(Command, u64)> {
+        let now = self.clock.now();
+        let due: Vec<Command> =
+            held.iter().filter(|(_, at)| **at <= now).map(|(command, _)| command.clone()).collect();
+        let mut ready = Vec::new();
+        for command in due {
+            held.remove(&command);
+            match self.store.queue_stats(&command).await {
+                Ok(stats) if stats.ready > 0 && !stats.settings.paused => {
+                    ready.push((command, stats.ready));
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "cannot read a held command's depth"),
+            }
+        }
+        ready
     }
 
     /// Posts one `queue.ready` notification.

@@ -172,6 +172,38 @@ async fn the_minimum_interval_holds_back_a_second_notification() {
 }
 
 #[tokio::test]
+async fn work_that_waits_out_the_interval_is_told_once_it_ends() {
+    let app = server().await;
+    let receiver = Receiver::start(&[]).await;
+    subscribed(&app, &receiver, json!({ "eventTypes": ["held"], "minIntervalSeconds": 10 })).await;
+    ready_round(&app, "held").await;
+    // Ready again inside the interval: held back, and the task stays.
+    let before = app.notifier_handled();
+    app.create_simple("held").await;
+    app.wait_for_notifier(before + 1).await;
+    assert_eq!(receiver.received().len(), 1, "throttled");
+    app.advance(10);
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].json()["queueDepth"], 1, "told of the task that waited");
+}
+
+#[tokio::test]
+async fn a_resumed_command_with_ready_work_is_told() {
+    let app = server().await;
+    let receiver = Receiver::start(&[]).await;
+    subscribed(&app, &receiver, json!({ "eventTypes": ["paused"] })).await;
+    app.create_simple("paused").await;
+    receiver.wait_for(1).await;
+    let pause = app.post("/admin/queues/paused/pause", ADMIN, json!({})).await;
+    assert_eq!(pause.status, 200, "{:?}", pause.body);
+    assert_eq!(app.claim(WORKER, &["paused"]).await.status, 204, "a paused command gives nothing");
+    let resume = app.post("/admin/queues/paused/resume", ADMIN, json!({})).await;
+    assert_eq!(resume.status, 200, "{:?}", resume.body);
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].json()["queueDepth"], 1, "the resume is the news");
+}
+
+#[tokio::test]
 async fn a_lapsed_subscription_gets_nothing_and_is_removed() {
     let app = TestApp::spawn_with(
         |config| {
