@@ -12,11 +12,18 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal, RequestContext, Scope};
+use crate::auth::{AuthError, Principal, RequestContext, Scope, codes};
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let authorization =
-        parts.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let authorization = match parts.headers.get(header::AUTHORIZATION).map(|value| value.to_str()) {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        // Sent, but not text a token can be: malformed, not missing.
+        Some(Err(_)) => {
+            let message = "the Authorization header must be Bearer <token>, in visible ASCII";
+            return Err(AuthError::unauthenticated(codes::MALFORMED_TOKEN, message).into());
+        }
+    };
     let x_role = parts.headers.get("x-role").and_then(|value| value.to_str().ok());
     let context = RequestContext { x_role };
     Ok(state.auth.authenticate_request(authorization, context).await?)

@@ -73,11 +73,19 @@ fn check_host(headers: &HeaderMap) -> Result<(), ApiError> {
             .to_str()
             .ok()
             .and_then(|text| text.parse::<axum::http::uri::Authority>().ok())
-            .is_some_and(|authority| !authority.as_str().contains('@'));
+            .is_some_and(|authority| {
+                !authority.as_str().contains('@') && port_is_valid(&authority)
+            });
     if !valid {
         return Err(ApiError::invalid("invalid_host", "the Host header is not a host and port"));
     }
     Ok(())
+}
+
+/// No port, an empty one (RFC 3986 allows `host:`), or one of 0..65535.
+fn port_is_valid(authority: &axum::http::uri::Authority) -> bool {
+    let after_host = &authority.as_str()[authority.host().len()..];
+    after_host.is_empty() || after_host == ":" || authority.port_u16().is_some()
 }
 
 #[cfg(test)]
@@ -96,7 +104,9 @@ mod tests {
 
     #[test]
     fn http_1_1_needs_exactly_one_valid_host() {
-        for good in [&["example.com"][..], &["127.0.0.1:8080"], &["[::1]:80"], &[""]] {
+        let good_hosts =
+            [&["example.com"][..], &["127.0.0.1:8080"], &["[::1]:80"], &["[::1]"], &["a:"], &[""]];
+        for good in good_hosts {
             assert!(check_host(&headers(good)).is_ok(), "{good:?}");
         }
         let code = |hosts: &[&'static str]| check_host(&headers(hosts)).unwrap_err().code;
@@ -105,6 +115,9 @@ mod tests {
         assert_eq!(code(&["user@example.com"]), "invalid_host");
         assert_eq!(code(&["exa mple"]), "invalid_host");
         assert_eq!(code(&["example.com/path"]), "invalid_host");
+        for bad_port in ["a:99999", "a:b", "a:-1", "[::1]:x"] {
+            assert_eq!(check_host(&headers(&[bad_port])).unwrap_err().code, "invalid_host");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ask, resolves a filter into ids page by page, paces replays and reads
 //! the tasks a page shows.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use codeq_core::{
@@ -224,8 +225,12 @@ impl Control {
         limit: usize,
     ) -> StoreResult<Vec<TaskId>> {
         match selection {
-            // Named ids are all taken (the API bounds how many).
-            Selection::Ids(ids) => Ok(ids),
+            // Named ids are all taken (the API bounds how many), each once.
+            Selection::Ids(mut ids) => {
+                let mut seen = HashSet::with_capacity(ids.len());
+                ids.retain(|id| seen.insert(*id));
+                Ok(ids)
+            }
             Selection::Matching(filter) => {
                 let keys = self.store.dead_letters(command, &filter, None, limit).await?;
                 Ok(keys.into_iter().map(|(_, id)| id).collect())

@@ -518,3 +518,45 @@ async fn whole_numbers_written_with_a_fraction_count_as_integers_everywhere() {
     }
     assert_eq!(app.task(&id).await["status"], "IN_PROGRESS", "nothing refused changed the task");
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    // serde would read these as the fields in order.
+    let array = json!(["ARRAY", { "x": 1 }, 7, 3, null, null, null, null]);
+    let as_fields = app.call(Method::POST, "/v1/codeq/tasks", Some(PRODUCER), Some(array)).await;
+    assert_eq!(
+        (as_fields.status, as_fields.code()),
+        (400, "invalid_field"),
+        "{:?}",
+        as_fields.body
+    );
+    assert!(as_fields.str("error").contains("JSON object"), "{:?}", as_fields.body);
+    let path = "/v1/codeq/admin/queues/ARRAY/settings";
+    let settings = app.call(Method::PUT, path, Some(ADMIN), Some(json!([true, 1, 1.0, 1]))).await;
+    assert_eq!((settings.status, settings.code()), (400, "invalid_field"), "{:?}", settings.body);
+    let item = json!({ "tasks": [["ARRAY", {}]] });
+    let batch = app.post("/tasks/batch", PRODUCER, item).await;
+    assert_eq!(batch.body["results"][0]["code"], "invalid_field", "{:?}", batch.body);
+    let queue = app.get("/admin/queues/ARRAY", ADMIN).await;
+    assert_eq!(
+        (queue.body["ready"].clone(), queue.body["paused"].clone()),
+        (json!(0), json!(false))
+    );
+}
+
+#[tokio::test]
+async fn an_authorization_header_that_is_not_text_is_malformed_not_missing() {
+    let app = TestApp::spawn().await;
+    let value = reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap();
+    let response = app
+        .http
+        .get(format!("{}/v1/codeq/admin/queues", app.base))
+        .header(reqwest::header::AUTHORIZATION, value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "malformed_token", "{body}");
+}
