@@ -162,14 +162,25 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// True for an address a webhook must not reach unless private networks
 /// are allowed: loopback, private, link-local (cloud metadata included),
-/// shared (CGNAT), unique-local, multicast, broadcast and unspecified.
+/// shared (CGNAT), unique-local, multicast, broadcast and unspecified; an
+/// IPv6 address that carries an IPv4 one is judged by that IPv4 address.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => is_private_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => is_private_v4(mapped),
-            None => is_private_v6(ip),
-        },
+        IpAddr::V6(ip) => embedded_v4(ip).map_or_else(|| is_private_v6(ip), is_private_v4),
+    }
+}
+
+/// The IPv4 address an IPv6 address reaches through: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64's well-known
+/// prefix (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let octets = ip.octets();
+    let last = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    match ip.segments() {
+        [0, 0, 0, 0, 0, 0 | 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last),
+        [0x2002, ..] => Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5])),
+        _ => None,
     }
 }
 
@@ -187,12 +198,14 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_private_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let [first, second, third, ..] = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
+        // NAT64 for local use (RFC 8215): it reaches the local network.
+        || (first, second, third) == (0x64, 0xff9b, 1)
 }
 
 /// The guard's resolver: the system's, without private addresses.
@@ -248,10 +261,26 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::8.8.8.8",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "172.32.0.1", "8.8.8.8", "2606:4700::1111"] {
+        let public_addresses = [
+            "93.184.216.34",
+            "172.32.0.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "::ffff:8.8.8.8",
+        ];
+        for public in public_addresses {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }
     }

@@ -226,6 +226,9 @@ async fn private_literal_targets_are_refused_at_registration() {
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]:9/x",
         "http://[fc00::1]/x",
+        "http://[::127.0.0.1]:9/x",
+        "http://[64:ff9b::7f00:1]:9/x",
+        "http://[2002:7f00:1::]:9/x",
     ] {
         let reply = app
             .post("/tasks", PRODUCER, json!({ "command": "c", "payload": {}, "webhook": target }))
