@@ -361,7 +361,7 @@ pub async fn submit_result(
         None => None,
     };
     let id = task_id(id.as_deref())?;
-    let _held = app.artifacts.hold(request.carries_bytes().then_some(id)).await;
+    let held = app.artifacts.hold(request.carries_bytes().then_some(id)).await;
     let completion = prepare_completion(&app, &worker, id, &body, request).await?;
     let Some(claim) = claim_next else {
         let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
@@ -369,8 +369,25 @@ pub async fn submit_result(
             outcome.ok_or_else(|| ApiError::internal("complete returned nothing"))??;
         return Ok(Json(ResultView::new(completed.record(), app.offset)).into_response());
     };
-    let (outcome, claimed) = app.scheduler.complete_and_claim(completion, &claim).await?;
+    // A held task is released once its result is stored, not after a long
+    // poll: the claim looks once with it, and waits (if asked) without it.
+    let holding = !held.is_empty();
+    let look_once;
+    let first_look = if holding {
+        look_once = ClaimRequest { wait: Duration::ZERO, ..claim.clone() };
+        &look_once
+    } else {
+        &claim
+    };
+    let (outcome, mut claimed) = app.scheduler.complete_and_claim(completion, first_look).await?;
+    drop(held);
     let completed = outcome?;
+    if holding && claimed.is_empty() && !claim.wait.is_zero() {
+        claimed = app.scheduler.claim(&claim).await.unwrap_or_else(|error| {
+            tracing::info!(%error, "the claim after a stored result failed: answered without one");
+            Vec::new()
+        });
+    }
     let result = ResultView::new(completed.record(), app.offset);
     let next = claimed.first().map(|task| TaskView::new(task, app.offset));
     Ok(Json(ResultAndNext { result, next }).into_response())

@@ -8,10 +8,10 @@
 //! into its file, on the blocking pool, so an artifact never exists
 //! decoded in memory as a whole.
 
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, Weak};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -25,9 +25,8 @@ use super::outbound::after_http_scheme;
 /// decodes on its own; 1 MiB of text is 768 KiB of bytes.
 const DECODE_PIECE: usize = 1024 * 1024;
 
-/// Locks that serialise the writing of artifacts, each for the tasks
-/// whose ids hash to it.
-const HOLD_STRIPES: usize = 256;
+/// Held tasks' locks kept before the ones no longer held are dropped.
+const HELD_TASKS_KEPT: usize = 1024;
 
 /// Base64 text checked on the request's own thread: decoding it takes
 /// well under a millisecond, less than a hop to the blocking pool.
@@ -73,42 +72,65 @@ pub struct Artifacts {
     dir: PathBuf,
     public_base_url: String,
     max_bytes: usize,
-    /// See [`Artifacts::hold`].
-    stripes: Arc<[Arc<Mutex<()>>]>,
+    /// The lock of each task a submission holds (see [`Artifacts::hold`]).
+    held: Arc<std::sync::Mutex<HashMap<TaskId, Weak<Mutex<()>>>>>,
 }
 
 /// The tasks a submission holds; released when dropped.
 #[must_use = "the tasks are released when this is dropped"]
 pub struct Held {
-    _guards: Vec<OwnedMutexGuard<()>>,
+    guards: Vec<OwnedMutexGuard<()>>,
+}
+
+impl Held {
+    /// Holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.guards.is_empty()
+    }
 }
 
 impl Artifacts {
     /// Artifacts under `dir`, linked from `public_base_url` (may be empty).
     pub fn new(dir: PathBuf, public_base_url: Option<String>, max_bytes: usize) -> Self {
         let public_base_url = public_base_url.unwrap_or_default().trim_end_matches('/').to_string();
-        let stripes = (0..HOLD_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect();
-        Self { dir, public_base_url, max_bytes, stripes }
+        Self { dir, public_base_url, max_bytes, held: Arc::default() }
     }
 
     /// Holds the writing of `tasks`' inline bytes until the answer is
     /// dropped. A submission with bytes holds its task from before it
     /// looks at the task until the store has answered: two submissions of
     /// one delivery then never both write, so the files are those of the
-    /// result that was stored. Tasks share 256 locks (taken in order, so
-    /// two callers never wait on each other); only this process's callers
-    /// are held (with Redis, artifacts are per replica anyway).
+    /// result that was stored. Each task has its own lock, taken in id
+    /// order (two batches cannot hold each other up for ever); only this
+    /// process's callers are held (with Redis, artifacts are per replica
+    /// anyway).
     pub async fn hold(&self, tasks: impl IntoIterator<Item = TaskId>) -> Held {
-        let hasher = BuildHasherDefault::<DefaultHasher>::default();
-        let mut stripes: Vec<usize> =
-            tasks.into_iter().map(|task| hasher.hash_one(task) as usize % HOLD_STRIPES).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for stripe in stripes {
-            guards.push(self.stripes[stripe].clone().lock_owned().await);
+        let mut tasks: Vec<TaskId> = tasks.into_iter().collect();
+        if tasks.is_empty() {
+            return Held { guards: Vec::new() };
         }
-        Held { _guards: guards }
+        tasks.sort_unstable();
+        tasks.dedup();
+        let locks: Vec<Arc<Mutex<()>>> = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.len() > HELD_TASKS_KEPT {
+                held.retain(|_, lock| lock.strong_count() > 0);
+            }
+            let mut lock_of = |task| match held.get(&task).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(Mutex::new(()));
+                    held.insert(task, Arc::downgrade(&lock));
+                    lock
+                }
+            };
+            tasks.into_iter().map(&mut lock_of).collect()
+        };
+        let mut guards = Vec::with_capacity(locks.len());
+        for lock in locks {
+            guards.push(lock.lock_owned().await);
+        }
+        Held { guards }
     }
 
     /// Checks uploads (names, sources, sizes, base64), without writing

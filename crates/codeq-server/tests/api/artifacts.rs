@@ -167,3 +167,29 @@ async fn a_refused_result_never_replaces_the_stored_results_files() {
         assert_eq!(bytes, expected, "the stored result is {stored:?}");
     }
 }
+
+#[tokio::test]
+async fn a_result_waiting_for_its_next_task_no_longer_holds_its_own() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("held").await;
+    app.claim_ok(WORKER, &["held"]).await;
+    let path = format!("/tasks/{id}/result");
+    let mut waiting = result_with_bytes(1, b"ONE");
+    waiting["claimNext"] = json!({ "commands": ["nothing-here"], "waitSeconds": 5 });
+    let request = app.http.post(format!("{}/v1/codeq{path}", app.base)).bearer_auth(WORKER);
+    let first = tokio::spawn(async move { request.json(&waiting).send().await.unwrap() });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.task(&id).await["status"] != "COMPLETED" {
+        assert!(tokio::time::Instant::now() < deadline, "the result was not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The task is stored and the first call waits for a next task: a
+    // repeat of the result is answered without waiting for that.
+    let repeat = app.post(&path, WORKER, result_with_bytes(1, b"ONE")).await;
+    assert_eq!(repeat.status, 200, "{:?}", repeat.body);
+    assert!(!first.is_finished(), "the repeat waited for the first call's long poll");
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert!(body.get("next").is_none(), "{body}");
+}
