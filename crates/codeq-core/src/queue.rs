@@ -60,6 +60,24 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
+    /// Whether these settings let claims through that `before` held back:
+    /// a resume, or a looser `maxInFlight`, rate or burst (none is looser
+    /// than any).
+    pub fn lets_more_through_than(&self, before: &QueueSettings) -> bool {
+        fn looser<T: PartialOrd>(before: Option<T>, after: Option<T>) -> bool {
+            match (before, after) {
+                (Some(_), None) => true,
+                (Some(before), Some(after)) => after > before,
+                (None, _) => false,
+            }
+        }
+        !self.paused
+            && (before.paused
+                || looser(before.max_in_flight, self.max_in_flight)
+                || looser(before.rate_per_second, self.rate_per_second)
+                || looser(before.bucket_size(), self.bucket_size()))
+    }
+
     /// The token bucket's size, when a rate is set.
     pub fn bucket_size(&self) -> Option<f64> {
         self.rate_per_second.map(|_| f64::from(self.burst.unwrap_or(1).max(1)))
@@ -121,6 +139,39 @@ mod tests {
     use super::*;
 
     const T: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[test]
+    fn only_settings_that_let_more_claims_through_say_so() {
+        let open = QueueSettings::default();
+        let paused = QueueSettings { paused: true, ..open };
+        let four = QueueSettings { max_in_flight: Some(4), ..open };
+        let eight = QueueSettings { max_in_flight: Some(8), ..open };
+        let slow = limited(1.0, None);
+        let fast = limited(5.0, None);
+        let bursty = limited(1.0, Some(10));
+        for (before, after) in [
+            (paused, open),
+            (four, eight),
+            (four, open),
+            (slow, fast),
+            (slow, bursty),
+            (slow, open),
+        ] {
+            assert!(after.lets_more_through_than(&before), "{before:?} -> {after:?}");
+        }
+        for (before, after) in [
+            (open, open),
+            (open, paused),
+            (eight, four),
+            (open, four),
+            (fast, slow),
+            (open, slow),
+            (bursty, slow),
+            (paused, QueueSettings { paused: true, max_in_flight: None, ..four }),
+        ] {
+            assert!(!after.lets_more_through_than(&before), "{before:?} -> {after:?}");
+        }
+    }
 
     fn limited(rate: f64, burst: Option<u32>) -> QueueSettings {
         QueueSettings { rate_per_second: Some(rate), burst, ..QueueSettings::default() }

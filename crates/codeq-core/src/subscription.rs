@@ -10,10 +10,10 @@
 //!
 //! A subscription still inside its `minIntervalSeconds` since its last
 //! notification is skipped; for `group`, the rotation passes to the next
-//! member instead. The choice says when the first one skipped may be told
-//! (`held_until`): the notifier looks at the queue again then, and tells
-//! it if work is still ready, so that a throttled notification is late,
-//! not lost.
+//! member instead. The choice says who was held back that way, and when
+//! each may be told ([`Held`]): the notifier looks at the queue again
+//! then and, if work is still ready, tells those (and only those), so
+//! that a throttled notification is late, not lost.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,9 +85,12 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    /// Forgets subscriptions not in `live` (removed or lapsed).
-    pub fn retain(&mut self, live: impl Fn(&Uuid) -> bool) {
-        self.last_sent.retain(|id, _| live(id));
+    /// Forgets subscriptions not in `live` (removed or lapsed), and the
+    /// turns of groups none of them is in.
+    pub fn retain(&mut self, live: &[Subscription]) {
+        self.last_sent.retain(|id, _| live.iter().any(|subscription| subscription.id == *id));
+        self.turns
+            .retain(|(_, group), _| live.iter().any(|subscription| in_group(subscription, group)));
     }
 
     /// When `subscription` may next be told.
@@ -110,9 +113,7 @@ impl Rotation {
         let mut sorted = wanting.to_vec();
         sorted.sort_by_key(|subscription| subscription.id);
         let mut chosen: Vec<&Subscription> = Vec::new();
-        let mut held_until: Option<Timestamp> = None;
-        let mut hold =
-            |at: Timestamp| held_until = Some(held_until.map_or(at, |held| held.min(at)));
+        let mut held = Vec::new();
         let mut groups: BTreeMap<&str, Vec<&Subscription>> = BTreeMap::new();
         let mut hashed = Vec::new();
         for subscription in sorted {
@@ -122,7 +123,7 @@ impl Rotation {
                     if free_at <= now {
                         chosen.push(subscription);
                     } else {
-                        hold(free_at);
+                        held.push((Held::Subscription(subscription.id), free_at));
                     }
                 }
                 DeliveryMode::Group => groups
@@ -144,7 +145,8 @@ impl Rotation {
                     self.turns.insert(key, index + 1);
                 }
                 None => {
-                    members.iter().map(|member| self.free_at(member)).min().map(&mut hold);
+                    let free_at = members.iter().map(|member| self.free_at(member)).min();
+                    held.extend(free_at.map(|at| (Held::Group(group.to_string()), at)));
                 }
             }
         }
@@ -155,24 +157,90 @@ impl Rotation {
             if free_at <= now {
                 chosen.push(hashed[index]);
             } else {
-                hold(free_at);
+                held.push((Held::Subscription(hashed[index].id), free_at));
             }
         }
         for subscription in &chosen {
             self.last_sent.insert(subscription.id, now);
         }
-        Choice { chosen, held_until }
+        Choice { chosen, held }
     }
 }
 
-/// Whom a notification goes to, and when one held back may be told.
+/// Whom a notification goes to, and who was held back.
 #[derive(Debug)]
 pub struct Choice<'a> {
     /// The subscriptions told now.
     pub chosen: Vec<&'a Subscription>,
-    /// When the first subscription held back by its `minIntervalSeconds`
-    /// may be told (none held back: `None`).
-    pub held_until: Option<Timestamp>,
+    /// Those held back by `minIntervalSeconds`, each with when it may be
+    /// told.
+    pub held: Vec<(Held, Timestamp)>,
+}
+
+/// Who a notification was held back from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Held {
+    /// A `fanout` or `hash` subscription.
+    Subscription(Uuid),
+    /// A `group`, every member of which was inside its interval.
+    Group(String),
+}
+
+impl Held {
+    /// Whether `subscription` is (in) what was held back.
+    pub fn covers(&self, subscription: &Subscription) -> bool {
+        match self {
+            Self::Subscription(id) => subscription.id == *id,
+            Self::Group(group) => in_group(subscription, group),
+        }
+    }
+}
+
+/// For each command, who its notifications were held back from, and when
+/// each may be told: what the notifier looks at again once due.
+#[derive(Debug, Default)]
+pub struct HeldBack(HashMap<Command, HashMap<Held, Timestamp>>);
+
+impl HeldBack {
+    /// Notes a notification of `command`: those told wait no more, those
+    /// held back wait until their time.
+    pub fn note(&mut self, command: &Command, choice: &Choice<'_>) {
+        let waiting = self.0.entry(command.clone()).or_default();
+        waiting.retain(|held, _| !choice.chosen.iter().any(|told| held.covers(told)));
+        waiting.extend(choice.held.iter().cloned());
+        if waiting.is_empty() {
+            self.0.remove(command);
+        }
+    }
+
+    /// When the first of them may be told.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.0.values().flat_map(HashMap::values).min().copied()
+    }
+
+    /// Takes those whose time has come at `now`, by command.
+    pub fn take_due(&mut self, now: Timestamp) -> Vec<(Command, Vec<Held>)> {
+        let mut due = Vec::new();
+        for (command, waiting) in &mut self.0 {
+            let now_due: Vec<Held> = waiting
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(held, _)| held.clone())
+                .collect();
+            if !now_due.is_empty() {
+                waiting.retain(|_, at| *at > now);
+                due.push((command.clone(), now_due));
+            }
+        }
+        self.0.retain(|_, waiting| !waiting.is_empty());
+        due
+    }
+}
+
+/// Whether `subscription` is a member of `group` (in `group` mode).
+fn in_group(subscription: &Subscription, group: &str) -> bool {
+    subscription.mode == DeliveryMode::Group
+        && subscription.group_id.as_deref().unwrap_or_default() == group
 }
 
 #[cfg(test)]
@@ -240,6 +308,64 @@ mod tests {
         assert_eq!(turns, vec![vec![1], vec![1], vec![2], vec![2]]);
     }
 
+    /// The notifier's loop, without the HTTP: who is told of what, when.
+    #[derive(Default)]
+    struct Notifier {
+        rotation: Rotation,
+        held: HeldBack,
+        told: Vec<(String, u128, Timestamp)>,
+    }
+
+    impl Notifier {
+        fn tell(
+            &mut self,
+            all: &[Subscription],
+            command: &str,
+            only: Option<&[Held]>,
+            at: Timestamp,
+        ) {
+            let command = c(command);
+            let wanting: Vec<&Subscription> = all
+                .iter()
+                .filter(|s| s.wants(&command, at))
+                .filter(|s| only.is_none_or(|only| only.iter().any(|held| held.covers(s))))
+                .collect();
+            let choice = self.rotation.choose(&command, &wanting, at);
+            let told = ids(&choice).into_iter().map(|id| (command.as_str().to_string(), id, at));
+            self.told.extend(told);
+            self.held.note(&command, &choice);
+        }
+    }
+
+    #[test]
+    fn work_held_back_is_told_once_to_those_held_back_only() {
+        // `both` hears of A and B, `only_a` of A; both at most every 10 s.
+        let mut both = subscription(1, DeliveryMode::Fanout, None);
+        both.min_interval_seconds = 10;
+        let mut only_a = subscription(2, DeliveryMode::Fanout, None);
+        only_a.min_interval_seconds = 10;
+        only_a.commands = Some(vec![c("A")]);
+        let all = [both, only_a];
+        let mut notifier = Notifier::default();
+        // B becomes ready at T (told to `both`), A at T+5 and stays ready.
+        notifier.tell(&all, "B", None, T);
+        notifier.tell(&all, "A", None, T.plus_seconds(5));
+        assert_eq!(notifier.held.next_due(), Some(T.plus_seconds(10)), "`both` waits");
+        // However long A stays ready, each look again tells only who waited.
+        while let Some(now) = notifier.held.next_due() {
+            assert!(now < T.plus_seconds(3600), "still telling: {:?}", notifier.told);
+            for (command, who) in notifier.held.take_due(now) {
+                notifier.tell(&all, command.as_str(), Some(&who), now);
+            }
+        }
+        let expected = vec![
+            ("B".to_string(), 1, T),
+            ("A".to_string(), 2, T.plus_seconds(5)),
+            ("A".to_string(), 1, T.plus_seconds(10)),
+        ];
+        assert_eq!(notifier.told, expected);
+    }
+
     #[test]
     fn hash_chooses_one_stable_subscription_per_minute() {
         let all: Vec<_> = (1..=3).map(|n| subscription(n, DeliveryMode::Hash, None)).collect();
@@ -258,10 +384,11 @@ mod tests {
         let wanting = [&throttled];
         let mut rotation = Rotation::default();
         let first = rotation.choose(&c("A"), &wanting, T);
-        assert_eq!((ids(&first), first.held_until), (vec![1], None));
+        assert_eq!((ids(&first), first.held), (vec![1], vec![]));
         let held = rotation.choose(&c("A"), &wanting, T.plus_millis(4_999));
         assert!(held.chosen.is_empty());
-        assert_eq!(held.held_until, Some(T.plus_seconds(5)), "told once the interval ends");
+        let expected = vec![(Held::Subscription(throttled.id), T.plus_seconds(5))];
+        assert_eq!(held.held, expected, "told once the interval ends");
         assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(5))), vec![1]);
     }
 
@@ -279,7 +406,10 @@ mod tests {
         assert_eq!(ids(&rotation.choose(&c("A"), &wanting, T.plus_seconds(1))), vec![2]);
         let held = rotation.choose(&c("A"), &wanting, T.plus_seconds(2));
         assert!(held.chosen.is_empty());
-        assert_eq!(held.held_until, Some(T.plus_seconds(11)), "the second member, first free");
+        let group = (Held::Group("g".into()), T.plus_seconds(11));
+        let hash = (Held::Subscription(hashed.id), T.plus_seconds(30));
+        assert_eq!(held.held, vec![group, hash], "the group when its first member is free");
+        assert!(Held::Group("g".into()).covers(&first) && !Held::Group("g".into()).covers(&hashed));
     }
 
     #[test]

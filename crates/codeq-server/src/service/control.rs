@@ -161,18 +161,18 @@ impl Control {
         command: &Command,
         settings: QueueSettings,
     ) -> StoreResult<QueueSettings> {
+        let before = self.store.queue_settings(command).await?;
         self.store.set_queue_settings(command, settings, self.clock.now()).await?;
-        self.tell_if_ready(command, settings).await;
+        if settings.lets_more_through_than(&before) {
+            self.tell_if_ready(command).await;
+        }
         Ok(settings)
     }
 
-    /// Tells subscribers of `command` of its ready tasks when its new
-    /// `settings` let claims take them: a resume (or looser limits) is the
-    /// news a worker told earlier, and answered 204 then, waits for.
-    async fn tell_if_ready(&self, command: &Command, settings: QueueSettings) {
-        if settings.paused {
-            return;
-        }
+    /// Tells subscribers of `command` of its ready tasks, when its new
+    /// settings let more claims through: a resume (or looser limits) is
+    /// the news a worker told earlier, and answered 204 then, waits for.
+    async fn tell_if_ready(&self, command: &Command) {
         match self.store.queue_stats(command).await {
             Ok(stats) if stats.ready > 0 => self.signals.became_ready(command.clone(), stats.ready),
             Ok(_) => {}

@@ -14,12 +14,11 @@
 //! a failed notification is not retried; the worker's next claim (or long
 //! poll) finds the work anyway.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use codeq_core::subscription::Rotation;
+use codeq_core::subscription::{Held, HeldBack, Rotation};
 use codeq_core::{Command, DeliveryMode, Subscription, Timestamp};
 use serde::Serialize;
 use time::UtcOffset;
@@ -35,6 +34,14 @@ use crate::store::{Signals, Store, StoreError};
 
 /// Notifications posted at once.
 const POOL: usize = 32;
+
+/// A command with ready work, to tell its subscribers (or, for work that
+/// waited out an interval, only those held back from it).
+struct News {
+    command: Command,
+    depth: u64,
+    only: Option<Vec<Held>>,
+}
 
 /// Where a notified worker claims.
 const CLAIM_URL: &str = "/v1/codeq/tasks/claim";
@@ -194,13 +201,13 @@ impl Subscriptions {
     pub async fn notify(self, shutdown: CancellationToken) {
         let pool = Arc::new(Semaphore::new(POOL));
         let mut rotation = Rotation::default();
-        // Commands whose notification someone was held back from, and when
-        // the first of them may be told.
-        let mut held: HashMap<Command, Timestamp> = HashMap::new();
+        let mut held = HeldBack::default();
         loop {
-            let look_again = held.values().min().copied();
-            let became_ready = tokio::select! {
-                taken = self.signals.take_became_ready() => taken,
+            let look_again = held.next_due();
+            let news = tokio::select! {
+                taken = self.signals.take_became_ready() => {
+                    taken.into_iter().map(|(command, depth)| News { command, depth, only: None }).collect()
+                }
                 () = self.sleep_until(look_again) => self.still_ready(&mut held).await,
                 () = shutdown.cancelled() => return,
             };
@@ -211,16 +218,19 @@ impl Subscriptions {
                     continue;
                 }
             };
-            rotation.retain(|id| all.iter().any(|subscription| subscription.id == *id));
+            rotation.retain(&all);
             let now = self.clock.now();
-            for (command, depth) in became_ready {
-                let wanting: Vec<&Subscription> =
-                    all.iter().filter(|subscription| subscription.wants(&command, now)).collect();
+            for News { command, depth, only } in news {
+                let wanting: Vec<&Subscription> = all
+                    .iter()
+                    .filter(|subscription| subscription.wants(&command, now))
+                    .filter(|subscription| {
+                        only.as_ref()
+                            .is_none_or(|only| only.iter().any(|held| held.covers(subscription)))
+                    })
+                    .collect();
                 let choice = rotation.choose(&command, &wanting, now);
-                match choice.held_until {
-                    Some(at) => held.insert(command.clone(), at),
-                    None => held.remove(&command),
-                };
+                held.note(&command, &choice);
                 for subscription in choice.chosen {
                     let Ok(place) = pool.clone().acquire_owned().await else { return };
                     let (notifier, url) = (self.clone(), subscription.callback_url.clone());
@@ -246,24 +256,21 @@ impl Subscriptions {
         }
     }
 
-    /// The held commands whose time has come that still have ready tasks,
-    /// with their depth; those whose time has come leave `held`.
-    async fn still_ready(&self, held: &mut HashMap<Command, Timestamp>) -> Vec<(Command, u64)> {
-        let now = self.clock.now();
-        let due: Vec<Command> =
-            held.iter().filter(|(_, at)| **at <= now).map(|(command, _)| command.clone()).collect();
-        let mut ready = Vec::new();
-        for command in due {
-            held.remove(&command);
+    /// The news for those held back whose time has come (they leave
+    /// `held`), for each command that still has ready tasks: told to them
+    /// only.
+    async fn still_ready(&self, held: &mut HeldBack) -> Vec<News> {
+        let mut news = Vec::new();
+        for (command, due) in held.take_due(self.clock.now()) {
             match self.store.queue_stats(&command).await {
                 Ok(stats) if stats.ready > 0 && !stats.settings.paused => {
-                    ready.push((command, stats.ready));
+                    news.push(News { command, depth: stats.ready, only: Some(due) });
                 }
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "cannot read a held command's depth"),
             }
         }
-        ready
+        news
     }
 
     /// Posts one `queue.ready` notification.

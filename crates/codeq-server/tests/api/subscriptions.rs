@@ -204,6 +204,33 @@ async fn a_resumed_command_with_ready_work_is_told() {
 }
 
 #[tokio::test]
+async fn settings_that_hold_more_back_tell_nobody() {
+    const SETTINGS: &str = "/v1/codeq/admin/queues/tight/settings";
+    let app = server().await;
+    let receiver = Receiver::start(&[]).await;
+    subscribed(&app, &receiver, json!({ "eventTypes": ["tight", "zed"] })).await;
+    app.create_simple("tight").await;
+    receiver.wait_for(1).await;
+    let before = app.notifier_handled();
+    for limit in [8, 4, 4] {
+        let settings = json!({ "maxInFlight": limit });
+        let put = app.call(Method::PUT, SETTINGS, Some(ADMIN), Some(settings)).await;
+        assert_eq!(put.status, 200, "{:?}", put.body);
+    }
+    // A notification of another command, raised after them, handled last.
+    app.create_simple("zed").await;
+    receiver.wait_for(2).await;
+    app.wait_for_notifier(before + 1).await;
+    let events: Vec<Value> =
+        bodies(&receiver.received()).iter().map(|b| b["eventType"].clone()).collect();
+    assert_eq!(events, vec![json!("tight"), json!("zed")], "tightening told nobody");
+    // Loosening does.
+    let put = app.call(Method::PUT, SETTINGS, Some(ADMIN), Some(json!({ "maxInFlight": 5 }))).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(receiver.wait_for(3).await[2].json()["eventType"], "tight");
+}
+
+#[tokio::test]
 async fn a_lapsed_subscription_gets_nothing_and_is_removed() {
     let app = TestApp::spawn_with(
         |config| {
