@@ -919,7 +919,10 @@ pub enum DlqCommand {
 fn rfc3339(text: &str) -> Result<String, String> {
     match codeq_core::Timestamp::parse_rfc3339(text) {
         Some(_) => Ok(text.to_owned()),
-        None => Err("not an RFC 3339 time such as 2026-05-04T09:00:00Z".to_owned()),
+        None => {
+            Err("not an RFC 3339 time from 0000-01-02 to 9999-12-30, such as 2026-05-04T09:00:00Z"
+                .to_owned())
+        }
     }
 }
 

@@ -280,7 +280,7 @@ pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError
     // every body and batch item of the API is an object.
     let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
     if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-        return Err(ApiError::field("expected a JSON object"));
+        return Err(ApiError::field("invalid body: expected a JSON object"));
     }
     // The plain parser first (tracking the path costs on every request);
     // only a failure is parsed again to name the field.

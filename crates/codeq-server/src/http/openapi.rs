@@ -266,7 +266,8 @@ pub struct CreateTask {
     /// A repeat while the task exists returns it (`Idempotent-Replayed: true`).
     #[schema(min_length = 1, max_length = 256)]
     idempotency_key: Option<String>,
-    /// RFC 3339; in the past means now. Wins over `delaySeconds`.
+    /// RFC 3339, from 0000-01-02 to 9999-12-30; in the past means now.
+    /// Wins over `delaySeconds`.
     #[schema(format = DateTime)]
     run_at: Option<String>,
     /// Seconds before the task becomes visible, 0..315360000 (ten years).
@@ -693,7 +694,8 @@ pub struct DeadLetterSelection {
     ids: Option<Vec<String>>,
     /// Those whose error or last reason contains this text.
     error_contains: Option<String>,
-    /// Those that failed before this time.
+    /// Those that failed before this time (RFC 3339, from 0000-01-02 to
+    /// 9999-12-30, as every time taken).
     #[schema(format = DateTime)]
     failed_before: Option<String>,
     /// Those that failed after this time.
@@ -739,7 +741,7 @@ pub struct Cleanup {
     /// Most tasks deleted, 1..100000; default 1000.
     #[schema(minimum = 1, maximum = 100000)]
     limit: Option<u32>,
-    /// RFC 3339; default now.
+    /// RFC 3339 (from 0000-01-02 to 9999-12-30); default now.
     #[schema(format = DateTime)]
     before: Option<String>,
 }

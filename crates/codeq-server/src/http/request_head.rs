@@ -82,10 +82,13 @@ fn check_host(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// No port, an empty one (RFC 3986 allows `host:`), or one of 0..65535.
+/// No port, an empty one (RFC 3986 allows `host:`), or digits of 0..65535.
 fn port_is_valid(authority: &axum::http::uri::Authority) -> bool {
     let after_host = &authority.as_str()[authority.host().len()..];
-    after_host.is_empty() || after_host == ":" || authority.port_u16().is_some()
+    let digits = after_host.strip_prefix(':').unwrap_or(after_host);
+    after_host.is_empty()
+        || (digits.bytes().all(|byte| byte.is_ascii_digit()) && digits.parse::<u16>().is_ok())
+        || after_host == ":"
 }
 
 #[cfg(test)]
@@ -115,7 +118,7 @@ mod tests {
         assert_eq!(code(&["user@example.com"]), "invalid_host");
         assert_eq!(code(&["exa mple"]), "invalid_host");
         assert_eq!(code(&["example.com/path"]), "invalid_host");
-        for bad_port in ["a:99999", "a:b", "a:-1", "[::1]:x"] {
+        for bad_port in ["a:99999", "a:b", "a:-1", "[::1]:x", "a:+80"] {
             assert_eq!(check_host(&headers(&[bad_port])).unwrap_err().code, "invalid_host");
         }
     }

@@ -153,7 +153,7 @@ where
     let Some(AnyInteger(n)) = Option::<AnyInteger>::deserialize(deserializer)? else {
         return Ok(None);
     };
-    T::try_from(n).map(Some).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+    T::try_from(n).map(Some).map_err(|_| D::Error::custom("a whole number out of range"))
 }
 
 /// Valid JSON text without the whitespace between its tokens (the compact

@@ -172,13 +172,18 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 /// The IPv4 address an IPv6 address reaches through: IPv4-mapped
-/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64's well-known
-/// prefix (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`).
+/// (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64's well-known prefix
+/// (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`). Teredo
+/// (`2001::/32`) is not decoded: its client address is not one the server
+/// could reach through it.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let octets = ip.octets();
     let last = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
     match ip.segments() {
-        [0, 0, 0, 0, 0, 0 | 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last),
+        [0, 0, 0, 0, 0, 0 | 0xffff, _, _]
+        | [0, 0, 0, 0, 0xffff, 0, _, _]
+        | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last),
         [0x2002, ..] => Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5])),
         _ => None,
     }
@@ -263,6 +268,7 @@ mod tests {
             "::",
             "::127.0.0.1",
             "::10.0.0.1",
+            "::ffff:0:127.0.0.1",
             "64:ff9b::7f00:1",
             "64:ff9b::169.254.169.254",
             "64:ff9b:1::8.8.8.8",
