@@ -383,10 +383,7 @@ pub async fn submit_result(
     drop(held);
     let completed = outcome?;
     if holding && claimed.is_empty() && !claim.wait.is_zero() {
-        claimed = app.scheduler.claim(&claim).await.unwrap_or_else(|error| {
-            tracing::info!(%error, "the claim after a stored result failed: answered without one");
-            Vec::new()
-        });
+        claimed = app.scheduler.claim_after_result(&claim).await;
     }
     let result = ResultView::new(completed.record(), app.offset);
     let next = claimed.first().map(|task| TaskView::new(task, app.offset));

@@ -162,8 +162,18 @@ impl Control {
         settings: QueueSettings,
     ) -> StoreResult<QueueSettings> {
         let before = self.store.queue_settings(command).await?;
+        self.replace_settings(command, &before, settings).await
+    }
+
+    /// Stores `settings` of `command` in place of `before`; returns them.
+    async fn replace_settings(
+        &self,
+        command: &Command,
+        before: &QueueSettings,
+        settings: QueueSettings,
+    ) -> StoreResult<QueueSettings> {
         self.store.set_queue_settings(command, settings, self.clock.now()).await?;
-        if settings.lets_more_through_than(&before) {
+        if settings.lets_more_through_than(before) {
             self.tell_if_ready(command).await;
         }
         Ok(settings)
@@ -183,8 +193,8 @@ impl Control {
     /// Pauses (or resumes) `command`, keeping its limits; returns the
     /// settings.
     pub async fn set_paused(&self, command: &Command, paused: bool) -> StoreResult<QueueSettings> {
-        let settings = QueueSettings { paused, ..self.store.queue_settings(command).await? };
-        self.set_settings(command, settings).await
+        let before = self.store.queue_settings(command).await?;
+        self.replace_settings(command, &before, QueueSettings { paused, ..before }).await
     }
 
     /// A page of dead letters of `command`, newest first.

@@ -381,20 +381,23 @@ impl Scheduler {
         let claimed = match claimed {
             Ok(tasks) if !tasks.is_empty() => {
                 self.count_claimed(&tasks);
-                Ok(tasks)
+                tasks
             }
             Ok(none) if next.wait.is_zero() => {
                 self.next_token(&next.commands, now);
-                Ok(none)
+                none
             }
-            Ok(_) => self.claim(next).await,
-            Err(error) => Err(error),
+            Ok(_) => self.claim_after_result(next).await,
+            Err(error) => answered_without_claim(&error),
         };
-        let claimed = claimed.unwrap_or_else(|error| {
-            tracing::info!(%error, "the claim after a stored result failed: answered without one");
-            Vec::new()
-        });
         Ok((outcome, claimed))
+    }
+
+    /// The claim of [`Scheduler::complete_and_claim`] made on its own,
+    /// after its result was stored (long polling as asked): a failure
+    /// answers the result without a next task.
+    pub async fn claim_after_result(&self, next: &ClaimRequest) -> Vec<Task> {
+        self.claim(next).await.unwrap_or_else(|error| answered_without_claim(&error))
     }
 
     /// Counts a task that became terminal (its command read from memory).
@@ -450,4 +453,10 @@ fn first_of<'a, 'b>(waits: &'a mut [Pin<Box<Notified<'b>>>]) -> impl Future<Outp
         }
         Poll::Pending
     })
+}
+
+/// Logs a claim after a stored result that failed; no next task.
+fn answered_without_claim(error: &StoreError) -> Vec<Task> {
+    tracing::info!(%error, "the claim after a stored result failed: answered without one");
+    Vec::new()
 }

@@ -27,9 +27,13 @@ async fn server(max_attempts: u32) -> TestApp {
 
 /// Creates a task calling back `receiver`, claims and completes it.
 async fn complete_one(app: &TestApp, receiver: &Receiver) -> String {
-    let task = app
-        .create(json!({ "command": "hooked", "payload": { "n": 1 }, "webhook": format!("{}/hook", receiver.base) }))
-        .await;
+    complete_calling(app, &format!("{}/hook", receiver.base)).await
+}
+
+/// Creates a task calling back `webhook`, claims and completes it.
+async fn complete_calling(app: &TestApp, webhook: &str) -> String {
+    let task =
+        app.create(json!({ "command": "hooked", "payload": { "n": 1 }, "webhook": webhook })).await;
     let id = task["id"].as_str().unwrap().to_string();
     app.claim_ok(WORKER, &["hooked"]).await;
     let done = app
@@ -93,20 +97,9 @@ async fn a_retry_is_sent_on_time_while_another_receiver_holds_its_delivery() {
     )
     .await;
     let receiver = Receiver::start(&[500]).await;
-    let complete = |webhook: String| {
-        let app = &app;
-        async move {
-            let task =
-                app.create(json!({ "command": "hooked", "payload": {}, "webhook": webhook })).await;
-            let id = task["id"].as_str().unwrap().to_string();
-            app.claim_ok(WORKER, &["hooked"]).await;
-            let done = json!({ "status": "COMPLETED", "result": {} });
-            assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, done).await.status, 200);
-        }
-    };
-    complete(format!("{}/held", receiver.base)).await;
+    complete_calling(&app, &format!("{}/held", receiver.base)).await;
     receiver.wait_for(1).await;
-    complete(format!("{}/hook", receiver.base)).await;
+    complete_one(&app, &receiver).await;
     // The first attempt fails (500); its retry is due within a second.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while receiver.received_at("/hook") < 2 {
