@@ -297,7 +297,7 @@ impl Subscriptions {
         let sent = self.outbound.send(request).await;
         self.metrics.webhook_delivery(WebhookKind::QueueReady, command, sent.is_ok());
         if let Err(error) = sent {
-            tracing::debug!(%error, command = command.as_str(), "worker notification not delivered");
+            tracing::info!(%error, command = command.as_str(), "worker notification not delivered");
         }
     }
 

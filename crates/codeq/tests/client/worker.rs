@@ -76,6 +76,20 @@ impl HandlerGroup {
     }
 }
 
+/// A `PATH` with only the programs the test handlers use: no `kill`, as
+/// in a slim container image. The runner must stop process groups without
+/// it.
+fn path_without_kill(server: &Server) -> PathBuf {
+    let bin = server.home().join("bin-without-kill");
+    std::fs::create_dir_all(&bin).unwrap();
+    for program in ["sh", "cat", "sleep", "mv"] {
+        let found = Command::new("sh").args(["-c", &format!("command -v {program}")]).output();
+        let found = String::from_utf8(found.unwrap().stdout).unwrap();
+        std::os::unix::fs::symlink(found.trim(), bin.join(program)).unwrap();
+    }
+    bin
+}
+
 /// The output of `child` once it exits, within `limit`; past it, runs
 /// `clean_up`, kills `child` and fails with `failure`.
 fn output_within(
@@ -278,6 +292,7 @@ fn a_handler_running_past_its_timeout_is_stopped_and_nacked() {
 
     let child = worker(&server, "SLOW", &slow)
         .args(["--once", "--timeout", "2"])
+        .env("PATH", path_without_kill(&server))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -415,6 +430,7 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
     // A 6 s lease: a heartbeat every 2 s.
     let child = worker(&server, "LONG", &long)
         .args(["--lease", "6"])
+        .env("PATH", path_without_kill(&server))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

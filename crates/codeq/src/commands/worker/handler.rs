@@ -237,16 +237,17 @@ async fn relay_stderr(stderr: Option<impl AsyncRead + Unpin>, task_id: &str) -> 
 /// finished (the task was abandoned or cancelled), or when told to (a
 /// runaway or overdue handler): `kill_on_drop` alone would reach the
 /// handler but not the programs it started, e.g. a shell script's `sleep`.
-/// Sent with kill(1), as the crate forbids the `unsafe` a direct
-/// `kill(2)` call would need.
+/// Sent with `kill(2)` itself, not the `kill` program, which a slim
+/// container image may not have.
 struct GroupKill(u32);
 
 impl GroupKill {
     fn kill(&self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0)])
-            .stderr(Stdio::null())
-            .status();
+        let group = i32::try_from(self.0).ok().and_then(rustix::process::Pid::from_raw);
+        if let Some(group) = group {
+            // The group may be gone already: nothing is left to stop then.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
 }
 
