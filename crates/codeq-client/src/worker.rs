@@ -16,8 +16,11 @@
 //! tasks back. A task cancelled while its handler runs is noticed at the
 //! next heartbeat (the server answers `task_cancelled`): its handler
 //! future is dropped at once, at whatever `.await` it is waiting on, and
-//! nothing is reported. A handler must therefore tolerate being dropped,
-//! as it must for [`StopHandle::abandon`].
+//! nothing is reported. So is a handler whose lease a heartbeat finds lost
+//! (`lease_expired`, `not_owner`, `stale_attempt`: the task is due to run,
+//! or runs, elsewhere); its task is counted as not reported. A handler
+//! must therefore tolerate being dropped, as it must for
+//! [`StopHandle::abandon`].
 //!
 //! A report that is not accepted comes with its error
 //! ([`TaskReport::report_error`]). A result or nack refused because this
@@ -519,25 +522,30 @@ impl Worker {
         let (id, command, attempt) = (task.id.clone(), task.command.clone(), task.attempts);
         let work = HandlerRun(tokio::spawn(handler(task)));
         let mut held_until = started + self.lease();
-        let outcome = tokio::select! {
-            outcome = self.with_heartbeats(&id, attempt, work, &mut held_until) => outcome,
-            () = self.stop.running.cancelled() => Some(Outcome::Abandon),
+        let ran = tokio::select! {
+            ran = self.with_heartbeats(&id, attempt, work, &mut held_until) => ran,
+            () = self.stop.running.cancelled() => Ran::Finished(Outcome::Abandon),
         };
-        let detail = match &outcome {
-            Some(Outcome::Failed(text) | Outcome::Retry(text)) => Some(text.clone()),
-            Some(Outcome::Submit(body)) => body.error.clone(),
-            Some(Outcome::Completed(_) | Outcome::Abandon) | None => None,
+        let detail = match &ran {
+            Ran::Finished(Outcome::Failed(text) | Outcome::Retry(text)) => Some(text.clone()),
+            Ran::Finished(Outcome::Submit(body)) => body.error.clone(),
+            Ran::Finished(Outcome::Completed(_) | Outcome::Abandon)
+            | Ran::Cancelled
+            | Ran::LeaseLost(_) => None,
         };
-        let sent = match outcome {
-            Some(outcome) => self.report(&id, attempt, outcome, held_until).await,
-            None => Sent::accepted(Reported::Cancelled, None),
+        let sent = match ran {
+            Ran::Finished(outcome) => self.report(&id, attempt, outcome, held_until).await,
+            Ran::Cancelled => Sent::accepted(Reported::Cancelled, None),
+            Ran::LeaseLost(refusal) => Sent {
+                context: Some("the lease was lost while the handler ran, so it was stopped"),
+                ..Self::sent(Err(refusal), false)
+            },
         };
         let report_error = sent.refusal.as_ref().map(|error| {
             let why = with_causes(error);
-            if sent.lease_ended {
-                format!("the lease ended before it was accepted: {why}")
-            } else {
-                why
+            match sent.context {
+                Some(context) => format!("{context}: {why}"),
+                None => why,
             }
         });
         let refused_for_good = sent.refusal.filter(|_| sent.ends_the_worker);
@@ -560,17 +568,18 @@ impl Worker {
 
     /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`],
     /// moving `held_until` with each renewal. A heartbeat in flight (a slow
-    /// or unreachable server) never holds `work` up: both are polled. A
-    /// refused heartbeat (lease lost) stops the renewals; the report will
-    /// then be refused too, and is counted as such. `None`, with `work`
-    /// dropped unfinished, when a heartbeat finds the task cancelled.
+    /// or unreachable server) never holds `work` up: both are polled. When
+    /// a heartbeat finds the task cancelled or its lease lost (ended, or
+    /// the task delivered again), `work` is dropped unfinished: another
+    /// delivery may be running it already. Any other refusal (the token
+    /// may not heartbeat) only stops the renewals.
     async fn with_heartbeats<F>(
         &self,
         id: &str,
         attempt: u32,
         work: F,
         held_until: &mut Instant,
-    ) -> Option<Outcome>
+    ) -> Ran
     where
         F: Future<Output = Outcome>,
     {
@@ -584,7 +593,7 @@ impl Worker {
         let mut in_flight = std::pin::pin!(None);
         loop {
             tokio::select! {
-                outcome = &mut work => return Some(outcome),
+                outcome = &mut work => return Ran::Finished(outcome),
                 _ = ticks.tick(), if renewing && in_flight.is_none() => {
                     let sent_at = Instant::now();
                     let beat = self.client.heartbeat(id, attempt, Some(self.lease_seconds));
@@ -599,10 +608,10 @@ impl Worker {
                     in_flight.set(None);
                     match beat {
                         Ok(_) => *held_until = sent_at + self.lease(),
-                        Err(err) if err.code() == Some("task_cancelled") => return None,
-                        // Refused (lease ended, another owner): renewing is
-                        // over. A 5xx, no answer, or a token the server
-                        // could not check yet may pass: keep trying.
+                        Err(err) if err.code() == Some("task_cancelled") => return Ran::Cancelled,
+                        Err(err) if loses_the_lease(&err) => return Ran::LeaseLost(err),
+                        // A 5xx, no answer, or a token the server could not
+                        // check yet may pass: keep trying.
                         Err(err) if !may_pass(&err) => renewing = false,
                         Err(_) => {}
                     }
@@ -649,6 +658,7 @@ impl Worker {
             _ => Reported::Completed,
         };
         let (sent, lease_ended) = self.submit(id, &body, reported, held_until).await;
+        let context = lease_ended.then_some("the lease ended before it was accepted");
         match sent {
             Err(refused) if matches!(refused.status(), Some(400 | 413)) => {
                 let mut error = format!("the result was refused: {}", with_causes(&refused));
@@ -662,12 +672,12 @@ impl Worker {
                         next: None,
                         refusal: Some(refused),
                         ends_the_worker: false,
-                        lease_ended: false,
+                        context: None,
                     },
                     Err(_) => Self::sent(Err(refused), false),
                 }
             }
-            sent => Sent { lease_ended, ..Self::sent(sent, false) },
+            sent => Sent { context, ..Self::sent(sent, false) },
         }
     }
 
@@ -700,7 +710,7 @@ impl Worker {
                 next: None,
                 ends_the_worker: !giving_back && refuses_every_report(&err),
                 refusal: Some(err),
-                lease_ended: false,
+                context: None,
             },
         }
     }
@@ -808,14 +818,27 @@ struct Sent {
     refusal: Option<Error>,
     /// Every later report would be refused too.
     ends_the_worker: bool,
-    /// A result given up, still unanswered, because the lease ended.
-    lease_ended: bool,
+    /// What led to the refusal, when more than the refusal itself: a
+    /// result given up unanswered because the lease ended, a handler
+    /// stopped because its lease was lost.
+    context: Option<&'static str>,
 }
 
 impl Sent {
     fn accepted(reported: Reported, next: Option<Task>) -> Self {
-        Self { reported, next, refusal: None, ends_the_worker: false, lease_ended: false }
+        Self { reported, next, refusal: None, ends_the_worker: false, context: None }
     }
+}
+
+/// How a handler run under heartbeats ended.
+#[derive(Debug)]
+enum Ran {
+    /// The handler finished.
+    Finished(Outcome),
+    /// A heartbeat found the task cancelled: the handler was stopped.
+    Cancelled,
+    /// A heartbeat found the lease lost: the handler was stopped.
+    LeaseLost(Error),
 }
 
 /// One task handled and reported.
@@ -865,6 +888,18 @@ fn is_fatal(err: &Error) -> bool {
     }
 }
 
+/// Whether a refused heartbeat says this delivery is over: its lease
+/// ended, the task went back to the queue or to another delivery, or it is
+/// gone. The worker must not go on as if it still held the task.
+fn loses_the_lease(err: &Error) -> bool {
+    matches!(
+        err.code(),
+        Some(
+            "lease_expired" | "not_owner" | "stale_attempt" | "not_in_progress" | "task_not_found"
+        )
+    )
+}
+
 /// Errors a later try may not get: no answer, a 5xx, a token the server
 /// could not check for now.
 fn may_pass(err: &Error) -> bool {
@@ -910,7 +945,7 @@ mod tests {
         )
         .await
         .expect("the handler waited for the heartbeat");
-        assert!(matches!(outcome, Some(Outcome::Completed(_))), "{outcome:?}");
+        assert!(matches!(outcome, Ran::Finished(Outcome::Completed(_))), "{outcome:?}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         drop(silent);
     }

@@ -1,6 +1,15 @@
 //! `codeq worker start`: runs a handler program per task on top of
 //! [`codeq_client::Worker`], with one log line per task, a summary on exit
-//! and the two-stage SIGINT/SIGTERM stop of docs/cli.md.
+//! and the two-stage SIGINT/SIGTERM/SIGHUP stop of docs/cli.md.
+
+/// `eprintln!` that never panics: a runner whose terminal went away
+/// (writes fail with EIO) must go on draining its handlers.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 mod handler;
 
@@ -39,7 +48,7 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .on_result_retry(log_result_retry);
     let handler_path = Arc::new(handler_path);
     let limit = args.timeout.map(Duration::from_secs);
-    eprintln!(
+    log!(
         "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
         describe_events(&args.events),
         resolved.base_url,
@@ -54,7 +63,7 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
             worker.run(move |task| run_handler(Arc::clone(&handler_path), task, limit)).await;
         let summary =
             summary.map_err(|err| super::name_refused_token(&resolved, TokenKind::Worker, err))?;
-        eprintln!("codeq worker: {}", describe_summary(&summary));
+        log!("codeq worker: {}", describe_summary(&summary));
         let code = if interrupted.load(Ordering::SeqCst) {
             exit::INTERRUPTED
         } else if args.once && summary.report_failed > 0 {
@@ -75,20 +84,31 @@ async fn run_handler(
     handler::run(&path, task, limit).await
 }
 
-/// First SIGINT/SIGTERM: stop claiming, let handlers finish. Second:
-/// abandon them. The handlers are registered before the first claim.
+/// First SIGINT/SIGTERM/SIGHUP: stop claiming, let handlers finish.
+/// Second: abandon them. The handlers are registered before the first
+/// claim. A hangup (the terminal closed) is a stop like the others: dying
+/// of it would leave the handlers, in their own process group, running
+/// unsupervised while their tasks' leases end.
 fn watch_signals(stop: StopHandle, interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
-        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+        let mut next_signal = async || {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+                _ = hangup.recv() => {},
+            }
+        };
+        next_signal().await;
         interrupted.store(true, Ordering::SeqCst);
-        eprintln!(
+        log!(
             "codeq worker: stopping: no new claims; running handlers finish (signal again to abandon them)"
         );
         stop.stop();
-        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
-        eprintln!("codeq worker: abandoning running tasks");
+        next_signal().await;
+        log!("codeq worker: abandoning running tasks");
         stop.abandon();
     });
     Ok(())
@@ -110,7 +130,7 @@ fn log_task(report: &TaskReport) {
     let reason =
         report.detail.as_deref().map(|d| format!(": {}", first_line(d))).unwrap_or_default();
     let detail = format!("{refused}{reason}");
-    eprintln!(
+    log!(
         "codeq worker: task {} command={} attempt={} {outcome} in {:.3}s{detail}",
         report.id,
         report.command,
@@ -129,10 +149,7 @@ fn log_claim_retry(retry: &ClaimRetry<'_>) {
         Some(unreachable) => format!("{unreachable}: is `codeq serve` running there?"),
         None => with_causes(retry.error),
     };
-    eprintln!(
-        "codeq worker: claim failed, next attempt in {:.3}s: {error}",
-        retry.pause.as_secs_f64()
-    );
+    log!("codeq worker: claim failed, next attempt in {:.3}s: {error}", retry.pause.as_secs_f64());
 }
 
 /// One line per pause before a result is sent again.
@@ -141,7 +158,7 @@ fn log_result_retry(retry: &ResultRetry<'_>) {
         Some(unreachable) => unreachable.to_string(),
         None => with_causes(retry.error),
     };
-    eprintln!(
+    log!(
         "codeq worker: task {} result not accepted yet, next attempt in {:.3}s: {error}",
         retry.task_id,
         retry.pause.as_secs_f64()

@@ -358,6 +358,18 @@ fn heartbeats_keep_a_handler_three_times_longer_than_the_lease_and_it_is_deliver
 
 #[test]
 fn sigterm_lets_the_running_handler_finish_and_exits_130() {
+    a_stop_signal_lets_the_running_handler_finish("TERM");
+}
+
+/// A closed terminal: the handlers run in their own process group, so
+/// the hangup reaches the runner only, which must drain as for SIGTERM
+/// rather than die and leave them unsupervised.
+#[test]
+fn sighup_lets_the_running_handler_finish_and_exits_130() {
+    a_stop_signal_lets_the_running_handler_finish("HUP");
+}
+
+fn a_stop_signal_lets_the_running_handler_finish(signal: &str) {
     let server = Server::start();
     let id = create(&server, "TERM", "{}");
     let started = server.home().join("started");
@@ -372,12 +384,12 @@ fn sigterm_lets_the_running_handler_finish_and_exits_130() {
     let child = worker(&server, "TERM", &slow).stderr(Stdio::piped()).spawn().unwrap();
 
     wait_for(&started);
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     let output = child.wait_with_output().unwrap();
     let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
 
     let log = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{log}");
+    assert_eq!(output.status.code(), Some(130), "SIG{signal}: {log}");
     assert_eq!(answer["result"]["result"]["finished"], true);
     assert!(log.contains("1 completed"), "{log}");
 }
@@ -451,6 +463,62 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
     assert!(log.contains("0 not reported, 1 cancelled"), "{log}");
     let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
     assert_eq!(task["status"], "CANCELLED");
+}
+
+/// The runner is frozen past its lease and the task is claimed again:
+/// at its next heartbeat (refused) the runner must stop the handler, not
+/// let two deliveries run side by side.
+#[test]
+fn a_handler_whose_lease_was_lost_is_stopped() {
+    let server = Server::start();
+    let id = create(&server, "LOST", "{}");
+    let started = server.home().join("started");
+    let long = handler(
+        &server,
+        "long.sh",
+        &format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started)),
+    );
+    let child = worker(&server, "LOST", &long)
+        .args(["--lease", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    let group = HandlerGroup::of(&started);
+    let runner = child.id().to_string();
+
+    Command::new("kill").args(["-STOP", &runner]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        let claimed = run(server.codeq_with_tokens().args([
+            "task",
+            "claim",
+            "--commands",
+            "LOST",
+            "--lease",
+            "60",
+            "--wait",
+            "1",
+        ]));
+        if !claimed.stdout.is_empty() {
+            break serde_json::from_slice::<serde_json::Value>(&claimed.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the frozen runner's lease never ended");
+    };
+    Command::new("kill").args(["-CONT", &runner]).status().unwrap();
+
+    let stopped = group.gone_within(Duration::from_secs(10));
+    if !stopped {
+        group.kill();
+    }
+    Command::new("kill").args(["-TERM", &runner]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(stopped, "the handler of the lost delivery ran on: {log}");
+    assert_eq!((again["id"].as_str(), again["attempts"].as_u64()), (Some(id.as_str()), Some(2)));
+    let line = log.lines().find(|line| line.contains(&format!("task {id} "))).unwrap_or_default();
+    assert!(line.contains("attempt=1 not-reported"), "{log}");
+    assert!(line.contains("the lease was lost while the handler ran, so it was stopped"), "{log}");
 }
 
 #[test]
