@@ -25,7 +25,8 @@ pub use error::{Error, TokenKind};
 pub use types::{
     Artifact, ArtifactUpload, BatchItem, BatchResult, CancelledTask, ClaimRequest, CleanupOutcome,
     CreateTask, Created, DeadLetterFilter, DeadLetterQuery, DeadLetterSelection, HeartbeatAck,
-    ItemError, NackOutcome, NackStatus, Purged, QueueSettings, QueueStats, Replayed, ResultRecord,
-    ResultStatus, SubmitResult, Task, TaskPage, TaskQuery, TaskStatus, TaskWithResult,
+    ItemError, NackOutcome, NackStatus, Payload, Purged, QueueSettings, QueueStats, Replayed,
+    ResultRecord, ResultStatus, SubmitResult, Task, TaskPage, TaskQuery, TaskStatus,
+    TaskWithResult,
 };
 pub use worker::{Outcome, Worker};

@@ -118,8 +118,8 @@ impl Task {
 pub struct CreateTask {
     /// The queue name.
     pub command: String,
-    /// Any JSON (an object in practice).
-    pub payload: serde_json::Value,
+    /// Any JSON (an object in practice), sent as written.
+    pub payload: Payload,
     /// 0..=9 (the server clamps other values); default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
@@ -141,9 +141,64 @@ pub struct CreateTask {
 }
 
 impl CreateTask {
-    /// A task for `command` with `payload` and every option left to the server.
-    pub fn new(command: impl Into<String>, payload: serde_json::Value) -> Self {
-        Self { command: command.into(), payload, ..Self::default() }
+    /// A task for `command` with `payload` (a [`serde_json::Value`], or a
+    /// [`Payload`] of JSON text) and every option left to the server.
+    pub fn new(command: impl Into<String>, payload: impl Into<Payload>) -> Self {
+        Self { command: command.into(), payload: payload.into(), ..Self::default() }
+    }
+}
+
+/// A task's payload, kept as JSON text: the server stores it as sent (key
+/// order, a repeated key, a number's spelling and precision), and so does
+/// this client, where a [`serde_json::Value`] would sort the keys, keep
+/// one of a repeated key and round big numbers.
+///
+/// ```
+/// use codeq_client::Payload;
+///
+/// let text = r#"{"z":1,"a":12345678901234567890123,"k":1,"k":2}"#;
+/// assert_eq!(Payload::from_json(text).unwrap().as_json(), text);
+/// assert_eq!(Payload::from(serde_json::json!({"b": 1})).as_json(), r#"{"b":1}"#);
+/// assert!(Payload::from_json("{oops").is_err());
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(Box<serde_json::value::RawValue>);
+
+impl Payload {
+    /// JSON text, checked to be one JSON value and sent as written.
+    pub fn from_json(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text.into()).map(Self)
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Self {
+        // A Value always has a JSON text; `null` stands in for the
+        // impossible failure.
+        Self(
+            serde_json::value::to_raw_value(&value)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+        )
+    }
+}
+
+/// `null`, as an absent payload is.
+impl Default for Payload {
+    fn default() -> Self {
+        Self(serde_json::value::RawValue::NULL.to_owned())
+    }
+}
+
+/// The same JSON text.
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
     }
 }
 

@@ -1,6 +1,6 @@
 //! `codeq task create|get|result|claim|cancel|list|cleanup`.
 
-use codeq_client::{ClaimRequest, Client, CreateTask, TaskQuery, TokenKind};
+use codeq_client::{ClaimRequest, Client, CreateTask, Payload, TaskQuery, TokenKind};
 
 use super::{call, check_task_id};
 use crate::cli::{
@@ -106,7 +106,9 @@ fn list(resolved: &Resolved, client: &Client, args: &TaskListArgs) -> anyhow::Re
 /// The create body; a payload that is not JSON is a usage error.
 fn create_body(args: &TaskCreateArgs) -> Result<CreateTask, ConfigError> {
     let text = payload_text(&args.payload)?;
-    let payload = serde_json::from_str(&text)
+    // Sent as written, as the server keeps it: key order, a repeated key,
+    // big numbers.
+    let payload = Payload::from_json(text.trim())
         .map_err(|err| ConfigError::new(format!("--payload is not valid JSON: {err}")))?;
     Ok(CreateTask {
         priority: args.priority,
@@ -161,12 +163,14 @@ mod tests {
 
     #[test]
     fn create_flags_become_the_request_body() {
-        let args = create_args(&["--event", "RENDER", "--payload", r#"{"a":1}"#, "--delay", "5"]);
+        // Sent as written: key order, a repeated key, a big number.
+        let payload = r#"{"z":1,"a":12345678901234567890123,"e":1e2,"k":1,"k":2}"#;
+        let args = create_args(&["--event", "RENDER", "--payload", payload, "--delay", "5"]);
 
         let body = create_body(&args).unwrap();
 
         assert_eq!(body.command, "RENDER");
-        assert_eq!(body.payload, serde_json::json!({"a": 1}));
+        assert_eq!(body.payload.as_json(), payload);
         assert_eq!(body.delay_seconds, Some(5));
     }
 
@@ -196,7 +200,7 @@ mod tests {
         let body = create_body(&create_args(&["--command", "A", "--payload", &arg])).unwrap();
         let missing = payload_text("@/nonexistent/payload.json").unwrap_err();
 
-        assert_eq!(body.payload, serde_json::json!({"from": "file"}));
+        assert_eq!(body.payload.as_json(), r#"{"from":"file"}"#);
         assert!(missing.to_string().contains("/nonexistent/payload.json"));
     }
 
