@@ -451,7 +451,8 @@ pub enum RecordStatus {
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub struct ArtifactUpload {
-    /// A plain file name (no `/`, `\`, NUL, not `.` or `..`, ≤ 255 bytes).
+    /// A plain file name (no `/`, `\`, NUL, not `.` or `..`, ≤ 255 bytes),
+    /// unique among the result's artifacts.
     name: String,
     /// http(s) URL, stored as given.
     #[schema(format = "uri")]

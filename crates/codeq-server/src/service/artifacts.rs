@@ -142,6 +142,7 @@ impl Artifacts {
     ) -> Result<Vec<Prepared>, ArtifactError> {
         let prepared: Vec<Prepared> =
             uploads.into_iter().map(|upload| self.prepare_one(upload)).collect::<Result<_, _>>()?;
+        check_names_unique(&prepared)?;
         let content: usize =
             prepared.iter().filter_map(|p| p.content.as_ref()).map(Bytes::len).sum();
         if content <= INLINE_CHECK_BYTES {
@@ -292,6 +293,18 @@ fn not_base64(name: &str) -> ArtifactError {
 
 /// A plain file name: no separators, control characters (NUL included),
 /// `.` or `..`, at most 255 bytes.
+/// One name per result: a second file of that name would replace the
+/// first under the same URL.
+fn check_names_unique(prepared: &[Prepared]) -> Result<(), ArtifactError> {
+    let mut names = std::collections::HashSet::with_capacity(prepared.len());
+    match prepared.iter().map(|p| p.artifact.name.as_str()).find(|name| !names.insert(*name)) {
+        Some(name) => Err(ArtifactError::Invalid(format!(
+            "artifacts[].name {name:?} appears twice: each artifact of a result needs its own name"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn check_file_name(name: &str) -> Result<(), ArtifactError> {
     let plain = !name.is_empty()
         && name.len() <= 255

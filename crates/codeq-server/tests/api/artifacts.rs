@@ -103,7 +103,7 @@ async fn retention_deletes_an_artifact_with_its_task() {
 }
 
 #[tokio::test]
-async fn unsafe_artifact_names_and_oversized_bytes_are_refused_at_upload() {
+async fn unsafe_or_repeated_artifact_names_and_oversized_bytes_are_refused_at_upload() {
     let app = TestApp::spawn_with(|config| config.max_artifact_bytes = 1000, false).await;
     let id = app.create_simple("art").await;
     app.claim_ok(WORKER, &["art"]).await;
@@ -113,6 +113,20 @@ async fn unsafe_artifact_names_and_oversized_bytes_are_refused_at_upload() {
         let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": name, "contentBase64": "aGk=" }] });
         let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
         assert_eq!((reply.status, reply.code()), (400, "invalid_artifact"), "{name:?}");
+    }
+    // One name twice: the second file would replace the first under one URL.
+    for second in [
+        json!({ "name": "out.txt", "contentBase64": "c2Vjb25k" }),
+        json!({ "name": "out.txt", "url": "https://files.test/out.txt" }),
+    ] {
+        let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": "out.txt", "contentBase64": "Zmlyc3Q=" }, second] });
+        let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+        assert_eq!((reply.status, reply.code()), (400, "invalid_artifact"), "{}", reply.body);
+        assert!(
+            reply.body["error"].as_str().unwrap().contains("\"out.txt\" appears twice"),
+            "{}",
+            reply.body
+        );
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 1001]);
     let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": "big", "contentBase64": encoded }] });
