@@ -283,8 +283,12 @@ impl Resolved {
         if self.producer_token.is_some() { TokenKind::Producer } else { TokenKind::Worker }
     }
 
-    /// A client for the resolved server with the resolved tokens.
+    /// A client for the resolved server with the resolved tokens; a token
+    /// no request could carry is a configuration error naming its source.
     pub fn client(&self) -> anyhow::Result<Client> {
+        for kind in [TokenKind::Producer, TokenKind::Worker] {
+            self.check_token(kind)?;
+        }
         let mut client = Client::new(&self.base_url)?.with_admin_role(self.admin);
         if let Some((token, _)) = &self.producer_token {
             client = client.with_producer_token(token);
@@ -293,6 +297,27 @@ impl Resolved {
             client = client.with_worker_token(token);
         }
         Ok(client)
+    }
+}
+
+impl Resolved {
+    /// Tokens travel in the `Authorization` header: visible ASCII only.
+    /// A line break copied along with a token is the usual culprit.
+    fn check_token(&self, kind: TokenKind) -> Result<(), ConfigError> {
+        let token = match kind {
+            TokenKind::Producer => &self.producer_token,
+            TokenKind::Worker => &self.worker_token,
+        };
+        match token {
+            Some((token, _)) if !token.bytes().all(|byte| byte.is_ascii_graphic()) => {
+                let source = self.describe_token(kind).unwrap_or_default();
+                Err(ConfigError::new(format!(
+                    "the {kind} token from {source} holds a character a request header cannot \
+                     carry (a line break, a space or a non-ASCII character)"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -373,6 +398,19 @@ mod tests {
             producer_token: "cqp_local".into(),
             worker_token: "cqw_local".into(),
         }
+    }
+
+    #[test]
+    fn a_token_a_header_cannot_carry_is_a_configuration_error_naming_its_source() {
+        let file = ConfigFile::default();
+        let resolved =
+            |token: &str| Resolved::merge(&global(&["--worker-token", token]), &file, None);
+
+        let err = resolved("cqw_abc\n").client().unwrap_err();
+
+        assert!(err.is::<ConfigError>(), "{err:#}");
+        assert!(err.to_string().contains("the worker token from --worker-token"), "{err:#}");
+        assert!(resolved("cqw_abc").client().is_ok());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use codeq_client::error::UNPARSED_ERROR_CODE;
+
 /// Success.
 pub const OK: u8 = 0;
 /// Any other failure.
@@ -70,6 +72,8 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 codeq_client::Error::MissingToken(_)
                 | codeq_client::Error::InvalidBaseUrl { .. } => CONFIGURATION,
                 err if err.is_auth() => AUTHENTICATION,
+                // Not the API's error shape: a proxy's page, another server.
+                codeq_client::Error::Api { code, .. } if code == UNPARSED_ERROR_CODE => GENERAL,
                 codeq_client::Error::Api { .. } => API,
                 _ => GENERAL,
             };
@@ -93,7 +97,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         }
         None => {
             eprintln!("codeq: {err:#}");
-            if let Some(hint) = missing_token_hint(err) {
+            if let Some(hint) = missing_token_hint(err).or_else(|| api_hint(err)) {
                 eprintln!("hint: {hint}");
             }
         }
@@ -163,6 +167,25 @@ fn missing_token_hint(err: &anyhow::Error) -> Option<&'static str> {
     })
 }
 
+/// What an API answer that does not fit the call suggests: the base URL
+/// points at the wrong place.
+fn api_hint(err: &anyhow::Error) -> Option<&'static str> {
+    let code = err.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(codeq_client::Error::Api { code, .. }) => Some(code.as_str()),
+        _ => None,
+    })?;
+    match code {
+        "route_not_found" => Some(
+            "--base-url is the server's root, such as http://127.0.0.1:8080 (the CLI adds \
+             /v1/codeq/…); or the server is older than this CLI",
+        ),
+        UNPARSED_ERROR_CODE => Some(
+            "that answer is not codeQ's: is --base-url a codeQ server (or a proxy in front of one)?",
+        ),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -176,12 +199,17 @@ mod tests {
 
     #[test]
     fn errors_map_to_the_spec_exit_codes() {
-        let api = |status| codeq_client::Error::from_response_body(status, b"");
+        let api = |status| {
+            let body = br#"{"error":"refused","code":"task_terminal"}"#;
+            codeq_client::Error::from_response_body(status, body)
+        };
+        let not_ours = codeq_client::Error::from_response_body(404, b"<html>Not Found</html>");
 
         assert_eq!(code_for(&wrapped(ConfigError::new("no token"))), CONFIGURATION);
         assert_eq!(code_for(&wrapped(api(401))), AUTHENTICATION);
         assert_eq!(code_for(&wrapped(api(403))), AUTHENTICATION);
         assert_eq!(code_for(&wrapped(api(409))), API);
+        assert_eq!(code_for(&wrapped(not_ours)), GENERAL);
         assert_eq!(code_for(&wrapped(PartlyRefused::new("1 of 2 tasks"))), API);
         assert_eq!(
             code_for(&wrapped(codeq_client::Error::MissingToken(codeq_client::TokenKind::Worker))),
@@ -196,5 +224,18 @@ mod tests {
 
         assert!(missing_token_hint(&missing).unwrap().contains("--worker-token"));
         assert_eq!(missing_token_hint(&anyhow::anyhow!("other")), None);
+    }
+
+    #[test]
+    fn an_answer_from_the_wrong_place_hints_at_the_base_url() {
+        let no_route = br#"{"error":"no such route","code":"route_not_found"}"#;
+        let no_route = wrapped(codeq_client::Error::from_response_body(404, no_route));
+        let not_ours = wrapped(codeq_client::Error::from_response_body(502, b"<html>"));
+        let refused = br#"{"error":"no such task","code":"task_not_found"}"#;
+        let refused = wrapped(codeq_client::Error::from_response_body(404, refused));
+
+        assert!(api_hint(&no_route).unwrap().contains("--base-url is the server's root"));
+        assert!(api_hint(&not_ours).unwrap().contains("not codeQ's"));
+        assert_eq!(api_hint(&refused), None);
     }
 }
