@@ -227,6 +227,21 @@ pub fn expire(
     })
 }
 
+/// The `attempts` at which a task is dead-lettered: `max_attempts`
+/// deliveries after its round began (at the create, or at a replay).
+/// `attempts` itself keeps counting across replays, since it numbers
+/// deliveries for fencing: a stale worker's number must never become
+/// current again.
+pub fn delivery_limit(max_attempts: u32, round_start: u32) -> u32 {
+    round_start.saturating_add(max_attempts)
+}
+
+/// Which delivery of its round delivery `attempts` is (1 for the first
+/// after the create or a replay): what the retry backoff grows with.
+pub fn attempt_in_round(attempts: u32, round_start: u32) -> u32 {
+    attempts.saturating_sub(round_start).max(1)
+}
+
 /// Requeues `state` (keeping its `worker_id`: a requeued task with a
 /// worker is one whose lease lapsed) or dead-letters it.
 fn retry(
@@ -239,7 +254,7 @@ fn retry(
 ) -> Retry {
     let released =
         TaskState { lease_until: None, last_reason: reason, updated_at: now, ..state.clone() };
-    if state.attempts >= max_attempts {
+    if state.attempts >= delivery_limit(max_attempts, state.round_start) {
         let record = ResultRecord {
             task_id: id,
             status: ResultStatus::Failed,
@@ -393,13 +408,12 @@ pub fn is_dead_letter(state: &TaskState) -> bool {
     state.status == TaskStatus::Failed && state.dead_lettered
 }
 
-/// Sends a dead letter round again: pending, visible at `visible_at`, its
-/// deliveries counted from zero, its replays counted. `None` for a task
-/// that is not a dead letter.
+/// Sends a dead letter round again: pending, visible at `visible_at`,
+/// with [`delivery_limit`] deliveries more (its `attempts` go on counting),
+/// its replays counted. `None` for a task that is not a dead letter.
 pub fn replay(state: &TaskState, visible_at: Timestamp, now: Timestamp) -> Option<TaskState> {
     is_dead_letter(state).then(|| TaskState {
         status: TaskStatus::Pending,
-        attempts: 0,
         worker_id: None,
         lease_until: None,
         visible_at,
@@ -408,6 +422,7 @@ pub fn replay(state: &TaskState, visible_at: Timestamp, now: Timestamp) -> Optio
         completed_at: None,
         updated_at: now,
         replays: state.replays.saturating_add(1),
+        round_start: state.attempts,
         ..state.clone()
     })
 }
@@ -657,11 +672,27 @@ mod tests {
     }
 
     #[test]
-    fn replay_restarts_only_dead_letters_with_their_deliveries_reset() {
+    fn replay_restarts_only_dead_letters_with_a_round_of_deliveries_more() {
         let held = held_by("w1", at(30));
         let dead = nack(id(), &held, 1, w1(None), 0, None, at(1)).unwrap().state;
         let again = replay(&dead, at(5), at(2)).unwrap();
-        assert_eq!((again.status, again.attempts, again.replays), (TaskStatus::Pending, 0, 1));
+        // The delivery numbers go on: the stale holder of delivery 1 stays stale.
+        assert_eq!((again.status, again.attempts, again.replays), (TaskStatus::Pending, 1, 1));
+        let second = TaskState {
+            status: TaskStatus::InProgress,
+            attempts: 2,
+            worker_id: Some("w1".into()),
+            lease_until: Some(at(30)),
+            ..again.clone()
+        };
+        assert_eq!(
+            hold(&second, w1(Some(1))),
+            Err(TransitionError::StaleAttempt { given: 1, current: 2 })
+        );
+        let retried = nack(id(), &second, 1, w1(Some(2)), 0, None, at(3)).unwrap();
+        assert_eq!(retried.outcome, Retried::DeadLettered, "one delivery per round");
+        assert_eq!((again.round_start, delivery_limit(3, 7), attempt_in_round(8, 7)), (1, 10, 1));
+        assert_eq!(attempt_in_round(0, 0), 1, "before the first delivery");
         assert_eq!(
             (again.visible_at, again.error.as_deref(), again.dead_lettered),
             (at(5), None, false)

@@ -153,7 +153,8 @@ pub struct Task {
 pub struct TaskState {
     /// Life-cycle state.
     pub status: TaskStatus,
-    /// Deliveries so far; incremented by every claim and only there.
+    /// Deliveries so far; incremented by every claim and only there (a
+    /// replay does not reset it: it numbers deliveries for fencing).
     pub attempts: u32,
     /// The worker of the current delivery while in progress. Afterwards:
     /// on a terminal task the worker that submitted its result; on a
@@ -179,6 +180,10 @@ pub struct TaskState {
     pub completed_at: Option<Timestamp>,
     /// How many times it was replayed from the dead-letter queue.
     pub replays: u32,
+    /// `attempts` when its current round of deliveries began: 0, or its
+    /// attempts at the last replay. A round has `max_attempts` deliveries
+    /// ([`crate::lifecycle::delivery_limit`]).
+    pub round_start: u32,
 }
 
 impl TaskState {
@@ -196,6 +201,7 @@ impl TaskState {
             updated_at: now,
             completed_at: None,
             replays: 0,
+            round_start: 0,
         }
     }
 

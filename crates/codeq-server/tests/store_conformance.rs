@@ -325,7 +325,9 @@ async fn a_claim_answers_what_it_stored_and_a_result_keeps_nothing_of_the_delive
         assert_eq!(claimed.id, id);
         let stored = store.get_task(id).await.unwrap().unwrap();
         assert_eq!(claimed.state, stored.state, "the claim answers the state it stored");
-        assert_eq!((claimed.state.attempts, claimed.state.lease_until), (1, Some(at(131))));
+        // The revived task's deliveries go on from its first round's one.
+        let delivery = if name == "revived" { 2 } else { 1 };
+        assert_eq!((claimed.state.attempts, claimed.state.lease_until), (delivery, Some(at(131))));
 
         let out = store.complete(vec![result], at(102)).await.unwrap();
         let Ok(Completed::Stored(record)) = &out[0] else { panic!("not stored: {out:?}") };
@@ -337,7 +339,7 @@ async fn a_claim_answers_what_it_stored_and_a_result_keeps_nothing_of_the_delive
             (done.lease_until, done.dead_lettered, done.completed_at),
             (None, false, Some(at(102)))
         );
-        assert_eq!((done.worker_id.as_deref(), done.attempts), (Some("w1"), 1));
+        assert_eq!((done.worker_id.as_deref(), done.attempts), (Some("w1"), delivery));
         let listed = store.list_tasks(Some(&command(name)), Some(status), None, 10).await.unwrap();
         assert!(listed.contains(&id), "listed as {status:?}");
         for live in [TaskStatus::Pending, TaskStatus::InProgress] {
@@ -424,7 +426,7 @@ async fn expired_leases_requeue_then_dead_letter(h: &dyn Harness) {
     );
     assert_eq!(
         store.lease_ends(at(31), 100).await.unwrap(),
-        vec![LeaseEnd { task_id: id, attempts: 1 }]
+        vec![LeaseEnd { task_id: id, attempts: 1, attempt_in_round: 1 }]
     );
     assert_eq!(
         expire_all(&*store, at(31), 10).await,
@@ -1145,7 +1147,7 @@ async fn replayed_dead_letters_come_back_once_each_at_their_turn(h: &dyn Harness
     let replay_again = store.replay(&command("again"), vec![(ids[0], now)], now).await.unwrap();
     assert!(replay_again.is_empty(), "no longer a dead letter");
     let first = store.get_task(ids[0]).await.unwrap().unwrap().state;
-    assert_eq!((first.status, first.attempts, first.replays), (TaskStatus::Pending, 0, 1));
+    assert_eq!((first.status, first.attempts, first.replays), (TaskStatus::Pending, 1, 1));
     assert!(store.get_result(ids[0]).await.unwrap().is_none(), "its dead-letter record is gone");
     assert_eq!(store.queue_stats(&command("again")).await.unwrap().dlq, 0);
 
@@ -1163,6 +1165,67 @@ async fn replayed_dead_letters_come_back_once_each_at_their_turn(h: &dyn Harness
     }
     assert_eq!(claimed.len(), 1000, "each once");
     assert!((450..=550).contains(&claimed_by_half), "half after 2.5 s: {claimed_by_half}");
+}
+
+/// A replay gives a dead letter `maxAttempts` deliveries more (however
+/// many it had, abandons included), numbered on from the old ones, so
+/// that a worker still holding an old delivery is fenced out (with a pool
+/// sharing one identity too); its record and its owed callback are gone,
+/// also after a restart.
+async fn a_replay_gives_a_round_more_and_fences_out_the_old_deliveries(h: &dyn Harness) {
+    let id;
+    {
+        let store = h.open();
+        let mut twice = hooked("round");
+        twice.max_attempts = 2;
+        id = create(&*store, vec![twice]).await[0];
+        claim_one(&*store, only("round"), at(1)).await.unwrap();
+        store.nack(id, fence(Some(1)), 0, None, at(2)).await.unwrap();
+        // Delivery 2 is given back (not counted against the limit);
+        // delivery 3 lapses: dead-lettered by the reaper; its holder stalls.
+        claim_one(&*store, only("round"), at(2)).await.unwrap();
+        store.abandon(id, fence(Some(2)), at(2)).await.unwrap();
+        claim_one(&*store, only("round"), at(3)).await.unwrap();
+        assert_eq!(expire_all(&*store, at(40), 0).await, vec![Retried::DeadLettered]);
+        assert!(store.callback_owed(id).await.unwrap().is_some());
+        let replayed = store.replay(&command("round"), vec![(id, at(41))], at(41)).await;
+        assert_eq!(replayed.unwrap(), vec![id]);
+        assert_eq!(store.callback_owed(id).await.unwrap(), None, "the dead letter's is dropped");
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    assert_eq!(store.get_result(id).await.unwrap(), None, "the record stays deleted");
+    assert_eq!(store.callback_owed(id).await.unwrap(), None, "the callback stays dropped");
+    assert!(owed(&*store, at(1000)).await.is_empty());
+
+    let again = claim_one(&*store, only("round"), at(42)).await.unwrap();
+    assert_eq!((again.state.attempts, again.state.replays), (4, 1));
+    let stale = |attempt| Err(TransitionError::StaleAttempt { given: attempt, current: 4 });
+    let refusal = |answer: Result<(), StoreError>| match answer {
+        Err(StoreError::Transition(refused)) => Err(refused),
+        other => panic!("not a refusal: {other:?}"),
+    };
+    for attempt in [1, 2, 3] {
+        let beat = store.heartbeat(id, fence(Some(attempt)), at(100), at(43)).await;
+        assert_eq!(refusal(beat.map(|_| ())), stale(attempt));
+        let nacked = store.nack(id, fence(Some(attempt)), 0, None, at(43)).await;
+        assert_eq!(refusal(nacked.map(|_| ())), stale(attempt));
+    }
+    let mut late = completion(id, "w1", ResultStatus::Failed);
+    late.attempt = Some(3);
+    let out = store.complete(vec![late], at(43)).await.unwrap();
+    assert_eq!(out[0].as_ref().map(|_| ()).map_err(Clone::clone), stale(3));
+
+    // Its round: delivery 4 lapses (requeued, the first of the round for
+    // the backoff), delivery 5 is its last.
+    let ended = store.lease_ends(at(80), 10).await.unwrap();
+    assert_eq!(ended, vec![LeaseEnd { task_id: id, attempts: 4, attempt_in_round: 1 }]);
+    assert_eq!(expire_all(&*store, at(80), 0).await, vec![Retried::Requeued { delay_seconds: 0 }]);
+    claim_one(&*store, only("round"), at(81)).await.unwrap();
+    let last = store.nack(id, fence(Some(5)), 0, None, at(82)).await.unwrap();
+    assert_eq!(last, Retried::DeadLettered);
+    let dead = store.get_task(id).await.unwrap().unwrap().state;
+    assert_eq!((dead.attempts, dead.round_start, dead.replays), (5, 3, 1));
 }
 
 async fn a_purge_leaves_no_trace(h: &dyn Harness) {
@@ -1320,6 +1383,7 @@ macro_rules! conformance_suite {
                 a_rate_limit_spaces_claims,
                 dead_letters_page_exactly_once_with_a_filter,
                 replayed_dead_letters_come_back_once_each_at_their_turn,
+                a_replay_gives_a_round_more_and_fences_out_the_old_deliveries,
                 a_purge_leaves_no_trace,
                 settings_and_the_dead_letter_queue_survive_a_restart,
                 a_command_with_settings_and_no_task_is_listed,

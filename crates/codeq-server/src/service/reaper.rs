@@ -82,7 +82,7 @@ async fn reap_once(
         .into_iter()
         .map(|lease| Expiry {
             lease,
-            delay_seconds: policy.backoff.delay_seconds(lease.attempts, &mut rand::rng()),
+            delay_seconds: policy.backoff.delay_seconds(lease.attempt_in_round, &mut rand::rng()),
         })
         .collect();
     let expired = if ended_count == 0 { Vec::new() } else { store.expire(expiries, now).await? };

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use codeq_core::{
-    Command, Priority, ResultRecord, ResultStatus, Task, TaskId, TaskState, Timestamp,
+    Command, Priority, ResultRecord, ResultStatus, Task, TaskId, TaskState, Timestamp, lifecycle,
 };
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, futures::Notified};
 use tokio_util::sync::CancellationToken;
@@ -295,9 +295,11 @@ impl Scheduler {
     /// Retries a held task later (the worker's delay capped by
     /// `backoffMaxSeconds`, else the backoff policy), or dead-letters it.
     ///
-    /// The backoff depends on the delivery being nacked: when the worker
-    /// did not name it, it is read first, and the nack is fenced on it
-    /// (repeated if the task moved on in between).
+    /// The backoff grows with the delivery's place in its round (a replay
+    /// starts a new round), so without a requested delay the task is read
+    /// first; so it is when the worker did not name its delivery, and the
+    /// nack is then fenced on the one read (repeated if the task moved on
+    /// in between).
     pub async fn nack(
         &self,
         id: TaskId,
@@ -310,14 +312,17 @@ impl Scheduler {
         let mut tries = 0;
         loop {
             tries += 1;
-            let attempt = match fence.attempt {
-                Some(attempt) => attempt,
-                None => match self.store.get_state(id).await? {
-                    Some(state) => state.attempts,
-                    None => return Err(TransitionError::NotFound.into()),
-                },
+            let (attempt, delay) = match (fence.attempt, delay_seconds) {
+                (Some(attempt), Some(_)) => (attempt, self.retry_delay(delay_seconds, attempt)),
+                _ => {
+                    let Some(task) = self.store.get_task(id).await? else {
+                        return Err(TransitionError::NotFound.into());
+                    };
+                    let attempt = fence.attempt.unwrap_or(task.state.attempts);
+                    let in_round = lifecycle::attempt_in_round(attempt, task.state.round_start);
+                    (attempt, self.retry_delay(delay_seconds, in_round))
+                }
             };
-            let delay = self.retry_delay(delay_seconds, attempt);
             let fenced = Fence { worker_id: fence.worker_id, attempt: Some(attempt) };
             let now = self.clock.now();
             let nacked = self.store.nack(id, fenced, delay, reason.clone(), now).await;
@@ -333,7 +338,7 @@ impl Scheduler {
     }
 
     /// The delay before the next delivery of a task nacked (or expired)
-    /// on delivery `attempts`.
+    /// on delivery `attempts` of its round.
     pub fn retry_delay(&self, requested: Option<u64>, attempts: u32) -> u64 {
         let backoff = self.policy.backoff;
         match requested {

@@ -137,6 +137,10 @@ pub struct LeaseEnd {
     pub task_id: TaskId,
     /// Its delivery, which the expiry must still find.
     pub attempts: u32,
+    /// Which delivery of its round that is
+    /// ([`lifecycle::attempt_in_round`](codeq_core::lifecycle::attempt_in_round)):
+    /// what the backoff grows with.
+    pub attempt_in_round: u32,
 }
 
 /// An expiry the service decided: the delay before the next delivery.
@@ -393,9 +397,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DeadLetterKey>>;
 
     /// Sends dead letters of `command` round again, each visible at the
-    /// time paired with it, with its deliveries reset and its replays
-    /// counted; returns those replayed (ids that are not dead letters of
-    /// `command` are skipped).
+    /// time paired with it, with a new round of deliveries begun
+    /// ([`codeq_core::lifecycle::replay`]), its result record deleted, a
+    /// callback still owed dropped, and its replays counted; returns those
+    /// replayed (ids that are not dead letters of `command` are skipped).
     async fn replay(
         &self,
         command: &Command,

@@ -227,7 +227,8 @@ async fn dead_letters_page_filter_replay_and_purge() {
     let task = app.task(&replayed).await;
     assert_eq!(
         (task["status"].clone(), task["attempts"].clone(), task["replays"].clone()),
-        (json!("PENDING"), json!(0), json!(1))
+        (json!("PENDING"), json!(1), json!(1)),
+        "its one delivery stays counted"
     );
     let claimed = app.claim_ok(WORKER, &["dl"]).await;
     assert!(replay.body["ids"].as_array().unwrap().contains(&claimed["id"]));

@@ -129,6 +129,50 @@ async fn each_backoff_policy_sets_the_nack_delay() {
     }
 }
 
+/// A worker pool shares one token; one worker stalls past the lease of
+/// the task's last delivery, which is dead-lettered, replayed and claimed
+/// again. The stalled worker's calls name its old delivery and must be
+/// refused: a replay must not hand a delivery number out again. The new
+/// round backs off from its first step.
+#[tokio::test]
+async fn a_replayed_task_fences_out_its_old_delivery_and_backs_off_afresh() {
+    let app = TestApp::spawn_with(
+        |config| {
+            config.backoff_policy = BackoffPolicy::Exponential;
+            (config.backoff_base_seconds, config.backoff_max_seconds) = (1, 100);
+        },
+        true,
+    )
+    .await;
+    let task = app.create(json!({ "command": "again", "payload": {}, "maxAttempts": 2 })).await;
+    let id = task["id"].as_str().unwrap().to_string();
+    let lease = json!({ "commands": ["again"], "leaseSeconds": 10 });
+    assert_eq!(app.post("/tasks/claim", WORKER, lease.clone()).await.status, 200);
+    let first = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "attempt": 1 })).await;
+    assert_eq!(first.body, json!({ "status": "requeued", "delaySeconds": 2 }));
+    app.advance(2);
+    let stalled = app.post("/tasks/claim", WORKER, lease.clone()).await;
+    assert_eq!(stalled.body["attempts"], 2);
+    app.advance(11); // the stalled worker's lease ends: dead-lettered
+    app.wait_for_status(&id, "FAILED").await;
+    let replay = app.post("/admin/queues/again/dlq/replay", ADMIN, json!({ "ids": [id] })).await;
+    assert_eq!(replay.body["replayed"], 1);
+    let current = app.post("/tasks/claim", WORKER, lease).await;
+    assert_eq!(current.body["attempts"], 3, "delivery numbers go on");
+
+    for (route, body) in [
+        ("heartbeat", json!({ "attempt": 2 })),
+        ("nack", json!({ "attempt": 2 })),
+        ("result", json!({ "attempt": 2, "status": "FAILED", "error": "stale" })),
+    ] {
+        let stale = app.post(&format!("/tasks/{id}/{route}"), WORKER, body).await;
+        assert_eq!((stale.status, stale.code()), (409, "stale_attempt"), "{route}");
+    }
+    let nacked = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "attempt": 3 })).await;
+    // The first delivery of the round, as after a create: base × 2^1.
+    assert_eq!(nacked.body, json!({ "status": "requeued", "delaySeconds": 2 }));
+}
+
 #[tokio::test]
 async fn a_task_is_dead_lettered_after_max_attempts_deliveries() {
     let app = TestApp::spawn().await;

@@ -712,7 +712,11 @@ impl Store for EmbeddedStore {
             .expired(now, limit)
             .into_iter()
             .filter_map(|id| {
-                core.tasks.get(id).map(|entry| LeaseEnd { task_id: id, attempts: entry.attempts() })
+                core.tasks.get(id).map(|entry| LeaseEnd {
+                    task_id: id,
+                    attempts: entry.attempts(),
+                    attempt_in_round: entry.attempt_in_round(),
+                })
             })
             .collect())
     }
@@ -904,6 +908,11 @@ impl Store for EmbeddedStore {
                     if let Some(again) = lifecycle::replay(&state, *visible_at, now) {
                         plan.set_state(*id, again, None)?;
                         plan.clear_result(*id)?;
+                        // The dead letter's callback, if still owed, is
+                        // dropped: the task owes one again when it ends anew.
+                        if live.owed(*id).is_some() {
+                            plan.forgive(*id)?;
+                        }
                         replayed.push(*id);
                     }
                 }

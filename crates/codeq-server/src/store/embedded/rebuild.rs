@@ -120,6 +120,13 @@ impl Replay for Rebuild {
                 self.tasks.unsubscribe(uuid::Uuid::from_bytes(id));
                 return Ok(());
             }
+            // A replayed dead letter's record, deleted with the replay.
+            Some(Table::Results) => {
+                if let Some(entry) = self.tasks.recovered_entry_of(task_id(key)?) {
+                    entry.clear_result();
+                }
+                return Ok(());
+            }
             _ => {}
         }
         if Table::from_u8(table) == Some(Table::Tasks)

@@ -12,8 +12,9 @@
 //!
 //! A task's body (what the producer sent) is written once; each
 //! transition writes only the small state record. Postcard is positional:
-//! a new field needs a new format byte (state records are format 2 since
-//! `replays` was added; format 1 still reads, with no replays).
+//! a new field needs a new format byte (state records are format 3 since
+//! `round_start` was added, after `replays` made format 2; formats 1 and 2
+//! still read, the missing fields 0).
 
 use codeq_core::{
     Command, Priority, QueueSettings, ResultRecord, Subscription, Task, TaskId, TaskState,
@@ -125,9 +126,12 @@ pub fn encode_body(task: &Task, buf: &mut Vec<u8>) -> StoreResult<()> {
 /// field).
 const STATE_V2: u8 = 2;
 
+/// A state record with `round_start` after `replays`.
+const STATE_V3: u8 = 3;
+
 /// Appends the encoded `state` to `buf`.
 pub fn encode_state(state: &TaskState, buf: &mut Vec<u8>) -> StoreResult<()> {
-    buf.push(STATE_V2);
+    buf.push(STATE_V3);
     postcard::to_io(state, buf)
         .map(|_| ())
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a task state: {e}")))
@@ -135,15 +139,18 @@ pub fn encode_state(state: &TaskState, buf: &mut Vec<u8>) -> StoreResult<()> {
 
 /// Reads a state record back.
 pub fn decode_state(bytes: &[u8]) -> StoreResult<TaskState> {
+    // The fields an older format lacks are last, varints: 0 is one zero
+    // byte each.
+    let with_zeros = |record: &[u8], missing: usize| {
+        let mut completed = Vec::with_capacity(record.len() + missing);
+        completed.extend_from_slice(record);
+        completed.resize(record.len() + missing, 0);
+        postcard::from_bytes(&completed)
+    };
     let decoded = match bytes.split_first() {
-        Some((&STATE_V2, record)) => postcard::from_bytes(record),
-        Some((&FORMAT_V1, record)) => {
-            // The last field, `replays`, is a varint: 0 is one zero byte.
-            let mut completed = Vec::with_capacity(record.len() + 1);
-            completed.extend_from_slice(record);
-            completed.push(0);
-            postcard::from_bytes(&completed)
-        }
+        Some((&STATE_V3, record)) => postcard::from_bytes(record),
+        Some((&STATE_V2, record)) => with_zeros(record, 1),
+        Some((&FORMAT_V1, record)) => with_zeros(record, 2),
         _ => return Err(StoreError::Corrupt("a task state of an unknown format".into())),
     };
     decoded.map_err(|e| StoreError::Corrupt(format!("cannot decode a task state: {e}")))
@@ -248,22 +255,26 @@ mod tests {
         encode_body(&task, &mut body).unwrap();
         let mut state = Vec::new();
         encode_state(&task.state, &mut state).unwrap();
-        assert_eq!(state[0], STATE_V2);
+        assert_eq!(state[0], STATE_V3);
         let back = Body::decode(&body).unwrap().into_task(task.id, decode_state(&state).unwrap());
         assert_eq!(back.unwrap(), task);
         assert!(state.len() < 40, "a state record is small: {} bytes", state.len());
     }
 
     #[test]
-    fn a_state_of_format_1_reads_with_no_replays() {
+    fn states_of_formats_1_and_2_read_with_the_fields_they_lack_0() {
         let mut state = task().state;
-        state.replays = 3;
+        (state.replays, state.round_start) = (3, 7);
         let mut bytes = Vec::new();
         encode_state(&state, &mut bytes).unwrap();
-        // Format 1: the same fields but the last (a one-byte varint here).
-        let mut v1 = bytes[..bytes.len() - 1].to_vec();
+        // Formats 2 and 1: the same fields but the last one or two (one-byte
+        // varints here).
+        let mut v2 = bytes[..bytes.len() - 1].to_vec();
+        v2[0] = STATE_V2;
+        let mut v1 = bytes[..bytes.len() - 2].to_vec();
         v1[0] = FORMAT_V1;
-        assert_eq!(decode_state(&v1).unwrap(), TaskState { replays: 0, ..state });
+        assert_eq!(decode_state(&v2).unwrap(), TaskState { round_start: 0, ..state.clone() });
+        assert_eq!(decode_state(&v1).unwrap(), TaskState { replays: 0, round_start: 0, ..state });
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub struct Entry {
     /// Delivery limit.
     pub max_attempts: u32,
     replays: u32,
+    round_start: u32,
     visible_at: Timestamp,
     updated_at: Timestamp,
     lease_until: Timestamp,
@@ -171,6 +172,7 @@ impl Entry {
             attempts: 0,
             max_attempts,
             replays: 0,
+            round_start: 0,
             visible_at: Timestamp(0),
             updated_at: Timestamp(0),
             lease_until: NO_TIME,
@@ -201,6 +203,7 @@ impl Entry {
             updated_at: self.updated_at,
             completed_at: maybe(self.completed_at),
             replays: self.replays,
+            round_start: self.round_start,
         }
     }
 
@@ -209,6 +212,7 @@ impl Entry {
         self.status = state.status;
         self.attempts = state.attempts;
         self.replays = state.replays;
+        self.round_start = state.round_start;
         self.lease_until = time(state.lease_until);
         self.visible_at = state.visible_at;
         self.dead_lettered = state.dead_lettered;
@@ -240,6 +244,11 @@ impl Entry {
     /// Deliveries so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// Which delivery of its round its current one is.
+    pub fn attempt_in_round(&self) -> u32 {
+        codeq_core::lifecycle::attempt_in_round(self.attempts, self.round_start)
     }
 
     /// Its idempotency key.
@@ -552,6 +561,12 @@ impl Tasks {
     /// Recovery: the entry in `slot`.
     pub fn recovered_entry(&mut self, slot: u32) -> &mut Entry {
         &mut self.entries[slot as usize]
+    }
+
+    /// Recovery: the entry of task `id`, when one was replayed.
+    pub fn recovered_entry_of(&mut self, id: TaskId) -> Option<&mut Entry> {
+        let slot = *self.slots.get(&id)?;
+        self.entries.get_mut(slot as usize)
     }
 
     /// Recovery: forgets task `id` (deleted); its slot, when it had one.
@@ -978,6 +993,7 @@ mod tests {
             updated_at: Timestamp(7),
             completed_at: Some(Timestamp(7)),
             replays: 2,
+            round_start: 2,
         };
         entry.set_state(&state);
         assert_eq!(entry.state(), state);

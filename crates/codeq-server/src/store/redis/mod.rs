@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use codeq_core::{
     Command, QueueSettings, QueueStats, ResultRecord, ResultStatus, Subscription, Task, TaskId,
-    TaskState, TaskStatus, Timestamp,
+    TaskState, TaskStatus, Timestamp, lifecycle,
 };
 use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
@@ -808,8 +808,13 @@ impl Store for RedisStore {
             .map(|item| {
                 let item = reply::list(item);
                 let id = reply::task_id(item.first().unwrap_or(&serde_json::Value::Null))?;
-                let attempts = item.get(1).and_then(reply::int).unwrap_or(0).max(0) as u32;
-                Ok(LeaseEnd { task_id: id, attempts })
+                let number = |at: usize| {
+                    let value = item.get(at).and_then(reply::int).unwrap_or(0);
+                    u32::try_from(value).unwrap_or(0)
+                };
+                let attempts = number(1);
+                let attempt_in_round = lifecycle::attempt_in_round(attempts, number(2));
+                Ok(LeaseEnd { task_id: id, attempts, attempt_in_round })
             })
             .collect()
     }

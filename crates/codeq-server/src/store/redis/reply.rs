@@ -166,6 +166,8 @@ pub fn state(fields: &Fields) -> StoreResult<TaskState> {
         updated_at: Timestamp(number(fields, "ua")?),
         completed_at: time(fields, "co")?,
         replays: number(fields, "rp")?,
+        // Absent until a replay sets it.
+        round_start: if fields.contains_key("rb") { number(fields, "rb")? } else { 0 },
     })
 }
 

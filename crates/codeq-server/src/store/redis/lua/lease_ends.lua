@@ -7,7 +7,8 @@ for _, c in ipairs(redis.call('SMEMBERS', K_COMMANDS)) do
   if #ends < limit then
     local over = redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. int(NOW), 'LIMIT', 0, limit - #ends)
     for _, id in ipairs(over) do
-      ends[#ends + 1] = { id, tonumber(redis.call('HGET', tk(c, id), 'a')) }
+      local task = redis.call('HMGET', tk(c, id), 'a', 'rb')
+      ends[#ends + 1] = { id, tonumber(task[1]) or 0, tonumber(task[2]) or 0 }
     end
   end
   local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')

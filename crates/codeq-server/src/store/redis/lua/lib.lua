@@ -71,7 +71,7 @@ local function terminal(status)
 end
 
 -- The fields load_in() reads, in the order it takes their values.
-local LOADED = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp', 'm', 'pr', 'w', 'ob' }
+local LOADED = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp', 'm', 'pr', 'w', 'ob', 'rb' }
 
 -- A task's state, read from its hash (nil when there is no such task).
 local function load_in(cmd, id)
@@ -82,7 +82,7 @@ local function load_in(cmd, id)
     worker = opt(v[3]), lease = optn(v[4]), visible = tonumber(v[5]), error = opt(v[6]),
     reason = opt(v[7]), dead = v[8] == '1', updated = tonumber(v[9]), completed = optn(v[10]),
     replays = tonumber(v[11]), max = tonumber(v[12]), priority = tonumber(v[13]),
-    hook = v[14] ~= false, owed = v[15] ~= false }
+    hook = v[14] ~= false, owed = v[15] ~= false, round = tonumber(v[16]) or 0 }
 end
 
 local function load(id)
@@ -110,7 +110,7 @@ local function copy(s)
   return c
 end
 
-local STATE_NAMES = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp' }
+local STATE_NAMES = { 's', 'a', 'wk', 'lu', 'va', 'e', 'lr', 'd', 'ua', 'co', 'rp', 'rb' }
 local RESULT_NAMES = { 'rs', 'rr', 're', 'rx', 'rw', 'rc' }
 
 -- The fields of `names` a hash has, as a flat field/value list.
@@ -212,6 +212,7 @@ local function write(before, after, extra)
   changed(set, del, 'ua', b.updated, after.updated)
   changed(set, del, 'co', b.completed, after.completed)
   changed(set, del, 'rp', b.replays, after.replays)
+  changed(set, del, 'rb', b.round, after.round)
   if #set > 0 then redis.call('HSET', after.key, unpack(set)) end
   if #del > 0 then redis.call('HDEL', after.key, unpack(del)) end
   if before == nil then
@@ -324,11 +325,12 @@ local function claim_task(cmd, id, worker, lease)
   return flat
 end
 
--- Requeue after `delay` seconds, or dead-letter after the last delivery.
+-- Requeue after `delay` seconds, or dead-letter after the last delivery:
+-- `max` after the round began (lifecycle::delivery_limit).
 local function rule_retry(s, delay, reason)
   local n = copy(s)
   n.lease = nil; n.reason = reason; n.updated = NOW
-  if s.attempts >= s.max then
+  if s.attempts >= s.round + s.max then
     n.status = 'FAILED'; n.worker = nil; n.error = 'MAX_ATTEMPTS'; n.dead = true; n.completed = NOW
     return n, true
   end
