@@ -189,6 +189,7 @@ impl Scheduler {
         let deadline = tokio::time::Instant::now() + request.wait;
         let notifiers = self.notifiers(&request.commands);
         let mut woken_by: Option<usize> = None;
+        let mut counted_held_back = false;
         loop {
             // Register interest before looking, so a task created between
             // the look and the wait still wakes us.
@@ -220,7 +221,7 @@ impl Scheduler {
             }
             // A rate limit that holds ready tasks back: wait for its next
             // token rather than answer 204 early.
-            let next_token = self.next_token(&request.commands, now);
+            let next_token = self.next_token(&request.commands, now, &mut counted_held_back);
             if request.wait.is_zero() || self.shutdown.is_cancelled() {
                 return Ok(claimed);
             }
@@ -256,11 +257,18 @@ impl Scheduler {
     }
 
     /// When a rate limit that holds ready tasks of `commands` back gives
-    /// its next token (counted as a claim held back).
-    fn next_token(&self, commands: &CommandFilter, now: Timestamp) -> Option<Timestamp> {
+    /// its next token; the claim is counted as held back once, however
+    /// often it looks again (`counted` says whether it was).
+    fn next_token(
+        &self,
+        commands: &CommandFilter,
+        now: Timestamp,
+        counted: &mut bool,
+    ) -> Option<Timestamp> {
         let next_token = self.store.next_claimable_at(commands, now);
-        if next_token.is_some() {
+        if next_token.is_some() && !*counted {
             self.metrics.claim_rate_limited();
+            *counted = true;
         }
         next_token
     }
@@ -389,7 +397,7 @@ impl Scheduler {
                 tasks
             }
             Ok(none) if next.wait.is_zero() => {
-                self.next_token(&next.commands, now);
+                self.next_token(&next.commands, now, &mut false);
                 none
             }
             Ok(_) => self.claim_after_result(next).await,

@@ -183,8 +183,17 @@ async fn a_rate_limited_long_poll_waits_for_the_next_token() {
     let poll =
         app.spawn_post("/tasks/claim", WORKER, json!({ "commands": ["slow"], "waitSeconds": 30 }));
     app.wait_for_long_polls(1).await;
+    // A new task wakes the parked claim, which looks again (within the
+    // round trip of the read below) and waits on.
+    let woken = task_of(&app, "slow").await;
+    assert_eq!(app.task(&woken).await["status"], "PENDING");
     app.advance(2);
     assert_eq!(poll.await.unwrap().status(), 200, "answered at the token, not with a 204");
+    // Counted once per claim held back (the 204 and the long poll), not
+    // once per look.
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.lines().any(|line| line == "codeq_claims_rate_limited_total 2"), "{text}");
 }
 
 #[tokio::test]
