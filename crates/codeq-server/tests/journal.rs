@@ -315,7 +315,7 @@ async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
         .into_iter()
         .find(|(path, _)| path.file_name().unwrap().to_string_lossy().starts_with("torn-"));
     let (_, bytes) = saved.expect("the torn bytes are kept aside");
-    assert_eq!(&bytes[..torn.len()], torn.as_slice());
+    assert_eq!(bytes, torn, "what was written, not the zeros of the preallocated rest");
     create(&*store, 3).await;
     store.close().await.unwrap();
     drop(store);
@@ -536,11 +536,18 @@ fn allocated(path: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_segment_is_the_spare_filled_ahead_or_else_a_sparse_file() {
-    for filled_ahead in [true, false] {
+    // Filled ahead; the spare cannot be created; the disk has less than
+    // two segments free (the zeros would take the journal's last space).
+    for (filled_ahead, refused, low_on_space) in
+        [(true, false, false), (false, true, false), (false, false, true)]
+    {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultFs::new();
-        if !filled_ahead {
+        if refused {
             fs.refuse_creating(SPARE_NAME);
+        }
+        if low_on_space {
+            fs.set_free_bytes(Some(2 * options().log.segment_bytes - 1));
         }
         let store = open_on(&fs, dir.path()).unwrap();
         let mut ids = Vec::new();

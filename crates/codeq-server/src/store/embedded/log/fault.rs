@@ -54,6 +54,8 @@ struct State {
     fail_writes_after_bytes: Option<u64>,
     /// File names whose creation fails.
     refused_names: Vec<String>,
+    /// What `free_bytes` answers instead of the real file system.
+    free_bytes: Option<u64>,
     scramble_unsynced: bool,
 }
 
@@ -80,6 +82,11 @@ impl FaultFs {
     /// A fault-free wrapper of the real file system.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes `free_bytes` answer `bytes` (`None`: the real figure).
+    pub fn set_free_bytes(&self, bytes: Option<u64>) {
+        self.shared.lock().free_bytes = bytes;
     }
 
     /// Makes `sync_data` do nothing (and make nothing durable).
@@ -322,6 +329,11 @@ impl FsFile for FaultFile {
 impl Fs for FaultFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         RealFs.create_dir_all(dir)
+    }
+
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64> {
+        let set = self.shared.lock().free_bytes;
+        set.map_or_else(|| RealFs.free_bytes(dir), Ok)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -44,6 +44,8 @@ pub trait Fs: Send + Sync + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Bytes an unprivileged writer may still take on `dir`'s file system.
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64>;
 }
 
 /// The operating system's file system.
@@ -112,6 +114,11 @@ impl Fs for RealFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn free_bytes(&self, dir: &Path) -> io::Result<u64> {
+        let stats = rustix::fs::statvfs(dir)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
     }
 }
 

@@ -330,6 +330,10 @@ fn cut_torn_tail(
     let file = fs.open(&segment_path(dir, segment))?;
     let mut torn = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut torn, offset)?;
+    // The rest of a preallocated segment is zeros: only what was written
+    // is worth keeping (and a nearly full disk may not hold more).
+    let written = torn.iter().rposition(|byte| *byte != 0).map_or(0, |last| last + 1);
+    torn.truncate(written);
     let saved = (0..)
         .map(|n| {
             let suffix = if n == 0 { String::new() } else { format!("-{n}") };
@@ -347,7 +351,7 @@ fn cut_torn_tail(
     tracing::warn!(
         segment = %file_name(segment),
         offset,
-        bytes = length,
+        bytes = torn.len(),
         saved = %saved.display(),
         "the journal ended with a torn write (a change that was never acknowledged); it was cut off"
     );

@@ -16,8 +16,11 @@
 //! rolls to a new segment, it gives the spare its header and renames it
 //! into place, waiting for the fill to end if it has not (only a burst of
 //! half a segment within those milliseconds meets one). When filling
-//! failed, the new segment is created sparse, as before. A spare left over
-//! from a previous run is deleted at start-up (it may be half written).
+//! failed, the new segment is created sparse, as before. Nor is a spare
+//! filled while the disk has less than two segments' worth free: the
+//! zeros would take space the journal's own writes may need first. A
+//! spare left over from a previous run is deleted at start-up (it may be
+//! half written).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -122,6 +125,13 @@ impl Drop for Spare {
 /// is set first.
 fn fill(fs: &dyn Fs, path: &Path, bytes: u64, stop: &AtomicBool) -> io::Result<()> {
     remove_if_there(fs, path)?;
+    let free = fs.free_bytes(path.parent().unwrap_or(Path::new(".")))?;
+    if free < bytes.saturating_mul(2) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("{} MiB free, less than two segments", free >> 20),
+        ));
+    }
     let file = fs.create(path)?;
     let zeros = vec![0u8; CHUNK];
     let mut at = 0;
