@@ -16,11 +16,14 @@
 //! tasks back. A task cancelled while its handler runs is noticed at the
 //! next heartbeat (the server answers `task_cancelled`): its handler
 //! future is dropped at once, at whatever `.await` it is waiting on, and
-//! nothing is reported. So is a handler whose lease a heartbeat finds lost
-//! (`lease_expired`, `not_owner`, `stale_attempt`: the task is due to run,
-//! or runs, elsewhere); its task is counted as not reported. A handler
-//! must therefore tolerate being dropped, as it must for
-//! [`StopHandle::abandon`].
+//! nothing is reported. So is a handler whose delivery a heartbeat finds
+//! taken over (`stale_attempt`, `not_owner`: the task was claimed again;
+//! `not_in_progress`, `task_not_found`); its task is counted as not
+//! reported. A heartbeat refused with `lease_expired` only means the lease
+//! lapsed: the server still takes this delivery's result until someone
+//! claims the task again, so the handler goes on and the heartbeats too,
+//! until one finds it taken over. A handler must therefore tolerate being
+//! dropped, as it must for [`StopHandle::abandon`].
 //!
 //! A report that is not accepted comes with its error
 //! ([`TaskReport::report_error`]). A result or nack refused because this
@@ -531,13 +534,13 @@ impl Worker {
             Ran::Finished(Outcome::Submit(body)) => body.error.clone(),
             Ran::Finished(Outcome::Completed(_) | Outcome::Abandon)
             | Ran::Cancelled
-            | Ran::LeaseLost(_) => None,
+            | Ran::TakenOver(_) => None,
         };
         let sent = match ran {
             Ran::Finished(outcome) => self.report(&id, attempt, outcome, held_until).await,
             Ran::Cancelled => Sent::accepted(Reported::Cancelled, None),
-            Ran::LeaseLost(refusal) => Sent {
-                context: Some("the lease was lost while the handler ran, so it was stopped"),
+            Ran::TakenOver(refusal) => Sent {
+                context: Some("the task was taken over while the handler ran, so it was stopped"),
                 ..Self::sent(Err(refusal), false)
             },
         };
@@ -569,10 +572,12 @@ impl Worker {
     /// Awaits `work` while renewing the lease every [`Self::heartbeat_interval`],
     /// moving `held_until` with each renewal. A heartbeat in flight (a slow
     /// or unreachable server) never holds `work` up: both are polled. When
-    /// a heartbeat finds the task cancelled or its lease lost (ended, or
-    /// the task delivered again), `work` is dropped unfinished: another
-    /// delivery may be running it already. Any other refusal (the token
-    /// may not heartbeat) only stops the renewals.
+    /// a heartbeat finds the task cancelled or taken over (delivered
+    /// again), `work` is dropped unfinished: another delivery may be
+    /// running it already. A lapsed lease (`lease_expired`) keeps `work`
+    /// and the heartbeats going (its result is still taken until the task
+    /// is claimed again). Any other refusal (the token may not heartbeat)
+    /// only stops the renewals.
     async fn with_heartbeats<F>(
         &self,
         id: &str,
@@ -609,9 +614,10 @@ impl Worker {
                     match beat {
                         Ok(_) => *held_until = sent_at + self.lease(),
                         Err(err) if err.code() == Some("task_cancelled") => return Ran::Cancelled,
-                        Err(err) if loses_the_lease(&err) => return Ran::LeaseLost(err),
-                        // A 5xx, no answer, or a token the server could not
-                        // check yet may pass: keep trying.
+                        Err(err) if taken_over(&err) => return Ran::TakenOver(err),
+                        // A lapsed lease, a 5xx, no answer, or a token the
+                        // server could not check yet may pass: keep trying.
+                        Err(err) if err.code() == Some("lease_expired") => {}
                         Err(err) if !may_pass(&err) => renewing = false,
                         Err(_) => {}
                     }
@@ -837,8 +843,8 @@ enum Ran {
     Finished(Outcome),
     /// A heartbeat found the task cancelled: the handler was stopped.
     Cancelled,
-    /// A heartbeat found the lease lost: the handler was stopped.
-    LeaseLost(Error),
+    /// A heartbeat found the task taken over: the handler was stopped.
+    TakenOver(Error),
 }
 
 /// One task handled and reported.
@@ -888,16 +894,11 @@ fn is_fatal(err: &Error) -> bool {
     }
 }
 
-/// Whether a refused heartbeat says this delivery is over: its lease
-/// ended, the task went back to the queue or to another delivery, or it is
+/// Whether a refused heartbeat says this delivery is over: the task was
+/// claimed again (by this identity or another), ended otherwise, or is
 /// gone. The worker must not go on as if it still held the task.
-fn loses_the_lease(err: &Error) -> bool {
-    matches!(
-        err.code(),
-        Some(
-            "lease_expired" | "not_owner" | "stale_attempt" | "not_in_progress" | "task_not_found"
-        )
-    )
+fn taken_over(err: &Error) -> bool {
+    matches!(err.code(), Some("not_owner" | "stale_attempt" | "not_in_progress" | "task_not_found"))
 }
 
 /// Errors a later try may not get: no answer, a 5xx, a token the server

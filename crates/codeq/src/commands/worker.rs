@@ -88,17 +88,24 @@ async fn run_handler(
 /// Second: abandon them. The handlers are registered before the first
 /// claim. A hangup (the terminal closed) is a stop like the others: dying
 /// of it would leave the handlers, in their own process group, running
-/// unsupervised while their tasks' leases end.
+/// unsupervised while their tasks' leases end. Under `nohup` (SIGHUP
+/// ignored when the runner starts) a hangup stays ignored.
 fn watch_signals(stop: StopHandle, interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let mut hangup = if hangup_ignored() { None } else { Some(signal(SignalKind::hangup())?) };
     tokio::spawn(async move {
         let mut next_signal = async || {
+            let hung_up = async {
+                match hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = terminate.recv() => {},
                 _ = interrupt.recv() => {},
-                _ = hangup.recv() => {},
+                _ = hung_up => {},
             }
         };
         next_signal().await;
@@ -112,6 +119,18 @@ fn watch_signals(stop: StopHandle, interrupted: Arc<AtomicBool>) -> anyhow::Resu
         stop.abandon();
     });
     Ok(())
+}
+
+/// Whether this process started with SIGHUP ignored (`nohup`), read from
+/// `/proc/self/status` (its `SigIgn` mask; SIGHUP is bit 0): registering
+/// a handler would undo that.
+fn hangup_ignored() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 != 0)
 }
 
 fn describe_events(events: &[String]) -> String {

@@ -369,6 +369,46 @@ fn sighup_lets_the_running_handler_finish_and_exits_130() {
     a_stop_signal_lets_the_running_handler_finish("HUP");
 }
 
+/// Started with SIGHUP ignored (as `nohup` does), the runner keeps it
+/// ignored: it goes on claiming after a hangup.
+#[test]
+fn under_nohup_a_hangup_is_ignored() {
+    let server = Server::start();
+    let first = create(&server, "NOHUP", "{}");
+    let done = handler(&server, "done.sh", "cat >/dev/null\necho '{\"status\":\"COMPLETED\"}'");
+    let runner = worker(&server, "NOHUP", &done);
+    let mut ignoring = Command::new("sh");
+    ignoring.arg("-c").arg("trap '' HUP; exec \"$0\" \"$@\"").arg(runner.get_program());
+    ignoring.args(runner.get_args()).env_clear().current_dir(server.home());
+    for (key, value) in runner.get_envs() {
+        if let Some(value) = value {
+            ignoring.env(key, value);
+        }
+    }
+    let child = ignoring.stderr(Stdio::piped()).spawn().unwrap();
+    let completed = |id: &str| {
+        run_json(server.codeq_with_tokens().args(["task", "get", id]))["status"] == "COMPLETED"
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !completed(&first) {
+        assert!(Instant::now() < deadline, "the first task was never done");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    let second = create(&server, "NOHUP", "{}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !completed(&second) {
+        assert!(Instant::now() < deadline, "the runner stopped claiming after the hangup");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{log}");
+    assert!(log.contains("2 completed"), "{log}");
+}
+
 fn a_stop_signal_lets_the_running_handler_finish(signal: &str) {
     let server = Server::start();
     let id = create(&server, "TERM", "{}");
@@ -518,7 +558,72 @@ fn a_handler_whose_lease_was_lost_is_stopped() {
     assert_eq!((again["id"].as_str(), again["attempts"].as_u64()), (Some(id.as_str()), Some(2)));
     let line = log.lines().find(|line| line.contains(&format!("task {id} "))).unwrap_or_default();
     assert!(line.contains("attempt=1 not-reported"), "{log}");
-    assert!(line.contains("the lease was lost while the handler ran, so it was stopped"), "{log}");
+    assert!(
+        line.contains("the task was taken over while the handler ran, so it was stopped"),
+        "{log}"
+    );
+}
+
+/// The runner is frozen past its lease, and nobody claims the task in the
+/// meantime: its heartbeats are refused (`lease_expired`), but the server
+/// still takes this delivery's result, so the handler must be let finish.
+#[test]
+fn a_handler_whose_lease_lapsed_unclaimed_finishes_and_its_result_is_taken() {
+    let server = Server::start();
+    let id = create(&server, "LAPSED", "{}");
+    let started = server.home().join("started");
+    let finish = server.home().join("finish");
+    let slow = handler(
+        &server,
+        "slow.sh",
+        &format!(
+            "cat >/dev/null\n{}\nwhile [ ! -e '{}' ]; do sleep 0.05; done\necho '{{\"status\":\"COMPLETED\",\"result\":{{\"late\":true}}}}'",
+            records_its_pid(&started),
+            finish.display()
+        ),
+    );
+    let child = worker(&server, "LAPSED", &slow)
+        .args(["--lease", "2", "--once"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    let runner = child.id().to_string();
+
+    Command::new("kill").args(["-STOP", &runner]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run_json(server.codeq_with_tokens().args(["task", "get", &id]))["status"] != "PENDING" {
+        assert!(Instant::now() < deadline, "the frozen runner's lease never lapsed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").args(["-CONT", &runner]).status().unwrap();
+    // Its next heartbeats (every lease/3) meet the lapsed lease: wait for
+    // two refusals, so that the runner has acted on one.
+    let refused = r#"codeq_http_requests_total{method="POST",route="/v1/codeq/tasks/{id}/heartbeat",status="409"} "#;
+    let refusals = || {
+        let scrape = server.block_on(async {
+            reqwest::get(format!("{}/metrics", server.base)).await?.text().await
+        });
+        let text = scrape.unwrap();
+        let line = text.lines().find_map(|line| line.strip_prefix(refused));
+        line.map_or(0, |count| count.trim().parse::<u64>().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refusals() < 2 {
+        assert!(Instant::now() < deadline, "no heartbeat after the thaw");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let group = HandlerGroup::of(&started);
+    assert!(group.alive(), "the handler of a lapsed, unclaimed delivery was stopped");
+    std::fs::write(&finish, b"").unwrap();
+    let output =
+        output_within(child, Duration::from_secs(30), "the runner never ended", || group.kill());
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains(&format!("task {id} command=LAPSED attempt=1 completed")), "{log}");
+    let answer = run_json(server.codeq_with_tokens().args(["task", "result", &id]));
+    assert_eq!(answer["result"]["result"]["late"], true);
 }
 
 #[test]
