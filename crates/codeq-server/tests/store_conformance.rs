@@ -1199,7 +1199,9 @@ async fn a_replay_gives_a_round_more_and_fences_out_the_old_deliveries(h: &dyn H
     assert!(owed(&*store, at(1000)).await.is_empty());
 
     let again = claim_one(&*store, only("round"), at(42)).await.unwrap();
-    assert_eq!((again.state.attempts, again.state.replays), (4, 1));
+    assert_eq!((again.state.attempts, again.state.replays, again.state.round_start), (4, 1, 3));
+    let state = store.get_state(id).await.unwrap().unwrap();
+    assert_eq!(state, again.state, "the state read alone is the whole state");
     let stale = |attempt| Err(TransitionError::StaleAttempt { given: attempt, current: 4 });
     let refusal = |answer: Result<(), StoreError>| match answer {
         Err(StoreError::Transition(refused)) => Err(refused),

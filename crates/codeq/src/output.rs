@@ -225,13 +225,23 @@ fn bulk<T: Serialize>(
     }
 }
 
+/// `3/5`; after a replay, which gives `maxAttempts` more deliveries while
+/// `attempts` goes on counting, `7 (replayed 1×, 5 per round)`.
+fn attempts(task: &Task) -> String {
+    if task.replays == 0 {
+        format!("{}/{}", task.attempts, task.max_attempts)
+    } else {
+        format!("{} (replayed {}×, {} per round)", task.attempts, task.replays, task.max_attempts)
+    }
+}
+
 fn task_rows(task: &Task) -> Vec<(&'static str, String)> {
     let mut rows = vec![
         ("id", task.id.clone()),
         ("command", task.command.clone()),
         ("status", serde_plain(&task.status)),
         ("priority", task.priority.to_string()),
-        ("attempts", format!("{}/{}", task.attempts, task.max_attempts)),
+        ("attempts", attempts(task)),
         ("payload", task.payload.clone()),
     ];
     let optional = [

@@ -323,11 +323,11 @@ impl Scheduler {
             let (attempt, delay) = match (fence.attempt, delay_seconds) {
                 (Some(attempt), Some(_)) => (attempt, self.retry_delay(delay_seconds, attempt)),
                 _ => {
-                    let Some(task) = self.store.get_task(id).await? else {
+                    let Some(state) = self.store.get_state(id).await? else {
                         return Err(TransitionError::NotFound.into());
                     };
-                    let attempt = fence.attempt.unwrap_or(task.state.attempts);
-                    let in_round = lifecycle::attempt_in_round(attempt, task.state.round_start);
+                    let attempt = fence.attempt.unwrap_or(state.attempts);
+                    let in_round = lifecycle::attempt_in_round(attempt, state.round_start);
                     (attempt, self.retry_delay(delay_seconds, in_round))
                 }
             };

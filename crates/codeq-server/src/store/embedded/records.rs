@@ -12,9 +12,9 @@
 //!
 //! A task's body (what the producer sent) is written once; each
 //! transition writes only the small state record. Postcard is positional:
-//! a new field needs a new format byte (state records are format 3 since
-//! `round_start` was added, after `replays` made format 2; formats 1 and 2
-//! still read, the missing fields 0).
+//! a new field needs a new format byte (a state record with a
+//! `round_start` is format 3, one without format 2, as since `replays`
+//! was added; formats 1 and 2 read with the fields they lack 0).
 
 use codeq_core::{
     Command, Priority, QueueSettings, ResultRecord, Subscription, Task, TaskId, TaskState,
@@ -129,12 +129,20 @@ const STATE_V2: u8 = 2;
 /// A state record with `round_start` after `replays`.
 const STATE_V3: u8 = 3;
 
-/// Appends the encoded `state` to `buf`.
+/// Appends the encoded `state` to `buf`: format 2 unless it has a
+/// `round_start` (only a replay gives one), so that the release before
+/// format 3 still reads a data directory that never saw a replay.
 pub fn encode_state(state: &TaskState, buf: &mut Vec<u8>) -> StoreResult<()> {
+    let start = buf.len();
     buf.push(STATE_V3);
-    postcard::to_io(state, buf)
-        .map(|_| ())
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode a task state: {e}")))
+    postcard::to_io(state, &mut *buf)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a task state: {e}")))?;
+    if state.round_start == 0 {
+        // `round_start` is the last field, a varint: 0 is one zero byte.
+        buf.pop();
+        buf[start] = STATE_V2;
+    }
+    Ok(())
 }
 
 /// Reads a state record back.
@@ -255,7 +263,7 @@ mod tests {
         encode_body(&task, &mut body).unwrap();
         let mut state = Vec::new();
         encode_state(&task.state, &mut state).unwrap();
-        assert_eq!(state[0], STATE_V3);
+        assert_eq!(state[0], STATE_V2, "format 2 while no replay began a round");
         let back = Body::decode(&body).unwrap().into_task(task.id, decode_state(&state).unwrap());
         assert_eq!(back.unwrap(), task);
         assert!(state.len() < 40, "a state record is small: {} bytes", state.len());
@@ -267,6 +275,8 @@ mod tests {
         (state.replays, state.round_start) = (3, 7);
         let mut bytes = Vec::new();
         encode_state(&state, &mut bytes).unwrap();
+        assert_eq!(bytes[0], STATE_V3);
+        assert_eq!(decode_state(&bytes).unwrap(), state);
         // Formats 2 and 1: the same fields but the last one or two (one-byte
         // varints here).
         let mut v2 = bytes[..bytes.len() - 1].to_vec();

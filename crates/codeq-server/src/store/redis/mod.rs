@@ -775,7 +775,7 @@ impl Store for RedisStore {
     }
 
     async fn get_state(&self, id: TaskId) -> StoreResult<Option<TaskState>> {
-        let names = ["s", "a", "wk", "lu", "va", "e", "lr", "d", "ua", "co", "rp"];
+        let names = ["s", "a", "wk", "lu", "va", "e", "lr", "d", "ua", "co", "rp", "rb"];
         self.read(id, &names).await?.map(|fields| reply::state(&fields)).transpose()
     }
 

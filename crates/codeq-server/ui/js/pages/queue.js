@@ -18,7 +18,7 @@ export function taskColumns() {
     { label: 'Task', cell: (t) => h('a', { href: `#/task/${t.id}`, class: 'task-link' }, shortId(t.id)) },
     { label: 'Status', cell: (t) => h('span', { class: `status ${t.status}` }, t.status) },
     { label: 'Priority', cell: (t) => String(t.priority), class: 'wide' },
-    { label: 'Attempts', cell: (t) => `${t.attempts}/${t.maxAttempts}` },
+    { label: 'Attempts', cell: (t) => t.replays ? `${t.attempts} (replayed)` : `${t.attempts}/${t.maxAttempts}` },
     { label: 'Worker', cell: (t) => t.workerId || '–', class: 'wide' },
     { label: 'Created', cell: (t) => when(t.createdAt) },
     { label: 'Updated', cell: (t) => when(t.updatedAt), class: 'wide' },

@@ -105,7 +105,9 @@ function body(detail, reload) {
     actions(detail, reload),
     facts([
       ['Command', h('a', { href: `#/queue/${seg(task.command)}` }, task.command)],
-      ['Attempts', `${task.attempts} of ${task.maxAttempts}`],
+      ['Attempts', task.replays
+        ? `${task.attempts} (replayed ${task.replays}×, ${task.maxAttempts} per round)`
+        : `${task.attempts} of ${task.maxAttempts}`],
       ['Worker', worker ? h('span', { title: task.workerId ? 'holds the lease' : 'last delivery' }, worker) : null],
       ['Lease until', task.leaseUntil ? when(task.leaseUntil) : null],
       ['Priority', String(task.priority)],
