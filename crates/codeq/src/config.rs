@@ -259,10 +259,7 @@ impl Resolved {
     /// `--producer-token`, `CODEQ_WORKER_TOKEN`, `profile "prod" of
     /// ~/.codeq/config.yaml`, `./codeq-data/credentials.json (local mode)`.
     pub fn describe_token(&self, kind: TokenKind) -> Option<String> {
-        let (_, source) = match kind {
-            TokenKind::Producer => self.producer_token.as_ref()?,
-            TokenKind::Worker => self.worker_token.as_ref()?,
-        };
+        let (_, source) = self.token(kind)?;
         Some(match source {
             Source::Flag => format!("--{kind}-token"),
             Source::Env => format!("CODEQ_{}_TOKEN", kind.to_string().to_uppercase()),
@@ -286,29 +283,43 @@ impl Resolved {
     /// A client for the resolved server with the resolved tokens; a token
     /// no request could carry is a configuration error naming its source.
     pub fn client(&self) -> anyhow::Result<Client> {
-        for kind in [TokenKind::Producer, TokenKind::Worker] {
-            self.check_token(kind)?;
-        }
+        self.client_with(&[TokenKind::Producer, TokenKind::Worker])
+    }
+
+    /// A client with the worker token only, for `worker start`, which
+    /// never sends the producer's (a bad one must not stop it).
+    pub fn worker_client(&self) -> anyhow::Result<Client> {
+        self.client_with(&[TokenKind::Worker])
+    }
+
+    fn client_with(&self, kinds: &[TokenKind]) -> anyhow::Result<Client> {
         let mut client = Client::new(&self.base_url)?.with_admin_role(self.admin);
-        if let Some((token, _)) = &self.producer_token {
-            client = client.with_producer_token(token);
-        }
-        if let Some((token, _)) = &self.worker_token {
-            client = client.with_worker_token(token);
+        for kind in kinds {
+            self.check_token(*kind)?;
+            if let Some((token, _)) = self.token(*kind) {
+                client = match kind {
+                    TokenKind::Producer => client.with_producer_token(token),
+                    TokenKind::Worker => client.with_worker_token(token),
+                };
+            }
         }
         Ok(client)
     }
 }
 
 impl Resolved {
+    /// The token of `kind` and where it came from.
+    fn token(&self, kind: TokenKind) -> Option<&(String, Source)> {
+        match kind {
+            TokenKind::Producer => self.producer_token.as_ref(),
+            TokenKind::Worker => self.worker_token.as_ref(),
+        }
+    }
+
     /// Tokens travel in the `Authorization` header: visible ASCII only.
     /// A line break copied along with a token is the usual culprit.
     fn check_token(&self, kind: TokenKind) -> Result<(), ConfigError> {
-        let token = match kind {
-            TokenKind::Producer => &self.producer_token,
-            TokenKind::Worker => &self.worker_token,
-        };
-        match token {
+        match self.token(kind) {
             Some((token, _)) if !token.bytes().all(|byte| byte.is_ascii_graphic()) => {
                 let source = self.describe_token(kind).unwrap_or_default();
                 Err(ConfigError::new(format!(
@@ -411,6 +422,13 @@ mod tests {
         assert!(err.is::<ConfigError>(), "{err:#}");
         assert!(err.to_string().contains("the worker token from --worker-token"), "{err:#}");
         assert!(resolved("cqw_abc").client().is_ok());
+        let bad_producer = Resolved::merge(
+            &global(&["--producer-token", "p\n", "--worker-token", "cqw_abc"]),
+            &file,
+            None,
+        );
+        assert!(bad_producer.client().is_err());
+        assert!(bad_producer.worker_client().is_ok(), "a runner never sends the producer token");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn run(global: &GlobalArgs, command: &WorkerCommand) -> anyhow::Result<ExitC
 fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode> {
     let handler_path = handler::resolve(&args.handler)?;
     let resolved = Resolved::load(global)?;
-    let client = resolved.client()?;
+    let client = resolved.worker_client()?;
     let worker = Worker::new(client, args.events.iter().cloned())
         .concurrency(usize::try_from(args.concurrency).unwrap_or(1))
         .lease_seconds(args.lease)
