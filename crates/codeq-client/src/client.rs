@@ -463,7 +463,9 @@ impl Client {
         let request =
             self.request(Method::POST, &["v1", "codeq", "tasks", id, "result"], Auth::Worker)?;
         let body = ResultAndClaim { result, claim_next: claim };
-        let response = self.send(request.json(&body), Retry::ConnectOnly).await?;
+        // Its claim may long-poll: the wait comes on top of the timeout.
+        let request = request.json(&body).timeout(self.long_poll_timeout(claim));
+        let response = self.send(request, Retry::ConnectOnly).await?;
         let answer: ResultAndNext = decode(response).await?;
         Ok((answer.record, answer.next))
     }

@@ -451,6 +451,30 @@ async fn a_result_with_a_claim_whose_answer_was_lost_is_not_repeated_by_the_clie
     assert_eq!((sent_with_claim, sent_plain), (1, 3), "sent once, and once plus two repeats");
 }
 
+/// The claim of a result may long-poll: its wait comes on top of the
+/// client's timeout, as for a claim of its own; else the result is stored
+/// and the caller told the call failed.
+#[tokio::test]
+async fn a_result_whose_claim_long_polls_is_not_cut_off_by_the_timeout() {
+    let server = Server::start().await;
+    let client = Client::builder(&server.base)
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .with_producer_token(PRODUCER)
+        .with_worker_token(WORKER);
+    client.create_task(&CreateTask::new("POLL", json!({}))).await.unwrap();
+    let task = client.claim(&ClaimRequest::new(["POLL"])).await.unwrap().unwrap();
+    let result = codeq_client::SubmitResult::completed(task.attempts, json!({}));
+    let next = ClaimRequest { wait_seconds: Some(2), ..ClaimRequest::new(["POLL"]) };
+
+    let answered = client.submit_result_and_claim(&task.id, &result, &next).await;
+
+    let (record, next) = answered.expect("answered after the 2 s wait, past the 1 s timeout");
+    assert_eq!((record.task_id.as_str(), next), (task.id.as_str(), None));
+    server.stop().await;
+}
+
 /// The server's count of requests to `route` answered `status`.
 async fn answered(base: &str, route: &str, status: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
