@@ -41,6 +41,7 @@
 //! run again once its lease ended.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -523,7 +524,16 @@ impl Worker {
     {
         let started = Instant::now();
         let (id, command, attempt) = (task.id.clone(), task.command.clone(), task.attempts);
-        let work = HandlerRun(tokio::spawn(handler(task)));
+        // The call itself may panic too (work done before its `async`
+        // block, e.g. parsing the payload): that nacks the task as a panic
+        // in the future does, rather than ending the worker.
+        let work = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(task))) {
+            Ok(future) => HandlerRun(tokio::spawn(future)),
+            Err(panic) => {
+                let why = format!("the handler panicked: {}", panic_message(panic));
+                HandlerRun(tokio::spawn(std::future::ready(Outcome::Retry(why))))
+            }
+        };
         let mut held_until = started + self.lease();
         let ran = tokio::select! {
             ran = self.with_heartbeats(&id, attempt, work, &mut held_until) => ran,
@@ -806,13 +816,16 @@ fn ended(stopped: tokio::task::JoinError) -> String {
     if !stopped.is_panic() {
         return "was stopped".to_owned();
     }
-    let panic = stopped.into_panic();
-    let message = panic
+    format!("panicked: {}", panic_message(stopped.into_panic()))
+}
+
+/// The text a panic carried.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|text| (*text).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text value".to_owned());
-    format!("panicked: {message}")
+        .unwrap_or_else(|| "a non-text value".to_owned())
 }
 
 /// What reporting an outcome came to.

@@ -774,6 +774,17 @@ mod worker {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_handler_nacks_its_task_and_the_other_slots_go_on() {
+        a_panicking_handler(false).await;
+    }
+
+    /// Work done in the handler's call, before the future it returns (say,
+    /// parsing the payload), may panic too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_panicking_before_its_future_nacks_its_task_and_the_other_slots_go_on() {
+        a_panicking_handler(true).await;
+    }
+
+    async fn a_panicking_handler(in_the_call: bool) {
         let server = Server::start().await;
         let client = server.client();
         let doomed = CreateTask::new("PANIC", json!({ "panic": true }));
@@ -781,10 +792,14 @@ mod worker {
         let fine = client.create_task(&CreateTask::new("PANIC", json!({}))).await.unwrap().task;
         let worker = Worker::new(client.clone(), ["PANIC"]).concurrency(2).wait_seconds(1);
         let stop = worker.stop_handle();
-        let running = tokio::spawn(worker.run(|task| async move {
+        let running = tokio::spawn(worker.run(move |task| {
             let payload: serde_json::Value = task.payload_as().unwrap();
-            assert!(payload.get("panic").is_none(), "boom");
-            Outcome::Completed(json!({}))
+            let doomed = payload.get("panic").is_some();
+            assert!(!(doomed && in_the_call), "boom");
+            async move {
+                assert!(!doomed, "boom");
+                Outcome::Completed(json!({}))
+            }
         }));
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while client.get_task(&fine.id).await.unwrap().status != TaskStatus::Completed
