@@ -201,7 +201,11 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
-    /// No new claims; running handlers finish and are reported.
+    /// No new claims; running handlers finish and are reported. A claim
+    /// in flight may still answer for half a second: a task it brings is
+    /// given back at once (reported `Abandoned`); one still parked in a
+    /// long poll is dropped. Await [`Worker::run`] to the end: dropping
+    /// its future leaves the running tasks leased until their leases end.
     pub fn stop(&self) {
         self.claiming.cancel();
     }
@@ -451,14 +455,31 @@ impl Worker {
                     return Ok(summary);
                 }
                 Some(task) => Ok(Some(task)),
-                // A claim in flight when stop comes is dropped: the server
-                // may have handed out a task in that instant, which then
-                // comes back when its lease ends. Waiting out a 30 s long
-                // poll instead would make every stop slow.
-                None => tokio::select! {
-                    () = self.stop.claiming.cancelled() => return Ok(summary),
-                    claimed = self.client.claim(&claim) => claimed,
-                },
+                None if self.stop.claiming.is_cancelled() => return Ok(summary),
+                None => {
+                    let claiming = self.client.claim(&claim);
+                    let mut claiming = std::pin::pin!(claiming);
+                    tokio::select! {
+                        claimed = &mut claiming => claimed,
+                        () = self.stop.claiming.cancelled() => {
+                            // A claim in flight when stop comes may bring a
+                            // task (one was ready): it is given back above,
+                            // rather than left leased to nobody until its
+                            // lease ends, costing an attempt. One still
+                            // parked in a long poll after a moment is
+                            // dropped (the server hands nothing to a poll
+                            // whose caller left); waiting out its 30 s would
+                            // make every stop slow.
+                            match tokio::time::timeout(STOP_GRACE, &mut claiming).await {
+                                Ok(Ok(Some(task))) => {
+                                    next = Some(task);
+                                    continue;
+                                }
+                                _ => return Ok(summary),
+                            }
+                        }
+                    }
+                }
             };
             match claimed {
                 Ok(Some(task)) => {
@@ -923,6 +944,10 @@ fn may_pass(err: &Error) -> bool {
         Error::MissingToken(_) | Error::InvalidBaseUrl { .. } | Error::Decode { .. } => false,
     }
 }
+
+/// How long a claim in flight when stop comes may still answer (with a
+/// task to give back) before it is dropped.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Less of the lease than this left, a result is not sent again.
 const LAST_TRY: Duration = Duration::from_millis(100);

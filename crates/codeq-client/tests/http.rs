@@ -772,6 +772,42 @@ mod worker {
         assert!(gave_up_after < Duration::from_millis(1500), "gave up after {gave_up_after:?}");
     }
 
+    /// Slots claim as fast as handlers nack while tasks are ready, so a
+    /// stop nearly always meets a claim in flight. A task it brings must
+    /// be given back, not left leased to nobody (costing an attempt, with
+    /// `maxAttempts: 1` the task itself) until its lease ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_leaves_no_task_leased_to_nobody() {
+        let server = Server::start().await;
+        let client = server.client();
+        for round in 0..10 {
+            let command = format!("STOP{round}");
+            for _ in 0..20 {
+                let task =
+                    CreateTask { max_attempts: Some(1), ..CreateTask::new(&command, json!({})) };
+                client.create_task(&task).await.unwrap();
+            }
+            let handled = Arc::new(AtomicUsize::new(0));
+            let worker = Worker::new(client.clone(), [command.clone()]).concurrency(4);
+            let stop = worker.stop_handle();
+            let counted = handled.clone();
+            let running = tokio::spawn(worker.run(move |_task| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Outcome::Retry("later".into()) }
+            }));
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while handled.load(Ordering::SeqCst) < 8 {
+                assert!(std::time::Instant::now() < deadline, "round {round}: too few handled");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stop.stop();
+            running.await.unwrap().unwrap();
+            let stats = client.queue_stats(&command).await.unwrap();
+            assert_eq!(stats.in_progress, 0, "round {round}: a task was left leased");
+        }
+        server.stop().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_handler_nacks_its_task_and_the_other_slots_go_on() {
         a_panicking_handler(false).await;
