@@ -208,7 +208,10 @@ pub struct Created {
     /// The task (the existing one when `replayed`).
     pub task: Task,
     /// True when the idempotency key matched an existing task and nothing
-    /// was created (header `Idempotent-Replayed: true`).
+    /// was created (header `Idempotent-Replayed: true`). Also when this
+    /// client repeated a keyed create whose first answer was lost: the
+    /// key then finds the task that first try created, so `replayed`
+    /// does not prove that another call created it.
     pub replayed: bool,
 }
 

@@ -75,7 +75,10 @@ pub enum Outcome {
     Submit(SubmitResult),
     /// Try again later: nack with this reason (and the server's backoff).
     Retry(String),
-    /// Give the task back untouched (attempts unchanged).
+    /// Give the task back untouched (attempts unchanged): it is ready again
+    /// at once, with no backoff and no limit, so a handler that always
+    /// abandons hands the task round in a tight loop. To try later, use
+    /// [`Outcome::Retry`].
     Abandon,
 }
 
