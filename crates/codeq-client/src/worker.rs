@@ -55,7 +55,10 @@ use crate::types::{ClaimRequest, NackStatus, ResultStatus, SubmitResult, Task};
 
 /// The longest long poll the server honours.
 pub const MAX_WAIT_SECONDS: u32 = 30;
-/// The lease asked for when none is configured (the server's default).
+/// The lease asked for when none is configured: the server's default
+/// `defaultLeaseSeconds`. A server configured with a `maxLeaseSeconds`
+/// below it refuses the claim (400 `invalid_field`): set
+/// [`Worker::lease_seconds`] to fit.
 pub const DEFAULT_LEASE_SECONDS: u32 = 300;
 /// Pause after a failed claim before the next try; doubles up to
 /// [`MAX_RETRY_PAUSE`].
