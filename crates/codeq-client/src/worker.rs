@@ -208,9 +208,9 @@ pub struct StopHandle {
 
 impl StopHandle {
     /// No new claims; running handlers finish and are reported. A claim
-    /// in flight may still answer for half a second: a task it brings is
-    /// given back at once (reported `Abandoned`); one still parked in a
-    /// long poll is dropped. Await [`Worker::run`] to the end: dropping
+    /// just sent may still answer for half a second: a task it brings is
+    /// given back at once (reported `Abandoned`); a claim parked in a long
+    /// poll is dropped. Await [`Worker::run`] to the end: dropping
     /// its future leaves the running tasks leased until their leases end.
     pub fn stop(&self) {
         self.claiming.cancel();
@@ -463,19 +463,25 @@ impl Worker {
                 Some(task) => Ok(Some(task)),
                 None if self.stop.claiming.is_cancelled() => return Ok(summary),
                 None => {
+                    let sent = Instant::now();
                     let claiming = self.client.claim(&claim);
                     let mut claiming = std::pin::pin!(claiming);
                     tokio::select! {
                         claimed = &mut claiming => claimed,
                         () = self.stop.claiming.cancelled() => {
-                            // A claim in flight when stop comes may bring a
-                            // task (one was ready): it is given back above,
-                            // rather than left leased to nobody until its
-                            // lease ends, costing an attempt. One still
-                            // parked in a long poll after a moment is
-                            // dropped (the server hands nothing to a poll
-                            // whose caller left); waiting out its 30 s would
-                            // make every stop slow.
+                            // A claim in flight when stop comes may be
+                            // bringing a task (one was ready): it is given
+                            // back above, rather than left leased to nobody
+                            // until its lease ends (and dead-lettered then,
+                            // if that was its last delivery). A claim that
+                            // has waited long already is parked in a long
+                            // poll: it is dropped at once (the server hands
+                            // nothing to a poll whose caller left), so that
+                            // work arriving now goes to another worker, and
+                            // a stop is quick.
+                            if sent.elapsed() > PARKED_AFTER {
+                                return Ok(summary);
+                            }
                             match tokio::time::timeout(STOP_GRACE, &mut claiming).await {
                                 Ok(Ok(Some(task))) => {
                                     next = Some(task);
@@ -954,6 +960,10 @@ fn may_pass(err: &Error) -> bool {
 /// How long a claim in flight when stop comes may still answer (with a
 /// task to give back) before it is dropped.
 const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// A claim in flight longer than this when stop comes is taken as parked
+/// in a long poll (one that finds a ready task answers in milliseconds).
+const PARKED_AFTER: Duration = Duration::from_millis(200);
 
 /// Less of the lease than this left, a result is not sent again.
 const LAST_TRY: Duration = Duration::from_millis(100);

@@ -774,8 +774,8 @@ mod worker {
 
     /// Slots claim as fast as handlers nack while tasks are ready, so a
     /// stop nearly always meets a claim in flight. A task it brings must
-    /// be given back, not left leased to nobody (costing an attempt, with
-    /// `maxAttempts: 1` the task itself) until its lease ends.
+    /// be given back, not left leased to nobody until its lease ends (and
+    /// then dead-lettered, with `maxAttempts: 1`, without ever running).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_leaves_no_task_leased_to_nobody() {
         let server = Server::start().await;

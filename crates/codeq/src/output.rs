@@ -235,6 +235,15 @@ fn attempts(task: &Task) -> String {
     }
 }
 
+/// [`attempts`] in a table cell: `3/5`, or `7 (replayed)`.
+fn attempts_cell(task: &Task) -> String {
+    if task.replays == 0 {
+        format!("{}/{}", task.attempts, task.max_attempts)
+    } else {
+        format!("{} (replayed)", task.attempts)
+    }
+}
+
 fn task_rows(task: &Task) -> Vec<(&'static str, String)> {
     let mut rows = vec![
         ("id", task.id.clone()),
@@ -408,7 +417,7 @@ fn task_table(tasks: &[Task]) -> String {
                 task.command.clone(),
                 task.status.as_str().to_owned(),
                 task.priority.to_string(),
-                format!("{}/{}", task.attempts, task.max_attempts),
+                attempts_cell(task),
                 task.created_at.clone(),
                 cell_text(task.error.as_deref().or(task.last_reason.as_deref())),
             ]
@@ -431,7 +440,7 @@ fn dead_letter_table(tasks: &[Task]) -> String {
         .map(|task| {
             vec![
                 task.id.clone(),
-                format!("{}/{}", task.attempts, task.max_attempts),
+                attempts_cell(task),
                 task.replays.to_string(),
                 task.completed_at.clone().unwrap_or_else(|| "-".to_owned()),
                 cell_text(task.last_reason.as_deref()),

@@ -90,6 +90,35 @@ fn path_without_kill(server: &Server) -> PathBuf {
     bin
 }
 
+/// Waits until task `id` is `status` (a frozen runner's lease lapsed:
+/// the reaper requeued it).
+fn wait_for_status(server: &Server, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run_json(server.codeq_with_tokens().args(["task", "get", id]))["status"] != status {
+        assert!(Instant::now() < deadline, "task {id} never became {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the server has refused `count` heartbeats with a 409 (two:
+/// the runner has acted on the first).
+fn wait_for_heartbeats_refused(server: &Server, count: u64) {
+    let refused = r#"codeq_http_requests_total{method="POST",route="/v1/codeq/tasks/{id}/heartbeat",status="409"} "#;
+    let refusals = || {
+        let scrape = server.block_on(async {
+            reqwest::get(format!("{}/metrics", server.base)).await?.text().await
+        });
+        let text = scrape.unwrap();
+        let line = text.lines().find_map(|line| line.strip_prefix(refused));
+        line.map_or(0, |count| count.trim().parse::<u64>().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refusals() < count {
+        assert!(Instant::now() < deadline, "fewer than {count} heartbeats refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The output of `child` once it exits, within `limit`; past it, runs
 /// `clean_up`, kills `child` and fails with `failure`.
 fn output_within(
@@ -376,15 +405,7 @@ fn under_nohup_a_hangup_is_ignored() {
     let server = Server::start();
     let first = create(&server, "NOHUP", "{}");
     let done = handler(&server, "done.sh", "cat >/dev/null\necho '{\"status\":\"COMPLETED\"}'");
-    let runner = worker(&server, "NOHUP", &done);
-    let mut ignoring = Command::new("sh");
-    ignoring.arg("-c").arg("trap '' HUP; exec \"$0\" \"$@\"").arg(runner.get_program());
-    ignoring.args(runner.get_args()).env_clear().current_dir(server.home());
-    for (key, value) in runner.get_envs() {
-        if let Some(value) = value {
-            ignoring.env(key, value);
-        }
-    }
+    let mut ignoring = with_hangup(&worker(&server, "NOHUP", &done), "''");
     let child = ignoring.stderr(Stdio::piped()).spawn().unwrap();
     let completed = |id: &str| {
         run_json(server.codeq_with_tokens().args(["task", "get", id]))["status"] == "COMPLETED"
@@ -409,6 +430,23 @@ fn under_nohup_a_hangup_is_ignored() {
     assert!(log.contains("2 completed"), "{log}");
 }
 
+/// `runner` started by a shell that first sets SIGHUP's action with
+/// `trap ACTION HUP` (`''`: ignored, as under `nohup`; `-`: the default).
+fn with_hangup(runner: &Command, action: &str) -> Command {
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(format!("trap {action} HUP; exec \"$0\" \"$@\"")).arg(runner.get_program());
+    shell.args(runner.get_args()).env_clear();
+    if let Some(dir) = runner.get_current_dir() {
+        shell.current_dir(dir);
+    }
+    for (key, value) in runner.get_envs() {
+        if let Some(value) = value {
+            shell.env(key, value);
+        }
+    }
+    shell
+}
+
 fn a_stop_signal_lets_the_running_handler_finish(signal: &str) {
     let server = Server::start();
     let id = create(&server, "TERM", "{}");
@@ -421,7 +459,9 @@ fn a_stop_signal_lets_the_running_handler_finish(signal: &str) {
             started.display()
         ),
     );
-    let child = worker(&server, "TERM", &slow).stderr(Stdio::piped()).spawn().unwrap();
+    // SIGHUP's default action, even when the tests run under `nohup`.
+    let mut runner = with_hangup(&worker(&server, "TERM", &slow), "-");
+    let child = runner.stderr(Stdio::piped()).spawn().unwrap();
 
     wait_for(&started);
     Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
@@ -505,9 +545,10 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
     assert_eq!(task["status"], "CANCELLED");
 }
 
-/// The runner is frozen past its lease and the task is claimed again:
-/// at its next heartbeat (refused) the runner must stop the handler, not
-/// let two deliveries run side by side.
+/// The runner is frozen past its lease; thawed, its heartbeats meet the
+/// lapsed lease (the handler goes on), then the task is claimed again: at
+/// its next heartbeat the runner must stop the handler, not let two
+/// deliveries run side by side.
 #[test]
 fn a_handler_whose_lease_was_lost_is_stopped() {
     let server = Server::start();
@@ -528,6 +569,10 @@ fn a_handler_whose_lease_was_lost_is_stopped() {
     let runner = child.id().to_string();
 
     Command::new("kill").args(["-STOP", &runner]).status().unwrap();
+    wait_for_status(&server, &id, "PENDING");
+    Command::new("kill").args(["-CONT", &runner]).status().unwrap();
+    wait_for_heartbeats_refused(&server, 2);
+    assert!(group.alive(), "the handler of a lapsed, unclaimed delivery was stopped");
     let deadline = Instant::now() + Duration::from_secs(20);
     let again = loop {
         let claimed = run(server.codeq_with_tokens().args([
@@ -543,9 +588,8 @@ fn a_handler_whose_lease_was_lost_is_stopped() {
         if !claimed.stdout.is_empty() {
             break serde_json::from_slice::<serde_json::Value>(&claimed.stdout).unwrap();
         }
-        assert!(Instant::now() < deadline, "the frozen runner's lease never ended");
+        assert!(Instant::now() < deadline, "the lapsed task was never claimed again");
     };
-    Command::new("kill").args(["-CONT", &runner]).status().unwrap();
 
     let stopped = group.gone_within(Duration::from_secs(10));
     if !stopped {
@@ -591,28 +635,10 @@ fn a_handler_whose_lease_lapsed_unclaimed_finishes_and_its_result_is_taken() {
     let runner = child.id().to_string();
 
     Command::new("kill").args(["-STOP", &runner]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while run_json(server.codeq_with_tokens().args(["task", "get", &id]))["status"] != "PENDING" {
-        assert!(Instant::now() < deadline, "the frozen runner's lease never lapsed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_status(&server, &id, "PENDING");
     Command::new("kill").args(["-CONT", &runner]).status().unwrap();
-    // Its next heartbeats (every lease/3) meet the lapsed lease: wait for
-    // two refusals, so that the runner has acted on one.
-    let refused = r#"codeq_http_requests_total{method="POST",route="/v1/codeq/tasks/{id}/heartbeat",status="409"} "#;
-    let refusals = || {
-        let scrape = server.block_on(async {
-            reqwest::get(format!("{}/metrics", server.base)).await?.text().await
-        });
-        let text = scrape.unwrap();
-        let line = text.lines().find_map(|line| line.strip_prefix(refused));
-        line.map_or(0, |count| count.trim().parse::<u64>().unwrap())
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while refusals() < 2 {
-        assert!(Instant::now() < deadline, "no heartbeat after the thaw");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Its next heartbeats (every lease/3) meet the lapsed lease.
+    wait_for_heartbeats_refused(&server, 2);
     let group = HandlerGroup::of(&started);
     assert!(group.alive(), "the handler of a lapsed, unclaimed delivery was stopped");
     std::fs::write(&finish, b"").unwrap();

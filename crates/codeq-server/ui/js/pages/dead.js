@@ -85,7 +85,7 @@ export async function render(main, ctx) {
   const bulk = async (action, body) => {
     if (!body) return notify('Select dead letters first.');
     const verb = action === 'replay' ? 'Replay' : 'Purge';
-    const consequence = action === 'replay' ? 'They go back to the queue with fresh attempts.' : 'They are deleted for good.';
+    const consequence = action === 'replay' ? 'They go back to the queue with maxAttempts deliveries more.' : 'They are deleted for good.';
     if (!await confirmAction(`${verb}?`, `${verb} ${describe(body)}? ${consequence}`, verb)) return;
     try {
       const answer = await post(`/admin/queues/${seg(command)}/dlq/${action}`, body);

@@ -81,7 +81,7 @@ function actions(detail, reload) {
   }
   if (detail.deadLettered) {
     list.push(button('Replay', async () => {
-      if (!await confirmAction('Replay this dead letter?', `Task ${task.id} goes back to ${task.command}'s queue with fresh attempts.`, 'Replay')) return;
+      if (!await confirmAction('Replay this dead letter?', `Task ${task.id} goes back to ${task.command}'s queue with ${task.maxAttempts} deliveries more.`, 'Replay')) return;
       try {
         await post(`/admin/queues/${seg(task.command)}/dlq/replay`, { ids: [task.id] });
         notify('Replayed: the task is pending again.', 'ok');
