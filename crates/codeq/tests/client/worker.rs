@@ -48,6 +48,15 @@ fn records_its_pid(path: &Path) -> String {
     format!("echo $$ > '{0}.tmp'\nmv '{0}.tmp' '{0}'", path.display())
 }
 
+/// A handler that records its pid into the returned path, then sleeps a
+/// minute (its `sleep` outlives any test unless its group is stopped);
+/// that path and the handler's.
+fn sleeps_a_minute(server: &Server) -> (PathBuf, PathBuf) {
+    let started = server.home().join("started");
+    let body = format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started));
+    (started.clone(), handler(server, "sleeps.sh", &body))
+}
+
 /// The process group of a handler that ran [`records_its_pid`] into `path`.
 struct HandlerGroup(String);
 
@@ -478,12 +487,7 @@ fn a_stop_signal_lets_the_running_handler_finish(signal: &str) {
 fn a_second_signal_abandons_the_running_handler() {
     let server = Server::start();
     let id = create(&server, "STUCK", "{}");
-    let started = server.home().join("started");
-    let stuck = handler(
-        &server,
-        "stuck.sh",
-        &format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started)),
-    );
+    let (started, stuck) = sleeps_a_minute(&server);
     let child = worker(&server, "STUCK", &stuck).stderr(Stdio::piped()).spawn().unwrap();
 
     wait_for(&started);
@@ -513,12 +517,7 @@ fn a_second_signal_abandons_the_running_handler() {
 fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
     let server = Server::start();
     let id = create(&server, "LONG", "{}");
-    let started = server.home().join("started");
-    let long = handler(
-        &server,
-        "long.sh",
-        &format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started)),
-    );
+    let (started, long) = sleeps_a_minute(&server);
     // A 6 s lease: a heartbeat every 2 s.
     let child = worker(&server, "LONG", &long)
         .args(["--lease", "6"])
@@ -553,12 +552,7 @@ fn a_task_cancelled_while_its_handler_runs_stops_the_handler() {
 fn a_handler_whose_lease_was_lost_is_stopped() {
     let server = Server::start();
     let id = create(&server, "LOST", "{}");
-    let started = server.home().join("started");
-    let long = handler(
-        &server,
-        "long.sh",
-        &format!("cat >/dev/null\n{}\nsleep 60", records_its_pid(&started)),
-    );
+    let (started, long) = sleeps_a_minute(&server);
     let child = worker(&server, "LOST", &long)
         .args(["--lease", "2"])
         .stderr(Stdio::piped())
