@@ -221,7 +221,8 @@ pub struct Task {
     lease_until: Option<String>,
     /// Deliveries so far.
     attempts: u32,
-    /// Delivery limit.
+    /// Delivery limit per round (a dead-letter replay starts a new round).
+    #[schema(minimum = 1, maximum = 1000)]
     max_attempts: u32,
     /// Terminal error.
     error: Option<String>,
@@ -266,7 +267,7 @@ pub struct CreateTask {
     /// A repeat while the task exists returns it (`Idempotent-Replayed: true`).
     #[schema(min_length = 1, max_length = 256)]
     idempotency_key: Option<String>,
-    /// RFC 3339, from 0000-01-02 to 9999-12-30; in the past means now.
+    /// RFC 3339, from 0000-01-02T00:00:00Z to 9999-12-30T00:00:00Z; in the past means now.
     /// Wins over `delaySeconds`.
     #[schema(format = DateTime)]
     run_at: Option<String>,
@@ -632,7 +633,9 @@ pub struct NoFields {}
 /// `POST …/cancel`.
 #[derive(ToSchema)]
 pub struct Cancel {
-    /// Why (at most 1024 bytes); stored as the result's `error`.
+    /// Why (at most 1024 bytes of UTF-8, which `maxLength` cannot say: a
+    /// text of fewer characters may still be too long); stored as the
+    /// result's `error`.
     #[schema(max_length = 1024)]
     reason: Option<String>,
 }
@@ -643,7 +646,7 @@ pub struct CancelMany {
     /// 1..100 task ids.
     #[schema(min_items = 1, max_items = 100)]
     ids: Vec<String>,
-    /// Why, for every one (at most 1024 bytes).
+    /// Why, for every one (at most 1024 bytes of UTF-8, as for one cancel).
     #[schema(max_length = 1024)]
     reason: Option<String>,
 }
@@ -695,8 +698,8 @@ pub struct DeadLetterSelection {
     ids: Option<Vec<String>>,
     /// Those whose error or last reason contains this text.
     error_contains: Option<String>,
-    /// Those that failed before this time (RFC 3339, from 0000-01-02 to
-    /// 9999-12-30, as every time taken).
+    /// Those that failed before this time (RFC 3339, from
+    /// 0000-01-02T00:00:00Z to 9999-12-30T00:00:00Z, as every time taken).
     #[schema(format = DateTime)]
     failed_before: Option<String>,
     /// Those that failed after this time.
@@ -742,7 +745,7 @@ pub struct Cleanup {
     /// Most tasks deleted, 1..100000; default 1000.
     #[schema(minimum = 1, maximum = 100000)]
     limit: Option<u32>,
-    /// RFC 3339 (from 0000-01-02 to 9999-12-30); default now.
+    /// RFC 3339 (from 0000-01-02T00:00:00Z to 9999-12-30T00:00:00Z); default now.
     #[schema(format = DateTime)]
     before: Option<String>,
 }
@@ -784,7 +787,8 @@ pub struct Subscribe {
     ttl_seconds: Option<u64>,
     /// Default `fanout` (`group` for a token with `workerGroup`).
     delivery_mode: Option<DeliveryMode>,
-    /// Required for `group`; must equal the token's `workerGroup` when set.
+    /// Required for `group`; 1..128 bytes of UTF-8 (not characters); must
+    /// equal the token's `workerGroup` when set.
     #[schema(min_length = 1, max_length = 128)]
     group_id: Option<String>,
     /// 0..3600; default `subscriptionMinIntervalSeconds`.
@@ -945,7 +949,8 @@ pub struct WebhookState {
 pub struct TaskDetail {
     /// The task, with its payload.
     task: Task,
-    /// The worker of its last delivery.
+    /// The worker holding it, or the one whose result ended it; cleared
+    /// by a nack, an abandon, a cancel and a dead-lettering.
     last_worker_id: Option<String>,
     /// It ended in the dead-letter queue.
     dead_lettered: bool,
@@ -1173,12 +1178,14 @@ fn cleanup() {}
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process serves", body = Health),
-        (status = 503, description = "Storage has failed; the process is exiting", body = ErrorBody)))]
+        (status = 503, description = "Storage has failed; the process is exiting", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before a retry")))))]
 fn healthz() {}
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Storage answers", body = Health),
-        (status = 503, description = "Storage does not answer", body = ErrorBody)))]
+        (status = 503, description = "Storage does not answer", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before a retry")))))]
 fn readyz() {}
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -1211,7 +1218,7 @@ fn cancel_tasks() {}
 #[utoipa::path(get, path = "/v1/codeq/admin/tasks", tag = "admin", security(("bearer" = [])),
     params(("command" = Option<String>, Query, description = "Only this command"),
         ("status" = Option<TaskStatus>, Query, description = "Only this status"),
-        ("limit" = Option<u32>, Query, description = "1..1000; default 100"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..1000; default 100"),
         ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
         ("includePayload" = Option<bool>, Query, description = "Show payloads")),
     responses((status = 200, description = "Tasks, newest first", body = TaskPage),
@@ -1251,7 +1258,7 @@ fn resume_queue() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/dlq", tag = "admin", security(("bearer" = [])),
     params(("command" = String, Path, description = "Command name"),
-        ("limit" = Option<u32>, Query, description = "1..1000; default 100"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..1000; default 100"),
         ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
         ("errorContains" = Option<String>, Query, description = "Error or last reason contains"),
         ("failedBefore" = Option<String>, Query, description = "RFC 3339"),
@@ -1290,7 +1297,7 @@ fn get_task_detail() {}
 fn get_throughput() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/workers", tag = "admin", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query, description = "Most leases listed, 1..10000; default 1000")),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most leases listed, 1..10000; default 1000")),
     responses((status = 200, description = "Leases held and live subscriptions, by worker", body = Workers),
         (status = 400, description = "A bad query field", body = ErrorBody),
         AuthErrors, ServerErrors))]

@@ -16,6 +16,7 @@ use super::extract::{Caller, PathText, PathTexts, Producer};
 use super::views::{CreatedItem, ErrorItem, ResultView, ResultsBody, TaskView, TaskWithResult};
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
+use crate::service::artifacts::percent_encode;
 use crate::service::outbound::{Outbound, after_http_scheme};
 use crate::service::scheduler::{NewTask, Schedule};
 use crate::store::Created;
@@ -136,7 +137,7 @@ impl<'de> Deserialize<'de> for AnyInteger {
 pub fn rfc3339_field(name: &str, text: &str) -> Result<Timestamp, ApiError> {
     Timestamp::parse_rfc3339(text).ok_or_else(|| {
         ApiError::field(format!(
-            "{name} {text:?} is not an RFC 3339 time from 0000-01-02 to 9999-12-30"
+            "{name} {text:?} is not an RFC 3339 time from 0000-01-02T00:00:00Z to 9999-12-30T00:00:00Z"
         ))
     })
 }
@@ -369,7 +370,7 @@ pub async fn artifact(
     let artifact = record
         .artifacts
         .iter()
-        .find(|artifact| artifact.name == name && artifact.url == app.artifacts.url_of(id, &name))
+        .find(|artifact| artifact.name == name && app.artifacts.serves_at(&artifact.url, id, &name))
         .ok_or_else(not_found)?;
     let bytes =
         app.artifacts.read(id, task.state.attempts, &artifact.name).await.map_err(|error| {
@@ -391,15 +392,8 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 
 /// `attachment; filename*=UTF-8''<name, percent-encoded>` (RFC 6266).
 fn attachment(name: &str) -> HeaderValue {
-    let mut encoded = String::from("attachment; filename*=UTF-8''");
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("attachment"))
+    let value = format!("attachment; filename*=UTF-8''{}", percent_encode(name));
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 #[cfg(test)]

@@ -197,9 +197,18 @@ impl Artifacts {
         }
     }
 
-    /// The URL an inline artifact of `task` is served at.
+    /// The URL an inline artifact of `task` is served at, its name
+    /// percent-encoded (a name may hold `?`, `#`, `%` or spaces).
     pub fn url_of(&self, task: TaskId, name: &str) -> String {
-        format!("{}/v1/codeq/tasks/{task}/artifacts/{name}", self.public_base_url)
+        format!("{}/v1/codeq/tasks/{task}/artifacts/{}", self.public_base_url, percent_encode(name))
+    }
+
+    /// Whether `url` is where this server serves inline artifact `name` of
+    /// `task`: as [`Self::url_of`] writes it, or as releases before it
+    /// stored it (the name as it is).
+    pub fn serves_at(&self, url: &str, task: TaskId, name: &str) -> bool {
+        url == self.url_of(task, name)
+            || url == format!("{}/v1/codeq/tasks/{task}/artifacts/{name}", self.public_base_url)
     }
 
     /// The bytes of inline artifact `name` of `task`'s delivery `attempt`.
@@ -339,6 +348,21 @@ fn write_decoded(dir: &Path, name: &str, encoded: &[u8]) -> std::io::Result<()> 
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Every byte of `text` but the unreserved ones (`A-Z a-z 0-9 - . _ ~`)
+/// as `%XX` (RFC 3986), so that it is one path segment or one RFC 5987
+/// value whatever it holds.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +406,17 @@ mod tests {
         }
         let prepared = prepare(upload(None, Some("YQ=="))).await.unwrap();
         assert!(prepared[0].has_bytes());
+    }
+
+    #[test]
+    fn an_artifact_is_served_at_its_encoded_url_and_at_the_one_stored_before() {
+        let artifacts = Artifacts::new(PathBuf::from("unused"), Some("https://q.test/".into()), 10);
+        let task = TaskId::generate();
+        let path = format!("https://q.test/v1/codeq/tasks/{task}/artifacts/");
+        assert_eq!(artifacts.url_of(task, "a b?.txt"), format!("{path}a%20b%3F.txt"));
+        assert!(artifacts.serves_at(&format!("{path}a%20b%3F.txt"), task, "a b?.txt"));
+        assert!(artifacts.serves_at(&format!("{path}a b?.txt"), task, "a b?.txt"));
+        assert!(!artifacts.serves_at("https://elsewhere.test/a b?.txt", task, "a b?.txt"));
     }
 
     #[test]

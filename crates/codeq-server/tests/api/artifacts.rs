@@ -55,16 +55,30 @@ async fn an_artifact_comes_back_byte_for_byte_with_its_content_type() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(url, format!("/v1/codeq/tasks/{id}/artifacts/frames v2.bin"));
+    assert_eq!(url, format!("/v1/codeq/tasks/{id}/artifacts/frames%20v2.bin"));
 
     for token in [PRODUCER, WORKER, ADMIN] {
-        let (status, headers, body) =
-            download(&app, &format!("/tasks/{id}/artifacts/frames%20v2.bin"), token).await;
+        let (status, headers, body) = download(&app, &url["/v1/codeq".len()..], token).await;
         assert_eq!(status, 200, "{token}");
         assert!(body == bytes, "{token}: the bytes differ");
         assert_eq!(headers["content-type"], "application/x-frames");
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["content-disposition"], "attachment; filename*=UTF-8''frames%20v2.bin");
+    }
+}
+
+#[tokio::test]
+async fn the_stored_url_of_an_artifact_leads_to_it_whatever_its_name_holds() {
+    let app = TestApp::spawn().await;
+    for name in ["q?#%.txt", "a b+c&d=é.txt"] {
+        let id = completed_with_artifact(&app, name, name.as_bytes()).await;
+        let result = app.get(&format!("/tasks/{id}/result"), PRODUCER).await;
+        let url = result.body["result"]["artifacts"][0]["url"].as_str().unwrap().to_string();
+        assert!(!url.contains(['?', '#', ' ']), "{url}");
+
+        let (status, _, body) = download(&app, &url["/v1/codeq".len()..], PRODUCER).await;
+        assert_eq!(status, 200, "{name}: {url}");
+        assert_eq!(body, name.as_bytes(), "{name}");
     }
 }
 

@@ -560,3 +560,31 @@ async fn an_authorization_header_that_is_not_text_is_malformed_not_missing() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "malformed_token", "{body}");
 }
+
+#[tokio::test]
+async fn a_result_nested_past_the_parsers_limit_is_refused_and_the_task_stays_held() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("deep").await;
+    app.claim_ok(WORKER, &["deep"]).await;
+    let nested = |depth: usize| (0..depth).fold(json!(1), |inner, _| json!([inner]));
+
+    let deep = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "COMPLETED", "result": { "a": nested(200) } }),
+        )
+        .await;
+    assert_eq!((deep.status, deep.code()), (400, "malformed_json"), "{:?}", deep.body);
+    assert!(deep.body["error"].as_str().unwrap().contains("recursion limit"), "{:?}", deep.body);
+    assert_eq!(app.get(&format!("/tasks/{id}"), PRODUCER).await.body["status"], "IN_PROGRESS");
+
+    let within = app
+        .post(
+            &format!("/tasks/{id}/result"),
+            WORKER,
+            json!({ "status": "COMPLETED", "result": { "a": nested(100) } }),
+        )
+        .await;
+    assert_eq!(within.status, 200, "{:?}", within.body);
+}

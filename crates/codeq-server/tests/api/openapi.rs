@@ -91,6 +91,13 @@ async fn every_operation_has_its_schemas_and_error_answers() {
             let schema = &error["content"]["application/json"]["schema"]["$ref"];
             assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path}");
         }
+        // Every 503 the server sends carries `Retry-After`.
+        if let Some(unavailable) = responses.get("503") {
+            assert!(
+                unavailable["headers"]["Retry-After"].is_object(),
+                "{method} {path}: the 503 answer does not declare Retry-After"
+            );
+        }
         if method == "POST" {
             let body = &operation["requestBody"]["content"]["application/json"]["schema"]["$ref"];
             let name = body.as_str().and_then(|r| r.strip_prefix("#/components/schemas/"));
@@ -124,4 +131,27 @@ async fn a_listed_task_may_lack_its_payload_where_a_task_may_not() {
     assert!(!required("ListedTask").contains(&json!("payload")));
     assert!(required("ListedTask").contains(&json!("id")));
     assert!(required("Task").contains(&json!("payload")));
+}
+
+#[tokio::test]
+async fn every_page_size_is_bounded_as_the_server_bounds_it() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    let mut limits = 0;
+    for (method, path) in operations(&document) {
+        let operation = &document["paths"][&path][method.to_lowercase()];
+        let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+        for limit in parameters.iter().filter(|p| p["name"] == "limit") {
+            limits += 1;
+            let schema = &limit["schema"];
+            assert_eq!(schema["minimum"], 1, "{method} {path}");
+            let maximum = schema["maximum"].as_u64().expect("a maximum");
+            let route = path["/v1/codeq".len()..].replace("{command}", "Q");
+            let over = app.get(&format!("{route}?limit={}", maximum + 1), ADMIN).await;
+            assert_eq!(over.status, 400, "{method} {path}: limit {} over the maximum", maximum + 1);
+            let at = app.get(&format!("{route}?limit={maximum}"), ADMIN).await;
+            assert_eq!(at.status, 200, "{method} {path}: limit {maximum}");
+        }
+    }
+    assert!(limits >= 3, "{limits} listings with a limit");
 }

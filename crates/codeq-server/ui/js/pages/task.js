@@ -10,14 +10,19 @@ import { pretty, when } from '../format.js';
 const REFRESH_MS = 2000;
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED']);
 
+/** A name as the server writes it in a URL: every byte but `A-Z a-z 0-9 - . _ ~` as `%XX`. */
+const urlName = (name) =>
+  encodeURIComponent(name).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
 /**
  * The API path of an artifact this server stores (its URL ends with the
- * task's artifact path and the name as stored, not encoded), or null for
- * one elsewhere. The path encodes the name: `%41.txt` or `a?b.txt` reach
- * their files.
+ * task's artifact path and the name, percent-encoded, or as it is in
+ * results stored by earlier releases), or null for one elsewhere. The
+ * path encodes the name: `%41.txt` or `a?b.txt` reach their files.
  */
 function storedPath(url, taskId, name) {
-  const stored = url.endsWith(`/v1/codeq/tasks/${taskId}/artifacts/${name}`);
+  const prefix = `/v1/codeq/tasks/${taskId}/artifacts/`;
+  const stored = url.endsWith(prefix + urlName(name)) || url.endsWith(prefix + name);
   return stored ? `/tasks/${seg(taskId)}/artifacts/${seg(name)}` : null;
 }
 
