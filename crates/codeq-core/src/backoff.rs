@@ -95,8 +95,9 @@ impl BackoffConfig {
             BackoffPolicy::Exponential => exponential(),
             BackoffPolicy::ExpFullJitter => rng.random_range(0..=exponential()),
             BackoffPolicy::ExpEqualJitter => {
+                // Whole seconds from d/2 (rounded up, so never below it) to d.
                 let d = exponential();
-                d / 2 + rng.random_range(0..=d - d / 2)
+                (d - d / 2) + rng.random_range(0..=d / 2)
             }
         };
         delay.min(max)
@@ -158,8 +159,21 @@ mod tests {
         let got = delays(BackoffPolicy::ExpEqualJitter, &mut rng);
         let ceiling = delays(BackoffPolicy::Exponential, &mut exact);
         for (d, c) in got.iter().zip(&ceiling) {
-            assert!(*d >= c / 2 && d <= c, "{d} not in [{}, {c}]", c / 2);
+            assert!(2 * d >= *c && d <= c, "{d} not in [{c}/2, {c}]");
         }
+    }
+
+    #[test]
+    fn equal_jitter_never_drops_below_half_of_an_odd_delay() {
+        let cfg = BackoffConfig {
+            policy: BackoffPolicy::ExpEqualJitter,
+            base_seconds: 1,
+            max_seconds: 3,
+        };
+        let mut rng = StdRng::seed_from_u64(5);
+        let drawn: std::collections::BTreeSet<u64> =
+            (0..200).map(|_| cfg.delay_seconds(2, &mut rng)).collect();
+        assert_eq!(drawn, [2, 3].into(), "from 1.5 to 3 seconds, in whole seconds");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! or share the command's `Arc`, so counting allocates nothing once a
 //! series exists.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -152,6 +153,10 @@ pub struct Metrics {
     queue_depth: Family<QueueLabels, Gauge>,
     dlq_depth: Family<CommandLabels, Gauge>,
     subscriptions: Family<CommandLabels, Gauge>,
+    /// Commands a subscription named before any task of theirs: their
+    /// `codeq_subscriptions_active` series stays (at 0 once nobody
+    /// listens), as a command's series do once it has had a task.
+    subscribed_only: Mutex<BTreeSet<Command>>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     admission_rejections: Counter,
@@ -194,6 +199,7 @@ impl Metrics {
             queue_depth: Family::default(),
             dlq_depth: Family::default(),
             subscriptions: Family::default(),
+            subscribed_only: Mutex::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             admission_rejections: Counter::default(),
@@ -462,13 +468,31 @@ impl Metrics {
             depth("dlq", stats.dlq);
             let labels = CommandLabels { command: command.clone() };
             self.dlq_depth.get_or_create(&labels).set(gauge_value(stats.dlq));
-            let listening = subscriptions
-                .iter()
-                .filter(|subscription| subscription.wants(&stats.command, now))
-                .count();
-            self.subscriptions.get_or_create(&labels).set(gauge_value(listening as u64));
+            self.set_listening(&stats.command, subscriptions, now);
             self.touch_counters(&command);
         }
+        let known: HashSet<&Command> = queues.iter().map(|stats| &stats.command).collect();
+        let mut subscribed_only =
+            self.subscribed_only.lock().unwrap_or_else(PoisonError::into_inner);
+        subscribed_only.extend(
+            subscriptions
+                .iter()
+                .flat_map(|subscription| subscription.commands.iter().flatten())
+                .cloned(),
+        );
+        subscribed_only.retain(|command| !known.contains(command));
+        for command in subscribed_only.iter() {
+            self.set_listening(command, subscriptions, now);
+        }
+    }
+
+    /// `codeq_subscriptions_active` of `command`: the live subscriptions
+    /// that listen to it.
+    fn set_listening(&self, command: &Command, subscriptions: &[Subscription], now: Timestamp) {
+        let listening =
+            subscriptions.iter().filter(|subscription| subscription.wants(command, now)).count();
+        let labels = CommandLabels { command: CommandLabel(command.clone()) };
+        self.subscriptions.get_or_create(&labels).set(gauge_value(listening as u64));
     }
 
     fn touch_counters(&self, command: &CommandLabel) {

@@ -10,7 +10,8 @@
 //! subscription held back by its `minIntervalSeconds` is told once the
 //! interval ends if the command still has ready tasks then; a command
 //! resumed, or given looser limits, with ready tasks is told as if it had
-//! just become ready ([`Control`](super::control::Control)). Best effort:
+//! just become ready ([`Control`](super::control::Control)); so is every
+//! command with ready tasks when the server starts. Best effort:
 //! a failed notification is not retried; the worker's next claim (or long
 //! poll) finds the work anyway.
 
@@ -202,14 +203,19 @@ impl Subscriptions {
         let pool = Arc::new(Semaphore::new(POOL));
         let mut rotation = Rotation::default();
         let mut held = HeldBack::default();
+        let mut owed = self.ready_at_start().await;
         loop {
             let look_again = held.next_due();
-            let news = tokio::select! {
-                taken = self.signals.take_became_ready() => {
-                    taken.into_iter().map(|(command, depth)| News { command, depth, only: None }).collect()
+            let news = if !owed.is_empty() {
+                std::mem::take(&mut owed)
+            } else {
+                tokio::select! {
+                    taken = self.signals.take_became_ready() => {
+                        taken.into_iter().map(|(command, depth)| News { command, depth, only: None }).collect()
+                    }
+                    () = self.sleep_until(look_again) => self.still_ready(&mut held).await,
+                    () = shutdown.cancelled() => return,
                 }
-                () = self.sleep_until(look_again) => self.still_ready(&mut held).await,
-                () = shutdown.cancelled() => return,
             };
             let all = match self.store.subscriptions().await {
                 Ok(all) => all,
@@ -244,6 +250,24 @@ impl Subscriptions {
                     });
                 }
                 self.progress.handled.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The news a start owes: every command with ready tasks. What became
+    /// ready while the server was down (a delayed task coming due), and
+    /// what an interval held back when it stopped, was told to no one, and
+    /// the ready set will not go from empty to non-empty again to tell it.
+    async fn ready_at_start(&self) -> Vec<News> {
+        match self.store.all_queue_stats().await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|stats| stats.ready > 0 && !stats.settings.paused)
+                .map(|stats| News { command: stats.command, depth: stats.ready, only: None })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the queues at start: no notification for work already ready");
+                Vec::new()
             }
         }
     }

@@ -295,3 +295,22 @@ async fn webhook_deliveries_subscriptions_and_the_outbox_are_counted() {
     assert_eq!(gauge(&scrape, "codeq_webhook_outbox_pending", &[]), 0.0, "delivered");
     assert_eq!(gauge(&scrape, "codeq_webhook_outbox_overdue_seconds", &[]), 0.0);
 }
+
+#[tokio::test]
+async fn a_subscription_to_a_command_without_tasks_is_counted_until_it_lapses() {
+    let app =
+        TestApp::spawn_with(|config| config.webhook_allow_private_networks = true, true).await;
+    let subscribe = json!({
+        "callbackUrl": "http://127.0.0.1:9/ready",
+        "eventTypes": ["NOT_YET"],
+        "ttlSeconds": 60,
+    });
+    let subscribed = app.post("/workers/subscriptions", WORKER, subscribe).await;
+    assert_eq!(subscribed.status, 200, "{:?}", subscribed.body);
+
+    let live = scrape(&app).await;
+    assert_eq!(gauge(&live, "codeq_subscriptions_active", &[("command", "NOT_YET")]), 1.0);
+    app.advance(61);
+    let lapsed = scrape(&app).await;
+    assert_eq!(gauge(&lapsed, "codeq_subscriptions_active", &[("command", "NOT_YET")]), 0.0);
+}

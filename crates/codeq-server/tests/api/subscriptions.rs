@@ -460,3 +460,32 @@ async fn a_subscription_survives_a_restart_until_its_ttl() {
     app.create_simple("kept").await;
     assert_eq!(receiver.wait_for(1).await[0].json()["eventType"], "kept");
 }
+
+#[tokio::test]
+async fn work_still_ready_at_a_restart_is_told_after_it() {
+    let app = server().await;
+    let receiver = Receiver::start(&[]).await;
+    subscribed(&app, &receiver, json!({ "eventTypes": ["held"], "minIntervalSeconds": 10 })).await;
+    subscribed(&app, &receiver, json!({ "eventTypes": ["emptied", "later"] })).await;
+    ready_round(&app, "emptied").await;
+    ready_round(&app, "held").await;
+    // Ready again inside the interval: held back when the server stops.
+    let before = app.notifier_handled();
+    app.create_simple("held").await;
+    app.wait_for_notifier(before + 1).await;
+    assert_eq!(receiver.received().len(), 2, "throttled");
+
+    let dir = app.stop().await;
+    let mut config = TestApp::config(dir.path());
+    config.webhook_allow_private_networks = true;
+    config.webhook_hmac_secret = Some(codeq_server::config::Secret::new(SECRET));
+    let app = TestApp::start(config, dir, false).await;
+    app.wait_for_notifier(1).await;
+    // News owed at the start go out before any later news.
+    app.create_simple("later").await;
+
+    let got = bodies(&receiver.wait_for(4).await);
+    let told: Vec<(&Value, &Value)> =
+        got[2..].iter().map(|body| (&body["eventType"], &body["queueDepth"])).collect();
+    assert_eq!(told, [(&json!("held"), &json!(1)), (&json!("later"), &json!(1))]);
+}
