@@ -12,9 +12,10 @@ use uuid::Uuid;
 use super::body::Body;
 use super::error::ApiError;
 use super::extract::{PathText, Worker, scope};
-use super::tasks::{AnyInteger, check_http_url};
+use super::tasks::AnyInteger;
 use crate::app::AppState;
 use crate::auth::{AuthError, EventTypes, Principal};
+use crate::service::outbound::check_http_url;
 use crate::service::subscriptions::{NewSubscription, SubscriptionError};
 
 /// `ttlSeconds` when none is given.

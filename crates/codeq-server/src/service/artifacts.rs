@@ -19,7 +19,7 @@ use bytes::Bytes;
 use codeq_core::{Artifact, TaskId};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::outbound::after_http_scheme;
+use super::outbound::check_http_url;
 
 /// Base64 text decoded per piece: a multiple of 4, so that each piece
 /// decodes on its own; 1 MiB of text is 768 KiB of bytes.
@@ -157,11 +157,12 @@ impl Artifacts {
 
     fn prepare_one(&self, upload: ArtifactUpload) -> Result<Prepared, ArtifactError> {
         check_file_name(&upload.name)?;
+        check_content_type(&upload.name, upload.content_type.as_deref())?;
         match (upload.url, upload.content_base64) {
             (Some(url), None) => {
-                if after_http_scheme(&url).is_none() {
+                if let Err(why) = check_http_url(&url) {
                     return Err(ArtifactError::Invalid(format!(
-                        "artifacts[].url of {:?} must be an http(s) URL",
+                        "artifacts[].url of {:?} {why}",
                         upload.name
                     )));
                 }
@@ -314,6 +315,23 @@ fn check_names_unique(prepared: &[Prepared]) -> Result<(), ArtifactError> {
     }
 }
 
+/// A `contentType` the download can send as its `Content-Type` header:
+/// visible ASCII and spaces, at most 255 bytes (a line break in it would
+/// otherwise be dropped for `application/octet-stream` at download).
+fn check_content_type(name: &str, content_type: Option<&str>) -> Result<(), ArtifactError> {
+    let Some(content_type) = content_type else { return Ok(()) };
+    let sendable = !content_type.is_empty()
+        && content_type.len() <= 255
+        && content_type.bytes().all(|byte| byte == b' ' || byte.is_ascii_graphic());
+    if sendable {
+        Ok(())
+    } else {
+        Err(ArtifactError::Invalid(format!(
+            "artifacts[].contentType of {name:?} must be 1..255 characters of visible ASCII (a media type such as text/plain)"
+        )))
+    }
+}
+
 fn check_file_name(name: &str) -> Result<(), ArtifactError> {
     let plain = !name.is_empty()
         && name.len() <= 255
@@ -335,7 +353,19 @@ fn write_decoded(dir: &Path, name: &str, encoded: &[u8]) -> std::io::Result<()> 
     // A name of its own: `name` may already use all 255 bytes a file
     // name may have, and two uploads may run at once.
     let temporary = dir.join(format!(".partial-{}", TaskId::generate()));
-    let mut file = std::fs::File::create(&temporary)?;
+    let written = write_and_sync(&temporary, encoded);
+    if written.is_err() {
+        // A full disk must not stay full of what failed to fit.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Decodes checked base64 `encoded` into a new file at `path`, synced.
+fn write_and_sync(path: &Path, encoded: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
     let mut piece_bytes = vec![0; DECODE_PIECE / 4 * 3];
     for piece in encoded.chunks(DECODE_PIECE) {
         let decoded = STANDARD.decode_slice(piece, &mut piece_bytes).map_err(|error| {
@@ -343,9 +373,7 @@ fn write_decoded(dir: &Path, name: &str, encoded: &[u8]) -> std::io::Result<()> 
         })?;
         file.write_all(&piece_bytes[..decoded])?;
     }
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    file.sync_all()
 }
 
 /// Every byte of `text` but the unreserved ones (`A-Z a-z 0-9 - . _ ~`)
@@ -436,6 +464,22 @@ mod tests {
         let encoded = STANDARD.encode(&bytes);
         write_decoded(dir.path(), "out.bin", encoded.as_bytes()).unwrap();
         assert_eq!(std::fs::read(dir.path().join("out.bin")).unwrap(), bytes);
-        assert!(!dir.path().join(".out.bin.partial").exists());
+        assert_eq!(entries(dir.path()), ["out.bin"]);
+    }
+
+    #[test]
+    fn a_write_that_fails_midway_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A first piece that decodes, then one that does not: the write
+        // fails after the file has bytes, as on a disk that fills up.
+        let mut encoded = STANDARD.encode(vec![7u8; DECODE_PIECE / 4 * 3]).into_bytes();
+        encoded.extend_from_slice(b"!!!!");
+        assert!(write_decoded(dir.path(), "out.bin", &encoded).is_err());
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let names = std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name());
+        names.map(|name| name.to_string_lossy().into_owned()).collect()
     }
 }

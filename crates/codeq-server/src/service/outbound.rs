@@ -244,9 +244,33 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
     })
 }
 
+/// Checks that `url` is an absolute http(s) URL with a host.
+pub fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let rest = after_http_scheme(url).ok_or("must be an http(s) URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || url.chars().any(char::is_whitespace) {
+        return Err("must be an absolute http(s) URL");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_urls_must_be_absolute_http() {
+        let upper = "HTTP://EXAMPLE.com/x";
+        for good in ["http://a", "https://example.com/hook?x=1", "http://127.0.0.1:9000/cb", upper]
+        {
+            assert!(check_http_url(good).is_ok(), "{good}");
+        }
+        for bad in
+            ["", "ftp://a", "https://", "example.com", "http:///path", "http://a b", "http:/a"]
+        {
+            assert!(check_http_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn private_addresses_are_recognised() {

@@ -142,10 +142,22 @@ async fn unsafe_or_repeated_artifact_names_and_oversized_bytes_are_refused_at_up
             reply.body
         );
     }
+    // A content type the download could not send, or a URL without a host.
+    for artifact in [
+        json!({ "name": "a.html", "contentBase64": "aGk=", "contentType": "text/html\r\nX-Evil: 1" }),
+        json!({ "name": "a.html", "contentBase64": "aGk=", "contentType": "" }),
+        json!({ "name": "a.html", "url": "http://" }),
+        json!({ "name": "a.html", "url": "http://a b/c" }),
+    ] {
+        let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [artifact] });
+        let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+        assert_eq!((reply.status, reply.code()), (400, "invalid_artifact"), "{artifact}");
+    }
     let encoded = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 1001]);
     let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": [{ "name": "big", "contentBase64": encoded }] });
     let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
     assert_eq!((reply.status, reply.code()), (413, "artifact_too_large"));
+    assert_eq!(app.task(&id).await["status"], "IN_PROGRESS", "nothing refused was stored");
 }
 
 /// A result of `n` with one inline artifact `f` holding `bytes`.
