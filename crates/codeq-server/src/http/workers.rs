@@ -409,17 +409,27 @@ struct ItemTaskId {
 type ParsedItem<'a> = (String, Result<(TaskId, ResultBody<'a, Option<String>>), ApiError>);
 
 /// Parses and checks one item of a batch of results; `seen` holds the
-/// tasks of the items before it (a task may appear once in a batch).
+/// tasks of the items before it, valid or not (a task may appear once in
+/// a batch: a later item for it is refused even when the first one was).
 fn parse_item<'a>(item: &'a RawValue, seen: &mut HashSet<TaskId>) -> ParsedItem<'a> {
     let text = item.get().as_bytes();
-    let mut submission = match parse_json::<ResultBody<Option<String>>>(text) {
-        Ok(submission) => submission,
-        Err(error) => {
-            let label = serde_json::from_slice::<ItemTaskId>(text).unwrap_or_default().task_id;
-            return (label.unwrap_or_default(), Err(error));
-        }
+    let parsed = parse_json::<ResultBody<Option<String>>>(text);
+    let label = match &parsed {
+        Ok(submission) => submission.task_id.clone(),
+        Err(_) => serde_json::from_slice::<ItemTaskId>(text).unwrap_or_default().task_id,
     };
-    let Some(label) = submission.task_id.take() else {
+    let id = label.as_deref().map(|label| task_id(Some(label)));
+    if let Some(Ok(id)) = id
+        && !seen.insert(id)
+    {
+        let refused = ApiError::field(format!("taskId {id} appears more than once in the batch"));
+        return (label.unwrap_or_default(), Err(refused));
+    }
+    let submission = match parsed {
+        Ok(submission) => submission,
+        Err(error) => return (label.unwrap_or_default(), Err(error)),
+    };
+    let (Some(label), Some(id)) = (label, id) else {
         return (String::new(), Err(ApiError::field("taskId is required")));
     };
     if submission.claim_next.is_some() {
@@ -429,14 +439,7 @@ fn parse_item<'a>(item: &'a RawValue, seen: &mut HashSet<TaskId>) -> ParsedItem<
     if let Err(refused) = submission.check() {
         return (label, Err(refused));
     }
-    let checked = task_id(Some(&label)).and_then(|id| {
-        if seen.insert(id) {
-            Ok((id, submission))
-        } else {
-            Err(ApiError::field(format!("taskId {id} appears more than once in the batch")))
-        }
-    });
-    (label, checked)
+    (label, id.map(|id| (id, submission)))
 }
 
 /// `POST /v1/codeq/tasks/batch/results`

@@ -363,8 +363,26 @@ async fn batch_claim_and_batch_results() {
     assert_eq!(items[4]["code"], "invalid_field");
     assert_eq!(items[4]["taskId"], claimed[0]["id"]);
     let rest = app.post("/tasks/claim/batch", WORKER, json!({ "count": 100 })).await;
-    assert_eq!(rest.body["tasks"].as_array().unwrap().len(), 2);
+    let rest = rest.body["tasks"].as_array().unwrap().clone();
+    assert_eq!(rest.len(), 2);
     assert_eq!(app.post("/tasks/claim/batch", WORKER, json!({ "count": 100 })).await.status, 204);
+
+    // A task appears once in a batch even when its first item is refused:
+    // the second item is not applied in its place.
+    let invalid_then_valid = json!({ "results": [
+        { "taskId": rest[0]["id"], "status": "COMPLETED", "result": 5 },
+        { "taskId": rest[0]["id"], "status": "FAILED", "error": "second" },
+        { "taskId": rest[1]["id"], "status": 5 },
+        { "taskId": rest[1]["id"], "status": "COMPLETED", "result": {} },
+    ] });
+    let reply = app.post("/tasks/batch/results", WORKER, invalid_then_valid).await;
+    let items = reply.body["results"].as_array().unwrap();
+    for (n, item) in items.iter().enumerate() {
+        assert_eq!(item["code"], "invalid_field", "item {n}: {:?}", reply.body);
+    }
+    for task in &rest {
+        assert_eq!(app.task(task["id"].as_str().unwrap()).await["status"], "IN_PROGRESS");
+    }
 }
 
 #[tokio::test]
