@@ -749,6 +749,37 @@ fn a_redis_that_may_evict_keys_is_refused_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_evicting_keys_is_not_written_to_until_fixed() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let replica = Replica::start(&redis, &[]);
+    let http = http();
+    let create = || async {
+        let body = json!({ "command": "evictable", "payload": {} });
+        post(&http, &replica.url("/tasks"), PRODUCER, body).await
+    };
+    assert_eq!(create().await.0, 202);
+
+    redis.kill();
+    redis.start_again_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let log = || std::fs::read_to_string(&replica.log).unwrap();
+    wait_for(Duration::from_secs(20), "the replica to refuse the evicting Redis", || async {
+        log().contains("Redis is back with maxmemory-policy allkeys-lru")
+    })
+    .await;
+    let (status, refused) = create().await;
+    assert_eq!((status, refused["code"].as_str()), (503, Some("storage_unavailable")));
+    assert_eq!(replica.ready_status(&http).await, 503);
+
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), "+OK");
+    wait_for(Duration::from_secs(20), "writes once the policy is fixed", || async {
+        create().await.0 == 202
+    })
+    .await;
+    let logged = log().matches(r#""message":"Redis is back with maxmemory-policy"#).count();
+    assert_eq!(logged, 1, "said once, not once per attempt:\n{}", log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_persistence_is_warned_about_and_the_password_is_used() {
     let Some(redis) = RedisServer::start_with("everysec", &["--requirepass", "s3cret"]) else {
         return;

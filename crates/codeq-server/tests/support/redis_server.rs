@@ -200,6 +200,26 @@ impl RedisServer {
         assert!(self.child.is_none(), "redis-server is still running");
         assert!(self.launch(), "redis-server did not restart on port {}", self.port);
     }
+
+    /// [`RedisServer::start_again`] with other extra arguments.
+    pub fn start_again_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|arg| arg.to_string()).collect();
+        self.start_again();
+    }
+
+    /// Sends one command (its words) and returns Redis's first answer line.
+    pub fn command(&self, words: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr()).expect("redis-server answers");
+        let mut request = format!("*{}\r\n", words.len());
+        for word in words {
+            request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+        }
+        stream.write_all(request.as_bytes()).expect("the command is sent");
+        let mut answer = [0; 256];
+        let read = stream.read(&mut answer).expect("Redis answers");
+        String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or_default().to_string()
+    }
 }
 
 impl Drop for RedisServer {

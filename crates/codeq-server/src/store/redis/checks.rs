@@ -1,4 +1,5 @@
-//! Start-up checks of the Redis server codeQ is about to run on.
+//! Start-up checks of the Redis server codeQ is about to run on (the
+//! eviction policy is checked again whenever Redis comes back: `link.rs`).
 //!
 //! - An eviction policy that may delete codeQ's keys (`allkeys-*`) is
 //!   refused: Redis would silently drop tasks under memory pressure.
@@ -75,7 +76,7 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
         }
     }
     let policy = settings.get("maxmemory-policy").map(String::as_str).unwrap_or("");
-    if policy.starts_with("allkeys-") {
+    if evicts_keys(policy) {
         return Err(CheckError::Refused(format!(
             "Redis has maxmemory-policy {policy}: it may evict codeQ's keys and lose tasks. \
              Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)"
@@ -84,6 +85,12 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
     let durability = durability(&settings);
     warn_about(durability);
     Ok(durability)
+}
+
+/// True for a `maxmemory-policy` that may evict codeQ's keys: `allkeys-*`
+/// (`volatile-*` only evicts keys that expire, which codeQ's never do).
+pub fn evicts_keys(policy: &str) -> bool {
+    policy.starts_with("allkeys-")
 }
 
 /// What to change when Redis refused the configuration itself (waiting

@@ -19,6 +19,7 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+use super::checks::evicts_keys;
 use crate::store::StoreError;
 
 /// How long connecting (TCP, TLS, AUTH, SELECT) may take.
@@ -205,10 +206,40 @@ impl Link {
         )
         .await;
         match attempt {
-            Ok(Ok(connection)) => Ok(self.connected(connection)),
+            Ok(Ok(connection)) => match self.refusal_on_return(connection.clone()).await {
+                Some(refusal) => Err(self.connect_failed(refusal)),
+                None => Ok(self.connected(connection)),
+            },
             Ok(Err(error)) => Err(self.connect_failed(error.to_string())),
             Err(_) => Err(self.connect_failed("connecting timed out".into())),
         }
+    }
+
+    /// Why a Redis that is back (after a lost connection) must not be
+    /// written to: one that now may evict keys, as start-up refuses
+    /// (`checks.rs`). `None` on the first connection, which start-up
+    /// checks itself, and when the setting cannot be read.
+    async fn refusal_on_return(&self, mut connection: MultiplexedConnection) -> Option<String> {
+        if self.state().generation == 0 {
+            return None;
+        }
+        let read: Result<std::collections::HashMap<String, String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut connection)
+            .await;
+        let policy = read.ok()?.remove("maxmemory-policy")?;
+        if !evicts_keys(&policy) {
+            return None;
+        }
+        let refusal = format!(
+            "Redis is back with maxmemory-policy {policy}: it may evict codeQ's keys and lose \
+             tasks, so calls answer 503 until it is noeviction (CONFIG SET maxmemory-policy noeviction)"
+        );
+        if self.state().last_error != refusal {
+            tracing::error!("{refusal}");
+        }
+        Some(refusal)
     }
 
     fn current(&self) -> Option<Lease> {
