@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use codeq_core::{Command, Priority, TaskId, Timestamp};
+use codeq_core::{Command, Priority, Task, TaskId, Timestamp};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -194,13 +194,14 @@ pub async fn create(
     let request: CreateBody = body.json()?;
     let task = request.validate(app.limits.max_payload_bytes, &producer.sub, &app.outbound)?;
     producer.require_commands(std::slice::from_ref(&task.command))?;
+    let command = task.command.clone();
     let created = app.scheduler.create(vec![task]).await?;
     let Some(created) = created.into_iter().next() else {
         return Err(ApiError::internal("create returned nothing"));
     };
     let (task, replayed) = match &created {
         Created::New(task) => (task, false),
-        Created::Existing(task) => (task, true),
+        Created::Existing(task) => (check_repeat(task, &command, &producer.sub)?, true),
     };
     let mut response =
         (StatusCode::ACCEPTED, Json(TaskView::new(task, app.offset))).into_response();
@@ -229,6 +230,7 @@ pub async fn create_batch(
     // (no copy of their payloads).
     let mut refusals: Vec<Option<ApiError>> = Vec::with_capacity(request.tasks.len());
     let mut valid: Vec<NewTask> = Vec::with_capacity(request.tasks.len());
+    let mut commands: Vec<Command> = Vec::with_capacity(request.tasks.len());
     for item in request.tasks {
         let checked = parse_json::<CreateBody>(item.get().as_bytes())
             .and_then(|body| {
@@ -240,6 +242,7 @@ pub async fn create_batch(
             });
         match checked {
             Ok(task) => {
+                commands.push(task.command.clone());
                 valid.push(task);
                 refusals.push(None);
             }
@@ -252,25 +255,48 @@ pub async fn create_batch(
     let created = app.scheduler.create(valid).await?;
     let answer_bytes =
         created.iter().map(|created| created.task().payload.len() * 9 / 8 + 512).sum();
-    let mut created = created.iter();
+    let mut created = created.iter().zip(&commands);
     let results = refusals
         .into_iter()
         .map(|refusal| {
             let outcome = match refusal {
                 Some(error) => Err(error),
-                None => {
-                    created.next().ok_or_else(|| ApiError::internal("batch create lost an item"))
-                }
+                None => match created.next() {
+                    Some((Created::New(task), _)) => Ok(task),
+                    Some((Created::Existing(task), command)) => {
+                        check_repeat(task, command, &producer.sub)
+                    }
+                    None => Err(ApiError::internal("batch create lost an item")),
+                },
             };
             match outcome {
-                Ok(Created::New(task) | Created::Existing(task)) => {
-                    CreatedItem::Task { task: TaskView::new(task, app.offset) }
-                }
+                Ok(task) => CreatedItem::Task { task: TaskView::new(task, app.offset) },
                 Err(error) => CreatedItem::Error(error_item(None, error)),
             }
         })
         .collect();
     json_sized(&ResultsBody { results }, answer_bytes)
+}
+
+/// The existing task a create of `command` by `producer` got for its
+/// `idempotencyKey`, when it is that create's repeat: the same command,
+/// created by the same producer. Anything else is 409
+/// `idempotency_conflict` (neither another producer's task nor a task of
+/// another command passes for the one asked for).
+fn check_repeat<'a>(
+    existing: &'a Task,
+    command: &Command,
+    producer: &str,
+) -> Result<&'a Task, ApiError> {
+    if existing.command != *command || existing.created_by != producer {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "idempotencyKey is already used by a task of another command or another producer: \
+             choose a key of your own",
+        ));
+    }
+    Ok(existing)
 }
 
 /// A JSON answer written into a buffer of about `capacity` bytes, so that

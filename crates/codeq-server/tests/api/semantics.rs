@@ -219,6 +219,37 @@ async fn an_idempotency_key_replays_the_existing_task() {
 }
 
 #[tokio::test]
+async fn a_key_used_for_another_command_or_by_another_producer_conflicts() {
+    let app = TestApp::spawn().await;
+    let secret =
+        json!({ "command": "allowed", "payload": { "card": "4111" }, "idempotencyKey": "k" });
+    let first = app.post("/tasks", PRODUCER, secret).await;
+    assert_eq!(first.status, 202);
+
+    let other_command = json!({ "command": "other", "payload": {}, "idempotencyKey": "k" });
+    let refused = app.post("/tasks", PRODUCER, other_command.clone()).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (409, "idempotency_conflict"),
+        "{:?}",
+        refused.body
+    );
+    assert!(!refused.body.to_string().contains("4111"), "{:?}", refused.body);
+    let same_command = json!({ "command": "allowed", "payload": {}, "idempotencyKey": "k" });
+    let other_producer = app.post("/tasks", LIMITED_PRODUCER, same_command.clone()).await;
+    assert_eq!((other_producer.status, other_producer.code()), (409, "idempotency_conflict"));
+
+    let batch =
+        json!({ "tasks": [other_command, same_command, { "command": "allowed", "payload": {} }] });
+    let items = app.post("/tasks/batch", PRODUCER, batch).await.body["results"].clone();
+    assert_eq!(items[0]["code"], "idempotency_conflict", "{items}");
+    assert_eq!(items[1]["task"]["id"], first.body["id"], "the producer's own repeat: {items}");
+    assert!(items[2]["task"]["id"].is_string(), "{items}");
+    assert_eq!(app.get("/admin/queues/other", ADMIN).await.body["ready"], 0, "nothing created");
+    assert_eq!(app.get("/admin/queues/allowed", ADMIN).await.body["ready"], 2);
+}
+
+#[tokio::test]
 async fn resubmitting_a_result_is_safe_but_a_different_outcome_conflicts() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("res").await;
