@@ -780,6 +780,31 @@ async fn a_redis_that_comes_back_evicting_keys_is_not_written_to_until_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_at_its_maxmemory_answers_507_and_takes_writes_once_it_has_room() {
+    let Some(redis) = RedisServer::start_with("always", &["--maxmemory", "4mb"]) else { return };
+    let replica = Replica::start(&redis, &[]);
+    let http = http();
+    let pad = "x".repeat(200_000);
+    let mut stored = Vec::new();
+    let refused = loop {
+        assert!(stored.len() < 100, "4 MiB never filled");
+        let body = json!({ "command": "big", "payload": { "pad": pad } });
+        let (status, answer) = post(&http, &replica.url("/tasks"), PRODUCER, body).await;
+        match status {
+            202 => stored.push(answer["id"].as_str().unwrap().to_string()),
+            _ => break (status, answer),
+        }
+    };
+    assert_eq!((refused.0, refused.1["code"].as_str()), (507, Some("insufficient_storage")));
+    for id in &stored {
+        assert_eq!(get(&http, &replica.url(&format!("/tasks/{id}"))).await.0, 200, "reads answer");
+    }
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "+OK");
+    let body = json!({ "command": "big", "payload": { "pad": pad } });
+    assert_eq!(post(&http, &replica.url("/tasks"), PRODUCER, body).await.0, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_persistence_is_warned_about_and_the_password_is_used() {
     let Some(redis) = RedisServer::start_with("everysec", &["--requirepass", "s3cret"]) else {
         return;

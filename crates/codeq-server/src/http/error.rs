@@ -151,7 +151,7 @@ impl From<StoreError> for ApiError {
             StoreError::DiskFull(_) => Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "insufficient_storage",
-                "the server's disk is full: the change was not stored",
+                "the server's storage is full (its disk, or Redis at its maxmemory): the change was not stored",
             ),
             StoreError::TooLarge(why) => Self::too_large(
                 "batch_too_large",

@@ -303,7 +303,15 @@ impl Link {
             }
             return unreachable(&error.to_string());
         }
-        // LOADING (a restarted Redis reading its AOF), a script error, OOM:
+        // Redis at its `maxmemory` (with `noeviction`) refuses writes and
+        // did none of this call's: full, as a full disk is (507).
+        if error.code() == Some("OOM") || error.to_string().contains("OOM command not allowed") {
+            if lease.refused() {
+                tracing::warn!(%error, "Redis is out of memory: writes are refused until it has room (more at debug)");
+            }
+            return StoreError::DiskFull(format!("Redis is out of memory: {error}"));
+        }
+        // LOADING (a restarted Redis reading its AOF), a script error:
         // the call did nothing; the caller answers 503. Logged once a
         // streak: a Redis loading its AOF refuses every call for a while.
         if lease.refused() {
