@@ -1052,7 +1052,7 @@ pub enum WriteErrors {
     request_body = CreateTask,
     responses((status = 202, description = "The created task, or the holder of its idempotency key", body = Task,
             headers(("Idempotent-Replayed" = String, description = "`true` when the task was created earlier with this idempotency key"))),
-        (status = 409, description = "`idempotency_conflict`: the idempotency key is held by a task of another command or another producer", body = ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the idempotency key is held by a task of another command", body = ErrorBody),
         AuthErrors, BodyErrors, WriteErrors))]
 fn create_task() {}
 

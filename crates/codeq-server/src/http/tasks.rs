@@ -201,7 +201,7 @@ pub async fn create(
     };
     let (task, replayed) = match &created {
         Created::New(task) => (task, false),
-        Created::Existing(task) => (check_repeat(task, &command, &producer.sub)?, true),
+        Created::Existing(task) => (check_repeat(task, &command)?, true),
     };
     let mut response =
         (StatusCode::ACCEPTED, Json(TaskView::new(task, app.offset))).into_response();
@@ -263,9 +263,7 @@ pub async fn create_batch(
                 Some(error) => Err(error),
                 None => match created.next() {
                     Some((Created::New(task), _)) => Ok(task),
-                    Some((Created::Existing(task), command)) => {
-                        check_repeat(task, command, &producer.sub)
-                    }
+                    Some((Created::Existing(task), command)) => check_repeat(task, command),
                     None => Err(ApiError::internal("batch create lost an item")),
                 },
             };
@@ -278,22 +276,17 @@ pub async fn create_batch(
     json_sized(&ResultsBody { results }, answer_bytes)
 }
 
-/// The existing task a create of `command` by `producer` got for its
-/// `idempotencyKey`, when it is that create's repeat: the same command,
-/// created by the same producer. Anything else is 409
-/// `idempotency_conflict` (neither another producer's task nor a task of
-/// another command passes for the one asked for).
-fn check_repeat<'a>(
-    existing: &'a Task,
-    command: &Command,
-    producer: &str,
-) -> Result<&'a Task, ApiError> {
-    if existing.command != *command || existing.created_by != producer {
+/// The existing task a create of `command` got for its `idempotencyKey`,
+/// when it is that create's repeat: a task of the same command (from any
+/// producer, so that replicas of one producer with tokens of their own
+/// still share their keys). A task of another command is 409
+/// `idempotency_conflict`: it does not pass for the one asked for.
+fn check_repeat<'a>(existing: &'a Task, command: &Command) -> Result<&'a Task, ApiError> {
+    if existing.command != *command {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_conflict",
-            "idempotencyKey is already used by a task of another command or another producer: \
-             choose a key of your own",
+            "idempotencyKey is already used by a task of another command: choose a key of your own",
         ));
     }
     Ok(existing)
