@@ -32,15 +32,16 @@ secs=${SECS:-10}
 rport=${REDIS_PORT:-6394}
 work=$(mktemp -d)
 export ANCHOR_TMP="$work/redis"
-server=
 
+# Each run happens in a subshell ($(...)), so the server's pid is kept in a
+# file the trap can read, whatever stops the script.
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null
-  wait 2>/dev/null
+  [ -s "$work/server.pid" ] && kill "$(cat "$work/server.pid")" 2>/dev/null
   "$bench_dir/redis_ctl.sh" stop "$rport" >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
@@ -51,14 +52,20 @@ codeq() {
   port=$(free_port)
   rm -rf "$work/data"
   CODEQ_DURABILITY=$durability "$bin" serve --port "$port" --data-dir "$work/data" >"$work/server.log" 2>&1 &
-  server=$!
+  local server=$!
+  echo "$server" >"$work/server.pid"
+  local tokens=
   for _ in $(seq 100); do curl -fs "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  local tokens
   tokens=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["producerToken"], d["workerToken"])' \
-    "$work/data/credentials.json") || { tail -3 "$work/server.log" >&2; return 1; }
-  set -- --producer-token "${tokens% *}" --worker-token "${tokens#* }" "$@"
-  "$loadgen" --base-url "http://127.0.0.1:$port" "$@" --duration "$secs" --warmup 2 --json --quiet 2>/dev/null | tail -1
-  kill "$server"; wait "$server" 2>/dev/null; server=
+    "$work/data/credentials.json" 2>/dev/null)
+  if [ -n "$tokens" ]; then
+    set -- --producer-token "${tokens% *}" --worker-token "${tokens#* }" "$@"
+    "$loadgen" --base-url "http://127.0.0.1:$port" "$@" --duration "$secs" --warmup 2 --json --quiet 2>/dev/null | tail -1
+  else
+    echo "codeQ did not start:" >&2; tail -3 "$work/server.log" >&2
+  fi
+  kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; : >"$work/server.pid"
+  [ -n "$tokens" ]
 }
 
 # bullmq MODE SCENARIO ARGS...: one run on a fresh redis-server; its JSON

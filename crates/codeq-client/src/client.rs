@@ -54,7 +54,8 @@ enum Auth {
 enum Retry {
     /// Repeating the call changes nothing more (reads, results,
     /// heartbeats, keyed creates): retried on any transport error and on
-    /// 502/503/504.
+    /// 502/503/504, and on 507 (storage full: Redis at its `maxmemory`
+    /// takes writes again once it has room).
     Safe,
     /// Retried only when the server did nothing with the request: the
     /// connection could not be made, the token could not be checked yet,
@@ -770,7 +771,7 @@ fn may_retry(err: &Error, retry: Retry) -> bool {
         // A request that could not be built (a token with a newline) is
         // built the same way again.
         (Error::Transport(err), Retry::Safe) => !err.is_builder(),
-        (Error::Api { status: 502..=504, .. }, Retry::Safe) => true,
+        (Error::Api { status: 502..=504 | 507, .. }, Retry::Safe) => true,
         _ => false,
     }
 }
@@ -898,8 +899,13 @@ mod tests {
         let unavailable = Error::from_response_body(503, b"");
         let conflict = Error::from_response_body(409, b"");
 
+        let full =
+            Error::from_response_body(507, br#"{"error":"full","code":"insufficient_storage"}"#);
+
         assert!(may_retry(&unavailable, Retry::Safe));
         assert!(!may_retry(&unavailable, Retry::ConnectOnly));
+        assert!(may_retry(&full, Retry::Safe));
+        assert!(!may_retry(&full, Retry::ConnectOnly));
         assert!(!may_retry(&conflict, Retry::Safe));
     }
 

@@ -153,9 +153,8 @@ pub struct Metrics {
     queue_depth: Family<QueueLabels, Gauge>,
     dlq_depth: Family<CommandLabels, Gauge>,
     subscriptions: Family<CommandLabels, Gauge>,
-    /// Commands a subscription named before any task of theirs: their
-    /// `codeq_subscriptions_active` series stays (at 0 once nobody
-    /// listens), as a command's series do once it has had a task.
+    /// Commands without tasks that live subscriptions name: their
+    /// `codeq_subscriptions_active` series, removed once none does.
     subscribed_only: Mutex<BTreeSet<Command>>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
@@ -472,18 +471,21 @@ impl Metrics {
             self.touch_counters(&command);
         }
         let known: HashSet<&Command> = queues.iter().map(|stats| &stats.command).collect();
-        let mut subscribed_only =
-            self.subscribed_only.lock().unwrap_or_else(PoisonError::into_inner);
-        subscribed_only.extend(
-            subscriptions
-                .iter()
-                .flat_map(|subscription| subscription.commands.iter().flatten())
-                .cloned(),
-        );
-        subscribed_only.retain(|command| !known.contains(command));
-        for command in subscribed_only.iter() {
+        let named: BTreeSet<Command> = subscriptions
+            .iter()
+            .filter(|subscription| subscription.expires_at > now)
+            .flat_map(|subscription| subscription.commands.iter().flatten())
+            .filter(|command| !known.contains(command))
+            .cloned()
+            .collect();
+        for command in &named {
             self.set_listening(command, subscriptions, now);
         }
+        let mut before = self.subscribed_only.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in before.difference(&named) {
+            self.subscriptions.remove(&CommandLabels { command: CommandLabel(gone.clone()) });
+        }
+        *before = named;
     }
 
     /// `codeq_subscriptions_active` of `command`: the live subscriptions

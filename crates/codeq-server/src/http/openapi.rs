@@ -1041,7 +1041,8 @@ pub enum WriteErrors {
     /// nothing was done.
     #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait before a retry")))]
     Unavailable(ErrorBody),
-    /// The disk is full (`insufficient_storage`): nothing was done.
+    /// Storage is full (`insufficient_storage`: the disk, or Redis at its
+    /// `maxmemory`): nothing was done.
     #[response(status = 507)]
     InsufficientStorage(ErrorBody),
 }

@@ -157,6 +157,11 @@ impl Artifacts {
 
     fn prepare_one(&self, upload: ArtifactUpload) -> Result<Prepared, ArtifactError> {
         check_file_name(&upload.name)?;
+        // An empty content type is none, as some clients send by default.
+        let upload = ArtifactUpload {
+            content_type: upload.content_type.filter(|content_type| !content_type.is_empty()),
+            ..upload
+        };
         check_content_type(&upload.name, upload.content_type.as_deref())?;
         match (upload.url, upload.content_base64) {
             (Some(url), None) => {
@@ -235,13 +240,25 @@ impl Artifacts {
         prepared: Vec<Prepared>,
     ) -> Result<Vec<Artifact>, ArtifactError> {
         let mut artifacts = Vec::with_capacity(prepared.len());
+        let dir = self.dir_of(task, attempt);
+        let mut written = Vec::new();
         for Prepared { mut artifact, content } in prepared {
             if let Some(encoded) = content {
-                let dir = self.dir_of(task, attempt);
-                let name = artifact.name.clone();
-                tokio::task::spawn_blocking(move || write_decoded(&dir, &name, &encoded))
-                    .await
-                    .map_err(std::io::Error::other)??;
+                let (into, name) = (dir.clone(), artifact.name.clone());
+                let wrote =
+                    tokio::task::spawn_blocking(move || write_decoded(&into, &name, &encoded))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|wrote| wrote);
+                if let Err(error) = wrote {
+                    // A full disk must not stay full of a result that was
+                    // not stored: what this submission wrote goes too.
+                    for name in written {
+                        let _ = tokio::fs::remove_file(dir.join(name)).await;
+                    }
+                    return Err(error.into());
+                }
+                written.push(artifact.name.clone());
                 artifact.url = self.url_of(task, &artifact.name);
             }
             artifacts.push(artifact);
@@ -320,14 +337,13 @@ fn check_names_unique(prepared: &[Prepared]) -> Result<(), ArtifactError> {
 /// otherwise be dropped for `application/octet-stream` at download).
 fn check_content_type(name: &str, content_type: Option<&str>) -> Result<(), ArtifactError> {
     let Some(content_type) = content_type else { return Ok(()) };
-    let sendable = !content_type.is_empty()
-        && content_type.len() <= 255
+    let sendable = content_type.len() <= 255
         && content_type.bytes().all(|byte| byte == b' ' || byte.is_ascii_graphic());
     if sendable {
         Ok(())
     } else {
         Err(ArtifactError::Invalid(format!(
-            "artifacts[].contentType of {name:?} must be 1..255 characters of visible ASCII (a media type such as text/plain)"
+            "artifacts[].contentType of {name:?} must be at most 255 characters of visible ASCII (a media type such as text/plain)"
         )))
     }
 }
@@ -476,6 +492,20 @@ mod tests {
         encoded.extend_from_slice(b"!!!!");
         assert!(write_decoded(dir.path(), "out.bin", &encoded).is_err());
         assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_result_whose_artifact_fails_leaves_none_of_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::new(dir.path().to_path_buf(), None, 1 << 20);
+        let task = TaskId::generate();
+        let inline = |name: &str, encoded: &'static str| Prepared {
+            artifact: Artifact { name: name.into(), url: String::new(), content_type: None },
+            content: Some(Bytes::from_static(encoded.as_bytes())),
+        };
+        let prepared = vec![inline("a.bin", "YQ=="), inline("b.bin", "!!!!")];
+        assert!(artifacts.store(task, 1, prepared).await.is_err());
+        assert!(entries(&artifacts.dir_of(task, 1)).is_empty());
     }
 
     fn entries(dir: &Path) -> Vec<String> {

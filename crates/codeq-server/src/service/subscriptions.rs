@@ -220,8 +220,14 @@ impl Subscriptions {
             let all = match self.store.subscriptions().await {
                 Ok(all) => all,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read subscriptions");
-                    continue;
+                    // Late, not lost: the news waits for the next look.
+                    tracing::warn!(%error, "cannot read subscriptions; looking again in a second");
+                    owed = news;
+                    let again = self.clock.now().plus_millis(1000);
+                    tokio::select! {
+                        () = self.clock.sleep_until(again) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
                 }
             };
             rotation.retain(&all);

@@ -211,8 +211,10 @@ pub enum StoreError {
     /// outcome of the call is unknown.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// The change was not stored: the disk is full. The backend stops
-    /// taking writes, as for [`StoreError::Unavailable`].
+    /// The change was not stored: the storage is full. The embedded
+    /// backend (a full disk) then stops taking writes, as for
+    /// [`StoreError::Unavailable`]; Redis (at its `maxmemory`) takes them
+    /// again once it has room.
     #[error("storage is full: {0}")]
     DiskFull(String),
     /// The change is too large to store as one (a batch of very large

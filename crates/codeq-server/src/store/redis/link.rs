@@ -52,6 +52,8 @@ pub struct Link {
     connecting: tokio::sync::Mutex<()>,
     up: AtomicBool,
     waiting: Arc<Mutex<Waiting>>,
+    /// The eviction policy could not be read on a reconnect (said once).
+    policy_unreadable_said: AtomicBool,
 }
 
 /// Calls waiting for their answers, and since when Redis has answered
@@ -138,6 +140,7 @@ impl Link {
                 answered_at: std::time::Instant::now(),
                 refused: false,
             })),
+            policy_unreadable_said: AtomicBool::new(false),
         }
     }
 
@@ -228,7 +231,18 @@ impl Link {
             .arg("maxmemory-policy")
             .query_async(&mut connection)
             .await;
-        let policy = read.ok()?.remove("maxmemory-policy")?;
+        let policy = match read.map(|mut settings| settings.remove("maxmemory-policy")) {
+            Ok(Some(policy)) => policy,
+            Ok(None) | Err(_) => {
+                if !self.policy_unreadable_said.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "cannot read Redis's maxmemory-policy after a reconnect (CONFIG GET refused?): \
+                         an evicting policy set meanwhile is not noticed"
+                    );
+                }
+                return None;
+            }
+        };
         if !evicts_keys(&policy) {
             return None;
         }
