@@ -18,11 +18,7 @@
 #
 # Env: ROUNDS (2), SINGLE (20000 tasks), BATCH (100000 tasks), SECS (10, BullMQ).
 set -uo pipefail
-bin=$(realpath "${1:-target/release/codeq}")
-[ -x "$bin" ] || { echo "no codeq binary at $bin (cargo build --release -p codeq)"; exit 1; }
-bench_dir=${BENCH_DIR:-/work/shared/bench}
-export NODE_PATH=${BULLMQ_DIR:-/tmp/codeq-bench-bullmq}/node_modules
-[ -d "$NODE_PATH/bullmq" ] || { echo "no bullmq under $NODE_PATH (npm install bullmq ioredis)"; exit 1; }
+. "$(dirname "$0")/bench_setup.sh" "${1:-}"
 rounds=${ROUNDS:-2}
 single=${SINGLE:-20000}
 batch=${BATCH:-100000}

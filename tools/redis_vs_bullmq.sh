@@ -19,12 +19,8 @@
 set -uo pipefail
 mode=${1:-everysec}
 rounds=${2:-3}
-bin=$(realpath "${3:-target/release/codeq}")
-[ -x "$bin" ] || { echo "no codeq binary at $bin (cargo build --release -p codeq)"; exit 1; }
 case $mode in always|everysec) ;; *) echo "mode: always or everysec"; exit 1 ;; esac
-bench_dir=${BENCH_DIR:-/work/shared/bench}
-export NODE_PATH=${BULLMQ_DIR:-/tmp/codeq-bench-bullmq}/node_modules
-[ -d "$NODE_PATH/bullmq" ] || { echo "no bullmq under $NODE_PATH (npm install bullmq ioredis)"; exit 1; }
+. "$(dirname "$0")/bench_setup.sh" "${3:-}"
 count=${COUNT:-60000}
 secs=${SECS:-10}
 rport=${REDIS_PORT:-6393}

@@ -20,11 +20,7 @@
 # bullmq/package.json there) and the shared bench's loadgen (built here).
 # Env: SECS (10), BENCH_DIR (/work/shared/bench), REDIS_PORT (6394).
 set -uo pipefail
-bin=$(realpath "${1:-target/release/codeq}")
-[ -x "$bin" ] || { echo "no codeq binary at $bin (cargo build --release -p codeq)"; exit 1; }
-bench_dir=${BENCH_DIR:-/work/shared/bench}
-export NODE_PATH=${BULLMQ_DIR:-/tmp/codeq-bench-bullmq}/node_modules
-[ -d "$NODE_PATH/bullmq" ] || { echo "no bullmq under $NODE_PATH (npm install bullmq ioredis)"; exit 1; }
+. "$(dirname "$0")/bench_setup.sh" "${1:-}"
 target=${LOADGEN_TARGET:-/tmp/codeq-bench-target}
 (cd "$bench_dir/loadgen" && CARGO_TARGET_DIR="$target" cargo build --release --quiet) || exit 1
 loadgen="$target/release/loadgen"

@@ -566,25 +566,17 @@ async fn a_result_nested_past_the_parsers_limit_is_refused_and_the_task_stays_he
     let app = TestApp::spawn().await;
     let id = app.create_simple("deep").await;
     app.claim_ok(WORKER, &["deep"]).await;
-    let nested = |depth: usize| (0..depth).fold(json!(1), |inner, _| json!([inner]));
+    let path = format!("/tasks/{id}/result");
+    let submit = |depth: usize| {
+        let nested = (0..depth).fold(json!(1), |inner, _| json!([inner]));
+        app.post(&path, WORKER, json!({ "status": "COMPLETED", "result": { "a": nested } }))
+    };
 
-    let deep = app
-        .post(
-            &format!("/tasks/{id}/result"),
-            WORKER,
-            json!({ "status": "COMPLETED", "result": { "a": nested(200) } }),
-        )
-        .await;
+    let deep = submit(200).await;
     assert_eq!((deep.status, deep.code()), (400, "malformed_json"), "{:?}", deep.body);
     assert!(deep.body["error"].as_str().unwrap().contains("recursion limit"), "{:?}", deep.body);
     assert_eq!(app.get(&format!("/tasks/{id}"), PRODUCER).await.body["status"], "IN_PROGRESS");
 
-    let within = app
-        .post(
-            &format!("/tasks/{id}/result"),
-            WORKER,
-            json!({ "status": "COMPLETED", "result": { "a": nested(100) } }),
-        )
-        .await;
+    let within = submit(100).await;
     assert_eq!(within.status, 200, "{:?}", within.body);
 }
