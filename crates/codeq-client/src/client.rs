@@ -467,8 +467,13 @@ impl Client {
         // Its claim may long-poll: the wait comes on top of the timeout.
         let request = request.json(&body).timeout(self.long_poll_timeout(claim));
         let response = self.send(request, Retry::ConnectOnly).await?;
-        let answer: ResultAndNext = decode(response).await?;
-        Ok((answer.record, answer.next))
+        // The record and `next` share one object; read twice rather than
+        // through `#[serde(flatten)]`, which cannot keep the result as text.
+        let status = response.status().as_u16();
+        let body = response.bytes().await?;
+        let record: ResultRecord = parse(status, &body)?;
+        let NextTask { next } = parse(status, &body)?;
+        Ok((record, next))
     }
 
     /// `POST /v1/codeq/tasks/batch/results`: finishes 1..=100 tasks; each
@@ -786,18 +791,21 @@ struct ResultAndClaim<'a> {
     claim_next: &'a ClaimRequest,
 }
 
-/// The answer to [`ResultAndClaim`].
+/// The task the answer to [`ResultAndClaim`] carries beside its record.
 #[derive(serde::Deserialize)]
-struct ResultAndNext {
-    #[serde(flatten)]
-    record: ResultRecord,
+struct NextTask {
     next: Option<Task>,
 }
 
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Error> {
     let status = response.status().as_u16();
     let body = response.bytes().await?;
-    serde_json::from_slice(&body).map_err(|source| Error::Decode { status, source })
+    parse(status, &body)
+}
+
+/// An answer's `body`, received with `status`, read as a `T`.
+fn parse<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|source| Error::Decode { status, source })
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ impl CreateTask {
     }
 }
 
-/// A task's payload, kept as JSON text: the server stores it as sent (key
+/// JSON kept as text (a task's payload, a result): the server stores it as sent (key
 /// order, a repeated key, a number's spelling and precision), and so does
 /// this client, where a [`serde_json::Value`] would sort the keys, keep
 /// one of a repeated key and round big numbers.
@@ -309,7 +309,7 @@ pub struct SubmitResult {
     pub status: ResultStatus,
     /// The output (a JSON object); required for `COMPLETED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Payload>,
     /// Why it failed; required for `FAILED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -324,10 +324,10 @@ pub struct SubmitResult {
 
 impl SubmitResult {
     /// A `COMPLETED` result for delivery `attempt`.
-    pub fn completed(attempt: u32, result: serde_json::Value) -> Self {
+    pub fn completed(attempt: u32, result: impl Into<Payload>) -> Self {
         Self {
             status: ResultStatus::Completed,
-            result: Some(result),
+            result: Some(result.into()),
             error: None,
             artifacts: Vec::new(),
             attempt: Some(attempt),
@@ -347,7 +347,7 @@ impl SubmitResult {
 }
 
 /// One item of `POST /v1/codeq/tasks/batch/results`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchResult {
     /// The task the result is for.
@@ -378,9 +378,9 @@ pub struct ResultRecord {
     pub task_id: String,
     /// Completed or failed.
     pub status: ResultStatus,
-    /// The worker's output, for completed tasks.
+    /// The worker's output, for completed tasks, as its worker wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Payload>,
     /// Why the task failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

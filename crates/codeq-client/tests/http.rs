@@ -746,7 +746,7 @@ mod worker {
         let stored = client.get_task(&task.id).await.unwrap();
         assert_eq!((stored.status, stored.attempts), (TaskStatus::Completed, 1));
         let result = client.get_result(&task.id).await.unwrap();
-        assert_eq!(result.result.result, Some(json!({ "done": true })));
+        assert_eq!(result.result.result, Some(json!({ "done": true }).into()));
         server.stop().await;
     }
 

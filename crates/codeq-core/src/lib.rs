@@ -11,10 +11,12 @@
 //! - [`backoff`]: the retry delay policies of a nack or an expired lease.
 //! - [`queue`]: per-command depths (`QueueStats`), pause and flow limits
 //!   (`QueueSettings`) and the token bucket of a rate limit.
+//! - [`json`]: JSON kept as its text (`JsonText`), as payloads and results are.
 //! - [`time`]: `Timestamp`, milliseconds since the Unix epoch, and its RFC 3339 form.
 
 pub mod backoff;
 pub mod command;
+pub mod json;
 pub mod lifecycle;
 pub mod queue;
 pub mod result;
@@ -24,6 +26,7 @@ pub mod time;
 
 pub use backoff::{BackoffConfig, BackoffPolicy};
 pub use command::Command;
+pub use json::JsonText;
 pub use lifecycle::{Fence, TransitionError};
 pub use queue::{QueueSettings, QueueStats, TokenBucket};
 pub use result::{Artifact, ResultRecord, ResultStatus};

@@ -14,8 +14,7 @@
 //! SQS accepts a delete for a message not yet received again). Abandon and
 //! nack release a task and are accepted while it is in progress.
 
-use serde_json::Value;
-
+use crate::json::JsonText;
 use crate::result::{Artifact, ResultRecord, ResultStatus};
 use crate::task::{LEASE_EXPIRED_REASON, MAX_ATTEMPTS_ERROR, TaskId, TaskState, TaskStatus};
 use crate::time::Timestamp;
@@ -288,7 +287,7 @@ pub struct Submission {
     /// Completed or failed.
     pub status: ResultStatus,
     /// The output object of a completed task.
-    pub result: Option<Value>,
+    pub result: Option<JsonText>,
     /// Why a failed task failed.
     pub error: Option<String>,
     /// Files attached.
@@ -476,7 +475,8 @@ mod tests {
     fn done(status: ResultStatus) -> Submission {
         Submission {
             status,
-            result: (status == ResultStatus::Completed).then(|| serde_json::json!({"ok": 1})),
+            result: (status == ResultStatus::Completed)
+                .then(|| serde_json::json!({"ok": 1}).into()),
             error: (status == ResultStatus::Failed).then(|| "boom".to_string()),
             artifacts: Vec::new(),
         }

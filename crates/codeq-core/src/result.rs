@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json::JsonText;
 use crate::task::TaskId;
 use crate::time::Timestamp;
 
@@ -51,7 +52,7 @@ pub struct ResultRecord {
     pub status: ResultStatus,
     /// The worker's output (a JSON object), for completed tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<JsonText>,
     /// Why the task failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -95,7 +95,7 @@ fn claim_spec(name: &str, worker: &str) -> ClaimSpec {
 fn completion(id: TaskId, worker: &str) -> Completion {
     let submission = Submission {
         status: ResultStatus::Completed,
-        result: Some(serde_json::json!({"ok": true})),
+        result: Some(serde_json::json!({"ok": true}).into()),
         error: None,
         artifacts: Vec::new(),
     };

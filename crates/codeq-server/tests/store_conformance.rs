@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use codeq_core::lifecycle::Submission;
 use codeq_core::{
-    Command, DeliveryMode, Priority, QueueSettings, ResultStatus, Subscription, Task, TaskId,
-    TaskState, TaskStatus, Timestamp,
+    Command, DeliveryMode, JsonText, Priority, QueueSettings, ResultStatus, Subscription, Task,
+    TaskId, TaskState, TaskStatus, Timestamp,
 };
 use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
@@ -121,7 +121,7 @@ fn fence(attempt: Option<u32>) -> Fence<'static> {
 fn completion(id: TaskId, worker: &str, status: ResultStatus) -> Completion {
     let submission = Submission {
         status,
-        result: (status == ResultStatus::Completed).then(|| serde_json::json!({"ok": true})),
+        result: (status == ResultStatus::Completed).then(|| serde_json::json!({"ok": true}).into()),
         error: (status == ResultStatus::Failed).then(|| "boom".to_string()),
         artifacts: Vec::new(),
     };
@@ -684,6 +684,32 @@ async fn state_survives_a_restart(h: &dyn Harness) {
     );
     assert_eq!(claim_one(&*store, only("a"), at(3)).await.unwrap().id, ready);
     assert_eq!(expire_all(&*store, at(10_000), 10).await.len(), 3, "leases survive restart");
+}
+
+async fn a_result_is_kept_as_its_text_over_a_restart(h: &dyn Harness) {
+    // What a parsed value would change: a big number's digits, a decimal's
+    // spelling, a repeated key, key order, an escape; and nesting past
+    // serde_json's limit of 128 for a parsed value.
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    let text = format!(
+        r#"{{"z":0,"big":123456789012345678901234567890,"f":1.50,"k":1,"k":2,"e":"\u00e9","d":{deep}}}"#
+    );
+    let text = text.as_str();
+    let id;
+    {
+        let store = h.open();
+        id = create(&*store, vec![task("a", 0, at(0))]).await[0];
+        claim_one(&*store, only("a"), at(1)).await.unwrap();
+        let mut result = completion(id, "w1", ResultStatus::Completed);
+        result.submission.result = Some(JsonText::from_text(text).unwrap());
+        let out = store.complete(vec![result], at(2)).await.unwrap();
+        let Ok(Completed::Stored(stored)) = &out[0] else { panic!("not stored: {out:?}") };
+        assert_eq!(stored.result.as_ref().map(JsonText::as_str), Some(text));
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    let record = store.get_result(id).await.unwrap().unwrap();
+    assert_eq!(record.result.as_ref().map(JsonText::as_str), Some(text));
 }
 
 async fn every_command_ever_used_is_listed_after_cleanup_and_restart(h: &dyn Harness) {
@@ -1369,6 +1395,7 @@ macro_rules! conformance_suite {
                 cleanup_deletes_only_old_terminal_tasks,
                 concurrent_claimers_never_share_a_task,
                 state_survives_a_restart,
+                a_result_is_kept_as_its_text_over_a_restart,
                 every_command_ever_used_is_listed_after_cleanup_and_restart,
                 a_task_with_a_webhook_owes_one_callback_until_it_is_done,
                 dead_lettering_owes_a_callback,

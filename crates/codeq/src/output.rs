@@ -20,7 +20,9 @@ pub fn count(n: u64, noun: &str) -> String {
 
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    // Laid out from compact text, not by serde_json's pretty printer,
+    // which writes a result kept as text (`Payload`) as it came, on one line.
+    println!("{}", codeq_core::json::indent(&serde_json::to_string(value)?));
     Ok(())
 }
 
@@ -56,7 +58,7 @@ pub fn task_with_result(format: OutputFormat, answer: &TaskWithResult) -> anyhow
                 ("completedAt", record.completed_at.clone()),
             ];
             if let Some(result) = &record.result {
-                rows.push(("result", result.to_string()));
+                rows.push(("result", result.as_json().to_owned()));
             }
             if let Some(error) = &record.error {
                 rows.push(("error", error.clone()));

@@ -59,7 +59,7 @@ impl CreateBody<'_> {
             ApiError::invalid("invalid_command", format!("command {:?} {reason}", self.command))
         })?;
         let payload = match self.payload {
-            Some(raw) if raw.get() != "null" => compact_json(raw.get()),
+            Some(raw) if raw.get() != "null" => codeq_core::json::compact(raw.get()),
             _ => return Err(ApiError::field("payload is required")),
         };
         if payload.len() > max_payload_bytes {
@@ -155,34 +155,6 @@ where
         return Ok(None);
     };
     T::try_from(n).map(Some).map_err(|_| D::Error::custom("a whole number out of range"))
-}
-
-/// Valid JSON text without the whitespace between its tokens (the compact
-/// form the API stores and returns), keys in the producer's order.
-pub fn compact_json(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut compact = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    // Runs of kept bytes are copied whole; every byte looked at is ASCII
-    // punctuation or whitespace, so a run never splits a character.
-    let mut run_start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else if matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
-            compact.push_str(&text[run_start..at]);
-            run_start = at + 1;
-        } else if byte == b'"' {
-            in_string = true;
-        }
-    }
-    compact.push_str(&text[run_start..]);
-    compact
 }
 
 /// `POST /v1/codeq/tasks`
@@ -403,20 +375,4 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 fn attachment(name: &str) -> HeaderValue {
     let value = format!("attachment; filename*=UTF-8''{}", percent_encode(name));
     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::*;
-
-    #[test]
-    fn compact_json_drops_whitespace_between_tokens_only() {
-        let text = " { \"a b\" : [1, 2,\n\t3], \"q\\\" x\": \" \\\\ \" , \"z\":{} } ";
-        assert_eq!(compact_json(text), r#"{"a b":[1,2,3],"q\" x":" \\ ","z":{}}"#);
-        let value: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&compact_json(text)).unwrap(), value);
-        assert_eq!(compact_json("{ \"ü\" :\t\"ø x→\" }\n"), "{\"ü\":\"ø x→\"}");
-    }
 }

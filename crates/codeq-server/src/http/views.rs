@@ -2,7 +2,7 @@
 //! configured offset, absent optional fields omitted.
 
 use codeq_core::time::RFC3339_MAX_LEN;
-use codeq_core::{Artifact, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
+use codeq_core::{Artifact, JsonText, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
 use serde::{Serialize, Serializer};
 use time::UtcOffset;
 
@@ -103,7 +103,7 @@ pub struct ResultView<'a> {
     task_id: TaskId,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<&'a serde_json::Value>,
+    result: Option<&'a JsonText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "<[Artifact]>::is_empty")]

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use codeq_core::lifecycle::{Submission, check_result_allowed};
-use codeq_core::{Command, ResultStatus, TaskId, Timestamp};
+use codeq_core::{Command, JsonText, ResultStatus, TaskId, Timestamp};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -235,7 +235,8 @@ struct ResultBody<'a, Id = IgnoredAny> {
     task_id: Id,
     #[serde(deserialize_with = "result_status")]
     status: ResultStatus,
-    result: Option<Value>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
     error: Option<String>,
     /// Absent or `null` for none, as every optional field.
     #[serde(borrow, default)]
@@ -271,7 +272,9 @@ impl<Id> ResultBody<'_, Id> {
     /// `FAILED` a non-empty `error`.
     fn check(&self) -> Result<(), ApiError> {
         match self.status {
-            ResultStatus::Completed if !matches!(self.result, Some(Value::Object(_))) => {
+            ResultStatus::Completed
+                if !self.result.is_some_and(|raw| raw.get().starts_with('{')) =>
+            {
                 Err(ApiError::field("result must be a JSON object when status is COMPLETED"))
             }
             ResultStatus::Failed if self.error.as_deref().is_none_or(str::is_empty) => {
@@ -328,7 +331,7 @@ async fn prepare_completion<Id>(
     };
     let decided = Submission {
         status: submission.status,
-        result: submission.result,
+        result: submission.result.map(JsonText::compacted),
         error: submission.error,
         artifacts,
     };

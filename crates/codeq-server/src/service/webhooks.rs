@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use codeq_core::{BackoffConfig, ResultRecord, Task, TaskId};
+use codeq_core::{BackoffConfig, JsonText, ResultRecord, Task, TaskId};
 use serde::Serialize;
 use time::UtcOffset;
 use tokio::sync::{Notify, Semaphore};
@@ -127,7 +127,7 @@ struct ResultBody<'a> {
     task_id: TaskId,
     event_type: &'a str,
     status: &'static str,
-    result: Option<&'a serde_json::Value>,
+    result: Option<&'a JsonText>,
     error: Option<&'a str>,
     artifacts: &'a [codeq_core::Artifact],
     completed_at: Rfc3339,

@@ -269,6 +269,29 @@ async fn a_refused_result_writes_no_artifact_bytes() {
 }
 
 #[tokio::test]
+async fn a_result_is_returned_as_the_worker_wrote_it() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    // A parsed value would round the big number, respell 1.50, keep one
+    // `k` and sort the keys.
+    let sent = r#"{ "z": 0, "big": 123456789012345678901234567890, "f": 1.50, "k": 1, "k": 2 }"#;
+    let kept = r#""result":{"z":0,"big":123456789012345678901234567890,"f":1.50,"k":1,"k":2}"#;
+    let body = format!(r#"{{"status": "COMPLETED", "attempt": 1, "result": {sent}}}"#);
+    let url = format!("{}/v1/codeq/tasks/{id}/result", app.base);
+    let request = app.http.post(url).bearer_auth(WORKER).header("content-type", "application/json");
+    let answer = request.body(body).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answered = answer.text().await.unwrap();
+    assert!(answered.contains(kept), "{answered}");
+
+    let url = format!("{}/v1/codeq/tasks/{id}/result", app.base);
+    let fetched = app.http.get(url).bearer_auth(PRODUCER).send().await.unwrap();
+    let fetched = fetched.text().await.unwrap();
+    assert!(fetched.contains(kept), "{fetched}");
+}
+
+#[tokio::test]
 async fn a_completed_task_carries_no_error_even_if_one_was_sent() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;

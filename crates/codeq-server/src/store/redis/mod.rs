@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use codeq_core::{
-    Command, QueueSettings, QueueStats, ResultRecord, ResultStatus, Subscription, Task, TaskId,
-    TaskState, TaskStatus, Timestamp, lifecycle,
+    Command, JsonText, QueueSettings, QueueStats, ResultRecord, ResultStatus, Subscription, Task,
+    TaskId, TaskState, TaskStatus, Timestamp, lifecycle,
 };
 use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
@@ -623,7 +623,7 @@ fn json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 /// A result's arguments (the `complete` script's 8 per item).
 fn completion_arg(args: &mut Args, item: &Completion) -> StoreResult<()> {
     let submission = &item.submission;
-    let result = submission.result.as_ref().map(json_text).transpose()?;
+    let result = submission.result.as_ref().map(JsonText::as_str);
     let artifacts =
         (!submission.artifacts.is_empty()).then(|| json_text(&submission.artifacts)).transpose()?;
     args.text(&item.task_id.to_string())

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use codeq_client::{ArtifactUpload, Outcome, SubmitResult, Task};
+use codeq_client::{ArtifactUpload, Outcome, Payload, SubmitResult, Task};
 use serde::Deserialize;
 use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
@@ -64,22 +64,27 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// What a handler may print on stdout.
+/// What a handler may print on stdout. A plain struct, not an enum
+/// tagged by `status`: serde buffers a tagged enum's fields as values,
+/// and the result is kept as the handler wrote it (its big numbers, key
+/// order and repeated keys).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
-enum Printed {
-    Completed {
-        #[serde(default)]
-        result: Option<serde_json::Value>,
-        #[serde(default)]
-        artifacts: Option<serde_json::Value>,
-    },
-    Failed {
-        #[serde(default)]
-        error: String,
-        #[serde(default)]
-        artifacts: Option<serde_json::Value>,
-    },
+struct Printed {
+    status: PrintedStatus,
+    #[serde(default)]
+    result: Option<Payload>,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    artifacts: Option<serde_json::Value>,
+}
+
+/// The outcomes a handler may print.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum PrintedStatus {
+    Completed,
+    Failed,
 }
 
 /// Runs the program at `path` on `task` and turns how it ended into an
@@ -263,20 +268,22 @@ fn interpret(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
         return Outcome::Retry(with_tail(&format!("handler {status}"), stderr));
     }
     let (outcome, artifacts) = match parse(stdout) {
-        Some(Printed::Completed { result: None, artifacts }) => {
-            (Outcome::Completed(serde_json::json!({})), artifacts)
+        Some(Printed { status: PrintedStatus::Completed, result, artifacts, .. }) => {
+            let result = result.unwrap_or_else(|| serde_json::json!({}).into());
+            if !result.as_json().starts_with('{') {
+                let what = "handler printed a result that is not a JSON object";
+                return Outcome::Retry(with_tail(what, stderr));
+            }
+            (Outcome::Submit(SubmitResult::completed(0, result)), artifacts)
         }
-        Some(Printed::Completed { result: Some(result), artifacts }) if result.is_object() => {
-            (Outcome::Completed(result), artifacts)
-        }
-        Some(Printed::Completed { result: Some(_), .. }) => {
-            let what = "handler printed a result that is not a JSON object";
-            return Outcome::Retry(with_tail(what, stderr));
-        }
-        Some(Printed::Failed { error, artifacts }) if error.trim().is_empty() => {
+        Some(Printed { status: PrintedStatus::Failed, error, artifacts, .. })
+            if error.trim().is_empty() =>
+        {
             (Outcome::Failed("handler reported FAILED without an error".into()), artifacts)
         }
-        Some(Printed::Failed { error, artifacts }) => (Outcome::Failed(error), artifacts),
+        Some(Printed { status: PrintedStatus::Failed, error, artifacts, .. }) => {
+            (Outcome::Failed(error), artifacts)
+        }
         None => {
             let what = format!(
                 "handler output is not {{\"status\":\"COMPLETED\"|\"FAILED\",…}}: {}",
@@ -304,7 +311,7 @@ fn with_artifacts(outcome: Outcome, artifacts: Vec<ArtifactUpload>) -> Outcome {
     }
     // The worker sets the delivery's attempt.
     let body = match outcome {
-        Outcome::Completed(result) => SubmitResult::completed(0, result),
+        Outcome::Submit(body) => body,
         Outcome::Failed(error) => SubmitResult::failed(0, error),
         other => return other,
     };
@@ -352,6 +359,7 @@ fn with_tail(what: &str, stderr: &[u8]) -> String {
 mod tests {
     use std::os::unix::process::ExitStatusExt as _;
 
+    use codeq_client::ResultStatus;
     use serde_json::json;
 
     use super::*;
@@ -378,16 +386,22 @@ mod tests {
     }
 
     #[test]
-    fn a_completed_result_is_submitted() {
-        let out = br#"{"status":"COMPLETED","result":{"ok":true}}"#;
+    fn a_completed_result_is_submitted_as_the_handler_wrote_it() {
+        let out = br#"{"status":"COMPLETED","result":{"z":1,"big":123456789012345678901234567890,"k":1,"k":2}}"#;
 
-        assert_eq!(interpret(exited(0), out, b""), Outcome::Completed(json!({"ok": true})));
+        let Outcome::Submit(body) = interpret(exited(0), out, b"") else { panic!("not a Submit") };
+        assert_eq!(body.status, ResultStatus::Completed);
+        let kept = r#"{"z":1,"big":123456789012345678901234567890,"k":1,"k":2}"#;
+        assert_eq!(body.result.as_ref().map(Payload::as_json), Some(kept));
     }
 
     #[test]
     fn artifacts_go_with_the_result_and_a_bad_list_is_named() {
         let none = br#"{"status":"COMPLETED","result":{},"artifacts":null}"#;
-        assert_eq!(interpret(exited(0), none, b""), Outcome::Completed(json!({})));
+        assert_eq!(
+            interpret(exited(0), none, b""),
+            Outcome::Submit(SubmitResult::completed(0, json!({})))
+        );
         let linked =
             br#"{"status":"FAILED","error":"e","artifacts":[{"name":"a","url":"https://x/a"}]}"#;
         let Outcome::Submit(body) = interpret(exited(0), linked, b"") else {
