@@ -22,7 +22,9 @@ use codeq_server::store::embedded::log::fs::RealFs;
 use codeq_server::store::embedded::log::spare::SPARE_NAME;
 use codeq_server::store::embedded::log::{LogOptions, OpenError};
 use codeq_server::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Signals, Store, StoreError};
+use codeq_server::store::{
+    ClaimSpec, CommandFilter, Completion, Created, Signals, Store, StoreError,
+};
 
 const T0: Timestamp = Timestamp(1_600_000_000_000);
 
@@ -98,7 +100,7 @@ fn claim_one() -> ClaimSpec {
 fn completion(id: TaskId) -> Completion {
     let submission = Submission {
         status: ResultStatus::Completed,
-        result: Some(serde_json::json!({ "id": id.to_string() })),
+        result: Some(serde_json::json!({ "id": id.to_string() }).into()),
         error: None,
         artifacts: Vec::new(),
     };
@@ -207,7 +209,7 @@ async fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
             }
             for id in &kept_results {
                 let result = store.get_result(*id).await.unwrap().expect("result kept");
-                assert_eq!(result.result.unwrap()["id"], id.to_string());
+                assert_eq!(result.result.unwrap().as_str(), format!(r#"{{"id":"{id}"}}"#));
             }
             assert_eq!(
                 store.all_queue_stats().await.unwrap().len(),
@@ -688,6 +690,41 @@ async fn not_found_waits_for_the_delete_it_shows() {
     fs.open_gate();
     assert_eq!(cleanup.await.unwrap().unwrap(), vec![id]);
     assert_eq!(read.await.unwrap().unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_holder_is_deleted_before_it_is_read_back_creates_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = open_on(&fs, dir.path()).unwrap();
+    let keyed = |n| Task { idempotency_key: Some("k".into()), ..task(n) };
+    store.create(vec![keyed(0)]).await.unwrap();
+    let holder = complete(&*store, 1).await[0];
+    fs.close_gate();
+    let batch = vec![keyed(1), task(2)];
+    let asked: Vec<TaskId> = batch.iter().map(|task| task.id).collect();
+    let create = {
+        let store = store.clone();
+        tokio::spawn(async move { store.create(batch).await })
+    };
+    wait_until("the create waits for its fsync", || store.durability_waiters() == 1).await;
+    // Retention deletes the key's holder after the create found it and
+    // before the create reads it back.
+    let cleanup = {
+        let store = store.clone();
+        tokio::spawn(async move { store.cleanup(T0.plus_seconds(1), 10).await })
+    };
+    wait_until("the delete waits for its fsync", || store.durability_waiters() == 2).await;
+    fs.open_gate();
+
+    assert_eq!(cleanup.await.unwrap().unwrap(), vec![holder]);
+    let created = create.await.unwrap().expect("the batch is answered, not failed");
+    let ids: Vec<TaskId> = created.iter().map(|created| created.task().id).collect();
+    assert_eq!(ids, asked, "the key is free again: its task is created");
+    assert!(created.iter().all(|created| matches!(created, Created::New(_))), "{created:?}");
+    for id in ids {
+        assert!(store.get_task(id).await.unwrap().is_some());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

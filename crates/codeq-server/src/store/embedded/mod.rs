@@ -494,17 +494,23 @@ pub struct CheckReport {
     pub queues: Vec<QueueStats>,
 }
 
-/// A created task, or the holder of its key to read back (short-lived:
-/// the size difference of the variants does not matter).
+/// A created task, or the holder of its key to read back (with the task
+/// asked for, in case the holder is gone by then; short-lived: the size
+/// difference of the variants does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Planned {
     New(Task),
-    Existing(TaskId),
+    Existing(TaskId, Task),
 }
 
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
+/// How many times a create is planned again when key holders it found
+/// were deleted (by retention) before they could be read back.
+const CREATE_ROUNDS: usize = 4;
+
+impl EmbeddedStore {
+    /// One create transaction: each task created, or the live holder of its
+    /// idempotency key found.
+    async fn plan_create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Planned>> {
         let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
         // Room for every body: a batch of large payloads is encoded once.
         let bytes = tasks.iter().map(|task| task.payload.len() + 256).sum();
@@ -520,7 +526,7 @@ impl Store for EmbeddedStore {
                         if let Some(entry) = live.get(holder) {
                             plan.observe(entry.seq);
                         }
-                        planned.push(Planned::Existing(holder));
+                        planned.push(Planned::Existing(holder, task));
                         continue;
                     }
                     if let Some(key) = key {
@@ -532,17 +538,44 @@ impl Store for EmbeddedStore {
                 Ok(planned)
             })
             .await?;
-        let mut created = Vec::with_capacity(done.value.len());
-        for planned in done.value {
-            created.push(match planned {
-                Planned::New(task) => Created::New(task),
-                Planned::Existing(id) => match self.get_task(id).await? {
-                    Some(task) => Created::Existing(task),
-                    None => return Err(StoreError::Corrupt(format!("task {id} vanished"))),
-                },
-            });
+        Ok(done.value)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    /// Holders of a key are read back after the transaction, outside the
+    /// lock; retention may delete one in between. Its key is free then, so
+    /// the tasks that met it are planned again (as a create after the
+    /// deletion would be), rather than failing a request whose other
+    /// tasks are stored.
+    async fn create(&self, tasks: Vec<Task>) -> StoreResult<Vec<Created>> {
+        let mut created: Vec<Option<Created>> = tasks.iter().map(|_| None).collect();
+        let mut to_plan: Vec<(usize, Task)> = tasks.into_iter().enumerate().collect();
+        for _ in 0..CREATE_ROUNDS {
+            let (at, tasks): (Vec<usize>, Vec<Task>) = to_plan.into_iter().unzip();
+            let planned = self.plan_create(tasks).await?;
+            to_plan = Vec::new();
+            for (at, planned) in at.into_iter().zip(planned) {
+                created[at] = match planned {
+                    Planned::New(task) => Some(Created::New(task)),
+                    Planned::Existing(holder, task) => match self.get_task(holder).await? {
+                        Some(holder) => Some(Created::Existing(holder)),
+                        None => {
+                            to_plan.push((at, task));
+                            None
+                        }
+                    },
+                };
+            }
+            if to_plan.is_empty() {
+                return Ok(created.into_iter().flatten().collect());
+            }
         }
-        Ok(created)
+        Err(StoreError::Unavailable(format!(
+            "the holders of {} idempotency keys kept being deleted while this create read them",
+            to_plan.len()
+        )))
     }
 
     async fn claim(&self, spec: &ClaimSpec, now: Timestamp) -> StoreResult<Vec<Task>> {
