@@ -351,6 +351,89 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_cut_short_by_a_full_disk_leaves_none_of_its_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let (acknowledged, refused) = {
+        let store = open_on(&fs, dir.path()).unwrap();
+        let spawn_create = |task: Task| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create(vec![task]).await })
+        };
+        fs.close_gate();
+        let first = task(0);
+        let acknowledged = first.id;
+        let first = spawn_create(first);
+        wait_until("the first round waits for its fsync", || store.durability_waiters() == 1).await;
+        // Two creates queue behind it, for the next round's one write; the
+        // disk fills inside the second's frame, after the whole first.
+        let small = task(1);
+        let large = Task { payload: format!(r#"{{"pad":"{}"}}"#, "y".repeat(3000)), ..task(2) };
+        let refused = vec![small.id, large.id];
+        let small = spawn_create(small);
+        wait_until("the second create is queued", || store.durability_waiters() == 2).await;
+        let large = spawn_create(large);
+        wait_until("the third create is queued", || store.durability_waiters() == 3).await;
+        fs.fail_writes_after_bytes(1000);
+        fs.open_gate();
+        first.await.unwrap().unwrap();
+        for answer in [small.await.unwrap(), large.await.unwrap()] {
+            assert!(matches!(answer, Err(StoreError::DiskFull(_))), "{answer:?}");
+        }
+        (acknowledged, refused)
+    };
+    let store = open(dir.path()).expect("the journal recovers");
+    assert!(store.get_task(acknowledged).await.unwrap().is_some(), "acknowledged task lost");
+    for id in refused {
+        let found = store.get_task(id).await.unwrap();
+        assert!(found.is_none(), "task {id} was refused for a full disk, yet it is stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_that_fills_the_disk_in_its_second_segment_answers_its_first_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    fs.refuse_creating(SPARE_NAME); // no zeros written ahead to count
+    let large = |n| Task { payload: format!(r#"{{"pad":"{}"}}"#, "y".repeat(3000)), ..task(n) };
+    let (stored, refused) = {
+        let store = open_on(&fs, dir.path()).unwrap();
+        let spawn_create = |task: Task| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create(vec![task]).await })
+        };
+        fs.close_gate();
+        let first = spawn_create(task(0));
+        wait_until("the first round waits for its fsync", || store.durability_waiters() == 1).await;
+        // The next round: two large frames in this 8 KiB segment, its
+        // seal, then a third in the next segment, where the disk fills.
+        let queued: Vec<Task> = (1..=3).map(large).collect();
+        let ids: Vec<TaskId> = queued.iter().map(|task| task.id).collect();
+        let mut answers = Vec::new();
+        for (n, task) in queued.into_iter().enumerate() {
+            answers.push(spawn_create(task));
+            wait_until("the create is queued", || store.durability_waiters() == n + 2).await;
+        }
+        fs.fail_writes_after_bytes(8_000);
+        fs.open_gate();
+        first.await.unwrap().unwrap();
+        let mut answered = Vec::new();
+        for answer in answers {
+            answered.push(answer.await.unwrap().map(|_| ()));
+        }
+        assert!(answered[..2].iter().all(Result::is_ok), "{answered:?}");
+        assert!(matches!(answered[2], Err(StoreError::DiskFull(_))), "{answered:?}");
+        assert_eq!(segments(dir.path()).len(), 2, "the round rolled into a second segment");
+        (ids[..2].to_vec(), ids[2])
+    };
+    let store = open(dir.path()).expect("the journal recovers");
+    for id in stored {
+        assert!(store.get_task(id).await.unwrap().is_some(), "acknowledged task {id} lost");
+    }
+    assert!(store.get_task(refused).await.unwrap().is_none(), "the refused task is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_a_segment_roll_leaves_a_journal_that_recovers() {
     let before_roll = creates_to_roll().await - 1;
     for filled_ahead in [true, false] {

@@ -17,7 +17,13 @@
 //!
 //! A failed write or sync is never retried: the watermark fails, every
 //! waiter is answered, and the thread ends. What the journal holds on disk
-//! is the truth; a restart recovers from it.
+//! is the truth; a restart recovers from it. So that a "not stored" answer
+//! (507, for a write refused by a full disk) stays true after the restart,
+//! that write's first frame is spoilt (zeros over its length and checksum,
+//! synced): recovery then cuts the write off whole as a torn write, though
+//! frames at its start may have reached the disk. After a failed fsync the
+//! outcome is unknown (503). Frames of the round synced before the failure
+//! (in an earlier segment) are durable and answered so.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -69,6 +75,8 @@ struct Write<'a> {
     offset: u64,
     bytes: &'a [u8],
     opens: Option<u32>,
+    /// The batch whose frame it is (`None` for a seal).
+    seq: Option<u64>,
 }
 
 /// The committer's state.
@@ -87,6 +95,13 @@ pub struct Committer {
 struct Failed {
     disk_full: bool,
     cause: String,
+}
+
+/// A round that failed: why, and the last batch made durable before
+/// (when the round had synced part of itself into an earlier segment).
+struct RoundFailed {
+    failed: Failed,
+    durable_through: Option<u64>,
 }
 
 fn failed(what: &str, error: &std::io::Error) -> Failed {
@@ -134,14 +149,17 @@ impl Committer {
             // The frames are written: free them before the waiters build
             // their answers (a large batch is not held twice).
             drop(round);
-            if let Err(failure) = committed {
+            if let Err(RoundFailed { failed, durable_through }) = committed {
                 // Logged once by whoever acts on the failure (the server
                 // exits); every waiter is told here.
                 self.shared.slots.close();
+                if let Some(durable) = durable_through {
+                    self.shared.watermark.advance(durable);
+                }
                 self.shared.watermark.fail(Failure {
-                    disk_full: failure.disk_full,
-                    cause: failure.cause.into(),
-                    first_seq,
+                    disk_full: failed.disk_full,
+                    cause: failed.cause.into(),
+                    first_seq: durable_through.map_or(first_seq, |durable| durable + 1),
                     last_seq,
                 });
                 return;
@@ -153,7 +171,7 @@ impl Committer {
     }
 
     /// Writes one round and makes it durable.
-    fn commit(&mut self, round: &[Job]) -> Result<(), Failed> {
+    fn commit(&mut self, round: &[Job]) -> Result<(), RoundFailed> {
         let writes: Vec<Write<'_>> = round
             .iter()
             .flat_map(|job| {
@@ -162,16 +180,19 @@ impl Committer {
                     offset: seal.offset,
                     bytes: &seal.bytes,
                     opens: Some(seal.opens),
+                    seq: None,
                 });
                 let frame = Write {
                     segment: job.segment,
                     offset: job.offset,
                     bytes: &job.bytes,
                     opens: None,
+                    seq: Some(job.seq),
                 };
                 seal.into_iter().chain(std::iter::once(frame))
             })
             .collect();
+        let mut durable_through = None;
         let mut start = 0;
         while start < writes.len() {
             let segment = writes[start].segment;
@@ -181,15 +202,46 @@ impl Committer {
                 .map_or(writes.len(), |n| start + n);
             let run = &writes[start..end];
             if let Some(next) = run.iter().find_map(|write| write.opens) {
-                self.open_segment(next)?;
+                self.open_segment(next)
+                    .map_err(|failed| RoundFailed { failed, durable_through })?;
             }
-            self.write(segment, run)?;
+            // Where the write goes, unless the journal has a bug.
+            let at_tail = self.tails.get(&segment) == Some(&run[0].offset);
+            if let Err(mut failed) = self.write(segment, run) {
+                if !(failed.disk_full && at_tail && self.spoil(segment, run[0].offset)) {
+                    // Frames of it may be replayed: the outcome is unknown.
+                    failed.disk_full = false;
+                }
+                return Err(RoundFailed { failed, durable_through });
+            }
             // Synced before the next segment gets anything (see the module
-            // docs), and at the end of the round.
-            self.sync(segment)?;
+            // docs), and at the end of the round. A failed fsync is not
+            // tried again, nor anything after it: what reached the disk is
+            // unknown, and so is the outcome, even on a full disk.
+            if let Err(mut failed) = self.sync(segment) {
+                failed.disk_full = false;
+                return Err(RoundFailed { failed, durable_through });
+            }
+            durable_through = run.iter().rev().find_map(|write| write.seq).or(durable_through);
             start = end;
         }
         Ok(())
+    }
+
+    /// Makes a failed write at `offset` of `segment` unreadable as a whole:
+    /// zeros over its first frame's length and checksum, synced. Recovery
+    /// then takes it for a torn write (or the journal's end) and cuts it
+    /// off, with whatever frames of it reached the disk. A write stopped
+    /// by a full disk leaves a prefix of its bytes: zeros where the first
+    /// ones go mean nothing of it is there, and overwriting bytes just
+    /// written needs no new space. False when it fails too.
+    fn spoil(&self, segment: u32, offset: u64) -> bool {
+        let Some(file) = self.shared.segment(segment) else { return false };
+        let mut start = [0; 8];
+        if file.read_exact_at(&mut start, offset).is_ok() && start == [0; 8] {
+            return true;
+        }
+        file.write_all_at(&[0; 8], offset).and_then(|()| file.sync_data()).is_ok()
     }
 
     fn sync(&self, segment: u32) -> Result<(), Failed> {

@@ -51,6 +51,9 @@ struct State {
     syncs_done: u64,
     fail_syncs_after: Option<u64>,
     bytes_written: u64,
+    /// The ranges each file has had written: rewriting inside one needs no
+    /// new space, so a full disk does not refuse it.
+    written: HashMap<PathBuf, Vec<(u64, u64)>>,
     fail_writes_after_bytes: Option<u64>,
     /// File names whose creation fails.
     refused_names: Vec<String>,
@@ -144,6 +147,7 @@ impl FaultFs {
 
     /// Makes writes fail with "no space left on device" once `bytes` more
     /// bytes have been written (the write that crosses it is cut short).
+    /// A rewrite of bytes written before takes no space and goes through.
     pub fn fail_writes_after_bytes(&self, bytes: u64) {
         let mut state = self.shared.lock();
         state.fail_writes_after_bytes = Some(state.bytes_written + bytes);
@@ -250,11 +254,19 @@ impl FsFile for FaultFile {
     /// undo record.
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.shared.lock();
+        let end = offset + bytes.len() as u64;
+        let rewrite = state
+            .written
+            .get(&self.path)
+            .is_some_and(|ranges| ranges.iter().any(|&(from, to)| from <= offset && end <= to));
         let room = state
             .fail_writes_after_bytes
+            .filter(|_| !rewrite)
             .map_or(u64::MAX, |limit| limit.saturating_sub(state.bytes_written));
         let allowed = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
         state.bytes_written += allowed as u64;
+        let path = self.path.clone();
+        state.written.entry(path).or_default().push((offset, offset + allowed as u64));
         let there = self.inner.size()?.saturating_sub(offset).min(allowed as u64);
         let mut old = vec![0; usize::try_from(there).unwrap_or(allowed)];
         self.inner.read_exact_at(&mut old, offset)?;
