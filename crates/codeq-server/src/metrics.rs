@@ -18,7 +18,7 @@
 //! or share the command's `Arc`, so counting allocates nothing once a
 //! series exists.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -353,17 +353,29 @@ impl Metrics {
 
     /// Tasks of `command` were cancelled.
     pub fn tasks_cancelled(&self, command: &Command, count: u64) {
-        self.cancelled.get_or_create(&command_labels(command)).inc_by(count);
+        // None: a call that found nothing adds no series (a command
+        // nobody uses would stay listed until a restart).
+        if count > 0 {
+            self.cancelled.get_or_create(&command_labels(command)).inc_by(count);
+        }
     }
 
     /// Dead letters of `command` were replayed.
     pub fn dead_letters_replayed(&self, command: &Command, count: u64) {
-        self.replayed.get_or_create(&command_labels(command)).inc_by(count);
+        // None: a call that found nothing adds no series (a command
+        // nobody uses would stay listed until a restart).
+        if count > 0 {
+            self.replayed.get_or_create(&command_labels(command)).inc_by(count);
+        }
     }
 
     /// Dead letters of `command` were purged.
     pub fn dead_letters_purged(&self, command: &Command, count: u64) {
-        self.purged.get_or_create(&command_labels(command)).inc_by(count);
+        // None: a call that found nothing adds no series (a command
+        // nobody uses would stay listed until a restart).
+        if count > 0 {
+            self.purged.get_or_create(&command_labels(command)).inc_by(count);
+        }
     }
 
     /// A claim found ready tasks held back by a rate limit.
@@ -455,6 +467,7 @@ impl Metrics {
         subscriptions: &[Subscription],
         now: Timestamp,
     ) {
+        let listening = Listening::count(subscriptions, now);
         for stats in queues {
             let command = CommandLabel(stats.command.clone());
             let depth = |queue: &'static str, value: u64| {
@@ -467,7 +480,7 @@ impl Metrics {
             depth("dlq", stats.dlq);
             let labels = CommandLabels { command: command.clone() };
             self.dlq_depth.get_or_create(&labels).set(gauge_value(stats.dlq));
-            self.set_listening(&stats.command, subscriptions, now);
+            self.set_listening(&stats.command, &listening);
             self.touch_counters(&command);
         }
         let known: HashSet<&Command> = queues.iter().map(|stats| &stats.command).collect();
@@ -479,7 +492,7 @@ impl Metrics {
             .cloned()
             .collect();
         for command in &named {
-            self.set_listening(command, subscriptions, now);
+            self.set_listening(command, &listening);
         }
         let mut before = self.subscribed_only.lock().unwrap_or_else(PoisonError::into_inner);
         for gone in before.difference(&named) {
@@ -490,11 +503,9 @@ impl Metrics {
 
     /// `codeq_subscriptions_active` of `command`: the live subscriptions
     /// that listen to it.
-    fn set_listening(&self, command: &Command, subscriptions: &[Subscription], now: Timestamp) {
-        let listening =
-            subscriptions.iter().filter(|subscription| subscription.wants(command, now)).count();
+    fn set_listening(&self, command: &Command, listening: &Listening<'_>) {
         let labels = CommandLabels { command: CommandLabel(command.clone()) };
-        self.subscriptions.get_or_create(&labels).set(gauge_value(listening as u64));
+        self.subscriptions.get_or_create(&labels).set(gauge_value(listening.to(command)));
     }
 
     fn touch_counters(&self, command: &CommandLabel) {
@@ -525,6 +536,38 @@ impl Metrics {
 
 fn command_labels(command: &Command) -> CommandLabels {
     CommandLabels { command: CommandLabel(command.clone()) }
+}
+
+/// How many live subscriptions listen to each command, counted in one pass
+/// over them (a scrape costs the names they list, not names × commands).
+struct Listening<'a> {
+    /// Subscriptions to every command.
+    to_all: u64,
+    /// Subscriptions naming each command.
+    by_command: HashMap<&'a Command, u64>,
+}
+
+impl<'a> Listening<'a> {
+    fn count(subscriptions: &'a [Subscription], now: Timestamp) -> Self {
+        let mut listening = Self { to_all: 0, by_command: HashMap::new() };
+        for subscription in subscriptions.iter().filter(|s| s.expires_at > now) {
+            match &subscription.commands {
+                None => listening.to_all += 1,
+                // A command named twice in one subscription counts once.
+                Some(commands) => {
+                    let named: HashSet<&Command> = commands.iter().collect();
+                    for command in named {
+                        *listening.by_command.entry(command).or_default() += 1;
+                    }
+                }
+            }
+        }
+        listening
+    }
+
+    fn to(&self, command: &Command) -> u64 {
+        self.to_all + self.by_command.get(command).copied().unwrap_or(0)
+    }
 }
 
 fn gauge_value(value: u64) -> i64 {

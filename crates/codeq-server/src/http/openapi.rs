@@ -780,7 +780,8 @@ pub enum DeliveryMode {
 pub struct Subscribe {
     /// Where `queue.ready` notifications are posted (absolute http(s) URL).
     callback_url: String,
-    /// Commands to listen to, within the token's; default the token's.
+    /// 1..100 commands to listen to, within the token's; default the token's.
+    #[schema(min_items = 1, max_items = 100)]
     event_types: Option<Vec<String>>,
     /// 1..86400; default 300.
     #[schema(minimum = 1, maximum = 86400)]
@@ -1135,6 +1136,7 @@ fn nack() {}
 #[utoipa::path(post, path = "/v1/codeq/workers/subscriptions", tag = "workers", security(("bearer" = [])),
     request_body = Subscribe,
     responses((status = 200, description = "The subscription was stored", body = SubscriptionAnswer),
+        (status = 409, description = "The worker holds 100 live subscriptions already (`too_many_subscriptions`)", body = ErrorBody),
         AuthErrors, BodyErrors, WriteErrors))]
 fn subscribe() {}
 

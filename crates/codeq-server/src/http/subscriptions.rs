@@ -26,6 +26,9 @@ const MAX_TTL_SECONDS: i64 = 86_400;
 const MAX_MIN_INTERVAL_SECONDS: i64 = 3_600;
 /// The longest `groupId`.
 const MAX_GROUP_ID_BYTES: usize = 128;
+/// The most commands `eventTypes` may name (a worker listening to more
+/// omits it for its token's own, or asks for `"*"`).
+const MAX_EVENT_TYPES: usize = 100;
 
 impl From<SubscriptionError> for ApiError {
     fn from(error: SubscriptionError) -> Self {
@@ -33,6 +36,9 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::NotFound => not_found(),
             SubscriptionError::NotOwner => {
                 Self::new(StatusCode::FORBIDDEN, "not_owner", error.to_string())
+            }
+            SubscriptionError::TooMany => {
+                Self::new(StatusCode::CONFLICT, "too_many_subscriptions", error.to_string())
             }
             SubscriptionError::Store(error) => error.into(),
         }
@@ -125,6 +131,13 @@ fn listened_commands(
     };
     if names.is_empty() {
         return Err(ApiError::field("eventTypes must not be empty (omit it for the token's own)"));
+    }
+    if names.len() > MAX_EVENT_TYPES {
+        return Err(ApiError::field(format!(
+            "eventTypes may name at most {MAX_EVENT_TYPES} commands, got {} (omit it for the \
+             token's own, or ask for \"*\")",
+            names.len()
+        )));
     }
     if names.iter().any(|name| name == "*") {
         return match worker.event_types {

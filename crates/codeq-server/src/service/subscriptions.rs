@@ -47,12 +47,22 @@ struct News {
 /// Where a notified worker claims.
 const CLAIM_URL: &str = "/v1/codeq/tasks/claim";
 
+/// The most live subscriptions one worker (`sub`) may hold: each is read
+/// at every notification and scrape, so their number is bounded.
+pub const MAX_SUBSCRIPTIONS_PER_WORKER: usize = 100;
+
 /// Why a renewal or deletion was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionError {
     /// No such subscription (or it lapsed).
     #[error("no such subscription")]
     NotFound,
+    /// The worker holds as many live subscriptions as one may.
+    #[error(
+        "this worker holds {MAX_SUBSCRIPTIONS_PER_WORKER} live subscriptions, the most one may: \
+         delete one or let it lapse"
+    )]
+    TooMany,
     /// Another worker created it.
     #[error("this subscription belongs to another worker")]
     NotOwner,
@@ -142,12 +152,20 @@ impl Subscriptions {
         self.clock.now().plus_seconds(ttl_seconds)
     }
 
-    /// Stores a new subscription of worker `owner`.
+    /// Stores a new subscription of worker `owner`, unless it holds
+    /// [`MAX_SUBSCRIPTIONS_PER_WORKER`] live ones already (concurrent
+    /// creates may pass that by a few: a bound on growth, not a quota).
     pub async fn create(
         &self,
         owner: &str,
         new: NewSubscription,
-    ) -> Result<Subscription, StoreError> {
+    ) -> Result<Subscription, SubscriptionError> {
+        let now = self.clock.now();
+        let held = self.store.subscriptions().await?;
+        let live = held.iter().filter(|held| held.owner == owner && held.expires_at > now);
+        if live.count() >= MAX_SUBSCRIPTIONS_PER_WORKER {
+            return Err(SubscriptionError::TooMany);
+        }
         let subscription = Subscription {
             id: Uuid::now_v7(),
             owner: owner.to_string(),

@@ -317,3 +317,17 @@ async fn a_subscription_to_a_command_without_tasks_is_counted_while_it_lives() {
     let text = text.text().await.unwrap();
     assert!(!text.contains(r#"command="NOT_YET""#), "{text}");
 }
+
+#[tokio::test]
+async fn admin_calls_that_find_nothing_add_no_series() {
+    let app = TestApp::spawn().await;
+    for call in ["dlq/replay", "dlq/purge"] {
+        let path = format!("/admin/queues/NEVER_USED/{call}");
+        let reply = app.post(&path, ADMIN, json!({})).await;
+        assert_eq!(reply.status, 200, "{call}: {:?}", reply.body);
+    }
+
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    assert!(!text.contains("NEVER_USED"), "{text}");
+}

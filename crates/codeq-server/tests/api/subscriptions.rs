@@ -317,6 +317,29 @@ async fn subscriptions_are_checked_against_the_token() {
 }
 
 #[tokio::test]
+async fn a_worker_lists_at_most_100_commands_and_holds_at_most_100_subscriptions() {
+    let app = server().await;
+    let receiver = Receiver::start(&[]).await;
+    let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
+    let too_many = subscribe(&app, WORKER, &receiver, json!({ "eventTypes": names(101) })).await;
+    assert_eq!((too_many.status, too_many.code()), (400, "invalid_field"), "{:?}", too_many.body);
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(subscribed(&app, &receiver, json!({ "eventTypes": names(100) })).await);
+    }
+    let one_more = subscribe(&app, WORKER, &receiver, json!({})).await;
+    assert_eq!((one_more.status, one_more.code()), (409, "too_many_subscriptions"));
+    // Each of the 100 counted once per command it names, whatever else.
+    let scrape = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let text = scrape.text().await.unwrap();
+    assert!(text.contains("codeq_subscriptions_active{command=\"c99\"} 100"), "{text}");
+
+    let path = format!("/v1/codeq/workers/subscriptions/{}", held[0]);
+    assert_eq!(app.call(Method::DELETE, &path, Some(WORKER), None).await.status, 204);
+    assert_eq!(subscribe(&app, WORKER, &receiver, json!({})).await.status, 200, "room again");
+}
+
+#[tokio::test]
 async fn a_grouped_worker_defaults_to_its_group() {
     let app = server().await;
     let receivers = [Receiver::start(&[]).await, Receiver::start(&[]).await];
