@@ -3,11 +3,14 @@
 //! arrive, and the [`Body`] extractor that enforces all three before a
 //! handler parses anything.
 //!
-//! A body is refused before any byte of it is read when its declared
+//! A body is refused before any byte of it is kept when its declared
 //! `Content-Length` is over the route's limit (413 `body_too_large`; a
 //! client that sent `Expect: 100-continue` gets the 413 instead of `100
 //! Continue`), or when the shared budget cannot hold that length (503
-//! `overloaded` with `Retry-After`). A body sent without a length
+//! `overloaded` with `Retry-After`). A refused body of at most
+//! [`DRAIN_MAX_BYTES`] is read and dropped first (in time, as any body):
+//! most clients send the whole body before they read the answer, and
+//! closing the connection under them loses the 413 to a broken pipe. A body sent without a length
 //! reserves budget as it grows. The bytes land in one buffer of the
 //! declared size, and handlers parse JSON borrowing from that buffer, so a
 //! request holds about one copy of its body.
@@ -28,6 +31,10 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::tasks::MAX_BATCH;
 use crate::app::AppState;
+
+/// The largest refused body read (and dropped) before the 413, so that a
+/// client still sending it gets the answer; a larger one is cut off.
+pub const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Room for the fields around a payload or an artifact in one request.
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
@@ -153,12 +160,22 @@ impl BodyReading {
     }
 
     /// Reads `body` under `limit` bytes, within the budget and in time.
-    pub async fn read(&self, mut body: axum::body::Body, limit: usize) -> Result<Body, ApiError> {
+    /// `expects_continue`: the client waits for `100 Continue` before it
+    /// sends the body (so a refusal need not read it).
+    pub async fn read(
+        &self,
+        mut body: axum::body::Body,
+        limit: usize,
+        expects_continue: bool,
+    ) -> Result<Body, ApiError> {
         let limit = limit as u64;
         let declared = body.size_hint().exact();
         let mut reservation = Reservation::default();
         if let Some(length) = declared {
             if length > limit {
+                if !expects_continue && length <= DRAIN_MAX_BYTES {
+                    self.drain(body, length).await;
+                }
                 return Err(too_large(Some(length), limit));
             }
             if !reservation.grow_to(&self.budget, length) {
@@ -208,6 +225,22 @@ impl BodyReading {
     }
 }
 
+impl BodyReading {
+    /// Reads and drops a refused body of `length` bytes, until it ends,
+    /// fails or is late (what happens then is the connection's business).
+    async fn drain(&self, mut body: axum::body::Body, length: u64) {
+        let deadline = self.deadline(length);
+        loop {
+            let wait_until = later(self.pause).min(deadline);
+            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+            match tokio::time::timeout_at(wait_until, frame).await {
+                Ok(Some(Ok(_))) => {}
+                Ok(None | Some(Err(_))) | Err(_) => return,
+            }
+        }
+    }
+}
+
 /// `by` after `at`; far in the future when that is beyond what `Instant`
 /// holds (timeouts are configured, and a huge one must not panic).
 pub fn after(at: Instant, by: Duration) -> Instant {
@@ -246,7 +279,8 @@ impl FromRequest<AppState> for Body {
 
     async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
         let limit = request.extensions().get::<RouteBodyLimit>().map_or(ENVELOPE_BYTES, |l| l.0);
-        app.bodies.read(request.into_body(), limit).await
+        let expects_continue = request.headers().contains_key(axum::http::header::EXPECT);
+        app.bodies.read(request.into_body(), limit, expects_continue).await
     }
 }
 

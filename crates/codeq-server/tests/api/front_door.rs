@@ -293,6 +293,21 @@ async fn an_oversized_content_length_gets_413_before_any_body_is_sent() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_a_refused_body_anyway_reads_its_413() {
+    let app = TestApp::spawn().await;
+    // Most clients write the whole body before reading: a server that
+    // closed at once would make these writes fail (broken pipe, reset).
+    let length = 16 * 1024 * 1024;
+    let mut client = Raw::connect(&app).await;
+    client.send(post_head("/v1/codeq/tasks", PRODUCER, length, "")).await;
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..length / chunk.len() {
+        client.send(&chunk).await;
+    }
+    client.response().await.assert_error(413, "body_too_large");
+}
+
+#[tokio::test]
 async fn expect_100_continue_within_the_limit_gets_continue_then_the_answer() {
     let app = TestApp::spawn().await;
     let body = json!({ "command": "expect", "payload": { "n": 1 } }).to_string();
