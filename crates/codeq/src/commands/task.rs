@@ -106,10 +106,14 @@ fn list(resolved: &Resolved, client: &Client, args: &TaskListArgs) -> anyhow::Re
 /// The create body; a payload that is not JSON is a usage error.
 fn create_body(args: &TaskCreateArgs) -> Result<CreateTask, ConfigError> {
     let text = payload_text(&args.payload)?;
-    // Sent as written, as the server keeps it: key order, a repeated key,
-    // big numbers.
-    let payload = Payload::from_json(text.trim())
+    // Sent as written, as the server keeps it (key order, a repeated key,
+    // big numbers), less the whitespace between tokens: the server's
+    // limits count the compact form, and an indented file may be several
+    // times larger.
+    let checked = Payload::from_json(text.trim())
         .map_err(|err| ConfigError::new(format!("--payload is not valid JSON: {err}")))?;
+    let payload = Payload::from_json(codeq_core::json::compact(checked.as_json()))
+        .map_err(|err| ConfigError::new(format!("--payload could not be compacted: {err}")))?;
     Ok(CreateTask {
         priority: args.priority,
         max_attempts: args.max_attempts,
@@ -194,13 +198,13 @@ mod tests {
     fn a_payload_can_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("payload.json");
-        std::fs::write(&file, r#"{"from":"file"}"#).unwrap();
+        std::fs::write(&file, "{\n    \"from\": \"file\",\n    \"n\": [1, 2]\n}\n").unwrap();
         let arg = format!("@{}", file.display());
 
         let body = create_body(&create_args(&["--command", "A", "--payload", &arg])).unwrap();
         let missing = payload_text("@/nonexistent/payload.json").unwrap_err();
 
-        assert_eq!(body.payload.as_json(), r#"{"from":"file"}"#);
+        assert_eq!(body.payload.as_json(), r#"{"from":"file","n":[1,2]}"#, "sent compact");
         assert!(missing.to_string().contains("/nonexistent/payload.json"));
     }
 
