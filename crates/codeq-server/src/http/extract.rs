@@ -15,6 +15,13 @@ use crate::app::AppState;
 use crate::auth::{AuthError, Principal, RequestContext, Scope, codes};
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    // Two tokens are ambiguous: a proxy may check one and the server use
+    // the other.
+    let sent = parts.headers.get_all(header::AUTHORIZATION).iter().count();
+    if sent > 1 {
+        let message = format!("send one Authorization header, not {sent}");
+        return Err(AuthError::unauthenticated(codes::MALFORMED_TOKEN, message).into());
+    }
     let authorization = match parts.headers.get(header::AUTHORIZATION).map(|value| value.to_str()) {
         None => None,
         Some(Ok(text)) => Some(text),

@@ -579,3 +579,20 @@ async fn a_result_nested_past_a_parsers_limit_is_kept_as_sent() {
     let fetched = fetched.text().await.unwrap();
     assert!(fetched.contains(&format!(r#""result":{{"a":{nested}}}"#)), "{fetched}");
 }
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_whichever_comes_first() {
+    let app = TestApp::spawn().await;
+    for tokens in [[PRODUCER, ADMIN], [ADMIN, PRODUCER]] {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for token in tokens {
+            let value = format!("Bearer {token}").parse().unwrap();
+            headers.append(reqwest::header::AUTHORIZATION, value);
+        }
+        let url = format!("{}/v1/codeq/admin/queues", app.base);
+        let response = app.http.get(url).headers(headers).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{tokens:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "malformed_token", "{body}");
+    }
+}
