@@ -457,8 +457,10 @@ pub struct QueueSettings {
     /// At most this many of its tasks in progress at once, 1..=1,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
-    /// Claims per second on average, above 0 and at most 1,000,000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Claims per second on average, above 0 and at most 1,000,000. A NaN
+    /// or infinite rate fails the call before it is sent (JSON would carry
+    /// it as `null`: no rate).
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "finite")]
     pub rate_per_second: Option<f64>,
     /// Claims that may follow one another at once after an idle time
     /// (1..=1,000,000; the server's default is 1). Needs a rate.
@@ -803,8 +805,20 @@ pub(crate) struct BulkBody<'a> {
     pub filter: Option<&'a DeadLetterFilter>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "finite")]
     pub rate_per_second: Option<f64>,
+}
+
+/// A rate as JSON, refusing NaN and infinities: `serde_json` writes them
+/// as `null`, which the server reads as "no rate" and which would clear a
+/// limit without a word.
+fn finite<S: serde::Serializer>(rate: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match rate {
+        Some(rate) if !rate.is_finite() => Err(serde::ser::Error::custom(format!(
+            "ratePerSecond must be a finite number, got {rate}"
+        ))),
+        _ => rate.serialize(serializer),
+    }
 }
 
 impl<'a> BulkBody<'a> {
@@ -831,6 +845,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_rate_that_is_not_a_finite_number_is_not_sent_as_null() {
+        for rate in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let settings =
+                QueueSettings { rate_per_second: Some(rate), ..QueueSettings::default() };
+            let refused = serde_json::to_string(&settings).unwrap_err();
+            assert!(refused.to_string().contains("finite"), "{refused}");
+            let selection = DeadLetterSelection::Ids(vec!["x".into()]);
+            let bulk = BulkBody { rate_per_second: Some(rate), ..BulkBody::new(&selection, None) };
+            assert!(serde_json::to_string(&bulk).is_err());
+        }
+        let settings = QueueSettings { rate_per_second: Some(2.5), ..QueueSettings::default() };
+        assert_eq!(serde_json::to_value(&settings).unwrap()["ratePerSecond"], 2.5);
+    }
 
     #[test]
     fn create_task_skips_unset_options() {
