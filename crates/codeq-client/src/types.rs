@@ -858,7 +858,7 @@ mod tests {
             assert!(serde_json::to_string(&bulk).is_err());
         }
         let settings = QueueSettings { rate_per_second: Some(2.5), ..QueueSettings::default() };
-        assert_eq!(serde_json::to_value(&settings).unwrap()["ratePerSecond"], 2.5);
+        assert_eq!(serde_json::to_value(settings).unwrap()["ratePerSecond"], 2.5);
     }
 
     #[test]
