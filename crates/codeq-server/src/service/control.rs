@@ -227,23 +227,70 @@ impl Control {
         Ok(Page { tasks, next })
     }
 
-    /// The ids a selection names, at most `limit`.
-    async fn resolve(
+    /// Does `op` to the dead letters `selection` names, at most `limit` of
+    /// a filter's, and returns the ids it took (fewer where a concurrent
+    /// call took some first). A filter's dead letters are read page by
+    /// page, each after the last one seen, until `limit` are taken or none
+    /// is left: a call racing another is not left short while dead
+    /// letters remain.
+    async fn take_selected(
         &self,
         command: &Command,
         selection: Selection,
         limit: usize,
+        op: DeadLetterOp,
     ) -> StoreResult<Vec<TaskId>> {
-        match selection {
+        let filter = match selection {
             // Named ids are all taken (the API bounds how many), each once.
             Selection::Ids(mut ids) => {
                 let mut seen = HashSet::with_capacity(ids.len());
                 ids.retain(|id| seen.insert(*id));
-                Ok(ids)
+                return self.take(command, op, ids, 0).await;
             }
-            Selection::Matching(filter) => {
-                let keys = self.store.dead_letters(command, &filter, None, limit).await?;
-                Ok(keys.into_iter().map(|(_, id)| id).collect())
+            Selection::Matching(filter) => filter,
+        };
+        let mut taken = Vec::new();
+        let mut after = None;
+        while taken.len() < limit {
+            let wanted = limit - taken.len();
+            let keys = self.store.dead_letters(command, &filter, after, wanted).await?;
+            let Some(&last) = keys.last() else { break };
+            after = Some(last);
+            let last_page = keys.len() < wanted;
+            let ids = keys.into_iter().map(|(_, id)| id).collect();
+            let done = taken.len();
+            taken.extend(self.take(command, op, ids, done).await?);
+            if last_page {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Does `op` to dead letters `ids`, `done` having been taken before
+    /// them; the ids it took.
+    async fn take(
+        &self,
+        command: &Command,
+        op: DeadLetterOp,
+        ids: Vec<TaskId>,
+        done: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        match op {
+            DeadLetterOp::Replay { now, rate_per_second } => {
+                let items = ids
+                    .into_iter()
+                    .enumerate()
+                    .map(|(turn, id)| (id, turn_at(now, done + turn, rate_per_second)))
+                    .collect();
+                self.store.replay(command, items, now).await
+            }
+            DeadLetterOp::Purge => {
+                let purged = self.store.purge(command, ids).await?;
+                for id in &purged {
+                    self.artifacts.remove_all(*id).await;
+                }
+                Ok(purged)
             }
         }
     }
@@ -258,14 +305,8 @@ impl Control {
         limit: usize,
         rate_per_second: Option<f64>,
     ) -> StoreResult<Vec<TaskId>> {
-        let ids = self.resolve(command, selection, limit).await?;
-        let now = self.clock.now();
-        let items = ids
-            .into_iter()
-            .enumerate()
-            .map(|(turn, id)| (id, turn_at(now, turn, rate_per_second)))
-            .collect();
-        let replayed = self.store.replay(command, items, now).await?;
+        let op = DeadLetterOp::Replay { now: self.clock.now(), rate_per_second };
+        let replayed = self.take_selected(command, selection, limit, op).await?;
         self.metrics.dead_letters_replayed(command, replayed.len() as u64);
         Ok(replayed)
     }
@@ -278,11 +319,7 @@ impl Control {
         selection: Selection,
         limit: usize,
     ) -> StoreResult<Vec<TaskId>> {
-        let ids = self.resolve(command, selection, limit).await?;
-        let purged = self.store.purge(command, ids).await?;
-        for id in &purged {
-            self.artifacts.remove_all(*id).await;
-        }
+        let purged = self.take_selected(command, selection, limit, DeadLetterOp::Purge).await?;
         self.metrics.dead_letters_purged(command, purged.len() as u64);
         Ok(purged)
     }
@@ -357,6 +394,15 @@ fn more<T: Copy>(items: &mut Vec<T>, limit: usize) -> Option<T> {
     }
     items.truncate(limit);
     items.last().copied()
+}
+
+/// What a replay or a purge does to the dead letters it takes.
+#[derive(Debug, Clone, Copy)]
+enum DeadLetterOp {
+    /// Round again, the `turn`-th at [`turn_at`].
+    Replay { now: Timestamp, rate_per_second: Option<f64> },
+    /// Deleted, with results, keys and artifacts.
+    Purge,
 }
 
 /// When the `turn`-th replayed task becomes ready: now, or `turn / rate`

@@ -267,6 +267,33 @@ async fn dead_letters_page_filter_replay_and_purge() {
     assert_eq!((not_admin.status, not_admin.code()), (403, "not_admin"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replays_and_purges_each_take_their_limit_while_dead_letters_remain() {
+    let app = TestApp::spawn().await;
+    dead(&app, "raced", 300, "x").await;
+    // 20 calls of 20 against 300: a call short of its limit means none
+    // were left, however the calls interleave.
+    let calls: Vec<_> = (0..20)
+        .map(|n| {
+            let verb = if n % 2 == 0 { "replay" } else { "purge" };
+            let path = format!("/admin/queues/raced/dlq/{verb}");
+            app.spawn_post(&path, ADMIN, json!({ "limit": 20 }))
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for call in calls {
+        let body: Value = call.await.unwrap().json().await.unwrap();
+        let ids = body["ids"].as_array().unwrap_or_else(|| panic!("{body}"));
+        taken.extend(ids.iter().map(|id| id.as_str().unwrap().to_string()));
+    }
+    let stats = app.get("/admin/queues/raced", ADMIN).await;
+    assert_eq!(stats.body["dlq"], 0, "dead letters left behind: {:?}", stats.body);
+    let count = taken.len();
+    taken.sort();
+    taken.dedup();
+    assert_eq!((taken.len(), count), (300, 300), "each taken once");
+}
+
 #[tokio::test]
 async fn a_paced_replay_makes_each_task_ready_at_its_turn() {
     let app = TestApp::spawn_manual_clock().await;
