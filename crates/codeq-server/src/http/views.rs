@@ -6,6 +6,8 @@ use codeq_core::{Artifact, JsonText, ResultRecord, Task, TaskId, TaskStatus, Tim
 use serde::{Serialize, Serializer};
 use time::UtcOffset;
 
+use crate::service::outbound::hide_credentials;
+
 /// A time printed as RFC 3339 in the configured offset, without allocating.
 #[derive(Debug, Clone, Copy)]
 pub struct Rfc3339(Timestamp, UtcOffset);
@@ -33,7 +35,7 @@ pub struct TaskView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<&'a str>,
     priority: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "webhook_shown")]
     webhook: Option<&'a str>,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +58,11 @@ pub struct TaskView<'a> {
     completed_at: Option<Rfc3339>,
     #[serde(skip_serializing_if = "is_zero")]
     replays: u32,
+}
+
+/// A webhook URL without its credentials.
+fn webhook_shown<S: Serializer>(url: &Option<&str>, serializer: S) -> Result<S::Ok, S::Error> {
+    url.map(hide_credentials).serialize(serializer)
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -18,6 +18,7 @@
 //!   drops private addresses before the client connects, so the address
 //!   checked is the address connected to (DNS rebinding gains nothing).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,6 +245,20 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
     })
 }
 
+/// `url` with its userinfo (`user:password@`), if any, shown as `***@`:
+/// a task is readable by every token, and the credentials of its webhook
+/// are its producer's (they are sent as Basic auth, never shown).
+pub fn hide_credentials(url: &str) -> Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else { return Cow::Borrowed(url) };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => Cow::Owned(format!("{}***{}", &url[..authority_start], &rest[at..])),
+        None => Cow::Borrowed(url),
+    }
+}
+
 /// Checks that `url` is an absolute http(s) URL with a host.
 pub fn check_http_url(url: &str) -> Result<(), &'static str> {
     let rest = after_http_scheme(url).ok_or("must be an http(s) URL")?;
@@ -257,6 +272,19 @@ pub fn check_http_url(url: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_hidden_and_nothing_else_changes() {
+        for (url, shown) in [
+            ("https://user:secret@example.com/hook?x=1", "https://***@example.com/hook?x=1"),
+            ("http://token@example.com", "http://***@example.com"),
+            ("https://a:b@c@example.com:8443/", "https://***@example.com:8443/"),
+            ("https://example.com/a@b?c=d@e#f@g", "https://example.com/a@b?c=d@e#f@g"),
+            ("https://example.com", "https://example.com"),
+        ] {
+            assert_eq!(hide_credentials(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn webhook_urls_must_be_absolute_http() {

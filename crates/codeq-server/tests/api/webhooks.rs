@@ -246,3 +246,22 @@ async fn a_host_name_resolving_to_a_private_address_is_never_called() {
     app.wait_for_callbacks().await;
     assert!(receiver.received().is_empty(), "the receiver saw nothing");
 }
+
+#[tokio::test]
+async fn webhook_credentials_are_sent_as_basic_auth_and_never_shown() {
+    let app = server(5).await;
+    let receiver = Receiver::start(&[]).await;
+    let webhook = receiver.base.replacen("http://", "http://user:s3cret@", 1) + "/hook";
+    let id = complete_calling(&app, &webhook).await;
+    let got = receiver.wait_for(1).await.remove(0);
+    // base64("user:s3cret")
+    assert_eq!(got.header("authorization"), "Basic dXNlcjpzM2NyZXQ=");
+
+    let shown = receiver.base.replacen("http://", "http://***@", 1) + "/hook";
+    for token in [PRODUCER, WORKER] {
+        let task = app.get(&format!("/tasks/{id}"), token).await;
+        assert_eq!(task.body["webhook"], shown.as_str(), "{:?}", task.body);
+        assert!(!task.body.to_string().contains("s3cret"));
+    }
+    app.wait_for_callbacks().await;
+}
