@@ -209,7 +209,7 @@ pub struct Task {
     /// 0..9, higher is claimed first.
     #[schema(minimum = 0, maximum = 9)]
     priority: u8,
-    /// Result callback URL.
+    /// Result callback URL; credentials in it are shown as `***@`.
     #[schema(format = "uri")]
     webhook: Option<String>,
     /// Life-cycle status.
@@ -261,7 +261,7 @@ pub struct CreateTask {
     /// 1..1000; default `maxAttemptsDefault`.
     #[schema(minimum = 1, maximum = 1000)]
     max_attempts: Option<u32>,
-    /// Absolute http(s) URL.
+    /// Absolute http(s) URL; `user:password@` in it is sent as Basic auth.
     #[schema(format = "uri")]
     webhook: Option<String>,
     /// A repeat while the task exists returns it (`Idempotent-Replayed: true`).
