@@ -781,7 +781,6 @@ fn may_retry(err: &Error, retry: Retry) -> bool {
     }
 }
 
-/// Reads the whole body and parses it as `T`.
 /// A result with a claim for the next task.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -797,6 +796,7 @@ struct NextTask {
     next: Option<Task>,
 }
 
+/// Reads the whole body and parses it as `T`.
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Error> {
     let status = response.status().as_u16();
     let body = response.bytes().await?;
