@@ -8,9 +8,10 @@
 //! client that sent `Expect: 100-continue` gets the 413 instead of `100
 //! Continue`), or when the shared budget cannot hold that length (503
 //! `overloaded` with `Retry-After`). A refused body of at most
-//! [`DRAIN_MAX_BYTES`] is read and dropped first (in time, as any body):
-//! most clients send the whole body before they read the answer, and
-//! closing the connection under them loses the 413 to a broken pipe. A body sent without a length
+//! [`DRAIN_MAX_BYTES`] is read and dropped first, for a few seconds at
+//! most and a few bodies at a time: most clients send the whole body
+//! before they read the answer, and closing the connection under them
+//! loses the 413 to a broken pipe. A body sent without a length
 //! reserves budget as it grows. The bytes land in one buffer of the
 //! declared size, and handlers parse JSON borrowing from that buffer, so a
 //! request holds about one copy of its body.
@@ -35,6 +36,14 @@ use crate::app::AppState;
 /// The largest refused body read (and dropped) before the 413, so that a
 /// client still sending it gets the answer; a larger one is cut off.
 pub const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The longest a refused body is read for (less when the body read
+/// timeout is shorter): a client that sends it slowly is cut off, so a
+/// refused body never holds a connection as long as an accepted one may.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Refused bodies read at once; more are cut off at once.
+const DRAINS_AT_ONCE: usize = 16;
 
 /// Room for the fields around a payload or an artifact in one request.
 pub const ENVELOPE_BYTES: usize = 64 * 1024;
@@ -89,13 +98,15 @@ pub struct RouteBodyLimit(pub usize);
 #[derive(Debug)]
 pub struct BodyBudget {
     kib: Arc<Semaphore>,
+    /// Room for refused bodies being read to their end.
+    drains: Semaphore,
 }
 
 impl BodyBudget {
     /// A budget of `bytes`.
     pub fn new(bytes: u64) -> Self {
         let kib = usize::try_from(kib_for(bytes)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Self { kib: Arc::new(Semaphore::new(kib)) }
+        Self { kib: Arc::new(Semaphore::new(kib)), drains: Semaphore::new(DRAINS_AT_ONCE) }
     }
 
     /// Bytes not reserved by any request right now.
@@ -227,9 +238,11 @@ impl BodyReading {
 
 impl BodyReading {
     /// Reads and drops a refused body of `length` bytes, until it ends,
-    /// fails or is late (what happens then is the connection's business).
+    /// fails or is late (what happens then is the connection's business),
+    /// when fewer than [`DRAINS_AT_ONCE`] others are being read.
     async fn drain(&self, mut body: axum::body::Body, length: u64) {
-        let deadline = self.deadline(length);
+        let Ok(_room) = self.budget.drains.try_acquire() else { return };
+        let deadline = self.deadline(length).min(later(self.pause.min(DRAIN_MAX_TIME)));
         loop {
             let wait_until = later(self.pause).min(deadline);
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));

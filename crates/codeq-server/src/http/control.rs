@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use codeq_core::{QueueSettings, TaskId, TaskStatus, Timestamp};
@@ -68,7 +69,7 @@ pub async fn cancel(
     Producer(producer): Producer,
     PathText(id): PathText,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: CancelBody = body.json()?;
     check_reason(request.reason.as_deref())?;
     let id = task_id(id.as_deref())?;
@@ -79,7 +80,7 @@ pub async fn cancel(
     // a 503 `overloaded` now would tell the caller that nothing was.
     let task = app.scheduler.store().get_task(id).await?;
     let task = task.ok_or_else(|| ApiError::from(task_gone()))?;
-    Ok(Json(json!(TaskView::new(&task, app.offset))))
+    Ok(Json(TaskView::new(&task, app.offset)).into_response())
 }
 
 fn task_gone() -> CancelRefused {
@@ -301,7 +302,7 @@ fn page_body<C>(
     app: &AppState,
     payloads: bool,
     cursor: impl Fn(&C) -> String,
-) -> Json<Value> {
+) -> Response {
     let tasks = page
         .tasks
         .iter()
@@ -310,7 +311,7 @@ fn page_body<C>(
             if payloads { view } else { view.without_payload() }
         })
         .collect();
-    Json(json!(PageBody { tasks, next_cursor: page.next.as_ref().map(cursor) }))
+    Json(PageBody { tasks, next_cursor: page.next.as_ref().map(cursor) }).into_response()
 }
 
 /// `GET /v1/codeq/admin/queues/:command/dlq`
@@ -319,7 +320,7 @@ pub async fn dead_letters(
     Admin(_): Admin,
     PathText(command): PathText,
     raw: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fields = query(raw)?;
     let limit = page_limit(&fields)?;
     let filter = dead_filter(&fields)?;
@@ -423,7 +424,7 @@ pub async fn list(
     State(app): State<AppState>,
     Admin(_): Admin,
     raw: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fields = query(raw)?;
     let limit = page_limit(&fields)?;
     let status = fields

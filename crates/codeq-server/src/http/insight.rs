@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use codeq_core::{Command, Subscription, Timestamp};
 use serde::Serialize;
 
@@ -70,7 +71,7 @@ pub async fn throughput(
     State(app): State<AppState>,
     Admin(_): Admin,
     raw: RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fields = query(raw)?;
     let only = fields.get("command").map(|text| path_command(Some(text.clone()))).transpose()?;
     let window = app.metrics.throughput().window(only.as_ref());
@@ -83,7 +84,7 @@ pub async fn throughput(
             .map(|(command, series)| CommandSeries::new(command, series))
             .collect(),
     };
-    Ok(Json(serde_json::json!(body)))
+    Ok(Json(body).into_response())
 }
 
 #[derive(Serialize)]
@@ -199,7 +200,7 @@ pub async fn workers(
     State(app): State<AppState>,
     Admin(_): Admin,
     raw: RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fields = query(raw)?;
     let limit = match fields.get("limit") {
         None => DEFAULT_LEASES,
@@ -236,7 +237,7 @@ pub async fn workers(
             .map(|subscription| SubscriptionView::new(subscription, &app))
             .collect(),
     };
-    Ok(Json(serde_json::json!(body)))
+    Ok(Json(body).into_response())
 }
 
 /// Where a task's result callback stands.
@@ -296,7 +297,7 @@ pub async fn task(
     State(app): State<AppState>,
     Admin(_): Admin,
     PathText(id): PathText,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = task_id(id.as_deref())?;
     let detail = app
         .control
@@ -312,5 +313,5 @@ pub async fn task(
         result: detail.result.as_ref().map(|record| ResultView::new(record, app.offset)),
         webhook: WebhookView::new(&detail, &app),
     };
-    Ok(Json(serde_json::json!(body)))
+    Ok(Json(body).into_response())
 }

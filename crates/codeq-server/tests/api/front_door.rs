@@ -308,6 +308,26 @@ async fn a_client_that_sends_a_refused_body_anyway_reads_its_413() {
 }
 
 #[tokio::test]
+async fn a_refused_body_sent_slowly_is_not_read_for_long() {
+    // A refused body is read for the body read timeout at most (1 s
+    // here), whatever its length would allow at the minimum rate.
+    let app = TestApp::spawn_with(|config| config.body_read_timeout_seconds = 1, false).await;
+    let mut client = Raw::connect(&app).await;
+    client.send(post_head("/v1/codeq/tasks", PRODUCER, 16 * 1024 * 1024, "")).await;
+    let mut writer = client.take_writer();
+    let trickle = tokio::spawn(async move {
+        // A byte every 200 ms: never a pause long enough to time out.
+        while writer.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let started = tokio::time::Instant::now();
+    client.response().await.assert_error(413, "body_too_large");
+    assert!(started.elapsed() < Duration::from_secs(5), "read for {:?}", started.elapsed());
+    trickle.abort();
+}
+
+#[tokio::test]
 async fn expect_100_continue_within_the_limit_gets_continue_then_the_answer() {
     let app = TestApp::spawn().await;
     let body = json!({ "command": "expect", "payload": { "n": 1 } }).to_string();

@@ -73,6 +73,26 @@ async fn a_task_in_full_has_its_result_and_last_worker() {
 }
 
 #[tokio::test]
+async fn a_task_in_full_shows_its_result_as_the_worker_wrote_it() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("deep").await;
+    app.claim_ok(WORKER, &["deep"]).await;
+    // Past a parsed value's 128 levels, with digits a float would round.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let result = format!(r#"{{"big":123456789012345678901234567890,"d":{deep}}}"#);
+    let body = format!(r#"{{"status":"COMPLETED","result":{result}}}"#);
+    let url = format!("{}/v1/codeq/tasks/{id}/result", app.base);
+    let request = app.http.post(url).bearer_auth(WORKER).header("content-type", "application/json");
+    assert_eq!(request.body(body).send().await.unwrap().status(), 200);
+
+    let url = format!("{}/v1/codeq/admin/tasks/{id}", app.base);
+    let shown = app.http.get(url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(shown.status(), 200);
+    let text = shown.text().await.unwrap();
+    assert!(text.contains(&format!(r#""result":{result}"#)), "{text}");
+}
+
+#[tokio::test]
 async fn only_admins_read_the_insight_routes_and_an_unknown_task_is_404() {
     let app = TestApp::spawn().await;
     for path in

@@ -73,8 +73,9 @@ struct Printed {
     status: PrintedStatus,
     #[serde(default)]
     result: Option<Payload>,
+    /// `null` as absent: handlers often print every key.
     #[serde(default)]
-    error: String,
+    error: Option<String>,
     #[serde(default)]
     artifacts: Option<serde_json::Value>,
 }
@@ -276,13 +277,14 @@ fn interpret(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
             }
             (Outcome::Submit(SubmitResult::completed(0, result)), artifacts)
         }
-        Some(Printed { status: PrintedStatus::Failed, error, artifacts, .. })
-            if error.trim().is_empty() =>
-        {
-            (Outcome::Failed("handler reported FAILED without an error".into()), artifacts)
-        }
         Some(Printed { status: PrintedStatus::Failed, error, artifacts, .. }) => {
-            (Outcome::Failed(error), artifacts)
+            match error.filter(|error| !error.trim().is_empty()) {
+                Some(error) => (Outcome::Failed(error), artifacts),
+                None => {
+                    let error = "handler reported FAILED without an error";
+                    (Outcome::Failed(error.into()), artifacts)
+                }
+            }
         }
         None => {
             let what = format!(
@@ -413,6 +415,20 @@ mod tests {
             panic!("a nameless artifact was accepted")
         };
         assert!(reason.starts_with("handler printed artifacts that are not"), "{reason}");
+    }
+
+    #[test]
+    fn null_fields_count_as_absent() {
+        let completed =
+            br#"{"status":"COMPLETED","result":{"ok":1},"error":null,"artifacts":null}"#;
+        let failed = br#"{"status":"FAILED","result":null,"error":null}"#;
+
+        let Outcome::Submit(body) = interpret(exited(0), completed, b"") else {
+            panic!("not a Submit")
+        };
+        assert_eq!(body.result.as_ref().map(Payload::as_json), Some(r#"{"ok":1}"#));
+        let reported = Outcome::Failed("handler reported FAILED without an error".into());
+        assert_eq!(interpret(exited(0), failed, b""), reported);
     }
 
     #[test]
