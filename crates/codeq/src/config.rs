@@ -235,6 +235,14 @@ impl Resolved {
         Self::load_from(global, &file)
     }
 
+    /// The base URL a command would use now (what `auth show` reports),
+    /// for `init` to offer and keep. A credentials file that cannot be
+    /// read gives no URL: it is passed over.
+    pub fn current_base_url(global: &GlobalArgs, file: &ConfigFile) -> String {
+        let credentials = LocalCredentials::load(&local_data_dir()).ok().flatten();
+        Self::merge(global, file, credentials.as_ref()).base_url
+    }
+
     /// [`Resolved::load`] for commands that may create the `--profile`
     /// they are given (`auth login`).
     pub fn load_allowing_a_new_profile(global: &GlobalArgs) -> anyhow::Result<Self> {
