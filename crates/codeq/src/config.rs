@@ -225,7 +225,7 @@ impl Resolved {
     /// `CODEQ_PROFILE`) must exist, and, when it and the flags leave a
     /// token missing, the local credentials; then merges. An unreadable
     /// credentials file is an error naming it when no token is configured
-    /// at all; with one token configured, it is passed over.
+    /// at all; with a token configured, it is passed over.
     pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
         let path = config_path()?;
         let file = ConfigFile::load(&path)?;
@@ -249,18 +249,18 @@ impl Resolved {
         Self::load_from(global, &ConfigFile::load(&config_path()?)?)
     }
 
+    /// The credentials are read even when both tokens are configured: they
+    /// may still give the base URL.
     fn load_from(global: &GlobalArgs, file: &ConfigFile) -> anyhow::Result<Self> {
+        let err = match LocalCredentials::load(&local_data_dir()) {
+            Ok(credentials) => return Ok(Self::merge(global, file, credentials.as_ref())),
+            Err(err) => err,
+        };
         let configured = Self::merge(global, file, None);
-        let configured_tokens = usize::from(configured.producer_token.is_some())
-            + usize::from(configured.worker_token.is_some());
-        if configured_tokens == 2 {
+        if configured.producer_token.is_some() || configured.worker_token.is_some() {
             return Ok(configured);
         }
-        match LocalCredentials::load(&local_data_dir()) {
-            Ok(credentials) => Ok(Self::merge(global, file, credentials.as_ref())),
-            Err(_) if configured_tokens == 1 => Ok(configured),
-            Err(err) => Err(ConfigError::new(local_credentials_error(&err)).into()),
-        }
+        Err(ConfigError::new(local_credentials_error(&err)).into())
     }
 
     /// Where the token a call of `kind` sends came from, for messages:

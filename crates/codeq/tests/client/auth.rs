@@ -182,3 +182,25 @@ fn init_offers_and_keeps_the_local_mode_servers_url_not_the_default() {
     assert_eq!(shown["baseUrl"], server.base.as_str());
     assert_eq!(shown["producerToken"]["source"], "localCredentials");
 }
+
+#[test]
+fn the_local_mode_servers_url_is_used_however_many_tokens_are_configured() {
+    let server = Server::start_in(Mode::Local);
+    let local: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.data_dir.join("credentials.json")).unwrap())
+            .unwrap();
+    let token = |name: &str| local[name].as_str().unwrap().to_owned();
+    let create = |env: &[(&str, String)]| {
+        let mut command = server.codeq();
+        command.env("CODEQ_DATA_DIR", &server.data_dir).envs(env.iter().cloned());
+        run(command.args(["task", "create", "--command", "A", "-o", "id"]))
+    };
+
+    let producer = ("CODEQ_PRODUCER_TOKEN", token("producerToken"));
+    let worker = ("CODEQ_WORKER_TOKEN", token("workerToken"));
+    let one = create(std::slice::from_ref(&producer));
+    let both = create(&[producer, worker]);
+
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    assert!(both.status.success(), "{}", String::from_utf8_lossy(&both.stderr));
+}
