@@ -11,7 +11,7 @@ use codeq_client::iam::{Exchange, Iam};
 
 use crate::cli::{AuthClearArgs, AuthCommand, AuthLoginArgs, AuthSetArgs, GlobalArgs, InitArgs};
 use crate::config::{ConfigFile, Profile, Resolved, config_path, mask};
-use crate::exit::ConfigError;
+use crate::exit::{ConfigError, IdentityServiceError};
 use crate::output;
 
 /// Runs one `auth` subcommand.
@@ -123,7 +123,8 @@ fn login(global: &GlobalArgs, args: &AuthLoginArgs) -> anyhow::Result<()> {
         tenant_id: args.tenant_id.clone(),
     };
     let iam = Iam::new(&iam_url, api_key)?;
-    let token = super::block_on(iam.login(&email, &password, &exchange))??;
+    let token = super::block_on(iam.login(&email, &password, &exchange))?
+        .map_err(|err| IdentityServiceError::new(&iam_url, err))?;
     edit_profile(global, |profile| {
         apply_iam_flags(profile, global);
         profile.producer_token = Some(token);
