@@ -85,6 +85,29 @@ pub fn mask(token: &str) -> String {
     format!("{shown}****")
 }
 
+impl Profile {
+    /// Refuses what every later command would fail on (a base URL that is
+    /// not an absolute http(s) URL, a token a request header cannot carry)
+    /// before it is written; `name` is the profile's.
+    pub fn check(&self, name: &str) -> anyhow::Result<()> {
+        if let Some(url) = &self.base_url {
+            Client::new(url)?;
+        }
+        if let Some(url) = &self.iam_base_url {
+            codeq_client::iam::Iam::new(url, "")?;
+        }
+        let whose = format!("for profile {name:?}");
+        for (kind, token) in
+            [(TokenKind::Producer, &self.producer_token), (TokenKind::Worker, &self.worker_token)]
+        {
+            if let Some(token) = token {
+                check_token(kind, token, &whose)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `$HOME/.codeq/config.yaml`.
 pub fn config_path() -> Result<PathBuf, ConfigError> {
     match std::env::var_os("HOME") {
@@ -324,20 +347,29 @@ impl Resolved {
         }
     }
 
-    /// Tokens travel in the `Authorization` header: visible ASCII only.
-    /// A line break copied along with a token is the usual culprit.
+    /// [`check_token`] on the token of `kind`, naming where it came from.
     fn check_token(&self, kind: TokenKind) -> Result<(), ConfigError> {
         match self.token(kind) {
-            Some((token, _)) if !token.bytes().all(|byte| byte.is_ascii_graphic()) => {
+            Some((token, _)) => {
                 let source = self.describe_token(kind).unwrap_or_default();
-                Err(ConfigError::new(format!(
-                    "the {kind} token from {source} holds a character a request header cannot \
-                     carry (a line break, a space or a non-ASCII character)"
-                )))
+                check_token(kind, token, &format!("from {source}"))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
+}
+
+/// Tokens travel in the `Authorization` header: visible ASCII only. A line
+/// break copied along with a token is the usual culprit. `whose` says
+/// where it is from (`from --worker-token`).
+pub fn check_token(kind: TokenKind, token: &str, whose: &str) -> Result<(), ConfigError> {
+    if token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Ok(());
+    }
+    Err(ConfigError::new(format!(
+        "the {kind} token {whose} holds a character a request header cannot carry (a line \
+         break, a space or a non-ASCII character)"
+    )))
 }
 
 /// The data directory of a local-mode server on this machine:

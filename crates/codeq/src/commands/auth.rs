@@ -7,10 +7,11 @@ use std::io::{self, BufRead as _, Write as _};
 
 use serde_json::json;
 
+use codeq_client::TokenKind;
 use codeq_client::iam::{Exchange, Iam};
 
 use crate::cli::{AuthClearArgs, AuthCommand, AuthLoginArgs, AuthSetArgs, GlobalArgs, InitArgs};
-use crate::config::{ConfigFile, Profile, Resolved, config_path, mask};
+use crate::config::{ConfigFile, Profile, Resolved, check_token, config_path, mask};
 use crate::exit::{ConfigError, IdentityServiceError};
 use crate::output;
 
@@ -39,6 +40,7 @@ pub fn init(global: &GlobalArgs, args: &InitArgs) -> anyhow::Result<()> {
         prompt_profile(&mut profile, &current_url)?;
     }
     profile.base_url.get_or_insert(current_url);
+    profile.check(&name)?;
     file.profiles.insert(name.clone(), profile);
     file.current_profile = Some(name.clone());
     file.save(&path)?;
@@ -174,6 +176,12 @@ fn read_line() -> anyhow::Result<Option<String>> {
 }
 
 fn set(global: &GlobalArgs, args: &AuthSetArgs) -> anyhow::Result<()> {
+    for (kind, token) in [(TokenKind::Producer, &args.producer), (TokenKind::Worker, &args.worker)]
+    {
+        if let Some(token) = token {
+            check_token(kind, token.expose(), &format!("from --{kind}"))?;
+        }
+    }
     edit_profile(global, |profile| {
         if let Some(token) = &args.producer {
             profile.producer_token = Some(token.expose().to_owned());

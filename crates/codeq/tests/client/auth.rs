@@ -204,3 +204,23 @@ fn the_local_mode_servers_url_is_used_however_many_tokens_are_configured() {
     assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
     assert!(both.status.success(), "{}", String::from_utf8_lossy(&both.stderr));
 }
+
+#[test]
+fn values_later_commands_could_not_use_are_refused_when_they_are_set() {
+    let server = Server::start();
+
+    let set = run(server.codeq().args(["auth", "set", "--worker", "bad token"]));
+    let init = run(server.codeq().args(["init", "--no-prompt", "--base-url", "localhost:18732"]));
+    let answered = answering(server.codeq().arg("init"), &format!("{}\ncqp bad\n\n", server.base));
+
+    for (output, message) in [
+        (set, "the worker token from --worker holds a character a request header cannot carry"),
+        (init, r#"invalid base URL "localhost:18732": the scheme must be http or https"#),
+        (answered, r#"the producer token for profile "default" holds a character"#),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    assert!(!server.home().join(".codeq/config.yaml").exists(), "nothing was written");
+}
