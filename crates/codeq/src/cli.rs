@@ -810,10 +810,19 @@ pub enum QueueCommand {
 #[derive(Debug, Clone, Args)]
 pub struct QueueNameArgs {
     /// The command (queue name).
+    #[arg(value_parser = command_name)]
     pub command: String,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// A command (queue) name the server takes: refused before any request
+/// (and before the note on a command the server has not seen).
+fn command_name(text: &str) -> Result<String, String> {
+    codeq_core::Command::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|reason| format!("command {text:?} {reason}"))
 }
 
 /// The highest `maxInFlight`, `burst` and rate the server takes.
@@ -833,6 +842,7 @@ fn rate(text: &str) -> Result<f64, String> {
 #[derive(Debug, Clone, Args)]
 pub struct QueueSettingsArgs {
     /// The command (queue name).
+    #[arg(value_parser = command_name)]
     pub command: String,
     /// At most N of its tasks in progress at once, 1..1000000.
     #[arg(

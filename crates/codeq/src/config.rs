@@ -85,6 +85,29 @@ pub fn mask(token: &str) -> String {
     format!("{shown}****")
 }
 
+impl Profile {
+    /// Refuses what every later command would fail on (a base URL that is
+    /// not an absolute http(s) URL, a token a request header cannot carry)
+    /// before it is written; `name` is the profile's.
+    pub fn check(&self, name: &str) -> anyhow::Result<()> {
+        if let Some(url) = &self.base_url {
+            Client::new(url)?;
+        }
+        if let Some(url) = &self.iam_base_url {
+            codeq_client::iam::Iam::new(url, "")?;
+        }
+        let whose = format!("for profile {name:?}");
+        for (kind, token) in
+            [(TokenKind::Producer, &self.producer_token), (TokenKind::Worker, &self.worker_token)]
+        {
+            if let Some(token) = token {
+                check_token(kind, token, &whose)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `$HOME/.codeq/config.yaml`.
 pub fn config_path() -> Result<PathBuf, ConfigError> {
     match std::env::var_os("HOME") {
@@ -225,7 +248,7 @@ impl Resolved {
     /// `CODEQ_PROFILE`) must exist, and, when it and the flags leave a
     /// token missing, the local credentials; then merges. An unreadable
     /// credentials file is an error naming it when no token is configured
-    /// at all; with one token configured, it is passed over.
+    /// at all; with a token configured, it is passed over.
     pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
         let path = config_path()?;
         let file = ConfigFile::load(&path)?;
@@ -235,24 +258,32 @@ impl Resolved {
         Self::load_from(global, &file)
     }
 
+    /// The base URL a command would use now (what `auth show` reports),
+    /// for `init` to offer and keep. A credentials file that cannot be
+    /// read gives no URL: it is passed over.
+    pub fn current_base_url(global: &GlobalArgs, file: &ConfigFile) -> String {
+        let credentials = LocalCredentials::load(&local_data_dir()).ok().flatten();
+        Self::merge(global, file, credentials.as_ref()).base_url
+    }
+
     /// [`Resolved::load`] for commands that may create the `--profile`
     /// they are given (`auth login`).
     pub fn load_allowing_a_new_profile(global: &GlobalArgs) -> anyhow::Result<Self> {
         Self::load_from(global, &ConfigFile::load(&config_path()?)?)
     }
 
+    /// The credentials are read even when both tokens are configured: they
+    /// may still give the base URL.
     fn load_from(global: &GlobalArgs, file: &ConfigFile) -> anyhow::Result<Self> {
+        let err = match LocalCredentials::load(&local_data_dir()) {
+            Ok(credentials) => return Ok(Self::merge(global, file, credentials.as_ref())),
+            Err(err) => err,
+        };
         let configured = Self::merge(global, file, None);
-        let configured_tokens = usize::from(configured.producer_token.is_some())
-            + usize::from(configured.worker_token.is_some());
-        if configured_tokens == 2 {
+        if configured.producer_token.is_some() || configured.worker_token.is_some() {
             return Ok(configured);
         }
-        match LocalCredentials::load(&local_data_dir()) {
-            Ok(credentials) => Ok(Self::merge(global, file, credentials.as_ref())),
-            Err(_) if configured_tokens == 1 => Ok(configured),
-            Err(err) => Err(ConfigError::new(local_credentials_error(&err)).into()),
-        }
+        Err(ConfigError::new(local_credentials_error(&err)).into())
     }
 
     /// Where the token a call of `kind` sends came from, for messages:
@@ -316,20 +347,29 @@ impl Resolved {
         }
     }
 
-    /// Tokens travel in the `Authorization` header: visible ASCII only.
-    /// A line break copied along with a token is the usual culprit.
+    /// [`check_token`] on the token of `kind`, naming where it came from.
     fn check_token(&self, kind: TokenKind) -> Result<(), ConfigError> {
         match self.token(kind) {
-            Some((token, _)) if !token.bytes().all(|byte| byte.is_ascii_graphic()) => {
+            Some((token, _)) => {
                 let source = self.describe_token(kind).unwrap_or_default();
-                Err(ConfigError::new(format!(
-                    "the {kind} token from {source} holds a character a request header cannot \
-                     carry (a line break, a space or a non-ASCII character)"
-                )))
+                check_token(kind, token, &format!("from {source}"))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
+}
+
+/// Tokens travel in the `Authorization` header: visible ASCII only. A line
+/// break copied along with a token is the usual culprit. `whose` says
+/// where it is from (`from --worker-token`).
+pub fn check_token(kind: TokenKind, token: &str, whose: &str) -> Result<(), ConfigError> {
+    if token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Ok(());
+    }
+    Err(ConfigError::new(format!(
+        "the {kind} token {whose} holds a character a request header cannot carry (a line \
+         break, a space or a non-ASCII character)"
+    )))
 }
 
 /// The data directory of a local-mode server on this machine:

@@ -57,12 +57,61 @@ impl fmt::Display for PartlyRefused {
 
 impl std::error::Error for PartlyRefused {}
 
+/// A failed call of `auth login` to the identity service: the service
+/// and its answer, without the client error itself, so that codeQ's own
+/// hints (`--base-url`, `codeq serve`) stay out. A refusal (any 4xx: a
+/// wrong password, an unknown user or key) exits 3, the rest 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityServiceError {
+    message: String,
+    refused: bool,
+}
+
+impl IdentityServiceError {
+    /// The error of a call to the identity service at `url`.
+    pub fn new(url: &str, err: codeq_client::Error) -> Self {
+        let refused = err.status().is_some_and(|status| (400..500).contains(&status));
+        let message = match (refused, unreachable_server(&err)) {
+            (true, _) => format!("the identity service at {url} refused the sign-in: {err}"),
+            (false, Some(unreachable)) => {
+                format!("cannot connect to the identity service at {url} ({})", unreachable.reason)
+            }
+            (false, None) => {
+                format!("the identity service at {url} failed: {:#}", anyhow::Error::new(err))
+            }
+        };
+        Self { message, refused }
+    }
+
+    /// What to check.
+    pub fn hint(&self) -> &'static str {
+        if self.refused {
+            "check the e-mail and password (a wrong --iam-api-key, or an --iam-base-url that is \
+             not the identity service's, is refused too)"
+        } else {
+            "is --iam-base-url (CODEQ_IAM_BASE_URL, or the profile's iamBaseUrl) the identity \
+             service's URL, and is it up?"
+        }
+    }
+}
+
+impl fmt::Display for IdentityServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for IdentityServiceError {}
+
 /// The exit code for an error: the first client or configuration error in
 /// its chain decides.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.is::<ConfigError>() {
             return CONFIGURATION;
+        }
+        if let Some(iam) = cause.downcast_ref::<IdentityServiceError>() {
+            return if iam.refused { AUTHENTICATION } else { GENERAL };
         }
         if cause.is::<PartlyRefused>() {
             return API;
@@ -97,7 +146,14 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         }
         None => {
             eprintln!("codeq: {err:#}");
-            if let Some(hint) = missing_token_hint(err).or_else(|| api_hint(err)) {
+            let identity_service_hint = || {
+                err.chain()
+                    .find_map(|cause| cause.downcast_ref::<IdentityServiceError>())
+                    .map(IdentityServiceError::hint)
+            };
+            if let Some(hint) =
+                missing_token_hint(err).or_else(|| api_hint(err)).or_else(identity_service_hint)
+            {
                 eprintln!("hint: {hint}");
             }
         }

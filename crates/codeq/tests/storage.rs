@@ -131,6 +131,20 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// The lock files under `dir`, the server's and the store's.
+fn locks(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(locks(&path));
+        } else if path.file_name().is_some_and(|name| name == "LOCK" || name == "serve.lock") {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// `serve` and `storage check` refuse `dir` with exit code 2, naming
 /// `problem`, and leave every file as it was.
 fn assert_refused(dir: &Path, problem: &str) {
@@ -283,4 +297,31 @@ async fn a_backup_starts_a_server_with_every_task() {
         assert_eq!(result["result"]["result"]["id"], id.as_str());
     }
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_backup_leave_the_lock_files_as_they_found_them_and_copy_none() {
+    let dir = populated().await;
+    let left_by_serve = locks(dir.path());
+    let storage = |args: &[&Path]| {
+        let mut command = codeq();
+        command.arg("storage").args(args);
+        let output = run(command);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+
+    storage(&[Path::new("check"), dir.path()]);
+    let kept = locks(dir.path());
+    for lock in &left_by_serve {
+        std::fs::remove_file(lock).unwrap();
+    }
+    let copy = tempfile::tempdir().unwrap();
+    let target = copy.path().join("backup");
+    storage(&[Path::new("check"), dir.path()]);
+    storage(&[Path::new("backup"), dir.path(), &target]);
+
+    assert_eq!(left_by_serve.len(), 2, "{left_by_serve:?}");
+    assert_eq!(kept, left_by_serve, "a stopped server's lock files stay");
+    assert_eq!(locks(dir.path()), Vec::<PathBuf>::new(), "none left where there was none");
+    assert_eq!(locks(&target), Vec::<PathBuf>::new(), "none in the copy");
 }

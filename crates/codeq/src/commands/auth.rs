@@ -7,13 +7,12 @@ use std::io::{self, BufRead as _, Write as _};
 
 use serde_json::json;
 
+use codeq_client::TokenKind;
 use codeq_client::iam::{Exchange, Iam};
 
-use crate::cli::{
-    AuthClearArgs, AuthCommand, AuthLoginArgs, AuthSetArgs, DEFAULT_BASE_URL, GlobalArgs, InitArgs,
-};
-use crate::config::{ConfigFile, Profile, Resolved, config_path, mask};
-use crate::exit::ConfigError;
+use crate::cli::{AuthClearArgs, AuthCommand, AuthLoginArgs, AuthSetArgs, GlobalArgs, InitArgs};
+use crate::config::{ConfigFile, Profile, Resolved, check_token, config_path, mask};
+use crate::exit::{ConfigError, IdentityServiceError};
 use crate::output;
 
 /// Runs one `auth` subcommand.
@@ -28,16 +27,20 @@ pub fn run(global: &GlobalArgs, command: &AuthCommand) -> anyhow::Result<()> {
 
 /// `codeq init`: fills the selected profile from the flags (and, unless
 /// `--no-prompt`, from answers on stdin) and makes it the current one.
+/// Without a URL from either, the profile keeps the one in use (a
+/// local-mode server's, on whatever port it runs), not the default.
 pub fn init(global: &GlobalArgs, args: &InitArgs) -> anyhow::Result<()> {
     let path = config_path()?;
     let mut file = ConfigFile::load(&path)?;
     let name = file.profile_name(global.profile.as_deref());
+    let current_url = Resolved::current_base_url(global, &file);
     let mut profile = file.profiles.get(&name).cloned().unwrap_or_default();
     apply_flags(&mut profile, global);
     if !args.no_prompt {
-        prompt_profile(&mut profile)?;
+        prompt_profile(&mut profile, &current_url)?;
     }
-    profile.base_url.get_or_insert_with(|| DEFAULT_BASE_URL.to_owned());
+    profile.base_url.get_or_insert(current_url);
+    profile.check(&name)?;
     file.profiles.insert(name.clone(), profile);
     file.current_profile = Some(name.clone());
     file.save(&path)?;
@@ -63,10 +66,10 @@ fn apply_flags(profile: &mut Profile, global: &GlobalArgs) {
     apply_iam_flags(profile, global);
 }
 
-/// Asks for the base URL and tokens; an empty answer keeps what is there.
-fn prompt_profile(profile: &mut Profile) -> anyhow::Result<()> {
-    let url_default = profile.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-    if let Some(url) = ask(&format!("Server URL [{url_default}]: "))? {
+/// Asks for the base URL (offering `current_url`, the one in use) and
+/// tokens; an empty answer keeps what is there.
+fn prompt_profile(profile: &mut Profile, current_url: &str) -> anyhow::Result<()> {
+    if let Some(url) = ask(&format!("Server URL [{current_url}]: "))? {
         profile.base_url = Some(url);
     }
     let keep = |t: &Option<String>| if t.is_some() { "keep current" } else { "none" };
@@ -122,7 +125,8 @@ fn login(global: &GlobalArgs, args: &AuthLoginArgs) -> anyhow::Result<()> {
         tenant_id: args.tenant_id.clone(),
     };
     let iam = Iam::new(&iam_url, api_key)?;
-    let token = super::block_on(iam.login(&email, &password, &exchange))??;
+    let token = super::block_on(iam.login(&email, &password, &exchange))?
+        .map_err(|err| IdentityServiceError::new(&iam_url, err))?;
     edit_profile(global, |profile| {
         apply_iam_flags(profile, global);
         profile.producer_token = Some(token);
@@ -172,6 +176,12 @@ fn read_line() -> anyhow::Result<Option<String>> {
 }
 
 fn set(global: &GlobalArgs, args: &AuthSetArgs) -> anyhow::Result<()> {
+    for (kind, token) in [(TokenKind::Producer, &args.producer), (TokenKind::Worker, &args.worker)]
+    {
+        if let Some(token) = token {
+            check_token(kind, token.expose(), &format!("from --{kind}"))?;
+        }
+    }
     edit_profile(global, |profile| {
         if let Some(token) = &args.producer {
             profile.producer_token = Some(token.expose().to_owned());

@@ -1,6 +1,8 @@
 //! `init` and `auth`: the profile file, masking, precedence, local mode,
 //! and the configuration exit code.
 
+use std::process::Command;
+
 use crate::support::{Mode, PRODUCER, Server, WORKER, run, run_json};
 
 /// A well-formed id no task has.
@@ -99,22 +101,26 @@ fn a_broken_config_file_exits_2_naming_the_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("config.yaml"));
 }
 
-#[test]
-fn init_asks_for_what_the_flags_did_not_give() {
+/// Runs `command` (an `init`) with `answers` on stdin, the prompts on stderr.
+fn answering(command: &mut Command, answers: &str) -> std::process::Output {
     use std::io::Write as _;
-    let server = Server::start();
-    let mut child = server
-        .codeq()
-        .arg("init")
+    let mut child = command
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn init_asks_for_what_the_flags_did_not_give() {
+    let server = Server::start();
 
     // URL, producer token, and an empty answer keeping no worker token.
     let answers = format!("{}\n{PRODUCER}\n\n", server.base);
-    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = answering(server.codeq().arg("init"), &answers);
     let shown = run_json(server.codeq().args(["auth", "show"]));
 
     let prompts = String::from_utf8_lossy(&output.stderr);
@@ -151,4 +157,70 @@ fn codeq_admin_accepts_the_usual_spellings_of_true_and_false() {
 
         assert_eq!(shown["admin"], expected, "CODEQ_ADMIN={value}");
     }
+}
+
+#[test]
+fn init_offers_and_keeps_the_local_mode_servers_url_not_the_default() {
+    let server = Server::start_in(Mode::Local);
+    let beside_it = || {
+        let mut command = server.codeq();
+        command.env("CODEQ_DATA_DIR", &server.data_dir);
+        command
+    };
+
+    let prompted = answering(beside_it().arg("init"), "\n\n\n");
+    let listed = run(beside_it().args(["queue", "list"]));
+    std::fs::remove_file(server.home().join(".codeq/config.yaml")).unwrap();
+    let unprompted = run(beside_it().args(["init", "--no-prompt"]));
+    let shown = run_json(beside_it().args(["auth", "show"]));
+
+    let prompts = String::from_utf8_lossy(&prompted.stderr);
+    assert!(prompted.status.success(), "{prompts}");
+    assert!(prompts.contains(&format!("Server URL [{}]", server.base)), "{prompts}");
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(unprompted.status.success(), "{}", String::from_utf8_lossy(&unprompted.stderr));
+    assert_eq!(shown["baseUrl"], server.base.as_str());
+    assert_eq!(shown["producerToken"]["source"], "localCredentials");
+}
+
+#[test]
+fn the_local_mode_servers_url_is_used_however_many_tokens_are_configured() {
+    let server = Server::start_in(Mode::Local);
+    let local: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.data_dir.join("credentials.json")).unwrap())
+            .unwrap();
+    let token = |name: &str| local[name].as_str().unwrap().to_owned();
+    let create = |env: &[(&str, String)]| {
+        let mut command = server.codeq();
+        command.env("CODEQ_DATA_DIR", &server.data_dir).envs(env.iter().cloned());
+        run(command.args(["task", "create", "--command", "A", "-o", "id"]))
+    };
+
+    let producer = ("CODEQ_PRODUCER_TOKEN", token("producerToken"));
+    let worker = ("CODEQ_WORKER_TOKEN", token("workerToken"));
+    let one = create(std::slice::from_ref(&producer));
+    let both = create(&[producer, worker]);
+
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    assert!(both.status.success(), "{}", String::from_utf8_lossy(&both.stderr));
+}
+
+#[test]
+fn values_later_commands_could_not_use_are_refused_when_they_are_set() {
+    let server = Server::start();
+
+    let set = run(server.codeq().args(["auth", "set", "--worker", "bad token"]));
+    let init = run(server.codeq().args(["init", "--no-prompt", "--base-url", "localhost:18732"]));
+    let answered = answering(server.codeq().arg("init"), &format!("{}\ncqp bad\n\n", server.base));
+
+    for (output, message) in [
+        (set, "the worker token from --worker holds a character a request header cannot carry"),
+        (init, r#"invalid base URL "localhost:18732": the scheme must be http or https"#),
+        (answered, r#"the producer token for profile "default" holds a character"#),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    assert!(!server.home().join(".codeq/config.yaml").exists(), "nothing was written");
 }

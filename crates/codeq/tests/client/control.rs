@@ -427,6 +427,24 @@ fn settings_for_a_command_the_server_never_saw_are_kept_with_a_note() {
 }
 
 #[test]
+fn an_invalid_command_name_is_refused_before_any_request_or_note() {
+    let server = Server::start();
+
+    for args in [
+        &["queue", "pause", "render jobs"][..],
+        &["queue", "resume", "render jobs"],
+        &["queue", "settings", "render jobs", "--max-in-flight", "2"],
+    ] {
+        let refused = codeq(&server, args);
+
+        let said = stderr(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains(r#"command "render jobs" may only contain"#), "{args:?}: {said}");
+        assert!(!said.contains("note:"), "{args:?}: {said}");
+    }
+}
+
+#[test]
 fn control_commands_without_a_producer_token_exit_2_with_a_hint() {
     let server = Server::start();
     let worker_only = |args: &[&str]| {

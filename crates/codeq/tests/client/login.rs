@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use crate::support::{PRODUCER, Server, run, run_json};
 
 const API_KEY: &str = "iam-key";
+/// A password the stand-in refuses with 400 rather than 401.
+const REFUSED_WITH_400: &str = "refused with 400";
 
 /// What the stand-in was sent, for the assertions.
 #[derive(Clone, Default)]
@@ -34,6 +36,9 @@ async fn sign_in(
     }
     if body == json!({"email": "ada@example.com", "password": "s3cret pass"}) {
         (StatusCode::OK, Json(json!({"idToken": "id-token-1", "expiresIn": "3600"})))
+    } else if body["password"] == REFUSED_WITH_400 {
+        // Firebase's way: 400 and a body that is not codeQ's error shape.
+        (StatusCode::BAD_REQUEST, Json(json!({"error": "INVALID_PASSWORD"})))
     } else {
         let refused = json!({"error": "wrong password", "code": "invalid_password"});
         (StatusCode::UNAUTHORIZED, Json(refused))
@@ -117,15 +122,48 @@ fn login_stores_the_exchanged_token_which_show_masks_and_clear_removes() {
     assert_eq!(cleared["producerToken"], Value::Null);
 }
 
+/// True when `stderr` points at codeQ's server settings rather than the
+/// identity service's.
+fn blames_the_codeq_server(stderr: &str) -> bool {
+    stderr.contains(" --base-url") || stderr.contains("codeq serve")
+}
+
 #[test]
-fn a_refused_login_exits_3_and_stores_nothing() {
+fn a_refused_login_exits_3_naming_the_identity_services_answer_and_stores_nothing() {
     let server = Server::start();
     let iam = start_iam(&server, Seen::default());
 
-    let output = login(&server, &iam, "wrong");
+    for (password, answer) in [
+        ("wrong", "HTTP 401"),
+        (REFUSED_WITH_400, r#"HTTP 400 http_error: {"error":"INVALID_PASSWORD"}"#),
+    ] {
+        let output = login(&server, &iam, password);
 
-    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        let refused = format!("codeq: the identity service at {iam} refused the sign-in: {answer}");
+        assert!(stderr.contains(&refused), "{stderr}");
+        assert!(stderr.contains("hint: check the e-mail and password"), "{stderr}");
+        assert!(!blames_the_codeq_server(&stderr), "{stderr}");
+    }
     assert!(!server.home().join(".codeq/config.yaml").exists());
+}
+
+#[test]
+fn an_unreachable_identity_service_is_named_with_a_hint_at_iam_base_url() {
+    let server = Server::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let iam = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+
+    let output = login(&server, &iam, "s3cret pass");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let named = format!("codeq: cannot connect to the identity service at {iam} (");
+    assert!(stderr.contains(&named), "{stderr}");
+    assert!(stderr.contains("hint: is --iam-base-url"), "{stderr}");
+    assert!(!blames_the_codeq_server(&stderr), "{stderr}");
 }
 
 #[test]

@@ -10,8 +10,13 @@ use crate::support::{CLAIM_ONLY_WORKER, PRODUCER, Server, run, run_json};
 
 /// Writes an executable `/bin/sh` script named `name` into the server's HOME.
 fn handler(server: &Server, name: &str, body: &str) -> PathBuf {
+    executable(server, name, &format!("#!/bin/sh\n{body}\n"))
+}
+
+/// Writes `text` into a file named `name` in the server's HOME, mode 0755.
+fn executable(server: &Server, name: &str, text: &str) -> PathBuf {
     let path = server.home().join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -762,6 +767,27 @@ fn a_handler_that_does_not_exist_exits_2_before_claiming() {
 
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-handler.sh"));
+    assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(0)));
+}
+
+#[test]
+fn a_handler_the_system_cannot_start_exits_2_before_claiming() {
+    let server = Server::start();
+    let id = create(&server, "NSB", "{}");
+    let no_shebang = executable(&server, "noshebang.py", "print(1)\n");
+    let no_interpreter = executable(&server, "gone.py", "#!/no/such/python3\nprint(1)\n");
+
+    let unmarked = run(worker(&server, "NSB", &no_shebang).arg("--once"));
+    let interpreter_gone = run(worker(&server, "NSB", &no_interpreter).arg("--once"));
+    let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
+
+    let stderr = String::from_utf8_lossy(&unmarked.stderr);
+    assert_eq!(unmarked.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("noshebang.py: the system cannot run it"), "{stderr}");
+    assert!(stderr.contains("such as #!/bin/sh or #!/usr/bin/env python3"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&interpreter_gone.stderr);
+    assert_eq!(interpreter_gone.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("its #! line names /no/such/python3"), "{stderr}");
     assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(0)));
 }
 

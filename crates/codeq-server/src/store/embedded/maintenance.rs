@@ -4,7 +4,9 @@
 //! can start from).
 //!
 //! Both hold the data directory's lock while they work, so a server cannot
-//! start on it in the meantime, and refuse when one is running. Backing up
+//! start on it in the meantime, and refuse when one is running. The lock
+//! files they create to do so are removed when they are done: they leave
+//! the directory as they found it. Backing up
 //! a running server is done below the server: a file-system snapshot of
 //! the data directory is a crash image, which recovery opens like any
 //! other (docs/storage.md).
@@ -15,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use super::{CheckReport, EmbeddedStore};
 use crate::data_dir::{DataDirError, DataDirLock, LOCK_FILE};
-use crate::store::embedded::log::OpenError;
 use crate::store::embedded::log::spare::SPARE_NAME;
+use crate::store::embedded::log::{LOCK_NAME, OpenError};
 
 /// The store's directory inside a data directory.
 pub const STORE_DIR: &str = "store";
@@ -51,15 +53,40 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> Maintenance
     move |source| MaintenanceError::Io { context, source }
 }
 
+/// The held lock of a data directory. Dropping it removes the lock files
+/// that were not there before it was taken: the store's (taken and
+/// released by its check), then the data directory's own, while it is
+/// still held, so that no server can have opened it in between.
+struct Held {
+    created: Vec<PathBuf>,
+    _lock: DataDirLock,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for path in &self.created {
+            // At worst an empty lock file stays: it locks nothing.
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// The lock files of the data directory `dir`, the store's first.
+fn lock_files(dir: &Path) -> [PathBuf; 2] {
+    [dir.join(STORE_DIR).join(LOCK_NAME), dir.join(LOCK_FILE)]
+}
+
 /// Locks the data directory `dir` of a stopped server.
-fn lock(dir: &Path) -> Result<DataDirLock, MaintenanceError> {
+fn lock(dir: &Path) -> Result<Held, MaintenanceError> {
     if !dir.is_dir() {
         return Err(MaintenanceError::Io {
             context: format!("cannot use {}", dir.display()),
             source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
         });
     }
-    Ok(DataDirLock::acquire(dir)?)
+    let created = lock_files(dir).into_iter().filter(|path| fs::symlink_metadata(path).is_err());
+    let created = created.collect();
+    Ok(Held { created, _lock: DataDirLock::acquire(dir)? })
 }
 
 /// Runs the start-up checks on the data directory `dir` without changing
@@ -91,9 +118,10 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, MaintenanceError> 
         return Err(MaintenanceError::TargetNotEmpty(out.to_path_buf()));
     }
     let mut copied = Copied::default();
-    let store = dir.join(STORE_DIR);
-    let left_out = [dir.join(LOCK_FILE), store.join("LOCK"), store.join(SPARE_NAME)];
+    let [store_lock, dir_lock] = lock_files(dir);
+    let left_out = [dir_lock, store_lock, dir.join(STORE_DIR).join(SPARE_NAME)];
     copy_tree(dir, out, &left_out, &mut copied)?;
+    let _copy_lock = lock(out)?;
     let copy = EmbeddedStore::check(&out.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;
     if copy.tasks != checked.tasks || copy.recovered.last_seq != checked.recovered.last_seq {
         return Err(MaintenanceError::Mismatch(format!(

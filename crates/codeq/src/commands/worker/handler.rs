@@ -30,6 +30,8 @@ const STDOUT_START_CHARS: usize = 200;
 /// takes with default limits (about 13.4 MiB). A handler printing more is
 /// stopped and its run is a nack.
 const STDOUT_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// How much of a script the kernel reads for its `#!` line.
+const SHEBANG_MAX_BYTES: u64 = 256;
 /// How long a killed handler's pipes may take to close.
 const KILLED_GRACE: Duration = Duration::from_secs(5);
 
@@ -37,8 +39,21 @@ const KILLED_GRACE: Duration = Duration::from_secs(5);
 /// typo would otherwise nack, and in the end dead-letter, every task.
 /// A path with a `/` must be an executable file; a bare name is looked up
 /// in the current directory first (as `./name`, which is what people
-/// mean by `--handler render.sh`), then on `PATH`.
+/// mean by `--handler render.sh`), then on `PATH`. The file found must be
+/// one the kernel runs ([`unrunnable`]).
 pub fn resolve(handler: &Path) -> Result<PathBuf, ConfigError> {
+    let found = find(handler)?;
+    match unrunnable(&found) {
+        Some(why) => Err(ConfigError::new(format!(
+            "--handler {}: the system cannot run it: {why}",
+            handler.display()
+        ))),
+        None => Ok(found),
+    }
+}
+
+/// The executable file `handler` names (see [`resolve`]).
+fn find(handler: &Path) -> Result<PathBuf, ConfigError> {
     let not_found = || {
         ConfigError::new(format!(
             "--handler {}: no such executable file (check the path and its execute bit)",
@@ -62,6 +77,36 @@ pub fn resolve(handler: &Path) -> Result<PathBuf, ConfigError> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Why the kernel would refuse to start the executable file at `path`
+/// (`Exec format error`, or a missing interpreter), judged by its first
+/// bytes: it runs an ELF binary, or a script whose `#!` line names an
+/// executable interpreter. A file that cannot be read passes: the kernel
+/// may run an execute-only binary.
+fn unrunnable(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut start = Vec::new();
+    let file = std::fs::File::open(path).ok()?;
+    file.take(SHEBANG_MAX_BYTES).read_to_end(&mut start).ok()?;
+    if start.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let Some(line) = start.strip_prefix(b"#!") else {
+        return Some(
+            "it starts with neither a #! line nor an ELF header: give it a first line naming its \
+             interpreter, such as #!/bin/sh or #!/usr/bin/env python3"
+                .to_owned(),
+        );
+    };
+    let line = String::from_utf8_lossy(line.split(|&byte| byte == b'\n').next().unwrap_or(line));
+    match line.split_whitespace().next() {
+        Some(interpreter) if is_executable(Path::new(interpreter)) => None,
+        Some(interpreter) => {
+            Some(format!("its #! line names {interpreter}, which is not an executable file"))
+        }
+        None => Some("its #! line names no interpreter".to_owned()),
+    }
 }
 
 /// What a handler may print on stdout. A plain struct, not an enum

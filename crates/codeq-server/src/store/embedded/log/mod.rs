@@ -47,7 +47,7 @@ use self::spare::Spare;
 use self::watermark::Watermark;
 use crate::config::Durability;
 
-pub use self::recover::{OpenError, Recovered, Repairs, Replay};
+pub use self::recover::{LOCK_NAME, OpenError, Recovered, Repairs, Replay};
 
 /// The tables of the embedded backend. Their numbers are part of the
 /// on-disk format.

@@ -114,10 +114,13 @@ pub enum Mode {
     Check,
 }
 
+/// The name of the store's lock file.
+pub const LOCK_NAME: &str = "LOCK";
+
 /// Takes the store's lock (`LOCK`, an OS file lock held while open).
 pub fn lock(dir: &Path) -> Result<File, OpenError> {
     let file =
-        OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+        OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_NAME))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse(dir.to_path_buf())),
