@@ -6,7 +6,7 @@
 use std::fmt;
 
 use axum::http::StatusCode;
-use codeq_core::Command;
+use codeq_core::{Command, Task};
 
 /// Stable `code` values of [`AuthError`], as sent in the error body.
 pub mod codes {
@@ -372,6 +372,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether this is the producer that created `task`.
+    pub fn produced(&self, task: &Task) -> bool {
+        self.kind == PrincipalKind::Producer && self.sub == task.created_by
+    }
+
     /// For producer endpoints: refuses a worker token (403 `not_producer`).
     pub fn require_producer(&self) -> Result<(), AuthError> {
         match self.kind {

@@ -209,7 +209,8 @@ pub struct Task {
     /// 0..9, higher is claimed first.
     #[schema(minimum = 0, maximum = 9)]
     priority: u8,
-    /// Result callback URL; credentials in it are shown as `***@`.
+    /// Result callback URL; credentials in it are shown as `***@`, and a
+    /// caller other than the task's producer and admins sees its origin only.
     #[schema(format = "uri")]
     webhook: Option<String>,
     /// Life-cycle status.

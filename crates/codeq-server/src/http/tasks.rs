@@ -297,7 +297,7 @@ pub fn task_id(text: Option<&str>) -> Result<TaskId, ApiError> {
 /// `GET /v1/codeq/tasks/:id`
 pub async fn get(
     State(app): State<AppState>,
-    Caller(_): Caller,
+    Caller(caller): Caller,
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
     let id = task_id(id.as_deref())?;
@@ -306,13 +306,13 @@ pub async fn get(
         .task(id)
         .await?
         .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))?;
-    Ok(Json(TaskView::new(&task, app.offset)).into_response())
+    Ok(Json(TaskView::seen_by(&task, app.offset, &caller)).into_response())
 }
 
 /// `GET /v1/codeq/tasks/:id/result`
 pub async fn get_result(
     State(app): State<AppState>,
-    Caller(_): Caller,
+    Caller(caller): Caller,
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
     let id = task_id(id.as_deref())?;
@@ -320,7 +320,7 @@ pub async fn get_result(
         ApiError::not_found("result_not_found", "task not found or has no result yet")
     })?;
     let body = TaskWithResult {
-        task: TaskView::new(&task, app.offset),
+        task: TaskView::seen_by(&task, app.offset, &caller),
         result: ResultView::new(&record, app.offset),
     };
     Ok(Json(body).into_response())
@@ -338,7 +338,7 @@ pub async fn artifact(
     let id = task_id(id.as_deref())?;
     let name = name.ok_or_else(not_found)?;
     let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(not_found)?;
-    let producer = caller.kind == PrincipalKind::Producer && caller.sub == task.created_by;
+    let producer = caller.produced(&task);
     let worker = caller.kind == PrincipalKind::Worker
         && task.state.worker_id.as_deref() == Some(caller.sub.as_str());
     if !(caller.admin || producer || worker) {

@@ -6,7 +6,10 @@ use codeq_core::{Artifact, JsonText, ResultRecord, Task, TaskId, TaskStatus, Tim
 use serde::{Serialize, Serializer};
 use time::UtcOffset;
 
-use crate::service::outbound::hide_credentials;
+use std::borrow::Cow;
+
+use crate::auth::Principal;
+use crate::service::outbound::{hide_credentials, origin_only};
 
 /// A time printed as RFC 3339 in the configured offset, without allocating.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +38,8 @@ pub struct TaskView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<&'a str>,
     priority: u8,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "webhook_shown")]
-    webhook: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<Cow<'a, str>>,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_id: Option<&'a str>,
@@ -60,11 +63,6 @@ pub struct TaskView<'a> {
     replays: u32,
 }
 
-/// A webhook URL without its credentials.
-fn webhook_shown<S: Serializer>(url: &Option<&str>, serializer: S) -> Result<S::Ok, S::Error> {
-    url.map(hide_credentials).serialize(serializer)
-}
-
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -80,7 +78,7 @@ impl<'a> TaskView<'a> {
             command: task.command.as_str(),
             payload: Some(&task.payload),
             priority: task.priority.get(),
-            webhook: task.webhook.as_deref(),
+            webhook: task.webhook.as_deref().map(hide_credentials),
             status: state.status.as_str(),
             worker_id: state.worker_id.as_deref().filter(|_| in_progress),
             lease_until: state.lease_until.filter(|_| in_progress).map(time),
@@ -95,6 +93,17 @@ impl<'a> TaskView<'a> {
             completed_at: state.completed_at.map(time),
             replays: state.replays,
         }
+    }
+
+    /// The view of `task` for `caller`: a caller other than the task's
+    /// producer and admins sees only its webhook's origin, as a webhook's
+    /// path or query often holds its secret (a Slack URL, `?token=`).
+    pub fn seen_by(task: &'a Task, offset: UtcOffset, caller: &Principal) -> Self {
+        let view = Self::new(task, offset);
+        if caller.admin || caller.produced(task) {
+            return view;
+        }
+        Self { webhook: task.webhook.as_deref().map(origin_only), ..view }
     }
 
     /// The same view without the payload (listings, unless asked).

@@ -104,7 +104,7 @@ pub async fn claim(
         body.json::<ClaimBody>()?.validate(&worker, app.scheduler.policy().max_lease_seconds, 1)?;
     let claimed = app.scheduler.claim(&request).await?;
     Ok(match claimed.first() {
-        Some(task) => Json(TaskView::new(task, app.offset)).into_response(),
+        Some(task) => Json(TaskView::seen_by(task, app.offset, &worker)).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }
@@ -126,7 +126,7 @@ pub async fn claim_batch(
     if claimed.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let tasks = claimed.iter().map(|task| TaskView::new(task, app.offset)).collect();
+    let tasks = claimed.iter().map(|task| TaskView::seen_by(task, app.offset, &worker)).collect();
     Ok(Json(TasksBody { tasks }).into_response())
 }
 
@@ -389,7 +389,7 @@ pub async fn submit_result(
         claimed = app.scheduler.claim_after_result(&claim).await;
     }
     let result = ResultView::new(completed.record(), app.offset);
-    let next = claimed.first().map(|task| TaskView::new(task, app.offset));
+    let next = claimed.first().map(|task| TaskView::seen_by(task, app.offset, &worker));
     Ok(Json(ResultAndNext { result, next }).into_response())
 }
 

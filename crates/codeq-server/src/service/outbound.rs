@@ -259,6 +259,19 @@ pub fn hide_credentials(url: &str) -> Cow<'_, str> {
     }
 }
 
+/// `url` as `scheme://host[:port]`, then `/…` when anything followed: what
+/// a caller other than its owner may see of a webhook.
+pub fn origin_only(url: &str) -> Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else { return Cow::Borrowed("…") };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let host = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
+    let more = if matches!(&rest[authority_len..], "" | "/") { "" } else { "/…" };
+    Cow::Owned(format!("{}{host}{more}", &url[..authority_start]))
+}
+
 /// Checks that `url` is an absolute http(s) URL with a host.
 pub fn check_http_url(url: &str) -> Result<(), &'static str> {
     let rest = after_http_scheme(url).ok_or("must be an http(s) URL")?;
@@ -272,6 +285,19 @@ pub fn check_http_url(url: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_keeps_scheme_host_and_port_only() {
+        for (url, shown) in [
+            ("https://hooks.example.com/services/T0/B0/s3cret", "https://hooks.example.com/…"),
+            ("https://u:p@example.com:8443/?token=s3cret", "https://example.com:8443/…"),
+            ("http://example.com/", "http://example.com"),
+            ("http://example.com", "http://example.com"),
+            ("http://example.com#x", "http://example.com/…"),
+        ] {
+            assert_eq!(origin_only(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn credentials_are_hidden_and_nothing_else_changes() {
