@@ -267,6 +267,7 @@ impl App {
             default_min_interval_seconds: config.subscription_min_interval_seconds,
             progress: Arc::default(),
             metrics: metrics.clone(),
+            creating: Arc::default(),
         };
         let cleanup_every = Duration::from_secs(config.subscription_cleanup_interval_seconds);
         let mut background = vec![

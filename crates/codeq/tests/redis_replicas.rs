@@ -984,3 +984,30 @@ async fn a_rediss_address_connects_over_tls_to_a_trusted_certificate() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("TLS certificate is not trusted"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_sent_at_once_to_two_replicas_pass_the_subscription_bound_by_one_each_at_most() {
+    let Some(redis) = RedisServer::start() else { return };
+    let replicas = [Replica::start(&redis, &[]), Replica::start(&redis, &[])];
+    let http = http();
+    let body = json!({ "callbackUrl": "http://127.0.0.1:9/ready", "eventTypes": ["bound"] });
+    let sent: Vec<_> = (0..140)
+        .map(|n| {
+            let (http, url, body) =
+                (http.clone(), replicas[n % 2].url("/workers/subscriptions"), body.clone());
+            tokio::spawn(async move { post(&http, &url, WORKER, body).await })
+        })
+        .collect();
+    let (mut stored, mut refused) = (0, 0);
+    for answer in sent {
+        match answer.await.unwrap() {
+            (200, _) => stored += 1,
+            (409, body) if body["code"] == "too_many_subscriptions" => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Each replica takes its creates one at a time; the two may each let
+    // one through at the same moment.
+    assert!((100..=102).contains(&stored), "{stored} stored, {refused} refused");
+    assert_eq!(stored + refused, 140);
+}

@@ -107,6 +107,9 @@ pub struct Subscriptions {
     pub progress: Arc<Progress>,
     /// Notification outcomes are counted here.
     pub metrics: Arc<Metrics>,
+    /// Held from counting a worker's subscriptions until its new one is
+    /// stored, so that creates sent at once cannot all pass the bound.
+    pub creating: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What the notifier has done: "ready" news handled, notifications sent
@@ -153,13 +156,15 @@ impl Subscriptions {
     }
 
     /// Stores a new subscription of worker `owner`, unless it holds
-    /// [`MAX_SUBSCRIPTIONS_PER_WORKER`] live ones already (concurrent
-    /// creates may pass that by a few: a bound on growth, not a quota).
+    /// [`MAX_SUBSCRIPTIONS_PER_WORKER`] live ones already. Creates are
+    /// taken one at a time by this server (they are rare); replicas on
+    /// one Redis may each pass the bound once at the same moment.
     pub async fn create(
         &self,
         owner: &str,
         new: NewSubscription,
     ) -> Result<Subscription, SubscriptionError> {
+        let _one_at_a_time = self.creating.lock().await;
         let now = self.clock.now();
         let held = self.store.subscriptions().await?;
         let live = held.iter().filter(|held| held.owner == owner && held.expires_at > now);

@@ -323,12 +323,23 @@ async fn a_worker_lists_at_most_100_commands_and_holds_at_most_100_subscriptions
     let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
     let too_many = subscribe(&app, WORKER, &receiver, json!({ "eventTypes": names(101) })).await;
     assert_eq!((too_many.status, too_many.code()), (400, "invalid_field"), "{:?}", too_many.body);
-    let mut held = Vec::new();
-    for _ in 0..100 {
-        held.push(subscribed(&app, &receiver, json!({ "eventTypes": names(100) })).await);
+    // 110 sent at once: exactly 100 pass.
+    let body =
+        json!({ "callbackUrl": format!("{}/ready", receiver.base), "eventTypes": names(100) });
+    let sent: Vec<_> =
+        (0..110).map(|_| app.spawn_post("/workers/subscriptions", WORKER, body.clone())).collect();
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for answer in sent {
+        let answer = answer.await.unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap();
+        match status {
+            200 => held.push(body["subscriptionId"].as_str().unwrap().to_string()),
+            409 if body["code"] == "too_many_subscriptions" => refused += 1,
+            _ => panic!("{status} {body}"),
+        }
     }
-    let one_more = subscribe(&app, WORKER, &receiver, json!({})).await;
-    assert_eq!((one_more.status, one_more.code()), (409, "too_many_subscriptions"));
+    assert_eq!((held.len(), refused), (100, 10));
     // Each of the 100 counted once per command it names, whatever else.
     let scrape = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
     let text = scrape.text().await.unwrap();
