@@ -391,6 +391,23 @@ async fn a_round_cut_short_by_a_full_disk_leaves_none_of_its_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_or_a_write_that_cannot_be_spoilt_answers_outcome_unknown() {
+    // A sync that fails for space may have written anything; a write cut
+    // after 3 bytes cannot have its 8-byte start zeroed on the full disk.
+    let faults: [fn(&FaultFs); 2] =
+        [|fs| fs.fail_syncs_for_space_after(0), |fs| fs.fail_writes_after_bytes(3)];
+    for fault in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultFs::new();
+        let store = open_on(&fs, dir.path()).unwrap();
+        create(&*store, 1).await;
+        fault(&fs);
+        let answer = store.create(vec![task(1)]).await;
+        assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_that_fills_the_disk_in_its_second_segment_answers_its_first_as_stored() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();

@@ -50,6 +50,8 @@ struct State {
     syncs_started: u64,
     syncs_done: u64,
     fail_syncs_after: Option<u64>,
+    /// Injected sync failures report a full disk instead of an I/O error.
+    syncs_fail_for_space: bool,
     bytes_written: u64,
     /// The ranges each file has had written: rewriting inside one needs no
     /// new space, so a full disk does not refuse it.
@@ -143,6 +145,13 @@ impl FaultFs {
     pub fn fail_syncs_after(&self, count: u64) {
         let mut state = self.shared.lock();
         state.fail_syncs_after = Some(state.syncs_done + count);
+    }
+
+    /// As [`FaultFs::fail_syncs_after`], the failure being a full disk (as
+    /// delayed allocation reports one at `fsync`).
+    pub fn fail_syncs_for_space_after(&self, count: u64) {
+        self.fail_syncs_after(count);
+        self.shared.lock().syncs_fail_for_space = true;
     }
 
     /// Makes writes fail with "no space left on device" once `bytes` more
@@ -265,8 +274,12 @@ impl FsFile for FaultFile {
             .map_or(u64::MAX, |limit| limit.saturating_sub(state.bytes_written));
         let allowed = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
         state.bytes_written += allowed as u64;
-        let path = self.path.clone();
-        state.written.entry(path).or_default().push((offset, offset + allowed as u64));
+        // Appends extend the last range: the list stays short.
+        let ranges = state.written.entry(self.path.clone()).or_default();
+        match ranges.last_mut() {
+            Some((_, to)) if *to == offset => *to = offset + allowed as u64,
+            _ => ranges.push((offset, offset + allowed as u64)),
+        }
         let there = self.inner.size()?.saturating_sub(offset).min(allowed as u64);
         let mut old = vec![0; usize::try_from(there).unwrap_or(allowed)];
         self.inner.read_exact_at(&mut old, offset)?;
@@ -300,12 +313,17 @@ impl FsFile for FaultFile {
         state.syncs_waiting -= 1;
         let (noop, delay) = (state.sync_noop, state.sync_delay);
         let fail = state.fail_syncs_after.is_some_and(|after| state.syncs_done >= after);
+        let for_space = state.syncs_fail_for_space;
         // What a sync covers: the writes before it started.
         let written = state.files.get(&self.path).map_or(0, |durable| durable.undo.len());
         let size = self.inner.size()?;
         drop(state);
         if let Some(delay) = delay {
             std::thread::sleep(delay);
+        }
+        if fail && for_space {
+            let full = "fsync failed: no space left on device (injected)";
+            return Err(io::Error::new(io::ErrorKind::StorageFull, full));
         }
         if fail {
             return Err(io::Error::other("fsync failed: input/output error (injected)"));
