@@ -175,8 +175,8 @@ pub async fn create(
         Created::New(task) => (task, false),
         Created::Existing(task) => (check_repeat(task, &command)?, true),
     };
-    let mut response =
-        (StatusCode::ACCEPTED, Json(TaskView::new(task, app.offset))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(TaskView::seen_by(task, app.offset, &producer)))
+        .into_response();
     if replayed {
         response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
@@ -240,7 +240,9 @@ pub async fn create_batch(
                 },
             };
             match outcome {
-                Ok(task) => CreatedItem::Task { task: TaskView::new(task, app.offset) },
+                Ok(task) => {
+                    CreatedItem::Task { task: TaskView::seen_by(task, app.offset, &producer) }
+                }
                 Err(error) => CreatedItem::Error(error_item(None, error)),
             }
         })

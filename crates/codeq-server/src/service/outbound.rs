@@ -247,29 +247,29 @@ pub fn after_http_scheme(url: &str) -> Option<&str> {
 
 /// `url` with its userinfo (`user:password@`), if any, shown as `***@`:
 /// a task is readable by every token, and the credentials of its webhook
-/// are its producer's (they are sent as Basic auth, never shown).
+/// are its producer's (they are sent as Basic auth, never shown). Read by
+/// the parser the sender uses (`\\` is `/` in an http URL, say), and
+/// shown as it normalises the URL when it has credentials to hide.
 pub fn hide_credentials(url: &str) -> Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else { return Cow::Borrowed(url) };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_len].rfind('@') {
-        Some(at) => Cow::Owned(format!("{}***{}", &url[..authority_start], &rest[at..])),
-        None => Cow::Borrowed(url),
+    let Ok(mut parsed) = reqwest::Url::parse(url) else { return Cow::Borrowed("…") };
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return Cow::Borrowed(url);
+    }
+    // Both succeed for an http(s) URL with a host, which a webhook is.
+    let hidden = parsed.set_password(None).and_then(|()| parsed.set_username("***"));
+    match hidden {
+        Ok(()) => Cow::Owned(parsed.into()),
+        Err(()) => Cow::Borrowed("…"),
     }
 }
 
 /// `url` as `scheme://host[:port]`, then `/…` when anything followed: what
 /// a caller other than its owner may see of a webhook.
 pub fn origin_only(url: &str) -> Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else { return Cow::Borrowed("…") };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let host = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
-    let more = if matches!(&rest[authority_len..], "" | "/") { "" } else { "/…" };
-    Cow::Owned(format!("{}{host}{more}", &url[..authority_start]))
+    let Ok(parsed) = reqwest::Url::parse(url) else { return Cow::Borrowed("…") };
+    let origin = parsed.origin().ascii_serialization();
+    let bare = parsed.path() == "/" && parsed.query().is_none() && parsed.fragment().is_none();
+    Cow::Owned(if bare { origin } else { format!("{origin}/…") })
 }
 
 /// Checks that `url` is an absolute http(s) URL with a host.
@@ -294,6 +294,8 @@ mod tests {
             ("http://example.com/", "http://example.com"),
             ("http://example.com", "http://example.com"),
             ("http://example.com#x", "http://example.com/…"),
+            ("http://127.0.0.1:9\\services\\s3cret", "http://127.0.0.1:9/…"),
+            ("https://example.com:443/x", "https://example.com/…"),
         ] {
             assert_eq!(origin_only(url), shown, "{url}");
         }
@@ -303,10 +305,11 @@ mod tests {
     fn credentials_are_hidden_and_nothing_else_changes() {
         for (url, shown) in [
             ("https://user:secret@example.com/hook?x=1", "https://***@example.com/hook?x=1"),
-            ("http://token@example.com", "http://***@example.com"),
+            ("http://token@example.com", "http://***@example.com/"),
             ("https://a:b@c@example.com:8443/", "https://***@example.com:8443/"),
             ("https://example.com/a@b?c=d@e#f@g", "https://example.com/a@b?c=d@e#f@g"),
             ("https://example.com", "https://example.com"),
+            ("http://u:p@127.0.0.1:9\\x@y/p", "http://***@127.0.0.1:9/x@y/p"),
         ] {
             assert_eq!(hide_credentials(url), shown, "{url}");
         }

@@ -269,5 +269,15 @@ async fn webhook_credentials_are_sent_as_basic_auth_and_never_shown() {
             assert!(!reply.body.to_string().contains("s3cret"));
         }
     }
+    // Another producer repeating the key gets the task back, its webhook
+    // as anyone else sees it.
+    let keyed =
+        json!({ "command": "allowed", "payload": {}, "idempotencyKey": "k", "webhook": webhook });
+    assert_eq!(app.create(keyed).await["webhook"], hidden.as_str());
+    let again = json!({ "command": "allowed", "payload": {}, "idempotencyKey": "k" });
+    let replayed = app.post("/tasks", LIMITED_PRODUCER, again.clone()).await;
+    assert_eq!(replayed.body["webhook"], origin.as_str(), "{:?}", replayed.body);
+    let batch = app.post("/tasks/batch", LIMITED_PRODUCER, json!({ "tasks": [again] })).await;
+    assert_eq!(batch.body["results"][0]["task"]["webhook"], origin.as_str(), "{:?}", batch.body);
     app.wait_for_callbacks().await;
 }

@@ -776,9 +776,11 @@ fn a_handler_the_system_cannot_start_exits_2_before_claiming() {
     let id = create(&server, "NSB", "{}");
     let no_shebang = executable(&server, "noshebang.py", "print(1)\n");
     let no_interpreter = executable(&server, "gone.py", "#!/no/such/python3\nprint(1)\n");
+    let windows = executable(&server, "crlf.sh", "#!/bin/sh\r\ncat >/dev/null\r\n");
 
     let unmarked = run(worker(&server, "NSB", &no_shebang).arg("--once"));
     let interpreter_gone = run(worker(&server, "NSB", &no_interpreter).arg("--once"));
+    let crlf = run(worker(&server, "NSB", &windows).arg("--once"));
     let task = run_json(server.codeq_with_tokens().args(["task", "get", &id]));
 
     let stderr = String::from_utf8_lossy(&unmarked.stderr);
@@ -788,6 +790,9 @@ fn a_handler_the_system_cannot_start_exits_2_before_claiming() {
     let stderr = String::from_utf8_lossy(&interpreter_gone.stderr);
     assert_eq!(interpreter_gone.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("its #! line names /no/such/python3"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&crlf.stderr);
+    assert_eq!(crlf.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Windows line endings"), "{stderr}");
     assert_eq!((task["status"].as_str(), task["attempts"].as_u64()), (Some("PENDING"), Some(0)));
 }
 

@@ -100,7 +100,15 @@ fn unrunnable(path: &Path) -> Option<String> {
         );
     };
     let line = String::from_utf8_lossy(line.split(|&byte| byte == b'\n').next().unwrap_or(line));
-    match line.split_whitespace().next() {
+    if line.ends_with('\r') {
+        return Some(
+            "its #! line ends with a carriage return (Windows line endings), which the system \
+             takes as part of the interpreter's name: convert the file (e.g. dos2unix)"
+                .to_owned(),
+        );
+    }
+    // Split as the kernel splits it: at spaces and tabs only.
+    match line.split([' ', '\t']).find(|part| !part.is_empty()) {
         Some(interpreter) if is_executable(Path::new(interpreter)) => None,
         Some(interpreter) => {
             Some(format!("its #! line names {interpreter}, which is not an executable file"))
