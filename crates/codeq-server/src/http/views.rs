@@ -1,12 +1,12 @@
 //! The API's JSON forms of tasks and results: RFC 3339 times in the
 //! configured offset, absent optional fields omitted.
 
+use std::borrow::Cow;
+
 use codeq_core::time::RFC3339_MAX_LEN;
 use codeq_core::{Artifact, JsonText, ResultRecord, Task, TaskId, TaskStatus, Timestamp};
 use serde::{Serialize, Serializer};
 use time::UtcOffset;
-
-use std::borrow::Cow;
 
 use crate::auth::Principal;
 use crate::service::outbound::{hide_credentials, origin_only};
