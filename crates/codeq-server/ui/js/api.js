@@ -2,6 +2,8 @@
 // token lives in this tab's session storage only and travels in the
 // Authorization header, never in a URL.
 
+import { parseExact } from './format.js';
+
 const KEY = 'codeq.adminToken';
 const BASE = '/v1/codeq';
 
@@ -65,19 +67,24 @@ async function send(method, path, body, tokenValue = token()) {
   return response;
 }
 
+/** An answer's JSON, its numbers as written (results keep their digits). */
+async function read(response) {
+  return parseExact(await response.text());
+}
+
 /** GET `path` (under /v1/codeq) as JSON. */
 export async function get(path, tokenValue) {
-  return (await send('GET', path, undefined, tokenValue)).json();
+  return read(await send('GET', path, undefined, tokenValue));
 }
 
 /** POST `body` to `path` and read the JSON answer. */
 export async function post(path, body = {}) {
-  return (await send('POST', path, body)).json();
+  return read(await send('POST', path, body));
 }
 
 /** PUT `body` to `path` and read the JSON answer. */
 export async function put(path, body) {
-  return (await send('PUT', path, body)).json();
+  return read(await send('PUT', path, body));
 }
 
 /** The bytes at `path`, fetched with the token (for downloads). */

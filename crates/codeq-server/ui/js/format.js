@@ -60,11 +60,25 @@ export function refreshTimes(root) {
   }
 }
 
+/**
+ * JSON text as a value whose numbers keep their digits: a number that a
+ * double would change (123456789012345678901234567890, 1.50) is kept as
+ * its source text, which JSON.stringify writes back as it came (where the
+ * browser has JSON.rawJSON; elsewhere it is parsed as usual).
+ */
+export function parseExact(text) {
+  if (typeof JSON.rawJSON !== 'function') return JSON.parse(text);
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === 'number' && context && String(value) !== context.source
+      ? JSON.rawJSON(context.source)
+      : value);
+}
+
 /** Pretty-printed JSON of a value, or of a JSON text (shown as is when it is not JSON). */
 export function pretty(value) {
   if (typeof value === 'string') {
     try {
-      return JSON.stringify(JSON.parse(value), null, 2);
+      return JSON.stringify(parseExact(value), null, 2);
     } catch {
       return value;
     }

@@ -125,7 +125,7 @@ fn start_worker(server: &Server, command: &str) -> WorkerProcess {
     let handler = server.home().join("send.sh");
     std::fs::write(
         &handler,
-        "#!/bin/sh\ncat >/dev/null\nprintf '{\"status\":\"COMPLETED\",\"result\":{\"sent\":true}}\\n'\n",
+        "#!/bin/sh\ncat >/dev/null\nprintf '{\"status\":\"COMPLETED\",\"result\":{\"sent\":true,\"id\":123456789012345678901234567890,\"cost\":1.50}}\\n'\n",
     )
     .unwrap();
     std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -290,7 +290,11 @@ async fn replay_a_dead_letter_and_see_it_complete(
     println!("replayed task {id} shown COMPLETED {took:?} after the worker started");
     let same = browser.script("return window.sameDocument === true", json!([])).await;
     assert_eq!(same, true, "the page was reloaded");
-    assert!(browser.text("#result").await.unwrap().contains("\"sent\": true"));
+    let result = browser.text("#result").await.unwrap();
+    assert!(result.contains("\"sent\": true"), "{result}");
+    // Digits a double would round, a decimal's trailing zero: as written.
+    assert!(result.contains("\"id\": 123456789012345678901234567890"), "{result}");
+    assert!(result.contains("\"cost\": 1.50"), "{result}");
     browser.screenshot(&shots.join("task.png")).await;
     worker
 }
