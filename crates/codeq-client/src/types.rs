@@ -158,6 +158,8 @@ impl CreateTask {
 ///
 /// let text = r#"{"z":1,"a":12345678901234567890123,"k":1,"k":2}"#;
 /// assert_eq!(Payload::from_json(text).unwrap().as_json(), text);
+/// // Sent compact: the server's size limits count the compact form.
+/// assert_eq!(Payload::from_json("{ \"a\": [1, 2] }\n").unwrap().as_json(), r#"{"a":[1,2]}"#);
 /// assert_eq!(Payload::from(serde_json::json!({"b": 1})).as_json(), r#"{"b":1}"#);
 /// assert!(Payload::from_json("{oops").is_err());
 /// ```
@@ -166,9 +168,13 @@ impl CreateTask {
 pub struct Payload(Box<serde_json::value::RawValue>);
 
 impl Payload {
-    /// JSON text, checked to be one JSON value and sent as written.
+    /// JSON text, checked to be one JSON value and sent as written less
+    /// the whitespace between its tokens (the server's size limits count
+    /// the compact form, and an indented document may be several times
+    /// larger).
     pub fn from_json(text: impl Into<String>) -> Result<Self, serde_json::Error> {
-        serde_json::value::RawValue::from_string(text.into()).map(Self)
+        let checked = serde_json::value::RawValue::from_string(text.into())?;
+        serde_json::value::RawValue::from_string(codeq_core::json::compact(checked.get())).map(Self)
     }
 
     /// The JSON text.

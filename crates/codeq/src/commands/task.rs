@@ -107,13 +107,9 @@ fn list(resolved: &Resolved, client: &Client, args: &TaskListArgs) -> anyhow::Re
 fn create_body(args: &TaskCreateArgs) -> Result<CreateTask, ConfigError> {
     let text = payload_text(&args.payload)?;
     // Sent as written, as the server keeps it (key order, a repeated key,
-    // big numbers), less the whitespace between tokens: the server's
-    // limits count the compact form, and an indented file may be several
-    // times larger.
-    let checked = Payload::from_json(text.trim())
+    // big numbers), less the whitespace between tokens (`Payload`).
+    let payload = Payload::from_json(text.trim())
         .map_err(|err| ConfigError::new(format!("--payload is not valid JSON: {err}")))?;
-    let payload = Payload::from_json(codeq_core::json::compact(checked.as_json()))
-        .map_err(|err| ConfigError::new(format!("--payload could not be compacted: {err}")))?;
     Ok(CreateTask {
         priority: args.priority,
         max_attempts: args.max_attempts,
