@@ -56,27 +56,16 @@ impl PartialEq for JsonText {
 /// Valid JSON text without the whitespace between its tokens (the compact
 /// form the API stores and returns), keys in the sender's order.
 pub fn compact(text: &str) -> String {
-    let bytes = text.as_bytes();
     let mut compact = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
     // Runs of kept bytes are copied whole; every byte looked at is ASCII
     // punctuation or whitespace, so a run never splits a character.
     let mut run_start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else if matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+    outside_strings(text, |at, byte| {
+        if matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
             compact.push_str(&text[run_start..at]);
             run_start = at + 1;
-        } else if byte == b'"' {
-            in_string = true;
         }
-    }
+    });
     compact.push_str(&text[run_start..]);
     compact
 }
@@ -88,14 +77,48 @@ pub fn compact(text: &str) -> String {
 pub fn indent(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut pretty = String::with_capacity(text.len() * 2);
-    let (mut in_string, mut escaped) = (false, false);
     let mut depth = 0usize;
     let mut run_start = 0;
     let new_line = |pretty: &mut String, depth: usize| {
         pretty.push('\n');
         pretty.extend(std::iter::repeat_n("  ", depth));
     };
-    for (at, &byte) in bytes.iter().enumerate() {
+    let opens_empty = |at: usize| matches!(bytes.get(at + 1), Some(b'}' | b']'));
+    let closes_empty = |at: usize| matches!(at.checked_sub(1).map(|b| bytes[b]), Some(b'{' | b'['));
+    outside_strings(text, |at, byte| match byte {
+        b'{' | b'[' if !opens_empty(at) => {
+            pretty.push_str(&text[run_start..=at]);
+            depth += 1;
+            new_line(&mut pretty, depth);
+            run_start = at + 1;
+        }
+        b'}' | b']' if !closes_empty(at) => {
+            pretty.push_str(&text[run_start..at]);
+            depth = depth.saturating_sub(1);
+            new_line(&mut pretty, depth);
+            run_start = at;
+        }
+        b',' => {
+            pretty.push_str(&text[run_start..=at]);
+            new_line(&mut pretty, depth);
+            run_start = at + 1;
+        }
+        b':' => {
+            pretty.push_str(&text[run_start..=at]);
+            pretty.push(' ');
+            run_start = at + 1;
+        }
+        _ => {}
+    });
+    pretty.push_str(&text[run_start..]);
+    pretty
+}
+
+/// Calls `visit` with each byte of JSON `text` outside its strings, and
+/// its offset (strings, their quotes included, are skipped).
+fn outside_strings(text: &str, mut visit: impl FnMut(usize, u8)) {
+    let (mut in_string, mut escaped) = (false, false);
+    for (at, &byte) in text.as_bytes().iter().enumerate() {
         if in_string {
             match byte {
                 _ if escaped => escaped = false,
@@ -103,39 +126,12 @@ pub fn indent(text: &str) -> String {
                 b'"' => in_string = false,
                 _ => {}
             }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' if !matches!(bytes.get(at + 1), Some(b'}' | b']')) => {
-                pretty.push_str(&text[run_start..=at]);
-                depth += 1;
-                new_line(&mut pretty, depth);
-                run_start = at + 1;
-            }
-            b'}' | b']'
-                if !matches!(at.checked_sub(1).map(|before| bytes[before]), Some(b'{' | b'[')) =>
-            {
-                pretty.push_str(&text[run_start..at]);
-                depth = depth.saturating_sub(1);
-                new_line(&mut pretty, depth);
-                run_start = at;
-            }
-            b',' => {
-                pretty.push_str(&text[run_start..=at]);
-                new_line(&mut pretty, depth);
-                run_start = at + 1;
-            }
-            b':' => {
-                pretty.push_str(&text[run_start..=at]);
-                pretty.push(' ');
-                run_start = at + 1;
-            }
-            _ => {}
+        } else if byte == b'"' {
+            in_string = true;
+        } else {
+            visit(at, byte);
         }
     }
-    pretty.push_str(&text[run_start..]);
-    pretty
 }
 
 #[cfg(test)]

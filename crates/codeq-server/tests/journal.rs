@@ -341,6 +341,15 @@ async fn creates_to_roll() -> usize {
     created
 }
 
+/// Creates `task` in the background (a create that waits at the sync gate).
+fn spawn_create(
+    store: &Arc<EmbeddedStore>,
+    task: Task,
+) -> tokio::task::JoinHandle<Result<Vec<Created>, StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.create(vec![task]).await })
+}
+
 /// Polls `condition` until it holds (10 s at most).
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -356,23 +365,19 @@ async fn a_round_cut_short_by_a_full_disk_leaves_none_of_its_changes() {
     let fs = FaultFs::new();
     let (acknowledged, refused) = {
         let store = open_on(&fs, dir.path()).unwrap();
-        let spawn_create = |task: Task| {
-            let store = store.clone();
-            tokio::spawn(async move { store.create(vec![task]).await })
-        };
         fs.close_gate();
         let first = task(0);
         let acknowledged = first.id;
-        let first = spawn_create(first);
+        let first = spawn_create(&store, first);
         wait_until("the first round waits for its fsync", || store.durability_waiters() == 1).await;
         // Two creates queue behind it, for the next round's one write; the
         // disk fills inside the second's frame, after the whole first.
         let small = task(1);
         let large = Task { payload: format!(r#"{{"pad":"{}"}}"#, "y".repeat(3000)), ..task(2) };
         let refused = vec![small.id, large.id];
-        let small = spawn_create(small);
+        let small = spawn_create(&store, small);
         wait_until("the second create is queued", || store.durability_waiters() == 2).await;
-        let large = spawn_create(large);
+        let large = spawn_create(&store, large);
         wait_until("the third create is queued", || store.durability_waiters() == 3).await;
         fs.fail_writes_after_bytes(1000);
         fs.open_gate();
@@ -415,12 +420,8 @@ async fn a_round_that_fills_the_disk_in_its_second_segment_answers_its_first_as_
     let large = |n| Task { payload: format!(r#"{{"pad":"{}"}}"#, "y".repeat(3000)), ..task(n) };
     let (stored, refused) = {
         let store = open_on(&fs, dir.path()).unwrap();
-        let spawn_create = |task: Task| {
-            let store = store.clone();
-            tokio::spawn(async move { store.create(vec![task]).await })
-        };
         fs.close_gate();
-        let first = spawn_create(task(0));
+        let first = spawn_create(&store, task(0));
         wait_until("the first round waits for its fsync", || store.durability_waiters() == 1).await;
         // The next round: two large frames in this 8 KiB segment, its
         // seal, then a third in the next segment, where the disk fills.
@@ -428,7 +429,7 @@ async fn a_round_that_fills_the_disk_in_its_second_segment_answers_its_first_as_
         let ids: Vec<TaskId> = queued.iter().map(|task| task.id).collect();
         let mut answers = Vec::new();
         for (n, task) in queued.into_iter().enumerate() {
-            answers.push(spawn_create(task));
+            answers.push(spawn_create(&store, task));
             wait_until("the create is queued", || store.durability_waiters() == n + 2).await;
         }
         fs.fail_writes_after_bytes(8_000);

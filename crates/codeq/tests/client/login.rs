@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::support::{PRODUCER, Server, run, run_json};
+use crate::support::{PRODUCER, Server, closed_port, run, run_json};
 
 const API_KEY: &str = "iam-key";
 /// A password the stand-in refuses with 400 rather than 401.
@@ -152,9 +152,7 @@ fn a_refused_login_exits_3_naming_the_identity_services_answer_and_stores_nothin
 #[test]
 fn an_unreachable_identity_service_is_named_with_a_hint_at_iam_base_url() {
     let server = Server::start();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let iam = format!("http://{}/v1", closed.local_addr().unwrap());
-    drop(closed);
+    let iam = format!("{}/v1", closed_port());
 
     let output = login(&server, &iam, "s3cret pass");
 

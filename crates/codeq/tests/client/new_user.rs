@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::{Mode, Server, WORKER, run, run_json};
+use crate::support::{Mode, Server, WORKER, closed_port, run, run_json};
 
 #[test]
 fn queue_inspect_works_with_only_a_worker_token() {
@@ -130,9 +130,7 @@ fn a_refused_token_is_named_with_where_it_came_from() {
 #[test]
 fn a_server_that_is_not_running_gets_a_hint_instead_of_the_transport_chain() {
     let server = Server::start();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let url = closed_port();
 
     let output = run(server.codeq().args(["--base-url", &url, "--producer-token", "p"]).args([
         "task",

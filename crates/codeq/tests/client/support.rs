@@ -134,3 +134,9 @@ pub fn run_json(command: &mut Command) -> serde_json::Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stdout)))
 }
+
+/// A URL where nothing listens (the port was taken and given back).
+pub fn closed_port() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
+}

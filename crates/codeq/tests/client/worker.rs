@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{CLAIM_ONLY_WORKER, PRODUCER, Server, run, run_json};
+use crate::support::{CLAIM_ONLY_WORKER, PRODUCER, Server, closed_port, run, run_json};
 
 /// Writes an executable `/bin/sh` script named `name` into the server's HOME.
 fn handler(server: &Server, name: &str, body: &str) -> PathBuf {
@@ -824,12 +824,6 @@ fn once_against_an_unreachable_server_fails_instead_of_reporting_nothing_to_do()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("hint: is `codeq serve` running at {url}?")), "{stderr}");
-}
-
-/// A URL where nothing listens.
-fn closed_port() -> String {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", closed.local_addr().unwrap())
 }
 
 #[test]
