@@ -44,9 +44,10 @@ use crate::service::scheduler::Scheduler;
 use crate::service::subscriptions::Subscriptions;
 use crate::service::webhooks::{Dispatcher, Retries};
 use crate::service::{reaper, retention};
-use crate::store::embedded::EmbeddedStore;
 use crate::store::embedded::log::OpenError;
+use crate::store::embedded::log::fs::RealFs;
 use crate::store::embedded::maintenance;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::redis::{CheckError, RedisOptions, RedisStore};
 use crate::store::{Signals, Store};
 use crate::throughput;
@@ -524,12 +525,16 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
     match config.storage {
         StorageKind::Embedded => {
             let dir = config.data_dir.join(maintenance::STORE_DIR);
-            let durability = config.durability;
+            let options = EmbeddedOptions {
+                max_commands: config.max_commands,
+                ..EmbeddedOptions::new(config.durability)
+            };
             let started = std::time::Instant::now();
-            let opened =
-                tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, durability, signals))
-                    .await
-                    .context("storage open task failed")?;
+            let opened = tokio::task::spawn_blocking(move || {
+                EmbeddedStore::open_with(Arc::new(RealFs), &dir, options, signals)
+            })
+            .await
+            .context("storage open task failed")?;
             let store = opened.map_err(|error| refused_store(config, error))?;
             let recovered = store.recovered();
             tracing::info!(
@@ -575,6 +580,7 @@ const REDIS_START_WAIT: Duration = Duration::from_secs(30);
 async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn Store>, StartError> {
     let options = RedisOptions {
         username: config.redis_username.clone(),
+        max_commands: config.max_commands,
         ..RedisOptions::from_addr(
             &config.redis_addr,
             config.redis_password.as_ref().map(|secret| secret.expose().to_string()),

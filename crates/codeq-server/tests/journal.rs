@@ -32,7 +32,7 @@ const T0: Timestamp = Timestamp(1_600_000_000_000);
 /// and the journal is over twice its live records.
 fn options() -> EmbeddedOptions {
     let log = LogOptions { segment_bytes: 8 * 1024, ..LogOptions::new(Durability::Fsync) };
-    EmbeddedOptions { log, compact_above_bytes: 0 }
+    EmbeddedOptions { log, compact_above_bytes: 0, ..EmbeddedOptions::new(Durability::Fsync) }
 }
 
 fn open(dir: &Path) -> Result<Arc<EmbeddedStore>, OpenError> {
@@ -618,7 +618,11 @@ async fn a_power_cut_loses_unsynced_frames_in_a_segment_filled_ahead() {
 async fn a_journal_without_syncs_fills_no_segment_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let log = LogOptions { segment_bytes: 8 * 1024, ..LogOptions::new(Durability::Buffered) };
-    let options = EmbeddedOptions { log, compact_above_bytes: u64::MAX };
+    let options = EmbeddedOptions {
+        log,
+        compact_above_bytes: u64::MAX,
+        ..EmbeddedOptions::new(Durability::Fsync)
+    };
     let store =
         EmbeddedStore::open_with(Arc::new(RealFs), dir.path(), options, Arc::new(Signals::new()))
             .unwrap();
@@ -685,7 +689,11 @@ async fn a_round_written_back_out_of_order_is_a_torn_write_and_loses_nothing_ack
     let fs = FaultFs::new();
     fs.scramble_unsynced(true);
     let log = LogOptions { segment_bytes: 1024 * 1024, ..LogOptions::new(Durability::Fsync) };
-    let options = EmbeddedOptions { log, compact_above_bytes: u64::MAX };
+    let options = EmbeddedOptions {
+        log,
+        compact_above_bytes: u64::MAX,
+        ..EmbeddedOptions::new(Durability::Fsync)
+    };
     let signals = Arc::new(Signals::new());
     let store =
         EmbeddedStore::open_with(Arc::new(fs.clone()), dir.path(), options, signals).unwrap();
@@ -820,7 +828,8 @@ async fn a_key_whose_holder_is_deleted_before_it_is_read_back_creates_anew() {
 
     assert_eq!(cleanup.await.unwrap().unwrap(), vec![holder]);
     let created = create.await.unwrap().expect("the batch is answered, not failed");
-    let ids: Vec<TaskId> = created.iter().map(|created| created.task().id).collect();
+    let ids: Vec<TaskId> =
+        created.iter().map(|created| created.task().expect("stored").id).collect();
     assert_eq!(ids, asked, "the key is free again: its task is created");
     assert!(created.iter().all(|created| matches!(created, Created::New(_))), "{created:?}");
     for id in ids {
@@ -897,7 +906,8 @@ async fn a_claim_naming_a_command_twice_takes_each_task_once() {
 async fn compaction_settles_when_little_is_dead() {
     let dir = tempfile::tempdir().unwrap();
     let log = LogOptions { segment_bytes: 64 * 1024, ..LogOptions::new(Durability::Fsync) };
-    let options = EmbeddedOptions { log, compact_above_bytes: 0 };
+    let options =
+        EmbeddedOptions { log, compact_above_bytes: 0, ..EmbeddedOptions::new(Durability::Fsync) };
     let store =
         EmbeddedStore::open_with(Arc::new(RealFs), dir.path(), options, Arc::new(Signals::new()))
             .unwrap();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use codeq_core::lifecycle::Submission;
 use codeq_core::{ResultStatus, Task, TaskId, TaskStatus, Timestamp};
 use codeq_server::store::redis::{RedisStore, TimeSource};
-use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Created, Signals, Store};
+use codeq_server::store::{ClaimSpec, CommandFilter, Completion, Signals, Store};
 use redis::AsyncCommands;
 
 #[path = "support/redis_server.rs"]
@@ -49,12 +49,8 @@ async fn an_earlier_layout_is_moved_into_the_ids_sets_when_the_store_opens() {
     let store = RedisStore::connect(options.clone(), Arc::new(Signals::new())).await.unwrap();
     let now = Timestamp::now();
     let created = store.create((0..TASKS).map(|_| task(now)).collect()).await.unwrap();
-    let mut ids: Vec<TaskId> = created
-        .into_iter()
-        .map(|created| match created {
-            Created::New(task) | Created::Existing(task) => task.id,
-        })
-        .collect();
+    let mut ids: Vec<TaskId> =
+        created.into_iter().map(|created| created.task().expect("stored").id).collect();
     let spec = ClaimSpec {
         commands: CommandFilter::All,
         worker_id: "w1".into(),

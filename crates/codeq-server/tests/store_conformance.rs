@@ -17,8 +17,9 @@ use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
 use codeq_server::store::redis::{RedisStore, TimeSource};
 use codeq_server::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, DeadLetterFilter, Expiry, Fence,
-    LeaseEnd, Retried, Signals, Store, StoreError, TransitionError,
+    ClaimSpec, CommandFilter, Completed, Completion, Created, DEFAULT_MAX_COMMANDS,
+    DeadLetterFilter, Expiry, Fence, LeaseEnd, Retried, Signals, Store, StoreError,
+    TransitionError,
 };
 
 /// Opens a backend on state that survives reopening.
@@ -142,9 +143,7 @@ async fn create(store: &dyn Store, tasks: Vec<Task>) -> Vec<TaskId> {
         .await
         .unwrap()
         .into_iter()
-        .map(|c| match c {
-            Created::New(t) | Created::Existing(t) => t.id,
-        })
+        .map(|created| created.task().expect("stored").id)
         .collect()
 }
 
@@ -710,6 +709,39 @@ async fn a_result_is_kept_as_its_text_over_a_restart(h: &dyn Harness) {
     let store = h.open();
     let record = store.get_result(id).await.unwrap().unwrap();
     assert_eq!(record.result.as_ref().map(JsonText::as_str), Some(text));
+}
+
+async fn a_new_command_past_the_bound_is_refused_and_known_ones_are_not(h: &dyn Harness) {
+    let named = |n: usize| task(&format!("c{n}"), 0, at(0));
+    {
+        let store = h.open();
+        let below: Vec<Task> = (0..DEFAULT_MAX_COMMANDS - 1).map(named).collect();
+        assert_eq!(create(&*store, below).await.len(), DEFAULT_MAX_COMMANDS - 1);
+        // The last place goes to the first new command of the call; a
+        // second new one is refused, each item on its own.
+        let mut known = named(0);
+        known.idempotency_key = Some("k".into());
+        let call = vec![named(5_000), named(5_001), known.clone(), named(5_000)];
+        let created = store.create(call).await.unwrap();
+        assert!(matches!(created[0], Created::New(_)), "{:?}", created[0]);
+        assert_eq!(created[1], Created::TooManyCommands(DEFAULT_MAX_COMMANDS));
+        assert!(matches!(created[2], Created::New(_)), "a known command: {:?}", created[2]);
+        assert!(matches!(created[3], Created::New(_)), "the command just added: {:?}", created[3]);
+        // An idempotent repeat is answered whatever the bound.
+        let again = store.create(vec![known]).await.unwrap();
+        assert!(matches!(again[0], Created::Existing(_)), "{:?}", again[0]);
+        let paused = settings(true, None, None);
+        let refused = store.set_queue_settings(&command("other"), paused, at(1)).await;
+        assert!(matches!(refused, Err(StoreError::TooManyCommands(DEFAULT_MAX_COMMANDS))));
+        store.set_queue_settings(&command("c7"), paused, at(1)).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    let listed = store.all_queue_stats().await.unwrap();
+    assert_eq!(listed.len(), DEFAULT_MAX_COMMANDS, "nothing of a refused command is kept");
+    assert!(!listed.iter().any(|stats| ["c5001", "other"].contains(&stats.command.as_str())));
+    let created = store.create(vec![named(6_000)]).await.unwrap();
+    assert_eq!(created[0], Created::TooManyCommands(DEFAULT_MAX_COMMANDS), "over a restart too");
 }
 
 async fn every_command_ever_used_is_listed_after_cleanup_and_restart(h: &dyn Harness) {
@@ -1397,6 +1429,7 @@ macro_rules! conformance_suite {
                 state_survives_a_restart,
                 a_result_is_kept_as_its_text_over_a_restart,
                 every_command_ever_used_is_listed_after_cleanup_and_restart,
+                a_new_command_past_the_bound_is_refused_and_known_ones_are_not,
                 a_task_with_a_webhook_owes_one_callback_until_it_is_done,
                 dead_lettering_owes_a_callback,
                 owed_callbacks_survive_a_restart,

@@ -124,6 +124,10 @@ pub struct Config {
     pub max_payload_bytes: usize,
     /// `maxArtifactBytes`: the largest artifact; at least 1. Default 10 MiB.
     pub max_artifact_bytes: usize,
+    /// `maxCommands`: how many commands the storage knows at most (a task
+    /// or queue settings of one more are refused); at least 1. Default
+    /// 1000.
+    pub max_commands: usize,
     /// `identityServiceUrl`: base URL of the identity service issuing
     /// producer JWTs; sets the defaults of the next two. Default none.
     pub identity_service_url: Option<String>,
@@ -251,6 +255,7 @@ impl Default for Config {
             cleanup_interval_seconds: 3_600,
             max_payload_bytes: 1_048_576,
             max_artifact_bytes: 10_485_760,
+            max_commands: crate::store::DEFAULT_MAX_COMMANDS,
             identity_service_url: None,
             identity_jwks_url: None,
             identity_issuer: None,
@@ -548,6 +553,7 @@ impl Config {
             .value,
             max_payload_bytes: max_payload.value,
             max_artifact_bytes: max_artifact.value,
+            max_commands: pick(layer.max_commands, d.max_commands).value,
             identity_service_url: service,
             identity_jwks_url: value(jwks),
             identity_issuer: value(issuer),

@@ -126,6 +126,7 @@ config_keys! {
     cleanup_interval_seconds: u64 = "cleanupIntervalSeconds";
     max_payload_bytes: usize = "maxPayloadBytes" => value::positive;
     max_artifact_bytes: usize = "maxArtifactBytes" => value::positive;
+    max_commands: usize = "maxCommands" => value::positive;
     identity_service_url: String = "identityServiceUrl" ["IDENTITY_SERVICE_URL"] => value::http_url;
     identity_jwks_url: String = "identityJwksUrl" ["IDENTITY_JWKS_URL"] => value::http_url;
     identity_issuer: String = "identityIssuer" ["IDENTITY_ISSUER"] => value::no_whitespace;

@@ -162,6 +162,13 @@ impl From<StoreError> for ApiError {
                 "too many requests in flight; retry shortly",
                 RETRY_AFTER_BUSY_SECONDS,
             ),
+            StoreError::TooManyCommands(max) => Self::new(
+                StatusCode::CONFLICT,
+                "too_many_commands",
+                format!(
+                    "the server knows {max} commands, as many as maxCommands allows: a new command is refused (use one of the commands in use, or raise maxCommands)"
+                ),
+            ),
             StoreError::Corrupt(cause) => Self::internal(cause),
         }
     }

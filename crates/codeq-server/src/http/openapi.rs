@@ -1055,7 +1055,7 @@ pub enum WriteErrors {
     request_body = CreateTask,
     responses((status = 202, description = "The created task, or the holder of its idempotency key", body = Task,
             headers(("Idempotent-Replayed" = String, description = "`true` when the task was created earlier with this idempotency key"))),
-        (status = 409, description = "`idempotency_conflict`: the idempotency key is held by a task of another command", body = ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the idempotency key is held by a task of another command; `too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
         AuthErrors, BodyErrors, WriteErrors))]
 fn create_task() {}
 
@@ -1242,6 +1242,7 @@ fn get_settings() {}
     params(("command" = String, Path, description = "Command name")),
     request_body = QueueSettings,
     responses((status = 200, description = "The settings now in force", body = QueueSettings),
+        (status = 409, description = "`too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
         AuthErrors, BodyErrors, WriteErrors))]
 fn put_settings() {}
 
@@ -1250,6 +1251,7 @@ fn put_settings() {}
     request_body(content = Option<NoFields>, description = "None: a body is ignored"),
     responses((status = 200, description = "Paused; the settings now in force", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
+        (status = 409, description = "`too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
         AuthErrors, WriteErrors))]
 fn pause_queue() {}
 
@@ -1258,6 +1260,7 @@ fn pause_queue() {}
     request_body(content = Option<NoFields>, description = "None: a body is ignored"),
     responses((status = 200, description = "Resumed; the settings now in force", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
+        (status = 409, description = "`too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
         AuthErrors, WriteErrors))]
 fn resume_queue() {}
 

@@ -19,7 +19,7 @@ use crate::auth::PrincipalKind;
 use crate::service::artifacts::percent_encode;
 use crate::service::outbound::{Outbound, check_http_url};
 use crate::service::scheduler::{NewTask, Schedule};
-use crate::store::Created;
+use crate::store::{Created, StoreError};
 
 /// The longest `delaySeconds` accepted: ten years (a longer delay is a
 /// mistake, and a time beyond year 9999 has no RFC 3339 form).
@@ -174,6 +174,7 @@ pub async fn create(
     let (task, replayed) = match &created {
         Created::New(task) => (task, false),
         Created::Existing(task) => (check_repeat(task, &command)?, true),
+        Created::TooManyCommands(max) => return Err(StoreError::TooManyCommands(*max).into()),
     };
     let mut response = (StatusCode::ACCEPTED, Json(TaskView::seen_by(task, app.offset, &producer)))
         .into_response();
@@ -225,8 +226,10 @@ pub async fn create_batch(
     // store makes its own copies.
     let _budget = body.release();
     let created = app.scheduler.create(valid).await?;
-    let answer_bytes =
-        created.iter().map(|created| created.task().payload.len() * 9 / 8 + 512).sum();
+    let answer_bytes = created
+        .iter()
+        .map(|created| created.task().map_or(0, |task| task.payload.len()) * 9 / 8 + 512)
+        .sum();
     let mut created = created.iter().zip(&commands);
     let results = refusals
         .into_iter()
@@ -236,6 +239,9 @@ pub async fn create_batch(
                 None => match created.next() {
                     Some((Created::New(task), _)) => Ok(task),
                     Some((Created::Existing(task), command)) => check_repeat(task, command),
+                    Some((Created::TooManyCommands(max), _)) => {
+                        Err(StoreError::TooManyCommands(*max).into())
+                    }
                     None => Err(ApiError::internal("batch create lost an item")),
                 },
             };

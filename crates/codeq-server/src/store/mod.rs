@@ -73,6 +73,10 @@ pub struct CompletedAndNext {
     pub next: StoreResult<Vec<Task>>,
 }
 
+/// How many commands a store knows at most, unless configured otherwise
+/// (`maxCommands`).
+pub const DEFAULT_MAX_COMMANDS: usize = 1000;
+
 /// The outcome of creating one task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -80,13 +84,17 @@ pub enum Created {
     New(Task),
     /// A live task already held the idempotency key; nothing was created.
     Existing(Task),
+    /// Not stored: its command is new and the store knows as many commands
+    /// as it may (this many: `maxCommands`).
+    TooManyCommands(usize),
 }
 
 impl Created {
     /// The created task, or the one holding its idempotency key.
-    pub fn task(&self) -> &Task {
+    pub fn task(&self) -> Option<&Task> {
         match self {
-            Self::New(task) | Self::Existing(task) => task,
+            Self::New(task) | Self::Existing(task) => Some(task),
+            Self::TooManyCommands(_) => None,
         }
     }
 }
@@ -224,6 +232,10 @@ pub enum StoreError {
     /// Too many calls are in flight; nothing was done (retry shortly).
     #[error("too many requests in flight")]
     Busy,
+    /// The call names a new command and the store knows as many commands
+    /// as it may (the bound); nothing was done.
+    #[error("the store knows {0} commands, as many as it may (maxCommands)")]
+    TooManyCommands(usize),
     /// A stored record could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -399,3 +399,31 @@ async fn times_at_the_end_of_year_9999_are_refused_or_shown_in_any_offset() {
         }
     }
 }
+
+#[tokio::test]
+async fn commands_past_max_commands_are_refused_and_add_no_metric_series() {
+    let app = TestApp::spawn_with(|config| config.max_commands = 2, false).await;
+    app.create_simple("first").await;
+    app.create_simple("second").await;
+    let refused = app.post("/tasks", PRODUCER, json!({ "command": "third", "payload": {} })).await;
+    assert_eq!((refused.status, refused.code()), (409, "too_many_commands"), "{:?}", refused.body);
+    assert!(refused.str("error").contains("maxCommands"), "{:?}", refused.body);
+    let batch = json!({ "tasks": [
+        { "command": "third", "payload": {} },
+        { "command": "first", "payload": {} },
+    ] });
+    let results = app.post("/tasks/batch", PRODUCER, batch).await.body["results"].clone();
+    assert_eq!(results[0]["code"], "too_many_commands", "{results}");
+    assert_eq!(results[1]["task"]["command"], "first", "{results}");
+    let paused = app.post("/admin/queues/third/pause", ADMIN, json!({})).await;
+    assert_eq!((paused.status, paused.code()), (409, "too_many_commands"));
+    assert_eq!(app.post("/admin/queues/second/pause", ADMIN, json!({})).await.status, 200);
+    let queues = app.get("/admin/queues", ADMIN).await.body;
+    let names: Vec<&str> =
+        queues["queues"].as_array().unwrap().iter().filter_map(|q| q["command"].as_str()).collect();
+    assert_eq!(names, ["first", "second"], "{queues}");
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains(r#"command="second""#), "the scrape lists known commands");
+    assert!(!metrics.contains(r#"command="third""#), "a refused command has no series");
+}

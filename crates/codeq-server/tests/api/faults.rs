@@ -40,7 +40,11 @@ async fn spawn_with(fs: &FaultFs, options: EmbeddedOptions) -> (TestApp, Arc<Emb
 /// segments and compacts while it goes.
 fn rolling() -> EmbeddedOptions {
     let log = LogOptions { segment_bytes: 16 * 1024, ..LogOptions::new(Durability::Fsync) };
-    EmbeddedOptions { log, compact_above_bytes: 64 * 1024 }
+    EmbeddedOptions {
+        log,
+        compact_above_bytes: 64 * 1024,
+        ..EmbeddedOptions::new(Durability::Fsync)
+    }
 }
 
 /// Polls `condition` until it holds (60 s at most: a bound on a hang, not

@@ -157,6 +157,7 @@ impl RedisServer {
             prefix: "codeq".into(),
             time,
             threading: codeq_server::store::redis::Threading::Own,
+            max_commands: codeq_server::store::DEFAULT_MAX_COMMANDS,
         }
     }
 

@@ -52,9 +52,9 @@ use self::records::{Body, Callback, decode_result};
 use self::state::{DeadWindow, Subscribed, Tasks};
 use crate::config::Durability;
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created, DeadLetterFilter,
-    DeadLetterKey, DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals,
-    Store, StoreError, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created,
+    DEFAULT_MAX_COMMANDS, DeadLetterFilter, DeadLetterKey, DueCallback, Expired, Expiry, Fence,
+    LeaseEnd, OwedCallback, Retried, Signals, Store, StoreError, StoreResult, TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -65,12 +65,19 @@ pub struct EmbeddedOptions {
     /// The journal is compacted once it is larger than this and than
     /// twice its live records.
     pub compact_above_bytes: u64,
+    /// How many commands the store knows at most: a task or settings of
+    /// one more are refused.
+    pub max_commands: usize,
 }
 
 impl EmbeddedOptions {
     /// Defaults for `durability`.
     pub fn new(durability: Durability) -> Self {
-        Self { log: LogOptions::new(durability), compact_above_bytes: 64 * 1024 * 1024 }
+        Self {
+            log: LogOptions::new(durability),
+            compact_above_bytes: 64 * 1024 * 1024,
+            max_commands: DEFAULT_MAX_COMMANDS,
+        }
     }
 }
 
@@ -501,6 +508,7 @@ pub struct CheckReport {
 enum Planned {
     New(Task),
     Existing(TaskId, Task),
+    TooManyCommands,
 }
 
 /// How many times a create is planned again when key holders it found
@@ -514,6 +522,7 @@ impl EmbeddedStore {
         let now = tasks.first().map_or_else(Timestamp::now, |task| task.created_at);
         // Room for every body: a batch of large payloads is encoded once.
         let bytes = tasks.iter().map(|task| task.payload.len() + 256).sum();
+        let max_commands = self.options.max_commands;
         let done = self
             .transact_sized(now, bytes, |live, plan| {
                 let mut keys = std::collections::HashMap::new();
@@ -527,6 +536,10 @@ impl EmbeddedStore {
                             plan.observe(entry.seq);
                         }
                         planned.push(Planned::Existing(holder, task));
+                        continue;
+                    }
+                    if !plan.may_know(live, &task.command, max_commands) {
+                        planned.push(Planned::TooManyCommands);
                         continue;
                     }
                     if let Some(key) = key {
@@ -559,6 +572,9 @@ impl Store for EmbeddedStore {
             for (at, planned) in at.into_iter().zip(planned) {
                 created[at] = match planned {
                     Planned::New(task) => Some(Created::New(task)),
+                    Planned::TooManyCommands => {
+                        Some(Created::TooManyCommands(self.options.max_commands))
+                    }
                     Planned::Existing(holder, task) => match self.get_task(holder).await? {
                         Some(holder) => Some(Created::Existing(holder)),
                         None => {
@@ -893,9 +909,15 @@ impl Store for EmbeddedStore {
         settings: QueueSettings,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.transact(now, |live, plan| plan.set_settings(live, command, settings))
-            .await
-            .map(|_| ())
+        let max_commands = self.options.max_commands;
+        self.transact(now, |live, plan| {
+            if !plan.may_know(live, command, max_commands) {
+                return Err(StoreError::TooManyCommands(max_commands));
+            }
+            plan.set_settings(live, command, settings)
+        })
+        .await
+        .map(|_| ())
     }
 
     fn next_claimable_at(&self, filter: &CommandFilter, now: Timestamp) -> Option<Timestamp> {

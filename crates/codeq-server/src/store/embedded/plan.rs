@@ -140,6 +140,15 @@ impl Plan {
         self.know(tasks, &task.command)
     }
 
+    /// True when a task or settings of `command` may be planned while the
+    /// store knows `max` commands at most: it is known, or new in this plan
+    /// already, or there is room for one more.
+    pub fn may_know(&self, tasks: &Tasks, command: &Command, max: usize) -> bool {
+        tasks.knows(command)
+            || self.new_commands.contains(command)
+            || tasks.command_count() + self.new_commands.len() < max
+    }
+
     /// Plans the record of `command` when it was never used.
     fn know(&mut self, tasks: &Tasks, command: &Command) -> StoreResult<()> {
         if !tasks.knows(command) && self.new_commands.insert(command.clone()) {

@@ -610,6 +610,11 @@ impl Tasks {
         self.command_record(command).is_some()
     }
 
+    /// How many commands are known.
+    pub fn command_count(&self) -> usize {
+        self.commands.names.len()
+    }
+
     /// Remembers a command ever used, and where its record lies.
     pub fn add_command(&mut self, command: &Command, record: Location) {
         let number = self.commands.intern(command);

@@ -57,9 +57,9 @@ use self::link::Link;
 use self::reply::{Fields, Reply};
 use self::scripts::{Args, Scripts};
 use crate::store::{
-    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created, DeadLetterFilter,
-    DeadLetterKey, DueCallback, Expired, Expiry, Fence, LeaseEnd, OwedCallback, Retried, Signals,
-    Store, StoreError, StoreResult, TransitionError,
+    ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created,
+    DEFAULT_MAX_COMMANDS, DeadLetterFilter, DeadLetterKey, DueCallback, Expired, Expiry, Fence,
+    LeaseEnd, OwedCallback, Retried, Signals, Store, StoreError, StoreResult, TransitionError,
 };
 
 /// Whose clock the scripts use.
@@ -103,6 +103,9 @@ pub struct RedisOptions {
     pub time: TimeSource,
     /// Where the store's own tasks run.
     pub threading: Threading,
+    /// How many commands the store knows at most: a task or settings of
+    /// one more are refused.
+    pub max_commands: usize,
 }
 
 impl RedisOptions {
@@ -122,6 +125,7 @@ impl RedisOptions {
             prefix: prefix.to_string(),
             time: TimeSource::Redis,
             threading: Threading::Own,
+            max_commands: DEFAULT_MAX_COMMANDS,
         }
     }
 
@@ -198,6 +202,10 @@ struct Hold {
 /// as soon (`metrics.rs`).
 const UNANSWERED_NOT_READY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What `create` answers for a task it refused because its command would
+/// be one more than the store may know.
+const REFUSED_FOR_COMMANDS: &str = "!";
+
 /// Bounds the commands remembered for `command_of`.
 const COMMANDS_REMEMBERED: usize = 100_000;
 
@@ -217,6 +225,7 @@ pub struct RedisStore {
     /// This replica's id on the events channel.
     origin: String,
     time: TimeSource,
+    max_commands: usize,
     signals: Arc<Signals>,
     hints: Mutex<Hints>,
     /// Ends the background loops (the listener, the safety poll, the
@@ -274,6 +283,7 @@ impl RedisStore {
             prefix: options.prefix.clone(),
             origin: Uuid::now_v7().simple().to_string(),
             time: options.time,
+            max_commands: options.max_commands,
             signals,
             hints: Mutex::new(Hints::default()),
             stop: CancellationToken::new(),
@@ -581,8 +591,9 @@ fn shifted(mut task: Task, shift: i64) -> Task {
     task
 }
 
-fn create_args(tasks: &[Task]) -> Args {
+fn create_args(max_commands: usize, tasks: &[Task]) -> Args {
     let mut args = Args::new();
+    args.num(max_commands);
     for task in tasks {
         args.text(&task.id.to_string())
             .text(task.command.as_str())
@@ -934,8 +945,12 @@ impl Store for RedisStore {
             .text(if settings.paused { "1" } else { "0" })
             .opt(settings.max_in_flight)
             .opt(settings.rate_per_second)
-            .opt(settings.burst);
-        self.call(&self.scripts.settings, Clock::Store, now, &args).await?;
+            .opt(settings.burst)
+            .num(self.max_commands);
+        let reply = self.call(&self.scripts.settings, Clock::Store, now, &args).await?;
+        if reply.get("refused") == &serde_json::Value::Bool(true) {
+            return Err(StoreError::TooManyCommands(self.max_commands));
+        }
         Ok(())
     }
 
@@ -1197,8 +1212,8 @@ impl RedisStore {
     /// moments on this replica's clock, moved to Redis's by the difference
     /// of the two clocks at `now`).
     async fn create_now(&self, tasks: Vec<Task>, now: Timestamp) -> StoreResult<Vec<Created>> {
-        let reply =
-            self.call(&self.scripts.create, Clock::Store, now, &create_args(&tasks)).await?;
+        let args = create_args(self.max_commands, &tasks);
+        let reply = self.call(&self.scripts.create, Clock::Store, now, &args).await?;
         let shift = reply.shift();
         let mut holders = reply.hashes.iter();
         let made = reply.list("made");
@@ -1206,6 +1221,9 @@ impl RedisStore {
         for (task, outcome) in tasks.into_iter().zip(made) {
             match outcome.as_str().filter(|holder| !holder.is_empty()) {
                 None => created.push(Created::New(shifted(task, shift))),
+                Some(REFUSED_FOR_COMMANDS) => {
+                    created.push(Created::TooManyCommands(self.max_commands));
+                }
                 Some(holder) => {
                     let id = reply::task_id(&serde_json::Value::from(holder))?;
                     let fields = holders

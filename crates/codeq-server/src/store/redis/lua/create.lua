@@ -1,10 +1,25 @@
 -- create: stores new tasks, in order; a task whose idempotency key a live
--- task holds is not stored and the holder is returned instead.
--- ARGV per task (11): id, command, payload, priority, webhook?, maxAttempts,
--- idempotencyKey?, runAt?, createdAt, createdBy, visibleAt. Times are
--- moments on the caller's clock (rebased by at()).
+-- task holds is not stored and the holder is returned instead, and a task
+-- of a new command is refused ('!') when the commands known number
+-- maxCommands already.
+-- ARGV: maxCommands, then per task (11): id, command, payload, priority,
+-- webhook?, maxAttempts, idempotencyKey?, runAt?, createdAt, createdBy,
+-- visibleAt. Times are moments on the caller's clock (rebased by at()).
 local made, holders, batch_keys, known = {}, {}, {}, {}
-for i = FIRST, #ARGV, 11 do
+local max_commands, count = tonumber(ARGV[FIRST]), nil
+-- True when command c is known, or is added as a new one within the bound.
+local function admit(c)
+  if known[c] then return true end
+  if redis.call('SISMEMBER', K_COMMANDS, c) == 0 then
+    count = count or redis.call('SCARD', K_COMMANDS)
+    if count >= max_commands then return false end
+    count = count + 1
+    redis.call('SADD', K_COMMANDS, c)
+  end
+  known[c] = true
+  return true
+end
+for i = FIRST + 1, #ARGV, 11 do
   local id, c = ARGV[i], ARGV[i + 1]
   local hook, key, run_at = optarg(ARGV[i + 4]), optarg(ARGV[i + 6]), optarg(ARGV[i + 7])
   local holder = key and (batch_keys[key] or redis.call('HGET', K_IDEM, key))
@@ -12,6 +27,8 @@ for i = FIRST, #ARGV, 11 do
     made[#made + 1] = holder
     local where = redis.call('HGET', K_WHERE, holder)
     holders[#holders + 1] = redis.call('HGETALL', tk(where, holder))
+  elseif not admit(c) then
+    made[#made + 1] = '!'
   else
     made[#made + 1] = ''
     local created, visible = int(at(ARGV[i + 8])), at(ARGV[i + 10])
@@ -30,7 +47,6 @@ for i = FIRST, #ARGV, 11 do
     redis.call('HSET', task, unpack(fields))
     redis.call('HSET', K_WHERE, id, c)
     redis.call('ZADD', qk(c, 'ids'), '0', id)
-    if not known[c] then redis.call('SADD', K_COMMANDS, c); known[c] = true end
     index({ id = id, cmd = c, status = 'PENDING', visible = visible,
       priority = tonumber(ARGV[i + 3]) })
   end

@@ -1,8 +1,15 @@
 -- settings: replaces a command's pause and flow limits (the command is
 -- listed from then on); the rate limit starts with a full bucket, and
 -- parked claims are woken.
--- ARGV: command, paused ('1'/'0'), maxInFlight?, ratePerSecond?, burst?.
+-- Refused ({refused = true}, nothing changed) for a new command when the
+-- commands known number maxCommands already.
+-- ARGV: command, paused ('1'/'0'), maxInFlight?, ratePerSecond?, burst?,
+-- maxCommands.
 local c = ARGV[FIRST]
+if redis.call('SISMEMBER', K_COMMANDS, c) == 0
+    and redis.call('SCARD', K_COMMANDS) >= tonumber(ARGV[FIRST + 5]) then
+  return emit({ refused = true })
+end
 local key = qk(c, 'q')
 local set, del = { 'paused', ARGV[FIRST + 1] }, {}
 for i, name in ipairs({ 'mif', 'rate', 'burst' }) do
