@@ -30,7 +30,9 @@ pub async fn cleanup(
     Ok(deleted.len())
 }
 
-/// Runs automatic cleanup every `interval` until `shutdown` fires.
+/// Runs automatic cleanup at once and then every `interval`, until
+/// `shutdown` fires. The pass at start is what applies retention on a
+/// server restarted more often than `interval` (deploys, a crash loop).
 pub async fn run(
     store: Arc<dyn Store>,
     artifacts: Arc<Artifacts>,
@@ -41,10 +43,6 @@ pub async fn run(
 ) {
     const BATCH: usize = 1000;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = shutdown.cancelled() => return,
-        }
         loop {
             match cleanup(store.as_ref(), &artifacts, retention_seconds, now(), BATCH).await {
                 Ok(deleted) if deleted == BATCH => continue,
@@ -57,6 +55,10 @@ pub async fn run(
                     break;
                 }
             }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

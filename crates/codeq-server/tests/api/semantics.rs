@@ -346,6 +346,31 @@ async fn cleanup_deletes_old_terminal_tasks_and_keeps_pending_and_in_progress_on
 }
 
 #[tokio::test]
+async fn a_restart_runs_a_cleanup_pass_without_waiting_a_whole_interval() {
+    // A server restarted more often than its cleanup interval (deploys, a
+    // crash loop) must still apply retention.
+    let hourly = |config: &mut codeq_server::config::Config| {
+        config.retention_seconds = 0;
+        config.cleanup_interval_seconds = 3_600;
+    };
+    let app = TestApp::spawn_with(hourly, false).await;
+    let done = app.create_simple("hourly-gc").await;
+    app.claim_ok(WORKER, &["hourly-gc"]).await;
+    let path = format!("/tasks/{done}/result");
+    app.post(&path, WORKER, json!({ "status": "COMPLETED", "result": {} })).await;
+    assert_eq!(app.get(&format!("/tasks/{done}"), PRODUCER).await.status, 200);
+    let dir = app.stop().await;
+    let mut config = TestApp::config(dir.path());
+    hourly(&mut config);
+    let app = TestApp::start(config, dir, false).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.get(&format!("/tasks/{done}"), PRODUCER).await.status != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "no cleanup pass after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn state_survives_a_graceful_restart() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("restart").await;
