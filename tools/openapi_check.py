@@ -189,7 +189,8 @@ class Answers:
     def schema_check(self, schema: dict, value, what: str) -> None:
         # The document's components at the root, so `#/components/...` resolves.
         rooted = {**schema, "components": self.document["components"]}
-        errors = sorted(Draft202012Validator(rooted).iter_errors(value), key=str)
+        checker = Draft202012Validator.FORMAT_CHECKER  # date-time, uuid, ...
+        errors = sorted(Draft202012Validator(rooted, format_checker=checker).iter_errors(value), key=str)
         assert not errors, f"{what}: {errors[0].message} at {list(errors[0].absolute_path)}: {value!r}"
 
     def call(self, method: str, template: str, status: int, *, token="producer", path=None,
@@ -290,6 +291,13 @@ def check_answers(base: str, document: dict, credentials: dict) -> None:
                              {"taskId": unknown, "status": "FAILED", "error": "x"}]})
     a.call("POST", "/v1/codeq/tasks/claim", 204, token="worker", body={**claim, "commands": ["EMPTY"]})
     a.call("POST", "/v1/codeq/tasks/claim/batch", 204, token="worker", body={"commands": ["EMPTY"], "count": 2})
+
+    # A webhook with credentials and a secret query, as the worker that
+    # claims its task sees it: the origin only.
+    hooked = {"command": "HOOKED", "payload": {}, "webhook": "http://user:pw@127.0.0.1:9/hook?token=1"}
+    a.call("POST", task, 202, body=hooked)
+    shown = a.call("POST", "/v1/codeq/tasks/claim", 200, token="worker", body={**claim, "commands": ["HOOKED"]})
+    assert shown["webhook"] == "http://127.0.0.1:9/…", shown["webhook"]
 
     # Cancels.
     later = a.call("POST", task, 202, body={"command": command, "payload": {}, "delaySeconds": 600})

@@ -209,9 +209,10 @@ pub struct Task {
     /// 0..9, higher is claimed first.
     #[schema(minimum = 0, maximum = 9)]
     priority: u8,
-    /// Result callback URL; credentials in it are shown as `***@`, and a
-    /// caller other than the task's producer and admins sees its origin only.
-    #[schema(format = "uri")]
+    /// Result callback URL as given (any http(s) URL with a host and no
+    /// whitespace, so not always RFC 3986); credentials in it are shown as
+    /// `***@`, and a caller other than the task's producer and admins sees
+    /// its origin only, followed by `/…`.
     webhook: Option<String>,
     /// Life-cycle status.
     status: TaskStatus,
@@ -262,8 +263,8 @@ pub struct CreateTask {
     /// 1..1000; default `maxAttemptsDefault`.
     #[schema(minimum = 1, maximum = 1000)]
     max_attempts: Option<u32>,
-    /// Absolute http(s) URL; `user:password@` in it is sent as Basic auth.
-    #[schema(format = "uri")]
+    /// Absolute http(s) URL with a host and no whitespace (stored as
+    /// given); `user:password@` in it is sent as Basic auth.
     webhook: Option<String>,
     /// A repeat while the task exists returns it (`Idempotent-Replayed: true`).
     #[schema(min_length = 1, max_length = 256)]
@@ -456,8 +457,7 @@ pub struct ArtifactUpload {
     /// A plain file name (no `/`, `\`, NUL, not `.` or `..`, ≤ 255 bytes),
     /// unique among the result's artifacts.
     name: String,
-    /// http(s) URL, stored as given.
-    #[schema(format = "uri")]
+    /// Absolute http(s) URL with a host and no whitespace, stored as given.
     url: Option<String>,
     /// Base64 bytes, at most `maxArtifactBytes` decoded.
     content_base64: Option<String>,
@@ -1096,7 +1096,8 @@ fn get_task() {}
     responses((status = 200, description = "The stored bytes, in the artifact's own content type \
             (`application/octet-stream` when it has none)",
             content((inline(Binary) = "application/octet-stream"), (inline(Binary) = "*/*")),
-            headers(("Content-Disposition" = String, description = "`attachment`, with the file name"))),
+            headers(("Content-Disposition" = String, description = "`attachment`, with the file name"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"))),
         AuthErrors, TaskNotFound, ServerErrors))]
 fn get_artifact() {}
 
