@@ -1011,3 +1011,72 @@ async fn creates_sent_at_once_to_two_replicas_pass_the_subscription_bound_by_one
     assert!((100..=102).contains(&stored), "{stored} stored, {refused} refused");
     assert_eq!(stored + refused, 140);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaper_that_redis_refuses_tries_again_a_second_later_not_at_once() {
+    let Some(redis) = RedisServer::start() else { return };
+    let replica = Replica::start(&redis, &[]);
+    let http = http();
+    let body = json!({ "command": "spin", "payload": {} });
+    assert_eq!(post(&http, &replica.url("/tasks"), PRODUCER, body).await.0, 202);
+    let claim = json!({ "commands": ["spin"], "leaseSeconds": 1 });
+    let (status, task) = post(&http, &replica.url("/tasks/claim"), WORKER, claim.clone()).await;
+    assert_eq!(status, 200, "{task}");
+    // Every write refused from now on: the ended lease cannot be expired,
+    // and its deadline stays in the past.
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "+OK");
+    // Scripts called so far (the replica's calls are all scripts).
+    let scripts = || {
+        let stats = redis.info_field("commandstats", "cmdstat_evalsha").unwrap_or_default();
+        let calls = stats.split(',').find_map(|field| field.strip_prefix("calls="));
+        calls.map_or(0, |calls| calls.parse::<u64>().unwrap())
+    };
+    let errors =
+        || redis.info_field("stats", "total_error_replies").unwrap().parse::<u64>().unwrap();
+    let errors_before = errors();
+    wait_for(Duration::from_secs(10), "a refused reaper pass", || async {
+        errors() > errors_before
+    })
+    .await;
+    let calls_before = scripts();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the window counted
+    let calls = scripts() - calls_before;
+    assert!(calls < 30, "{calls} script calls in 2 s of refusals");
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "+OK");
+    wait_for(Duration::from_secs(10), "the lease expired once Redis takes writes", || {
+        let (http, url, claim) = (&http, replica.url("/tasks/claim"), claim.clone());
+        async move { post(http, &url, WORKER, claim).await.0 == 200 }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_redis_refuses_writes_is_not_ready_until_they_pass_again() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(primary) = RedisServer::start() else { return };
+    let replica = Replica::start(&redis, &[]);
+    let http = http();
+    assert_eq!(replica.ready_status(&http).await, 200);
+    // Made a read-only replica of another Redis, as after a failover to a
+    // node the replica's address no longer points at.
+    let (host, port) =
+        primary.addr().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    assert_eq!(redis.command(&["REPLICAOF", &host, &port]), "+OK");
+    let create = || {
+        let (http, url) = (http.clone(), replica.url("/tasks"));
+        async move { post(&http, &url, PRODUCER, json!({ "command": "ro", "payload": {} })).await }
+    };
+    wait_for(Duration::from_secs(10), "a create refused by the read-only Redis", || async {
+        let (status, body) = create().await;
+        assert!([202, 503].contains(&status), "{status} {body}");
+        status == 503
+    })
+    .await;
+    assert_eq!(replica.ready_status(&http).await, 503, "ready right after a refused call");
+    assert_eq!(redis.command(&["REPLICAOF", "NO", "ONE"]), "+OK");
+    wait_for(Duration::from_secs(10), "the replica to be ready again", || async {
+        replica.ready_status(&http).await == 200
+    })
+    .await;
+    assert_eq!(create().await.0, 202);
+}

@@ -49,7 +49,14 @@ pub async fn run(
                 } else {
                     tracing::warn!(%error, "reaper pass failed (again at debug until one works)");
                 }
-                clock.now().plus_millis(ERROR_BACKOFF.as_millis() as i64)
+                // The full pause, whatever deadlines are due: a deadline
+                // already past (the lease the pass could not expire) would
+                // wake it at once, a pass after a pass.
+                let retry_at = clock.now().plus_millis(ERROR_BACKOFF.as_millis() as i64);
+                tokio::select! {
+                    () = clock.sleep_until(retry_at) => continue,
+                    () = shutdown.cancelled() => return,
+                }
             }
         };
         let wake_at = store.next_deadline().map_or(idle_until, |deadline| deadline.min(idle_until));

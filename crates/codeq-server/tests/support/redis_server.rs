@@ -221,6 +221,24 @@ impl RedisServer {
         let read = stream.read(&mut answer).expect("Redis answers");
         String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or_default().to_string()
     }
+
+    /// The value of `field` in `INFO section` (`total_error_replies` of
+    /// `stats`, say), or `None` when it is not there.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr()).expect("redis-server answers");
+        let request = format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len());
+        stream.write_all(request.as_bytes()).expect("the command is sent");
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        reader.read_line(&mut head).expect("Redis answers");
+        let length: usize = head.trim().trim_start_matches('$').parse().expect("a bulk answer");
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the whole answer");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        body.lines()
+            .find_map(|line| Some(line.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
+    }
 }
 
 impl Drop for RedisServer {

@@ -26,6 +26,9 @@ use crate::store::StoreError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one call may wait for its answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one warning of refused calls in this long (a Redis that takes
+/// reads and refuses writes answers and refuses in turn).
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
 /// The first and the longest wait between two connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// At most a second: a Redis back from an outage is in use again within
@@ -65,6 +68,11 @@ struct Waiting {
     answered_at: std::time::Instant,
     /// Redis's last answer was a refusal (it logs once per streak).
     refused: bool,
+    /// When a refusal was last warned of.
+    warned_at: Option<std::time::Instant>,
+    /// The last refusal that was no lack of memory (a Redis loading its
+    /// data, a read-only replica), and when.
+    unavailable: Option<(std::time::Instant, String)>,
 }
 
 /// One call's place among the [`Waiting`] ones, while it lives.
@@ -110,12 +118,25 @@ impl Lease {
         waiting.refused = false;
     }
 
-    /// Redis refused this lease's call; true for the first refusal since a
-    /// call was answered.
+    /// Redis refused this lease's call; true (warn of it) for the first
+    /// refusal since a call was answered, unless one was warned of less
+    /// than [`REFUSAL_WARN_EVERY`] ago.
     fn refused(&self) -> bool {
         let mut waiting = self.call.waiting();
-        waiting.answered_at = std::time::Instant::now();
-        !std::mem::replace(&mut waiting.refused, true)
+        let now = std::time::Instant::now();
+        waiting.answered_at = now;
+        let first = !std::mem::replace(&mut waiting.refused, true);
+        let quiet = waiting.warned_at.is_none_or(|at| now - at >= REFUSAL_WARN_EVERY);
+        if first && quiet {
+            waiting.warned_at = Some(now);
+        }
+        first && quiet
+    }
+
+    /// Redis refused this lease's call for a reason other than memory.
+    fn unavailable(&self, error: &RedisError) {
+        let mut waiting = self.call.waiting();
+        waiting.unavailable = Some((std::time::Instant::now(), error.to_string()));
     }
 }
 
@@ -139,6 +160,8 @@ impl Link {
                 calls: 0,
                 answered_at: std::time::Instant::now(),
                 refused: false,
+                warned_at: None,
+                unavailable: None,
             })),
             policy_unreadable_said: AtomicBool::new(false),
         }
@@ -163,6 +186,14 @@ impl Link {
     pub fn unanswered_for(&self) -> Option<Duration> {
         let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         (waiting.calls > 0).then(|| waiting.answered_at.elapsed())
+    }
+
+    /// Why Redis refused a call less than `within` ago for a reason other
+    /// than memory (loading its data, read-only), when it did.
+    pub fn refused_within(&self, within: Duration) -> Option<String> {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, why) = waiting.unavailable.as_ref()?;
+        (at.elapsed() < within).then(|| why.clone())
     }
 
     /// Why Redis is unreachable, when it is.
@@ -321,15 +352,17 @@ impl Link {
         // did none of this call's: full, as a full disk is (507).
         if error.code() == Some("OOM") || error.to_string().contains("OOM command not allowed") {
             if lease.refused() {
-                tracing::warn!(%error, "Redis is out of memory: writes are refused until it has room (more at debug)");
+                tracing::warn!(%error, "Redis is out of memory: writes are refused until it has room (more at debug, a warning a minute at most)");
             }
             return StoreError::DiskFull(format!("Redis is out of memory: {error}"));
         }
-        // LOADING (a restarted Redis reading its AOF), a script error:
-        // the call did nothing; the caller answers 503. Logged once a
-        // streak: a Redis loading its AOF refuses every call for a while.
+        // LOADING (a restarted Redis reading its AOF), READONLY (a
+        // replica), a script error: the call did nothing; the caller
+        // answers 503, and the replica is not ready for a while. Logged
+        // once a streak: a Redis loading its AOF refuses every call.
+        lease.unavailable(&error);
         if lease.refused() {
-            tracing::warn!(%error, "Redis refused a call (more refusals at debug until one is answered)");
+            tracing::warn!(%error, "Redis refused a call (more refusals at debug, a warning a minute at most)");
         } else {
             tracing::debug!(%error, "Redis refused a call");
         }

@@ -1116,11 +1116,18 @@ impl Store for RedisStore {
                 self.link.down_because()
             )));
         }
-        match self.link.unanswered_for().filter(|waited| *waited >= UNANSWERED_NOT_READY) {
-            Some(waited) => Err(StoreError::Unavailable(format!(
+        if let Some(waited) =
+            self.link.unanswered_for().filter(|waited| *waited >= UNANSWERED_NOT_READY)
+        {
+            return Err(StoreError::Unavailable(format!(
                 "Redis has answered no call for {:.1} s",
                 waited.as_secs_f64()
-            ))),
+            )));
+        }
+        // Loading its data or read-only: calls are refused (the reaper's
+        // pass each second keeps this fresh while it lasts).
+        match self.link.refused_within(UNANSWERED_NOT_READY) {
+            Some(why) => Err(StoreError::Unavailable(format!("Redis refuses calls: {why}"))),
             None => Ok(()),
         }
     }
