@@ -363,13 +363,14 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 async fn a_round_cut_short_by_a_full_disk_leaves_none_of_its_changes() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
+    fs.refuse_creating(SPARE_NAME); // no other sync at the gate
     let (acknowledged, refused) = {
         let store = open_on(&fs, dir.path()).unwrap();
         fs.close_gate();
         let first = task(0);
         let acknowledged = first.id;
         let first = spawn_create(&store, first);
-        wait_until("the first round waits for its fsync", || store.durability_waiters() == 1).await;
+        wait_until("the first round waits for its fsync", || fs.syncs_waiting() == 1).await;
         // Two creates queue behind it, for the next round's one write; the
         // disk fills inside the second's frame, after the whole first.
         let small = task(1);
@@ -422,7 +423,9 @@ async fn a_round_that_fills_the_disk_in_its_second_segment_answers_its_first_as_
         let store = open_on(&fs, dir.path()).unwrap();
         fs.close_gate();
         let first = spawn_create(&store, task(0));
-        wait_until("the first round waits for its fsync", || store.durability_waiters() == 1).await;
+        // At the gate (queued is not enough: a round not yet taken would
+        // take the next creates with it).
+        wait_until("the first round waits for its fsync", || fs.syncs_waiting() == 1).await;
         // The next round: two large frames in this 8 KiB segment, its
         // seal, then a third in the next segment, where the disk fills.
         let queued: Vec<Task> = (1..=3).map(large).collect();
