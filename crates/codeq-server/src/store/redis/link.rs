@@ -26,6 +26,11 @@ use crate::store::StoreError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one call may wait for its answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redis's error codes for a state in which it refuses every write for a
+/// while: loading its data, a read-only replica, a replica cut off from
+/// its primary, a script running too long.
+const REFUSING_STATES: [&str; 4] = ["LOADING", "READONLY", "MASTERDOWN", "BUSY"];
+
 /// At most one warning of refused calls in this long (a Redis that takes
 /// reads and refuses writes answers and refuses in turn).
 const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -357,10 +362,13 @@ impl Link {
             return StoreError::DiskFull(format!("Redis is out of memory: {error}"));
         }
         // LOADING (a restarted Redis reading its AOF), READONLY (a
-        // replica), a script error: the call did nothing; the caller
-        // answers 503, and the replica is not ready for a while. Logged
-        // once a streak: a Redis loading its AOF refuses every call.
-        lease.unavailable(&error);
+        // replica), a script error, a right the user lacks: the call did
+        // nothing; the caller answers 503. The states that refuse every
+        // write for a while also make the replica not ready. Logged once a
+        // streak: a Redis loading its AOF refuses every call.
+        if error.code().is_some_and(|code| REFUSING_STATES.contains(&code)) {
+            lease.unavailable(&error);
+        }
         if lease.refused() {
             tracing::warn!(%error, "Redis refused a call (more refusals at debug, a warning a minute at most)");
         } else {
