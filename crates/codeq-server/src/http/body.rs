@@ -6,15 +6,23 @@
 //! A body is refused before any byte of it is kept when its declared
 //! `Content-Length` is over the route's limit (413 `body_too_large`; a
 //! client that sent `Expect: 100-continue` gets the 413 instead of `100
-//! Continue`), or when the shared budget cannot hold that length (503
-//! `overloaded` with `Retry-After`). A refused body of at most
-//! [`DRAIN_MAX_BYTES`] is read and dropped first, for a few seconds at
-//! most and a few bodies at a time: most clients send the whole body
-//! before they read the answer, and closing the connection under them
-//! loses the 413 to a broken pipe. A body sent without a length
-//! reserves budget as it grows. The bytes land in one buffer of the
-//! declared size, and handlers parse JSON borrowing from that buffer, so a
-//! request holds about one copy of its body.
+//! Continue`). A refused body of at most [`DRAIN_MAX_BYTES`] is read and
+//! dropped first, for a few seconds at most and a few bodies at a time:
+//! most clients send the whole body before they read the answer, and
+//! closing the connection under them loses the 413 to a broken pipe.
+//!
+//! A body reserves the shared budget as it arrives (its first
+//! [`ENVELOPE_BYTES`] at once, then in doubling steps up to its declared
+//! length), never for bytes it has only promised: a `Content-Length` of a
+//! gigabyte sent a byte at a time would otherwise hold the budget, and
+//! stop every other body, for as long as it is allowed to take. When the
+//! budget cannot grow, the request gets 503 `overloaded` with
+//! `Retry-After`. And a body must keep up an average of
+//! `bodyMinBytesPerSecond` from its start, after a grace of
+//! `bodyReadTimeoutSeconds`, not only over its whole length. The bytes
+//! land in one buffer that grows with the reservation, and handlers parse
+//! JSON borrowing from that buffer, so a request holds about one copy of
+//! its body.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -166,8 +174,16 @@ pub struct BodyReading {
 impl BodyReading {
     /// When a body of `length` bytes must have arrived, if it starts now.
     fn deadline(&self, length: u64) -> Instant {
-        let transfer = Duration::from_secs(length / self.min_bytes_per_second.max(1));
-        later(self.pause.saturating_add(transfer))
+        self.on_time_until(Instant::now(), length)
+    }
+
+    /// Until when a body that started at `start` is on time with
+    /// `received` bytes: the grace, then `bodyMinBytesPerSecond` on average.
+    fn on_time_until(&self, start: Instant, received: u64) -> Instant {
+        let micros =
+            u128::from(received) * 1_000_000 / u128::from(self.min_bytes_per_second.max(1));
+        let transfer = Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX));
+        after(start, self.pause.saturating_add(transfer))
     }
 
     /// Reads `body` under `limit` bytes, within the budget and in time.
@@ -181,29 +197,29 @@ impl BodyReading {
     ) -> Result<Body, ApiError> {
         let limit = limit as u64;
         let declared = body.size_hint().exact();
-        let mut reservation = Reservation::default();
-        if let Some(length) = declared {
-            if length > limit {
-                if !expects_continue && length <= DRAIN_MAX_BYTES {
-                    self.drain(body, length).await;
-                }
-                return Err(too_large(Some(length), limit));
+        if let Some(length) = declared.filter(|length| *length > limit) {
+            if !expects_continue && length <= DRAIN_MAX_BYTES {
+                self.drain(body, length).await;
             }
-            if !reservation.grow_to(&self.budget, length) {
-                return Err(busy());
-            }
+            return Err(too_large(Some(length), limit));
         }
-        let deadline = self.deadline(declared.unwrap_or(limit));
-        // The declared length is within the limit and reserved, so the
-        // buffer is allocated once, at its final size.
-        let mut buffer = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+        // At most this many bytes can come (the declared length is within
+        // the limit).
+        let most = declared.unwrap_or(limit);
+        let mut reservation = Reservation::default();
+        let mut buffer = Vec::new();
+        if !reserve(&mut reservation, &mut buffer, &self.budget, 0, most) {
+            return Err(busy());
+        }
+        let start = Instant::now();
         loop {
             // What has already arrived needs no timer.
             let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
             let frame = match ready {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    let wait_until = later(self.pause).min(deadline);
+                    let on_time_until = self.on_time_until(start, buffer.len() as u64);
+                    let wait_until = later(self.pause).min(on_time_until);
                     let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
                     tokio::time::timeout_at(wait_until, frame).await.map_err(|_| {
                         ApiError::new(
@@ -223,17 +239,36 @@ impl BodyReading {
             if received > limit {
                 return Err(too_large(None, limit));
             }
-            if received > reservation.bytes() {
-                // Without a declared length: reserve in doubling steps.
-                let step = reservation.bytes().saturating_mul(2).max(ENVELOPE_BYTES as u64);
-                if !reservation.grow_to(&self.budget, received.max(step).min(limit)) {
-                    return Err(busy());
-                }
+            if !reserve(&mut reservation, &mut buffer, &self.budget, received, most) {
+                return Err(busy());
             }
             buffer.extend_from_slice(&data);
         }
         Ok(Body { bytes: Bytes::from(buffer), reservation })
     }
+}
+
+/// Grows `reservation` (and `buffer`'s room with it) to cover `received`
+/// bytes of a body of at most `most`: its first [`ENVELOPE_BYTES`] at
+/// once, then in doubling steps. False when the budget cannot.
+fn reserve(
+    reservation: &mut Reservation,
+    buffer: &mut Vec<u8>,
+    budget: &BodyBudget,
+    received: u64,
+    most: u64,
+) -> bool {
+    if received <= reservation.bytes() && reservation.bytes() > 0 {
+        return true;
+    }
+    let step = reservation.bytes().saturating_mul(2).max(ENVELOPE_BYTES as u64);
+    let target = received.max(step).min(most.max(received));
+    if !reservation.grow_to(budget, target) {
+        return false;
+    }
+    buffer
+        .reserve_exact(usize::try_from(target).unwrap_or(usize::MAX).saturating_sub(buffer.len()));
+    true
 }
 
 impl BodyReading {

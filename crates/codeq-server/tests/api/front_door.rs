@@ -367,10 +367,12 @@ async fn bodies_beyond_the_budget_in_flight_get_503_until_it_frees() {
         false,
     )
     .await;
-    // A worker starts a batch of results that takes nearly all of it.
+    // A worker sends most of a batch of results that takes nearly all of
+    // it (a body holds budget for what it sent, not what it promised).
     let mut large = Raw::connect(&app).await;
     large.send(post_head("/v1/codeq/tasks/batch/results", WORKER, 6_600_000, "")).await;
     large.send(r#"{"results":["#).await;
+    large.send(" ".repeat(6_500_000)).await;
 
     let tasks: Vec<Value> =
         (0..100).map(|n| json!({ "command": "b", "payload": { "n": n } })).collect();
@@ -395,6 +397,34 @@ async fn bodies_beyond_the_budget_in_flight_get_503_until_it_frees() {
         accepted = send_batch().await; // until the server noticed the client left
     }
     assert_eq!(accepted.status, 200, "{:?}", accepted.body);
+}
+
+#[tokio::test]
+async fn bodies_promised_large_and_sent_a_byte_at_a_time_hold_no_budget_and_are_cut_off() {
+    let app = TestApp::spawn_with(|config| config.body_read_timeout_seconds = 1, false).await;
+    // Two results batches that together declare the whole 2 GiB budget
+    // (the route's limit, and the rest), sent a byte every 100 ms: never a
+    // pause of a second, and years at that rate.
+    let mut slow = Vec::new();
+    for length in [1_404_654_800, 742_828_032] {
+        let mut raw = Raw::connect(&app).await;
+        raw.send(post_head("/v1/codeq/tasks/batch/results", WORKER, length, "")).await;
+        let mut writer = raw.take_writer();
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                if writer.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        slow.push(raw);
+    }
+    let create = app.post("/tasks", PRODUCER, json!({ "command": "fast", "payload": {} })).await;
+    assert_eq!(create.status, 202, "{:?}", create.body);
+    for mut raw in slow {
+        raw.response().await.assert_error(408, "body_timeout");
+    }
 }
 
 #[tokio::test]
