@@ -326,7 +326,8 @@ pub struct CreatedTasks {
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub struct Claim {
-    /// Subset of the token's `eventTypes`; default: all of them.
+    /// Subset of the token's `eventTypes`, 1..100 names; default: all of them.
+    #[schema(min_items = 1, max_items = 100)]
     commands: Option<Vec<String>>,
     /// 1..`maxLeaseSeconds`; default `defaultLeaseSeconds`.
     #[schema(minimum = 1)]
@@ -340,6 +341,7 @@ pub struct Claim {
 #[schema(rename_all = "camelCase")]
 pub struct ClaimMany {
     /// As for a single claim.
+    #[schema(min_items = 1, max_items = 100)]
     commands: Option<Vec<String>>,
     /// As for a single claim.
     #[schema(minimum = 1)]

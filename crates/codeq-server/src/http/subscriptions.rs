@@ -26,9 +26,10 @@ const MAX_TTL_SECONDS: i64 = 86_400;
 const MAX_MIN_INTERVAL_SECONDS: i64 = 3_600;
 /// The longest `groupId`.
 const MAX_GROUP_ID_BYTES: usize = 128;
-/// The most commands `eventTypes` may name (a worker listening to more
-/// omits it for its token's own, or asks for `"*"`).
-const MAX_EVENT_TYPES: usize = 100;
+/// The most commands `eventTypes` (and a claim's `commands`) may name: a
+/// worker listening to more omits it for its token's own, or asks for
+/// `"*"`.
+pub const MAX_EVENT_TYPES: usize = 100;
 
 impl From<SubscriptionError> for ApiError {
     fn from(error: SubscriptionError) -> Self {

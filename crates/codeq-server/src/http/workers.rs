@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::body::{Body, parse_json};
 use super::error::ApiError;
 use super::extract::{PathText, Worker, scope};
+use super::subscriptions::MAX_EVENT_TYPES;
 use super::tasks::{AnyInteger, check_batch_size, error_item, task_id, whole};
 use super::views::{ResultAndNext, ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
@@ -81,6 +82,13 @@ fn claimable_commands(
         return Err(ApiError::field(
             "commands must not be empty (omit it to claim from every allowed command)",
         ));
+    }
+    if names.len() > MAX_EVENT_TYPES {
+        return Err(ApiError::field(format!(
+            "commands may name at most {MAX_EVENT_TYPES} commands, got {} (omit it to claim from \
+             every allowed command)",
+            names.len()
+        )));
     }
     let commands = names
         .iter()

@@ -116,6 +116,12 @@ impl Scheduler {
         self.admission.try_acquire().map_err(|_| StoreError::Busy)
     }
 
+    /// How many commands claims hold a wake-up notifier for (at most a
+    /// sweep's worth more than those waiting).
+    pub fn command_notifiers(&self) -> usize {
+        self.signals.command_notifiers()
+    }
+
     /// How many claims are parked in a long poll right now.
     pub fn long_polls_waiting(&self) -> usize {
         self.long_polls_waiting.load(Ordering::Relaxed)

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 /// The wake-up hub. Cheap to share behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct Signals {
-    per_command: Mutex<HashMap<Command, Arc<Notify>>>,
+    per_command: Mutex<Notifiers>,
     any_command: Arc<Notify>,
     deadline: Notify,
     callbacks: Notify,
@@ -26,6 +26,23 @@ pub struct Signals {
     /// (one entry per command: a burst coalesces).
     became_ready: Mutex<HashMap<Command, u64>>,
     became_ready_notify: Notify,
+}
+
+/// The notifiers of commands that claims wait on, swept of those no claim
+/// holds once there are `sweep_at`.
+#[derive(Debug)]
+struct Notifiers {
+    map: HashMap<Command, Arc<Notify>>,
+    sweep_at: usize,
+}
+
+/// The smallest size at which the notifiers are swept.
+const SWEEP_AT_LEAST: usize = 1024;
+
+impl Default for Notifiers {
+    fn default() -> Self {
+        Self { map: HashMap::new(), sweep_at: SWEEP_AT_LEAST }
+    }
 }
 
 impl Signals {
@@ -36,8 +53,19 @@ impl Signals {
 
     /// The notifier of `command`'s ready set.
     pub fn command(&self, command: &Command) -> Arc<Notify> {
-        let mut map = self.per_command.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(command.clone()).or_default().clone()
+        let mut notifiers = self.per_command.lock().unwrap_or_else(PoisonError::into_inner);
+        if notifiers.map.len() >= notifiers.sweep_at {
+            // Claims name any commands, known or not: keep only those a
+            // claim holds now (a sweep each time the map doubles).
+            notifiers.map.retain(|_, notify| Arc::strong_count(notify) > 1);
+            notifiers.sweep_at = (notifiers.map.len() * 2).max(SWEEP_AT_LEAST);
+        }
+        notifiers.map.entry(command.clone()).or_default().clone()
+    }
+
+    /// How many commands have a notifier now.
+    pub fn command_notifiers(&self) -> usize {
+        self.per_command.lock().unwrap_or_else(PoisonError::into_inner).map.len()
     }
 
     /// The notifier of "some command has ready work".
@@ -48,8 +76,8 @@ impl Signals {
     /// Tells waiters that `command` has ready work.
     pub fn ready(&self, command: &Command) {
         let notify = {
-            let map = self.per_command.lock().unwrap_or_else(PoisonError::into_inner);
-            map.get(command).cloned()
+            let notifiers = self.per_command.lock().unwrap_or_else(PoisonError::into_inner);
+            notifiers.map.get(command).cloned()
         };
         if let Some(notify) = notify {
             notify.notify_one();

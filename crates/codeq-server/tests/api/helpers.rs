@@ -308,6 +308,11 @@ impl TestApp {
         }
     }
 
+    /// How many commands claims hold a wake-up notifier for.
+    pub fn command_notifiers(&self) -> usize {
+        self.scheduler.command_notifiers()
+    }
+
     /// How many result callbacks are still owed.
     pub fn callbacks_pending(&self) -> usize {
         self.scheduler.store().callbacks_pending().1

@@ -47,3 +47,19 @@ async fn shutdown_answers_pending_long_polls_with_204() {
     app.stop().await;
     assert_eq!(waiting.await.unwrap().status(), 204);
 }
+
+#[tokio::test]
+async fn claims_naming_many_unknown_commands_leave_nothing_behind() {
+    let app = TestApp::spawn().await;
+    // 40 claims of 100 made-up commands each: 4,000 names, none waiting.
+    for round in 0..40 {
+        let commands: Vec<String> = (0..100).map(|n| format!("junk-{round}-{n}")).collect();
+        let claim = app.post("/tasks/claim", WORKER, json!({ "commands": commands })).await;
+        assert_eq!(claim.status, 204, "{:?}", claim.body);
+    }
+    let kept = app.command_notifiers();
+    assert!(kept <= 1100, "{kept} notifiers kept for claims that ended");
+    let commands: Vec<String> = (0..101).map(|n| format!("c{n}")).collect();
+    let too_many = app.post("/tasks/claim", WORKER, json!({ "commands": commands })).await;
+    assert_eq!((too_many.status, too_many.code()), (400, "invalid_field"));
+}
