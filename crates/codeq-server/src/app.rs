@@ -212,6 +212,7 @@ impl App {
                 (open_store(&config, signals.clone()).await?, signals)
             }
         };
+        warn_of_the_command_bound(store.as_ref(), config.max_commands).await;
         let (auth, credentials) = authenticator(&config, local_mode, address, &clock).await?;
         let shutdown = CancellationToken::new();
         let policy = policy(&config);
@@ -550,6 +551,21 @@ async fn open_store(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             warn_of_an_embedded_store(config);
             open_redis(config, signals).await
         }
+    }
+}
+
+/// Says at start when the store knows as many commands as `maxCommands`
+/// allows (or more: the bound was lowered): a task of a new command is
+/// refused until the bound is raised.
+async fn warn_of_the_command_bound(store: &dyn Store, max_commands: usize) {
+    let Ok(known) = store.all_queue_stats().await.map(|stats| stats.len()) else { return };
+    if known >= max_commands {
+        tracing::warn!(
+            known,
+            max_commands,
+            "the store knows as many commands as maxCommands allows: tasks and settings of a new \
+             command are refused (409 too_many_commands) until it is raised"
+        );
     }
 }
 

@@ -1043,9 +1043,9 @@ async fn a_reaper_that_redis_refuses_tries_again_a_second_later_not_at_once() {
     let calls = scripts() - calls_before;
     assert!(calls < 30, "{calls} script calls in 2 s of refusals");
     assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "+OK");
-    wait_for(Duration::from_secs(10), "the lease expired once Redis takes writes", || {
-        let (http, url, claim) = (&http, replica.url("/tasks/claim"), claim.clone());
-        async move { post(http, &url, WORKER, claim).await.0 == 200 }
+    let url = replica.url(&format!("/tasks/{}", task["id"].as_str().unwrap()));
+    wait_for(Duration::from_secs(10), "the lease expired once Redis takes writes", || async {
+        get(&http, &url).await.1["lastReason"] == "LEASE_EXPIRED"
     })
     .await;
 }

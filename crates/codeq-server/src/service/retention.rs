@@ -44,6 +44,9 @@ pub async fn run(
     const BATCH: usize = 1000;
     loop {
         loop {
+            if shutdown.is_cancelled() {
+                return; // a long backlog must not hold up a stop
+            }
             match cleanup(store.as_ref(), &artifacts, retention_seconds, now(), BATCH).await {
                 Ok(deleted) if deleted == BATCH => continue,
                 Ok(deleted) => {

@@ -104,7 +104,12 @@ async fn only_its_producer_its_worker_and_admins_read_an_artifact() {
 
 #[tokio::test]
 async fn retention_deletes_an_artifact_with_its_task() {
-    let app = TestApp::spawn_with(|config| config.retention_seconds = 0, false).await;
+    // Cleanup by hand only (automatic cleanup also runs a pass at start).
+    let no_automatic = |config: &mut codeq_server::config::Config| {
+        config.retention_seconds = 0;
+        config.cleanup_interval_seconds = 0;
+    };
+    let app = TestApp::spawn_with(no_automatic, false).await;
     let id = completed_with_artifact(&app, "gone.bin", b"bytes").await;
     let path = format!("/tasks/{id}/artifacts/gone.bin");
     assert_eq!(app.get(&path, PRODUCER).await.status, 200);

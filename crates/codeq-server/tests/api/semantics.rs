@@ -303,7 +303,12 @@ async fn a_stale_attempt_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn cleanup_deletes_old_terminal_tasks_and_keeps_pending_and_in_progress_ones() {
-    let app = TestApp::spawn_with(|config| config.retention_seconds = 0, false).await;
+    // Cleanup by hand only (automatic cleanup also runs a pass at start).
+    let no_automatic = |config: &mut codeq_server::config::Config| {
+        config.retention_seconds = 0;
+        config.cleanup_interval_seconds = 0;
+    };
+    let app = TestApp::spawn_with(no_automatic, false).await;
     let done =
         app.create(json!({ "command": "gc", "payload": {}, "idempotencyKey": "gc-1" })).await["id"]
             .as_str()
@@ -353,7 +358,9 @@ async fn a_restart_runs_a_cleanup_pass_without_waiting_a_whole_interval() {
         config.retention_seconds = 0;
         config.cleanup_interval_seconds = 3_600;
     };
-    let app = TestApp::spawn_with(hourly, false).await;
+    // The first server runs no cleanup at all (its pass at start could
+    // come after the task ends).
+    let app = TestApp::spawn_with(|config| config.cleanup_interval_seconds = 0, false).await;
     let done = app.create_simple("hourly-gc").await;
     app.claim_ok(WORKER, &["hourly-gc"]).await;
     let path = format!("/tasks/{done}/result");

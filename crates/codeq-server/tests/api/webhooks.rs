@@ -189,6 +189,7 @@ async fn retention_keeps_a_task_whose_callback_is_still_owed() {
         |config| {
             config.webhook_allow_private_networks = true;
             config.retention_seconds = 0;
+            config.cleanup_interval_seconds = 0; // by hand only
             config.result_webhook_base_backoff_seconds = 60;
             config.result_webhook_max_backoff_seconds = 60;
         },

@@ -28,8 +28,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redis's error codes for a state in which it refuses every write for a
 /// while: loading its data, a read-only replica, a replica cut off from
-/// its primary, a script running too long.
-const REFUSING_STATES: [&str; 4] = ["LOADING", "READONLY", "MASTERDOWN", "BUSY"];
+/// its primary, one whose snapshots fail, a script running too long.
+const REFUSING_STATES: [&str; 5] = ["LOADING", "READONLY", "MASTERDOWN", "MISCONF", "BUSY"];
 
 /// At most one warning of refused calls in this long (a Redis that takes
 /// reads and refuses writes answers and refuses in turn).
@@ -71,8 +71,8 @@ pub struct Link {
 struct Waiting {
     calls: usize,
     answered_at: std::time::Instant,
-    /// Redis's last answer was a refusal (it logs once per streak).
-    refused: bool,
+    /// The current streak of refusals was warned of.
+    streak_warned: bool,
     /// When a refusal was last warned of.
     warned_at: Option<std::time::Instant>,
     /// The last refusal that was no lack of memory (a Redis loading its
@@ -120,22 +120,23 @@ impl Lease {
     pub fn answered(&self) {
         let mut waiting = self.call.waiting();
         waiting.answered_at = std::time::Instant::now();
-        waiting.refused = false;
+        waiting.streak_warned = false;
     }
 
-    /// Redis refused this lease's call; true (warn of it) for the first
-    /// refusal since a call was answered, unless one was warned of less
-    /// than [`REFUSAL_WARN_EVERY`] ago.
+    /// Redis refused this lease's call; true (warn of it) once a streak
+    /// of refusals (until a call is answered), as soon as the last warning
+    /// is [`REFUSAL_WARN_EVERY`] old.
     fn refused(&self) -> bool {
         let mut waiting = self.call.waiting();
         let now = std::time::Instant::now();
         waiting.answered_at = now;
-        let first = !std::mem::replace(&mut waiting.refused, true);
         let quiet = waiting.warned_at.is_none_or(|at| now - at >= REFUSAL_WARN_EVERY);
-        if first && quiet {
+        let warn = !waiting.streak_warned && quiet;
+        if warn {
+            waiting.streak_warned = true;
             waiting.warned_at = Some(now);
         }
-        first && quiet
+        warn
     }
 
     /// Redis refused this lease's call for a reason other than memory.
@@ -164,7 +165,7 @@ impl Link {
             waiting: Arc::new(Mutex::new(Waiting {
                 calls: 0,
                 answered_at: std::time::Instant::now(),
-                refused: false,
+                streak_warned: false,
                 warned_at: None,
                 unavailable: None,
             })),
