@@ -199,16 +199,20 @@ impl JwtVerifier {
     }
 
     /// The issuer of a token: the one with its `iss`; when several share
-    /// it, the first whose audience the token names.
+    /// it, the first whose audience the token names, else the first with
+    /// no audience to match. An issuer with an audience the token names
+    /// comes before one without: a worker token (`aud` the workers') of an
+    /// issuer shared with producers who set no audience is a worker's.
     fn issuer_for(&self, routing: &Routing) -> Option<&TrustedIssuer> {
         let iss = routing.iss.as_deref()?;
-        let mut candidates = self.issuers.iter().filter(|issuer| issuer.issuer == iss).peekable();
-        let first = *candidates.peek()?;
-        Some(
-            candidates
-                .find(|issuer| issuer.audience_matches(routing.aud.as_ref()))
-                .unwrap_or(first),
-        )
+        let candidates = || self.issuers.iter().filter(|issuer| issuer.issuer == iss);
+        let named = |issuer: &&TrustedIssuer| {
+            issuer.audience.is_some() && issuer.audience_matches(routing.aud.as_ref())
+        };
+        candidates()
+            .find(named)
+            .or_else(|| candidates().find(|issuer| issuer.audience.is_none()))
+            .or_else(|| candidates().next())
     }
 
     /// Checks `exp` (required), `nbf` and `iat` against `now` with the

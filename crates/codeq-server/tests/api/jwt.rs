@@ -551,3 +551,25 @@ async fn static_tokens_and_jwts_work_side_by_side() {
     assert_eq!(claim(&app, &jwt_worker, &["b"]).await.code(), "command_not_allowed");
     assert_eq!(app.get("/admin/queues", ADMIN).await.status, 200, "static admin");
 }
+
+#[tokio::test]
+async fn a_worker_token_of_an_issuer_shared_with_producers_without_an_audience_is_a_workers() {
+    let rsa = rsa_key("rsa-1");
+    let idp = Idp::start(&[&rsa]).await;
+    // One identity service for both, producers' audience unset.
+    let app = spawn_with(&idp, |config| {
+        config.identity_issuer = Some(WORKER_ISS.into());
+        config.identity_audience = None;
+    })
+    .await;
+    let worker = sign(&rsa, &worker_claims("w-1", &["render"], "codeq:claim codeq:admin"));
+    let refused = create(&app, &worker, "billing").await;
+    assert_eq!((refused.status, refused.code()), (403, "not_producer"), "{:?}", refused.body);
+    let admin = call(&app, Method::GET, "/admin/queues", &worker, None, None).await;
+    assert_eq!(admin.status, 403, "{:?}", admin.body);
+    app.create_simple("render").await;
+    assert_eq!(claim(&app, &worker, &["render"]).await.status, 200);
+    let producer =
+        json!({ "iss": WORKER_ISS, "aud": "anything", "sub": "svc", "exp": now() + 600 });
+    assert_eq!(create(&app, &sign(&rsa, &producer), "billing").await.status, 202);
+}
