@@ -43,7 +43,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -148,6 +148,11 @@ impl Activity {
             Phase::Busy { requests } if requests > 1 => Phase::Busy { requests: requests - 1 },
             _ => Phase::Idle { since: Instant::now() },
         };
+    }
+
+    /// Whether the connection is between requests.
+    fn is_idle(&self) -> bool {
+        matches!(*self.phase(), Phase::Idle { .. })
     }
 
     /// When the current phase ends the connection, if it does.
@@ -308,15 +313,25 @@ pub struct Stops {
     pub abort: CancellationToken,
 }
 
-/// Serves `stream` until the client closes it, a timeout passes or the
-/// server stops. `slot` is the connection's place under the cap, given back
-/// when this returns.
+/// A connection's place under the cap.
+#[derive(Debug)]
+pub struct Slot {
+    /// Given back when the connection closes.
+    pub permit: OwnedSemaphorePermit,
+    /// Fires when the cap is reached: a connection idle between requests
+    /// closes to make room.
+    pub idle_wanted: Arc<Notify>,
+}
+
+/// Serves `stream` until the client closes it, a timeout passes, the
+/// server stops, or its slot is wanted while it is idle. `slot` is given
+/// back when this returns.
 pub async fn serve(
     stream: TcpStream,
     router: Router,
     timeouts: ConnectionTimeouts,
     stops: Stops,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
     metrics: Arc<Metrics>,
 ) {
     let activity = Arc::new(Activity::new());
@@ -363,6 +378,11 @@ pub async fn serve(
                 draining = true;
             }
             () = stops.abort.cancelled() => break,
+            () = slot.idle_wanted.notified() => {
+                if activity.is_idle() {
+                    break;
+                }
+            }
         }
     }
     drop(slot);

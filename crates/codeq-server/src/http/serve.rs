@@ -1,10 +1,14 @@
 //! The accept loop: a cap on open connections, one task per connection
 //! ([`super::connection`]), and the drain at shutdown.
 //!
-//! A connection takes a slot before it is accepted. With every slot
-//! taken, the loop stops accepting: new connections wait in the kernel's
-//! listen backlog until one closes (the connection timeouts make sure one
-//! does), and a warning says so.
+//! A connection is served in a slot. With every slot taken, the loop
+//! accepts one more connection and waits with it for a slot; the next
+//! ones wait in the kernel's listen backlog, and a warning says so. While
+//! one waits, the connections idle between requests are asked to close
+//! (again every [`RECLAIM_EVERY`]), as a web server drops its keep-alive
+//! connections when it runs out: clients that keep connections open
+//! without using them cannot hold every slot for the keep-alive timeout.
+//! The connection timeouts close the others.
 
 use std::io;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use super::connection::{self, ConnectionTimeouts, Stops};
@@ -25,19 +29,26 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// file descriptors, most likely): enough not to spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// How often idle connections are asked again to close while every slot
+/// is taken.
+const RECLAIM_EVERY: Duration = Duration::from_millis(100);
+
 /// The cap on open connections (`maxConnections`, or fewer when the
 /// open-file limit is lower).
 #[derive(Debug)]
 pub struct ConnectionCap {
     slots: Arc<Semaphore>,
     max: u32,
+    /// Asks the connections idle between requests to close.
+    idle_wanted: Arc<Notify>,
 }
 
 impl ConnectionCap {
     /// At most `max` connections at once (at least 1).
     pub fn new(max: u32) -> Self {
         let max = max.max(1);
-        Self { slots: Arc::new(Semaphore::new(max as usize)), max }
+        let idle_wanted = Arc::new(Notify::new());
+        Self { slots: Arc::new(Semaphore::new(max as usize)), max, idle_wanted }
     }
 
     /// The cap.
@@ -65,7 +76,13 @@ impl ConnectionCap {
                 self.max
             );
         }
-        self.slots.clone().acquire_owned().await.ok()
+        loop {
+            self.idle_wanted.notify_waiters();
+            tokio::select! {
+                slot = self.slots.clone().acquire_owned() => return slot.ok(),
+                () = tokio::time::sleep(RECLAIM_EVERY) => {}
+            }
+        }
     }
 
     /// Waits until every connection has closed.
@@ -89,13 +106,10 @@ pub async fn serve(
     let mut cap_warning = Throttle::new();
     let mut accept_warning = Throttle::new();
     loop {
-        let slot = tokio::select! {
-            () = stops.drain.cancelled() => break,
-            slot = cap.slot(&mut cap_warning) => match slot {
-                Some(slot) => slot,
-                None => break,
-            },
-        };
+        // A free slot first, if there is one; else a client is accepted
+        // (one past the cap, so that idle connections close only when
+        // someone is waiting) and waits for one.
+        let free = cap.slots.clone().try_acquire_owned().ok();
         let accepted = tokio::select! {
             () = stops.drain.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -107,7 +121,18 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = match free {
+            Some(slot) => slot,
+            None => tokio::select! {
+                () = stops.drain.cancelled() => break,
+                slot = cap.slot(&mut cap_warning) => match slot {
+                    Some(slot) => slot,
+                    None => break,
+                },
+            },
+        };
         let (router, stops, metrics) = (router.clone(), stops.clone(), metrics.clone());
+        let slot = connection::Slot { permit: slot, idle_wanted: cap.idle_wanted.clone() };
         tokio::spawn(connection::serve(stream, router, timeouts, stops, slot, metrics));
     }
     drop(listener);

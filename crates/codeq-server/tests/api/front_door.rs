@@ -275,6 +275,28 @@ async fn a_flood_of_half_open_connections_up_to_the_cap_does_not_stop_a_legitima
 }
 
 #[tokio::test]
+async fn connections_idle_at_the_cap_make_room_for_a_new_client() {
+    let cap = 5;
+    let app = TestApp::spawn_with(|config| config.max_connections = cap as u32, false).await;
+    // Clients that keep their connection after one request (keep-alive
+    // 60 s) and send nothing more.
+    let mut idle = Vec::new();
+    for _ in 0..cap {
+        let mut raw = Raw::connect(&app).await;
+        raw.send("GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
+        assert_eq!(raw.response().await.status, 200);
+        idle.push(raw);
+    }
+    wait_until("the idle clients fill the cap", || app.open_connections() == cap).await;
+    let client = reqwest::Client::builder().timeout(WITHIN).build().unwrap();
+    let reply = client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(reply.status(), 200, "a new client waited for a keep-alive timeout");
+    for raw in &mut idle {
+        raw.closed().await;
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_content_length_gets_413_before_any_body_is_sent() {
     // A server that waited for the body would not answer within WITHIN.
     let app = TestApp::spawn_with(|config| config.body_read_timeout_seconds = 60, false).await;
