@@ -544,15 +544,18 @@ fn keyed(key: &str) -> CreateTask {
     CreateTask { idempotency_key: Some(key.into()), ..CreateTask::new("RETRY_AFTER", json!({})) }
 }
 
-/// A server whose whole request-body budget is held by a result batch that
-/// declared the largest body and sends none of it (the stream returned):
-/// any other body gets 503 `overloaded`, `Retry-After: 1`, until the
-/// stream is dropped.
+/// A server whose whole request-body budget is held by a result batch of
+/// the largest body, most of it sent (a body holds budget for what it
+/// sent) and the rest held back (the stream returned): any other body gets
+/// 503 `overloaded`, `Retry-After: 1`, until the stream is dropped.
 async fn overloaded_server() -> (Server, tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt as _;
 
     let mut largest = 0;
     let server = Server::start_with(|config| {
+        // Small item limits: the largest body is a few MB.
+        config.max_payload_bytes = 1024;
+        config.max_artifact_bytes = 1024;
         let limits = codeq_server::http::body::BodyLimits::new(
             config.max_payload_bytes,
             config.max_artifact_bytes,
@@ -564,12 +567,15 @@ async fn overloaded_server() -> (Server, tokio::net::TcpStream) {
     let head = format!(
         "POST /v1/codeq/tasks/batch/results HTTP/1.1\r\nHost: codeq\r\n\
          Authorization: Bearer {WORKER}\r\nContent-Type: application/json\r\n\
-         Content-Length: {largest}\r\n\r\n"
+         Content-Length: {largest}\r\n\r\n{{\"results\":["
     );
+    // Past the last doubling step below the whole length: all of it held.
+    let most = " ".repeat(largest * 2 / 3);
     let address = server.base.trim_start_matches("http://").to_owned();
     let hold = || async {
         let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
         holder.write_all(head.as_bytes()).await.unwrap();
+        holder.write_all(most.as_bytes()).await.unwrap();
         holder
     };
     let mut holder = hold().await;
