@@ -5,7 +5,7 @@
 //! accepts one more connection and waits with it for a slot; the next
 //! ones wait in the kernel's listen backlog, and a warning says so. While
 //! one waits, the connections idle between requests are asked to close
-//! (again every [`RECLAIM_EVERY`]), as a web server drops its keep-alive
+//! (again every 100 ms), as a web server drops its keep-alive
 //! connections when it runs out: clients that keep connections open
 //! without using them cannot hold every slot for the keep-alive timeout.
 //! The connection timeouts close the others.
