@@ -501,6 +501,22 @@ impl Config {
             ("workerIssuer", &layer.worker_issuer),
             None,
         )?;
+        let worker_audience = pick(layer.worker_audience.clone(), d.worker_audience.clone());
+        if let (Some(issuer), Some(worker_issuer), Some(audience)) =
+            (&issuer, &layer.worker_issuer, &layer.identity_audience)
+            && issuer.value == worker_issuer.value
+            && audience.value == worker_audience.value
+        {
+            return Err(ConfigError::Invalid {
+                key: "identityAudience",
+                origin: audience.origin.clone(),
+                reason: format!(
+                    "{:?} is also workerAudience while identityIssuer is workerIssuer: a worker's \
+                     token could not be told from a producer's; give them different audiences",
+                    audience.value
+                ),
+            });
+        }
 
         // An ACL user name is sent only with a password (AUTH user password).
         let redis = layer.storage.as_ref().is_some_and(|kind| kind.value == StorageKind::Redis);
@@ -561,7 +577,7 @@ impl Config {
             identity_service_api_key: value(layer.identity_service_api_key),
             worker_jwks_url: value(layer.worker_jwks_url),
             worker_issuer: value(layer.worker_issuer),
-            worker_audience: pick(layer.worker_audience, d.worker_audience).value,
+            worker_audience: worker_audience.value,
             allowed_clock_skew_seconds: pick(
                 layer.allowed_clock_skew_seconds,
                 d.allowed_clock_skew_seconds,

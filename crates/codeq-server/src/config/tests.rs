@@ -757,6 +757,22 @@ fn a_jwks_url_without_an_issuer_is_refused_and_the_reverse() {
 }
 
 #[test]
+fn one_issuer_for_producers_and_workers_needs_two_audiences() {
+    let shared = [
+        ("IDENTITY_JWKS_URL", "https://k.example"),
+        ("IDENTITY_ISSUER", "https://id.example"),
+        ("WORKER_JWKS_URL", "https://k.example"),
+        ("WORKER_ISSUER", "https://id.example"),
+    ];
+    let same = [shared.as_slice(), &[("IDENTITY_AUDIENCE", "codeq-worker")]].concat();
+    let error = load_env(&same).unwrap_err().to_string();
+    assert!(error.contains("identityAudience") && error.contains("workerAudience"), "{error}");
+    let other = [shared.as_slice(), &[("IDENTITY_AUDIENCE", "codeq-producer")]].concat();
+    assert!(load_env(&other).is_ok());
+    assert!(load_env(&shared).is_ok(), "no producer audience: told apart by the workers'");
+}
+
+#[test]
 fn public_base_url_loses_its_trailing_slash() {
     let config = load_env(&[("CODEQ_PUBLIC_BASE_URL", "https://q.example/base/")]).unwrap();
     assert_eq!(config.public_base_url.as_deref(), Some("https://q.example/base"));

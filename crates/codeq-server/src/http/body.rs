@@ -17,9 +17,10 @@
 //! gigabyte sent a byte at a time would otherwise hold the budget, and
 //! stop every other body, for as long as it is allowed to take. When the
 //! budget cannot grow, the request gets 503 `overloaded` with
-//! `Retry-After`. And a body must keep up an average of
-//! `bodyMinBytesPerSecond` from its start, after a grace of
-//! `bodyReadTimeoutSeconds`, not only over its whole length. The bytes
+//! `Retry-After`. And a body must keep a pace (`Pace`): after a first
+//! `bodyReadTimeoutSeconds` of grace, every further one must bring
+//! `bodyMinBytesPerSecond` times as many bytes, so neither a trickle nor
+//! a burst followed by a trickle holds its reservation for long. The bytes
 //! land in one buffer that grows with the reservation, and handlers parse
 //! JSON borrowing from that buffer, so a request holds about one copy of
 //! its body.
@@ -177,6 +178,12 @@ impl BodyReading {
         self.on_time_until(Instant::now(), length)
     }
 
+    /// The bytes each window of a body's [`Pace`] must bring.
+    fn quota(&self) -> u64 {
+        let bytes = u128::from(self.min_bytes_per_second) * self.pause.as_millis() / 1000;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+
     /// Until when a body that started at `start` is on time with
     /// `received` bytes: the grace, then `bodyMinBytesPerSecond` on average.
     fn on_time_until(&self, start: Instant, received: u64) -> Instant {
@@ -211,23 +218,17 @@ impl BodyReading {
         if !reserve(&mut reservation, &mut buffer, &self.budget, 0, most) {
             return Err(busy());
         }
-        let start = Instant::now();
+        let mut pace = Pace::new(self.pause, self.quota());
         loop {
             // What has already arrived needs no timer.
             let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
             let frame = match ready {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    let on_time_until = self.on_time_until(start, buffer.len() as u64);
-                    let wait_until = later(self.pause).min(on_time_until);
+                    let behind_at = pace.behind_at(buffer.len() as u64).ok_or_else(late)?;
+                    let wait_until = later(self.pause).min(behind_at);
                     let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
-                    tokio::time::timeout_at(wait_until, frame).await.map_err(|_| {
-                        ApiError::new(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "body_timeout",
-                            "the request body did not arrive in time",
-                        )
-                    })?
+                    tokio::time::timeout_at(wait_until, frame).await.map_err(|_| late())?
                 }
             };
             let Some(frame) = frame else { break };
@@ -246,6 +247,54 @@ impl BodyReading {
         }
         Ok(Body { bytes: Bytes::from(buffer), reservation })
     }
+}
+
+/// The pace a body must keep: the first window (`bodyReadTimeoutSeconds`
+/// long) is a grace; each later one must bring `quota` bytes
+/// (`bodyMinBytesPerSecond` × its length), so bytes sent early buy no
+/// time later.
+#[derive(Debug)]
+struct Pace {
+    window: Duration,
+    quota: u64,
+    /// The current window: when it began, the bytes received by then, and
+    /// whether it is the grace.
+    started: Instant,
+    received_before: u64,
+    grace: bool,
+}
+
+impl Pace {
+    fn new(window: Duration, quota: u64) -> Self {
+        Self { window, quota, started: Instant::now(), received_before: 0, grace: true }
+    }
+
+    /// With `received` bytes so far: when the body falls behind, if no
+    /// more comes (far ahead when the window's quota is met), or `None`
+    /// when it is behind already.
+    fn behind_at(&mut self, received: u64) -> Option<Instant> {
+        let brought = |pace: &Self| received.saturating_sub(pace.received_before);
+        let now = Instant::now();
+        if now >= after(self.started, self.window) {
+            if !self.grace && brought(self) < self.quota {
+                return None;
+            }
+            *self = Self { started: now, received_before: received, grace: false, ..*self };
+        }
+        Some(if self.grace || brought(self) >= self.quota {
+            after(now, Duration::from_secs(365 * 24 * 3600))
+        } else {
+            after(self.started, self.window)
+        })
+    }
+}
+
+fn late() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request body did not arrive in time",
+    )
 }
 
 /// Grows `reservation` (and `buffer`'s room with it) to cover `received`

@@ -166,7 +166,7 @@ impl From<StoreError> for ApiError {
                 StatusCode::CONFLICT,
                 "too_many_commands",
                 format!(
-                    "the server knows {max} commands, as many as maxCommands allows: a new command is refused (use one of the commands in use, or raise maxCommands)"
+                    "the server knows as many commands as maxCommands ({max}) allows: a new command is refused (use one of the commands in use, or raise maxCommands)"
                 ),
             ),
             StoreError::Corrupt(cause) => Self::internal(cause),

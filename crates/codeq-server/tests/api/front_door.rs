@@ -450,6 +450,26 @@ async fn bodies_promised_large_and_sent_a_byte_at_a_time_hold_no_budget_and_are_
 }
 
 #[tokio::test]
+async fn a_body_sent_in_a_burst_then_a_trickle_is_cut_off_a_window_later() {
+    let app = TestApp::spawn_with(|config| config.body_read_timeout_seconds = 1, false).await;
+    // 1 MB at once (an hour of the 16 KiB/s average), then a byte every
+    // 100 ms: each second after the first must bring 16 KiB.
+    let mut raw = Raw::connect(&app).await;
+    raw.send(post_head("/v1/codeq/tasks/batch", PRODUCER, 100_000_000, "")).await;
+    raw.send(" ".repeat(1_000_000)).await;
+    let mut writer = raw.take_writer();
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    raw.response().await.assert_error(408, "body_timeout");
+}
+
+#[tokio::test]
 async fn http_1_1_needs_exactly_one_host_and_http_1_0_none() {
     let app = TestApp::spawn().await;
     let mut client = Raw::connect(&app).await;
