@@ -163,8 +163,10 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// True for an address a webhook must not reach unless private networks
 /// are allowed: loopback, private, link-local (cloud metadata included),
-/// shared (CGNAT), unique-local, multicast, broadcast and unspecified; an
-/// IPv6 address that carries an IPv4 one is judged by that IPv4 address.
+/// shared (CGNAT), unique-local and site-local, the IETF's protocol
+/// assignments, reserved and discard-only ranges, multicast, broadcast
+/// and unspecified; an IPv6 address that carries an IPv4 one is judged by
+/// that IPv4 address.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => is_private_v4(ip),
@@ -199,7 +201,9 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || ip.is_multicast()
         || a == 0
+        || a >= 240 // reserved (240.0.0.0/4), broadcast included
         || (a == 100 && (64..128).contains(&b))
+        || (a, b, ip.octets()[2]) == (192, 0, 0) // IETF protocol assignments
         || (a == 198 && (18..20).contains(&b))
 }
 
@@ -210,6 +214,10 @@ fn is_private_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
+        // Site-local (deprecated, still routed inside some networks).
+        || (first & 0xffc0) == 0xfec0
+        // Discard-only (RFC 6666).
+        || (first, second, third, ip.segments()[3]) == (0x100, 0, 0, 0)
         // NAT64 for local use (RFC 8215): it reaches the local network.
         || (first, second, third) == (0x64, 0xff9b, 1)
 }
@@ -355,6 +363,11 @@ mod tests {
             "64:ff9b:1::8.8.8.8",
             "2002:7f00:1::",
             "2002:a9fe:a9fe::1",
+            "240.0.0.1",
+            "255.255.255.254",
+            "192.0.0.1",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
