@@ -125,6 +125,23 @@ impl Raw {
     }
 }
 
+/// Sends `bytes` every `every` (600 times at most) until the connection
+/// refuses them: a client that never pauses long.
+fn trickle(
+    mut writer: OwnedWriteHalf,
+    bytes: &'static [u8],
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            if writer.write_all(bytes).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 /// Waits until `condition` holds.
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WITHIN;
@@ -151,15 +168,7 @@ async fn a_slow_header_client_is_disconnected_after_the_head_timeout_while_other
     slow.send("GET /healthz HTTP/1.1\r\nHost: test\r\n").await;
     // One header line every 200 ms, for far longer than the test waits:
     // only a head timeout that trickling does not extend ends it in time.
-    let mut writer = slow.take_writer();
-    let trickle = tokio::spawn(async move {
-        for _ in 0..500 {
-            if writer.write_all(b"X-Slow: 1\r\n").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    let trickle = trickle(slow.take_writer(), b"X-Slow: 1\r\n", Duration::from_millis(200));
 
     app.assert_healthy().await;
 
@@ -336,13 +345,8 @@ async fn a_refused_body_sent_slowly_is_not_read_for_long() {
     let app = TestApp::spawn_with(|config| config.body_read_timeout_seconds = 1, false).await;
     let mut client = Raw::connect(&app).await;
     client.send(post_head("/v1/codeq/tasks", PRODUCER, 16 * 1024 * 1024, "")).await;
-    let mut writer = client.take_writer();
-    let trickle = tokio::spawn(async move {
-        // A byte every 200 ms: never a pause long enough to time out.
-        while writer.write_all(b" ").await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    // A byte every 200 ms: never a pause long enough to time out.
+    let trickle = trickle(client.take_writer(), b" ", Duration::from_millis(200));
     let started = tokio::time::Instant::now();
     client.response().await.assert_error(413, "body_too_large");
     assert!(started.elapsed() < Duration::from_secs(5), "read for {:?}", started.elapsed());
@@ -431,15 +435,7 @@ async fn bodies_promised_large_and_sent_a_byte_at_a_time_hold_no_budget_and_are_
     for length in [1_404_654_800, 742_828_032] {
         let mut raw = Raw::connect(&app).await;
         raw.send(post_head("/v1/codeq/tasks/batch/results", WORKER, length, "")).await;
-        let mut writer = raw.take_writer();
-        tokio::spawn(async move {
-            for _ in 0..600 {
-                if writer.write_all(b" ").await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
+        trickle(raw.take_writer(), b" ", Duration::from_millis(100));
         slow.push(raw);
     }
     let create = app.post("/tasks", PRODUCER, json!({ "command": "fast", "payload": {} })).await;
@@ -457,15 +453,7 @@ async fn a_body_sent_in_a_burst_then_a_trickle_is_cut_off_a_window_later() {
     let mut raw = Raw::connect(&app).await;
     raw.send(post_head("/v1/codeq/tasks/batch", PRODUCER, 100_000_000, "")).await;
     raw.send(" ".repeat(1_000_000)).await;
-    let mut writer = raw.take_writer();
-    tokio::spawn(async move {
-        for _ in 0..600 {
-            if writer.write_all(b" ").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    trickle(raw.take_writer(), b" ", Duration::from_millis(100));
     raw.response().await.assert_error(408, "body_timeout");
 }
 
