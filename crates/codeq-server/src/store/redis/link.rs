@@ -202,6 +202,13 @@ impl Link {
         (at.elapsed() < within).then(|| why.clone())
     }
 
+    /// Redis refuses writes for a reason found without a call (it says it
+    /// is a replica): as a refused call, not ready for a while.
+    pub fn refuses_writes(&self, why: String) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.unavailable = Some((std::time::Instant::now(), why));
+    }
+
     /// Why Redis is unreachable, when it is.
     pub fn down_because(&self) -> String {
         self.state().last_error.clone()

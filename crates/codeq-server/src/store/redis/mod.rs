@@ -551,6 +551,7 @@ impl RedisStore {
     /// claims parked on commands with ready work (a lost message is late
     /// by one poll at most).
     async fn poll(&self) -> StoreResult<()> {
+        self.check_role().await;
         self.callbacks(Timestamp::now(), 0, None).await?;
         for stats in self.stats(&["*"]).await? {
             if stats.ready > 0 {
@@ -558,6 +559,45 @@ impl RedisStore {
             }
         }
         Ok(())
+    }
+
+    /// Marks Redis as refusing writes while `HELLO` says it is a replica,
+    /// so that this replica is not ready whether or not calls come (a
+    /// read-only Redis refuses only writes). A Redis that cannot say
+    /// (older than 6.2, or not Redis) is left to the calls.
+    async fn check_role(&self) {
+        let Ok(mut lease) = self.link.get().await else { return };
+        let hello = redis::cmd("HELLO").query_async::<redis::Value>(&mut lease.connection).await;
+        let Ok(hello) = hello else { return };
+        lease.answered();
+        match role_of(&hello) {
+            Some(role) if role != "master" => self.link.refuses_writes(format!(
+                "READONLY: Redis says it is a {role} (HELLO), which refuses writes"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// The `role` field of a `HELLO` reply (pairs in a list on RESP2, a map
+/// on RESP3).
+fn role_of(hello: &redis::Value) -> Option<String> {
+    let is_role = |key: &redis::Value| matches!(key, redis::Value::BulkString(k) if k == b"role");
+    let text = |value: &redis::Value| match value {
+        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    match hello {
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .find(|pair| pair.first().is_some_and(is_role))
+            .and_then(|pair| pair.get(1))
+            .and_then(text),
+        redis::Value::Map(pairs) => {
+            pairs.iter().find(|(key, _)| is_role(key)).and_then(|(_, v)| text(v))
+        }
+        _ => None,
     }
 }
 
@@ -1124,8 +1164,9 @@ impl Store for RedisStore {
                 waited.as_secs_f64()
             )));
         }
-        // Loading its data or read-only: calls are refused (the reaper's
-        // pass each second keeps this fresh while it lasts).
+        // Loading its data or read-only: calls are refused (the safety
+        // poll's role check and the reaper's pass, each once a second,
+        // keep this fresh while it lasts).
         match self.link.refused_within(UNANSWERED_NOT_READY) {
             Some(why) => Err(StoreError::Unavailable(format!("Redis refuses calls: {why}"))),
             None => Ok(()),
