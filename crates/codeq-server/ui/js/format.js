@@ -5,8 +5,17 @@ import { h } from './dom.js';
 
 const exactFormat = new Intl.NumberFormat('en');
 
+/**
+ * A number as `parseExact` may give it (its source text kept, as for a
+ * rate of 2.0): a plain number, which text and arithmetic can take.
+ */
+export function plain(n) {
+  return typeof JSON.isRawJSON === 'function' && JSON.isRawJSON(n) ? Number(n.rawJSON) : n;
+}
+
 /** 1234 → "1.2k", 5600000 → "5.6M"; below 1000 the number itself. */
-export function human(n) {
+export function human(value) {
+  const n = plain(value);
   if (n === null || n === undefined) return '–';
   const abs = Math.abs(n);
   const units = [[1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
@@ -22,12 +31,19 @@ export function human(n) {
 
 /** The exact number, with thousands separators. */
 export function exact(n) {
-  return n === null || n === undefined ? '' : exactFormat.format(n);
+  return n === null || n === undefined ? '' : exactFormat.format(plain(n));
+}
+
+const rateFormat = new Intl.NumberFormat('en', { maximumSignificantDigits: 6 });
+
+/** A rate per second: 2 → "2/s", 0.0005 → "0.0005/s". */
+export function perSecond(n) {
+  return `${rateFormat.format(plain(n))}/s`;
 }
 
 /** A number for people, exact on hover. */
 export function num(n, attrs = {}) {
-  return h('span', { class: 'num', title: exact(n), dataset: { value: String(n ?? '') }, ...attrs }, human(n));
+  return h('span', { class: 'num', title: exact(n), dataset: { value: String(plain(n) ?? '') }, ...attrs }, human(n));
 }
 
 /** "3 min ago", "in 20 s", from an RFC 3339 time. */

@@ -227,10 +227,11 @@ async fn a_wrong_token_shows_an_error(browser: &Browser, base: &str, shots: &Pat
     println!("wrong token: {shown}");
 }
 
-async fn sign_in_by_keyboard(browser: &Browser) {
+/// Signed in before any task exists: the Queues page says so.
+async fn sign_in_by_keyboard_to_an_empty_server(browser: &Browser) {
     browser.type_into("#token", PRODUCER).await;
     browser.press("\u{E007}").await; // Enter submits the form.
-    browser.find("[data-command=\"render\"]").await;
+    browser.wait_for_text("#queues .empty", "No command has been used yet.").await;
 }
 
 async fn queue_counts_match_the_api(browser: &Browser, api: &Api, base: &str, shots: &Path) {
@@ -386,6 +387,28 @@ async fn pausing_stops_claims(browser: &Browser, api: &Api, base: &str, shots: &
     println!("after resume the worker drained email; the page showed 0 ready {took:?} later");
 }
 
+async fn a_whole_number_rate_is_saved_and_shown(browser: &Browser, api: &Api, base: &str) {
+    let queue_page = format!("{base}/ui/#/queue/email");
+    browser.goto(&queue_page).await;
+    browser.type_into("#rate", "4").await;
+    browser.click("#settings button[type=submit]").await;
+    browser.wait_for_text("#notice", "Limits saved.").await;
+    assert_eq!(api.get("/admin/queues/email/settings").await["ratePerSecond"], 4.0);
+    // The server writes it as 4.0, which the page keeps as its source text.
+    browser.wait_for_text(".queue-head .limits", "4/s").await;
+    let field = browser.script("return document.querySelector('#rate').value", json!([])).await;
+    assert_eq!(field, "4");
+    browser.goto(&format!("{base}/ui/#/queues")).await;
+    browser.wait_for_text("[data-command='email'] .limits", "4/s").await;
+    // And taken off the same way.
+    browser.goto(&queue_page).await;
+    browser.find(".queue-head .limits").await;
+    browser.script("document.querySelector('#rate').value = ''", json!([])).await;
+    browser.click("#settings button[type=submit]").await;
+    browser.wait_for_text(".queue-head .limits", "no limits").await;
+    assert_eq!(api.get("/admin/queues/email/settings").await.get("ratePerSecond"), None);
+}
+
 async fn task_pages_page_through(browser: &Browser, base: &str, shots: &Path) {
     let started = Instant::now();
     browser.goto(&format!("{base}/ui/#/queue/bulk?state=PENDING")).await;
@@ -456,13 +479,13 @@ fn the_dashboard_signs_in_replays_a_dead_letter_pauses_a_queue_and_pages_10000_t
 async fn scenario(server: &Server, installed: &Installed) {
     let api = Api { http: reqwest::Client::new(), base: server.base.clone() };
     let shots = screenshots();
-    let arranged = arrange(&api).await;
     let browser = Browser::start(installed, 1280, 800).await;
     browser.screen(1280, 800, false).await;
     let base = &server.base;
 
     a_wrong_token_shows_an_error(&browser, base, &shots).await;
-    sign_in_by_keyboard(&browser).await;
+    sign_in_by_keyboard_to_an_empty_server(&browser).await;
+    let arranged = arrange(&api).await;
     queue_counts_match_the_api(&browser, &api, base, &shots).await;
     let worker =
         replay_a_dead_letter_and_see_it_complete(&browser, server, &arranged.replayed, &shots)
@@ -471,6 +494,7 @@ async fn scenario(server: &Server, installed: &Installed) {
     purge_a_filtered_dead_letter(&browser, &api, base, &arranged.purged).await;
     all_matching_acts_on_the_filter_shown(&browser, &api, base).await;
     pausing_stops_claims(&browser, &api, base, &shots).await;
+    a_whole_number_rate_is_saved_and_shown(&browser, &api, base).await;
     task_pages_page_through(&browser, base, &shots).await;
     workers_and_phone_width(&browser, base, &shots, &arranged.replayed).await;
 

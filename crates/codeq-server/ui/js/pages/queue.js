@@ -4,7 +4,7 @@
 
 import { get, post, put, seg, query } from '../api.js';
 import { button, h, notify, replace, table } from '../dom.js';
-import { num, shortId, when, exact } from '../format.js';
+import { num, shortId, when, exact, plain } from '../format.js';
 import { limits, stateBadge } from './queues.js';
 
 const REFRESH_MS = 2000;
@@ -36,7 +36,7 @@ function optional(input) {
 function settingsForm(command, stats, onChange) {
   const field = (id, label, value, attrs) => [
     h('label', { for: id }, label),
-    h('input', { id, type: 'number', inputmode: 'decimal', value: value ?? '', placeholder: 'none', ...attrs }),
+    h('input', { id, type: 'number', inputmode: 'decimal', value: plain(value) ?? '', placeholder: 'none', ...attrs }),
   ];
   const form = h('form', { class: 'settings', id: 'settings' },
     h('div', { class: 'fields' },

@@ -5,7 +5,7 @@
 import { get, seg } from '../api.js';
 import { bars } from '../chart.js';
 import { h, replace } from '../dom.js';
-import { exact, num } from '../format.js';
+import { exact, num, perSecond } from '../format.js';
 
 const REFRESH_MS = 2000;
 const COUNTS = [['ready', 'Ready'], ['delayed', 'Delayed'], ['inProgress', 'In progress'], ['dlq', 'DLQ']];
@@ -15,7 +15,7 @@ export function limits(settings) {
   const parts = [];
   if (settings.maxInFlight !== undefined) parts.push(`at most ${exact(settings.maxInFlight)} in flight`);
   if (settings.ratePerSecond !== undefined) {
-    parts.push(`${settings.ratePerSecond}/s` + (settings.burst !== undefined ? `, burst ${settings.burst}` : ''));
+    parts.push(perSecond(settings.ratePerSecond) + (settings.burst !== undefined ? `, burst ${exact(settings.burst)}` : ''));
   }
   return parts.length ? parts.join(' · ') : 'no limits';
 }
@@ -77,11 +77,13 @@ export async function render(main, ctx) {
   const summary = h('div');
   const grid = h('div', { class: 'grid', id: 'queues' });
   const cards = new Map();
+  let drawnNames = null;
 
   const draw = ({ queues, byCommand, from, minutes }) => {
     replace(summary, totals(queues));
     const names = queues.map((q) => q.command).join('\n');
-    if (names !== [...cards.keys()].join('\n')) {
+    if (names !== drawnNames) {
+      drawnNames = names;
       cards.clear();
       for (const q of queues) cards.set(q.command, card(q, byCommand.get(q.command) || emptySeries(minutes), from));
       replace(grid, queues.length ? [...cards.values()] : h('p', { class: 'empty' }, 'No command has been used yet.'));
