@@ -212,13 +212,16 @@ impl Resolved {
         let pick = |flag: &Option<crate::cli::Secret>, id: &str, stored: &Option<String>| {
             let given = if global.typed(id) { Source::Flag } else { Source::Env };
             flag.as_ref()
-                .map(|t| (t.expose().to_owned(), given))
-                .or_else(|| stored.clone().map(|t| (t, Source::Profile)))
+                .map(|t| t.expose().to_owned())
+                .filter(|t| !t.is_empty())
+                .map(|t| (t, given))
+                .or_else(|| stored.clone().filter(|t| !t.is_empty()).map(|t| (t, Source::Profile)))
         };
         let mut producer_token =
             pick(&global.producer_token, "producer_token", &profile.producer_token);
         let mut worker_token = pick(&global.worker_token, "worker_token", &profile.worker_token);
-        let mut base_url = global.base_url.clone().or_else(|| profile.base_url.clone());
+        // An empty flag or variable counts as unset, as the server's do.
+        let mut base_url = non_empty(&global.base_url).or_else(|| non_empty(&profile.base_url));
         if let Some(local) = credentials.filter(|c| same_server(base_url.as_deref(), c)) {
             let local_token = |token: &String| Some((token.clone(), Source::LocalCredentials));
             if producer_token.is_none() {
@@ -235,12 +238,14 @@ impl Resolved {
             producer_token,
             worker_token,
             admin: global.admin || profile.admin.unwrap_or(false),
-            iam_base_url: global.iam_base_url.clone().or_else(|| profile.iam_base_url.clone()),
+            iam_base_url: non_empty(&global.iam_base_url)
+                .or_else(|| non_empty(&profile.iam_base_url)),
             iam_api_key: global
                 .iam_api_key
                 .as_ref()
                 .map(|s| s.expose().to_owned())
-                .or_else(|| profile.iam_api_key.clone()),
+                .filter(|key| !key.is_empty())
+                .or_else(|| non_empty(&profile.iam_api_key)),
         }
     }
 
@@ -405,6 +410,11 @@ fn local_credentials_error(err: &io::Error) -> String {
     }
 }
 
+/// `value` unless it is empty.
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|value| !value.is_empty())
+}
+
 /// True when `credentials` belong to the server at `base_url` (any server
 /// when none was asked for): same scheme, port and path, and the same
 /// host, where every loopback name (`localhost`, `127.0.0.1`, `[::1]`) is
@@ -488,6 +498,25 @@ mod tests {
         assert_eq!(resolved.base_url, "http://a:1");
         assert_eq!(resolved.producer_token, Some(("p-flag".into(), Source::Flag)));
         assert_eq!(resolved.worker_token, None);
+    }
+
+    #[test]
+    fn empty_flags_and_variables_count_as_unset() {
+        let file = file_with(
+            "dev",
+            Profile { producer_token: Some("p-file".into()), ..Profile::default() },
+        );
+        let creds = local("http://127.0.0.1:9000/");
+
+        let resolved = Resolved::merge(
+            &global(&["--producer-token", "", "--worker-token", "", "--base-url", ""]),
+            &file,
+            Some(&creds),
+        );
+
+        assert_eq!(resolved.producer_token, Some(("p-file".into(), Source::Profile)));
+        assert_eq!(resolved.worker_token, Some(("cqw_local".into(), Source::LocalCredentials)));
+        assert_eq!(resolved.base_url, "http://127.0.0.1:9000/");
     }
 
     #[test]
