@@ -349,8 +349,9 @@ impl Worker {
         self
     }
 
-    /// Make one claim (one long poll), handle what it brings, and stop;
-    /// a failed claim is then an error rather than retried.
+    /// Make one claim per slot ([`Worker::concurrency`], each one long
+    /// poll), handle what they bring, and stop; a failed claim is then an
+    /// error rather than retried.
     pub fn once(mut self, once: bool) -> Self {
         self.once = once;
         self
@@ -394,8 +395,8 @@ impl Worker {
             .max(Duration::from_millis(100))
     }
 
-    /// Claims and handles tasks until stopped (or after one claim with
-    /// [`Worker::once`]). Fails on an error every further claim would
+    /// Claims and handles tasks until stopped (or after one claim per
+    /// slot with [`Worker::once`]). Fails on an error every further claim would
     /// repeat: a refused token (401/403), a missing token, a bad request.
     pub async fn run<H, F>(self, handler: H) -> Result<Summary, Error>
     where
@@ -403,9 +404,8 @@ impl Worker {
         F: Future<Output = Outcome> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let slots = if self.once { 1 } else { self.concurrency };
         let mut loops = JoinSet::new();
-        for slot in 0..slots {
+        for slot in 0..self.concurrency {
             loops.spawn(self.clone().slot(slot, Arc::clone(&handler)));
         }
         let mut summary = Summary::default();

@@ -1092,7 +1092,7 @@ pub struct WorkerStartArgs {
     /// Long-poll wait of each claim, 0..30 seconds.
     #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=30))]
     pub poll: u32,
-    /// Make one claim, handle what it brings, and exit.
+    /// Make one claim per --concurrency slot, handle what they bring, and exit.
     #[arg(long)]
     pub once: bool,
     /// Stop a handler that runs longer than S seconds (with every process

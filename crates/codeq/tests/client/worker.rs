@@ -181,6 +181,27 @@ printf '{"status":"COMPLETED","result":{"seen":"%s","job":"%s","env":"%s"}}\n' "
 }
 
 #[test]
+fn once_makes_one_claim_per_concurrency_slot() {
+    let server = Server::start();
+    let ids: Vec<String> = (0..4).map(|_| create(&server, "ONCE3", "{}")).collect();
+    let quick = handler(&server, "quick.sh", "cat >/dev/null\necho '{\"status\":\"COMPLETED\"}'");
+
+    let output = run(worker(&server, "ONCE3", &quick).args(["--once", "--concurrency", "3"]));
+
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("3 completed"), "{log}");
+    let statuses: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            run_json(server.codeq_with_tokens().args(["task", "get", id]))["status"].to_string()
+        })
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| s.contains("COMPLETED")).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| s.contains("PENDING")).count(), 1, "{statuses:?}");
+}
+
+#[test]
 fn once_exits_1_when_the_result_could_not_be_sent_within_the_lease() {
     let mut server = Server::start();
     let id = create(&server, "LOST", "{}");
