@@ -1,6 +1,6 @@
 //! `codeq task create|get|result|claim|cancel|list|cleanup`.
 
-use codeq_client::{ClaimRequest, Client, CreateTask, Payload, TaskQuery, TokenKind};
+use codeq_client::{ClaimRequest, Client, CreateTask, Payload, TaskQuery, TaskStatus, TokenKind};
 
 use super::{call, check_task_id};
 use crate::cli::{
@@ -41,7 +41,10 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
             output::task(args.output.output, &task)
         }
         TaskCommand::Result(args) => {
-            let answer = call(&resolved, reader, client.get_result(&args.id))?;
+            let answer = match super::block_on(client.get_result(&args.id))? {
+                Ok(answer) => answer,
+                Err(err) => return Err(no_result(&resolved, &client, &args.id, err)),
+            };
             output::task_with_result(args.output.output, &answer)
         }
         TaskCommand::Claim(args) => {
@@ -57,6 +60,32 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
         TaskCommand::List(args) => list(&resolved, &client, args),
         TaskCommand::Cleanup(args) => cleanup(&resolved, &client, args),
     }
+}
+
+/// A result the server does not have: for a task that exists, says what
+/// state it is in (the server's 404 does not tell a task still running
+/// from no task at all).
+fn no_result(
+    resolved: &Resolved,
+    client: &Client,
+    id: &str,
+    err: codeq_client::Error,
+) -> anyhow::Error {
+    let reader = resolved.reader_token();
+    if err.code() == Some("result_not_found")
+        && let Ok(Ok(task)) = super::block_on(client.get_task(id))
+    {
+        let status = task.status.as_str();
+        let state = match task.status {
+            TaskStatus::Pending | TaskStatus::InProgress => format!(
+                "task {id} is {status} ({} of {} deliveries made): no result yet",
+                task.attempts, task.max_attempts
+            ),
+            _ => format!("task {id} is {status} and has no result"),
+        };
+        return anyhow::Error::new(err).context(state);
+    }
+    super::name_refused_token(resolved, reader, err)
 }
 
 /// One id: the single cancel, printing the task. Several: batch cancels of

@@ -66,6 +66,27 @@ fn dead_letters(server: &Server, command: &str, count: usize, reason: &str) -> V
 }
 
 #[test]
+fn the_result_of_a_task_without_one_says_what_state_the_task_is_in() {
+    let server = Server::start();
+    let pending = create(&server, "NORESULT");
+    let absent = "0196a3c2-6a00-7c11-8d22-0e1f2a3b4c5d";
+
+    let of_pending = codeq(&server, &["task", "result", &pending]);
+    let of_absent = codeq(&server, &["task", "result", absent]);
+
+    let said = String::from_utf8_lossy(&of_pending.stderr);
+    assert_eq!(of_pending.status.code(), of_absent.status.code(), "the 404's exit code: {said}");
+    assert!(
+        said.contains(&format!(
+            "task {pending} is PENDING (0 of 5 deliveries made): no result yet"
+        )),
+        "{said}"
+    );
+    let said = String::from_utf8_lossy(&of_absent.stderr);
+    assert!(said.contains("result_not_found") && !said.contains("PENDING"), "{said}");
+}
+
+#[test]
 fn cancelling_one_task_prints_it_cancelled_with_its_reason() {
     let server = Server::start();
     let id = create(&server, "C");
