@@ -610,6 +610,36 @@ async fn cleanup_deletes_only_old_terminal_tasks(h: &dyn Harness) {
     );
 }
 
+async fn cleanup_takes_the_oldest_first_across_commands(h: &dyn Harness) {
+    let store = h.open();
+    // Ended in this order, commands interleaved; one whose callback is
+    // owed is passed over.
+    let ends = [("x", 2), ("y", 3), ("x", 4), ("z", 5), ("y", 6), ("x", 7)];
+    let mut ended = Vec::new();
+    for (name, second) in ends {
+        let mut made = task(name, 0, at(0));
+        if second == 5 {
+            made.webhook = Some("https://hooks.example.com/owed".into());
+        }
+        let id = create(&*store, vec![made]).await[0];
+        claim_one(&*store, only(name), at(1)).await.unwrap();
+        store
+            .complete(vec![completion(id, "w1", ResultStatus::Completed)], at(second))
+            .await
+            .unwrap();
+        ended.push(id);
+    }
+    let mut order = Vec::new();
+    for _ in 0..ends.len() {
+        order.extend(store.cleanup(at(10), 1).await.unwrap());
+    }
+    let owed = ended.remove(3);
+    assert_eq!(order, ended, "oldest first, the owed one kept");
+    assert!(store.get_task(owed).await.unwrap().is_some());
+    // Past the limit of one call: the next call goes on where it stopped.
+    assert!(store.cleanup(at(10), 5).await.unwrap().is_empty());
+}
+
 async fn concurrent_claimers_never_share_a_task(h: &dyn Harness) {
     let store = h.open();
     let ids = create(&*store, (0..400).map(|_| task("a", 0, at(0))).collect()).await;
@@ -1123,6 +1153,15 @@ async fn a_rate_limit_spaces_claims(h: &dyn Harness) {
         .unwrap();
     store.set_queue_settings(&command("paced"), rated, now).await.unwrap();
     assert_eq!(store.next_claimable_at(&only("paced"), now), Some(next), "the bucket as it was");
+    // So do the same settings written again: no claim gets a token yet.
+    store.set_queue_settings(&command("paced"), rated, now).await.unwrap();
+    let claimed = store.claim(&spec(only("paced"), 100, now.plus_seconds(60)), now).await.unwrap();
+    assert_eq!(claimed.len(), 0, "a pause, a resume and a rewrite refilled the bucket");
+    // A new rate starts with a full bucket.
+    let faster = settings(false, None, Some(40.0));
+    store.set_queue_settings(&command("paced"), faster, now).await.unwrap();
+    let claimed = store.claim(&spec(only("paced"), 100, now.plus_seconds(60)), now).await.unwrap();
+    assert_eq!(claimed.len(), 1, "a new rate's bucket (burst 1)");
 }
 
 /// Creates `count` tasks of `name` and dead-letters each by a nack with
@@ -1425,6 +1464,7 @@ macro_rules! conformance_suite {
                 a_refused_result_claims_no_next_task,
                 idempotency_keys_return_the_live_task,
                 cleanup_deletes_only_old_terminal_tasks,
+                cleanup_takes_the_oldest_first_across_commands,
                 concurrent_claimers_never_share_a_task,
                 state_survives_a_restart,
                 a_result_is_kept_as_its_text_over_a_restart,

@@ -620,15 +620,32 @@ fn queue_stats(row: &[serde_json::Value]) -> StoreResult<QueueStats> {
     })
 }
 
-/// A task as stored, moved to Redis's clock by `shift` milliseconds.
+/// A task as stored, moved to Redis's clock by `shift` milliseconds (a
+/// `runAt` the producer gave stays as it is: see `create.lua`).
 fn shifted(mut task: Task, shift: i64) -> Task {
     if shift != 0 {
+        let given = given_run_at(&task);
         task.created_at = task.created_at.plus_millis(shift);
-        task.run_at = task.run_at.map(|at| at.plus_millis(shift));
-        task.state.visible_at = task.state.visible_at.plus_millis(shift);
         task.state.updated_at = task.state.updated_at.plus_millis(shift);
+        match given {
+            Some(at) => task.state.visible_at = at.max(task.created_at),
+            None => {
+                task.run_at = task.run_at.map(|at| at.plus_millis(shift));
+                task.state.visible_at = task.state.visible_at.plus_millis(shift);
+            }
+        }
     }
     task
+}
+
+/// `task`'s `runAt` when it is a moment the producer gave, to be kept as
+/// it is whatever the replica's clock says. A `runAt` that is the creation
+/// time plus whole seconds is a `delaySeconds` (api.md: "creation time +
+/// `delaySeconds`"), a moment on the replica's clock that moves with
+/// `createdAt`.
+fn given_run_at(task: &Task) -> Option<Timestamp> {
+    let after = |at: Timestamp| at.millis() - task.created_at.millis();
+    task.run_at.filter(|at| after(*at) <= 0 || after(*at) % 1000 != 0)
 }
 
 fn create_args(max_commands: usize, tasks: &[Task]) -> Args {
@@ -641,9 +658,12 @@ fn create_args(max_commands: usize, tasks: &[Task]) -> Args {
             .num(task.priority.get())
             .opt(task.webhook.as_deref())
             .num(task.max_attempts)
-            .opt(task.idempotency_key.as_deref())
-            .opt(task.run_at.map(Timestamp::millis))
-            .num(task.created_at.millis())
+            .opt(task.idempotency_key.as_deref());
+        match given_run_at(task) {
+            Some(at) => args.text(&format!("@{}", at.millis())),
+            None => args.opt(task.run_at.map(Timestamp::millis)),
+        };
+        args.num(task.created_at.millis())
             .text(&task.created_by)
             .num(task.state.visible_at.millis());
     }

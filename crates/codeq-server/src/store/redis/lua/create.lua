@@ -4,7 +4,9 @@
 -- maxCommands already.
 -- ARGV: maxCommands, then per task (11): id, command, payload, priority,
 -- webhook?, maxAttempts, idempotencyKey?, runAt?, createdAt, createdBy,
--- visibleAt. Times are moments on the caller's clock (rebased by at()).
+-- visibleAt. Times are moments on the caller's clock (rebased by at()),
+-- but for a runAt passed as '@' (not '='): a moment the producer gave,
+-- kept as given, its task visible then (or at creation, if that is later).
 local made, holders, batch_keys, known = {}, {}, {}, {}
 local max_commands, count = tonumber(ARGV[FIRST]), nil
 -- True when command c is known, or is added as a new one within the bound.
@@ -32,6 +34,12 @@ for i = FIRST + 1, #ARGV, 11 do
   else
     made[#made + 1] = ''
     local created, visible = int(at(ARGV[i + 8])), at(ARGV[i + 10])
+    if run_at and string.sub(ARGV[i + 7], 1, 1) == '@' then
+      run_at = tonumber(run_at)
+      visible = math.max(run_at, tonumber(created))
+    elseif run_at then
+      run_at = at(run_at)
+    end
     local task = tk(c, id)
     -- Its body and its state as a new task, in one HSET.
     local fields = { 'c', c, 'p', ARGV[i + 2], 'pr', ARGV[i + 3], 'm', ARGV[i + 5],
@@ -43,7 +51,7 @@ for i = FIRST + 1, #ARGV, 11 do
       batch_keys[key] = id
       redis.call('HSET', K_IDEM, key, id)
     end
-    if run_at then fields[#fields + 1] = 'ra'; fields[#fields + 1] = int(at(run_at)) end
+    if run_at then fields[#fields + 1] = 'ra'; fields[#fields + 1] = int(run_at) end
     redis.call('HSET', task, unpack(fields))
     redis.call('HSET', K_WHERE, id, c)
     redis.call('ZADD', qk(c, 'ids'), '0', id)

@@ -1,6 +1,8 @@
 -- settings: replaces a command's pause and flow limits (the command is
--- listed from then on); the rate limit starts with a full bucket, and
--- parked claims are woken.
+-- listed from then on), and parked claims are woken. A new rate or burst
+-- starts with a full bucket; a pause, a resume or a new maxInFlight keeps
+-- the bucket as it is (so a pause and resume lets no burst through), as
+-- the embedded store's Queue::set_settings does.
 -- Refused ({refused = true}, nothing changed) for a new command when the
 -- commands known number maxCommands already.
 -- ARGV: command, paused ('1'/'0'), maxInFlight?, ratePerSecond?, burst?,
@@ -17,10 +19,12 @@ for i, name in ipairs({ 'mif', 'rate', 'burst' }) do
   if v then set[#set + 1] = name; set[#set + 1] = v else del[#del + 1] = name end
 end
 local rate, burst = optn(optarg(ARGV[FIRST + 3])), optn(optarg(ARGV[FIRST + 4]))
-if rate then
+local before = redis.call('HMGET', key, 'rate', 'burst')
+local same_rate = optn(before[1]) == rate and optn(before[2]) == burst
+if rate and not same_rate then
   set[#set + 1] = 'bt'; set[#set + 1] = string.format('%.17g', math.max(burst or 1, 1))
   set[#set + 1] = 'ba'; set[#set + 1] = int(NOW)
-else
+elseif not rate then
   del[#del + 1] = 'bt'; del[#del + 1] = 'ba'
 end
 redis.call('HSET', key, unpack(set))
