@@ -214,7 +214,9 @@ pub async fn nack(
         other => other.map(|n| n as u64),
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    let outcome = app.scheduler.nack(task_id(id.as_deref())?, fence, delay, request.reason).await?;
+    // An empty reason is no reason (it clears `lastReason`, as none does).
+    let reason = request.reason.filter(|reason| !reason.is_empty());
+    let outcome = app.scheduler.nack(task_id(id.as_deref())?, fence, delay, reason).await?;
     Ok(Json(match outcome {
         Retried::Requeued { delay_seconds } => {
             json!({ "status": "requeued", "delaySeconds": delay_seconds })

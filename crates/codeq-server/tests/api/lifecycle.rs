@@ -333,6 +333,19 @@ async fn abandon_requeues_and_nack_reports_its_delay() {
 }
 
 #[tokio::test]
+async fn a_nack_with_an_empty_reason_leaves_no_last_reason() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+
+    let nacked = app.post(&format!("/tasks/{id}/nack"), WORKER, json!({ "reason": "" })).await;
+
+    assert_eq!(nacked.status, 200);
+    let task = app.task(&id).await;
+    assert_eq!(task.get("lastReason"), None, "{task}");
+}
+
+#[tokio::test]
 async fn batch_create_answers_each_item_in_order() {
     let app = TestApp::spawn().await;
     let reply = app
