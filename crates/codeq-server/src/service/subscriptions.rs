@@ -8,9 +8,9 @@
 //! the notifier picks the subscriptions to tell (`codeq_core::subscription`)
 //! and posts `queue.ready` to each from a bounded pool of its own. A
 //! subscription held back by its `minIntervalSeconds` is told once the
-//! interval ends if the command still has ready tasks then; a command
-//! resumed, or given looser limits, with ready tasks is told as if it had
-//! just become ready ([`Control`](super::control::Control)); so is every
+//! interval ends if the command still has ready tasks then; a paused
+//! command's news waits for its resume: a command resumed, or given
+//! looser limits, with ready tasks is told as if it had just become ready ([`Control`](super::control::Control)); so is every
 //! command with ready tasks when the server starts. Best effort:
 //! a failed notification is not retried; the worker's next claim (or long
 //! poll) finds the work anyway.
@@ -264,6 +264,11 @@ impl Subscriptions {
                             .is_none_or(|only| only.iter().any(|held| held.covers(subscription)))
                     })
                     .collect();
+                // A paused command's work is told at its resume (control.rs).
+                if !wanting.is_empty() && only.is_none() && self.paused(&command).await {
+                    self.progress.handled.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 let choice = rotation.choose(&command, &wanting, now);
                 held.note(&command, &choice);
                 for subscription in choice.chosen {
@@ -299,6 +304,12 @@ impl Subscriptions {
                 Vec::new()
             }
         }
+    }
+
+    /// Whether `command` is paused (not when its settings cannot be read:
+    /// a notification too many is better than one missing).
+    async fn paused(&self, command: &Command) -> bool {
+        self.store.queue_settings(command).await.is_ok_and(|settings| settings.paused)
     }
 
     /// Sleeps until `at`; forever when `None`.

@@ -204,6 +204,23 @@ async fn a_resumed_command_with_ready_work_is_told() {
 }
 
 #[tokio::test]
+async fn work_created_while_paused_is_told_at_the_resume_not_before() {
+    let app = server().await;
+    let receiver = Receiver::start(&[]).await;
+    subscribed(&app, &receiver, json!({ "eventTypes": ["stopped"] })).await;
+    let pause = app.post("/admin/queues/stopped/pause", ADMIN, json!({})).await;
+    assert_eq!(pause.status, 200, "{:?}", pause.body);
+    let before = app.notifier_handled();
+    app.create_simple("stopped").await;
+    app.wait_for_notifier(before + 1).await;
+    assert_eq!(receiver.received().len(), 0, "nothing a claim could take");
+    let resume = app.post("/admin/queues/stopped/resume", ADMIN, json!({})).await;
+    assert_eq!(resume.status, 200, "{:?}", resume.body);
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["queueDepth"], 1, "the resume is the news");
+}
+
+#[tokio::test]
 async fn settings_that_hold_more_back_tell_nobody() {
     const SETTINGS: &str = "/v1/codeq/admin/queues/tight/settings";
     let app = server().await;
