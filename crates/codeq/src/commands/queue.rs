@@ -68,7 +68,8 @@ fn note_if_unseen(
         let names = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
         eprintln!(
             "codeq: note: the server has seen no task of {command} yet (names are \
-             case-sensitive; known: {names}): its settings are kept for when one comes"
+             case-sensitive; known: {names}): its settings are kept for when one comes, \
+             and the name is listed from now on (the server forgets no command)"
         );
     }
     Ok(())
