@@ -140,6 +140,9 @@ pub struct TaskReport {
     /// [`Reported::ReportFailed`], or with [`Reported::Failed`] when a
     /// result the server refused as invalid was submitted as a failure.
     pub report_error: Option<String>,
+    /// With [`Reported::Nacked`]: the delay before the task is delivered
+    /// again (the server's backoff).
+    pub again_in: Option<Duration>,
     /// Claim to report.
     pub duration: Duration,
 }
@@ -449,6 +452,7 @@ impl Worker {
                         },
                         report_error: given_back.err().as_ref().map(with_causes),
                         detail: None,
+                        again_in: None,
                         duration: Duration::ZERO,
                         id: task.id,
                         command: task.command,
@@ -602,6 +606,7 @@ impl Worker {
             reported: sent.reported,
             detail,
             report_error,
+            again_in: sent.again_in,
             duration: started.elapsed(),
         };
         Handled { report, next: sent.next, refused_for_good }
@@ -689,7 +694,7 @@ impl Worker {
                 let body = SubmitResult { attempt: Some(attempt), ..body };
                 return self.send_result(id, body, held_until).await;
             }
-            Outcome::Retry(reason) => self.nack(id, attempt, &reason).await,
+            Outcome::Retry(reason) => return self.nack(id, attempt, &reason).await,
             Outcome::Abandon => {
                 self.client.abandon(id, attempt).await.map(|()| (Reported::Abandoned, None))
             }
@@ -716,13 +721,9 @@ impl Worker {
                 }
                 let failed = SubmitResult::failed(body.attempt.unwrap_or_default(), error);
                 match self.client.submit_result(id, &failed).await {
-                    Ok(_) => Sent {
-                        reported: Reported::Failed,
-                        next: None,
-                        refusal: Some(refused),
-                        ends_the_worker: false,
-                        context: None,
-                    },
+                    Ok(_) => {
+                        Sent { refusal: Some(refused), ..Sent::accepted(Reported::Failed, None) }
+                    }
                     Err(_) => Self::sent(Err(refused), false),
                 }
             }
@@ -731,18 +732,17 @@ impl Worker {
     }
 
     /// Nacks with `reason`, after the server's backoff.
-    async fn nack(
-        &self,
-        id: &str,
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(Reported, Option<Task>), Error> {
-        let nacked = self.client.nack(id, attempt, None, Some(reason)).await?;
-        let reported = match nacked.status {
-            NackStatus::Requeued => Reported::Nacked,
-            NackStatus::Dlq => Reported::DeadLettered,
-        };
-        Ok((reported, None))
+    async fn nack(&self, id: &str, attempt: u32, reason: &str) -> Sent {
+        match self.client.nack(id, attempt, None, Some(reason)).await {
+            Ok(nacked) => match nacked.status {
+                NackStatus::Requeued => Sent {
+                    again_in: Some(Duration::from_secs(nacked.delay_seconds)),
+                    ..Sent::accepted(Reported::Nacked, None)
+                },
+                NackStatus::Dlq => Sent::accepted(Reported::DeadLettered, None),
+            },
+            Err(err) => Self::sent(Err(err), false),
+        }
     }
 
     /// What a report's answer comes to.
@@ -755,11 +755,9 @@ impl Worker {
                 Sent::accepted(Reported::Cancelled, None)
             }
             Err(err) => Sent {
-                reported: Reported::ReportFailed,
-                next: None,
                 ends_the_worker: !giving_back && refuses_every_report(&err),
                 refusal: Some(err),
-                context: None,
+                ..Sent::accepted(Reported::ReportFailed, None)
             },
         }
     }
@@ -874,11 +872,20 @@ struct Sent {
     /// result given up unanswered because the lease ended, a handler
     /// stopped because its lease was lost.
     context: Option<&'static str>,
+    /// A nacked task's delay before its next delivery.
+    again_in: Option<Duration>,
 }
 
 impl Sent {
     fn accepted(reported: Reported, next: Option<Task>) -> Self {
-        Self { reported, next, refusal: None, ends_the_worker: false, context: None }
+        Self {
+            reported,
+            next,
+            refusal: None,
+            ends_the_worker: false,
+            context: None,
+            again_in: None,
+        }
     }
 }
 

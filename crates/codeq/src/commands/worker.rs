@@ -148,7 +148,9 @@ fn log_task(report: &TaskReport) {
         .unwrap_or_default();
     let reason =
         report.detail.as_deref().map(|d| format!(": {}", first_line(d))).unwrap_or_default();
-    let detail = format!("{refused}{reason}");
+    let again =
+        report.again_in.map(|delay| format!(", again in {}s", delay.as_secs())).unwrap_or_default();
+    let detail = format!("{again}{refused}{reason}");
     log!(
         "codeq worker: task {} command={} attempt={} {outcome} in {:.3}s{detail}",
         report.id,

@@ -302,7 +302,21 @@ fn a_failing_handler_is_nacked_with_its_stderr() {
     assert_eq!(task["attempts"], 1);
     let reason = task["lastReason"].as_str().unwrap();
     assert!(reason.contains("exit status: 3") && reason.contains("disk on fire"), "{reason}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("nacked"));
+    // The line says when it comes back: the server's backoff.
+    let log = String::from_utf8_lossy(&output.stderr);
+    let line = log.lines().find(|line| line.contains(" nacked in ")).expect("a nacked line");
+    let again = line.split(", again in ").nth(1).and_then(|rest| rest.split("s:").next());
+    let detail: serde_json::Value = server.block_on(async {
+        let url = format!("{}/v1/codeq/admin/tasks/{id}", server.base);
+        let asked = reqwest::Client::new().get(url).bearer_auth(PRODUCER).send().await.unwrap();
+        asked.json().await.unwrap()
+    });
+    let moment = |at: &serde_json::Value| {
+        codeq_core::Timestamp::parse_rfc3339(at.as_str().unwrap()).unwrap().millis()
+    };
+    let backoff = (moment(&detail["visibleAt"]) - moment(&task["updatedAt"])) / 1000;
+    assert_eq!(again, Some(backoff.to_string().as_str()), "{line}");
+    assert!(line.ends_with(": handler exit status: 3: disk on fire"), "{line}");
 }
 
 #[test]
