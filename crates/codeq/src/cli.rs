@@ -623,7 +623,7 @@ pub struct TaskCleanupArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TaskCreateArgs {
     /// Queue name.
-    #[arg(long, visible_alias = "event", value_name = "C")]
+    #[arg(long, visible_alias = "event", value_name = "C", value_parser = command_name)]
     pub command: String,
     /// JSON payload; `@FILE` reads it from a file, `-` from stdin.
     #[arg(long, value_name = "JSON", default_value = "{}")]
@@ -670,7 +670,13 @@ pub struct TaskIdArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TaskClaimArgs {
     /// Commands to claim from [default: the token's].
-    #[arg(long, visible_alias = "events", value_name = "A,B", value_delimiter = ',')]
+    #[arg(
+        long,
+        visible_alias = "events",
+        value_name = "A,B",
+        value_delimiter = ',',
+        value_parser = command_name
+    )]
     pub commands: Vec<String>,
     /// Lease in seconds, at least 1 [default: the server's].
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
@@ -746,7 +752,7 @@ pub struct PageArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TaskListArgs {
     /// Only tasks of this command.
-    #[arg(long, visible_alias = "event", value_name = "C")]
+    #[arg(long, visible_alias = "event", value_name = "C", value_parser = command_name)]
     pub command: Option<String>,
     /// Only tasks with this status.
     #[arg(long, value_name = "S", value_enum, ignore_case = true)]
@@ -965,6 +971,7 @@ impl DlqFilterArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DlqListArgs {
     /// The command (queue name).
+    #[arg(value_parser = command_name)]
     pub command: String,
     /// Which dead letters.
     #[command(flatten)]
@@ -981,6 +988,7 @@ pub struct DlqListArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DlqReplayArgs {
     /// The command (queue name).
+    #[arg(value_parser = command_name)]
     pub command: String,
     /// The dead letters to replay [default: those the filters select].
     #[arg(value_name = "ID", conflicts_with_all = ["error_contains", "failed_before", "failed_after"])]
@@ -1009,6 +1017,7 @@ pub struct DlqReplayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DlqPurgeArgs {
     /// The command (queue name).
+    #[arg(value_parser = command_name)]
     pub command: String,
     /// The dead letters to delete [default: those the filters select].
     #[arg(value_name = "ID", conflicts_with_all = ["error_contains", "failed_before", "failed_after"])]
@@ -1037,6 +1046,7 @@ pub struct DlqPurgeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct QueueInspectArgs {
     /// The command (queue name).
+    #[arg(value_parser = command_name)]
     pub command: String,
     /// Output format.
     #[command(flatten)]
@@ -1078,7 +1088,13 @@ pub enum WorkerCommand {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerStartArgs {
     /// Commands to claim from [default: the token's].
-    #[arg(long, visible_alias = "commands", value_name = "A,B", value_delimiter = ',')]
+    #[arg(
+        long,
+        visible_alias = "commands",
+        value_name = "A,B",
+        value_delimiter = ',',
+        value_parser = command_name
+    )]
     pub events: Vec<String>,
     /// Tasks handled at once.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]

@@ -455,6 +455,12 @@ fn an_invalid_command_name_is_refused_before_any_request_or_note() {
         &["queue", "pause", "render jobs"][..],
         &["queue", "resume", "render jobs"],
         &["queue", "settings", "render jobs", "--max-in-flight", "2"],
+        &["queue", "inspect", "render jobs"],
+        &["task", "create", "--command", "render jobs"],
+        &["task", "claim", "--commands", "render,render jobs"],
+        &["task", "list", "--command", "render jobs"],
+        &["dlq", "list", "render jobs"],
+        &["worker", "start", "--events", "render jobs", "--handler", "/bin/true"],
     ] {
         let refused = codeq(&server, args);
 
