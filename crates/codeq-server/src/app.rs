@@ -291,6 +291,12 @@ impl App {
                 shutdown.clone(),
             )),
         ];
+        background.push(tokio::spawn({
+            let (store, artifacts, shutdown) = (store.clone(), artifacts.clone(), shutdown.clone());
+            async move {
+                artifacts.sweep_orphans(store.as_ref(), &shutdown).await;
+            }
+        }));
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
             let clock = clock.clone();

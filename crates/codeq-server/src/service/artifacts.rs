@@ -18,8 +18,10 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use codeq_core::{Artifact, TaskId};
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
 
 use super::outbound::check_http_url;
+use crate::store::Store;
 
 /// Base64 text decoded per piece: a multiple of 4, so that each piece
 /// decodes on its own; 1 MiB of text is 768 KiB of bytes.
@@ -264,6 +266,55 @@ impl Artifacts {
             artifacts.push(artifact);
         }
         Ok(artifacts)
+    }
+
+    /// Removes the artifacts of tasks `store` no longer has, and returns
+    /// how many tasks' they were. A task's files go after the store has
+    /// deleted it (retention, a cleanup, a purge), so a process stopped in
+    /// between leaves them behind; run at start, this takes them. Ids are
+    /// never used again, so a task not found now is gone for good. Stops
+    /// at the first store error (the next start tries again) or when
+    /// `stop` fires.
+    pub async fn sweep_orphans(&self, store: &dyn Store, stop: &CancellationToken) -> usize {
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return 0,
+            Err(error) => {
+                tracing::warn!(%error, dir = %self.dir.display(), "cannot list the artifacts");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        while !stop.is_cancelled() {
+            let entry = match entries.next_entry().await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the artifacts");
+                    break;
+                }
+            };
+            let Some(task) =
+                entry.file_name().to_str().and_then(|name| name.parse::<TaskId>().ok())
+            else {
+                continue;
+            };
+            match store.get_task(task).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.remove_all(task).await;
+                    removed += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot sweep the artifacts of deleted tasks");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(tasks = removed, "removed the artifacts of deleted tasks");
+        }
+        removed
     }
 
     /// Deletes every stored artifact of `task` (retention).

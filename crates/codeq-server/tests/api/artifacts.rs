@@ -237,3 +237,26 @@ async fn a_result_waiting_for_its_next_task_no_longer_holds_its_own() {
     let body: serde_json::Value = first.json().await.unwrap();
     assert!(body.get("next").is_none(), "{body}");
 }
+
+#[tokio::test]
+async fn artifacts_of_tasks_deleted_before_a_stop_are_removed_at_the_next_start() {
+    let app = TestApp::spawn().await;
+    let kept = completed_with_artifact(&app, "kept.bin", b"still wanted").await;
+    let dir = app.stop().await;
+    // What a process stopped between a cleanup's delete and the removal of
+    // the files leaves: the files of a task the store no longer has.
+    let orphan = dir.path().join("artifacts").join(codeq_core::TaskId::generate().to_string());
+    std::fs::create_dir_all(orphan.join("1")).unwrap();
+    std::fs::write(orphan.join("1").join("out.bin"), b"left behind").unwrap();
+
+    let app = TestApp::start(TestApp::config(dir.path()), dir, false).await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while orphan.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the orphaned files were never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let path = format!("/v1/codeq/tasks/{kept}/artifacts/kept.bin");
+    let reply = app.call(Method::GET, &path, Some(PRODUCER), None).await;
+    assert_eq!(reply.status, 200, "a live task's files stay");
+}
