@@ -664,6 +664,12 @@ fn refused_store(config: &Config, error: OpenError) -> StartError {
         OpenError::InUse(_) => {
             StartError::Refused(format!("{error}: is another `codeq serve` running on {data_dir}?"))
         }
+        OpenError::Io(cause) if cause.kind() == std::io::ErrorKind::StorageFull => {
+            StartError::Other(anyhow::anyhow!(
+                "cannot open storage in {data_dir}: {cause}: free some space on its disk and \
+                 start again (nothing acknowledged is lost)"
+            ))
+        }
         OpenError::Io(cause) => {
             StartError::Other(anyhow::anyhow!("cannot open storage in {data_dir}: {cause}"))
         }

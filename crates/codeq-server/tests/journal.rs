@@ -324,6 +324,40 @@ async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
     assert_eq!(open(dir.path()).unwrap().all_queue_stats().await.unwrap()[0].ready, 13);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_write_that_a_full_disk_cannot_set_aside_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let store = open(dir.path()).unwrap();
+        create(&*store, 3).await // dropped without close: as after kill -9
+    };
+    let last = segments(dir.path()).pop().unwrap();
+    let end = EmbeddedStore::check(dir.path()).unwrap().recovered.tail;
+    let mut torn = 500u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[7; 33]);
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn, end).unwrap();
+    let torn_files = || {
+        files(dir.path())
+            .into_iter()
+            .filter(|(path, _)| path.file_name().unwrap().to_string_lossy().starts_with("torn-"))
+            .count()
+    };
+
+    for _ in 0..3 {
+        let full = FaultFs::new();
+        full.fail_writes_after_bytes(0);
+        assert!(open_on(&full, dir.path()).is_err(), "nothing to set the torn bytes aside in");
+    }
+
+    assert_eq!(torn_files(), 0, "a start that failed left a file behind");
+    let store = open(dir.path()).unwrap();
+    assert_eq!(torn_files(), 1);
+    for id in ids {
+        assert!(store.get_task(id).await.unwrap().is_some());
+    }
+}
+
 fn open_on(fs: &FaultFs, dir: &Path) -> Result<Arc<EmbeddedStore>, OpenError> {
     EmbeddedStore::open_with(Arc::new(fs.clone()), dir, options(), Arc::new(Signals::new()))
 }

@@ -345,8 +345,13 @@ fn cut_torn_tail(
         .find(|path| !path.exists())
         .unwrap_or_else(|| dir.join("torn.bin"));
     let copy = fs.create(&saved)?;
-    copy.write_all_at(&torn, 0)?;
-    copy.sync_data()?;
+    let kept = copy.write_all_at(&torn, 0).and_then(|()| copy.sync_data());
+    if let Err(error) = kept {
+        // A full disk: the next start tries again, under the same name,
+        // rather than leaving a file a start for each attempt.
+        let _ = fs.remove(&saved);
+        return Err(error.into());
+    }
     fs.sync_dir(dir)?;
     file.truncate(offset)?;
     file.truncate(segment_bytes.max(offset))?;
