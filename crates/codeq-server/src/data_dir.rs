@@ -33,12 +33,13 @@ pub enum DataDirError {
         holder: String,
     },
     /// The directory or its lock file cannot be created or locked.
-    #[error("cannot use data dir {}: {source}", dir.display())]
+    #[error("cannot use data dir {}: {cause}", dir.display())]
     Io {
         /// The data directory.
         dir: PathBuf,
-        /// What failed.
-        source: io::Error,
+        /// What failed (in the message, not a `source`: a chain printed
+        /// whole would say it twice).
+        cause: io::Error,
     },
 }
 
@@ -51,7 +52,7 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Creates `dir` if needed and locks it for this process.
     pub fn acquire(dir: &Path) -> Result<Self, DataDirError> {
-        let io_error = |source| DataDirError::Io { dir: dir.to_path_buf(), source };
+        let io_error = |cause| DataDirError::Io { dir: dir.to_path_buf(), cause };
         if fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()) {
             return Err(DataDirError::NotADirectory(dir.to_path_buf()));
         }

@@ -325,3 +325,22 @@ async fn check_and_backup_leave_the_lock_files_as_they_found_them_and_copy_none(
     assert_eq!(locks(dir.path()), Vec::<PathBuf>::new(), "none left where there was none");
     assert_eq!(locks(&target), Vec::<PathBuf>::new(), "none in the copy");
 }
+
+#[test]
+fn check_of_a_directory_without_a_store_says_so_once() {
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("not-there");
+
+    let mut of_empty = codeq();
+    of_empty.args(["storage", "check"]).arg(empty.path());
+    let of_empty = run(of_empty);
+    let mut of_missing = codeq();
+    of_missing.args(["storage", "check"]).arg(&missing);
+    let of_missing = run(of_missing);
+
+    let said = String::from_utf8_lossy(&of_empty.stderr);
+    assert_eq!(of_empty.status.code(), Some(2), "{said}");
+    assert!(said.contains("there is no codeQ store in"), "{said}");
+    let said = String::from_utf8_lossy(&of_missing.stderr);
+    assert_eq!(said.matches("no such directory").count(), 1, "said once: {said}");
+}

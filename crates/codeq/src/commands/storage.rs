@@ -24,6 +24,7 @@ pub fn run(command: &StorageCommand) -> anyhow::Result<()> {
 fn explain(error: MaintenanceError) -> anyhow::Error {
     match error {
         refused @ (MaintenanceError::Refused(_)
+        | MaintenanceError::NoStore(_)
         | MaintenanceError::DataDir(_)
         | MaintenanceError::TargetNotEmpty(_)) => ConfigError::new(refused.to_string()).into(),
         other => other.into(),

@@ -32,16 +32,20 @@ pub enum MaintenanceError {
     /// The data directory is missing, in use or not a directory.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    /// The data directory holds no store.
+    #[error("there is no codeQ store in {} (no `store` directory there: is it the server's --data-dir?)", .0.display())]
+    NoStore(PathBuf),
     /// The backup's target is not empty.
     #[error("{} exists and is not empty: back up into a new directory", .0.display())]
     TargetNotEmpty(PathBuf),
     /// Copying failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
-        /// What failed.
-        source: io::Error,
+        /// What failed (in the message, not a `source`: a chain printed
+        /// whole would say it twice).
+        cause: io::Error,
     },
     /// The copy does not hold what the original held.
     #[error("the copy does not match the original: {0}")]
@@ -50,7 +54,7 @@ pub enum MaintenanceError {
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> MaintenanceError {
     let context = context.into();
-    move |source| MaintenanceError::Io { context, source }
+    move |cause| MaintenanceError::Io { context, cause }
 }
 
 /// The held lock of a data directory. Dropping it removes the lock files
@@ -81,7 +85,7 @@ fn lock(dir: &Path) -> Result<Held, MaintenanceError> {
     if !dir.is_dir() {
         return Err(MaintenanceError::Io {
             context: format!("cannot use {}", dir.display()),
-            source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+            cause: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
         });
     }
     let created = lock_files(dir).into_iter().filter(|path| fs::symlink_metadata(path).is_err());
@@ -93,7 +97,16 @@ fn lock(dir: &Path) -> Result<Held, MaintenanceError> {
 /// anything.
 pub fn check(dir: &Path) -> Result<CheckReport, MaintenanceError> {
     let _lock = lock(dir)?;
-    EmbeddedStore::check(&dir.join(STORE_DIR)).map_err(MaintenanceError::Refused)
+    check_store(dir)
+}
+
+/// [`EmbeddedStore::check`] of the store in the data directory `dir`.
+fn check_store(dir: &Path) -> Result<CheckReport, MaintenanceError> {
+    let store = dir.join(STORE_DIR);
+    if !store.is_dir() {
+        return Err(MaintenanceError::NoStore(dir.to_path_buf()));
+    }
+    EmbeddedStore::check(&store).map_err(MaintenanceError::Refused)
 }
 
 /// What a backup copied.
@@ -112,7 +125,7 @@ pub struct BackupReport {
 /// but the locks and the spare segment, syncs the copy, and checks that it holds the same tasks.
 pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, MaintenanceError> {
     let _lock = lock(dir)?;
-    let checked = EmbeddedStore::check(&dir.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;
+    let checked = check_store(dir)?;
     let occupied = fs::read_dir(out).map(|mut entries| entries.next().is_some()).unwrap_or(false);
     if occupied {
         return Err(MaintenanceError::TargetNotEmpty(out.to_path_buf()));
@@ -122,7 +135,7 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, MaintenanceError> 
     let left_out = [dir_lock, store_lock, dir.join(STORE_DIR).join(SPARE_NAME)];
     copy_tree(dir, out, &left_out, &mut copied)?;
     let _copy_lock = lock(out)?;
-    let copy = EmbeddedStore::check(&out.join(STORE_DIR)).map_err(MaintenanceError::Refused)?;
+    let copy = check_store(out)?;
     if copy.tasks != checked.tasks || copy.recovered.last_seq != checked.recovered.last_seq {
         return Err(MaintenanceError::Mismatch(format!(
             "{} tasks up to change {} in the original, {} up to change {} in the copy",
