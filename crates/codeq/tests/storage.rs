@@ -344,3 +344,19 @@ fn check_of_a_directory_without_a_store_says_so_once() {
     let said = String::from_utf8_lossy(&of_missing.stderr);
     assert_eq!(said.matches("no such directory").count(), 1, "said once: {said}");
 }
+
+#[test]
+fn check_on_a_file_system_that_fails_exits_1_not_2_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its lock file cannot be opened for writing (as on a read-only mount).
+    std::fs::create_dir_all(dir.path().join("serve.lock")).unwrap();
+    std::fs::create_dir_all(dir.path().join("store")).unwrap();
+
+    let mut check = codeq();
+    check.args(["storage", "check"]).arg(dir.path());
+    let check = run(check);
+
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert_eq!(said.matches("os error 21").count(), 1, "said once: {said}");
+}

@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
+use codeq_server::data_dir::DataDirError;
 use codeq_server::store::embedded::CheckReport;
+use codeq_server::store::embedded::log::OpenError;
 use codeq_server::store::embedded::maintenance::{self, MaintenanceError};
 
 use crate::cli::{StorageBackupArgs, StorageCheckArgs, StorageCommand};
@@ -20,9 +22,12 @@ pub fn run(command: &StorageCommand) -> anyhow::Result<()> {
 }
 
 /// A refused store (or a refused target) is a configuration problem
-/// (exit 2), as at start-up.
+/// (exit 2), as at start-up; a file system that fails (read-only, an I/O
+/// error) is not the store's damage (exit 1).
 fn explain(error: MaintenanceError) -> anyhow::Error {
     match error {
+        failed @ (MaintenanceError::DataDir(DataDirError::Io { .. })
+        | MaintenanceError::Refused(OpenError::Io(_))) => failed.into(),
         refused @ (MaintenanceError::Refused(_)
         | MaintenanceError::NoStore(_)
         | MaintenanceError::DataDir(_)
