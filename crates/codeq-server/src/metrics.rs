@@ -18,7 +18,7 @@
 //! or share the command's `Arc`, so counting allocates nothing once a
 //! series exists.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -153,9 +153,6 @@ pub struct Metrics {
     queue_depth: Family<QueueLabels, Gauge>,
     dlq_depth: Family<CommandLabels, Gauge>,
     subscriptions: Family<CommandLabels, Gauge>,
-    /// Commands without tasks that live subscriptions name: their
-    /// `codeq_subscriptions_active` series, removed once none does.
-    subscribed_only: Mutex<BTreeSet<Command>>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     admission_rejections: Counter,
@@ -198,7 +195,6 @@ impl Metrics {
             queue_depth: Family::default(),
             dlq_depth: Family::default(),
             subscriptions: Family::default(),
-            subscribed_only: Mutex::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             admission_rejections: Counter::default(),
@@ -483,22 +479,9 @@ impl Metrics {
             self.set_listening(&stats.command, &listening);
             self.touch_counters(&command);
         }
-        let known: HashSet<&Command> = queues.iter().map(|stats| &stats.command).collect();
-        let named: BTreeSet<Command> = subscriptions
-            .iter()
-            .filter(|subscription| subscription.expires_at > now)
-            .flat_map(|subscription| subscription.commands.iter().flatten())
-            .filter(|command| !known.contains(command))
-            .cloned()
-            .collect();
-        for command in &named {
-            self.set_listening(command, &listening);
-        }
-        let mut before = self.subscribed_only.lock().unwrap_or_else(PoisonError::into_inner);
-        for gone in before.difference(&named) {
-            self.subscriptions.remove(&CommandLabels { command: CommandLabel(gone.clone()) });
-        }
-        *before = named;
+        // Only known commands get a series (maxCommands bounds them): a
+        // subscription naming one with no task or settings yet is counted
+        // once it has one, not under a name a worker made up.
     }
 
     /// `codeq_subscriptions_active` of `command`: the live subscriptions

@@ -307,9 +307,11 @@ async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
     use std::os::unix::fs::FileExt;
     std::fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn, end).unwrap();
 
+    let checked = EmbeddedStore::check(dir.path()).unwrap().recovered.repairs.torn;
     let store = open(dir.path()).unwrap();
-    let cut = store.recovered().repairs.torn.map(|(segment, offset, _)| (segment, offset));
-    assert_eq!(cut, Some((1, end)));
+    let cut = store.recovered().repairs.torn;
+    assert_eq!(cut, Some((1, end, torn.len() as u64)), "what was written, not the zeros after");
+    assert_eq!(checked, cut, "check reports what the start sets aside");
     for id in ids {
         assert!(store.get_task(id).await.unwrap().is_some());
     }

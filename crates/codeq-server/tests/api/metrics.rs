@@ -297,7 +297,7 @@ async fn webhook_deliveries_subscriptions_and_the_outbox_are_counted() {
 }
 
 #[tokio::test]
-async fn a_subscription_to_a_command_without_tasks_is_counted_while_it_lives() {
+async fn a_subscription_is_counted_under_known_commands_only() {
     let app =
         TestApp::spawn_with(|config| config.webhook_allow_private_networks = true, true).await;
     let subscribe = json!({
@@ -308,14 +308,17 @@ async fn a_subscription_to_a_command_without_tasks_is_counted_while_it_lives() {
     let subscribed = app.post("/workers/subscriptions", WORKER, subscribe).await;
     assert_eq!(subscribed.status, 200, "{:?}", subscribed.body);
 
-    let live = scrape(&app).await;
-    assert_eq!(gauge(&live, "codeq_subscriptions_active", &[("command", "NOT_YET")]), 1.0);
-    app.advance(61);
-    // Gone with the last subscription that named it: names nobody listens
-    // to do not pile up.
+    // A name no task or setting has made known gets no series: a worker
+    // cannot add series by naming commands (maxCommands bounds them).
     let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
     let text = text.text().await.unwrap();
     assert!(!text.contains(r#"command="NOT_YET""#), "{text}");
+    app.create_simple("NOT_YET").await;
+    let live = scrape(&app).await;
+    assert_eq!(gauge(&live, "codeq_subscriptions_active", &[("command", "NOT_YET")]), 1.0);
+    app.advance(61);
+    let lapsed = scrape(&app).await;
+    assert_eq!(gauge(&lapsed, "codeq_subscriptions_active", &[("command", "NOT_YET")]), 0.0);
 }
 
 #[tokio::test]

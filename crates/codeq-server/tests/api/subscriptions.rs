@@ -357,7 +357,8 @@ async fn a_worker_lists_at_most_100_commands_and_holds_at_most_100_subscriptions
         }
     }
     assert_eq!((held.len(), refused), (100, 10));
-    // Each of the 100 counted once per command it names, whatever else.
+    // Each of the 100 counted once per (known) command it names.
+    app.create_simple("c99").await;
     let scrape = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
     let text = scrape.text().await.unwrap();
     assert!(text.contains("codeq_subscriptions_active{command=\"c99\"} 100"), "{text}");

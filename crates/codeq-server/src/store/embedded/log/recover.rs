@@ -417,8 +417,11 @@ impl Scan<'_> {
                 Ok(parsed) => parsed,
                 Err(bad) => {
                     if may_end && self.is_torn_tail(&bytes[at..]) {
-                        self.recovered.repairs.torn =
-                            Some((id, at as u64, (bytes.len() - at) as u64));
+                        // What was written: the rest of a preallocated
+                        // segment is zeros.
+                        let written = bytes[at..].iter().rposition(|&byte| byte != 0);
+                        let length = written.map_or(0, |last| last + 1) as u64;
+                        self.recovered.repairs.torn = Some((id, at as u64, length));
                         break;
                     }
                     return Err(self.damage(id, at, &bad.to_string()));
