@@ -17,6 +17,7 @@ use std::io::Write;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::config::Config;
@@ -165,14 +166,31 @@ fn to_stderr(line: &[u8]) {
 /// Sends log lines to stderr at `logLevel` in `logFormat` (`RUST_LOG`,
 /// when set, wins), without colours.
 pub fn init(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level.to_string()));
+    let level = config.log_level.to_string();
+    let (filter, refused) = filter(&level, std::env::var("RUST_LOG").ok());
     let output: line::Output = if sink().is_some() { to_sink } else { to_stderr };
     let subscriber = tracing_subscriber::registry()
         .with(filter)
         .with(line::Lines::new(config.log_format, output));
     // Set once per process; a second call (tests) keeps the first.
     let _ = tracing::subscriber::set_global_default(subscriber);
+    if let Some(why) = refused {
+        tracing::warn!("RUST_LOG is not a filter ({why}): logging at logLevel {level}");
+    }
+}
+
+/// The filter of `rust_log` (`RUST_LOG`), else of `level`: an empty
+/// `RUST_LOG` counts as unset (as an empty setting does everywhere; as a
+/// filter it would turn every line off, errors too), and one that is not a
+/// filter is refused, with why.
+fn filter(level: &str, rust_log: Option<String>) -> (EnvFilter, Option<String>) {
+    match rust_log.filter(|directives| !directives.trim().is_empty()) {
+        None => (EnvFilter::new(level), None),
+        Some(directives) => match EnvFilter::try_new(&directives) {
+            Ok(filter) => (filter, None),
+            Err(error) => (EnvFilter::new(level), Some(format!("{directives:?}: {error}"))),
+        },
+    }
 }
 
 /// Writes every log line still buffered (before the process exits).
@@ -186,7 +204,25 @@ pub fn flush() {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use tracing_subscriber::filter::LevelFilter;
+
     use super::*;
+
+    #[test]
+    fn an_empty_rust_log_is_unset_and_one_that_is_no_filter_is_refused() {
+        let most = |(filter, refused): (EnvFilter, Option<String>)| {
+            (filter.max_level_hint(), refused.is_some())
+        };
+
+        assert_eq!(most(filter("info", None)), (Some(LevelFilter::INFO), false));
+        assert_eq!(most(filter("info", Some(String::new()))), (Some(LevelFilter::INFO), false));
+        assert_eq!(most(filter("info", Some("  ".into()))), (Some(LevelFilter::INFO), false));
+        assert_eq!(most(filter("info", Some("warn".into()))), (Some(LevelFilter::WARN), false));
+        assert_eq!(
+            most(filter("warn", Some("garbage=[[[".into()))),
+            (Some(LevelFilter::WARN), true)
+        );
+    }
 
     /// A writer that keeps what it is given, and counts the writes.
     #[derive(Clone, Default)]
