@@ -156,7 +156,14 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secret() {
     assert_eq!(created["level"], "INFO");
     let nacked = line_of(&lines, "req-nack-1");
     assert_eq!(nacked["span"]["route"], "/v1/codeq/tasks/{id}/nack", "the template, not the path");
+    // Who did it, and to which task.
+    let task = created["span"]["task_id"].as_str().unwrap();
+    assert_eq!(task.len(), 36, "the created task's id: {created}");
+    assert_eq!((&created["span"]["sub"], &nacked["span"]["sub"]), (&json!("p1"), &json!("w1")));
+    assert_eq!(nacked["span"]["task_id"], task, "the task the path names");
+    assert_eq!(line_of(&lines, "req-claim-1")["span"]["task_id"], task, "the task claimed");
     let refused = line_of(&lines, "req-refused-1");
+    assert!(refused["span"].get("sub").is_none(), "no caller: {refused}");
     assert_eq!(
         (&refused["fields"]["status"], &refused["fields"]["code"]),
         (&json!(401), &json!("invalid_token"))
@@ -181,9 +188,13 @@ async fn text_logs_written_to_a_file_carry_no_colours_and_no_secret() {
         .iter()
         .find(|line| line.contains(" request status="))
         .unwrap_or_else(|| panic!("{created:#?}"));
-    for part in
-        ["INFO", "method=\"POST\"", "route=\"/v1/codeq/tasks\"}", "status=202", "latency_ms="]
-    {
+    for part in [
+        "INFO",
+        "method=\"POST\"",
+        "route=\"/v1/codeq/tasks\" sub=\"p1\" task_id=",
+        "status=202",
+        "latency_ms=",
+    ] {
         assert!(line.contains(part), "{part} missing: {line}");
     }
 }

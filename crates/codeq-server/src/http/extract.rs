@@ -33,7 +33,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     };
     let x_role = parts.headers.get("x-role").and_then(|value| value.to_str().ok());
     let context = RequestContext { x_role };
-    Ok(state.auth.authenticate_request(authorization, context).await?)
+    let principal = state.auth.authenticate_request(authorization, context).await?;
+    super::observe::note_caller(&principal.sub);
+    Ok(principal)
 }
 
 /// Defines an extractor of the authenticated principal that passes `check`.

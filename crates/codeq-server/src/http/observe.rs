@@ -25,6 +25,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use codeq_core::TaskId;
 use tracing::Instrument;
 
 use super::REQUEST_ID;
@@ -43,7 +44,14 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     let method = method_label(request.method());
     let route = route_label(request.extensions().get::<MatchedPath>());
     let id = request_id(&request);
-    let span = tracing::info_span!("request", request_id = loggable(&id), method, route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = loggable(&id),
+        method,
+        route,
+        sub = tracing::field::Empty,
+        task_id = tracing::field::Empty
+    );
     let mut response = match request_head::check_head(&request) {
         Ok(()) => next.run(request).instrument(span.clone()).await,
         Err(error) => error.into_response(),
@@ -60,6 +68,17 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
         None => tracing::info!(status, latency_ms, "request"),
     });
     response
+}
+
+/// Puts the caller's `sub` on the request's log line (who did it).
+pub fn note_caller(sub: &str) {
+    tracing::Span::current().record("sub", sub);
+}
+
+/// Puts the task a request is about on its log line: the one its path
+/// names, the one a create made, the one a claim took.
+pub fn note_task(id: TaskId) {
+    tracing::Span::current().record("task_id", tracing::field::display(id));
 }
 
 /// The log line and metrics of a request whose head did not arrive

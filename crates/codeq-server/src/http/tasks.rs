@@ -176,6 +176,7 @@ pub async fn create(
         Created::Existing(task) => (check_repeat(task, &command)?, true),
         Created::TooManyCommands(max) => return Err(StoreError::TooManyCommands(*max).into()),
     };
+    super::observe::note_task(task.id);
     let mut response = (StatusCode::ACCEPTED, Json(TaskView::seen_by(task, app.offset, &producer)))
         .into_response();
     if replayed {
@@ -298,8 +299,11 @@ pub fn check_batch_size(field: &str, len: usize) -> Result<(), ApiError> {
 /// Parses a task id from the path; an id that is not a UUID (or not text
 /// at all) names no task.
 pub fn task_id(text: Option<&str>) -> Result<TaskId, ApiError> {
-    text.and_then(|text| text.parse().ok())
-        .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))
+    let id = text
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))?;
+    super::observe::note_task(id);
+    Ok(id)
 }
 
 /// `GET /v1/codeq/tasks/:id`

@@ -112,7 +112,10 @@ pub async fn claim(
         body.json::<ClaimBody>()?.validate(&worker, app.scheduler.policy().max_lease_seconds, 1)?;
     let claimed = app.scheduler.claim(&request).await?;
     Ok(match claimed.first() {
-        Some(task) => Json(TaskView::seen_by(task, app.offset, &worker)).into_response(),
+        Some(task) => {
+            super::observe::note_task(task.id);
+            Json(TaskView::seen_by(task, app.offset, &worker)).into_response()
+        }
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }
