@@ -231,3 +231,47 @@ async fn a_request_head_that_never_arrives_leaves_a_line_with_the_id_of_its_408(
     );
     assert_eq!(line["fields"]["latency_ms"], 1000.0);
 }
+
+#[tokio::test]
+async fn heads_the_parser_refuses_leave_a_line_each_and_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "json");
+    let address = base.trim_start_matches("http://").to_string();
+    let send = |head: Vec<u8>| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(&head).await.unwrap();
+            let mut answer = Vec::new();
+            let read = stream.read_to_end(&mut answer);
+            tokio::time::timeout(std::time::Duration::from_secs(30), read).await.unwrap().unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let garbage = send(b"GARBAGE\r\n\r\n".to_vec()).await;
+    let mut large = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    large.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    large.extend_from_slice(b"\r\n\r\n");
+    let too_large = send(large).await;
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let log = stop(child, dir.path());
+
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    assert!(too_large.starts_with("HTTP/1.1 431 "), "{too_large}");
+    let lines = request_lines(&log);
+    for (status, code) in [(400, "malformed_request"), (431, "headers_too_large")] {
+        let found = lines.iter().filter(|line| line["fields"]["status"] == status).count();
+        assert_eq!(found, 1, "one line for the {status}:\n{log}");
+        let line = lines.iter().find(|line| line["fields"]["status"] == status).unwrap();
+        assert_eq!(
+            (&line["fields"]["code"], &line["span"]["route"]),
+            (&json!(code), &json!("unmatched"))
+        );
+        let series = format!(
+            "codeq_http_requests_total{{method=\"OTHER\",route=\"unmatched\",status=\"{status}\"}} 1"
+        );
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
+}

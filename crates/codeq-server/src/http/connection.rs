@@ -111,6 +111,15 @@ impl Activity {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How long the head being read has been arriving (zero when no head
+    /// is being read).
+    fn head_age(&self) -> Duration {
+        match *self.phase() {
+            Phase::Head { since, .. } => since.elapsed(),
+            Phase::Busy { .. } | Phase::Idle { .. } => Duration::ZERO,
+        }
+    }
+
     /// Bytes arrived from the client.
     fn on_read(&self) {
         let mut phase = self.phase();
@@ -368,7 +377,12 @@ pub async fn serve(
         tokio::select! {
             ended = &mut connection => {
                 if let Err(error) = ended {
-                    tracing::debug!(%error, "connection ended with an error");
+                    match refused_head(&error) {
+                        Some((status, code)) => {
+                            observe::head_refused(status, code, activity.head_age(), &metrics);
+                        }
+                        None => tracing::debug!(%error, "connection ended with an error"),
+                    }
                 }
                 break;
             }
@@ -386,6 +400,22 @@ pub async fn serve(
         }
     }
     drop(slot);
+}
+
+/// The status the HTTP parser answered a head it could not read with
+/// (it answers on its own, with no body, and closes), and the code its log
+/// line carries; `None` for other ends of a connection.
+fn refused_head(error: &hyper::Error) -> Option<(u16, &'static str)> {
+    if error.is_parse_too_large() {
+        // hyper tells a long URI from a large head only in its message.
+        return Some(if error.to_string().starts_with("URI too long") {
+            (414, "uri_too_long")
+        } else {
+            (431, "headers_too_large")
+        });
+    }
+    let answered = error.is_parse() && !error.is_parse_version_h2() && !error.is_parse_status();
+    answered.then_some((400, "malformed_request"))
 }
 
 /// Answers a request head that did not arrive in time with a 408 and

@@ -93,6 +93,19 @@ pub fn head_timed_out(request_id: &str, head_timeout: Duration, code: &str, metr
         .in_scope(|| tracing::info!(status = 408, latency_ms, code, "request"));
 }
 
+/// The log line and metrics of a request head the HTTP parser refused
+/// (answered `status`, with no request parsed): as for a head that timed
+/// out, a new id, the unmatched route, no method, and the time since the
+/// head began as its latency.
+pub fn head_refused(status: u16, code: &str, latency: Duration, metrics: &Metrics) {
+    let seconds = latency.as_secs_f64();
+    metrics.http_request("OTHER", UNMATCHED_ROUTE, status, seconds, false);
+    let latency_ms = (seconds * 1e6).round() / 1e3;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE)
+        .in_scope(|| tracing::info!(status, latency_ms, code, "request"));
+}
+
 /// The client's `X-Request-Id`, or a new UUID.
 fn request_id(request: &Request) -> HeaderValue {
     match request.headers().get(REQUEST_ID) {
