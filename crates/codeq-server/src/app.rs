@@ -850,27 +850,28 @@ pub fn serve_main(overrides: ConfigOverrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // From here on, what goes wrong is a log line in `logFormat`.
     let code = runtime.block_on(async move {
         // Installed first: a stop asked for during start-up (a long wait
         // for Redis, say) ends it cleanly, not by the signal's default.
         let mut signal = match shutdown_signal() {
             Ok(signal) => Box::pin(signal),
             Err(error) => {
-                eprintln!("codeq: cannot install signal handlers: {error}");
+                tracing::error!("cannot install signal handlers: {error}");
                 return ExitCode::FAILURE;
             }
         };
         let built = tokio::select! {
             built = App::build(config.clone()) => built,
             () = &mut signal => {
-                eprintln!("codeq: stopped during start-up, before the server was ready");
+                tracing::warn!("stopped during start-up, before the server was ready");
                 return ExitCode::SUCCESS;
             }
         };
         let app = match built {
             Ok(app) => app,
             Err(error) => {
-                eprintln!("codeq: {error:#}");
+                tracing::error!("{error:#}");
                 return error.exit_code();
             }
         };

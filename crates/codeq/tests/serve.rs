@@ -39,8 +39,12 @@ fn a_second_serve_on_a_data_dir_in_use_stops_without_touching_it() {
     let (first, _) = serve(dir.path());
     let credentials = std::fs::read(dir.path().join("credentials.json")).unwrap();
 
-    let second =
-        codeq().args(["serve", "--port", "0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let second = codeq()
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("CODEQ_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
 
     let stderr = String::from_utf8_lossy(&second.stderr);
     let expected = format!(
@@ -48,7 +52,11 @@ fn a_second_serve_on_a_data_dir_in_use_stops_without_touching_it() {
         dir.path().display(),
         first.id()
     );
-    assert!(stderr.contains(&expected), "{stderr}");
+    // A log line in logFormat, as every other.
+    let line: serde_json::Value =
+        serde_json::from_str(stderr.trim()).unwrap_or_else(|_| panic!("one JSON line: {stderr}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(line["fields"]["message"].as_str().unwrap().contains(&expected), "{stderr}");
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("Locked"), "the store was never opened: {stderr}");
     let after = std::fs::read(dir.path().join("credentials.json")).unwrap();
