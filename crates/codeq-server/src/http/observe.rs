@@ -106,9 +106,9 @@ pub fn head_refused(status: u16, code: &str, latency: Duration, metrics: &Metric
         .in_scope(|| tracing::info!(status, latency_ms, code, "request"));
 }
 
-/// The client's `X-Request-Id`, or a new UUID.
+/// The client's `X-Request-Id`, or a new UUID (also for an empty one).
 fn request_id(request: &Request) -> HeaderValue {
-    match request.headers().get(REQUEST_ID) {
+    match request.headers().get(REQUEST_ID).filter(|id| !id.is_empty()) {
         Some(id) => id.clone(),
         None => {
             let mut text = [0; uuid::fmt::Hyphenated::LENGTH];

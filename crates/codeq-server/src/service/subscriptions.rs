@@ -274,10 +274,10 @@ impl Subscriptions {
                 for subscription in choice.chosen {
                     let Ok(place) = pool.clone().acquire_owned().await else { return };
                     let (notifier, url) = (self.clone(), subscription.callback_url.clone());
-                    let command = command.clone();
+                    let (command, id) = (command.clone(), subscription.id);
                     self.progress.in_flight.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
-                        notifier.send(&url, &command, depth).await;
+                        notifier.send(id, &url, &command, depth).await;
                         notifier.progress.sent.fetch_add(1, Ordering::SeqCst);
                         notifier.progress.in_flight.fetch_sub(1, Ordering::SeqCst);
                         drop(place);
@@ -337,8 +337,8 @@ impl Subscriptions {
         news
     }
 
-    /// Posts one `queue.ready` notification.
-    async fn send(&self, url: &str, command: &Command, depth: u64) {
+    /// Posts one `queue.ready` notification to `subscription`'s `url`.
+    async fn send(&self, subscription: Uuid, url: &str, command: &Command, depth: u64) {
         let now = self.clock.now();
         let notification_id = Uuid::now_v7();
         let body = ReadyBody {
@@ -361,7 +361,12 @@ impl Subscriptions {
         let sent = self.outbound.send(request).await;
         self.metrics.webhook_delivery(WebhookKind::QueueReady, command, sent.is_ok());
         if let Err(error) = sent {
-            tracing::info!(%error, command = command.as_str(), "worker notification not delivered");
+            tracing::info!(
+                %error,
+                command = command.as_str(),
+                %subscription,
+                "worker notification not delivered"
+            );
         }
     }
 

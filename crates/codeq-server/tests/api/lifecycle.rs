@@ -52,6 +52,16 @@ async fn request_ids_are_echoed() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "abc-123");
+    // An empty one is none: the answer carries a new id.
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "")
+        .send()
+        .await
+        .unwrap();
+    let given = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(given).is_ok(), "{given:?}");
 }
 
 #[tokio::test]
