@@ -101,6 +101,12 @@ async fn traffic(base: &str) -> String {
     let result = json!({ "status": "COMPLETED", "result": { "out": RESULT_MARKER } });
     let stored = post(&format!("/tasks/{id}/result"), WORKER_TOKEN, "req-result-1", result);
     assert_eq!(stored.send().await.unwrap().status(), 200);
+    let items: Vec<Value> = (0..3)
+        .map(|n| json!({ "taskId": format!("0196a3c2-6a00-7c11-8d22-0e1f2a3b4c5{n}"), "status": "COMPLETED", "result": {} }))
+        .collect();
+    let batch =
+        post("/tasks/batch/results", WORKER_TOKEN, "req-batch-1", json!({ "results": items }));
+    assert_eq!(batch.send().await.unwrap().status(), 200);
     let refused = post("/tasks", WRONG_TOKEN, "req-refused-1", json!({ "command": "LOGS" }));
     assert_eq!(refused.send().await.unwrap().status(), 401);
     let unknown = http.get(format!("{base}/v1/codeq/no/{PAYLOAD_MARKER}")).send().await.unwrap();
@@ -164,6 +170,11 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secret() {
     assert_eq!(line_of(&lines, "req-claim-1")["span"]["task_id"], task, "the task claimed");
     let refused = line_of(&lines, "req-refused-1");
     assert!(refused["span"].get("sub").is_none(), "no caller: {refused}");
+    let batch = line_of(&lines, "req-batch-1");
+    assert!(batch["span"].get("task_id").is_none(), "a batch's tasks are not listed: {batch}");
+    for line in log.lines() {
+        assert!(line.matches("\"task_id\"").count() <= 1, "a field twice: {line}");
+    }
     assert_eq!(
         (&refused["fields"]["status"], &refused["fields"]["code"]),
         (&json!(401), &json!("invalid_token"))

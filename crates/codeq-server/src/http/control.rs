@@ -19,7 +19,7 @@ use super::admin::path_command;
 use super::body::Body;
 use super::error::ApiError;
 use super::extract::{Admin, PathText, Producer};
-use super::tasks::{check_batch_size, rfc3339_field, task_id, whole};
+use super::tasks::{check_batch_size, path_task_id, rfc3339_field, whole};
 use super::views::TaskView;
 use crate::app::AppState;
 use crate::service::control::{CancelRefused, MAX_BULK, Page, Selection};
@@ -72,7 +72,7 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let request: CancelBody = body.json()?;
     check_reason(request.reason.as_deref())?;
-    let id = task_id(id.as_deref())?;
+    let id = path_task_id(id.as_deref())?;
     let mut outcomes =
         app.control.cancel(&producer.sub, producer.admin, &[id], request.reason).await?;
     outcomes.pop().unwrap_or(Err(CancelRefused::NotOwner))?;

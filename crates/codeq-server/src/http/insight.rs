@@ -19,7 +19,7 @@ use super::admin::path_command;
 use super::control::{RawQuery, query};
 use super::error::ApiError;
 use super::extract::{Admin, PathText};
-use super::tasks::task_id;
+use super::tasks::path_task_id;
 use super::views::{ResultView, Rfc3339, TaskView};
 use crate::app::AppState;
 use crate::service::control::{Lease, TaskDetail};
@@ -298,7 +298,7 @@ pub async fn task(
     Admin(_): Admin,
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
-    let id = task_id(id.as_deref())?;
+    let id = path_task_id(id.as_deref())?;
     let detail = app
         .control
         .task_detail(id)

@@ -296,12 +296,16 @@ pub fn check_batch_size(field: &str, len: usize) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a task id from the path; an id that is not a UUID (or not text
-/// at all) names no task.
+/// Parses a task id; an id that is not a UUID (or not text at all) names
+/// no task.
 pub fn task_id(text: Option<&str>) -> Result<TaskId, ApiError> {
-    let id = text
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))?;
+    text.and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiError::not_found("task_not_found", "task not found"))
+}
+
+/// [`task_id`] of the task a request's path names, noted on its log line.
+pub fn path_task_id(text: Option<&str>) -> Result<TaskId, ApiError> {
+    let id = task_id(text)?;
     super::observe::note_task(id);
     Ok(id)
 }
@@ -312,7 +316,7 @@ pub async fn get(
     Caller(caller): Caller,
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
-    let id = task_id(id.as_deref())?;
+    let id = path_task_id(id.as_deref())?;
     let task = app
         .scheduler
         .task(id)
@@ -327,7 +331,7 @@ pub async fn get_result(
     Caller(caller): Caller,
     PathText(id): PathText,
 ) -> Result<Response, ApiError> {
-    let id = task_id(id.as_deref())?;
+    let id = path_task_id(id.as_deref())?;
     let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(|| {
         ApiError::not_found("result_not_found", "task not found or has no result yet")
     })?;
@@ -347,7 +351,7 @@ pub async fn artifact(
     PathTexts(id, name): PathTexts,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("artifact_not_found", "no such artifact");
-    let id = task_id(id.as_deref())?;
+    let id = path_task_id(id.as_deref())?;
     let name = name.ok_or_else(not_found)?;
     let (task, record) = app.scheduler.task_with_result(id).await?.ok_or_else(not_found)?;
     let producer = caller.produced(&task);

@@ -20,7 +20,7 @@ use super::body::{Body, parse_json};
 use super::error::ApiError;
 use super::extract::{PathText, Worker, scope};
 use super::subscriptions::MAX_EVENT_TYPES;
-use super::tasks::{AnyInteger, check_batch_size, error_item, task_id, whole};
+use super::tasks::{AnyInteger, check_batch_size, error_item, path_task_id, task_id, whole};
 use super::views::{ResultAndNext, ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal, Scope};
@@ -167,7 +167,7 @@ pub async fn heartbeat(
         }
     };
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    let state = app.scheduler.heartbeat(task_id(id.as_deref())?, fence, extend).await?;
+    let state = app.scheduler.heartbeat(path_task_id(id.as_deref())?, fence, extend).await?;
     let lease_until = state.lease_until.unwrap_or(Timestamp(0)).to_rfc3339(app.offset);
     Ok(Json(json!({ "ok": true, "leaseUntil": lease_until })))
 }
@@ -188,7 +188,7 @@ pub async fn abandon(
 ) -> Result<Json<Value>, ApiError> {
     let request: AbandonBody = body.json()?;
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
-    app.scheduler.abandon(task_id(id.as_deref())?, fence).await?;
+    app.scheduler.abandon(path_task_id(id.as_deref())?, fence).await?;
     Ok(Json(json!({ "status": "requeued" })))
 }
 
@@ -219,7 +219,7 @@ pub async fn nack(
     let fence = Fence { worker_id: &worker.sub, attempt: request.attempt };
     // An empty reason is no reason (it clears `lastReason`, as none does).
     let reason = request.reason.filter(|reason| !reason.is_empty());
-    let outcome = app.scheduler.nack(task_id(id.as_deref())?, fence, delay, reason).await?;
+    let outcome = app.scheduler.nack(path_task_id(id.as_deref())?, fence, delay, reason).await?;
     Ok(Json(match outcome {
         Retried::Requeued { delay_seconds } => {
             json!({ "status": "requeued", "delaySeconds": delay_seconds })
@@ -376,7 +376,7 @@ pub async fn submit_result(
         }
         None => None,
     };
-    let id = task_id(id.as_deref())?;
+    let id = path_task_id(id.as_deref())?;
     let held = app.artifacts.hold(request.carries_bytes().then_some(id)).await;
     let completion = prepare_completion(&app, &worker, id, &body, request).await?;
     let Some(claim) = claim_next else {
