@@ -614,7 +614,7 @@ async fn cleanup_takes_the_oldest_first_across_commands(h: &dyn Harness) {
     let store = h.open();
     // Ended in this order, commands interleaved; one whose callback is
     // owed is passed over.
-    let ends = [("x", 2), ("y", 3), ("x", 4), ("z", 5), ("y", 6), ("x", 7)];
+    let ends = [("x", 2), ("y", 3), ("x", 4), ("z", 5), ("y", 6), ("x", 7), ("z", 8)];
     let mut ended = Vec::new();
     for (name, second) in ends {
         let mut made = task(name, 0, at(0));

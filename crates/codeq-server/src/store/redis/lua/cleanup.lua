@@ -6,19 +6,21 @@
 -- retention's cutoff, and is compared with end times as it is (not
 -- rebased: a replica's clock skew is nothing beside a retention period).
 local before, limit = tonumber(ARGV[FIRST]), tonumber(ARGV[FIRST + 1])
-local page = math.min(limit, 200)
+local most = math.min(limit, 200)
 -- One command's tasks that ended by `before`, a page at a time: `rows`
 -- (id, end time, ...), the next row, and how many it passed over because
 -- their callback is owed (they stay, so the next page starts after them).
--- advance() moves `id` and `ended` to the next that may go; false when
--- there is none.
+-- Pages start at one row and grow fourfold up to `most`: with many
+-- commands, most give a row or two to a call. advance() moves `id` and
+-- `ended` to the next that may go; false when there is none.
 local function advance(src)
   while true do
     if src.next > #src.rows then
       if src.last then return false end
       src.rows = redis.call('ZRANGEBYSCORE', qk(src.c, 'done'), '-inf', int(before),
-        'WITHSCORES', 'LIMIT', src.kept, page)
-      src.next, src.last = 1, #src.rows < 2 * page
+        'WITHSCORES', 'LIMIT', src.kept, src.page)
+      src.next, src.last = 1, #src.rows < 2 * src.page
+      src.page = math.min(src.page * 4, most)
       if #src.rows == 0 then return false end
     end
     local id = src.rows[src.next]
@@ -61,7 +63,7 @@ end
 local deleted = {}
 if limit > 0 then
   for _, c in ipairs(redis.call('SMEMBERS', K_COMMANDS)) do
-    local src = { c = c, rows = {}, next = 1, kept = 0, last = false }
+    local src = { c = c, rows = {}, next = 1, kept = 0, last = false, page = 1 }
     if advance(src) then push(src) end
   end
 end
