@@ -291,12 +291,15 @@ impl App {
                 shutdown.clone(),
             )),
         ];
-        background.push(tokio::spawn({
-            let (store, artifacts, shutdown) = (store.clone(), artifacts.clone(), shutdown.clone());
-            async move {
-                artifacts.sweep_orphans(store.as_ref(), &shutdown).await;
-            }
-        }));
+        if sweeps_artifacts(&config) {
+            background.push(tokio::spawn({
+                let (store, artifacts, shutdown) =
+                    (store.clone(), artifacts.clone(), shutdown.clone());
+                async move {
+                    artifacts.sweep_orphans(store.as_ref(), &shutdown).await;
+                }
+            }));
+        }
         if config.automatic_cleanup() {
             let interval = Duration::from_secs(config.cleanup_interval_seconds);
             let clock = clock.clone();
@@ -652,6 +655,15 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
     }
 }
 
+/// Whether the artifacts of deleted tasks are swept at start: only where
+/// the artifact directory is the embedded store's own (`dataDir/artifacts`),
+/// so that a store that is not theirs (another data directory, a Redis
+/// other replicas or deployments share a volume with) never removes them.
+fn sweeps_artifacts(config: &Config) -> bool {
+    config.storage == StorageKind::Embedded
+        && config.local_artifacts_dir == config.data_dir.join("artifacts")
+}
+
 /// Why the store did not open, and what the operator can do.
 fn refused_store(config: &Config, error: OpenError) -> StartError {
     let data_dir = config.data_dir.display();
@@ -933,4 +945,22 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
             _ = terminate.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_data_directory_s_own_artifacts_are_swept() {
+        let dir = std::path::Path::new("/srv/codeq");
+        let own = Config::default_for_tests(dir);
+        let elsewhere =
+            Config { local_artifacts_dir: "/mnt/shared/artifacts".into(), ..own.clone() };
+        let on_redis = Config { storage: StorageKind::Redis, ..own.clone() };
+
+        assert!(sweeps_artifacts(&own));
+        assert!(!sweeps_artifacts(&elsewhere), "another store's files may be there");
+        assert!(!sweeps_artifacts(&on_redis), "a shared store and per-replica files");
+    }
 }

@@ -299,6 +299,8 @@ impl Artifacts {
             else {
                 continue;
             };
+            // As a submission holds it: none writes its files meanwhile.
+            let _held = self.hold([task]).await;
             match store.get_task(task).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
