@@ -379,7 +379,9 @@ pub async fn serve(
                 if let Err(error) = ended {
                     match refused_head(&error) {
                         Some((status, code)) => {
-                            observe::head_refused(status, code, activity.head_age(), &metrics);
+                            let request_id = uuid::Uuid::new_v4().to_string();
+                            let took = activity.head_age();
+                            observe::unparsed_head(&request_id, status, code, took, &metrics);
                         }
                         None => tracing::debug!(%error, "connection ended with an error"),
                     }
@@ -406,15 +408,15 @@ pub async fn serve(
 /// (it answers on its own, with no body, and closes), and the code its log
 /// line carries; `None` for other ends of a connection.
 fn refused_head(error: &hyper::Error) -> Option<(u16, &'static str)> {
+    // A URI too long for hyper (64 KiB) is a head over its buffer first:
+    // both are 431 here.
     if error.is_parse_too_large() {
-        // hyper tells a long URI from a large head only in its message.
-        return Some(if error.to_string().starts_with("URI too long") {
-            (414, "uri_too_long")
-        } else {
-            (431, "headers_too_large")
-        });
+        return Some((431, "headers_too_large"));
     }
-    let answered = error.is_parse() && !error.is_parse_version_h2() && !error.is_parse_status();
+    // hyper answers a bad method, URI, version or header with 400, and
+    // nothing for an HTTP/2 preface or its own internal error.
+    let internal = error.to_string().starts_with("internal error");
+    let answered = error.is_parse() && !error.is_parse_version_h2() && !internal;
     answered.then_some((400, "malformed_request"))
 }
 
@@ -430,7 +432,7 @@ async fn say_request_timeout(mut stream: TcpStream, head_timeout: Duration, metr
     let body =
         serde_json::to_string(&ErrorBody { error: &message, code: CODE }).unwrap_or_default();
     let request_id = uuid::Uuid::new_v4().to_string();
-    observe::head_timed_out(&request_id, head_timeout, CODE, metrics);
+    observe::unparsed_head(&request_id, 408, CODE, head_timeout, metrics);
     let response = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -14,7 +14,7 @@
 //!
 //! A request head that never arrived in time is answered 408 by the
 //! connection, before any request exists; its line is made here too
-//! ([`head_timed_out`]), so that every request line has one target.
+//! ([`unparsed_head`]), so that every request line has one target.
 //!
 //! What is logged is chosen field by field: never a header value but the
 //! request id, never a body, never the raw path (a route template only).
@@ -81,27 +81,15 @@ pub fn note_task(id: TaskId) {
     tracing::Span::current().record("task_id", tracing::field::display(id));
 }
 
-/// The log line and metrics of a request whose head did not arrive
-/// within `head_timeout` (answered 408 by the connection, with no request
-/// parsed): a new id, the unmatched route, no method (`OTHER` in the
-/// metrics), and the head timeout as its latency.
-pub fn head_timed_out(request_id: &str, head_timeout: Duration, code: &str, metrics: &Metrics) {
-    let seconds = head_timeout.as_secs_f64();
-    metrics.http_request("OTHER", UNMATCHED_ROUTE, 408, seconds, false);
-    let latency_ms = seconds * 1e3;
-    tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE)
-        .in_scope(|| tracing::info!(status = 408, latency_ms, code, "request"));
-}
-
-/// The log line and metrics of a request head the HTTP parser refused
-/// (answered `status`, with no request parsed): as for a head that timed
-/// out, a new id, the unmatched route, no method, and the time since the
-/// head began as its latency.
-pub fn head_refused(status: u16, code: &str, latency: Duration, metrics: &Metrics) {
-    let seconds = latency.as_secs_f64();
+/// The log line and metrics of a request head the connection answered
+/// itself, with no request parsed (a 408 for one that did not arrive in
+/// time, the parser's 400 or 431 for one it refused): the id its answer
+/// carries (a new one), the unmatched route, no method (`OTHER` in the
+/// metrics), and how long the head took as its latency.
+pub fn unparsed_head(request_id: &str, status: u16, code: &str, took: Duration, metrics: &Metrics) {
+    let seconds = took.as_secs_f64();
     metrics.http_request("OTHER", UNMATCHED_ROUTE, status, seconds, false);
     let latency_ms = (seconds * 1e6).round() / 1e3;
-    let request_id = uuid::Uuid::new_v4().to_string();
     tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE)
         .in_scope(|| tracing::info!(status, latency_ms, code, "request"));
 }

@@ -204,7 +204,7 @@ impl Link {
 
     /// Redis refuses writes for a reason found without a call (it says it
     /// is a replica): as a refused call, not ready for a while.
-    pub fn refuses_writes(&self, why: String) {
+    pub fn mark_refusing_writes(&self, why: String) {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.unavailable = Some((std::time::Instant::now(), why));
     }

@@ -561,20 +561,20 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Marks Redis as refusing writes while `HELLO` says it is a replica,
-    /// so that this replica is not ready whether or not calls come (a
-    /// read-only Redis refuses only writes). A Redis that cannot say
+    /// Marks Redis as refusing writes while `HELLO` says it is a replica
+    /// (`replica`, or `slave` as older versions and KVRocks say), so that
+    /// this replica is not ready whether or not calls come (a read-only
+    /// Redis refuses only writes). A Redis that cannot say
     /// (older than 6.2, or not Redis) is left to the calls.
     async fn check_role(&self) {
         let Ok(mut lease) = self.link.get().await else { return };
         let hello = redis::cmd("HELLO").query_async::<redis::Value>(&mut lease.connection).await;
         let Ok(hello) = hello else { return };
         lease.answered();
-        match role_of(&hello) {
-            Some(role) if role != "master" => self.link.refuses_writes(format!(
+        if let Some(role) = role_of(&hello).filter(|role| role == "replica" || role == "slave") {
+            self.link.mark_refusing_writes(format!(
                 "READONLY: Redis says it is a {role} (HELLO), which refuses writes"
-            )),
-            _ => {}
+            ));
         }
     }
 }
@@ -1444,5 +1444,24 @@ mod tests {
             assert!(RedisOptions::from_addr(addr, None, 0, "codeq").client().is_ok(), "{addr}");
         }
         assert!(RedisOptions::from_addr("no-port", None, 0, "codeq").client().is_err());
+    }
+
+    #[test]
+    fn the_role_is_read_from_either_shape_of_a_hello_reply() {
+        use redis::Value::{Array, BulkString, Int, Map};
+        let text = |t: &str| BulkString(t.as_bytes().to_vec());
+        let resp2 = Array(vec![
+            text("server"),
+            text("redis"),
+            text("proto"),
+            Int(2),
+            text("role"),
+            text("replica"),
+        ]);
+        let resp3 = Map(vec![(text("proto"), Int(3)), (text("role"), text("master"))]);
+
+        assert_eq!(role_of(&resp2).as_deref(), Some("replica"));
+        assert_eq!(role_of(&resp3).as_deref(), Some("master"));
+        assert_eq!(role_of(&Array(vec![text("server"), text("kvrocks")])), None);
     }
 }

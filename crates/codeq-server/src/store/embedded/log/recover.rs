@@ -61,7 +61,15 @@ pub enum OpenError {
     InUse(PathBuf),
     /// The disk failed.
     #[error("cannot read the store: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+/// The cause stays in the message only, not as a `source` as well: an
+/// error chain printed whole would say it twice.
+impl From<io::Error> for OpenError {
+    fn from(error: io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// What a crash left that the next start repairs (see the module docs).
