@@ -1062,9 +1062,14 @@ async fn a_replica_whose_redis_refuses_writes_is_not_ready_until_they_pass_again
     let (host, port) =
         primary.addr().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
     assert_eq!(redis.command(&["REPLICAOF", &host, &port]), "+OK");
-    // Not ready with no call made: the safety poll asks Redis its role.
+    // Not ready with no call made: the safety poll asks Redis its role,
+    // and says why.
     wait_for(Duration::from_secs(10), "not ready while idle", || async {
         replica.ready_status(&http).await == 503
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "the warning", || async {
+        std::fs::read_to_string(&replica.log).unwrap().contains("Redis says it is a replica")
     })
     .await;
     let create = || {

@@ -33,7 +33,7 @@ pub enum MaintenanceError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     /// The data directory holds no store.
-    #[error("there is no codeQ store in {} (no `store` directory there: is it the server's --data-dir?)", .0.display())]
+    #[error("there is no codeQ store in {} (no `store` directory there, or no such directory: is it the server's --data-dir?)", .0.display())]
     NoStore(PathBuf),
     /// The backup's target is not empty.
     #[error("{} exists and is not empty: back up into a new directory", .0.display())]
@@ -83,10 +83,7 @@ fn lock_files(dir: &Path) -> [PathBuf; 2] {
 /// Locks the data directory `dir` of a stopped server.
 fn lock(dir: &Path) -> Result<Held, MaintenanceError> {
     if !dir.is_dir() {
-        return Err(MaintenanceError::Io {
-            context: format!("cannot use {}", dir.display()),
-            cause: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
-        });
+        return Err(MaintenanceError::NoStore(dir.to_path_buf()));
     }
     let created = lock_files(dir).into_iter().filter(|path| fs::symlink_metadata(path).is_err());
     let created = created.collect();

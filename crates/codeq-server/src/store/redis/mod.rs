@@ -40,6 +40,7 @@ mod scripts;
 mod thread;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -237,6 +238,8 @@ pub struct RedisStore {
     ended: CancellationToken,
     /// Never fires: a Redis outage is waited out, not a reason to exit.
     never: CancellationToken,
+    /// The last role check found Redis a replica (said once a streak).
+    is_replica: AtomicBool,
     /// Creates merged into one `create` call (Redis time only).
     creates: Batcher<Task, Created>,
     /// Results merged into one `complete` call (Redis time only).
@@ -289,6 +292,7 @@ impl RedisStore {
             stop: CancellationToken::new(),
             ended,
             never: CancellationToken::new(),
+            is_replica: AtomicBool::new(false),
             creates,
             completes,
             claims,
@@ -571,10 +575,25 @@ impl RedisStore {
         let hello = redis::cmd("HELLO").query_async::<redis::Value>(&mut lease.connection).await;
         let Ok(hello) = hello else { return };
         lease.answered();
-        if let Some(role) = role_of(&hello).filter(|role| role == "replica" || role == "slave") {
-            self.link.mark_refusing_writes(format!(
-                "READONLY: Redis says it is a {role} (HELLO), which refuses writes"
-            ));
+        match role_of(&hello).filter(|role| role == "replica" || role == "slave") {
+            Some(role) => {
+                if !self.is_replica.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        role,
+                        "Redis says it is a replica, which refuses writes: this replica is not \
+                         ready until Redis is a primary again (REPLICAOF NO ONE, or point \
+                         redisAddr at the primary)"
+                    );
+                }
+                self.link.mark_refusing_writes(format!(
+                    "READONLY: Redis says it is a {role} (HELLO), which refuses writes"
+                ));
+            }
+            None => {
+                if self.is_replica.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis is a primary again: it takes writes");
+                }
+            }
         }
     }
 }
