@@ -167,7 +167,7 @@ fn to_stderr(line: &[u8]) {
 /// when set, wins), without colours.
 pub fn init(config: &Config) {
     let level = config.log_level.to_string();
-    let (filter, refused) = filter(&level, std::env::var("RUST_LOG").ok());
+    let (filter, refused) = log_filter(&level, std::env::var("RUST_LOG").ok());
     let output: line::Output = if sink().is_some() { to_sink } else { to_stderr };
     let subscriber = tracing_subscriber::registry()
         .with(filter)
@@ -183,7 +183,7 @@ pub fn init(config: &Config) {
 /// `RUST_LOG` counts as unset (as an empty setting does everywhere; as a
 /// filter it would turn every line off, errors too), and one that is not a
 /// filter is refused, with why.
-fn filter(level: &str, rust_log: Option<String>) -> (EnvFilter, Option<String>) {
+fn log_filter(level: &str, rust_log: Option<String>) -> (EnvFilter, Option<String>) {
     match rust_log.filter(|directives| !directives.trim().is_empty()) {
         None => (EnvFilter::new(level), None),
         Some(directives) => match EnvFilter::try_new(&directives) {
@@ -214,12 +214,12 @@ mod tests {
             (filter.max_level_hint(), refused.is_some())
         };
 
-        assert_eq!(most(filter("info", None)), (Some(LevelFilter::INFO), false));
-        assert_eq!(most(filter("info", Some(String::new()))), (Some(LevelFilter::INFO), false));
-        assert_eq!(most(filter("info", Some("  ".into()))), (Some(LevelFilter::INFO), false));
-        assert_eq!(most(filter("info", Some("warn".into()))), (Some(LevelFilter::WARN), false));
+        assert_eq!(most(log_filter("info", None)), (Some(LevelFilter::INFO), false));
+        assert_eq!(most(log_filter("info", Some(String::new()))), (Some(LevelFilter::INFO), false));
+        assert_eq!(most(log_filter("info", Some("  ".into()))), (Some(LevelFilter::INFO), false));
+        assert_eq!(most(log_filter("info", Some("warn".into()))), (Some(LevelFilter::WARN), false));
         assert_eq!(
-            most(filter("warn", Some("garbage=[[[".into()))),
+            most(log_filter("warn", Some("garbage=[[[".into()))),
             (Some(LevelFilter::WARN), true)
         );
     }

@@ -10,8 +10,9 @@
 //! subscription held back by its `minIntervalSeconds` is told once the
 //! interval ends if the command still has ready tasks then; a paused
 //! command's news waits for its resume: a command resumed, or given
-//! looser limits, with ready tasks is told as if it had just become ready ([`Control`](super::control::Control)); so is every
-//! command with ready tasks when the server starts. Best effort:
+//! looser limits, with ready tasks is told as if it had just become ready
+//! ([`Control`](super::control::Control)); so is every command with ready
+//! tasks when the server starts. Best effort:
 //! a failed notification is not retried; the worker's next claim (or long
 //! poll) finds the work anyway.
 

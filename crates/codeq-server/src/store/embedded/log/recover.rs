@@ -339,12 +339,10 @@ fn cut_torn_tail(
     segment_bytes: u64,
 ) -> Result<(), OpenError> {
     let file = fs.open(&segment_path(dir, segment))?;
+    // `length` is what was written (the scan leaves out the zeros of the
+    // preallocated rest): only that is worth keeping.
     let mut torn = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut torn, offset)?;
-    // The rest of a preallocated segment is zeros: only what was written
-    // is worth keeping (and a nearly full disk may not hold more).
-    let written = torn.iter().rposition(|byte| *byte != 0).map_or(0, |last| last + 1);
-    torn.truncate(written);
     let saved = (0..)
         .map(|n| {
             let suffix = if n == 0 { String::new() } else { format!("-{n}") };
