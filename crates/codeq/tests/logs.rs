@@ -266,13 +266,19 @@ async fn heads_the_parser_refuses_leave_a_line_each_and_are_counted() {
     large.extend(std::iter::repeat_n(b'a', 200 * 1024));
     large.extend_from_slice(b"\r\n\r\n");
     let too_large = send(large).await;
+    let mut long_uri = b"GET /".to_vec();
+    long_uri.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    long_uri.extend_from_slice(b" HTTP/1.1\r\nHost: t\r\n\r\n");
+    let uri_too_long = send(long_uri).await;
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
     let log = stop(child, dir.path());
 
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
     assert!(too_large.starts_with("HTTP/1.1 431 "), "{too_large}");
+    assert!(uri_too_long.starts_with("HTTP/1.1 414 "), "{uri_too_long}");
     let lines = request_lines(&log);
-    for (status, code) in [(400, "malformed_request"), (431, "headers_too_large")] {
+    let refused = [(400, "malformed_request"), (414, "uri_too_long"), (431, "headers_too_large")];
+    for (status, code) in refused {
         let found = lines.iter().filter(|line| line["fields"]["status"] == status).count();
         assert_eq!(found, 1, "one line for the {status}:\n{log}");
         let line = lines.iter().find(|line| line["fields"]["status"] == status).unwrap();

@@ -408,10 +408,14 @@ pub async fn serve(
 /// (it answers on its own, with no body, and closes), and the code its log
 /// line carries; `None` for other ends of a connection.
 fn refused_head(error: &hyper::Error) -> Option<(u16, &'static str)> {
-    // A URI too long for hyper (64 KiB) is a head over its buffer first:
-    // both are 431 here.
+    // hyper answers 414 to a URI it finds too long and 431 to a head
+    // over its buffer, and tells the two apart only in its message.
     if error.is_parse_too_large() {
-        return Some((431, "headers_too_large"));
+        return Some(if error.to_string().starts_with("URI too long") {
+            (414, "uri_too_long")
+        } else {
+            (431, "headers_too_large")
+        });
     }
     // hyper answers a bad method, URI, version or header with 400, and
     // nothing for an HTTP/2 preface or its own internal error.
