@@ -291,21 +291,27 @@ async fn one_empty_segment_after_the_journals_end_is_deleted_but_two_are_refused
     assert_eq!(segments(dir.path()), [dir.path().join("00000001.log")], "the empty one is deleted");
 }
 
+/// A store in `dir` with `count` tasks, left as after kill -9 with a torn
+/// write after its last frame: a frame header promising 500 bytes, of
+/// which 33 made it to disk. The tasks, the torn bytes and where they are.
+async fn crashed_with_a_torn_write(dir: &Path, count: usize) -> (Vec<TaskId>, Vec<u8>, u64) {
+    use std::os::unix::fs::FileExt;
+    let ids = {
+        let store = open(dir).unwrap();
+        create(&*store, count).await // dropped without close
+    };
+    let last = segments(dir).pop().unwrap();
+    let end = EmbeddedStore::check(dir).unwrap().recovered.tail;
+    let mut torn = 500u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[7; 33]);
+    std::fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn, end).unwrap();
+    (ids, torn, end)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = {
-        let store = open(dir.path()).unwrap();
-        create(&*store, 10).await // dropped without close: as after kill -9
-    };
-    let last = segments(dir.path()).pop().unwrap();
-    let report = EmbeddedStore::check(dir.path()).unwrap();
-    let end = report.recovered.tail;
-    // A frame header promising 500 bytes, of which 20 made it to disk.
-    let mut torn = 500u32.to_le_bytes().to_vec();
-    torn.extend_from_slice(&[7; 33]);
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn, end).unwrap();
+    let (ids, torn, end) = crashed_with_a_torn_write(dir.path(), 10).await;
 
     let checked = EmbeddedStore::check(dir.path()).unwrap().recovered.repairs.torn;
     let store = open(dir.path()).unwrap();
@@ -329,16 +335,7 @@ async fn a_torn_final_write_after_a_crash_is_set_aside_and_the_rest_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_write_that_a_full_disk_cannot_set_aside_leaves_no_file_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = {
-        let store = open(dir.path()).unwrap();
-        create(&*store, 3).await // dropped without close: as after kill -9
-    };
-    let last = segments(dir.path()).pop().unwrap();
-    let end = EmbeddedStore::check(dir.path()).unwrap().recovered.tail;
-    let mut torn = 500u32.to_le_bytes().to_vec();
-    torn.extend_from_slice(&[7; 33]);
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(&last).unwrap().write_all_at(&torn, end).unwrap();
+    let (ids, _, _) = crashed_with_a_torn_write(dir.path(), 3).await;
     let torn_files = || {
         files(dir.path())
             .into_iter()
