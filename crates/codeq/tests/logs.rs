@@ -163,15 +163,15 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secret() {
     let nacked = line_of(&lines, "req-nack-1");
     assert_eq!(nacked["span"]["route"], "/v1/codeq/tasks/{id}/nack", "the template, not the path");
     // Who did it, and to which task.
-    let task = created["span"]["task_id"].as_str().unwrap();
+    let task = created["fields"]["task_id"].as_str().unwrap();
     assert_eq!(task.len(), 36, "the created task's id: {created}");
-    assert_eq!((&created["span"]["sub"], &nacked["span"]["sub"]), (&json!("p1"), &json!("w1")));
-    assert_eq!(nacked["span"]["task_id"], task, "the task the path names");
-    assert_eq!(line_of(&lines, "req-claim-1")["span"]["task_id"], task, "the task claimed");
+    assert_eq!((&created["fields"]["sub"], &nacked["fields"]["sub"]), (&json!("p1"), &json!("w1")));
+    assert_eq!(nacked["fields"]["task_id"], task, "the task the path names");
+    assert_eq!(line_of(&lines, "req-claim-1")["fields"]["task_id"], task, "the task claimed");
     let refused = line_of(&lines, "req-refused-1");
-    assert!(refused["span"].get("sub").is_none(), "no caller: {refused}");
+    assert!(refused["fields"].get("sub").is_none(), "no caller: {refused}");
     let batch = line_of(&lines, "req-batch-1");
-    assert!(batch["span"].get("task_id").is_none(), "a batch's tasks are not listed: {batch}");
+    assert!(batch["fields"].get("task_id").is_none(), "a batch's tasks are not listed: {batch}");
     for line in log.lines() {
         assert!(line.matches("\"task_id\"").count() <= 1, "a field twice: {line}");
     }
@@ -202,7 +202,8 @@ async fn text_logs_written_to_a_file_carry_no_colours_and_no_secret() {
     for part in [
         "INFO",
         "method=\"POST\"",
-        "route=\"/v1/codeq/tasks\" sub=\"p1\" task_id=",
+        "route=\"/v1/codeq/tasks\"}",
+        "sub=\"p1\" task_id=",
         "status=202",
         "latency_ms=",
     ] {

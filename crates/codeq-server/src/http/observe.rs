@@ -19,6 +19,7 @@
 //! What is logged is chosen field by field: never a header value but the
 //! request id, never a body, never the raw path (a route template only).
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -37,6 +38,20 @@ use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 /// The longest request id logged (a client may send anything).
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// What a request's handler notes for its log line: who called, and the
+/// task it was about. Kept in a task-local cell for the request (cheaper
+/// than recording into the span: a few instructions, no formatting until
+/// the line is written).
+#[derive(Debug, Default)]
+struct Notes {
+    sub: Option<String>,
+    task_id: Option<TaskId>,
+}
+
+tokio::task_local! {
+    static NOTES: RefCell<Notes>;
+}
+
 /// The middleware: gives the request its id, checks its head, serves it
 /// inside its span, then logs and counts it.
 pub async fn request(State(app): State<AppState>, request: Request, next: Next) -> Response {
@@ -44,17 +59,16 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     let method = method_label(request.method());
     let route = route_label(request.extensions().get::<MatchedPath>());
     let id = request_id(&request);
-    let span = tracing::info_span!(
-        "request",
-        request_id = loggable(&id),
-        method,
-        route,
-        sub = tracing::field::Empty,
-        task_id = tracing::field::Empty
-    );
-    let mut response = match request_head::check_head(&request) {
-        Ok(()) => next.run(request).instrument(span.clone()).await,
-        Err(error) => error.into_response(),
+    let span = tracing::info_span!("request", request_id = loggable(&id), method, route);
+    let (mut response, notes) = match request_head::check_head(&request) {
+        Ok(()) => {
+            let served = async {
+                let response = next.run(request).instrument(span.clone()).await;
+                (response, NOTES.with(RefCell::take))
+            };
+            NOTES.scope(RefCell::default(), served).await
+        }
+        Err(error) => (error.into_response(), Notes::default()),
     };
     response.headers_mut().insert(REQUEST_ID, id);
     let seconds = started.elapsed().as_secs_f64();
@@ -63,22 +77,24 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     app.metrics.http_request(method, route, status, seconds, code == Some("overloaded"));
     // Milliseconds to the microsecond.
     let latency_ms = (seconds * 1e6).round() / 1e3;
+    let sub = notes.sub.as_deref();
+    let task_id = notes.task_id.map(tracing::field::display);
     span.in_scope(|| match code {
-        Some(code) => tracing::info!(status, latency_ms, code, "request"),
-        None => tracing::info!(status, latency_ms, "request"),
+        Some(code) => tracing::info!(status, latency_ms, code, sub, task_id, "request"),
+        None => tracing::info!(status, latency_ms, sub, task_id, "request"),
     });
     response
 }
 
 /// Puts the caller's `sub` on the request's log line (who did it).
 pub fn note_caller(sub: &str) {
-    tracing::Span::current().record("sub", sub);
+    let _ = NOTES.try_with(|notes| notes.borrow_mut().sub = Some(sub.to_owned()));
 }
 
 /// Puts the task a request is about on its log line: the one its path
 /// names, the one a create made, the one a claim took.
 pub fn note_task(id: TaskId) {
-    tracing::Span::current().record("task_id", tracing::field::display(id));
+    let _ = NOTES.try_with(|notes| notes.borrow_mut().task_id = Some(id));
 }
 
 /// The log line and metrics of a request head the connection answered
