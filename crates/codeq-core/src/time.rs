@@ -23,6 +23,14 @@ pub const RFC3339_MAX_LEN: usize = 48;
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
+/// RFC 3339 in UTC (for log lines; the API writes the configured offset).
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buffer = [0u8; RFC3339_MAX_LEN];
+        formatter.write_str(self.rfc3339_in(UtcOffset::UTC, &mut buffer))
+    }
+}
+
 impl Timestamp {
     /// 0000-01-02T00:00:00Z: the earliest time the API takes or shows.
     pub const EARLIEST: Self = Self(-62_167_132_800_000);
@@ -201,6 +209,7 @@ mod tests {
         let offset = UtcOffset::from_hms(2, 0, 0).unwrap();
         assert_eq!(at.to_rfc3339(offset), "2026-03-04T05:06:07.25+02:00");
         assert_eq!(Timestamp::parse_rfc3339(&at.to_rfc3339(offset)), Some(at));
+        assert_eq!(at.to_string(), "2026-03-04T03:06:07.25Z", "shown in UTC");
     }
 
     #[test]

@@ -182,6 +182,41 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secret() {
     let unknown = line_of(&lines, &generated);
     assert_eq!(unknown["span"]["route"], "unmatched");
     assert_eq!(unknown["fields"]["code"], "route_not_found");
+
+    // Each state change at debug, on the line of the request that made it.
+    let changes = state_changes(&log, task);
+    let steps: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|line| {
+            (
+                line["span"]["request_id"].as_str().unwrap(),
+                line["fields"]["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("req-create-1", "task created"),
+            ("req-claim-1", "task claimed"),
+            ("req-nack-1", "task nacked, to retry"),
+            ("req-claim-2", "task claimed"),
+            ("req-result-1", "task finished"),
+        ]
+    );
+    assert_eq!(
+        (&changes[3]["fields"]["attempt"], &changes[3]["fields"]["worker"]),
+        (&json!(2), &json!("w1"))
+    );
+    assert_eq!(changes[4]["fields"]["status"], "COMPLETED");
+}
+
+/// The debug lines of the JSON log about `task`'s state.
+fn state_changes(log: &str, task: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["level"] == "DEBUG" && line["fields"]["task_id"] == task)
+        .collect()
 }
 
 #[tokio::test]

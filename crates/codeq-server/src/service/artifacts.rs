@@ -325,7 +325,7 @@ impl Artifacts {
         if let Err(error) = tokio::fs::remove_dir_all(&dir).await
             && error.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(%error, task.id = %task, "cannot delete artifacts");
+            tracing::warn!(%error, task_id = %task, "cannot delete artifacts");
         }
     }
 }

@@ -136,9 +136,10 @@ impl Control {
             .store
             .cancel(allowed.iter().map(|(_, id)| *id).collect(), reason, self.clock.now())
             .await?;
-        for (((index, _), outcome), command) in allowed.iter().zip(done).zip(&commands) {
+        for (((index, id), outcome), command) in allowed.iter().zip(done).zip(&commands) {
             if outcome.is_ok() {
                 self.metrics.tasks_cancelled(command, 1);
+                tracing::debug!(task_id = %id, %command, by = caller, "task cancelled");
             }
             outcomes[*index] = Some(outcome.map_err(CancelRefused::Transition));
         }
@@ -173,6 +174,7 @@ impl Control {
         settings: QueueSettings,
     ) -> StoreResult<QueueSettings> {
         self.store.set_queue_settings(command, settings, self.clock.now()).await?;
+        tracing::debug!(%command, ?settings, "queue settings changed");
         if settings.lets_more_through_than(before) {
             self.tell_if_ready(command).await;
         }
@@ -308,6 +310,9 @@ impl Control {
         let op = DeadLetterOp::Replay { now: self.clock.now(), rate_per_second };
         let replayed = self.take_selected(command, selection, limit, op).await?;
         self.metrics.dead_letters_replayed(command, replayed.len() as u64);
+        for id in &replayed {
+            tracing::debug!(task_id = %id, %command, "dead letter replayed");
+        }
         Ok(replayed)
     }
 
@@ -321,6 +326,9 @@ impl Control {
     ) -> StoreResult<Vec<TaskId>> {
         let purged = self.take_selected(command, selection, limit, DeadLetterOp::Purge).await?;
         self.metrics.dead_letters_purged(command, purged.len() as u64);
+        for id in &purged {
+            tracing::debug!(task_id = %id, %command, "dead letter purged");
+        }
         Ok(purged)
     }
 

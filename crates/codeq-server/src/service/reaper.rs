@@ -97,11 +97,11 @@ async fn reap_once(
         metrics.lease_expired(&task.command);
         match task.outcome {
             Retried::Requeued { delay_seconds } => {
-                tracing::debug!(task.id = %task.task_id, command = %task.command, delay_seconds, "lease expired, task requeued");
+                tracing::debug!(task_id = %task.task_id, command = %task.command, delay_seconds, "lease expired, task requeued");
             }
             Retried::DeadLettered => {
                 metrics.task_terminal(&task.command, ResultStatus::Failed, task.task_id, now);
-                tracing::debug!(task.id = %task.task_id, command = %task.command, "lease expired, task dead-lettered");
+                tracing::debug!(task_id = %task.task_id, command = %task.command, "lease expired, task dead-lettered");
             }
         }
     }

@@ -26,6 +26,7 @@ pub async fn cleanup(
     let deleted = store.cleanup(completed_before, limit).await?;
     for id in &deleted {
         artifacts.remove_all(*id).await;
+        tracing::debug!(task_id = %id, "task removed after its retention");
     }
     Ok(deleted.len())
 }

@@ -151,6 +151,12 @@ impl Scheduler {
         for task in &created {
             if let Created::New(task) = task {
                 self.metrics.task_created(&task.command);
+                tracing::debug!(
+                    task_id = %task.id,
+                    command = %task.command,
+                    visible_at = %task.state.visible_at,
+                    "task created"
+                );
             }
         }
         Ok(created)
@@ -259,6 +265,13 @@ impl Scheduler {
     fn count_claimed(&self, claimed: &[Task]) {
         for task in claimed {
             self.metrics.tasks_claimed(&task.command, 1);
+            tracing::debug!(
+                task_id = %task.id,
+                command = %task.command,
+                worker = task.state.worker_id.as_deref().unwrap_or_default(),
+                attempt = task.state.attempts,
+                "task claimed"
+            );
         }
     }
 
@@ -297,13 +310,20 @@ impl Scheduler {
     ) -> StoreResult<TaskState> {
         let _admitted = self.admit()?;
         let now = self.clock.now();
-        self.store.heartbeat(id, fence, self.lease_until(extend_seconds, now), now).await
+        let state =
+            self.store.heartbeat(id, fence, self.lease_until(extend_seconds, now), now).await?;
+        if let Some(until) = state.lease_until {
+            tracing::debug!(task_id = %id, lease_until = %until, "lease extended");
+        }
+        Ok(state)
     }
 
     /// Gives a held task back to the ready queue at once.
     pub async fn abandon(&self, id: TaskId, fence: Fence<'_>) -> StoreResult<()> {
         let _admitted = self.admit()?;
-        self.store.abandon(id, fence, self.clock.now()).await
+        self.store.abandon(id, fence, self.clock.now()).await?;
+        tracing::debug!(task_id = %id, "task abandoned, ready again");
+        Ok(())
     }
 
     /// Retries a held task later (the worker's delay capped by
@@ -340,8 +360,15 @@ impl Scheduler {
             let fenced = Fence { worker_id: fence.worker_id, attempt: Some(attempt) };
             let now = self.clock.now();
             let nacked = self.store.nack(id, fenced, delay, reason.clone(), now).await;
-            if let Ok(Retried::DeadLettered) = nacked {
-                self.count_terminal(id, ResultStatus::Failed, now);
+            match nacked {
+                Ok(Retried::DeadLettered) => {
+                    self.count_terminal(id, ResultStatus::Failed, now);
+                    tracing::debug!(task_id = %id, attempt, "task nacked, dead-lettered");
+                }
+                Ok(Retried::Requeued { delay_seconds }) => {
+                    tracing::debug!(task_id = %id, attempt, delay_seconds, "task nacked, to retry");
+                }
+                Err(_) => {}
             }
             match nacked {
                 Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
@@ -370,7 +397,7 @@ impl Scheduler {
         let outcomes = self.store.complete(items, self.clock.now()).await?;
         for outcome in &outcomes {
             if let Ok(Completed::Stored(record)) = outcome {
-                self.count_terminal(record.task_id, record.status, record.completed_at);
+                self.finished(record);
             }
         }
         Ok(outcomes)
@@ -392,7 +419,7 @@ impl Scheduler {
             (self.store.complete_and_claim(item, &spec, now).await?, now)
         };
         if let Ok(Completed::Stored(record)) = &outcome {
-            self.count_terminal(record.task_id, record.status, record.completed_at);
+            self.finished(record);
         }
         if outcome.is_err() {
             return Ok((outcome, Vec::new()));
@@ -417,6 +444,17 @@ impl Scheduler {
     /// answers the result without a next task.
     pub async fn claim_after_result(&self, next: &ClaimRequest) -> Vec<Task> {
         self.claim(next).await.unwrap_or_else(|error| answered_without_claim(&error))
+    }
+
+    /// Counts and logs a task a worker's result made terminal.
+    fn finished(&self, record: &ResultRecord) {
+        self.count_terminal(record.task_id, record.status, record.completed_at);
+        tracing::debug!(
+            task_id = %record.task_id,
+            status = record.status.as_str(),
+            worker = %record.worker_id,
+            "task finished"
+        );
     }
 
     /// Counts a task that became terminal (its command read from memory).

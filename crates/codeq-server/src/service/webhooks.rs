@@ -226,7 +226,7 @@ impl Dispatcher {
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, task.id = %id, "cannot read a task to call back");
+                tracing::warn!(%error, task_id = %id, "cannot read a task to call back");
                 return;
             }
         };
@@ -252,25 +252,25 @@ impl Dispatcher {
         self.metrics.webhook_delivery(WebhookKind::TaskResult, &task.command, sent.is_ok());
         match sent {
             Ok(()) => {
-                tracing::debug!(task.id = %id, attempts, "result callback delivered");
+                tracing::debug!(task_id = %id, attempts, "result callback delivered");
                 self.end(callback).await;
             }
             Err(SendError::Refused(why)) => {
-                tracing::warn!(task.id = %id, %why, "result callback refused: not sent");
+                tracing::warn!(task_id = %id, %why, "result callback refused: not sent");
                 self.end(callback).await;
             }
             Err(SendError::Failed(why)) if attempts >= self.retries.max_attempts => {
-                tracing::warn!(task.id = %id, attempts, %why, "result callback failed; giving up");
+                tracing::warn!(task_id = %id, attempts, %why, "result callback failed; giving up");
                 self.end(callback).await;
             }
             Err(SendError::Failed(why)) => {
                 let delay = self.retries.backoff.delay_seconds(attempts, &mut rand::rng());
                 let next_at = self.clock.now().plus_seconds(delay);
-                tracing::info!(task.id = %id, attempts, %why, delay, "result callback failed; will retry");
+                tracing::info!(task_id = %id, attempts, %why, delay, "result callback failed; will retry");
                 if let Err(error) =
                     self.store.callback_retry(id, callback.delivery, attempts, next_at).await
                 {
-                    tracing::warn!(%error, task.id = %id, "cannot schedule a callback's retry");
+                    tracing::warn!(%error, task_id = %id, "cannot schedule a callback's retry");
                 }
             }
         }
@@ -283,7 +283,7 @@ impl Dispatcher {
 
     async fn end(&self, callback: DueCallback) {
         if let Err(error) = self.store.callback_done(callback.task_id, callback.delivery).await {
-            tracing::warn!(%error, task.id = %callback.task_id, "cannot end a callback");
+            tracing::warn!(%error, task_id = %callback.task_id, "cannot end a callback");
         }
     }
 }
