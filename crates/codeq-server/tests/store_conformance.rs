@@ -764,6 +764,8 @@ async fn a_new_command_past_the_bound_is_refused_and_known_ones_are_not(h: &dyn 
         let refused = store.set_queue_settings(&command("other"), paused, at(1)).await;
         assert!(matches!(refused, Err(StoreError::TooManyCommands(DEFAULT_MAX_COMMANDS))));
         store.set_queue_settings(&command("c7"), paused, at(1)).await.unwrap();
+        let refused = store.set_paused(&command("other"), true, at(1)).await;
+        assert!(matches!(refused, Err(StoreError::TooManyCommands(DEFAULT_MAX_COMMANDS))));
         store.close().await.unwrap();
     }
     let store = h.open();
@@ -1071,6 +1073,37 @@ async fn a_paused_command_is_skipped_until_resumed(h: &dyn Harness) {
     let wake = tokio::time::timeout(std::time::Duration::ZERO, woken.notified());
     assert!(wake.await.is_ok(), "a resume wakes parked claims");
     assert!(claim_one(&*store, only("held"), at(2)).await.is_some());
+}
+
+async fn a_pause_keeps_the_limits_stored_when_it_is(h: &dyn Harness) {
+    let signals = Arc::new(Signals::new());
+    let store = h.open_signalled(signals.clone());
+    create(&*store, vec![task("p", 0, at(0))]).await;
+    let limits = QueueSettings { burst: Some(3), ..settings(false, Some(2), Some(5.0)) };
+    let before = store.set_queue_settings(&command("p"), limits, at(1)).await.unwrap();
+    assert_eq!(before, QueueSettings::default(), "the settings before the write");
+
+    // A pause changes the pause only: the limits stored stay (read and
+    // written in one step, so a write just before it is not undone).
+    let before = store.set_paused(&command("p"), true, at(2)).await.unwrap();
+    assert_eq!(before, limits);
+    let paused = QueueSettings { paused: true, ..limits };
+    assert_eq!(store.queue_settings(&command("p")).await.unwrap(), paused);
+    assert!(claim_one(&*store, only("p"), at(2)).await.is_none(), "paused");
+
+    let woken = signals.command(&command("p"));
+    assert_eq!(store.set_paused(&command("p"), false, at(3)).await.unwrap(), paused);
+    let wake = tokio::time::timeout(std::time::Duration::ZERO, woken.notified());
+    assert!(wake.await.is_ok(), "a resume wakes parked claims");
+    assert_eq!(store.queue_settings(&command("p")).await.unwrap(), limits);
+    assert!(claim_one(&*store, only("p"), at(3)).await.is_some(), "the bucket kept its tokens");
+    // A pause of a command never used lists it, with no limits.
+    assert_eq!(
+        store.set_paused(&command("new"), true, at(4)).await.unwrap(),
+        QueueSettings::default()
+    );
+    let listed = store.all_queue_stats().await.unwrap();
+    assert!(listed.iter().any(|stats| stats.command == command("new") && stats.settings.paused));
 }
 
 async fn max_in_flight_holds_across_concurrent_claimers(h: &dyn Harness) {
@@ -1481,6 +1514,7 @@ macro_rules! conformance_suite {
                 cancel_works_in_every_state_and_stops_the_worker,
                 a_cancelled_task_with_a_webhook_owes_a_callback,
                 a_paused_command_is_skipped_until_resumed,
+                a_pause_keeps_the_limits_stored_when_it_is,
                 max_in_flight_holds_across_concurrent_claimers,
                 a_rate_limit_spaces_claims,
                 dead_letters_page_exactly_once_with_a_filter,

@@ -162,23 +162,33 @@ impl Control {
         command: &Command,
         settings: QueueSettings,
     ) -> StoreResult<QueueSettings> {
-        let before = self.store.queue_settings(command).await?;
-        self.replace_settings(command, &before, settings).await
+        let before = self.store.set_queue_settings(command, settings, self.clock.now()).await?;
+        self.settings_changed(command, &before, settings).await;
+        Ok(settings)
     }
 
-    /// Stores `settings` of `command` in place of `before`; returns them.
-    async fn replace_settings(
+    /// Pauses (or resumes) `command`, keeping its limits (as they are when
+    /// the pause is stored: a settings write just before is kept); returns
+    /// the settings.
+    pub async fn set_paused(&self, command: &Command, paused: bool) -> StoreResult<QueueSettings> {
+        let before = self.store.set_paused(command, paused, self.clock.now()).await?;
+        let settings = QueueSettings { paused, ..before };
+        self.settings_changed(command, &before, settings).await;
+        Ok(settings)
+    }
+
+    /// Logs a settings change and tells subscribers when it lets more
+    /// claims through.
+    async fn settings_changed(
         &self,
         command: &Command,
         before: &QueueSettings,
         settings: QueueSettings,
-    ) -> StoreResult<QueueSettings> {
-        self.store.set_queue_settings(command, settings, self.clock.now()).await?;
+    ) {
         tracing::debug!(%command, ?settings, "queue settings changed");
         if settings.lets_more_through_than(before) {
             self.tell_if_ready(command).await;
         }
-        Ok(settings)
     }
 
     /// Tells subscribers of `command` of its ready tasks, when its new
@@ -190,13 +200,6 @@ impl Control {
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "cannot read the depth of a resumed command"),
         }
-    }
-
-    /// Pauses (or resumes) `command`, keeping its limits; returns the
-    /// settings.
-    pub async fn set_paused(&self, command: &Command, paused: bool) -> StoreResult<QueueSettings> {
-        let before = self.store.queue_settings(command).await?;
-        self.replace_settings(command, &before, QueueSettings { paused, ..before }).await
     }
 
     /// A page of dead letters of `command`, newest first.

@@ -387,13 +387,22 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_settings(&self, command: &Command) -> StoreResult<QueueSettings>;
 
     /// Replaces the settings of `command`; a parked claim they now let
-    /// through is woken.
+    /// through is woken. The settings before.
     async fn set_queue_settings(
         &self,
         command: &Command,
         settings: QueueSettings,
         now: Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<QueueSettings>;
+
+    /// Pauses or resumes `command`, its limits as they are, in one step (a
+    /// settings write in between is not undone); the settings before.
+    async fn set_paused(
+        &self,
+        command: &Command,
+        paused: bool,
+        now: Timestamp,
+    ) -> StoreResult<QueueSettings>;
 
     /// When a rate limit next lets a ready task of `filter`'s commands
     /// through, when rate limits are what hold them back now (a claim that

@@ -262,6 +262,27 @@ impl EmbeddedStore {
         self.transact_sized(now, 0, decide).await
     }
 
+    /// Stores `change` of the settings of `command` (read and written in
+    /// one transition); the settings before.
+    async fn change_settings(
+        &self,
+        command: &Command,
+        now: Timestamp,
+        change: impl FnOnce(QueueSettings) -> QueueSettings,
+    ) -> StoreResult<QueueSettings> {
+        let max_commands = self.options.max_commands;
+        self.transact(now, |live, plan| {
+            if !plan.may_know(live, command, max_commands) {
+                return Err(StoreError::TooManyCommands(max_commands));
+            }
+            let (before, _) = live.settings(command);
+            plan.set_settings(live, command, change(before))?;
+            Ok(before)
+        })
+        .await
+        .map(|done| done.value)
+    }
+
     /// [`Self::transact`] with room for about `bytes` of records.
     async fn transact_sized<T>(
         &self,
@@ -908,16 +929,17 @@ impl Store for EmbeddedStore {
         command: &Command,
         settings: QueueSettings,
         now: Timestamp,
-    ) -> StoreResult<()> {
-        let max_commands = self.options.max_commands;
-        self.transact(now, |live, plan| {
-            if !plan.may_know(live, command, max_commands) {
-                return Err(StoreError::TooManyCommands(max_commands));
-            }
-            plan.set_settings(live, command, settings)
-        })
-        .await
-        .map(|_| ())
+    ) -> StoreResult<QueueSettings> {
+        self.change_settings(command, now, |_| settings).await
+    }
+
+    async fn set_paused(
+        &self,
+        command: &Command,
+        paused: bool,
+        now: Timestamp,
+    ) -> StoreResult<QueueSettings> {
+        self.change_settings(command, now, |before| QueueSettings { paused, ..before }).await
     }
 
     fn next_claimable_at(&self, filter: &CommandFilter, now: Timestamp) -> Option<Timestamp> {

@@ -546,6 +546,15 @@ impl RedisStore {
         reply.list("stats").iter().map(|row| queue_stats(reply::list(row))).collect()
     }
 
+    /// Runs `settings.lua`; the settings before.
+    async fn settings_op(&self, args: &Args, now: Timestamp) -> StoreResult<QueueSettings> {
+        let reply = self.call(&self.scripts.settings, Clock::Store, now, args).await?;
+        if reply.get("refused") == &serde_json::Value::Bool(true) {
+            return Err(StoreError::TooManyCommands(self.max_commands));
+        }
+        Ok(settings_of(reply.list("before")))
+    }
+
     async fn subscriptions_op(&self, args: &Args, now: Timestamp) -> StoreResult<usize> {
         let reply = self.call(&self.scripts.subscriptions, Clock::Caller, now, args).await?;
         Ok(usize::try_from(reply.int("count").unwrap_or(0)).unwrap_or(0))
@@ -623,20 +632,26 @@ fn role_of(hello: &redis::Value) -> Option<String> {
 fn queue_stats(row: &[serde_json::Value]) -> StoreResult<QueueStats> {
     let command = reply::command(row.first().unwrap_or(&serde_json::Value::Null))?;
     let count = |index: usize| row.get(index).and_then(reply::int).unwrap_or(0).max(0) as u64;
-    let text = |index: usize| row.get(index).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
     Ok(QueueStats {
         command,
         ready: count(1),
         delayed: count(2),
         in_progress: count(3),
         dlq: count(4),
-        settings: QueueSettings {
-            paused: text(5) == Some("1"),
-            max_in_flight: text(6).and_then(|v| v.parse().ok()),
-            rate_per_second: text(7).and_then(|v| v.parse().ok()),
-            burst: text(8).and_then(|v| v.parse().ok()),
-        },
+        settings: settings_of(row.get(5..).unwrap_or_default()),
     })
+}
+
+/// Settings from the texts of the queue hash's `paused`, `mif`, `rate`
+/// and `burst` (empty when not set).
+fn settings_of(fields: &[serde_json::Value]) -> QueueSettings {
+    let text = |index: usize| fields.get(index).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    QueueSettings {
+        paused: text(0) == Some("1"),
+        max_in_flight: text(1).and_then(|v| v.parse().ok()),
+        rate_per_second: text(2).and_then(|v| v.parse().ok()),
+        burst: text(3).and_then(|v| v.parse().ok()),
+    }
 }
 
 /// A task as stored, moved to Redis's clock by `shift` milliseconds (a
@@ -1018,19 +1033,33 @@ impl Store for RedisStore {
         command: &Command,
         settings: QueueSettings,
         now: Timestamp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<QueueSettings> {
         let mut args = Args::new();
         args.text(command.as_str())
             .text(if settings.paused { "1" } else { "0" })
             .opt(settings.max_in_flight)
             .opt(settings.rate_per_second)
             .opt(settings.burst)
-            .num(self.max_commands);
-        let reply = self.call(&self.scripts.settings, Clock::Store, now, &args).await?;
-        if reply.get("refused") == &serde_json::Value::Bool(true) {
-            return Err(StoreError::TooManyCommands(self.max_commands));
-        }
-        Ok(())
+            .num(self.max_commands)
+            .text("all");
+        self.settings_op(&args, now).await
+    }
+
+    async fn set_paused(
+        &self,
+        command: &Command,
+        paused: bool,
+        now: Timestamp,
+    ) -> StoreResult<QueueSettings> {
+        let mut args = Args::new();
+        args.text(command.as_str())
+            .text(if paused { "1" } else { "0" })
+            .opt(None::<u32>)
+            .opt(None::<f64>)
+            .opt(None::<u32>)
+            .num(self.max_commands)
+            .text("paused");
+        self.settings_op(&args, now).await
     }
 
     fn next_claimable_at(&self, filter: &CommandFilter, _now: Timestamp) -> Option<Timestamp> {
