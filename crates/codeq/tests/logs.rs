@@ -328,3 +328,55 @@ async fn heads_the_parser_refuses_leave_a_line_each_and_are_counted() {
         assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_request_whose_client_leaves_before_its_answer_leaves_a_line_and_is_counted() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = serve(dir.path(), "json");
+    let address = base.trim_start_matches("http://");
+    let body = json!({ "commands": ["GONE"], "waitSeconds": 20 }).to_string();
+    let head = format!(
+        "POST /v1/codeq/tasks/claim HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {WORKER_TOKEN}\r\n\
+         Content-Type: application/json\r\nX-Request-Id: req-gone-1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let metric = |name: &'static str| {
+        let base = base.clone();
+        async move {
+            let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+            text.lines().find(|line| line.starts_with(name)).map(str::to_owned)
+        }
+    };
+    // The claim parks in its long poll; then its client goes away.
+    while metric("codeq_long_polls_waiting ").await.as_deref() != Some("codeq_long_polls_waiting 1")
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(stream);
+    let counted =
+        "codeq_http_requests_total{method=\"POST\",route=\"/v1/codeq/tasks/claim\",status=\"499\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(counted).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request that lost its client is never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = stop(child, dir.path());
+
+    let line = line_of(&request_lines(&log), "req-gone-1").clone();
+    assert_eq!(
+        (&line["fields"]["status"], &line["fields"]["code"], &line["fields"]["sub"]),
+        (&json!(499), &json!("client_gone"), &json!("w1")),
+        "{line}"
+    );
+    assert!(
+        line["fields"]["latency_ms"].as_f64().unwrap() < 20_000.0,
+        "not the whole wait: {line}"
+    );
+}

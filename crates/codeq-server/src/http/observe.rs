@@ -27,7 +27,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use codeq_core::TaskId;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::REQUEST_ID;
 use super::error::ErrorCode;
@@ -63,7 +63,16 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     let (mut response, notes) = match request_head::check_head(&request) {
         Ok(()) => {
             let served = async {
+                let mut serving = Serving {
+                    started,
+                    method,
+                    route,
+                    span: &span,
+                    metrics: &app.metrics,
+                    answered: false,
+                };
                 let response = next.run(request).instrument(span.clone()).await;
+                serving.answered = true;
                 (response, NOTES.with(RefCell::take))
             };
             NOTES.scope(RefCell::default(), served).await
@@ -85,6 +94,46 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     });
     response
 }
+
+/// A request being served. Dropped before its answer (its client went
+/// away: hyper drops what it was serving), it leaves the request's line
+/// with status 499 and code `client_gone`, and counts it.
+struct Serving<'a> {
+    started: Instant,
+    method: &'static str,
+    route: &'static str,
+    span: &'a Span,
+    metrics: &'a Metrics,
+    answered: bool,
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.metrics.http_request(self.method, self.route, CLIENT_GONE, seconds, false);
+        let latency_ms = (seconds * 1e6).round() / 1e3;
+        // Dropped inside the request's task-local scope: its notes are there.
+        let notes = NOTES.try_with(RefCell::take).unwrap_or_default();
+        let (sub, task_id) = (notes.sub.as_deref(), notes.task_id.map(tracing::field::display));
+        self.span.in_scope(|| {
+            tracing::info!(
+                status = CLIENT_GONE,
+                latency_ms,
+                code = "client_gone",
+                sub,
+                task_id,
+                "request"
+            );
+        });
+    }
+}
+
+/// The status logged for a request whose client left before its answer
+/// (nginx's "client closed request"; never sent).
+const CLIENT_GONE: u16 = 499;
 
 /// Puts the caller's `sub` on the request's log line (who did it).
 pub fn note_caller(sub: &str) {
