@@ -911,9 +911,9 @@ pub fn main(conn: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<Ending> {
         }
     };
     if args.json {
-        println!("{json}");
+        outln!("{json}");
     } else {
-        print!("{text}");
+        out!("{text}");
     }
     Ok(ending)
 }

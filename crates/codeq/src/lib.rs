@@ -11,6 +11,18 @@
 //! - [`exit`]: exit codes and the error → exit code mapping.
 #![warn(missing_docs)]
 
+/// `print!` that does not panic on a closed stdout: see
+/// [`output::write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` that does not panic on a closed stdout: see
+/// [`output::write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod bench;
 pub mod cli;
 pub mod commands;

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         }
         Commands::Bench(args) => return bench_main(global, args),
         Commands::Version => {
-            println!("codeq {VERSION}");
+            codeq::output::write_stdout(format_args!("codeq {VERSION}\n"));
             return ExitCode::SUCCESS;
         }
         Commands::Completions(args) => return completions(args.shell),

@@ -13,6 +13,23 @@ use serde_json::json;
 
 use crate::cli::OutputFormat;
 
+/// Writes to stdout (what [`out!`] and [`outln!`] print with).
+/// `print!` panics when stdout is a pipe whose reader has gone
+/// (`codeq task list --all | head -1`); such a reader wants nothing more,
+/// so the command ends there, successfully and quietly. Any other failed
+/// write ends it with exit code 1.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_fmt(text) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            eprintln!("codeq: cannot write the output: {error}");
+            std::process::exit(i32::from(crate::exit::GENERAL));
+        }
+    }
+}
+
 /// `1 task`, `2 tasks`: a count and its noun, in the plural unless 1.
 pub fn count(n: u64, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
@@ -22,7 +39,7 @@ pub fn count(n: u64, noun: &str) -> String {
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     // Laid out from compact text, not by serde_json's pretty printer,
     // which writes a result kept as text (`Payload`) as it came, on one line.
-    println!("{}", codeq_core::json::indent(&serde_json::to_string(value)?));
+    outln!("{}", codeq_core::json::indent(&serde_json::to_string(value)?));
     Ok(())
 }
 
@@ -31,11 +48,11 @@ pub fn task(format: OutputFormat, task: &Task) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => json(task),
         OutputFormat::Id => {
-            println!("{}", task.id);
+            outln!("{}", task.id);
             Ok(())
         }
         OutputFormat::Table => {
-            print!("{}", key_values(&task_rows(task)));
+            out!("{}", key_values(&task_rows(task)));
             Ok(())
         }
     }
@@ -46,7 +63,7 @@ pub fn task_with_result(format: OutputFormat, answer: &TaskWithResult) -> anyhow
     match format {
         OutputFormat::Json => json(answer),
         OutputFormat::Id => {
-            println!("{}", answer.task.id);
+            outln!("{}", answer.task.id);
             Ok(())
         }
         OutputFormat::Table => {
@@ -66,7 +83,7 @@ pub fn task_with_result(format: OutputFormat, answer: &TaskWithResult) -> anyhow
             for artifact in &record.artifacts {
                 rows.push(("artifact", format!("{} {}", artifact.name, artifact.url)));
             }
-            print!("{}", key_values(&rows));
+            out!("{}", key_values(&rows));
             Ok(())
         }
     }
@@ -78,11 +95,11 @@ pub fn queues(format: OutputFormat, stats: &[QueueStats], single: bool) -> anyho
         (OutputFormat::Json, [one]) if single => json(one),
         (OutputFormat::Json, _) => json(&serde_json::json!({ "queues": stats })),
         (OutputFormat::Id, _) => {
-            stats.iter().for_each(|s| println!("{}", s.command));
+            stats.iter().for_each(|s| outln!("{}", s.command));
             Ok(())
         }
         (OutputFormat::Table, _) => {
-            print!("{}", queue_table(stats));
+            out!("{}", queue_table(stats));
             Ok(())
         }
     }
@@ -103,11 +120,11 @@ pub fn task_page(format: OutputFormat, page: &TaskPage, listing: Listing) -> any
     match format {
         OutputFormat::Json => json(page),
         OutputFormat::Id => {
-            page.tasks.iter().for_each(|task| println!("{}", task.id));
+            page.tasks.iter().for_each(|task| outln!("{}", task.id));
             Ok(())
         }
         OutputFormat::Table => {
-            print!(
+            out!(
                 "{}",
                 match listing {
                     Listing::Tasks => task_table(&page.tasks),
@@ -137,11 +154,11 @@ pub fn cancel_results(
             json(&json!({ "results": results }))
         }
         OutputFormat::Id => {
-            items.iter().flatten().for_each(|cancelled| println!("{}", cancelled.task_id));
+            items.iter().flatten().for_each(|cancelled| outln!("{}", cancelled.task_id));
             Ok(())
         }
         OutputFormat::Table => {
-            print!("{}", cancel_table(items));
+            out!("{}", cancel_table(items));
             Ok(())
         }
     }
@@ -157,7 +174,7 @@ pub fn settings(
     match format {
         OutputFormat::Json => json(settings),
         OutputFormat::Id => {
-            println!("{command}");
+            outln!("{command}");
             Ok(())
         }
         OutputFormat::Table => {
@@ -169,7 +186,7 @@ pub fn settings(
                 ("ratePerSecond", rate),
                 ("burst", burst),
             ];
-            print!("{}", key_values(&rows));
+            out!("{}", key_values(&rows));
             Ok(())
         }
     }
@@ -190,7 +207,7 @@ pub fn cleaned(format: OutputFormat, outcome: &CleanupOutcome) -> anyhow::Result
     match format {
         OutputFormat::Json => json(outcome),
         OutputFormat::Id => {
-            println!("{}", outcome.deleted);
+            outln!("{}", outcome.deleted);
             Ok(())
         }
         OutputFormat::Table => {
@@ -199,7 +216,7 @@ pub fn cleaned(format: OutputFormat, outcome: &CleanupOutcome) -> anyhow::Result
                 ("before", outcome.before.clone()),
                 ("limit", outcome.limit.to_string()),
             ];
-            print!("{}", key_values(&rows));
+            out!("{}", key_values(&rows));
             Ok(())
         }
     }
@@ -215,13 +232,13 @@ fn bulk<T: Serialize>(
     match format {
         OutputFormat::Json => json(answer),
         OutputFormat::Id => {
-            ids.iter().for_each(|id| println!("{id}"));
+            ids.iter().for_each(|id| outln!("{id}"));
             Ok(())
         }
         OutputFormat::Table => {
             let mut rows = vec![(verb, count.to_string())];
             rows.extend(ids.iter().map(|id| ("id", id.clone())));
-            print!("{}", key_values(&rows));
+            out!("{}", key_values(&rows));
             Ok(())
         }
     }

@@ -38,14 +38,14 @@ fn explain(error: MaintenanceError) -> anyhow::Error {
 
 fn check(args: &StorageCheckArgs) -> anyhow::Result<()> {
     let report = maintenance::check(&args.dir).map_err(explain)?;
-    print!("{}", describe(&args.dir.display().to_string(), &report));
+    out!("{}", describe(&args.dir.display().to_string(), &report));
     Ok(())
 }
 
 fn backup(args: &StorageBackupArgs) -> anyhow::Result<()> {
     let report = maintenance::backup(&args.dir, &args.out).map_err(explain)?;
-    print!("{}", describe(&args.dir.display().to_string(), &report.checked));
-    println!(
+    out!("{}", describe(&args.dir.display().to_string(), &report.checked));
+    outln!(
         "backed up to {}: {} files, {} bytes, checked",
         args.out.display(),
         report.files,

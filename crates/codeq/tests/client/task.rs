@@ -166,3 +166,26 @@ fn a_repeated_idempotency_key_returns_the_same_task_and_says_so() {
     assert!(String::from_utf8_lossy(&repeat.stderr).contains("nothing was created"));
     assert!(first.stderr.is_empty());
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let server = Server::start();
+    for _ in 0..3 {
+        run_json(server.codeq_with_tokens().args(["task", "create", "--event", "PIPE"]));
+    }
+    // `codeq task list --all | true`: the reader is gone before the
+    // first page is written.
+    let mut listing = server
+        .codeq_with_tokens()
+        .args(["task", "list", "--all", "--limit", "1", "--command", "PIPE"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(listing.stdout.take());
+    let ended = listing.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert!(ended.status.success(), "{:?}: {stderr}", ended.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
