@@ -405,14 +405,7 @@ impl Config {
 
     /// [`Config::load`] with the process environment.
     pub fn from_process_env(overrides: &ConfigOverrides) -> Result<Config, ConfigError> {
-        // A variable that is set but not UTF-8 is an error, not silently unset.
-        let names = std::iter::once(CONFIG_PATH_ENV.to_string())
-            .chain(sources::KEYS.iter().flat_map(|spec| spec.env_names()));
-        for name in names {
-            if std::env::var_os(&name).is_some_and(|value| value.to_str().is_none()) {
-                return Err(ConfigError::NotUnicode { name });
-            }
-        }
+        check_unicode(&|name| std::env::var_os(name))?;
         Self::load(overrides, &|name| std::env::var(name).ok())
     }
 
@@ -732,4 +725,20 @@ fn missing(key: &'static str, because: &str, origin: &Origin, or_set: Option<&st
         key,
         reason: format!("required when {because} is set ({origin}){alternative}"),
     }
+}
+
+/// Refuses a variable that would be read (per key, the first of its names
+/// that is set) and is not UTF-8: an error, not silently unset. One that
+/// would not be read (a `PORT` beside `CODEQ_PORT`) is left alone.
+fn check_unicode(var_os: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<(), ConfigError> {
+    let is_set = |name: &String| var_os(name).is_some_and(|value| !value.is_empty());
+    let read = std::iter::once(CONFIG_PATH_ENV.to_string())
+        .filter(is_set)
+        .chain(sources::KEYS.iter().filter_map(|spec| spec.env_names().find(is_set)));
+    for name in read {
+        if var_os(&name).is_some_and(|value| value.to_str().is_none()) {
+            return Err(ConfigError::NotUnicode { name });
+        }
+    }
+    Ok(())
 }

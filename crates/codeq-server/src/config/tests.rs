@@ -865,3 +865,30 @@ fn the_reference_doc_lists_every_key_and_env_name() {
         }
     }
 }
+
+#[test]
+fn only_a_variable_that_would_be_read_must_be_utf8() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt as _;
+
+    let env = |vars: Vec<(&'static str, OsString)>| {
+        move |name: &str| vars.iter().find(|(set, _)| *set == name).map(|(_, value)| value.clone())
+    };
+    let garbled = || OsString::from_vec(vec![0xff]);
+    // A platform's PORT beside CODEQ_PORT is never read.
+    let beside = env(vec![("CODEQ_PORT", "0".into()), ("PORT", garbled())]);
+    assert!(check_unicode(&beside).is_ok());
+    let alone = env(vec![("PORT", garbled())]);
+    assert!(
+        matches!(check_unicode(&alone), Err(ConfigError::NotUnicode { name }) if name == "PORT")
+    );
+    let own = env(vec![("CODEQ_PORT", garbled()), ("PORT", "0".into())]);
+    assert!(
+        matches!(check_unicode(&own), Err(ConfigError::NotUnicode { name }) if name == "CODEQ_PORT")
+    );
+    let path = env(vec![("CODEQ_CONFIG", garbled())]);
+    assert!(matches!(check_unicode(&path), Err(ConfigError::NotUnicode { .. })));
+    // Empty counts as unset: the next name is the one read.
+    let empty = env(vec![("CODEQ_PORT", "".into()), ("PORT", garbled())]);
+    assert!(check_unicode(&empty).is_err());
+}
