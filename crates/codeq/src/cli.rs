@@ -119,8 +119,10 @@ pub enum Commands {
     Storage(StorageCommand),
     /// Load-test a running server: task throughput and latency, or
     /// long-poll wake-up latency with --wakeup.
+    #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
     /// Print the version, with the commit it was built from.
+    #[command(after_help = VERSION_EXAMPLES)]
     Version,
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
@@ -181,6 +183,21 @@ pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
+
+const BENCH_EXAMPLES: &str = "Examples:
+  codeq bench --count 30000                     # against the local server: 4 producers, 16 workers
+  codeq bench --duration 10 --producers 24 --workers 64 --json
+  codeq bench --mode batch --count 300000 --producers 3 --workers 8
+  codeq bench --claim-next --duration 10        # results that ask for the next task
+  codeq bench --wakeup 200                      # idle long-poll wake-up latency
+  codeq bench --base-url http://127.0.0.1:8080 --producer-token P --worker-token W --count 10000
+
+The tasks it creates are of command `bench` (--command); run it against a
+server whose queues you can spare. docs/performance.md has the figures.";
+
+const VERSION_EXAMPLES: &str = "Examples:
+  codeq version                                 # codeq 0.1.0 (821daf25c91f)
+  codeq --version";
 
 const SERVE_EXAMPLES: &str = "Examples:
   codeq serve                                   # local mode: generated tokens, loopback only
