@@ -478,7 +478,8 @@ pub struct SubmitResult {
     result: Option<Value>,
     /// Required (non-empty) when `FAILED`.
     error: Option<String>,
-    /// Files produced.
+    /// Files produced (at most 100).
+    #[schema(max_items = 100)]
     artifacts: Option<Vec<ArtifactUpload>>,
     /// The delivery this call belongs to (fencing).
     attempt: Option<u32>,
@@ -502,7 +503,8 @@ pub struct SubmitResultItem {
     result: Option<Value>,
     /// Required (non-empty) when `FAILED`.
     error: Option<String>,
-    /// Files produced.
+    /// Files produced (at most 100).
+    #[schema(max_items = 100)]
     artifacts: Option<Vec<ArtifactUpload>>,
     /// The delivery this item belongs to (fencing).
     attempt: Option<u32>,

@@ -24,7 +24,7 @@ use super::tasks::{AnyInteger, check_batch_size, error_item, path_task_id, task_
 use super::views::{ResultAndNext, ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal, Scope};
-use crate::service::artifacts::{ArtifactUpload, Prepared};
+use crate::service::artifacts::{ArtifactUpload, Prepared, Written};
 use crate::service::scheduler::ClaimRequest;
 use crate::store::{CommandFilter, Completion, Fence, Retried, TransitionError};
 
@@ -310,14 +310,16 @@ impl<Id> ResultBody<'_, Id> {
 /// answers it with the stored record. The caller holds the task's
 /// artifacts ([`Artifacts::hold`]) from before this call until the store
 /// has answered, so that two submissions of one delivery never both write
-/// (the later one's bytes under the earlier one's record).
+/// (the later one's bytes under the earlier one's record). The files
+/// written come back as [`Written`]: kept once the result is stored,
+/// removed if it is not.
 async fn prepare_completion<Id>(
     app: &AppState,
     worker: &Principal,
     task: TaskId,
     body: &Body,
     submission: ResultBody<'_, Id>,
-) -> Result<Completion, ApiError> {
+) -> Result<(Completion, Option<Written>), ApiError> {
     let uploads = submission
         .artifacts
         .unwrap_or_default()
@@ -331,16 +333,19 @@ async fn prepare_completion<Id>(
         .collect();
     let prepared = app.artifacts.prepare(uploads).await?;
     let fence = Fence { worker_id: &worker.sub, attempt: submission.attempt };
-    let artifacts = if prepared.iter().any(Prepared::has_bytes) {
+    let (artifacts, written) = if prepared.iter().any(Prepared::has_bytes) {
         let state = app.scheduler.task_state(task).await?.ok_or(TransitionError::NotFound)?;
         check_result_allowed(&state, fence)?;
         if state.status.is_terminal() {
-            Vec::new()
+            (Vec::new(), None)
         } else {
-            app.artifacts.store(task, state.attempts, prepared).await?
+            let store = app.scheduler.store();
+            let written = Written::new(&app.artifacts, store, task, state.attempts, &prepared);
+            let stored = app.artifacts.store(task, state.attempts, prepared, written.as_ref());
+            (stored.await?, written)
         }
     } else {
-        app.artifacts.store(task, 0, prepared).await?
+        (app.artifacts.store(task, 0, prepared, None).await?, None)
     };
     let decided = Submission {
         status: submission.status,
@@ -348,12 +353,21 @@ async fn prepare_completion<Id>(
         error: submission.error,
         artifacts,
     };
-    Ok(Completion {
+    let completion = Completion {
         task_id: task,
         worker_id: worker.sub.clone(),
         attempt: submission.attempt,
         submission: decided,
-    })
+    };
+    Ok((completion, written))
+}
+
+/// Keeps a submission's files when the store took its result (stored, or
+/// the repeat of one stored); otherwise they go as `written` is dropped.
+fn keep_if_taken<T>(written: Option<Written>, outcome: &Result<T, TransitionError>) {
+    if let (Some(written), Ok(_)) = (written, outcome) {
+        written.kept();
+    }
 }
 
 /// `POST /v1/codeq/tasks/:id/result`; with `claimNext`, the answer also
@@ -378,11 +392,12 @@ pub async fn submit_result(
     };
     let id = path_task_id(id.as_deref())?;
     let held = app.artifacts.hold(request.carries_bytes().then_some(id)).await;
-    let completion = prepare_completion(&app, &worker, id, &body, request).await?;
+    let (completion, written) = prepare_completion(&app, &worker, id, &body, request).await?;
     let Some(claim) = claim_next else {
         let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
-        let completed =
-            outcome.ok_or_else(|| ApiError::internal("complete returned nothing"))??;
+        let outcome = outcome.ok_or_else(|| ApiError::internal("complete returned nothing"))?;
+        keep_if_taken(written, &outcome);
+        let completed = outcome?;
         return Ok(Json(ResultView::new(completed.record(), app.offset)).into_response());
     };
     // A held task is released once its result is stored, not after a long
@@ -396,6 +411,7 @@ pub async fn submit_result(
         &claim
     };
     let (outcome, mut claimed) = app.scheduler.complete_and_claim(completion, first_look).await?;
+    keep_if_taken(written, &outcome);
     drop(held);
     let completed = outcome?;
     if holding && claimed.is_empty() && !claim.wait.is_zero() {
@@ -479,14 +495,16 @@ pub async fn submit_results_batch(
     // at most one artifact is being decoded at a time.
     let mut labels: Vec<(String, Option<ApiError>)> = Vec::with_capacity(items.len());
     let mut valid: Vec<Completion> = Vec::with_capacity(items.len());
+    let mut written: Vec<Option<Written>> = Vec::with_capacity(items.len());
     for (label, parsed) in items {
         let completion = match parsed {
             Ok((id, submission)) => prepare_completion(&app, &worker, id, &body, submission).await,
             Err(refused) => Err(refused),
         };
         match completion {
-            Ok(completion) => {
+            Ok((completion, files)) => {
                 valid.push(completion);
+                written.push(files);
                 labels.push((label, None));
             }
             Err(error) => labels.push((label, Some(error))),
@@ -494,6 +512,9 @@ pub async fn submit_results_batch(
     }
     let _budget = body.release();
     let outcomes = app.scheduler.complete(valid).await?;
+    for (files, outcome) in written.into_iter().zip(&outcomes) {
+        keep_if_taken(files, outcome);
+    }
     let mut outcomes = outcomes.iter();
     let results = labels
         .into_iter()

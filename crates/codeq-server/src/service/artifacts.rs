@@ -27,6 +27,10 @@ use crate::store::Store;
 /// decodes on its own; 1 MiB of text is 768 KiB of bytes.
 const DECODE_PIECE: usize = 1024 * 1024;
 
+/// The most artifacts one result may list (each inline one is a file and
+/// two fsyncs; a worker with more zips them or links them by `url`).
+pub const MAX_ARTIFACTS_PER_RESULT: usize = 100;
+
 /// Held tasks' locks kept before the ones no longer held are dropped.
 const HELD_TASKS_KEPT: usize = 1024;
 
@@ -142,6 +146,12 @@ impl Artifacts {
         &self,
         uploads: Vec<ArtifactUpload>,
     ) -> Result<Vec<Prepared>, ArtifactError> {
+        if uploads.len() > MAX_ARTIFACTS_PER_RESULT {
+            return Err(ArtifactError::Invalid(format!(
+                "artifacts lists {} items; at most {MAX_ARTIFACTS_PER_RESULT} per result",
+                uploads.len()
+            )));
+        }
         let prepared: Vec<Prepared> =
             uploads.into_iter().map(|upload| self.prepare_one(upload)).collect::<Result<_, _>>()?;
         check_names_unique(&prepared)?;
@@ -234,12 +244,15 @@ impl Artifacts {
 
     /// Writes the inline bytes of the artifacts of `task`'s delivery
     /// `attempt` durably and returns the artifacts as the result record
-    /// lists them.
+    /// lists them. Each write holds the place of `files` while it runs (it
+    /// goes on when the request is dropped), so that the files are
+    /// removed only after it.
     pub async fn store(
         &self,
         task: TaskId,
         attempt: u32,
         prepared: Vec<Prepared>,
+        files: Option<&Written>,
     ) -> Result<Vec<Artifact>, ArtifactError> {
         let mut artifacts = Vec::with_capacity(prepared.len());
         let dir = self.dir_of(task, attempt);
@@ -247,11 +260,17 @@ impl Artifacts {
         for Prepared { mut artifact, content } in prepared {
             if let Some(encoded) = content {
                 let (into, name) = (dir.clone(), artifact.name.clone());
-                let wrote =
-                    tokio::task::spawn_blocking(move || write_decoded(&into, &name, &encoded))
-                        .await
-                        .map_err(std::io::Error::other)
-                        .and_then(|wrote| wrote);
+                let place = match files {
+                    Some(files) => files.writing.clone().acquire_owned().await.ok(),
+                    None => None,
+                };
+                let wrote = tokio::task::spawn_blocking(move || {
+                    let _place = place;
+                    write_decoded(&into, &name, &encoded)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|wrote| wrote);
                 if let Err(error) = wrote {
                     // A full disk must not stay full of a result that was
                     // not stored: what this submission wrote goes too.
@@ -319,6 +338,52 @@ impl Artifacts {
         removed
     }
 
+    /// Removes the files `names` of `task`'s delivery `attempt` that no
+    /// stored result lists: those of a submission whose result was not
+    /// stored (refused, failed, or its client gone mid-way). Holds the task
+    /// as a submission does; when the store cannot say, the files stay
+    /// (retention takes them with the task).
+    async fn discard(&self, store: &dyn Store, files: Unlisted) {
+        let _writes_done = files.writing.acquire().await;
+        let (task, attempt) = (files.task, files.attempt);
+        let _held = self.hold([task]).await;
+        let listed = match self.listed_for(store, task, attempt).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, task_id = %task, "cannot tell whether artifacts are kept");
+                return;
+            }
+        };
+        let dir = self.dir_of(task, attempt);
+        for name in files.names.iter().filter(|name| !listed.contains(name)) {
+            if let Err(error) = tokio::fs::remove_file(dir.join(name)).await
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(%error, task_id = %task, "cannot delete an artifact");
+            }
+        }
+        // Directories left empty go too (one that is not empty stays).
+        let _ = tokio::fs::remove_dir(&dir).await;
+        let _ = tokio::fs::remove_dir(self.dir.join(task.to_string())).await;
+    }
+
+    /// The names of the artifacts the stored result of `task` lists when
+    /// it was made by delivery `attempt` (their files are that delivery's).
+    async fn listed_for(
+        &self,
+        store: &dyn Store,
+        task: TaskId,
+        attempt: u32,
+    ) -> crate::store::StoreResult<Vec<String>> {
+        match store.get_state(task).await? {
+            Some(state) if state.status.is_terminal() && state.attempts == attempt => {
+                let record = store.get_result(task).await?;
+                Ok(record.into_iter().flat_map(|r| r.artifacts).map(|a| a.name).collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Deletes every stored artifact of `task` (retention).
     pub async fn remove_all(&self, task: TaskId) {
         let dir = self.dir.join(task.to_string());
@@ -328,6 +393,78 @@ impl Artifacts {
             tracing::warn!(%error, task_id = %task, "cannot delete artifacts");
         }
     }
+}
+
+/// The files a submission wrote for `task`'s delivery `attempt`. Kept
+/// once its result is stored ([`Written::kept`]); dropped before that (the
+/// result refused, the store failing, or the request dropped because its
+/// client went away), it removes those that no stored result lists, in a
+/// task of its own.
+#[must_use = "dropped, the files are removed"]
+pub struct Written {
+    artifacts: Arc<Artifacts>,
+    store: Arc<dyn Store>,
+    task: TaskId,
+    attempt: u32,
+    names: Vec<String>,
+    /// Held by the write under way (one at a time).
+    writing: Arc<tokio::sync::Semaphore>,
+}
+
+impl Written {
+    /// The files `prepared` has bytes for, written for `task`'s delivery
+    /// `attempt`; `None` when there are none.
+    pub fn new(
+        artifacts: &Arc<Artifacts>,
+        store: &Arc<dyn Store>,
+        task: TaskId,
+        attempt: u32,
+        prepared: &[Prepared],
+    ) -> Option<Self> {
+        let names: Vec<String> = prepared
+            .iter()
+            .filter(|prepared| prepared.has_bytes())
+            .map(|prepared| prepared.artifact.name.clone())
+            .collect();
+        (!names.is_empty()).then(|| Self {
+            artifacts: artifacts.clone(),
+            store: store.clone(),
+            task,
+            attempt,
+            names,
+            writing: Arc::new(tokio::sync::Semaphore::new(1)),
+        })
+    }
+
+    /// Keeps the files: the result that lists them is stored.
+    pub fn kept(mut self) {
+        self.names.clear();
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if self.names.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (artifacts, store) = (self.artifacts.clone(), self.store.clone());
+        let files = Unlisted {
+            task: self.task,
+            attempt: self.attempt,
+            names: std::mem::take(&mut self.names),
+            writing: self.writing.clone(),
+        };
+        runtime.spawn(async move { artifacts.discard(&*store, files).await });
+    }
+}
+
+/// The files of a [`Written`] dropped before its result was stored.
+struct Unlisted {
+    task: TaskId,
+    attempt: u32,
+    names: Vec<String>,
+    writing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A checked artifact, with its base64 content when given inline.
@@ -557,7 +694,7 @@ mod tests {
             content: Some(Bytes::from_static(encoded.as_bytes())),
         };
         let prepared = vec![inline("a.bin", "YQ=="), inline("b.bin", "!!!!")];
-        assert!(artifacts.store(task, 1, prepared).await.is_err());
+        assert!(artifacts.store(task, 1, prepared, None).await.is_err());
         assert!(entries(&artifacts.dir_of(task, 1)).is_empty());
     }
 

@@ -260,3 +260,102 @@ async fn artifacts_of_tasks_deleted_before_a_stop_are_removed_at_the_next_start(
     let reply = app.call(Method::GET, &path, Some(PRODUCER), None).await;
     assert_eq!(reply.status, 200, "a live task's files stay");
 }
+
+/// A result body with a small inline artifact `first`, then as many bytes
+/// again as the body limit allows, in four files (writing them takes a
+/// while: room for a cancel or a client that leaves).
+fn slow_result() -> serde_json::Value {
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![9u8; 2 * 1024 * 1024]);
+    let mut artifacts = vec![json!({ "name": "first", "contentBase64": "Zmlyc3Q=" })];
+    artifacts.extend((0..4).map(|n| json!({ "name": format!("big{n}"), "contentBase64": big })));
+    json!({ "status": "COMPLETED", "result": {}, "artifacts": artifacts })
+}
+
+/// Waits (up to 20 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_of_a_result_refused_after_they_were_written_are_removed() {
+    let app = TestApp::spawn().await;
+    let (mut refused, mut stored) = (0, 0);
+    // The producer cancels while the worker's files are being written:
+    // the store refuses the result. Whichever wins, no file stays that
+    // no stored result lists.
+    while refused < 2 && refused + stored < 20 {
+        let id = app.create_simple("cancelled-midway").await;
+        app.claim_ok(WORKER, &["cancelled-midway"]).await;
+        let delivery = app.dir.path().join("artifacts").join(&id).join("1");
+        let path = format!("/tasks/{id}/result");
+        let submitted = Box::pin(app.post(&path, WORKER, slow_result()));
+        let cancel = Box::pin(async {
+            until("the first file is written", || delivery.join("first").exists()).await;
+            app.post(&format!("/tasks/{id}/cancel"), PRODUCER, json!({})).await
+        });
+        let (submitted, cancelled) = tokio::join!(submitted, cancel);
+        if submitted.status == 200 {
+            stored += 1;
+            assert_eq!(cancelled.code(), "task_terminal", "{:?}", cancelled.body);
+            assert!(delivery.join("big3").exists(), "the stored result's files stay");
+        } else {
+            refused += 1;
+            assert_eq!(submitted.code(), "task_cancelled", "{:?}", submitted.body);
+            until("the refused result's files are removed", || !delivery.exists()).await;
+        }
+    }
+    assert!(refused > 0, "the cancel never landed while the files were written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_of_a_result_whose_client_left_midway_are_removed() {
+    let app = TestApp::spawn().await;
+    let mut left = 0;
+    for _ in 0..20 {
+        let id = app.create_simple("left-midway").await;
+        app.claim_ok(WORKER, &["left-midway"]).await;
+        let delivery = app.dir.path().join("artifacts").join(&id).join("1");
+        let request = app
+            .http
+            .post(format!("{}/v1/codeq/tasks/{id}/result", app.base))
+            .bearer_auth(WORKER)
+            .json(&slow_result());
+        let sending = tokio::spawn(request.send());
+        until("the first file is written", || delivery.join("first").exists()).await;
+        sending.abort();
+        // Left before the result was stored (else it is stored, files and all).
+        let state = app.task(&id).await;
+        if state["status"] == "IN_PROGRESS" {
+            left += 1;
+            until("the files of the result never stored are removed", || !delivery.exists()).await;
+            assert_eq!(app.task(&id).await["status"], "IN_PROGRESS");
+        } else {
+            assert_eq!(state["status"], "COMPLETED");
+            assert!(delivery.join("big3").exists(), "the stored result's files stay");
+        }
+        if left == 2 {
+            break;
+        }
+    }
+    assert!(left > 0, "the client never left while the files were written");
+}
+
+#[tokio::test]
+async fn a_result_lists_at_most_a_hundred_artifacts() {
+    let app = TestApp::spawn().await;
+    let id = app.create_simple("many").await;
+    app.claim_ok(WORKER, &["many"]).await;
+    let listed = |n: usize| -> Vec<serde_json::Value> {
+        (0..n).map(|i| json!({ "name": format!("a{i}"), "url": "https://files.test/a" })).collect()
+    };
+    let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": listed(101) });
+    let reply = app.post(&format!("/tasks/{id}/result"), WORKER, body).await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_artifact"), "{:?}", reply.body);
+    assert!(reply.body["error"].as_str().unwrap().contains("at most 100"), "{:?}", reply.body);
+    let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": listed(100) });
+    assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, body).await.status, 200);
+}
