@@ -43,6 +43,15 @@ pub enum DataDirError {
     },
 }
 
+/// Creates `dir` and any missing parents with mode 0700.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// The held lock of a data directory; released on drop.
 #[derive(Debug)]
 pub struct DataDirLock {
@@ -50,13 +59,15 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Creates `dir` if needed and locks it for this process.
+    /// Creates `dir` if needed (readable by its owner only: it holds
+    /// payloads, results and webhook URLs) and locks it for this process.
+    /// One that exists keeps its mode.
     pub fn acquire(dir: &Path) -> Result<Self, DataDirError> {
         let io_error = |cause| DataDirError::Io { dir: dir.to_path_buf(), cause };
         if fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()) {
             return Err(DataDirError::NotADirectory(dir.to_path_buf()));
         }
-        fs::create_dir_all(dir).map_err(io_error)?;
+        create_private_dir(dir).map_err(io_error)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -113,6 +124,24 @@ mod tests {
         assert_eq!(second.to_string(), expected);
         drop(held);
         assert!(DataDirLock::acquire(&dir).is_ok(), "free again once dropped");
+    }
+
+    #[test]
+    fn a_data_directory_the_server_makes_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("new").join("data");
+        let _held = DataDirLock::acquire(&dir).unwrap();
+        for made in [&dir, &root.path().join("new")] {
+            assert_eq!(fs::metadata(made).unwrap().permissions().mode() & 0o777, 0o700, "{made:?}");
+        }
+        // One that exists keeps its mode (an operator's choice).
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        let _held = DataDirLock::acquire(&shared).unwrap();
+        assert_eq!(fs::metadata(&shared).unwrap().permissions().mode() & 0o777, 0o750);
     }
 
     #[test]

@@ -176,6 +176,12 @@ impl JwtVerifier {
             return Ok(None);
         };
         let alg = accepted_algorithm(&header.alg)?;
+        if header.crit.is_some() {
+            return Err(AuthError::unauthenticated(
+                codes::INVALID_TOKEN,
+                "the token's header lists critical extensions (crit), which this server does not support",
+            ));
+        }
         let Some(issuer) = decode_segment::<Routing>(payload).and_then(|r| self.issuer_for(&r))
         else {
             return Ok(None);
@@ -256,6 +262,9 @@ impl TokenVerifier for JwtVerifier {
 struct RawHeader {
     alg: String,
     kid: Option<String>,
+    /// Header extensions the verifier must understand (RFC 7515
+    /// §4.1.11): this server understands none.
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 /// The payload fields that choose the issuer (not yet verified).

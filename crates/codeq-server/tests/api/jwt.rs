@@ -339,6 +339,12 @@ async fn bad_tokens_get_401_with_a_bearer_challenge_and_a_code() {
         sign(&rsa, &claims)
     };
     let unknown_kid = sign(&rsa_key("not-published"), &claims);
+    let critical = {
+        let mut header = Header::new(rsa.alg);
+        header.kid = Some(rsa.kid.clone());
+        header.crit = Some(vec!["urn:example:must-understand".into()]);
+        jsonwebtoken::encode(&header, &claims, &rsa.encoding).unwrap()
+    };
     let tampered = {
         let valid = sign(&rsa, &claims);
         let parts: Vec<&str> = valid.split('.').collect();
@@ -356,6 +362,7 @@ async fn bad_tokens_get_401_with_a_bearer_challenge_and_a_code() {
         ("wrong aud", &wrong_aud, "invalid_claims"),
         ("no exp", &no_exp, "invalid_claims"),
         ("unknown kid", &unknown_kid, "untrusted_key"),
+        ("a critical header extension (crit)", &critical, "invalid_token"),
         ("tampered payload", &tampered, "invalid_signature"),
         ("not a token at all", "a.b.c", "invalid_token"),
     ] {
