@@ -385,9 +385,13 @@ impl Body {
     /// Parses the body as JSON, borrowing from it where `T` does; an empty
     /// body counts as `{}` (for endpoints whose fields are all optional).
     pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
-        let bytes: &[u8] =
-            if self.bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.bytes };
+        let bytes: &[u8] = if self.is_blank() { b"{}" } else { &self.bytes };
         parse_json(bytes)
+    }
+
+    /// Whether the body is empty or only whitespace (read as `{}`).
+    pub fn is_blank(&self) -> bool {
+        self.bytes.iter().all(u8::is_ascii_whitespace)
     }
 
     /// A handle on `part` of the body that needs no copy when `part` lies

@@ -190,13 +190,19 @@ pub async fn settings(
 }
 
 /// `PUT /v1/codeq/admin/queues/:command/settings`: replaces them all
-/// (a field left out is unset).
+/// (a field left out is unset). An empty body is refused, not read as
+/// `{}`: sent by mistake, it would unpause the queue and lift its limits.
 pub async fn put_settings(
     State(app): State<AppState>,
     Admin(_): Admin,
     PathText(command): PathText,
     body: Body,
 ) -> Result<Json<QueueSettings>, ApiError> {
+    if body.is_blank() {
+        return Err(ApiError::field(
+            "the body is required: the settings to store ({} clears them all)",
+        ));
+    }
     let settings = body.json::<SettingsBody>()?.validate()?;
     let command = path_command(command)?;
     Ok(Json(app.control.set_settings(&command, settings).await?))

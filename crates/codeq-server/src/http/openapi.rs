@@ -58,6 +58,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         get_settings, put_settings, pause_queue, resume_queue, list_dead_letters,
         replay_dead_letters, purge_dead_letters, get_task_detail, get_throughput, get_workers
     ),
+    components(schemas(CommandName)),
     modifiers(&BearerAuth, &ListedTasks, &RequestIds, &OptionalBodies),
     tags(
         (name = "producers", description = "Creating tasks"),
@@ -631,9 +632,10 @@ pub struct QueueSettings {
     burst: Option<u32>,
 }
 
-/// No fields: the call needs no body (an empty object, or nothing).
+/// A command name: 1–128 characters of `A-Z a-z 0-9 _ - . :`.
 #[derive(ToSchema)]
-pub struct NoFields {}
+#[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
+pub struct CommandName(String);
 
 /// `POST …/cancel`.
 #[derive(ToSchema)]
@@ -1167,14 +1169,14 @@ fn delete_subscription() {}
 fn list_queues() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
+    params(("command" = CommandName, Path, description = "Command name")),
     responses((status = 200, description = "The command's depths (zeros when unused)", body = QueueStats),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
         AuthErrors, ServerErrors))]
 fn get_queue() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/stats", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
+    params(("command" = CommandName, Path, description = "Command name")),
     responses((status = 200, description = "The same as without `/stats`", body = QueueStats),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
         AuthErrors, ServerErrors))]
@@ -1226,7 +1228,7 @@ fn cancel_task() {}
 fn cancel_tasks() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/tasks", tag = "admin", security(("bearer" = [])),
-    params(("command" = Option<String>, Query, description = "Only this command"),
+    params(("command" = Option<CommandName>, Query, description = "Only this command"),
         ("status" = Option<TaskStatus>, Query, description = "Only this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..1000; default 100"),
         ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
@@ -1237,14 +1239,14 @@ fn cancel_tasks() {}
 fn list_tasks() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/settings", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
+    params(("command" = CommandName, Path, description = "Command name")),
     responses((status = 200, description = "The command's settings", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
         AuthErrors, ServerErrors))]
 fn get_settings() {}
 
 #[utoipa::path(put, path = "/v1/codeq/admin/queues/{command}/settings", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
+    params(("command" = CommandName, Path, description = "Command name")),
     request_body = QueueSettings,
     responses((status = 200, description = "The settings now in force", body = QueueSettings),
         (status = 409, description = "`too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
@@ -1252,8 +1254,7 @@ fn get_settings() {}
 fn put_settings() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/pause", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
-    request_body(content = Option<NoFields>, description = "None: a body is ignored"),
+    params(("command" = CommandName, Path, description = "Command name")),
     responses((status = 200, description = "Paused; the settings now in force", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
         (status = 409, description = "`too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
@@ -1261,8 +1262,7 @@ fn put_settings() {}
 fn pause_queue() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/resume", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
-    request_body(content = Option<NoFields>, description = "None: a body is ignored"),
+    params(("command" = CommandName, Path, description = "Command name")),
     responses((status = 200, description = "Resumed; the settings now in force", body = QueueSettings),
         (status = 400, description = "Not a valid command name", body = ErrorBody),
         (status = 409, description = "`too_many_commands`: the command is new and the server knows `maxCommands` commands already", body = ErrorBody),
@@ -1270,7 +1270,7 @@ fn pause_queue() {}
 fn resume_queue() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/queues/{command}/dlq", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name"),
+    params(("command" = CommandName, Path, description = "Command name"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..1000; default 100"),
         ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`"),
         ("errorContains" = Option<String>, Query, description = "Error or last reason contains"),
@@ -1283,14 +1283,14 @@ fn resume_queue() {}
 fn list_dead_letters() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/dlq/replay", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
+    params(("command" = CommandName, Path, description = "Command name")),
     request_body = Option<DeadLetterSelection>,
     responses((status = 200, description = "The dead letters sent round again", body = Replayed),
         AuthErrors, BodyErrors, WriteErrors))]
 fn replay_dead_letters() {}
 
 #[utoipa::path(post, path = "/v1/codeq/admin/queues/{command}/dlq/purge", tag = "admin", security(("bearer" = [])),
-    params(("command" = String, Path, description = "Command name")),
+    params(("command" = CommandName, Path, description = "Command name")),
     request_body = Option<DeadLetterSelection>,
     responses((status = 200, description = "The dead letters deleted", body = Purged),
         AuthErrors, BodyErrors, WriteErrors))]
@@ -1303,7 +1303,7 @@ fn purge_dead_letters() {}
 fn get_task_detail() {}
 
 #[utoipa::path(get, path = "/v1/codeq/admin/throughput", tag = "admin", security(("bearer" = [])),
-    params(("command" = Option<String>, Query, description = "Only this command")),
+    params(("command" = Option<CommandName>, Query, description = "Only this command")),
     responses((status = 200, description = "The last hour per minute", body = Throughput),
         (status = 400, description = "A bad query field", body = ErrorBody),
         AuthErrors, ServerErrors))]

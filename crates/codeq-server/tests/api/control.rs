@@ -123,6 +123,10 @@ async fn settings_are_checked_shown_in_stats_and_admin_only() {
             .await;
         assert_eq!((reply.status, reply.code()), (400, "invalid_field"), "{bad}");
     }
+    // An empty body (sent by mistake) does not clear them; `{}` does.
+    let empty = app.call(Method::PUT, &format!("/v1/codeq{path}"), Some(ADMIN), None).await;
+    assert_eq!((empty.status, empty.code()), (400, "invalid_field"), "{:?}", empty.body);
+    assert_eq!(app.get(path, ADMIN).await.body["maxInFlight"], 3, "kept");
     let not_admin =
         app.call(Method::PUT, &format!("/v1/codeq{path}"), Some(PRODUCER), Some(json!({}))).await;
     assert_eq!((not_admin.status, not_admin.code()), (403, "not_admin"));

@@ -98,7 +98,11 @@ async fn every_operation_has_its_schemas_and_error_answers() {
                 "{method} {path}: the 503 answer does not declare Retry-After"
             );
         }
-        if method == "POST" {
+        // Pause and resume take no body (one is ignored).
+        let bodiless = path.ends_with("/pause") || path.ends_with("/resume");
+        if bodiless {
+            assert!(operation.get("requestBody").is_none(), "{method} {path}");
+        } else if method == "POST" {
             let body = &operation["requestBody"]["content"]["application/json"]["schema"]["$ref"];
             let name = body.as_str().and_then(|r| r.strip_prefix("#/components/schemas/"));
             assert!(name.is_some_and(|name| schemas.contains_key(name)), "{method} {path}");
@@ -106,7 +110,18 @@ async fn every_operation_has_its_schemas_and_error_answers() {
         if path.starts_with("/v1/codeq") {
             assert_eq!(operation["security"], json!([{ "bearer": [] }]), "{method} {path}");
         }
+        // A command in the path or query is a name the server checks.
+        let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+        for command in parameters.iter().filter(|p| p["name"] == "command") {
+            let name = &command["schema"]["$ref"];
+            assert_eq!(name, "#/components/schemas/CommandName", "{method} {path}");
+        }
     }
+    let name = &schemas["CommandName"];
+    assert_eq!(
+        (&name["pattern"], &name["maxLength"], &name["minLength"]),
+        (&json!("^[A-Za-z0-9_.:-]+$"), &json!(128), &json!(1))
+    );
 }
 
 #[tokio::test]
