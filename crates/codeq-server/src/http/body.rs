@@ -409,6 +409,17 @@ impl Body {
     }
 }
 
+/// serde's message with the server's own type names (`expected struct
+/// ClaimBody`) said as the JSON they stand for (`expected a JSON object`).
+fn without_type_names(message: &str) -> String {
+    const STRUCT: &str = "expected struct ";
+    let Some(at) = message.find(STRUCT) else { return message.to_owned() };
+    let rest = &message[at + STRUCT.len()..];
+    let name_end =
+        rest.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(rest.len());
+    format!("{}expected a JSON object{}", &message[..at], &rest[name_end..])
+}
+
 /// Parses a JSON object, naming the offending field in the error.
 pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     // serde reads a struct from an array too, field by field in order:
@@ -429,9 +440,9 @@ pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError
         let message = if inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON: {inner}")
         } else if path == "." {
-            format!("invalid body: {inner}")
+            format!("invalid body: {}", without_type_names(&inner.to_string()))
         } else {
-            format!("invalid field {path}: {inner}")
+            format!("invalid field {path}: {}", without_type_names(&inner.to_string()))
         };
         ApiError::invalid(if inner.is_data() { "invalid_field" } else { "malformed_json" }, message)
     })?;
@@ -445,6 +456,25 @@ pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_json_not_the_servers_types() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Inner {
+            a: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            next: Option<Inner>,
+        }
+        let error = parse_json::<Outer>(br#"{"next": 5}"#).unwrap_err();
+        let message = error.message;
+        assert!(message.contains("expected a JSON object"), "{message}");
+        assert!(!message.contains("Inner"), "{message}");
+        assert_eq!(without_type_names("no names here"), "no names here");
+    }
 
     #[test]
     fn limits_with_the_default_item_limits_are_those_documented() {
