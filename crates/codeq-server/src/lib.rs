@@ -9,7 +9,8 @@
 //!   the front door below it: connections, timeouts, request bodies.
 //! - [`fd_limit`]: the open-file limit, raised at start; the connection cap
 //!   it allows.
-//! - [`metrics`]: the Prometheus metrics, their families and how they are read.
+//! - [`metrics`]: the Prometheus metrics, their families and how they are read;
+//!   [`process_metrics`]: the process's own (CPU, memory, descriptors) and the build.
 //! - [`logging`]: log set-up, and the buffer lines pass through to stderr.
 //! - [`auth`]: bearer tokens → `Principal`, and the scope / admin / eventTypes checks.
 //! - [`service`]: the task life cycle (scheduler), artifacts, reaper, retention.
@@ -27,6 +28,7 @@ pub mod fd_limit;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod process_metrics;
 pub mod service;
 pub mod store;
 pub mod throughput;

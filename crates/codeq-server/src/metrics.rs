@@ -287,6 +287,7 @@ impl Metrics {
             self.outbox_overdue.clone(),
         );
         r.register_collector(Box::new(self.engine.clone()));
+        r.register_collector(Box::new(crate::process_metrics::ProcessCollector::default()));
     }
 
     /// A task was stored (not an idempotent replay).

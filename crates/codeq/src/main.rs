@@ -24,6 +24,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(exit::CONFIGURATION);
             }
+            codeq_server::process_metrics::set_build_version(VERSION);
             return codeq_server::app::serve_main(args.clone().into());
         }
         Commands::Bench(args) => return bench_main(global, args),

@@ -334,3 +334,24 @@ async fn admin_calls_that_find_nothing_add_no_series() {
     let text = text.text().await.unwrap();
     assert!(!text.contains("NEVER_USED"), "{text}");
 }
+
+#[tokio::test]
+async fn the_process_and_its_build_are_described() {
+    let app = TestApp::spawn().await;
+    let scrape = scrape(&app).await;
+    let version = env!("CARGO_PKG_VERSION");
+    let info = family(
+        &scrape,
+        "codeq_build_info",
+        PrometheusType::Gauge,
+        &[("version", version), ("revision", "")],
+    );
+    assert_eq!(info.iter_samples().count(), 1);
+    assert!(counter(&scrape, "process_cpu_seconds_total", &[]) > 0.0, "the server has run");
+    assert!(gauge(&scrape, "process_resident_memory_bytes", &[]) > 1_000_000.0);
+    let open = gauge(&scrape, "process_open_fds", &[]);
+    assert!(open >= 3.0 && open <= gauge(&scrape, "process_max_fds", &[]), "{open}");
+    let started = gauge(&scrape, "process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert!((now.as_secs_f64() - started).abs() < 600.0, "{started}");
+}
