@@ -48,7 +48,7 @@ use crate::store::embedded::log::OpenError;
 use crate::store::embedded::log::fs::RealFs;
 use crate::store::embedded::maintenance;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use crate::store::redis::{CheckError, RedisOptions, RedisStore};
+use crate::store::redis::{CheckError, RedisOptions, RedisStore, warn_about};
 use crate::store::{Signals, Store};
 use crate::throughput;
 
@@ -616,9 +616,12 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
     let deadline = tokio::time::Instant::now() + REDIS_START_WAIT;
     let mut refused_before = false;
     let mut waiting_said = false;
+    let store = RedisStore::open(options, signals)
+        .map_err(|error| StartError::Refused(format!("cannot use redisAddr: {error}")))?;
     loop {
-        match RedisStore::open_checked(options.clone(), signals.clone()).await {
-            Ok((store, durability)) => {
+        match store.check_for_start().await {
+            Ok(durability) => {
+                warn_about(durability);
                 tracing::info!(
                     addr = %config.redis_addr,
                     prefix = %config.redis_key_prefix,

@@ -1090,3 +1090,51 @@ async fn a_replica_whose_redis_refuses_writes_is_not_ready_until_they_pass_again
     .await;
     assert_eq!(create().await.0, 202);
 }
+
+#[test]
+fn a_start_that_waits_for_a_read_only_redis_says_why_once() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(primary) = RedisServer::start() else { return };
+    let (host, port) =
+        primary.addr().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    assert_eq!(redis.command(&["REPLICAOF", &host, &port]), "+OK");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codeq"))
+        .args(["serve", "--port", "0", "--storage", "redis", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("CODEQ_REDIS_ADDR", redis.addr())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let refused_writes = || {
+        let stat = redis.info_field("errorstats", "errorstat_READONLY").unwrap_or_default();
+        stat.strip_prefix("count=")
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("four tries at start refused", &|| refused_writes() >= 4_u64);
+    assert_eq!(redis.command(&["REPLICAOF", "NO", "ONE"]), "+OK");
+    let read_log = || std::fs::read_to_string(&log).unwrap();
+    until("the store opened once Redis took writes", &|| {
+        read_log().contains("storage opened (Redis)")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let log = read_log();
+    for said in
+        ["waiting for Redis", "Redis says it is a replica", "Redis refused a call (more refusals"]
+    {
+        assert_eq!(log.matches(said).count(), 1, "{said}:\n{log}");
+    }
+    assert!(log.matches("persistence is weaker").count() <= 1, "{log}");
+}

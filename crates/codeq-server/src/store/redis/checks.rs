@@ -51,8 +51,9 @@ pub enum CheckError {
     Misconfigured(String),
 }
 
-/// Reads the server's settings; refuses an evicting policy and warns about
-/// weak persistence. Waits for nothing: Redis must answer now.
+/// Reads the server's settings; refuses an evicting policy and says how
+/// durable Redis is (see [`warn_about`]). Waits for nothing: Redis must
+/// answer now.
 pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> {
     let mut settings = HashMap::new();
     for name in ["maxmemory-policy", "appendonly", "appendfsync"] {
@@ -83,7 +84,6 @@ pub async fn check_server(store: &RedisStore) -> Result<Durability, CheckError> 
         )));
     }
     let durability = durability(&settings);
-    warn_about(durability);
     Ok(durability)
 }
 
@@ -130,7 +130,8 @@ fn durability(settings: &HashMap<String, String>) -> Durability {
     }
 }
 
-fn warn_about(durability: Durability) {
+/// Warns when Redis's persistence may lose acknowledged changes.
+pub fn warn_about(durability: Durability) {
     let loss = match durability {
         Durability::Always | Durability::Unknown => return,
         Durability::EverySecond => {

@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::batch::Batcher;
-pub use self::checks::{CheckError, Durability, check_server};
+pub use self::checks::{CheckError, Durability, check_server, warn_about};
 use self::link::Link;
 use self::reply::{Fields, Reply};
 use self::scripts::{Args, Scripts};
@@ -346,18 +346,16 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Opens the store for a server about to start: checks Redis's
+    /// Readies the store for a server about to start: checks Redis's
     /// settings (start-up refuses what it cannot run on; see
     /// [`check_server`]) and reads what the synchronous methods report.
-    pub async fn open_checked(
-        options: RedisOptions,
-        signals: Arc<Signals>,
-    ) -> Result<(Arc<Self>, Durability), CheckError> {
-        let store = Self::open(options, signals).map_err(CheckError::Unreachable)?;
-        let durability = check_server(&store).await?;
-        store.upgrade_layout().await.map_err(CheckError::Unreachable)?;
-        store.poll().await.map_err(CheckError::Unreachable)?;
-        Ok((store, durability))
+    /// Asked again of the same store while Redis is not ready, so that
+    /// what it warns about (a replica, refused writes) is said once.
+    pub async fn check_for_start(&self) -> Result<Durability, CheckError> {
+        let durability = check_server(self).await?;
+        self.upgrade_layout().await.map_err(CheckError::Unreachable)?;
+        self.poll().await.map_err(CheckError::Unreachable)?;
+        Ok(durability)
     }
 
     /// Moves what an earlier key layout kept elsewhere into this one's
