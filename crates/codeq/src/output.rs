@@ -16,13 +16,21 @@ use crate::cli::OutputFormat;
 /// Writes to stdout (what [`out!`] and [`outln!`] print with).
 /// `print!` panics when stdout is a pipe whose reader has gone
 /// (`codeq task list --all | head -1`); such a reader wants nothing more,
-/// so the command ends there, successfully and quietly. Any other failed
-/// write ends it with exit code 1.
+/// so nothing more is written, quietly, and the command ends with its own
+/// exit code (a batch cancel with refused ids still exits 4). Any other
+/// failed write ends it with exit code 1.
 pub fn write_stdout(text: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static READER_GONE: AtomicBool = AtomicBool::new(false);
+    if READER_GONE.load(Ordering::Relaxed) {
+        return;
+    }
     match std::io::stdout().lock().write_fmt(text) {
         Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            READER_GONE.store(true, Ordering::Relaxed);
+        }
         Err(error) => {
             eprintln!("codeq: cannot write the output: {error}");
             std::process::exit(i32::from(crate::exit::GENERAL));

@@ -164,24 +164,33 @@ fn a_repeated_idempotency_key_returns_the_same_task_and_says_so() {
 }
 
 #[test]
-fn a_reader_that_goes_away_ends_the_command_quietly() {
+fn a_reader_that_goes_away_ends_the_command_quietly_with_its_own_code() {
     let server = Server::start();
+    let mut ids = Vec::new();
     for _ in 0..3 {
-        run_json(server.codeq_with_tokens().args(["task", "create", "--event", "PIPE"]));
+        let created =
+            run_json(server.codeq_with_tokens().args(["task", "create", "--event", "PIPE"]));
+        ids.push(created["id"].as_str().unwrap().to_owned());
     }
-    // `codeq task list --all | true`: the reader is gone before the
-    // first page is written.
-    let mut listing = server
-        .codeq_with_tokens()
-        .args(["task", "list", "--all", "--limit", "1", "--command", "PIPE"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(listing.stdout.take());
-    let ended = listing.wait_with_output().unwrap();
-
-    let stderr = String::from_utf8_lossy(&ended.stderr);
-    assert!(ended.status.success(), "{:?}: {stderr}", ended.status);
+    // `codeq … | true`: the reader is gone before anything is written.
+    let with_stdout_closed = |args: &[&str]| {
+        let mut command = server
+            .codeq_with_tokens()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(command.stdout.take());
+        command.wait_with_output().unwrap()
+    };
+    let listing =
+        with_stdout_closed(&["task", "list", "--all", "--limit", "1", "--command", "PIPE"]);
+    let stderr = String::from_utf8_lossy(&listing.stderr);
+    assert!(listing.status.success(), "{:?}: {stderr}", listing.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // A batch with a refused id still says so by its exit code.
+    let missing = "01890000-0000-7000-8000-000000000000";
+    let cancel = with_stdout_closed(&["task", "cancel", &ids[0], missing]);
+    assert_eq!(cancel.status.code(), Some(4), "{}", String::from_utf8_lossy(&cancel.stderr));
 }
