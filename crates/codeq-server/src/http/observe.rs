@@ -63,16 +63,10 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     let (mut response, notes) = match request_head::check_head(&request) {
         Ok(()) => {
             let served = async {
-                let mut serving = Serving {
-                    started,
-                    method,
-                    route,
-                    span: &span,
-                    metrics: &app.metrics,
-                    answered: false,
-                };
+                let mut unanswered =
+                    Unanswered { started, method, route, span: &span, app: &app, answered: false };
                 let response = next.run(request).instrument(span.clone()).await;
-                serving.answered = true;
+                unanswered.answered = true;
                 (response, NOTES.with(RefCell::take))
             };
             NOTES.scope(RefCell::default(), served).await
@@ -84,7 +78,14 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
     let status = response.status().as_u16();
     let code = response.extensions().get::<ErrorCode>().map(|code| code.0);
     app.metrics.http_request(method, route, status, seconds, code == Some("overloaded"));
-    // Milliseconds to the microsecond.
+    write_line(&span, status, seconds, code, &notes);
+    response
+}
+
+/// The request's line, inside its `span`: its status, its latency in
+/// milliseconds (to the microsecond), its error code, who called and the
+/// task it was about.
+fn write_line(span: &Span, status: u16, seconds: f64, code: Option<&str>, notes: &Notes) {
     let latency_ms = (seconds * 1e6).round() / 1e3;
     let sub = notes.sub.as_deref();
     let task_id = notes.task_id.map(tracing::field::display);
@@ -92,42 +93,47 @@ pub async fn request(State(app): State<AppState>, request: Request, next: Next) 
         Some(code) => tracing::info!(status, latency_ms, code, sub, task_id, "request"),
         None => tracing::info!(status, latency_ms, sub, task_id, "request"),
     });
-    response
 }
 
-/// A request being served. Dropped before its answer (its client went
-/// away: hyper drops what it was serving), it leaves the request's line
-/// with status 499 and code `client_gone`, and counts it.
-struct Serving<'a> {
+/// A request being served, until it is answered. Dropped before that, it
+/// leaves the request's line and counts it, with why (nothing was sent):
+/// status 499 `client_gone` when its client went away (hyper drops what
+/// it was serving), 503 `server_closed` when the server was stopping or
+/// its storage had failed (it closes what is left), 500 `panic` when the
+/// handler panicked.
+struct Unanswered<'a> {
     started: Instant,
     method: &'static str,
     route: &'static str,
     span: &'a Span,
-    metrics: &'a Metrics,
+    app: &'a AppState,
     answered: bool,
 }
 
-impl Drop for Serving<'_> {
+impl Unanswered<'_> {
+    fn why(&self) -> (u16, &'static str) {
+        let scheduler = &self.app.scheduler;
+        if std::thread::panicking() {
+            (500, "panic")
+        } else if scheduler.is_stopping() || scheduler.store().health().is_err() {
+            (503, "server_closed")
+        } else {
+            (CLIENT_GONE, "client_gone")
+        }
+    }
+}
+
+impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if self.answered {
             return;
         }
+        let (status, code) = self.why();
         let seconds = self.started.elapsed().as_secs_f64();
-        self.metrics.http_request(self.method, self.route, CLIENT_GONE, seconds, false);
-        let latency_ms = (seconds * 1e6).round() / 1e3;
+        self.app.metrics.http_request(self.method, self.route, status, seconds, false);
         // Dropped inside the request's task-local scope: its notes are there.
         let notes = NOTES.try_with(RefCell::take).unwrap_or_default();
-        let (sub, task_id) = (notes.sub.as_deref(), notes.task_id.map(tracing::field::display));
-        self.span.in_scope(|| {
-            tracing::info!(
-                status = CLIENT_GONE,
-                latency_ms,
-                code = "client_gone",
-                sub,
-                task_id,
-                "request"
-            );
-        });
+        write_line(self.span, status, seconds, Some(code), &notes);
     }
 }
 
@@ -154,9 +160,8 @@ pub fn note_task(id: TaskId) {
 pub fn unparsed_head(request_id: &str, status: u16, code: &str, took: Duration, metrics: &Metrics) {
     let seconds = took.as_secs_f64();
     metrics.http_request("OTHER", UNMATCHED_ROUTE, status, seconds, false);
-    let latency_ms = (seconds * 1e6).round() / 1e3;
-    tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE)
-        .in_scope(|| tracing::info!(status, latency_ms, code, "request"));
+    let span = tracing::info_span!("request", request_id, route = UNMATCHED_ROUTE);
+    write_line(&span, status, seconds, Some(code), &Notes::default());
 }
 
 /// The client's `X-Request-Id`, or a new UUID (also for an empty one).

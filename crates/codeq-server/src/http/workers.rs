@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::Json;
@@ -24,9 +25,11 @@ use super::tasks::{AnyInteger, check_batch_size, error_item, path_task_id, task_
 use super::views::{ResultAndNext, ResultItem, ResultView, ResultsBody, TaskView, TasksBody};
 use crate::app::AppState;
 use crate::auth::{EventTypes, Principal, Scope};
-use crate::service::artifacts::{ArtifactUpload, Prepared, Written};
+use crate::service::artifacts::{ArtifactUpload, Held, Prepared, Written};
 use crate::service::scheduler::ClaimRequest;
-use crate::store::{CommandFilter, Completion, Fence, Retried, TransitionError};
+use crate::store::{
+    CommandFilter, Completed, Completion, Fence, Retried, StoreResult, TransitionError,
+};
 
 /// The longest long poll, in seconds (larger requests are shortened,
 /// negative ones do not wait).
@@ -370,6 +373,39 @@ fn keep_if_taken<T>(written: Option<Written>, outcome: &Result<T, TransitionErro
     }
 }
 
+/// Runs `store_step`, the store call of results that wrote `files`, to
+/// its end even when the request is dropped meanwhile (its client gone):
+/// the files are then kept or removed once the store has answered, never
+/// while the call may still land (a Redis call merged into a batch runs
+/// on after its caller is dropped). `held` is released with it. A call
+/// that holds no task (no inline bytes) is made as it is.
+async fn store_results<T: Send + 'static>(
+    files: Vec<Option<Written>>,
+    held: Held,
+    store_step: impl Future<Output = StoreResult<T>> + Send + 'static,
+    outcomes: fn(&T) -> Vec<&Result<Completed, TransitionError>>,
+) -> Result<T, ApiError> {
+    let keep = move |stored: &StoreResult<T>| {
+        if let Ok(stored) = stored {
+            for (files, outcome) in files.into_iter().zip(outcomes(stored)) {
+                keep_if_taken(files, outcome);
+            }
+        }
+    };
+    if held.is_empty() {
+        let stored = store_step.await;
+        keep(&stored);
+        return Ok(stored?);
+    }
+    let finished = tokio::spawn(async move {
+        let stored = store_step.await;
+        keep(&stored);
+        drop(held);
+        stored
+    });
+    Ok(finished.await.map_err(ApiError::internal)??)
+}
+
 /// `POST /v1/codeq/tasks/:id/result`; with `claimNext`, the answer also
 /// carries the worker's next task (`next`, absent when none is ready),
 /// claimed right after the result is stored, in the same store step, and
@@ -393,11 +429,13 @@ pub async fn submit_result(
     let id = path_task_id(id.as_deref())?;
     let held = app.artifacts.hold(request.carries_bytes().then_some(id)).await;
     let (completion, written) = prepare_completion(&app, &worker, id, &body, request).await?;
+    let scheduler = app.scheduler.clone();
     let Some(claim) = claim_next else {
-        let outcome = app.scheduler.complete(vec![completion]).await?.into_iter().next();
-        let outcome = outcome.ok_or_else(|| ApiError::internal("complete returned nothing"))?;
-        keep_if_taken(written, &outcome);
-        let completed = outcome?;
+        let completing = async move { scheduler.complete(vec![completion]).await };
+        let stored = store_results(vec![written], held, completing, |all| all.iter().collect());
+        let outcome = stored.await?.into_iter().next();
+        let completed =
+            outcome.ok_or_else(|| ApiError::internal("complete returned nothing"))??;
         return Ok(Json(ResultView::new(completed.record(), app.offset)).into_response());
     };
     // A held task is released once its result is stored, not after a long
@@ -410,9 +448,10 @@ pub async fn submit_result(
     } else {
         &claim
     };
-    let (outcome, mut claimed) = app.scheduler.complete_and_claim(completion, first_look).await?;
-    keep_if_taken(written, &outcome);
-    drop(held);
+    let first_look = first_look.clone();
+    let completing = async move { scheduler.complete_and_claim(completion, &first_look).await };
+    let stored = store_results(vec![written], held, completing, |(outcome, _)| vec![outcome]);
+    let (outcome, mut claimed) = stored.await?;
     let completed = outcome?;
     if holding && claimed.is_empty() && !claim.wait.is_zero() {
         claimed = app.scheduler.claim_after_result(&claim).await;
@@ -489,7 +528,7 @@ pub async fn submit_results_batch(
         Ok((id, submission)) if submission.carries_bytes() => Some(*id),
         _ => None,
     });
-    let _held = app.artifacts.hold(writing).await;
+    let held = app.artifacts.hold(writing).await;
     // Each item's label and refusal in request order; the valid
     // completions moved out. Items are prepared one after the other, so
     // at most one artifact is being decoded at a time.
@@ -511,10 +550,9 @@ pub async fn submit_results_batch(
         }
     }
     let _budget = body.release();
-    let outcomes = app.scheduler.complete(valid).await?;
-    for (files, outcome) in written.into_iter().zip(&outcomes) {
-        keep_if_taken(files, outcome);
-    }
+    let scheduler = app.scheduler.clone();
+    let completing = async move { scheduler.complete(valid).await };
+    let outcomes = store_results(written, held, completing, |all| all.iter().collect()).await?;
     let mut outcomes = outcomes.iter();
     let results = labels
         .into_iter()

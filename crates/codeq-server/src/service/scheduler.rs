@@ -122,6 +122,12 @@ impl Scheduler {
         self.signals.command_notifiers()
     }
 
+    /// Whether the server is stopping (long polls answer, nothing new
+    /// waits).
+    pub fn is_stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// How many claims are parked in a long poll right now.
     pub fn long_polls_waiting(&self) -> usize {
         self.long_polls_waiting.load(Ordering::Relaxed)
