@@ -43,8 +43,9 @@ pub enum DataDirError {
     },
 }
 
-/// Creates `dir` and any missing parents with mode 0700.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` and any missing parents with mode 0700 (those that exist
+/// keep theirs).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -127,6 +128,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_data_directory_the_server_makes_is_its_owners_only() {
         use std::os::unix::fs::PermissionsExt as _;
 

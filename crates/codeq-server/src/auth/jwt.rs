@@ -263,8 +263,17 @@ struct RawHeader {
     alg: String,
     kid: Option<String>,
     /// Header extensions the verifier must understand (RFC 7515
-    /// §4.1.11): this server understands none.
+    /// §4.1.11): this server understands none. `Some` whenever the field
+    /// is there, `null` too.
+    #[serde(default, deserialize_with = "present")]
     crit: Option<serde::de::IgnoredAny>,
+}
+
+/// `Some` for a field that is there, whatever it holds.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde::de::IgnoredAny>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// The payload fields that choose the issuer (not yet verified).
@@ -449,6 +458,16 @@ mod tests {
         for name in ["none", "None", "HS256", "HS384", "HS512", "PS256", "ES512", ""] {
             let error = accepted_algorithm(name).unwrap_err();
             assert_eq!(error.code(), codes::UNSUPPORTED_ALGORITHM, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_crit_header_is_seen_whatever_it_holds() {
+        let header = |text: &str| serde_json::from_str::<RawHeader>(text).unwrap();
+        assert!(header(r#"{"alg":"RS256"}"#).crit.is_none());
+        for crit in [r#"["b64"]"#, "[]", "null", "1"] {
+            let text = format!(r#"{{"alg":"RS256","crit":{crit}}}"#);
+            assert!(header(&text).crit.is_some(), "{text}");
         }
     }
 

@@ -867,6 +867,7 @@ fn the_reference_doc_lists_every_key_and_env_name() {
 }
 
 #[test]
+#[cfg(unix)]
 fn only_a_variable_that_would_be_read_must_be_utf8() {
     use std::ffi::OsString;
     use std::os::unix::ffi::OsStringExt as _;

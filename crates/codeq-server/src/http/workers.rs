@@ -281,7 +281,12 @@ fn result_status<'de, D: serde::Deserializer<'de>>(
 impl<Id> ResultBody<'_, Id> {
     /// Whether it carries inline artifact bytes to write.
     fn carries_bytes(&self) -> bool {
-        self.artifacts.iter().flatten().any(|artifact| artifact.content_base64.is_some())
+        self.inline_artifacts() > 0
+    }
+
+    /// How many artifacts carry their bytes (each a file to write).
+    fn inline_artifacts(&self) -> usize {
+        self.artifacts.iter().flatten().filter(|artifact| artifact.content_base64.is_some()).count()
     }
 
     /// Checks the outcome's fields: `COMPLETED` needs a `result` object,
@@ -513,6 +518,10 @@ fn parse_item<'a>(item: &'a RawValue, seen: &mut HashSet<TaskId>) -> ParsedItem<
     (label, id.map(|id| (id, submission)))
 }
 
+/// The most inline artifacts (files to write, two fsyncs each) one batch
+/// of results may carry, whatever its items (each may list 100).
+const MAX_INLINE_ARTIFACTS_PER_BATCH: usize = 1000;
+
 /// `POST /v1/codeq/tasks/batch/results`
 pub async fn submit_results_batch(
     State(app): State<AppState>,
@@ -524,6 +533,20 @@ pub async fn submit_results_batch(
     let mut seen = HashSet::with_capacity(request.results.len());
     let items: Vec<ParsedItem> =
         request.results.into_iter().map(|item| parse_item(item, &mut seen)).collect();
+    let inline: usize = items
+        .iter()
+        .filter_map(|(_, parsed)| parsed.as_ref().ok())
+        .map(|(_, submission)| submission.inline_artifacts())
+        .sum();
+    if inline > MAX_INLINE_ARTIFACTS_PER_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_artifact",
+            format!(
+                "the batch carries {inline} inline artifacts; at most \
+                 {MAX_INLINE_ARTIFACTS_PER_BATCH} per request (each is a file to write)"
+            ),
+        ));
+    }
     let writing = items.iter().filter_map(|(_, parsed)| match parsed {
         Ok((id, submission)) if submission.carries_bytes() => Some(*id),
         _ => None,

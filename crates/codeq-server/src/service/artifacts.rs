@@ -378,7 +378,11 @@ impl Artifacts {
         match store.get_state(task).await? {
             Some(state) if state.status.is_terminal() && state.attempts == attempt => {
                 let record = store.get_result(task).await?;
-                Ok(record.into_iter().flat_map(|r| r.artifacts).map(|a| a.name).collect())
+                let inline = record.into_iter().flat_map(|record| record.artifacts);
+                // Only names served from here: a `url` artifact's name is
+                // not a file of this delivery.
+                let served = inline.filter(|a| self.serves_at(&a.url, task, &a.name));
+                Ok(served.map(|artifact| artifact.name).collect())
             }
             _ => Ok(Vec::new()),
         }
@@ -555,7 +559,8 @@ fn check_file_name(name: &str) -> Result<(), ArtifactError> {
 /// Decodes checked base64 `encoded` into `dir/name`, piece by piece, and
 /// makes the file and its name durable (blocking).
 fn write_decoded(dir: &Path, name: &str, encoded: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // Readable by the server's user only, as the data directory is.
+    crate::data_dir::create_private_dir(dir)?;
     // A name of its own: `name` may already use all 255 bytes a file
     // name may have, and two uploads may run at once.
     let temporary = dir.join(format!(".partial-{}", TaskId::generate()));

@@ -374,13 +374,15 @@ impl Scheduler {
                 Ok(Retried::Requeued { delay_seconds }) => {
                     tracing::debug!(task_id = %id, attempt, delay_seconds, "task nacked, to retry");
                 }
+                // Read again: the task moved on between the read and the nack.
+                Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
+                    if fence.attempt.is_none() && tries < TRIES =>
+                {
+                    continue;
+                }
                 Err(_) => {}
             }
-            match nacked {
-                Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
-                    if fence.attempt.is_none() && tries < TRIES => {}
-                other => return other,
-            }
+            return nacked;
         }
     }
 

@@ -368,3 +368,23 @@ async fn a_result_lists_at_most_a_hundred_artifacts() {
     let body = json!({ "status": "COMPLETED", "result": {}, "artifacts": listed(100) });
     assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, body).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_batch_of_results_carries_at_most_a_thousand_inline_artifacts() {
+    let app = TestApp::spawn().await;
+    let item = |n: usize| {
+        let artifacts: Vec<serde_json::Value> =
+            (0..100).map(|i| json!({ "name": format!("a{i}"), "contentBase64": "YQ==" })).collect();
+        let id = format!("01890000-0000-7000-8000-{n:012}");
+        json!({ "taskId": id, "status": "COMPLETED", "result": {}, "artifacts": artifacts })
+    };
+    let items: Vec<serde_json::Value> = (0..11).map(item).collect();
+    let reply = app.post("/tasks/batch/results", WORKER, json!({ "results": items })).await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_artifact"), "{:?}", reply.body);
+    assert!(reply.body["error"].as_str().unwrap().contains("1100 inline artifacts"));
+    // Ten such items pass the bound (each is then refused on its own: no such task).
+    let items: Vec<serde_json::Value> = (0..10).map(item).collect();
+    let reply = app.post("/tasks/batch/results", WORKER, json!({ "results": items })).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["results"][9]["code"], "task_not_found");
+}

@@ -157,7 +157,8 @@ fn copy_tree(
     left_out: &[PathBuf],
     copied: &mut Copied,
 ) -> Result<(), MaintenanceError> {
-    fs::create_dir_all(to).map_err(io_error(format!("cannot create {}", to.display())))?;
+    crate::data_dir::create_private_dir(to)
+        .map_err(io_error(format!("cannot create {}", to.display())))?;
     let entries =
         fs::read_dir(from).map_err(io_error(format!("cannot read {}", from.display())))?;
     for entry in entries {
