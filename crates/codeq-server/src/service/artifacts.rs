@@ -343,8 +343,8 @@ impl Artifacts {
     /// stored (refused, failed, or its client gone mid-way). Holds the task
     /// as a submission does; when the store cannot say, the files stay
     /// (retention takes them with the task).
-    async fn discard(&self, store: &dyn Store, files: Unlisted) {
-        let _writes_done = files.writing.acquire().await;
+    async fn discard(&self, store: &dyn Store, files: Files, writing: &tokio::sync::Semaphore) {
+        let _writes_done = writing.acquire().await;
         let (task, attempt) = (files.task, files.attempt);
         let _held = self.hold([task]).await;
         let listed = match self.listed_for(store, task, attempt).await {
@@ -408,11 +408,17 @@ impl Artifacts {
 pub struct Written {
     artifacts: Arc<Artifacts>,
     store: Arc<dyn Store>,
+    /// `None` once kept (or handed to the removal).
+    files: Option<Files>,
+    /// Held by the write under way (one at a time).
+    writing: Arc<tokio::sync::Semaphore>,
+}
+
+/// Files written for `task`'s delivery `attempt`.
+struct Files {
     task: TaskId,
     attempt: u32,
     names: Vec<String>,
-    /// Held by the write under way (one at a time).
-    writing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Written {
@@ -433,42 +439,25 @@ impl Written {
         (!names.is_empty()).then(|| Self {
             artifacts: artifacts.clone(),
             store: store.clone(),
-            task,
-            attempt,
-            names,
+            files: Some(Files { task, attempt, names }),
             writing: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
     /// Keeps the files: the result that lists them is stored.
     pub fn kept(mut self) {
-        self.names.clear();
+        self.files = None;
     }
 }
 
 impl Drop for Written {
     fn drop(&mut self) {
-        if self.names.is_empty() {
-            return;
-        }
+        let Some(files) = self.files.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (artifacts, store) = (self.artifacts.clone(), self.store.clone());
-        let files = Unlisted {
-            task: self.task,
-            attempt: self.attempt,
-            names: std::mem::take(&mut self.names),
-            writing: self.writing.clone(),
-        };
-        runtime.spawn(async move { artifacts.discard(&*store, files).await });
+        let (artifacts, store, writing) =
+            (self.artifacts.clone(), self.store.clone(), self.writing.clone());
+        runtime.spawn(async move { artifacts.discard(&*store, files, &writing).await });
     }
-}
-
-/// The files of a [`Written`] dropped before its result was stored.
-struct Unlisted {
-    task: TaskId,
-    attempt: u32,
-    names: Vec<String>,
-    writing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A checked artifact, with its base64 content when given inline.
