@@ -141,11 +141,11 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     });
     match unreachable {
         Some(unreachable) => {
-            eprintln!("codeq: {unreachable}");
-            eprintln!("hint: {}", unreachable.hint());
+            errln!("codeq: {unreachable}");
+            errln!("hint: {}", unreachable.hint());
         }
         None => {
-            eprintln!("codeq: {err:#}");
+            errln!("codeq: {err:#}");
             let identity_service_hint = || {
                 err.chain()
                     .find_map(|cause| cause.downcast_ref::<IdentityServiceError>())
@@ -154,7 +154,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
             if let Some(hint) =
                 missing_token_hint(err).or_else(|| api_hint(err)).or_else(identity_service_hint)
             {
-                eprintln!("hint: {hint}");
+                errln!("hint: {hint}");
             }
         }
     }

@@ -23,6 +23,16 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// `eprint!` that never panics: see [`output::write_stderr`].
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that never panics: see [`output::write_stderr`].
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod bench;
 pub mod cli;
 pub mod commands;

@@ -12,13 +12,18 @@ use codeq::exit;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `eprintln!` that never panics (the library's `errln!`).
+macro_rules! errln {
+    ($($arg:tt)*) => { codeq::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_recording_flags();
     let global = &cli.global;
     let done = match &cli.command {
         Commands::Serve(args) => {
             if let Some(flag) = global.first_typed_flag() {
-                eprintln!(
+                errln!(
                     "codeq: serve does not take {flag}: it is an option of the client commands \
                      (the server's tokens come from its configuration: docs/configuration.md)"
                 );
@@ -59,7 +64,7 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("codeq: cannot write the completion script: {err}");
+            errln!("codeq: cannot write the completion script: {err}");
             ExitCode::from(exit::GENERAL)
         }
     }
@@ -69,7 +74,7 @@ fn bench_main(global: &codeq::cli::GlobalArgs, args: &codeq::cli::BenchArgs) -> 
     match bench::main(global, args) {
         Ok(Ending::Complete) => ExitCode::SUCCESS,
         Ok(Ending::Stalled) => {
-            eprintln!("codeq: the bench stalled: tasks were created but never finished");
+            errln!("codeq: the bench stalled: tasks were created but never finished");
             ExitCode::from(exit::GENERAL)
         }
         Ok(Ending::Interrupted) => ExitCode::from(exit::INTERRUPTED),

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::cli::OutputFormat;
 
-/// Writes to stdout (what [`out!`] and [`outln!`] print with).
+/// Writes to stdout (what `out!` and `outln!` print with).
 /// `print!` panics when stdout is a pipe whose reader has gone
 /// (`codeq task list --all | head -1`); such a reader wants nothing more,
 /// so nothing more is written, quietly, and the command ends with its own
@@ -32,10 +32,19 @@ pub fn write_stdout(text: std::fmt::Arguments<'_>) {
             READER_GONE.store(true, Ordering::Relaxed);
         }
         Err(error) => {
-            eprintln!("codeq: cannot write the output: {error}");
+            errln!("codeq: cannot write the output: {error}");
             std::process::exit(i32::from(crate::exit::GENERAL));
         }
     }
+}
+
+/// Writes to stderr, whatever becomes of it: `eprint!` panics when stderr
+/// is a closed pipe (`codeq … 2>&1 | true`) or a full disk, and a command
+/// (a worker runner draining its handlers, say) must end with its own
+/// exit code all the same.
+pub fn write_stderr(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_fmt(text);
 }
 
 /// `1 task`, `2 tasks`: a count and its noun, in the plural unless 1.

@@ -44,7 +44,7 @@ pub fn init(global: &GlobalArgs, args: &InitArgs) -> anyhow::Result<()> {
     file.profiles.insert(name.clone(), profile);
     file.current_profile = Some(name.clone());
     file.save(&path)?;
-    eprintln!("codeq: profile {name:?} written to {}", path.display());
+    errln!("codeq: profile {name:?} written to {}", path.display());
     Ok(())
 }
 
@@ -84,7 +84,7 @@ fn prompt_profile(profile: &mut Profile, current_url: &str) -> anyhow::Result<()
 
 /// One line from stdin after a prompt on stderr; `None` for empty or EOF.
 fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
-    eprint!("{prompt}");
+    err!("{prompt}");
     io::stderr().flush()?;
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
@@ -162,7 +162,7 @@ fn ask_secret(prompt: &str) -> anyhow::Result<Option<String>> {
     let answer = ask(if hidden { prompt } else { "Password (shown as typed): " });
     if hidden {
         stty("echo");
-        eprintln!();
+        errln!("");
     }
     answer
 }
@@ -212,7 +212,7 @@ fn edit_profile(global: &GlobalArgs, change: impl FnOnce(&mut Profile)) -> anyho
     change(file.profiles.entry(name.clone()).or_default());
     file.current_profile.get_or_insert(name.clone());
     file.save(&path)?;
-    eprintln!("codeq: profile {name:?} updated in {}", path.display());
+    errln!("codeq: profile {name:?} updated in {}", path.display());
     Ok(())
 }
 

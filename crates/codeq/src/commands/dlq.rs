@@ -138,7 +138,7 @@ fn confirm(question: &str) -> anyhow::Result<()> {
         )
         .into());
     }
-    eprint!("{question}");
+    err!("{question}");
     io::stderr().flush()?;
     let mut answer = String::new();
     io::stdin().lock().read_line(&mut answer)?;

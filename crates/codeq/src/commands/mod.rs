@@ -79,7 +79,7 @@ pub fn pages(
 /// not print the cursor.
 pub fn tell_next_page(page: &TaskPage, format: crate::cli::OutputFormat) {
     if let (Some(next), false) = (&page.next_cursor, format == crate::cli::OutputFormat::Json) {
-        eprintln!("codeq: more follow: --cursor {next} (or --all for every page)");
+        errln!("codeq: more follow: --cursor {next} (or --all for every page)");
     }
 }
 

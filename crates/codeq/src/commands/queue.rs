@@ -66,7 +66,7 @@ fn note_if_unseen(
             names.push("…");
         }
         let names = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
-        eprintln!(
+        errln!(
             "codeq: note: the server has seen no task of {command} yet (names are \
              case-sensitive; known: {names}): its settings are kept for when one comes, \
              and the name is listed from now on (the server forgets no command)"

@@ -30,9 +30,7 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
             let body = create_body(args)?;
             let created = call(&resolved, TokenKind::Producer, client.create_task(&body))?;
             if created.replayed {
-                eprintln!(
-                    "codeq: the idempotency key matched an existing task; nothing was created"
-                );
+                errln!("codeq: the idempotency key matched an existing task; nothing was created");
             }
             output::task(args.output.output, &created.task)
         }
@@ -51,7 +49,7 @@ pub fn run(global: &GlobalArgs, command: &TaskCommand) -> anyhow::Result<()> {
             match call(&resolved, TokenKind::Worker, client.claim(&claim_body(args)))? {
                 Some(task) => output::task(args.output.output, &task),
                 None => {
-                    eprintln!("codeq: no task available");
+                    errln!("codeq: no task available");
                     Ok(())
                 }
             }

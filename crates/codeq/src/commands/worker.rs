@@ -2,15 +2,6 @@
 //! [`codeq_client::Worker`], with one log line per task, a summary on exit
 //! and the two-stage SIGINT/SIGTERM/SIGHUP stop of docs/cli.md.
 
-/// `eprintln!` that never panics: a runner whose terminal went away
-/// (writes fail with EIO) must go on draining its handlers.
-macro_rules! log {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
-    }};
-}
-
 mod handler;
 
 use std::path::PathBuf;
@@ -48,7 +39,7 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
         .on_result_retry(log_result_retry);
     let handler_path = Arc::new(handler_path);
     let limit = args.timeout.map(Duration::from_secs);
-    log!(
+    errln!(
         "codeq worker: claiming {} from {} (concurrency {}, lease {}s, handler {})",
         describe_events(&args.events),
         resolved.base_url,
@@ -63,7 +54,7 @@ fn start(global: &GlobalArgs, args: &WorkerStartArgs) -> anyhow::Result<ExitCode
             worker.run(move |task| run_handler(Arc::clone(&handler_path), task, limit)).await;
         let summary =
             summary.map_err(|err| super::name_refused_token(&resolved, TokenKind::Worker, err))?;
-        log!("codeq worker: {}", describe_summary(&summary));
+        errln!("codeq worker: {}", describe_summary(&summary));
         let code = if interrupted.load(Ordering::SeqCst) {
             exit::INTERRUPTED
         } else if args.once && summary.report_failed > 0 {
@@ -110,12 +101,12 @@ fn watch_signals(stop: StopHandle, interrupted: Arc<AtomicBool>) -> anyhow::Resu
         };
         next_signal().await;
         interrupted.store(true, Ordering::SeqCst);
-        log!(
+        errln!(
             "codeq worker: stopping: no new claims; running handlers finish (signal again to abandon them)"
         );
         stop.stop();
         next_signal().await;
-        log!("codeq worker: abandoning running tasks");
+        errln!("codeq worker: abandoning running tasks");
         stop.abandon();
     });
     Ok(())
@@ -151,7 +142,7 @@ fn log_task(report: &TaskReport) {
     let again =
         report.again_in.map(|delay| format!(", again in {}s", delay.as_secs())).unwrap_or_default();
     let detail = format!("{again}{refused}{reason}");
-    log!(
+    errln!(
         "codeq worker: task {} command={} attempt={} {outcome} in {:.3}s{detail}",
         report.id,
         report.command,
@@ -170,7 +161,10 @@ fn log_claim_retry(retry: &ClaimRetry<'_>) {
         Some(unreachable) => format!("{unreachable}: is `codeq serve` running there?"),
         None => with_causes(retry.error),
     };
-    log!("codeq worker: claim failed, next attempt in {:.3}s: {error}", retry.pause.as_secs_f64());
+    errln!(
+        "codeq worker: claim failed, next attempt in {:.3}s: {error}",
+        retry.pause.as_secs_f64()
+    );
 }
 
 /// One line per pause before a result is sent again.
@@ -179,7 +173,7 @@ fn log_result_retry(retry: &ResultRetry<'_>) {
         Some(unreachable) => unreachable.to_string(),
         None => with_causes(retry.error),
     };
-    log!(
+    errln!(
         "codeq worker: task {} result not accepted yet, next attempt in {:.3}s: {error}",
         retry.task_id,
         retry.pause.as_secs_f64()

@@ -193,4 +193,14 @@ fn a_reader_that_goes_away_ends_the_command_quietly_with_its_own_code() {
     let missing = "01890000-0000-7000-8000-000000000000";
     let cancel = with_stdout_closed(&["task", "cancel", &ids[0], missing]);
     assert_eq!(cancel.status.code(), Some(4), "{}", String::from_utf8_lossy(&cancel.stderr));
+    // Its errors too: `codeq task get <missing> 2>&1 | true`.
+    let mut get = server
+        .codeq_with_tokens()
+        .args(["task", "get", missing])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop((get.stdout.take(), get.stderr.take()));
+    assert_eq!(get.wait().unwrap().code(), Some(4), "not a panic (101)");
 }

@@ -284,7 +284,7 @@ async fn relay_stderr(stderr: Option<impl AsyncRead + Unpin>, task_id: &str) -> 
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line);
-        log!("[{task_id}] {}", text.trim_end_matches(['\n', '\r']));
+        errln!("[{task_id}] {}", text.trim_end_matches(['\n', '\r']));
         tail.extend_from_slice(&line);
         if tail.len() > 2 * STDERR_TAIL_BYTES {
             tail.drain(..tail.len() - STDERR_TAIL_BYTES);
