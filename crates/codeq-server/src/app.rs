@@ -641,7 +641,7 @@ async fn open_redis(config: &Config, signals: Arc<Signals>) -> Result<Arc<dyn St
             }
             Err(CheckError::Unreachable(error)) if tokio::time::Instant::now() >= deadline => {
                 return Err(StartError::Other(anyhow::anyhow!(
-                    "cannot reach Redis at {} within {} s: {error}",
+                    "Redis at {} was not ready within {} s: {error}",
                     config.redis_addr,
                     REDIS_START_WAIT.as_secs()
                 )));

@@ -58,6 +58,21 @@ pub struct ConfigOverrides {
     pub storage: Option<String>,
 }
 
+impl ConfigOverrides {
+    /// The keys the flags set (and `CODEQ_CONFIG` for `--config`): their
+    /// environment variables are not read.
+    fn flagged(&self) -> Vec<&'static str> {
+        let set = [
+            (self.config_path.is_some(), CONFIG_PATH_ENV),
+            (self.host.is_some(), "host"),
+            (self.port.is_some(), "port"),
+            (self.data_dir.is_some(), "dataDir"),
+            (self.storage.is_some(), "storage"),
+        ];
+        set.into_iter().filter_map(|(set, key)| set.then_some(key)).collect()
+    }
+}
+
 /// The server configuration, complete and validated. One field per key of
 /// docs/configuration.md; the YAML name of each is given first in its doc.
 #[derive(Debug, Clone)]
@@ -405,7 +420,7 @@ impl Config {
 
     /// [`Config::load`] with the process environment.
     pub fn from_process_env(overrides: &ConfigOverrides) -> Result<Config, ConfigError> {
-        check_unicode(&|name| std::env::var_os(name))?;
+        check_unicode(&|name| std::env::var_os(name), &overrides.flagged())?;
         Self::load(overrides, &|name| std::env::var(name).ok())
     }
 
@@ -729,12 +744,22 @@ fn missing(key: &'static str, because: &str, origin: &Origin, or_set: Option<&st
 
 /// Refuses a variable that would be read (per key, the first of its names
 /// that is set) and is not UTF-8: an error, not silently unset. One that
-/// would not be read (a `PORT` beside `CODEQ_PORT`) is left alone.
-fn check_unicode(var_os: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<(), ConfigError> {
+/// would not be read (a `PORT` beside `CODEQ_PORT`, or beside the flag
+/// `--port`: keys `flagged`) is left alone.
+fn check_unicode(
+    var_os: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    flagged: &[&str],
+) -> Result<(), ConfigError> {
     let is_set = |name: &String| var_os(name).is_some_and(|value| !value.is_empty());
     let read = std::iter::once(CONFIG_PATH_ENV.to_string())
+        .filter(|_| !flagged.contains(&CONFIG_PATH_ENV))
         .filter(is_set)
-        .chain(sources::KEYS.iter().filter_map(|spec| spec.env_names().find(is_set)));
+        .chain(
+            sources::KEYS
+                .iter()
+                .filter(|spec| !flagged.contains(&spec.name))
+                .filter_map(|spec| spec.env_names().find(is_set)),
+        );
     for name in read {
         if var_os(&name).is_some_and(|value| value.to_str().is_none()) {
             return Err(ConfigError::NotUnicode { name });

@@ -878,18 +878,23 @@ fn only_a_variable_that_would_be_read_must_be_utf8() {
     let garbled = || OsString::from_vec(vec![0xff]);
     // A platform's PORT beside CODEQ_PORT is never read.
     let beside = env(vec![("CODEQ_PORT", "0".into()), ("PORT", garbled())]);
-    assert!(check_unicode(&beside).is_ok());
+    assert!(check_unicode(&beside, &[]).is_ok());
     let alone = env(vec![("PORT", garbled())]);
     assert!(
-        matches!(check_unicode(&alone), Err(ConfigError::NotUnicode { name }) if name == "PORT")
+        matches!(check_unicode(&alone, &[]), Err(ConfigError::NotUnicode { name }) if name == "PORT")
     );
     let own = env(vec![("CODEQ_PORT", garbled()), ("PORT", "0".into())]);
     assert!(
-        matches!(check_unicode(&own), Err(ConfigError::NotUnicode { name }) if name == "CODEQ_PORT")
+        matches!(check_unicode(&own, &[]), Err(ConfigError::NotUnicode { name }) if name == "CODEQ_PORT")
     );
     let path = env(vec![("CODEQ_CONFIG", garbled())]);
-    assert!(matches!(check_unicode(&path), Err(ConfigError::NotUnicode { .. })));
+    assert!(matches!(check_unicode(&path, &[]), Err(ConfigError::NotUnicode { .. })));
     // Empty counts as unset: the next name is the one read.
     let empty = env(vec![("CODEQ_PORT", "".into()), ("PORT", garbled())]);
-    assert!(check_unicode(&empty).is_err());
+    assert!(check_unicode(&empty, &[]).is_err());
+    // A key a flag sets reads no variable (`--port 0`, `--config FILE`).
+    assert!(check_unicode(&alone, &["port"]).is_ok());
+    assert!(check_unicode(&path, &[CONFIG_PATH_ENV]).is_ok());
+    let overrides = ConfigOverrides { port: Some(0), ..ConfigOverrides::default() };
+    assert_eq!(overrides.flagged(), ["port"]);
 }

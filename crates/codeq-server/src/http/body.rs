@@ -409,15 +409,32 @@ impl Body {
     }
 }
 
-/// serde's message with the server's own type names (`expected struct
-/// ClaimBody`) said as the JSON they stand for (`expected a JSON object`).
+/// serde's message with Rust's type names (`expected struct ClaimBody`,
+/// `expected f64`) said as the JSON they stand for (`expected a JSON
+/// object`, `expected a number`).
 fn without_type_names(message: &str) -> String {
-    const STRUCT: &str = "expected struct ";
-    let Some(at) = message.find(STRUCT) else { return message.to_owned() };
-    let rest = &message[at + STRUCT.len()..];
-    let name_end =
-        rest.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(rest.len());
-    format!("{}expected a JSON object{}", &message[..at], &rest[name_end..])
+    const EXPECTED: &str = "expected ";
+    let Some(at) = message.find(EXPECTED) else { return message.to_owned() };
+    let rest = &message[at + EXPECTED.len()..];
+    let (json, named) = if let Some(name) = rest.strip_prefix("struct ") {
+        ("a JSON object", EXPECTED.len() + "struct ".len() + identifier_len(name))
+    } else {
+        let name = &rest[..identifier_len(rest)];
+        let json = match name {
+            "f32" | "f64" => "a number",
+            "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" => {
+                "a whole number"
+            }
+            _ => return message.to_owned(),
+        };
+        (json, EXPECTED.len() + name.len())
+    };
+    format!("{}expected {json}{}", &message[..at], &message[at + named..])
+}
+
+/// The length of the Rust identifier `text` starts with.
+fn identifier_len(text: &str) -> usize {
+    text.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(text.len())
 }
 
 /// Parses a JSON object, naming the offending field in the error.
@@ -474,6 +491,12 @@ mod tests {
         assert!(message.contains("expected a JSON object"), "{message}");
         assert!(!message.contains("Inner"), "{message}");
         assert_eq!(without_type_names("no names here"), "no names here");
+        assert_eq!(
+            without_type_names(r#"invalid type: string "x", expected f64 at line 1 column 20"#),
+            r#"invalid type: string "x", expected a number at line 1 column 20"#
+        );
+        assert_eq!(without_type_names("expected u32"), "expected a whole number");
+        assert_eq!(without_type_names("expected a string"), "expected a string");
     }
 
     #[test]

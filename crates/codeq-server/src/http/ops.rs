@@ -65,7 +65,7 @@ fn prefers_openmetrics(headers: &HeaderMap) -> bool {
         let mut parts = range.split(';').map(str::trim);
         let media = parts.next().unwrap_or_default();
         let q = parts
-            .find_map(|part| part.strip_prefix("q="))
+            .find_map(|part| part.strip_prefix("q=").or_else(|| part.strip_prefix("Q=")))
             .and_then(|q| q.parse::<f32>().ok())
             .unwrap_or(1.0);
         if media.eq_ignore_ascii_case(OPENMETRICS) {
@@ -104,6 +104,7 @@ mod tests {
         assert!(prefers_openmetrics(&accepting(&["text/html", "application/openmetrics-text"])));
         for not in [
             "application/openmetrics-text;q=0",
+            "application/openmetrics-text;Q=0",
             "text/plain;q=0.9, application/openmetrics-text;q=0.5",
             "text/plain",
             "*/*",

@@ -185,7 +185,14 @@ impl Control {
         before: &QueueSettings,
         settings: QueueSettings,
     ) {
-        tracing::debug!(%command, ?settings, "queue settings changed");
+        tracing::debug!(
+            %command,
+            paused = settings.paused,
+            max_in_flight = settings.max_in_flight,
+            rate_per_second = settings.rate_per_second,
+            burst = settings.burst,
+            "queue settings changed"
+        );
         if settings.lets_more_through_than(before) {
             self.tell_if_ready(command).await;
         }
