@@ -454,7 +454,7 @@ fn under_nohup_a_hangup_is_ignored() {
     let server = Server::start();
     let first = create(&server, "NOHUP", "{}");
     let done = handler(&server, "done.sh", "cat >/dev/null\necho '{\"status\":\"COMPLETED\"}'");
-    let mut ignoring = with_hangup(&worker(&server, "NOHUP", &done), "''");
+    let mut ignoring = with_hangup(&worker(&server, "NOHUP", &done), true);
     let child = ignoring.stderr(Stdio::piped()).spawn().unwrap();
     let completed = |id: &str| {
         run_json(server.codeq_with_tokens().args(["task", "get", id]))["status"] == "COMPLETED"
@@ -479,11 +479,14 @@ fn under_nohup_a_hangup_is_ignored() {
     assert!(log.contains("2 completed"), "{log}");
 }
 
-/// `runner` started by a shell that first sets SIGHUP's action with
-/// `trap ACTION HUP` (`''`: ignored, as under `nohup`; `-`: the default).
-fn with_hangup(runner: &Command, action: &str) -> Command {
-    let mut shell = Command::new("sh");
-    shell.arg("-c").arg(format!("trap {action} HUP; exec \"$0\" \"$@\"")).arg(runner.get_program());
+/// `runner` started with SIGHUP ignored (as under `nohup`) or at its
+/// default action, whatever the tests were started with: by `env`, since
+/// a shell cannot reset a signal ignored when it started (`trap - HUP`
+/// under `nohup` leaves it ignored).
+fn with_hangup(runner: &Command, ignored: bool) -> Command {
+    let mut shell = Command::new("env");
+    shell.arg(if ignored { "--ignore-signal=HUP" } else { "--default-signal=HUP" });
+    shell.arg(runner.get_program());
     shell.args(runner.get_args()).env_clear();
     if let Some(dir) = runner.get_current_dir() {
         shell.current_dir(dir);
@@ -509,7 +512,7 @@ fn a_stop_signal_lets_the_running_handler_finish(signal: &str) {
         ),
     );
     // SIGHUP's default action, even when the tests run under `nohup`.
-    let mut runner = with_hangup(&worker(&server, "TERM", &slow), "-");
+    let mut runner = with_hangup(&worker(&server, "TERM", &slow), false);
     let child = runner.stderr(Stdio::piped()).spawn().unwrap();
 
     wait_for(&started);
