@@ -594,13 +594,7 @@ impl Collector for EngineCollector {
             ("codeq_storage_commit_bytes", "Bytes committed to the journal", stats.commit_bytes),
         ];
         for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            encode_const(&mut encoder, name, help, ConstCounter::new(value))?;
         }
         let histograms = [
             (
@@ -619,13 +613,18 @@ impl Collector for EngineCollector {
         }
         let lag = ConstGauge::new(gauge_value(stats.watermark_lag()));
         let help = "Journal batches queued and not yet durable (queued minus durable sequence)";
-        lag.encode(encoder.encode_descriptor(
-            "codeq_storage_watermark_lag",
-            help,
-            None,
-            lag.metric_type(),
-        )?)
+        encode_const(&mut encoder, "codeq_storage_watermark_lag", help, lag)
     }
+}
+
+/// Encodes a metric read at the scrape (a collector's) as family `name`.
+pub(crate) fn encode_const(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
 fn encode_histogram(

@@ -12,6 +12,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::metrics::encode_const;
+
 /// The kernel's clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`:
 /// 100 on every architecture Linux builds for by default).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -106,12 +108,7 @@ impl Collector for ProcessCollector {
         let Some(usage) = Usage::read() else { return Ok(()) };
         let cpu = ConstCounter::new(usage.cpu_seconds);
         let help = "User and system CPU time spent, in seconds";
-        cpu.encode(encoder.encode_descriptor(
-            "process_cpu_seconds",
-            help,
-            None,
-            cpu.metric_type(),
-        )?)?;
+        encode_const(&mut encoder, "process_cpu_seconds", help, cpu)?;
         let gauges = [
             (
                 "process_resident_memory_bytes",
@@ -134,8 +131,7 @@ impl Collector for ProcessCollector {
             ("process_max_fds", "Most open file descriptors allowed (soft limit)", max as f64)
         });
         for (name, help, value) in gauges.into_iter().chain(max_fds) {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            encode_const(&mut encoder, name, help, ConstGauge::new(value))?;
         }
         Ok(())
     }

@@ -544,9 +544,24 @@ impl RedisStore {
         reply.list("stats").iter().map(|row| queue_stats(reply::list(row))).collect()
     }
 
-    /// Runs `settings.lua`; the settings before.
-    async fn settings_op(&self, args: &Args, now: Timestamp) -> StoreResult<QueueSettings> {
-        let reply = self.call(&self.scripts.settings, Clock::Store, now, args).await?;
+    /// Runs `settings.lua`: sets `paused`, and the limits of `limits` when
+    /// given (else they stay as they are); the settings before.
+    async fn settings_op(
+        &self,
+        command: &Command,
+        paused: bool,
+        limits: Option<&QueueSettings>,
+        now: Timestamp,
+    ) -> StoreResult<QueueSettings> {
+        let mut args = Args::new();
+        args.text(command.as_str())
+            .text(if paused { "1" } else { "0" })
+            .opt(limits.and_then(|limits| limits.max_in_flight))
+            .opt(limits.and_then(|limits| limits.rate_per_second))
+            .opt(limits.and_then(|limits| limits.burst))
+            .num(self.max_commands)
+            .text(if limits.is_some() { "all" } else { "paused" });
+        let reply = self.call(&self.scripts.settings, Clock::Store, now, &args).await?;
         if reply.get("refused") == &serde_json::Value::Bool(true) {
             return Err(StoreError::TooManyCommands(self.max_commands));
         }
@@ -1032,15 +1047,7 @@ impl Store for RedisStore {
         settings: QueueSettings,
         now: Timestamp,
     ) -> StoreResult<QueueSettings> {
-        let mut args = Args::new();
-        args.text(command.as_str())
-            .text(if settings.paused { "1" } else { "0" })
-            .opt(settings.max_in_flight)
-            .opt(settings.rate_per_second)
-            .opt(settings.burst)
-            .num(self.max_commands)
-            .text("all");
-        self.settings_op(&args, now).await
+        self.settings_op(command, settings.paused, Some(&settings), now).await
     }
 
     async fn set_paused(
@@ -1049,15 +1056,7 @@ impl Store for RedisStore {
         paused: bool,
         now: Timestamp,
     ) -> StoreResult<QueueSettings> {
-        let mut args = Args::new();
-        args.text(command.as_str())
-            .text(if paused { "1" } else { "0" })
-            .opt(None::<u32>)
-            .opt(None::<f64>)
-            .opt(None::<u32>)
-            .num(self.max_commands)
-            .text("paused");
-        self.settings_op(&args, now).await
+        self.settings_op(command, paused, None, now).await
     }
 
     fn next_claimable_at(&self, filter: &CommandFilter, _now: Timestamp) -> Option<Timestamp> {
