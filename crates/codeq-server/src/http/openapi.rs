@@ -21,7 +21,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{
-    Array, ArrayBuilder, KnownFormat, ObjectBuilder, Ref, Schema, SchemaFormat, SchemaType, Type,
+    Array, ArrayBuilder, KnownFormat, Object, ObjectBuilder, Ref, Schema, SchemaFormat, SchemaType,
+    Type,
 };
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{RefOr, Responses};
@@ -164,6 +165,17 @@ impl PartialSchema for Binary {
 impl ToSchema for Binary {}
 
 /// `TaskPage.tasks`: listed tasks.
+/// A JSON value of any type but `null` (a task's payload).
+fn any_json_but_null() -> Object {
+    let types = [Type::Object, Type::Array, Type::String, Type::Number, Type::Boolean];
+    ObjectBuilder::new()
+        .schema_type(types.into_iter().collect::<SchemaType>())
+        .description(Some(
+            "Any JSON but `null` (an object in practice), at most `maxPayloadBytes` compact.",
+        ))
+        .build()
+}
+
 fn listed_tasks() -> Array {
     ArrayBuilder::new().items(Ref::from_schema_name("ListedTask")).build()
 }
@@ -258,6 +270,7 @@ pub struct CreateTask {
     command: String,
     /// Any JSON but `null` (an object in practice), at most
     /// `maxPayloadBytes` compact.
+    #[schema(schema_with = any_json_but_null)]
     payload: Value,
     /// Clamped to 0..9; default 0.
     priority: Option<i64>,

@@ -170,3 +170,29 @@ async fn every_page_size_is_bounded_as_the_server_bounds_it() {
     }
     assert!(limits >= 3, "{limits} listings with a limit");
 }
+
+#[tokio::test]
+async fn the_payload_schema_allows_every_json_type_the_server_takes_and_not_null() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    let payload = &document["components"]["schemas"]["CreateTask"]["properties"]["payload"];
+    let allowed: BTreeSet<String> = payload["type"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of types: {payload}"))
+        .iter()
+        .map(|kind| kind.as_str().unwrap().to_string())
+        .collect();
+    for (kind, example) in [
+        ("object", json!({ "a": 1 })),
+        ("array", json!([1])),
+        ("string", json!("s")),
+        ("number", json!(1.5)),
+        ("boolean", json!(true)),
+        ("null", Value::Null),
+    ] {
+        let create = json!({ "command": "PAYLOADS", "payload": example });
+        let answer = app.call(Method::POST, "/v1/codeq/tasks", Some(PRODUCER), Some(create)).await;
+        let taken = answer.status == 202;
+        assert_eq!(allowed.contains(kind), taken, "{kind}: the server answered {}", answer.status);
+    }
+}
