@@ -74,6 +74,16 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
     }
 
+    /// The same error about a field of the object `field`: a 400's
+    /// message names it as `field.` + the inner field.
+    #[must_use]
+    pub fn within(mut self, field: &str) -> Self {
+        if self.status == StatusCode::BAD_REQUEST {
+            self.message = format!("{field}.{}", self.message);
+        }
+        self
+    }
+
     /// 500, with the cause logged and hidden from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");

@@ -427,7 +427,8 @@ pub async fn submit_result(
     let claim_next = match request.claim_next.take() {
         Some(claim) => {
             worker.require_scope(Scope::Claim)?;
-            Some(claim.validate(&worker, app.scheduler.policy().max_lease_seconds, 1)?)
+            let max_lease = app.scheduler.policy().max_lease_seconds;
+            Some(claim.validate(&worker, max_lease, 1).map_err(|error| error.within("claimNext"))?)
         }
         None => None,
     };

@@ -195,6 +195,26 @@ async fn a_result_with_claim_next_waits_for_a_task_when_asked_and_a_refused_one_
 }
 
 #[tokio::test]
+async fn a_refused_claim_next_names_its_field_and_stores_no_result() {
+    let app = TestApp::spawn().await;
+    let held = app.create_simple("render").await;
+    app.claim_ok(WORKER, &["render"]).await;
+    let path = format!("/tasks/{held}/result");
+    for (claim, named) in [
+        (json!({ "leaseSeconds": 0 }), "claimNext.leaseSeconds"),
+        (json!({ "commands": [] }), "claimNext.commands"),
+        (json!({ "commands": ["not a name"] }), "claimNext.commands"),
+        (json!({ "leaseSeconds": "ten" }), "claimNext.leaseSeconds"),
+    ] {
+        let body = json!({ "status": "COMPLETED", "result": {}, "claimNext": claim });
+        let refused = app.post(&path, WORKER, body).await;
+        assert_eq!(refused.status, 400, "{claim}: {:?}", refused.body);
+        assert!(refused.str("error").contains(named), "{claim}: {:?}", refused.body);
+    }
+    assert_eq!(app.task(&held).await["status"], "IN_PROGRESS");
+}
+
+#[tokio::test]
 async fn a_failed_result_is_terminal_but_not_dead_lettered() {
     let app = TestApp::spawn().await;
     let id = app.create_simple("render").await;
