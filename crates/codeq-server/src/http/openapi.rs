@@ -21,8 +21,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{
-    Array, ArrayBuilder, KnownFormat, Object, ObjectBuilder, Ref, Schema, SchemaFormat, SchemaType,
-    Type,
+    Array, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Ref, Schema, SchemaFormat,
+    SchemaType, Type,
 };
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{RefOr, Responses};
@@ -165,15 +165,22 @@ impl PartialSchema for Binary {
 impl ToSchema for Binary {}
 
 /// `TaskPage.tasks`: listed tasks.
-/// A JSON value of any type but `null` (a task's payload).
-fn any_json_but_null() -> Object {
-    let types = [Type::Object, Type::Array, Type::String, Type::Number, Type::Boolean];
-    ObjectBuilder::new()
-        .schema_type(types.into_iter().collect::<SchemaType>())
+/// A JSON value of any type but `null` (a task's payload): one of the
+/// five other types, each a schema of its own (client generators read a
+/// `oneOf` better than a list of types).
+fn any_json_but_null() -> Schema {
+    let typed = |kind: Type| ObjectBuilder::new().schema_type(kind).build();
+    OneOfBuilder::new()
+        .item(typed(Type::Object))
+        .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(SchemaType::AnyValue)))
+        .item(typed(Type::String))
+        .item(typed(Type::Number))
+        .item(typed(Type::Boolean))
         .description(Some(
             "Any JSON but `null` (an object in practice), at most `maxPayloadBytes` compact.",
         ))
         .build()
+        .into()
 }
 
 fn listed_tasks() -> Array {
