@@ -23,7 +23,8 @@ use codeq_server::store::embedded::log::spare::SPARE_NAME;
 use codeq_server::store::embedded::log::{LogOptions, OpenError};
 use codeq_server::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use codeq_server::store::{
-    ClaimSpec, CommandFilter, Completion, Created, Signals, Store, StoreError,
+    CallbackOutcome, ClaimSpec, CommandFilter, Completion, Created, SettledCallback, Signals,
+    Store, StoreError,
 };
 
 const T0: Timestamp = Timestamp(1_600_000_000_000);
@@ -118,6 +119,21 @@ async fn complete(store: &dyn Store, count: usize) -> Vec<TaskId> {
     done
 }
 
+/// A task with a webhook, completed a second after [`T0`], whose callback
+/// ended as `ended`; its id.
+async fn settled_callback(store: &dyn Store, ended: SettledCallback) -> TaskId {
+    let mut hooked = task(0);
+    hooked.webhook = Some("https://hooks.example.com/settled".into());
+    store.create(vec![hooked.clone()]).await.unwrap();
+    let claimed = store.claim(&claim_one(), T0).await.unwrap().pop().unwrap();
+    assert_eq!(claimed.id, hooked.id);
+    let later = T0.plus_seconds(1);
+    store.complete(vec![completion(hooked.id)], later).await.unwrap()[0].clone().unwrap();
+    let owed = store.callbacks_due(later, 10).await.unwrap().pop().unwrap();
+    store.callback_done(hooked.id, owed.delivery, Some(ended)).await.unwrap();
+    hooked.id
+}
+
 /// Every file under `dir` with its bytes.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -174,12 +190,15 @@ async fn the_journal_rolls_into_sealed_segments_and_recovers_from_all_of_them() 
 async fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
-    // In the oldest segment: a subscription, one deleted, and a task
-    // whose result callback stays owed.
+    // In the oldest segment: a subscription, one deleted, a task whose
+    // callback ended (kept past the cleanup below: it ended later), and a
+    // task whose result callback stays owed.
     let (kept, dropped) = (subscription(), subscription());
     store.put_subscription(kept.clone()).await.unwrap();
     store.put_subscription(dropped.clone()).await.unwrap();
     store.delete_subscription(dropped.id).await.unwrap();
+    let ended = SettledCallback { outcome: CallbackOutcome::Delivered, attempts: 1 };
+    let settled = settled_callback(&*store, ended).await;
     let mut hooked = task(0);
     hooked.webhook = Some("https://hooks.example.com/x".into());
     store.create(vec![hooked.clone()]).await.unwrap();
@@ -220,6 +239,7 @@ async fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
             let owed = store.callbacks_due(T0, 10).await.unwrap();
             assert_eq!(owed.len(), 1, "the callback is still owed");
             assert_eq!(owed[0].task_id, hooked.id);
+            assert_eq!(store.callback_settled(settled).await.unwrap(), Some(ended));
         }
     };
     check(store.clone()).await;

@@ -17,9 +17,9 @@ use codeq_server::config::Durability;
 use codeq_server::store::embedded::EmbeddedStore;
 use codeq_server::store::redis::{RedisStore, TimeSource};
 use codeq_server::store::{
-    ClaimSpec, CommandFilter, Completed, Completion, Created, DEFAULT_MAX_COMMANDS,
-    DeadLetterFilter, Expiry, Fence, LeaseEnd, Retried, Signals, Store, StoreError,
-    TransitionError,
+    CallbackOutcome, ClaimSpec, CommandFilter, Completed, Completion, Created,
+    DEFAULT_MAX_COMMANDS, DeadLetterFilter, Expiry, Fence, LeaseEnd, Retried, SettledCallback,
+    Signals, Store, StoreError, TransitionError,
 };
 
 /// Opens a backend on state that survives reopening.
@@ -819,9 +819,9 @@ async fn a_task_with_a_webhook_owes_one_callback_until_it_is_done(h: &dyn Harnes
     store.callback_retry(hooked_id, due.delivery, 1, at(60)).await.unwrap();
     assert!(owed(&*store, at(59)).await.is_empty(), "not before its next attempt");
     assert_eq!(owed(&*store, at(60)).await, vec![(hooked_id, 1)]);
-    store.callback_done(hooked_id, uuid::Uuid::now_v7()).await.unwrap();
+    store.callback_done(hooked_id, uuid::Uuid::now_v7(), None).await.unwrap();
     assert_eq!(store.callbacks_pending().1, 1, "another delivery series ends nothing");
-    store.callback_done(hooked_id, due.delivery).await.unwrap();
+    store.callback_done(hooked_id, due.delivery, None).await.unwrap();
     assert_eq!(store.callbacks_pending(), (None, 0));
     assert_eq!(store.cleanup(at(3), 10).await.unwrap(), vec![hooked_id]);
 }
@@ -857,7 +857,7 @@ async fn a_tasks_owed_callback_is_read_until_it_is_done(h: &dyn Harness) {
     store.callback_retry(id, first.delivery, 2, at(50)).await.unwrap();
     let retried = store.callback_owed(id).await.unwrap().expect("still owed");
     assert_eq!((retried.delivery, retried.attempts, retried.next_at), (first.delivery, 2, at(50)));
-    store.callback_done(id, first.delivery).await.unwrap();
+    store.callback_done(id, first.delivery, None).await.unwrap();
     assert_eq!(store.callback_owed(id).await.unwrap(), None);
 }
 
@@ -875,6 +875,56 @@ async fn owed_callbacks_survive_a_restart(h: &dyn Harness) {
     let store = h.open();
     assert_eq!(store.callbacks_pending(), (Some(at(50)), 1));
     assert_eq!(owed(&*store, at(50)).await, vec![(id, 2)]);
+}
+
+/// How a callback ended is kept until the task goes: over a restart, not
+/// over a replay (the task owes a new one), and not past its deletion;
+/// retention does not wait for it.
+async fn a_callbacks_outcome_is_kept_until_its_task_goes(h: &dyn Harness) {
+    let delivered = SettledCallback { outcome: CallbackOutcome::Delivered, attempts: 2 };
+    let gave_up = SettledCallback { outcome: CallbackOutcome::GaveUp, attempts: 5 };
+    let (kept, replayed);
+    {
+        let store = h.open();
+        let mut once = hooked("b");
+        once.max_attempts = 1;
+        let ids = create(&*store, vec![hooked("a"), once]).await;
+        (kept, replayed) = (ids[0], ids[1]);
+        claim_one(&*store, only("a"), at(1)).await.unwrap();
+        store.complete(vec![completion(kept, "w1", ResultStatus::Completed)], at(2)).await.unwrap();
+        claim_one(&*store, only("b"), at(1)).await.unwrap();
+        store.nack(replayed, fence(None), 0, None, at(2)).await.unwrap();
+        assert_eq!(store.callback_settled(kept).await.unwrap(), None, "owed, not settled");
+        for callback in store.callbacks_due(at(2), 10).await.unwrap() {
+            let end = if callback.task_id == kept { delivered } else { gave_up };
+            store.callback_done(callback.task_id, callback.delivery, Some(end)).await.unwrap();
+        }
+        assert_eq!(store.callback_owed(kept).await.unwrap(), None);
+        assert_eq!(store.callback_settled(kept).await.unwrap(), Some(delivered));
+        assert_eq!(store.callback_settled(replayed).await.unwrap(), Some(gave_up));
+        store.close().await.unwrap();
+    }
+    let store = h.open();
+    assert_eq!(store.callback_settled(kept).await.unwrap(), Some(delivered), "over a restart");
+    assert_eq!(store.callbacks_pending(), (None, 0));
+
+    // A replay forgets it; the task owes a new callback when it ends anew.
+    let replay = store.replay(&command("b"), vec![(replayed, at(3))], at(3)).await.unwrap();
+    assert_eq!(replay, vec![replayed]);
+    assert_eq!(store.callback_settled(replayed).await.unwrap(), None, "forgotten by the replay");
+    claim_one(&*store, only("b"), at(4)).await.unwrap();
+    let done = completion(replayed, "w1", ResultStatus::Completed);
+    store.complete(vec![done], at(5)).await.unwrap();
+    assert!(store.callback_owed(replayed).await.unwrap().is_some());
+    assert_eq!(store.callback_settled(replayed).await.unwrap(), None, "a new series is owed");
+
+    // Retention does not wait for a settled callback, and takes it along.
+    assert_eq!(store.cleanup(at(4), 10).await.unwrap(), vec![kept]);
+    assert_eq!(store.callback_settled(kept).await.unwrap(), None);
+    store.close().await.unwrap();
+    drop(store);
+    let store = h.open();
+    assert_eq!(store.callback_settled(kept).await.unwrap(), None, "gone over a restart too");
 }
 
 fn subscription(owner: &str, expires_at: Timestamp) -> Subscription {
@@ -1507,6 +1557,7 @@ macro_rules! conformance_suite {
                 dead_lettering_owes_a_callback,
                 owed_callbacks_survive_a_restart,
                 a_tasks_owed_callback_is_read_until_it_is_done,
+                a_callbacks_outcome_is_kept_until_its_task_goes,
                 subscriptions_are_stored_renewed_deleted_and_kept_over_a_restart,
                 lapsed_subscriptions_are_removed,
                 a_queue_going_from_empty_to_ready_is_announced_with_its_depth,

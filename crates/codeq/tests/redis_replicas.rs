@@ -358,6 +358,13 @@ async fn result_callbacks_are_sent_once_each_with_both_replicas_dispatching() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 400);
     assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "each task called back once");
+    drop(seen);
+    // Either replica tells how each ended, whichever sent it.
+    for id in &ids[..10] {
+        let (_, detail) = get(&http, &b.url(&format!("/admin/tasks/{id}"))).await;
+        let settled = json!({ "state": "settled", "outcome": "delivered", "attempts": 1 });
+        assert_eq!(detail["webhook"], settled, "task {id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,10 @@ struct WebhookView {
     /// `waiting` (the task has not ended), `owed` (being delivered) or
     /// `settled` (delivered, or given up after its last attempt).
     state: &'static str,
+    /// How a settled callback ended, when kept: `delivered`, `gave_up`
+    /// or `refused`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,9 +264,14 @@ impl WebhookView {
         detail.task.webhook.as_ref()?;
         let view = match (&detail.callback, detail.task.state.status.is_terminal()) {
             (_, false) => Self::plain("waiting"),
-            (None, true) => Self::plain("settled"),
+            (None, true) => Self {
+                outcome: detail.settled.map(|settled| settled.outcome.as_str()),
+                attempts: detail.settled.map(|settled| settled.attempts),
+                ..Self::plain("settled")
+            },
             (Some(owed), true) => Self {
                 state: "owed",
+                outcome: None,
                 attempts: Some(owed.attempts),
                 next_attempt_at: Some(Rfc3339::new(owed.next_at, app.offset)),
                 delivery_id: Some(owed.delivery.to_string()),
@@ -272,7 +281,7 @@ impl WebhookView {
     }
 
     fn plain(state: &'static str) -> Self {
-        Self { state, attempts: None, next_attempt_at: None, delivery_id: None }
+        Self { state, outcome: None, attempts: None, next_attempt_at: None, delivery_id: None }
     }
 }
 

@@ -955,6 +955,18 @@ pub struct Workers {
     subscriptions: Vec<SubscriptionInfo>,
 }
 
+/// How a settled result callback ended.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum CallbackOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    GaveUp,
+    /// Its URL was refused (a private address, say): nothing sent.
+    Refused,
+}
+
 /// Where a task's result callback stands.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
@@ -962,7 +974,10 @@ pub struct WebhookState {
     /// `waiting` (the task has not ended), `owed` (being delivered) or
     /// `settled` (delivered, or given up).
     state: String,
-    /// Attempts made, while owed.
+    /// How a settled callback ended. Absent when not kept (a callback
+    /// settled before the server kept outcomes).
+    outcome: Option<CallbackOutcome>,
+    /// Attempts made, while owed, and when settled with an outcome.
     attempts: Option<u32>,
     /// The next attempt, while owed.
     #[schema(format = DateTime)]

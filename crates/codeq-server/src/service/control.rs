@@ -19,7 +19,8 @@ use super::artifacts::Artifacts;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{
-    DeadLetterFilter, DeadLetterKey, OwedCallback, Signals, Store, StoreResult, TransitionError,
+    DeadLetterFilter, DeadLetterKey, OwedCallback, SettledCallback, Signals, Store, StoreResult,
+    TransitionError,
 };
 
 /// Most ids one replay or purge touches.
@@ -86,6 +87,8 @@ pub struct TaskDetail {
     pub result: Option<ResultRecord>,
     /// The result callback it still owes, if any.
     pub callback: Option<OwedCallback>,
+    /// How its last callback ended, when it owes none and that is kept.
+    pub settled: Option<SettledCallback>,
 }
 
 /// The queue-control service. Cheap to clone.
@@ -389,7 +392,11 @@ impl Control {
             Some(_) if terminal => self.store.callback_owed(id).await?,
             _ => None,
         };
-        Ok(Some(TaskDetail { task, result, callback }))
+        let settled = match &task.webhook {
+            Some(_) if terminal && callback.is_none() => self.store.callback_settled(id).await?,
+            _ => None,
+        };
+        Ok(Some(TaskDetail { task, result, callback, settled }))
     }
 
     async fn read_all(&self, ids: Vec<TaskId>) -> StoreResult<Vec<Task>> {

@@ -28,7 +28,7 @@ use super::outbound::{Outbound, Request, SendError};
 use crate::clock::Clock;
 use crate::http::views::Rfc3339;
 use crate::metrics::{Metrics, WebhookKind};
-use crate::store::{DueCallback, Signals, Store};
+use crate::store::{CallbackOutcome, DueCallback, SettledCallback, Signals, Store};
 
 /// Callbacks posted at once.
 const POOL: usize = 32;
@@ -222,7 +222,7 @@ impl Dispatcher {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
                 // Nothing left to say (the task has no result or webhook).
-                self.end(callback).await;
+                self.end(callback, None).await;
                 return;
             }
             Err(error) => {
@@ -231,7 +231,7 @@ impl Dispatcher {
             }
         };
         let Some(url) = task.webhook.as_deref() else {
-            self.end(callback).await;
+            self.end(callback, None).await;
             return;
         };
         let body = ResultBody {
@@ -253,15 +253,17 @@ impl Dispatcher {
         match sent {
             Ok(()) => {
                 tracing::debug!(task_id = %id, attempts, "result callback delivered");
-                self.end(callback).await;
+                self.end(callback, Some(settled(CallbackOutcome::Delivered, attempts))).await;
             }
             Err(SendError::Refused(why)) => {
                 tracing::warn!(task_id = %id, %why, "result callback refused: not sent");
-                self.end(callback).await;
+                // Attempts made: those before, none now.
+                let made = callback.attempts;
+                self.end(callback, Some(settled(CallbackOutcome::Refused, made))).await;
             }
             Err(SendError::Failed(why)) if attempts >= self.retries.max_attempts => {
                 tracing::warn!(task_id = %id, attempts, %why, "result callback failed; giving up");
-                self.end(callback).await;
+                self.end(callback, Some(settled(CallbackOutcome::GaveUp, attempts))).await;
             }
             Err(SendError::Failed(why)) => {
                 let delay = self.retries.backoff.delay_seconds(attempts, &mut rand::rng());
@@ -281,9 +283,16 @@ impl Dispatcher {
         Ok(self.store.get_result(id).await?.map(|record| (task, record)))
     }
 
-    async fn end(&self, callback: DueCallback) {
-        if let Err(error) = self.store.callback_done(callback.task_id, callback.delivery).await {
-            tracing::warn!(%error, task_id = %callback.task_id, "cannot end a callback");
+    /// Ends `callback`, keeping how when `settled` says.
+    async fn end(&self, callback: DueCallback, settled: Option<SettledCallback>) {
+        let (id, delivery) = (callback.task_id, callback.delivery);
+        if let Err(error) = self.store.callback_done(id, delivery, settled).await {
+            tracing::warn!(%error, task_id = %id, "cannot end a callback");
         }
     }
+}
+
+/// How a callback ended, after `attempts`.
+fn settled(outcome: CallbackOutcome, attempts: u32) -> SettledCallback {
+    SettledCallback { outcome, attempts }
 }

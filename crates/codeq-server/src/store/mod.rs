@@ -193,6 +193,46 @@ pub struct OwedCallback {
     pub next_at: Timestamp,
 }
 
+/// How a result callback series ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed: given up.
+    GaveUp,
+    /// Never sent: its URL was refused (a private address, say).
+    Refused,
+}
+
+impl CallbackOutcome {
+    /// The name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::GaveUp => "gave_up",
+            Self::Refused => "refused",
+        }
+    }
+
+    /// The outcome named `name` ([`CallbackOutcome::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|outcome| outcome.as_str() == name)
+    }
+
+    /// Every outcome.
+    pub const ALL: [Self; 3] = [Self::Delivered, Self::GaveUp, Self::Refused];
+}
+
+/// A result callback series that ended, as kept until its task is
+/// deleted (or owes a new series).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettledCallback {
+    /// How it ended.
+    pub outcome: CallbackOutcome,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
 /// A dead letter's place in its command's dead-letter queue: when it
 /// failed, then its id (pages are newest first).
 pub type DeadLetterKey = (Timestamp, TaskId);
@@ -353,8 +393,15 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Ends a callback (delivered, or given up): retention may then delete
-    /// its task. Nothing when `delivery` is no longer the one owed.
-    async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()>;
+    /// its task. `settled`, when given, is kept for
+    /// [`Store::callback_settled`]. Nothing when `delivery` is no longer
+    /// the one owed.
+    async fn callback_done(
+        &self,
+        task_id: TaskId,
+        delivery: uuid::Uuid,
+        settled: Option<SettledCallback>,
+    ) -> StoreResult<()>;
 
     /// Schedules the next attempt of a callback, after `attempts` made.
     async fn callback_retry(
@@ -372,6 +419,10 @@ pub trait Store: Send + Sync + 'static {
     /// transition that ended the task until the callback is delivered or
     /// given up.
     async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>>;
+
+    /// How task `id`'s last callback series ended, when one ended with an
+    /// outcome kept and no new series is owed since (a replay forgets it).
+    async fn callback_settled(&self, id: TaskId) -> StoreResult<Option<SettledCallback>>;
 
     /// Cancels tasks, each on its own: a pending, delayed or in-progress
     /// task becomes `CANCELLED` with a result record (and a callback when

@@ -47,6 +47,13 @@ async fn complete_calling(app: &TestApp, webhook: &str) -> String {
     id
 }
 
+/// Where task `id`'s callback stands, as the admin task view says.
+async fn callback_state(app: &TestApp, id: &str) -> serde_json::Value {
+    let detail = app.get(&format!("/admin/tasks/{id}"), ADMIN).await;
+    assert_eq!(detail.status, 200, "{:?}", detail.body);
+    detail.body["webhook"].clone()
+}
+
 #[tokio::test]
 async fn a_callback_carries_the_result_and_a_valid_signature() {
     let app = server(5).await;
@@ -73,10 +80,12 @@ async fn a_callback_carries_the_result_and_a_valid_signature() {
 async fn a_receiver_failing_twice_gets_one_delivery_after_them() {
     let app = server(5).await;
     let receiver = Receiver::start(&[500, 503]).await;
-    complete_one(&app, &receiver).await;
+    let id = complete_one(&app, &receiver).await;
     let got = receiver.wait_for(3).await;
     app.wait_for_callbacks().await;
     assert_eq!(receiver.received().len(), 3, "delivered once, then nothing more");
+    let settled = json!({ "state": "settled", "outcome": "delivered", "attempts": 3 });
+    assert_eq!(callback_state(&app, &id).await, settled);
     let deliveries: Vec<&str> = got.iter().map(|r| r.header("x-codeq-delivery")).collect();
     assert!(deliveries.iter().all(|d| *d == deliveries[0]), "one delivery series");
 }
@@ -119,10 +128,12 @@ async fn a_retry_is_sent_on_time_while_another_receiver_holds_its_delivery() {
 async fn a_receiver_that_always_fails_is_given_up_after_the_last_attempt() {
     let app = server(3).await;
     let receiver = Receiver::start(&[500; 10]).await;
-    complete_one(&app, &receiver).await;
+    let id = complete_one(&app, &receiver).await;
     receiver.wait_for(3).await;
     app.wait_for_callbacks().await;
     assert_eq!(receiver.received().len(), 3, "resultWebhookMaxAttempts");
+    let settled = json!({ "state": "settled", "outcome": "gave_up", "attempts": 3 });
+    assert_eq!(callback_state(&app, &id).await, settled);
 }
 
 #[tokio::test]
@@ -246,6 +257,11 @@ async fn a_host_name_resolving_to_a_private_address_is_never_called() {
     assert_eq!(done.status, 200);
     app.wait_for_callbacks().await;
     assert!(receiver.received().is_empty(), "the receiver saw nothing");
+    // Refused at each connection (the name may resolve elsewhere later):
+    // tried as a failure, then given up.
+    let attempts = codeq_server::config::Config::default().result_webhook_max_attempts;
+    let settled = json!({ "state": "settled", "outcome": "gave_up", "attempts": attempts });
+    assert_eq!(callback_state(&app, id).await, settled);
 }
 
 #[tokio::test]
@@ -281,4 +297,24 @@ async fn webhook_credentials_are_sent_as_basic_auth_and_never_shown() {
     let batch = app.post("/tasks/batch", LIMITED_PRODUCER, json!({ "tasks": [again] })).await;
     assert_eq!(batch.body["results"][0]["task"]["webhook"], origin.as_str(), "{:?}", batch.body);
     app.wait_for_callbacks().await;
+}
+
+#[tokio::test]
+async fn a_callback_to_a_target_refused_since_it_was_given_is_settled_as_refused() {
+    let app = server(5).await;
+    let receiver = Receiver::start(&[]).await;
+    let webhook = format!("{}/hook", receiver.base);
+    let task = app.create(json!({ "command": "moved", "payload": {}, "webhook": webhook })).await;
+    let id = task["id"].as_str().unwrap().to_string();
+    // Restarted with the private-network guard on: the stored target is
+    // now refused.
+    let dir = app.stop().await;
+    let app = TestApp::start(TestApp::config(dir.path()), dir, false).await;
+    app.claim_ok(WORKER, &["moved"]).await;
+    let done = json!({ "status": "COMPLETED", "result": {} });
+    assert_eq!(app.post(&format!("/tasks/{id}/result"), WORKER, done).await.status, 200);
+    app.wait_for_callbacks().await;
+    assert!(receiver.received().is_empty(), "nothing was sent");
+    let settled = json!({ "state": "settled", "outcome": "refused", "attempts": 0 });
+    assert_eq!(callback_state(&app, &id).await, settled);
 }

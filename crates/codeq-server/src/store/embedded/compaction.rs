@@ -100,7 +100,9 @@ fn is_live(tasks: &Tasks, candidate: &Candidate<'_>) -> bool {
     }
     let id = TaskId::from_bytes(key);
     if candidate.table == Table::Outbox {
-        return tasks.owed(id).is_some_and(|owed| owed.at == candidate.at);
+        let owed = tasks.owed(id).map(|owed| owed.at);
+        let settled = tasks.settled(id).map(|settled| settled.at);
+        return owed.or(settled) == Some(candidate.at);
     }
     let Some(entry) = tasks.get(id) else { return false };
     match candidate.table {

@@ -54,7 +54,8 @@ use crate::config::Durability;
 use crate::store::{
     ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created,
     DEFAULT_MAX_COMMANDS, DeadLetterFilter, DeadLetterKey, DueCallback, Expired, Expiry, Fence,
-    LeaseEnd, OwedCallback, Retried, Signals, Store, StoreError, StoreResult, TransitionError,
+    LeaseEnd, OwedCallback, Retried, SettledCallback, Signals, Store, StoreError, StoreResult,
+    TransitionError,
 };
 
 /// Tuning of the embedded backend.
@@ -833,10 +834,18 @@ impl Store for EmbeddedStore {
             .collect())
     }
 
-    async fn callback_done(&self, task_id: TaskId, delivery: uuid::Uuid) -> StoreResult<()> {
+    async fn callback_done(
+        &self,
+        task_id: TaskId,
+        delivery: uuid::Uuid,
+        settled: Option<SettledCallback>,
+    ) -> StoreResult<()> {
         self.transact(Timestamp::now(), |live, plan| {
             if live.owed(task_id).is_some_and(|owed| owed.callback.delivery == delivery) {
-                plan.forgive(task_id)?;
+                match settled {
+                    Some(settled) => plan.settle(task_id, settled)?,
+                    None => plan.forgive(task_id)?,
+                }
             }
             Ok(())
         })
@@ -874,6 +883,19 @@ impl Store for EmbeddedStore {
                     (Some(OwedCallback { delivery, attempts, next_at }), owed.seq)
                 }
                 // Nothing owed may be the news of a batch not yet durable.
+                None => (None, core.appender.last_seq()),
+            }
+        };
+        self.durable(seq).await?;
+        Ok(found)
+    }
+
+    async fn callback_settled(&self, id: TaskId) -> StoreResult<Option<SettledCallback>> {
+        let (found, seq) = {
+            let core = self.lock();
+            match core.tasks.settled(id) {
+                Some(kept) => (Some(kept.settled), kept.seq),
+                // Nothing kept may be the news of a batch not yet durable.
                 None => (None, core.appender.last_seq()),
             }
         };
@@ -986,8 +1008,9 @@ impl Store for EmbeddedStore {
                         plan.set_state(*id, again, None)?;
                         plan.clear_result(*id)?;
                         // The dead letter's callback, if still owed, is
-                        // dropped: the task owes one again when it ends anew.
-                        if live.owed(*id).is_some() {
+                        // dropped (and how an earlier one ended forgotten):
+                        // the task owes one again when it ends anew.
+                        if live.has_callback_record(*id) {
                             plan.forgive(*id)?;
                         }
                         replayed.push(*id);
@@ -1009,7 +1032,7 @@ impl Store for EmbeddedStore {
                         continue;
                     }
                     plan.delete(*id)?;
-                    if live.owed(*id).is_some() {
+                    if live.has_callback_record(*id) {
                         plan.forgive(*id)?;
                     }
                     purged.push(*id);
@@ -1117,6 +1140,9 @@ impl Store for EmbeddedStore {
                 let ended = live.ended_before(completed_before, limit);
                 for id in &ended {
                     plan.delete(*id)?;
+                    if live.has_callback_record(*id) {
+                        plan.forgive(*id)?;
+                    }
                 }
                 Ok(ended)
             })

@@ -18,11 +18,11 @@ use uuid::Uuid;
 use super::log::frame::{Batch, TooLarge};
 use super::log::{Location, Table};
 use super::records::{
-    Callback, encode_body, encode_callback, encode_result, encode_settings, encode_state,
-    encode_subscription,
+    Callback, encode_body, encode_callback, encode_result, encode_settings, encode_settled,
+    encode_state, encode_subscription,
 };
-use super::state::{NewEntry, Owed, Subscribed, Tasks};
-use crate::store::{StoreError, StoreResult};
+use super::state::{NewEntry, Owed, Settled, Subscribed, Tasks};
+use crate::store::{SettledCallback, StoreError, StoreResult};
 
 impl From<TooLarge> for StoreError {
     fn from(error: TooLarge) -> Self {
@@ -41,6 +41,7 @@ enum Change {
     Moved { id: TaskId, table: Table, at: usize },
     Owe { id: TaskId, callback: Callback, at: usize },
     Forgive { id: TaskId },
+    Settle { id: TaskId, settled: SettledCallback, at: usize },
     MovedCommand { command: Command, at: usize },
     Subscribe { subscription: Box<Subscription>, at: usize },
     Unsubscribe { id: Uuid },
@@ -189,10 +190,21 @@ impl Plan {
         Ok(())
     }
 
-    /// Plans forgetting the callback of task `id` (delivered, given up).
+    /// Plans forgetting the callback of task `id`, owed or settled (its
+    /// record is deleted).
     pub fn forgive(&mut self, id: TaskId) -> StoreResult<()> {
         self.batch.delete(Table::Outbox, id.as_bytes())?;
         self.changes.push(Change::Forgive { id });
+        Ok(())
+    }
+
+    /// Plans keeping how the callback of task `id` ended, in place of the
+    /// one owed.
+    pub fn settle(&mut self, id: TaskId, settled: SettledCallback) -> StoreResult<()> {
+        let at = self
+            .batch
+            .put_with(Table::Outbox, id.as_bytes(), |buf| encode_settled(&settled, buf))?;
+        self.changes.push(Change::Settle { id, settled, at });
         Ok(())
     }
 
@@ -334,7 +346,7 @@ impl Pending {
                 }
                 Change::Moved { id, table: Table::Outbox, at } => {
                     if let Some(moved) = place(at) {
-                        tasks.relocate_owed(id, moved, seq);
+                        tasks.relocate_callback(id, moved, seq);
                     }
                 }
                 Change::Moved { id, table, at } => {
@@ -361,6 +373,11 @@ impl Pending {
                 }
                 Change::Forgive { id } => {
                     tasks.forgive(id);
+                }
+                Change::Settle { id, settled, at } => {
+                    if let Some(at) = place(at) {
+                        tasks.settle(id, Settled { settled, at, seq });
+                    }
                 }
                 Change::Subscribe { subscription, at } => {
                     if let Some(at) = place(at) {

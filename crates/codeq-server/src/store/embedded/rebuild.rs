@@ -10,8 +10,10 @@
 use codeq_core::{Command, Priority, TaskId, Timestamp};
 
 use super::log::{Location, Replay, Table};
-use super::records::{Body, decode_callback, decode_settings, decode_state, decode_subscription};
-use super::state::{Entry, Owed, Subscribed, Tasks};
+use super::records::{
+    Body, OutboxRecord, decode_outbox, decode_settings, decode_state, decode_subscription,
+};
+use super::state::{Entry, Owed, Settled, Subscribed, Tasks};
 use crate::store::{StoreError, StoreResult};
 
 const HAS_BODY: u8 = 1;
@@ -89,10 +91,14 @@ impl Replay for Rebuild {
                 let (slot, _) = self.slot(task_id(key)?);
                 self.tasks.recovered_entry(slot).set_result(at);
             }
-            Some(Table::Outbox) => {
-                let callback = decode_callback(value).map_err(text)?;
-                self.tasks.owe(task_id(key)?, Owed { callback, at, seq: 0 });
-            }
+            Some(Table::Outbox) => match decode_outbox(value).map_err(text)? {
+                OutboxRecord::Owed(callback) => {
+                    self.tasks.owe(task_id(key)?, Owed { callback, at, seq: 0 });
+                }
+                OutboxRecord::Settled(settled) => {
+                    self.tasks.settle(task_id(key)?, Settled { settled, at, seq: 0 });
+                }
+            },
             Some(Table::Subscriptions) => {
                 let subscription = decode_subscription(value).map_err(text)?;
                 self.tasks.subscribe(Subscribed { subscription, at, seq: 0 });

@@ -6,7 +6,7 @@
 //! | `States` | task id | format byte `1`, then postcard of `TaskState` |
 //! | `Results` | task id | the result record, JSON |
 //! | `Commands` | command name | empty |
-//! | `Outbox` | task id | format byte `1`, then postcard of [`Callback`] |
+//! | `Outbox` | task id | owed: format byte `1`, then postcard of [`Callback`]; ended: format byte `2`, then the outcome and attempts |
 //! | `Subscriptions` | subscription id (16 bytes) | the subscription, JSON |
 //! | `Settings` | command name | the command's settings, JSON |
 //!
@@ -22,7 +22,7 @@ use codeq_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::{StoreError, StoreResult};
+use crate::store::{CallbackOutcome, SettledCallback, StoreError, StoreResult};
 
 const FORMAT_V1: u8 = 1;
 
@@ -184,11 +184,52 @@ pub fn encode_callback(callback: &Callback, buf: &mut Vec<u8>) -> StoreResult<()
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a callback: {e}")))
 }
 
-/// Reads a callback record back.
-pub fn decode_callback(bytes: &[u8]) -> StoreResult<Callback> {
+/// The format byte of an outbox record that keeps how a callback ended.
+const SETTLED_V1: u8 = 2;
+
+/// How a callback ended, as stored: the outcome as a number.
+#[derive(Serialize, Deserialize)]
+struct StoredSettled {
+    outcome: u8,
+    attempts: u32,
+}
+
+/// Appends the encoded `settled` to `buf`.
+pub fn encode_settled(settled: &SettledCallback, buf: &mut Vec<u8>) -> StoreResult<()> {
+    buf.push(SETTLED_V1);
+    let stored = StoredSettled { outcome: settled.outcome as u8, attempts: settled.attempts };
+    postcard::to_io(&stored, buf)
+        .map(|_| ())
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a callback's end: {e}")))
+}
+
+/// An outbox record: the callback a task owes, or how its last one ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxRecord {
+    /// Owed.
+    Owed(Callback),
+    /// Ended.
+    Settled(SettledCallback),
+}
+
+/// Reads an outbox record back.
+pub fn decode_outbox(bytes: &[u8]) -> StoreResult<OutboxRecord> {
+    let corrupt =
+        |e: postcard::Error| StoreError::Corrupt(format!("cannot decode a callback: {e}"));
     match bytes.split_first() {
-        Some((&FORMAT_V1, record)) => postcard::from_bytes(record)
-            .map_err(|e| StoreError::Corrupt(format!("cannot decode a callback: {e}"))),
+        Some((&FORMAT_V1, record)) => {
+            postcard::from_bytes(record).map(OutboxRecord::Owed).map_err(corrupt)
+        }
+        Some((&SETTLED_V1, record)) => {
+            let stored: StoredSettled = postcard::from_bytes(record).map_err(corrupt)?;
+            let outcome = CallbackOutcome::ALL
+                .into_iter()
+                .find(|outcome| *outcome as u8 == stored.outcome)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("a callback outcome {} unknown", stored.outcome))
+                })?;
+            Ok(OutboxRecord::Settled(SettledCallback { outcome, attempts: stored.attempts }))
+        }
         _ => Err(StoreError::Corrupt("a callback of an unknown format".into())),
     }
 }

@@ -18,7 +18,8 @@
 //! Across commands: delayed tasks by visible time, leases by deadline,
 //! terminal tasks by completion time (retention) and idempotency keys.
 //!
-//! Beside the tasks: the result callbacks owed (the outbox), the
+//! Beside the tasks: the result callbacks owed (the outbox) and how the
+//! last one of each kept task ended, the
 //! worker-availability subscriptions, and the commands whose ready set
 //! just went from empty to non-empty (announced to subscribers).
 
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use super::log::Location;
 use super::queues::{Commands, DeadKey, STATUSES, status_slot};
 use super::records::Callback;
-use crate::store::CommandFilter;
+use crate::store::{CommandFilter, SettledCallback};
 
 /// "No time": a lease or completion a task does not have.
 const NO_TIME: Timestamp = Timestamp(i64::MIN);
@@ -289,6 +290,17 @@ pub struct Owed {
     pub seq: u64,
 }
 
+/// How a task's last result callback ended, as memory keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The outcome and attempts.
+    pub settled: SettledCallback,
+    /// Where its record lies.
+    pub at: Location,
+    /// The batch that last wrote it.
+    pub seq: u64,
+}
+
 /// The commands a claim filter names (`None`: every command).
 fn filter_commands(filter: &CommandFilter) -> Option<&[Command]> {
     match filter {
@@ -336,6 +348,8 @@ pub struct Tasks {
     /// Result callbacks owed, by task, and by when they are due.
     owed: HashMap<TaskId, Owed>,
     owed_due: BTreeSet<(Timestamp, TaskId)>,
+    /// How the last callback of a task ended, while its task is kept.
+    settled: HashMap<TaskId, Settled>,
     slots: HashMap<TaskId, u32>,
     entries: Vec<Entry>,
     free: Vec<u32>,
@@ -851,8 +865,31 @@ impl Tasks {
         self.owed.insert(id, owed);
     }
 
-    /// Forgets the callback of task `id` (delivered or given up).
+    /// Keeps how the callback of task `id` ended, in place of the one
+    /// owed.
+    pub fn settle(&mut self, id: TaskId, settled: Settled) {
+        self.forgive(id);
+        self.live_bytes += u64::from(settled.at.len) + RECORD_OVERHEAD;
+        self.settled.insert(id, settled);
+    }
+
+    /// How the last callback of task `id` ended, when kept.
+    pub fn settled(&self, id: TaskId) -> Option<&Settled> {
+        self.settled.get(&id)
+    }
+
+    /// Whether task `id` has an outbox record (owed or settled).
+    pub fn has_callback_record(&self, id: TaskId) -> bool {
+        self.owed.contains_key(&id) || self.settled.contains_key(&id)
+    }
+
+    /// Forgets the callback of task `id`, owed or settled (its record is
+    /// deleted); the one owed, if any.
     pub fn forgive(&mut self, id: TaskId) -> Option<Owed> {
+        if let Some(settled) = self.settled.remove(&id) {
+            let bytes = u64::from(settled.at.len) + RECORD_OVERHEAD;
+            self.live_bytes = self.live_bytes.saturating_sub(bytes);
+        }
         let owed = self.owed.remove(&id)?;
         self.owed_due.remove(&(owed.callback.next_at, id));
         self.live_bytes = self.live_bytes.saturating_sub(u64::from(owed.at.len) + RECORD_OVERHEAD);
@@ -879,11 +916,15 @@ impl Tasks {
         (self.owed_due.first().map(|(at, _)| *at), self.owed.len())
     }
 
-    /// Updates where a callback record lies (compaction moved it).
-    pub fn relocate_owed(&mut self, id: TaskId, at: Location, seq: u64) {
+    /// Updates where a callback record, owed or settled, lies
+    /// (compaction moved it).
+    pub fn relocate_callback(&mut self, id: TaskId, at: Location, seq: u64) {
         if let Some(owed) = self.owed.get_mut(&id) {
             owed.at = at;
             owed.seq = owed.seq.max(seq);
+        } else if let Some(settled) = self.settled.get_mut(&id) {
+            settled.at = at;
+            settled.seq = settled.seq.max(seq);
         }
     }
 

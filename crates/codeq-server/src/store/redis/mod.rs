@@ -60,7 +60,8 @@ use self::scripts::{Args, Scripts};
 use crate::store::{
     ClaimSpec, CommandFilter, Completed, CompletedAndNext, Completion, Created,
     DEFAULT_MAX_COMMANDS, DeadLetterFilter, DeadLetterKey, DueCallback, Expired, Expiry, Fence,
-    LeaseEnd, OwedCallback, Retried, Signals, Store, StoreError, StoreResult, TransitionError,
+    LeaseEnd, OwedCallback, Retried, SettledCallback, Signals, Store, StoreError, StoreResult,
+    TransitionError,
 };
 
 /// Whose clock the scripts use.
@@ -523,13 +524,18 @@ impl RedisStore {
         &self,
         task_id: TaskId,
         delivery: Uuid,
-        retry: Option<(u32, Timestamp)>,
+        end: CallbackEnd,
     ) -> StoreResult<()> {
         let mut args = Args::new();
         args.text(&task_id.to_string()).text(&delivery.to_string());
-        match retry {
-            Some((attempts, next_at)) => args.text("retry").num(attempts).num(next_at.millis()),
-            None => args.text("done").num(0).num(0),
+        match end {
+            CallbackEnd::Retry { attempts, next_at } => {
+                args.text("retry").num(attempts).num(next_at.millis()).text("")
+            }
+            CallbackEnd::Done(Some(settled)) => {
+                args.text("done").num(settled.attempts).num(0).text(settled.outcome.as_str())
+            }
+            CallbackEnd::Done(None) => args.text("done").num(0).num(0).text(""),
         };
         self.call(&self.scripts.callback_end, Clock::Store, Timestamp::now(), &args).await?;
         Ok(())
@@ -640,6 +646,14 @@ fn role_of(hello: &redis::Value) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// How `callback_end.lua` ends a callback.
+enum CallbackEnd {
+    /// Its next attempt, after `attempts`.
+    Retry { attempts: u32, next_at: Timestamp },
+    /// Ended, keeping how when given.
+    Done(Option<SettledCallback>),
 }
 
 fn queue_stats(row: &[serde_json::Value]) -> StoreResult<QueueStats> {
@@ -984,8 +998,13 @@ impl Store for RedisStore {
         true
     }
 
-    async fn callback_done(&self, task_id: TaskId, delivery: Uuid) -> StoreResult<()> {
-        self.callback_end(task_id, delivery, None).await
+    async fn callback_done(
+        &self,
+        task_id: TaskId,
+        delivery: Uuid,
+        settled: Option<SettledCallback>,
+    ) -> StoreResult<()> {
+        self.callback_end(task_id, delivery, CallbackEnd::Done(settled)).await
     }
 
     async fn callback_retry(
@@ -995,7 +1014,7 @@ impl Store for RedisStore {
         attempts: u32,
         next_at: Timestamp,
     ) -> StoreResult<()> {
-        self.callback_end(task_id, delivery, Some((attempts, next_at))).await
+        self.callback_end(task_id, delivery, CallbackEnd::Retry { attempts, next_at }).await
     }
 
     fn callbacks_pending(&self) -> (Option<Timestamp>, usize) {
@@ -1005,6 +1024,11 @@ impl Store for RedisStore {
     async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>> {
         let Some(fields) = self.read(id, &["ob", "oa", "on"]).await? else { return Ok(None) };
         reply::owed(&fields)
+    }
+
+    async fn callback_settled(&self, id: TaskId) -> StoreResult<Option<SettledCallback>> {
+        let Some(fields) = self.read(id, &["ob", "os", "oa"]).await? else { return Ok(None) };
+        reply::settled(&fields)
     }
 
     async fn cancel(

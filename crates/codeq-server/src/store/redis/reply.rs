@@ -15,7 +15,9 @@ use codeq_core::{
 };
 use serde_json::Value;
 
-use crate::store::{OwedCallback, StoreError, StoreResult, TransitionError};
+use crate::store::{
+    CallbackOutcome, OwedCallback, SettledCallback, StoreError, StoreResult, TransitionError,
+};
 
 /// One script's answer.
 #[derive(Debug)]
@@ -220,6 +222,20 @@ pub fn owed(fields: &Fields) -> StoreResult<Option<OwedCallback>> {
         delivery: delivery.parse().map_err(|_| corrupt(format!("delivery {delivery}")))?,
         attempts: fields.get("oa").map_or(Ok(0), |text| text.parse()).map_err(corrupt)?,
         next_at: time(fields, "on")?.unwrap_or(Timestamp(0)),
+    }))
+}
+
+/// How a task's last callback ended, when its hash keeps it (fields `os`
+/// outcome, `oa` attempts) and owes no new one (`ob`).
+pub fn settled(fields: &Fields) -> StoreResult<Option<SettledCallback>> {
+    if fields.contains_key("ob") {
+        return Ok(None);
+    }
+    let Some(outcome) = fields.get("os") else { return Ok(None) };
+    Ok(Some(SettledCallback {
+        outcome: CallbackOutcome::parse(outcome)
+            .ok_or_else(|| corrupt(format!("callback outcome {outcome}")))?,
+        attempts: fields.get("oa").map_or(Ok(0), |text| text.parse()).map_err(corrupt)?,
     }))
 }
 

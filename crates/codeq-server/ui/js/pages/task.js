@@ -60,9 +60,11 @@ function webhookFacts(detail) {
   const hook = detail.webhook;
   if (!hook) return null;
   const words = { waiting: 'waiting for the task to end', owed: 'being delivered', settled: 'delivered or given up' };
+  const outcomes = { delivered: 'delivered', gave_up: 'given up: every attempt failed', refused: 'not sent: its URL was refused' };
+  const said = hook.outcome ? outcomes[hook.outcome] || hook.outcome : words[hook.state] || hook.state;
   return h('section', {}, h('h2', {}, 'Result callback'), facts([
     ['URL', h('code', {}, detail.task.webhook)],
-    ['State', h('span', { id: 'webhook-state' }, `${hook.state} (${words[hook.state] || hook.state})`)],
+    ['State', h('span', { id: 'webhook-state' }, `${hook.state} (${said})`)],
     ['Attempts', hook.attempts === undefined ? null : String(hook.attempts)],
     ['Next attempt', hook.nextAttemptAt ? when(hook.nextAttemptAt) : null],
     ['Delivery', hook.deliveryId ? h('code', {}, hook.deliveryId) : null],

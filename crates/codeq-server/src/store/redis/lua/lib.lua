@@ -255,6 +255,7 @@ end
 local function owe_if_due(before, after, delivery)
   if before.hook and not terminal(before.status) and terminal(after.status) then
     redis.call('HSET', after.key, 'ob', delivery, 'oa', '0', 'on', NOW_TEXT)
+    redis.call('HDEL', after.key, 'os')
     redis.call('ZADD', K_OUTBOX, NOW_TEXT, after.id)
     OUTBOX_CHANGED = true
   end

@@ -12,12 +12,16 @@ for i = FIRST + 1, #ARGV, 2 do
     n.round = s.attempts
     write(s, n)
     redis.call('HDEL', s.key, unpack(RESULT_NAMES))
-    -- The dead letter's callback, if still owed, is dropped: the task
-    -- owes one again when it ends anew.
+    -- The dead letter's callback, if still owed, is dropped (and how an
+    -- earlier one ended forgotten): the task owes one again when it ends
+    -- anew.
+    redis.call('HDEL', s.key, 'os')
     if s.owed then
       redis.call('HDEL', s.key, 'ob', 'oa', 'on')
       redis.call('ZREM', K_OUTBOX, s.id)
       OUTBOX_CHANGED = true
+    else
+      redis.call('HDEL', s.key, 'oa')
     end
     replayed[#replayed + 1] = s.id
   end
