@@ -245,7 +245,9 @@ impl Visit for Fields {
         match self.format {
             // Nothing to do about a failing `Debug` impl but go on.
             LogFormat::Text => {
-                let _ = write!(self.out, "{value:?}");
+                let mut text = String::new();
+                let _ = write!(text, "{value:?}");
+                push_text_value(&mut self.out, &text);
             }
             LogFormat::Json => {
                 let mut text = String::new();
@@ -276,6 +278,19 @@ impl Visit for Fields {
                 let _ = write!(out, "{value:?}");
             }
         });
+    }
+}
+
+/// A formatted value of the text format: bare when it reads as one word
+/// (`task_id=0196…`, `addr=127.0.0.1:8080`), else quoted, so that a value
+/// with spaces or an `=` is not taken for more fields.
+fn push_text_value(out: &mut String, value: &str) {
+    let one_word = !value.is_empty()
+        && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '='));
+    if one_word {
+        out.push_str(value);
+    } else {
+        push_debug_str(out, value);
     }
 }
 
@@ -369,6 +384,23 @@ mod tests {
                 .unwrap();
             let expected = format!("{}.670120Z", whole.trim_end_matches('Z'));
             assert_eq!(ours, expected, "{seconds}");
+        }
+    }
+
+    #[test]
+    fn a_text_value_is_bare_when_one_word_and_quoted_otherwise() {
+        for (value, written) in [
+            ("0196a3c2-5f1e-7d2a", "0196a3c2-5f1e-7d2a"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("connection refused (os error 111)", r#""connection refused (os error 111)""#),
+            ("a=b", r#""a=b""#),
+            ("say \"hi\"", r#""say \"hi\"""#),
+            ("line\nbreak", r#""line\nbreak""#),
+            ("", r#""""#),
+        ] {
+            let mut out = String::new();
+            push_text_value(&mut out, value);
+            assert_eq!(out, written, "{value:?}");
         }
     }
 
