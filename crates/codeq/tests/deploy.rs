@@ -146,6 +146,17 @@ async fn the_dashboard_and_the_alerts_query_only_metrics_the_server_exports() {
         .map(|target| target["expr"].as_str().unwrap().to_string())
         .collect();
     assert!(exprs.len() >= 12, "queue, DLQ, throughput, latency, webhooks, HTTP, engine panels");
+    // One Prometheus may scrape several deployments: every series is of
+    // the job chosen.
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(variables.iter().any(|variable| variable["name"] == "job"), "a job variable");
+    for expr in &exprs {
+        for (at, _) in expr.match_indices("codeq_") {
+            let name_end = expr[at..].find(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+            let rest = &expr[at + name_end.unwrap_or(expr.len() - at)..];
+            assert!(rest.starts_with(r#"{job=~"$job""#), "not filtered by job: {expr}");
+        }
+    }
     let rules = read("deploy/helm/codeq/templates/prometheusrule.yaml");
     for (source, text) in [("dashboard", exprs.join("\n")), ("alerts", rules)] {
         let used = metric_names(&text);
