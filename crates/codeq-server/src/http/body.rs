@@ -432,6 +432,16 @@ fn without_type_names(message: &str) -> String {
     format!("{}expected {json}{}", &message[..at], &message[at + named..])
 }
 
+/// `message`, saying what serde_json's "unexpected end of hex escape"
+/// is about: a `\u` escape of a leading UTF-16 surrogate that no
+/// trailing one follows (a lone surrogate is no text).
+fn surrogates_named(message: &str) -> String {
+    const LONE: &str = "unexpected end of hex escape";
+    const NAMED: &str = "a lone UTF-16 surrogate: a \\u escape from \\ud800 to \\udbff must be \
+                         followed by one from \\udc00 to \\udfff";
+    message.replacen(LONE, NAMED, 1)
+}
+
 /// The length of the Rust identifier `text` starts with.
 fn identifier_len(text: &str) -> usize {
     text.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(text.len())
@@ -455,7 +465,7 @@ pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
+            format!("malformed JSON: {}", surrogates_named(&inner.to_string()))
         } else if path == "." {
             format!("invalid body: {}", without_type_names(&inner.to_string()))
         } else {
@@ -473,6 +483,21 @@ pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_surrogate_in_a_string_is_named_as_such() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Reason {
+            reason: String,
+        }
+        let lone = parse_json::<Reason>(br#"{"reason": "\ud800x"}"#).unwrap_err();
+        assert_eq!(lone.code, "malformed_json");
+        assert!(lone.message.contains("lone UTF-16 surrogate"), "{}", lone.message);
+        assert!(lone.message.contains("at line 1 column"), "{}", lone.message);
+        let paired = parse_json::<Reason>(br#"{"reason": "\ud83d\ude00"}"#).unwrap();
+        assert_eq!(paired.reason, "\u{1f600}");
+    }
 
     #[test]
     fn errors_name_json_not_the_servers_types() {
