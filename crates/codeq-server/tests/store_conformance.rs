@@ -918,6 +918,19 @@ async fn a_callbacks_outcome_is_kept_until_its_task_goes(h: &dyn Harness) {
     assert!(store.callback_owed(replayed).await.unwrap().is_some());
     assert_eq!(store.callback_settled(replayed).await.unwrap(), None, "a new series is owed");
 
+    // A purge takes it along with the dead letter.
+    let mut purged = hooked("c");
+    purged.max_attempts = 1;
+    let purged = create(&*store, vec![purged]).await[0];
+    claim_one(&*store, only("c"), at(4)).await.unwrap();
+    store.nack(purged, fence(None), 0, None, at(4)).await.unwrap();
+    let due = store.callbacks_due(at(4), 10).await.unwrap();
+    let owed = due.iter().find(|callback| callback.task_id == purged).unwrap();
+    store.callback_done(purged, owed.delivery, Some(gave_up)).await.unwrap();
+    assert_eq!(store.callback_settled(purged).await.unwrap(), Some(gave_up));
+    assert_eq!(store.purge(&command("c"), vec![purged]).await.unwrap(), vec![purged]);
+    assert_eq!(store.callback_settled(purged).await.unwrap(), None, "purged with its task");
+
     // Retention does not wait for a settled callback, and takes it along.
     assert_eq!(store.cleanup(at(4), 10).await.unwrap(), vec![kept]);
     assert_eq!(store.callback_settled(kept).await.unwrap(), None);
@@ -925,6 +938,7 @@ async fn a_callbacks_outcome_is_kept_until_its_task_goes(h: &dyn Harness) {
     drop(store);
     let store = h.open();
     assert_eq!(store.callback_settled(kept).await.unwrap(), None, "gone over a restart too");
+    assert_eq!(store.callback_settled(purged).await.unwrap(), None);
 }
 
 fn subscription(owner: &str, expires_at: Timestamp) -> Subscription {

@@ -355,10 +355,11 @@ async fn result_callbacks_are_sent_once_each_with_both_replicas_dispatching() {
     println!("result callbacks sent: by A {by_a}, by B {by_b}");
     assert_eq!(by_a + by_b, 400.0, "no callback sent twice");
     assert!(by_a > 0.0 && by_b > 0.0, "both replicas dispatch");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 400);
-    assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "each task called back once");
-    drop(seen);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 400);
+        assert!(ids.iter().all(|id| seen.get(id) == Some(&1)), "each task called back once");
+    }
     // Either replica tells how each ended, whichever sent it.
     for id in &ids[..10] {
         let (_, detail) = get(&http, &b.url(&format!("/admin/tasks/{id}"))).await;

@@ -245,7 +245,7 @@ pub async fn workers(
 #[serde(rename_all = "camelCase")]
 struct WebhookView {
     /// `waiting` (the task has not ended), `owed` (being delivered) or
-    /// `settled` (delivered, or given up after its last attempt).
+    /// `settled` (delivered, given up after its last attempt, or refused).
     state: &'static str,
     /// How a settled callback ended, when kept: `delivered`, `gave_up`
     /// or `refused`.

@@ -963,7 +963,8 @@ pub enum CallbackOutcome {
     Delivered,
     /// Every attempt failed.
     GaveUp,
-    /// Its URL was refused (a private address, say): nothing sent.
+    /// Its URL was refused when its turn came (a private address, say):
+    /// not sent then (attempts before it, if any, failed).
     Refused,
 }
 
@@ -972,7 +973,7 @@ pub enum CallbackOutcome {
 #[schema(rename_all = "camelCase")]
 pub struct WebhookState {
     /// `waiting` (the task has not ended), `owed` (being delivered) or
-    /// `settled` (delivered, or given up).
+    /// `settled` (delivered, given up or refused: see `outcome`).
     state: String,
     /// How a settled callback ended. Absent when not kept (a callback
     /// settled before the server kept outcomes).

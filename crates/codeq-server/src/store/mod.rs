@@ -200,7 +200,8 @@ pub enum CallbackOutcome {
     Delivered,
     /// Every attempt failed: given up.
     GaveUp,
-    /// Never sent: its URL was refused (a private address, say).
+    /// Its URL was refused when its turn came (a private address, say):
+    /// not sent then.
     Refused,
 }
 

@@ -197,10 +197,20 @@ struct StoredSettled {
 /// Appends the encoded `settled` to `buf`.
 pub fn encode_settled(settled: &SettledCallback, buf: &mut Vec<u8>) -> StoreResult<()> {
     buf.push(SETTLED_V1);
-    let stored = StoredSettled { outcome: settled.outcome as u8, attempts: settled.attempts };
+    let stored =
+        StoredSettled { outcome: outcome_code(settled.outcome), attempts: settled.attempts };
     postcard::to_io(&stored, buf)
         .map(|_| ())
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a callback's end: {e}")))
+}
+
+/// The number an outcome is stored as (fixed: records on disk keep it).
+fn outcome_code(outcome: CallbackOutcome) -> u8 {
+    match outcome {
+        CallbackOutcome::Delivered => 0,
+        CallbackOutcome::GaveUp => 1,
+        CallbackOutcome::Refused => 2,
+    }
 }
 
 /// An outbox record: the callback a task owes, or how its last one ended.
@@ -224,7 +234,7 @@ pub fn decode_outbox(bytes: &[u8]) -> StoreResult<OutboxRecord> {
             let stored: StoredSettled = postcard::from_bytes(record).map_err(corrupt)?;
             let outcome = CallbackOutcome::ALL
                 .into_iter()
-                .find(|outcome| *outcome as u8 == stored.outcome)
+                .find(|outcome| outcome_code(*outcome) == stored.outcome)
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!("a callback outcome {} unknown", stored.outcome))
                 })?;

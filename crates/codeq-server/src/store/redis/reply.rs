@@ -226,16 +226,20 @@ pub fn owed(fields: &Fields) -> StoreResult<Option<OwedCallback>> {
 }
 
 /// How a task's last callback ended, when its hash keeps it (fields `os`
-/// outcome, `oa` attempts) and owes no new one (`ob`).
+/// outcome, `oa` attempts, written together) and owes no new one (`ob`).
+/// An `os` without `oa` is one a replica of an earlier release left behind
+/// when it ended a later callback: not this one's outcome.
 pub fn settled(fields: &Fields) -> StoreResult<Option<SettledCallback>> {
     if fields.contains_key("ob") {
         return Ok(None);
     }
-    let Some(outcome) = fields.get("os") else { return Ok(None) };
+    let (Some(outcome), Some(attempts)) = (fields.get("os"), fields.get("oa")) else {
+        return Ok(None);
+    };
     Ok(Some(SettledCallback {
         outcome: CallbackOutcome::parse(outcome)
             .ok_or_else(|| corrupt(format!("callback outcome {outcome}")))?,
-        attempts: fields.get("oa").map_or(Ok(0), |text| text.parse()).map_err(corrupt)?,
+        attempts: attempts.parse().map_err(corrupt)?,
     }))
 }
 
@@ -254,6 +258,21 @@ pub fn command(value: &Value) -> StoreResult<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settled_callback_needs_its_outcome_and_attempts_and_nothing_owed() {
+        let fields = |pairs: &[(&str, &str)]| -> Fields {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let gave_up = SettledCallback { outcome: CallbackOutcome::GaveUp, attempts: 5 };
+        assert_eq!(settled(&fields(&[("os", "gave_up"), ("oa", "5")])).unwrap(), Some(gave_up));
+        // Owed anew: the outcome kept is of an earlier series.
+        let owed = fields(&[("os", "gave_up"), ("ob", "x"), ("oa", "0")]);
+        assert_eq!(settled(&owed).unwrap(), None);
+        // Left by an earlier release's replica that ended a later one.
+        assert_eq!(settled(&fields(&[("os", "gave_up")])).unwrap(), None);
+        assert!(settled(&fields(&[("os", "lost"), ("oa", "1")])).is_err());
+    }
 
     #[test]
     fn refusal_codes_map_to_transition_errors() {
