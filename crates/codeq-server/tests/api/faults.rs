@@ -57,6 +57,24 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// Holds `fs`'s syncs back until it goes, or until the test opens the
+/// gate itself: a failing test opens it too, so its server can stop
+/// instead of waiting for ever on a held sync.
+struct GateClosed(FaultFs);
+
+impl GateClosed {
+    fn new(fs: &FaultFs) -> Self {
+        fs.close_gate();
+        Self(fs.clone())
+    }
+}
+
+impl Drop for GateClosed {
+    fn drop(&mut self) {
+        self.0.open_gate();
+    }
+}
+
 /// Status, headers and JSON body of a finished background request.
 async fn reply(
     handle: tokio::task::JoinHandle<reqwest::Response>,
@@ -84,7 +102,7 @@ async fn a_scrape_while_storage_hangs_answers_in_time_without_the_depths() {
     assert_eq!(scrape_storage_up(&app).await, (200, "codeq_storage_up 1".to_owned()));
 
     // A create waits on a held fsync: the depths (read once durable) wait too.
-    fs.close_gate();
+    let _gate = GateClosed::new(&fs);
     let create = app.spawn_post("/tasks", PRODUCER, json!({ "command": "held", "payload": {} }));
     wait_until("the create waits", || store.durability_waiters() >= 1).await;
     let started = std::time::Instant::now();
@@ -106,7 +124,7 @@ async fn no_answer_leaves_before_the_fsync_of_the_state_it_shows() {
     let id = app.create_simple("gated").await;
     app.claim_ok(WORKER, &["gated"]).await;
 
-    fs.close_gate();
+    let _gate = GateClosed::new(&fs);
     let result = json!({ "status": "COMPLETED", "result": { "ok": 1 }, "attempt": 1 });
     let original = app.spawn_post(&format!("/tasks/{id}/result"), WORKER, result.clone());
     wait_until("the result's fsync is held", || fs.syncs_waiting() >= 1).await;
@@ -150,7 +168,7 @@ async fn a_failed_fsync_fails_every_waiter_is_not_retried_and_the_server_exits()
     let fs = FaultFs::new();
     let (mut app, store) = spawn(&fs).await;
     app.create_simple("before").await;
-    fs.close_gate();
+    let _gate = GateClosed::new(&fs);
     let creates: Vec<_> = (0..3)
         .map(|n| {
             app.spawn_post(
@@ -328,7 +346,7 @@ async fn changes_lost_by_a_power_cut(fs: FaultFs, configure: impl FnOnce(&FaultF
         })
         .await;
         // Cut while a round is written and not yet synced.
-        fs.close_gate();
+        let _gate = GateClosed::new(&fs);
         wait_until("a round waits for its fsync", || fs.syncs_waiting() >= 1).await;
         let before_cut = acked.lock().unwrap().clone();
         let image = tempfile::tempdir().unwrap();
