@@ -363,6 +363,24 @@ impl EmbeddedStore {
         }
     }
 
+    /// What `find` reads of a callback record in memory (with the batch
+    /// that wrote it), once durable; nothing found waits for every batch
+    /// queued, as it may be the news of one not yet durable.
+    async fn read_callback<T>(
+        &self,
+        find: impl FnOnce(&Tasks) -> Option<(T, u64)>,
+    ) -> StoreResult<Option<T>> {
+        let (found, seq) = {
+            let core = self.lock();
+            match find(&core.tasks) {
+                Some((found, seq)) => (Some(found), seq),
+                None => (None, core.appender.last_seq()),
+            }
+        };
+        self.durable(seq).await?;
+        Ok(found)
+    }
+
     async fn durable(&self, seq: u64) -> StoreResult<()> {
         self.log.watermark().wait(seq).await.map_err(wait_error)
     }
@@ -875,32 +893,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn callback_owed(&self, id: TaskId) -> StoreResult<Option<OwedCallback>> {
-        let (found, seq) = {
-            let core = self.lock();
-            match core.tasks.owed(id) {
-                Some(owed) => {
-                    let Callback { delivery, attempts, next_at } = owed.callback;
-                    (Some(OwedCallback { delivery, attempts, next_at }), owed.seq)
-                }
-                // Nothing owed may be the news of a batch not yet durable.
-                None => (None, core.appender.last_seq()),
-            }
-        };
-        self.durable(seq).await?;
-        Ok(found)
+        self.read_callback(|tasks| {
+            let owed = tasks.owed(id)?;
+            let Callback { delivery, attempts, next_at } = owed.callback;
+            Some((OwedCallback { delivery, attempts, next_at }, owed.seq))
+        })
+        .await
     }
 
     async fn callback_settled(&self, id: TaskId) -> StoreResult<Option<SettledCallback>> {
-        let (found, seq) = {
-            let core = self.lock();
-            match core.tasks.settled(id) {
-                Some(kept) => (Some(kept.settled), kept.seq),
-                // Nothing kept may be the news of a batch not yet durable.
-                None => (None, core.appender.last_seq()),
-            }
-        };
-        self.durable(seq).await?;
-        Ok(found)
+        self.read_callback(|tasks| tasks.settled(id).map(|kept| (kept.settled, kept.seq))).await
     }
 
     async fn cancel(
