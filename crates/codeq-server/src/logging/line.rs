@@ -244,11 +244,7 @@ impl Visit for Fields {
         self.begin(field);
         match self.format {
             // Nothing to do about a failing `Debug` impl but go on.
-            LogFormat::Text => {
-                let mut text = String::new();
-                let _ = write!(text, "{value:?}");
-                push_text_value(&mut self.out, &text);
-            }
+            LogFormat::Text => push_text_value(&mut self.out, value),
             LogFormat::Json => {
                 let mut text = String::new();
                 let _ = write!(text, "{value:?}");
@@ -284,14 +280,21 @@ impl Visit for Fields {
 /// A formatted value of the text format: bare when it reads as one word
 /// (`task_id=0196…`, `addr=127.0.0.1:8080`), else quoted, so that a value
 /// with spaces or an `=` is not taken for more fields.
-fn push_text_value(out: &mut String, value: &str) {
-    let one_word = !value.is_empty()
-        && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '='));
-    if one_word {
-        out.push_str(value);
-    } else {
-        push_debug_str(out, value);
+fn push_text_value(out: &mut String, value: &dyn fmt::Debug) {
+    // Written in place, and moved into quotes only when it is not one
+    // word: no allocation for an id or an address.
+    let start = out.len();
+    let _ = write!(out, "{value:?}");
+    if !is_one_word(&out[start..]) {
+        let text = out.split_off(start);
+        push_debug_str(out, &text);
     }
+}
+
+/// Whether `value` can stand bare in the text format.
+fn is_one_word(value: &str) -> bool {
+    !value.is_empty()
+        && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '='))
 }
 
 /// `value` quoted as `fmt::Debug` quotes it (with a fast path for text
@@ -398,9 +401,9 @@ mod tests {
             ("line\nbreak", r#""line\nbreak""#),
             ("", r#""""#),
         ] {
-            let mut out = String::new();
-            push_text_value(&mut out, value);
-            assert_eq!(out, written, "{value:?}");
+            let mut out = String::from("before ");
+            push_text_value(&mut out, &tracing::field::display(value));
+            assert_eq!(out, format!("before {written}"), "{value:?}");
         }
     }
 
